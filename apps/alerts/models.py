@@ -1,0 +1,47 @@
+"""Alerts: one row per cause (a run, a budget threshold in a month, a model, a reconciliation day)."""
+
+from django.db import models
+
+from apps.tenants.scoping import TenantScopedManager
+
+
+class Alert(models.Model):
+    class Kind(models.TextChoices):
+        HIGH_COST_RUN = "high_cost_run"
+        BUDGET = "budget"
+        UNPRICED_MODEL = "unpriced_model"
+        REQUIRES_ACTION_EXPIRING = "requires_action_expiring"
+        WASTED_SPEND = "wasted_spend"
+        RECONCILIATION_DRIFT = "reconciliation_drift"
+        ORPHANED_RESOURCE = "orphaned_resource"
+
+    class Severity(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    # Nullable: some causes belong to no tenant (an unpriced model, unattributed spend at OpenAI).
+    # Members see only their tenant's alerts through the scoped manager; staff see all.
+    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
+    # Unique: an alert fires once per cause, however often the cause is seen again.
+    cause_key = models.CharField(max_length=255, unique=True)
+    title = models.CharField(max_length=300)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    webhook_delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    unscoped_objects = models.Manager()
+    objects = TenantScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="alert_tenant_created")]
+
+    def __str__(self) -> str:
+        return self.title

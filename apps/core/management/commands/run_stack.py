@@ -1,0 +1,92 @@
+"""`make run`: start the OpenAI sandbox, seed demo data, then the web app, Celery worker and beat.
+
+One foreground command that owns every process it starts; Ctrl-C (or SIGTERM) stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+DEMO_USERNAME = "ops"
+DEMO_PASSWORD = "runledger-demo"
+
+
+def _wait_for(url: str, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise CommandError(f"{what} did not answer at {url} within {seconds:.0f}s; see its output above.")
+
+
+class Command(BaseCommand):
+    help = "Run the whole product locally: sandbox, demo data, web app, worker and beat."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--sandbox-port", type=int, default=getattr(settings, "SANDBOX_PORT", 8765))
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--no-demo", action="store_true", help="start without seeding demo data")
+
+    def handle(self, *args, port, sandbox_port, seed, no_demo, **options):
+        if not settings.SANDBOX_ENABLED:
+            raise CommandError("run_stack is for local use; SANDBOX_ENABLED is off in these settings.")
+        python = sys.executable
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        processes: list[tuple[str, subprocess.Popen]] = []
+
+        def start(name: str, argv: list[str]) -> None:
+            self.stdout.write(f"==> starting {name}")
+            processes.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+
+        def stop_all(*_):
+            for name, process in reversed(processes):
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+            for name, process in processes:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+            self.stdout.write("==> stopped every process")
+
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            start("OpenAI sandbox", [python, "manage.py", "sandbox_openai", "--port", str(sandbox_port),
+                                      "--scenario", "demo", "--seed", str(seed)])
+            _wait_for(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", 60, "The OpenAI sandbox")
+            if not no_demo:
+                self.stdout.write("==> seeding demo data (safe to repeat)")
+                call_command("seed_demo", seed=seed, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+            start("web app", [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
+            start("celery worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                                     "--concurrency", "2", "--hostname", "runledger@%h"])
+            start("celery beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"])
+            _wait_for(f"http://127.0.0.1:{port}/healthz", 60, "The web app")
+            self.stdout.write(self.style.SUCCESS(
+                f"\nRunLedger is running at http://127.0.0.1:{port}/\n"
+                f"  demo login: {DEMO_USERNAME} / {DEMO_PASSWORD}\n"
+                f"  API docs:   http://127.0.0.1:{port}/api/docs/\n"
+                f"  sandbox:    http://127.0.0.1:{sandbox_port}/v1 (the OpenAI stand-in)\n"
+                f"Press Ctrl-C to stop everything.\n"
+            ))
+            while True:
+                for name, process in processes:
+                    if process.poll() is not None:
+                        raise CommandError(f"{name} exited with code {process.returncode}; see its output above.")
+                time.sleep(1)
+        except KeyboardInterrupt:
+            self.stdout.write("\n==> stopping")
+        finally:
+            stop_all()

@@ -1,0 +1,42 @@
+"""Money is Decimal in USD with a fixed scale; these helpers are the only place that scale is chosen."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+# Ledger amounts keep 10 decimal places: a token price with 4 decimals per 1M tokens times a whole
+# number of tokens is exact at 10, so rating never rounds. Display and statements round to cents.
+LEDGER_PLACES = 10
+LEDGER_QUANTUM = Decimal(1).scaleb(-LEDGER_PLACES)
+CENT = Decimal("0.01")
+ZERO = Decimal("0")
+
+# Django field arguments for every money column in the ledger.
+MONEY_FIELD_KWARGS = {"max_digits": 24, "decimal_places": LEDGER_PLACES}
+PRICE_FIELD_KWARGS = {"max_digits": 14, "decimal_places": 6}
+
+
+def to_decimal(value) -> Decimal:
+    """Parse an amount exactly: strings and ints as written, floats via their shortest repr."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+def quantize_ledger(amount: Decimal) -> Decimal:
+    return amount.quantize(LEDGER_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def round_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def usd_string(amount: Decimal | None) -> str | None:
+    """Decimal string for the API: normalised (no exponent, trailing zeros kept to at least cents)."""
+    if amount is None:
+        return None
+    text = format(amount.normalize(), "f")
+    if "." not in text:
+        return text + ".00"
+    whole, fraction = text.split(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"

@@ -1,0 +1,44 @@
+"""Login with throttling, and a health check for load balancers and docker-compose."""
+
+from django.contrib.auth import views as auth_views
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+
+LOGIN_ATTEMPTS_PER_WINDOW = 10
+LOGIN_WINDOW_SECONDS = 300
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """At most 10 failed logins per username and per client address in 5 minutes; then 429."""
+
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+    def _keys(self, request) -> list[str]:
+        username = (request.POST.get("username") or "").lower()[:150]
+        address = request.META.get("REMOTE_ADDR", "")
+        return [f"login-fail:user:{username}", f"login-fail:addr:{address}"]
+
+    def post(self, request, *args, **kwargs):
+        keys = self._keys(request)
+        if any((cache.get(key) or 0) >= LOGIN_ATTEMPTS_PER_WINDOW for key in keys):
+            return HttpResponse(
+                "Too many failed logins. Wait five minutes and try again.", status=429, content_type="text/plain"
+            )
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        for key in self._keys(self.request):
+            cache.add(key, 0, LOGIN_WINDOW_SECONDS)
+            try:
+                cache.incr(key)
+            except ValueError:
+                cache.set(key, 1, LOGIN_WINDOW_SECONDS)
+        return super().form_invalid(form)
+
+
+def healthz(request):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,4 @@
+"""Web UI routes."""
+
+app_name = "dashboard"
+urlpatterns: list = []

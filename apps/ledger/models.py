@@ -1,0 +1,184 @@
+"""The ledger: one row per run (Assistants run or Responses response), per thread (thread or
+conversation), and daily rollups per (tenant, day, model, feature) that charts and billing read."""
+
+from django.db import models
+
+from apps.core.money import MONEY_FIELD_KWARGS
+from apps.tenants.scoping import TenantOwnedModel
+
+
+class Api(models.TextChoices):
+    ASSISTANTS = "assistants"
+    RESPONSES = "responses"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.EXPIRED}
+)
+# Runs that cost money but produced nothing usable: counted as wasted spend.
+WASTED_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.EXPIRED})
+# How far along a run is; a state never overwrites one with a higher rank (an older report arriving late).
+STATUS_RANK = {
+    RunStatus.QUEUED: 0,
+    RunStatus.IN_PROGRESS: 1,
+    RunStatus.REQUIRES_ACTION: 2,
+    RunStatus.CANCELLING: 3,
+    RunStatus.CANCELLED: 4,
+    RunStatus.FAILED: 4,
+    RunStatus.COMPLETED: 4,
+    RunStatus.INCOMPLETE: 4,
+    RunStatus.EXPIRED: 4,
+}
+
+
+class ThreadKind(models.TextChoices):
+    THREAD = "thread"
+    CONVERSATION = "conversation"
+
+
+class Thread(TenantOwnedModel):
+    """An Assistants thread or a Responses conversation. Conversations cannot be listed at OpenAI:
+    this row is the only way anyone will ever find one again to delete it."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        DELETED = "deleted"
+
+    openai_id = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=ThreadKind.choices)
+    openai_project = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField()
+    last_activity_at = models.DateTimeField()
+    run_count = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deletion_reason = models.CharField(max_length=200, blank=True, default="")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "status", "last_activity_at"], name="thread_tenant_status_activity"),
+        ]
+
+    def __str__(self) -> str:
+        return self.openai_id
+
+
+class Run(TenantOwnedModel):
+    openai_id = models.CharField(max_length=100, unique=True)
+    api = models.CharField(max_length=16, choices=Api.choices)
+    openai_project = models.CharField(max_length=100, blank=True, default="")
+    thread = models.ForeignKey(Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    thread_openai_id = models.CharField(max_length=100, blank=True, default="")
+    assistant_id = models.CharField(max_length=100, blank=True, default="")
+    prompt_id = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=100)
+    service_tier = models.CharField(max_length=16, blank=True, default="")
+    status = models.CharField(max_length=20, choices=RunStatus.choices)
+    status_rank = models.PositiveSmallIntegerField(default=0)
+
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    incomplete_reason = models.CharField(max_length=64, blank=True, default="")
+
+    # Tokens as OpenAI reports them: input includes cached and cache-write; output includes reasoning.
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+
+    code_interpreter_sessions = models.PositiveIntegerField(default=0)
+    file_search_calls = models.PositiveIntegerField(default=0)
+    web_search_calls = models.PositiveIntegerField(default=0)
+    function_calls = models.PositiveIntegerField(default=0)
+
+    # Attribution inside the tenant.
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    session_id = models.CharField(max_length=200, blank=True, default="")
+    feature = models.CharField(max_length=100, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+
+    cost_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_cached_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_output_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_tools_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    # False when no price covers the model at created_at: never rated $0, re-rated once priced.
+    priced = models.BooleanField(default=False)
+    model_price = models.ForeignKey("pricing.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    tool_price = models.ForeignKey("pricing.ToolPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    is_high_cost = models.BooleanField(default=False)
+
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="run_tenant_created"),
+            models.Index(fields=["tenant", "cost_total_usd"], name="run_tenant_cost"),
+            models.Index(fields=["created_at", "cost_total_usd"], name="run_created_cost"),
+            models.Index(fields=["thread"], name="run_thread"),
+        ]
+
+    def __str__(self) -> str:
+        return self.openai_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class DailyRollup(TenantOwnedModel):
+    """Sums of runs per (tenant, UTC day of created_at, OpenAI project, model, feature), maintained by the ingest path
+    as deltas; `ledger_check` recomputes them from the runs to prove they agree."""
+
+    day = models.DateField()
+    openai_project = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=100)
+    feature = models.CharField(max_length=100, blank=True, default="")
+    runs = models.BigIntegerField(default=0)
+    unpriced_runs = models.BigIntegerField(default=0)
+    high_cost_runs = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    code_interpreter_sessions = models.BigIntegerField(default=0)
+    file_search_calls = models.BigIntegerField(default=0)
+    web_search_calls = models.BigIntegerField(default=0)
+    cost_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_cached_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_output_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_tools_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    wasted_cost_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "openai_project", "model", "feature"], name="rollup_unique_key"),
+        ]
+        indexes = [models.Index(fields=["day", "tenant"], name="rollup_day_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.model} {self.feature}"

@@ -1,0 +1,73 @@
+"""The effective-dated price book. Each row is a price version; a run stores the versions it was rated with."""
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from apps.core.money import PRICE_FIELD_KWARGS
+
+_non_negative = [MinValueValidator(0)]
+
+
+class ModelPrice(models.Model):
+    """USD per 1M tokens for one model (or model family) from `effective_from` (UTC date) on.
+
+    Input tokens as OpenAI reports them include the cached and cache-write ones, and output tokens
+    include reasoning: rating bills each token once, at the price of its kind (see rating.py)."""
+
+    model = models.CharField(max_length=100, help_text="A family (gpt-5.4) or a dated snapshot (gpt-5.4-2026-03-05).")
+    effective_from = models.DateField()
+    input_usd_per_1m = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    cached_input_usd_per_1m = models.DecimalField(
+        **PRICE_FIELD_KWARGS, null=True, blank=True, validators=_non_negative,
+        help_text="Empty: cached tokens bill at the input price.",
+    )
+    output_usd_per_1m = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    cache_write_usd_per_1m = models.DecimalField(
+        **PRICE_FIELD_KWARGS, null=True, blank=True, validators=_non_negative,
+        help_text="Empty: cache-write tokens bill at the input price.",
+    )
+    source = models.CharField(max_length=300, blank=True)
+    source_date = models.DateField(null=True, blank=True)
+    verify = models.BooleanField(default=False, help_text="Quoted by third parties; check OpenAI's pricing page.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_model_date"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from}"
+
+    @property
+    def version(self) -> str:
+        return f"{self.model}@{self.effective_from.isoformat()}"
+
+
+class ToolPrice(models.Model):
+    """Tool and storage prices from `effective_from` on (one row per change, all tools together)."""
+
+    effective_from = models.DateField(unique=True)
+    code_interpreter_session_usd = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    file_search_call_usd_per_1k = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    web_search_call_usd_per_1k = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    vector_storage_usd_per_gb_day = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    vector_storage_free_gb = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
+    source = models.CharField(max_length=300, blank=True)
+    source_date = models.DateField(null=True, blank=True)
+    verify = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-effective_from"]
+
+    def __str__(self) -> str:
+        return f"tools from {self.effective_from}"
+
+    @property
+    def version(self) -> str:
+        return f"tools@{self.effective_from.isoformat()}"

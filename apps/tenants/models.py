@@ -1,0 +1,97 @@
+"""Tenants (our customers' customers), who may see them, and the API keys other systems use."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+from apps.core.money import MONEY_FIELD_KWARGS
+
+slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Lowercase letters, digits and dashes.")
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    external_id = models.CharField("external billing id", max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+
+    # Policies other parts of the product act on.
+    thread_retention_days = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    vector_store_idle_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    high_cost_run_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, default=Decimal("0.10"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    monthly_budget_usd = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
+    )
+    legal_hold = models.BooleanField(default=False, help_text="Nothing of this tenant is ever swept.")
+    archive_before_delete = models.BooleanField(
+        default=False, help_text="Copy a thread's messages/items into RunLedger before deleting it at OpenAI."
+    )
+    markup_percent = models.DecimalField(
+        max_digits=6, decimal_places=2, null=True, blank=True, help_text="Optional markup line on statements."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        ADMIN = "admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
+
+
+class ApiKey(models.Model):
+    """Only a SHA-256 of the key is stored; the plaintext is shown once, at creation."""
+
+    class Scope(models.TextChoices):
+        INGEST = "ingest", "ingest (write runs and resources only)"
+        BILLING = "billing", "billing (read usage, statements, runs, prices)"
+        ADMIN = "admin", "admin (read and write everything)"
+
+    name = models.CharField(max_length=120)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Visible start of the key, to identify it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys",
+        help_text="When set, the key sees and writes only this tenant.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…, {self.scope})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

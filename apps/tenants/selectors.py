@@ -1,0 +1,39 @@
+"""Who may see which tenants; the lookups every page and endpoint uses to turn a URL slug into a tenant."""
+
+from __future__ import annotations
+
+from django.http import Http404
+
+from .models import ApiKey, Membership, Tenant
+from .scoping import TenantScope
+
+
+def scope_for_user(user) -> TenantScope:
+    if not getattr(user, "is_authenticated", False):
+        return TenantScope.of([])
+    if user.is_staff or user.is_superuser:
+        return TenantScope.every_tenant()
+    return TenantScope.of(Membership.objects.filter(user=user).values_list("tenant_id", flat=True))
+
+
+def scope_for_api_key(key: ApiKey) -> TenantScope:
+    return TenantScope.of([key.tenant_id]) if key.tenant_id else TenantScope.every_tenant()
+
+
+def tenants_visible(scope: TenantScope):
+    return scope.apply(Tenant.objects.all(), field="id")
+
+
+def tenant_get_visible(scope: TenantScope, slug: str) -> Tenant:
+    """The tenant with this slug if the scope allows it. Missing and not-yours are the same 404,
+    so slugs cannot be probed."""
+    tenant = tenants_visible(scope).filter(slug=slug).first()
+    if tenant is None:
+        raise Http404("Not found.")
+    return tenant
+
+
+def user_is_tenant_admin(user, tenant: Tenant) -> bool:
+    if user.is_staff or user.is_superuser:
+        return True
+    return Membership.objects.filter(user=user, tenant=tenant, role=Membership.Role.ADMIN).exists()

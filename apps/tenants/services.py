@@ -1,0 +1,102 @@
+"""Writes for tenants, memberships and API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.services import audit_record
+
+from .models import ApiKey, Membership, Tenant
+
+KEY_PREFIX = "rl_"
+# last_used_at is a hint for humans; writing it once a minute per key keeps hot keys off the write path.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def _hash_key(plaintext: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is safe (no dictionary to attack) and cheap per request.
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def api_key_create(*, name: str, scope: str, tenant: Tenant | None = None, created_by=None) -> tuple[ApiKey, str]:
+    """Create a key and return it with its plaintext, which is never stored and cannot be recovered."""
+    if scope not in ApiKey.Scope.values:
+        raise ValueError(f"scope must be one of {', '.join(ApiKey.Scope.values)}")
+    visible = secrets.token_hex(4)
+    plaintext = f"{KEY_PREFIX}{visible}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        name=name,
+        prefix=f"{KEY_PREFIX}{visible}",
+        key_hash=_hash_key(plaintext),
+        scope=scope,
+        tenant=tenant,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+    )
+    audit_record(
+        action="api_key.create", target_type="api_key", target_id=key.prefix, actor=created_by,
+        actor_label="" if created_by else "command:create_api_key", tenant_id=tenant.pk if tenant else None,
+        data={"name": name, "scope": scope},
+    )
+    return key, plaintext
+
+
+def api_key_revoke(*, key: ApiKey, actor=None) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(
+            action="api_key.revoke", target_type="api_key", target_id=key.prefix, actor=actor,
+            actor_label="" if actor else "command:revoke_api_key", tenant_id=key.tenant_id,
+        )
+    return key
+
+
+def api_key_authenticate(plaintext: str) -> ApiKey | None:
+    """The active key matching this plaintext, or None. Compared in constant time."""
+    if not plaintext.startswith(KEY_PREFIX) or plaintext.count("_") < 2:
+        return None
+    prefix = plaintext[: plaintext.index("_", len(KEY_PREFIX))]
+    key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.key_hash, _hash_key(plaintext)) or key.revoked_at:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+@transaction.atomic
+def tenant_create(*, slug: str, name: str, actor=None, **policy) -> Tenant:
+    tenant = Tenant(slug=slug, name=name, **policy)
+    tenant.full_clean()
+    tenant.save()
+    audit_record(action="tenant.create", target_type="tenant", target_id=slug, actor=actor, tenant_id=tenant.pk)
+    return tenant
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
+    before = {field: str(getattr(tenant, field)) for field in changes}
+    for field, value in changes.items():
+        setattr(tenant, field, value)
+    tenant.full_clean()
+    tenant.save()
+    after = {field: str(getattr(tenant, field)) for field in changes}
+    if before != after:
+        audit_record(
+            action="tenant.update", target_type="tenant", target_id=tenant.slug, actor=actor,
+            tenant_id=tenant.pk, data={"before": before, "after": after},
+        )
+    return tenant
+
+
+def membership_set(*, user, tenant: Tenant, role: str = Membership.Role.VIEWER) -> Membership:
+    membership, _ = Membership.objects.update_or_create(user=user, tenant=tenant, defaults={"role": role})
+    return membership

@@ -1,0 +1,39 @@
+"""Project-wide plumbing: health check, request ids, login throttling, plotly served offline."""
+
+import pytest
+from django.contrib.staticfiles import finders
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_every_response_carries_a_request_id_and_echoes_a_safe_one(client):
+    assert len(client.get("/healthz")["X-Request-Id"]) == 32
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")["X-Request-Id"] == "abc-123"
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="bad id\n")["X-Request-Id"] != "bad id\n"
+
+
+def test_login_page_renders(client):
+    response = client.get("/accounts/login/")
+    assert response.status_code == 200 and b"Sign in to RunLedger" in response.content
+
+
+def test_login_is_throttled_after_repeated_failures(client, staff_user):
+    for _ in range(10):
+        assert client.post("/accounts/login/", {"username": "ops", "password": "wrong"}).status_code == 200
+    assert client.post("/accounts/login/", {"username": "ops", "password": "ops-password-1"}).status_code == 429
+
+
+def test_plotly_js_is_served_from_the_installed_package():
+    path = finders.find("vendor/plotly.min.js")
+    assert path and path.endswith("plotly.min.js")
+
+
+def test_api_docs_use_local_assets(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"cdn.jsdelivr" not in response.content and b"unpkg" not in response.content
