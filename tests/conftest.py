@@ -11,6 +11,8 @@ from django.conf import settings
 from apps.tenants.models import ApiKey, Membership, Tenant
 from apps.tenants.services import api_key_create
 
+pytest_plugins = ["tests.sandbox_fixtures"]
+
 REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
 
 
