@@ -1,0 +1,435 @@
+"""Read-side queries over the ledger (runs, threads, daily rollups). Every function takes a TenantScope or a
+tenant, so nothing here can read a tenant it was not given. Charts that span days read DailyRollup only.
+
+Money comes back as exact Decimal; days are UTC dates (the rollups' day boundary)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import (
+    Case, Count, DecimalField, ExpressionWrapper, F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When,
+)
+from django.db.models.functions import Coalesce
+
+from apps.core.money import MONEY_FIELD_KWARGS, ZERO
+from apps.core.timeutils import day_start, month_start, next_month
+from apps.tenants.scoping import TenantScope
+
+from .models import DailyRollup, Run, Thread
+
+OTHERS_LABEL = "others"
+_MONEY = DecimalField(**MONEY_FIELD_KWARGS)
+
+
+def _zero_money() -> Value:
+    return Value(ZERO, output_field=_MONEY)
+
+
+def _sum_money(expression: str, **kwargs) -> Coalesce:
+    return Coalesce(Sum(expression, **kwargs), _zero_money(), output_field=_MONEY)
+
+
+def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    if tenant is not None:
+        return DailyRollup.objects.for_tenant(tenant)
+    if scope is None:
+        raise ValueError("Pass a scope or a tenant.")
+    return DailyRollup.objects.in_scope(scope)
+
+
+# --- spend over months ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    today: dt.date
+    month_to_date_usd: Decimal
+    last_month_usd: Decimal
+    # Last month up to the same day of the month: the fair comparison for a month in progress.
+    last_month_same_point_usd: Decimal
+    projected_month_end_usd: Decimal
+    days_elapsed: int
+    days_in_month: int
+
+    @property
+    def change_vs_same_point(self) -> Decimal | None:
+        if not self.last_month_same_point_usd:
+            return None
+        return (self.month_to_date_usd - self.last_month_same_point_usd) / self.last_month_same_point_usd * 100
+
+
+def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.date) -> SpendSummary:
+    """This month to date, last month (whole and to the same day), and a straight-line projection of this
+    month from the days elapsed so far (today counts as elapsed)."""
+    this_start = month_start(today)
+    last_start = month_start(this_start - dt.timedelta(days=1))
+    same_point_end = min(last_start + dt.timedelta(days=today.day), this_start)
+    totals = _rollups(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
+        month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
+        last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
+        same_point=_sum_money("cost_total_usd", filter=Q(day__lt=same_point_end)),
+    )
+    days_in_month = (next_month(today) - this_start).days
+    projected = totals["month_to_date"] / today.day * days_in_month
+    return SpendSummary(
+        today=today,
+        month_to_date_usd=totals["month_to_date"],
+        last_month_usd=totals["last_month"],
+        last_month_same_point_usd=totals["same_point"],
+        projected_month_end_usd=projected.quantize(Decimal("0.0000000001")),
+        days_elapsed=today.day,
+        days_in_month=days_in_month,
+    )
+
+
+# --- cost per day ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """Cost per day split into named series; every series has one value per day in `days` (zeros filled)."""
+
+    days: list[dt.date]
+    series: dict[str, list[Decimal]] = field(default_factory=dict)
+
+    @property
+    def total_usd(self) -> Decimal:
+        return sum((sum(values, ZERO) for values in self.series.values()), ZERO)
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=offset) for offset in range((end - start).days + 1)]
+
+
+def _fill(days: list[dt.date], rows, key_name: str, value_name: str = "cost_usd") -> dict[str, dict[dt.date, Decimal]]:
+    grouped: dict[str, dict[dt.date, Decimal]] = defaultdict(dict)
+    for row in rows:
+        grouped[row[key_name] or ""][row["day"]] = row[value_name]
+    return grouped
+
+
+def cost_by_day_by_tenant(
+    *, scope: TenantScope, start: dt.date, end: dt.date, top: int = 5
+) -> DailySeries:
+    """Cost per day (start..end inclusive) for the `top` tenants by cost in the period; the rest summed as
+    "others". Series are keyed by tenant slug and ordered by cost, largest first."""
+    rollups = _rollups(scope=scope).filter(day__gte=start, day__lte=end)
+    ranking = list(
+        rollups.values("tenant_id", "tenant__slug").annotate(cost_usd=_sum_money("cost_total_usd")).order_by("-cost_usd", "tenant__slug")
+    )
+    top_ids = {row["tenant_id"]: row["tenant__slug"] for row in ranking[:top]}
+    per_day = rollups.values("tenant_id", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
+    days = _days(start, end)
+    buckets: dict[str, dict[dt.date, Decimal]] = {slug: {} for slug in top_ids.values()}
+    for row in per_day:
+        name = top_ids.get(row["tenant_id"], OTHERS_LABEL)
+        bucket = buckets.setdefault(name, {})
+        bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
+    return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()})
+
+
+def cost_by_day_by_model(*, tenant, start: dt.date, end: dt.date) -> DailySeries:
+    """One tenant's cost per day split by model, models ordered by cost in the period."""
+    rows = list(
+        _rollups(tenant=tenant).filter(day__gte=start, day__lte=end)
+        .values("model", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
+    )
+    days = _days(start, end)
+    grouped = _fill(days, rows, "model")
+    ordered = sorted(grouped, key=lambda name: (-sum(grouped[name].values(), ZERO), name))
+    return DailySeries(days=days, series={name: [grouped[name].get(day, ZERO) for day in days] for name in ordered})
+
+
+def wasted_by_day(*, tenant, start: dt.date, end: dt.date) -> DailySeries:
+    """Spend on runs that failed, were cancelled or expired, per day, beside the total spend."""
+    rows = {
+        row["day"]: row
+        for row in _rollups(tenant=tenant).filter(day__gte=start, day__lte=end).values("day").annotate(
+            wasted=_sum_money("wasted_cost_usd"), total=_sum_money("cost_total_usd")
+        )
+    }
+    days = _days(start, end)
+    return DailySeries(
+        days=days,
+        series={
+            "wasted": [rows[day]["wasted"] if day in rows else ZERO for day in days],
+            "useful": [rows[day]["total"] - rows[day]["wasted"] if day in rows else ZERO for day in days],
+        },
+    )
+
+
+@dataclass(frozen=True)
+class WastedSummary:
+    wasted_usd: Decimal
+    total_usd: Decimal
+    runs: int
+
+    @property
+    def share_percent(self) -> Decimal | None:
+        return self.wasted_usd / self.total_usd * 100 if self.total_usd else None
+
+
+def wasted_summary(*, tenant, start: dt.date, end: dt.date) -> WastedSummary:
+    totals = _rollups(tenant=tenant).filter(day__gte=start, day__lte=end).aggregate(
+        wasted=_sum_money("wasted_cost_usd"), total=_sum_money("cost_total_usd"), runs=Coalesce(Sum("runs"), 0)
+    )
+    return WastedSummary(wasted_usd=totals["wasted"], total_usd=totals["total"], runs=totals["runs"])
+
+
+def cost_by_feature(*, tenant, start: dt.date, end: dt.date) -> list[dict]:
+    """Rows {feature, runs, high_cost_runs, cost_usd, wasted_cost_usd}, costliest first ("" = no feature)."""
+    return list(
+        _rollups(tenant=tenant).filter(day__gte=start, day__lte=end).values("feature").annotate(
+            runs=Sum("runs"), high_cost_runs=Sum("high_cost_runs"),
+            cost_usd=_sum_money("cost_total_usd"), wasted_cost_usd=_sum_money("wasted_cost_usd"),
+        ).order_by("-cost_usd", "feature")
+    )
+
+
+def cost_by_model(*, scope: TenantScope | None = None, tenant=None, start: dt.date, end: dt.date) -> list[dict]:
+    return list(
+        _rollups(scope=scope, tenant=tenant).filter(day__gte=start, day__lte=end).values("model").annotate(
+            runs=Sum("runs"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
+            cost_usd=_sum_money("cost_total_usd"),
+        ).order_by("-cost_usd", "model")
+    )
+
+
+def models_and_features(*, scope: TenantScope, start: dt.date, end: dt.date) -> tuple[list[str], list[str]]:
+    """The models and features seen in the period (for filter choices), from rollups."""
+    rollups = _rollups(scope=scope).filter(day__gte=start, day__lte=end)
+    models = sorted(set(rollups.values_list("model", flat=True).distinct()))
+    features = sorted(set(rollups.exclude(feature="").values_list("feature", flat=True).distinct()))
+    return models, features
+
+
+# --- tenants ----------------------------------------------------------------------------------------
+
+
+def month_to_date_by_tenant(*, scope: TenantScope, today: dt.date) -> dict[int, Decimal]:
+    return {
+        row["tenant_id"]: row["cost_usd"]
+        for row in _rollups(scope=scope).filter(day__gte=month_start(today), day__lte=today)
+        .values("tenant_id").annotate(cost_usd=_sum_money("cost_total_usd"))
+    }
+
+
+def tenants_with_spend(tenants: QuerySet, *, scope: TenantScope, today: dt.date) -> QuerySet:
+    """Annotate a Tenant queryset with month_to_date_usd and budget_used_percent (NULL without a budget),
+    as subqueries so the list can be sorted and paginated in the database."""
+    month_cost = (
+        _rollups(scope=scope).filter(tenant_id=OuterRef("pk"), day__gte=month_start(today), day__lte=today)
+        .order_by().values("tenant_id").annotate(cost_usd=Sum("cost_total_usd")).values("cost_usd")
+    )
+    annotated = tenants.annotate(month_to_date_usd=Coalesce(Subquery(month_cost, output_field=_MONEY), _zero_money()))
+    return annotated.annotate(
+        budget_used_percent=Case(
+            When(monthly_budget_usd__gt=0, then=ExpressionWrapper(
+                F("month_to_date_usd") * 100 / F("monthly_budget_usd"), output_field=_MONEY)),
+            default=None, output_field=_MONEY,
+        )
+    )
+
+
+def daily_cost_for_tenants(*, scope: TenantScope, tenant_ids, start: dt.date, end: dt.date) -> dict[int, list[Decimal]]:
+    """Per tenant, cost per day from start to end (zeros filled): the data of a trend sparkline."""
+    days = _days(start, end)
+    values: dict[int, dict[dt.date, Decimal]] = defaultdict(dict)
+    for row in (
+        _rollups(scope=scope).filter(tenant_id__in=list(tenant_ids), day__gte=start, day__lte=end)
+        .values("tenant_id", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
+    ):
+        values[row["tenant_id"]][row["day"]] = row["cost_usd"]
+    return {tenant_id: [values[tenant_id].get(day, ZERO) for day in days] for tenant_id in tenant_ids}
+
+
+# --- runs -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    """What the high-cost runs page filters on. No min_cost: runs flagged high-cost by their tenant's threshold."""
+
+    start: dt.date
+    end: dt.date
+    tenant: object | None = None
+    model: str = ""
+    feature: str = ""
+    status: str = ""
+    min_cost_usd: Decimal | None = None
+
+
+RUN_ORDERINGS = {
+    "cost": ("cost_total_usd", "openai_id"),
+    "-cost": ("-cost_total_usd", "-openai_id"),
+    "created": ("created_at", "openai_id"),
+    "-created": ("-created_at", "-openai_id"),
+    "prompt": ("input_tokens", "openai_id"),
+    "-prompt": ("-input_tokens", "-openai_id"),
+}
+
+
+def runs_filtered(*, scope: TenantScope, filters: RunFilters, ordering: str = "-cost") -> QuerySet:
+    runs = Run.objects.in_scope(scope) if filters.tenant is None else Run.objects.for_tenant(filters.tenant)
+    if filters.tenant is not None and not scope.allows(filters.tenant):
+        return runs.none()
+    runs = runs.filter(created_at__gte=day_start(filters.start), created_at__lt=day_start(filters.end + dt.timedelta(days=1)))
+    if filters.min_cost_usd is not None:
+        runs = runs.filter(cost_total_usd__gte=filters.min_cost_usd)
+    else:
+        runs = runs.filter(is_high_cost=True)
+    if filters.model:
+        runs = runs.filter(model=filters.model)
+    if filters.feature:
+        runs = runs.filter(feature=filters.feature)
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    return runs.select_related("tenant").order_by(*RUN_ORDERINGS.get(ordering, RUN_ORDERINGS["-cost"]))
+
+
+def run_get_visible(*, scope: TenantScope, openai_id: str) -> Run | None:
+    """The run with this OpenAI id if the scope may see it (None for missing and not-yours alike)."""
+    return (
+        Run.objects.in_scope(scope).select_related("tenant", "thread", "model_price", "tool_price")
+        .filter(openai_id=openai_id).first()
+    )
+
+
+def run_timeline(run: Run) -> list[tuple[str, dt.datetime]]:
+    """The run's status changes that happened, in time order (expires is a deadline, listed where it falls)."""
+    moments = [
+        ("created", run.created_at), ("started", run.started_at), ("completed", run.completed_at),
+        ("failed", run.failed_at), ("cancelled", run.cancelled_at), ("expires", run.expires_at),
+    ]
+    return sorted(((name, moment) for name, moment in moments if moment is not None), key=lambda item: item[1])
+
+
+def run_tokens_by_kind(run: Run) -> list[tuple[str, int]]:
+    """Each token billed once, in its own kind: input splits into uncached, cached and cache-write;
+    output into visible output and reasoning."""
+    uncached = max(run.input_tokens - run.cached_input_tokens - run.cache_write_tokens, 0)
+    visible_output = max(run.output_tokens - run.reasoning_tokens, 0)
+    return [
+        ("input (uncached)", uncached),
+        ("input (cached)", run.cached_input_tokens),
+        ("input (cache write)", run.cache_write_tokens),
+        ("output", visible_output),
+        ("reasoning", run.reasoning_tokens),
+    ]
+
+
+def thread_runs(*, thread: Thread, limit: int = 50) -> list[Run]:
+    return list(Run.objects.for_tenant(thread.tenant_id).filter(thread=thread).order_by("-created_at")[:limit])
+
+
+def top_runs_for_scatter(runs: QuerySet, *, limit: int = 1000) -> list[dict]:
+    """The costliest `limit` runs of a filtered queryset, as plain rows for a scatter."""
+    return list(
+        runs.order_by("-cost_total_usd", "-openai_id")
+        .values("openai_id", "tenant__slug", "model", "feature", "status", "input_tokens", "cost_total_usd")[:limit]
+    )
+
+
+# Log-spaced prompt-size bins: 1-2-5 steps per decade, so the long tail stays readable on a log axis.
+PROMPT_TOKEN_EDGES = [0, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
+
+
+@dataclass(frozen=True)
+class TokenHistogram:
+    edges: list[int]  # bin i holds edges[i] <= tokens < edges[i+1]; the last bin is open-ended
+    counts: list[int]
+    total_runs: int
+    max_tokens: int
+    tail_runs: int  # runs at ten times the median prompt size or more: the long tail
+
+    def label(self, index: int) -> str:
+        low = self.edges[index]
+        if index + 1 < len(self.edges):
+            return f"{_short(low)}–{_short(self.edges[index + 1])}"
+        return f"≥{_short(low)}"
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.label(index) for index in range(len(self.counts))]
+
+
+def _short(tokens: int) -> str:
+    if tokens >= 1_000_000:
+        return f"{tokens // 1_000_000}M"
+    if tokens >= 1_000:
+        return f"{tokens // 1_000}k"
+    return str(tokens)
+
+
+def prompt_token_histogram(*, tenant, start: dt.date, end: dt.date) -> TokenHistogram:
+    """How many runs fall in each prompt-size bin, counted in one aggregate query."""
+    edges = PROMPT_TOKEN_EDGES
+    aggregates = {}
+    for index, low in enumerate(edges):
+        condition = Q(input_tokens__gte=low)
+        if index + 1 < len(edges):
+            condition &= Q(input_tokens__lt=edges[index + 1])
+        aggregates[f"bin_{index}"] = Count("pk", filter=condition)
+    runs = Run.objects.for_tenant(tenant).filter(
+        created_at__gte=day_start(start), created_at__lt=day_start(end + dt.timedelta(days=1))
+    )
+    result = runs.aggregate(total=Count("pk"), max_tokens=Max("input_tokens"), **aggregates)
+    counts = [result[f"bin_{index}"] for index in range(len(edges))]
+    median_bin = _median_bin(counts)
+    tail = sum(counts[index] for index in range(len(counts)) if median_bin is not None and edges[index] >= max(edges[median_bin], 1) * 10)
+    return TokenHistogram(
+        edges=list(edges), counts=counts, total_runs=result["total"], max_tokens=result["max_tokens"] or 0,
+        tail_runs=tail,
+    )
+
+
+def _median_bin(counts: list[int]) -> int | None:
+    total = sum(counts)
+    if not total:
+        return None
+    running = 0
+    for index, count in enumerate(counts):
+        running += count
+        if running * 2 >= total:
+            return index
+    return len(counts) - 1
+
+
+def cost_by_end_user(*, tenant, start: dt.date, end: dt.date) -> QuerySet:
+    """Rows {user_id, runs, cost_usd, last_run_at} per end user of one tenant, costliest first ("" = unknown).
+    Read from runs (rollups do not carry the end user), bounded by the tenant's index on created_at."""
+    return (
+        Run.objects.for_tenant(tenant)
+        .filter(created_at__gte=day_start(start), created_at__lt=day_start(end + dt.timedelta(days=1)))
+        .values("user_id").annotate(runs=Count("pk"), cost_usd=_sum_money("cost_total_usd"), last_run_at=Max("created_at"))
+        .order_by("-cost_usd", "user_id")
+    )
+
+
+# --- threads ------------------------------------------------------------------------------------------
+
+
+def threads_with_retention(*, tenant, status: str = Thread.Status.ACTIVE) -> QuerySet:
+    """A tenant's threads, those deleted soonest first (least recent activity first)."""
+    threads = Thread.objects.for_tenant(tenant)
+    if status:
+        threads = threads.filter(status=status)
+    return threads.order_by("last_activity_at", "openai_id")
+
+
+def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: bool, now: dt.datetime) -> dict:
+    """When the retention sweep will delete this thread: {deletes_at, days_left, state} where state is
+    deleted | held | overdue | due_soon (within 7 days) | ok."""
+    if thread.status == Thread.Status.DELETED:
+        return {"deletes_at": None, "days_left": None, "state": "deleted"}
+    deletes_at = thread.last_activity_at + dt.timedelta(days=retention_days)
+    if legal_hold:
+        return {"deletes_at": None, "days_left": None, "state": "held"}
+    days_left = (deletes_at - now).days if deletes_at >= now else -((now - deletes_at).days + 1)
+    state = "overdue" if deletes_at <= now else "due_soon" if deletes_at - now <= dt.timedelta(days=7) else "ok"
+    return {"deletes_at": deletes_at, "days_left": max(days_left, 0) if state != "overdue" else 0, "state": state}
+
