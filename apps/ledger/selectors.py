@@ -445,3 +445,123 @@ def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: 
     state = "overdue" if deletes_at <= now else "due_soon" if deletes_at - now <= dt.timedelta(days=7) else "ok"
     return {"deletes_at": deletes_at, "days_left": max(days_left, 0) if state != "overdue" else 0, "state": state}
 
+
+
+# --- billing API (usage by period, statements, the runs list) ------------------------------------------
+
+USAGE_GROUPINGS = ("day", "model", "feature", "user")
+_USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+
+
+def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
+    """One tenant's usage from `start` to `end` (exclusive, UTC days) grouped by day, model, feature or
+    end user: rows {key, runs, unpriced_runs, <tokens by kind>, <cost by component>} ordered by key.
+    day/model/feature read the daily rollups; user reads the runs (index tenant, created_at)."""
+    if group_by not in USAGE_GROUPINGS:
+        raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPINGS)}")
+    sums = {name: Coalesce(Sum(name), 0) for name in _USAGE_COUNTS}
+    sums.update({name: _sum_money(name) for name in _USAGE_MONEY})
+    if group_by == "user":
+        rows = (
+            Run.objects.for_tenant(tenant)
+            .filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
+            .values("user_id").order_by("user_id")
+            .annotate(runs=Count("pk"), unpriced_runs=Count("pk", filter=Q(priced=False)), **sums)
+        )
+        key_field = "user_id"
+    else:
+        key_field = group_by
+        rows = (
+            DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+            .values(key_field).order_by(key_field)
+            .annotate(runs=Coalesce(Sum("runs"), 0), unpriced_runs=Coalesce(Sum("unpriced_runs"), 0), **sums)
+        )
+    lines = []
+    for row in rows:
+        key = row.pop(key_field)
+        lines.append({"key": key.isoformat() if isinstance(key, dt.date) else key, **row})
+    return lines
+
+
+def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dict]:
+    """Tool use of one tenant's runs created from `start` to `end` (exclusive): per kind
+    (code_interpreter sessions, file_search calls, web_search calls) the quantity and its exact cost.
+    Cost is each priced run's quantity times the tool price version that run was rated with, by the same
+    rules as rating (file-search calls are billed only under the Responses API), so the kinds add up to
+    the runs' cost_tools_usd."""
+    from apps.pricing.rating import ONE_THOUSAND
+
+    kinds = {
+        "code_interpreter": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
+        "file_search": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
+        "web_search": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
+    }
+    rows = (
+        Run.objects.for_tenant(tenant)
+        .filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
+        .filter(Q(code_interpreter_sessions__gt=0) | Q(file_search_calls__gt=0) | Q(web_search_calls__gt=0))
+        .values(
+            "api", "priced", "tool_price__code_interpreter_session_usd",
+            "tool_price__file_search_call_usd_per_1k", "tool_price__web_search_call_usd_per_1k",
+        )
+        .order_by()
+        .annotate(
+            sessions=Coalesce(Sum("code_interpreter_sessions"), 0),
+            file_search=Coalesce(Sum("file_search_calls"), 0),
+            web_search=Coalesce(Sum("web_search_calls"), 0),
+        )
+    )
+    for row in rows:
+        kinds["code_interpreter"]["quantity"] += row["sessions"]
+        kinds["file_search"]["quantity"] += row["file_search"]
+        kinds["web_search"]["quantity"] += row["web_search"]
+        if not row["priced"] or row["tool_price__code_interpreter_session_usd"] is None:
+            continue
+        file_search_billable = row["file_search"] if row["api"] == "responses" else 0
+        kinds["code_interpreter"]["billable"] += row["sessions"]
+        kinds["file_search"]["billable"] += file_search_billable
+        kinds["web_search"]["billable"] += row["web_search"]
+        kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * row["tool_price__code_interpreter_session_usd"]
+        kinds["file_search"]["cost_usd"] += (
+            Decimal(file_search_billable) * row["tool_price__file_search_call_usd_per_1k"] / ONE_THOUSAND
+        )
+        kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * row["tool_price__web_search_call_usd_per_1k"] / ONE_THOUSAND
+    return kinds
+
+
+def runs_search(
+    *,
+    scope: TenantScope,
+    tenant=None,
+    status: str = "",
+    model: str = "",
+    feature: str = "",
+    user_id: str | None = None,
+    min_cost_usd: Decimal | None = None,
+    created_from: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
+    high_cost: bool | None = None,
+) -> QuerySet:
+    """Runs the scope may see, filtered; newest first, with what a run's API representation needs joined."""
+    if tenant is not None:
+        runs = Run.objects.for_tenant(tenant) if scope.allows(tenant) else Run.objects.for_tenant(tenant).none()
+    else:
+        runs = Run.objects.in_scope(scope)
+    if status:
+        runs = runs.filter(status=status)
+    if model:
+        runs = runs.filter(model=model)
+    if feature:
+        runs = runs.filter(feature=feature)
+    if user_id is not None:
+        runs = runs.filter(user_id=user_id)
+    if min_cost_usd is not None:
+        runs = runs.filter(cost_total_usd__gte=min_cost_usd)
+    if created_from is not None:
+        runs = runs.filter(created_at__gte=created_from)
+    if created_before is not None:
+        runs = runs.filter(created_at__lt=created_before)
+    if high_cost is not None:
+        runs = runs.filter(is_high_cost=high_cost)
+    return runs.select_related("tenant", "model_price", "tool_price").order_by("-created_at", "-id")
