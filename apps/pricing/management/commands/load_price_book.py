@@ -1,0 +1,30 @@
+"""`manage.py load_price_book [FILE]`: load or refresh prices from a price book file, idempotently."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.pricing.seed import PRICE_BOOK_FILE, PriceBookFileError
+from apps.pricing.services import price_book_load
+
+
+class Command(BaseCommand):
+    help = "Load the price book file (default: the shipped apps/pricing/data/price_book.json); safe to re-run."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", nargs="?", default=str(PRICE_BOOK_FILE))
+        parser.add_argument("--keep-existing", action="store_true",
+                            help="Only add missing price versions; never change an existing one.")
+
+    def handle(self, *args, file, keep_existing, **options):
+        try:
+            result = price_book_load(path=file, overwrite=not keep_existing)
+        except PriceBookFileError as exc:
+            raise CommandError(f"{exc}. Fix the file and run the command again.") from exc
+        for label in result.created:
+            self.stdout.write(f"created  {label}")
+        for label in result.updated:
+            self.stdout.write(f"updated  {label}")
+        self.stdout.write(self.style.SUCCESS(
+            f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged."
+        ))
+        if result.updated:
+            self.stdout.write("Prices changed: re-rate affected runs with `manage.py reprice --start ... --end ...`.")

@@ -1,0 +1,111 @@
+"""Loading the price book data file (apps/pricing/data/price_book.json): shared by the data migration,
+the post-migrate seed of empty databases and `manage.py load_price_book`. Takes the model classes as
+arguments so a migration can pass its historical models."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+PRICE_BOOK_FILE = Path(__file__).resolve().parent / "data" / "price_book.json"
+
+MODEL_PRICE_FIELDS = ("input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")
+TOOL_PRICE_FIELDS = (
+    "code_interpreter_session_usd",
+    "file_search_call_usd_per_1k",
+    "web_search_call_usd_per_1k",
+    "vector_storage_usd_per_gb_day",
+    "vector_storage_free_gb",
+)
+NULLABLE = {"cached_input_usd_per_1m", "cache_write_usd_per_1m"}
+
+
+class PriceBookFileError(ValueError):
+    pass
+
+
+@dataclass
+class LoadResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def read_price_book(path: Path | str = PRICE_BOOK_FILE) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PriceBookFileError(f"{path}: cannot read the price book ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not isinstance(data.get("tools", []), list):
+        raise PriceBookFileError(f"{path}: expected an object with a 'models' list and a 'tools' list")
+    return data
+
+
+def _date(value, where: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise PriceBookFileError(f"{where}: must be a date YYYY-MM-DD") from exc
+
+
+def _amount(value, where: str, nullable: bool) -> Decimal | None:
+    if value is None and nullable:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise PriceBookFileError(f"{where}: must be a decimal amount") from exc
+    if not amount.is_finite() or amount < 0:
+        raise PriceBookFileError(f"{where}: must be a non-negative amount")
+    return amount
+
+
+def _common(entry: dict, where: str) -> dict:
+    return {
+        "source": str(entry.get("source", ""))[:300],
+        "source_date": _date(entry["source_date"], f"{where}.source_date") if entry.get("source_date") else None,
+        "verify": bool(entry.get("verify", False)),
+    }
+
+
+def _apply(model_cls, lookup: dict, values: dict, result: LoadResult, label: str, overwrite: bool) -> None:
+    existing = model_cls.objects.filter(**lookup).first()
+    if existing is None:
+        model_cls.objects.create(**lookup, **values)
+        result.created.append(label)
+        return
+    changed = {name: value for name, value in values.items() if getattr(existing, name) != value}
+    if changed and overwrite:
+        for name, value in changed.items():
+            setattr(existing, name, value)
+        existing.save(update_fields=list(changed))
+        result.updated.append(label)
+    else:
+        result.unchanged.append(label)
+
+
+def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: bool = True) -> LoadResult:
+    """Create missing price versions; with overwrite, bring existing ones in line with the file."""
+    result = LoadResult()
+    for index, entry in enumerate(data.get("models", [])):
+        where = f"models[{index}]"
+        if not isinstance(entry, dict) or not entry.get("model"):
+            raise PriceBookFileError(f"{where}.model: required")
+        lookup = {"model": str(entry["model"]), "effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
+        values = {
+            name: _amount(entry.get(name), f"{where}.{name}", nullable=name in NULLABLE) for name in MODEL_PRICE_FIELDS
+        }
+        values.update(_common(entry, where))
+        _apply(model_price_cls, lookup, values, result, f"{lookup['model']}@{lookup['effective_from']}", overwrite)
+    for index, entry in enumerate(data.get("tools", [])):
+        where = f"tools[{index}]"
+        if not isinstance(entry, dict):
+            raise PriceBookFileError(f"{where}: must be an object")
+        lookup = {"effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
+        values = {name: _amount(entry.get(name), f"{where}.{name}", nullable=False) for name in TOOL_PRICE_FIELDS}
+        values.update(_common(entry, where))
+        _apply(tool_price_cls, lookup, values, result, f"tools@{lookup['effective_from']}", overwrite)
+    return result

@@ -1,0 +1,44 @@
+"""Reads of the price book."""
+
+from __future__ import annotations
+
+from .models import ModelPrice, ToolPrice
+from .pricebook import PriceBook
+from .rating import ModelRate, ToolRate
+
+
+def model_rate_from_price(price: ModelPrice) -> ModelRate:
+    return ModelRate(
+        model=price.model,
+        effective_from=price.effective_from,
+        input_usd_per_1m=price.input_usd_per_1m,
+        output_usd_per_1m=price.output_usd_per_1m,
+        cached_input_usd_per_1m=price.cached_input_usd_per_1m,
+        cache_write_usd_per_1m=price.cache_write_usd_per_1m,
+        price_id=price.pk,
+    )
+
+
+def tool_rate_from_price(price: ToolPrice) -> ToolRate:
+    return ToolRate(
+        effective_from=price.effective_from,
+        code_interpreter_session_usd=price.code_interpreter_session_usd,
+        file_search_call_usd_per_1k=price.file_search_call_usd_per_1k,
+        web_search_call_usd_per_1k=price.web_search_call_usd_per_1k,
+        vector_storage_usd_per_gb_day=price.vector_storage_usd_per_gb_day,
+        vector_storage_free_gb=price.vector_storage_free_gb,
+        price_id=price.pk,
+    )
+
+
+def model_rates_all() -> list[ModelRate]:
+    return [model_rate_from_price(price) for price in ModelPrice.objects.all()]
+
+
+def tool_rates_all() -> list[ToolRate]:
+    return [tool_rate_from_price(price) for price in ToolPrice.objects.all()]
+
+
+def price_book_current() -> PriceBook:
+    """A fresh in-memory price book; load it once per batch, not per run."""
+    return PriceBook.load()

@@ -1,0 +1,62 @@
+"""The price book: seeded in every database, effective dates, snapshot families, never $0 for unknown models."""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.core.management import call_command
+
+from apps.pricing.models import ModelPrice, ToolPrice
+from apps.pricing.pricebook import PriceBook, model_family
+from apps.pricing.rating import ModelRate
+from apps.pricing.selectors import price_book_current
+from apps.pricing.seed import PRICE_BOOK_FILE, read_price_book
+
+
+def _rate(model, day, price):
+    return ModelRate(model=model, effective_from=day, input_usd_per_1m=Decimal(price), output_usd_per_1m=Decimal(price))
+
+
+def test_fresh_database_holds_the_shipped_price_book(db):
+    data = read_price_book(PRICE_BOOK_FILE)
+    assert ModelPrice.objects.count() == len(data["models"])
+    assert ToolPrice.objects.count() == len(data["tools"])
+    gpt54 = ModelPrice.objects.get(model="gpt-5.4")
+    assert (gpt54.input_usd_per_1m, gpt54.output_usd_per_1m) == (Decimal("2.50"), Decimal("15.00"))
+    assert gpt54.source and not gpt54.verify
+
+
+def test_load_price_book_is_idempotent_and_refreshes_changed_values(db, capsys):
+    call_command("load_price_book")
+    assert "0 created, 0 updated" in capsys.readouterr().out
+    ModelPrice.objects.filter(model="gpt-5.4").update(input_usd_per_1m=Decimal("9"))
+    call_command("load_price_book")
+    assert "1 updated" in capsys.readouterr().out
+    assert ModelPrice.objects.get(model="gpt-5.4").input_usd_per_1m == Decimal("2.50")
+    assert ModelPrice.objects.count() == len(read_price_book(PRICE_BOOK_FILE)["models"])
+
+
+def test_latest_price_on_or_before_the_date_applies():
+    book = PriceBook([_rate("m", dt.date(2026, 1, 1), "1"), _rate("m", dt.date(2026, 3, 15), "2")], [])
+    assert book.model_rate("m", dt.date(2025, 12, 31)) is None
+    assert book.model_rate("m", dt.date(2026, 3, 14)).input_usd_per_1m == Decimal("1")
+    assert book.model_rate("m", dt.date(2026, 3, 15)).input_usd_per_1m == Decimal("2")
+    assert book.model_rate("m", dt.datetime(2026, 3, 15, 0, 0, tzinfo=dt.UTC)).input_usd_per_1m == Decimal("2")
+
+
+def test_dated_snapshot_rates_at_family_price_unless_priced_itself():
+    book = PriceBook([_rate("gpt-5.4", dt.date(2024, 1, 1), "2.5"),
+                      _rate("gpt-5.4-2026-06-01", dt.date(2026, 6, 1), "3")], [])
+    assert model_family("gpt-5.4-2026-03-05") == "gpt-5.4"
+    assert model_family("gpt-5.4") is None
+    assert book.model_rate("gpt-5.4-2026-03-05", dt.date(2026, 4, 1)).model == "gpt-5.4"
+    assert book.model_rate("gpt-5.4-2026-06-01", dt.date(2026, 6, 2)).input_usd_per_1m == Decimal("3")
+    # before its own price exists the snapshot falls back to the family
+    assert book.model_rate("gpt-5.4-2026-06-01", dt.date(2026, 5, 1)).model == "gpt-5.4"
+
+
+def test_unknown_model_has_no_rate(db):
+    book = price_book_current()
+    assert book.model_rate("gpt-unknown-9", dt.date(2026, 11, 1)) is None
+    assert book.model_rate("gpt-6.2-sol", dt.date(2026, 11, 16)) is None  # before its effective date
+    assert book.model_rate("gpt-6.2-sol", dt.date(2026, 11, 17)).input_usd_per_1m == Decimal("2")
+    assert book.tool_rate(dt.date(2026, 11, 17)).code_interpreter_session_usd == Decimal("0.03")
