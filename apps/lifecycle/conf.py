@@ -1,0 +1,37 @@
+"""Lifecycle settings with their defaults; each can be overridden in Django settings or the environment."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+_DEFAULTS = {
+    # Files attached to nothing live are deleted once they are at least this old.
+    "LIFECYCLE_FILE_MIN_AGE_DAYS": 7,
+    # Containers idle this long (or reported expired by OpenAI) are deleted. OpenAI expires them after
+    # 20 idle minutes by default; an hour leaves room for a clock difference and a slow run.
+    "LIFECYCLE_CONTAINER_IDLE_MINUTES": 60,
+    # Orphans (no tenant known) are deleted by sweeps only when this is on; otherwise only staff delete
+    # them, because an orphan could belong to a tenant on legal hold.
+    "LIFECYCLE_SWEEP_UNASSIGNED": False,
+    "LIFECYCLE_UNASSIGNED_VECTOR_STORE_IDLE_DAYS": 30,
+    # Items processed per batch before the task re-enqueues itself.
+    "LIFECYCLE_SWEEP_BATCH_SIZE": 50,
+    # Rows examined per planning step.
+    "LIFECYCLE_SWEEP_PLAN_PAGE": 500,
+    # A claimed item whose worker has not finished it within this many seconds is offered again.
+    "LIFECYCLE_ITEM_LEASE_SECONDS": 300,
+    # A running sweep whose heartbeat is older than this is taken over by the reaper.
+    "LIFECYCLE_SWEEP_STALE_SECONDS": 300,
+    # TTL of the per-kind singleton lock, refreshed after every item.
+    "LIFECYCLE_SWEEP_LOCK_SECONDS": 300,
+    # Transient failures (429, 5xx, timeouts that outlived the client's retries) before an item is "failed".
+    "LIFECYCLE_MAX_ITEM_ATTEMPTS": 5,
+    # Seconds before a batch that hit a transient failure is retried.
+    "LIFECYCLE_TRANSIENT_RETRY_SECONDS": 30,
+    "LIFECYCLE_ARCHIVE_MAX_ITEMS": 10_000,
+    "REQUIRES_ACTION_WARN_MINUTES": 7,
+}
+
+
+def setting(name: str):
+    return getattr(settings, name, _DEFAULTS[name])

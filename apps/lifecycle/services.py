@@ -1,0 +1,1160 @@
+"""Writes of the lifecycle app: recording OpenAI resources, inventory sync, sweeps (plan, claim, re-check,
+delete, audit), orphan actions, vector-storage metering and the requires_action watch.
+
+Safety rules every sweep follows (see docs/lifecycle.md):
+- a tenant on legal hold is never swept (checked when planning and again right before each delete);
+- the last activity of a thread/conversation/store/container is re-checked at OpenAI right before the
+  delete, so something used during the sweep survives;
+- each item is claimed with a conditional UPDATE before it is touched, and a re-processed item is
+  re-checked first (a 404 then reads "already gone"), so nothing is deleted twice;
+- a dry run runs the same code path with the delete left out, so it lists exactly what a real run deletes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.core.money import ZERO, quantize_ledger
+from apps.core.services import audit_record
+from apps.core.timeutils import day_start, from_unix
+from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
+from apps.tenants.models import Tenant
+
+from .conf import setting
+from .models import (
+    ArchivedItem,
+    Container,
+    Outcome,
+    ResourceStatus,
+    ResourceType,
+    StorageMeter,
+    StoredFile,
+    Sweep,
+    SweepItem,
+    SweepKind,
+    VectorStore,
+    VectorStoreDay,
+)
+
+logger = logging.getLogger(__name__)
+
+RESOURCE_MODELS = {
+    ResourceType.VECTOR_STORE: VectorStore,
+    ResourceType.FILE: StoredFile,
+    ResourceType.CONTAINER: Container,
+}
+OBJECT_TYPES = {"vector_store": ResourceType.VECTOR_STORE, "file": ResourceType.FILE, "container": ResourceType.CONTAINER}
+KIND_RESOURCE_TYPES = {
+    SweepKind.THREADS: (ResourceType.THREAD, ResourceType.CONVERSATION),
+    SweepKind.VECTOR_STORES: (ResourceType.VECTOR_STORE,),
+    SweepKind.FILES: (ResourceType.FILE,),
+    SweepKind.CONTAINERS: (ResourceType.CONTAINER,),
+}
+
+
+class LifecycleError(Exception):
+    """A request the lifecycle app refuses, with a message saying what to do instead."""
+
+
+class SweepRefused(LifecycleError):
+    pass
+
+
+class SweepBusy(LifecycleError):
+    pass
+
+
+# --- talking to OpenAI through the one provider -------------------------------------------------------
+
+
+def _default_provider():
+    from apps.provider.client import OpenAIProvider
+
+    return OpenAIProvider.default()
+
+
+def _as_dict(obj) -> dict:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    for method in ("model_dump", "to_dict", "dict"):
+        if hasattr(obj, method):
+            return getattr(obj, method)()
+    return dict(obj)
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return _status_code(exc) == 404 or type(exc).__name__ in ("NotFoundError", "NotFound", "ResourceNotFound")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    code = _status_code(exc)
+    if code is not None:
+        return code in (408, 409, 429) or code >= 500
+    name = type(exc).__name__
+    return any(word in name for word in ("RateLimit", "Timeout", "Connection", "Transient", "Unavailable"))
+
+
+def _deleted_outcome(result) -> str:
+    """The provider's delete answer as an outcome: deleted now, or already gone (a 404)."""
+    if isinstance(result, bool):
+        return Outcome.DELETED if result else Outcome.ALREADY_GONE
+    if isinstance(result, str):
+        return Outcome.ALREADY_GONE if "gone" in result or "not_found" in result else Outcome.DELETED
+    value = getattr(result, "value", None)
+    if isinstance(value, str):
+        return _deleted_outcome(value)
+    for attr in ("already_gone", "was_missing"):
+        if getattr(result, attr, False):
+            return Outcome.ALREADY_GONE
+    data = result if isinstance(result, dict) else None
+    if data is not None and data.get("already_gone"):
+        return Outcome.ALREADY_GONE
+    return Outcome.DELETED
+
+
+def _newest_timestamp(rows: Iterable) -> dt.datetime | None:
+    newest = None
+    for row in rows:
+        data = _as_dict(row)
+        for key in ("created_at", "completed_at", "failed_at", "cancelled_at", "started_at"):
+            moment = _moment(data.get(key))
+            if moment and (newest is None or moment > newest):
+                newest = moment
+    return newest
+
+
+def _moment(value) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, (int, float)):
+        return from_unix(value)
+    return None
+
+
+def _first(iterable, limit: int):
+    out = []
+    for row in iterable:
+        out.append(row)
+        if len(out) >= limit:
+            break
+    return out
+
+
+# --- recording resources --------------------------------------------------------------------------------
+
+
+def _tenant_from_metadata(metadata: dict | None) -> Tenant | None:
+    slug = (metadata or {}).get("tenant")
+    if not slug or not isinstance(slug, str):
+        return None
+    return Tenant.objects.filter(slug=slug).first()
+
+
+def _ids(values) -> list[str]:
+    return sorted({str(v) for v in values or [] if v})
+
+
+def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime | None = None) -> str:
+    """Record one raw OpenAI vector store, file or container; returns "created", "updated", "deleted_kept"
+    (a resource RunLedger knows is deleted stays deleted) or "tenant_conflict" (its tenant is already another
+    one: only staff re-assign). The tenant is, in order: the one given (ingest key or URL), the
+    `metadata.tenant` slug, the tenant already recorded, else none (an orphan)."""
+    obj = _as_dict(obj)
+    kind = OBJECT_TYPES.get(obj.get("object", ""))
+    if kind is None:
+        raise LifecycleError(f"object must be one of {', '.join(OBJECT_TYPES)}; got {obj.get('object')!r}.")
+    openai_id = obj.get("id")
+    if not openai_id or not isinstance(openai_id, str):
+        raise LifecycleError("object.id is required.")
+    seen_at = seen_at or timezone.now()
+    model = RESOURCE_MODELS[kind]
+    fields = _resource_fields(kind, obj)
+    given_tenant, source = tenant, "ingest"
+    if given_tenant is None:
+        given_tenant, source = _tenant_from_metadata(obj.get("metadata")), "metadata"
+
+    with transaction.atomic():
+        existing = model.objects.unscoped().select_for_update().filter(openai_id=openai_id).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    model.objects.create(
+                        openai_id=openai_id, tenant=given_tenant, tenant_source=source if given_tenant else "",
+                        last_seen_at=seen_at, raw=obj, **fields,
+                    )
+                return "created"
+            except IntegrityError:  # recorded concurrently: update it below
+                existing = model.objects.unscoped().select_for_update().get(openai_id=openai_id)
+        outcome = "updated"
+        if existing.status == ResourceStatus.DELETED:
+            return "deleted_kept"
+        if given_tenant is not None:
+            if existing.tenant_id is None:
+                existing.tenant, existing.tenant_source = given_tenant, source
+            elif existing.tenant_id != given_tenant.pk:
+                outcome = "tenant_conflict"
+        for name, value in fields.items():
+            setattr(existing, name, value)
+        existing.last_seen_at, existing.raw = seen_at, obj
+        existing.save()
+        return outcome
+
+
+def _resource_fields(kind: str, obj: dict) -> dict:
+    created_at = _moment(obj.get("created_at")) or timezone.now()
+    if kind == ResourceType.VECTOR_STORE:
+        fields = {
+            "created_at": created_at,
+            "name": (obj.get("name") or "")[:300],
+            "usage_bytes": int(obj.get("usage_bytes") or 0),
+            "last_active_at": _moment(obj.get("last_active_at")),
+            "expires_at": _moment(obj.get("expires_at")),
+            "openai_status": obj.get("status") or "",
+            "metadata": obj.get("metadata") or {},
+        }
+        thread_ids = obj.get("thread_ids") or ((obj.get("metadata") or {}).get("thread_id") and [obj["metadata"]["thread_id"]])
+        if thread_ids:
+            fields["thread_openai_ids"] = _ids(thread_ids)
+        return fields
+    if kind == ResourceType.FILE:
+        fields = {
+            "created_at": created_at,
+            "filename": (obj.get("filename") or "")[:300],
+            "bytes": int(obj.get("bytes") or 0),
+            "purpose": obj.get("purpose") or "",
+            "expires_at": _moment(obj.get("expires_at")),
+        }
+        if obj.get("vector_store_ids") is not None:
+            fields["vector_store_openai_ids"] = _ids(obj["vector_store_ids"])
+        if obj.get("thread_ids") is not None:
+            fields["thread_openai_ids"] = _ids(obj["thread_ids"])
+        return fields
+    expires_after = obj.get("expires_after") or {}
+    return {
+        "created_at": created_at,
+        "name": (obj.get("name") or "")[:300],
+        "last_active_at": _moment(obj.get("last_active_at")),
+        "openai_status": obj.get("status") or "",
+        "expires_after_minutes": expires_after.get("minutes") if isinstance(expires_after, dict) else None,
+    }
+
+
+def _resource_mark_deleted(*, resource_type: str, openai_id: str, reason: str, at: dt.datetime) -> None:
+    if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION):
+        Thread.objects.unscoped().filter(openai_id=openai_id, status=Thread.Status.ACTIVE).update(
+            status=Thread.Status.DELETED, deleted_at=at, deletion_reason=reason[:200]
+        )
+        return
+    RESOURCE_MODELS[resource_type].objects.unscoped().filter(
+        openai_id=openai_id, status=ResourceStatus.ACTIVE
+    ).update(status=ResourceStatus.DELETED, deleted_at=at, deletion_reason=reason[:200])
+
+
+def _file_attach(file_ids: Iterable[str], *, field: str, owner_id: str, tenant_id: int | None) -> None:
+    for file in StoredFile.objects.unscoped().filter(openai_id__in=list(file_ids)):
+        current = set(getattr(file, field) or [])
+        changed = owner_id not in current
+        if changed:
+            setattr(file, field, sorted(current | {owner_id}))
+        if file.tenant_id is None and tenant_id is not None:
+            file.tenant_id, file.tenant_source, changed = tenant_id, field.split("_openai")[0], True
+        if changed:
+            file.save()
+
+
+def _thread_attachments_record(thread: Thread, thread_obj: dict) -> None:
+    """A thread's tool_resources name the vector store and files it uses; record them so a store or file a
+    live thread needs is never swept, and an orphan store inherits the thread's tenant."""
+    resources = thread_obj.get("tool_resources") or {}
+    store_ids = (resources.get("file_search") or {}).get("vector_store_ids") or []
+    file_ids = (resources.get("code_interpreter") or {}).get("file_ids") or []
+    for store in VectorStore.objects.unscoped().filter(openai_id__in=store_ids):
+        if thread.openai_id not in (store.thread_openai_ids or []) or store.tenant_id is None:
+            store.thread_openai_ids = _ids([*(store.thread_openai_ids or []), thread.openai_id])
+            if store.tenant_id is None:
+                store.tenant_id, store.tenant_source = thread.tenant_id, "thread"
+            store.save(update_fields=["thread_openai_ids", "tenant", "tenant_source"])
+    if file_ids:
+        _file_attach(file_ids, field="thread_openai_ids", owner_id=thread.openai_id, tenant_id=thread.tenant_id)
+
+
+# --- inventory sync -------------------------------------------------------------------------------------
+
+
+@dataclass
+class InventoryResult:
+    counts: dict
+    orphans: int
+    gone: int
+
+
+def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = None) -> InventoryResult:
+    """List every vector store (and its files), file and container at OpenAI and record each with its tenant
+    or as an orphan. A resource RunLedger had as live but OpenAI no longer lists is marked deleted
+    ("gone at OpenAI"), only after its listing completed, so a failed listing never deletes rows."""
+    provider = provider or _default_provider()
+    say = progress or (lambda message: None)
+    started = timezone.now()
+    counts: dict[str, int] = {}
+
+    def bump(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    gone = 0
+    for resource_type, lister in (
+        (ResourceType.VECTOR_STORE, provider.list_vector_stores),
+        (ResourceType.FILE, provider.list_files),
+        (ResourceType.CONTAINER, provider.list_containers),
+    ):
+        listed = 0
+        for raw in lister():
+            obj = _as_dict(raw)
+            obj.setdefault("object", resource_type)
+            bump(f"{resource_type}:{resources_record(tenant=None, obj=obj, seen_at=timezone.now())}")
+            listed += 1
+            if resource_type == ResourceType.VECTOR_STORE:
+                store = VectorStore.objects.unscoped().get(openai_id=obj["id"])
+                file_ids = [_as_dict(f).get("id") for f in provider.list_vector_store_files(obj["id"])]
+                _file_attach([f for f in file_ids if f], field="vector_store_openai_ids",
+                             owner_id=store.openai_id, tenant_id=store.tenant_id)
+            if listed % 500 == 0:
+                say(f"{resource_type}: {listed} listed")
+        say(f"{resource_type}: {listed} listed")
+        gone += RESOURCE_MODELS[resource_type].objects.unscoped().filter(
+            status=ResourceStatus.ACTIVE, last_seen_at__lt=started
+        ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(), deletion_reason="gone at OpenAI (not listed)")
+    # Files now in no store: drop stale store ids so they become eligible once old enough.
+    live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
+    for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
+        kept = [vs for vs in file.vector_store_openai_ids if vs in live_stores]
+        if kept != file.vector_store_openai_ids:
+            file.vector_store_openai_ids = kept
+            file.save(update_fields=["vector_store_openai_ids"])
+    orphans = sum(
+        model.objects.unassigned().filter(status=ResourceStatus.ACTIVE).count() for model in RESOURCE_MODELS.values()
+    )
+    audit_record(action="lifecycle.inventory_sync", target_type="inventory", target_id=started.isoformat(),
+                 actor_label="task:inventory_sync", data={"counts": counts, "gone": gone, "orphans": orphans})
+    return InventoryResult(counts=counts, orphans=orphans, gone=gone)
+
+
+# --- orphans: staff actions -----------------------------------------------------------------------------
+
+
+def _resource_get(resource_type: str, pk: int):
+    model = RESOURCE_MODELS.get(resource_type)
+    if model is None:
+        raise LifecycleError(f"resource_type must be one of {', '.join(RESOURCE_MODELS)}.")
+    return model.objects.unscoped().get(pk=pk)
+
+
+def resource_assign(*, resource_type: str, pk: int, tenant: Tenant, actor) -> object:
+    resource = _resource_get(resource_type, pk)
+    previous = resource.tenant_id
+    resource.tenant, resource.tenant_source = tenant, "staff"
+    resource.save(update_fields=["tenant", "tenant_source"])
+    if resource_type == ResourceType.VECTOR_STORE:
+        # Orphan files in the store follow it (JSON containment lookups differ by database: filter here).
+        for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
+            if resource.openai_id in (file.vector_store_openai_ids or []):
+                file.tenant, file.tenant_source = tenant, "vector_store"
+                file.save(update_fields=["tenant", "tenant_source"])
+    audit_record(action="lifecycle.resource.assign", target_type=resource_type, target_id=resource.openai_id,
+                 actor=actor, tenant_id=tenant.pk, data={"previous_tenant_id": previous})
+    return resource
+
+
+def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str:
+    """Delete one resource now (staff, from the orphans list). Refused for a tenant on legal hold."""
+    resource = _resource_get(resource_type, pk)
+    if resource.tenant_id and resource.tenant.legal_hold:
+        raise SweepRefused(f"{resource.tenant.slug} is on legal hold; lift the hold first.")
+    if resource.status == ResourceStatus.DELETED:
+        return Outcome.ALREADY_GONE
+    provider = provider or _default_provider()
+    outcome = _provider_delete(provider, resource_type, resource.openai_id)
+    now = timezone.now()
+    _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason="deleted by staff", at=now)
+    audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
+                 actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
+    return outcome
+
+
+def _provider_delete(provider, resource_type: str, openai_id: str) -> str:
+    deleter = {
+        ResourceType.THREAD: provider.delete_thread,
+        ResourceType.CONVERSATION: provider.delete_conversation,
+        ResourceType.VECTOR_STORE: provider.delete_vector_store,
+        ResourceType.FILE: provider.delete_file,
+        ResourceType.CONTAINER: provider.delete_container,
+    }[resource_type]
+    try:
+        return _deleted_outcome(deleter(openai_id))
+    except Exception as exc:
+        if _is_not_found(exc):
+            return Outcome.ALREADY_GONE
+        raise
+
+
+# --- sweeps: create ---------------------------------------------------------------------------------------
+
+
+def _lock_key(kind: str) -> str:
+    return f"lifecycle:sweep-lock:{kind}"
+
+
+def sweep_create(
+    *,
+    kind: str,
+    tenant: Tenant | None = None,
+    dry_run: bool = False,
+    as_of: dt.datetime | None = None,
+    preview_of: Sweep | None = None,
+    requested_by=None,
+    requested_label: str = "",
+) -> Sweep:
+    """A new sweep, pending. A real sweep confirming a dry run (`preview_of`) deletes that preview's list,
+    each item re-checked first. Refused for a tenant on legal hold, and while another real sweep of the
+    same kind is unfinished (one at a time per kind)."""
+    if kind not in SweepKind.values:
+        raise SweepRefused(f"kind must be one of {', '.join(SweepKind.values)}.")
+    if preview_of is not None:
+        if not preview_of.dry_run or preview_of.kind != kind:
+            raise SweepRefused("preview_of must be a dry run of the same kind.")
+        if preview_of.status != Sweep.Status.FINISHED:
+            raise SweepRefused("That dry run has not finished yet; wait for its preview, then confirm.")
+        if dry_run:
+            raise SweepRefused("A confirmation is a real run.")
+        if preview_of.confirmations.exists():
+            raise SweepRefused("That preview was already confirmed; start a new dry run.")
+        tenant, as_of = preview_of.tenant, preview_of.as_of
+    if tenant is not None and tenant.legal_hold:
+        raise SweepRefused(f"{tenant.slug} is on legal hold: nothing of it is ever swept.")
+    with transaction.atomic():
+        if not dry_run:
+            busy = Sweep.objects.unscoped().select_for_update().filter(
+                kind=kind, dry_run=False, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]
+            ).first()
+            if busy is not None:
+                raise SweepBusy(f"Sweep {busy.pk} ({kind}) is still {busy.status}; wait for it to finish.")
+        sweep = Sweep.objects.create(
+            kind=kind, tenant=tenant, dry_run=dry_run, as_of=as_of or timezone.now(), preview_of=preview_of,
+            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+            requested_label=requested_label,
+        )
+    audit_record(
+        action="lifecycle.sweep.create", target_type="sweep", target_id=sweep.pk, actor=requested_by,
+        actor_label=requested_label, tenant_id=tenant.pk if tenant else None,
+        data={"kind": kind, "dry_run": dry_run, "preview_of": preview_of.pk if preview_of else None,
+              "as_of": sweep.as_of.isoformat()},
+    )
+    return sweep
+
+
+# --- sweeps: planning ------------------------------------------------------------------------------------
+
+
+def _eligible_tenants(sweep: Sweep) -> list[Tenant]:
+    tenants = Tenant.objects.filter(legal_hold=False)
+    if sweep.tenant_id:
+        tenants = tenants.filter(pk=sweep.tenant_id)
+    return list(tenants)
+
+
+def _sweep_includes_unassigned(sweep: Sweep) -> bool:
+    return sweep.tenant_id is None and bool(setting("LIFECYCLE_SWEEP_UNASSIGNED"))
+
+
+def _thread_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
+    tenants = _eligible_tenants(sweep)
+    if not tenants:
+        return []
+    by_tenant = {t.pk: t for t in tenants}
+    rule = Q()
+    for t in tenants:
+        rule |= Q(tenant_id=t.pk, last_activity_at__lt=sweep.as_of - dt.timedelta(days=t.thread_retention_days))
+    rows = (
+        Thread.objects.unscoped().filter(status=Thread.Status.ACTIVE, pk__gt=after_pk).filter(rule)
+        .order_by("pk").values("pk", "openai_id", "kind", "tenant_id", "last_activity_at")[:limit]
+    )
+    out = []
+    for row in rows:
+        days = by_tenant[row["tenant_id"]].thread_retention_days
+        out.append((row["pk"], SweepItem(
+            tenant_id=row["tenant_id"],
+            resource_type=ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD,
+            openai_id=row["openai_id"], last_activity_at=row["last_activity_at"],
+            rule=f"thread_retention_days={days}: last activity {row['last_activity_at']:%Y-%m-%d %H:%M} UTC",
+        )))
+    return out
+
+
+def _live_thread_ids(candidates: Iterable[str]) -> set[str]:
+    return set(
+        Thread.objects.unscoped().filter(openai_id__in=list(candidates), status=Thread.Status.ACTIVE)
+        .values_list("openai_id", flat=True)
+    )
+
+
+def _vector_store_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
+    tenants = {t.pk: t for t in _eligible_tenants(sweep)}
+    rule = Q()
+    for t in tenants.values():
+        rule |= Q(tenant_id=t.pk, activity__lt=sweep.as_of - dt.timedelta(days=t.vector_store_idle_days))
+    unassigned_days = setting("LIFECYCLE_UNASSIGNED_VECTOR_STORE_IDLE_DAYS")
+    if _sweep_includes_unassigned(sweep):
+        rule |= Q(tenant__isnull=True, activity__lt=sweep.as_of - dt.timedelta(days=unassigned_days))
+    if not rule:
+        return []
+    rows = list(
+        VectorStore.objects.unscoped().annotate(activity=Coalesce("last_active_at", "created_at"))
+        .filter(status=ResourceStatus.ACTIVE, pk__gt=after_pk).filter(rule).order_by("pk")[:limit]
+    )
+    live = _live_thread_ids(t for row in rows for t in (row.thread_openai_ids or []))
+    out = []
+    for row in rows:
+        if live.intersection(row.thread_openai_ids or []):
+            out.append((row.pk, None))  # a live thread uses it: never a candidate
+            continue
+        days = tenants[row.tenant_id].vector_store_idle_days if row.tenant_id else unassigned_days
+        out.append((row.pk, SweepItem(
+            tenant_id=row.tenant_id, resource_type=ResourceType.VECTOR_STORE, openai_id=row.openai_id,
+            last_activity_at=row.activity, usage_bytes=row.usage_bytes,
+            rule=f"vector_store_idle_days={days}: last active {row.activity:%Y-%m-%d %H:%M} UTC",
+        )))
+    return out
+
+
+def _file_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
+    min_age = setting("LIFECYCLE_FILE_MIN_AGE_DAYS")
+    tenant_filter = Q(tenant_id__in=[t.pk for t in _eligible_tenants(sweep)])
+    if _sweep_includes_unassigned(sweep):
+        tenant_filter |= Q(tenant__isnull=True)
+    rows = list(
+        StoredFile.objects.unscoped().filter(tenant_filter)
+        .filter(status=ResourceStatus.ACTIVE, pk__gt=after_pk, created_at__lt=sweep.as_of - dt.timedelta(days=min_age))
+        .order_by("pk")[:limit]
+    )
+    live_stores = set(VectorStore.objects.unscoped().filter(
+        status=ResourceStatus.ACTIVE, openai_id__in=[v for row in rows for v in row.vector_store_openai_ids or []]
+    ).values_list("openai_id", flat=True))
+    live_threads = _live_thread_ids(t for row in rows for t in row.thread_openai_ids or [])
+    out = []
+    for row in rows:
+        if live_stores.intersection(row.vector_store_openai_ids or []) or live_threads.intersection(row.thread_openai_ids or []):
+            out.append((row.pk, None))
+            continue
+        out.append((row.pk, SweepItem(
+            tenant_id=row.tenant_id, resource_type=ResourceType.FILE, openai_id=row.openai_id,
+            last_activity_at=row.created_at, usage_bytes=row.bytes,
+            rule=f"file attached to nothing live, older than {min_age} days (created {row.created_at:%Y-%m-%d})",
+        )))
+    return out
+
+
+def _container_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
+    idle = setting("LIFECYCLE_CONTAINER_IDLE_MINUTES")
+    tenant_filter = Q(tenant_id__in=[t.pk for t in _eligible_tenants(sweep)])
+    if _sweep_includes_unassigned(sweep):
+        tenant_filter |= Q(tenant__isnull=True)
+    cutoff = sweep.as_of - dt.timedelta(minutes=idle)
+    rows = (
+        Container.objects.unscoped().annotate(activity=Coalesce("last_active_at", "created_at"))
+        .filter(tenant_filter).filter(status=ResourceStatus.ACTIVE, pk__gt=after_pk)
+        .filter(Q(openai_status="expired") | Q(activity__lt=cutoff)).order_by("pk")[:limit]
+    )
+    return [(row.pk, SweepItem(
+        tenant_id=row.tenant_id, resource_type=ResourceType.CONTAINER, openai_id=row.openai_id,
+        last_activity_at=row.activity,
+        rule=("container expired at OpenAI" if row.openai_status == "expired"
+              else f"container idle over {idle} minutes (last active {row.activity:%Y-%m-%d %H:%M} UTC)"),
+    )) for row in rows]
+
+
+CANDIDATES = {
+    SweepKind.THREADS: _thread_candidates,
+    SweepKind.VECTOR_STORES: _vector_store_candidates,
+    SweepKind.FILES: _file_candidates,
+    SweepKind.CONTAINERS: _container_candidates,
+}
+
+
+def _plan_step(sweep: Sweep) -> bool:
+    """Plan one page of items; True when planning is complete. Idempotent: items are unique per
+    (sweep, resource), and the cursor only moves forward after the page is stored."""
+    if sweep.planned_at is not None:
+        return True
+    page = setting("LIFECYCLE_SWEEP_PLAN_PAGE")
+    if sweep.preview_of_id:
+        after = int(sweep.cursor or 0)
+        source = list(
+            SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE, pk__gt=after)
+            .order_by("pk")[:page]
+        )
+        rows = [(item.pk, SweepItem(
+            tenant_id=item.tenant_id, resource_type=item.resource_type, openai_id=item.openai_id, rule=item.rule,
+            last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes,
+        )) for item in source]
+        exhausted = len(source) < page
+    else:
+        # Candidate functions return every examined row, with None for one that is not a candidate, so the
+        # cursor moves past it and a short page means the table is exhausted.
+        rows = CANDIDATES[sweep.kind](sweep, int(sweep.cursor or 0), page)
+        exhausted = len(rows) < page
+    items = [item for _pk, item in rows if item is not None]
+    with transaction.atomic():
+        for item in items:
+            item.sweep_id, item.dry_run = sweep.pk, sweep.dry_run
+        SweepItem.objects.bulk_create(items, ignore_conflicts=True)
+        update = {"cursor": str(rows[-1][0]) if rows else sweep.cursor}
+        if exhausted:
+            update.update(planned_at=timezone.now(), cursor="",
+                          planned_count=SweepItem.objects.unscoped().filter(sweep=sweep).count())
+        Sweep.objects.unscoped().filter(pk=sweep.pk).update(**update)
+    for name, value in update.items():
+        setattr(sweep, name, value)
+    return exhausted
+
+
+# --- sweeps: processing one item -------------------------------------------------------------------------
+
+
+@dataclass
+class _Check:
+    outcome: str | None  # None: still a candidate
+    detail: str = ""
+    last_activity_at: dt.datetime | None = None
+
+
+def _cutoff_for(item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> dt.datetime:
+    if item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION):
+        return sweep.as_of - dt.timedelta(days=tenant.thread_retention_days)
+    if item.resource_type == ResourceType.VECTOR_STORE:
+        days = tenant.vector_store_idle_days if tenant else setting("LIFECYCLE_UNASSIGNED_VECTOR_STORE_IDLE_DAYS")
+        return sweep.as_of - dt.timedelta(days=days)
+    if item.resource_type == ResourceType.CONTAINER:
+        return sweep.as_of - dt.timedelta(minutes=setting("LIFECYCLE_CONTAINER_IDLE_MINUTES"))
+    return sweep.as_of - dt.timedelta(days=setting("LIFECYCLE_FILE_MIN_AGE_DAYS"))
+
+
+def _recheck(provider, item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> _Check:
+    """Ask OpenAI (and the ledger, which ingest keeps current) whether the resource is still a candidate,
+    immediately before deleting it."""
+    cutoff = _cutoff_for(item, sweep, tenant)
+    try:
+        if item.resource_type == ResourceType.THREAD:
+            return _recheck_thread(provider, item, cutoff)
+        if item.resource_type == ResourceType.CONVERSATION:
+            return _recheck_conversation(provider, item, cutoff)
+        if item.resource_type == ResourceType.VECTOR_STORE:
+            return _recheck_vector_store(provider, item, cutoff)
+        if item.resource_type == ResourceType.FILE:
+            return _recheck_file(provider, item)
+        return _recheck_container(provider, item, cutoff)
+    except Exception as exc:
+        if _is_not_found(exc):
+            return _Check(Outcome.ALREADY_GONE, "not found at OpenAI")
+        raise
+
+
+def _ledger_thread(openai_id: str) -> Thread | None:
+    return Thread.objects.unscoped().filter(openai_id=openai_id).first()
+
+
+def _active_verdict(last: dt.datetime | None, cutoff: dt.datetime, what: str) -> _Check:
+    if last is not None and last >= cutoff:
+        return _Check(Outcome.SKIPPED_ACTIVE, f"{what} {last:%Y-%m-%d %H:%M:%S} UTC is inside retention", last)
+    return _Check(None, last_activity_at=last)
+
+
+def _recheck_thread(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+    ledger = _ledger_thread(item.openai_id)
+    if ledger is not None and ledger.status == Thread.Status.DELETED:
+        return _Check(Outcome.ALREADY_GONE, "already deleted in the ledger")
+    thread_obj = _as_dict(provider.retrieve_thread(item.openai_id))
+    if ledger is not None:
+        _thread_attachments_record(ledger, thread_obj)
+    candidates = [ledger.last_activity_at if ledger else None, _moment(thread_obj.get("created_at")),
+                  _newest_timestamp(_first(provider.list_thread_runs(item.openai_id), 100)),
+                  _newest_timestamp(_first(provider.list_thread_messages(item.openai_id), 100))]
+    last = max((c for c in candidates if c), default=None)
+    return _active_verdict(last, cutoff, "last activity")
+
+
+def _recheck_conversation(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+    ledger = _ledger_thread(item.openai_id)
+    if ledger is not None and ledger.status == Thread.Status.DELETED:
+        return _Check(Outcome.ALREADY_GONE, "already deleted in the ledger")
+    conversation = _as_dict(provider.retrieve_conversation(item.openai_id))
+    candidates = [ledger.last_activity_at if ledger else None, _moment(conversation.get("created_at")),
+                  _newest_timestamp(_first(provider.list_conversation_items(item.openai_id), 100))]
+    last = max((c for c in candidates if c), default=None)
+    return _active_verdict(last, cutoff, "last activity")
+
+
+def _recheck_vector_store(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+    store_obj = _as_dict(provider.retrieve_vector_store(item.openai_id))
+    store = VectorStore.objects.unscoped().filter(openai_id=item.openai_id).first()
+    if store is not None and store.status == ResourceStatus.DELETED:
+        return _Check(Outcome.ALREADY_GONE, "already deleted")
+    last = _moment(store_obj.get("last_active_at")) or _moment(store_obj.get("created_at"))
+    item.usage_bytes = int(store_obj.get("usage_bytes") or item.usage_bytes)
+    verdict = _active_verdict(last, cutoff, "last active")
+    if verdict.outcome is None and store is not None and _live_thread_ids(store.thread_openai_ids or []):
+        return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live thread", last)
+    return verdict
+
+
+def _recheck_file(provider, item: SweepItem) -> _Check:
+    provider.retrieve_file(item.openai_id)
+    file = StoredFile.objects.unscoped().filter(openai_id=item.openai_id).first()
+    if file is None:
+        return _Check(None)
+    if file.status == ResourceStatus.DELETED:
+        return _Check(Outcome.ALREADY_GONE, "already deleted")
+    live_store = VectorStore.objects.unscoped().filter(
+        status=ResourceStatus.ACTIVE, openai_id__in=file.vector_store_openai_ids or []
+    ).exists()
+    if live_store or _live_thread_ids(file.thread_openai_ids or []):
+        return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live vector store or thread")
+    return _Check(None, last_activity_at=file.created_at)
+
+
+def _recheck_container(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+    container_obj = _as_dict(provider.retrieve_container(item.openai_id))
+    if container_obj.get("status") == "expired":
+        return _Check(None, "expired at OpenAI", _moment(container_obj.get("last_active_at")))
+    last = _moment(container_obj.get("last_active_at")) or _moment(container_obj.get("created_at"))
+    return _active_verdict(last, cutoff, "last active")
+
+
+def _archive(provider, item: SweepItem) -> int:
+    """Copy the thread's messages (or conversation's items) into RunLedger, oldest first, before deleting."""
+    if item.resource_type == ResourceType.THREAD:
+        rows = _first(provider.list_thread_messages(item.openai_id), setting("LIFECYCLE_ARCHIVE_MAX_ITEMS"))
+    else:
+        rows = _first(provider.list_conversation_items(item.openai_id), setting("LIFECYCLE_ARCHIVE_MAX_ITEMS"))
+    data = [_as_dict(row) for row in rows]
+    data.sort(key=lambda d: (d.get("created_at") or 0))
+    ArchivedItem.objects.bulk_create([
+        ArchivedItem(
+            tenant_id=item.tenant_id, thread_openai_id=item.openai_id,
+            item_openai_id=str(d.get("id") or f"position-{position}"), position=position,
+            item_created_at=_moment(d.get("created_at")), data=d, sweep_item=item,
+        ) for position, d in enumerate(data)
+    ], ignore_conflicts=True)
+    return len(data)
+
+
+def _storage_daily_cost(total_bytes: int, on_date: dt.date) -> Decimal:
+    from apps.pricing.pricebook import PriceBook
+    from apps.pricing.rating import bytes_to_gb, rate_vector_storage
+
+    rate = PriceBook.load().tool_rate(on_date)
+    if rate is None:
+        return ZERO
+    return rate_vector_storage(bytes_to_gb(total_bytes), 1, rate)
+
+
+def _vector_store_saving(usage_bytes: int, on_date: dt.date) -> Decimal:
+    """The drop in the organisation's daily storage bill from deleting `usage_bytes` (free GB applied)."""
+    total = sum(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("usage_bytes", flat=True))
+    total = max(total, usage_bytes)
+    return quantize_ledger(_storage_daily_cost(total, on_date) - _storage_daily_cost(total - usage_bytes, on_date))
+
+
+class _Transient(Exception):
+    pass
+
+
+def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Tenant]) -> str:
+    tenant = tenants.get(item.tenant_id) if item.tenant_id else None
+    if item.tenant_id and tenant is None:
+        tenant = tenants[item.tenant_id] = Tenant.objects.get(pk=item.tenant_id)
+    if tenant is not None:
+        tenant.refresh_from_db(fields=["legal_hold", "archive_before_delete", "thread_retention_days",
+                                       "vector_store_idle_days"])
+    now = timezone.now()
+    if tenant is not None and tenant.legal_hold:
+        return _finish_item(item, Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold", now)
+    try:
+        check = _recheck(provider, item, sweep, tenant)
+        if check.last_activity_at:
+            item.last_activity_at = check.last_activity_at
+        if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:
+            _resource_mark_deleted(resource_type=item.resource_type, openai_id=item.openai_id,
+                                   reason=f"gone at OpenAI (sweep {sweep.pk})", at=now)
+        if check.outcome is not None:
+            return _finish_item(item, check.outcome, check.detail, now)
+        if sweep.dry_run:
+            if item.resource_type == ResourceType.VECTOR_STORE:
+                item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
+            return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
+        if (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
+                and tenant is not None and tenant.archive_before_delete):
+            item.detail = f"archived {_archive(provider, item)} items"
+            item.archived = True
+        if item.resource_type == ResourceType.VECTOR_STORE:
+            item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
+        outcome = _provider_delete(provider, item.resource_type, item.openai_id)
+    except Exception as exc:
+        if _is_transient(exc):
+            raise _Transient(str(exc)) from exc
+        logger.exception("sweep %s: %s %s failed", sweep.pk, item.resource_type, item.openai_id)
+        return _finish_item(item, Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:500], now)
+    if outcome == Outcome.ALREADY_GONE:
+        item.saved_usd_per_day = ZERO
+    reason = f"{item.rule} (sweep {sweep.pk})" if outcome == Outcome.DELETED else f"gone at OpenAI (sweep {sweep.pk})"
+    _resource_mark_deleted(resource_type=item.resource_type, openai_id=item.openai_id, reason=reason, at=now)
+    return _finish_item(item, outcome, item.detail, now)
+
+
+def _finish_item(item: SweepItem, outcome: str, detail: str, now: dt.datetime) -> str:
+    SweepItem.objects.unscoped().filter(pk=item.pk).update(
+        state=SweepItem.State.DONE, outcome=outcome, detail=(detail or "")[:500], processed_at=now,
+        last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes,
+        saved_usd_per_day=item.saved_usd_per_day, archived=item.archived,
+    )
+    return outcome
+
+
+# --- sweeps: batches, claiming, resumption ------------------------------------------------------------
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claim_sweep(sweep_id: int, worker: str) -> bool:
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=setting("LIFECYCLE_SWEEP_STALE_SECONDS"))
+    return bool(
+        Sweep.objects.unscoped()
+        .filter(pk=sweep_id, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING])
+        .filter(Q(claimed_by="") | Q(claimed_by=worker) | Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
+        .update(claimed_by=worker, heartbeat_at=now, status=Sweep.Status.RUNNING,
+                started_at=Coalesce(F("started_at"), now))
+    )
+
+
+def _claim_next_item(sweep: Sweep, worker: str) -> SweepItem | None:
+    """The next unprocessed item, claimed with a conditional UPDATE so two workers never process one item.
+    An item claimed by a worker that died (its lease ran out) is offered again."""
+    lease = timezone.now() - dt.timedelta(seconds=setting("LIFECYCLE_ITEM_LEASE_SECONDS"))
+    claimable = Q(state=SweepItem.State.PENDING) | Q(state=SweepItem.State.CLAIMED, claimed_at__lte=lease)
+    for pk in SweepItem.objects.unscoped().filter(sweep=sweep).filter(claimable).order_by("pk").values_list("pk", flat=True)[:20]:
+        won = SweepItem.objects.unscoped().filter(pk=pk).filter(claimable).update(
+            state=SweepItem.State.CLAIMED, claimed_by=worker, claimed_at=timezone.now(), attempts=F("attempts") + 1
+        )
+        if won:
+            return SweepItem.objects.unscoped().get(pk=pk)
+    return None
+
+
+def _lock_acquire(kind: str, worker: str) -> bool:
+    ttl = setting("LIFECYCLE_SWEEP_LOCK_SECONDS")
+    if cache.add(_lock_key(kind), worker, ttl):
+        return True
+    return cache.get(_lock_key(kind)) == worker
+
+
+def _lock_refresh(kind: str, worker: str) -> None:
+    if cache.get(_lock_key(kind)) == worker:
+        cache.touch(_lock_key(kind), setting("LIFECYCLE_SWEEP_LOCK_SECONDS"))
+
+
+def _lock_release(kind: str, worker: str) -> None:
+    if cache.get(_lock_key(kind)) == worker:
+        cache.delete(_lock_key(kind))
+
+
+def sweep_counts(sweep: Sweep) -> dict[str, int]:
+    rows = SweepItem.objects.unscoped().filter(sweep=sweep).values("state", "outcome").annotate(n=Count("pk"))
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = row["outcome"] if row["state"] == SweepItem.State.DONE else row["state"]
+        counts[key] = counts.get(key, 0) + row["n"]
+    return counts
+
+
+@dataclass
+class BatchResult:
+    sweep_id: int
+    status: str  # "busy", "more", "retry_later", "finished", "failed"
+    processed: int
+    counts: dict
+
+
+def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
+                    batch_size: int | None = None,
+                    after_item: Callable[[SweepItem, str], None] | None = None) -> BatchResult:
+    """Plan and/or process one bounded batch of a sweep. Safe to call again at any time, from any worker:
+    it only acts if it wins the sweep (and, for a real sweep, the per-kind lock)."""
+    worker = worker or worker_id()
+    sweep = Sweep.objects.unscoped().select_related("tenant").filter(pk=sweep_id).first()
+    if sweep is None or sweep.is_done:
+        return BatchResult(sweep_id, sweep.status if sweep else "missing", 0, sweep.counts if sweep else {})
+    locked = sweep.dry_run or _lock_acquire(sweep.kind, worker)
+    if not locked or not _claim_sweep(sweep.pk, worker):
+        if locked and not sweep.dry_run:
+            _lock_release(sweep.kind, worker)
+        return BatchResult(sweep.pk, "busy", 0, sweep.counts)
+    batch_size = batch_size or setting("LIFECYCLE_SWEEP_BATCH_SIZE")
+    processed, status = 0, "more"
+    try:
+        sweep.refresh_from_db()
+        if sweep.planned_at is None:
+            # Planning pages count against the batch too, so one task invocation stays bounded.
+            for _ in range(max(1, batch_size // 10)):
+                if _plan_step(sweep):
+                    break
+            if sweep.planned_at is None:
+                return BatchResult(sweep.pk, "more", 0, sweep_counts(sweep))
+        provider = provider or _default_provider()
+        tenants: dict[int, Tenant] = {}
+        while processed < batch_size:
+            item = _claim_next_item(sweep, worker)
+            if item is None:
+                break
+            try:
+                outcome = _process_item(provider, sweep, item, tenants)
+            except _Transient as exc:
+                if item.attempts >= setting("LIFECYCLE_MAX_ITEM_ATTEMPTS"):
+                    outcome = _finish_item(item, Outcome.FAILED, f"gave up after {item.attempts} attempts: {exc}"[:500],
+                                           timezone.now())
+                else:
+                    SweepItem.objects.unscoped().filter(pk=item.pk, claimed_by=worker).update(
+                        state=SweepItem.State.PENDING, claimed_by="", claimed_at=None, detail=str(exc)[:500])
+                    status = "retry_later"
+                    break
+            processed += 1
+            Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(heartbeat_at=timezone.now())
+            if not sweep.dry_run:
+                _lock_refresh(sweep.kind, worker)
+            if after_item is not None:
+                after_item(item, outcome)
+        counts = sweep_counts(sweep)
+        remaining = counts.get(SweepItem.State.PENDING, 0) + counts.get(SweepItem.State.CLAIMED, 0)
+        if status == "more" and remaining == 0:
+            # Items that failed are listed in the sweep's errors; the sweep itself finished its work.
+            status = "finished"
+            errors = list(
+                SweepItem.objects.unscoped().filter(sweep=sweep, outcome=Outcome.FAILED)
+                .values_list("openai_id", "detail")[:100]
+            )
+            Sweep.objects.unscoped().filter(pk=sweep.pk).update(
+                status=Sweep.Status.FINISHED, finished_at=timezone.now(), counts=counts, claimed_by="",
+                errors=[{"openai_id": oid, "error": detail} for oid, detail in errors],
+            )
+            audit_record(action="lifecycle.sweep.finish", target_type="sweep", target_id=sweep.pk,
+                         actor_label="task:sweep", tenant_id=sweep.tenant_id,
+                         data={"kind": sweep.kind, "dry_run": sweep.dry_run, "counts": counts})
+        else:
+            Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(counts=counts, claimed_by="")
+        return BatchResult(sweep.pk, status, processed, counts)
+    except BaseException:
+        # Leave the claims for the lease/reaper; free the sweep so another worker may resume it.
+        Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(claimed_by="")
+        raise
+    finally:
+        if not sweep.dry_run:
+            _lock_release(sweep.kind, worker)
+
+
+def sweep_run_to_completion(*, sweep_id: int, provider=None, progress: Callable[[BatchResult], None] | None = None,
+                            sleep: Callable[[float], None] | None = None, max_batches: int | None = None) -> BatchResult:
+    """Run a sweep's batches in this process until it finishes (the management command, tests)."""
+    import time
+
+    sleep = sleep or time.sleep
+    worker = worker_id()
+    batches = 0
+    while True:
+        result = sweep_run_batch(sweep_id=sweep_id, worker=worker, provider=provider)
+        batches += 1
+        if progress:
+            progress(result)
+        if result.status in ("finished", "failed", "missing"):
+            return result
+        if max_batches is not None and batches >= max_batches:
+            return result
+        if result.status == "retry_later":
+            sleep(setting("LIFECYCLE_TRANSIENT_RETRY_SECONDS"))
+        elif result.status == "busy":
+            sleep(1.0)
+
+
+def sweep_fail(*, sweep: Sweep, reason: str, actor=None) -> None:
+    Sweep.objects.unscoped().filter(pk=sweep.pk, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).update(
+        status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="",
+        errors=[*sweep.errors, {"error": reason}],
+    )
+    audit_record(action="lifecycle.sweep.fail", target_type="sweep", target_id=sweep.pk, actor=actor,
+                 actor_label="" if actor else "task:sweep", tenant_id=sweep.tenant_id, data={"reason": reason})
+
+
+def sweeps_reap() -> list[int]:
+    """Sweeps whose worker died (a stale heartbeat) or whose first task was lost: free them and return their
+    ids so the caller re-enqueues them. Their stale item claims are offered again once the lease runs out."""
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=setting("LIFECYCLE_SWEEP_STALE_SECONDS"))
+    stuck = Sweep.objects.unscoped().filter(status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).filter(
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, created_at__lt=stale)
+    )
+    ids = list(stuck.values_list("pk", flat=True))
+    if ids:
+        Sweep.objects.unscoped().filter(pk__in=ids).update(claimed_by="")
+        for sweep_id in ids:
+            audit_record(action="lifecycle.sweep.reap", target_type="sweep", target_id=sweep_id,
+                         actor_label="task:sweep_reap")
+    return ids
+
+
+# --- vector-storage metering -------------------------------------------------------------------------
+
+
+def _allocate(total: Decimal, weights: dict) -> dict:
+    """Split `total` (already at the ledger scale) across keys in proportion to integer weights, at the
+    ledger scale, so the parts add up to the total exactly (largest remainder; ties by key order)."""
+    weight_sum = sum(weights.values())
+    if not weights or weight_sum == 0 or total == ZERO:
+        return {key: ZERO for key in weights}
+    quantum = Decimal(1).scaleb(-10)
+    units = int(total / quantum)
+    shares = {}
+    remainders = []
+    for key, weight in weights.items():
+        exact_units = Decimal(units) * Decimal(weight) / Decimal(weight_sum)
+        floor_units = int(exact_units)
+        shares[key] = floor_units
+        remainders.append((exact_units - floor_units, str(key), key))
+    leftover = units - sum(shares.values())
+    for _rem, _name, key in sorted(remainders, key=lambda r: (-r[0], r[1]))[:leftover]:
+        shares[key] += 1
+    return {key: Decimal(value) * quantum for key, value in shares.items()}
+
+
+FREE_GB_RULE = ("OpenAI's free GB applies once to the organisation's total; each tenant (and the unassigned "
+                "stores) bears the day's cost and the free GB in proportion to its bytes.")
+
+
+def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMeter]:
+    """Meter vector storage for one UTC day. With `snapshot`, each store live now and created before the
+    day ended is recorded at its current usage_bytes (run it at the end of the day, after a sync); then the
+    day is rated from the snapshot. Re-metering a day replaces its rows."""
+    from apps.pricing.pricebook import PriceBook
+    from apps.pricing.rating import bytes_to_gb, rate_vector_storage
+
+    with transaction.atomic():
+        if snapshot:
+            VectorStoreDay.objects.unscoped().filter(day=day).delete()
+            end = day_start(day) + dt.timedelta(days=1)
+            VectorStoreDay.objects.bulk_create([
+                VectorStoreDay(day=day, vector_store_id=pk, tenant_id=tenant_id, usage_bytes=usage_bytes)
+                for pk, tenant_id, usage_bytes in VectorStore.objects.unscoped()
+                .filter(status=ResourceStatus.ACTIVE, created_at__lt=end)
+                .values_list("pk", "tenant_id", "usage_bytes")
+            ])
+        bytes_by_tenant: dict[int | None, int] = {}
+        stores_by_tenant: dict[int | None, int] = {}
+        for tenant_id, usage_bytes in VectorStoreDay.objects.unscoped().filter(day=day).values_list("tenant_id", "usage_bytes"):
+            bytes_by_tenant[tenant_id] = bytes_by_tenant.get(tenant_id, 0) + usage_bytes
+            stores_by_tenant[tenant_id] = stores_by_tenant.get(tenant_id, 0) + 1
+        saved_by_tenant = _savings_by_tenant(day)
+        rate = PriceBook.load().tool_rate(day)
+        total_bytes = sum(bytes_by_tenant.values())
+        total_gb = bytes_to_gb(total_bytes)
+        org_cost = quantize_ledger(rate_vector_storage(total_gb, 1, rate)) if rate else ZERO
+        cost_shares = _allocate(org_cost, {k: v for k, v in bytes_by_tenant.items()})
+        free_total = min(total_gb, rate.vector_storage_free_gb) if rate else ZERO
+        StorageMeter.objects.unscoped().filter(day=day).delete()
+        rows = []
+        for tenant_id in sorted(set(bytes_by_tenant) | set(saved_by_tenant), key=lambda k: (k is None, k or 0)):
+            usage_bytes = bytes_by_tenant.get(tenant_id, 0)
+            free_share = free_total * Decimal(usage_bytes) / Decimal(total_bytes) if total_bytes else ZERO
+            rows.append(StorageMeter(
+                tenant_id=tenant_id, day=day, usage_bytes=usage_bytes, store_count=stores_by_tenant.get(tenant_id, 0),
+                gb_days=quantize_ledger(bytes_to_gb(usage_bytes)), free_gb_share=quantize_ledger(free_share),
+                cost_usd=cost_shares.get(tenant_id, ZERO), saved_usd=saved_by_tenant.get(tenant_id, ZERO),
+                price_version=rate.version if rate else "unpriced", rule=FREE_GB_RULE[:300],
+            ))
+        StorageMeter.objects.bulk_create(rows)
+    return rows
+
+
+def _savings_by_tenant(day: dt.date) -> dict[int | None, Decimal]:
+    """Each vector store a real sweep deleted on or before `day` saves its daily cost (as valued when it
+    was deleted) on every day after it, which is the day's meter no longer includes it."""
+    end = day_start(day) + dt.timedelta(days=1)
+    saved: dict[int | None, Decimal] = {}
+    for tenant_id, amount in SweepItem.objects.unscoped().filter(
+        resource_type=ResourceType.VECTOR_STORE, outcome=Outcome.DELETED, dry_run=False, processed_at__lt=end
+    ).values_list("tenant_id", "saved_usd_per_day"):
+        saved[tenant_id] = saved.get(tenant_id, ZERO) + amount
+    return saved
+
+
+# --- run-expiry watch ---------------------------------------------------------------------------------
+
+
+def runs_requires_action_watch(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Flag runs waiting in requires_action for longer than REQUIRES_ACTION_WARN_MINUTES, before OpenAI
+    expires them at 10 minutes; a run already past its expiry is flagged as wasted spend. One alert per run
+    (the alert's cause key), however often the watch sees it."""
+    from apps.alerts.services import alert_raise
+
+    now = now or timezone.now()
+    warn = dt.timedelta(minutes=setting("REQUIRES_ACTION_WARN_MINUTES"))
+    flagged = expired = 0
+    waiting = Run.objects.unscoped().filter(status=RunStatus.REQUIRES_ACTION).select_related("tenant")
+    for run in waiting.iterator():
+        since = run.started_at or run.created_at
+        expires_at = run.expires_at or (since + dt.timedelta(minutes=10))
+        if expires_at <= now:
+            alert_raise(
+                tenant=run.tenant, kind="wasted_spend", severity="warning",
+                cause_key=f"requires_action_expired:{run.openai_id}",
+                title=f"Run {run.openai_id} expired waiting for tool outputs",
+                message=(f"The run sat in requires_action past its expiry at {expires_at:%H:%M:%S} UTC; its tokens "
+                         f"(${run.cost_total_usd}) are wasted spend."),
+                data={"run": run.openai_id, "expires_at": expires_at.isoformat(), "cost_usd": str(run.cost_total_usd)},
+            )
+            expired += 1
+        elif now - since >= warn:
+            alert_raise(
+                tenant=run.tenant, kind="requires_action_expiring", severity="warning",
+                cause_key=f"requires_action:{run.openai_id}",
+                title=f"Run {run.openai_id} waits for tool outputs; expires at {expires_at:%H:%M:%S} UTC",
+                message=(f"Waiting {int((now - since).total_seconds() // 60)} minutes in requires_action; "
+                         f"submit tool outputs before {expires_at:%H:%M:%S} UTC or the run expires and its tokens are wasted."),
+                data={"run": run.openai_id, "thread": run.thread_openai_id, "expires_at": expires_at.isoformat()},
+            )
+            flagged += 1
+    return {"flagged": flagged, "expired": expired}
