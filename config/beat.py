@@ -13,6 +13,15 @@ def entry(task: str, schedule, interval_seconds: int, **options) -> dict:
 
 
 BEAT_SCHEDULE: dict[str, dict] = {
+    # Lifecycle (apps/lifecycle): inventory hourly, sweeps nightly one kind at a time, reaper, metering, watch.
+    "lifecycle-inventory-sync": entry("lifecycle.inventory_sync", crontab(minute=7), HOUR),
+    "lifecycle-sweep-threads": entry("lifecycle.sweep_start", crontab(hour=2, minute=0), DAY) | {"args": ("threads",)},
+    "lifecycle-sweep-vector-stores": entry("lifecycle.sweep_start", crontab(hour=2, minute=30), DAY) | {"args": ("vector_stores",)},
+    "lifecycle-sweep-files": entry("lifecycle.sweep_start", crontab(hour=3, minute=0), DAY) | {"args": ("files",)},
+    "lifecycle-sweep-containers": entry("lifecycle.sweep_start", crontab(minute=37), HOUR) | {"args": ("containers",)},
+    "lifecycle-sweep-reap": entry("lifecycle.sweep_reap", crontab(minute="*/5"), 5 * MINUTE),
+    "lifecycle-meter-storage": entry("lifecycle.meter_storage", crontab(hour=23, minute=50), DAY),
+    "lifecycle-requires-action-watch": entry("lifecycle.requires_action_watch", crontab(minute="*"), MINUTE),
     # Add entries here, e.g.
     # "ledger-collect": entry("ledger.collect_runs", crontab(minute="*/5"), 5 * MINUTE),
 }

@@ -1,0 +1,69 @@
+"""`manage.py sweep --kind threads|vector_stores|files|containers [--tenant SLUG] [--dry-run]`."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, SweepItem, SweepKind
+from apps.tenants.models import Tenant
+
+
+class Command(BaseCommand):
+    help = ("Run a retention/cleanup sweep now, in this process, with progress. --dry-run lists what would be "
+            "deleted and deletes nothing; --enqueue hands the sweep to the Celery workers instead.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kind", required=True, choices=SweepKind.values)
+        parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant (default: every tenant not on legal hold).")
+        parser.add_argument("--dry-run", action="store_true", help="Re-check and list, delete nothing.")
+        parser.add_argument("--confirm", type=int, metavar="SWEEP_ID",
+                            help="Delete exactly what this finished dry run listed (each re-checked first).")
+        parser.add_argument("--resume", type=int, metavar="SWEEP_ID", help="Carry on an unfinished sweep.")
+        parser.add_argument("--enqueue", action="store_true", help="Run it on the Celery workers.")
+
+    def handle(self, *args, kind, tenant=None, dry_run=False, confirm=None, resume=None, enqueue=False, **options):
+        tenant_obj = None
+        if tenant:
+            tenant_obj = Tenant.objects.filter(slug=tenant).first()
+            if tenant_obj is None:
+                raise CommandError(f"No tenant with slug {tenant!r}; list them with the admin or GET /api/v1/tenants/.")
+        if resume:
+            sweep = services.Sweep.objects.unscoped().filter(pk=resume, kind=kind).first()
+            if sweep is None:
+                raise CommandError(f"No {kind} sweep {resume}.")
+        else:
+            preview = None
+            if confirm:
+                preview = services.Sweep.objects.unscoped().filter(pk=confirm).first()
+                if preview is None:
+                    raise CommandError(f"No sweep {confirm} to confirm.")
+            try:
+                sweep = services.sweep_create(kind=kind, tenant=tenant_obj, dry_run=dry_run, preview_of=preview,
+                                              requested_label="command:sweep")
+            except services.LifecycleError as exc:
+                raise CommandError(str(exc)) from exc
+        label = "dry run" if sweep.dry_run else "sweep"
+        self.stdout.write(f"{label} {sweep.pk}: {kind}, tenant {tenant_obj.slug if tenant_obj else 'all (not on legal hold)'}, as of {sweep.as_of:%Y-%m-%d %H:%M:%S} UTC")
+        if enqueue:
+            from apps.lifecycle.tasks import sweep_batch
+
+            sweep_batch.apply_async((sweep.pk,))
+            self.stdout.write(f"enqueued; follow it at /lifecycle/sweeps/{sweep.pk}/")
+            return
+
+        def progress(result):
+            done = sum(v for k, v in result.counts.items() if k not in ("pending", "claimed"))
+            total = sum(result.counts.values())
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()) if k not in ("pending", "claimed"))
+            self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){' — waiting after a rate limit' if result.status == 'retry_later' else ''}")
+
+        result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        if result.status != "finished":
+            raise CommandError(f"sweep {sweep.pk} is {result.status}; resume it with --resume {sweep.pk}.")
+        wanted = Outcome.WOULD_DELETE if sweep.dry_run else Outcome.DELETED
+        for item in SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant"):
+            self.stdout.write(f"  {wanted}: {item.resource_type} {item.openai_id} ({item.tenant.slug if item.tenant else 'unassigned'}) — {item.rule}")
+        self.stdout.write(self.style.SUCCESS(f"{label} {sweep.pk} finished: {result.counts}"))
+        if sweep.dry_run:
+            self.stdout.write(f"To delete exactly these, run: manage.py sweep --kind {kind} --confirm {sweep.pk}")

@@ -1,0 +1,68 @@
+"""Celery tasks of the lifecycle app: thin wrappers that take ids and call services. Batches re-enqueue
+themselves, so a sweep of a million threads is many short tasks, each safe to run twice (acks_late)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import services
+from .conf import setting
+from .models import SweepKind
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="lifecycle.sweep_batch", acks_late=True, ignore_result=True)
+def sweep_batch(sweep_id: int) -> str:
+    result = services.sweep_run_batch(sweep_id=sweep_id)
+    if result.status == "more":
+        sweep_batch.apply_async((sweep_id,))
+    elif result.status == "retry_later":
+        sweep_batch.apply_async((sweep_id,), countdown=setting("LIFECYCLE_TRANSIENT_RETRY_SECONDS"))
+    elif result.status == "busy":
+        # Another worker holds the sweep or the kind's lock; the reaper picks it up if that worker died.
+        logger.info("sweep %s busy; leaving it to its current worker", sweep_id)
+    return result.status
+
+
+@shared_task(name="lifecycle.sweep_start", acks_late=True, ignore_result=True)
+def sweep_start(kind: str) -> int | None:
+    """The scheduled sweep of one kind over every tenant not on legal hold."""
+    if kind not in SweepKind.values:
+        logger.error("unknown sweep kind %r", kind)
+        return None
+    try:
+        sweep = services.sweep_create(kind=kind, requested_label="task:sweep_start")
+    except services.SweepBusy as exc:
+        logger.info("%s", exc)
+        return None
+    sweep_batch.apply_async((sweep.pk,))
+    return sweep.pk
+
+
+@shared_task(name="lifecycle.sweep_reap", acks_late=True, ignore_result=True)
+def sweep_reap() -> list[int]:
+    ids = services.sweeps_reap()
+    for sweep_id in ids:
+        sweep_batch.apply_async((sweep_id,))
+    return ids
+
+
+@shared_task(name="lifecycle.inventory_sync", acks_late=True, ignore_result=True)
+def inventory_sync() -> dict:
+    result = services.inventory_sync()
+    return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone}
+
+
+@shared_task(name="lifecycle.meter_storage", acks_late=True, ignore_result=True)
+def meter_storage() -> int:
+    rows = services.storage_meter_day(day=timezone.now().date())
+    return len(rows)
+
+
+@shared_task(name="lifecycle.requires_action_watch", acks_late=True, ignore_result=True)
+def requires_action_watch() -> dict:
+    return services.runs_requires_action_watch()
