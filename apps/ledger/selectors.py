@@ -6,6 +6,7 @@ Money comes back as exact Decimal; days are UTC dates (the rollups' day boundary
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -441,9 +442,12 @@ def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: 
     deletes_at = thread.last_activity_at + dt.timedelta(days=retention_days)
     if legal_hold:
         return {"deletes_at": None, "days_left": None, "state": "held"}
-    days_left = (deletes_at - now).days if deletes_at >= now else -((now - deletes_at).days + 1)
-    state = "overdue" if deletes_at <= now else "due_soon" if deletes_at - now <= dt.timedelta(days=7) else "ok"
-    return {"deletes_at": deletes_at, "days_left": max(days_left, 0) if state != "overdue" else 0, "state": state}
+    if deletes_at <= now:
+        return {"deletes_at": deletes_at, "days_left": 0, "state": "overdue"}
+    # Whole days rounded up: "1 day left" until the moment it is due.
+    days_left = math.ceil((deletes_at - now) / dt.timedelta(days=1))
+    state = "due_soon" if deletes_at - now <= dt.timedelta(days=7) else "ok"
+    return {"deletes_at": deletes_at, "days_left": days_left, "state": state}
 
 
 

@@ -1,0 +1,221 @@
+"""Plotly figures as plain dicts, built by pure functions from selector output (no database, no request),
+so every chart can be tested without a browser. Hover text carries the exact amounts as strings; the
+plotted values are floats because that is what plotly.js draws."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from apps.core.money import ZERO
+from apps.ledger.selectors import OTHERS_LABEL, DailySeries, TokenHistogram
+
+# Colour-blind-safe categorical palette (Okabe-Ito, reordered so the first colours contrast best on white).
+PALETTE = ["#2453d4", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#7a5195", "#0072b2", "#b8860b"]
+OTHERS_COLOR = "#9aa3af"
+WASTED_COLOR = "#b42318"
+USEFUL_COLOR = "#8fa8e8"
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+
+
+def money_text(amount: Decimal | None) -> str:
+    """$1,234.57 for display; amounts under a cent keep four significant decimals so they are not $0.00."""
+    if amount is None:
+        return "—"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount and amount < Decimal("0.01"):
+        return f"{sign}${amount.normalize():.4g}" if amount >= Decimal("0.0001") else f"{sign}<$0.0001"
+    return f"{sign}${amount:,.2f}"
+
+
+def _float(amount: Decimal) -> float:
+    return float(amount)
+
+
+def _layout(*, y_title: str = "", x_title: str = "", **extra) -> dict:
+    layout = {
+        "font": {"family": FONT, "size": 12, "color": "#1b1f24"},
+        "margin": {"l": 56, "r": 16, "t": 12, "b": 40},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "hovermode": "closest",
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": -0.18, "x": 0},
+        "xaxis": {"title": {"text": x_title}, "gridcolor": "#eef0f3", "zeroline": False},
+        "yaxis": {"title": {"text": y_title}, "gridcolor": "#eef0f3", "zeroline": False, "rangemode": "tozero"},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(layout.get(key), dict):
+            layout[key] = {**layout[key], **value}
+        else:
+            layout[key] = value
+    return layout
+
+
+def _color(index: int, name: str) -> str:
+    return OTHERS_COLOR if name == OTHERS_LABEL else PALETTE[index % len(PALETTE)]
+
+
+def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str] | None = None) -> dict:
+    """Cost per day, one stacked bar segment per series (tenants or models), "others" last and grey."""
+    labels = name_labels or {}
+    days = [day.isoformat() for day in series.days]
+    names = [name for name in series.series if name != OTHERS_LABEL]
+    if OTHERS_LABEL in series.series:
+        names.append(OTHERS_LABEL)
+    traces = []
+    for index, name in enumerate(names):
+        values = series.series[name]
+        label = labels.get(name, name) or "(none)"
+        traces.append({
+            "type": "bar",
+            "name": label,
+            "x": days,
+            "y": [_float(value) for value in values],
+            "customdata": [money_text(value) for value in values],
+            "hovertemplate": f"{_escape(label)}<br>%{{x}}: %{{customdata}}<extra></extra>",
+            "marker": {"color": _color(index, name)},
+        })
+    return {
+        "data": traces,
+        "layout": _layout(y_title="USD per day (UTC days)", barmode="stack", hovermode="x unified",
+                          yaxis={"tickprefix": "$"}, xaxis={"type": "date"}),
+    }
+
+
+def wasted_daily_figure(series: DailySeries) -> dict:
+    """Per day: spend on runs that produced something, with wasted spend (failed/cancelled/expired) on top."""
+    days = [day.isoformat() for day in series.days]
+    traces = []
+    for name, label, color in (("useful", "completed and other", USEFUL_COLOR), ("wasted", "wasted", WASTED_COLOR)):
+        values = series.series.get(name, [ZERO] * len(days))
+        traces.append({
+            "type": "bar", "name": label, "x": days, "y": [_float(value) for value in values],
+            "customdata": [money_text(value) for value in values],
+            "hovertemplate": f"{label}<br>%{{x}}: %{{customdata}}<extra></extra>",
+            "marker": {"color": color},
+        })
+    return {"data": traces, "layout": _layout(y_title="USD per day", barmode="stack", yaxis={"tickprefix": "$"},
+                                              xaxis={"type": "date"})}
+
+
+def horizontal_cost_bar_figure(rows: Sequence[dict], *, label_key: str, empty_label: str = "(none)",
+                               limit: int = 15) -> dict:
+    """The costliest `limit` rows as horizontal bars, largest at the top."""
+    shown = list(rows)[:limit]
+    labels = [str(row[label_key]) or empty_label for row in shown]
+    values = [row["cost_usd"] for row in shown]
+    return {
+        "data": [{
+            "type": "bar", "orientation": "h", "name": "cost",
+            "y": labels[::-1], "x": [_float(value) for value in values][::-1],
+            "customdata": [money_text(value) for value in values][::-1],
+            "hovertemplate": "%{y}: %{customdata}<extra></extra>",
+            "marker": {"color": PALETTE[0]},
+        }],
+        "layout": _layout(x_title="USD in period", showlegend=False, xaxis={"tickprefix": "$", "rangemode": "tozero"},
+                          yaxis={"automargin": True, "type": "category", "rangemode": "normal"},
+                          margin={"l": 8, "t": 8}, height=max(180, 28 * len(shown) + 70)),
+    }
+
+
+def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
+    """Runs per prompt-size bin on a log count axis, so a handful of huge prompts stay visible."""
+    labels = histogram.labels
+    return {
+        "data": [{
+            "type": "bar", "name": "runs", "x": labels, "y": histogram.counts,
+            "hovertemplate": "%{x} prompt tokens: %{y} runs<extra></extra>",
+            "marker": {"color": [PALETTE[1] if histogram.edges[index] >= 50_000 else PALETTE[0]
+                                 for index in range(len(labels))]},
+        }],
+        "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
+                          xaxis={"type": "category"}, yaxis={"type": "log", "rangemode": "normal"}, bargap=0.08),
+    }
+
+
+def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
+    """Cost against prompt tokens, one point per run, a trace per model; clicking a point opens the run
+    (its URL is in customdata[0])."""
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    traces = []
+    for index, (model, model_rows) in enumerate(sorted(by_model.items())):
+        traces.append({
+            "type": "scattergl" if len(model_rows) > 2000 else "scatter",
+            "mode": "markers",
+            "name": model,
+            "x": [max(row["input_tokens"], 1) for row in model_rows],
+            "y": [_float(row["cost_total_usd"]) for row in model_rows],
+            "customdata": [
+                [f"{run_url_prefix}{row['openai_id']}/", row["openai_id"], row.get("tenant__slug", ""),
+                 money_text(row["cost_total_usd"]), row.get("feature") or "(none)"]
+                for row in model_rows
+            ],
+            "hovertemplate": ("%{customdata[1]}<br>tenant %{customdata[2]} · %{customdata[4]}<br>"
+                              "%{x:,} prompt tokens · %{customdata[3]}<extra>" + _escape(model) + "</extra>"),
+            "marker": {"color": PALETTE[index % len(PALETTE)], "size": 8, "opacity": 0.8,
+                       "line": {"width": 0.5, "color": "#ffffff"}},
+        })
+    return {
+        "data": traces,
+        "layout": _layout(x_title="prompt tokens (log scale)", y_title="run cost (USD, log scale)",
+                          xaxis={"type": "log"}, yaxis={"type": "log", "tickprefix": "$", "rangemode": "normal"}),
+    }
+
+
+def tokens_by_kind_figure(pairs: Sequence[tuple[str, int]]) -> dict:
+    return {
+        "data": [{
+            "type": "bar", "name": "tokens", "x": [name for name, _ in pairs], "y": [count for _, count in pairs],
+            "hovertemplate": "%{x}: %{y:,} tokens<extra></extra>",
+            "marker": {"color": [PALETTE[0], PALETTE[4], PALETTE[7], PALETTE[1], PALETTE[3]][: len(pairs)]},
+        }],
+        "layout": _layout(y_title="tokens", showlegend=False, xaxis={"type": "category"}),
+    }
+
+
+def price_history_figure(prices: Sequence, *, today: dt.date) -> dict:
+    """Step lines of one model's input, cached-input and output price per 1M tokens over its versions
+    (`prices` ordered by effective_from, any order accepted), extended to today."""
+    versions = sorted(prices, key=lambda price: price.effective_from)
+    if not versions:
+        return {"data": [], "layout": _layout()}
+    dates = [price.effective_from.isoformat() for price in versions]
+    end = max(today, versions[-1].effective_from).isoformat()
+    traces = []
+    for index, (label, attribute) in enumerate((
+        ("input", "input_usd_per_1m"), ("cached input", "cached_input_usd_per_1m"), ("output", "output_usd_per_1m"),
+    )):
+        # An empty cached price means cached tokens bill at the input price.
+        values = [getattr(price, attribute) if getattr(price, attribute) is not None else price.input_usd_per_1m
+                  for price in versions]
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "line": {"shape": "hv", "color": PALETTE[index]},
+            "name": label, "x": [*dates, end], "y": [_float(value) for value in [*values, values[-1]]],
+            "customdata": [f"${value}" for value in [*values, values[-1]]],
+            "hovertemplate": f"{label}: %{{customdata}} per 1M tokens from %{{x}}<extra></extra>",
+        })
+    return {"data": traces, "layout": _layout(y_title="USD per 1M tokens", yaxis={"tickprefix": "$"},
+                                              xaxis={"type": "date"})}
+
+
+def sparkline_points(values: Sequence[Decimal], *, width: int = 120, height: int = 28) -> str:
+    """SVG polyline points for a trend sparkline (a tiny inline chart in a table row, no JS needed)."""
+    if not values:
+        return ""
+    peak = max(values) or Decimal(1)
+    step = width / max(len(values) - 1, 1)
+    points = []
+    for index, value in enumerate(values):
+        y = height - 2 - float(value / peak) * (height - 4)
+        points.append(f"{index * step:.1f},{y:.1f}")
+    return " ".join(points)
+
+
+def _escape(text: str) -> str:
+    # Plotly hover templates render a small HTML subset: keep user-chosen names (model, feature) inert.
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,109 @@
+"""Filters (always GET, so a filtered view is a shareable URL) and the tenant policy form (POST, CSRF)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from apps.ledger.models import RunStatus
+from apps.tenants.models import Tenant
+
+DEFAULT_PERIOD_DAYS = 30
+MAX_PERIOD_DAYS = 366
+
+
+class PeriodForm(forms.Form):
+    """An inclusive range of UTC days; defaults to the last 30 days ending today."""
+
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, data, *, today: dt.date, **kwargs):
+        self.today = today
+        # Fill the defaults into the data, so the inputs show the period actually displayed.
+        data = data.copy() if data is not None else {}
+        if not data.get("end"):
+            data["end"] = today.isoformat()
+        if not data.get("start"):
+            try:
+                end = dt.date.fromisoformat(data["end"])
+            except ValueError:
+                end = today
+            data["start"] = (end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)).isoformat()
+        super().__init__(data, **kwargs)
+
+    def clean(self):
+        cleaned = super().clean()
+        end = cleaned.get("end") or self.today
+        start = cleaned.get("start") or end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+        if start > end:
+            raise ValidationError({"start": "Start must be on or before end."})
+        if (end - start).days + 1 > MAX_PERIOD_DAYS:
+            raise ValidationError({"start": f"A period can span at most {MAX_PERIOD_DAYS} days."})
+        cleaned["start"], cleaned["end"] = start, end
+        return cleaned
+
+    def period(self) -> tuple[dt.date, dt.date]:
+        if self.is_valid():
+            return self.cleaned_data["start"], self.cleaned_data["end"]
+        return self.today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1), self.today
+
+
+class RunFilterForm(PeriodForm):
+    tenant = forms.ChoiceField(required=False)
+    model = forms.ChoiceField(required=False)
+    feature = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])
+    min_cost = forms.DecimalField(
+        required=False, min_value=Decimal("0"), max_digits=14, decimal_places=6, label="Minimum cost (USD)",
+        help_text="Empty: runs over their tenant's high-cost threshold.",
+        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal", "placeholder": "tenant threshold"}),
+    )
+
+    field_order = ["tenant", "model", "feature", "status", "start", "end", "min_cost"]
+
+    def __init__(self, data, *, today: dt.date, tenant_slugs: list[str], models: list[str], features: list[str], **kwargs):
+        super().__init__(data, today=today, **kwargs)
+        # Keep a value from a shared URL selectable even if the period has no such runs any more.
+        self.fields["tenant"].choices = [("", "all tenants"), *((slug, slug) for slug in tenant_slugs)]
+        self.fields["model"].choices = [("", "all models"), *((m, m) for m in _with(models, data.get("model")))]
+        self.fields["feature"].choices = [("", "all features"), *((f, f) for f in _with(features, data.get("feature")))]
+
+
+def _with(values: list[str], extra: str | None) -> list[str]:
+    return sorted({*values, extra}) if extra else values
+
+
+class TenantSearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=100, label="Search tenants",
+                        widget=forms.SearchInput(attrs={"placeholder": "name or slug"}))
+
+
+# Tenant admins set their own operating policies; markup is a commercial term only staff set.
+ADMIN_POLICY_FIELDS = [
+    "monthly_budget_usd", "high_cost_run_usd", "thread_retention_days", "vector_store_idle_days",
+    "archive_before_delete", "legal_hold",
+]
+STAFF_POLICY_FIELDS = [*ADMIN_POLICY_FIELDS, "markup_percent"]
+
+
+class TenantPolicyForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = STAFF_POLICY_FIELDS
+        labels = {
+            "monthly_budget_usd": "Monthly budget (USD)",
+            "high_cost_run_usd": "High-cost run threshold (USD)",
+            "thread_retention_days": "Delete threads idle for (days)",
+            "vector_store_idle_days": "Delete vector stores idle for (days)",
+            "markup_percent": "Markup on statements (%)",
+        }
+        help_texts = {"monthly_budget_usd": "Empty: no budget alerts."}
+
+    def __init__(self, *args, staff: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not staff:
+            del self.fields["markup_percent"]

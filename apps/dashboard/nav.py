@@ -1,0 +1,36 @@
+"""The one list of top-level pages. A page added later (lifecycle, reconciliation) is one entry here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import reverse
+
+
+@dataclass(frozen=True)
+class NavItem:
+    section: str  # the value a view sets as `nav_section`, to mark itself current
+    label: str
+    url_name: str
+    staff_only: bool = False
+
+    @property
+    def url(self) -> str:
+        return reverse(self.url_name)
+
+
+NAV_ITEMS: list[NavItem] = [
+    NavItem("overview", "Overview", "dashboard:overview"),
+    NavItem("tenants", "Tenants", "dashboard:tenants"),
+    NavItem("runs", "High-cost runs", "dashboard:runs"),
+    NavItem("prices", "Prices", "dashboard:prices"),
+]
+
+
+def nav_for(user, current: str) -> list[dict]:
+    staff = bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+    return [
+        {"label": item.label, "url": item.url, "current": item.section == current}
+        for item in NAV_ITEMS
+        if staff or not item.staff_only
+    ]

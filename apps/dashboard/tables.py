@@ -1,0 +1,181 @@
+"""Tables described once, rendered as HTML (one page) and exported as CSV (every row, same filters).
+
+A page's view lists its tables by name; `?format=csv&table=<name>` on the same URL downloads that table,
+so an export is always scoped and filtered exactly like what the viewer sees."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+
+from apps.core.money import usd_string
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    # text | code | int | number | money | price | percent | datetime | date | status | bool | sparkline
+    kind: str = "text"
+    value: Callable[[Any], Any] | None = None
+    link: Callable[[Any], str | None] | None = None
+    csv: bool = True
+    sort: str = ""  # the ?sort= value that orders by this column, if sortable
+    numeric: bool = False
+
+    def get(self, row) -> Any:
+        if self.value is not None:
+            return self.value(row)
+        if isinstance(row, dict):
+            return row.get(self.key)
+        return getattr(row, self.key, None)
+
+    @property
+    def align_right(self) -> bool:
+        return self.numeric or self.kind in {"int", "money", "percent", "price", "number"}
+
+
+@dataclass
+class Cell:
+    value: Any
+    kind: str
+    url: str | None = None
+    align_right: bool = False
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[Column]
+    rows: Iterable  # a queryset or a list; not evaluated until rendered or exported
+    paginate_by: int | None = None
+    page_param: str = "page"
+    empty: str = "Nothing here yet."
+    caption: str = ""
+    sort: str = ""  # the current ?sort= value, when this table's columns are sortable
+    page: Any = field(default=None, init=False)
+    _query: Any = field(default=None, init=False, repr=False)
+    _rows_cache: list | None = field(default=None, init=False, repr=False)
+
+    def paginate(self, request) -> None:
+        """Evaluate one page of rows for HTML (the whole table when not paginated)."""
+        self._query = request.GET.copy()
+        if self.paginate_by:
+            self.page = Paginator(self.rows, self.paginate_by).get_page(request.GET.get(self.page_param))
+        else:
+            self.page = None
+
+    def _with(self, **changes) -> str:
+        query = self._query.copy()
+        for key, value in changes.items():
+            query.pop(key, None)
+            if value is not None:
+                query[key] = value
+        return "?" + query.urlencode()
+
+    @property
+    def csv_query(self) -> str:
+        return self._with(format="csv", table=self.name, **{self.page_param: None})
+
+    @property
+    def previous_query(self) -> str:
+        return self._with(**{self.page_param: self.page.previous_page_number()}) if self.page.has_previous() else ""
+
+    @property
+    def next_query(self) -> str:
+        return self._with(**{self.page_param: self.page.next_page_number()}) if self.page.has_next() else ""
+
+    def sort_query(self, sort: str) -> str:
+        return self._with(sort=sort, **{self.page_param: None})
+
+    @property
+    def headers(self) -> list[dict]:
+        """Each column's header, with a link that sorts by it (flipping direction when already sorted)."""
+        headers = []
+        for column in self.columns:
+            header = {"column": column, "href": "", "aria_sort": ""}
+            if column.sort and self.sort:
+                base = column.sort.lstrip("-")
+                if self.sort.lstrip("-") == base:
+                    header["aria_sort"] = "descending" if self.sort.startswith("-") else "ascending"
+                    header["href"] = self.sort_query(base if self.sort.startswith("-") else f"-{base}")
+                else:
+                    header["href"] = self.sort_query(column.sort)
+            headers.append(header)
+        return headers
+
+    @property
+    def page_rows(self) -> list:
+        if self._rows_cache is None:
+            self._rows_cache = list(self.page.object_list if self.page is not None else self.rows)
+        return self._rows_cache
+
+    @property
+    def html_rows(self) -> list[list[Cell]]:
+        rows = []
+        for row in self.page_rows:
+            rows.append([
+                Cell(value=column.get(row), kind=column.kind, url=column.link(row) if column.link else None,
+                     align_right=column.align_right)
+                for column in self.columns
+            ])
+        return rows
+
+    def csv_rows(self) -> Iterator[list[str]]:
+        columns = [column for column in self.columns if column.csv]
+        yield [column.header for column in columns]
+        rows = self.rows.iterator(chunk_size=2000) if isinstance(self.rows, QuerySet) else self.rows
+        for row in rows:
+            yield [csv_value(column.get(row), column.kind) for column in columns]
+
+
+def csv_value(value, kind: str) -> str:
+    """Exact values for spreadsheets: full-precision money, ISO 8601 times in the viewer's timezone."""
+    if value is None:
+        return ""
+    if kind == "money" or isinstance(value, Decimal):
+        return usd_string(value) if kind == "money" else format(value.normalize(), "f")
+    if isinstance(value, dt.datetime):
+        return timezone.localtime(value).isoformat() if timezone.is_aware(value) else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return " ".join(csv_value(item, "text") for item in value)
+    text = str(value)
+    # Spreadsheet formula injection: a cell starting with = + - @ would be evaluated by Excel/Sheets.
+    if text[:1] in {"=", "+", "-", "@", "\t", "\r"} and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+    except Exception:
+        return False
+    return True
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def csv_response(table: Table, *, filename: str) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse((writer.writerow(row) for row in table.csv_rows()), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,83 @@
+"""Formatting for dashboard templates: money, percentages, tokens, sparklines, sortable headers."""
+
+from decimal import Decimal
+
+from django import template
+from django.contrib.humanize.templatetags.humanize import intcomma
+
+from apps.dashboard.figures import money_text, sparkline_points
+
+register = template.Library()
+
+
+@register.filter
+def usd(amount):
+    if amount is None or amount == "":
+        return "—"
+    return money_text(Decimal(amount))
+
+
+@register.filter
+def pct(value, places: int = 0):
+    if value is None or value == "":
+        return "—"
+    return f"{Decimal(value):,.{int(places)}f}%"
+
+
+@register.filter
+def signed_pct(value):
+    if value is None:
+        return "—"
+    value = Decimal(value)
+    return f"{'+' if value > 0 else ''}{value:,.0f}%"
+
+
+@register.filter
+def bar_width(value):
+    """A percentage clamped to 0–100 for a CSS width."""
+    if value is None:
+        return 0
+    return max(0, min(100, int(Decimal(value))))
+
+
+@register.filter
+def tokens(value):
+    return "—" if value is None else intcomma(int(value))
+
+
+@register.filter
+def sparkline(values):
+    return sparkline_points(values or [])
+
+
+@register.filter
+def status_class(status: str) -> str:
+    status = str(status or "")
+    if status in {"failed", "expired", "cancelled", "critical", "overdue"}:
+        return "badge-danger"
+    if status in {"incomplete", "requires_action", "warning", "due_soon", "cancelling", "held"}:
+        return "badge-warn"
+    if status in {"completed", "ok", "active", "info"}:
+        return "badge-ok"
+    return "badge-neutral"
+
+
+@register.filter
+def price(value):
+    """Prices per unit keep their precision ($2.50, $0.075), never rounded to cents."""
+    if value is None or value == "":
+        return "—"
+    text = format(Decimal(value).normalize(), "f")
+    whole, _, fraction = text.partition(".")
+    return f"${int(whole):,}.{fraction.ljust(2, '0')}"
+
+
+@register.filter
+def spaced(value) -> str:
+    return str(value).replace("_", " ")
+
+
+@register.inclusion_tag("dashboard/_chart.html")
+def chart(figure, chart_id: str, label: str, caption: str = "", click_links: bool = False):
+    return {"figure": figure, "chart_id": chart_id, "figure_id": f"figure-{chart_id}", "label": label,
+            "caption": caption, "click_links": click_links}

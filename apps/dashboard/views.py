@@ -1,0 +1,626 @@
+"""Ops web pages. Thin: each view turns the URL into a scope, a tenant and filters, calls selectors, hands
+their output to pure figure builders, and lists its tables (HTML page or `?format=csv&table=<name>`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, Q
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.generic import TemplateView, View
+
+from apps.core.timeutils import UTC
+from apps.ledger import selectors as ledger
+from apps.ledger.models import Run
+from apps.tenants.models import Tenant
+from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_visible, user_is_tenant_admin
+from apps.tenants.services import tenant_update
+
+from . import figures
+from .forms import PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
+from .nav import nav_for
+from .selectors import (
+    alerts_recent,
+    model_price_versions,
+    price_book_current,
+    price_version_counts,
+    tool_price_versions,
+)
+from .tables import Column, Table, csv_response
+
+TOP_TENANTS_IN_CHART = 5
+SPARKLINE_DAYS = 30
+SCATTER_POINTS = 1000
+
+
+def utc_today() -> dt.date:
+    """Rollups are keyed by UTC day, so "today" for the ledger is the UTC date."""
+    return timezone.now().astimezone(UTC).date()
+
+
+def _run_url(run) -> str:
+    openai_id = run["openai_id"] if isinstance(run, dict) else run.openai_id
+    return reverse("dashboard:run-detail", args=[openai_id])
+
+
+def _tenant_url(slug: str) -> str:
+    return reverse("dashboard:tenant-detail", args=[slug])
+
+
+class DashboardView(LoginRequiredMixin, TemplateView):
+    """Base page: login required, the viewer's scope, navigation, and CSV export of any listed table."""
+
+    nav_section = ""
+    page_title = ""
+    export_basename = "runledger"
+
+    @cached_property
+    def scope(self):
+        return scope_for_user(self.request.user)
+
+    @cached_property
+    def today(self) -> dt.date:
+        return utc_today()
+
+    @cached_property
+    def is_staff(self) -> bool:
+        return bool(self.request.user.is_staff or self.request.user.is_superuser)
+
+    def get_tables(self) -> dict[str, Table]:
+        return {}
+
+    def get(self, request, *args, **kwargs):
+        if request.GET.get("format") == "csv":
+            tables = self.get_tables()
+            name = request.GET.get("table") or next(iter(tables), "")
+            if name not in tables:
+                raise Http404("No such table on this page.")
+            return csv_response(tables[name], filename=f"{self.export_basename}-{name}-{self.today.isoformat()}.csv")
+        return super().get(request, *args, **kwargs)
+
+    def render_tables(self) -> dict[str, Table]:
+        tables = self.get_tables()
+        for table in tables.values():
+            table.paginate(self.request)
+        return tables
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(
+            nav_items=nav_for(self.request.user, self.nav_section),
+            page_title=self.page_title,
+            is_staff=self.is_staff,
+            today=self.today,
+            scope_label="all tenants" if self.scope.is_every_tenant else "your tenants",
+        )
+        return context
+
+
+# --- overview -------------------------------------------------------------------------------------
+
+
+class OverviewView(DashboardView):
+    template_name = "dashboard/overview.html"
+    nav_section = "overview"
+    page_title = "Overview"
+    export_basename = "overview"
+    PERIODS = (7, 30, 90)
+
+    @cached_property
+    def days(self) -> int:
+        try:
+            days = int(self.request.GET.get("days", 30))
+        except ValueError:
+            days = 30
+        return days if days in self.PERIODS else 30
+
+    def get_tables(self):
+        top_tenants = ledger.tenants_with_spend(
+            tenants_visible(self.scope), scope=self.scope, today=self.today
+        ).order_by("-month_to_date_usd", "slug")[:10]
+        return {
+            "top_tenants": Table(
+                name="top_tenants", title="Top tenants this month", rows=top_tenants,
+                columns=[
+                    Column("name", "Tenant", link=lambda t: _tenant_url(t.slug)),
+                    Column("month_to_date_usd", "Month to date", "money"),
+                    Column("monthly_budget_usd", "Budget", "money"),
+                    Column("budget_used_percent", "Budget used", "percent"),
+                ],
+                empty="No tenants yet. Create one in the admin, then send its runs to POST /api/v1/ingest/.",
+            ),
+            "alerts": _alerts_table(alerts_recent(scope=self.scope)[:10], with_tenant=True),
+        }
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        start = self.today - dt.timedelta(days=self.days - 1)
+        series = ledger.cost_by_day_by_tenant(scope=self.scope, start=start, end=self.today, top=TOP_TENANTS_IN_CHART)
+        context.update(
+            summary=ledger.spend_summary(scope=self.scope, today=self.today),
+            tables=self.render_tables(),
+            days=self.days,
+            periods=self.PERIODS,
+            period_start=start,
+            daily_figure=figures.daily_stacked_cost_figure(series) if series.total_usd else None,
+            period_total=series.total_usd,
+        )
+        return context
+
+
+# --- tenants --------------------------------------------------------------------------------------
+
+TENANT_SORTS = {
+    "name": ("name", "slug"), "-name": ("-name", "-slug"),
+    "mtd": ("month_to_date_usd", "slug"), "-mtd": ("-month_to_date_usd", "slug"),
+    "budget": ("budget_used_percent", "slug"), "-budget": ("-budget_used_percent", "slug"),
+}
+
+
+class TenantListView(DashboardView):
+    template_name = "dashboard/tenant_list.html"
+    nav_section = "tenants"
+    page_title = "Tenants"
+    export_basename = "tenants"
+
+    @cached_property
+    def sort(self) -> str:
+        sort = self.request.GET.get("sort", "-mtd")
+        return sort if sort in TENANT_SORTS else "-mtd"
+
+    @cached_property
+    def search_form(self) -> TenantSearchForm:
+        return TenantSearchForm(self.request.GET)
+
+    def tenant_rows(self):
+        tenants = tenants_visible(self.scope)
+        query = self.search_form.cleaned_data.get("q", "").strip() if self.search_form.is_valid() else ""
+        if query:
+            tenants = tenants.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(external_id__icontains=query))
+        ordering = TENANT_SORTS[self.sort]
+        if self.sort == "-budget":  # tenants without a budget last either way
+            return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(
+                F("budget_used_percent").desc(nulls_last=True), "slug")
+        return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(*ordering)
+
+    def get_tables(self):
+        return {
+            "tenants": Table(
+                name="tenants", title="Tenants", rows=self.tenant_rows(), paginate_by=25, sort=self.sort,
+                columns=[
+                    Column("name", "Tenant", link=lambda t: _tenant_url(t.slug), sort="name"),
+                    Column("slug", "Slug", "code"),
+                    Column("status", "Status", "status"),
+                    Column("month_to_date_usd", "Month to date", "money", sort="-mtd"),
+                    Column("monthly_budget_usd", "Budget", "money"),
+                    Column("budget_used_percent", "Budget used", "percent", sort="-budget"),
+                    Column("trend", f"Last {SPARKLINE_DAYS} days", "sparkline", csv=False),
+                ],
+                empty="No tenant matches. Clear the search, or create tenants in the admin.",
+            )
+        }
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        tables = self.render_tables()
+        table = tables["tenants"]
+        # Sparklines for the tenants on this page only: one rollup query, however many rows.
+        rows = table.page_rows
+        trends = ledger.daily_cost_for_tenants(
+            scope=self.scope, tenant_ids=[tenant.pk for tenant in rows],
+            start=self.today - dt.timedelta(days=SPARKLINE_DAYS - 1), end=self.today,
+        )
+        for tenant in rows:
+            tenant.trend = trends.get(tenant.pk, [])
+        context.update(tables=tables, sort=self.sort, search_form=self.search_form)
+        return context
+
+
+def _alerts_table(alerts, *, with_tenant: bool, name: str = "alerts") -> Table:
+    columns = [
+        Column("created_at", "When", "datetime"),
+        Column("severity", "Severity", "status"),
+        Column("title", "Alert"),
+        Column("kind", "Kind", "code"),
+    ]
+    if with_tenant:
+        columns.insert(1, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
+                                 link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
+    return Table(name=name, title="Alerts", rows=alerts, columns=columns,
+                 empty="No alerts. Alerts appear here when a run crosses its tenant's high-cost threshold, "
+                       "a budget threshold is reached or a model has no price.")
+
+
+def _runs_columns(*, with_tenant: bool) -> list[Column]:
+    columns = [
+        Column("openai_id", "Run", "code", link=_run_url),
+        Column("created_at", "Created", "datetime", sort="-created"),
+        Column("model", "Model"),
+        Column("feature", "Feature"),
+        Column("status", "Status", "status"),
+        Column("input_tokens", "Prompt tokens", "int", sort="-prompt"),
+        Column("output_tokens", "Output tokens", "int"),
+        Column("cost_total_usd", "Cost", "money", sort="-cost"),
+    ]
+    if with_tenant:
+        columns.insert(1, Column("tenant", "Tenant", value=lambda r: r.tenant.slug, link=lambda r: _tenant_url(r.tenant.slug)))
+    return columns
+
+
+class TenantDetailView(DashboardView):
+    template_name = "dashboard/tenant_detail.html"
+    nav_section = "tenants"
+
+    @cached_property
+    def tenant(self) -> Tenant:
+        return tenant_get_visible(self.scope, self.kwargs["slug"])
+
+    @property
+    def page_title(self) -> str:
+        return self.tenant.name
+
+    @property
+    def export_basename(self) -> str:
+        return self.tenant.slug
+
+    @cached_property
+    def period_form(self) -> PeriodForm:
+        return PeriodForm(self.request.GET, today=self.today)
+
+    @cached_property
+    def period(self):
+        return self.period_form.period()
+
+    def get(self, request, *args, **kwargs):
+        self.tenant  # noqa: B018  (404 before anything else when the slug is not visible)
+        return super().get(request, *args, **kwargs)
+
+    def get_tables(self):
+        start, end = self.period
+        tenant = self.tenant
+        now = timezone.now()
+
+        def retention(thread):
+            return ledger.thread_retention_status(
+                thread, retention_days=tenant.thread_retention_days, legal_hold=tenant.legal_hold, now=now)
+
+        return {
+            "features": Table(
+                name="features", title="Cost by feature", rows=ledger.cost_by_feature(tenant=tenant, start=start, end=end),
+                columns=[
+                    Column("feature", "Feature", value=lambda r: r["feature"] or "(none)"),
+                    Column("runs", "Runs", "int"),
+                    Column("high_cost_runs", "High-cost runs", "int"),
+                    Column("wasted_cost_usd", "Wasted", "money"),
+                    Column("cost_usd", "Cost", "money"),
+                ],
+                empty="No runs in this period. Set metadata.feature on runs to split cost by feature.",
+            ),
+            "users": Table(
+                name="users", title="Cost by end user", paginate_by=10, page_param="users_page",
+                rows=ledger.cost_by_end_user(tenant=tenant, start=start, end=end),
+                columns=[
+                    Column("user_id", "End user", "code", value=lambda r: r["user_id"] or "(unknown)"),
+                    Column("runs", "Runs", "int"),
+                    Column("last_run_at", "Last run", "datetime"),
+                    Column("cost_usd", "Cost", "money"),
+                ],
+                empty="No runs in this period. Set metadata.user_id on runs to see cost per end user.",
+            ),
+            "runs": Table(
+                name="runs", title="High-cost runs", paginate_by=10, page_param="runs_page",
+                rows=ledger.runs_filtered(scope=self.scope, filters=ledger.RunFilters(start=start, end=end, tenant=tenant)),
+                columns=_runs_columns(with_tenant=False),
+                empty=f"No run in this period cost more than this tenant's threshold (${tenant.high_cost_run_usd}).",
+            ),
+            "threads": Table(
+                name="threads", title="Threads and conversations", paginate_by=10, page_param="threads_page",
+                rows=ledger.threads_with_retention(tenant=tenant, status=self.request.GET.get("threads", "active")
+                                                   if self.request.GET.get("threads") in {"active", "deleted", ""} else "active"),
+                columns=[
+                    Column("openai_id", "Thread", "code"),
+                    Column("kind", "Kind"),
+                    Column("last_activity_at", "Last activity", "datetime"),
+                    Column("run_count", "Runs", "int"),
+                    Column("cost_usd", "Cumulative cost", "money"),
+                    Column("retention_state", "Retention", "status", value=lambda t: retention(t)["state"]),
+                    Column("deletes_at", "Deleted on", "datetime", value=lambda t: retention(t)["deletes_at"] or t.deleted_at),
+                    Column("days_left", "Days left", "int", value=lambda t: retention(t)["days_left"]),
+                ],
+                empty="No threads recorded. Report each thread or conversation id with its runs so it can be "
+                      "deleted on time.",
+            ),
+            "alerts": _alerts_table(alerts_recent(tenant=tenant)[:20], with_tenant=False),
+        }
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        tenant = self.tenant
+        start, end = self.period
+        tables = self.render_tables()
+        by_model = ledger.cost_by_day_by_model(tenant=tenant, start=start, end=end)
+        histogram = ledger.prompt_token_histogram(tenant=tenant, start=start, end=end)
+        wasted = ledger.wasted_summary(tenant=tenant, start=start, end=end)
+        users_top = tables["users"].page_rows if tables["users"].page and tables["users"].page.number == 1 else list(
+            ledger.cost_by_end_user(tenant=tenant, start=start, end=end)[:10])
+        can_edit = user_is_tenant_admin(self.request.user, tenant)
+        summary = ledger.spend_summary(tenant=tenant, today=self.today)
+        context.update(
+            tenant=tenant,
+            tables=tables,
+            period_form=self.period_form,
+            period_start=start,
+            period_end=end,
+            summary=summary,
+            budget_used_percent=(summary.month_to_date_usd * 100 / tenant.monthly_budget_usd)
+            if tenant.monthly_budget_usd else None,
+            wasted=wasted,
+            histogram=histogram,
+            model_figure=figures.daily_stacked_cost_figure(by_model) if by_model.total_usd else None,
+            feature_figure=figures.horizontal_cost_bar_figure(tables["features"].page_rows, label_key="feature")
+            if tables["features"].page_rows else None,
+            user_figure=figures.horizontal_cost_bar_figure(users_top, label_key="user_id", empty_label="(unknown)")
+            if users_top else None,
+            histogram_figure=figures.prompt_token_histogram_figure(histogram) if histogram.total_runs else None,
+            wasted_figure=figures.wasted_daily_figure(ledger.wasted_by_day(tenant=tenant, start=start, end=end))
+            if wasted.total_usd else None,
+            can_edit_policy=can_edit,
+            policy_form=kwargs.get("policy_form") or (TenantPolicyForm(instance=tenant, staff=self.is_staff) if can_edit else None),
+            threads_filter=self.request.GET.get("threads", "active"),
+            runs_link=reverse("dashboard:runs") + f"?tenant={tenant.slug}&start={start}&end={end}",
+        )
+        return context
+
+
+class TenantPolicyView(LoginRequiredMixin, View):
+    """POST only: tenant admins (and staff) change policy settings; every change is audited by tenant_update."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, slug):
+        scope = scope_for_user(request.user)
+        tenant = tenant_get_visible(scope, slug)
+        if not user_is_tenant_admin(request.user, tenant):
+            raise PermissionDenied("Only this tenant's admins can change its settings.")
+        staff = bool(request.user.is_staff or request.user.is_superuser)
+        # The form validates against a copy, so tenant_update sees the real before/after for the audit.
+        form = TenantPolicyForm(request.POST, instance=Tenant.objects.get(pk=tenant.pk), staff=staff)
+        if not form.is_valid():
+            view = TenantDetailView()
+            view.setup(request, slug=slug)
+            context = view.get_context_data(policy_form=form)
+            return view.render_to_response(context, status=400)
+        changes = {name: form.cleaned_data[name] for name in form.fields}
+        tenant_update(tenant=tenant, actor=request.user, **changes)
+        messages.success(request, "Policy settings saved.")
+        return HttpResponseRedirect(reverse("dashboard:tenant-detail", args=[tenant.slug]) + "#settings")
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+
+class RunListView(DashboardView):
+    template_name = "dashboard/run_list.html"
+    nav_section = "runs"
+    page_title = "High-cost runs"
+    export_basename = "runs"
+
+    @cached_property
+    def visible_tenants(self) -> list[Tenant]:
+        return list(tenants_visible(self.scope).only("pk", "slug", "name"))
+
+    @cached_property
+    def form(self) -> RunFilterForm:
+        lookback_start = self.today - dt.timedelta(days=89)
+        models, features = ledger.models_and_features(scope=self.scope, start=lookback_start, end=self.today)
+        return RunFilterForm(
+            self.request.GET, today=self.today, tenant_slugs=[t.slug for t in self.visible_tenants],
+            models=models, features=features,
+        )
+
+    @cached_property
+    def sort(self) -> str:
+        sort = self.request.GET.get("sort", "-cost")
+        return sort if sort in ledger.RUN_ORDERINGS else "-cost"
+
+    @cached_property
+    def filters(self) -> ledger.RunFilters | None:
+        if not self.form.is_valid():
+            return None
+        data = self.form.cleaned_data
+        tenant = next((t for t in self.visible_tenants if t.slug == data["tenant"]), None) if data["tenant"] else None
+        return ledger.RunFilters(
+            start=data["start"], end=data["end"], tenant=tenant, model=data["model"], feature=data["feature"],
+            status=data["status"], min_cost_usd=data["min_cost"],
+        )
+
+    def runs(self):
+        if self.filters is None:
+            return Run.objects.in_scope(self.scope).none()
+        return ledger.runs_filtered(scope=self.scope, filters=self.filters, ordering=self.sort)
+
+    def get_tables(self):
+        return {
+            "runs": Table(
+                name="runs", title="Runs", rows=self.runs(), paginate_by=25, sort=self.sort,
+                columns=_runs_columns(with_tenant=True),
+                empty="No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
+            )
+        }
+
+    def get(self, request, *args, **kwargs):
+        if request.GET.get("format") != "csv" and not self.form.is_valid():
+            context = self.get_context_data(**kwargs)
+            return self.render_to_response(context, status=400)
+        if request.GET.get("format") == "csv" and not self.form.is_valid():
+            field, errors = next(iter(self.form.errors.items()))
+            return JsonResponse({"error": {"code": "invalid", "message": errors[0], "field": field}}, status=400)
+        return super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        tables = self.render_tables()
+        scatter_rows = ledger.top_runs_for_scatter(self.runs(), limit=SCATTER_POINTS) if self.filters else []
+        context.update(
+            tables=tables,
+            form=self.form,
+            sort=self.sort,
+            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url_prefix=reverse("dashboard:runs"))
+            if scatter_rows else None,
+            scatter_limited=len(scatter_rows) >= SCATTER_POINTS,
+            scatter_limit=SCATTER_POINTS,
+            has_filters=any(self.request.GET.get(name) for name in ("tenant", "model", "feature", "status", "start", "end", "min_cost")),
+        )
+        return context
+
+
+class RunDetailView(DashboardView):
+    template_name = "dashboard/run_detail.html"
+    nav_section = "runs"
+
+    @cached_property
+    def run(self):
+        run = ledger.run_get_visible(scope=self.scope, openai_id=self.kwargs["openai_id"])
+        if run is None:
+            raise Http404("Not found.")
+        return run
+
+    @property
+    def page_title(self) -> str:
+        return self.run.openai_id
+
+    @property
+    def export_basename(self) -> str:
+        return self.run.openai_id
+
+    def get(self, request, *args, **kwargs):
+        self.run  # noqa: B018  (404 first)
+        return super().get(request, *args, **kwargs)
+
+    def get_tables(self):
+        run = self.run
+        tables = {
+            "tokens": Table(
+                name="tokens", title="Tokens by kind", rows=[{"kind": k, "tokens": v} for k, v in ledger.run_tokens_by_kind(run)],
+                columns=[Column("kind", "Kind"), Column("tokens", "Tokens", "int")],
+            ),
+            "costs": Table(
+                name="costs", title="Cost breakdown", rows=[
+                    {"line": "input (uncached + cache write)", "cost": run.cost_input_usd},
+                    {"line": "cached input", "cost": run.cost_cached_input_usd},
+                    {"line": "output (incl. reasoning)", "cost": run.cost_output_usd},
+                    {"line": "tools", "cost": run.cost_tools_usd},
+                    {"line": "total", "cost": run.cost_total_usd},
+                ],
+                columns=[Column("line", "Line"), Column("cost", "Cost", "money")],
+            ),
+            "timeline": Table(
+                name="timeline", title="Status timeline",
+                rows=[{"event": name, "at": moment} for name, moment in ledger.run_timeline(run)],
+                columns=[Column("event", "Event", "status"), Column("at", "At", "datetime")],
+            ),
+        }
+        if run.thread_id:
+            tables["thread_runs"] = Table(
+                name="thread_runs", title="Runs in this thread", rows=ledger.thread_runs(thread=run.thread),
+                columns=[c for c in _runs_columns(with_tenant=False) if c.key != "feature"],
+            )
+        return tables
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        run = self.run
+        tables = self.render_tables()
+        context.update(
+            run=run,
+            tables=tables,
+            tokens_figure=figures.tokens_by_kind_figure(ledger.run_tokens_by_kind(run)),
+            tool_usage=[
+                ("code interpreter sessions", run.code_interpreter_sessions), ("file search calls", run.file_search_calls),
+                ("web search calls", run.web_search_calls), ("function calls", run.function_calls),
+            ],
+            metadata_items=sorted((run.metadata or {}).items()),
+            thread=run.thread,
+        )
+        return context
+
+
+# --- prices ---------------------------------------------------------------------------------------
+
+
+class PriceListView(DashboardView):
+    template_name = "dashboard/prices.html"
+    nav_section = "prices"
+    page_title = "Prices"
+    export_basename = "prices"
+
+    @cached_property
+    def model(self) -> str:
+        return self.request.GET.get("model", "")[:100]
+
+    def get_tables(self):
+        per_1m = "USD per 1M tokens"
+        counts = price_version_counts()
+        return {
+            "book": Table(
+                name="book", title="Price book (in effect today)", rows=price_book_current(today=self.today),
+                columns=[
+                    Column("model", "Model", "code", link=lambda p: reverse("dashboard:prices") + f"?model={p.model}#history"),
+                    Column("effective_from", "Since", "date"),
+                    Column("input_usd_per_1m", f"Input ({per_1m})", "price"),
+                    Column("cached_input_usd_per_1m", "Cached input", "price"),
+                    Column("cache_write_usd_per_1m", "Cache write", "price"),
+                    Column("output_usd_per_1m", "Output", "price"),
+                    Column("versions", "Versions", "int", value=lambda p: counts.get(p.model, 0)),
+                    Column("verify", "Needs checking", "bool"),
+                ],
+                empty="The price book is empty. Load it with `manage.py migrate` (initial prices) or add prices in the admin.",
+            ),
+            "history": Table(
+                name="history", title="Price history", rows=model_price_versions(model=self.model), paginate_by=50,
+                page_param="history_page",
+                columns=[
+                    Column("model", "Model", "code"),
+                    Column("effective_from", "Effective from", "date"),
+                    Column("input_usd_per_1m", "Input", "price"),
+                    Column("cached_input_usd_per_1m", "Cached input", "price"),
+                    Column("cache_write_usd_per_1m", "Cache write", "price"),
+                    Column("output_usd_per_1m", "Output", "price"),
+                    Column("source", "Source"),
+                    Column("source_date", "Checked", "date"),
+                    Column("version", "Version", "code"),
+                ],
+                empty="No price versions for this model.",
+            ),
+            "tools": Table(
+                name="tools", title="Tool and storage prices", rows=tool_price_versions(),
+                columns=[
+                    Column("effective_from", "Effective from", "date"),
+                    Column("code_interpreter_session_usd", "Code interpreter (per session)", "price"),
+                    Column("file_search_call_usd_per_1k", "File search (per 1k calls)", "price"),
+                    Column("web_search_call_usd_per_1k", "Web search (per 1k calls)", "price"),
+                    Column("vector_storage_usd_per_gb_day", "Vector storage (per GB-day)", "price"),
+                    Column("vector_storage_free_gb", "Free GB", "number"),
+                    Column("source", "Source"),
+                ],
+                empty="No tool prices yet.",
+            ),
+        }
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        tables = self.render_tables()
+        history_figure = None
+        if self.model:
+            versions = list(model_price_versions(model=self.model))
+            if versions:
+                history_figure = figures.price_history_figure(versions, today=self.today)
+        context.update(tables=tables, model=self.model, history_figure=history_figure,
+                       models=[p.model for p in tables["book"].page_rows])
+        return context

@@ -1,0 +1,48 @@
+"""Ledger rows for dashboard tests: a run plus the rollup deltas the ingest path would add for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+from django.db.models import F
+
+from apps.ledger.models import STATUS_RANK, WASTED_STATUSES, DailyRollup, Run, Thread
+
+_ids = itertools.count(1)
+
+
+def thread_row(tenant, *, openai_id=None, last_activity_at: dt.datetime, created_at=None, cost="0", run_count=0,
+               status=Thread.Status.ACTIVE) -> Thread:
+    return Thread.objects.create(
+        tenant=tenant, openai_id=openai_id or f"thread_{next(_ids):05d}", kind="thread",
+        created_at=created_at or last_activity_at, last_activity_at=last_activity_at, run_count=run_count,
+        cost_usd=Decimal(cost), status=status,
+    )
+
+
+def run_row(tenant, *, created_at: dt.datetime, cost: str, model="gpt-5.4", feature="chat", status="completed",
+            input_tokens=1000, output_tokens=100, cached_input_tokens=0, reasoning_tokens=0, user_id="user-1",
+            thread=None, openai_id=None, high_cost=None, **extra) -> Run:
+    cost_total = Decimal(cost)
+    is_high_cost = cost_total > tenant.high_cost_run_usd if high_cost is None else high_cost
+    run = Run.objects.create(
+        tenant=tenant, openai_id=openai_id or f"resp_{next(_ids):06d}", api="responses", model=model, status=status,
+        status_rank=STATUS_RANK[status], created_at=created_at, input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens, output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
+        user_id=user_id, feature=feature, cost_total_usd=cost_total, cost_input_usd=cost_total, priced=True,
+        is_high_cost=is_high_cost, thread=thread, thread_openai_id=thread.openai_id if thread else "", **extra,
+    )
+    key = {"tenant": tenant, "day": created_at.astimezone(dt.UTC).date(), "openai_project": "", "model": model,
+           "feature": feature}
+    rollup = DailyRollup.objects.for_tenant(tenant).filter(**{k: v for k, v in key.items() if k != "tenant"}).first()
+    if rollup is None:
+        rollup = DailyRollup.objects.create(**key)
+    DailyRollup.objects.for_tenant(tenant).filter(pk=rollup.pk).update(
+        runs=F("runs") + 1, high_cost_runs=F("high_cost_runs") + int(is_high_cost),
+        input_tokens=F("input_tokens") + input_tokens, output_tokens=F("output_tokens") + output_tokens,
+        cost_total_usd=F("cost_total_usd") + cost_total, cost_input_usd=F("cost_input_usd") + cost_total,
+        wasted_cost_usd=F("wasted_cost_usd") + (cost_total if status in WASTED_STATUSES else Decimal(0)),
+    )
+    return run
