@@ -22,6 +22,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "lifecycle-sweep-reap": entry("lifecycle.sweep_reap", crontab(minute="*/5"), 5 * MINUTE),
     "lifecycle-meter-storage": entry("lifecycle.meter_storage", crontab(hour=23, minute=50), DAY),
     "lifecycle-requires-action-watch": entry("lifecycle.requires_action_watch", crontab(minute="*"), MINUTE),
+    # Reconciliation (apps/reconciliation): yesterday and the 7 days before, after storage is metered.
+    "reconciliation-daily": entry("reconciliation.reconcile_daily", crontab(hour=4, minute=15), DAY),
     # Add entries here, e.g.
     # "ledger-collect": entry("ledger.collect_runs", crontab(minute="*/5"), 5 * MINUTE),
 }

@@ -1,0 +1,101 @@
+"""GET /api/v1/reconciliation/?start=&end=&project=&status= — the current result per day, project and line.
+
+Reconciliation is organization-level (OpenAI bills projects, not tenants, and unattributed spend belongs to
+nobody), so only keys bound to no tenant may read it: billing and admin keys. A tenant-bound key gets the
+same 404 as a missing page, so it cannot learn that the endpoint holds data. `end` is exclusive, like
+every range in this API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.api import not_found
+from apps.core.money import usd_string
+from apps.tenants.authentication import CanRead
+
+from .models import ReconciliationRun
+from .selectors import ResultFilters, current_lines, current_runs, line_row
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 7
+
+
+class ReconciliationQuerySerializer(serializers.Serializer):
+    start = serializers.DateField(required=False, help_text="First UTC day, inclusive (default: 7 days before end).")
+    end = serializers.DateField(required=False, help_text="UTC day, exclusive (default: today).")
+    project = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="One OpenAI project id.")
+    status = serializers.ChoiceField(choices=["all", "flagged"], required=False, default="all",
+                                     help_text="flagged: only lines that did not match.")
+
+    def validate(self, attrs):
+        end = attrs.get("end") or dt.datetime.now(dt.UTC).date()
+        start = attrs.get("start") or (end - dt.timedelta(days=DEFAULT_RANGE_DAYS))
+        if start >= end:
+            raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
+        if (end - start).days > MAX_RANGE_DAYS:
+            raise serializers.ValidationError({"end": f"The range may span at most {MAX_RANGE_DAYS} days."})
+        return {**attrs, "start": start, "end": end}
+
+
+def day_json(run: ReconciliationRun) -> dict:
+    return {
+        "day": run.day.isoformat(),
+        "project": run.openai_project,
+        "run_id": run.pk,
+        "reconciled_at": run.finished_at.isoformat() if run.finished_at else None,
+        "tolerance": {"percent": format(run.tolerance_percent.normalize(), "f"), "usd": usd_string(run.tolerance_usd)},
+        "ledger_total_usd": usd_string(run.ledger_total_usd),
+        "openai_total_usd": usd_string(run.openai_total_usd),
+        "unattributed_usd": usd_string(run.unattributed_usd),
+        "line_count": run.line_count,
+        "flagged_count": run.flagged_count,
+        "notes": run.notes,
+    }
+
+
+class ReconciliationView(APIView):
+    permission_classes = [CanRead]
+
+    @extend_schema(
+        operation_id="reconciliation_results",
+        summary="Ledger vs OpenAI's Costs/Usage API per day, project and line",
+        parameters=[ReconciliationQuerySerializer],
+        responses={200: dict},
+        description="From the latest complete reconciliation of each day. Needs a billing or admin key bound "
+                    "to no tenant; tenant-bound keys get 404.",
+        tags=["reconciliation"],
+    )
+    def get(self, request):
+        if not request.user.tenant_scope.is_every_tenant:
+            return not_found()
+        query = ReconciliationQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        filters = ResultFilters(start=params["start"], end=params["end"], project_id=params.get("project") or None,
+                                flagged_only=params.get("status") == "flagged")
+        runs = list(current_runs(filters))
+        results = [line_row(line) for line in current_lines(filters)]
+        for row in results:
+            row["day"] = row["day"].isoformat()
+        zero = Decimal("0")
+        return Response({
+            "start": filters.start.isoformat(),
+            "end": filters.end.isoformat(),
+            "project": filters.project_id or "",
+            "status": params.get("status", "all"),
+            "summary": {
+                "project_days": len(runs),
+                "flagged_lines": sum(run.flagged_count for run in runs),
+                "ledger_total_usd": usd_string(sum((run.ledger_total_usd for run in runs), zero)),
+                "openai_total_usd": usd_string(sum((run.openai_total_usd for run in runs), zero)),
+                "unattributed_usd": usd_string(sum((run.unattributed_usd for run in runs), zero)),
+            },
+            "days": [day_json(run) for run in runs],
+            "results": results,
+        })

@@ -1,0 +1,132 @@
+"""OpenAI's side of a reconciliation: Costs and Usage buckets fetched through the provider wrapper (which pages to
+the end and retries 429/5xx) and turned into observations keyed by (UTC day, project, canonical line)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from apps.core.money import to_decimal
+from apps.core.timeutils import day_start, from_unix, to_unix
+
+from .comparison import (
+    CODE_INTERPRETER_SESSIONS_LINE,
+    FILE_SEARCH_CALLS_LINE,
+    KIND_COST,
+    KIND_USAGE,
+    UNIT_CALLS,
+    UNIT_SESSIONS,
+    UNIT_TOKENS,
+    UNIT_USD,
+    LineSpec,
+    Observations,
+    canonical_line_item,
+    model_usage_line,
+)
+
+
+def _field(obj, name: str, default=None):
+    """Read a field from an SDK model or a plain dict alike."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    value = getattr(obj, name, default)
+    if value is default and hasattr(obj, "model_extra") and obj.model_extra:
+        value = obj.model_extra.get(name, default)
+    return value
+
+
+def _buckets(page_or_buckets) -> Iterable:
+    """The provider returns every bucket of every page; accept a list, or an object with `.data`."""
+    data = _field(page_or_buckets, "data", None) if not isinstance(page_or_buckets, list) else None
+    return data if data is not None else page_or_buckets
+
+
+def _bucket_day(bucket) -> dt.date:
+    return from_unix(_field(bucket, "start_time")).date()
+
+
+def _project(result, default_project: str) -> str:
+    return _field(result, "project_id") or default_project
+
+
+def _in_range(day: dt.date, start: dt.date, end: dt.date) -> bool:
+    return start <= day < end
+
+
+def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: str, progress=None) -> Observations:
+    """Costs by line item and project, completions by model and project, code-interpreter sessions and
+    file-search calls by project, for the UTC days start (inclusive) to end (exclusive). Results for other
+    projects are dropped: an admin key sees the whole organization."""
+    say = progress or (lambda message: None)
+    start_time, end_time = to_unix(day_start(start)), to_unix(day_start(end))
+    observations = Observations()
+    project_ids = [project_id]
+
+    say("fetching Costs grouped by line item and project")
+    for bucket in _buckets(provider.costs(start_time, end_time, group_by=["line_item", "project_id"],
+                                          project_ids=project_ids)):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            amount = _field(_field(result, "amount"), "value", 0) or 0
+            line, model = canonical_line_item(_field(result, "line_item"))
+            observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
+
+    say("fetching completions usage grouped by model and project")
+    for bucket in _buckets(provider.usage_completions(start_time, end_time, group_by=["model", "project_id"],
+                                                      bucket_width="1d")):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            model = _field(result, "model") or "unknown model"
+            spec = LineSpec(KIND_USAGE, UNIT_TOKENS, model)
+            observations.add(day, project_id, model_usage_line(model, "input"), _field(result, "input_tokens", 0) or 0, spec)
+            observations.add(day, project_id, model_usage_line(model, "cached input"),
+                             _field(result, "input_cached_tokens", 0) or 0, spec)
+            observations.add(day, project_id, model_usage_line(model, "output"), _field(result, "output_tokens", 0) or 0, spec)
+
+    say("fetching code-interpreter sessions")
+    for bucket in _buckets(provider.usage_code_interpreter_sessions(start_time, end_time, group_by=["project_id"],
+                                                                    bucket_width="1d")):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            observations.add(day, project_id, CODE_INTERPRETER_SESSIONS_LINE, _field(result, "num_sessions", 0) or 0,
+                             LineSpec(KIND_USAGE, UNIT_SESSIONS))
+
+    say("fetching file-search calls")
+    for bucket in _buckets(provider.usage_file_search_calls(start_time, end_time, group_by=["project_id"],
+                                                            bucket_width="1d")):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            observations.add(day, project_id, FILE_SEARCH_CALLS_LINE, _field(result, "num_requests", 0) or 0,
+                             LineSpec(KIND_USAGE, UNIT_CALLS))
+
+    say("fetching vector-store usage")
+    storage_bytes: dict[dt.date, int] = {}
+    for bucket in _buckets(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
+                                                        bucket_width="1d")):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            storage_bytes[day] = storage_bytes.get(day, 0) + int(_field(result, "usage_bytes", 0) or 0)
+    observations.storage_bytes = storage_bytes  # informational: the Costs "vector storage" line is what is compared
+    return observations

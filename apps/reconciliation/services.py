@@ -1,0 +1,273 @@
+"""Writes of reconciliation: run a range of days for each OpenAI project, swap each day's result in atomically,
+keep every attempt as history, and raise one drift alert per (day, project, line).
+
+The order matters for a worker killed at any moment: an attempt row is committed first (status running);
+then everything is fetched and computed in memory; only then, per day, one transaction writes the lines,
+demotes the previous current run and promotes this one. A partial day is never visible; an abandoned
+attempt stays 'running' until the next attempt marks it failed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.services import audit_record
+
+from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals
+from .models import ReconciliationLine, ReconciliationRun
+from .openai_side import openai_observations
+from .projects import ProjectConfig
+from .selectors import ledger_observations, reconciliation_projects
+
+logger = logging.getLogger(__name__)
+
+# OpenAI's numbers for a day keep changing for a while: each daily run re-checks this many earlier days.
+RECHECK_DAYS = 7
+LOCK_TTL_SECONDS = 60 * 60
+# An attempt still 'running' after this long was abandoned by a killed worker.
+ABANDONED_AFTER = dt.timedelta(hours=2)
+
+Progress = Callable[[str], None]
+
+
+class ReconciliationError(RuntimeError):
+    """Reconciliation could not run; the message says what to do next."""
+
+
+class ReconciliationLocked(ReconciliationError):
+    pass
+
+
+@dataclass
+class ProjectOutcome:
+    project_id: str
+    runs: list[ReconciliationRun] = field(default_factory=list)
+    error: str = ""
+    skipped: bool = False
+
+
+def reconciliation_days(*, end_day: dt.date, days: int) -> tuple[dt.date, dt.date]:
+    """(first day, day after the last): `days` UTC days ending with end_day."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    return end_day - dt.timedelta(days=days - 1), end_day + dt.timedelta(days=1)
+
+
+def default_end_day(now: dt.datetime | None = None) -> dt.date:
+    """Yesterday (UTC): today's numbers are still arriving."""
+    return (now or timezone.now()).astimezone(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def _provider_for(project: ProjectConfig):
+    from apps.provider.client import OpenAIProvider
+
+    return OpenAIProvider(
+        base_url=project.resolved_base_url() or None,
+        api_key=project.api_key() or None,
+        admin_key=project.admin_key(),
+        project_id=project.project_id,
+    )
+
+
+def _lock_key(project_id: str) -> str:
+    return f"reconciliation:lock:{hashlib.sha256(project_id.encode()).hexdigest()[:24]}"
+
+
+def reconciliation_reconcile(
+    *,
+    end_day: dt.date | None = None,
+    days: int = RECHECK_DAYS + 1,
+    project_id: str | None = None,
+    trigger: str = "",
+    progress: Progress | None = None,
+    provider_factory: Callable[[ProjectConfig], object] | None = None,
+    raise_errors: bool = False,
+) -> list[ProjectOutcome]:
+    """Reconcile `days` UTC days ending with end_day (default: yesterday and the 7 days before) for every
+    configured project, or only `project_id`. A project that fails does not stop the others unless
+    raise_errors; its attempt rows are marked failed with the reason."""
+    say = progress or (lambda message: None)
+    end_day = end_day or default_end_day()
+    start, end = reconciliation_days(end_day=end_day, days=days)
+    projects = reconciliation_projects(project_id=project_id)
+    if project_id is not None and not projects:
+        raise ReconciliationError(
+            f"No active OpenAI project {project_id!r}: add it in the admin (Reconciliation › OpenAI projects) "
+            f"or leave --project out to reconcile every configured project."
+        )
+    outcomes = []
+    for project in projects:
+        try:
+            outcomes.append(reconciliation_reconcile_project(
+                project=project, start=start, end=end, trigger=trigger, progress=say,
+                provider_factory=provider_factory,
+            ))
+        except ReconciliationLocked as exc:
+            say(str(exc))
+            outcomes.append(ProjectOutcome(project_id=project.project_id, error=str(exc), skipped=True))
+        except Exception as exc:  # noqa: BLE001 - one project's outage must not hide the others' drift
+            logger.exception("reconciliation of %s failed", project.project_id)
+            if raise_errors:
+                raise
+            outcomes.append(ProjectOutcome(project_id=project.project_id, error=str(exc)))
+    return outcomes
+
+
+def reconciliation_reconcile_project(
+    *,
+    project: ProjectConfig,
+    start: dt.date,
+    end: dt.date,
+    trigger: str = "",
+    progress: Progress | None = None,
+    provider_factory: Callable[[ProjectConfig], object] | None = None,
+    now: dt.datetime | None = None,
+) -> ProjectOutcome:
+    """Reconcile the days start..end (exclusive) of one project, holding that project's lock."""
+    say = progress or (lambda message: None)
+    lock_key, token = _lock_key(project.project_id), uuid.uuid4().hex
+    if not cache.add(lock_key, token, LOCK_TTL_SECONDS):
+        raise ReconciliationLocked(
+            f"Another reconciliation of project {project.project_id} is running; try again when it finishes "
+            f"(the lock expires after {LOCK_TTL_SECONDS // 60} minutes if its worker died)."
+        )
+    try:
+        return _reconcile_locked(project=project, start=start, end=end, trigger=trigger, say=say,
+                                 provider_factory=provider_factory or _provider_for, now=now)
+    finally:
+        if cache.get(lock_key) == token:
+            cache.delete(lock_key)
+
+
+def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, now) -> ProjectOutcome:
+    started_at = now or timezone.now()
+    days = [start + dt.timedelta(days=offset) for offset in range((end - start).days)]
+    _mark_abandoned(project_id=project.project_id, days=days, now=started_at)
+    runs = {
+        day: ReconciliationRun.objects.create(
+            day=day, openai_project=project.project_id, trigger=trigger, started_at=started_at,
+            tolerance_percent=project.tolerance.percent, tolerance_usd=project.tolerance.usd,
+        )
+        for day in days
+    }
+    say(f"{project.project_id}: reconciling {start.isoformat()} to {(end - dt.timedelta(days=1)).isoformat()} "
+        f"({len(days)} days)")
+    try:
+        provider = provider_factory(project)
+        openai = openai_observations(provider=provider, start=start, end=end, project_id=project.project_id,
+                                     progress=lambda message: say(f"{project.project_id}: {message}"))
+        say(f"{project.project_id}: reading the ledger")
+        ledger, notes = ledger_observations(start=start, end=end, project_id=project.project_id)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        ReconciliationRun.objects.filter(pk__in=[run.pk for run in runs.values()]).update(
+            status=ReconciliationRun.Status.FAILED, finished_at=timezone.now(), error=message[:5000],
+        )
+        say(f"{project.project_id}: failed: {message}")
+        raise
+
+    outcome = ProjectOutcome(project_id=project.project_id)
+    for day in days:
+        run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger, notes=notes.get(day, []))
+        outcome.runs.append(run)
+        say(f"{project.project_id} {day.isoformat()}: {run.line_count} lines, {run.flagged_count} flagged, "
+            f"ledger ${run.ledger_total_usd:.2f} vs OpenAI ${run.openai_total_usd:.2f}, "
+            f"unattributed ${run.unattributed_usd:.2f}")
+    audit_record(
+        action="reconciliation.run", target_type="openai_project", target_id=project.project_id,
+        actor_label=trigger or "reconciliation",
+        data={"start": start.isoformat(), "end": end.isoformat(), "runs": [run.pk for run in outcome.runs],
+              "flagged": sum(run.flagged_count for run in outcome.runs)},
+    )
+    return outcome
+
+
+def _mark_abandoned(*, project_id: str, days: list[dt.date], now: dt.datetime) -> None:
+    ReconciliationRun.objects.filter(
+        openai_project=project_id, day__in=days, status=ReconciliationRun.Status.RUNNING,
+        started_at__lt=now - ABANDONED_AFTER,
+    ).update(status=ReconciliationRun.Status.FAILED, finished_at=now,
+             error="Abandoned: the worker stopped before finishing; a later attempt replaced it.")
+
+
+def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observations, ledger: Observations,
+             notes: list[str]) -> ReconciliationRun:
+    results = compare_day(day=run.day, project=project.project_id, ledger=ledger, openai=openai,
+                          tolerance=project.tolerance)
+    totals = day_totals(results)
+    day_notes = list(notes)
+    storage_bytes = openai.storage_bytes.get(run.day)
+    if storage_bytes is not None:
+        day_notes.append(f"OpenAI reports {storage_bytes} bytes of vector storage.")
+    lines = [
+        ReconciliationLine(
+            run=run, day=result.day, openai_project=result.openai_project, line=result.line, kind=result.kind,
+            unit=result.unit, model=result.model, ledger_value=result.ledger_value, openai_value=result.openai_value,
+            difference=result.difference, difference_pct=result.difference_pct, status=result.status,
+        )
+        for result in results
+    ]
+    flagged = [line for line in lines if line.is_flagged]
+    with transaction.atomic():
+        ReconciliationLine.objects.bulk_create(lines, batch_size=500)
+        ReconciliationRun.objects.filter(
+            day=run.day, openai_project=run.openai_project, is_current=True
+        ).exclude(pk=run.pk).update(is_current=False)
+        run.status = ReconciliationRun.Status.COMPLETE
+        run.is_current = True
+        run.finished_at = timezone.now()
+        run.ledger_total_usd = totals["ledger_total_usd"]
+        run.openai_total_usd = totals["openai_total_usd"]
+        run.unattributed_usd = totals["unattributed_usd"]
+        run.line_count = len(lines)
+        run.flagged_count = len(flagged)
+        run.notes = day_notes
+        run.save()
+        transaction.on_commit(lambda: _alert_drift(run=run, lines=flagged))
+    return run
+
+
+def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> None:
+    """One alert per (day, project, line) cause: re-running the day, or seeing it again tomorrow, adds none."""
+    try:
+        from apps.alerts.services import alert_raise
+    except ImportError:
+        logger.warning("alerts app has no alert_raise yet; %d drift lines not alerted", len(lines))
+        return
+    for line in lines:
+        unit = "$" if line.unit == "usd" else ""
+        kind = "Unattributed spend" if line.kind == KIND_UNATTRIBUTED else "Reconciliation drift"
+        cause = f"reconciliation:{line.openai_project}:{line.day.isoformat()}:{line.line}"
+        if len(cause) > 255:
+            cause = f"reconciliation:{hashlib.sha256(cause.encode()).hexdigest()}"
+        alert_raise(
+            kind="reconciliation_drift",
+            cause_key=cause,
+            tenant=None,
+            title=f"{kind}: {line.line} on {line.day.isoformat()} ({line.openai_project})",
+            message=(
+                f"{line.status.replace('_', ' ')}: ledger {unit}{_plain(line.ledger_value)} vs OpenAI "
+                f"{unit}{_plain(line.openai_value)} ({line.unit}); difference {unit}{_plain(line.difference)}"
+                + (f" ({line.difference_pct}%)" if line.difference_pct is not None else "")
+                + ". See /reconciliation/ for the day."
+            ),
+            severity="critical" if line.kind == KIND_UNATTRIBUTED and line.difference > 0 else "warning",
+            data={
+                "day": line.day.isoformat(), "openai_project": line.openai_project, "line": line.line,
+                "status": line.status, "unit": line.unit, "ledger_value": str(line.ledger_value),
+                "openai_value": str(line.openai_value), "difference": str(line.difference),
+                "run_id": run.pk,
+            },
+        )
+
+
+def _plain(value) -> str:
+    return format(value.normalize(), "f")
