@@ -24,6 +24,7 @@ NAV_ITEMS: list[NavItem] = [
     NavItem("tenants", "Tenants", "dashboard:tenants"),
     NavItem("runs", "High-cost runs", "dashboard:runs"),
     NavItem("prices", "Prices", "dashboard:prices"),
+    NavItem("reconciliation", "Reconciliation", "reconciliation:page", staff_only=True),
 ]
 
 
