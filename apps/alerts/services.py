@@ -1,0 +1,285 @@
+"""Raising alerts (once per cause) and delivering them by email and an HMAC-signed webhook."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.money import ZERO, round_cents
+
+from .models import Alert
+
+logger = logging.getLogger(__name__)
+
+BUDGET_THRESHOLDS = (50, 80, 100)
+SIGNATURE_HEADER = "X-RunLedger-Signature"
+WEBHOOK_TIMEOUT_SECONDS = 10
+REQUIRES_ACTION_EXPIRY = dt.timedelta(minutes=10)
+
+
+@dataclass
+class AlertSpec:
+    kind: str
+    cause_key: str
+    title: str
+    tenant_id: int | None = None
+    message: str = ""
+    severity: str = Alert.Severity.WARNING
+    data: dict = field(default_factory=dict)
+
+
+def _json_safe(data: dict | None) -> dict:
+    return json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
+
+
+def alerts_raise_many(specs: Iterable[AlertSpec]) -> list[Alert]:
+    """Insert alerts whose cause is new (one statement); returns only the ones created, and queues
+    their delivery after the surrounding transaction commits."""
+    from apps.ledger import bulk
+
+    unique: dict[str, AlertSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.cause_key[:255], spec)
+    if not unique:
+        return []
+    now = timezone.now()
+    names = ["tenant_id", "kind", "severity", "cause_key", "title", "message", "data", "created_at",
+             "delivery_attempts"]
+    rows = [
+        [spec.tenant_id, spec.kind, spec.severity, key, spec.title[:300], spec.message, _json_safe(spec.data), now, 0]
+        for key, spec in sorted(unique.items())
+    ]
+    returned = bulk.insert_returning(
+        Alert._meta.db_table, bulk.columns_for(Alert, names), rows, conflict=["cause_key"], returning=["id"]
+    )
+    ids = [row[0] for row in returned]
+    if not ids:
+        return []
+    alerts = list(Alert.unscoped_objects.filter(pk__in=ids).order_by("pk"))
+    _queue_delivery(ids)
+    return alerts
+
+
+def alert_raise(*, kind: str, cause_key: str, tenant=None, title: str, message: str = "",
+                severity: str = Alert.Severity.WARNING, data: dict | None = None) -> Alert | None:
+    """Raise an alert once per cause; None when this cause has already raised one."""
+    created = alerts_raise_many([AlertSpec(
+        kind=kind, cause_key=cause_key, title=title, message=message, severity=severity, data=data or {},
+        tenant_id=getattr(tenant, "pk", tenant),
+    )])
+    return created[0] if created else None
+
+
+def _queue_delivery(alert_ids: list[int]) -> None:
+    if not (settings.ALERT_EMAILS or settings.ALERT_WEBHOOK_URL):
+        return
+    from .tasks import deliver_alerts
+
+    transaction.on_commit(lambda: deliver_alerts.delay(alert_ids))
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+def alert_payload(alert: Alert) -> dict:
+    return {
+        "id": alert.pk,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "cause_key": alert.cause_key,
+        "tenant": alert.tenant.slug if alert.tenant_id else None,
+        "title": alert.title,
+        "message": alert.message,
+        "data": alert.data,
+        "created_at": alert.created_at.isoformat(),
+    }
+
+
+def webhook_signature(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class DeliveryError(RuntimeError):
+    pass
+
+
+def _post_webhook(url: str, body: bytes, signature: str) -> None:
+    request = urllib.request.Request(
+        url, data=body, method="POST",
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature, "User-Agent": "RunLedger-Alerts/1"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            if not 200 <= response.status < 300:
+                raise DeliveryError(f"webhook answered {response.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryError(f"webhook failed: {exc}") from exc
+
+
+def alert_deliver(*, alert: Alert) -> bool:
+    """Email and POST the alert where not done yet; True when every configured channel has it."""
+    Alert.unscoped_objects.filter(pk=alert.pk).update(delivery_attempts=alert.delivery_attempts + 1)
+    ok = True
+    if settings.ALERT_EMAILS and alert.emailed_at is None:
+        send_mail(
+            subject=f"[RunLedger {alert.severity}] {alert.title}",
+            message=f"{alert.message}\n\ncause: {alert.cause_key}\n",
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=list(settings.ALERT_EMAILS),
+        )
+        alert.emailed_at = timezone.now()
+        Alert.unscoped_objects.filter(pk=alert.pk).update(emailed_at=alert.emailed_at)
+    if settings.ALERT_WEBHOOK_URL and alert.webhook_delivered_at is None:
+        body = json.dumps(alert_payload(alert), cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+        try:
+            _post_webhook(settings.ALERT_WEBHOOK_URL, body, webhook_signature(body, settings.ALERT_WEBHOOK_SECRET))
+        except DeliveryError:
+            ok = False
+            raise
+        alert.webhook_delivered_at = timezone.now()
+        Alert.unscoped_objects.filter(pk=alert.pk).update(webhook_delivered_at=alert.webhook_delivered_at)
+    return ok
+
+
+# --- causes from the ledger -----------------------------------------------------------------------
+
+
+def _usd(amount) -> str:
+    return str(round_cents(Decimal(amount)))
+
+
+def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) -> list[Alert]:
+    """Alerts that stored run changes cause: high-cost run, unpriced model, wasted spend, requires_action
+    about to expire, and monthly budget crossings of the tenants touched. Called inside the ingest
+    transaction; each cause fires once."""
+    specs: list[AlertSpec] = []
+    warn_after = dt.timedelta(minutes=settings.REQUIRES_ACTION_WARN_MINUTES)
+    now = timezone.now()
+    months: dict[int, set[dt.date]] = defaultdict(set)
+    for change in changes:
+        old, new = change["old"], change["new"]
+        openai_id = new["openai_id"]
+        tenant_id = new["tenant_id"]
+        months[tenant_id].add(new["created_at"].astimezone(dt.UTC).date().replace(day=1))
+        total = Decimal(new["cost_total_usd"])
+        if new["is_high_cost"] and not (old and old["is_high_cost"]):
+            specs.append(AlertSpec(
+                kind=Alert.Kind.HIGH_COST_RUN, cause_key=f"high_cost_run:{openai_id}", tenant_id=tenant_id,
+                title=f"High-cost run {openai_id}: ${_usd(total)}",
+                message=f"Run {openai_id} on {new['model']} cost ${total} (feature '{new['feature']}', "
+                        f"user '{new['user_id']}').",
+                data={"run": openai_id, "cost_usd": str(total), "model": new["model"]},
+            ))
+        if not new["priced"] and (new["input_tokens"] or new["output_tokens"] or new["status"] in
+                                  ("completed", "failed", "cancelled", "incomplete", "expired")):
+            specs.append(AlertSpec(
+                kind=Alert.Kind.UNPRICED_MODEL, cause_key=f"unpriced_model:{new['model']}",
+                title=f"No price for model {new['model']}",
+                message=f"Runs on {new['model']} are stored unpriced (first: {openai_id}). Add its price; "
+                        f"unpriced runs are then re-rated.",
+                data={"model": new["model"], "first_run": openai_id},
+            ))
+        if new["status"] in ("cancelled", "failed", "expired") and total > ZERO and not (
+            old and old["status"] == new["status"] and Decimal(old["cost_total_usd"]) > ZERO
+        ):
+            specs.append(AlertSpec(
+                kind=Alert.Kind.WASTED_SPEND, cause_key=f"wasted_spend:{openai_id}", tenant_id=tenant_id,
+                severity=Alert.Severity.INFO,
+                title=f"Run {openai_id} {new['status']} after spending ${_usd(total)}",
+                message=f"The run ended {new['status']} ({new['error_code'] or 'no error code'}) and still cost "
+                        f"${total}.",
+                data={"run": openai_id, "status": new["status"], "cost_usd": str(total)},
+            ))
+        if new["status"] == "requires_action":
+            spec = requires_action_spec(new, now, warn_after)
+            if spec:
+                specs.append(spec)
+    specs.extend(_budget_specs(months))
+    return alerts_raise_many(specs)
+
+
+def requires_action_spec(run: dict, now: dt.datetime, warn_after: dt.timedelta) -> AlertSpec | None:
+    expires_at = run.get("expires_at")
+    if expires_at is None or expires_at <= now:
+        return None
+    # Tool outputs are due within 10 minutes; warn once the run has waited `warn_after` of them.
+    if expires_at - now > REQUIRES_ACTION_EXPIRY - warn_after:
+        return None
+    minutes_left = max(0, int((expires_at - now).total_seconds() // 60))
+    return AlertSpec(
+        kind=Alert.Kind.REQUIRES_ACTION_EXPIRING, cause_key=f"requires_action:{run['openai_id']}",
+        tenant_id=run["tenant_id"],
+        title=f"Run {run['openai_id']} waits for tool outputs; expires in about {minutes_left} min",
+        message="Submit the tool outputs before the run expires, or it is lost (and its tokens still billed).",
+        data={"run": run["openai_id"], "expires_at": expires_at.isoformat()},
+    )
+
+
+def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
+    from django.db.models import Sum
+
+    from apps.core.timeutils import next_month
+    from apps.ledger.models import DailyRollup
+    from apps.tenants.models import Tenant
+
+    if not months:
+        return []
+    budgets = {
+        t.pk: t for t in Tenant.objects.filter(pk__in=list(months), monthly_budget_usd__isnull=False)
+        if t.monthly_budget_usd > 0
+    }
+    specs = []
+    for tenant_id, tenant in budgets.items():
+        for month in sorted(months[tenant_id]):
+            spent = (
+                DailyRollup.objects.for_tenant(tenant_id)
+                .filter(day__gte=month, day__lt=next_month(month))
+                .aggregate(total=Sum("cost_total_usd"))["total"]
+                or ZERO
+            )
+            for percent in BUDGET_THRESHOLDS:
+                if spent >= tenant.monthly_budget_usd * percent / 100:
+                    specs.append(AlertSpec(
+                        kind=Alert.Kind.BUDGET, cause_key=f"budget:{tenant_id}:{month:%Y-%m}:{percent}",
+                        tenant_id=tenant_id,
+                        severity=Alert.Severity.CRITICAL if percent >= 100 else (
+                            Alert.Severity.WARNING if percent >= 80 else Alert.Severity.INFO),
+                        title=f"{tenant.slug} reached {percent}% of its {month:%B %Y} budget",
+                        message=f"Spend ${_usd(spent)} of a ${tenant.monthly_budget_usd} monthly budget.",
+                        data={"month": f"{month:%Y-%m}", "percent": percent, "spent_usd": str(spent),
+                              "budget_usd": str(tenant.monthly_budget_usd)},
+                    ))
+    return specs
+
+
+def alerts_requires_action_scan(*, limit: int = 5000) -> list[Alert]:
+    """Runs still waiting in requires_action close to their expiry (the periodic watch; ingest catches
+    the ones that are already close when reported)."""
+    from apps.ledger.models import Run, RunStatus
+
+    now = timezone.now()
+    warn_after = dt.timedelta(minutes=settings.REQUIRES_ACTION_WARN_MINUTES)
+    runs = (
+        Run.objects.unscoped()
+        .filter(status=RunStatus.REQUIRES_ACTION, expires_at__gt=now,
+                expires_at__lte=now + REQUIRES_ACTION_EXPIRY - warn_after)
+        .order_by("expires_at")
+        .values("openai_id", "tenant_id", "expires_at")[:limit]
+    )
+    specs = [spec for run in runs if (spec := requires_action_spec(run, now, warn_after))]
+    return alerts_raise_many(specs)

@@ -1,0 +1,43 @@
+"""Alert delivery and the requires_action watch, as Celery tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from .models import Alert
+from .services import DeliveryError, alert_deliver, alerts_requires_action_scan
+
+logger = logging.getLogger(__name__)
+
+MAX_DELIVERY_RETRIES = 8
+
+
+@shared_task(name="alerts.deliver_batch", acks_late=True, ignore_result=True)
+def deliver_alerts(alert_ids: list[int]) -> None:
+    """Deliver freshly raised alerts; any that fail go to a retrying per-alert task."""
+    for alert in Alert.unscoped_objects.filter(pk__in=alert_ids).select_related("tenant"):
+        try:
+            alert_deliver(alert=alert)
+        except DeliveryError as exc:
+            logger.warning("alert %s: %s; retrying", alert.pk, exc)
+            deliver_alert.apply_async(args=[alert.pk], countdown=30)
+
+
+@shared_task(bind=True, name="alerts.deliver", acks_late=True, ignore_result=True, max_retries=MAX_DELIVERY_RETRIES)
+def deliver_alert(self, alert_id: int) -> None:
+    alert = Alert.unscoped_objects.select_related("tenant").filter(pk=alert_id).first()
+    if alert is None:
+        logger.info("alert %s no longer exists", alert_id)
+        return
+    try:
+        alert_deliver(alert=alert)
+    except DeliveryError as exc:
+        # 30 s, 1 min, 2 min ... capped at 1 h.
+        raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+
+
+@shared_task(name="alerts.scan_requires_action", acks_late=True, ignore_result=True)
+def scan_requires_action() -> int:
+    return len(alerts_requires_action_scan())

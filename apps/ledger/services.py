@@ -1,0 +1,916 @@
+"""Writes to the ledger: ingesting runs, responses, threads and conversations, keeping threads and daily
+rollups consistent by deltas, and re-rating runs after a price change.
+
+The ingest path is set-based (issue #9): one query reads the batch's existing runs (locked FOR UPDATE on
+PostgreSQL, in openai_id order), new runs go in with one INSERT ... ON CONFLICT DO NOTHING, changed runs
+with one UPDATE ... FROM, and rollups and threads get one upsert each that ADDS the difference between
+each run's new and old contribution. A run inserted by a concurrent batch at the same moment surfaces
+as a conflict; it is then read (locked) and treated as an update, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, transaction
+from django.utils import timezone
+
+from apps.core.money import ZERO, quantize_ledger
+from apps.pricing.pricebook import PriceBook
+from apps.pricing.rating import CostBreakdown, RatingError, Usage, rate_run
+from apps.provider.normalizers import (
+    NormalizationError,
+    ResourceRecord,
+    RunRecord,
+    apply_attribution,
+    normalize_resource,
+    normalize_run_object,
+)
+from apps.tenants.models import Tenant
+
+from . import bulk
+from .models import STATUS_RANK, WASTED_STATUSES, DailyRollup, Run, Thread
+
+logger = logging.getLogger(__name__)
+
+RUN_KINDS = frozenset({"thread.run", "response"})
+THREAD_KINDS = frozenset({"thread", "conversation"})
+LIFECYCLE_KINDS = frozenset({"vector_store", "file", "container"})
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EventResult:
+    index: int
+    id: str | None
+    outcome: str  # created | updated | unchanged | rejected
+    error: dict | None = None
+
+    def as_dict(self) -> dict:
+        body: dict[str, Any] = {"index": self.index, "id": self.id, "outcome": self.outcome}
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+@dataclass
+class IngestResult:
+    results: list[EventResult] = field(default_factory=list)
+
+    def _count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def created(self) -> int:
+        return self._count("created")
+
+    @property
+    def updated(self) -> int:
+        return self._count("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self._count("unchanged")
+
+    @property
+    def rejected(self) -> int:
+        return self._count("rejected")
+
+    def as_dict(self) -> dict:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+class _Rejected(Exception):
+    def __init__(self, field_name: str | None, message: str):
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+# --- lifecycle hook -------------------------------------------------------------------------------
+
+# kind -> handler(tenant_id_by_index: dict[int, int], records: dict[int, ResourceRecord]) -> dict[int, outcome].
+# The lifecycle app registers handlers for vector_store / file / container from its AppConfig.ready().
+_RESOURCE_HANDLERS: dict[str, Callable[[dict[int, int], dict[int, ResourceRecord]], dict[int, str]]] = {}
+
+
+def resource_handler_register(*, kind: str, handler: Callable) -> None:
+    """Let another app store the resources it owns (vector stores, files, containers) from ingest events.
+    The handler receives {event index: tenant id} and {event index: ResourceRecord} for one batch, runs
+    inside the ingest transaction, and returns {event index: "created" | "updated" | "unchanged"}."""
+    if kind not in LIFECYCLE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(sorted(LIFECYCLE_KINDS))}")
+    _RESOURCE_HANDLERS[kind] = handler
+
+
+# --- run state ------------------------------------------------------------------------------------
+
+RUN_FIELDS = (
+    "tenant_id", "openai_id", "api", "openai_project", "thread_id", "thread_openai_id", "assistant_id", "prompt_id",
+    "model", "service_tier", "status", "status_rank", "created_at", "started_at", "completed_at", "failed_at",
+    "cancelled_at", "expires_at", "error_code", "incomplete_reason", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "code_interpreter_sessions", "file_search_calls",
+    "web_search_calls", "function_calls", "user_id", "session_id", "feature", "metadata", "cost_input_usd",
+    "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd", "priced", "model_price_id",
+    "tool_price_id", "is_high_cost",
+)
+_RECORD_FIELDS = (
+    "openai_id", "api", "thread_openai_id", "assistant_id", "prompt_id", "model", "service_tier", "status",
+    "created_at", "started_at", "completed_at", "failed_at", "cancelled_at", "expires_at", "error_code",
+    "incomplete_reason", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "code_interpreter_sessions", "file_search_calls", "web_search_calls", "function_calls",
+    "user_id", "session_id", "feature", "metadata",
+)
+ATTRIBUTION_FIELDS = ("user_id", "session_id", "feature")
+ROLLUP_KEY = ("tenant_id", "day", "openai_project", "model", "feature")
+ROLLUP_SUMS = (
+    "runs", "unpriced_runs", "high_cost_runs", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "code_interpreter_sessions", "file_search_calls", "web_search_calls",
+    "cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd",
+    "wasted_cost_usd",
+)
+COST_FIELDS = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+
+
+def _progress_key(state: dict) -> tuple:
+    """How far along a run state is. A state replaces another only if its key is strictly greater, so the
+    final row is the same whatever order the reports arrive in (an older state never overwrites a newer)."""
+    ended = state.get("completed_at") or state.get("failed_at") or state.get("cancelled_at")
+    return (
+        STATUS_RANK.get(state["status"], 0),
+        state["input_tokens"] + state["output_tokens"],
+        state["code_interpreter_sessions"] + state["file_search_calls"] + state["web_search_calls"]
+        + state["function_calls"],
+        state.get("started_at") is not None,
+        ended.timestamp() if ended else 0.0,
+        state["status"],
+    )
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """The newer of two states, with attribution that only the other one carries filled in."""
+    if _progress_key(new) > _progress_key(old):
+        winner, loser = dict(new), old
+    else:
+        winner, loser = dict(old), new
+    for name in ATTRIBUTION_FIELDS:
+        if not winner.get(name) and loser.get(name):
+            winner[name] = loser[name]
+    if loser.get("metadata"):
+        winner["metadata"] = {**loser["metadata"], **(winner.get("metadata") or {})}
+    if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
+        winner["thread_openai_id"] = loser["thread_openai_id"]
+    return winner
+
+
+def _state_from_record(record: RunRecord, tenant_id: int, openai_project: str) -> dict:
+    state = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    state["tenant_id"] = tenant_id
+    state["openai_project"] = openai_project
+    state["status_rank"] = STATUS_RANK.get(record.status, 0)
+    return state
+
+
+def _same_content(a: dict, b: dict) -> bool:
+    return all(a.get(name) == b.get(name) for name in _RECORD_FIELDS if name != "metadata") and (
+        (a.get("metadata") or {}) == (b.get("metadata") or {})
+    )
+
+
+def _rate_state(state: dict, book: PriceBook, high_cost_by_tenant: dict[int, Decimal]) -> None:
+    created = state["created_at"]
+    day = created.astimezone(dt.UTC).date()
+    model_rate = book.model_rate(state["model"], day)
+    tool_rate = book.tool_rate(day)
+    cost = CostBreakdown.zero()
+    priced = False
+    if model_rate is not None:
+        usage = Usage(
+            input_tokens=state["input_tokens"], cached_input_tokens=state["cached_input_tokens"],
+            cache_write_tokens=state["cache_write_tokens"], output_tokens=state["output_tokens"],
+            reasoning_tokens=state["reasoning_tokens"], code_interpreter_sessions=state["code_interpreter_sessions"],
+            file_search_calls=state["file_search_calls"], web_search_calls=state["web_search_calls"],
+            api=state["api"], service_tier=state["service_tier"],
+        )
+        try:
+            cost = rate_run(usage, model_rate, tool_rate).quantized()
+            priced = True
+        except RatingError:
+            cost = CostBreakdown.zero()
+    state["cost_input_usd"] = cost.input
+    state["cost_cached_input_usd"] = cost.cached_input
+    state["cost_output_usd"] = cost.output
+    state["cost_tools_usd"] = cost.tools
+    state["cost_total_usd"] = cost.total
+    state["priced"] = priced
+    state["model_price_id"] = model_rate.price_id if (priced and model_rate) else None
+    state["tool_price_id"] = tool_rate.price_id if (priced and tool_rate) else None
+    threshold = high_cost_by_tenant.get(state["tenant_id"])
+    state["is_high_cost"] = bool(priced and threshold is not None and cost.total > threshold)
+
+
+def _contribution(state: dict) -> tuple[tuple, list]:
+    """The run's share of its daily rollup row: (key, values in ROLLUP_SUMS order)."""
+    day = state["created_at"].astimezone(dt.UTC).date()
+    key = (state["tenant_id"], day, state["openai_project"], state["model"], state["feature"])
+    total = Decimal(state["cost_total_usd"])
+    values = [
+        1,
+        0 if state["priced"] else 1,
+        1 if state["is_high_cost"] else 0,
+        state["input_tokens"], state["cached_input_tokens"], state["cache_write_tokens"], state["output_tokens"],
+        state["reasoning_tokens"], state["code_interpreter_sessions"], state["file_search_calls"],
+        state["web_search_calls"],
+        Decimal(state["cost_input_usd"]), Decimal(state["cost_cached_input_usd"]), Decimal(state["cost_output_usd"]),
+        Decimal(state["cost_tools_usd"]), total,
+        total if state["status"] in WASTED_STATUSES else ZERO,
+    ]
+    return key, values
+
+
+class _Deltas:
+    """Per-key sums of (new − old) contributions, written once per batch."""
+
+    def __init__(self):
+        self.rollups: dict[tuple, list] = {}
+        self.threads: dict[int, list] = {}  # thread pk -> [run_count, cost_usd]
+
+    def apply(self, old: dict | None, new: dict | None) -> None:
+        for state, sign in ((old, -1), (new, 1)):
+            if state is None:
+                continue
+            key, values = _contribution(state)
+            current = self.rollups.setdefault(key, [0] * len(ROLLUP_SUMS))
+            for index, value in enumerate(values):
+                current[index] += value * sign
+            if state.get("thread_id"):
+                thread = self.threads.setdefault(state["thread_id"], [0, ZERO])
+                thread[0] += sign
+                thread[1] += Decimal(state["cost_total_usd"]) * sign
+
+    def write(self) -> None:
+        rollup_rows = [
+            [*key, *values] for key, values in sorted(self.rollups.items()) if any(values)
+        ]
+        if rollup_rows:
+            columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
+            bulk.upsert(DailyRollup._meta.db_table, columns, rollup_rows, conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
+        thread_rows = [[pk, count, cost] for pk, (count, cost) in sorted(self.threads.items()) if count or cost]
+        if thread_rows:
+            key = bulk.columns_for(Thread, ["id"])[0]
+            bulk.update_from_values(
+                Thread._meta.db_table, key, bulk.columns_for(Thread, ["run_count", "cost_usd"]), thread_rows,
+                add=("run_count", "cost_usd"),
+            )
+
+
+# --- ingest ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RunEvent:
+    index: int
+    state: dict
+
+
+@dataclass
+class _ThreadEvent:
+    index: int
+    tenant_id: int
+    record: ResourceRecord
+    openai_project: str
+    outcome: str = "unchanged"
+
+
+def _reject(results: list[EventResult | None], index: int, openai_id, field_name: str | None, message: str) -> None:
+    error = {"message": message}
+    if field_name:
+        error["field"] = field_name
+    results[index] = EventResult(index=index, id=openai_id if isinstance(openai_id, str) else None,
+                                 outcome="rejected", error=error)
+
+
+def _tenants_by_slug(events: list) -> dict[str, Tenant]:
+    slugs: set[str] = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if isinstance(event.get("tenant"), str):
+            slugs.add(event["tenant"])
+        obj = event.get("object")
+        if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
+            tenant = obj["metadata"].get("tenant")
+            if isinstance(tenant, str):
+                slugs.add(tenant)
+    slugs = {slug for slug in slugs if 0 < len(slug) <= 63}
+    if not slugs:
+        return {}
+    return {t.slug: t for t in Tenant.objects.filter(slug__in=slugs)}
+
+
+def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant], key_tenant: Tenant | None) -> Tenant:
+    explicit = event.get("tenant")
+    if explicit is not None and not isinstance(explicit, str):
+        raise _Rejected("tenant", "must be a tenant slug (string)")
+    slug = explicit or metadata_tenant
+    field_name = "tenant" if explicit else "object.metadata.tenant"
+    if not slug:
+        if key_tenant is not None:
+            return key_tenant
+        raise _Rejected("tenant", "required: send 'tenant' or set object.metadata.tenant")
+    if key_tenant is not None and slug != key_tenant.slug:
+        raise _Rejected(field_name, f"this API key may only write tenant '{key_tenant.slug}'")
+    tenant = tenants.get(slug)
+    if tenant is None:
+        raise _Rejected(field_name, f"unknown tenant '{slug[:63]}'")
+    return tenant
+
+
+def _openai_project(event: dict) -> str:
+    project = event.get("openai_project")
+    if project is None:
+        return settings.OPENAI_PROJECT_ID
+    if not isinstance(project, str) or len(project) > 100:
+        raise _Rejected("openai_project", "must be a string of at most 100 characters")
+    return project
+
+
+def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list[_RunEvent], list[_ThreadEvent], dict]:
+    tenants = _tenants_by_slug(events)
+    run_events: list[_RunEvent] = []
+    thread_events: list[_ThreadEvent] = []
+    lifecycle: dict[str, tuple[dict[int, int], dict[int, ResourceRecord]]] = {}
+    for index, event in enumerate(events):
+        openai_id = None
+        try:
+            if not isinstance(event, dict):
+                raise _Rejected(None, "each event must be an object")
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                raise _Rejected("object", "required: the run, response or resource exactly as OpenAI returned it")
+            openai_id = obj.get("id")
+            kind = obj.get("object")
+            unknown = set(event) - {"tenant", "object", "attribution", "steps", "openai_project"}
+            if unknown:
+                raise _Rejected(sorted(unknown)[0], "unknown field")
+            if kind in RUN_KINDS:
+                record = normalize_run_object(obj, steps=event.get("steps"))
+                apply_attribution(record, event.get("attribution"))
+                tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
+                run_events.append(_RunEvent(index, _state_from_record(record, tenant.pk, _openai_project(event))))
+            elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
+                if event.get("attribution") is not None:
+                    raise _Rejected("attribution", "only runs and responses carry attribution")
+                record = normalize_resource(obj)
+                tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
+                if kind in THREAD_KINDS:
+                    thread_events.append(_ThreadEvent(index, tenant.pk, record, _openai_project(event)))
+                elif kind in _RESOURCE_HANDLERS:
+                    tenants_by_index, records = lifecycle.setdefault(kind, ({}, {}))
+                    tenants_by_index[index] = tenant.pk
+                    records[index] = record
+                else:
+                    raise _Rejected("object.object", f"'{kind}' objects are not yet supported by this server")
+            else:
+                raise _Rejected(
+                    "object.object",
+                    "must be one of thread.run, response, thread, conversation, vector_store, file, container",
+                )
+        except NormalizationError as exc:
+            _reject(results, index, openai_id, exc.field, exc.message)
+        except _Rejected as exc:
+            _reject(results, index, openai_id, exc.field, exc.message)
+    return run_events, thread_events, lifecycle
+
+
+def _lock_existing_runs(openai_ids: Iterable[str]) -> dict[str, dict]:
+    ids = sorted(set(openai_ids))
+    if not ids:
+        return {}
+    rows = (
+        Run.objects.unscoped()
+        .filter(openai_id__in=ids)
+        .order_by("openai_id")
+        .select_for_update()
+        .values("id", *RUN_FIELDS)
+    )
+    return {row["openai_id"]: row for row in rows}
+
+
+def _run_row(state: dict, now: dt.datetime, with_id: bool = False) -> list:
+    values = [state.get(name) for name in RUN_FIELDS]
+    values.append(now)
+    if with_id:
+        return [state["id"], *values]
+    values.append(now)
+    return values
+
+
+@dataclass
+class _Plan:
+    outcome_by_index: dict[int, str]
+    final: dict[str, dict]  # openai_id -> final state to store
+    existing: dict[str, dict]  # openai_id -> stored state before this batch
+
+
+def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: list) -> _Plan:
+    """Replay the batch's reports in order against the stored rows: outcome per event, final state per run."""
+    outcome_by_index: dict[int, str] = {}
+    current: dict[str, dict] = {}
+    for event in run_events:
+        state = event.state
+        openai_id = state["openai_id"]
+        before = current.get(openai_id) or existing.get(openai_id)
+        if before is not None and before["tenant_id"] != state["tenant_id"]:
+            _reject(results, event.index, openai_id, "object.id", "this run is recorded for another tenant")
+            continue
+        if before is None:
+            current[openai_id] = state
+            outcome_by_index[event.index] = "created"
+            continue
+        merged = _merge(before, state)
+        if _same_content(merged, before):
+            outcome_by_index[event.index] = "unchanged"
+        else:
+            outcome_by_index[event.index] = "updated"
+            current[openai_id] = {**merged, "id": before.get("id")}
+    return _Plan(outcome_by_index, current, existing)
+
+
+def _ensure_threads(
+    run_states: Iterable[dict], thread_events: list[_ThreadEvent], results: list, now: dt.datetime
+) -> dict[str, int]:
+    """Create or touch the thread/conversation rows this batch mentions; returns openai_id -> pk."""
+    rows: dict[str, dict] = {}
+    for event in thread_events:
+        record = event.record
+        row = rows.setdefault(record.openai_id, {
+            "tenant_id": event.tenant_id, "openai_id": record.openai_id, "kind": record.kind,
+            "openai_project": event.openai_project, "created_at": record.created_at,
+            "last_activity_at": record.last_active_at or record.created_at, "metadata": {},
+        })
+        row["metadata"] = record.metadata or row["metadata"]
+        row["created_at"] = min(row["created_at"], record.created_at)
+    for state in run_states:
+        thread_id = state.get("thread_openai_id")
+        if not thread_id:
+            continue
+        activity = max(
+            moment for moment in (state["created_at"], state.get("completed_at"), state.get("failed_at"),
+                                  state.get("cancelled_at"), state.get("started_at")) if moment is not None
+        )
+        row = rows.setdefault(thread_id, {
+            "tenant_id": state["tenant_id"], "openai_id": thread_id,
+            "kind": "thread" if state["api"] == "assistants" else "conversation",
+            "openai_project": state["openai_project"], "created_at": state["created_at"],
+            "last_activity_at": activity, "metadata": {},
+        })
+        row["created_at"] = min(row["created_at"], state["created_at"])
+        row["last_activity_at"] = max(row["last_activity_at"], activity)
+    if not rows:
+        return {}
+    names = ["tenant_id", "openai_id", "kind", "openai_project", "created_at", "last_activity_at", "run_count",
+             "cost_usd", "metadata", "status", "deletion_reason", "recorded_at"]
+    values = [
+        [r["tenant_id"], r["openai_id"], r["kind"], r["openai_project"], r["created_at"], r["last_activity_at"], 0,
+         ZERO, r["metadata"], Thread.Status.ACTIVE, "", now]
+        for _, r in sorted(rows.items())
+    ]
+    returned = bulk.upsert(
+        Thread._meta.db_table, bulk.columns_for(Thread, names), values, conflict=["openai_id"],
+        least=["created_at"], greatest=["last_activity_at"], replace_unless_empty_json=["metadata"],
+        returning=["id", "openai_id", "tenant_id"],
+    )
+    mapping = {}
+    for pk, openai_id, tenant_id in returned:
+        mapping[openai_id] = pk
+        if tenant_id != rows[openai_id]["tenant_id"]:
+            logger.warning("thread %s reported for tenant %s but recorded for tenant %s", openai_id,
+                           rows[openai_id]["tenant_id"], tenant_id)
+    return mapping
+
+
+def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEvent], results: list) -> None:
+    """Reject events that would attach a run or thread to a thread recorded for another tenant."""
+    wanted: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
+    for event in run_events:
+        if event.state.get("thread_openai_id"):
+            wanted[event.state["thread_openai_id"]].append(
+                (event.index, event.state["tenant_id"], event.state["openai_id"], "object.thread_id"))
+    for event in thread_events:
+        wanted[event.record.openai_id].append((event.index, event.tenant_id, event.record.openai_id, "object.id"))
+    if not wanted:
+        return
+    owners = dict(Thread.objects.unscoped().filter(openai_id__in=list(wanted)).values_list("openai_id", "tenant_id"))
+    for thread_id, uses in wanted.items():
+        owner = owners.get(thread_id)
+        if owner is None:
+            # A thread first seen in this batch belongs to the first tenant that reports it.
+            owner = uses[0][1]
+        for index, tenant_id, openai_id, field_name in uses:
+            if tenant_id != owner and results[index] is None:
+                _reject(results, index, openai_id, field_name, "this thread is recorded for another tenant")
+
+
+def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], thread_pks: dict[str, int],
+                now: dt.datetime, deltas: _Deltas) -> tuple[list[dict], list[str]]:
+    """Insert new runs and update changed ones; returns (changes as old/new pairs, ids that lost an insert race)."""
+    inserts, updates = [], []
+    for openai_id, state in sorted(plan.final.items()):
+        state["thread_id"] = thread_pks.get(state.get("thread_openai_id") or "")
+        _rate_state(state, book, thresholds)
+        old = plan.existing.get(openai_id)
+        if old is None:
+            inserts.append(state)
+        elif not all(state.get(name) == old.get(name) for name in RUN_FIELDS):
+            updates.append((old, state))
+    lost: list[str] = []
+    changes: list[dict] = []
+    if inserts:
+        columns = bulk.columns_for(Run, [*RUN_FIELDS, "recorded_at", "updated_at"])
+        inserted = bulk.insert_returning(
+            Run._meta.db_table, columns, [_run_row(s, now) for s in inserts], conflict=["openai_id"],
+            returning=["openai_id"],
+        )
+        inserted_ids = {row[0] for row in inserted}
+        for state in inserts:
+            if state["openai_id"] in inserted_ids:
+                deltas.apply(None, state)
+                changes.append({"old": None, "new": state})
+            else:
+                lost.append(state["openai_id"])
+    if updates:
+        key = bulk.columns_for(Run, ["id"])[0]
+        columns = bulk.columns_for(Run, [*RUN_FIELDS, "updated_at"])
+        bulk.update_from_values(Run._meta.db_table, key, columns, [_run_row(new, now, with_id=True)
+                                                                   for _, new in updates])
+        for old, new in updates:
+            deltas.apply(old, new)
+            changes.append({"old": old, "new": new})
+    return changes, lost
+
+
+def _ingest_once(run_events, thread_events, lifecycle, results_template, now):
+    results = list(results_template)
+    with transaction.atomic():
+        _thread_conflicts(run_events, thread_events, results)
+        run_events = [e for e in run_events if results[e.index] is None]
+        thread_events = [e for e in thread_events if results[e.index] is None]
+        book = PriceBook.load()
+        tenant_ids = {e.state["tenant_id"] for e in run_events}
+        thresholds = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "high_cost_run_usd"))
+        existing = _lock_existing_runs(e.state["openai_id"] for e in run_events)
+        deltas = _Deltas()
+        changes: list[dict] = []
+        plan = _plan_runs(run_events, existing, results)
+        outcomes = dict(plan.outcome_by_index)
+        thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now)
+        for _attempt in range(3):
+            new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas)
+            changes.extend(new_changes)
+            if not lost:
+                break
+            # A concurrent batch inserted these runs first: read them (locked) and replay as updates.
+            raced = _lock_existing_runs(lost)
+            replay = [e for e in run_events if e.state["openai_id"] in raced]
+            plan = _plan_runs(replay, raced, results)
+            outcomes.update(plan.outcome_by_index)
+        else:
+            raise OperationalError("ingest: runs kept conflicting with concurrent batches")
+        # Thread and rollup deltas once per batch.
+        deltas.write()
+        thread_outcomes = _thread_outcomes(thread_events)
+        lifecycle_outcomes: dict[int, str] = {}
+        for kind, (tenant_by_index, records) in lifecycle.items():
+            lifecycle_outcomes.update(_RESOURCE_HANDLERS[kind](tenant_by_index, records))
+        from apps.alerts.services import alerts_for_run_changes
+
+        alerts_for_run_changes(changes=changes, tenant_ids=tenant_ids)
+    for index, outcome in {**outcomes, **thread_outcomes, **lifecycle_outcomes}.items():
+        if results[index] is None:
+            openai_id = _event_id(index, run_events, thread_events)
+            results[index] = EventResult(index=index, id=openai_id, outcome=outcome)
+    return results
+
+
+def _thread_outcomes(thread_events: list[_ThreadEvent]) -> dict[int, str]:
+    return {event.index: event.outcome for event in thread_events}
+
+
+def _event_id(index: int, run_events, thread_events) -> str | None:
+    for event in run_events:
+        if event.index == index:
+            return event.state["openai_id"]
+    for event in thread_events:
+        if event.index == index:
+            return event.record.openai_id
+    return None
+
+
+def _is_retryable(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "deadlock" in text or "could not serialize" in text or "database is locked" in text
+
+
+def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None) -> IngestResult:
+    """Record a batch of raw OpenAI objects (see issue #4 item 3 and docs/ledger.md).
+
+    Each event: {"tenant": slug?, "object": {...}, "attribution": {...}?, "steps": [...]?, "openai_project": str?}.
+    Bad events are rejected one by one (index, field, message) while the good ones are stored. With
+    `key_tenant`, every event must belong to that tenant (and may omit `tenant`)."""
+    if not isinstance(events, list):
+        raise TypeError("events must be a list")
+    results: list[EventResult | None] = [None] * len(events)
+    run_events, thread_events, lifecycle = _parse(events, key_tenant, results)
+    _mark_thread_outcomes(thread_events)
+    now = timezone.now()
+    for attempt in range(4):
+        try:
+            final = _ingest_once(run_events, thread_events, lifecycle, results, now)
+            break
+        except (OperationalError, DatabaseError) as exc:
+            if attempt == 3 or not _is_retryable(exc):
+                raise
+            logger.info("ingest retry after %s", exc)
+            time.sleep(0.05 * (2**attempt))
+    for index, result in enumerate(final):
+        if result is None:  # cannot happen; never leave an event without an answer
+            final[index] = EventResult(index=index, id=None, outcome="rejected",
+                                       error={"message": "not processed"})
+    return IngestResult(results=final)
+
+
+def _mark_thread_outcomes(thread_events: list[_ThreadEvent]) -> None:
+    """created: first time the id is seen; updated: new metadata; unchanged otherwise."""
+    if not thread_events:
+        return
+    ids = {e.record.openai_id for e in thread_events}
+    known = dict(Thread.objects.unscoped().filter(openai_id__in=ids).values_list("openai_id", "metadata"))
+    seen: set[str] = set()
+    for event in thread_events:
+        openai_id = event.record.openai_id
+        if openai_id not in known and openai_id not in seen:
+            event.outcome = "created"
+        elif event.record.metadata and known.get(openai_id) != event.record.metadata and openai_id not in seen:
+            event.outcome = "updated"
+        else:
+            event.outcome = "unchanged"
+        seen.add(openai_id)
+
+
+# --- re-pricing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TenantRepriceDiff:
+    tenant_id: int
+    tenant_slug: str
+    runs: int = 0
+    changed_runs: int = 0
+    newly_priced_runs: int = 0
+    old_total_usd: Decimal = ZERO
+    new_total_usd: Decimal = ZERO
+
+    @property
+    def difference_usd(self) -> Decimal:
+        return self.new_total_usd - self.old_total_usd
+
+
+@dataclass
+class RepriceResult:
+    start: dt.date | None
+    end: dt.date | None
+    dry_run: bool
+    unpriced_only: bool
+    tenants: list[TenantRepriceDiff] = field(default_factory=list)
+
+    @property
+    def changed_runs(self) -> int:
+        return sum(t.changed_runs for t in self.tenants)
+
+    @property
+    def difference_usd(self) -> Decimal:
+        return sum((t.difference_usd for t in self.tenants), ZERO)
+
+
+REPRICE_BATCH = 2000
+
+
+def runs_reprice(
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    tenant: Tenant | None = None,
+    unpriced_only: bool = False,
+    models: Iterable[str] | None = None,
+    dry_run: bool = False,
+    actor=None,
+    actor_label: str = "command:reprice",
+    progress: Callable[[int], None] | None = None,
+) -> RepriceResult:
+    """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book; with
+    `unpriced_only`, only runs that had no price. Applies the differences to runs, threads and rollups in
+    bounded batches (each its own transaction, so a long re-price is resumable) unless `dry_run`, and
+    writes one audit record with the per-tenant diff."""
+    from apps.core.services import audit_record
+
+    queryset = Run.objects.unscoped() if tenant is None else Run.objects.for_tenant(tenant)
+    if start:
+        queryset = queryset.filter(created_at__gte=dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC))
+    if end:
+        after = end + dt.timedelta(days=1)
+        queryset = queryset.filter(created_at__lt=dt.datetime(after.year, after.month, after.day, tzinfo=dt.UTC))
+    if unpriced_only:
+        queryset = queryset.filter(priced=False)
+    if models is not None:
+        queryset = queryset.filter(model__in=list(models))
+    result = RepriceResult(start=start, end=end, dry_run=dry_run, unpriced_only=unpriced_only)
+    slugs = dict(Tenant.objects.values_list("pk", "slug"))
+    thresholds = dict(Tenant.objects.values_list("pk", "high_cost_run_usd"))
+    diffs: dict[int, TenantRepriceDiff] = {}
+    book = PriceBook.load()
+    last_pk = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                queryset.filter(pk__gt=last_pk).order_by("pk").select_for_update().values("id", *RUN_FIELDS)[:REPRICE_BATCH]
+            )
+            if not rows:
+                break
+            last_pk = rows[-1]["id"]
+            deltas = _Deltas()
+            updates, changes = [], []
+            for old in rows:
+                new = dict(old)
+                _rate_state(new, book, thresholds)
+                diff = diffs.setdefault(old["tenant_id"], TenantRepriceDiff(old["tenant_id"], slugs.get(old["tenant_id"], "?")))
+                diff.runs += 1
+                diff.old_total_usd += Decimal(old["cost_total_usd"])
+                diff.new_total_usd += Decimal(new["cost_total_usd"])
+                if any(Decimal(new[n]) != Decimal(old[n]) for n in COST_FIELDS) or any(
+                    new[n] != old[n] for n in ("priced", "model_price_id", "tool_price_id", "is_high_cost")
+                ):
+                    diff.changed_runs += 1
+                    if new["priced"] and not old["priced"]:
+                        diff.newly_priced_runs += 1
+                    updates.append(new)
+                    deltas.apply(old, new)
+                    changes.append({"old": old, "new": new})
+            if updates and not dry_run:
+                key = bulk.columns_for(Run, ["id"])[0]
+                names = [*COST_FIELDS, "priced", "model_price_id", "tool_price_id", "is_high_cost", "updated_at"]
+                now = timezone.now()
+                bulk.update_from_values(
+                    Run._meta.db_table, key, bulk.columns_for(Run, names),
+                    [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
+                )
+                deltas.write()
+                from apps.alerts.services import alerts_for_run_changes
+
+                alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
+            if progress:
+                progress(len(rows))
+    result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
+    if not dry_run and result.changed_runs:
+        audit_record(
+            action="ledger.reprice", target_type="runs",
+            target_id=f"{start or '-'}..{end or '-'}{' unpriced' if unpriced_only else ''}",
+            actor=actor, actor_label=actor_label if actor is None else "",
+            tenant_id=tenant.pk if tenant else None,
+            data={
+                "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
+                "unpriced_only": unpriced_only,
+                "tenants": [
+                    {"tenant": d.tenant_slug, "runs": d.runs, "changed_runs": d.changed_runs,
+                     "old_total_usd": str(d.old_total_usd), "new_total_usd": str(d.new_total_usd),
+                     "difference_usd": str(d.difference_usd)}
+                    for d in result.tenants if d.changed_runs
+                ],
+            },
+        )
+    return result
+
+
+def runs_reprice_unpriced(*, models: Iterable[str] | None = None, actor=None,
+                          actor_label: str = "service:price-added") -> RepriceResult:
+    """Rate every unpriced run that a price now covers; call after adding a price (the prices API does)."""
+    return runs_reprice(unpriced_only=True, models=_with_snapshots(models), actor=actor, actor_label=actor_label)
+
+
+def _with_snapshots(models: Iterable[str] | None) -> list[str] | None:
+    """A family price also covers its dated snapshots: include the unpriced snapshot names."""
+    if models is None:
+        return None
+    from apps.pricing.pricebook import model_family
+
+    families = set(models)
+    unpriced = Run.objects.unscoped().filter(priced=False).values_list("model", flat=True).distinct()
+    return sorted(families | {m for m in unpriced if model_family(m) in families})
+
+
+# --- consistency check ----------------------------------------------------------------------------
+
+
+@dataclass
+class RollupDifference:
+    key: tuple
+    field: str
+    stored: Any
+    expected: Any
+
+
+def rollups_expected() -> dict[tuple, list]:
+    """Rollup sums recomputed from the run rows, streamed in pk order."""
+    expected: dict[tuple, list] = {}
+    for state in Run.objects.unscoped().order_by().values(*RUN_FIELDS).iterator(chunk_size=5000):
+        key, values = _contribution(state)
+        current = expected.setdefault(key, [0] * len(ROLLUP_SUMS))
+        for index, value in enumerate(values):
+            current[index] += value
+    return expected
+
+
+def _rollups_stored() -> dict[tuple, list]:
+    stored = {}
+    for row in DailyRollup.objects.unscoped().values(*ROLLUP_KEY, *ROLLUP_SUMS).iterator(chunk_size=5000):
+        stored[tuple(row[k] for k in ROLLUP_KEY)] = [row[s] for s in ROLLUP_SUMS]
+    return stored
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return quantize_ledger(Decimal(a)) == quantize_ledger(Decimal(b))
+    return a == b
+
+
+def ledger_check(*, fix: bool = False) -> list[RollupDifference]:
+    """Compare stored rollups with rollups recomputed from runs; with fix, rewrite the stored ones."""
+    with transaction.atomic():
+        expected = rollups_expected()
+        stored = _rollups_stored()
+        zero = [0] * len(ROLLUP_SUMS)
+        differences = []
+        for key in sorted(set(expected) | set(stored), key=str):
+            want, have = expected.get(key, zero), stored.get(key, zero)
+            for name, a, b in zip(ROLLUP_SUMS, have, want, strict=True):
+                if not _equal(a, b):
+                    differences.append(RollupDifference(key, name, a, b))
+        thread_differences = _thread_differences()
+        differences.extend(thread_differences)
+        if fix and differences:
+            DailyRollup.objects.unscoped().delete()
+            columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
+            rows = [[*key, *values] for key, values in sorted(expected.items(), key=lambda kv: str(kv[0]))
+                    if any(values)]
+            bulk.upsert(DailyRollup._meta.db_table, columns, rows, conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
+            _fix_threads()
+    return differences
+
+
+def _thread_totals():
+    from django.db.models import Count, Sum
+
+    return {
+        row["thread_id"]: (row["runs"], row["cost"] or ZERO)
+        for row in Run.objects.unscoped().filter(thread__isnull=False).values("thread_id")
+        .annotate(runs=Count("id"), cost=Sum("cost_total_usd")).order_by()
+    }
+
+
+def _thread_differences() -> list[RollupDifference]:
+    totals = _thread_totals()
+    differences = []
+    for pk, openai_id, run_count, cost in Thread.objects.unscoped().values_list("id", "openai_id", "run_count", "cost_usd"):
+        want_count, want_cost = totals.get(pk, (0, ZERO))
+        if run_count != want_count:
+            differences.append(RollupDifference(("thread", openai_id), "run_count", run_count, want_count))
+        if not _equal(cost, want_cost):
+            differences.append(RollupDifference(("thread", openai_id), "cost_usd", cost, want_cost))
+    return differences
+
+
+def _fix_threads() -> None:
+    totals = _thread_totals()
+    rows = []
+    for pk, run_count, cost in Thread.objects.unscoped().values_list("id", "run_count", "cost_usd"):
+        want_count, want_cost = totals.get(pk, (0, ZERO))
+        if run_count != want_count or not _equal(cost, want_cost):
+            rows.append([pk, want_count, want_cost])
+    if rows:
+        key = bulk.columns_for(Thread, ["id"])[0]
+        bulk.update_from_values(Thread._meta.db_table, key, bulk.columns_for(Thread, ["run_count", "cost_usd"]), rows)

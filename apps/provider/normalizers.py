@@ -1,0 +1,477 @@
+"""The one place that turns raw OpenAI objects (as the API returns them, as dicts) into ledger fields.
+
+Runs (`thread.run`) and responses (`response`) become a RunRecord; threads, conversations, vector stores,
+files and containers become a ResourceRecord. Anything malformed raises NormalizationError naming the
+field, e.g. "object.usage.prompt_tokens: must be a non-negative integer".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.core.timeutils import from_unix
+
+RUN_STATUSES = frozenset(
+    {"queued", "in_progress", "requires_action", "cancelling", "cancelled", "failed", "completed", "incomplete", "expired"}
+)
+RESPONSE_STATUSES = frozenset({"queued", "in_progress", "completed", "failed", "cancelled", "incomplete"})
+TERMINAL = frozenset({"cancelled", "failed", "completed", "incomplete", "expired"})
+ATTRIBUTION_KEYS = ("user_id", "session_id", "feature")
+# Unix seconds outside 1970..3000 are certainly a mistake (milliseconds sent as seconds, for instance).
+_MAX_UNIX = 32_503_680_000
+_MAX_ID = 100
+_MAX_TOKENS = 2**62
+
+
+class NormalizationError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class RunRecord:
+    """Ledger fields of one run or response (everything but tenant and cost)."""
+
+    openai_id: str
+    api: str  # assistants | responses
+    model: str
+    status: str
+    created_at: dt.datetime
+    thread_openai_id: str = ""  # the thread (Assistants) or conversation (Responses), if any
+    thread_kind: str = ""  # thread | conversation
+    assistant_id: str = ""
+    prompt_id: str = ""
+    service_tier: str = ""
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    failed_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    error_code: str = ""
+    incomplete_reason: str = ""
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    has_usage: bool = False
+    code_interpreter_sessions: int = 0
+    file_search_calls: int = 0
+    web_search_calls: int = 0
+    function_calls: int = 0
+    user_id: str = ""
+    session_id: str = ""
+    feature: str = ""
+    metadata_tenant: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass
+class ResourceRecord:
+    """A thread, conversation, vector store, file or container, generic enough for every lifecycle use."""
+
+    openai_id: str
+    kind: str  # thread | conversation | vector_store | file | container
+    created_at: dt.datetime
+    last_active_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    status: str = ""
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
+    metadata_tenant: str = ""
+    usage_bytes: int | None = None
+    purpose: str = ""
+    file_ids: list[str] = field(default_factory=list)
+    vector_store_ids: list[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+
+# --- field readers ---------------------------------------------------------------------------------
+
+
+def _get(obj: dict, key: str, prefix: str, *, required: bool = False):
+    if key not in obj or obj[key] is None:
+        if required:
+            raise NormalizationError(f"{prefix}.{key}", "required")
+        return None
+    return obj[key]
+
+
+def _string(obj: dict, key: str, prefix: str, *, required: bool = False, max_length: int = _MAX_ID) -> str:
+    value = _get(obj, key, prefix, required=required)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise NormalizationError(f"{prefix}.{key}", "must be a non-empty string" if required else "must be a string")
+    if len(value) > max_length:
+        raise NormalizationError(f"{prefix}.{key}", f"must be at most {max_length} characters")
+    return value
+
+
+def _count(obj: dict | None, key: str, prefix: str) -> int:
+    if obj is None:
+        return 0
+    value = obj.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_TOKENS:
+        raise NormalizationError(f"{prefix}.{key}", "must be a non-negative integer")
+    return value
+
+
+def _timestamp(obj: dict, key: str, prefix: str, *, required: bool = False, allow_float: bool = False):
+    value = _get(obj, key, prefix, required=required)
+    if value is None:
+        return None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not is_number or (isinstance(value, float) and not allow_float and not value.is_integer()):
+        raise NormalizationError(f"{prefix}.{key}", "must be Unix seconds (an integer)")
+    if isinstance(value, float) and not math.isfinite(value) or not 0 <= value < _MAX_UNIX:
+        raise NormalizationError(f"{prefix}.{key}", "must be Unix seconds between 1970 and 3000")
+    return from_unix(value)
+
+
+def _object(obj: dict, key: str, prefix: str) -> dict | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise NormalizationError(f"{prefix}.{key}", "must be an object")
+    return value
+
+
+def _list(obj: dict, key: str, prefix: str) -> list:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NormalizationError(f"{prefix}.{key}", "must be an array")
+    return value
+
+
+def _metadata(obj: dict, prefix: str) -> dict:
+    value = _object(obj, "metadata", prefix) or {}
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) and item is not None:
+            raise NormalizationError(f"{prefix}.metadata.{key}", "must be a string")
+    return value
+
+
+def _meta_str(metadata: dict, key: str, max_length: int) -> str:
+    value = metadata.get(key)
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)[:max_length]
+
+
+def _expect_object_type(obj: Any, expected: str, prefix: str) -> dict:
+    if not isinstance(obj, dict):
+        raise NormalizationError(prefix, "must be an object")
+    kind = obj.get("object")
+    if kind != expected:
+        raise NormalizationError(f"{prefix}.object", f"must be '{expected}'")
+    return obj
+
+
+def _status(obj: dict, allowed: frozenset[str], prefix: str) -> str:
+    status = _get(obj, "status", prefix, required=True)
+    if status not in allowed:
+        raise NormalizationError(f"{prefix}.status", f"must be one of {', '.join(sorted(allowed))}")
+    return status
+
+
+def _apply_metadata_attribution(record: RunRecord, metadata: dict) -> None:
+    record.metadata = metadata
+    record.user_id = _meta_str(metadata, "user_id", 200)
+    record.session_id = _meta_str(metadata, "session_id", 200)
+    record.feature = _meta_str(metadata, "feature", 100)
+    record.metadata_tenant = _meta_str(metadata, "tenant", 63)
+
+
+def _check_token_consistency(record: RunRecord, prefix: str, input_key: str, output_key: str) -> None:
+    if record.cached_input_tokens + record.cache_write_tokens > record.input_tokens:
+        raise NormalizationError(f"{prefix}.{input_key}", "must include the cached and cache-write tokens")
+    if record.reasoning_tokens > record.output_tokens:
+        raise NormalizationError(f"{prefix}.{output_key}", "must include the reasoning tokens")
+
+
+# --- runs and responses ----------------------------------------------------------------------------
+
+
+def normalize_assistants_run(obj: dict, *, steps: list[dict] | None = None, prefix: str = "object") -> RunRecord:
+    """A `thread.run`. Tool use comes from the run's steps when given (exact); without them a run that
+    had code_interpreter enabled and reached a terminal state counts one session (the seed's rule: one
+    session per run), and file-search / function calls are unknown (0)."""
+    obj = _expect_object_type(obj, "thread.run", prefix)
+    record = RunRecord(
+        openai_id=_string(obj, "id", prefix, required=True),
+        api="assistants",
+        model=_string(obj, "model", prefix, required=True),
+        status=_status(obj, RUN_STATUSES, prefix),
+        created_at=_timestamp(obj, "created_at", prefix, required=True),
+        thread_openai_id=_string(obj, "thread_id", prefix, required=True),
+        thread_kind="thread",
+        assistant_id=_string(obj, "assistant_id", prefix),
+        started_at=_timestamp(obj, "started_at", prefix),
+        completed_at=_timestamp(obj, "completed_at", prefix),
+        failed_at=_timestamp(obj, "failed_at", prefix),
+        cancelled_at=_timestamp(obj, "cancelled_at", prefix),
+        expires_at=_timestamp(obj, "expires_at", prefix),
+    )
+    last_error = _object(obj, "last_error", prefix)
+    if last_error:
+        record.error_code = str(last_error.get("code") or "")[:64]
+    incomplete = _object(obj, "incomplete_details", prefix)
+    if incomplete:
+        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
+    _apply_metadata_attribution(record, _metadata(obj, prefix))
+
+    usage = _object(obj, "usage", prefix)
+    if usage is not None:
+        usage_prefix = f"{prefix}.usage"
+        record.has_usage = True
+        record.input_tokens = _count(usage, "prompt_tokens", usage_prefix)
+        record.output_tokens = _count(usage, "completion_tokens", usage_prefix)
+        # Not in the SDK type, but read when a server sends them (the models accept extra fields).
+        prompt_details = _object(usage, "prompt_tokens_details", usage_prefix)
+        completion_details = _object(usage, "completion_tokens_details", usage_prefix)
+        record.cached_input_tokens = _count(prompt_details, "cached_tokens", f"{usage_prefix}.prompt_tokens_details")
+        record.cache_write_tokens = _count(
+            prompt_details, "cache_write_tokens", f"{usage_prefix}.prompt_tokens_details"
+        )
+        record.reasoning_tokens = _count(
+            completion_details, "reasoning_tokens", f"{usage_prefix}.completion_tokens_details"
+        )
+        _check_token_consistency(record, usage_prefix, "prompt_tokens", "completion_tokens")
+
+    tool_types = set()
+    for index, tool in enumerate(_list(obj, "tools", prefix)):
+        if not isinstance(tool, dict):
+            raise NormalizationError(f"{prefix}.tools.{index}", "must be an object")
+        tool_types.add(tool.get("type"))
+    if steps is not None:
+        _count_step_tools(record, steps, "steps")
+    elif "code_interpreter" in tool_types and record.is_terminal and record.has_usage:
+        record.code_interpreter_sessions = 1
+    return record
+
+
+def _count_step_tools(record: RunRecord, steps: list, prefix: str) -> None:
+    if not isinstance(steps, list):
+        raise NormalizationError(prefix, "must be an array of run steps")
+    used_code_interpreter = False
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise NormalizationError(f"{prefix}.{index}", "must be a run step object")
+        details = step.get("step_details") or {}
+        if not isinstance(details, dict) or details.get("type") != "tool_calls":
+            continue
+        calls = details.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise NormalizationError(f"{prefix}.{index}.step_details.tool_calls", "must be an array")
+        for call in calls:
+            kind = call.get("type") if isinstance(call, dict) else None
+            if kind == "code_interpreter":
+                used_code_interpreter = True
+            elif kind == "file_search":
+                record.file_search_calls += 1
+            elif kind == "function":
+                record.function_calls += 1
+    # One session per run however many times code ran in it.
+    record.code_interpreter_sessions = 1 if used_code_interpreter else 0
+
+
+def normalize_response(obj: dict, *, prefix: str = "object") -> RunRecord:
+    """A Responses `response`. `created_at` may be fractional; tool calls are counted from output items."""
+    obj = _expect_object_type(obj, "response", prefix)
+    record = RunRecord(
+        openai_id=_string(obj, "id", prefix, required=True),
+        api="responses",
+        model=_string(obj, "model", prefix, required=True),
+        status=_status(obj, RESPONSE_STATUSES, prefix),
+        created_at=_timestamp(obj, "created_at", prefix, required=True, allow_float=True),
+        service_tier=_string(obj, "service_tier", prefix, max_length=16),
+        completed_at=_timestamp(obj, "completed_at", prefix, allow_float=True),
+    )
+    conversation = obj.get("conversation")
+    if isinstance(conversation, dict):
+        record.thread_openai_id = _string(conversation, "id", f"{prefix}.conversation")
+    elif isinstance(conversation, str):
+        record.thread_openai_id = _string(obj, "conversation", prefix)
+    elif conversation is not None:
+        raise NormalizationError(f"{prefix}.conversation", "must be an object with an id")
+    if record.thread_openai_id:
+        record.thread_kind = "conversation"
+    prompt = obj.get("prompt")
+    if isinstance(prompt, dict):
+        record.prompt_id = _string(prompt, "id", f"{prefix}.prompt")
+    error = _object(obj, "error", prefix)
+    if error:
+        record.error_code = str(error.get("code") or "")[:64]
+    incomplete = _object(obj, "incomplete_details", prefix)
+    if incomplete:
+        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
+    _apply_metadata_attribution(record, _metadata(obj, prefix))
+
+    usage = _object(obj, "usage", prefix)
+    if usage is not None:
+        usage_prefix = f"{prefix}.usage"
+        record.has_usage = True
+        record.input_tokens = _count(usage, "input_tokens", usage_prefix)
+        record.output_tokens = _count(usage, "output_tokens", usage_prefix)
+        input_details = _object(usage, "input_tokens_details", usage_prefix)
+        output_details = _object(usage, "output_tokens_details", usage_prefix)
+        record.cached_input_tokens = _count(input_details, "cached_tokens", f"{usage_prefix}.input_tokens_details")
+        record.cache_write_tokens = _count(input_details, "cache_write_tokens", f"{usage_prefix}.input_tokens_details")
+        record.reasoning_tokens = _count(output_details, "reasoning_tokens", f"{usage_prefix}.output_tokens_details")
+        _check_token_consistency(record, usage_prefix, "input_tokens", "output_tokens")
+
+    containers: set[str] = set()
+    anonymous_code_interpreter = False
+    for index, item in enumerate(_list(obj, "output", prefix)):
+        if not isinstance(item, dict):
+            raise NormalizationError(f"{prefix}.output.{index}", "must be an object")
+        kind = item.get("type")
+        if kind == "code_interpreter_call":
+            container_id = item.get("container_id")
+            if isinstance(container_id, str) and container_id:
+                containers.add(container_id)
+            else:
+                anonymous_code_interpreter = True
+        elif kind == "file_search_call":
+            record.file_search_calls += 1
+        elif kind == "web_search_call":
+            record.web_search_calls += 1
+        elif kind == "function_call":
+            record.function_calls += 1
+    # One session per distinct container; calls that name none share one session.
+    record.code_interpreter_sessions = len(containers) + (1 if anonymous_code_interpreter else 0)
+    tool_usage = _object(obj, "tool_usage", prefix)
+    if tool_usage:
+        web_search = _object(tool_usage, "web_search", f"{prefix}.tool_usage")
+        reported = _count(web_search, "num_requests", f"{prefix}.tool_usage.web_search")
+        record.web_search_calls = max(record.web_search_calls, reported)
+    return record
+
+
+def normalize_run_object(obj: Any, *, steps: list | None = None, prefix: str = "object") -> RunRecord:
+    """A run or a response, whichever `obj.object` says."""
+    if not isinstance(obj, dict):
+        raise NormalizationError(prefix, "must be an object")
+    kind = obj.get("object")
+    if kind == "thread.run":
+        return normalize_assistants_run(obj, steps=steps, prefix=prefix)
+    if kind == "response":
+        return normalize_response(obj, prefix=prefix)
+    raise NormalizationError(f"{prefix}.object", "must be 'thread.run' or 'response'")
+
+
+def apply_attribution(record: RunRecord, attribution: Any, prefix: str = "attribution") -> None:
+    """Fields sent beside the object override the object's metadata."""
+    if attribution is None:
+        return
+    if not isinstance(attribution, dict):
+        raise NormalizationError(prefix, "must be an object")
+    limits = {"user_id": 200, "session_id": 200, "feature": 100}
+    for key, limit in limits.items():
+        value = attribution.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise NormalizationError(f"{prefix}.{key}", "must be a string")
+        value = str(value)
+        if len(value) > limit:
+            raise NormalizationError(f"{prefix}.{key}", f"must be at most {limit} characters")
+        setattr(record, key, value)
+
+
+# --- other resources -------------------------------------------------------------------------------
+
+
+def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) -> tuple[dict, ResourceRecord]:
+    obj = _expect_object_type(obj, kind, prefix)
+    metadata = _metadata(obj, prefix) if "metadata" in obj else {}
+    record = ResourceRecord(
+        openai_id=_string(obj, "id", prefix, required=True),
+        kind=kind,
+        created_at=_timestamp(obj, "created_at", prefix, required=True, allow_float=allow_float),
+        metadata=metadata,
+        metadata_tenant=_meta_str(metadata, "tenant", 63),
+        raw=obj,
+    )
+    return obj, record
+
+
+def normalize_thread(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    obj, record = _resource(obj, "thread", prefix)
+    resources = _object(obj, "tool_resources", prefix) or {}
+    code_interpreter = resources.get("code_interpreter") or {}
+    file_search = resources.get("file_search") or {}
+    if isinstance(code_interpreter, dict):
+        record.file_ids = [str(x) for x in code_interpreter.get("file_ids") or [] if isinstance(x, str)]
+    if isinstance(file_search, dict):
+        record.vector_store_ids = [str(x) for x in file_search.get("vector_store_ids") or [] if isinstance(x, str)]
+    record.last_active_at = record.created_at
+    return record
+
+
+def normalize_conversation(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    _, record = _resource(obj, "conversation", prefix, allow_float=True)
+    record.last_active_at = record.created_at
+    return record
+
+
+def normalize_vector_store(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    obj, record = _resource(obj, "vector_store", prefix)
+    record.name = _string(obj, "name", prefix, max_length=512)
+    record.status = _string(obj, "status", prefix, max_length=32)
+    record.usage_bytes = _count(obj, "usage_bytes", prefix)
+    record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
+    record.expires_at = _timestamp(obj, "expires_at", prefix)
+    return record
+
+
+def normalize_file(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    obj, record = _resource(obj, "file", prefix)
+    record.name = _string(obj, "filename", prefix, max_length=512)
+    record.purpose = _string(obj, "purpose", prefix, max_length=32)
+    record.status = _string(obj, "status", prefix, max_length=32)
+    record.usage_bytes = _count(obj, "bytes", prefix)
+    record.expires_at = _timestamp(obj, "expires_at", prefix)
+    record.last_active_at = record.created_at
+    return record
+
+
+def normalize_container(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    obj, record = _resource(obj, "container", prefix)
+    record.name = _string(obj, "name", prefix, max_length=512)
+    record.status = _string(obj, "status", prefix, max_length=32)
+    record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
+    return record
+
+
+RESOURCE_NORMALIZERS = {
+    "thread": normalize_thread,
+    "conversation": normalize_conversation,
+    "vector_store": normalize_vector_store,
+    "file": normalize_file,
+    "container": normalize_container,
+}
+
+
+def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
+    if not isinstance(obj, dict):
+        raise NormalizationError(prefix, "must be an object")
+    normalizer = RESOURCE_NORMALIZERS.get(obj.get("object"))
+    if normalizer is None:
+        raise NormalizationError(f"{prefix}.object", f"must be one of {', '.join(RESOURCE_NORMALIZERS)}")
+    return normalizer(obj, prefix=prefix)
