@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("lifecycle/", include("apps.lifecycle.urls")),
     path("reconciliation/", include("apps.reconciliation.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -25,6 +25,7 @@ NAV_ITEMS: list[NavItem] = [
     NavItem("runs", "High-cost runs", "dashboard:runs"),
     NavItem("prices", "Prices", "dashboard:prices"),
     NavItem("reconciliation", "Reconciliation", "reconciliation:page", staff_only=True),
+    NavItem("lifecycle", "Lifecycle", "lifecycle:overview"),
 ]
 
 

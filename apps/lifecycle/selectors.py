@@ -1,0 +1,145 @@
+"""Reads of the lifecycle app, always through a viewer's TenantScope: staff (every tenant) also see
+orphans and sweeps over every tenant; a member sees only rows of their tenants."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count, QuerySet, Sum
+
+from apps.core.money import ZERO
+from apps.tenants.scoping import TenantScope
+
+from .models import (
+    Container,
+    Outcome,
+    ResourceStatus,
+    StorageMeter,
+    StoredFile,
+    Sweep,
+    SweepItem,
+    VectorStore,
+)
+
+AUDIT_OUTCOMES = (Outcome.DELETED, Outcome.ALREADY_GONE, Outcome.SKIPPED_ACTIVE, Outcome.SKIPPED_ATTACHED,
+                  Outcome.SKIPPED_LEGAL_HOLD, Outcome.FAILED)
+
+
+def sweeps_visible(*, scope: TenantScope) -> QuerySet:
+    return Sweep.objects.in_scope(scope).select_related("tenant", "requested_by")
+
+
+def sweep_get_visible(*, scope: TenantScope, pk: int) -> Sweep | None:
+    return sweeps_visible(scope=scope).filter(pk=pk).first()
+
+
+def sweep_items_visible(*, scope: TenantScope, sweep: Sweep) -> QuerySet:
+    """A sweep's items the viewer may see (a member viewing a tenant-filtered sweep sees its items)."""
+    return SweepItem.objects.in_scope(scope).filter(sweep=sweep).select_related("tenant").order_by("pk")
+
+
+def deletion_audit(*, scope: TenantScope, outcome: str = "", resource_type: str = "") -> QuerySet:
+    """Everything real sweeps did, newest first: one row per resource per sweep."""
+    rows = (
+        SweepItem.objects.in_scope(scope).filter(dry_run=False, outcome__in=AUDIT_OUTCOMES)
+        .select_related("tenant", "sweep").order_by("-processed_at", "-pk")
+    )
+    if outcome:
+        rows = rows.filter(outcome=outcome)
+    if resource_type:
+        rows = rows.filter(resource_type=resource_type)
+    return rows
+
+
+def latest_preview(*, scope: TenantScope, kind: str | None = None) -> Sweep | None:
+    previews = sweeps_visible(scope=scope).filter(dry_run=True)
+    if kind:
+        previews = previews.filter(kind=kind)
+    return previews.order_by("-created_at", "-pk").first()
+
+
+def upcoming_deletions(*, scope: TenantScope) -> QuerySet:
+    """What the latest finished dry run of each kind listed, not yet confirmed."""
+    latest_ids = []
+    for kind in ("threads", "vector_stores", "files", "containers"):
+        preview = sweeps_visible(scope=scope).filter(dry_run=True, kind=kind, status=Sweep.Status.FINISHED).first()
+        if preview is not None and not preview.confirmations.exists():
+            latest_ids.append(preview.pk)
+    return (SweepItem.objects.in_scope(scope).filter(sweep_id__in=latest_ids, outcome=Outcome.WOULD_DELETE)
+            .select_related("tenant", "sweep").order_by("sweep_id", "pk"))
+
+
+@dataclass(frozen=True)
+class Orphan:
+    resource_type: str
+    pk: int
+    openai_id: str
+    name: str
+    usage_bytes: int
+    created_at: dt.datetime
+    last_active_at: dt.datetime | None
+    cost_usd_per_day: Decimal
+
+
+def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
+    """Live resources with no tenant (staff only: a member's scope never includes them), with what each
+    costs per day: a store's marginal share of the day's storage bill; files and containers cost nothing
+    while idle (file bytes are billed through the stores that hold them)."""
+    if not scope.is_every_tenant:
+        return []
+    from .services import _storage_daily_cost
+
+    total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(s=Sum("usage_bytes"))["s"] or 0
+    full = _storage_daily_cost(total, on_date)
+    rows: list[Orphan] = []
+    for store in VectorStore.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-usage_bytes", "pk"):
+        rows.append(Orphan("vector_store", store.pk, store.openai_id, store.name, store.usage_bytes, store.created_at,
+                           store.last_active_at, full - _storage_daily_cost(total - store.usage_bytes, on_date)))
+    for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-bytes", "pk"):
+        rows.append(Orphan("file", file.pk, file.openai_id, file.filename, file.bytes, file.created_at, None, ZERO))
+    for container in Container.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("pk"):
+        rows.append(Orphan("container", container.pk, container.openai_id, container.name, 0, container.created_at,
+                           container.last_active_at, ZERO))
+    return rows
+
+
+@dataclass(frozen=True)
+class StorageDay:
+    day: dt.date
+    gb_days: Decimal
+    cost_usd: Decimal
+    saved_usd: Decimal
+
+
+def storage_by_day(*, scope: TenantScope, start: dt.date, end: dt.date, tenant=None) -> list[StorageDay]:
+    """GB-days, cost and money saved per UTC day in [start, end), summed over the viewer's tenants (staff
+    also count the unassigned stores)."""
+    rows = StorageMeter.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
+    if tenant is not None:
+        rows = rows.filter(tenant=tenant)
+    sums = rows.values("day").annotate(gb=Sum("gb_days"), cost=Sum("cost_usd"), saved=Sum("saved_usd")).order_by("day")
+    return [StorageDay(r["day"], r["gb"] or ZERO, r["cost"] or ZERO, r["saved"] or ZERO) for r in sums]
+
+
+def storage_by_tenant(*, scope: TenantScope, start: dt.date, end: dt.date) -> list[dict]:
+    return list(
+        StorageMeter.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
+        .values("tenant__slug").annotate(gb_days=Sum("gb_days"), cost_usd=Sum("cost_usd"), saved_usd=Sum("saved_usd"))
+        .order_by("-cost_usd", "tenant__slug")
+    )
+
+
+def resource_counts(*, scope: TenantScope) -> dict[str, int]:
+    return {
+        "vector_stores": VectorStore.objects.in_scope(scope).filter(status=ResourceStatus.ACTIVE).count(),
+        "files": StoredFile.objects.in_scope(scope).filter(status=ResourceStatus.ACTIVE).count(),
+        "containers": Container.objects.in_scope(scope).filter(status=ResourceStatus.ACTIVE).count(),
+    }
+
+
+def deletions_by_outcome(*, scope: TenantScope, since: dt.datetime) -> dict[str, int]:
+    rows = (SweepItem.objects.in_scope(scope).filter(dry_run=False, processed_at__gte=since)
+            .values("outcome").annotate(n=Count("pk")))
+    return {row["outcome"]: row["n"] for row in rows}
