@@ -21,6 +21,7 @@ from .comparison import (
     LineSpec,
     Observations,
     canonical_line_item,
+    model_cost_line,
     model_usage_line,
 )
 
@@ -75,6 +76,9 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
                 continue
             amount = _field(_field(result, "amount"), "value", 0) or 0
             line, model = canonical_line_item(_field(result, "line_item"))
+            if model and line == model_cost_line(model, "cache write"):
+                # The ledger's input cost includes cache writes (see apps/pricing/rating.py): compare them together.
+                line = model_cost_line(model, "input")
             observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
 
     say("fetching completions usage grouped by model and project")

@@ -1,0 +1,147 @@
+"""Who can see reconciliation (organization-level: billing/admin keys and staff; tenant-bound keys and members
+get 404), what the API and the page show, the CSV export, and the query count."""
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apps.ledger.models import DailyRollup
+from apps.reconciliation.figures import reconciliation_figure
+from apps.reconciliation.selectors import DayTotals
+from apps.reconciliation.services import reconciliation_reconcile
+from tests.conftest import bearer
+
+from .fakes import FakeAdminProvider
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.date(2026, 11, 3)
+API = "/api/v1/reconciliation/"
+PAGE = "/reconciliation/"
+
+
+@pytest.fixture
+def reconciled(tenant, other_tenant):
+    """Two days; on DAY OpenAI billed $1.25 more input than the ledger attributed."""
+    provider = FakeAdminProvider()
+    for day in (DAY - dt.timedelta(days=1), DAY):
+        for owner in (tenant, other_tenant):
+            DailyRollup.objects.create(tenant=owner, day=day, model="gpt-5.4", runs=1, input_tokens=500_000,
+                                       cost_input_usd=Decimal("1.25"), cost_total_usd=Decimal("1.25"))
+        provider.cost(day, "gpt-5.4, input", 3.75 if day == DAY else 2.5)
+        provider.completions(day, "gpt-5.4", 1_000_000, 0, 0)
+    reconciliation_reconcile(end_day=DAY, days=2, trigger="test", provider_factory=lambda p: provider,
+                             raise_errors=True)
+
+
+def _query(**params):
+    return "&".join(f"{key}={value}" for key, value in params.items())
+
+
+def test_billing_key_reads_every_line_of_the_current_result(api_client, billing_key, reconciled):
+    response = api_client.get(f"{API}?{_query(start='2026-11-02', end='2026-11-04')}", **bearer(billing_key))
+    assert response.status_code == 200
+    body = response.json()
+    drift = [row for row in body["results"] if row["status"] != "matched"]
+    assert drift == [
+        {"day": "2026-11-03", "project": "proj_default", "line": "gpt-5.4, input", "kind": "cost", "unit": "usd",
+         "model": "gpt-5.4", "ledger_value": "2.50", "openai_value": "3.75", "difference": "1.25",
+         "difference_percent": "33.3333", "status": "drift"},
+        {"day": "2026-11-03", "project": "proj_default", "line": "unattributed spend", "kind": "unattributed",
+         "unit": "usd", "model": "", "ledger_value": "0.00", "openai_value": "1.25", "difference": "1.25",
+         "difference_percent": "33.3333", "status": "drift"},
+    ]
+    assert [day["day"] for day in body["days"]] == ["2026-11-02", "2026-11-03"]
+    assert body["summary"]["flagged_lines"] == 2
+    assert body["summary"]["unattributed_usd"] == "1.25"
+
+
+def test_admin_key_can_filter_to_flagged_lines_and_a_project(api_client, admin_key, reconciled):
+    response = api_client.get(f"{API}?{_query(start='2026-11-01', end='2026-11-05', status='flagged', project='proj_default')}",
+                              **bearer(admin_key))
+    assert response.status_code == 200
+    assert {row["line"] for row in response.json()["results"]} == {"gpt-5.4, input", "unattributed spend"}
+    other = api_client.get(f"{API}?{_query(start='2026-11-01', end='2026-11-05', project='proj_other')}",
+                           **bearer(admin_key))
+    assert other.json()["results"] == []
+
+
+def test_tenant_bound_keys_get_404(api_client, tenant_billing_key, reconciled):
+    response = api_client.get(f"{API}?{_query(start='2026-11-02', end='2026-11-04')}", **bearer(tenant_billing_key))
+    assert response.status_code == 404
+    assert "gpt-5.4" not in response.content.decode()
+
+
+def test_ingest_keys_and_anonymous_callers_are_refused(api_client, ingest_key, reconciled):
+    assert api_client.get(API, **bearer(ingest_key)).status_code == 403
+    assert api_client.get(API).status_code in (401, 403)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"start": "2026-13-01"}, "start"), ({"start": "2026-11-05", "end": "2026-11-01"}, "end"),
+     ({"start": "2024-01-01", "end": "2026-01-01"}, "end")],
+)
+def test_bad_dates_are_a_400_naming_the_field(api_client, billing_key, params, field):
+    response = api_client.get(f"{API}?{_query(**params)}", **bearer(billing_key))
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+
+
+def test_the_api_needs_a_fixed_number_of_queries(api_client, billing_key, reconciled):
+    url = f"{API}?{_query(start='2026-10-01', end='2026-11-30')}"
+    api_client.get(url, **bearer(billing_key))
+    with CaptureQueriesContext(connection) as few_days:
+        api_client.get(url, **bearer(billing_key))
+    provider = FakeAdminProvider()
+    reconciliation_reconcile(end_day=DAY - dt.timedelta(days=5), days=3, trigger="test",
+                             provider_factory=lambda p: provider, raise_errors=True)
+    with CaptureQueriesContext(connection) as more_days:
+        api_client.get(url, **bearer(billing_key))
+    assert len(more_days) == len(few_days)
+
+
+def test_staff_see_the_page_with_drift_highlighted(client, staff_user, reconciled):
+    client.force_login(staff_user)
+    response = client.get(f"{PAGE}?start=2026-11-01&end=2026-11-03&status=all")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-figure="figure-reconciliation"' in html and "vendor/plotly.min.js" in html
+    assert html.count("data-flagged") == 2  # the input line and the unattributed line of Nov 3
+    assert "gpt-5.4, input" in html
+
+
+def test_members_get_404_and_anonymous_users_are_sent_to_login(client, member_user, reconciled):
+    client.force_login(member_user)
+    assert client.get(PAGE).status_code == 404
+    assert client.get(f"{PAGE}?format=csv").status_code == 404
+    client.logout()
+    response = client.get(PAGE)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_csv_export_has_every_line_with_the_page_filters(client, staff_user, reconciled):
+    client.force_login(staff_user)
+    response = client.get(f"{PAGE}?start=2026-11-02&end=2026-11-03&status=flagged&format=csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [(row["day"], row["line"], row["difference"], row["status"]) for row in rows] == [
+        ("2026-11-03", "gpt-5.4, input", "1.25", "drift"),
+        ("2026-11-03", "unattributed spend", "1.25", "drift"),
+    ]
+
+
+def test_figure_pairs_ledger_and_openai_per_day_and_rings_days_with_drift():
+    days = [DayTotals(DAY - dt.timedelta(days=1), Decimal("2.5"), Decimal("2.5"), Decimal("0"), 0),
+            DayTotals(DAY, Decimal("2.5"), Decimal("3.75"), Decimal("1.25"), 2)]
+    figure = reconciliation_figure(days)
+    names = [trace["name"] for trace in figure["data"]]
+    assert names == ["Ledger (attributed)", "OpenAI (Costs API)", "Unattributed spend", "Day with drift"]
+    assert figure["data"][1]["y"] == [2.5, 3.75]
+    assert figure["data"][3]["x"] == ["2026-11-03"]
+    assert reconciliation_figure([]) is None

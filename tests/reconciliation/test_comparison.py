@@ -1,0 +1,106 @@
+"""The pure comparison: line naming, tolerance, statuses and the unattributed-spend line."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from apps.reconciliation.comparison import (
+    KIND_COST,
+    KIND_USAGE,
+    UNIT_TOKENS,
+    UNIT_USD,
+    LineSpec,
+    Observations,
+    Tolerance,
+    canonical_line_item,
+    compare_day,
+    line_status,
+)
+
+DAY = dt.date(2026, 11, 3)
+P = "proj_a"
+USD = LineSpec(KIND_COST, UNIT_USD, "gpt-5.4")
+TOKENS = LineSpec(KIND_USAGE, UNIT_TOKENS, "gpt-5.4")
+
+
+@pytest.mark.parametrize(
+    ("raw", "line"),
+    [
+        ("gpt-5.4, input", "gpt-5.4, input"),
+        ("gpt-6-astra, input_tokens", "gpt-6-astra, input"),
+        ("gpt-5.4, cached input", "gpt-5.4, cached input"),
+        ("gpt-5.4, cached_input_tokens", "gpt-5.4, cached input"),
+        ("gpt-5.4, output_tokens", "gpt-5.4, output"),
+        ("Code Interpreter", "code interpreter"),
+        ("file_search", "file search"),
+        ("web search calls", "web search"),
+        ("vector storage", "vector storage"),
+        ("fine-tuning", "fine-tuning"),
+    ],
+)
+def test_openai_line_items_are_named_the_way_the_ledger_names_them(raw, line):
+    assert canonical_line_item(raw)[0] == line
+
+
+def test_cache_write_keeps_its_own_name_so_the_service_can_fold_it():
+    assert canonical_line_item("gpt-6.1-terra, cache write")[0] == "gpt-6.1-terra, cache write"
+
+
+@pytest.mark.parametrize(
+    ("ledger", "openai", "status"),
+    [
+        ("100.00", "100.99", "matched"),      # within 1%
+        ("100.00", "101.02", "drift"),        # 1.02 > 1% of 101.02
+        ("0.50", "0.51", "matched"),          # within the $0.01 floor
+        ("0.50", "0.52", "drift"),
+        (None, "0.009", "matched"),           # a missing line worth less than the floor is noise
+        (None, "0.02", "missing_in_ledger"),
+        ("0.02", None, "missing_at_openai"),
+        ("0", "3.00", "missing_in_ledger"),
+    ],
+)
+def test_dollar_lines_match_within_the_larger_of_one_percent_and_a_cent(ledger, openai, status):
+    to = lambda v: None if v is None else Decimal(v)  # noqa: E731
+    assert line_status(to(ledger), to(openai), UNIT_USD, Tolerance()) == status
+
+
+def test_token_counts_compare_exactly():
+    assert line_status(Decimal(1000), Decimal(1001), UNIT_TOKENS, Tolerance()) == "drift"
+    assert line_status(Decimal(1000), Decimal(1000), UNIT_TOKENS, Tolerance()) == "matched"
+    assert line_status(None, Decimal(1), UNIT_TOKENS, Tolerance()) == "missing_in_ledger"
+
+
+def test_tolerance_is_configurable():
+    strict = Tolerance(percent=Decimal("0"), usd=Decimal("0"))
+    assert line_status(Decimal("1.00"), Decimal("1.0000001"), UNIT_USD, strict) == "drift"
+
+
+def _obs(values):
+    obs = Observations()
+    for line, value, spec in values:
+        obs.add(DAY, P, line, Decimal(value), spec)
+    return obs
+
+
+def test_compare_day_reports_value_difference_percent_and_unattributed_spend():
+    ledger = _obs([("gpt-5.4, input", "10.00", USD), ("gpt-5.4, output", "5.00", USD),
+                   ("gpt-5.4, input tokens", "4000000", TOKENS)])
+    openai = _obs([("gpt-5.4, input", "12.50", USD), ("gpt-5.4, output", "5.00", USD),
+                   ("gpt-5.4, input tokens", "4000000", TOKENS)])
+    results = {r.line: r for r in compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())}
+    drift = results["gpt-5.4, input"]
+    assert (drift.ledger_value, drift.openai_value, drift.difference, drift.difference_pct, drift.status) == (
+        Decimal("10.00"), Decimal("12.50"), Decimal("2.50"), Decimal("20.0000"), "drift")
+    assert results["gpt-5.4, output"].status == "matched"
+    assert results["gpt-5.4, input tokens"].status == "matched"
+    unattributed = results["unattributed spend"]
+    assert (unattributed.ledger_value, unattributed.openai_value, unattributed.status) == (
+        Decimal("0"), Decimal("2.50"), "drift")
+
+
+def test_lines_zero_on_both_sides_are_left_out_and_a_clean_day_has_only_matches():
+    ledger = _obs([("gpt-5.4, input", "1.00", USD), ("gpt-5.4, cached input", "0", USD)])
+    openai = _obs([("gpt-5.4, input", "1.00", USD)])
+    results = compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())
+    assert [(r.line, r.status) for r in results] == [("gpt-5.4, input", "matched"), ("unattributed spend", "matched")]

@@ -1,0 +1,174 @@
+"""The reconciliation service: a day's result is computed in full, swapped in atomically, replaced on re-run
+with its history kept, and a failure never leaves a partial day."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from apps.ledger.models import DailyRollup
+from apps.reconciliation.models import OpenAIProject, ReconciliationLine, ReconciliationRun
+from apps.reconciliation.selectors import reconciliation_projects
+from apps.reconciliation.services import reconciliation_reconcile
+
+from .fakes import FakeAdminProvider
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.date(2026, 11, 3)
+PROJECT = "proj_default"
+
+
+def _rollup(tenant, *, day=DAY, model="gpt-5.4", input_tokens=1_000_000, output_tokens=100_000,
+            cost_input="2.50", cost_output="1.50", project=""):
+    return DailyRollup.objects.create(
+        tenant=tenant, day=day, openai_project=project, model=model, feature="", runs=10,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_input_usd=Decimal(cost_input),
+        cost_output_usd=Decimal(cost_output), cost_total_usd=Decimal(cost_input) + Decimal(cost_output),
+    )
+
+
+def _matching_provider(day=DAY):
+    return (FakeAdminProvider()
+            .cost(day, "gpt-5.4, input", 2.5).cost(day, "gpt-5.4, output", 1.5)
+            .completions(day, "gpt-5.4", 1_000_000, 0, 100_000))
+
+
+def _run(provider, *, days=1, end_day=DAY, **kwargs):
+    return reconciliation_reconcile(end_day=end_day, days=days, trigger="test",
+                                    provider_factory=lambda project: provider, raise_errors=True, **kwargs)
+
+
+def _current_lines(day=DAY):
+    return {line.line: line for line in ReconciliationLine.objects.filter(run__is_current=True, day=day)}
+
+
+def test_the_default_project_needs_no_configuration(settings):
+    settings.OPENAI_PROJECT_ID = "proj_default"
+    assert [project.project_id for project in reconciliation_projects()] == ["proj_default"]
+
+
+def test_configured_projects_are_reconciled_beside_the_default(settings, monkeypatch):
+    settings.OPENAI_PROJECT_ID = "proj_default"
+    OpenAIProject.objects.create(project_id="proj_b", admin_key_env="RL_TEST_ADMIN_B")
+    OpenAIProject.objects.create(project_id="proj_off", admin_key_env="RL_TEST_ADMIN_OFF", is_active=False)
+    monkeypatch.setenv("RL_TEST_ADMIN_B", "sk-admin-b")
+    projects = {project.project_id: project for project in reconciliation_projects()}
+    assert sorted(projects) == ["proj_b", "proj_default"]
+    assert projects["proj_b"].admin_key() == "sk-admin-b"
+
+
+def test_a_missing_key_variable_names_the_variable_not_the_secret(monkeypatch):
+    OpenAIProject.objects.create(project_id="proj_c", admin_key_env="RL_TEST_UNSET_KEY")
+    monkeypatch.delenv("RL_TEST_UNSET_KEY", raising=False)
+    project = reconciliation_projects(project_id="proj_c")[0]
+    with pytest.raises(Exception, match="RL_TEST_UNSET_KEY"):
+        project.admin_key()
+
+
+def test_a_clean_day_matches_every_line(tenant, other_tenant):
+    _rollup(tenant, cost_input="1.25", cost_output="0.75", input_tokens=500_000, output_tokens=50_000)
+    _rollup(other_tenant, cost_input="1.25", cost_output="0.75", input_tokens=500_000, output_tokens=50_000)
+    _run(_matching_provider())
+    lines = _current_lines()
+    assert {name: line.status for name, line in lines.items()} == {
+        "gpt-5.4, input": "matched", "gpt-5.4, output": "matched", "gpt-5.4, input tokens": "matched",
+        "gpt-5.4, output tokens": "matched", "unattributed spend": "matched",
+    }
+    assert lines["gpt-5.4, input"].ledger_value == Decimal("2.50")
+    run = ReconciliationRun.objects.get(is_current=True)
+    assert (run.ledger_total_usd, run.openai_total_usd, run.flagged_count) == (Decimal("4.00"), Decimal("4.00"), 0)
+
+
+def test_drift_is_found_on_its_day_and_line_with_its_amount(tenant):
+    _rollup(tenant)
+    provider = _matching_provider()
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 3.75)
+    _run(provider)
+    lines = _current_lines()
+    flagged = {name: (line.status, line.difference) for name, line in lines.items() if line.status != "matched"}
+    assert flagged == {"gpt-5.4, input": ("drift", Decimal("1.25")), "unattributed spend": ("drift", Decimal("1.25"))}
+
+
+def test_rerunning_a_day_replaces_it_and_keeps_the_history(tenant):
+    _rollup(tenant)
+    provider = _matching_provider()
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 3.75)
+    _run(provider)
+    first = ReconciliationRun.objects.get(is_current=True)
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 2.5)  # OpenAI's late correction
+    _run(provider)
+    _run(provider)
+    runs = list(ReconciliationRun.objects.filter(day=DAY).order_by("id"))
+    assert len(runs) == 3 and [run.is_current for run in runs] == [False, False, True]
+    assert all(run.status == "complete" for run in runs)
+    assert first.lines.filter(status="drift").count() == 2  # history keeps what the first attempt saw
+    assert ReconciliationLine.objects.filter(run__is_current=True, day=DAY, status="drift").count() == 0
+    assert ReconciliationLine.objects.filter(run__is_current=True, day=DAY).count() == 5
+
+
+def test_a_failed_fetch_leaves_the_previous_result_current_and_records_the_attempt(tenant):
+    _rollup(tenant)
+    _run(_matching_provider())
+    good = ReconciliationRun.objects.get(is_current=True)
+    broken = _matching_provider()
+    broken.fail_with = ConnectionError("sandbox down")
+    with pytest.raises(ConnectionError):
+        _run(broken)
+    failed = ReconciliationRun.objects.exclude(pk=good.pk).get()
+    assert failed.status == "failed" and "sandbox down" in failed.error and not failed.lines.exists()
+    assert ReconciliationRun.objects.get(is_current=True) == good
+
+
+def test_a_crash_while_swapping_leaves_no_partial_day(tenant, monkeypatch):
+    _rollup(tenant)
+    _run(_matching_provider())
+    good = ReconciliationRun.objects.get(is_current=True)
+
+    from django.db.models.query import QuerySet
+
+    original_update = QuerySet.update
+
+    def crash_on_demote(self, **kwargs):
+        if self.model is ReconciliationRun and kwargs == {"is_current": False}:
+            raise RuntimeError("worker killed")
+        return original_update(self, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "update", crash_on_demote)
+    with pytest.raises(RuntimeError):
+        _run(_matching_provider())
+    monkeypatch.undo()
+    assert ReconciliationRun.objects.get(is_current=True) == good
+    attempt = ReconciliationRun.objects.exclude(pk=good.pk).get()
+    assert attempt.status == "running" and not attempt.lines.exists()
+
+
+def test_eight_days_are_reconciled_by_default_with_one_fetch_per_endpoint(tenant):
+    for offset in range(8):
+        _rollup(tenant, day=DAY - dt.timedelta(days=offset))
+    provider = FakeAdminProvider()
+    for offset in range(8):
+        day = DAY - dt.timedelta(days=offset)
+        provider.cost(day, "gpt-5.4, input", 2.5).cost(day, "gpt-5.4, output", 1.5)
+        provider.completions(day, "gpt-5.4", 1_000_000, 0, 100_000)
+    outcomes = reconciliation_reconcile(end_day=DAY, trigger="test", provider_factory=lambda p: provider,
+                                        raise_errors=True)
+    assert [run.day for run in outcomes[0].runs] == [DAY - dt.timedelta(days=d) for d in range(7, -1, -1)]
+    assert all(run.flagged_count == 0 for run in outcomes[0].runs)
+    assert provider.calls.count("costs") == 1
+
+
+def test_other_projects_results_in_an_organization_wide_answer_are_ignored(tenant):
+    _rollup(tenant)
+    provider = _matching_provider().cost(DAY, "gpt-5.4, input", 99.0, project="proj_elsewhere")
+    _run(provider)
+    assert _current_lines()["gpt-5.4, input"].status == "matched"
+
+
+def test_cache_writes_are_compared_inside_input(tenant):
+    _rollup(tenant, cost_input="2.50")
+    provider = (FakeAdminProvider().cost(DAY, "gpt-5.4, input", 2.0).cost(DAY, "gpt-5.4, cache write", 0.5)
+                .cost(DAY, "gpt-5.4, output", 1.5).completions(DAY, "gpt-5.4", 1_000_000, 0, 100_000))
+    _run(provider)
+    assert _current_lines()["gpt-5.4, input"].openai_value == Decimal("2.5")
+    assert "gpt-5.4, cache write" not in _current_lines()
