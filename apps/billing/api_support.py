@@ -1,0 +1,138 @@
+"""Pieces every /api/v1/ read endpoint shares: cursor pagination, ETag handling, the error body's schema
+and the query-parameter validation that names the offending field. (Used by the tenants and pricing API
+views too; they belong in apps/core/api.py when that file next changes hands.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from django.http import HttpResponse
+from django.utils.http import parse_etags, quote_etag
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import APIException
+from rest_framework.pagination import CursorPagination
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes `Authorization: Bearer rl_…` in the OpenAPI schema (for every view using the API-key auth)."""
+
+    target_class = "apps.tenants.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "rl_<prefix>_<secret>",
+            "description": "An API key: scope billing (reads), admin (reads and writes) or ingest (ingest only); "
+                           "a key bound to a tenant sees only that tenant.",
+        }
+
+
+class Conflict(APIException):
+    status_code = 409
+    default_detail = "Conflicts with the current state."
+    default_code = "conflict"
+
+
+class ApiCursorPagination(CursorPagination):
+    """Opaque `cursor` links; `limit` up to 500. Stable under inserts, unlike page numbers."""
+
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+    ordering = "-id"
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(required=False)
+    details = serializers.JSONField(required=False)
+
+
+ErrorSerializer = inline_serializer("Error", fields={"error": ErrorDetailSerializer()})
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+ERROR_400 = {400: _error("Invalid input; `error.field` names the offending field.")}
+ERROR_401 = {401: _error("No API key, or an unknown or revoked one.")}
+ERROR_403 = {403: _error("The key's scope does not allow this.")}
+ERROR_404 = {404: _error("Not found, or outside the key's tenant (the two are indistinguishable).")}
+ERROR_409 = {409: _error("Conflicts with the current state.")}
+ERROR_429 = {429: _error("Rate limit of this API key exceeded; retry after the Retry-After header's seconds.")}
+READ_ERRORS = {**ERROR_401, **ERROR_403, **ERROR_429}
+
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="An ETag from an earlier response: 304 Not Modified when the content is unchanged.",
+)
+NOT_MODIFIED = {304: OpenApiResponse(description="Not modified (the If-None-Match ETag still matches).")}
+
+
+def etag_for(content: bytes) -> str:
+    return quote_etag(hashlib.sha256(content).hexdigest())
+
+
+def etag_response(request, content: bytes, content_type: str, *, headers: dict | None = None) -> HttpResponse:
+    """200 with the content and a strong ETag, or 304 when If-None-Match already names it."""
+    etag = etag_for(content)
+    wanted = request.META.get("HTTP_IF_NONE_MATCH", "")
+    if wanted:
+        candidates = {tag.removeprefix("W/") for tag in parse_etags(wanted)}
+        if "*" in candidates or etag in candidates:
+            response = HttpResponse(status=304)
+            response["ETag"] = etag
+            response["Cache-Control"] = "private, no-cache"
+            return response
+    response = HttpResponse(content, content_type=content_type)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+class LenientDateField(serializers.DateField):
+    """A YYYY-MM-DD date whose error message says which format is expected."""
+
+    default_error_messages = {"invalid": "Use a date as YYYY-MM-DD.", "datetime": "Use a date as YYYY-MM-DD, not a datetime."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("input_formats", ["%Y-%m-%d"])
+        super().__init__(**kwargs)
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class DateOrDateTimeField(serializers.Field):
+    """YYYY-MM-DD (midnight UTC) or an ISO 8601 datetime (naive means UTC)."""
+
+    default_error_messages = {"invalid": "Use a date (YYYY-MM-DD) or an ISO 8601 datetime."}
+
+    def to_internal_value(self, data):
+        text = str(data).strip()
+        try:
+            if len(text) == 10:
+                day = dt.date.fromisoformat(text)
+                return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail("invalid")
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
+def validate_query(serializer_class, request):
+    """Validate query parameters; a ValidationError becomes the standard 400 naming the field."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

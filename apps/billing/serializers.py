@@ -1,0 +1,181 @@
+"""Query-parameter validation and response shapes of the billing API (usage, runs, statements, reconciliation)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.core.money import usd_string
+from apps.core.timeutils import month_start, next_month
+from apps.ledger.models import Run, RunStatus
+from apps.ledger.selectors import USAGE_GROUPINGS
+
+from .api_support import DateOrDateTimeField, LenientDateField
+from .selectors import MAX_USAGE_DAYS
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "12.3456"})
+class MoneyField(serializers.Field):
+    """A Decimal amount as a decimal string ("0.0175"); read-only."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        return usd_string(value)
+
+
+# --- usage ----------------------------------------------------------------------------------------------
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    start = LenientDateField(required=False, help_text="First UTC day, inclusive (default: first day of this month).")
+    end = LenientDateField(required=False, help_text="UTC day after the last one, exclusive (default: first day of next month).")
+    group_by = serializers.ChoiceField(choices=USAGE_GROUPINGS, default="day", help_text="How lines are grouped.")
+
+    def validate(self, attrs):
+        today = timezone.now().date()
+        start = attrs.get("start") or month_start(today)
+        end = attrs.get("end") or (next_month(start) if "start" in attrs else next_month(today))
+        if start >= end:
+            raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
+        if (end - start).days > MAX_USAGE_DAYS:
+            raise serializers.ValidationError({"end": f"The range may span at most {MAX_USAGE_DAYS} days."})
+        return {**attrs, "start": start, "end": end}
+
+
+_USAGE_NUMBERS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd")
+
+
+def _usage_fields(money_total_name: str) -> dict:
+    fields = {name: serializers.IntegerField() for name in _USAGE_NUMBERS}
+    fields.update({name: MoneyField() for name in _USAGE_MONEY})
+    fields[money_total_name] = MoneyField()
+    return fields
+
+
+UsageLineSerializer = type(
+    "UsageLineSerializer",
+    (serializers.Serializer,),
+    {"key": serializers.CharField(help_text="The day (YYYY-MM-DD), model, feature or end-user id; \"\" = unattributed."),
+     **_usage_fields("cost_usd")},
+)
+
+UsageSerializer = type(
+    "UsageSerializer",
+    (serializers.Serializer,),
+    {
+        "tenant": serializers.CharField(),
+        "start": serializers.DateField(),
+        "end": serializers.DateField(),
+        "group_by": serializers.CharField(),
+        "currency": serializers.CharField(),
+        **_usage_fields("total_cost_usd"),
+        "lines": UsageLineSerializer(many=True),
+    },
+)
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+class RunQuerySerializer(serializers.Serializer):
+    tenant = serializers.CharField(required=False, help_text="Tenant slug.")
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    model = serializers.CharField(required=False, max_length=100)
+    feature = serializers.CharField(required=False, max_length=100)
+    user = serializers.CharField(required=False, max_length=200, help_text="End-user id (attribution user_id).")
+    min_cost = serializers.DecimalField(
+        max_digits=24, decimal_places=10, min_value=0, required=False, help_text="Only runs costing at least this (USD)."
+    )
+    start = DateOrDateTimeField(required=False, help_text="Created at or after (YYYY-MM-DD or ISO 8601 datetime, UTC).")
+    end = DateOrDateTimeField(required=False, help_text="Created before (exclusive).")
+    high_cost = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                         help_text="true: only runs over their tenant's high-cost threshold.")
+
+    def validate(self, attrs):
+        if attrs.get("start") and attrs.get("end") and attrs["start"] >= attrs["end"]:
+            raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
+        return attrs
+
+
+class RunSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="openai_id", help_text="The OpenAI id (run_… or resp_…).")
+    tenant = serializers.CharField(source="tenant.slug")
+    thread_id = serializers.CharField(source="thread_openai_id")
+    cost_input_usd = MoneyField()
+    cost_cached_input_usd = MoneyField()
+    cost_output_usd = MoneyField()
+    cost_tools_usd = MoneyField()
+    cost_usd = MoneyField(source="cost_total_usd")
+    model_price_version = serializers.SerializerMethodField()
+    tool_price_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "api", "tenant", "openai_project", "thread_id", "assistant_id", "prompt_id", "model",
+            "service_tier", "status", "created_at", "started_at", "completed_at", "failed_at", "cancelled_at",
+            "expires_at", "error_code", "incomplete_reason", "input_tokens", "cached_input_tokens",
+            "cache_write_tokens", "output_tokens", "reasoning_tokens", "code_interpreter_sessions",
+            "file_search_calls", "web_search_calls", "function_calls", "user_id", "session_id", "feature",
+            "metadata", "cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_usd",
+            "priced", "model_price_version", "tool_price_version", "is_high_cost",
+        ]
+        read_only_fields = fields
+
+    def get_model_price_version(self, run) -> str | None:
+        return run.model_price.version if run.model_price_id else None
+
+    def get_tool_price_version(self, run) -> str | None:
+        return run.tool_price.version if run.tool_price_id else None
+
+
+# --- statements -------------------------------------------------------------------------------------------
+
+
+class StatementLineSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["model", "tool", "vector_storage", "adjustment", "markup"])
+    description = serializers.CharField()
+    source_period = serializers.CharField(allow_null=True, help_text="For adjustments: the closed month they correct.")
+    model = serializers.CharField(allow_null=True)
+    tool = serializers.CharField(allow_null=True)
+    runs = serializers.IntegerField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    cached_input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    reasoning_tokens = serializers.IntegerField(allow_null=True)
+    quantity = serializers.CharField(allow_null=True, help_text="Sessions, calls, GB-days or percent (see unit).")
+    unit = serializers.CharField(allow_null=True)
+    cost_input_usd = serializers.CharField(allow_null=True)
+    cost_cached_input_usd = serializers.CharField(allow_null=True)
+    cost_output_usd = serializers.CharField(allow_null=True)
+    amount_usd = serializers.CharField(help_text="Rounded to cents; the subtotal sums these.")
+    exact_amount_usd = serializers.CharField(help_text="Unrounded, at the ledger's precision.")
+
+
+class StatementSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    external_id = serializers.CharField(allow_blank=True)
+    period = serializers.CharField(help_text="YYYY-MM")
+    period_start = serializers.DateField()
+    period_end = serializers.DateField(help_text="Exclusive.")
+    status = serializers.ChoiceField(choices=["open", "closed"])
+    closed_at = serializers.DateTimeField(allow_null=True)
+    currency = serializers.CharField()
+    runs = serializers.IntegerField()
+    unpriced_runs = serializers.IntegerField()
+    lines = StatementLineSerializer(many=True)
+    subtotal_usd = serializers.CharField()
+    markup_percent = serializers.CharField(allow_null=True)
+    markup_usd = serializers.CharField()
+    total_usd = serializers.CharField()
+
+
+class StatementCloseSerializer(serializers.Serializer):
+    allow_unpriced = serializers.BooleanField(
+        default=False, help_text="Close even though some runs have no price yet (they are billed later as an adjustment)."
+    )

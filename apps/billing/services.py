@@ -1,0 +1,127 @@
+"""Writes for billing: closing a month freezes its statement for good."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.core.services import audit_record
+from apps.core.timeutils import next_month
+
+from . import selectors
+from .models import Statement
+
+
+class StatementCloseError(Exception):
+    """A month that cannot be closed (yet); `code` is the API error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def statement_close(
+    *, tenant, period: dt.date, actor=None, allow_unpriced: bool = False, now: dt.datetime | None = None
+) -> tuple[Statement, bool]:
+    """Freeze a tenant's statement for a month that has ended. Returns (statement, closed_now).
+
+    Idempotent: closing a closed month returns the stored statement unchanged. The JSON and CSV are
+    rendered once here and stored with their hash; nothing ever re-renders a closed statement. Runs that
+    reach the ledger later for this month are billed as adjustments on the next open month.
+    A month with unpriced runs (no price for their model yet) is refused unless `allow_unpriced`,
+    because those runs would be billed at $0 now and only as an adjustment later."""
+    now = now or timezone.now()
+    period = period.replace(day=1)
+    existing = selectors.statement_get_closed(tenant=tenant, period=period)
+    if existing is not None:
+        return existing, False
+    if next_month(period) > now.date():
+        raise StatementCloseError(
+            "period_not_ended", f"{period:%Y-%m} has not ended yet; it can be closed from {next_month(period).isoformat()} (UTC)."
+        )
+    data = selectors.statement_data(tenant=tenant, period=period)
+    document = selectors.statement_document(data, status=Statement.Status.CLOSED, closed_at=now)
+    if document["unpriced_runs"] and not allow_unpriced:
+        raise StatementCloseError(
+            "unpriced_runs",
+            f"{document['unpriced_runs']} run(s) in {period:%Y-%m} use a model with no price. Add the price "
+            f"(POST /api/v1/prices/) and close again, or close with allow_unpriced=true to bill them later as an adjustment.",
+        )
+    frozen_json = selectors.render_json(document)
+    try:
+        with transaction.atomic():
+            statement = Statement.objects.create(
+                tenant=tenant,
+                period=period,
+                status=Statement.Status.CLOSED,
+                closed_at=now,
+                closed_by=getattr(actor, "audit_label", "") or str(actor or ""),
+                total_usd=document["total_usd"],
+                document=selectors.statement_document_for_storage(data),
+                frozen_json=frozen_json,
+                frozen_csv=selectors.render_csv(document),
+                content_hash=selectors.content_hash(frozen_json),
+            )
+            audit_record(
+                action="statement.close", target_type="statement", target_id=f"{tenant.slug}/{period:%Y-%m}",
+                actor=actor, tenant_id=tenant.pk,
+                data={"total_usd": document["total_usd"], "content_hash": statement.content_hash,
+                      "adjustments": len(data.adjustments), "unpriced_runs": document["unpriced_runs"]},
+            )
+    except IntegrityError:
+        # Closed concurrently by another request: theirs is the statement.
+        statement = selectors.statement_get_closed(tenant=tenant, period=period)
+        if statement is None:
+            raise
+        return statement, False
+    return statement, True
+
+
+# The price book's one API write. It lives here because the price API's contract is billing's (issue #8);
+# it only uses pricing's model and leaves rating to pricing/ledger.
+@transaction.atomic
+def model_price_create(
+    *,
+    model: str,
+    effective_from: dt.date,
+    input_usd_per_1m,
+    output_usd_per_1m,
+    cached_input_usd_per_1m=None,
+    cache_write_usd_per_1m=None,
+    source: str = "",
+    verify: bool = False,
+    actor=None,
+):
+    """Add a price version for a model (it applies to runs created on or after `effective_from`), audited."""
+    from apps.pricing.models import ModelPrice
+
+    price = ModelPrice(
+        model=model, effective_from=effective_from, input_usd_per_1m=input_usd_per_1m,
+        cached_input_usd_per_1m=cached_input_usd_per_1m, output_usd_per_1m=output_usd_per_1m,
+        cache_write_usd_per_1m=cache_write_usd_per_1m, source=source, verify=verify,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    price.full_clean()
+    price.save()
+    audit_record(
+        action="price.create", target_type="model_price", target_id=price.version, actor=actor,
+        data={field: str(getattr(price, field)) for field in (
+            "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")},
+    )
+    return price
+
+
+def unpriced_runs_reprice(*, model: str, actor=None) -> int | None:
+    """Rate the unpriced runs a new price now covers (the model and its dated snapshots), through the
+    ledger's re-pricing service. Returns how many runs were newly priced, or None when the ledger does not
+    offer re-pricing."""
+    from apps.ledger import services as ledger_services
+
+    reprice = getattr(ledger_services, "runs_reprice_unpriced", None)
+    if reprice is None:
+        return None
+    result = reprice(models=[model], actor=actor, actor_label="" if actor is not None else "service:price-added")
+    return sum(diff.newly_priced_runs for diff in result.tenants)

@@ -1,0 +1,116 @@
+"""Prices over the REST API: the model price book, listed by anyone who may read, versions added by admin keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from apps.billing import services as billing_services
+from apps.billing.api_support import (
+    ERROR_400,
+    ERROR_409,
+    READ_ERRORS,
+    ApiCursorPagination,
+    Conflict,
+    validate_query,
+)
+from apps.tenants.authentication import CanRead
+
+from .models import ModelPrice
+
+_PRICE = {"max_digits": 14, "decimal_places": 6, "min_value": Decimal("0"), "coerce_to_string": True}
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    """USD per 1M tokens as decimal strings. A null cached (or cache-write) price bills those tokens at the input price."""
+
+    model = serializers.CharField(max_length=100, help_text="A model family (gpt-5.4) or a dated snapshot.")
+    input_usd_per_1m = serializers.DecimalField(**_PRICE)
+    cached_input_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
+    output_usd_per_1m = serializers.DecimalField(**_PRICE)
+    effective_from = serializers.DateField(input_formats=["%Y-%m-%d"],
+                                           help_text="UTC date; applies to runs created on or after it.")
+    cache_write_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
+    source = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    verify = serializers.BooleanField(required=False)
+
+    class Meta:
+        model = ModelPrice
+        fields = [
+            "model", "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "effective_from",
+            "cache_write_usd_per_1m", "source", "verify", "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate_model(self, value):
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("Name the model.")
+        return value
+
+
+class PriceQuerySerializer(serializers.Serializer):
+    model = serializers.CharField(required=False, max_length=100, help_text="Only this model's price versions.")
+
+
+class PricePagination(ApiCursorPagination):
+    ordering = ("model", "-effective_from")
+
+
+PriceCreatedSerializer = inline_serializer(
+    "PriceCreated",
+    fields={
+        **{name: field for name, field in PriceSerializer().get_fields().items()},
+        "repriced_runs": serializers.IntegerField(allow_null=True, help_text="Unpriced runs rated by this price (null: re-pricing unavailable)."),
+    },
+)
+
+
+class PriceListView(GenericAPIView):
+    permission_classes = [CanRead]
+    serializer_class = PriceSerializer
+    pagination_class = PricePagination
+
+    @extend_schema(
+        operation_id="prices_list",
+        summary="Model price versions, by model then newest first",
+        parameters=[PriceQuerySerializer],
+        responses={200: PriceSerializer(many=True), **ERROR_400, **READ_ERRORS},
+        tags=["prices"],
+    )
+    def get(self, request):
+        query = validate_query(PriceQuerySerializer, request)
+        prices = ModelPrice.objects.all()
+        if query.get("model"):
+            prices = prices.filter(model=query["model"])
+        page = self.paginator.paginate_queryset(prices, request, view=self)
+        return self.paginator.get_paginated_response(PriceSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="prices_create",
+        summary="Add a price version for a model (admin key); unpriced runs of that model are re-rated",
+        request=PriceSerializer,
+        responses={201: PriceCreatedSerializer, **ERROR_400, **READ_ERRORS, **ERROR_409},
+        tags=["prices"],
+    )
+    def post(self, request):
+        serializer = PriceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if ModelPrice.objects.filter(model=data["model"], effective_from=data["effective_from"]).exists():
+            raise Conflict(f"{data['model']} already has a price from {data['effective_from']}; prices are versions, add a later date.")
+        try:
+            price = billing_services.model_price_create(actor=request.user, **data)
+        except DjangoValidationError as error:
+            raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
+        except IntegrityError as error:
+            raise Conflict("This model already has a price from that date.") from error
+        body = PriceSerializer(price).data
+        body["repriced_runs"] = billing_services.unpriced_runs_reprice(model=price.model, actor=request.user)
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -1,0 +1,55 @@
+"""The Tenant resource of the REST API (field names are a contract other systems are written against)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from .models import Tenant, slug_validator
+
+CONTRACT_FIELDS = [
+    "slug", "name", "external_id", "thread_retention_days", "vector_store_idle_days", "high_cost_run_usd",
+    "monthly_budget_usd", "legal_hold",
+]
+EXTRA_FIELDS = ["markup_percent", "archive_before_delete", "status", "created_at", "updated_at"]
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    """Validation mirrors the model's; writes go through tenants.services (audited)."""
+
+    slug = serializers.CharField(max_length=63, validators=[slug_validator],
+                                 help_text="Lowercase letters, digits and dashes; cannot be changed later.")
+    name = serializers.CharField(max_length=200)
+    external_id = serializers.CharField(max_length=200, required=False, allow_blank=True,
+                                        help_text="The tenant's id in the billing system.")
+    thread_retention_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
+    vector_store_idle_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
+    high_cost_run_usd = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal("0"), required=False,
+                                                 coerce_to_string=True)
+    monthly_budget_usd = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"), required=False,
+                                                  allow_null=True, coerce_to_string=True)
+    legal_hold = serializers.BooleanField(required=False)
+    markup_percent = serializers.DecimalField(max_digits=6, decimal_places=2, min_value=Decimal("0"),
+                                              max_value=Decimal("1000"), required=False, allow_null=True,
+                                              coerce_to_string=True, help_text="Adds a markup line to statements.")
+    archive_before_delete = serializers.BooleanField(required=False)
+
+    class Meta:
+        model = Tenant
+        fields = CONTRACT_FIELDS + EXTRA_FIELDS
+        read_only_fields = ["status", "created_at", "updated_at"]
+
+    def validate_slug(self, value):
+        if self.instance is not None and value != self.instance.slug:
+            raise serializers.ValidationError("A tenant's slug cannot be changed.")
+        if self.instance is None and Tenant.objects.filter(slug=value).exists():
+            raise serializers.ValidationError("A tenant with this slug already exists.")
+        return value
+
+
+class TenantUpdateSerializer(TenantSerializer):
+    """PATCH: every field optional."""
+
+    slug = serializers.CharField(max_length=63, required=False)
+    name = serializers.CharField(max_length=200, required=False)

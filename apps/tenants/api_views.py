@@ -1,0 +1,101 @@
+"""Tenants over the REST API: list and read within the key's scope; create and change with an admin key."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from apps.billing.api_support import (
+    ERROR_400,
+    ERROR_404,
+    ERROR_409,
+    READ_ERRORS,
+    ApiCursorPagination,
+    Conflict,
+)
+
+from .api import TenantScopedAPIMixin
+from .api_serializers import TenantSerializer, TenantUpdateSerializer
+from .selectors import tenants_visible
+from .services import tenant_create, tenant_update
+
+SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Tenant slug.")
+
+
+class TenantPagination(ApiCursorPagination):
+    ordering = "slug"
+
+
+def _saved(write):
+    """Run a service write, turning the model's own validation into the API's 400/409."""
+    try:
+        return write()
+    except DjangoValidationError as error:
+        raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
+    except IntegrityError as error:
+        raise Conflict("A tenant with this slug already exists.") from error
+
+
+class TenantListView(TenantScopedAPIMixin, GenericAPIView):
+    serializer_class = TenantSerializer
+    pagination_class = TenantPagination
+
+    @extend_schema(
+        operation_id="tenants_list",
+        summary="Tenants the key may see (a tenant-bound key sees only its own)",
+        responses={200: TenantSerializer(many=True), **ERROR_400, **READ_ERRORS},
+        tags=["tenants"],
+    )
+    def get(self, request):
+        page = self.paginator.paginate_queryset(tenants_visible(self.tenant_scope).order_by("slug"), request, view=self)
+        return self.paginator.get_paginated_response(TenantSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="tenants_create",
+        summary="Create a tenant (admin key not bound to a tenant); only slug and name are required",
+        request=TenantSerializer,
+        responses={201: TenantSerializer, **ERROR_400, **READ_ERRORS, **ERROR_409},
+        tags=["tenants"],
+    )
+    def post(self, request):
+        if not self.tenant_scope.is_every_tenant:
+            raise exceptions.PermissionDenied("A tenant-bound key cannot create tenants.")
+        serializer = TenantSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = _saved(lambda: tenant_create(actor=request.user, **serializer.validated_data))
+        return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
+
+
+class TenantDetailView(TenantScopedAPIMixin, GenericAPIView):
+    serializer_class = TenantSerializer
+
+    @extend_schema(
+        operation_id="tenants_retrieve",
+        summary="One tenant",
+        parameters=[SLUG],
+        responses={200: TenantSerializer, **READ_ERRORS, **ERROR_404},
+        tags=["tenants"],
+    )
+    def get(self, request, slug: str):
+        return Response(TenantSerializer(self.get_tenant(slug)).data)
+
+    @extend_schema(
+        operation_id="tenants_partial_update",
+        summary="Change a tenant's name, billing id or policies (admin key)",
+        parameters=[SLUG],
+        request=TenantUpdateSerializer,
+        responses={200: TenantSerializer, **ERROR_400, **READ_ERRORS, **ERROR_404},
+        tags=["tenants"],
+    )
+    def patch(self, request, slug: str):
+        tenant = self.get_tenant(slug)
+        serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = {field: value for field, value in serializer.validated_data.items() if field != "slug"}
+        tenant = _saved(lambda: tenant_update(tenant=tenant, actor=request.user, **changes))
+        return Response(TenantSerializer(tenant).data)

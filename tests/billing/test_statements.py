@@ -1,0 +1,219 @@
+"""Monthly statements: lines that add up to the ledger, close freezes bytes for good, late runs become one
+adjustment on the next open month, CSV, ETags and the close rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from apps.core.models import AuditEvent
+from apps.core.money import round_cents
+from apps.ledger.models import Run
+from tests.conftest import bearer
+
+from .conftest import assistants_run, at, response
+
+pytestmark = pytest.mark.django_db
+
+
+def url(slug: str, period: str, suffix: str = "/") -> str:
+    return f"/api/v1/tenants/{slug}/statements/{period}{suffix}"
+
+
+def get_json(client, key, slug, period):
+    response = client.get(url(slug, period), **bearer(key))
+    assert response.status_code == 200, response.content
+    return json.loads(response.content)
+
+
+def close(client, key, slug, period, **body):
+    return client.post(url(slug, period, "/close"), body, format="json", **bearer(key))
+
+
+def lines_of(document, line_type):
+    return [line for line in document["lines"] if line["type"] == line_type]
+
+
+def ledger_cost(tenant, start, end) -> Decimal:
+    return sum(
+        (run.cost_total_usd for run in Run.objects.for_tenant(tenant).filter(created_at__gte=start, created_at__lt=end)),
+        Decimal(0),
+    )
+
+
+def test_statement_lines_add_up_exactly_to_the_ledger_runs_of_the_month(api_client, billing_key, tenant, ledger):
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+    assert document["status"] == "open" and document["period_start"] == "2026-01-01" and document["period_end"] == "2026-02-01"
+    january = ledger["acme_jan"]
+    exact = sum((Decimal(line["exact_amount_usd"]) for line in document["lines"]), Decimal(0))
+    assert exact == sum((run.cost_total_usd for run in january), Decimal(0))
+    assert document["runs"] == 3
+    by_model = {line["model"]: line for line in lines_of(document, "model")}
+    assert set(by_model) == {"gpt-5.4", "gpt-4.1"}
+    gpt41 = [run for run in january if run.model == "gpt-4.1"]
+    assert by_model["gpt-4.1"]["runs"] == 2
+    assert by_model["gpt-4.1"]["input_tokens"] == sum(run.input_tokens for run in gpt41)
+    assert by_model["gpt-4.1"]["cached_input_tokens"] == 20_000
+    assert Decimal(by_model["gpt-4.1"]["cost_cached_input_usd"]) == sum((run.cost_cached_input_usd for run in gpt41), Decimal(0))
+    tools = {line["tool"]: line for line in lines_of(document, "tool")}
+    assert tools["code_interpreter"]["quantity"] == "1" and tools["code_interpreter"]["unit"] == "session"
+    assert tools["file_search"]["quantity"] == "3" and tools["web_search"]["quantity"] == "2"
+    assert sum((Decimal(line["exact_amount_usd"]) for line in tools.values()), Decimal(0)) == sum(
+        (run.cost_tools_usd for run in january), Decimal(0)
+    )
+    storage = lines_of(document, "vector_storage")
+    assert storage == [storage[0]] and storage[0]["quantity"] == "0" and storage[0]["unit"] == "GB-day"
+    # Invoice rounding: each line to cents, the subtotal is the sum of the rounded lines.
+    assert Decimal(document["subtotal_usd"]) == sum((Decimal(line["amount_usd"]) for line in document["lines"]), Decimal(0))
+    assert all(Decimal(line["amount_usd"]) == round_cents(Decimal(line["exact_amount_usd"])) for line in document["lines"])
+    assert document["total_usd"] == document["subtotal_usd"] and document["markup_usd"] == "0.00"
+
+
+def test_markup_line_is_a_percentage_of_the_subtotal(api_client, billing_key, tenant, ledger):
+    tenant.markup_percent = Decimal("12.50")
+    tenant.save()
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+    subtotal = Decimal(document["subtotal_usd"])
+    [markup] = lines_of(document, "markup")
+    assert markup["quantity"] == "12.50" and markup["unit"] == "percent"
+    assert Decimal(document["markup_usd"]) == round_cents(subtotal * Decimal("0.125")) == Decimal(markup["amount_usd"])
+    assert Decimal(document["total_usd"]) == subtotal + Decimal(document["markup_usd"])
+
+
+def test_vector_storage_line_reads_the_lifecycle_metering(api_client, billing_key, tenant, other_tenant, ledger):
+    from apps.lifecycle.models import StorageMeter
+
+    StorageMeter.objects.create(tenant=tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
+    StorageMeter.objects.create(tenant=tenant, day=at(2026, 1, 4).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
+    StorageMeter.objects.create(tenant=tenant, day=at(2026, 2, 1).date(), gb_days=Decimal("9"), cost_usd=Decimal("0.8"))
+    StorageMeter.objects.create(tenant=other_tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("7"), cost_usd=Decimal("0.6"))
+    [storage] = lines_of(get_json(api_client, billing_key, "acme", "2026-01"), "vector_storage")
+    assert storage["quantity"] == "5" and storage["exact_amount_usd"] == "0.30" and storage["amount_usd"] == "0.30"
+
+
+def test_closed_statement_is_byte_for_byte_the_same_after_late_runs_and_next_month_adjusts(
+    api_client, billing_key, admin_key, tenant, ledger
+):
+    before_close = get_json(api_client, billing_key, "acme", "2026-01")
+    closed = close(api_client, admin_key, "acme", "2026-01")
+    assert closed.status_code == 200, closed.content
+    assert closed["X-Closed-Now"] == "true"
+    frozen_json = api_client.get(url("acme", "2026-01"), **bearer(billing_key))
+    frozen_csv = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    assert frozen_json.content == closed.content
+    document = json.loads(frozen_json.content)
+    assert document["status"] == "closed" and document["closed_at"]
+    assert document["lines"] == before_close["lines"] and document["total_usd"] == before_close["total_usd"]
+
+    late = response(tenant, at(2026, 1, 20), model="gpt-4.1", input_tokens=400_000, output_tokens=30_000,
+                     attribution={"feature": "late"})
+    late_again = assistants_run(tenant, at(2026, 1, 21), model="gpt-5.4", prompt_tokens=1_000, completion_tokens=50)
+
+    after_json = api_client.get(url("acme", "2026-01"), **bearer(billing_key))
+    after_csv = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    assert after_json.content == frozen_json.content
+    assert after_csv.content == frozen_csv.content
+    assert after_json["ETag"] == frozen_json["ETag"]
+    assert close(api_client, admin_key, "acme", "2026-01").content == closed.content  # idempotent
+
+    february = get_json(api_client, billing_key, "acme", "2026-02")
+    adjustments = {line["model"]: line for line in lines_of(february, "adjustment")}
+    assert set(adjustments) == {"gpt-4.1", "gpt-5.4"}
+    assert adjustments["gpt-4.1"]["source_period"] == "2026-01"
+    assert adjustments["gpt-4.1"]["runs"] == 1 and adjustments["gpt-4.1"]["input_tokens"] == 400_000
+    assert Decimal(adjustments["gpt-4.1"]["exact_amount_usd"]) == late.cost_total_usd
+    assert Decimal(adjustments["gpt-5.4"]["exact_amount_usd"]) == late_again.cost_total_usd
+    own = sum((Decimal(line["exact_amount_usd"]) for line in february["lines"] if line["type"] != "adjustment"), Decimal(0))
+    assert own == sum((run.cost_total_usd for run in ledger["acme_feb"]), Decimal(0))
+    # Frozen January plus the adjustment is exactly what the ledger now holds for January.
+    january_now = ledger_cost(tenant, at(2026, 1, 1, 0), at(2026, 2, 1, 0))
+    assert Decimal(document["subtotal_usd"]) != january_now
+    frozen_exact = sum((Decimal(line["exact_amount_usd"]) for line in document["lines"]), Decimal(0))
+    adjusted_exact = sum((Decimal(line["exact_amount_usd"]) for line in adjustments.values()), Decimal(0))
+    assert frozen_exact + adjusted_exact == january_now
+
+
+def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billing_key, admin_key, tenant, ledger):
+    assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
+    first_late = response(tenant, at(2026, 1, 15), model="gpt-4.1", input_tokens=100_000, output_tokens=1_000)
+
+    # March is not the next open month while February is open: the adjustment belongs to February only.
+    assert lines_of(get_json(api_client, billing_key, "acme", "2026-03"), "adjustment") == []
+    assert close(api_client, admin_key, "acme", "2026-02").status_code == 200
+    february = json.loads(api_client.get(url("acme", "2026-02"), **bearer(billing_key)).content)
+    [carried] = lines_of(february, "adjustment")
+    assert Decimal(carried["exact_amount_usd"]) == first_late.cost_total_usd
+
+    # February is closed and already carried the first late run: March owes nothing for January yet.
+    assert lines_of(get_json(api_client, billing_key, "acme", "2026-03"), "adjustment") == []
+
+    second_late = response(tenant, at(2026, 1, 16), model="gpt-4.1", input_tokens=3_000, output_tokens=300)
+    late_feb = assistants_run(tenant, at(2026, 2, 10), model="gpt-5.4", prompt_tokens=5_000, completion_tokens=500)
+    march = get_json(api_client, billing_key, "acme", "2026-03")
+    adjustments = {(line["source_period"], line["model"]): line for line in lines_of(march, "adjustment")}
+    assert set(adjustments) == {("2026-01", "gpt-4.1"), ("2026-02", "gpt-5.4")}
+    assert adjustments[("2026-01", "gpt-4.1")]["runs"] == 1
+    assert Decimal(adjustments[("2026-01", "gpt-4.1")]["exact_amount_usd"]) == second_late.cost_total_usd
+    assert Decimal(adjustments[("2026-02", "gpt-5.4")]["exact_amount_usd"]) == late_feb.cost_total_usd
+
+
+def test_csv_has_the_same_lines_and_total_by_path_and_by_format(api_client, billing_key, tenant, ledger):
+    by_path = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    by_format = api_client.get(url("acme", "2026-01") + "?format=csv", **bearer(billing_key))
+    assert by_path.status_code == 200 and by_path["Content-Type"].startswith("text/csv")
+    assert by_path.content == by_format.content
+    rows = list(csv.DictReader(io.StringIO(by_path.content.decode())))
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+    assert [row["type"] for row in rows] == [line["type"] for line in document["lines"]] + ["total"]
+    assert rows[-1]["amount_usd"] == document["total_usd"]
+    assert sum((Decimal(row["amount_usd"]) for row in rows[:-1]), Decimal(0)) == Decimal(document["total_usd"])
+    assert 'filename="acme-2026-01.csv"' in by_path["Content-Disposition"]
+
+
+def test_if_none_match_gives_304_until_the_statement_changes(api_client, billing_key, tenant, ledger):
+    first = api_client.get(url("acme", "2026-01"), **bearer(billing_key))
+    etag = first["ETag"]
+    again = api_client.get(url("acme", "2026-01"), HTTP_IF_NONE_MATCH=etag, **bearer(billing_key))
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    response(tenant, at(2026, 1, 12), model="gpt-4.1")
+    changed = api_client.get(url("acme", "2026-01"), HTTP_IF_NONE_MATCH=etag, **bearer(billing_key))
+    assert changed.status_code == 200 and changed["ETag"] != etag
+    csv_first = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    assert api_client.get(url("acme", "2026-01", ".csv"), HTTP_IF_NONE_MATCH=csv_first["ETag"],
+                          **bearer(billing_key)).status_code == 304
+
+
+def test_closing_is_audited_and_refuses_months_that_have_not_ended(api_client, admin_key, tenant, ledger):
+    this_month = timezone.now().strftime("%Y-%m")
+    refused = close(api_client, admin_key, "acme", this_month)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "period_not_ended"
+    assert close(api_client, admin_key, "acme", "2099-01").status_code == 409
+    assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
+    event = AuditEvent.objects.get(action="statement.close")
+    assert event.target_id == "acme/2026-01" and event.tenant_id == tenant.pk and event.actor_label.startswith("api-key:")
+
+
+def test_closing_a_month_with_unpriced_runs_needs_allow_unpriced(api_client, admin_key, billing_key, tenant, ledger):
+    run = assistants_run(tenant, at(2026, 1, 10), model="gpt-unknown-model")
+    assert run.priced is False
+    refused = close(api_client, admin_key, "acme", "2026-01")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "unpriced_runs"
+    assert get_json(api_client, billing_key, "acme", "2026-01")["unpriced_runs"] == 1
+    closed = close(api_client, admin_key, "acme", "2026-01", allow_unpriced=True)
+    assert closed.status_code == 200 and json.loads(closed.content)["unpriced_runs"] == 1
+
+
+def test_only_admin_keys_close_and_bad_periods_are_400(api_client, billing_key, ingest_key, admin_key, tenant, ledger):
+    assert close(api_client, billing_key, "acme", "2026-01").status_code == 403
+    assert close(api_client, ingest_key, "acme", "2026-01").status_code == 403
+    for bad in ("2026-13", "2026-1", "26-01", "january"):
+        answer = api_client.get(url("acme", bad), **bearer(billing_key))
+        assert answer.status_code == 400 and answer.json()["error"]["field"] == "period", bad
+    answer = close(api_client, admin_key, "acme", "2026-00")
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "period"
+    assert api_client.post(url("acme", "2026-01", "/close"), [1], format="json", **bearer(admin_key)).status_code == 400

@@ -1,0 +1,136 @@
+"""GET /api/v1/tenants/{slug}/usage/: totals and lines equal the ledger's runs exactly, for any range and grouping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+from apps.ledger.models import Run
+from tests import builders
+from tests.conftest import bearer
+
+from .conftest import at, ingest
+
+pytestmark = pytest.mark.django_db
+
+COUNTS = ("runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd")
+
+
+def usage(client, key, slug="acme", **params):
+    return client.get(f"/api/v1/tenants/{slug}/usage/", params, **bearer(key))
+
+
+def expected_from_runs(tenant, start: dt.date, end: dt.date, group_by: str) -> dict:
+    """The same numbers computed independently from the ledger's run rows."""
+    runs = Run.objects.for_tenant(tenant).filter(
+        created_at__gte=dt.datetime.combine(start, dt.time(), dt.UTC), created_at__lt=dt.datetime.combine(end, dt.time(), dt.UTC)
+    )
+    lines: dict[str, dict] = defaultdict(lambda: {**{name: 0 for name in COUNTS}, **{name: Decimal(0) for name in MONEY}, "cost_usd": Decimal(0)})
+    for run in runs:
+        key = {"day": run.created_at.date().isoformat(), "model": run.model, "feature": run.feature, "user": run.user_id}[group_by]
+        line = lines[key]
+        line["runs"] += 1
+        for name in COUNTS[1:]:
+            line[name] += getattr(run, name)
+        for name in MONEY:
+            line[name] += getattr(run, name)
+        line["cost_usd"] += run.cost_total_usd
+    return dict(lines)
+
+
+def test_usage_totals_and_lines_equal_the_ledger_runs_for_random_ranges_and_groupings(api_client, billing_key, tenant, other_tenant):
+    rng = random.Random(20260108)
+    models = ["gpt-5.4", "gpt-4.1", "gpt-5-mini", "gpt-4o"]
+    objects = []
+    for _ in range(80):
+        created = at(2026, 3, 1) + dt.timedelta(minutes=rng.randrange(0, 60 * 24 * 75))
+        attribution = {"user_id": rng.choice(["", "u1", "u2", "u3"]), "feature": rng.choice(["", "chat", "search"])}
+        if rng.random() < 0.5:
+            obj = builders.assistants_run(created_at=created, thread_id="thread_acme", model=rng.choice(models), prompt_tokens=rng.randrange(0, 200_000),
+                                          completion_tokens=rng.randrange(0, 20_000), code_interpreter=rng.random() < 0.2,
+                                          status=rng.choice(["completed", "completed", "failed", "cancelled"]))
+        else:
+            input_tokens = rng.randrange(0, 200_000)
+            output_tokens = rng.randrange(0, 20_000)
+            obj = builders.response(created_at=created, model=rng.choice(models), input_tokens=input_tokens,
+                                    cached_tokens=rng.randrange(0, input_tokens + 1), output_tokens=output_tokens,
+                                    reasoning_tokens=rng.randrange(0, output_tokens + 1), web_search_calls=rng.randrange(0, 3),
+                                    file_search_calls=rng.randrange(0, 3))
+        objects.append((obj, attribution))
+    for obj, attribution in objects:
+        ingest(tenant, obj, **attribution)
+    ingest(other_tenant, builders.response(created_at=at(2026, 3, 10), model="gpt-4.1", input_tokens=77_777))
+
+    for _ in range(30):
+        start = dt.date(2026, 2, 20) + dt.timedelta(days=rng.randrange(0, 80))
+        end = start + dt.timedelta(days=rng.randrange(1, 40))
+        group_by = rng.choice(["day", "model", "feature", "user"])
+        answer = usage(api_client, billing_key, start=start.isoformat(), end=end.isoformat(), group_by=group_by)
+        assert answer.status_code == 200, answer.content
+        body = answer.json()
+        expected = expected_from_runs(tenant, start, end, group_by)
+        assert [line["key"] for line in body["lines"]] == sorted(expected)
+        for line in body["lines"]:
+            want = expected[line["key"]]
+            assert {name: line[name] for name in COUNTS} == {name: want[name] for name in COUNTS}
+            assert {name: Decimal(line[name]) for name in (*MONEY, "cost_usd")} == {name: want[name] for name in (*MONEY, "cost_usd")}
+        assert body["runs"] == sum(line["runs"] for line in expected.values())
+        assert body["reasoning_tokens"] == sum(line["reasoning_tokens"] for line in expected.values())
+        assert Decimal(body["total_cost_usd"]) == sum((line["cost_usd"] for line in expected.values()), Decimal(0))
+        assert body["start"] == start.isoformat() and body["end"] == end.isoformat() and body["currency"] == "USD"
+
+
+def test_usage_money_is_decimal_strings_and_end_is_exclusive(api_client, billing_key, tenant):
+    [run] = ingest(tenant, builders.assistants_run(created_at=at(2026, 4, 2, 23, 59), thread_id="thread_acme", model="gpt-5.4",
+                                                   prompt_tokens=1_000_000, completion_tokens=100_000))
+    ingest(tenant, builders.assistants_run(created_at=at(2026, 4, 3, 0, 0), model="gpt-5.4"))
+    body = usage(api_client, billing_key, start="2026-04-02", end="2026-04-03", group_by="model").json()
+    assert body["runs"] == 1
+    assert body["total_cost_usd"] == "4.00" and run.cost_total_usd == Decimal("4")
+    assert body["lines"] == [{
+        "key": "gpt-5.4", "runs": 1, "unpriced_runs": 0, "input_tokens": 1_000_000, "cached_input_tokens": 0,
+        "output_tokens": 100_000, "reasoning_tokens": 0, "cost_input_usd": "2.50", "cost_cached_input_usd": "0.00",
+        "cost_output_usd": "1.50", "cost_tools_usd": "0.00", "cost_usd": "4.00",
+    }]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"start": "2026-13-01", "end": "2026-02-01"}, "start"),
+        ({"start": "2026-01-01", "end": "yesterday"}, "end"),
+        ({"start": "2026-01-01T00:00:00", "end": "2026-02-01"}, "start"),
+        ({"start": "2026-02-01", "end": "2026-02-01"}, "end"),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "end"),
+        ({"start": "2024-01-01", "end": "2025-06-01"}, "end"),
+        ({"start": "2026-01-01", "end": "2026-02-01", "group_by": "tenant"}, "group_by"),
+    ],
+)
+def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):
+    answer = usage(api_client, billing_key, **params)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"] == field and answer.json()["error"]["code"] == "invalid"
+
+
+def test_usage_has_an_etag_and_answers_304(api_client, billing_key, tenant):
+    ingest(tenant, builders.assistants_run(created_at=at(2026, 4, 2)))
+    first = usage(api_client, billing_key, start="2026-04-01", end="2026-05-01")
+    again = api_client.get("/api/v1/tenants/acme/usage/", {"start": "2026-04-01", "end": "2026-05-01"},
+                           HTTP_IF_NONE_MATCH=first["ETag"], **bearer(billing_key))
+    assert again.status_code == 304
+    ingest(tenant, builders.assistants_run(created_at=at(2026, 4, 3)))
+    changed = api_client.get("/api/v1/tenants/acme/usage/", {"start": "2026-04-01", "end": "2026-05-01"},
+                             HTTP_IF_NONE_MATCH=first["ETag"], **bearer(billing_key))
+    assert changed.status_code == 200 and json.loads(changed.content)["runs"] == 2
+
+
+def test_usage_defaults_to_this_month_by_day(api_client, billing_key, tenant):
+    body = usage(api_client, billing_key).json()
+    assert body["group_by"] == "day" and body["start"].endswith("-01") and body["lines"] == []
+    assert body["total_cost_usd"] == "0.00"
