@@ -227,6 +227,21 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
         return outcome
 
 
+def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict) -> dict[int, str]:
+    """The ledger ingest hook: one batch of vector store / file / container events, each with the tenant the
+    ingest resolved. Answers in the ingest's vocabulary (created | updated | unchanged); a resource already
+    owned by another tenant is left as it is (only staff re-assign) and logged."""
+    tenants = Tenant.objects.in_bulk(set(tenant_id_by_index.values()))
+    outcomes = {}
+    for index, record in records.items():
+        obj = dict(getattr(record, "raw", None) or record)
+        outcome = resources_record(tenant=tenants.get(tenant_id_by_index.get(index)), obj=obj)
+        if outcome == "tenant_conflict":
+            logger.warning("ingest: %s %s belongs to another tenant; not re-assigned", obj.get("object"), obj.get("id"))
+        outcomes[index] = outcome if outcome in ("created", "updated") else "unchanged"
+    return outcomes
+
+
 def _resource_fields(kind: str, obj: dict) -> dict:
     created_at = _moment(obj.get("created_at")) or timezone.now()
     if kind == ResourceType.VECTOR_STORE:
@@ -1126,35 +1141,25 @@ def _savings_by_tenant(day: dt.date) -> dict[int | None, Decimal]:
 
 def runs_requires_action_watch(*, now: dt.datetime | None = None) -> dict[str, int]:
     """Flag runs waiting in requires_action for longer than REQUIRES_ACTION_WARN_MINUTES, before OpenAI
-    expires them at 10 minutes; a run already past its expiry is flagged as wasted spend. One alert per run
-    (the alert's cause key), however often the watch sees it."""
-    from apps.alerts.services import alert_raise
+    expires them at 10 minutes (the alerts app's scan, one alert per run), and flag runs still recorded as
+    requires_action past their expiry as wasted spend (the same cause key the ledger uses when it later
+    learns the run expired, so it is never alerted twice)."""
+    from apps.alerts.services import alert_raise, alerts_requires_action_scan
 
     now = now or timezone.now()
-    warn = dt.timedelta(minutes=setting("REQUIRES_ACTION_WARN_MINUTES"))
-    flagged = expired = 0
-    waiting = Run.objects.unscoped().filter(status=RunStatus.REQUIRES_ACTION).select_related("tenant")
-    for run in waiting.iterator():
-        since = run.started_at or run.created_at
-        expires_at = run.expires_at or (since + dt.timedelta(minutes=10))
-        if expires_at <= now:
-            alert_raise(
-                tenant=run.tenant, kind="wasted_spend", severity="warning",
-                cause_key=f"requires_action_expired:{run.openai_id}",
-                title=f"Run {run.openai_id} expired waiting for tool outputs",
-                message=(f"The run sat in requires_action past its expiry at {expires_at:%H:%M:%S} UTC; its tokens "
-                         f"(${run.cost_total_usd}) are wasted spend."),
-                data={"run": run.openai_id, "expires_at": expires_at.isoformat(), "cost_usd": str(run.cost_total_usd)},
-            )
-            expired += 1
-        elif now - since >= warn:
-            alert_raise(
-                tenant=run.tenant, kind="requires_action_expiring", severity="warning",
-                cause_key=f"requires_action:{run.openai_id}",
-                title=f"Run {run.openai_id} waits for tool outputs; expires at {expires_at:%H:%M:%S} UTC",
-                message=(f"Waiting {int((now - since).total_seconds() // 60)} minutes in requires_action; "
-                         f"submit tool outputs before {expires_at:%H:%M:%S} UTC or the run expires and its tokens are wasted."),
-                data={"run": run.openai_id, "thread": run.thread_openai_id, "expires_at": expires_at.isoformat()},
-            )
-            flagged += 1
+    flagged = len(alerts_requires_action_scan())
+    expired = 0
+    overdue = (Run.objects.unscoped().filter(status=RunStatus.REQUIRES_ACTION, expires_at__lte=now)
+               .order_by("expires_at").values("openai_id", "tenant_id", "expires_at", "cost_total_usd")[:5000])
+    for run in overdue:
+        created = alert_raise(
+            tenant=run["tenant_id"], kind="wasted_spend", severity="warning",
+            cause_key=f"wasted_spend:{run['openai_id']}",
+            title=f"Run {run['openai_id']} expired waiting for tool outputs",
+            message=(f"It sat in requires_action past its expiry at {run['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
+                     f"what it cost (${run['cost_total_usd']}) is wasted spend."),
+            data={"run": run["openai_id"], "status": "expired", "expires_at": run["expires_at"].isoformat(),
+                  "cost_usd": str(run["cost_total_usd"])},
+        )
+        expired += created is not None
     return {"flagged": flagged, "expired": expired}
