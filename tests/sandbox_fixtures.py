@@ -1,1 +1,91 @@
-"""Fixtures that start the OpenAI sandbox for a test (filled in by the sandbox work)."""
+"""Fixtures that start the OpenAI sandbox for a test: `sandbox` (a fresh server on a free port with a
+frozen, controllable clock), `openai_client` (the real SDK pointed at it, strict validation on) and
+`provider` (RunLedger's OpenAIProvider for it, with settings pointing the default provider there too)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from apps.sandbox.clock import SandboxClock
+from apps.sandbox.server import Sandbox, SandboxServer
+
+
+@dataclass
+class RunningSandbox:
+    sandbox: Sandbox
+    server: SandboxServer
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def api_key(self) -> str:
+        return self.sandbox.api_key
+
+    @property
+    def admin_key(self) -> str:
+        return self.sandbox.admin_key
+
+    @property
+    def state(self):
+        return self.sandbox.state
+
+    @property
+    def clock(self) -> SandboxClock:
+        return self.sandbox.clock
+
+    @property
+    def faults(self):
+        return self.sandbox.faults
+
+    def load_scenario(self, **options) -> dict:
+        return self.sandbox.load_scenario(**options)
+
+    def export(self) -> dict:
+        return self.sandbox.export()
+
+    def advance(self, seconds: float) -> float:
+        return self.clock.advance(seconds)
+
+
+@pytest.fixture
+def sandbox():
+    """A fresh sandbox for one test. Its clock is frozen at the current second: runs move only when the
+    test calls `sandbox.clock.advance(...)` (or `sandbox.advance(...)`)."""
+    instance = Sandbox(seed=1234, clock=SandboxClock(frozen_at=float(int(time.time()))))
+    server = SandboxServer(instance).start()
+    try:
+        yield RunningSandbox(sandbox=instance, server=server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def openai_client(sandbox):
+    import openai  # the SDK itself, unmodified, with strict response validation
+
+    client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, admin_api_key=sandbox.admin_key,
+                           _strict_response_validation=True, max_retries=0, timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def provider(sandbox, settings):
+    """RunLedger's OpenAI wrapper for this sandbox; `OpenAIProvider.default()` points there too."""
+    from apps.provider.client import OpenAIProvider
+
+    settings.OPENAI_BASE_URL = sandbox.base_url
+    settings.OPENAI_API_KEY = sandbox.api_key
+    settings.OPENAI_ADMIN_KEY = sandbox.admin_key
+    settings.OPENAI_PROJECT_ID = "proj_default"
+    return OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, admin_key=sandbox.admin_key,
+                          project_id="proj_default", backoff_base=0.01, backoff_cap=0.05, rate_limiter=None)
