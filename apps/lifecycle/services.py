@@ -461,6 +461,7 @@ def sweep_create(
     if kind not in SweepKind.values:
         raise SweepRefused(f"kind must be one of {', '.join(SweepKind.values)}.")
     if preview_of is not None:
+        preview_of.refresh_from_db()
         if not preview_of.dry_run or preview_of.kind != kind:
             raise SweepRefused("preview_of must be a dry run of the same kind.")
         if preview_of.status != Sweep.Status.FINISHED:

@@ -1,0 +1,177 @@
+"""The sweep engine's bookkeeping with an in-memory provider: boundaries, dry run vs real run, legal hold,
+resumption after a crash with no double delete and no skipped item, transient errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from apps.ledger.models import Thread
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, Sweep, SweepItem
+
+from .fakes import FakeProvider
+
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+def _thread(tenant, openai_id, *, days_idle: float, provider: FakeProvider, kind="thread"):
+    last = NOW - dt.timedelta(days=days_idle)
+    row = Thread.objects.create(tenant=tenant, openai_id=openai_id, kind=kind, created_at=last, last_activity_at=last)
+    if kind == "thread":
+        provider.add_thread(openai_id, last)
+    else:
+        provider.conversations[openai_id] = {"id": openai_id, "object": "conversation", "created_at": int(last.timestamp())}
+    return row
+
+
+def _run(sweep, provider):
+    return services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda s: None)
+
+
+@pytest.fixture
+def provider():
+    return FakeProvider()
+
+
+@pytest.fixture
+def policies(tenant, other_tenant):
+    tenant.thread_retention_days = 30
+    tenant.save()
+    other_tenant.thread_retention_days = 30
+    other_tenant.legal_hold = True
+    other_tenant.save()
+    return tenant, other_tenant
+
+
+def test_thread_one_day_inside_retention_survives_and_one_day_outside_is_deleted(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_keep", days_idle=29, provider=provider)
+    _thread(tenant, "thread_old", days_idle=31, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    result = _run(sweep, provider)
+    assert result.status == "finished"
+    assert provider.deletes == ["thread_old"]
+    assert Thread.objects.unscoped().get(openai_id="thread_keep").status == "active"
+    old = Thread.objects.unscoped().get(openai_id="thread_old")
+    assert old.status == "deleted" and old.deleted_at is not None and "thread_retention_days=30" in old.deletion_reason
+    audit = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert (audit.openai_id, audit.outcome, audit.tenant_id) == ("thread_old", Outcome.DELETED, tenant.pk)
+
+
+def test_legal_hold_tenant_is_never_swept_even_when_everything_is_expired(policies, provider):
+    _, held = policies
+    _thread(held, "thread_held", days_idle=400, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    _run(sweep, provider)
+    assert provider.deletes == []
+    with pytest.raises(services.SweepRefused):
+        services.sweep_create(kind="threads", tenant=held, as_of=NOW)
+
+
+def test_legal_hold_set_after_planning_is_honoured_before_delete(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    services._plan_step(sweep)
+    tenant.legal_hold = True
+    tenant.save()
+    _run(sweep, provider)
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+
+
+def test_dry_run_deletes_nothing_and_its_confirmation_deletes_exactly_its_list(policies, provider):
+    tenant, _ = policies
+    for i in range(5):
+        _thread(tenant, f"thread_{i}", days_idle=31 + i, provider=provider)
+    _thread(tenant, "thread_fresh", days_idle=1, provider=provider)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    listed = set(SweepItem.objects.unscoped().filter(sweep=preview, outcome=Outcome.WOULD_DELETE).values_list("openai_id", flat=True))
+    assert provider.deletes == [] and len(provider.threads) == 6
+    assert Thread.objects.for_tenant(tenant).filter(status="active").count() == 6
+    real = services.sweep_create(kind="threads", preview_of=preview)
+    _run(real, provider)
+    assert set(provider.deletes) == listed == {f"thread_{i}" for i in range(5)}
+
+
+def test_thread_used_during_the_sweep_survives_the_recheck(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_revived", days_idle=45, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    services._plan_step(sweep)
+    provider.runs["thread_revived"] = [{"id": "run_x", "created_at": int((NOW - dt.timedelta(hours=1)).timestamp())}]
+    _run(sweep, provider)
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
+
+
+def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_gone", days_idle=45, provider=provider)
+    del provider.threads["thread_gone"]
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    _run(sweep, provider)
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.ALREADY_GONE
+    assert Thread.objects.unscoped().get(openai_id="thread_gone").status == "deleted"
+
+
+def test_sweep_killed_after_a_delete_resumes_without_double_delete_or_skipped_item(policies, provider, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_SWEEP_BATCH_SIZE = 3
+    settings.LIFECYCLE_ITEM_LEASE_SECONDS = 0
+    settings.LIFECYCLE_SWEEP_STALE_SECONDS = 0
+    ids = [f"thread_{i:02d}" for i in range(10)]
+    for openai_id in ids:
+        _thread(tenant, openai_id, days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    provider.fail_after_deletes = 5
+    with pytest.raises(KeyboardInterrupt):
+        _run(sweep, provider)
+    assert len(provider.deletes) == 5
+    sweep.refresh_from_db()
+    assert sweep.status == Sweep.Status.RUNNING
+    assert services.sweeps_reap() == [sweep.pk]
+    result = _run(sweep, provider)
+    assert result.status == "finished"
+    assert sorted(provider.deletes) == ids  # each exactly once
+    outcomes = dict(SweepItem.objects.unscoped().filter(sweep=sweep).values_list("openai_id", "outcome"))
+    # The one deleted at OpenAI just before the crash is found gone on resume, not deleted again.
+    assert sorted(outcomes) == ids
+    assert list(outcomes.values()).count(Outcome.ALREADY_GONE) == 1
+    assert list(outcomes.values()).count(Outcome.DELETED) == 9
+    assert Thread.objects.for_tenant(tenant).filter(status="active").count() == 0
+
+
+def test_transient_rate_limit_retries_the_item_later_instead_of_failing_it(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_old", days_idle=60, provider=provider)
+    provider.rate_limit_next = 2
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    sleeps = []
+    result = services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=sleeps.append)
+    assert result.status == "finished" and provider.deletes == ["thread_old"]
+    assert len(sleeps) == 2
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.DELETED
+
+
+def test_only_one_real_sweep_per_kind_at_a_time(policies, provider):
+    services.sweep_create(kind="threads", as_of=NOW)
+    with pytest.raises(services.SweepBusy):
+        services.sweep_create(kind="threads", as_of=NOW)
+    services.sweep_create(kind="vector_stores", as_of=NOW)  # another kind is fine
+    services.sweep_create(kind="threads", dry_run=True, as_of=NOW)  # previews never block
+
+
+def test_a_batch_does_nothing_while_another_worker_holds_the_kind_lock(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "thread_old", days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    assert services._lock_acquire("threads", "other-worker")
+    result = services.sweep_run_batch(sweep_id=sweep.pk, provider=provider)
+    assert result.status == "busy" and provider.deletes == []
+    services._lock_release("threads", "other-worker")
+    assert _run(sweep, provider).status == "finished"
