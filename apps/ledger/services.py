@@ -11,6 +11,7 @@ as a conflict; it is then read (locked) and treated as an update, so nothing is 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections import defaultdict
@@ -341,11 +342,31 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
     return tenant
 
 
+def _check_text(record, prefix: str = "object") -> None:
+    """PostgreSQL stores neither NUL characters nor lone surrogates: refuse them per event, not per batch."""
+    for name, value in vars(record).items():
+        if isinstance(value, str) and value and ("\x00" in value or not value.isprintable() and _bad_unicode(value)):
+            raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
+    metadata = getattr(record, "metadata", None)
+    if metadata:
+        text = json.dumps(metadata, ensure_ascii=False)
+        if "\\u0000" in text or "\x00" in text or _bad_unicode(text):
+            raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
+
+
+def _bad_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in text
+
+
 def _openai_project(event: dict) -> str:
     project = event.get("openai_project")
     if project is None:
         return settings.OPENAI_PROJECT_ID
-    if not isinstance(project, str) or len(project) > 100:
+    if not isinstance(project, str) or len(project) > 100 or _bad_unicode(project):
         raise _Rejected("openai_project", "must be a string of at most 100 characters")
     return project
 
@@ -364,19 +385,21 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
             if not isinstance(obj, dict):
                 raise _Rejected("object", "required: the run, response or resource exactly as OpenAI returned it")
             openai_id = obj.get("id")
-            kind = obj.get("object")
+            kind = obj.get("object") if isinstance(obj.get("object"), str) else None
             unknown = set(event) - {"tenant", "object", "attribution", "steps", "openai_project"}
             if unknown:
                 raise _Rejected(sorted(unknown)[0], "unknown field")
             if kind in RUN_KINDS:
                 record = normalize_run_object(obj, steps=event.get("steps"))
                 apply_attribution(record, event.get("attribution"))
+                _check_text(record)
                 tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
                 run_events.append(_RunEvent(index, _state_from_record(record, tenant.pk, _openai_project(event))))
             elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
                 if event.get("attribution") is not None:
                     raise _Rejected("attribution", "only runs and responses carry attribution")
                 record = normalize_resource(obj)
+                _check_text(record)
                 tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
                 if kind in THREAD_KINDS:
                     thread_events.append(_ThreadEvent(index, tenant.pk, record, _openai_project(event)))
@@ -395,6 +418,10 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
             _reject(results, index, openai_id, exc.field, exc.message)
         except _Rejected as exc:
             _reject(results, index, openai_id, exc.field, exc.message)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            # A shape no check above anticipated: this event is refused, the batch goes on.
+            logger.warning("ingest event %s unreadable: %r", index, exc)
+            _reject(results, index, openai_id, "object", f"could not be read ({type(exc).__name__})")
     return run_events, thread_events, lifecycle
 
 

@@ -23,7 +23,7 @@ ATTRIBUTION_KEYS = ("user_id", "session_id", "feature")
 # Unix seconds outside 1970..3000 are certainly a mistake (milliseconds sent as seconds, for instance).
 _MAX_UNIX = 32_503_680_000
 _MAX_ID = 100
-_MAX_TOKENS = 2**62
+_MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
 
 
 class NormalizationError(ValueError):
@@ -176,8 +176,7 @@ def _meta_str(metadata: dict, key: str, max_length: int) -> str:
 def _expect_object_type(obj: Any, expected: str, prefix: str) -> dict:
     if not isinstance(obj, dict):
         raise NormalizationError(prefix, "must be an object")
-    kind = obj.get("object")
-    if kind != expected:
+    if obj.get("object") != expected:
         raise NormalizationError(f"{prefix}.object", f"must be '{expected}'")
     return obj
 
@@ -367,7 +366,7 @@ def normalize_run_object(obj: Any, *, steps: list | None = None, prefix: str = "
     """A run or a response, whichever `obj.object` says."""
     if not isinstance(obj, dict):
         raise NormalizationError(prefix, "must be an object")
-    kind = obj.get("object")
+    kind = obj.get("object") if isinstance(obj.get("object"), str) else None
     if kind == "thread.run":
         return normalize_assistants_run(obj, steps=steps, prefix=prefix)
     if kind == "response":
@@ -471,7 +470,8 @@ RESOURCE_NORMALIZERS = {
 def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
     if not isinstance(obj, dict):
         raise NormalizationError(prefix, "must be an object")
-    normalizer = RESOURCE_NORMALIZERS.get(obj.get("object"))
+    kind = obj.get("object")
+    normalizer = RESOURCE_NORMALIZERS.get(kind) if isinstance(kind, str) else None
     if normalizer is None:
         raise NormalizationError(f"{prefix}.object", f"must be one of {', '.join(RESOURCE_NORMALIZERS)}")
     return normalizer(obj, prefix=prefix)
