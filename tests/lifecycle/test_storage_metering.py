@@ -1,0 +1,122 @@
+"""Vector storage metering: GB-days per tenant rated with the price book, OpenAI's free GB shared in
+proportion to bytes, reproduced to the cent against an independent computation and the seed's examples."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+from apps.lifecycle import services
+from apps.lifecycle.models import StorageMeter, VectorStore
+from apps.tenants.models import Tenant
+from tests import builders
+
+GIB = 1024**3
+GOLDEN = Path("/work/shared/golden/seed-cost-examples.json")
+START = dt.date(2026, 6, 1)
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def _store(tenant, *, usage_bytes: int, created: dt.date = START, store_id: str | None = None) -> VectorStore:
+    obj = builders.vector_store(vector_store_id=store_id, usage_bytes=usage_bytes,
+                                created_at=dt.datetime(created.year, created.month, created.day, tzinfo=dt.UTC))
+    services.resources_record(tenant=tenant, obj=obj)
+    return VectorStore.objects.unscoped().get(openai_id=obj["id"])
+
+
+def _golden_storage_examples() -> list[dict]:
+    data = json.loads(GOLDEN.read_text())
+    return [e for e in data["examples"] if "stored_gb" in e]
+
+
+@pytest.mark.parametrize("example", _golden_storage_examples(), ids=lambda e: e["what"])
+def test_seed_vector_storage_examples_are_reproduced_exactly(example, tenant):
+    tool_prices = json.loads(GOLDEN.read_text())["tool_prices_usd"]
+    _store(tenant, usage_bytes=int(Decimal(example["stored_gb"]) * GIB))
+    days = example.get("days", 1)
+    total = Decimal(0)
+    for offset in range(days):
+        rows = services.storage_meter_day(day=START + dt.timedelta(days=offset))
+        total += sum(row.cost_usd for row in rows)
+    expected = example.get("cost_usd") or example["cost_usd_per_day"]
+    assert _cents(total) == Decimal(expected)
+    row = StorageMeter.objects.for_tenant(tenant).get(day=START)
+    assert row.gb_days == Decimal(example["stored_gb"])
+    assert row.free_gb_share == min(Decimal(example["stored_gb"]), Decimal(tool_prices["vector_storage_free_gb"]))
+
+
+def test_free_gb_is_shared_in_proportion_to_bytes(tenant, other_tenant):
+    _store(tenant, usage_bytes=3 * GIB)
+    _store(other_tenant, usage_bytes=1 * GIB)
+    rows = {row.tenant_id: row for row in services.storage_meter_day(day=START)}
+    # 4 GiB in all, 3 billable at $0.10: $0.30 split 3:1; the free GB 0.75 : 0.25.
+    assert rows[tenant.pk].cost_usd == Decimal("0.225")
+    assert rows[other_tenant.pk].cost_usd == Decimal("0.075")
+    assert rows[tenant.pk].free_gb_share == Decimal("0.75")
+    assert rows[other_tenant.pk].free_gb_share == Decimal("0.25")
+
+
+def test_parts_always_add_up_to_the_organisation_bill_to_the_ledger_quantum(tenant, other_tenant, db):
+    third = Tenant.objects.create(slug="initech", name="Initech")
+    for owner, size in ((tenant, 1_000_000_007), (other_tenant, 2_333_333_333), (third, 777_777_777)):
+        _store(owner, usage_bytes=size)
+    rows = services.storage_meter_day(day=START)
+    total_bytes = sum(row.usage_bytes for row in rows)
+    org = (Decimal(total_bytes) / GIB - 1) * Decimal("0.10")
+    assert sum(row.cost_usd for row in rows) == org.quantize(Decimal("1e-10"), rounding=ROUND_HALF_UP)
+
+
+def test_generated_month_equals_an_independent_computation_to_the_cent(tenant, other_tenant, db):
+    """30 days of stores appearing, growing, shrinking and being deleted, with unassigned stores too."""
+    rng = random.Random(20260601)
+    tenants = [tenant, other_tenant, Tenant.objects.create(slug="initech", name="Initech"), None]
+    stores: dict[str, tuple] = {}
+    expected = {t.pk if t else None: Decimal(0) for t in tenants}
+    for offset in range(30):
+        day = START + dt.timedelta(days=offset)
+        for _ in range(rng.randint(0, 3)):
+            owner = rng.choice(tenants)
+            store = _store(owner, usage_bytes=rng.randint(0, 3 * GIB), created=day)
+            stores[store.openai_id] = (owner, store)
+        for openai_id, (owner, store) in list(stores.items()):
+            roll = rng.random()
+            if roll < 0.1:
+                VectorStore.objects.unscoped().filter(pk=store.pk).update(status="deleted")
+                del stores[openai_id]
+            elif roll < 0.5:
+                VectorStore.objects.unscoped().filter(pk=store.pk).update(usage_bytes=rng.randint(0, 4 * GIB))
+        services.storage_meter_day(day=day)
+        # Independent: bytes per tenant today, org bill = max(0, GiB - 1) * 0.10, split by bytes.
+        live = VectorStore.objects.unscoped().filter(status="active").values_list("tenant_id", "usage_bytes")
+        per_tenant: dict = {}
+        for tenant_id, size in live:
+            per_tenant[tenant_id] = per_tenant.get(tenant_id, 0) + size
+        total = sum(per_tenant.values())
+        bill = max(Decimal(0), Decimal(total) / GIB - 1) * Decimal("0.10")
+        for tenant_id, size in per_tenant.items():
+            expected[tenant_id] += bill * size / total
+    for owner in tenants:
+        key = owner.pk if owner else None
+        metered = sum(StorageMeter.objects.unscoped().filter(tenant_id=key).values_list("cost_usd", flat=True), Decimal(0))
+        assert _cents(metered) == _cents(expected[key]), owner
+    assert any(expected.values())
+
+
+def test_re_metering_a_day_replaces_it(tenant):
+    store = _store(tenant, usage_bytes=5 * GIB)
+    services.storage_meter_day(day=START)
+    VectorStore.objects.unscoped().filter(pk=store.pk).update(usage_bytes=10 * GIB)
+    services.storage_meter_day(day=START)
+    assert StorageMeter.objects.for_tenant(tenant).get(day=START).cost_usd == Decimal("0.9")
+    # Re-rating from the stored snapshot does not look at today's bytes.
+    VectorStore.objects.unscoped().filter(pk=store.pk).update(usage_bytes=GIB)
+    services.storage_meter_day(day=START, snapshot=False)
+    assert StorageMeter.objects.for_tenant(tenant).get(day=START).cost_usd == Decimal("0.9")
