@@ -79,6 +79,15 @@ def canonical_line_item(raw: str | None) -> tuple[str, str]:
     return _TOOL_ALIASES.get(cleaned, cleaned), ""
 
 
+def is_ledger_line(line: str, model: str) -> bool:
+    """Whether the ledger records this kind of Costs line item at all: a model's input / cached input / output,
+    or a tool or storage line. Anything else (fine-tuning, spend OpenAI could not tie to a request, items we
+    have never seen) can belong to no tenant, so it counts only towards unattributed spend."""
+    if model:
+        return line.rpartition(", ")[2] in ("input", "cached input", "output")
+    return line in TOOL_LINES
+
+
 def model_cost_line(model: str, component: str) -> str:
     return f"{model}, {component}"
 
@@ -107,6 +116,15 @@ class Observations:
     specs: dict[str, LineSpec] = field(default_factory=dict)
     # Informational: OpenAI's vector-store bytes per day (the Costs "vector storage" line is what is compared).
     storage_bytes: dict[dt.date, int] = field(default_factory=dict)
+    # OpenAI spend on line items no ledger line can hold: (day, project) → {line item: USD}.
+    unmapped: dict[tuple[dt.date, str], dict[str, Decimal]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add_unmapped(self, day: dt.date, project: str, line: str, value) -> None:
+        items = self.unmapped[(day, project)]
+        items[line] = items.get(line, ZERO) + Decimal(value)
+
+    def unmapped_total(self, day: dt.date, project: str) -> Decimal:
+        return sum(self.unmapped.get((day, project), {}).values(), ZERO)
 
     def add(self, day: dt.date, project: str, line: str, value, spec: LineSpec) -> None:
         self.values[(day, project, line)] += Decimal(value)
@@ -186,8 +204,10 @@ def compare_day(
 ) -> list[LineResult]:
     """Every line either side has for this day and project, plus the unattributed-spend line.
 
-    Unattributed spend is OpenAI's total minus everything the ledger attributed to a tenant. It is the
-    money nobody can bill; a shortfall (negative) means tenants were charged for more than OpenAI billed."""
+    Unattributed spend is OpenAI's total minus everything the ledger attributed to a tenant: the money nobody
+    can bill (negative: tenants carry more than OpenAI billed). Its value is always that full amount. Its
+    status flags only the part no other flagged line explains — spend on line items the ledger cannot hold,
+    or many small differences adding up — so one cause (a drifting line, a missing model) raises one flag."""
     results: list[LineResult] = []
     lines = ledger.keys_for(day, project) | openai.keys_for(day, project)
     for line in sorted(lines):
@@ -204,21 +224,32 @@ def compare_day(
             ledger_value=lv, openai_value=ov, difference=difference, difference_pct=_pct(difference, ov),
             status=line_status(ledger_value, openai_value, spec.unit, tolerance),
         ))
-    openai_total = openai.cost_total(day, project)
+    openai_total = openai.cost_total(day, project) + openai.unmapped_total(day, project)
     ledger_total = ledger.cost_total(day, project)
     unattributed = openai_total - ledger_total
+    explained = sum((r.difference for r in results if r.kind == KIND_COST and r.is_flagged), ZERO)
     results.append(LineResult(
         day=day, openai_project=project, line=UNATTRIBUTED_LINE, kind=KIND_UNATTRIBUTED, unit=UNIT_USD, model="",
         # The ledger's expected unattributed spend is zero: every dollar should belong to a tenant.
         ledger_value=ZERO, openai_value=unattributed, difference=unattributed,
         difference_pct=_pct(unattributed, openai_total),
-        status=MATCHED if Tolerance.allows(tolerance, unattributed, openai_total, UNIT_USD) else DRIFT,
+        status=MATCHED if tolerance.allows(unattributed - explained, openai_total, UNIT_USD) else DRIFT,
     ))
     return results
+
+
+def unattributed_explanation(results: Iterable[LineResult], unmapped: Mapping[str, Decimal]) -> str:
+    """Where a day's unattributed spend comes from, for the run's notes."""
+    parts = [f"{line} ${amount:.4f}" for line, amount in sorted(unmapped.items()) if amount]
+    parts += [f"{r.line} ({r.status.replace('_', ' ')}) ${r.difference:.4f}" for r in results
+              if r.kind == KIND_COST and r.is_flagged]
+    return "Unattributed spend comes from: " + "; ".join(parts) + "." if parts else ""
 
 
 def day_totals(results: Iterable[LineResult]) -> Mapping[str, Decimal]:
     ledger_total = sum((r.ledger_value for r in results if r.kind == KIND_COST), ZERO)
     openai_total = sum((r.openai_value for r in results if r.kind == KIND_COST), ZERO)
     unattributed = next((r.openai_value for r in results if r.kind == KIND_UNATTRIBUTED), ZERO)
-    return {"ledger_total_usd": ledger_total, "openai_total_usd": openai_total, "unattributed_usd": unattributed}
+    # OpenAI's total includes spend on line items no ledger line holds (they are in unattributed spend).
+    return {"ledger_total_usd": ledger_total, "openai_total_usd": ledger_total + unattributed,
+            "unattributed_usd": unattributed}

@@ -21,6 +21,7 @@ from .comparison import (
     LineSpec,
     Observations,
     canonical_line_item,
+    is_ledger_line,
     model_cost_line,
     model_usage_line,
 )
@@ -79,6 +80,9 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
             if model and line == model_cost_line(model, "cache write"):
                 # The ledger's input cost includes cache writes (see apps/pricing/rating.py): compare them together.
                 line = model_cost_line(model, "input")
+            if not is_ledger_line(line, model):
+                observations.add_unmapped(day, project_id, line, to_decimal(amount))
+                continue
             observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
 
     say("fetching completions usage grouped by model and project")

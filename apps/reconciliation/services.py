@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.core.services import audit_record
 
-from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals
+from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals, unattributed_explanation
 from .models import ReconciliationLine, ReconciliationRun
 from .openai_side import openai_observations
 from .projects import ProjectConfig
@@ -204,6 +204,9 @@ def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observat
                           tolerance=project.tolerance)
     totals = day_totals(results)
     day_notes = list(notes)
+    explanation = unattributed_explanation(results, openai.unmapped.get((run.day, project.project_id), {}))
+    if explanation:
+        day_notes.append(explanation)
     storage_bytes = openai.storage_bytes.get(run.day)
     if storage_bytes is not None:
         day_notes.append(f"OpenAI reports {storage_bytes} bytes of vector storage.")

@@ -27,7 +27,8 @@ PAGE = "/reconciliation/"
 
 @pytest.fixture
 def reconciled(tenant, other_tenant):
-    """Two days; on DAY OpenAI billed $1.25 more input than the ledger attributed."""
+    """Two days; on DAY OpenAI billed $1.25 more input than the ledger attributed (one flagged line; the
+    unattributed-spend line shows the $1.25 but leaves the flag to the line that explains it)."""
     provider = FakeAdminProvider()
     for day in (DAY - dt.timedelta(days=1), DAY):
         for owner in (tenant, other_tenant):
@@ -52,12 +53,15 @@ def test_billing_key_reads_every_line_of_the_current_result(api_client, billing_
         {"day": "2026-11-03", "project": "proj_default", "line": "gpt-5.4, input", "kind": "cost", "unit": "usd",
          "model": "gpt-5.4", "ledger_value": "2.50", "openai_value": "3.75", "difference": "1.25",
          "difference_percent": "33.3333", "status": "drift"},
+    ]
+    unattributed = [row for row in body["results"] if row["line"] == "unattributed spend" and row["day"] == "2026-11-03"]
+    assert unattributed == [
         {"day": "2026-11-03", "project": "proj_default", "line": "unattributed spend", "kind": "unattributed",
          "unit": "usd", "model": "", "ledger_value": "0.00", "openai_value": "1.25", "difference": "1.25",
-         "difference_percent": "33.3333", "status": "drift"},
+         "difference_percent": "33.3333", "status": "matched"},
     ]
     assert [day["day"] for day in body["days"]] == ["2026-11-02", "2026-11-03"]
-    assert body["summary"]["flagged_lines"] == 2
+    assert body["summary"]["flagged_lines"] == 1
     assert body["summary"]["unattributed_usd"] == "1.25"
 
 
@@ -65,7 +69,7 @@ def test_admin_key_can_filter_to_flagged_lines_and_a_project(api_client, admin_k
     response = api_client.get(f"{API}?{_query(start='2026-11-01', end='2026-11-05', status='flagged', project='proj_default')}",
                               **bearer(admin_key))
     assert response.status_code == 200
-    assert {row["line"] for row in response.json()["results"]} == {"gpt-5.4, input", "unattributed spend"}
+    assert {row["line"] for row in response.json()["results"]} == {"gpt-5.4, input"}
     other = api_client.get(f"{API}?{_query(start='2026-11-01', end='2026-11-05', project='proj_other')}",
                            **bearer(admin_key))
     assert other.json()["results"] == []
@@ -112,7 +116,7 @@ def test_staff_see_the_page_with_drift_highlighted(client, staff_user, reconcile
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-figure="figure-reconciliation"' in html and "vendor/plotly.min.js" in html
-    assert html.count("data-flagged") == 2  # the input line and the unattributed line of Nov 3
+    assert html.count("data-flagged") == 1  # the input line of Nov 3
     assert "gpt-5.4, input" in html
 
 
@@ -132,7 +136,6 @@ def test_csv_export_has_every_line_with_the_page_filters(client, staff_user, rec
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [(row["day"], row["line"], row["difference"], row["status"]) for row in rows] == [
         ("2026-11-03", "gpt-5.4, input", "1.25", "drift"),
-        ("2026-11-03", "unattributed spend", "1.25", "drift"),
     ]
 
 

@@ -15,6 +15,7 @@ from apps.reconciliation.comparison import (
     Tolerance,
     canonical_line_item,
     compare_day,
+    is_ledger_line,
     line_status,
 )
 
@@ -45,6 +46,16 @@ def test_openai_line_items_are_named_the_way_the_ledger_names_them(raw, line):
 
 def test_cache_write_keeps_its_own_name_so_the_service_can_fold_it():
     assert canonical_line_item("gpt-6.1-terra, cache write")[0] == "gpt-6.1-terra, cache write"
+
+
+@pytest.mark.parametrize(
+    ("line", "model", "known"),
+    [("gpt-5.4, input", "gpt-5.4", True), ("gpt-5.4, output", "gpt-5.4", True), ("file search", "", True),
+     ("vector storage", "", True), ("unattributed usage", "", False), ("fine-tuning", "", False),
+     ("gpt-5.4, audio input", "gpt-5.4", False)],
+)
+def test_only_line_items_the_ledger_records_are_compared_line_by_line(line, model, known):
+    assert is_ledger_line(line, model) is known
 
 
 @pytest.mark.parametrize(
@@ -95,8 +106,28 @@ def test_compare_day_reports_value_difference_percent_and_unattributed_spend():
     assert results["gpt-5.4, output"].status == "matched"
     assert results["gpt-5.4, input tokens"].status == "matched"
     unattributed = results["unattributed spend"]
+    # The full amount is shown; the flag stays on the line that explains it, so one cause raises one flag.
     assert (unattributed.ledger_value, unattributed.openai_value, unattributed.status) == (
-        Decimal("0"), Decimal("2.50"), "drift")
+        Decimal("0"), Decimal("2.50"), "matched")
+
+
+def test_spend_on_line_items_no_ledger_line_holds_is_flagged_as_unattributed():
+    ledger = _obs([("gpt-5.4, input", "10.00", USD)])
+    openai = _obs([("gpt-5.4, input", "10.00", USD)])
+    openai.add_unmapped(DAY, P, "unattributed usage", Decimal("7.25"))
+    results = {r.line: r for r in compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())}
+    assert set(results) == {"gpt-5.4, input", "unattributed spend"}
+    assert (results["unattributed spend"].openai_value, results["unattributed spend"].status) == (Decimal("7.25"), "drift")
+    assert results["gpt-5.4, input"].status == "matched"
+
+
+def test_many_small_differences_within_tolerance_still_add_up_to_unattributed_drift():
+    lines = [(f"m{i}, input", "0.100", LineSpec(KIND_COST, UNIT_USD, f"m{i}")) for i in range(20)]
+    ledger = _obs(lines)
+    openai = _obs([(line, "0.109", spec) for line, _, spec in lines])  # each under the $0.01 floor
+    results = {r.line: r for r in compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())}
+    assert all(results[line].status == "matched" for line, _, _ in lines)
+    assert (results["unattributed spend"].openai_value, results["unattributed spend"].status) == (Decimal("0.180"), "drift")
 
 
 def test_lines_zero_on_both_sides_are_left_out_and_a_clean_day_has_only_matches():

@@ -87,7 +87,8 @@ def test_drift_is_found_on_its_day_and_line_with_its_amount(tenant):
     _run(provider)
     lines = _current_lines()
     flagged = {name: (line.status, line.difference) for name, line in lines.items() if line.status != "matched"}
-    assert flagged == {"gpt-5.4, input": ("drift", Decimal("1.25")), "unattributed spend": ("drift", Decimal("1.25"))}
+    assert flagged == {"gpt-5.4, input": ("drift", Decimal("1.25"))}
+    assert lines["unattributed spend"].openai_value == Decimal("1.25")  # shown, explained by the line above
 
 
 def test_rerunning_a_day_replaces_it_and_keeps_the_history(tenant):
@@ -102,7 +103,7 @@ def test_rerunning_a_day_replaces_it_and_keeps_the_history(tenant):
     runs = list(ReconciliationRun.objects.filter(day=DAY).order_by("id"))
     assert len(runs) == 3 and [run.is_current for run in runs] == [False, False, True]
     assert all(run.status == "complete" for run in runs)
-    assert first.lines.filter(status="drift").count() == 2  # history keeps what the first attempt saw
+    assert first.lines.filter(status="drift").count() == 1  # history keeps what the first attempt saw
     assert ReconciliationLine.objects.filter(run__is_current=True, day=DAY, status="drift").count() == 0
     assert ReconciliationLine.objects.filter(run__is_current=True, day=DAY).count() == 5
 
@@ -172,3 +173,30 @@ def test_cache_writes_are_compared_inside_input(tenant):
     _run(provider)
     assert _current_lines()["gpt-5.4, input"].openai_value == Decimal("2.5")
     assert "gpt-5.4, cache write" not in _current_lines()
+
+
+def test_unattributed_line_items_flag_the_unattributed_line_and_are_explained_in_the_notes(tenant):
+    _rollup(tenant)
+    _run(_matching_provider().cost(DAY, "unattributed usage", 7.25))
+    lines = _current_lines()
+    assert {name for name, line in lines.items() if line.status != "matched"} == {"unattributed spend"}
+    assert lines["unattributed spend"].openai_value == Decimal("7.25")
+    run = ReconciliationRun.objects.get(is_current=True)
+    assert run.openai_total_usd == Decimal("11.25") and run.unattributed_usd == Decimal("7.25")
+    assert any("unattributed usage $7.2500" in note for note in run.notes)
+
+
+def test_drift_raises_one_alert_per_day_project_and_line(tenant, django_capture_on_commit_callbacks):
+    from apps.alerts.models import Alert
+
+    _rollup(tenant)
+    provider = _matching_provider()
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 3.75)
+    with django_capture_on_commit_callbacks(execute=True):
+        _run(provider)
+        _run(provider)
+    alerts = list(Alert.unscoped_objects.filter(kind="reconciliation_drift"))
+    assert len(alerts) == 1
+    assert alerts[0].tenant_id is None
+    assert alerts[0].cause_key == f"reconciliation:{PROJECT}:{DAY.isoformat()}:gpt-5.4, input"
+    assert alerts[0].data["difference"] == "1.25"
