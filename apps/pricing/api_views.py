@@ -47,6 +47,7 @@ class PriceSerializer(serializers.ModelSerializer):
             "cache_write_usd_per_1m", "source", "verify", "created_at",
         ]
         read_only_fields = ["created_at"]
+        validators = []  # model + effective_from clash is a 409 in the view, not a 400
 
     def validate_model(self, value):
         value = value.strip()

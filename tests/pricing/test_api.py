@@ -1,0 +1,72 @@
+"""/api/v1/prices/: list with a model filter, admin-only audited price versions that re-rate unpriced runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from apps.core.models import AuditEvent
+from apps.ledger.models import Run
+from apps.ledger.services import ingest_events
+from apps.pricing.models import ModelPrice
+from tests import builders
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.django_db
+
+PRICE = {"model": "gpt-7-test", "input_usd_per_1m": "3.00", "cached_input_usd_per_1m": "0.30",
+         "output_usd_per_1m": "12.00", "effective_from": "2026-06-01"}
+
+
+def test_prices_list_with_the_contract_fields_and_a_model_filter(api_client, billing_key):
+    answer = api_client.get("/api/v1/prices/", {"model": "gpt-5.4"}, **bearer(billing_key))
+    assert answer.status_code == 200
+    [price] = answer.json()["results"]
+    assert {k: price[k] for k in PRICE} == {"model": "gpt-5.4", "input_usd_per_1m": "2.500000",
+                                           "cached_input_usd_per_1m": None, "output_usd_per_1m": "15.000000",
+                                           "effective_from": "2024-01-01"}
+    everything = api_client.get("/api/v1/prices/", {"limit": 500}, **bearer(billing_key)).json()["results"]
+    assert len(everything) == ModelPrice.objects.count()
+
+
+def test_a_new_price_is_audited_and_rates_only_unpriced_runs_created_on_or_after_its_date(api_client, admin_key, tenant):
+    before = builders.response(created_at=dt.datetime(2026, 5, 31, 23, 59, tzinfo=dt.UTC), model="gpt-7-test")
+    after = builders.response(created_at=dt.datetime(2026, 6, 1, 0, 0, tzinfo=dt.UTC), model="gpt-7-test",
+                              input_tokens=1_000_000, cached_tokens=200_000, output_tokens=100_000)
+    ingest_events(events=[{"tenant": "acme", "object": before}, {"tenant": "acme", "object": after}])
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
+
+    answer = api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key))
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["input_usd_per_1m"] == "3.000000" and answer.json()["repriced_runs"] == 1
+    rated = Run.objects.for_tenant(tenant).get(openai_id=after["id"])
+    assert rated.priced is True
+    # 800k uncached at $3, 200k cached at $0.30, 100k output at $12.
+    assert rated.cost_total_usd == Decimal("2.40") + Decimal("0.06") + Decimal("1.20")
+    assert Run.objects.for_tenant(tenant).get(openai_id=before["id"]).priced is False
+    event = AuditEvent.objects.get(action="price.create")
+    assert event.target_id == "gpt-7-test@2026-06-01" and event.actor_label.startswith("api-key:")
+
+
+def test_the_same_model_and_date_twice_is_409(api_client, admin_key):
+    assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key)).status_code == 201
+    again = api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"model": ""}, "model"), ({"input_usd_per_1m": "-1"}, "input_usd_per_1m"),
+     ({"output_usd_per_1m": "1.1234567"}, "output_usd_per_1m"), ({"effective_from": "June"}, "effective_from"),
+     ({"cached_input_usd_per_1m": "x"}, "cached_input_usd_per_1m")],
+)
+def test_bad_prices_are_400_naming_the_field(api_client, admin_key, change, field):
+    answer = api_client.post("/api/v1/prices/", {**PRICE, **change}, format="json", **bearer(admin_key))
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == field
+
+
+def test_only_unbound_or_bound_admin_keys_add_prices_and_billing_keys_read(api_client, billing_key, tenant_billing_key):
+    assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(billing_key)).status_code == 403
+    assert api_client.get("/api/v1/prices/", **bearer(tenant_billing_key)).status_code == 200

@@ -1,0 +1,103 @@
+"""The Tenant resource of /api/v1/tenants/: contract field names, scope, admin-only audited writes, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.core.models import AuditEvent
+from apps.tenants.models import ApiKey, Tenant
+from apps.tenants.services import api_key_create
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.django_db
+
+CONTRACT = {"slug", "name", "external_id", "thread_retention_days", "vector_store_idle_days", "high_cost_run_usd",
+            "monthly_budget_usd", "legal_hold"}
+
+
+def test_list_shows_the_contract_fields_of_every_tenant_to_an_unbound_key(api_client, billing_key, tenant, other_tenant):
+    answer = api_client.get("/api/v1/tenants/", **bearer(billing_key))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [row["slug"] for row in body["results"]] == ["acme", "globex"]
+    acme = body["results"][0]
+    assert CONTRACT <= set(acme)
+    assert acme["high_cost_run_usd"] == "0.1000" and acme["monthly_budget_usd"] is None
+    assert acme["external_id"] == "cus_acme" and acme["thread_retention_days"] == 60 and acme["legal_hold"] is False
+    assert body["next"] is None and body["previous"] is None
+
+
+def test_a_tenant_bound_key_lists_only_its_tenant(api_client, tenant_billing_key, tenant, other_tenant):
+    body = api_client.get("/api/v1/tenants/", **bearer(tenant_billing_key)).json()
+    assert [row["slug"] for row in body["results"]] == ["acme"]
+    assert api_client.get("/api/v1/tenants/globex/", **bearer(tenant_billing_key)).status_code == 404
+    assert api_client.get("/api/v1/tenants/acme/", **bearer(tenant_billing_key)).json()["name"] == "Acme Corp"
+
+
+def test_create_needs_only_slug_and_name_and_is_audited(api_client, admin_key):
+    answer = api_client.post("/api/v1/tenants/", {"slug": "initech", "name": "Initech"}, format="json", **bearer(admin_key))
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["slug"] == "initech" and answer.json()["thread_retention_days"] == 60
+    assert Tenant.objects.get(slug="initech").name == "Initech"
+    event = AuditEvent.objects.get(action="tenant.create")
+    assert event.target_id == "initech" and event.actor_label.startswith("api-key:")
+
+
+def test_create_with_policies(api_client, admin_key):
+    body = {"slug": "hooli", "name": "Hooli", "external_id": "cus_9", "thread_retention_days": 30,
+            "vector_store_idle_days": 7, "high_cost_run_usd": "0.25", "monthly_budget_usd": "1500.00", "legal_hold": True,
+            "markup_percent": "10"}
+    answer = api_client.post("/api/v1/tenants/", body, format="json", **bearer(admin_key))
+    assert answer.status_code == 201
+    created = answer.json()
+    assert created["high_cost_run_usd"] == "0.2500" and created["monthly_budget_usd"] == "1500.00"
+    assert created["markup_percent"] == "10.00" and created["legal_hold"] is True and created["vector_store_idle_days"] == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "No slug"}, "slug"),
+        ({"slug": "acme", "name": "Duplicate"}, "slug"),
+        ({"slug": "Bad Slug", "name": "x"}, "slug"),
+        ({"slug": "ok", "name": ""}, "name"),
+        ({"slug": "ok", "name": "x", "thread_retention_days": 0}, "thread_retention_days"),
+        ({"slug": "ok", "name": "x", "high_cost_run_usd": "-1"}, "high_cost_run_usd"),
+        ({"slug": "ok", "name": "x", "monthly_budget_usd": "abc"}, "monthly_budget_usd"),
+        ({"slug": "ok", "name": "x", "legal_hold": "perhaps"}, "legal_hold"),
+    ],
+)
+def test_create_validation_names_the_field(api_client, admin_key, tenant, body, field):
+    answer = api_client.post("/api/v1/tenants/", body, format="json", **bearer(admin_key))
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"]["field"] == field
+
+
+def test_patch_changes_policies_audited_and_keeps_the_slug(api_client, admin_key, tenant):
+    answer = api_client.patch("/api/v1/tenants/acme/", {"thread_retention_days": 14, "legal_hold": True},
+                              format="json", **bearer(admin_key))
+    assert answer.status_code == 200 and answer.json()["thread_retention_days"] == 14
+    tenant.refresh_from_db()
+    assert tenant.thread_retention_days == 14 and tenant.legal_hold is True and tenant.name == "Acme Corp"
+    event = AuditEvent.objects.get(action="tenant.update")
+    assert event.data["before"]["thread_retention_days"] == "60" and event.data["after"]["thread_retention_days"] == "14"
+    renamed = api_client.patch("/api/v1/tenants/acme/", {"slug": "acme-2"}, format="json", **bearer(admin_key))
+    assert renamed.status_code == 400 and renamed.json()["error"]["field"] == "slug"
+    same = api_client.patch("/api/v1/tenants/acme/", {"slug": "acme"}, format="json", **bearer(admin_key))
+    assert same.status_code == 200
+
+
+def test_a_tenant_bound_admin_key_may_patch_its_own_tenant_only(api_client, tenant, other_tenant):
+    key = api_key_create(name="acme admin", scope=ApiKey.Scope.ADMIN, tenant=tenant)[1]
+    assert api_client.patch("/api/v1/tenants/acme/", {"name": "Acme"}, format="json", **bearer(key)).status_code == 200
+    assert api_client.patch("/api/v1/tenants/globex/", {"name": "G"}, format="json", **bearer(key)).status_code == 404
+    other_tenant.refresh_from_db()
+    assert other_tenant.name == "Globex Inc"
+
+
+def test_tenant_list_pages_with_a_cursor(api_client, admin_key):
+    for index in range(7):
+        Tenant.objects.create(slug=f"t{index:02d}", name=f"T{index}")
+    first = api_client.get("/api/v1/tenants/", {"limit": 5}, **bearer(admin_key)).json()
+    second = api_client.get(first["next"], **bearer(admin_key)).json()
+    assert [row["slug"] for row in first["results"] + second["results"]] == [f"t{index:02d}" for index in range(7)]
