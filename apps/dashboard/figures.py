@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from apps.core.money import ZERO
+from apps.core.money import ZERO, round_cents
 from apps.ledger.selectors import OTHERS_LABEL, DailySeries, TokenHistogram
 
 # Colour-blind-safe categorical palette (Okabe-Ito, reordered so the first colours contrast best on white).
@@ -27,7 +27,7 @@ def money_text(amount: Decimal | None) -> str:
     amount = abs(amount)
     if amount and amount < Decimal("0.01"):
         return f"{sign}${amount.normalize():.4g}" if amount >= Decimal("0.0001") else f"{sign}<$0.0001"
-    return f"{sign}${amount:,.2f}"
+    return f"{sign}${round_cents(amount):,.2f}"
 
 
 def _float(amount: Decimal) -> float:
@@ -37,12 +37,13 @@ def _float(amount: Decimal) -> float:
 def _layout(*, y_title: str = "", x_title: str = "", **extra) -> dict:
     layout = {
         "font": {"family": FONT, "size": 12, "color": "#1b1f24"},
-        "margin": {"l": 56, "r": 16, "t": 12, "b": 40},
+        "margin": {"l": 56, "r": 16, "t": 36, "b": 44},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
         "hovermode": "closest",
         "showlegend": True,
-        "legend": {"orientation": "h", "y": -0.18, "x": 0},
+        # Above the plot: below it, a wrapped legend collides with the x-axis title on a phone.
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         "xaxis": {"title": {"text": x_title}, "gridcolor": "#eef0f3", "zeroline": False},
         "yaxis": {"title": {"text": y_title}, "gridcolor": "#eef0f3", "zeroline": False, "rangemode": "tozero"},
     }
@@ -71,7 +72,7 @@ def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str
         label = labels.get(name, name) or "(none)"
         traces.append({
             "type": "bar",
-            "name": label,
+            "name": _escape(label),
             "x": days,
             "y": [_float(value) for value in values],
             "customdata": [money_text(value) for value in values],
@@ -132,7 +133,8 @@ def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
                                  for index in range(len(labels))]},
         }],
         "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
-                          xaxis={"type": "category"}, yaxis={"type": "log", "rangemode": "normal"}, bargap=0.08),
+                          xaxis={"type": "category"}, yaxis={"type": "log", "rangemode": "normal", "dtick": "D2"},
+                          bargap=0.08),
     }
 
 
@@ -147,7 +149,7 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
         traces.append({
             "type": "scattergl" if len(model_rows) > 2000 else "scatter",
             "mode": "markers",
-            "name": model,
+            "name": _escape(model),
             "x": [max(row["input_tokens"], 1) for row in model_rows],
             "y": [_float(row["cost_total_usd"]) for row in model_rows],
             "customdata": [
@@ -163,18 +165,24 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
     return {
         "data": traces,
         "layout": _layout(x_title="prompt tokens (log scale)", y_title="run cost (USD, log scale)",
-                          xaxis={"type": "log"}, yaxis={"type": "log", "tickprefix": "$", "rangemode": "normal"}),
+                          xaxis={"type": "log", "dtick": 1}, yaxis={"type": "log", "dtick": 1, "tickprefix": "$",
+                                                                  "rangemode": "normal"}),
     }
 
 
 def tokens_by_kind_figure(pairs: Sequence[tuple[str, int]]) -> dict:
+    """Horizontal bars, first kind on top: the labels stay readable on a phone."""
+    colors = [PALETTE[0], PALETTE[4], PALETTE[7], PALETTE[1], PALETTE[3]][: len(pairs)]
     return {
         "data": [{
-            "type": "bar", "name": "tokens", "x": [name for name, _ in pairs], "y": [count for _, count in pairs],
-            "hovertemplate": "%{x}: %{y:,} tokens<extra></extra>",
-            "marker": {"color": [PALETTE[0], PALETTE[4], PALETTE[7], PALETTE[1], PALETTE[3]][: len(pairs)]},
+            "type": "bar", "orientation": "h", "name": "tokens",
+            "y": [name for name, _ in pairs][::-1], "x": [count for _, count in pairs][::-1],
+            "hovertemplate": "%{y}: %{x:,} tokens<extra></extra>",
+            "marker": {"color": colors[::-1]},
         }],
-        "layout": _layout(y_title="tokens", showlegend=False, xaxis={"type": "category"}),
+        "layout": _layout(x_title="tokens", showlegend=False, yaxis={"type": "category", "automargin": True,
+                                                                    "rangemode": "normal"},
+                          margin={"l": 8, "t": 8}, height=260),
     }
 
 

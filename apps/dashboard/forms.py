@@ -18,8 +18,8 @@ MAX_PERIOD_DAYS = 366
 class PeriodForm(forms.Form):
     """An inclusive range of UTC days; defaults to the last 30 days ending today."""
 
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, data, *, today: dt.date, **kwargs):
         self.today = today

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 
 @dataclass(frozen=True)
@@ -15,8 +15,12 @@ class NavItem:
     staff_only: bool = False
 
     @property
-    def url(self) -> str:
-        return reverse(self.url_name)
+    def url(self) -> str | None:
+        # An entry whose app is not installed or not mounted yet is left out, not an error on every page.
+        try:
+            return reverse(self.url_name)
+        except NoReverseMatch:
+            return None
 
 
 NAV_ITEMS: list[NavItem] = [
@@ -31,8 +35,11 @@ NAV_ITEMS: list[NavItem] = [
 
 def nav_for(user, current: str) -> list[dict]:
     staff = bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
-    return [
-        {"label": item.label, "url": item.url, "current": item.section == current}
-        for item in NAV_ITEMS
-        if staff or not item.staff_only
-    ]
+    items = []
+    for item in NAV_ITEMS:
+        if item.staff_only and not staff:
+            continue
+        url = item.url
+        if url:
+            items.append({"label": item.label, "url": url, "current": item.section == current})
+    return items

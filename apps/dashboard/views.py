@@ -226,7 +226,7 @@ def _alerts_table(alerts, *, with_tenant: bool, name: str = "alerts") -> Table:
     columns = [
         Column("created_at", "When", "datetime"),
         Column("severity", "Severity", "status"),
-        Column("title", "Alert"),
+        Column("title", "Alert", "longtext"),
         Column("kind", "Kind", "code"),
     ]
     if with_tenant:
@@ -317,7 +317,8 @@ class TenantDetailView(DashboardView):
                 name="runs", title="High-cost runs", paginate_by=10, page_param="runs_page",
                 rows=ledger.runs_filtered(scope=self.scope, filters=ledger.RunFilters(start=start, end=end, tenant=tenant)),
                 columns=_runs_columns(with_tenant=False),
-                empty=f"No run in this period cost more than this tenant's threshold (${tenant.high_cost_run_usd}).",
+                empty=f"No run in this period cost more than this tenant's threshold "
+                      f"({figures.money_text(tenant.high_cost_run_usd)}).",
             ),
             "threads": Table(
                 name="threads", title="Threads and conversations", paginate_by=10, page_param="threads_page",

@@ -25,14 +25,17 @@ def thread_row(tenant, *, openai_id=None, last_activity_at: dt.datetime, created
 def run_row(tenant, *, created_at: dt.datetime, cost: str, model="gpt-5.4", feature="chat", status="completed",
             input_tokens=1000, output_tokens=100, cached_input_tokens=0, reasoning_tokens=0, user_id="user-1",
             thread=None, openai_id=None, high_cost=None, **extra) -> Run:
+    from apps.pricing.models import ModelPrice
+
     cost_total = Decimal(cost)
+    model_price = ModelPrice.objects.filter(model=model, effective_from__lte=created_at.date()).order_by("-effective_from").first()
     is_high_cost = cost_total > tenant.high_cost_run_usd if high_cost is None else high_cost
     run = Run.objects.create(
         tenant=tenant, openai_id=openai_id or f"resp_{next(_ids):06d}", api="responses", model=model, status=status,
         status_rank=STATUS_RANK[status], created_at=created_at, input_tokens=input_tokens,
         cached_input_tokens=cached_input_tokens, output_tokens=output_tokens, reasoning_tokens=reasoning_tokens,
-        user_id=user_id, feature=feature, cost_total_usd=cost_total, cost_input_usd=cost_total, priced=True,
-        is_high_cost=is_high_cost, thread=thread, thread_openai_id=thread.openai_id if thread else "", **extra,
+        user_id=user_id, feature=feature, cost_total_usd=cost_total, cost_input_usd=cost_total, priced=model_price is not None,
+        model_price=model_price, is_high_cost=is_high_cost, thread=thread, thread_openai_id=thread.openai_id if thread else "", **extra,
     )
     key = {"tenant": tenant, "day": created_at.astimezone(dt.UTC).date(), "openai_project": "", "model": model,
            "feature": feature}
@@ -46,3 +49,37 @@ def run_row(tenant, *, created_at: dt.datetime, cost: str, model="gpt-5.4", feat
         wasted_cost_usd=F("wasted_cost_usd") + (cost_total if status in WASTED_STATUSES else Decimal(0)),
     )
     return run
+
+
+def demo_ledger(tenants, *, now: dt.datetime, runs_per_tenant: int = 60, seed: int = 7) -> dict:
+    """A few weeks of varied runs (models, features, users, statuses, a long tail of prompt sizes) and threads
+    for each tenant, deterministic for a given seed. Returns {tenant slug: [runs]}."""
+    import random
+
+    rng = random.Random(seed)
+    models = ["gpt-5.4", "gpt-5-mini", "gpt-5.5"]
+    features = ["chat", "search", "summarize", ""]
+    statuses = ["completed"] * 12 + ["failed", "cancelled", "incomplete", "expired"]
+    created = {}
+    for tenant_index, tenant in enumerate(tenants):
+        threads = [
+            thread_row(tenant, last_activity_at=now - dt.timedelta(days=rng.choice([1, 5, 20, 55, 58, 70])),
+                       cost=f"{rng.randint(1, 900) / 100:.2f}", run_count=rng.randint(1, 30))
+            for _ in range(4)
+        ]
+        runs = []
+        for index in range(runs_per_tenant):
+            prompt = int(rng.lognormvariate(7.5, 1.3)) + 50
+            output = rng.randint(50, 2000)
+            cost = Decimal(prompt * 25 + output * 150) / Decimal(10_000_000) * (tenant_index + 1)
+            runs.append(run_row(
+                tenant,
+                created_at=now - dt.timedelta(days=rng.randint(0, 45), hours=rng.randint(0, 23)),
+                cost=str(cost.quantize(Decimal("0.000001"))),
+                model=rng.choice(models), feature=rng.choice(features), status=rng.choice(statuses),
+                input_tokens=prompt, output_tokens=output, user_id=f"user-{rng.randint(1, 8)}",
+                thread=rng.choice(threads), openai_id=f"resp_{tenant.slug}_{index:04d}",
+                metadata={"tenant": tenant.slug, "feature": "chat"},
+            ))
+        created[tenant.slug] = runs
+    return created

@@ -1,0 +1,164 @@
+"""The dashboard in a real browser (Playwright driving Debian's Chromium against live_server): log in, every
+page opens, every chart draws its data, filters change the table, CSV downloads, and a tenant member sees
+only their tenant. Screenshots of every page at 1280 and 390 px land in $RUNLEDGER_ARTIFACTS/screenshots."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from apps.alerts.models import Alert
+from apps.tenants.models import Membership, Tenant
+
+from .seed import demo_ledger
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
+SCREENSHOTS = ARTIFACTS / "screenshots"
+WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
+
+
+@pytest.fixture
+def ledger(django_user_model):
+    now = dt.datetime.now(dt.UTC)
+    acme = Tenant.objects.create(slug="acme", name="Acme Corp", monthly_budget_usd="5.00")
+    globex = Tenant.objects.create(slug="globex", name="Globex Inc", monthly_budget_usd="2.00")
+    initech = Tenant.objects.create(slug="initech", name="Initech")
+    runs = demo_ledger([acme, globex, initech], now=now)
+    Alert.objects.create(tenant=acme, kind=Alert.Kind.BUDGET, severity=Alert.Severity.WARNING,
+                         cause_key="budget:acme:80", title="Acme Corp reached 80% of its monthly budget")
+    Alert.objects.create(tenant=globex, kind=Alert.Kind.HIGH_COST_RUN, severity=Alert.Severity.CRITICAL,
+                         cause_key="run:globex", title="Globex Inc run over $0.10")
+    staff = django_user_model.objects.create_user("ops", password="ops-password-1", is_staff=True)
+    member = django_user_model.objects.create_user("acme-viewer", password="member-password-1")
+    Membership.objects.create(user=member, tenant=acme, role=Membership.Role.VIEWER)
+    return {"acme": acme, "globex": globex, "runs": runs, "staff": staff, "member": member}
+
+
+def _login(page, live_server, username, password):
+    page.goto(f"{live_server.url}/accounts/login/")
+    assert page.get_by_role("heading", name="Sign in to RunLedger").is_visible()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def _charts_have_data(page) -> dict:
+    """Every chart on the page, after plotly drew it: {id: number of data points across its traces}."""
+    charts = page.locator(".chart")
+    for index in range(charts.count()):
+        charts.nth(index).and_(page.locator("[data-rendered=true]")).wait_for(timeout=15_000)
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.chart')].map(el => [
+        el.id, (el.data || []).reduce((n, t) => n + ((t.y || t.x || []).length), 0)]))""")
+
+
+def _screenshot(page, name: str, width_name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+
+
+def test_staff_opens_every_page_and_every_chart_draws_its_data(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/accounts/login/")
+    _screenshot(page, "login", "desktop")
+    _login(page, live_server, "ops", "ops-password-1")
+    acme_run = ledger["runs"]["acme"][0].openai_id
+    pages = {
+        "overview": ("/", "Overview", 1),
+        "tenants": ("/tenants/", "Tenants", 0),
+        "tenant-detail": ("/tenants/acme/", "Acme Corp", 5),
+        "runs": ("/runs/?min_cost=0", "High-cost runs", 1),
+        "run-detail": (f"/runs/{acme_run}/", acme_run, 1),
+        "prices": ("/prices/?model=gpt-5.4", "Prices", 1),
+    }
+    for name, (path, heading, expected_charts) in pages.items():
+        for width_name, (width, height) in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": height})
+            response = page.goto(f"{live_server.url}{path}")
+            assert response.status == 200, name
+            assert heading in page.locator("h1").inner_text()
+            assert page.locator("nav[aria-label=Main] [aria-current=page]").count() == 1
+            points = _charts_have_data(page)
+            assert len(points) == expected_charts, (name, points)
+            assert all(count > 0 for count in points.values()), (name, points)
+            # Nothing spills sideways on a phone: wide tables scroll inside their own box.
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, (name, width_name, overflow)
+            _screenshot(page, name, width_name)
+
+
+def test_mobile_menu_opens_from_its_button_and_marks_the_current_page(page, live_server, ledger):
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/tenants/")
+    nav_link = page.get_by_role("navigation", name="Main").get_by_role("link", name="Tenants")
+    assert not nav_link.is_visible()
+    page.get_by_role("button", name="Menu").click()
+    assert nav_link.is_visible()
+    assert nav_link.get_attribute("aria-current") == "page"
+    _screenshot(page, "menu-open", "mobile")
+
+
+def test_filtering_high_cost_runs_changes_the_table(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/runs/?min_cost=0")
+    all_count = page.locator(".table-count").inner_text()
+    page.get_by_label("Tenant").select_option("globex")
+    page.get_by_label("Model").select_option("gpt-5-mini")
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url("**tenant=globex**")
+    assert "model=gpt-5-mini" in page.url  # the filtered view is a shareable URL
+    rows = page.locator("#table-runs tbody tr")
+    assert rows.count() > 0
+    assert page.locator(".table-count").inner_text() != all_count
+    for index in range(rows.count()):
+        text = rows.nth(index).inner_text()
+        assert "globex" in text and "gpt-5-mini" in text
+    points = _charts_have_data(page)
+    assert points["chart-run-scatter"] == rows.count() or points["chart-run-scatter"] > 0
+    _screenshot(page, "runs-filtered", "desktop")
+
+
+def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/runs/?min_cost=0&tenant=acme")
+    with page.expect_download() as download_info:
+        page.locator("[data-csv=runs]").click()
+    download = download_info.value
+    assert download.suggested_filename.startswith("runs-runs-")
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text())))
+    assert rows[0][:3] == ["Run", "Tenant", "Created"]
+    # The page's default period (the last 30 UTC days) applies to the export too.
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=29)
+    expected = {run.openai_id for run in ledger["runs"]["acme"] if run.created_at.date() >= since}
+    assert {row[0] for row in rows[1:]} == expected and len(rows) - 1 == len(expected)
+    assert {row[1] for row in rows[1:]} == {"acme"}
+
+
+def test_tenant_member_sees_only_their_tenant_and_gets_404_elsewhere(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "acme-viewer", "member-password-1")
+    page.goto(f"{live_server.url}/tenants/")
+    body = page.locator("main").inner_text()
+    assert "Acme Corp" in body and "Globex" not in body and "Initech" not in body
+    _screenshot(page, "tenants-member", "desktop")
+    page.goto(f"{live_server.url}/")
+    assert "Globex" not in page.locator("main").inner_text()
+    globex_run = ledger["runs"]["globex"][0].openai_id
+    for path in ("/tenants/globex/", f"/runs/{globex_run}/", "/tenants/globex/?format=csv&table=threads"):
+        response = page.request.get(f"{live_server.url}{path}")
+        assert response.status == 404, path
+    assert page.goto(f"{live_server.url}/tenants/globex/").status == 404
+    page.goto(f"{live_server.url}/runs/?min_cost=0")
+    assert "globex" not in page.locator("main").inner_text()
+    assert "Globex" not in page.get_by_label("Tenant").inner_text()

@@ -1,0 +1,99 @@
+"""Figures are pure: selector output in, a Plotly figure dict out, with exact money in the hover text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from types import SimpleNamespace
+
+from apps.dashboard import figures
+from apps.ledger.selectors import OTHERS_LABEL, PROMPT_TOKEN_EDGES, DailySeries, TokenHistogram
+
+D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+
+
+def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
+    assert figures.money_text(Decimal("1234.565")) == "$1,234.57"
+    assert figures.money_text(Decimal("0.004213")) == "$0.004213"
+    assert figures.money_text(Decimal("0.00000001")) == "<$0.0001"
+    assert figures.money_text(Decimal("0")) == "$0.00"
+    assert figures.money_text(None) == "—"
+
+
+def test_daily_stacked_cost_figure_has_one_bar_trace_per_series_with_others_last_and_grey():
+    series = DailySeries(days=[D1, D2], series={
+        OTHERS_LABEL: [Decimal("0.10"), Decimal("0")], "acme": [Decimal("1.25"), Decimal("2.5")],
+    })
+    figure = figures.daily_stacked_cost_figure(series)
+    assert [trace["name"] for trace in figure["data"]] == ["acme", OTHERS_LABEL]
+    acme = figure["data"][0]
+    assert acme["type"] == "bar" and acme["x"] == ["2026-11-01", "2026-11-02"]
+    assert acme["y"] == [1.25, 2.5]
+    assert acme["customdata"] == ["$1.25", "$2.50"]
+    assert figure["data"][1]["marker"]["color"] == figures.OTHERS_COLOR
+    assert figure["layout"]["barmode"] == "stack"
+    json.dumps(figure)  # serialisable as is
+
+
+def test_prompt_token_histogram_figure_uses_a_log_count_axis():
+    histogram = TokenHistogram(edges=PROMPT_TOKEN_EDGES, counts=[0, 3, 1] + [0] * (len(PROMPT_TOKEN_EDGES) - 4) + [1],
+                               total_runs=5, max_tokens=1_500_000, tail_runs=1)
+    figure = figures.prompt_token_histogram_figure(histogram)
+    trace = figure["data"][0]
+    assert trace["x"][1] == "100–200" and trace["x"][-1] == "≥1M"
+    assert trace["y"] == histogram.counts
+    assert figure["layout"]["yaxis"]["type"] == "log"
+
+
+def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():
+    rows = [
+        {"openai_id": "resp_1", "tenant__slug": "acme", "model": "gpt-5.4", "feature": "chat", "status": "completed",
+         "input_tokens": 12000, "cost_total_usd": Decimal("0.42")},
+        {"openai_id": "resp_2", "tenant__slug": "acme", "model": "gpt-5-mini", "feature": "", "status": "failed",
+         "input_tokens": 0, "cost_total_usd": Decimal("0.0031")},
+    ]
+    figure = figures.cost_scatter_figure(rows, run_url_prefix="/runs/")
+    by_name = {trace["name"]: trace for trace in figure["data"]}
+    assert set(by_name) == {"gpt-5.4", "gpt-5-mini"}
+    assert by_name["gpt-5.4"]["x"] == [12000] and by_name["gpt-5.4"]["y"] == [0.42]
+    assert by_name["gpt-5.4"]["customdata"][0][:2] == ["/runs/resp_1/", "resp_1"]
+    assert by_name["gpt-5-mini"]["x"] == [1]  # zero tokens cannot sit on a log axis
+    assert figure["layout"]["xaxis"]["type"] == "log" and figure["layout"]["yaxis"]["type"] == "log"
+
+
+def test_horizontal_bar_figure_puts_the_costliest_row_on_top_and_labels_blank_keys():
+    rows = [{"feature": "chat", "cost_usd": Decimal("3")}, {"feature": "", "cost_usd": Decimal("1")}]
+    trace = figures.horizontal_cost_bar_figure(rows, label_key="feature")["data"][0]
+    assert trace["y"] == ["(none)", "chat"] and trace["x"] == [1.0, 3.0]
+
+
+def test_price_history_figure_steps_through_versions_and_bills_missing_cached_price_at_input():
+    prices = [
+        SimpleNamespace(effective_from=dt.date(2026, 6, 1), input_usd_per_1m=Decimal("2.00"),
+                        cached_input_usd_per_1m=Decimal("0.20"), output_usd_per_1m=Decimal("8")),
+        SimpleNamespace(effective_from=dt.date(2025, 1, 1), input_usd_per_1m=Decimal("2.50"),
+                        cached_input_usd_per_1m=None, output_usd_per_1m=Decimal("10")),
+    ]
+    figure = figures.price_history_figure(prices, today=dt.date(2026, 11, 20))
+    traces = {trace["name"]: trace for trace in figure["data"]}
+    assert traces["input"]["x"] == ["2025-01-01", "2026-06-01", "2026-11-20"]
+    assert traces["input"]["y"] == [2.5, 2.0, 2.0]
+    assert traces["cached input"]["y"] == [2.5, 0.2, 0.2]
+    assert traces["input"]["line"]["shape"] == "hv"
+
+
+def test_wasted_figure_stacks_wasted_on_top_of_useful_spend():
+    series = DailySeries(days=[D1], series={"wasted": [Decimal("0.5")], "useful": [Decimal("2")]})
+    figure = figures.wasted_daily_figure(series)
+    assert [(t["name"], t["y"]) for t in figure["data"]] == [("completed and other", [2.0]), ("wasted", [0.5])]
+
+
+def test_sparkline_points_scale_to_the_peak():
+    assert figures.sparkline_points([Decimal("0"), Decimal("2"), Decimal("1")], width=100, height=28) == "0.0,26.0 50.0,2.0 100.0,14.0"
+    assert figures.sparkline_points([]) == ""
+
+
+def test_hover_templates_escape_user_chosen_names():
+    series = DailySeries(days=[D1], series={"<img src=x>": [Decimal("1")]})
+    assert "<img" not in figures.daily_stacked_cost_figure(series)["data"][0]["hovertemplate"]

@@ -1,0 +1,194 @@
+"""Ledger selectors behind the dashboard: exact Decimal money, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from apps.ledger import selectors
+from apps.ledger.models import Thread
+from apps.tenants.models import Tenant
+from apps.tenants.scoping import TenantScope
+
+from .conftest import NOW
+from .seed import run_row, thread_row
+
+pytestmark = pytest.mark.django_db
+TODAY = NOW.date()  # 2026-11-20
+
+
+def at(day: dt.date, hour: int = 12) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
+
+
+def test_spend_summary_compares_month_to_date_with_last_month_and_projects_linearly(tenant, other_tenant):
+    run_row(tenant, created_at=at(dt.date(2026, 11, 1)), cost="1.10")
+    run_row(tenant, created_at=at(dt.date(2026, 11, 20), hour=23), cost="0.90")
+    run_row(tenant, created_at=at(dt.date(2026, 10, 5)), cost="3.00")
+    run_row(tenant, created_at=at(dt.date(2026, 10, 25)), cost="4.00")  # after the same point of last month
+    run_row(tenant, created_at=at(dt.date(2026, 9, 30)), cost="100")  # two months ago: ignored
+    run_row(other_tenant, created_at=at(dt.date(2026, 11, 2)), cost="50")
+
+    summary = selectors.spend_summary(scope=TenantScope.of([tenant]), today=TODAY)
+
+    assert summary.month_to_date_usd == Decimal("2.00")
+    assert summary.last_month_usd == Decimal("7.00")
+    assert summary.last_month_same_point_usd == Decimal("3.00")
+    assert summary.projected_month_end_usd == Decimal("3.00")  # 2.00 / 20 days * 30 days
+    assert summary.change_vs_same_point == Decimal("2.00") / Decimal("3.00") * 100 - 100
+    assert selectors.spend_summary(scope=TenantScope.every_tenant(), today=TODAY).month_to_date_usd == Decimal("52.00")
+
+
+def test_spend_summary_same_point_stops_at_the_end_of_a_shorter_last_month(tenant):
+    run_row(tenant, created_at=at(dt.date(2026, 2, 28)), cost="1")
+    summary = selectors.spend_summary(tenant=tenant, today=dt.date(2026, 3, 31))
+    assert summary.last_month_same_point_usd == Decimal("1") == summary.last_month_usd
+    assert summary.days_in_month == 31 and summary.days_elapsed == 31
+
+
+def test_cost_by_day_by_tenant_keeps_the_top_tenants_and_groups_the_rest(tenant, other_tenant):
+    small = Tenant.objects.create(slug="small", name="Small")
+    day1, day2 = dt.date(2026, 11, 18), dt.date(2026, 11, 19)
+    run_row(tenant, created_at=at(day1), cost="5")
+    run_row(other_tenant, created_at=at(day2), cost="2")
+    run_row(small, created_at=at(day2), cost="0.25")
+    run_row(small, created_at=at(day1), cost="0.75")
+
+    series = selectors.cost_by_day_by_tenant(scope=TenantScope.every_tenant(), start=day1, end=TODAY, top=2)
+
+    assert series.days == [day1, day2, TODAY]
+    assert list(series.series) == ["acme", "globex", selectors.OTHERS_LABEL]
+    assert series.series["acme"] == [Decimal("5"), Decimal("0"), Decimal("0")]
+    assert series.series["globex"] == [Decimal("0"), Decimal("2"), Decimal("0")]
+    assert series.series["others"] == [Decimal("0.75"), Decimal("0.25"), Decimal("0")]
+    assert series.total_usd == Decimal("8")
+
+
+def test_cost_by_day_by_tenant_only_sees_the_scope(tenant, other_tenant):
+    run_row(tenant, created_at=at(TODAY), cost="1")
+    run_row(other_tenant, created_at=at(TODAY), cost="9")
+    series = selectors.cost_by_day_by_tenant(scope=TenantScope.of([tenant]), start=TODAY, end=TODAY)
+    assert series.series == {"acme": [Decimal("1")]}
+
+
+def test_cost_by_day_by_model_orders_models_by_cost(tenant):
+    run_row(tenant, created_at=at(TODAY), cost="0.5", model="gpt-5-mini")
+    run_row(tenant, created_at=at(TODAY), cost="2", model="gpt-5.4")
+    series = selectors.cost_by_day_by_model(tenant=tenant, start=TODAY - dt.timedelta(days=1), end=TODAY)
+    assert list(series.series) == ["gpt-5.4", "gpt-5-mini"]
+    assert series.series["gpt-5-mini"] == [Decimal("0"), Decimal("0.5")]
+
+
+def test_cost_by_feature_and_wasted_spend(tenant):
+    run_row(tenant, created_at=at(TODAY), cost="1.25", feature="chat")
+    run_row(tenant, created_at=at(TODAY), cost="0.75", feature="chat", status="failed")
+    run_row(tenant, created_at=at(TODAY), cost="0.10", feature="", status="cancelled")
+    rows = selectors.cost_by_feature(tenant=tenant, start=TODAY, end=TODAY)
+    assert [(r["feature"], r["runs"], r["cost_usd"], r["wasted_cost_usd"]) for r in rows] == [
+        ("chat", 2, Decimal("2.00"), Decimal("0.75")), ("", 1, Decimal("0.10"), Decimal("0.10")),
+    ]
+    wasted = selectors.wasted_summary(tenant=tenant, start=TODAY, end=TODAY)
+    assert (wasted.wasted_usd, wasted.total_usd, wasted.runs) == (Decimal("0.85"), Decimal("2.10"), 3)
+    assert wasted.share_percent == Decimal("0.85") / Decimal("2.10") * 100
+    series = selectors.wasted_by_day(tenant=tenant, start=TODAY, end=TODAY)
+    assert series.series == {"wasted": [Decimal("0.85")], "useful": [Decimal("1.25")]}
+
+
+def test_cost_by_end_user_reads_runs_in_the_period(tenant):
+    run_row(tenant, created_at=at(TODAY), cost="0.3", user_id="u1")
+    run_row(tenant, created_at=at(TODAY), cost="0.2", user_id="u1")
+    run_row(tenant, created_at=at(TODAY), cost="0.4", user_id="u2")
+    run_row(tenant, created_at=at(TODAY - dt.timedelta(days=40)), cost="9", user_id="u3")
+    rows = list(selectors.cost_by_end_user(tenant=tenant, start=TODAY - dt.timedelta(days=29), end=TODAY))
+    assert [(r["user_id"], r["runs"], r["cost_usd"]) for r in rows] == [("u1", 2, Decimal("0.5")), ("u2", 1, Decimal("0.4"))]
+
+
+def test_tenants_with_spend_annotates_month_to_date_and_exact_budget_percent(tenant, other_tenant):
+    Tenant.objects.filter(pk=tenant.pk).update(monthly_budget_usd=Decimal("8.00"))
+    run_row(tenant, created_at=at(dt.date(2026, 11, 3)), cost="1.5")
+    run_row(tenant, created_at=at(dt.date(2026, 11, 4)), cost="0.5")
+    run_row(tenant, created_at=at(dt.date(2026, 10, 31)), cost="7")
+    scope = TenantScope.every_tenant()
+    rows = {t.slug: t for t in selectors.tenants_with_spend(Tenant.objects.all(), scope=scope, today=TODAY)}
+    assert rows["acme"].month_to_date_usd == Decimal("2.0")
+    assert rows["acme"].budget_used_percent == Decimal("25")
+    assert rows["globex"].month_to_date_usd == Decimal("0")
+    assert rows["globex"].budget_used_percent is None
+
+
+def test_daily_cost_for_tenants_fills_missing_days_with_zero(tenant):
+    run_row(tenant, created_at=at(TODAY), cost="0.2")
+    trend = selectors.daily_cost_for_tenants(scope=TenantScope.every_tenant(), tenant_ids=[tenant.pk],
+                                             start=TODAY - dt.timedelta(days=2), end=TODAY)
+    assert trend == {tenant.pk: [Decimal("0"), Decimal("0"), Decimal("0.2")]}
+
+
+def test_runs_filtered_defaults_to_high_cost_and_applies_every_filter(tenant, other_tenant):
+    cheap = run_row(tenant, created_at=at(TODAY), cost="0.01")
+    pricey = run_row(tenant, created_at=at(TODAY), cost="0.50", model="gpt-5.5", feature="search")
+    failed = run_row(tenant, created_at=at(TODAY), cost="0.30", status="failed")
+    old = run_row(tenant, created_at=at(TODAY - dt.timedelta(days=10)), cost="5")
+    theirs = run_row(other_tenant, created_at=at(TODAY), cost="9")
+    scope = TenantScope.of([tenant])
+
+    def ids(**filters):
+        base = {"start": TODAY - dt.timedelta(days=1), "end": TODAY}
+        return [run.openai_id for run in selectors.runs_filtered(scope=scope, filters=selectors.RunFilters(**{**base, **filters}))]
+
+    assert ids() == [pricey.openai_id, failed.openai_id]
+    assert ids(min_cost_usd=Decimal("0")) == [pricey.openai_id, failed.openai_id, cheap.openai_id]
+    assert ids(model="gpt-5.5") == [pricey.openai_id]
+    assert ids(feature="search") == [pricey.openai_id]
+    assert ids(status="failed") == [failed.openai_id]
+    assert ids(start=TODAY - dt.timedelta(days=30)) == [old.openai_id, pricey.openai_id, failed.openai_id]
+    assert ids(tenant=other_tenant) == []  # outside the scope, even when named
+    assert theirs.openai_id not in ids(min_cost_usd=Decimal("0"))
+
+
+def test_run_get_visible_hides_other_tenants_runs(tenant, other_tenant):
+    theirs = run_row(other_tenant, created_at=at(TODAY), cost="1")
+    assert selectors.run_get_visible(scope=TenantScope.of([tenant]), openai_id=theirs.openai_id) is None
+    assert selectors.run_get_visible(scope=TenantScope.every_tenant(), openai_id=theirs.openai_id) == theirs
+
+
+def test_run_timeline_and_tokens_by_kind(tenant):
+    run = run_row(tenant, created_at=at(TODAY), cost="1", status="failed", input_tokens=5000, cached_input_tokens=1200,
+                  output_tokens=900, reasoning_tokens=400, started_at=at(TODAY) + dt.timedelta(seconds=2),
+                  failed_at=at(TODAY) + dt.timedelta(seconds=9))
+    assert [name for name, _ in selectors.run_timeline(run)] == ["created", "started", "failed"]
+    assert selectors.run_tokens_by_kind(run) == [
+        ("input (uncached)", 3800), ("input (cached)", 1200), ("input (cache write)", 0), ("output", 500), ("reasoning", 400),
+    ]
+
+
+def test_prompt_token_histogram_counts_each_bin_and_the_long_tail(tenant):
+    for tokens in [150, 150, 300, 800, 900, 1500, 60_000, 2_000_000]:
+        run_row(tenant, created_at=at(TODAY), cost="0.01", input_tokens=tokens)
+    histogram = selectors.prompt_token_histogram(tenant=tenant, start=TODAY, end=TODAY)
+    counts = dict(zip(histogram.labels, histogram.counts, strict=True))
+    assert counts["100–200"] == 2 and counts["200–500"] == 1 and counts["500–1k"] == 2 and counts["1k–2k"] == 1
+    assert counts["50k–100k"] == 1 and counts["≥1M"] == 1
+    assert histogram.total_runs == 8 and histogram.max_tokens == 2_000_000
+    assert histogram.tail_runs == 2  # median bin 500–1k; 5k and up is the tail
+
+
+def test_thread_retention_status_on_both_sides_of_the_boundary(tenant):
+    now = NOW
+    retention = 60
+    due_tomorrow = thread_row(tenant, last_activity_at=now - dt.timedelta(days=59))
+    overdue = thread_row(tenant, last_activity_at=now - dt.timedelta(days=61))
+    fresh = thread_row(tenant, last_activity_at=now - dt.timedelta(days=10))
+    deleted = thread_row(tenant, last_activity_at=now - dt.timedelta(days=90), status=Thread.Status.DELETED)
+
+    def status(thread, held=False):
+        return selectors.thread_retention_status(thread, retention_days=retention, legal_hold=held, now=now)
+
+    assert status(due_tomorrow) == {"deletes_at": now + dt.timedelta(days=1), "days_left": 1, "state": "due_soon"}
+    assert status(overdue)["state"] == "overdue" and status(overdue)["days_left"] == 0
+    assert status(fresh)["state"] == "ok" and status(fresh)["days_left"] == 50
+    assert status(deleted)["state"] == "deleted"
+    assert status(overdue, held=True)["state"] == "held"
+    ordered = list(selectors.threads_with_retention(tenant=tenant))
+    assert ordered == [overdue, due_tomorrow, fresh]
