@@ -1,0 +1,291 @@
+"""OpenAIProvider against the sandbox: plain dicts, full pagination, retries with backoff and
+Retry-After, typed errors, deletes that tell "deleted" from "already gone", and the shared rate limit."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+from django.core.cache import cache
+
+from apps.provider.client import (
+    DeleteOutcome,
+    OpenAIProvider,
+    ProviderAuthError,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderUnavailable,
+    retry_after_seconds,
+)
+from apps.provider.ratelimit import SharedRateLimiter
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _thread_with_runs(openai_client, sandbox, runs: int) -> tuple[str, list[str]]:
+    assistant = openai_client.beta.assistants.create(model="gpt-5.4")
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    run_ids = []
+    for _ in range(runs):
+        run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+        sandbox.advance(5)
+        run_ids.append(run.id)
+    return thread.id, run_ids
+
+
+class RecordingSleep:
+    def __init__(self):
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def _provider(sandbox, **options) -> OpenAIProvider:
+    options.setdefault("rate_limiter", None)
+    return OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, admin_key=sandbox.admin_key,
+                          project_id="proj_default", **options)
+
+
+def test_retrieve_run_returns_a_plain_dict_with_the_raw_fields(provider, openai_client, sandbox):
+    thread_id, (run_id,) = _thread_with_runs(openai_client, sandbox, 1)
+    run = provider.retrieve_run(thread_id, run_id)
+    assert type(run) is dict
+    assert run["id"] == run_id and run["status"] == "completed"
+    assert run["usage"]["total_tokens"] == run["usage"]["prompt_tokens"] + run["usage"]["completion_tokens"]
+
+
+def test_list_thread_runs_follows_every_page(provider, openai_client, sandbox):
+    thread_id, run_ids = _thread_with_runs(openai_client, sandbox, 105)
+    listed = list(provider.list_thread_runs(thread_id))
+    assert sorted(run["id"] for run in listed) == sorted(run_ids)
+    assert len(listed) == 105
+
+
+def test_delete_thread_reports_deleted_then_already_gone(provider, openai_client):
+    thread = openai_client.beta.threads.create()
+    assert provider.delete_thread(thread.id) is DeleteOutcome.DELETED
+    assert provider.delete_thread(thread.id) is DeleteOutcome.ALREADY_GONE
+    with pytest.raises(ProviderNotFound) as raised:
+        provider.retrieve_thread(thread.id)
+    assert raised.value.status_code == 404 and raised.value.request_id.startswith("req_")
+
+
+def test_every_delete_distinguishes_already_gone(provider, openai_client):
+    conversation = openai_client.conversations.create()
+    store = openai_client.vector_stores.create(name="docs")
+    container = openai_client.containers.create(name="ci")
+    uploaded = openai_client.files.create(file=("notes.txt", b"hello"), purpose="assistants")
+    for delete, object_id in ((provider.delete_conversation, conversation.id),
+                              (provider.delete_vector_store, store.id),
+                              (provider.delete_container, container.id),
+                              (provider.delete_file, uploaded.id)):
+        assert delete(object_id) == "deleted"
+        assert delete(object_id) == "already_gone"
+
+
+def test_429_is_retried_after_the_servers_retry_after(sandbox, openai_client):
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep)
+    thread = openai_client.beta.threads.create()
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=2, retry_after=3)
+    assert provider.retrieve_thread(thread.id)["id"] == thread.id
+    assert sleep.calls == [3.0, 3.0]
+    assert provider.retries_made == 2
+
+
+def test_retry_after_ms_wins_and_is_capped(sandbox, openai_client):
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, retry_after_cap=2.0)
+    thread = openai_client.beta.threads.create()
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=None, retry_after_ms=250)
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=90)
+    provider.retrieve_thread(thread.id)
+    assert sleep.calls == [0.25, 2.0]
+
+
+def test_5xx_is_retried_with_full_jitter_backoff(sandbox, openai_client):
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, backoff_base=0.5, backoff_cap=8.0)
+    store = openai_client.vector_stores.create(name="docs")
+    sandbox.faults.server_error(path=r"^/v1/vector_stores/", times=3, status=503)
+    assert provider.retrieve_vector_store(store.id)["id"] == store.id
+    assert len(sleep.calls) == 3
+    for attempt, delay in enumerate(sleep.calls):
+        assert 0 <= delay <= min(8.0, 0.5 * 2 ** attempt)
+
+
+def test_persistent_429_raises_rate_limited_after_the_last_attempt(sandbox, openai_client):
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, max_attempts=3)
+    sandbox.faults.rate_limit(path=r"^/v1/files", times=None, retry_after=1)
+    with pytest.raises(ProviderRateLimited) as raised:
+        list(provider.list_files())
+    assert raised.value.attempts == 3 and raised.value.status_code == 429
+    assert sleep.calls == [1.0, 1.0]
+
+
+def test_persistent_5xx_raises_unavailable(sandbox):
+    provider = _provider(sandbox, sleep=RecordingSleep(), max_attempts=2)
+    sandbox.faults.server_error(path=r"^/v1/containers", times=None, status=502)
+    with pytest.raises(ProviderUnavailable) as raised:
+        list(provider.list_containers())
+    assert raised.value.status_code == 502
+
+
+def test_connection_refused_raises_unavailable_after_retries():
+    sleep = RecordingSleep()
+    provider = OpenAIProvider(base_url="http://127.0.0.1:9/v1", api_key="sk-x", rate_limiter=None, sleep=sleep,
+                              max_attempts=3, backoff_base=0.01, timeout=2)
+    with pytest.raises(ProviderUnavailable):
+        provider.retrieve_thread("thread_x")
+    assert len(sleep.calls) == 2
+
+
+def test_404_is_not_retried(sandbox):
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep)
+    with pytest.raises(ProviderNotFound):
+        provider.retrieve_response("resp_missing")
+    assert sleep.calls == [] and provider.attempts_made == 1
+
+
+def test_admin_calls_without_an_admin_key_fail_clearly(sandbox):
+    provider = OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, rate_limiter=None)
+    with pytest.raises(ProviderAuthError, match="OPENAI_ADMIN_KEY"):
+        provider.costs(0, 86400)
+
+
+def test_wrong_key_is_an_auth_error_not_retried(sandbox):
+    provider = OpenAIProvider(base_url=sandbox.base_url, api_key="sk-wrong-key-123", rate_limiter=None,
+                              sleep=RecordingSleep())
+    with pytest.raises(ProviderAuthError) as raised:
+        list(provider.list_vector_stores())
+    assert raised.value.status_code == 401 and raised.value.attempts == 1
+
+
+def test_default_provider_uses_settings(provider, sandbox, openai_client):
+    store = openai_client.vector_stores.create(name="docs")
+    default = OpenAIProvider.default(rate_limiter=None)
+    assert [item["id"] for item in default.list_vector_stores()] == [store.id]
+
+
+def test_costs_follow_next_page_to_the_end(provider, openai_client, sandbox):
+    openai_client.responses.create(model="gpt-6.1-sol", input="hello", extra_body={"sandbox": {
+        "input_tokens": 1000, "cached_tokens": 0, "output_tokens": 100}})
+    now = int(sandbox.clock.now())
+    buckets = provider.costs(now - 40 * 86400, now + 1, group_by=["line_item"], page_limit=7)
+    assert len(buckets) in {40, 41}
+    assert buckets == sorted(buckets, key=lambda bucket: bucket["start_time"])
+    lines = {result["line_item"]: result["amount"]["value"] for bucket in buckets for result in bucket["results"]}
+    assert lines == {"gpt-6.1-sol, input": pytest.approx(0.002), "gpt-6.1-sol, output": pytest.approx(0.001)}
+
+
+def test_usage_endpoints_return_all_buckets(provider, openai_client, sandbox):
+    openai_client.responses.create(model="gpt-6.1-sol", input="hello", tools=[
+        {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "file_search", "vector_store_ids": ["vs_a"]}],
+        extra_body={"sandbox": {"input_tokens": 500, "cached_tokens": 128, "output_tokens": 50}})
+    now = int(sandbox.clock.now())
+    completions = provider.usage_completions(now - 3 * 86400, now + 1, group_by=["model"])
+    assert len(completions) >= 3
+    results = [result for bucket in completions for result in bucket["results"]]
+    assert results[0]["input_tokens"] == 500 and results[0]["input_cached_tokens"] == 128
+    sessions = provider.usage_code_interpreter_sessions(now - 86400, now + 1)
+    assert sum(result["num_sessions"] for bucket in sessions for result in bucket["results"]) == 1
+    searches = provider.usage_file_search_calls(now - 86400, now + 1, group_by=["vector_store_id"])
+    assert [result["vector_store_id"] for bucket in searches for result in bucket["results"]] == ["vs_a"]
+    hourly = provider.usage_vector_stores(now - 3600 * 30, now + 1, bucket_width="1h")
+    assert len(hourly) >= 30
+
+
+# -- the shared rate limiter --------------------------------------------------------------------
+class FakeTime:
+    def __init__(self, start: float = 1_000_000.0):
+        self.now = start
+        self.lock = threading.Lock()
+
+    def time(self) -> float:
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+def test_rate_limiter_never_admits_more_than_the_limit_per_window():
+    cache.clear()
+    fake = FakeTime()
+    limiter = SharedRateLimiter(requests_per_minute=180, window_seconds=1.0, name="t1", cache=cache,
+                                clock=fake.time, sleep=fake.sleep)
+    assert limiter.limit == 3
+    admitted_at = []
+    for _ in range(20):
+        limiter.acquire()
+        admitted_at.append(fake.time())
+    per_window: dict[int, int] = {}
+    for moment in admitted_at:
+        per_window[int(moment // 1.0)] = per_window.get(int(moment // 1.0), 0) + 1
+    assert max(per_window.values()) == 3
+    assert len(per_window) == 7  # 20 calls at 3 per window need 7 windows
+    assert limiter.waited_seconds > 5
+
+
+def test_rate_limiter_is_shared_between_limiters_on_the_same_cache():
+    cache.clear()
+    fake = FakeTime()
+    first = SharedRateLimiter(requests_per_minute=120, window_seconds=1.0, name="shared", cache=cache,
+                              clock=fake.time, sleep=fake.sleep)
+    second = SharedRateLimiter(requests_per_minute=120, window_seconds=1.0, name="shared", cache=cache,
+                               clock=fake.time, sleep=fake.sleep)
+    assert first.try_acquire() and second.try_acquire()
+    assert not first.try_acquire() and not second.try_acquire()
+    fake.sleep(1.0)
+    assert second.try_acquire()
+
+
+def test_rate_limiter_holds_under_concurrent_threads():
+    cache.clear()
+    window = 0.2
+    limiter = SharedRateLimiter(requests_per_minute=1500, window_seconds=window, name="threads", cache=cache)
+    assert limiter.limit == 5
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(3):
+            limiter.acquire()
+            import time as real_time
+
+            with lock:
+                stamps.append(real_time.time())
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counts: dict[int, int] = {}
+    for moment in stamps:
+        counts[int(moment // window)] = counts.get(int(moment // window), 0) + 1
+    assert len(stamps) == 15 and max(counts.values()) <= 5
+
+
+def test_provider_takes_a_rate_limit_slot_per_request(sandbox, openai_client):
+    cache.clear()
+    fake = FakeTime()
+    limiter = SharedRateLimiter(requests_per_minute=120, window_seconds=1.0, name="provider", cache=cache,
+                                clock=fake.time, sleep=fake.sleep)
+    provider = _provider(sandbox, rate_limiter=limiter)
+    thread = openai_client.beta.threads.create()
+    for _ in range(5):
+        provider.retrieve_thread(thread.id)
+    assert fake.time() - 1_000_000.0 >= 2.0  # 5 calls at 2 per window cross at least two window boundaries
+
+
+def test_retry_after_parsing_accepts_seconds_milliseconds_and_dates():
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert retry_after_seconds({}) is None
