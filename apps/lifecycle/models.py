@@ -197,6 +197,9 @@ class SweepItem(MaybeUnassignedModel):
     # whole organisation (the drop in the daily bill), so savings are never overstated.
     saved_usd_per_day = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
     archived = models.BooleanField(default=False)
+    # Conversation items carry no timestamps: the newest item's id when a dry run looked, so the run that
+    # confirms it can tell the conversation was used in between.
+    fingerprint = models.CharField(max_length=120, blank=True, default="")
     # Transient failures (rate limits, 5xx) put an item back; after a few it is recorded as failed.
     attempts = models.PositiveSmallIntegerField(default=0)
     claimed_by = models.CharField(max_length=120, blank=True, default="")

@@ -636,7 +636,7 @@ def _plan_step(sweep: Sweep) -> bool:
         )
         rows = [(item.pk, SweepItem(
             tenant_id=item.tenant_id, resource_type=item.resource_type, openai_id=item.openai_id, rule=item.rule,
-            last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes,
+            last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes, fingerprint=item.fingerprint,
         )) for item in source]
         exhausted = len(source) < page
     else:
@@ -729,8 +729,13 @@ def _recheck_conversation(provider, item: SweepItem, cutoff: dt.datetime) -> _Ch
     if ledger is not None and ledger.status == Thread.Status.DELETED:
         return _Check(Outcome.ALREADY_GONE, "already deleted in the ledger")
     conversation = _as_dict(provider.retrieve_conversation(item.openai_id))
+    newest = _first(provider.list_conversation_items(item.openai_id), 1)  # newest first
+    fingerprint = str(_as_dict(newest[0]).get("id") or "") if newest else "empty"
+    baseline, item.fingerprint = item.fingerprint, fingerprint
+    if baseline and baseline != fingerprint:
+        return _Check(Outcome.SKIPPED_ACTIVE, "new items since the dry run listed it", timezone.now())
     candidates = [ledger.last_activity_at if ledger else None, _moment(conversation.get("created_at")),
-                  _newest_timestamp(_first(provider.list_conversation_items(item.openai_id), 100))]
+                  _newest_timestamp(newest)]
     last = max((c for c in candidates if c), default=None)
     return _active_verdict(last, cutoff, "last activity")
 
@@ -856,7 +861,7 @@ def _finish_item(item: SweepItem, outcome: str, detail: str, now: dt.datetime) -
     SweepItem.objects.unscoped().filter(pk=item.pk).update(
         state=SweepItem.State.DONE, outcome=outcome, detail=(detail or "")[:500], processed_at=now,
         last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes,
-        saved_usd_per_day=item.saved_usd_per_day, archived=item.archived,
+        saved_usd_per_day=item.saved_usd_per_day, archived=item.archived, fingerprint=item.fingerprint,
     )
     return outcome
 
