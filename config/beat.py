@@ -24,6 +24,9 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "lifecycle-requires-action-watch": entry("lifecycle.requires_action_watch", crontab(minute="*"), MINUTE),
     # Reconciliation (apps/reconciliation): yesterday and the 7 days before, after storage is metered.
     "reconciliation-daily": entry("reconciliation.reconcile_daily", crontab(hour=4, minute=15), DAY),
+    # Ledger collector (apps/ledger): refresh non-terminal runs, then find runs nobody reported.
+    "ledger-collect-runs": entry("ledger.collect_runs", crontab(minute="*"), MINUTE),
+    "ledger-collect-thread-runs": entry("ledger.collect_thread_runs", crontab(minute="*/15"), 15 * MINUTE),
     # Add entries here, e.g.
     # "ledger-collect": entry("ledger.collect_runs", crontab(minute="*/5"), 5 * MINUTE),
 }

@@ -1,4 +1,4 @@
-"""Alert delivery and the requires_action watch, as Celery tasks."""
+"""Alert delivery as Celery tasks (the requires_action watch is lifecycle.requires_action_watch)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from .models import Alert
-from .services import DeliveryError, alert_deliver, alerts_requires_action_scan
+from .services import DeliveryError, alert_deliver
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,3 @@ def deliver_alert(self, alert_id: int) -> None:
     except DeliveryError as exc:
         # 30 s, 1 min, 2 min ... capped at 1 h.
         raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
-
-
-@shared_task(name="alerts.scan_requires_action", acks_late=True, ignore_result=True)
-def scan_requires_action() -> int:
-    return len(alerts_requires_action_scan())

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.utils import timezone
+
+from .models import Alert
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "severity", "kind", "tenant", "title", "emailed_at", "webhook_delivered_at",
+                    "acknowledged_at")
+    list_filter = ("kind", "severity")
+    search_fields = ("title", "cause_key", "tenant__slug")
+    list_select_related = ("tenant",)
+    actions = ["acknowledge"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Alert._meta.fields if f.name != "acknowledged_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge(self, request, queryset):
+        queryset.filter(acknowledged_at__isnull=True).update(acknowledged_at=timezone.now())

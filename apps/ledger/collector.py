@@ -1,0 +1,146 @@
+"""What the collector tasks do, callable without Celery: refresh runs that are not terminal yet, and list
+the runs of recorded Assistants threads so runs nobody reported are recorded too (with the thread's
+tenant). Everything goes through the provider wrapper and is stored through ingest_events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.provider.client import OpenAIProvider, ProviderError, ProviderNotFound, ProviderRateLimited
+
+from .models import TERMINAL_STATUSES, Api, Run, Thread, ThreadKind
+from .services import IngestResult, ingest_events
+
+logger = logging.getLogger(__name__)
+
+REFRESH_MAX_AGE = dt.timedelta(days=7)
+THREAD_RUNS_PER_THREAD = 100
+DISCOVER_CURSOR_KEY = "ledger:collect_thread_runs:cursor"
+
+
+@dataclass
+class CollectResult:
+    checked: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    not_found: int = 0
+    errors: int = 0
+    stopped_early: str = ""
+    errors_sample: list[str] = field(default_factory=list)
+
+    def add(self, ingest: IngestResult) -> None:
+        self.created += ingest.created
+        self.updated += ingest.updated
+        self.unchanged += ingest.unchanged
+        self.rejected += ingest.rejected
+        for result in ingest.results:
+            if result.outcome == "rejected" and len(self.errors_sample) < 5:
+                self.errors_sample.append(f"{result.id}: {result.error}")
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _wants_steps(run: dict) -> bool:
+    tools = {tool.get("type") for tool in run.get("tools") or [] if isinstance(tool, dict)}
+    return run.get("status") in TERMINAL_STATUSES and bool(tools & {"code_interpreter", "file_search"})
+
+
+def _run_event(provider: OpenAIProvider, obj: dict, tenant_slug: str, project: str) -> dict:
+    event = {"tenant": tenant_slug, "object": obj, "openai_project": project}
+    if obj.get("object") == "thread.run" and _wants_steps(obj):
+        try:
+            event["steps"] = list(provider.list_run_steps(obj["thread_id"], obj["id"]))
+        except ProviderError as exc:
+            logger.info("steps of %s unavailable (%s); counting tools from the run", obj["id"], exc)
+    return event
+
+
+def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = None) -> CollectResult:
+    """Retrieve up to `limit` non-terminal runs from OpenAI (least recently checked first) and ingest them."""
+    provider = provider or OpenAIProvider.default()
+    result = CollectResult()
+    since = timezone.now() - REFRESH_MAX_AGE
+    runs = list(
+        Run.objects.unscoped()
+        .exclude(status__in=TERMINAL_STATUSES)
+        .filter(created_at__gte=since)
+        .select_related("tenant")
+        .order_by("updated_at")
+        .values("id", "openai_id", "api", "thread_openai_id", "tenant__slug", "openai_project")[:limit]
+    )
+    events: list[dict] = []
+    checked_ids = []
+    for run in runs:
+        try:
+            if run["api"] == Api.ASSISTANTS:
+                obj = provider.retrieve_run(run["thread_openai_id"], run["openai_id"])
+            else:
+                obj = provider.retrieve_response(run["openai_id"])
+        except ProviderNotFound:
+            result.not_found += 1
+            checked_ids.append(run["id"])
+            continue
+        except ProviderRateLimited:
+            result.stopped_early = "rate limited"
+            break
+        except ProviderError as exc:
+            result.errors += 1
+            logger.warning("collect %s: %s", run["openai_id"], exc)
+            continue
+        checked_ids.append(run["id"])
+        events.append(_run_event(provider, obj, run["tenant__slug"], run["openai_project"]))
+    result.checked = len(checked_ids)
+    for start in range(0, len(events), 1000):
+        result.add(ingest_events(events=events[start:start + 1000]))
+    if checked_ids:
+        # Rotate: runs just checked go to the back of the queue even when nothing changed.
+        Run.objects.unscoped().filter(pk__in=checked_ids).update(updated_at=timezone.now())
+    return result
+
+
+def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider: OpenAIProvider | None = None
+                        ) -> CollectResult:
+    """List the runs of recorded, active Assistants threads (a cursor rotates through them, `limit` threads per
+    call) and ingest every run, attributed to the thread's tenant. Runs already recorded come back unchanged."""
+    provider = provider or OpenAIProvider.default()
+    result = CollectResult()
+    cursor = cache.get(DISCOVER_CURSOR_KEY) or 0
+    threads_query = (
+        Thread.objects.unscoped()
+        .filter(kind=ThreadKind.THREAD, status=Thread.Status.ACTIVE, last_activity_at__gte=active_since)
+        .order_by("pk")
+    )
+    threads = list(threads_query.filter(pk__gt=cursor).values("id", "openai_id", "tenant__slug", "openai_project")[:limit])
+    if not threads and cursor:
+        cache.delete(DISCOVER_CURSOR_KEY)
+        return result
+    events: list[dict] = []
+    for thread in threads:
+        try:
+            for index, obj in enumerate(provider.list_thread_runs(thread["openai_id"])):
+                if index >= THREAD_RUNS_PER_THREAD:
+                    break
+                events.append(_run_event(provider, obj, thread["tenant__slug"], thread["openai_project"]))
+        except ProviderNotFound:
+            result.not_found += 1
+        except ProviderRateLimited:
+            result.stopped_early = "rate limited"
+            break
+        except ProviderError as exc:
+            result.errors += 1
+            logger.warning("list runs of %s: %s", thread["openai_id"], exc)
+        result.checked += 1
+        cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+    if len(threads) < limit and not result.stopped_early:
+        cache.delete(DISCOVER_CURSOR_KEY)  # a full pass is done; start over next time
+    for start in range(0, len(events), 1000):
+        result.add(ingest_events(events=events[start:start + 1000]))
+    return result

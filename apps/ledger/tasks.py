@@ -1,0 +1,48 @@
+"""Collector tasks: bring non-terminal runs up to date through the provider, and find runs of recorded
+Assistants threads that nobody reported. Bounded batches, singleton per task, idempotent (ingest is)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from celery import shared_task
+from django.core.cache import cache
+from django.utils import timezone
+
+from .collector import collect_runs_refresh, collect_thread_runs
+
+logger = logging.getLogger(__name__)
+
+LOCK_SECONDS = 10 * 60
+
+
+def _singleton(name: str):
+    def decorator(fn):
+        def wrapper(*args, **kwargs):
+            key = f"lock:{name}"
+            if not cache.add(key, timezone.now().isoformat(), LOCK_SECONDS):
+                logger.info("%s already running; skipped", name)
+                return {"skipped": True}
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cache.delete(key)
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+    return decorator
+
+
+@shared_task(name="ledger.collect_runs", acks_late=True, ignore_result=True)
+@_singleton("ledger.collect_runs")
+def collect_runs(limit: int = 500) -> dict:
+    """Refresh up to `limit` non-terminal runs (oldest check first) until OpenAI reports them terminal."""
+    return collect_runs_refresh(limit=limit).as_dict()
+
+
+@shared_task(name="ledger.collect_thread_runs", acks_late=True, ignore_result=True)
+@_singleton("ledger.collect_thread_runs")
+def collect_thread_runs_task(threads: int = 200, active_days: int = 7) -> dict:
+    """List the runs of up to `threads` recently active Assistants threads to record unreported runs."""
+    return collect_thread_runs(limit=threads, active_since=timezone.now() - dt.timedelta(days=active_days)).as_dict()

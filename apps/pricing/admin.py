@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from .models import ModelPrice, ToolPrice
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ("model", "effective_from", "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m",
+                    "cache_write_usd_per_1m", "verify", "source_date")
+    list_filter = ("verify",)
+    search_fields = ("model", "source")
+    date_hierarchy = "effective_from"
+    readonly_fields = ("created_at", "created_by")
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+        if not change:
+            # A new price rates the runs that were stored unpriced for this model (and its snapshots).
+            from apps.ledger.services import runs_reprice_unpriced
+
+            result = runs_reprice_unpriced(models=[obj.model], actor=request.user)
+            newly = sum(diff.newly_priced_runs for diff in result.tenants)
+            if newly:
+                self.message_user(request, f"{newly} unpriced runs are now rated.")
+        else:
+            self.message_user(request, "Price changed: re-rate its period with `manage.py reprice --start … --end …`.")
+
+
+@admin.register(ToolPrice)
+class ToolPriceAdmin(admin.ModelAdmin):
+    list_display = ("effective_from", "code_interpreter_session_usd", "file_search_call_usd_per_1k",
+                    "web_search_call_usd_per_1k", "vector_storage_usd_per_gb_day", "vector_storage_free_gb", "verify")
+    readonly_fields = ("created_at", "created_by")
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
