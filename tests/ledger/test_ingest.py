@@ -1,0 +1,208 @@
+"""ingest_events: idempotency, state ordering, rating at ingest, threads, rollups and ledger_check."""
+
+import datetime as dt
+import itertools
+import random
+from decimal import Decimal
+
+import pytest
+
+from apps.alerts.models import Alert
+from apps.ledger.models import DailyRollup, Run, Thread
+from apps.ledger.services import ingest_events, ledger_check, runs_reprice_unpriced
+from apps.pricing.models import ModelPrice
+from tests import builders
+
+WHEN = dt.datetime(2026, 11, 10, 9, 30, tzinfo=dt.UTC)
+
+
+def _event(obj, tenant="acme", **extra):
+    return {"tenant": tenant, "object": obj, **extra}
+
+
+def _totals(tenant):
+    rows = DailyRollup.objects.for_tenant(tenant)
+    return (
+        sum(r.runs for r in rows), sum(r.cost_total_usd for r in rows), sum(r.input_tokens for r in rows),
+        sum(r.output_tokens for r in rows), sum(r.wasted_cost_usd for r in rows),
+    )
+
+
+def _lifecycle(run_id, final="completed", **kwargs):
+    """Successive states of one run as OpenAI would report them."""
+    states = ["queued", "in_progress", "requires_action", "in_progress", final]
+    return [builders.assistants_run(run_id=run_id, created_at=WHEN, status=s, thread_id=f"thread_{run_id}", **kwargs)
+            for s in states]
+
+
+def test_same_batch_twice_in_any_order_leaves_totals_unchanged(tenant):
+    batch = [_event(obj) for obj in _lifecycle("run_a") + _lifecycle("run_b", final="failed", prompt_tokens=5000)]
+    first = ingest_events(events=batch)
+    assert (first.created, first.rejected) == (2, 0)
+    totals = _totals(tenant)
+    assert totals[0] == 2
+    for seed in range(3):
+        shuffled = batch[:]
+        random.Random(seed).shuffle(shuffled)
+        again = ingest_events(events=shuffled)
+        assert again.unchanged == len(batch) and again.created == again.updated == 0
+        assert _totals(tenant) == totals
+    assert ledger_check() == []
+
+
+def test_reversed_order_ends_in_the_same_state_as_forward_order(tenant, other_tenant):
+    forward = [_event(obj) for obj in _lifecycle("run_fwd")]
+    backward = [_event(obj, tenant="globex") for obj in reversed(_lifecycle("run_bwd"))]
+    ingest_events(events=forward)
+    result = ingest_events(events=backward)
+    # The first report (completed) creates the row; every older state that follows changes nothing.
+    assert [r.outcome for r in result.results] == ["created"] + ["unchanged"] * 4
+    a = Run.objects.for_tenant(tenant).get()
+    b = Run.objects.for_tenant(other_tenant).get()
+    for field in ("status", "input_tokens", "output_tokens", "cost_total_usd", "completed_at", "started_at"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.status == "completed"
+
+
+def test_later_state_updates_run_and_rollup_by_the_difference(tenant):
+    running = builders.assistants_run(run_id="run_up", created_at=WHEN, status="in_progress")
+    done = builders.assistants_run(run_id="run_up", created_at=WHEN, status="completed", prompt_tokens=20000,
+                                   completion_tokens=500)
+    assert ingest_events(events=[_event(running)]).created == 1
+    assert _totals(tenant)[:2] == (1, Decimal("0"))
+    result = ingest_events(events=[_event(done)])
+    assert result.updated == 1
+    assert _totals(tenant)[:2] == (1, Decimal("0.0575"))
+    assert ingest_events(events=[_event(running)]).unchanged == 1  # late, older report
+    assert Run.objects.for_tenant(tenant).get().status == "completed"
+    thread = Thread.objects.for_tenant(tenant).get(openai_id="thread_test")
+    assert (thread.run_count, thread.cost_usd) == (1, Decimal("0.0575"))
+
+
+def test_attribution_arriving_later_is_filled_in_and_moves_the_rollup(tenant):
+    run = builders.assistants_run(run_id="run_attr", created_at=WHEN)
+    ingest_events(events=[_event(run)])
+    result = ingest_events(events=[_event(run, attribution={"user_id": "u9", "feature": "search"})])
+    assert result.updated == 1
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.user_id, stored.feature) == ("u9", "search")
+    assert list(DailyRollup.objects.for_tenant(tenant).filter(runs__gt=0).values_list("feature", flat=True)) == ["search"]
+    assert ledger_check() == []
+
+
+def test_tenant_from_metadata_and_attribution_from_metadata(tenant):
+    run = builders.response(response_id="resp_meta", created_at=WHEN,
+                            metadata={"tenant": "acme", "user_id": "u1", "session_id": "s1", "feature": "chat"})
+    assert ingest_events(events=[{"object": run}]).created == 1
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.user_id, stored.session_id, stored.feature, stored.metadata["tenant"]) == ("u1", "s1", "chat", "acme")
+
+
+def test_conversation_without_a_response_and_threads_are_recorded(tenant):
+    conversation = builders.conversation(conversation_id="conv_lonely", created_at=WHEN, metadata={"k": "v"})
+    thread = builders.thread(thread_id="thread_lonely", created_at=WHEN)
+    result = ingest_events(events=[_event(conversation), _event(thread), _event(conversation)])
+    assert [r.outcome for r in result.results] == ["created", "created", "unchanged"]
+    rows = {t.openai_id: t for t in Thread.objects.for_tenant(tenant)}
+    assert rows["conv_lonely"].kind == "conversation" and rows["conv_lonely"].metadata == {"k": "v"}
+    assert rows["thread_lonely"].kind == "thread" and rows["thread_lonely"].run_count == 0
+    # A response in that conversation later attaches to the same row.
+    ingest_events(events=[_event(builders.response(created_at=WHEN + dt.timedelta(hours=1),
+                                                   conversation_id="conv_lonely"))])
+    conv = Thread.objects.for_tenant(tenant).get(openai_id="conv_lonely")
+    assert conv.run_count == 1 and conv.last_activity_at == WHEN + dt.timedelta(hours=1)
+    assert conv.created_at == WHEN
+
+
+def test_thread_of_another_tenant_cannot_be_claimed(tenant, other_tenant):
+    ingest_events(events=[_event(builders.thread(thread_id="thread_owned", created_at=WHEN))])
+    intruder = builders.assistants_run(run_id="run_intruder", thread_id="thread_owned", created_at=WHEN)
+    result = ingest_events(events=[_event(intruder, tenant="globex")])
+    assert result.results[0].error == {"field": "object.thread_id", "message": "this thread is recorded for another tenant"}
+    assert not Run.objects.for_tenant(other_tenant).exists()
+
+
+def test_unknown_model_is_unpriced_alerted_once_then_rated_when_priced(tenant):
+    runs = [builders.response(response_id=f"resp_new_{i}", created_at=WHEN, model="gpt-7-nova-2026-11-01",
+                              input_tokens=1_000_000, output_tokens=100_000) for i in range(3)]
+    ingest_events(events=[_event(runs[0]), _event(runs[1])])
+    ingest_events(events=[_event(runs[2])])
+    stored = list(Run.objects.for_tenant(tenant))
+    assert all(not r.priced and r.cost_total_usd == 0 and r.model_price_id is None for r in stored)
+    alerts = Alert.objects.for_tenant(tenant) | Alert.unscoped_objects.filter(kind="unpriced_model")
+    assert list(alerts.values_list("cause_key", flat=True)) == ["unpriced_model:gpt-7-nova-2026-11-01"]
+    assert DailyRollup.objects.for_tenant(tenant).get().unpriced_runs == 3
+
+    ModelPrice.objects.create(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1), input_usd_per_1m=Decimal("3"),
+                              output_usd_per_1m=Decimal("12"))
+    result = runs_reprice_unpriced(models=["gpt-7-nova"])
+    assert sum(d.newly_priced_runs for d in result.tenants) == 3
+    for run in Run.objects.for_tenant(tenant):
+        assert run.priced and run.cost_total_usd == Decimal("4.2")  # 1M x $3 + 100k x $12
+    rollup = DailyRollup.objects.for_tenant(tenant).get()
+    assert (rollup.unpriced_runs, rollup.cost_total_usd) == (0, Decimal("12.6"))
+    assert ledger_check() == []
+
+
+def test_high_cost_flag_uses_the_tenants_threshold(tenant):
+    tenant.high_cost_run_usd = Decimal("0.05")
+    tenant.save()
+    cheap = builders.assistants_run(run_id="run_cheap", created_at=WHEN, prompt_tokens=1000, completion_tokens=10)
+    dear = builders.assistants_run(run_id="run_dear", created_at=WHEN, prompt_tokens=20000, completion_tokens=500)
+    ingest_events(events=[_event(cheap), _event(dear)])
+    flags = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "is_high_cost"))
+    assert flags == {"run_cheap": False, "run_dear": True}
+    assert DailyRollup.objects.for_tenant(tenant).get().high_cost_runs == 1
+
+
+def test_ledger_check_finds_tampering_and_fix_repairs(tenant, capsys):
+    from django.core.management import call_command
+
+    ingest_events(events=[_event(obj) for obj in _lifecycle("run_chk")])
+    DailyRollup.objects.for_tenant(tenant).update(cost_total_usd=Decimal("99"))
+    Thread.objects.for_tenant(tenant).update(run_count=7)
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("ledger_check")
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "cost_total_usd stored 99" in out and "run_count stored 7" in out
+    call_command("ledger_check", "--fix")
+    call_command("ledger_check")
+    assert "match the runs" in capsys.readouterr().out
+
+
+def test_events_for_two_tenants_in_one_batch_stay_separate(tenant, other_tenant):
+    ingest_events(events=[
+        _event(builders.assistants_run(created_at=WHEN, thread_id="thread_acme")),
+        _event(builders.assistants_run(created_at=WHEN, thread_id="thread_globex", prompt_tokens=40000), tenant="globex"),
+    ])
+    assert _totals(tenant)[:3] == (1, Decimal("0.004"), 1000)
+    assert _totals(other_tenant)[:3] == (1, Decimal("0.1015"), 40000)
+
+
+def test_import_runs_is_safe_to_rerun(tenant, tmp_path, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    lines = [json.dumps(builders.assistants_run(run_id=f"run_imp_{i}", created_at=WHEN)) for i in range(5)]
+    lines.append(json.dumps({"tenant": "acme", "object": builders.response(response_id="resp_imp", created_at=WHEN)}))
+    lines.append("{broken")
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    call_command("import_runs", str(path), "--tenant", "acme")
+    assert "6 created, 0 updated, 0 unchanged, 1 rejected" in capsys.readouterr().out
+    call_command("import_runs", str(path), "--tenant", "acme")
+    assert "0 created, 0 updated, 6 unchanged, 1 rejected" in capsys.readouterr().out
+    assert Run.objects.for_tenant(tenant).count() == 6
+
+
+def test_rollup_upserts_batch_many_keys(tenant):
+    # Many runs across days, models and features in one batch: each rollup key written once.
+    events = []
+    for index, (day, model, feature) in enumerate(itertools.product(range(3), ["gpt-5.4", "gpt-5-mini"], ["a", "b"])):
+        events.append(_event(builders.assistants_run(created_at=WHEN + dt.timedelta(days=day), model=model),
+                             attribution={"feature": feature}))
+    ingest_events(events=events)
+    assert DailyRollup.objects.for_tenant(tenant).count() == 12
+    assert ledger_check() == []
