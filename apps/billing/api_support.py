@@ -13,7 +13,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 
@@ -46,6 +46,13 @@ class ApiCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 500
     ordering = "-id"
+
+    def decode_cursor(self, request):
+        # DRF answers a garbled cursor with 404; it is bad input, so 400 naming the parameter.
+        try:
+            return super().decode_cursor(request)
+        except NotFound as error:
+            raise ValidationError({self.cursor_query_param: "Invalid cursor; use the next/previous links as given."}) from error
 
 
 class ErrorDetailSerializer(serializers.Serializer):
