@@ -27,6 +27,11 @@ from .comparison import (
 )
 
 
+# Days per page: the API's maxima (Costs 180, daily usage 31), so a normal run is one page per endpoint.
+COSTS_PAGE_DAYS = 180
+USAGE_PAGE_DAYS = 31
+
+
 def _field(obj, name: str, default=None):
     """Read a field from an SDK model or a plain dict alike."""
     if obj is None:
@@ -68,7 +73,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 
     say("fetching Costs grouped by line item and project")
     for bucket in _buckets(provider.costs(start_time, end_time, group_by=["line_item", "project_id"],
-                                          project_ids=project_ids)):
+                                          project_ids=project_ids, page_limit=COSTS_PAGE_DAYS)):
         day = _bucket_day(bucket)
         if not _in_range(day, start, end):
             continue
@@ -87,7 +92,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 
     say("fetching completions usage grouped by model and project")
     for bucket in _buckets(provider.usage_completions(start_time, end_time, group_by=["model", "project_id"],
-                                                      bucket_width="1d")):
+                                                      bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
         day = _bucket_day(bucket)
         if not _in_range(day, start, end):
             continue
@@ -103,7 +108,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 
     say("fetching code-interpreter sessions")
     for bucket in _buckets(provider.usage_code_interpreter_sessions(start_time, end_time, group_by=["project_id"],
-                                                                    bucket_width="1d")):
+                                                                    bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
         day = _bucket_day(bucket)
         if not _in_range(day, start, end):
             continue
@@ -115,7 +120,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 
     say("fetching file-search calls")
     for bucket in _buckets(provider.usage_file_search_calls(start_time, end_time, group_by=["project_id"],
-                                                            bucket_width="1d")):
+                                                            bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
         day = _bucket_day(bucket)
         if not _in_range(day, start, end):
             continue
@@ -128,7 +133,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
     say("fetching vector-store usage")
     storage_bytes: dict[dt.date, int] = {}
     for bucket in _buckets(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
-                                                        bucket_width="1d")):
+                                                        bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
         day = _bucket_day(bucket)
         if not _in_range(day, start, end):
             continue

@@ -36,7 +36,7 @@ class FakeAdminProvider:
             day += dt.timedelta(days=1)
         return buckets
 
-    def costs(self, start_time, end_time, group_by=None, project_ids=None):
+    def costs(self, start_time, end_time, group_by=None, project_ids=None, **kwargs):
         self.calls.append("costs")
         if self.fail_with:
             raise self.fail_with
