@@ -343,10 +343,11 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
         counts[key] = counts.get(key, 0) + 1
 
     gone = 0
+    # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
     for resource_type, lister in (
-        (ResourceType.VECTOR_STORE, provider.list_vector_stores),
         (ResourceType.FILE, provider.list_files),
         (ResourceType.CONTAINER, provider.list_containers),
+        (ResourceType.VECTOR_STORE, provider.list_vector_stores),
     ):
         listed = 0
         for raw in lister():
@@ -812,7 +813,10 @@ def _vector_store_saving(usage_bytes: int, on_date: dt.date) -> Decimal:
 
 
 class _Transient(Exception):
-    pass
+    def __init__(self, message: str, *, rate_limited: bool = False):
+        super().__init__(message)
+        # A rate limit says nothing about the item: it only slows the sweep and never uses up its attempts.
+        self.rate_limited = rate_limited
 
 
 def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Tenant]) -> str:
@@ -847,7 +851,7 @@ def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Te
         outcome = _provider_delete(provider, item.resource_type, item.openai_id)
     except Exception as exc:
         if _is_transient(exc):
-            raise _Transient(str(exc)) from exc
+            raise _Transient(str(exc), rate_limited=_status_code(exc) == 429) from exc
         logger.exception("sweep %s: %s %s failed", sweep.pk, item.resource_type, item.openai_id)
         return _finish_item(item, Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:500], now)
     if outcome == Outcome.ALREADY_GONE:
@@ -967,12 +971,13 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
             try:
                 outcome = _process_item(provider, sweep, item, tenants)
             except _Transient as exc:
-                if item.attempts >= setting("LIFECYCLE_MAX_ITEM_ATTEMPTS"):
+                if not exc.rate_limited and item.attempts >= setting("LIFECYCLE_MAX_ITEM_ATTEMPTS"):
                     outcome = _finish_item(item, Outcome.FAILED, f"gave up after {item.attempts} attempts: {exc}"[:500],
                                            timezone.now())
                 else:
                     SweepItem.objects.unscoped().filter(pk=item.pk, claimed_by=worker).update(
-                        state=SweepItem.State.PENDING, claimed_by="", claimed_at=None, detail=str(exc)[:500])
+                        state=SweepItem.State.PENDING, claimed_by="", claimed_at=None, detail=str(exc)[:500],
+                        attempts=F("attempts") - (1 if exc.rate_limited else 0))
                     status = "retry_later"
                     break
             processed += 1
