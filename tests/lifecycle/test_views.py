@@ -1,0 +1,137 @@
+"""Lifecycle pages: staff see and act on everything; a tenant member sees only their tenant's rows, never
+orphans, and another tenant's sweep is a 404. Staff actions are POST + CSRF and audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from apps.core.models import AuditEvent
+from apps.ledger.models import Thread
+from apps.lifecycle import services
+from apps.lifecycle.figures import storage_figure
+from apps.lifecycle.models import Outcome, SweepItem, VectorStore
+from apps.lifecycle.selectors import StorageDay
+from tests import builders
+
+from .fakes import FakeProvider
+
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def world(tenant, other_tenant, monkeypatch):
+    """Each tenant has an old thread swept by its own tenant-filtered sweep, and there is one orphan store."""
+    provider = FakeProvider()
+    monkeypatch.setattr(services, "_default_provider", lambda: provider)
+    sweeps = {}
+    for t in (tenant, other_tenant):
+        last = NOW - dt.timedelta(days=90)
+        Thread.objects.create(tenant=t, openai_id=f"thread_{t.slug}", kind="thread", created_at=last, last_activity_at=last)
+        provider.add_thread(f"thread_{t.slug}", last)
+        sweep = services.sweep_create(kind="threads", tenant=t, as_of=NOW)
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider)
+        sweeps[t.slug] = sweep
+    services.resources_record(tenant=None, obj=builders.vector_store(vector_store_id="vs_orphan", created_at=NOW,
+                                                                     usage_bytes=3 * 1024**3))
+    return sweeps, provider
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_member_sees_own_sweep_and_audit_but_not_other_tenants(world, member_user):
+    sweeps, _ = world
+    client = _client(member_user)
+    assert client.get(f"/lifecycle/sweeps/{sweeps['acme'].pk}/").status_code == 200
+    assert client.get(f"/lifecycle/sweeps/{sweeps['globex'].pk}/").status_code == 404
+    assert client.get("/lifecycle/sweeps/999999/").status_code == 404
+    audit = client.get("/lifecycle/audit/").content.decode()
+    assert "thread_acme" in audit and "thread_globex" not in audit
+    csv = client.get("/lifecycle/audit/?format=csv&table=audit").getvalue().decode()
+    assert "thread_acme" in csv and "thread_globex" not in csv
+    overview = client.get("/lifecycle/")
+    assert overview.status_code == 200 and "vs_orphan" not in overview.content.decode()
+    assert client.get("/lifecycle/orphans/").status_code == 404
+
+
+def test_member_cannot_start_confirm_or_touch_orphans(world, member_user):
+    client = _client(member_user)
+    store = VectorStore.objects.unassigned().get()
+    assert client.post("/lifecycle/sweeps/new/", {"kind": "threads"}).status_code == 404
+    assert client.post(f"/lifecycle/orphans/vector_store/{store.pk}/delete/").status_code == 404
+    assert client.post(f"/lifecycle/orphans/vector_store/{store.pk}/assign/", {"tenant": "acme"}).status_code == 404
+    store.refresh_from_db()
+    assert store.tenant_id is None and store.status == "active"
+
+
+def test_staff_dry_run_then_confirm_from_the_ui_is_audited(world, staff_user, tenant):
+    _, provider = world
+    last = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    Thread.objects.create(tenant=tenant, openai_id="thread_ui", kind="thread", created_at=last, last_activity_at=last)
+    provider.add_thread("thread_ui", last)
+    client = _client(staff_user)
+    response = client.post("/lifecycle/sweeps/new/", {"kind": "threads", "tenant": "acme"})
+    assert response.status_code == 302
+    preview = services.Sweep.objects.unscoped().filter(dry_run=True).get()
+    assert "thread_ui" in provider.threads
+    page = client.get(response["Location"]).content.decode()
+    assert "thread_ui" in page and "Delete these 1 resource" in page
+    confirmed = client.post(f"/lifecycle/sweeps/{preview.pk}/confirm/")
+    assert confirmed.status_code == 302 and "thread_ui" not in provider.threads
+    assert SweepItem.objects.for_tenant(tenant).get(openai_id="thread_ui", dry_run=False).outcome == Outcome.DELETED
+    actions = list(AuditEvent.objects.filter(actor=staff_user).values_list("action", flat=True))
+    assert actions.count("lifecycle.sweep.create") == 2
+
+
+def test_staff_actions_need_csrf(world, staff_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    assert client.post("/lifecycle/sweeps/new/", {"kind": "threads"}).status_code == 403
+
+
+def test_staff_assigns_and_deletes_orphans(world, staff_user, tenant):
+    _, provider = world
+    client = _client(staff_user)
+    page = client.get("/lifecycle/orphans/").content.decode()
+    assert "vs_orphan" in page and "$0.20" in page  # 3 GiB alone: 2 billable GiB at $0.10
+    store = VectorStore.objects.unassigned().get()
+    client.post(f"/lifecycle/orphans/vector_store/{store.pk}/assign/", {"tenant": "acme"})
+    store.refresh_from_db()
+    assert store.tenant_id == tenant.pk and store.tenant_source == "staff"
+    provider.vector_stores["vs_orphan"] = {"id": "vs_orphan"}
+    client.post(f"/lifecycle/orphans/vector_store/{store.pk}/delete/")
+    store.refresh_from_db()
+    assert store.status == "deleted" and "vs_orphan" not in provider.vector_stores
+    assert AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id="vs_orphan").exists()
+
+
+def test_anonymous_visitors_are_sent_to_login(db):
+    assert Client().get("/lifecycle/").status_code == 302
+
+
+def test_storage_figure_is_a_pure_function_of_the_days():
+    assert storage_figure([]) is None
+    from decimal import Decimal
+
+    figure = storage_figure([StorageDay(dt.date(2026, 6, 1), Decimal("5"), Decimal("0.4"), Decimal("0.1"))])
+    assert [trace["name"] for trace in figure["data"]] == ["storage cost", "saved by deletions", "GB-days"]
+    assert figure["data"][0]["y"] == [0.4] and figure["data"][0]["text"] == ["$0.40"]
+
+
+def test_sweep_command_dry_run_lists_and_deletes_nothing(tenant, monkeypatch, capsys):
+    provider = FakeProvider()
+    monkeypatch.setattr(services, "_default_provider", lambda: provider)
+    last = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    Thread.objects.create(tenant=tenant, openai_id="thread_cli", kind="thread", created_at=last, last_activity_at=last)
+    provider.add_thread("thread_cli", last)
+    call_command("sweep", "--kind", "threads", "--tenant", "acme", "--dry-run")
+    out = capsys.readouterr().out
+    assert "would_delete: thread thread_cli" in out and "--confirm" in out
+    assert "thread_cli" in provider.threads
