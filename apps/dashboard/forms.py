@@ -53,7 +53,8 @@ class PeriodForm(forms.Form):
 
 
 class RunFilterForm(PeriodForm):
-    tenant = forms.ChoiceField(required=False)
+    # Not echoing the slug: an unknown tenant and one you may not see read the same.
+    tenant = forms.ChoiceField(required=False, error_messages={"invalid_choice": "No such tenant."})
     model = forms.ChoiceField(required=False)
     feature = forms.ChoiceField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])

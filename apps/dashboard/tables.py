@@ -143,8 +143,8 @@ def csv_value(value, kind: str) -> str:
     """Exact values for spreadsheets: full-precision money, ISO 8601 times in the viewer's timezone."""
     if value is None:
         return ""
-    if kind == "money" or isinstance(value, Decimal):
-        return usd_string(value) if kind == "money" else format(value.normalize(), "f")
+    if isinstance(value, Decimal):
+        return usd_string(value) if kind in {"money", "price"} else format(value.normalize(), "f")
     if isinstance(value, dt.datetime):
         return timezone.localtime(value).isoformat() if timezone.is_aware(value) else value.isoformat()
     if isinstance(value, dt.date):

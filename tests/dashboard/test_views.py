@@ -1,0 +1,255 @@
+"""Dashboard pages: status, context, CSV exports, filters in the URL, policy settings, query counts."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from apps.core.models import AuditEvent
+from apps.tenants.models import Tenant
+
+from .conftest import NOW
+from .seed import run_row, thread_row
+
+pytestmark = pytest.mark.django_db
+TODAY = NOW.date()
+
+
+def csv_rows(response) -> list[list[str]]:
+    assert response["Content-Type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def ledger(tenant, other_tenant, frozen_now):
+    Tenant.objects.filter(pk=tenant.pk).update(monthly_budget_usd=Decimal("10"))
+    tenant.refresh_from_db()
+    thread = thread_row(tenant, last_activity_at=NOW - dt.timedelta(days=2), cost="0.75", run_count=2)
+    return {
+        "big": run_row(tenant, created_at=NOW - dt.timedelta(hours=3), cost="0.50", thread=thread, model="gpt-5.4",
+                       user_id="alice", feature="chat", metadata={"feature": "chat", "user_id": "alice"}),
+        "small": run_row(tenant, created_at=NOW - dt.timedelta(days=1), cost="0.02", model="gpt-5-mini",
+                         user_id="bob", feature="search", status="failed"),
+        "theirs": run_row(other_tenant, created_at=NOW - dt.timedelta(hours=1), cost="3.00", model="gpt-5.5",
+                          user_id="eve", feature="secret-feature"),
+        "thread": thread,
+    }
+
+
+@pytest.mark.parametrize("path", ["/", "/tenants/", "/tenants/acme/", "/runs/", "/runs/resp_x/", "/prices/",
+                                  "/runs/?format=csv"])
+def test_anonymous_visitors_are_sent_to_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_overview_shows_month_spend_projection_chart_and_top_tenants(staff_client, ledger):
+    response = staff_client.get("/")
+    assert response.status_code == 200
+    summary = response.context["summary"]
+    assert summary.month_to_date_usd == Decimal("3.52")
+    assert summary.projected_month_end_usd == Decimal("3.52") / 20 * 30
+    traces = {trace["name"]: trace for trace in response.context["daily_figure"]["data"]}
+    assert set(traces) == {"acme", "globex"}
+    assert sum(traces["globex"]["y"]) == 3.0
+    top = response.context["tables"]["top_tenants"].page_rows
+    assert [(t.slug, t.month_to_date_usd, t.budget_used_percent) for t in top] == [
+        ("globex", Decimal("3.00"), None), ("acme", Decimal("0.52"), Decimal("5.2")),
+    ]
+    html = response.content.decode()
+    assert 'aria-current="page">Overview' in html and "vendor/plotly.min.js" in html
+
+
+def test_overview_empty_state_explains_how_to_send_runs(staff_client, tenant):
+    html = staff_client.get("/").content.decode()
+    assert "No spend recorded" in html and "POST /api/v1/ingest/" in html
+
+
+def test_tenant_list_sorts_searches_and_paginates_in_the_url(staff_client, ledger):
+    for index in range(30):
+        Tenant.objects.create(slug=f"zz-{index:02d}", name=f"Zeta {index:02d}")
+    first = staff_client.get("/tenants/")
+    table = first.context["tables"]["tenants"]
+    assert table.page.paginator.count == 32 and len(table.page_rows) == 25
+    assert [t.slug for t in table.page_rows[:2]] == ["globex", "acme"]  # default: month-to-date spend, highest first
+    assert table.page_rows[1].trend[-1] == Decimal("0.50")  # today's cost closes the sparkline
+    by_name = staff_client.get("/tenants/?sort=name").context["tables"]["tenants"].page_rows
+    assert by_name[0].slug == "acme"
+    second = staff_client.get("/tenants/?sort=name&page=2").context["tables"]["tenants"].page_rows
+    assert len(second) == 7 and second[-1].slug == "zz-29"
+    searched = staff_client.get("/tenants/?q=glob").context["tables"]["tenants"].page_rows
+    assert [t.slug for t in searched] == ["globex"]
+    html = first.content.decode()
+    assert 'aria-sort="descending"' in html and "?sort=mtd" in html
+
+
+def test_tenant_list_csv_exports_every_row_with_the_same_search(staff_client, ledger):
+    rows = csv_rows(staff_client.get("/tenants/?q=ac&format=csv&table=tenants"))
+    assert rows == [["Tenant", "Slug", "Status", "Month to date", "Budget", "Budget used"],
+                    ["Acme Corp", "acme", "active", "0.52", "10.00", "5.2"]]
+
+
+def test_tenant_detail_context_has_every_section(staff_client, ledger, tenant):
+    response = staff_client.get("/tenants/acme/?start=2026-11-01&end=2026-11-20")
+    assert response.status_code == 200
+    context = response.context
+    assert (context["period_start"], context["period_end"]) == (dt.date(2026, 11, 1), TODAY)
+    assert [trace["name"] for trace in context["model_figure"]["data"]] == ["gpt-5.4", "gpt-5-mini"]
+    assert [row["feature"] for row in context["tables"]["features"].page_rows] == ["chat", "search"]
+    assert [row["user_id"] for row in context["tables"]["users"].page_rows] == ["alice", "bob"]
+    assert [run.openai_id for run in context["tables"]["runs"].page_rows] == [ledger["big"].openai_id]
+    assert context["histogram"].total_runs == 2
+    assert context["wasted"].wasted_usd == Decimal("0.02")
+    assert context["budget_used_percent"] == Decimal("5.2")
+    thread_cells = context["tables"]["threads"].html_rows[0]
+    assert [cell.value for cell in thread_cells][5:] == ["ok", ledger["thread"].last_activity_at + dt.timedelta(days=60), 58]
+    assert context["can_edit_policy"] is True  # staff
+
+
+def test_tenant_detail_rejects_a_bad_period_with_a_message_and_falls_back(staff_client, ledger):
+    response = staff_client.get("/tenants/acme/?start=2026-11-20&end=2026-11-01")
+    assert response.status_code == 200
+    assert "Start must be on or before end" in response.content.decode()
+    assert response.context["period_end"] == TODAY
+
+
+def test_tenant_detail_csv_exports(staff_client, ledger):
+    threads = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
+    assert threads[0][0] == "Thread" and threads[1][0] == ledger["thread"].openai_id and threads[1][4] == "0.75"
+    users = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=users"))
+    assert users[1][:2] == ["alice", "1"] and users[1][3] == "0.50"
+    assert staff_client.get("/tenants/acme/?format=csv&table=nope").status_code == 404
+
+
+def test_runs_page_filters_by_every_field_and_exports_the_same_rows(staff_client, ledger):
+    default = staff_client.get("/runs/")
+    assert [r.openai_id for r in default.context["tables"]["runs"].page_rows] == [
+        ledger["theirs"].openai_id, ledger["big"].openai_id]  # over their tenants' thresholds
+    filtered = staff_client.get("/runs/?tenant=acme&min_cost=0&status=failed&model=gpt-5-mini&feature=search")
+    assert [r.openai_id for r in filtered.context["tables"]["runs"].page_rows] == [ledger["small"].openai_id]
+    points = filtered.context["scatter_figure"]["data"]
+    assert [(t["name"], t["x"], t["y"]) for t in points] == [("gpt-5-mini", [1000], [0.02])]
+    rows = csv_rows(staff_client.get("/runs/?tenant=acme&min_cost=0.01&format=csv"))
+    assert [row[0] for row in rows[1:]] == [ledger["big"].openai_id, ledger["small"].openai_id]
+    assert rows[1][-1] == "0.50"
+    early = staff_client.get("/runs/?start=2026-10-01&end=2026-10-31&min_cost=0")
+    assert early.context["tables"]["runs"].page_rows == []
+    assert "No runs match these filters" in early.content.decode()
+
+
+def test_runs_page_names_the_bad_field(staff_client, ledger):
+    response = staff_client.get("/runs/?min_cost=cheap")
+    assert response.status_code == 400 and "min_cost" in response.content.decode()
+    export = staff_client.get("/runs/?min_cost=-1&format=csv")
+    assert export.status_code == 400 and export.json()["error"]["field"] == "min_cost"
+
+
+def test_run_detail_shows_tokens_cost_versions_timeline_and_thread(staff_client, ledger):
+    run = ledger["big"]
+    response = staff_client.get(f"/runs/{run.openai_id}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert run.model_price.version in html  # the price version it was rated with
+    costs = {row["line"]: row["cost"] for row in response.context["tables"]["costs"].page_rows}
+    assert costs["total"] == Decimal("0.50")
+    assert [row["event"] for row in response.context["tables"]["timeline"].page_rows] == ["created"]
+    assert response.context["thread"] == ledger["thread"] and "$0.75" in html
+    assert ("feature", "chat") in response.context["metadata_items"]
+    timeline = csv_rows(staff_client.get(f"/runs/{run.openai_id}/?format=csv&table=timeline"))
+    assert timeline[1] == ["created", run.created_at.isoformat()]
+
+
+def test_times_render_in_the_viewer_timezone_from_the_tz_cookie(staff_client, ledger):
+    staff_client.cookies["tz"] = "Asia/Tokyo"
+    run = ledger["big"]  # 2026-11-20 09:00 UTC is 18:00 in Tokyo
+    html = staff_client.get(f"/runs/{run.openai_id}/").content.decode()
+    assert "Nov 20, 2026 18:00:00" in html
+    rows = csv_rows(staff_client.get(f"/runs/{run.openai_id}/?format=csv&table=timeline"))
+    assert rows[1][1] == "2026-11-20T18:00:00+09:00"
+
+
+def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_now):
+    from apps.pricing.models import ModelPrice
+
+    ModelPrice.objects.create(model="test-model", effective_from=dt.date(2025, 1, 1), input_usd_per_1m="2.50",
+                              output_usd_per_1m="10")
+    ModelPrice.objects.create(model="test-model", effective_from=dt.date(2026, 6, 1), input_usd_per_1m="2.00",
+                              output_usd_per_1m="8")
+    response = staff_client.get("/prices/?model=test-model")
+    book = {p.model: p for p in response.context["tables"]["book"].page_rows}
+    assert book["test-model"].effective_from == dt.date(2026, 6, 1)
+    history = response.context["tables"]["history"].page_rows
+    assert [p.effective_from for p in history] == [dt.date(2026, 6, 1), dt.date(2025, 1, 1)]
+    assert response.context["history_figure"]["data"][0]["y"] == [2.5, 2.0, 2.0]
+    rows = csv_rows(staff_client.get("/prices/?model=test-model&format=csv&table=history"))
+    assert rows[1][:4] == ["test-model", "2026-06-01", "2.00", ""]
+
+
+def test_tenant_admin_changes_policy_and_the_change_is_audited(client, tenant_admin_user, tenant):
+    client.force_login(tenant_admin_user)
+    form = client.get("/tenants/acme/").context["policy_form"]
+    assert "markup_percent" not in form.fields  # a commercial term: staff only
+    response = client.post("/tenants/acme/settings/", {
+        "monthly_budget_usd": "250.00", "high_cost_run_usd": "0.25", "thread_retention_days": "30",
+        "vector_store_idle_days": "14", "archive_before_delete": "on", "markup_percent": "99",
+    })
+    assert response.status_code == 302 and response["Location"] == "/tenants/acme/#settings"
+    tenant.refresh_from_db()
+    assert tenant.monthly_budget_usd == Decimal("250.00") and tenant.thread_retention_days == 30
+    assert tenant.archive_before_delete is True and tenant.markup_percent is None
+    event = AuditEvent.objects.get(action="tenant.update")
+    assert event.actor == tenant_admin_user
+    assert event.data["before"]["thread_retention_days"] == "60" and event.data["after"]["thread_retention_days"] == "30"
+
+
+def test_policy_form_errors_name_the_field_and_change_nothing(client, tenant_admin_user, tenant):
+    client.force_login(tenant_admin_user)
+    response = client.post("/tenants/acme/settings/", {"high_cost_run_usd": "0.1", "thread_retention_days": "0",
+                                                      "vector_store_idle_days": "30"})
+    assert response.status_code == 400
+    assert response.context["policy_form"].errors["thread_retention_days"]
+    tenant.refresh_from_db()
+    assert tenant.thread_retention_days == 60 and not AuditEvent.objects.filter(action="tenant.update").exists()
+
+
+def test_viewers_cannot_change_policy_and_see_it_read_only(client, member_user, tenant):
+    client.force_login(member_user)
+    page = client.get("/tenants/acme/")
+    assert page.context["policy_form"] is None and "Only this tenant's admins" in page.content.decode()
+    assert client.post("/tenants/acme/settings/", {"thread_retention_days": "1"}).status_code == 403
+    tenant.refresh_from_db()
+    assert tenant.thread_retention_days == 60
+
+
+def test_policy_form_requires_the_csrf_token(tenant_admin_user, tenant):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(tenant_admin_user)
+    assert client.post("/tenants/acme/settings/", {"thread_retention_days": "5"}).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/tenants/", "/runs/?min_cost=0"])
+def test_list_pages_run_a_constant_number_of_queries(staff_client, tenant, frozen_now, path):
+    def count_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert staff_client.get(path).status_code == 200
+        return len(queries)
+
+    run_row(tenant, created_at=NOW, cost="1")
+    few = count_queries()
+    for index in range(20):
+        extra = Tenant.objects.create(slug=f"t-{index}", name=f"T {index}")
+        run_row(extra, created_at=NOW - dt.timedelta(hours=index), cost="0.5")
+    assert count_queries() == few
