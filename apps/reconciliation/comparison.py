@@ -248,7 +248,6 @@ def unattributed_explanation(results: Iterable[LineResult], unmapped: Mapping[st
 
 def day_totals(results: Iterable[LineResult]) -> Mapping[str, Decimal]:
     ledger_total = sum((r.ledger_value for r in results if r.kind == KIND_COST), ZERO)
-    openai_total = sum((r.openai_value for r in results if r.kind == KIND_COST), ZERO)
     unattributed = next((r.openai_value for r in results if r.kind == KIND_UNATTRIBUTED), ZERO)
     # OpenAI's total includes spend on line items no ledger line holds (they are in unattributed spend).
     return {"ledger_total_usd": ledger_total, "openai_total_usd": ledger_total + unattributed,

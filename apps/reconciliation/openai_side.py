@@ -26,7 +26,6 @@ from .comparison import (
     model_usage_line,
 )
 
-
 # Days per page: the API's maxima (Costs 180, daily usage 31), so a normal run is one page per endpoint.
 COSTS_PAGE_DAYS = 180
 USAGE_PAGE_DAYS = 31

@@ -171,16 +171,19 @@ def _tool_costs(*, start: dt.date, end: dt.date, project_id: str):
 
 
 def storage_cost_by_day(*, start: dt.date, end: dt.date) -> dict[dt.date, Decimal] | None:
-    """Vector-storage cost attributed to tenants per day, from the lifecycle app's meters; None when that
-    app offers no meter (the reconciliation then says so rather than pretending storage was checked)."""
+    """Vector-storage cost attributed to tenants per day, from the lifecycle app's meters (stores with no
+    tenant are left out: their cost is unattributed spend). None when that app offers no meter, and the
+    reconciliation then says so rather than pretending storage was checked."""
     try:
-        from apps.lifecycle import selectors as lifecycle_selectors
+        from apps.lifecycle.selectors import storage_by_day
     except ImportError:
         return None
-    reader = getattr(lifecycle_selectors, "storage_cost_by_day", None)
-    if reader is None:
-        return None
-    return reader(start=start, end=end, attributed_only=True)
+    from apps.tenants.models import Tenant
+    from apps.tenants.scoping import TenantScope
+
+    # Every tenant by id (not "every tenant"), so the unassigned stores' meter rows are excluded.
+    every_tenant = TenantScope.of(Tenant.objects.values_list("id", flat=True))
+    return {row.day: row.cost_usd for row in storage_by_day(scope=every_tenant, start=start, end=end)}
 
 
 # --- results -------------------------------------------------------------------------------------

@@ -14,7 +14,14 @@ from django.views.generic import TemplateView
 
 from .figures import reconciliation_figure
 from .models import FLAGGED_STATUSES, LineStatus
-from .selectors import ResultFilters, current_lines, current_runs, day_totals, reconciliation_project_ids, value_text
+from .selectors import (
+    ResultFilters,
+    current_lines,
+    current_runs,
+    day_totals,
+    reconciliation_project_ids,
+    value_text,
+)
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

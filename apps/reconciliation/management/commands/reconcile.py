@@ -7,7 +7,12 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.reconciliation.services import RECHECK_DAYS, ReconciliationError, default_end_day, reconciliation_reconcile
+from apps.reconciliation.services import (
+    RECHECK_DAYS,
+    ReconciliationError,
+    default_end_day,
+    reconciliation_reconcile,
+)
 
 
 def _date(value: str) -> dt.date:

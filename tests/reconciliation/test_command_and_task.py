@@ -1,0 +1,79 @@
+"""The `reconcile` command and the daily task: progress output, arguments, clear errors, singleton lock."""
+
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+from django.core.management import CommandError, call_command
+
+from apps.ledger.models import DailyRollup
+from apps.reconciliation import services
+from apps.reconciliation.models import ReconciliationRun
+from apps.reconciliation.tasks import SINGLETON_LOCK, reconcile_daily
+from config.beat import BEAT_SCHEDULE
+
+from .fakes import FakeAdminProvider
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.date(2026, 11, 3)
+
+
+@pytest.fixture
+def fake_provider(monkeypatch, tenant):
+    DailyRollup.objects.create(tenant=tenant, day=DAY, model="gpt-5.4", runs=1, input_tokens=1_000_000,
+                               cost_input_usd=Decimal("2.50"), cost_total_usd=Decimal("2.50"))
+    provider = FakeAdminProvider().cost(DAY, "gpt-5.4, input", 2.5).completions(DAY, "gpt-5.4", 1_000_000, 0, 0)
+    monkeypatch.setattr(services, "_provider_for", lambda project: provider)
+    return provider
+
+
+def test_command_reconciles_the_given_days_and_shows_progress(fake_provider):
+    out = io.StringIO()
+    call_command("reconcile", "--date", "2026-11-03", "--days", "2", stdout=out)
+    text = out.getvalue()
+    assert "proj_default: reconciling 2026-11-02 to 2026-11-03 (2 days)" in text
+    assert "fetching Costs grouped by line item and project" in text
+    assert "proj_default 2026-11-03: 3 lines, 0 flagged" in text
+    assert "2 project-days reconciled, 0 lines flagged" in text
+    assert ReconciliationRun.objects.filter(is_current=True).count() == 2
+
+
+def test_command_refuses_bad_arguments_with_what_to_do(fake_provider):
+    with pytest.raises(CommandError, match="YYYY-MM-DD"):
+        call_command("reconcile", "--date", "03/11/2026")
+    with pytest.raises(CommandError, match="between 1 and 366"):
+        call_command("reconcile", "--days", "0")
+    with pytest.raises(CommandError, match="admin"):
+        call_command("reconcile", "--date", "2026-11-03", "--project", "proj_unknown")
+
+
+def test_command_fails_loudly_when_openai_cannot_be_reached(fake_provider):
+    fake_provider.fail_with = ConnectionError("connection refused")
+    with pytest.raises(CommandError, match="connection refused"):
+        call_command("reconcile", "--date", "2026-11-03", "--days", "1", stdout=io.StringIO())
+    assert ReconciliationRun.objects.get().status == "failed"
+
+
+def test_daily_task_reconciles_yesterday_and_the_seven_days_before(fake_provider, time_machine):
+    time_machine.move_to(dt.datetime(2026, 11, 4, 4, 15, tzinfo=dt.UTC))
+    summary = reconcile_daily()
+    assert summary["proj_default"]["runs"] == 8
+    assert sorted(ReconciliationRun.objects.values_list("day", flat=True)) == [
+        DAY - dt.timedelta(days=offset) for offset in range(7, -1, -1)]
+
+
+def test_daily_task_skips_while_another_copy_runs(fake_provider):
+    cache.add(SINGLETON_LOCK, "someone-else", 60)
+    try:
+        assert reconcile_daily() == {"skipped": True}
+        assert not ReconciliationRun.objects.exists()
+    finally:
+        cache.delete(SINGLETON_LOCK)
+
+
+def test_daily_task_is_scheduled_acks_late_with_an_explicit_name():
+    assert BEAT_SCHEDULE["reconciliation-daily"]["task"] == reconcile_daily.name == "reconciliation.reconcile_daily"
+    assert reconcile_daily.acks_late is True
