@@ -171,12 +171,18 @@ class SandboxState:
             self.version = 0
 
     def new_id(self, prefix: str, length: int = 24) -> str:
+        """Deterministic per seed; OpenAI-looking (alphanumeric after the prefix)."""
         with self.lock:
-            return prefix + "".join(self._id_rng.choice(_ALPHANUM) for _ in range(length))
+            bits = self._id_rng.getrandbits(length * 6)
+        chars = []
+        for _ in range(length):
+            bits, index = divmod(bits, 62)
+            chars.append(_ALPHANUM[index])
+        return prefix + "".join(chars)
 
     def new_hex_id(self, prefix: str, length: int = 48) -> str:
         with self.lock:
-            return prefix + "".join(self._id_rng.choice("0123456789abcdef") for _ in range(length))
+            return prefix + format(self._id_rng.getrandbits(length * 4), f"0{length}x")
 
     def now(self) -> float:
         return self.clock.now()
