@@ -246,6 +246,9 @@ class StorageMeter(MaybeUnassignedModel):
         ]
         indexes = [models.Index(fields=["day", "tenant"], name="storagemeter_day_tenant")]
 
+    def __str__(self) -> str:
+        return f"{self.tenant_id or 'unassigned'} {self.day} {self.gb_days} GB-days"
+
 
 class VectorStoreDay(MaybeUnassignedModel):
     """A store's size on a day, as metered: the input to StorageMeter, kept so any day can be re-rated."""
@@ -257,6 +260,9 @@ class VectorStoreDay(MaybeUnassignedModel):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["vector_store", "day"], name="vsday_unique_store_day")]
         indexes = [models.Index(fields=["day", "tenant"], name="vsday_day_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.vector_store_id} {self.day} {self.usage_bytes} bytes"
 
 
 class ArchivedItem(MaybeUnassignedModel):
@@ -275,3 +281,6 @@ class ArchivedItem(MaybeUnassignedModel):
         constraints = [
             models.UniqueConstraint(fields=["thread_openai_id", "item_openai_id"], name="archiveditem_unique_item"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.thread_openai_id} #{self.position}"

@@ -86,7 +86,7 @@ def test_generated_month_equals_an_independent_computation_to_the_cent(tenant, o
             owner = rng.choice(tenants)
             store = _store(owner, usage_bytes=rng.randint(0, 3 * GIB), created=day)
             stores[store.openai_id] = (owner, store)
-        for openai_id, (owner, store) in list(stores.items()):
+        for openai_id, (_owner, store) in list(stores.items()):
             roll = rng.random()
             if roll < 0.1:
                 VectorStore.objects.unscoped().filter(pk=store.pk).update(status="deleted")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.utils import timezone
 
 from apps.ledger.models import Thread
 from apps.lifecycle import services
