@@ -83,3 +83,41 @@ def demo_ledger(tenants, *, now: dt.datetime, runs_per_tenant: int = 60, seed: i
             ))
         created[tenant.slug] = runs
     return created
+
+
+def demo_ledger_ingested(tenants, *, now: dt.datetime, runs_per_tenant: int = 60, seed: int = 7) -> dict:
+    """The same kind of varied ledger, sent through the real ingest path (raw OpenAI responses built by
+    tests/builders.py, rated with the seeded price book, rolled up by ledger.services). Returns
+    {tenant slug: [openai ids]}."""
+    import random
+
+    from apps.ledger.services import ingest_events
+    from tests import builders
+
+    rng = random.Random(seed)
+    models = ["gpt-5.4", "gpt-5-mini", "gpt-5.5"]
+    features = ["chat", "search", "summarize", ""]
+    statuses = ["completed"] * 12 + ["failed", "cancelled", "incomplete"]
+    ids: dict[str, list[str]] = {}
+    for tenant in tenants:
+        conversations = [f"conv_{tenant.slug}_{index}" for index in range(4)]
+        events = []
+        for index in range(runs_per_tenant):
+            prompt = int(rng.lognormvariate(7.5, 1.4)) + 50
+            metadata = {"tenant": tenant.slug, "user_id": f"user-{rng.randint(1, 8)}"}
+            feature = rng.choice(features)
+            if feature:
+                metadata["feature"] = feature
+            events.append({"tenant": tenant.slug, "object": builders.response(
+                response_id=f"resp_{tenant.slug}_{index:04d}",
+                created_at=now - dt.timedelta(days=rng.randint(0, 45), hours=rng.randint(0, 23)),
+                model=rng.choice(models), status=rng.choice(statuses), input_tokens=prompt,
+                cached_tokens=prompt // 4, output_tokens=rng.randint(50, 3000), reasoning_tokens=rng.randint(0, 40),
+                conversation_id=rng.choice(conversations), metadata=metadata,
+                file_search_calls=rng.choice([0, 0, 1]),
+            )})
+        result = ingest_events(events=events)
+        rejected = [r for r in result.results if r.outcome == "rejected"]
+        assert not rejected, rejected[:3]
+        ids[tenant.slug] = [event["object"]["id"] for event in events]
+    return ids

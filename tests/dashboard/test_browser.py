@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from apps.alerts.models import Alert
+from apps.ledger.models import Run
 from apps.tenants.models import Membership, Tenant
 
-from .seed import demo_ledger
+from .seed import demo_ledger_ingested
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -32,7 +33,11 @@ def ledger(django_user_model):
     acme = Tenant.objects.create(slug="acme", name="Acme Corp", monthly_budget_usd="5.00")
     globex = Tenant.objects.create(slug="globex", name="Globex Inc", monthly_budget_usd="2.00")
     initech = Tenant.objects.create(slug="initech", name="Initech")
-    runs = demo_ledger([acme, globex, initech], now=now)
+    Tenant.objects.filter(slug="globex").update(high_cost_run_usd="0.02")
+    globex.refresh_from_db()
+    ids = demo_ledger_ingested([acme, globex, initech], now=now)
+    runs = {slug: list(Run.objects.for_tenant(t).filter(openai_id__in=ids[slug]).order_by("-cost_total_usd"))
+            for slug, t in (("acme", acme), ("globex", globex), ("initech", initech))}
     Alert.objects.create(tenant=acme, kind=Alert.Kind.BUDGET, severity=Alert.Severity.WARNING,
                          cause_key="budget:acme:80", title="Acme Corp reached 80% of its monthly budget")
     Alert.objects.create(tenant=globex, kind=Alert.Kind.HIGH_COST_RUN, severity=Alert.Severity.CRITICAL,
