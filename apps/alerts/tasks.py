@@ -22,7 +22,10 @@ def deliver_alerts(alert_ids: list[int]) -> None:
             alert_deliver(alert=alert)
         except DeliveryError as exc:
             logger.warning("alert %s: %s; retrying", alert.pk, exc)
-            deliver_alert.apply_async(args=[alert.pk], countdown=30)
+            try:
+                deliver_alert.apply_async(args=[alert.pk], countdown=30)
+            except Exception as retry_exc:  # an eager run that exhausted its retries; the next raise retries
+                logger.warning("alert %s: delivery gave up for now (%s)", alert.pk, retry_exc)
 
 
 @shared_task(bind=True, name="alerts.deliver", acks_late=True, ignore_result=True, max_retries=MAX_DELIVERY_RETRIES)

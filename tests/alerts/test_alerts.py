@@ -1,0 +1,152 @@
+"""Alerts: once per cause, the ledger's causes, and delivery by email and HMAC-signed webhook."""
+
+import datetime as dt
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core import mail
+from django.test import override_settings
+from django.utils import timezone
+
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise, alerts_requires_action_scan
+from apps.alerts.tasks import deliver_alert
+from apps.ledger.services import ingest_events
+from tests import builders
+
+WHEN = dt.datetime(2026, 11, 10, 9, 0, tzinfo=dt.UTC)
+
+
+def _causes(kind):
+    return sorted(Alert.unscoped_objects.filter(kind=kind).values_list("cause_key", flat=True))
+
+
+def test_alert_fires_once_per_cause(tenant):
+    first = alert_raise(kind="high_cost_run", cause_key="x:1", tenant=tenant, title="t")
+    again = alert_raise(kind="high_cost_run", cause_key="x:1", tenant=tenant, title="t (again)")
+    assert first is not None and first.tenant_id == tenant.pk
+    assert again is None
+    assert Alert.objects.for_tenant(tenant).count() == 1
+
+
+def test_high_cost_run_alerts_once_even_when_reported_again(tenant):
+    run = builders.assistants_run(run_id="run_costly", created_at=WHEN, prompt_tokens=50_000)
+    ingest_events(events=[{"tenant": "acme", "object": run}])
+    ingest_events(events=[{"tenant": "acme", "object": run, "attribution": {"feature": "x"}}])
+    assert _causes("high_cost_run") == ["high_cost_run:run_costly"]
+    alert = Alert.objects.for_tenant(tenant).get()
+    assert alert.data["cost_usd"] == "0.1265000000"
+
+
+def test_budget_crossings_alert_once_per_threshold_per_month(tenant):
+    tenant.monthly_budget_usd = Decimal("10.00")
+    tenant.save()
+
+    def spend(run_id, tokens, when=WHEN):
+        obj = builders.response(response_id=run_id, created_at=when, model="gpt-5.4", input_tokens=tokens,
+                                output_tokens=0)
+        ingest_events(events=[{"tenant": "acme", "object": obj}])
+
+    spend("resp_b1", 2_000_000)  # $5.00: exactly 50%
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50"]
+    spend("resp_b2", 1_000_000)  # $7.50
+    spend("resp_b3", 1_000_000)  # $10.00
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (100, 50, 80)]
+    spend("resp_b4", 1_000_000)  # still over 100%: nothing new
+    spend("resp_b5", 2_000_000, when=WHEN + dt.timedelta(days=30))  # December: 50% again, its own cause
+    assert len(_causes("budget")) == 4
+    severities = dict(Alert.objects.for_tenant(tenant).filter(kind="budget").values_list("cause_key", "severity"))
+    assert severities[f"budget:{tenant.pk}:2026-11:100"] == "critical"
+
+
+def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant):
+    failed = builders.assistants_run(run_id="run_failed", created_at=WHEN, status="failed")
+    free_fail = builders.response(response_id="resp_free_fail", created_at=WHEN, status="failed", input_tokens=0,
+                                  output_tokens=0)
+    ingest_events(events=[{"tenant": "acme", "object": failed}, {"tenant": "acme", "object": free_fail}])
+    assert _causes("wasted_spend") == ["wasted_spend:run_failed"]
+    from apps.ledger.models import DailyRollup
+
+    assert DailyRollup.objects.for_tenant(tenant).get(model="gpt-5.4").wasted_cost_usd == Decimal("0.004")
+
+
+def test_requires_action_close_to_expiry_alerts_at_ingest_or_on_scan(tenant):
+    now = timezone.now().replace(microsecond=0)
+    close = builders.assistants_run(run_id="run_close", created_at=now - dt.timedelta(minutes=8),
+                                    status="requires_action")
+    fresh = builders.assistants_run(run_id="run_fresh", created_at=now - dt.timedelta(minutes=1),
+                                    status="requires_action")
+    ingest_events(events=[{"tenant": "acme", "object": close}, {"tenant": "acme", "object": fresh}])
+    assert _causes("requires_action_expiring") == ["requires_action:run_close"]
+    assert alerts_requires_action_scan() == []
+    with time_machine.travel(now + dt.timedelta(minutes=6, seconds=30), tick=False):
+        assert [a.cause_key for a in alerts_requires_action_scan()] == ["requires_action:run_fresh"]
+    with time_machine.travel(now + dt.timedelta(minutes=20), tick=False):
+        assert alerts_requires_action_scan() == []  # expired runs are not "about to expire"
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+    status = 204
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers, body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook_server():
+    _Hook.received = []
+    _Hook.status = 204
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook
+    server.shutdown()
+    server.server_close()
+
+
+def test_alert_is_emailed_and_posted_with_a_valid_signature(tenant, webhook_server, django_capture_on_commit_callbacks):
+    url, hook = webhook_server
+    with override_settings(ALERT_EMAILS=["ops@example.com"], ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="s3cret"):
+        with django_capture_on_commit_callbacks(execute=True):
+            alert = alert_raise(kind="budget", cause_key="budget:test", tenant=tenant, title="Budget 80%",
+                                message="spent", severity="warning")
+    assert len(mail.outbox) == 1 and "Budget 80%" in mail.outbox[0].subject
+    assert mail.outbox[0].to == ["ops@example.com"]
+    headers, body = hook.received[0]
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-RunLedger-Signature"] == expected
+    payload = json.loads(body)
+    assert (payload["cause_key"], payload["tenant"], payload["kind"]) == ("budget:test", "acme", "budget")
+    alert.refresh_from_db()
+    assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 1
+
+
+def test_failed_webhook_is_retried_and_recorded_once_delivered(tenant, webhook_server, django_capture_on_commit_callbacks):
+    url, hook = webhook_server
+    hook.status = 500
+    with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"):
+        with django_capture_on_commit_callbacks(execute=True):
+            alert = alert_raise(kind="unpriced_model", cause_key="unpriced_model:zzz", title="No price")
+        alert.refresh_from_db()
+        assert alert.webhook_delivered_at is None and alert.delivery_attempts >= 2
+        hook.status = 200
+        deliver_alert.apply(args=[alert.pk])
+    alert.refresh_from_db()
+    assert alert.webhook_delivered_at is not None
+    delivered = len(hook.received)
+    with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"):
+        deliver_alert.apply(args=[alert.pk])  # already delivered: not posted again
+    assert len(hook.received) == delivered
