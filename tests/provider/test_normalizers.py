@@ -1,0 +1,152 @@
+"""Normalizers: raw OpenAI objects into ledger fields, and errors that name the field."""
+
+import datetime as dt
+
+import pytest
+
+from apps.provider.normalizers import (
+    NormalizationError,
+    apply_attribution,
+    normalize_assistants_run,
+    normalize_container,
+    normalize_conversation,
+    normalize_file,
+    normalize_resource,
+    normalize_response,
+    normalize_run_object,
+    normalize_thread,
+    normalize_vector_store,
+)
+from tests import builders
+
+WHEN = dt.datetime(2026, 11, 10, 9, 0, 0, tzinfo=dt.UTC)
+
+
+def test_assistants_run_fields_and_timestamps():
+    obj = builders.assistants_run(run_id="run_1", thread_id="thread_9", created_at=WHEN, status="failed",
+                                  prompt_tokens=1200, completion_tokens=80, metadata={"user_id": "u", "feature": "f",
+                                                                                      "tenant": "acme"})
+    record = normalize_assistants_run(obj)
+    assert (record.openai_id, record.api, record.thread_openai_id, record.thread_kind) == (
+        "run_1", "assistants", "thread_9", "thread")
+    assert (record.input_tokens, record.output_tokens, record.status, record.error_code) == (1200, 80, "failed",
+                                                                                              "server_error")
+    assert record.created_at == WHEN and record.failed_at == WHEN + dt.timedelta(seconds=8)
+    assert record.started_at == WHEN + dt.timedelta(seconds=1) and record.completed_at is None
+    assert (record.user_id, record.feature, record.metadata_tenant) == ("u", "f", "acme")
+
+
+def test_assistants_run_in_progress_has_no_usage_and_an_expiry():
+    record = normalize_assistants_run(builders.assistants_run(created_at=WHEN, status="in_progress",
+                                                              code_interpreter=True))
+    assert not record.has_usage and record.input_tokens == 0
+    assert record.expires_at == WHEN + dt.timedelta(minutes=10)
+    assert record.code_interpreter_sessions == 0  # not terminal: no session counted yet
+
+
+def test_assistants_code_interpreter_counts_one_session_per_run():
+    record = normalize_assistants_run(builders.assistants_run(created_at=WHEN, code_interpreter=True))
+    assert record.code_interpreter_sessions == 1
+
+
+def test_assistants_steps_give_exact_tool_counts():
+    steps = [
+        {"object": "thread.run.step", "step_details": {"type": "tool_calls", "tool_calls": [
+            {"id": "c1", "type": "code_interpreter", "code_interpreter": {"input": "1", "outputs": []}},
+            {"id": "c2", "type": "code_interpreter", "code_interpreter": {"input": "2", "outputs": []}},
+            {"id": "f1", "type": "file_search", "file_search": {}},
+            {"id": "fn", "type": "function", "function": {"name": "x", "arguments": "{}", "output": None}},
+        ]}},
+        {"object": "thread.run.step", "step_details": {"type": "message_creation",
+                                                       "message_creation": {"message_id": "m"}}},
+    ]
+    record = normalize_assistants_run(builders.assistants_run(created_at=WHEN, code_interpreter=True,
+                                                              file_search=True), steps=steps)
+    assert (record.code_interpreter_sessions, record.file_search_calls, record.function_calls) == (1, 1, 1)
+
+
+def test_extra_usage_details_on_runs_are_read():
+    obj = builders.assistants_run(created_at=WHEN, prompt_tokens=1000, completion_tokens=300)
+    obj["usage"]["prompt_tokens_details"] = {"cached_tokens": 400}
+    obj["usage"]["completion_tokens_details"] = {"reasoning_tokens": 200}
+    record = normalize_assistants_run(obj)
+    assert (record.cached_input_tokens, record.reasoning_tokens) == (400, 200)
+
+
+def test_response_tokens_tools_and_fractional_created_at():
+    obj = builders.response(created_at=WHEN + dt.timedelta(microseconds=250000), input_tokens=5000, cached_tokens=1000,
+                            output_tokens=700, reasoning_tokens=300, conversation_id="conv_1", code_interpreter_calls=3,
+                            file_search_calls=2, web_search_calls=1, function_calls=4, service_tier="flex")
+    obj["output"][1]["container_id"] = "cntr_other"
+    obj["usage"]["input_tokens_details"]["cache_write_tokens"] = 500
+    record = normalize_response(obj)
+    assert record.created_at == WHEN + dt.timedelta(microseconds=250000)
+    assert (record.input_tokens, record.cached_input_tokens, record.cache_write_tokens) == (5000, 1000, 500)
+    assert (record.output_tokens, record.reasoning_tokens) == (700, 300)
+    assert record.code_interpreter_sessions == 2  # two distinct containers
+    assert (record.file_search_calls, record.web_search_calls, record.function_calls) == (2, 1, 4)
+    assert (record.thread_openai_id, record.thread_kind, record.service_tier) == ("conv_1", "conversation", "flex")
+
+
+def test_response_incomplete_and_failed_reasons():
+    assert normalize_response(builders.response(created_at=WHEN, status="incomplete")).incomplete_reason == \
+        "max_output_tokens"
+    assert normalize_response(builders.response(created_at=WHEN, status="failed")).error_code == "server_error"
+
+
+@pytest.mark.parametrize(("mutate", "field", "message"), [
+    (lambda o: o["usage"].update(prompt_tokens=-1), "object.usage.prompt_tokens", "must be a non-negative integer"),
+    (lambda o: o["usage"].update(prompt_tokens="12"), "object.usage.prompt_tokens", "must be a non-negative integer"),
+    (lambda o: o.update(status="running"), "object.status", None),
+    (lambda o: o.pop("id"), "object.id", "required"),
+    (lambda o: o.update(created_at=1.5), "object.created_at", "must be Unix seconds (an integer)"),
+    (lambda o: o.update(created_at=-3), "object.created_at", None),
+    (lambda o: o.update(model=""), "object.model", None),
+    (lambda o: o.update(metadata=[1]), "object.metadata", "must be an object"),
+    (lambda o: o.update(thread_id=None), "object.thread_id", "required"),
+    (lambda o: o.update(usage={"prompt_tokens": 5, "completion_tokens": 1,
+                               "prompt_tokens_details": {"cached_tokens": 9}}), "object.usage.prompt_tokens", None),
+])
+def test_invalid_runs_name_the_field(mutate, field, message):
+    obj = builders.assistants_run(created_at=WHEN)
+    mutate(obj)
+    with pytest.raises(NormalizationError) as error:
+        normalize_assistants_run(obj)
+    assert error.value.field == field
+    if message:
+        assert str(error.value) == f"{field}: {message}"
+
+
+def test_dispatch_by_object_type_and_unknown_types():
+    assert normalize_run_object(builders.response(created_at=WHEN)).api == "responses"
+    with pytest.raises(NormalizationError, match="object.object"):
+        normalize_run_object({"object": "chat.completion"})
+    with pytest.raises(NormalizationError, match="object.object"):
+        normalize_resource({"object": ["list"]})
+
+
+def test_attribution_overrides_metadata_and_is_validated():
+    record = normalize_response(builders.response(created_at=WHEN, metadata={"user_id": "meta"}))
+    apply_attribution(record, {"user_id": "explicit", "feature": "f"})
+    assert (record.user_id, record.feature) == ("explicit", "f")
+    with pytest.raises(NormalizationError, match="attribution.session_id"):
+        apply_attribution(record, {"session_id": {"x": 1}})
+    with pytest.raises(NormalizationError, match="attribution.feature: must be at most 100"):
+        apply_attribution(record, {"feature": "x" * 101})
+
+
+def test_resource_normalizers():
+    thread = normalize_thread(builders.thread(thread_id="thread_r", created_at=WHEN, metadata={"tenant": "acme"}))
+    assert (thread.kind, thread.metadata_tenant, thread.created_at) == ("thread", "acme", WHEN)
+    conversation = normalize_conversation(builders.conversation(conversation_id="conv_r", created_at=WHEN))
+    assert conversation.kind == "conversation" and conversation.last_active_at == WHEN
+    store = normalize_vector_store(builders.vector_store(created_at=WHEN, usage_bytes=2048,
+                                                         last_active_at=WHEN + dt.timedelta(days=1)))
+    assert (store.usage_bytes, store.last_active_at, store.status) == (2048, WHEN + dt.timedelta(days=1), "completed")
+    file = normalize_file(builders.file(created_at=WHEN, size_bytes=99, purpose="assistants", filename="a.pdf"))
+    assert (file.usage_bytes, file.purpose, file.name) == (99, "assistants", "a.pdf")
+    container = normalize_container(builders.container(created_at=WHEN, status="running"))
+    assert (container.kind, container.status) == ("container", "running")
+    with pytest.raises(NormalizationError) as error:
+        normalize_vector_store({**builders.vector_store(created_at=WHEN), "usage_bytes": -1})
+    assert error.value.field == "object.usage_bytes"
