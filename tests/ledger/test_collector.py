@@ -1,0 +1,68 @@
+"""The collector against the sandbox: non-terminal runs are refreshed to terminal, and runs of recorded
+threads that nobody reported are found and attributed to the thread's tenant."""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.utils import timezone
+
+from apps.ledger.collector import collect_runs_refresh, collect_thread_runs
+from apps.ledger.models import Run, Thread
+from apps.ledger.services import ingest_events, ledger_check
+from apps.ledger.tasks import collect_runs
+
+
+def _assistant(openai_client):
+    return openai_client.beta.assistants.create(model="gpt-5.4", tools=[{"type": "code_interpreter"}])
+
+
+def test_collect_runs_refreshes_a_reported_run_until_terminal(tenant, sandbox, openai_client, provider):
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
+    assert Run.objects.for_tenant(tenant).get().status == "queued"
+
+    sandbox.advance(10)
+    result = collect_runs_refresh(provider=provider)
+    assert (result.checked, result.updated) == (1, 1)
+    stored = Run.objects.for_tenant(tenant).get()
+    assert stored.status == "completed" and stored.input_tokens > 0 and stored.priced
+    assert stored.code_interpreter_sessions == 1  # counted from the run's steps
+    assert stored.cost_tools_usd == Decimal("0.03") and stored.cost_total_usd > Decimal("0.03")
+    # Terminal now: nothing left to refresh.
+    assert collect_runs_refresh(provider=provider).checked == 0
+    assert ledger_check() == []
+
+
+def test_collect_runs_task_uses_the_default_provider(tenant, sandbox, openai_client, provider):
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
+    sandbox.advance(10)
+    outcome = collect_runs.apply().get()
+    assert outcome["updated"] == 1
+
+
+def test_collect_thread_runs_records_unreported_runs_with_the_threads_tenant(tenant, other_tenant, sandbox,
+                                                                            openai_client, provider):
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    ingest_events(events=[{"tenant": "globex", "object": thread.to_dict()}])
+    first = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    sandbox.advance(10)
+    second = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    sandbox.advance(10)
+    ingest_events(events=[{"tenant": "globex", "object": first.to_dict()}])
+
+    result = collect_thread_runs(limit=50, active_since=timezone.now() - dt.timedelta(days=1), provider=provider)
+    assert result.checked == 1 and result.created == 1
+    runs = {r.openai_id: r for r in Run.objects.for_tenant(other_tenant)}
+    assert set(runs) == {first.id, second.id}
+    assert runs[second.id].status == "completed"
+    assert not Run.objects.for_tenant(tenant).exists()
+    assert Thread.objects.for_tenant(other_tenant).get(openai_id=thread.id).run_count == 2
+    # Running again finds nothing new.
+    again = collect_thread_runs(limit=50, active_since=timezone.now() - dt.timedelta(days=1), provider=provider)
+    assert again.created == 0
