@@ -464,6 +464,10 @@ def export_state(state: SandboxState) -> dict:
     used code interpreter)."""
     with state.lock:
         state.advance_all()
+        for container in state.containers.values():
+            state._refresh_container(container)
+        for store in state.vector_stores.values():
+            state._refresh_vector_store(store)
 
         def entry(kind: str, obj: dict, **extra) -> dict:
             return {"tenant": _tenant_of(state, obj), "project_id": state.project_of.get(obj["id"], state.default_project),

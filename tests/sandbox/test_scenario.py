@@ -1,0 +1,103 @@
+"""The scenario generator: deterministic per seed, realistic shape, models only once they are priced,
+and the standalone command that serves it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from apps.sandbox.clock import SandboxClock
+from apps.sandbox.pricing import load_price_book
+from apps.sandbox.server import Sandbox
+
+FROZEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _export(seed: int, tenants: int = 3, days: int = 20) -> dict:
+    sandbox = Sandbox(clock=SandboxClock(frozen_at=FROZEN))
+    sandbox.load_scenario(tenants=tenants, days=days, seed=seed)
+    return sandbox.export()
+
+
+def test_same_seed_gives_the_same_world_and_another_seed_does_not():
+    first, again, other = _export(4), _export(4), _export(5)
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert json.dumps(first, sort_keys=True) != json.dumps(other, sort_keys=True)
+
+
+def test_demo_scale_shape():
+    sandbox = Sandbox(clock=SandboxClock(frozen_at=FROZEN))
+    started = time.monotonic()
+    summary = sandbox.load_scenario(tenants=8, days=60, seed=1, name="demo")
+    assert time.monotonic() - started < 15
+    assert 10_000 <= summary["runs"] + summary["responses"] <= 30_000
+    export = sandbox.export()
+    assert len(export["tenants"]) == 8 and all(row["monthly_budget_usd"] for row in export["tenants"])
+    book = load_price_book()
+    objects = [row["object"] for row in export["runs"]] + [row["object"] for row in export["responses"]]
+    for obj in objects:
+        day = dt.datetime.fromtimestamp(obj["created_at"], tz=dt.UTC).date()
+        assert book.model_price(obj["model"], day) is not None, obj["model"]
+    run_models = {row["object"]["model"] for row in export["runs"]}
+    response_models = {row["object"]["model"] for row in export["responses"]}
+    assert all(model.startswith(("gpt-4", "gpt-5")) for model in run_models)
+    assert any(model.startswith("gpt-6") for model in response_models)
+    statuses = Counter(row["object"]["status"] for row in export["runs"])
+    assert {"completed", "failed", "cancelled", "expired", "incomplete"} <= set(statuses)
+    assert statuses["completed"] / sum(statuses.values()) > 0.85
+    prompts = sorted(row["object"]["usage"]["prompt_tokens"] for row in export["runs"] if row["object"]["usage"])
+    median, p99 = prompts[len(prompts) // 2], prompts[int(len(prompts) * 0.99)]
+    assert 1000 < median < 5000 and p99 > 8 * median  # long tail
+    metadata = [row["object"]["metadata"] for row in export["runs"]]
+    assert any(not item for item in metadata)  # some spend has no tenant
+    attributed = [item for item in metadata if item]
+    assert set(attributed[0]) == {"tenant", "user_id", "session_id", "feature"}
+    assert any(row["tenant"] is None for row in export["files"])  # orphaned files
+    sizes = [row["object"]["usage_bytes"] for row in export["vector_stores"]]
+    assert min(sizes) < 2 ** 20 and max(sizes) >= 2 * 2 ** 30
+    assert any(row["deleted_at"] for row in export["vector_stores"])
+    ages = [(FROZEN - row["object"]["created_at"]) / 86400 for row in export["threads"]]
+    assert min(ages) < 2 and max(ages) > 50
+    assert any(row["object"]["status"] == "expired" for row in export["containers"])
+    responses = [row["object"] for row in export["responses"] if row["object"]["usage"]]
+    assert any(item["usage"]["input_tokens_details"]["cached_tokens"] for item in responses)
+    assert any(item["usage"]["output_tokens_details"]["reasoning_tokens"] for item in responses)
+
+
+def test_sandbox_openai_command_serves_until_interrupted():
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings.local", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sandbox_openai", "--port", "0", "--tenants", "2", "--days", "2", "--seed", "3",
+         "--fault", "latency:latency_ms=1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline and url is None:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "listening on" in line:
+                url = line.strip().split("listening on ")[1]
+        assert url, "".join(lines)
+        base = url.removesuffix("/v1")
+        with urllib.request.urlopen(f"{base}/_sandbox/health", timeout=5) as answer:
+            assert json.loads(answer.read())["status"] == "ok"
+        request = urllib.request.Request(f"{url}/files", headers={"Authorization": "Bearer sk-sandbox"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert json.loads(answer.read())["object"] == "list"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
