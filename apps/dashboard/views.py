@@ -194,13 +194,14 @@ class TenantListView(DashboardView):
             "tenants": Table(
                 name="tenants", title="Tenants", rows=self.tenant_rows(), paginate_by=25, sort=self.sort,
                 columns=[
+                    # Money first after the name: on a phone those columns are visible without scrolling.
                     Column("name", "Tenant", link=lambda t: _tenant_url(t.slug), sort="name"),
-                    Column("slug", "Slug", "code"),
-                    Column("status", "Status", "status"),
                     Column("month_to_date_usd", "Month to date", "money", sort="-mtd"),
-                    Column("monthly_budget_usd", "Budget", "money"),
                     Column("budget_used_percent", "Budget used", "percent", sort="-budget"),
                     Column("trend", f"Last {SPARKLINE_DAYS} days", "sparkline", csv=False),
+                    Column("monthly_budget_usd", "Budget", "money"),
+                    Column("slug", "Slug", "code"),
+                    Column("status", "Status", "status"),
                 ],
                 empty="No tenant matches. Clear the search, or create tenants in the admin.",
             )

@@ -98,8 +98,8 @@ def test_tenant_list_sorts_searches_and_paginates_in_the_url(staff_client, ledge
 
 def test_tenant_list_csv_exports_every_row_with_the_same_search(staff_client, ledger):
     rows = csv_rows(staff_client.get("/tenants/?q=ac&format=csv&table=tenants"))
-    assert rows == [["Tenant", "Slug", "Status", "Month to date", "Budget", "Budget used"],
-                    ["Acme Corp", "acme", "active", "0.52", "10.00", "5.2"]]
+    assert rows == [["Tenant", "Month to date", "Budget used", "Budget", "Slug", "Status"],
+                    ["Acme Corp", "0.52", "5.2", "10.00", "acme", "active"]]
 
 
 def test_tenant_detail_context_has_every_section(staff_client, ledger, tenant):
