@@ -15,7 +15,6 @@ from rest_framework.views import APIView
 from apps.core.api import error_body
 from apps.ledger import selectors as ledger_selectors
 from apps.ledger.models import Run
-from apps.tenants.api import TenantScopedAPIMixin
 from apps.tenants.authentication import IsAdminKey
 
 from . import selectors, services
@@ -27,8 +26,10 @@ from .api_support import (
     NOT_MODIFIED,
     READ_ERRORS,
     ApiCursorPagination,
+    ScopedLookupMixin,
     etag_for,
     etag_response,
+    path_value,
     validate_query,
 )
 from .serializers import (
@@ -73,7 +74,7 @@ class JsonErrorsMixin:
 # --- usage ----------------------------------------------------------------------------------------------
 
 
-class TenantUsageView(TenantScopedAPIMixin, APIView):
+class TenantUsageView(ScopedLookupMixin, APIView):
     @extend_schema(
         operation_id="tenant_usage",
         summary="A tenant's usage and cost for a period, grouped by day, model, feature or end user",
@@ -96,7 +97,7 @@ class RunPagination(ApiCursorPagination):
     ordering = ("-created_at", "-id")
 
 
-class RunListView(TenantScopedAPIMixin, GenericAPIView):
+class RunListView(ScopedLookupMixin, GenericAPIView):
     scoped_model = Run
     serializer_class = RunSerializer
     pagination_class = RunPagination
@@ -120,7 +121,7 @@ class RunListView(TenantScopedAPIMixin, GenericAPIView):
         return self.paginator.get_paginated_response(RunSerializer(page, many=True).data)
 
 
-class RunDetailView(TenantScopedAPIMixin, APIView):
+class RunDetailView(ScopedLookupMixin, APIView):
     @extend_schema(
         operation_id="runs_retrieve",
         summary="One run by its OpenAI id",
@@ -129,7 +130,7 @@ class RunDetailView(TenantScopedAPIMixin, APIView):
         tags=["runs"],
     )
     def get(self, request, openai_id: str):
-        run = ledger_selectors.run_get_visible(scope=self.tenant_scope, openai_id=openai_id)
+        run = ledger_selectors.run_get_visible(scope=self.tenant_scope, openai_id=path_value(openai_id))
         if run is None:
             raise NotFound("Not found.")
         return Response(RunSerializer(run).data)
@@ -163,7 +164,7 @@ _STATEMENT_EXAMPLE = OpenApiExample(
 )
 
 
-class StatementView(JsonErrorsMixin, TenantScopedAPIMixin, APIView):
+class StatementView(JsonErrorsMixin, ScopedLookupMixin, APIView):
     renderer_classes = [renderers.JSONRenderer, CsvRenderer]
 
     @extend_schema(
@@ -206,7 +207,7 @@ class StatementCsvView(StatementView):
         return self._respond(request, slug, period, as_csv=True)
 
 
-class StatementCloseView(TenantScopedAPIMixin, APIView):
+class StatementCloseView(ScopedLookupMixin, APIView):
     permission_classes = [IsAdminKey]
 
     @extend_schema(

@@ -17,9 +17,9 @@ from apps.billing.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
+    ScopedLookupMixin,
 )
 
-from .api import TenantScopedAPIMixin
 from .api_serializers import TenantSerializer, TenantUpdateSerializer
 from .selectors import tenants_visible
 from .services import tenant_create, tenant_update
@@ -41,7 +41,7 @@ def _saved(write):
         raise Conflict("A tenant with this slug already exists.") from error
 
 
-class TenantListView(TenantScopedAPIMixin, GenericAPIView):
+class TenantListView(ScopedLookupMixin, GenericAPIView):
     serializer_class = TenantSerializer
     pagination_class = TenantPagination
 
@@ -71,7 +71,7 @@ class TenantListView(TenantScopedAPIMixin, GenericAPIView):
         return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
 
-class TenantDetailView(TenantScopedAPIMixin, GenericAPIView):
+class TenantDetailView(ScopedLookupMixin, GenericAPIView):
     serializer_class = TenantSerializer
 
     @extend_schema(

@@ -110,3 +110,10 @@ def test_no_key_gets_401_and_a_bad_key_too(api_client, ledger, method, path, bod
 def test_billing_keys_cannot_write(api_client, billing_key, tenant_billing_key, ledger, method, path, body):
     for key in (billing_key, tenant_billing_key):
         assert call(api_client, method, path, key, body).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenants/a%00b/", "/api/v1/runs/run%00x/", "/api/v1/tenants/a%00b/usage/",
+                                  "/api/v1/tenants/a%00b/statements/2026-01/"])
+def test_a_nul_byte_in_a_path_value_is_a_plain_404(api_client, admin_key, ledger, path):
+    answer = api_client.get(path, **bearer(admin_key))
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
