@@ -206,7 +206,7 @@ class OpenAIProvider:
         """Every item of a cursor-paginated list, one page per request (each page retried on its own)."""
         after: str | None = None
         while True:
-            page = self._call(operation, lambda: fetch(after))
+            page = self._call(operation, lambda cursor=after: fetch(cursor))
             items = list(page.data)
             for item in items:
                 yield _as_dict(item)
@@ -313,9 +313,9 @@ class OpenAIProvider:
         after = None
         while True:
             query = self._given(after=after, limit=100)
-            page = self._call(operation, lambda: self.client.get(path, cast_to=object, options={"params": query}))
-            for item in page.get("data", []):
-                yield item
+            page = self._call(operation, lambda params=query: self.client.get(path, cast_to=object,
+                                                                               options={"params": params}))
+            yield from page.get("data", [])
             if not page.get("data") or not page.get("has_more"):
                 return
             after = page["data"][-1]["id"]
@@ -329,7 +329,7 @@ class OpenAIProvider:
         buckets: list[dict] = []
         page_token: str | None = None
         while True:
-            page = self._call(operation, lambda: fetch(page_token))
+            page = self._call(operation, lambda token=page_token: fetch(token))
             buckets.extend(_as_dict(bucket) for bucket in page.data)
             if not page.has_more or not page.next_page:
                 return buckets

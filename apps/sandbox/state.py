@@ -454,7 +454,7 @@ class SandboxState:
         new_details = tool_details + ([{"type": "message_creation", "message_creation": {"message_id": message_id}}]
                                       if message_id else [])
         usage_parts = self._step_usage_split(max(1, len(new_details) + len(pending)), prompt, completion)
-        for step, part in zip(pending, usage_parts):
+        for step, part in zip(pending, usage_parts[:len(pending)], strict=True):
             step["usage"] = part
         for index, detail in enumerate(new_details):
             step_status = "completed" if status in {"completed", "incomplete"} or index < len(new_details) - 1 else (

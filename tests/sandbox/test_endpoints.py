@@ -3,11 +3,10 @@ field the SDK requires and the sandbox omits fails here."""
 
 from __future__ import annotations
 
-import warnings
-
 import json
 import urllib.error
 import urllib.request
+import warnings
 
 import openai
 import pytest
