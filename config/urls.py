@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.core import views as core_views
@@ -13,6 +13,8 @@ api_v1 = [
     path("", include("apps.tenants.api_urls")),
     path("", include("apps.billing.api_urls")),
     path("", include("apps.reconciliation.api_urls")),
+    # Anything else under /api/v1/ answers in the API's error shape, not with an HTML page.
+    re_path(r"^.*$", core_views.api_not_found),
 ]
 
 urlpatterns = [
@@ -28,3 +30,5 @@ urlpatterns = [
     path("reconciliation/", include("apps.reconciliation.urls")),
     path("", include("apps.dashboard.urls")),
 ]
+
+handler500 = "apps.core.views.server_error"

@@ -38,6 +38,20 @@ class ThrottledLoginView(auth_views.LoginView):
         return super().form_invalid(form)
 
 
+def api_not_found(request, *args, **kwargs):
+    return JsonResponse({"error": {"code": "not_found", "message": "No such API endpoint. See /api/docs/."}},
+                        status=404)
+
+
+def server_error(request, *args, **kwargs):
+    """A last resort that still speaks JSON to API clients and names the request id for support."""
+    request_id = getattr(request, "request_id", "")
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "server_error", "message": "Internal error.",
+                                       "request_id": request_id}}, status=500)
+    return HttpResponse(f"Internal error (request {request_id}).", status=500, content_type="text/plain")
+
+
 def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")

@@ -37,3 +37,9 @@ def test_api_docs_use_local_assets(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200
     assert b"cdn.jsdelivr" not in response.content and b"unpkg" not in response.content
+
+
+def test_unknown_api_path_answers_in_the_api_error_shape(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
