@@ -344,13 +344,15 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
 
 def _check_text(record, prefix: str = "object") -> None:
     """PostgreSQL stores neither NUL characters nor lone surrogates: refuse them per event, not per batch."""
-    for name, value in vars(record).items():
-        if isinstance(value, str) and value and ("\x00" in value or not value.isprintable() and _bad_unicode(value)):
-            raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
+    strings = [value for value in vars(record).values() if isinstance(value, str) and value]
+    if strings and _bad_unicode("".join(strings)):
+        for name, value in vars(record).items():
+            if isinstance(value, str) and value and _bad_unicode(value):
+                raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
     metadata = getattr(record, "metadata", None)
     if metadata:
         text = json.dumps(metadata, ensure_ascii=False)
-        if "\\u0000" in text or "\x00" in text or _bad_unicode(text):
+        if "\\u0000" in text or _bad_unicode(text):
             raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
 
 
@@ -426,9 +428,15 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
 
 
 def _lock_existing_runs(openai_ids: Iterable[str]) -> dict[str, dict]:
+    """The stored rows of these runs, locked (FOR UPDATE, in openai_id order) until the batch commits."""
     ids = sorted(set(openai_ids))
     if not ids:
         return {}
+    if bulk.is_postgres():
+        names = ["id", *RUN_FIELDS]
+        found = bulk.select_for_update_by_key(Run._meta.db_table, names, "openai_id", ids,
+                                              json_columns=["metadata"])
+        return {row["openai_id"]: row for row in found}
     rows = (
         Run.objects.unscoped()
         .filter(openai_id__in=ids)
@@ -628,25 +636,18 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now):
         from apps.alerts.services import alerts_for_run_changes
 
         alerts_for_run_changes(changes=changes, tenant_ids=tenant_ids)
+    ids = {e.index: e.state["openai_id"] for e in run_events}
+    ids.update({e.index: e.record.openai_id for e in thread_events})
+    for records in (records for _, records in lifecycle.values()):
+        ids.update({index: record.openai_id for index, record in records.items()})
     for index, outcome in {**outcomes, **thread_outcomes, **lifecycle_outcomes}.items():
         if results[index] is None:
-            openai_id = _event_id(index, run_events, thread_events)
-            results[index] = EventResult(index=index, id=openai_id, outcome=outcome)
+            results[index] = EventResult(index=index, id=ids.get(index), outcome=outcome)
     return results
 
 
 def _thread_outcomes(thread_events: list[_ThreadEvent]) -> dict[int, str]:
     return {event.index: event.outcome for event in thread_events}
-
-
-def _event_id(index: int, run_events, thread_events) -> str | None:
-    for event in run_events:
-        if event.index == index:
-            return event.state["openai_id"]
-    for event in thread_events:
-        if event.index == index:
-            return event.record.openai_id
-    return None
 
 
 def _is_retryable(exc: Exception) -> bool:
