@@ -200,7 +200,7 @@ def test_import_runs_is_safe_to_rerun(tenant, tmp_path, capsys):
 def test_rollup_upserts_batch_many_keys(tenant):
     # Many runs across days, models and features in one batch: each rollup key written once.
     events = []
-    for index, (day, model, feature) in enumerate(itertools.product(range(3), ["gpt-5.4", "gpt-5-mini"], ["a", "b"])):
+    for day, model, feature in itertools.product(range(3), ["gpt-5.4", "gpt-5-mini"], ["a", "b"]):
         events.append(_event(builders.assistants_run(created_at=WHEN + dt.timedelta(days=day), model=model),
                              attribution={"feature": feature}))
     ingest_events(events=events)

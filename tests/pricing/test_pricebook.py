@@ -8,8 +8,8 @@ from django.core.management import call_command
 from apps.pricing.models import ModelPrice, ToolPrice
 from apps.pricing.pricebook import PriceBook, model_family
 from apps.pricing.rating import ModelRate
-from apps.pricing.selectors import price_book_current
 from apps.pricing.seed import PRICE_BOOK_FILE, read_price_book
+from apps.pricing.selectors import price_book_current
 
 
 def _rate(model, day, price):
