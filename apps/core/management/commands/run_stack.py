@@ -51,9 +51,10 @@ class Command(BaseCommand):
             processes.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
 
         def stop_all(*_):
+            # SIGTERM to each main process only: Celery then shuts its own pool down warmly.
             for name, process in reversed(processes):
                 if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
+                    process.terminate()
             for name, process in processes:
                 try:
                     process.wait(timeout=10)
