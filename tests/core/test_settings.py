@@ -8,9 +8,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _clean_environment() -> dict:
+    # Nothing the test process set for itself (DJANGO_ALLOW_ASYNC_UNSAFE from browser tests, the test
+    # settings module, service URLs) may leak into the production check.
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("DJANGO_") and key not in {"DATABASE_URL", "REDIS_URL"}}
+
+
 def test_check_deploy_with_production_settings_is_clean():
     env = {
-        **os.environ,
+        **_clean_environment(),
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": "x" * 30 + "a-long-random-production-secret-value-1234567890",
         "DJANGO_ALLOWED_HOSTS": "runledger.example.com",
@@ -25,7 +32,7 @@ def test_check_deploy_with_production_settings_is_clean():
 
 
 def test_production_settings_never_install_the_sandbox():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "s" * 60,
+    env = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "s" * 60,
            "DJANGO_ALLOWED_HOSTS": "x", "SANDBOX_ENABLED": "true"}
     code = "import django; django.setup(); from django.conf import settings; print('apps.sandbox' in settings.INSTALLED_APPS)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
