@@ -265,8 +265,8 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
             severity="critical" if line.kind == KIND_UNATTRIBUTED and line.difference > 0 else "warning",
             data={
                 "day": line.day.isoformat(), "openai_project": line.openai_project, "line": line.line,
-                "status": line.status, "unit": line.unit, "ledger_value": str(line.ledger_value),
-                "openai_value": str(line.openai_value), "difference": str(line.difference),
+                "status": line.status, "unit": line.unit, "ledger_value": _plain(line.ledger_value),
+                "openai_value": _plain(line.openai_value), "difference": _plain(line.difference),
                 "run_id": run.pk,
             },
         )
