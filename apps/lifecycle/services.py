@@ -292,6 +292,18 @@ def _resource_mark_deleted(*, resource_type: str, openai_id: str, reason: str, a
     ).update(status=ResourceStatus.DELETED, deleted_at=at, deletion_reason=reason[:200])
 
 
+def resource_record_deleted(*, resource_type: str, openai_id: str, at: dt.datetime, reason: str) -> bool:
+    """Record that a resource RunLedger knows was deleted outside it at a known time (an application reports
+    the deletion, or history is imported). True when a live row was marked; a row already deleted keeps its
+    first deletion; an unknown id changes nothing."""
+    if resource_type not in RESOURCE_MODELS and resource_type not in (ResourceType.THREAD, ResourceType.CONVERSATION):
+        raise LifecycleError(f"resource_type must be one of {', '.join(RESOURCE_MODELS)}, thread or conversation.")
+    model = Thread if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION) else RESOURCE_MODELS[resource_type]
+    live = model.objects.unscoped().filter(openai_id=openai_id, status=ResourceStatus.ACTIVE).exists()
+    _resource_mark_deleted(resource_type=resource_type, openai_id=openai_id, reason=reason, at=at)
+    return live
+
+
 def _file_attach(file_ids: Iterable[str], *, field: str, owner_id: str, tenant_id: int | None) -> None:
     for file in StoredFile.objects.unscoped().filter(openai_id__in=list(file_ids)):
         current = set(getattr(file, field) or [])
@@ -1092,20 +1104,28 @@ FREE_GB_RULE = ("OpenAI's free GB applies once to the organisation's total; each
 
 
 def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMeter]:
-    """Meter vector storage for one UTC day. With `snapshot`, each store live now and created before the
-    day ended is recorded at its current usage_bytes (run it at the end of the day, after a sync); then the
-    day is rated from the snapshot. Re-metering a day replaces its rows."""
+    """Meter vector storage for one UTC day. With `snapshot`, each store that existed at some moment of the
+    day is recorded at its latest known usage_bytes (run it at the end of the day, after a sync); then the day
+    is rated from the snapshot. Re-metering a day replaces its rows.
+
+    "Existed during the day" is how OpenAI bills storage: a store created, deleted or expiring during the
+    day is billed for that day; one deleted or expired before the day began is not (an expired store keeps
+    its bytes but stops being billed at `expires_at`)."""
     from apps.pricing.pricebook import PriceBook
     from apps.pricing.rating import bytes_to_gb, rate_vector_storage
 
     with transaction.atomic():
         if snapshot:
             VectorStoreDay.objects.unscoped().filter(day=day).delete()
-            end = day_start(day) + dt.timedelta(days=1)
+            start = day_start(day)
+            end = start + dt.timedelta(days=1)
+            existed = (
+                Q(status=ResourceStatus.ACTIVE) | Q(status=ResourceStatus.DELETED, deleted_at__gt=start)
+            ) & (Q(expires_at__isnull=True) | Q(expires_at__gt=start))
             VectorStoreDay.objects.bulk_create([
                 VectorStoreDay(day=day, vector_store_id=pk, tenant_id=tenant_id, usage_bytes=usage_bytes)
                 for pk, tenant_id, usage_bytes in VectorStore.objects.unscoped()
-                .filter(status=ResourceStatus.ACTIVE, created_at__lt=end)
+                .filter(existed, created_at__lt=end)
                 .values_list("pk", "tenant_id", "usage_bytes")
             ])
         bytes_by_tenant: dict[int | None, int] = {}

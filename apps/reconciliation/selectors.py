@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from apps.core.money import MONEY_FIELD_KWARGS, usd_string
 from apps.core.timeutils import UTC, day_start
-from apps.ledger.models import DailyRollup, Run
+from apps.ledger.models import Api, DailyRollup, Run
 
 from .comparison import (
     CODE_INTERPRETER_SESSIONS_LINE,
@@ -110,9 +110,11 @@ def ledger_observations(*, start: dt.date, end: dt.date, project_id: str) -> tup
         observations.add(day, project_id, model_usage_line(model, "output"), row["output_tokens"], usage(model))
         observations.add(day, project_id, CODE_INTERPRETER_SESSIONS_LINE, row["code_interpreter_sessions"],
                          LineSpec(KIND_USAGE, UNIT_SESSIONS))
-        observations.add(day, project_id, FILE_SEARCH_CALLS_LINE, row["file_search_calls"], LineSpec(KIND_USAGE, UNIT_CALLS))
         if row["unpriced_runs"]:
             notes[day].append(f"{row['unpriced_runs']} unpriced {model} runs carry no cost in the ledger (add a price).")
+
+    for day, calls in _file_search_calls(start=start, end=end, project_id=project_id):
+        observations.add(day, project_id, FILE_SEARCH_CALLS_LINE, calls, LineSpec(KIND_USAGE, UNIT_CALLS))
 
     for day, tool, amount in _tool_costs(start=start, end=end, project_id=project_id):
         observations.add(day, project_id, tool, amount, cost(""))
@@ -137,6 +139,23 @@ def _each_day(start: dt.date, end: dt.date):
     while day < end:
         yield day
         day += dt.timedelta(days=1)
+
+
+def _file_search_calls(*, start: dt.date, end: dt.date, project_id: str):
+    """(day, calls) of the Responses file_search tool: what OpenAI's Usage API counts (and bills per call).
+    Assistants runs' file_search calls carried no per-call fee and are not in that count; the daily rollups
+    hold both APIs' calls together, so this reads the runs."""
+    rows = (
+        Run.objects.unscoped()
+        .filter(_project_filter(project_id), created_at__gte=day_start(start), created_at__lt=day_start(end),
+                api=Api.RESPONSES, file_search_calls__gt=0)
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .order_by()
+        .annotate(calls=Sum("file_search_calls"))
+    )
+    for row in rows:
+        yield row["day"], row["calls"]
 
 
 def _tool_costs(*, start: dt.date, end: dt.date, project_id: str):

@@ -4,12 +4,14 @@ straight into the sandbox state (every object terminal and billed), and the expo
 Shape (all deterministic per seed):
 - tenants of very different sizes (lognormal weights), each with 2-4 features and 5-150 end users;
   about 40 runs per tenant-day on average, fewer at weekends, growing slowly over the period;
-- Assistants runs on older models (gpt-4.x / gpt-5.x) whose share falls from ~50 % to ~15 % as traffic
-  moves to Responses on current models (gpt-6.x where the price book has them on that day);
+- Assistants runs on older models (gpt-4.x / gpt-5.x) only before the Assistants API's sunset
+  (2026-08-26): their share falls from ~60 % a month before it to none on the day, as tenants
+  migrate to Responses on current models (gpt-6.x where the price book has them on that day);
 - prompt tokens lognormal (median ~2,500) with a long tail up to 250k, output lognormal (median ~350),
   cached tokens on follow-up turns, reasoning tokens on reasoning models, cache writes where priced;
 - tools: code interpreter, file search, function calls, web search; some failed, cancelled, expired
-  and incomplete runs; about 3 % of traffic carries no tenant metadata;
+  and incomplete runs; every run and response carries its tenant's metadata unless `unattributed_share`
+  says otherwise (spend with no tenant is what billing drift injects, see faults.DriftRule);
 - threads / conversations of many ages, vector stores from kilobytes to 2-20 GB (some expiring, some
   already deleted), orphaned files with no tenant, and containers left idle."""
 
@@ -38,6 +40,16 @@ RESPONSES_MODELS = [("gpt-6.1-sol", 30), ("gpt-6.2-sol", 20), ("gpt-6-luna", 15)
                     ("gpt-6-astra", 8), ("gpt-6.2-astra", 6), ("gpt-5.4", 4), ("gpt-5-mini", 2)]
 DAY = 86400
 GB = 2 ** 30
+# OpenAI shut the Assistants API down on this day: generated Assistants traffic stops the day before.
+ASSISTANTS_SUNSET = dt.date(2026, 8, 26)
+ASSISTANTS_MIGRATION_DAYS = 30
+ASSISTANTS_PEAK_SHARE = 0.6
+
+# The demo (`sandbox_openai --scenario demo`, `make run`): four months, so the Assistants history from before the
+# sunset shows, at a volume that seeds in well under the time `make run` allows.
+DEMO_TENANTS = 8
+DEMO_DAYS = 120
+DEMO_RUNS_PER_TENANT_DAY = 20.0
 
 
 @dataclass
@@ -48,7 +60,10 @@ class ScenarioConfig:
     name: str = "custom"
     runs_per_tenant_day: float = 40.0
     project_id: str = "proj_default"
-    unattributed_share: float = 0.03
+    # Share of new sessions whose runs carry no tenant metadata (an application that forgot to tag them).
+    # 0 by default: a scenario's own traffic is all attributed, so it reconciles with zero drift; spend with
+    # no tenant comes from billing drift (FaultInjector.add_drift(unattributed=True)), an exact amount.
+    unattributed_share: float = 0.0
 
     @property
     def runs_per_day(self) -> float:
@@ -57,6 +72,15 @@ class ScenarioConfig:
     @runs_per_day.setter
     def runs_per_day(self, value: float) -> None:
         self.runs_per_tenant_day = value / max(1, self.tenants)
+
+
+def assistants_share(day: dt.date) -> float:
+    """Share of a day's traffic still on the Assistants API: tenants migrate to Responses over the month
+    before the sunset, and nothing runs on Assistants from the sunset on."""
+    days_left = (ASSISTANTS_SUNSET - day).days
+    if days_left <= 0:
+        return 0.0
+    return ASSISTANTS_PEAK_SHARE * min(1.0, days_left / ASSISTANTS_MIGRATION_DAYS)
 
 
 def _weighted(rng: random.Random, choices: list[tuple[str, float]]) -> str:
@@ -194,16 +218,18 @@ class _Generator:
             if day_end <= day_start:
                 continue
             progress = day_index / max(1, config.days - 1)
-            assistants_share = 0.5 - 0.35 * progress
+            share = assistants_share(day)
             weekday_factor = 0.45 if day.weekday() >= 5 else 1.0
             available = set(state.price_book.models_available(day))
             responses_models = [(model, weight) for model, weight in RESPONSES_MODELS if model in available]
+            if not responses_models and share == 0:
+                responses_models = [(model, weight) for model, weight in RESPONSES_MODELS[-2:]]
             for tenant in tenants:
                 mean = config.runs_per_tenant_day * tenant["weight"] * weekday_factor * (0.8 + 0.4 * progress)
                 mean *= (day_end - day_start) / DAY
                 moments = sorted(rng.uniform(day_start, day_end) for _ in range(_poisson(rng, mean)))
                 for moment in moments:
-                    use_assistants = rng.random() < assistants_share
+                    use_assistants = rng.random() < share
                     self.one_run(tenant, moment, use_assistants, assistants[tenant["slug"]], responses_models,
                                  stores[tenant["slug"]], sessions, containers)
         summary = {
@@ -444,6 +470,36 @@ class _Generator:
             self.counts["unattributed"] += 1
 
 
+def demo_config(seed: int) -> ScenarioConfig:
+    return ScenarioConfig(tenants=DEMO_TENANTS, days=DEMO_DAYS, seed=seed, name="demo",
+                          runs_per_tenant_day=DEMO_RUNS_PER_TENANT_DAY)
+
+
+# The demo's billing drift: spend with no tenant metadata on two recent days (inside the week the daily
+# reconciliation re-checks), each about this share of the day's token spend, so the reconciliation page shows
+# the unattributed-spend line doing its job while every other line matches.
+DEMO_DRIFT_DAYS_AGO = (3, 6)
+DEMO_DRIFT_SHARE = Decimal("0.08")
+
+
+def demo_drift(state: SandboxState, *, project_id: str | None = None) -> list[dict]:
+    """Drift rules (FaultInjector.add_drift keyword arguments) for the demo: unattributed spend on the days
+    DEMO_DRIFT_DAYS_AGO before the clock's today, sized from what was served that day (at least $0.50)."""
+    today = dt.datetime.fromtimestamp(state.now(), tz=dt.UTC).date()
+    days = {today - dt.timedelta(days=ago) for ago in DEMO_DRIFT_DAYS_AGO}
+    served = dict.fromkeys(days, Decimal(0))
+    for event in state.billing:
+        day = dt.datetime.fromtimestamp(event.at, tz=dt.UTC).date()
+        if day in served:
+            price = state.price_book.model_price(event.model, day)
+            served[day] += sum(token_line_costs(price, input_tokens=event.input_tokens, cached_tokens=event.cached_tokens,
+                                                cache_write_tokens=event.cache_write_tokens,
+                                                output_tokens=event.output_tokens).values())
+    return [{"day": day, "amount_usd": max(Decimal("0.50"), (served[day] * DEMO_DRIFT_SHARE).quantize(Decimal("0.01"))),
+             "project_id": project_id or state.default_project, "unattributed": True}
+            for day in sorted(days)]
+
+
 def generate(state: SandboxState, config: ScenarioConfig) -> dict:
     """Replace the state's contents with a generated scenario (same seed + clock → same objects)."""
     with state.lock:
@@ -479,7 +535,8 @@ def export_state(state: SandboxState) -> dict:
             return rows
 
         runs = [entry("run", run, steps=state.run_steps.get(run["id"], [])) for run in state.runs.values()]
-        runs += [entry("run", obj, steps=[]) for object_id, obj in state.graveyard.items()
+        # A deleted run keeps the steps the application read while it existed (they still say what it billed).
+        runs += [entry("run", obj, steps=state.graveyard_steps.get(object_id, [])) for object_id, obj in state.graveyard.items()
                  if state.graveyard_kind[object_id] == "run"]
         stores = [dict(row, files=list(state.vector_store_files.get(row["object"]["id"], {}).values()))
                   for row in live_and_dead("vector_store", state.vector_stores)]
@@ -500,4 +557,4 @@ def export_state(state: SandboxState) -> dict:
         }
 
 
-__all__ = ["ScenarioConfig", "asdict", "export_state", "generate"]
+__all__ = ["ScenarioConfig", "asdict", "assistants_share", "demo_config", "demo_drift", "export_state", "generate"]

@@ -52,6 +52,16 @@ class Sandbox:
             config.runs_per_day = runs_per_day
         return generate(self.state, config)
 
+    def load_demo(self, *, seed: int | None = None, drift: bool = True) -> dict:
+        """The demo scenario (scenario.demo_config) plus, unless drift=False, its billing drift: a little spend
+        with no tenant metadata on two recent days (scenario.demo_drift), listed in the summary's "drift"."""
+        from .scenario import demo_config, demo_drift, generate
+
+        summary = generate(self.state, demo_config(self.state.seed if seed is None else seed))
+        self.faults.clear_drift()
+        rules = [self.faults.add_drift(**rule).to_dict() for rule in demo_drift(self.state)] if drift else []
+        return {**summary, "drift": rules}
+
     def export(self) -> dict:
         from .scenario import export_state
 
@@ -130,9 +140,9 @@ class Sandbox:
         if route == "scenario":
             if method == "POST":
                 name = body.get("name", "custom")
-                defaults = {"tenants": 8, "days": 60} if name == "demo" else {}
-                summary = self.load_scenario(tenants=int(body.get("tenants", defaults.get("tenants", 8))),
-                                             days=int(body.get("days", defaults.get("days", 60))),
+                if name == "demo" and "tenants" not in body and "days" not in body:
+                    return 200, self.load_demo(seed=body.get("seed"), drift=bool(body.get("drift", True)))
+                summary = self.load_scenario(tenants=int(body.get("tenants", 8)), days=int(body.get("days", 60)),
                                              seed=body.get("seed"), name=name)
                 return 200, summary
             return 200, self.state.scenario or {}

@@ -165,6 +165,7 @@ class SandboxState:
             self.deleted_at: dict[str, float] = {}
             self.graveyard: dict[str, dict] = {}  # deleted objects, still exported with deleted_at
             self.graveyard_kind: dict[str, str] = {}
+            self.graveyard_steps: dict[str, list[dict]] = {}  # steps of deleted runs, for the export
             self.billing: list[BillingEvent] = []
             self.tenants: list[dict] = []
             self.scenario: dict | None = None
@@ -290,7 +291,9 @@ class SandboxState:
             run = self.runs.pop(run_id, None)
             if run is not None:
                 self._bury("run", run, at)
-            self.run_steps.pop(run_id, None)
+            steps = self.run_steps.pop(run_id, None)
+            if steps:
+                self.graveyard_steps[run_id] = steps
             self.run_sims.pop(run_id, None)
         self._touch()
 

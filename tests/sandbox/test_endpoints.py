@@ -3,6 +3,7 @@ field the SDK requires and the sandbox omits fails here."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -318,9 +319,12 @@ def test_admin_endpoints_parse_bracketed_arrays_and_validate(sandbox, openai_cli
 
 
 def test_a_generated_scenario_validates_strictly_through_the_sdk(sandbox, openai_client):
+    # Days before the Assistants sunset, so the scenario has threads, runs and steps as well as responses.
+    sandbox.clock.set(dt.datetime(2026, 8, 20, 12, tzinfo=dt.UTC).timestamp())
     sandbox.load_scenario(tenants=2, days=5, seed=3)
     export = sandbox.export()
     threads = [row["object"]["id"] for row in export["threads"] if row["deleted_at"] is None][:30]
+    assert threads and export["responses"]
     for thread_id in threads:
         for run in openai_client.beta.threads.runs.list(thread_id):
             list(openai_client.beta.threads.runs.steps.list(run.id, thread_id=thread_id))

@@ -19,6 +19,7 @@ from apps.sandbox.pricing import load_price_book
 from apps.sandbox.server import Sandbox
 
 FROZEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()
+SUNSET = dt.datetime(2026, 8, 26, tzinfo=dt.UTC).timestamp()
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,9 +38,11 @@ def test_same_seed_gives_the_same_world_and_another_seed_does_not():
 def test_demo_scale_shape():
     sandbox = Sandbox(clock=SandboxClock(frozen_at=FROZEN))
     started = time.monotonic()
-    summary = sandbox.load_scenario(tenants=8, days=60, seed=1, name="demo")
+    summary = sandbox.load_demo(seed=1)
     assert time.monotonic() - started < 15
-    assert 10_000 <= summary["runs"] + summary["responses"] <= 30_000
+    assert summary["days"] == 120 and summary["tenants"] == 8
+    assert 10_000 <= summary["runs"] + summary["responses"] <= 25_000
+    assert summary["runs"] > 500  # four months reach back before the Assistants sunset
     export = sandbox.export()
     assert len(export["tenants"]) == 8 and all(row["monthly_budget_usd"] for row in export["tenants"])
     book = load_price_book()
@@ -57,16 +60,20 @@ def test_demo_scale_shape():
     prompts = sorted(row["object"]["usage"]["prompt_tokens"] for row in export["runs"] if row["object"]["usage"])
     median, p99 = prompts[len(prompts) // 2], prompts[int(len(prompts) * 0.99)]
     assert 1000 < median < 5000 and p99 > 8 * median  # long tail
-    metadata = [row["object"]["metadata"] for row in export["runs"]]
-    assert any(not item for item in metadata)  # some spend has no tenant
-    attributed = [item for item in metadata if item]
-    assert set(attributed[0]) == {"tenant", "user_id", "session_id", "feature"}
+    metadata = [row["object"]["metadata"] for row in export["runs"] + export["responses"]]
+    # The scenario's own traffic is all attributed; spend with no tenant is injected as billing drift.
+    assert all(set(item) == {"tenant", "user_id", "session_id", "feature"} for item in metadata)
+    assert summary["unattributed"] == 0
+    assert len(summary["drift"]) == 2 and all(rule["unattributed"] for rule in summary["drift"])
+    assert [rule.to_dict() for rule in sandbox.faults.drift_rules()] == summary["drift"]
     assert any(row["tenant"] is None for row in export["files"])  # orphaned files
     sizes = [row["object"]["usage_bytes"] for row in export["vector_stores"]]
     assert min(sizes) < 2 ** 20 and max(sizes) >= 2 * 2 ** 30
     assert any(row["deleted_at"] for row in export["vector_stores"])
-    ages = [(FROZEN - row["object"]["created_at"]) / 86400 for row in export["threads"]]
-    assert min(ages) < 2 and max(ages) > 50
+    ages = [(FROZEN - row["object"]["created_at"]) / 86400 for row in export["conversations"]]
+    assert min(ages) < 2 and max(ages) > 100
+    assert max(row["object"]["created_at"] for row in export["runs"]) < SUNSET
+    assert max(row["object"]["created_at"] for row in export["threads"]) < SUNSET
     assert any(row["object"]["status"] == "expired" for row in export["containers"])
     responses = [row["object"] for row in export["responses"] if row["object"]["usage"]]
     assert any(item["usage"]["input_tokens_details"]["cached_tokens"] for item in responses)
@@ -101,3 +108,17 @@ def test_sandbox_openai_command_serves_until_interrupted():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_assistants_traffic_fades_out_before_the_sunset_and_stops_on_it():
+    from apps.sandbox.scenario import ASSISTANTS_SUNSET, assistants_share
+
+    before = [assistants_share(ASSISTANTS_SUNSET - dt.timedelta(days=days)) for days in (60, 30, 15, 1)]
+    assert before[0] == before[1] > before[2] > before[3] > 0
+    assert assistants_share(ASSISTANTS_SUNSET) == 0
+    assert assistants_share(ASSISTANTS_SUNSET + dt.timedelta(days=40)) == 0
+
+
+def test_a_scenario_entirely_after_the_sunset_has_no_assistants_runs():
+    export = _export(6, tenants=2, days=20)
+    assert export["runs"] == [] and export["responses"]

@@ -24,7 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("--admin-key", default=DEFAULT_ADMIN_KEY,
                             help=f"admin key for the Costs/Usage API (default {DEFAULT_ADMIN_KEY})")
         parser.add_argument("--scenario", choices=["none", "demo"], default="none",
-                            help="load generated data at start: 'demo' is 8 tenants over 60 days")
+                            help="load generated data at start: 'demo' is 8 tenants over 120 days with a little "
+                                 "spend without tenant metadata injected on two recent days (see --no-drift)")
+        parser.add_argument("--no-drift", action="store_true",
+                            help="with --scenario demo: inject no billing drift (every reconciliation line matches)")
         parser.add_argument("--seed", type=int, default=0, help="seed for the scenario and for served objects")
         parser.add_argument("--tenants", type=int, default=None, help="scenario tenants (implies a scenario)")
         parser.add_argument("--days", type=int, default=None, help="scenario days ending now (implies a scenario)")
@@ -47,17 +50,24 @@ class Command(BaseCommand):
                 raise CommandError(f"bad --fault {spec!r}: {error}") from None
             sandbox.faults.add(rule.kind, **{key: value for key, value in rule.to_dict().items()
                                              if key not in {"kind", "fired", "id"}})
-        if options["scenario"] == "demo" or options["tenants"] or options["days"]:
+        if options["scenario"] == "demo" and not (options["tenants"] or options["days"]):
+            from apps.sandbox.scenario import DEMO_DAYS, DEMO_TENANTS
+
+            self.stdout.write(f"Generating the demo scenario: {DEMO_TENANTS} tenants x {DEMO_DAYS} days "
+                              f"(seed {options['seed']})...")
+            started = time.monotonic()
+            summary = sandbox.load_demo(seed=options["seed"], drift=not options["no_drift"])
+            self._describe(summary, started)
+            for rule in summary["drift"]:
+                self.stdout.write(f"  billing drift: ${rule['amount_usd']} of spend with no tenant metadata on {rule['day']}")
+        elif options["scenario"] == "demo" or options["tenants"] or options["days"]:
             tenants = options["tenants"] or 8
             days = options["days"] or 60
             self.stdout.write(f"Generating scenario: {tenants} tenants x {days} days (seed {options['seed']})...")
             started = time.monotonic()
             summary = sandbox.load_scenario(tenants=tenants, days=days, seed=options["seed"],
                                             name=options["scenario"] if options["scenario"] != "none" else "custom")
-            self.stdout.write(f"  {summary['runs']} runs, {summary['responses']} responses, {summary['threads']} threads, "
-                              f"{summary['conversations']} conversations, {summary['vector_stores']} vector stores, "
-                              f"{summary['files']} files, {summary['containers']} containers "
-                              f"in {time.monotonic() - started:.1f}s")
+            self._describe(summary, started)
         try:
             server = SandboxServer(sandbox, port=options["port"])
         except OSError as error:
@@ -73,3 +83,9 @@ class Command(BaseCommand):
             self.stdout.write("Stopping the sandbox.")
         finally:
             server.httpd.server_close()
+
+    def _describe(self, summary: dict, started: float) -> None:
+        self.stdout.write(f"  {summary['runs']} runs, {summary['responses']} responses, {summary['threads']} threads, "
+                          f"{summary['conversations']} conversations, {summary['vector_stores']} vector stores, "
+                          f"{summary['files']} files, {summary['containers']} containers "
+                          f"in {time.monotonic() - started:.1f}s")

@@ -1,14 +1,15 @@
 """Seed the demo: the sandbox's generated scenario becomes tenants, users and ledger data.
 
 Everything goes through the product's own paths (ingest, inventory sync, storage metering,
-reconciliation, a dry-run sweep), so the demo shows what a real deployment would record. Safe to
-re-run: ingest is idempotent on OpenAI ids, users and tenants are created once, metering and
-reconciliation replace their days."""
+reconciliation, a dry-run sweep; see apps/sandbox/demo.py, which the end-to-end tests share), so the
+demo shows what a real deployment would record. Safe to re-run: ingest is idempotent on OpenAI ids,
+users and tenants are created once, metering and reconciliation replace their days."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import urllib.error
 import urllib.request
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,15 +21,24 @@ from django.db.models import Sum
 from tqdm import tqdm
 
 from apps.ledger.models import DailyRollup
-from apps.ledger.services import ingest_events
 from apps.lifecycle.models import Sweep
-from apps.lifecycle.services import inventory_sync, storage_meter_day, sweep_create, sweep_run_to_completion
+from apps.lifecycle.services import inventory_sync, sweep_create, sweep_run_to_completion
 from apps.reconciliation.services import reconciliation_reconcile
-from apps.tenants.models import Membership, Tenant
-from apps.tenants.services import membership_set, tenant_create
+from apps.sandbox.demo import (
+    export_deletions_record,
+    export_events,
+    export_first_day,
+    export_ingest,
+    export_tenants_ensure,
+    export_today,
+    storage_meter_range,
+)
+from apps.tenants.models import Membership
+from apps.tenants.services import membership_set
 
-BATCH = 1000
-METERED_DAYS = 30
+# Days the seed reconciles, ending yesterday: the daily job's window (yesterday and the 7 days before) and
+# three more weeks, so the reconciliation page has a month of history.
+RECONCILED_DAYS = 30
 
 
 def _sandbox_root() -> str:
@@ -46,29 +56,6 @@ def _fetch_export() -> dict:
             f"Could not read the sandbox export at {url} ({error}). Start the sandbox first: "
             f"`python manage.py sandbox_openai --scenario demo` (make run does this)."
         ) from None
-
-
-def _events(export: dict) -> list[dict]:
-    """Ingest events in the order an application would send them: containers of runs first."""
-    events: list[dict] = []
-
-    def add(rows, with_steps=False, keep_deleted=False):
-        for row in rows:
-            if not row.get("tenant") or (row.get("deleted_at") and not keep_deleted):
-                continue  # orphans are found by the inventory sync; gone resources were never ours to track
-            event = {"tenant": row["tenant"], "object": row["object"], "openai_project": row["project_id"]}
-            if with_steps:
-                event["steps"] = row.get("steps") or []
-            events.append(event)
-
-    add(export["threads"])
-    add(export["conversations"])
-    add(export["vector_stores"])
-    add(export["files"])
-    add(export["containers"])
-    add(export["runs"], with_steps=True, keep_deleted=True)
-    add(export["responses"], keep_deleted=True)
-    return events
 
 
 class Command(BaseCommand):
@@ -89,10 +76,7 @@ class Command(BaseCommand):
             ops.set_password(password)
             ops.save()
 
-        tenants = []
-        for spec in export["tenants"]:
-            tenant = Tenant.objects.filter(slug=spec["slug"]).first() or tenant_create(slug=spec["slug"], name=spec["name"])
-            tenants.append((tenant, spec))
+        tenants = export_tenants_ensure(export)
         if tenants:
             first = tenants[0][0]
             viewer, created = users.objects.get_or_create(username=f"{first.slug}-viewer")
@@ -102,37 +86,42 @@ class Command(BaseCommand):
             if not Membership.objects.filter(user=viewer, tenant=first).exists():
                 membership_set(user=viewer, tenant=first, role=Membership.Role.ADMIN)
 
-        events = _events(export)
-        totals = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
-        with tqdm(total=len(events), desc="ingesting demo runs", unit="event", disable=None) as bar:
-            for start in range(0, len(events), BATCH):
-                result = ingest_events(events=events[start : start + BATCH]).as_dict()
-                for key in totals:
-                    totals[key] += result[key]
-                for item in result["results"]:
-                    if item["outcome"] == "rejected":
-                        self.stderr.write(f"rejected {item.get('id')}: {item.get('error')}")
-                bar.update(min(BATCH, len(events) - start))
-        say(f"ingest: {totals}")
+        started = time.monotonic()
+        with tqdm(total=len(export_events(export)), desc="ingesting demo runs", unit="event", disable=None) as bar:
+            totals = export_ingest(export, progress=bar.update)
+        for item in totals.errors[:20]:
+            self.stderr.write(f"rejected {item.get('id')}: {item.get('error')}")
+        say(f"ingest: {totals.as_dict()} in {time.monotonic() - started:.1f}s")
+        marked = export_deletions_record(export)
 
-        self._set_budgets(tenants)
+        self._set_budgets(tenants, today=export_today(export))
         inventory = inventory_sync()
-        say(f"inventory sync: {inventory}")
-        today = dt.datetime.now(dt.UTC).date()
-        for offset in range(METERED_DAYS, -1, -1):
-            storage_meter_day(day=today - dt.timedelta(days=offset))
-        say(f"metered vector storage for the last {METERED_DAYS} days")
-        reconciliation_reconcile(end_day=today - dt.timedelta(days=1), days=8, trigger="seed_demo")
-        say("reconciled the last 8 days against the sandbox's Costs and Usage API")
-        if not Sweep.objects.unscoped().filter(dry_run=True).exists():
-            preview = sweep_create(kind="threads", dry_run=True, requested_label="seed_demo")
+        say(f"inventory sync: {inventory}" + (f"; {marked} vector stores deleted at OpenAI recorded" if marked else ""))
+        today = export_today(export)
+        first_day = export_first_day(export)
+        metered = storage_meter_range(first_day=first_day, last_day=today)
+        say(f"metered vector storage for {metered} days ({first_day.isoformat()} to {today.isoformat()})")
+        yesterday = today - dt.timedelta(days=1)
+        days = max(1, min(RECONCILED_DAYS, (yesterday - first_day).days + 1))
+        outcomes = reconciliation_reconcile(end_day=yesterday, days=days, trigger="seed_demo")
+        flagged = [line for outcome in outcomes for run in outcome.runs
+                   for line in run.lines.exclude(status="matched").values_list("day", "line")]
+        errors = [f"{outcome.project_id}: {outcome.error}" for outcome in outcomes if outcome.error]
+        say(f"reconciled {days} days against the sandbox's Costs and Usage API: {len(flagged)} flagged lines"
+            + "".join(f"\n  flagged {day.isoformat()} {line}" for day, line in flagged)
+            + "".join(f"\n  failed {error}" for error in errors))
+        if tenants and not Sweep.objects.unscoped().filter(dry_run=True).exists():
+            # One tenant's preview: every candidate is re-checked at OpenAI one call at a time, and the whole
+            # organisation's four months of conversations would keep `make run` waiting.
+            first = tenants[0][0]
+            preview = sweep_create(kind="threads", tenant=first, dry_run=True, requested_label="seed_demo")
             sweep_run_to_completion(sweep_id=preview.pk)
-            say("previewed a thread retention sweep (dry run)")
+            say(f"previewed a thread retention sweep for {first.slug} (dry run)")
         say(self.style.SUCCESS(f"demo ready: {len(tenants)} tenants"))
 
-    def _set_budgets(self, tenants) -> None:
+    def _set_budgets(self, tenants, *, today: dt.date) -> None:
         """Budgets scaled from each tenant's own last 30 days, so some run close to or over budget."""
-        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
+        since = today - dt.timedelta(days=30)
         for tenant, spec in tenants:
             if tenant.monthly_budget_usd is not None:
                 continue
