@@ -27,6 +27,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     # Ledger collector (apps/ledger): refresh non-terminal runs, then find runs nobody reported.
     "ledger-collect-runs": entry("ledger.collect_runs", crontab(minute="*"), MINUTE),
     "ledger-collect-thread-runs": entry("ledger.collect_thread_runs", crontab(minute="*/15"), 15 * MINUTE),
+    # Alerts (apps/alerts): the outbox catch-up for alerts raised while the broker was down.
+    "alerts-deliver-pending": entry("alerts.deliver_pending", crontab(minute="*/5"), 5 * MINUTE),
     # Add entries here, e.g.
     # "ledger-collect": entry("ledger.collect_runs", crontab(minute="*/5"), 5 * MINUTE),
 }

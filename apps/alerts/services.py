@@ -85,12 +85,31 @@ def alert_raise(*, kind: str, cause_key: str, tenant=None, title: str, message: 
     return created[0] if created else None
 
 
+def delivery_configured() -> bool:
+    return bool(settings.ALERT_EMAILS or settings.ALERT_WEBHOOK_URL)
+
+
 def _queue_delivery(alert_ids: list[int]) -> None:
-    if not (settings.ALERT_EMAILS or settings.ALERT_WEBHOOK_URL):
+    """The Alert rows are the outbox: they commit with the change that caused them, with null delivery
+    timestamps. Enqueueing is only a shortcut to deliver them at once; if the broker is down the request
+    that raised them still succeeds, and `alerts.deliver_pending` (beat) delivers them later."""
+    if not delivery_configured():
         return
+    transaction.on_commit(lambda: alerts_enqueue_delivery(alert_ids=alert_ids))
+
+
+def alerts_enqueue_delivery(*, alert_ids: list[int]) -> bool:
+    """Hand alerts to a worker; False (logged, never raised) when the broker cannot take them now."""
     from .tasks import deliver_alerts
 
-    transaction.on_commit(lambda: deliver_alerts.delay(alert_ids))
+    try:
+        # No publish retries: a caller (an ingest request) must not wait on a broker that is down.
+        deliver_alerts.apply_async((alert_ids,), retry=False)
+    except Exception as exc:  # noqa: BLE001 - kombu/redis/socket errors alike; the outbox keeps the alerts
+        logger.warning("alerts %s not queued (%s: %s); alerts.deliver_pending will deliver them",
+                       alert_ids[:20], type(exc).__name__, exc)
+        return False
+    return True
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -132,8 +151,14 @@ def _post_webhook(url: str, body: bytes, signature: str) -> None:
 
 
 def alert_deliver(*, alert: Alert) -> bool:
-    """Email and POST the alert where not done yet; True when every configured channel has it."""
-    Alert.unscoped_objects.filter(pk=alert.pk).update(delivery_attempts=alert.delivery_attempts + 1)
+    """Email and POST the alert where not done yet; True when every configured channel has it, False
+    when another deliverer claimed this attempt first (delivery is at least once; receivers dedupe by id)."""
+    # A conditional claim: of two deliverers that read the same attempt count, only one proceeds.
+    claimed = Alert.unscoped_objects.filter(pk=alert.pk, delivery_attempts=alert.delivery_attempts).update(
+        delivery_attempts=alert.delivery_attempts + 1)
+    if not claimed:
+        return False
+    alert.delivery_attempts += 1
     ok = True
     if settings.ALERT_EMAILS and alert.emailed_at is None:
         send_mail(
@@ -283,3 +308,60 @@ def alerts_requires_action_scan(*, limit: int = 5000) -> list[Alert]:
     )
     specs = [spec for run in runs if (spec := requires_action_spec(run, now, warn_after))]
     return alerts_raise_many(specs)
+
+
+# --- the outbox catch-up ----------------------------------------------------------------------------
+
+# Fresh alerts are delivered by the task enqueued after commit; the catch-up leaves them that long first.
+PENDING_GRACE = dt.timedelta(minutes=2)
+# Alerts older than this are not chased any more (an outage that long is handled by hand).
+PENDING_MAX_AGE = dt.timedelta(days=7)
+PENDING_MAX_ATTEMPTS = 20
+
+
+def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: dt.timedelta = PENDING_GRACE):
+    """Alerts some configured channel has not received yet: the outbox."""
+    from django.db.models import Q
+
+    if not delivery_configured():
+        return Alert.unscoped_objects.none()
+    now = now or timezone.now()
+    missing = Q()
+    if settings.ALERT_EMAILS:
+        missing |= Q(emailed_at__isnull=True)
+    if settings.ALERT_WEBHOOK_URL:
+        missing |= Q(webhook_delivered_at__isnull=True)
+    return (
+        Alert.unscoped_objects.select_related("tenant")
+        .filter(missing, created_at__lte=now - grace, created_at__gte=now - PENDING_MAX_AGE,
+                delivery_attempts__lt=PENDING_MAX_ATTEMPTS)
+        .order_by("pk")[:limit]
+    )
+
+
+@dataclass
+class PendingDelivery:
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict:
+        return {"delivered": self.delivered, "failed": self.failed, "skipped": self.skipped}
+
+
+def alerts_deliver_pending(*, limit: int = 500, grace: dt.timedelta | None = None) -> PendingDelivery:
+    """Deliver what the outbox still holds (e.g. alerts raised while the broker was down). Bounded and
+    safe to run while other deliverers work: each alert is claimed before it is sent."""
+    if grace is None:
+        grace = dt.timedelta(seconds=getattr(settings, "ALERTS_PENDING_GRACE_SECONDS", PENDING_GRACE.total_seconds()))
+    result = PendingDelivery()
+    for alert in alerts_pending(limit=limit, grace=grace):
+        try:
+            if alert_deliver(alert=alert):
+                result.delivered += 1
+            else:
+                result.skipped += 1
+        except DeliveryError as exc:
+            logger.warning("alert %s still undeliverable: %s", alert.pk, exc)
+            result.failed += 1
+    return result

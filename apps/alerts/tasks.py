@@ -1,4 +1,5 @@
-"""Alert delivery as Celery tasks (the requires_action watch is lifecycle.requires_action_watch)."""
+"""Alert delivery as Celery tasks (the requires_action watch is lifecycle.requires_action_watch), and the
+periodic catch-up that empties the outbox when the broker was down at raise time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from celery import shared_task
 
 from .models import Alert
-from .services import DeliveryError, alert_deliver
+from .services import DeliveryError, alert_deliver, alerts_deliver_pending
 
 logger = logging.getLogger(__name__)
 
@@ -39,3 +40,12 @@ def deliver_alert(self, alert_id: int) -> None:
     except DeliveryError as exc:
         # 30 s, 1 min, 2 min ... capped at 1 h.
         raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+
+
+@shared_task(name="alerts.deliver_pending", acks_late=True, ignore_result=True)
+def deliver_pending(limit: int = 500) -> dict:
+    """Beat: deliver alerts whose delivery was never queued (broker down) or whose retries ran out."""
+    result = alerts_deliver_pending(limit=limit)
+    if result.delivered or result.failed:
+        logger.info("alerts catch-up: %s", result.as_dict())
+    return result.as_dict()

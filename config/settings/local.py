@@ -6,7 +6,7 @@ from .base import env
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SANDBOX_ENABLED = env.bool("SANDBOX_ENABLED", default=True)
 if SANDBOX_ENABLED:
-    INSTALLED_APPS = [*INSTALLED_APPS, "apps.sandbox"]  # noqa: F405
+    INSTALLED_APPS = [*INSTALLED_APPS, "apps.sandbox", "apps.drills", "apps.benchmarks"]  # noqa: F405
 SANDBOX_PORT = env.int("SANDBOX_PORT", default=8765)
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default=f"http://127.0.0.1:{SANDBOX_PORT}/v1")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="sk-sandbox")

@@ -7,7 +7,7 @@ SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdefghijklmnop"
 DEBUG = False
 SANDBOX_ENABLED = True
 if SANDBOX_ENABLED:
-    INSTALLED_APPS = [*INSTALLED_APPS, "apps.sandbox"]  # noqa: F405
+    INSTALLED_APPS = [*INSTALLED_APPS, "apps.sandbox", "apps.drills", "apps.benchmarks"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True

@@ -1,0 +1,1 @@
+"""Reliability and security drills (issue #10): load, outages, kills and bad input against real processes."""

@@ -1,0 +1,1 @@
+"""Security and bad-input drills: they run their pytest suites (tests/reliability) and report the counts."""
