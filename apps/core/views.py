@@ -1,9 +1,13 @@
 """Login with throttling, and a health check for load balancers and docker-compose."""
 
+import logging
+
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
 
 LOGIN_ATTEMPTS_PER_WINDOW = 10
 LOGIN_WINDOW_SECONDS = 300
@@ -22,19 +26,27 @@ class ThrottledLoginView(auth_views.LoginView):
 
     def post(self, request, *args, **kwargs):
         keys = self._keys(request)
-        if any((cache.get(key) or 0) >= LOGIN_ATTEMPTS_PER_WINDOW for key in keys):
+        try:
+            counts = [cache.get(key) or 0 for key in keys]
+        except Exception as exc:  # noqa: BLE001 - the cache (Redis) is down: log in unthrottled, not a 500
+            logger.warning("login throttle unavailable (%s: %s)", type(exc).__name__, exc)
+            counts = []
+        if any(count >= LOGIN_ATTEMPTS_PER_WINDOW for count in counts):
             return HttpResponse(
                 "Too many failed logins. Wait five minutes and try again.", status=429, content_type="text/plain"
             )
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
-        for key in self._keys(self.request):
-            cache.add(key, 0, LOGIN_WINDOW_SECONDS)
-            try:
-                cache.incr(key)
-            except ValueError:
-                cache.set(key, 1, LOGIN_WINDOW_SECONDS)
+        try:
+            for key in self._keys(self.request):
+                cache.add(key, 0, LOGIN_WINDOW_SECONDS)
+                try:
+                    cache.incr(key)
+                except ValueError:
+                    cache.set(key, 1, LOGIN_WINDOW_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - see post()
+            logger.warning("login throttle unavailable (%s: %s)", type(exc).__name__, exc)
         return super().form_invalid(form)
 
 

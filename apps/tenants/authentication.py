@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from .models import ApiKey
 from .scoping import TenantScope
 from .selectors import scope_for_api_key
 from .services import api_key_authenticate
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeyPrincipal:
@@ -48,7 +52,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
+    """Per-key request rate. Its counters live in the cache (Redis in production); when that is down the
+    request is let through (and logged) rather than refused: the database, not Redis, is what ingest needs."""
+
     scope = "api_key"
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # noqa: BLE001 - redis, socket and cache-backend errors alike
+            logger.warning("rate-limit cache unavailable (%s: %s); request allowed", type(exc).__name__, exc)
+            return True
 
     def get_cache_key(self, request, view):
         key = getattr(request, "auth", None)
