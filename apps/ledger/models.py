@@ -79,6 +79,9 @@ class Thread(TenantOwnedModel):
 
 
 class Run(TenantOwnedModel):
+    # Every run index leads with tenant (run_tenant_created, run_tenant_cost), so the FK's own index would be a
+    # redundant copy of their prefix: at 10M rows it costs ~200 MB and slows every insert (issue #9).
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
     openai_id = models.CharField(max_length=100, unique=True)
     api = models.CharField(max_length=16, choices=Api.choices)
     openai_project = models.CharField(max_length=100, blank=True, default="")
@@ -125,8 +128,12 @@ class Run(TenantOwnedModel):
     cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
     # False when no price covers the model at created_at: never rated $0, re-rated once priced.
     priced = models.BooleanField(default=False)
-    model_price = models.ForeignKey("pricing.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    tool_price = models.ForeignKey("pricing.ToolPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # No index: nothing looks runs up by price, and a price row is never deleted while runs point at it
+    # (PROTECT checks it with one rare query); two indexes per insert are not worth that.
+    model_price = models.ForeignKey("pricing.ModelPrice", null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+", db_index=False)
+    tool_price = models.ForeignKey("pricing.ToolPrice", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+", db_index=False)
     is_high_cost = models.BooleanField(default=False)
 
     recorded_at = models.DateTimeField(auto_now_add=True)
@@ -137,7 +144,6 @@ class Run(TenantOwnedModel):
             models.Index(fields=["tenant", "created_at"], name="run_tenant_created"),
             models.Index(fields=["tenant", "cost_total_usd"], name="run_tenant_cost"),
             models.Index(fields=["created_at", "cost_total_usd"], name="run_created_cost"),
-            models.Index(fields=["thread"], name="run_thread"),
         ]
 
     def __str__(self) -> str:

@@ -650,6 +650,14 @@ def _thread_outcomes(thread_events: list[_ThreadEvent]) -> dict[int, str]:
     return {event.index: event.outcome for event in thread_events}
 
 
+def _driver_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:  # SQLite-only installs
+        return ()
+    return (psycopg.Error,)
+
+
 def _is_retryable(exc: Exception) -> bool:
     text = str(exc).lower()
     return "deadlock" in text or "could not serialize" in text or "database is locked" in text
@@ -671,7 +679,8 @@ def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None) -> In
         try:
             final = _ingest_once(run_events, thread_events, lifecycle, results, now)
             break
-        except (OperationalError, DatabaseError) as exc:
+        except (OperationalError, DatabaseError, *_driver_errors()) as exc:
+            # bulk.py talks to psycopg directly, so a deadlock can arrive as psycopg's own error class.
             if attempt == 3 or not _is_retryable(exc):
                 raise
             logger.info("ingest retry after %s", exc)
