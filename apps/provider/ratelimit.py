@@ -33,6 +33,7 @@ class SharedRateLimiter:
         self.clock = clock
         self.sleep = sleep
         self.waited_seconds = 0.0
+        self.claimed_window: int | None = None  # the window of this instance's last claimed slot
 
     def _window(self, now: float) -> int:
         return math.floor(now / self.window_seconds)
@@ -46,6 +47,7 @@ class SharedRateLimiter:
         for slot in range(start, self.limit):
             if self.cache.add(f"{prefix}:{slot}", 1, timeout=ttl):
                 self.cache.set(f"{prefix}:next", slot + 1, timeout=ttl)
+                self.claimed_window = window
                 return True
         self.cache.set(f"{prefix}:next", self.limit, timeout=ttl)
         return False
