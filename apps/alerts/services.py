@@ -98,17 +98,39 @@ def _queue_delivery(alert_ids: list[int]) -> None:
     transaction.on_commit(lambda: alerts_enqueue_delivery(alert_ids=alert_ids))
 
 
+# After a failed enqueue, this process leaves the broker alone for a while: requests must not each pay a
+# connect timeout while it is down (the outbox catch-up delivers what is raised meanwhile).
+BROKER_BACKOFF_SECONDS = 10.0
+_broker_down_until = 0.0
+
+
 def alerts_enqueue_delivery(*, alert_ids: list[int]) -> bool:
     """Hand alerts to a worker; False (logged, never raised) when the broker cannot take them now."""
+    global _broker_down_until
+    import time
+
+    from config.celery import app
+
     from .tasks import deliver_alerts
 
+    if time.monotonic() < _broker_down_until:
+        logger.info("alerts %s left in the outbox: broker marked down", alert_ids[:20])
+        return False
+    if app.conf.task_always_eager:
+        deliver_alerts.apply_async((alert_ids,))
+        return True
     try:
-        # No publish retries: a caller (an ingest request) must not wait on a broker that is down.
-        deliver_alerts.apply_async((alert_ids,), retry=False)
+        # One connection attempt and no publish retries (Celery's defaults retry for seconds): the caller
+        # is an ingest request, and it must not wait on a broker that is down.
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+            deliver_alerts.apply_async((alert_ids,), connection=connection, retry=False)
     except Exception as exc:  # noqa: BLE001 - kombu/redis/socket errors alike; the outbox keeps the alerts
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         logger.warning("alerts %s not queued (%s: %s); alerts.deliver_pending will deliver them",
                        alert_ids[:20], type(exc).__name__, exc)
         return False
+    _broker_down_until = 0.0
     return True
 
 

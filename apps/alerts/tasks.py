@@ -48,4 +48,7 @@ def deliver_pending(limit: int = 500) -> dict:
     result = alerts_deliver_pending(limit=limit)
     if result.delivered or result.failed:
         logger.info("alerts catch-up: %s", result.as_dict())
+    if result.delivered >= limit:
+        # A full batch went out: more is probably waiting (a long outage); continue in a fresh task.
+        deliver_pending.apply_async((limit,))
     return result.as_dict()

@@ -43,7 +43,7 @@ class Command(BaseCommand):
         fixture.add_argument("--high-cost-usd", default="1000")
         enqueue = sub.add_parser("enqueue", help="(internal) send a task through the broker, as beat does")
         enqueue.add_argument("task")
-        enqueue.add_argument("args", nargs="*")
+        enqueue.add_argument("task_args", nargs="*")
 
     def say(self, message: str) -> None:
         self.stdout.write(message)
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         if drill == "enqueue":
             from config.celery import app
 
-            app.send_task(options["task"], args=[json.loads(a) for a in options["args"]])
+            app.send_task(options["task"], args=[json.loads(a) for a in options["task_args"]])
             return None
         self.say(f"==> drill {drill}")
         result = self._run(drill, options)
