@@ -182,7 +182,8 @@ def _ids(values) -> list[str]:
 
 
 def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime | None = None) -> str:
-    """Record one raw OpenAI vector store, file or container; returns "created", "updated", "deleted_kept"
+    """Record one raw OpenAI vector store, file or container; returns "created", "updated", "unchanged" (the
+    same object again: only its last-seen time moves), "deleted_kept"
     (a resource RunLedger knows is deleted stays deleted) or "tenant_conflict" (its tenant is already another
     one: only staff re-assign). The tenant is, in order: the one given (ingest key or URL), the
     `metadata.tenant` slug, the tenant already recorded, else none (an orphan)."""
@@ -212,12 +213,15 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
                 return "created"
             except IntegrityError:  # recorded concurrently: update it below
                 existing = model.objects.unscoped().select_for_update().get(openai_id=openai_id)
-        outcome = "updated"
         if existing.status == ResourceStatus.DELETED:
             return "deleted_kept"
+        # The same object reported again changes nothing but when it was last seen (what "gone" is judged by).
+        changed = existing.raw != obj or any(getattr(existing, name) != value for name, value in fields.items())
+        outcome = "updated" if changed else "unchanged"
         if given_tenant is not None:
             if existing.tenant_id is None:
                 existing.tenant, existing.tenant_source = given_tenant, source
+                outcome = "updated"
             elif existing.tenant_id != given_tenant.pk:
                 outcome = "tenant_conflict"
         for name, value in fields.items():

@@ -120,3 +120,58 @@ def test_re_metering_a_day_replaces_it(tenant):
     VectorStore.objects.unscoped().filter(pk=store.pk).update(usage_bytes=GIB)
     services.storage_meter_day(day=START, snapshot=False)
     assert StorageMeter.objects.for_tenant(tenant).get(day=START).cost_usd == Decimal("0.9")
+
+
+def _at(day: dt.date, hour: int = 0) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
+
+
+def _metered_bytes(tenant, day: dt.date) -> int:
+    row = StorageMeter.objects.for_tenant(tenant).filter(day=day).first()
+    return row.usage_bytes if row else 0
+
+
+def test_a_store_is_metered_on_every_day_it_existed_including_the_day_it_was_deleted(tenant):
+    """OpenAI bills a store for each day it held bytes at some moment: the deletion day too, not the day after."""
+    store = _store(tenant, usage_bytes=3 * GIB, created=START - dt.timedelta(days=2))
+    deleted_day = START + dt.timedelta(days=1)
+    assert services.resource_record_deleted(resource_type="vector_store", openai_id=store.openai_id,
+                                            at=_at(deleted_day, 15), reason="deleted at OpenAI") is True
+    for offset in range(-1, 3):
+        services.storage_meter_day(day=START + dt.timedelta(days=offset))
+    assert [_metered_bytes(tenant, START + dt.timedelta(days=offset)) for offset in range(-1, 3)] == [
+        3 * GIB, 3 * GIB, 3 * GIB, 0]
+
+
+def test_an_expired_store_stops_being_metered_after_the_day_it_expired(tenant):
+    obj = builders.vector_store(usage_bytes=2 * GIB, created_at=_at(START - dt.timedelta(days=5)))
+    obj.update(status="expired", expires_at=int(_at(START, 6).timestamp()),
+               expires_after={"anchor": "last_active_at", "days": 7})
+    services.resources_record(tenant=tenant, obj=obj)
+    for offset in range(-1, 2):
+        services.storage_meter_day(day=START + dt.timedelta(days=offset))
+    assert [_metered_bytes(tenant, START + dt.timedelta(days=offset)) for offset in range(-1, 2)] == [
+        2 * GIB, 2 * GIB, 0]
+
+
+def test_recording_a_deletion_keeps_the_first_one_and_ignores_unknown_ids(tenant):
+    store = _store(tenant, usage_bytes=GIB)
+    first = _at(START, 9)
+    assert services.resource_record_deleted(resource_type="vector_store", openai_id=store.openai_id, at=first,
+                                            reason="deleted at OpenAI")
+    assert not services.resource_record_deleted(resource_type="vector_store", openai_id=store.openai_id,
+                                                at=_at(START, 20), reason="again")
+    assert not services.resource_record_deleted(resource_type="vector_store", openai_id="vs_unknown", at=first,
+                                                reason="deleted at OpenAI")
+    store.refresh_from_db()
+    assert (store.status, store.deleted_at, store.deletion_reason) == ("deleted", first, "deleted at OpenAI")
+    with pytest.raises(services.LifecycleError):
+        services.resource_record_deleted(resource_type="assistant", openai_id="asst_1", at=first, reason="x")
+
+
+def test_the_same_resource_reported_again_is_unchanged_but_seen(tenant):
+    obj = builders.vector_store(usage_bytes=GIB, created_at=_at(START))
+    assert services.resources_record(tenant=tenant, obj=obj, seen_at=_at(START, 1)) == "created"
+    assert services.resources_record(tenant=tenant, obj=dict(obj), seen_at=_at(START, 2)) == "unchanged"
+    assert VectorStore.objects.unscoped().get(openai_id=obj["id"]).last_seen_at == _at(START, 2)
+    assert services.resources_record(tenant=tenant, obj={**obj, "usage_bytes": 2 * GIB}) == "updated"

@@ -65,8 +65,10 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42, help="informational; the sandbox owns the scenario")
         parser.add_argument("--username", default="ops")
         parser.add_argument("--password", default="runledger-demo")
+        parser.add_argument("--no-sweep-preview", action="store_true",
+                            help="skip the dry-run thread retention sweep (it re-checks each candidate at OpenAI)")
 
-    def handle(self, *args, seed, username, password, **options):
+    def handle(self, *args, seed, username, password, no_sweep_preview=False, **options):
         export = _fetch_export()
         say = self.stdout.write
         users = get_user_model()
@@ -110,7 +112,7 @@ class Command(BaseCommand):
         say(f"reconciled {days} days against the sandbox's Costs and Usage API: {len(flagged)} flagged lines"
             + "".join(f"\n  flagged {day.isoformat()} {line}" for day, line in flagged)
             + "".join(f"\n  failed {error}" for error in errors))
-        if tenants and not Sweep.objects.unscoped().filter(dry_run=True).exists():
+        if tenants and not no_sweep_preview and not Sweep.objects.unscoped().filter(dry_run=True).exists():
             # One tenant's preview: every candidate is re-checked at OpenAI one call at a time, and the whole
             # organisation's four months of conversations would keep `make run` waiting.
             first = tenants[0][0]

@@ -1,0 +1,59 @@
+"""`manage.py seed_demo` against a running sandbox: the scenario lands in the ledger through ingest, metering and
+reconciliation, only the billing drift the sandbox injected is flagged, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from apps.ledger.models import Run
+from apps.lifecycle.models import StorageMeter
+from apps.reconciliation.models import ReconciliationLine
+from apps.tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2026, 9, 10, 12, tzinfo=dt.UTC)
+
+
+def _flagged() -> set[tuple[dt.date, str]]:
+    return set(ReconciliationLine.objects.filter(run__is_current=True).exclude(status="matched")
+               .values_list("day", "line"))
+
+
+def test_seed_demo_loads_the_sandbox_and_flags_only_the_injected_unattributed_spend(sandbox, provider):
+    sandbox.clock.set(NOW.timestamp())
+    summary = sandbox.load_scenario(tenants=3, days=20, seed=5)
+    drift_day = NOW.date() - dt.timedelta(days=4)
+    sandbox.faults.add_drift(day=drift_day, amount_usd="0.80", unattributed=True)
+
+    out = io.StringIO()
+    call_command("seed_demo", no_sweep_preview=True, stdout=out, stderr=io.StringIO())
+    assert Tenant.objects.count() == 3
+    assert Run.objects.unscoped().count() == summary["runs"] + summary["responses"]
+    first_day = dt.date.fromisoformat(summary["first_day"])
+    assert StorageMeter.objects.unscoped().filter(day=first_day).exists()
+    assert _flagged() == {(drift_day, "unattributed spend")}
+    line = ReconciliationLine.objects.get(run__is_current=True, day=drift_day, line="unattributed spend")
+    assert line.openai_value.quantize(Decimal("0.000001")) == Decimal("0.80")
+    assert "1 flagged lines" in out.getvalue() and f"flagged {drift_day.isoformat()} unattributed spend" in out.getvalue()
+
+    again = io.StringIO()
+    call_command("seed_demo", no_sweep_preview=True, stdout=again, stderr=io.StringIO())
+    assert "'created': 0, 'updated': 0, 'unchanged'" in again.getvalue()
+    assert _flagged() == {(drift_day, "unattributed spend")}
+
+
+def test_the_demo_scenario_flags_exactly_its_two_drift_days(sandbox):
+    """The demo's drift rules are unattributed spend on two days inside the reconciled window, each large enough
+    to be beyond the tolerance of a demo day (1% of the day's spend)."""
+    sandbox.clock.set(dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC).timestamp())
+    summary = sandbox.sandbox.load_demo(seed=42)
+    days = sorted(dt.date.fromisoformat(rule["day"]) for rule in summary["drift"])
+    assert days == [dt.date(2026, 11, 19), dt.date(2026, 11, 22)]
+    assert all(Decimal(rule["amount_usd"]) >= Decimal("0.50") and rule["unattributed"] for rule in summary["drift"])
+    assert sandbox.sandbox.load_demo(seed=42, drift=False)["drift"] == [] and sandbox.faults.drift_rules() == []
