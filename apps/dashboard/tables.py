@@ -16,6 +16,7 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from apps.core.money import usd_string
 
@@ -52,6 +53,26 @@ class Cell:
     align_right: bool = False
 
 
+class CappedPaginator(Paginator):
+    """Counts at most `cap` + 1 rows (COUNT over a LIMITed subquery), so a page over millions of runs does not
+    scan them all to print "1,234,567 rows"; past the cap the count reads "10,000+" (issue #9)."""
+
+    def __init__(self, *args, cap: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cap = cap
+        self.capped = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if hasattr(rows, "query"):
+            found = rows.order_by()[: self.cap + 1].count()
+        else:
+            found = len(rows)
+        self.capped = found > self.cap
+        return min(found, self.cap)
+
+
 @dataclass
 class Table:
     name: str
@@ -63,6 +84,7 @@ class Table:
     empty: str = "Nothing here yet."
     caption: str = ""
     sort: str = ""  # the current ?sort= value, when this table's columns are sortable
+    count_cap: int | None = None  # count at most this many rows (tables over the run ledger)
     page: Any = field(default=None, init=False)
     _query: Any = field(default=None, init=False, repr=False)
     _rows_cache: list | None = field(default=None, init=False, repr=False)
@@ -71,7 +93,9 @@ class Table:
         """Evaluate one page of rows for HTML (the whole table when not paginated)."""
         self._query = request.GET.copy()
         if self.paginate_by:
-            self.page = Paginator(self.rows, self.paginate_by).get_page(request.GET.get(self.page_param))
+            paginator = (CappedPaginator(self.rows, self.paginate_by, cap=self.count_cap) if self.count_cap
+                         else Paginator(self.rows, self.paginate_by))
+            self.page = paginator.get_page(request.GET.get(self.page_param))
         else:
             self.page = None
 

@@ -407,6 +407,10 @@ class TenantPolicyView(LoginRequiredMixin, View):
 # --- runs -----------------------------------------------------------------------------------------
 
 
+# The runs table counts at most this many matches (a full count at 10M runs takes seconds; issue #9).
+RUN_COUNT_CAP = 10_000
+
+
 class RunListView(DashboardView):
     template_name = "dashboard/run_list.html"
     nav_section = "runs"
@@ -450,7 +454,7 @@ class RunListView(DashboardView):
     def get_tables(self):
         return {
             "runs": Table(
-                name="runs", title="Runs", rows=self.runs(), paginate_by=25, sort=self.sort,
+                name="runs", title="Runs", rows=self.runs(), paginate_by=25, sort=self.sort, count_cap=RUN_COUNT_CAP,
                 columns=_runs_columns(with_tenant=True),
                 empty="No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
             )

@@ -144,6 +144,12 @@ class Run(TenantOwnedModel):
             models.Index(fields=["tenant", "created_at"], name="run_tenant_created"),
             models.Index(fields=["tenant", "cost_total_usd"], name="run_tenant_cost"),
             models.Index(fields=["created_at", "cost_total_usd"], name="run_created_cost"),
+            # The dashboard's runs page lists high-cost runs across tenants by cost or by time: small partial
+            # indexes let it read the top rows (and a capped count) without scanning the ledger.
+            models.Index(fields=["-cost_total_usd", "-openai_id"], condition=models.Q(is_high_cost=True),
+                         name="run_high_cost_by_cost"),
+            models.Index(fields=["-created_at", "-openai_id"], condition=models.Q(is_high_cost=True),
+                         name="run_high_cost_by_created"),
         ]
 
     def __str__(self) -> str:

@@ -871,10 +871,13 @@ class RollupDifference:
     expected: Any
 
 
-def rollups_expected() -> dict[tuple, list]:
-    """Rollup sums recomputed from the run rows, streamed in pk order."""
+def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[tuple, list]:
+    """Rollup sums recomputed from the run rows (of `tenant_ids` only, if given), streamed."""
     expected: dict[tuple, list] = {}
-    for state in Run.objects.unscoped().order_by().values(*RUN_FIELDS).iterator(chunk_size=5000):
+    runs = Run.objects.unscoped().order_by()
+    if tenant_ids is not None:
+        runs = runs.filter(tenant_id__in=list(tenant_ids))
+    for state in runs.values(*RUN_FIELDS).iterator(chunk_size=5000):
         key, values = _contribution(state)
         current = expected.setdefault(key, [0] * len(ROLLUP_SUMS))
         for index, value in enumerate(values):
@@ -882,9 +885,12 @@ def rollups_expected() -> dict[tuple, list]:
     return expected
 
 
-def _rollups_stored() -> dict[tuple, list]:
+def _rollups_stored(tenant_ids: list[int] | None = None) -> dict[tuple, list]:
     stored = {}
-    for row in DailyRollup.objects.unscoped().values(*ROLLUP_KEY, *ROLLUP_SUMS).iterator(chunk_size=5000):
+    rollups = DailyRollup.objects.unscoped()
+    if tenant_ids is not None:
+        rollups = rollups.filter(tenant_id__in=tenant_ids)
+    for row in rollups.values(*ROLLUP_KEY, *ROLLUP_SUMS).iterator(chunk_size=5000):
         stored[tuple(row[k] for k in ROLLUP_KEY)] = [row[s] for s in ROLLUP_SUMS]
     return stored
 
@@ -895,11 +901,15 @@ def _equal(a, b) -> bool:
     return a == b
 
 
-def ledger_check(*, fix: bool = False) -> list[RollupDifference]:
-    """Compare stored rollups with rollups recomputed from runs; with fix, rewrite the stored ones."""
+def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) -> list[RollupDifference]:
+    """Compare stored rollups with rollups recomputed from runs; with fix, rewrite the stored ones.
+    `tenant_ids` checks only those tenants' rollups and threads (a sample of a very large ledger)."""
+    tenant_ids = None if tenant_ids is None else sorted(set(tenant_ids))
+    if fix and tenant_ids is not None:
+        raise ValueError("ledger_check(fix=True) rewrites every rollup: call it without tenant_ids")
     with transaction.atomic():
-        expected = rollups_expected()
-        stored = _rollups_stored()
+        expected = rollups_expected(tenant_ids=tenant_ids)
+        stored = _rollups_stored(tenant_ids)
         zero = [0] * len(ROLLUP_SUMS)
         differences = []
         for key in sorted(set(expected) | set(stored), key=str):
@@ -907,7 +917,7 @@ def ledger_check(*, fix: bool = False) -> list[RollupDifference]:
             for name, a, b in zip(ROLLUP_SUMS, have, want, strict=True):
                 if not _equal(a, b):
                     differences.append(RollupDifference(key, name, a, b))
-        thread_differences = _thread_differences()
+        thread_differences = _thread_differences(tenant_ids)
         differences.extend(thread_differences)
         if fix and differences:
             DailyRollup.objects.unscoped().delete()
@@ -919,20 +929,27 @@ def ledger_check(*, fix: bool = False) -> list[RollupDifference]:
     return differences
 
 
-def _thread_totals():
+def _thread_totals(tenant_ids: list[int] | None = None):
     from django.db.models import Count, Sum
 
+    runs = Run.objects.unscoped().filter(thread__isnull=False)
+    if tenant_ids is not None:
+        runs = runs.filter(tenant_id__in=tenant_ids)
     return {
         row["thread_id"]: (row["runs"], row["cost"] or ZERO)
-        for row in Run.objects.unscoped().filter(thread__isnull=False).values("thread_id")
+        for row in runs.values("thread_id")
         .annotate(runs=Count("id"), cost=Sum("cost_total_usd")).order_by()
     }
 
 
-def _thread_differences() -> list[RollupDifference]:
-    totals = _thread_totals()
+def _thread_differences(tenant_ids: list[int] | None = None) -> list[RollupDifference]:
+    totals = _thread_totals(tenant_ids)
     differences = []
-    for pk, openai_id, run_count, cost in Thread.objects.unscoped().values_list("id", "openai_id", "run_count", "cost_usd"):
+    threads = Thread.objects.unscoped()
+    if tenant_ids is not None:
+        threads = threads.filter(tenant_id__in=tenant_ids)
+    for pk, openai_id, run_count, cost in threads.values_list("id", "openai_id", "run_count", "cost_usd").iterator(
+            chunk_size=5000):
         want_count, want_cost = totals.get(pk, (0, ZERO))
         if run_count != want_count:
             differences.append(RollupDifference(("thread", openai_id), "run_count", run_count, want_count))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.benchmarks import common
@@ -33,15 +35,28 @@ class Command(BaseCommand):
         parser.add_argument("--reuse", action="store_true",
                             help="pages/storage: keep the loaded ledger if it already holds --runs runs")
         parser.add_argument("--threads", type=int, default=None, help="threads in the ledger for the sweep (sweeps: 1,000,000)")
-        parser.add_argument("--items", type=int, default=None, help="items the rate-limited sweep deletes (sweeps: 600)")
+        parser.add_argument("--items", type=int, default=None, help="items the rate-limited sweep deletes (sweeps: 250)")
         parser.add_argument("--rpm", type=int, default=None, help="OpenAI requests per minute allowed (sweeps: 1,200)")
+        parser.add_argument("--window", type=float, default=10.0,
+                            help="rate-limiter window in seconds for the sweep (default 10; production uses 60)")
+        parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("--child-tenant", help=argparse.SUPPRESS)
         parser.add_argument("--keep", action="store_true", help="leave the loaded ledger in place at the end")
         parser.add_argument("--allow-any-database", action="store_true",
                             help="run even if the database name does not contain 'bench' (it gets emptied)")
 
     def handle(self, *args, what, **options):
+        if options["child_memory"]:
+            from apps.benchmarks import sweeps
+
+            sweeps.child_memory(tenant_slug=options["child_tenant"], max_items=options["items"], stdout=self.stdout)
+            return
         try:
             common.require_scratch_database(options["allow_any_database"])
+            if settings.DEBUG:
+                # DEBUG logs every query and renders debug templates: not what production serves.
+                settings.DEBUG = False
+                self.stderr.write("note: DEBUG switched off for the measurement (set DJANGO_DEBUG=false to silence)")
             self.stdout.write(f"RunLedger bench {what} — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
             self.stdout.write(common.machine_line())
             started = time.perf_counter()
@@ -87,5 +102,5 @@ class Command(BaseCommand):
     def _bench_sweeps(self, **options) -> list:
         from apps.benchmarks import sweeps
 
-        return sweeps.run(threads=options["threads"] or 1_000_000, items=options["items"] or 600,
-                          rpm=options["rpm"] or 1200, keep=options["keep"], stream=self.stderr)
+        return sweeps.run(threads=options["threads"] or 1_000_000, items=options["items"] or 250,
+                          rpm=options["rpm"] or 1200, window=options["window"], keep=options["keep"], stream=self.stderr)

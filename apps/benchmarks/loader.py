@@ -1,0 +1,185 @@
+"""Fast synthetic ledger for the page and storage benchmarks: runs, threads and rollups generated inside
+PostgreSQL (INSERT ... SELECT generate_series, ~1M rows per statement), the run table's secondary indexes
+dropped during the load and rebuilt after it, rollups and thread totals computed from the runs in SQL so they
+agree by construction (and `ledger_check` on a sample of tenants proves it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.db import connection
+
+from apps.ledger.models import DailyRollup, Run, Thread
+
+from .common import Progress, bench_tenants, ledger_truncate, require_postgres
+
+CHUNK = 1_000_000
+RUNS_PER_THREAD = 8
+MODELS = ("gpt-5.4", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-6.1-sol", "gpt-5-nano")
+FEATURES = ("doc-qa", "chat", "summarize", "search", "agent", "")
+# u(x, salt): a deterministic pseudo-random number in [0, 1) from an integer, so a reload gives the same ledger.
+_U = "((mod(({x}) * 2654435761 + {salt} * 40503 + 12345, 2147483647))::float8 / 2147483647)"
+
+
+def _u(x: str, salt: int) -> str:
+    return _U.format(x=x, salt=salt)
+
+
+def loaded_runs() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {Run._meta.db_table}")
+        return cursor.fetchone()[0]
+
+
+def _price_rows() -> str:
+    """VALUES (position, model, price id, input, cached input, output USD per 1M) from today's price book."""
+    from apps.pricing.pricebook import PriceBook
+
+    book = PriceBook.load()
+    today = dt.datetime.now(dt.UTC).date()
+    rows = []
+    for position, model in enumerate(MODELS):
+        rate = book.model_rate(model, today)
+        if rate is None:
+            raise RuntimeError(f"no price for {model}: load the price book (python manage.py migrate)")
+        rows.append(f"({position}, '{model}', {rate.price_id}, {rate.input_usd_per_1m}::numeric, "
+                    f"{rate.cached_input_usd_per_1m or rate.input_usd_per_1m}::numeric, {rate.output_usd_per_1m}::numeric)")
+    return ", ".join(rows)
+
+
+def load(*, runs: int, tenants: int, days: int, stream) -> dict:
+    """Empty the ledger and load `runs` runs over `tenants` tenants and the last `days` days; returns timings."""
+    require_postgres("pages")
+    tenant_ids = [t.pk for t in bench_tenants(tenants)]
+    ledger_truncate()
+    run_table, thread_table, rollup_table = Run._meta.db_table, Thread._meta.db_table, DailyRollup._meta.db_table
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    threads = (runs + RUNS_PER_THREAD - 1) // RUNS_PER_THREAD
+    timings: dict[str, float] = {}
+    ids = "ARRAY[" + ",".join(map(str, tenant_ids)) + "]::bigint[]"
+    # Tenant sizes are skewed (a few big customers, a long tail): index = floor(T * u^2).
+    def tenant_of_thread(th: str) -> str:
+        return f"({ids})[1 + floor({len(tenant_ids)} * power({_u(th, 1)}, 2))::int]"
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)", [run_table, run_table])
+        secondary = cursor.fetchall()
+        for name, _ in secondary:
+            cursor.execute(f'DROP INDEX "{name}"')
+        try:
+            started = time.perf_counter()
+            cursor.execute(f"""
+                INSERT INTO {thread_table} (id, tenant_id, openai_id, kind, openai_project, created_at, last_activity_at,
+                                            run_count, cost_usd, metadata, status, deletion_reason, recorded_at)
+                SELECT th + 1, {tenant_of_thread('th')}, 'thread_load' || lpad(th::text, 10, '0'),
+                       CASE WHEN th %% 2 = 0 THEN 'thread' ELSE 'conversation' END, 'proj_default',
+                       %s::timestamptz - make_interval(secs => {_u('th', 2)} * {days} * 86400), %s, 0, 0, '{{}}'::jsonb,
+                       'active', '', %s
+                FROM generate_series(0, {threads - 1}) AS th""", [now, now, now])
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{thread_table}', 'id'), {threads + 1})")
+            timings["threads"] = time.perf_counter() - started
+            progress = Progress("runs", runs, stream)
+            started = time.perf_counter()
+            prices = _price_rows()
+            for low in range(0, runs, CHUNK):
+                high = min(runs, low + CHUNK) - 1
+                cursor.execute(f"""
+                    WITH p(position, model, price_id, rate_in, rate_cached, rate_out) AS (VALUES {prices}),
+                    base AS (
+                        SELECT i, i / {RUNS_PER_THREAD} AS th,
+                               floor({_u('i', 3)} * {len(MODELS)})::int AS model_position,
+                               200 + floor({_u('i', 4)} * 40000)::bigint AS input_tokens,
+                               20 + floor({_u('i', 5)} * 3000)::bigint AS output_tokens,
+                               {_u('i', 6)} AS status_draw,
+                               %s::timestamptz - make_interval(secs => {_u('i', 7)} * {days} * 86400) AS created_at
+                        FROM generate_series({low}, {high}) AS i
+                    ),
+                    t AS (
+                        SELECT b.*, (b.input_tokens * {_u('i', 8)} * 0.5)::bigint AS cached_tokens,
+                               CASE WHEN b.status_draw < 0.03 THEN 'failed' WHEN b.status_draw < 0.05 THEN 'cancelled'
+                                    WHEN b.status_draw < 0.06 THEN 'incomplete' ELSE 'completed' END AS status,
+                               p.model, p.price_id, p.rate_in, p.rate_cached, p.rate_out
+                        FROM base b JOIN p ON p.position = b.model_position
+                    ),
+                    c AS (
+                        SELECT t.*,
+                               round((input_tokens - cached_tokens) * rate_in / 1000000, 10) AS cost_input,
+                               round(cached_tokens * rate_cached / 1000000, 10) AS cost_cached,
+                               round(output_tokens * rate_out / 1000000, 10) AS cost_output
+                        FROM t
+                    )
+                    INSERT INTO {run_table} (
+                        tenant_id, openai_id, api, openai_project, thread_id, thread_openai_id, assistant_id, prompt_id,
+                        model, service_tier, status, status_rank, created_at, started_at, completed_at, failed_at,
+                        cancelled_at, expires_at, error_code, incomplete_reason, input_tokens, cached_input_tokens,
+                        cache_write_tokens, output_tokens, reasoning_tokens, code_interpreter_sessions, file_search_calls,
+                        web_search_calls, function_calls, user_id, session_id, feature, metadata, cost_input_usd,
+                        cost_cached_input_usd, cost_output_usd, cost_tools_usd, cost_total_usd, priced, model_price_id,
+                        tool_price_id, is_high_cost, recorded_at, updated_at)
+                    SELECT {tenant_of_thread('c.th')},
+                           CASE WHEN c.th %% 2 = 0 THEN 'run_load' ELSE 'resp_load' END || lpad(c.i::text, 10, '0'),
+                           CASE WHEN c.th %% 2 = 0 THEN 'assistants' ELSE 'responses' END, 'proj_default', c.th + 1,
+                           'thread_load' || lpad(c.th::text, 10, '0'),
+                           CASE WHEN c.th %% 2 = 0 THEN 'asst_load' ELSE '' END, '', c.model, 'default', c.status, 4,
+                           c.created_at, c.created_at + interval '1 second',
+                           CASE WHEN c.status = 'completed' THEN c.created_at + interval '8 seconds' END,
+                           CASE WHEN c.status = 'failed' THEN c.created_at + interval '8 seconds' END,
+                           CASE WHEN c.status = 'cancelled' THEN c.created_at + interval '8 seconds' END, NULL,
+                           CASE WHEN c.status = 'failed' THEN 'server_error' ELSE '' END,
+                           CASE WHEN c.status = 'incomplete' THEN 'max_output_tokens' ELSE '' END,
+                           c.input_tokens, c.cached_tokens, 0, c.output_tokens, c.output_tokens / 10,
+                           0, 0, 0, (c.i %% 3), 'u_' || floor({_u('c.i', 9)} * 5000)::int,
+                           's_' || (c.i / 4), (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}], '{{}}'::jsonb,
+                           c.cost_input, c.cost_cached, c.cost_output, 0, c.cost_input + c.cost_cached + c.cost_output,
+                           true, c.price_id, NULL, c.cost_input + c.cost_cached + c.cost_output > 0.10, %s, %s
+                    FROM c""", [now, now, now])
+                progress.add(high - low + 1)
+            progress.close()
+            timings["runs"] = time.perf_counter() - started
+        finally:
+            # Never leave the ledger without its indexes, even when the load is interrupted.
+            started = time.perf_counter()
+            for name, definition in secondary:
+                stream.write(f"  index {name}...\n")
+                cursor.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+        timings["indexes"] = time.perf_counter() - started
+        started = time.perf_counter()
+        stream.write("  rollups and thread totals...\n")
+        cursor.execute(f"""
+            INSERT INTO {rollup_table} (tenant_id, day, openai_project, model, feature, runs, unpriced_runs,
+                high_cost_runs, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                code_interpreter_sessions, file_search_calls, web_search_calls, cost_input_usd, cost_cached_input_usd,
+                cost_output_usd, cost_tools_usd, cost_total_usd, wasted_cost_usd)
+            SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, openai_project, model, feature, count(*),
+                   count(*) FILTER (WHERE NOT priced), count(*) FILTER (WHERE is_high_cost), sum(input_tokens),
+                   sum(cached_input_tokens), sum(cache_write_tokens), sum(output_tokens), sum(reasoning_tokens),
+                   sum(code_interpreter_sessions), sum(file_search_calls), sum(web_search_calls), sum(cost_input_usd),
+                   sum(cost_cached_input_usd), sum(cost_output_usd), sum(cost_tools_usd), sum(cost_total_usd),
+                   coalesce(sum(cost_total_usd) FILTER (WHERE status IN ('cancelled', 'failed', 'expired')), 0)
+            FROM {run_table} GROUP BY 1, 2, 3, 4, 5""")
+        cursor.execute(f"""
+            UPDATE {thread_table} AS t SET run_count = s.runs, cost_usd = s.cost, last_activity_at = s.last
+            FROM (SELECT thread_id, count(*) AS runs, sum(cost_total_usd) AS cost, max(created_at) AS last
+                  FROM {run_table} GROUP BY thread_id) AS s
+            WHERE t.id = s.thread_id""")
+        timings["rollups"] = time.perf_counter() - started
+        cursor.execute(f"ANALYZE {run_table}")
+        cursor.execute(f"ANALYZE {thread_table}")
+        cursor.execute(f"ANALYZE {rollup_table}")
+    return timings
+
+
+def check_sample(*, tenants: int = 5) -> int:
+    """ledger_check restricted to a few tenants (the biggest and some others): differences found."""
+    from apps.ledger.services import ledger_check
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT tenant_id FROM {Run._meta.db_table} GROUP BY 1 ORDER BY count(*) DESC LIMIT 2")
+        big = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"SELECT DISTINCT tenant_id FROM {DailyRollup._meta.db_table} ORDER BY 1 DESC LIMIT %s",
+                       [max(0, tenants - len(big))])
+        others = [row[0] for row in cursor.fetchall()]
+    return len(ledger_check(tenant_ids=sorted(set(big + others))))
