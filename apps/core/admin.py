@@ -15,3 +15,68 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+def _tenant_id_of(obj) -> int | None:
+    from apps.tenants.models import Tenant
+
+    if isinstance(obj, Tenant):
+        return obj.pk
+    return getattr(obj, "tenant_id", None)
+
+
+def _value(obj, field: str) -> str:
+    value = getattr(obj, field, None)
+    return "" if value is None else str(getattr(value, "pk", value))
+
+
+class AuditedAdminMixin:
+    """Every add, change and delete made in the Django admin writes an AuditEvent naming the staff user and,
+    for a change, each changed field before and after (prices, tenants and their policies, memberships, keys).
+    Secrets never reach the log: fields listed in `audit_exclude` are recorded as changed, not by value."""
+
+    audit_exclude: tuple[str, ...] = ("key_hash", "password")
+
+    def _audit(self, request, obj, verb: str, data: dict) -> None:
+        from .services import audit_record
+
+        meta = obj._meta
+        audit_record(action=f"admin.{meta.model_name}.{verb}", target_type=meta.model_name,
+                     target_id=getattr(obj, "slug", None) or getattr(obj, "prefix", None) or obj.pk,
+                     actor=request.user, tenant_id=_tenant_id_of(obj), data=data)
+
+    def _fields_data(self, obj, fields) -> dict:
+        return {field: ("(secret)" if field in self.audit_exclude else _value(obj, field)) for field in fields}
+
+    def save_model(self, request, obj, form, change):
+        before = {}
+        if change and obj.pk:
+            previous = type(obj)._base_manager.filter(pk=obj.pk).first()
+            if previous is not None:
+                before = self._fields_data(previous, form.changed_data)
+        super().save_model(request, obj, form, change)
+        if change:
+            if form.changed_data:
+                self._audit(request, obj, "update",
+                            {"before": before, "after": self._fields_data(obj, form.changed_data)})
+        elif not getattr(self, "audit_create_elsewhere", False):
+            self._audit(request, obj, "create", {"after": self._fields_data(obj, [name for name in form.fields
+                                                                                  if hasattr(obj, name)])})
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for obj in formset.new_objects:
+            self._audit(request, obj, "create", {"inline": True, "object": str(obj)})
+        for obj, changed in formset.changed_objects:
+            self._audit(request, obj, "update", {"inline": True, "object": str(obj), "changed": list(changed)})
+        for obj in formset.deleted_objects:
+            self._audit(request, obj, "delete", {"inline": True, "object": str(obj)})
+
+    def delete_model(self, request, obj):
+        self._audit(request, obj, "delete", {"object": str(obj)})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, obj, "delete", {"object": str(obj)})
+        super().delete_queryset(request, queryset)

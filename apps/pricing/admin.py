@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from apps.core.admin import AuditedAdminMixin
+
 from .models import ModelPrice, ToolPrice
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("model", "effective_from", "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m",
                     "cache_write_usd_per_1m", "verify", "source_date")
     list_filter = ("verify",)
@@ -29,7 +31,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(ToolPrice)
-class ToolPriceAdmin(admin.ModelAdmin):
+class ToolPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("effective_from", "code_interpreter_session_usd", "file_search_call_usd_per_1k",
                     "web_search_call_usd_per_1k", "vector_storage_usd_per_gb_day", "vector_storage_free_gb", "verify")
     readonly_fields = ("created_at", "created_by")

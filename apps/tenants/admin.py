@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 
+from apps.core.admin import AuditedAdminMixin
+
 from .models import ApiKey, Membership, Tenant
 from .services import api_key_create, api_key_revoke
 
@@ -11,7 +13,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("slug", "name", "status", "thread_retention_days", "vector_store_idle_days",
                     "high_cost_run_usd", "monthly_budget_usd", "legal_hold")
     list_filter = ("status", "legal_hold")
@@ -20,7 +22,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "tenant", "role", "created_at")
     list_filter = ("role",)
     search_fields = ("user__username", "user__email", "tenant__slug")
@@ -28,7 +30,8 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    audit_create_elsewhere = True  # api_key_create audits a new key
     list_display = ("name", "prefix", "scope", "tenant", "created_at", "last_used_at", "revoked_at")
     list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "prefix", "tenant__slug")
