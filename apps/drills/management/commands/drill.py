@@ -84,7 +84,7 @@ class Command(BaseCommand):
             if drill == "worker-kill":
                 return worker_drills.drill_worker_kill(items=options["items"], part=options["part"], say=self.say)
             if drill == "openai-faults":
-                return worker_drills.drill_openai_faults(runs=options["runs"], say=self.say)
+                return security.drill_pytest("openai-faults", say=self.say)
             if drill == "isolation":
                 return security.drill_pytest("isolation", say=self.say)
             if drill == "bad-input":
