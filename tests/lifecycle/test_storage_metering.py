@@ -4,10 +4,8 @@ proportion to bytes, reproduced to the cent against an independent computation a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +13,9 @@ from apps.lifecycle import services
 from apps.lifecycle.models import StorageMeter, VectorStore
 from apps.tenants.models import Tenant
 from tests import builders
+from tests.golden import golden_examples
 
 GIB = 1024**3
-GOLDEN = Path("/work/shared/golden/seed-cost-examples.json")
 START = dt.date(2026, 6, 1)
 
 
@@ -33,13 +31,13 @@ def _store(tenant, *, usage_bytes: int, created: dt.date = START, store_id: str 
 
 
 def _golden_storage_examples() -> list[dict]:
-    data = json.loads(GOLDEN.read_text())
+    data = golden_examples()
     return [e for e in data["examples"] if "stored_gb" in e]
 
 
 @pytest.mark.parametrize("example", _golden_storage_examples(), ids=lambda e: e["what"])
 def test_seed_vector_storage_examples_are_reproduced_exactly(example, tenant):
-    tool_prices = json.loads(GOLDEN.read_text())["tool_prices_usd"]
+    tool_prices = golden_examples()["tool_prices_usd"]
     _store(tenant, usage_bytes=int(Decimal(example["stored_gb"]) * GIB))
     days = example.get("days", 1)
     total = Decimal(0)

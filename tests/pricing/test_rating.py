@@ -1,9 +1,7 @@
 """Rating is exact: the seed document's worked examples, cached/reasoning/cache-write tokens, tool fees."""
 
 import datetime as dt
-import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -16,14 +14,11 @@ from apps.pricing.rating import (
     rate_run,
     rate_vector_storage,
 )
-
-GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "golden" / "seed-cost-examples.json"
-if not GOLDEN.exists():  # CI lays shared/ beside the clone
-    GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "seed-cost-examples.json"
+from tests.golden import golden_examples
 
 
 def _golden() -> dict:
-    return json.loads(GOLDEN.read_text())
+    return golden_examples()
 
 
 def _golden_rates():
