@@ -77,7 +77,8 @@ class Command(BaseCommand):
             _wait_for(f"http://127.0.0.1:{port}/healthz", 60, "The web app")
             self.stdout.write(self.style.SUCCESS(
                 f"\nRunLedger is running at http://127.0.0.1:{port}/\n"
-                f"  demo login: {DEMO_USERNAME} / {DEMO_PASSWORD}\n"
+                f"  demo login: {DEMO_USERNAME} / {DEMO_PASSWORD}   (staff: every tenant)\n"
+                f"  tenant admin: acme-viewer / {DEMO_PASSWORD}   (sees only Acme Corp)\n"
                 f"  API docs:   http://127.0.0.1:{port}/api/docs/\n"
                 f"  sandbox:    http://127.0.0.1:{sandbox_port}/v1 (the OpenAI stand-in)\n"
                 f"Press Ctrl-C to stop everything.\n"
