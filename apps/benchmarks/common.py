@@ -50,6 +50,23 @@ def machine_line() -> str:
             f"{database} (database {info['db_name']})")
 
 
+def child_env(**extra: str) -> dict:
+    """Environment for a process the bench starts (gunicorn, the sweep worker): the same settings module
+    and the same database this process is connected to (under pytest, the test database)."""
+    from urllib.parse import quote
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local")}
+    db = settings.DATABASES["default"]
+    if connection.vendor == "postgresql":
+        auth = quote(db.get("USER") or "")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(db["PASSWORD"])
+        env["DATABASE_URL"] = (f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/"
+                               f"{quote(str(db['NAME']))}")
+    env.update(extra)
+    return env
+
+
 def require_postgres(what: str) -> None:
     if connection.vendor != "postgresql":
         raise BenchError(

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
-from .common import BenchError, Progress, bench_tenants, ledger_truncate, require_postgres
+from .common import BenchError, Progress, bench_tenants, child_env, ledger_truncate, require_postgres
 from .generator import Traffic
 
 SCRATCH_TABLE = "bench_copy_run"
@@ -68,8 +68,7 @@ class Server:
         return Path(self.log.name).read_text(errors="replace")[-size:]
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
-               "DJANGO_DEBUG": "false", "LOG_LEVEL": "WARNING", "API_KEY_RATE_LIMIT": "1000000/min"}
+        env = child_env(DJANGO_DEBUG="false", LOG_LEVEL="WARNING", API_KEY_RATE_LIMIT="1000000/min")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(self.workers), "--timeout", "300", "--log-level", "warning", "--access-logfile", "-"

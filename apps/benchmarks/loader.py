@@ -132,7 +132,11 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
                            CASE WHEN c.status = 'incomplete' THEN 'max_output_tokens' ELSE '' END,
                            c.input_tokens, c.cached_tokens, 0, c.output_tokens, c.output_tokens / 10,
                            0, 0, 0, (c.i %% 3), 'u_' || floor({_u('c.i', 9)} * 5000)::int,
-                           's_' || (c.i / 4), (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}], '{{}}'::jsonb,
+                           's_' || (c.i / 4), (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}],
+                       -- The metadata ingest keeps (what the app put on the run), so rows are as wide as real ones.
+                       jsonb_build_object('user_id', 'u_' || floor({_u('c.i', 9)} * 5000)::int, 'session_id',
+                                          's_' || (c.i / 4), 'feature',
+                                          (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}]),
                            c.cost_input, c.cost_cached, c.cost_output, 0, c.cost_input + c.cost_cached + c.cost_output,
                            true, c.price_id, NULL, c.cost_input + c.cost_cached + c.cost_output > 0.10, %s, %s
                     FROM c""", [now, now, now])

@@ -1,0 +1,54 @@
+"""bench storage: bytes per million runs of the run table (heap + TOAST + every index), from
+pg_total_relation_size on the loaded ledger, plus the rollup and thread tables for scale."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from apps.ledger.models import DailyRollup, Run, Thread
+
+from . import loader
+from .common import BenchError, require_postgres
+
+TARGET_MB_PER_MILLION = 600
+
+
+def sizes() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Run._meta.db_table}")
+        result = {}
+        for model in (Run, Thread, DailyRollup):
+            table = model._meta.db_table
+            cursor.execute("SELECT pg_total_relation_size(%s), pg_relation_size(%s), pg_indexes_size(%s)",
+                           [table, table, table])
+            total, heap, indexes = cursor.fetchone()
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            result[table] = {"total": total, "heap": heap, "indexes": indexes, "rows": cursor.fetchone()[0]}
+        cursor.execute("SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+                       "WHERE indrelid = %s::regclass ORDER BY 2 DESC", [Run._meta.db_table])
+        result["run_indexes"] = cursor.fetchall()
+    return result
+
+
+def run(*, runs: int, tenants: int, days: int, reuse: bool, keep: bool, stream) -> list:
+    require_postgres("storage")
+    if not (reuse and loader.loaded_runs() == runs):
+        stream.write(f"loading {runs:,} runs for the storage measurement...\n")
+        loader.load(runs=runs, tenants=tenants, days=days, stream=stream)
+    measured = sizes()
+    run_table = measured[Run._meta.db_table]
+    if not run_table["rows"]:
+        raise BenchError("no runs loaded")
+    per_million = run_table["total"] / run_table["rows"] * 1_000_000 / 1e6
+    rows = [
+        ("storage: run table + indexes per 1M runs", f"{per_million:,.0f} MB",
+         f"{'ok' if per_million < TARGET_MB_PER_MILLION else 'OVER'} (< {TARGET_MB_PER_MILLION} MB); heap+TOAST "
+         f"{(run_table['total'] - run_table['indexes']) / run_table['rows']:,.0f} B/run, indexes "
+         f"{run_table['indexes'] / run_table['rows']:,.0f} B/run; {run_table['rows']:,} runs"),
+        ("storage: run indexes", f"{len(measured['run_indexes'])}",
+         ", ".join(f"{name} {size / run_table['rows']:.0f} B/run" for name, size in measured["run_indexes"])),
+    ]
+    for model in (Thread, DailyRollup):
+        table = measured[model._meta.db_table]
+        rows.append((f"storage: {model._meta.db_table}", f"{table['total'] / 1e6:,.0f} MB", f"{table['rows']:,} rows"))
+    return rows

@@ -1,0 +1,97 @@
+"""`manage.py bench`: each subcommand runs end to end at a tiny size and prints its figures; PostgreSQL-only
+benches refuse SQLite with a message that says what to do. (The timed figures live in docs/benchmarks.md.)"""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.benchmarks.generator import Traffic, TrafficMix
+from apps.benchmarks.sweeps import _window_stats
+
+
+def bench(*args) -> str:
+    out, err = StringIO(), StringIO()
+    call_command("bench", *args, stdout=out, stderr=err)
+    return out.getvalue()
+
+
+def test_traffic_has_every_run_once_plus_duplicates_and_later_updates():
+    traffic = Traffic(runs=3000, tenant_slugs=["a", "b", "c"], mix=TrafficMix(duplicate_share=0.1, update_share=0.2))
+    events = [event for batch in traffic.batches(500) for event in batch]
+    ids = [event["object"]["id"] for event in events]
+    assert len(set(ids)) == 3000
+    in_progress = {e["object"]["id"] for e in events if e["object"]["status"] == "in_progress"}
+    assert 0.15 < len(in_progress) / 3000 < 0.25
+    # Every run reported in progress is also reported in a terminal state (a re-send of the older state may
+    # still arrive after it, as real retries do).
+    terminal = {e["object"]["id"] for e in events if e["object"]["status"] != "in_progress"}
+    assert in_progress <= terminal
+    assert 0.05 < (len(events) - 3000 - len(in_progress)) / len(events) < 0.15
+    # The four runs of a thread belong to one tenant (a thread never spans tenants).
+    owners = {}
+    for event in events:
+        thread = event["object"].get("thread_id")
+        if thread:
+            assert owners.setdefault(thread, event["object"]["metadata"]["tenant"]) == event["object"]["metadata"]["tenant"]
+
+
+def test_window_stats_counts_fixed_and_sliding_windows():
+    times = [0.5, 9.0, 9.5, 10.1, 10.2, 25.0]  # windows of 10 s: [0,10) has 3, [10,20) has 2, [20,30) has 1
+    stats = _window_stats(times, 10.0, limit=4)
+    assert stats["max_fixed"] == 3
+    assert stats["max_sliding"] == 5  # 0.5 .. 10.2 fall within 10 s: over the limit across the boundary
+    assert stats["full_windows"] == 1
+    assert stats["utilization"] == pytest.approx(2 / 4)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("what", ["ingest", "pages", "storage"])
+def test_postgres_benches_refuse_sqlite_with_what_to_do(what, settings):
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        pytest.skip("checks the SQLite refusal")
+    with pytest.raises(CommandError, match="createdb -h 127.0.0.1 -U postgres rl_bench"):
+        bench(what, "--runs", "10")
+
+
+@pytest.mark.django_db
+def test_refuses_a_database_not_named_for_benchmarks(settings, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(settings.DATABASES["default"], "NAME", "/srv/runledger/production.sqlite3")
+    monkeypatch.delitem(sys.modules, "pytest")
+    with pytest.raises(CommandError, match="must contain 'bench'"):
+        bench("storage")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_bench_ingest_runs_api_import_and_copy_at_tiny_size():
+    output = bench("ingest", "--runs", "300", "--tenants", "3", "--batch-size", "100", "--workers", "1",
+                   "--clients", "2")
+    assert "PostgreSQL" in output and "cores" in output
+    assert "ingest API (HTTP, run reports/s)" in output and "x COPY" in output
+    assert "import_runs (run reports/s)" in output
+    assert "raw COPY, same rows, same indexes" in output
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
+    output = bench("pages", "--runs", "3000", "--tenants", "20", "--days", "10", "--repeat", "2")
+    assert "overview /" in output and "usage by end user" in output and "p95" in output
+    assert "pages/endpoints over target" in output
+    output = bench("storage", "--runs", "3000", "--tenants", "20", "--reuse")
+    assert "run table + indexes per 1M runs" in output
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_bench_sweeps_at_tiny_size_stays_inside_the_limiter_window():
+    output = bench("sweeps", "--items", "6", "--threads", "600", "--rpm", "1200", "--window", "1")
+    assert "most requests in one limiter window" in output
+    line = next(line for line in output.splitlines() if "most requests in one limiter window" in line)
+    assert "ok" in line
+    assert "sweep worker peak RSS" in output
