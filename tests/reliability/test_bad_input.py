@@ -1,0 +1,152 @@
+"""Bad input beyond tests/ledger's fuzzing: targeted hypothesis strategies for the values that corrupt
+ledgers (negative and huge token counts, wrong types, unknown statuses, absurd timestamps), deep JSON,
+10 MB bodies and invalid UTF-8. Always a clear 4xx (or a per-event rejection naming the field), never a
+500, and no stored row ever breaks the ledger's invariants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps.ledger.models import Run, RunStatus
+from apps.ledger.services import ledger_check
+from tests import builders
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.django_db
+
+WHEN = dt.datetime(2026, 11, 10, 9, 0, tzinfo=dt.UTC)
+EXAMPLES = int(os.environ.get("DRILL_EXAMPLES", "60"))
+BIG = 2**63
+
+bad_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=-1), st.integers(min_value=2**53, max_value=2**80),
+    st.floats(allow_nan=False), st.sampled_from(["12", "", "NaN", "1e309", True, None, [], {}]),
+)
+bad_statuses = st.one_of(st.text(max_size=30), st.integers(), st.none(), st.sampled_from(["COMPLETED", "done", "in-progress"]))
+bad_times = st.one_of(st.integers(min_value=-(2**40), max_value=2**45), st.floats(allow_nan=False, allow_infinity=False),
+                      st.text(max_size=20), st.none())
+
+
+@st.composite
+def corrupt_responses(draw):
+    obj = builders.response(created_at=WHEN, response_id=f"resp_bad_{draw(st.integers(0, 10**9))}")
+    field = draw(st.sampled_from(["input_tokens", "output_tokens", "cached", "reasoning", "status", "created_at",
+                                  "model", "usage", "metadata"]))
+    if field in ("input_tokens", "output_tokens"):
+        obj["usage"][field] = draw(bad_numbers)
+    elif field == "cached":
+        obj["usage"]["input_tokens_details"]["cached_tokens"] = draw(bad_numbers)
+    elif field == "reasoning":
+        obj["usage"]["output_tokens_details"]["reasoning_tokens"] = draw(bad_numbers)
+    elif field == "status":
+        obj["status"] = draw(bad_statuses)
+    elif field == "created_at":
+        obj["created_at"] = draw(bad_times)
+    elif field == "model":
+        obj["model"] = draw(st.one_of(st.text(min_size=101, max_size=300), st.integers(), st.none(), st.just("")))
+    elif field == "usage":
+        obj["usage"] = draw(st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)))
+    else:
+        obj["metadata"] = draw(st.one_of(st.integers(), st.text(max_size=5),
+                                         st.dictionaries(st.text(max_size=70), st.text(max_size=600), max_size=20)))
+    return {"tenant": "acme", "object": obj}
+
+
+def _post(client, key, body, **extra):
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    return client.post("/api/v1/ingest/", data=data, content_type="application/json", **bearer(key), **extra)
+
+
+def _assert_ledger_sound():
+    for run in Run.objects.unscoped().values("status", "input_tokens", "output_tokens", "cached_input_tokens",
+                                             "reasoning_tokens", "cost_total_usd", "created_at", "model"):
+        assert run["status"] in RunStatus.values
+        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
+            assert 0 <= run[name] < BIG, run
+        assert run["cached_input_tokens"] <= run["input_tokens"]
+        assert run["cost_total_usd"] >= 0
+        # See test_a_run_dated_before_openai_existed_is_rejected for the lower bound the ledger lacks.
+        assert dt.datetime(1970, 1, 1, tzinfo=dt.UTC) <= run["created_at"] < dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+        assert run["model"]
+    assert ledger_check() == []
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                      HealthCheck.too_slow])
+@given(events=st.lists(corrupt_responses(), min_size=1, max_size=5))
+def test_corrupt_values_are_rejected_per_event_naming_the_field_and_never_stored(api_client, ingest_key, tenant,
+                                                                                 events):
+    response = _post(api_client, ingest_key, {"events": events})
+    assert response.status_code in (200, 400, 413), response.content[:500]
+    if response.status_code == 200:
+        for result in response.json()["results"]:
+            if result["outcome"] == "rejected":
+                assert result["error"]["message"]
+    _assert_ledger_sound()
+
+
+def test_deep_json_is_a_400_not_a_recursion_error(api_client, ingest_key, tenant):
+    deep = "[" * 100_000 + "]" * 100_000
+    response = _post(api_client, ingest_key, f'{{"events": {deep}}}'.encode())
+    assert response.status_code == 400
+    nested = {"events": [{"tenant": "acme", "object": builders.response(created_at=WHEN)}]}
+    meta: dict = {}
+    cursor = meta
+    for _ in range(5000):
+        cursor["a"] = {}
+        cursor = cursor["a"]
+    nested["events"][0]["object"]["metadata"] = meta
+    try:
+        body = json.dumps(nested).encode()
+    except RecursionError:
+        pytest.skip("this Python cannot even encode it")
+    response = _post(api_client, ingest_key, body)
+    assert response.status_code in (200, 400)
+    if response.status_code == 200:
+        assert response.json()["results"][0]["outcome"] in ("rejected", "created")
+    _assert_ledger_sound()
+
+
+def test_a_10_mb_body_is_a_413_before_it_is_parsed(api_client, ingest_key, tenant):
+    event = {"tenant": "acme", "object": builders.response(created_at=WHEN)}
+    body = json.dumps({"events": [event], "pad": "x" * (10 * 1024 * 1024)}).encode()
+    response = _post(api_client, ingest_key, body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert Run.objects.unscoped().count() == 0
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{\"events\": []}", b'{"events": ["\xc3\x28"]}', b"\xed\xa0\x80",
+                                 b'{"events": [{"tenant": "acme\x00"}]}'])
+def test_invalid_utf8_and_nul_bytes_are_a_clear_4xx_or_rejection(api_client, ingest_key, tenant, raw):
+    response = _post(api_client, ingest_key, raw)
+    assert response.status_code in (200, 400)
+    if response.status_code == 400:
+        assert response.json()["error"]["field"] == "body" or response.json()["error"]["message"]
+    else:
+        assert all(r["outcome"] == "rejected" for r in response.json()["results"])
+    assert Run.objects.unscoped().count() == 0
+
+
+def test_unknown_status_is_rejected_with_the_field_named(api_client, ingest_key, tenant):
+    obj = builders.response(created_at=WHEN, response_id="resp_weird")
+    obj["status"] = "exploded"
+    result = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj}]}).json()["results"][0]
+    assert result["outcome"] == "rejected"
+    assert "status" in (result["error"].get("field") or "") + result["error"]["message"]
+    assert not Run.objects.unscoped().filter(openai_id="resp_weird").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="found by this drill: normalizers accept created_at=0 and store a 1970 run; "
+                   "the fix belongs in apps/provider/normalizers.py (reject timestamps before 2015)")
+def test_a_run_dated_before_openai_existed_is_rejected(api_client, ingest_key, tenant):
+    obj = builders.response(created_at=WHEN, response_id="resp_epoch")
+    obj["created_at"] = 0
+    result = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj}]}).json()["results"][0]
+    assert result["outcome"] == "rejected"
