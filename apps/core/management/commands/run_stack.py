@@ -14,6 +14,7 @@ import urllib.request
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.test.utils import override_settings
 
 DEMO_USERNAME = "ops"
 DEMO_PASSWORD = "runledger-demo"
@@ -43,7 +44,9 @@ class Command(BaseCommand):
         if not settings.SANDBOX_ENABLED:
             raise CommandError("run_stack is for local use; SANDBOX_ENABLED is off in these settings.")
         python = sys.executable
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}/v1"
+        # Every process (and the seeding below) talks to this sandbox, whatever port was chosen.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_BASE_URL": sandbox_url, "SANDBOX_PORT": str(sandbox_port)}
         processes: list[tuple[str, subprocess.Popen]] = []
 
         def start(name: str, argv: list[str]) -> None:
@@ -69,7 +72,8 @@ class Command(BaseCommand):
             _wait_for(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", 60, "The OpenAI sandbox")
             if not no_demo:
                 self.stdout.write("==> seeding demo data (safe to repeat)")
-                call_command("seed_demo", seed=seed, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+                with override_settings(OPENAI_BASE_URL=sandbox_url):
+                    call_command("seed_demo", seed=seed, username=DEMO_USERNAME, password=DEMO_PASSWORD)
             start("web app", [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
             start("celery worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                                      "--concurrency", "2", "--hostname", "runledger@%h"])
@@ -78,7 +82,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"\nRunLedger is running at http://127.0.0.1:{port}/\n"
                 f"  demo login: {DEMO_USERNAME} / {DEMO_PASSWORD}   (staff: every tenant)\n"
-                f"  tenant admin: acme-viewer / {DEMO_PASSWORD}   (sees only Acme Corp)\n"
+                f"  tenant logins: acme-admin, acme-viewer / {DEMO_PASSWORD}   (only Acme Corp)\n"
                 f"  API docs:   http://127.0.0.1:{port}/api/docs/\n"
                 f"  sandbox:    http://127.0.0.1:{sandbox_port}/v1 (the OpenAI stand-in)\n"
                 f"Press Ctrl-C to stop everything.\n"

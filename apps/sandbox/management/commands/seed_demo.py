@@ -81,12 +81,14 @@ class Command(BaseCommand):
         tenants = export_tenants_ensure(export)
         if tenants:
             first = tenants[0][0]
-            viewer, created = users.objects.get_or_create(username=f"{first.slug}-viewer")
-            if created:
-                viewer.set_password(password)
-                viewer.save()
-            if not Membership.objects.filter(user=viewer, tenant=first).exists():
-                membership_set(user=viewer, tenant=first, role=Membership.Role.ADMIN)
+            # One tenant admin and one read-only member, both of the first tenant only.
+            for suffix, role in (("admin", Membership.Role.ADMIN), ("viewer", Membership.Role.VIEWER)):
+                member, created = users.objects.get_or_create(username=f"{first.slug}-{suffix}")
+                if created:
+                    member.set_password(password)
+                    member.save()
+                if not Membership.objects.filter(user=member, tenant=first).exists():
+                    membership_set(user=member, tenant=first, role=role)
 
         started = time.monotonic()
         with tqdm(total=len(export_events(export)), desc="ingesting demo runs", unit="event", disable=None) as bar:
