@@ -6,8 +6,6 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from apps.core.money import MONEY_FIELD_KWARGS
-
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Lowercase letters, digits and dashes.")
 
 

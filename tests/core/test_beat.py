@@ -21,7 +21,7 @@ def _shortest_interval_seconds(schedule) -> int:
         "weekly/monthly crontabs need their own interval rule here"
     )
     due = sorted(hour * 3600 + minute * 60 for hour in schedule.hour for minute in schedule.minute)
-    gaps = [later - earlier for earlier, later in zip(due, due[1:])] + [due[0] + 86400 - due[-1]]
+    gaps = [later - earlier for earlier, later in zip(due, due[1:], strict=False)] + [due[0] + 86400 - due[-1]]
     return min(gaps)
 
 

@@ -55,10 +55,10 @@ class Command(BaseCommand):
 
         def stop_all(*_):
             # SIGTERM to each main process only: Celery then shuts its own pool down warmly.
-            for name, process in reversed(processes):
+            for _name, process in reversed(processes):
                 if process.poll() is None:
                     process.terminate()
-            for name, process in processes:
+            for _name, process in processes:
                 try:
                     process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
