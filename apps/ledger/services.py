@@ -11,7 +11,6 @@ as a conflict; it is then read (locked) and treated as an update, so nothing is 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections import defaultdict
@@ -351,8 +350,9 @@ def _check_text(record, prefix: str = "object") -> None:
                 raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
     metadata = getattr(record, "metadata", None)
     if metadata:
-        text = json.dumps(metadata, ensure_ascii=False)
-        if "\\u0000" in text or _bad_unicode(text):
+        # Keys and string values directly (metadata values are scalars): no JSON encoding per event.
+        texts = [str(key) for key in metadata] + [value for value in metadata.values() if isinstance(value, str)]
+        if _bad_unicode("".join(texts)):
             raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
 
 
