@@ -3,6 +3,7 @@ from django.contrib import admin
 from apps.core.admin import AuditedAdminMixin
 
 from .models import ModelPrice, ToolPrice
+from .services import unpriced_runs_rate
 
 
 @admin.register(ModelPrice)
@@ -20,10 +21,7 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             # A new price rates the runs that were stored unpriced for this model (and its snapshots).
-            from apps.ledger.services import runs_reprice_unpriced
-
-            result = runs_reprice_unpriced(models=[obj.model], actor=request.user)
-            newly = sum(diff.newly_priced_runs for diff in result.tenants)
+            newly = unpriced_runs_rate(model=obj.model, actor=request.user)
             if newly:
                 self.message_user(request, f"{newly} unpriced runs are now rated.")
         else:

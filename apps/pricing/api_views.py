@@ -11,7 +11,6 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from apps.billing import services as billing_services
 from apps.billing.api_support import (
     ERROR_400,
     ERROR_409,
@@ -23,6 +22,7 @@ from apps.billing.api_support import (
 from apps.tenants.authentication import CanRead
 
 from .models import ModelPrice
+from .services import model_price_create, unpriced_runs_rate
 
 _PRICE = {"max_digits": 14, "decimal_places": 6, "min_value": Decimal("0"), "coerce_to_string": True}
 
@@ -107,11 +107,11 @@ class PriceListView(GenericAPIView):
         if ModelPrice.objects.filter(model=data["model"], effective_from=data["effective_from"]).exists():
             raise Conflict(f"{data['model']} already has a price from {data['effective_from']}; prices are versions, add a later date.")
         try:
-            price = billing_services.model_price_create(actor=request.user, **data)
+            price = model_price_create(actor=request.user, **data)
         except DjangoValidationError as error:
             raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
         except IntegrityError as error:
             raise Conflict("This model already has a price from that date.") from error
         body = PriceSerializer(price).data
-        body["repriced_runs"] = billing_services.unpriced_runs_reprice(model=price.model, actor=request.user)
+        body["repriced_runs"] = unpriced_runs_rate(model=price.model, actor=request.user)
         return Response(body, status=status.HTTP_201_CREATED)

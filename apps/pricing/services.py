@@ -34,3 +34,43 @@ def price_book_seed_if_empty() -> LoadResult | None:
     data = read_price_book(PRICE_BOOK_FILE)
     with transaction.atomic():
         return price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=False)
+
+
+@transaction.atomic
+def model_price_create(
+    *,
+    model: str,
+    effective_from,
+    input_usd_per_1m,
+    output_usd_per_1m,
+    cached_input_usd_per_1m=None,
+    cache_write_usd_per_1m=None,
+    source: str = "",
+    verify: bool = False,
+    actor=None,
+) -> ModelPrice:
+    """Add a price version for a model (it applies to runs created on or after `effective_from`), audited."""
+    price = ModelPrice(
+        model=model, effective_from=effective_from, input_usd_per_1m=input_usd_per_1m,
+        cached_input_usd_per_1m=cached_input_usd_per_1m, output_usd_per_1m=output_usd_per_1m,
+        cache_write_usd_per_1m=cache_write_usd_per_1m, source=source, verify=verify,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    price.full_clean()
+    price.save()
+    audit_record(
+        action="price.create", target_type="model_price", target_id=price.version, actor=actor,
+        data={field: str(getattr(price, field)) for field in (
+            "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")},
+    )
+    return price
+
+
+def unpriced_runs_rate(*, model: str, actor=None) -> int:
+    """Rate the runs stored unpriced for this model (and its dated snapshots) now that a price covers
+    them; returns how many runs became priced. The ledger owns run rows, so it does the re-rating."""
+    from apps.ledger.services import runs_reprice_unpriced
+
+    result = runs_reprice_unpriced(models=[model], actor=actor,
+                                   actor_label="" if actor is not None else "service:price-added")
+    return sum(diff.newly_priced_runs for diff in result.tenants)
