@@ -13,12 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api import error_body
-from apps.ledger import selectors as ledger_selectors
-from apps.ledger.models import Run
-from apps.tenants.authentication import IsAdminKey
-
-from . import selectors, services
-from .api_support import (
+from apps.core.api_support import (
     ERROR_400,
     ERROR_404,
     ERROR_409,
@@ -32,6 +27,11 @@ from .api_support import (
     path_value,
     validate_query,
 )
+from apps.ledger import selectors as ledger_selectors
+from apps.ledger.models import Run
+from apps.tenants.authentication import IsAdminKey
+
+from . import selectors, services
 from .serializers import (
     RunQuerySerializer,
     RunSerializer,

@@ -6,12 +6,12 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.core.api_support import DateOrDateTimeField, LenientDateField
 from apps.core.money import usd_string
 from apps.core.timeutils import month_start, next_month
 from apps.ledger.models import Run, RunStatus
 from apps.ledger.selectors import USAGE_GROUPINGS
 
-from .api_support import DateOrDateTimeField, LenientDateField
 from .selectors import MAX_USAGE_DAYS
 
 

@@ -11,7 +11,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from apps.billing.api_support import (
+from apps.core.api_support import (
     ERROR_400,
     ERROR_409,
     READ_ERRORS,

@@ -10,7 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from apps.billing.api_support import (
+from apps.core.api_support import (
     ERROR_400,
     ERROR_404,
     ERROR_409,

@@ -1,6 +1,5 @@
 """Pieces every /api/v1/ read endpoint shares: cursor pagination, ETag handling, the error body's schema
-and the query-parameter validation that names the offending field. (Used by the tenants and pricing API
-views too; they belong in apps/core/api.py when that file next changes hands.)"""
+and the query-parameter validation that names the offending field."""
 
 from __future__ import annotations
 
