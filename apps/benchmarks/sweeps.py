@@ -186,13 +186,18 @@ def measure_memory(*, threads: int, max_items: int, stream) -> dict:
             stream.write(f"\r  planned {sample['planned']:,}, processed {sample['processed']:,}, "
                          f"RSS {sample['rss_mb']:.0f} MB   ")
             stream.flush()
-    stderr = process.stderr.read()
-    process.wait()
-    stream.write("\n")
-    if process.returncode != 0 or not samples:
-        raise BenchError(f"the sweep worker failed ({process.returncode}): {stderr[-2000:]}")
-    with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [tenant.pk])
+    try:
+        stderr = process.stderr.read()
+        process.wait()
+        stream.write("\n")
+        if process.returncode != 0 or not samples:
+            raise BenchError(f"the sweep worker failed ({process.returncode}): {stderr[-2000:]}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [tenant.pk])
     rss = [s["rss_mb"] for s in samples]
     return {"threads": threads, "seconds": time.perf_counter() - started, "peak_mb": samples[-1]["peak_mb"],
             "first_mb": rss[0], "median_mb": sorted(rss)[len(rss) // 2], "last_mb": rss[-1],
@@ -211,7 +216,7 @@ def _rss() -> tuple[float, float]:
 def child_memory(*, tenant_slug: str, max_items: int, stdout) -> None:
     """The worker side of measure_memory: one dry-run sweep, RSS printed as JSON after every batch."""
     from apps.lifecycle.models import Sweep, SweepItem
-    from apps.lifecycle.services import sweep_create, sweep_run_batch
+    from apps.lifecycle.services import sweep_create, sweep_run_batch, worker_id
     from apps.provider.client import OpenAIProvider
     from apps.sandbox.server import Sandbox
     from apps.tenants.models import Tenant
@@ -222,10 +227,11 @@ def child_memory(*, tenant_slug: str, max_items: int, stdout) -> None:
     provider = OpenAIProvider(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", api_key=sandbox.api_key,
                               admin_key=sandbox.admin_key, project_id="proj_default", rate_limiter=None)
     sweep = sweep_create(kind="threads", tenant=tenant, dry_run=True, requested_label="bench")
+    worker = worker_id()  # one worker throughout, as a Celery worker resuming its own sweep
     processed = 0
     try:
         while True:
-            result = sweep_run_batch(sweep_id=sweep.pk, provider=provider, batch_size=500)
+            result = sweep_run_batch(sweep_id=sweep.pk, worker=worker, provider=provider, batch_size=500)
             processed += result.processed
             sweep.refresh_from_db()
             planned = sweep.planned_count if sweep.planned_at else SweepItem.objects.unscoped().filter(sweep=sweep).count()
