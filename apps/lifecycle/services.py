@@ -923,7 +923,24 @@ def _lock_acquire(kind: str, worker: str) -> bool:
     ttl = setting("LIFECYCLE_SWEEP_LOCK_SECONDS")
     if cache.add(_lock_key(kind), worker, ttl):
         return True
-    return cache.get(_lock_key(kind)) == worker
+    holder = cache.get(_lock_key(kind))
+    if holder == worker:
+        return True
+    if holder and _holder_is_dead(kind, holder):
+        # The holder claimed a sweep of this kind and stopped heart-beating (a killed worker): its lock
+        # would otherwise block the resumed sweep until the TTL runs out. The sweep claim (a conditional
+        # UPDATE) still decides which of two stealers works.
+        logger.warning("sweep lock %s: taking over from %s (its sweep's heartbeat is stale)", kind, holder)
+        cache.set(_lock_key(kind), worker, ttl)
+        return True
+    return False
+
+
+def _holder_is_dead(kind: str, holder: str) -> bool:
+    stale = timezone.now() - dt.timedelta(seconds=setting("LIFECYCLE_SWEEP_STALE_SECONDS"))
+    return Sweep.objects.unscoped().filter(
+        kind=kind, dry_run=False, claimed_by=holder, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING],
+    ).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)).exists()
 
 
 def _lock_refresh(kind: str, worker: str) -> None:
@@ -948,9 +965,28 @@ def sweep_counts(sweep: Sweep) -> dict[str, int]:
 @dataclass
 class BatchResult:
     sweep_id: int
-    status: str  # "busy", "more", "retry_later", "finished", "failed"
+    status: str  # "busy", "more", "waiting", "retry_later", "finished", "failed"
     processed: int
     counts: dict
+
+    @property
+    def wait_seconds(self) -> float:
+        """How long to wait before the next batch: a rate limit's retry delay, or (status "waiting") until
+        the oldest claim of a dead worker runs out of lease."""
+        if self.status == "retry_later":
+            return float(setting("LIFECYCLE_TRANSIENT_RETRY_SECONDS"))
+        if self.status == "waiting":
+            return sweep_lease_wait_seconds(sweep_id=self.sweep_id)
+        return 0.0
+
+
+def sweep_lease_wait_seconds(*, sweep_id: int) -> float:
+    lease = setting("LIFECYCLE_ITEM_LEASE_SECONDS")
+    oldest = (SweepItem.objects.unscoped().filter(sweep_id=sweep_id, state=SweepItem.State.CLAIMED)
+              .order_by("claimed_at").values_list("claimed_at", flat=True).first())
+    if oldest is None:
+        return 0.0
+    return max(0.5, (oldest + dt.timedelta(seconds=lease) - timezone.now()).total_seconds() + 0.5)
 
 
 def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
@@ -980,9 +1016,11 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                 return BatchResult(sweep.pk, "more", 0, sweep_counts(sweep))
         provider = provider or _default_provider()
         tenants: dict[int, Tenant] = {}
+        ran_out = False
         while processed < batch_size:
             item = _claim_next_item(sweep, worker)
             if item is None:
+                ran_out = True
                 break
             try:
                 outcome = _process_item(provider, sweep, item, tenants)
@@ -1019,6 +1057,10 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                          actor_label="task:sweep", tenant_id=sweep.tenant_id,
                          data={"kind": sweep.kind, "dry_run": sweep.dry_run, "counts": counts})
         else:
+            if status == "more" and ran_out:
+                # Only items claimed by a worker that died are left: wait for their lease instead of
+                # re-enqueueing in a tight loop until it runs out.
+                status = "waiting"
             Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(counts=counts, claimed_by="")
         return BatchResult(sweep.pk, status, processed, counts)
     except BaseException:
@@ -1047,8 +1089,8 @@ def sweep_run_to_completion(*, sweep_id: int, provider=None, progress: Callable[
             return result
         if max_batches is not None and batches >= max_batches:
             return result
-        if result.status == "retry_later":
-            sleep(setting("LIFECYCLE_TRANSIENT_RETRY_SECONDS"))
+        if result.status in ("retry_later", "waiting"):
+            sleep(result.wait_seconds)
         elif result.status == "busy":
             sleep(1.0)
 
@@ -1071,6 +1113,10 @@ def sweeps_reap() -> list[int]:
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, created_at__lt=stale)
     )
     ids = list(stuck.values_list("pk", flat=True))
+    for kind, holder in stuck.exclude(claimed_by="").filter(dry_run=False).values_list("kind", "claimed_by"):
+        # The dead worker's kind lock goes with its claim, so the re-enqueued batch is not "busy".
+        if cache.get(_lock_key(kind)) == holder:
+            cache.delete(_lock_key(kind))
     if ids:
         Sweep.objects.unscoped().filter(pk__in=ids).update(claimed_by="")
         for sweep_id in ids:

@@ -9,7 +9,6 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import services
-from .conf import setting
 from .models import SweepKind
 
 logger = logging.getLogger(__name__)
@@ -20,8 +19,9 @@ def sweep_batch(sweep_id: int) -> str:
     result = services.sweep_run_batch(sweep_id=sweep_id)
     if result.status == "more":
         sweep_batch.apply_async((sweep_id,))
-    elif result.status == "retry_later":
-        sweep_batch.apply_async((sweep_id,), countdown=setting("LIFECYCLE_TRANSIENT_RETRY_SECONDS"))
+    elif result.status in ("retry_later", "waiting"):
+        # A rate limit, or only items a dead worker claimed are left (offered again when their lease ends).
+        sweep_batch.apply_async((sweep_id,), countdown=result.wait_seconds)
     elif result.status == "busy":
         # Another worker holds the sweep or the kind's lock; the reaper picks it up if that worker died.
         logger.info("sweep %s busy; leaving it to its current worker", sweep_id)

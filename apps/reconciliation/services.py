@@ -4,17 +4,20 @@ keep every attempt as history, and raise one drift alert per (day, project, line
 The order matters for a worker killed at any moment: an attempt row is committed first (status running);
 then everything is fetched and computed in memory; only then, per day, one transaction writes the lines,
 demotes the previous current run and promotes this one. A partial day is never visible; an abandoned
-attempt stays 'running' until the next attempt marks it failed."""
+attempt stays 'running' until the next attempt (which holds the project's lock) marks it failed. The lock has a
+short TTL refreshed by a heartbeat, so a killed worker's lock lapses within LOCK_TTL_SECONDS."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -31,9 +34,9 @@ logger = logging.getLogger(__name__)
 
 # OpenAI's numbers for a day keep changing for a while: each daily run re-checks this many earlier days.
 RECHECK_DAYS = 7
-LOCK_TTL_SECONDS = 60 * 60
-# An attempt still 'running' after this long was abandoned by a killed worker.
-ABANDONED_AFTER = dt.timedelta(hours=2)
+# The per-project lock lives this long and a heartbeat refreshes it while its process works, so the lock of
+# a killed worker lapses within this time instead of blocking the redelivered task for an hour.
+LOCK_TTL_SECONDS = 120
 
 Progress = Callable[[str], None]
 
@@ -81,6 +84,57 @@ def _lock_key(project_id: str) -> str:
     return f"reconciliation:lock:{hashlib.sha256(project_id.encode()).hexdigest()[:24]}"
 
 
+def lock_ttl_seconds() -> int:
+    return int(getattr(settings, "RECONCILIATION_LOCK_SECONDS", LOCK_TTL_SECONDS))
+
+
+def reconciliation_lock_owner(*, project_id: str) -> str | None:
+    """Who holds the project's lock ("" for a command or test, else the Celery task id), None if nobody."""
+    value = cache.get(_lock_key(project_id))
+    return None if value is None else str(value).partition("|")[2]
+
+
+class _ProjectLock:
+    """A cache lock with a short TTL that a heartbeat thread refreshes while the holder's process runs.
+    The value records the owner (the Celery task id), so a redelivered copy of a task whose worker was killed
+    can tell its own dead lock from another live run and retry rather than skip."""
+
+    def __init__(self, project_id: str, owner: str = ""):
+        self.key = _lock_key(project_id)
+        self.value = f"{uuid.uuid4().hex}|{owner}"
+        self.ttl = lock_ttl_seconds()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        if not cache.add(self.key, self.value, self.ttl):
+            return False
+        self._thread = threading.Thread(target=self._beat, name=f"reconciliation-lock-{self.key[-8:]}", daemon=True)
+        self._thread.start()
+        return True
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(max(1.0, self.ttl / 4)):
+                if cache.get(self.key) != self.value:
+                    logger.warning("reconciliation lock %s was lost; another attempt may run", self.key)
+                    return
+                cache.touch(self.key, self.ttl)
+        except Exception:  # noqa: BLE001 - a cache outage must not kill the work; the TTL then decides
+            logger.exception("reconciliation lock heartbeat failed")
+        finally:
+            from django.db import connections
+
+            connections.close_all()  # this thread's own connections (the database cache)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if cache.get(self.key) == self.value:
+            cache.delete(self.key)
+
+
 def reconciliation_reconcile(
     *,
     end_day: dt.date | None = None,
@@ -90,6 +144,7 @@ def reconciliation_reconcile(
     progress: Progress | None = None,
     provider_factory: Callable[[ProjectConfig], object] | None = None,
     raise_errors: bool = False,
+    lock_owner: str = "",
 ) -> list[ProjectOutcome]:
     """Reconcile `days` UTC days ending with end_day (default: yesterday and the 7 days before) for every
     configured project, or only `project_id`. A project that fails does not stop the others unless
@@ -108,7 +163,7 @@ def reconciliation_reconcile(
         try:
             outcomes.append(reconciliation_reconcile_project(
                 project=project, start=start, end=end, trigger=trigger, progress=say,
-                provider_factory=provider_factory,
+                provider_factory=provider_factory, lock_owner=lock_owner,
             ))
         except ReconciliationLocked as exc:
             say(str(exc))
@@ -130,27 +185,27 @@ def reconciliation_reconcile_project(
     progress: Progress | None = None,
     provider_factory: Callable[[ProjectConfig], object] | None = None,
     now: dt.datetime | None = None,
+    lock_owner: str = "",
 ) -> ProjectOutcome:
     """Reconcile the days start..end (exclusive) of one project, holding that project's lock."""
     say = progress or (lambda message: None)
-    lock_key, token = _lock_key(project.project_id), uuid.uuid4().hex
-    if not cache.add(lock_key, token, LOCK_TTL_SECONDS):
+    lock = _ProjectLock(project.project_id, owner=lock_owner)
+    if not lock.acquire():
         raise ReconciliationLocked(
             f"Another reconciliation of project {project.project_id} is running; try again when it finishes "
-            f"(the lock expires after {LOCK_TTL_SECONDS // 60} minutes if its worker died)."
+            f"(if its worker died, the lock lapses within {lock.ttl} seconds)."
         )
     try:
         return _reconcile_locked(project=project, start=start, end=end, trigger=trigger, say=say,
                                  provider_factory=provider_factory or _provider_for, now=now)
     finally:
-        if cache.get(lock_key) == token:
-            cache.delete(lock_key)
+        lock.release()
 
 
 def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, now) -> ProjectOutcome:
     started_at = now or timezone.now()
     days = [start + dt.timedelta(days=offset) for offset in range((end - start).days)]
-    _mark_abandoned(project_id=project.project_id, days=days, now=started_at)
+    _mark_abandoned(project_id=project.project_id, now=started_at)
     runs = {
         day: ReconciliationRun.objects.create(
             day=day, openai_project=project.project_id, trigger=trigger, started_at=started_at,
@@ -190,10 +245,11 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
     return outcome
 
 
-def _mark_abandoned(*, project_id: str, days: list[dt.date], now: dt.datetime) -> None:
+def _mark_abandoned(*, project_id: str, now: dt.datetime) -> None:
+    """Called holding the project's lock, which a live attempt keeps refreshing: any other attempt of the
+    project still 'running' lost its worker (killed, or the machine went away)."""
     ReconciliationRun.objects.filter(
-        openai_project=project_id, day__in=days, status=ReconciliationRun.Status.RUNNING,
-        started_at__lt=now - ABANDONED_AFTER,
+        openai_project=project_id, status=ReconciliationRun.Status.RUNNING,
     ).update(status=ReconciliationRun.Status.FAILED, finished_at=now,
              error="Abandoned: the worker stopped before finishing; a later attempt replaced it.")
 

@@ -2,47 +2,54 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import uuid
 
 from celery import shared_task
-from django.core.cache import cache
 
-from .services import RECHECK_DAYS, reconciliation_reconcile
+from .services import (
+    RECHECK_DAYS,
+    default_end_day,
+    lock_ttl_seconds,
+    reconciliation_lock_owner,
+    reconciliation_reconcile,
+)
 
 logger = logging.getLogger(__name__)
 
-SINGLETON_LOCK = "reconciliation:daily:lock"
-SINGLETON_TTL_SECONDS = 2 * 60 * 60
+# How often a redelivered copy waits for its dead predecessor's lock to lapse before giving up.
+LOCKED_RETRIES = 10
 
 
 @shared_task(
-    name="reconciliation.reconcile_daily", acks_late=True, ignore_result=True,
+    bind=True, name="reconciliation.reconcile_daily", acks_late=True, ignore_result=True,
     autoretry_for=(ConnectionError,), retry_backoff=60, retry_backoff_max=900, max_retries=3,
 )
-def reconcile_daily(end_day: str | None = None, days: int = RECHECK_DAYS + 1, project_id: str | None = None) -> dict:
-    """Re-running is safe (each day is replaced atomically), hence acks_late; a second copy delivered while
-    one runs skips instead of doubling the calls to OpenAI."""
-    import datetime as dt
-
-    token = uuid.uuid4().hex
-    if not cache.add(SINGLETON_LOCK, token, SINGLETON_TTL_SECONDS):
-        logger.info("reconciliation already running; skipped")
-        return {"skipped": True}
-    try:
-        outcomes = reconciliation_reconcile(
-            end_day=dt.date.fromisoformat(end_day) if end_day else None, days=days, project_id=project_id,
-            trigger="task:reconciliation.reconcile_daily",
-        )
-    finally:
-        if cache.get(SINGLETON_LOCK) == token:
-            cache.delete(SINGLETON_LOCK)
+def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS + 1,
+                    project_id: str | None = None) -> dict:
+    """Re-running is safe (each day is replaced atomically), hence acks_late. Each project is reconciled
+    under a lock that records this task's id: a copy delivered while another run holds a project skips it
+    instead of doubling the calls to OpenAI, but a redelivered copy of this very task (its worker was killed
+    holding the lock) retries once the dead lock has lapsed instead of skipping."""
+    end = dt.date.fromisoformat(end_day) if end_day else default_end_day()
+    task_id = self.request.id or ""
+    outcomes = reconciliation_reconcile(end_day=end, days=days, project_id=project_id,
+                                        trigger="task:reconciliation.reconcile_daily", lock_owner=task_id)
     summary = {
         outcome.project_id: {"runs": len(outcome.runs), "flagged": sum(r.flagged_count for r in outcome.runs),
-                             "error": outcome.error}
+                             "error": outcome.error, "skipped": outcome.skipped}
         for outcome in outcomes
     }
-    failed = [project for project, result in summary.items() if result["error"] and not result.get("skipped")]
+    failed = [project for project, result in summary.items() if result["error"] and not result["skipped"]]
     if failed:
         logger.error("reconciliation failed for %s", ", ".join(failed))
+    ours = [outcome.project_id for outcome in outcomes if outcome.skipped and task_id
+            and reconciliation_lock_owner(project_id=outcome.project_id) in (task_id, None)]
+    if ours:
+        logger.warning("reconciliation of %s is locked by an earlier delivery of this task (its worker died); "
+                       "retrying when that lock lapses", ", ".join(ours))
+        # The same days again (a retry after midnight must not move them), only for the locked projects.
+        raise self.retry(args=(), kwargs={"end_day": end.isoformat(), "days": days,
+                                 "project_id": ours[0] if len(ours) == 1 else project_id},
+                         countdown=lock_ttl_seconds() + 1, max_retries=LOCKED_RETRIES)
     return summary

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from apps.ledger.models import DailyRollup
 from apps.reconciliation import services
 from apps.reconciliation.models import ReconciliationRun
-from apps.reconciliation.tasks import SINGLETON_LOCK, reconcile_daily
+from apps.reconciliation.tasks import reconcile_daily
 from config.beat import BEAT_SCHEDULE
 
 from .fakes import FakeAdminProvider
@@ -65,13 +65,14 @@ def test_daily_task_reconciles_yesterday_and_the_seven_days_before(fake_provider
         DAY - dt.timedelta(days=offset) for offset in range(7, -1, -1)]
 
 
-def test_daily_task_skips_while_another_copy_runs(fake_provider):
-    cache.add(SINGLETON_LOCK, "someone-else", 60)
+def test_daily_task_skips_a_project_another_run_holds(fake_provider):
+    key = services._lock_key("proj_default")
+    cache.add(key, "token|another-task-id", 60)
     try:
-        assert reconcile_daily() == {"skipped": True}
+        assert reconcile_daily()["proj_default"]["skipped"] is True
         assert not ReconciliationRun.objects.exists()
     finally:
-        cache.delete(SINGLETON_LOCK)
+        cache.delete(key)
 
 
 def test_daily_task_is_scheduled_acks_late_with_an_explicit_name():
