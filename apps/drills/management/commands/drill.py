@@ -29,8 +29,11 @@ class Command(BaseCommand):
         pg = sub.add_parser("postgres-restart", help="private PostgreSQL stops and restarts under load: 503s")
         pg.add_argument("--clients", type=int, default=20)
         pg.add_argument("--seconds", type=float, default=20)
-        sub.add_parser("worker-kill", help="a sweep killed mid-way resumes: no delete twice, none skipped "
-                       "(in-process; see docs/reliability.md)")
+        kill = sub.add_parser("worker-kill", help="SIGKILL a real Celery worker mid-sweep and mid-reconciliation: "
+                              "no delete twice, none skipped, no partial day")
+        kill.add_argument("--fast", action="store_true",
+                          help="SQLite file + SQLAlchemy broker instead of private PostgreSQL + Redis")
+        kill.add_argument("--threads", type=int, default=None, help="threads past retention (default 40; 12 fast)")
         sub.add_parser("openai-faults", help="429 storms, 5xx, slow answers, timeouts from the sandbox")
         sub.add_parser("isolation", help="tenant isolation matrix over every URL, role and key")
         bad = sub.add_parser("bad-input", help="schemathesis over the whole API + hypothesis ingest bodies")
@@ -42,6 +45,9 @@ class Command(BaseCommand):
         enqueue = sub.add_parser("enqueue", help="(internal) send a task through the broker, as beat does")
         enqueue.add_argument("task")
         enqueue.add_argument("task_args", nargs="*")
+        step = sub.add_parser("worker-kill-step", help="(internal) one database step of the worker-kill drill")
+        step.add_argument("step")
+        step.add_argument("--data", default="{}")
 
     def say(self, message: str) -> None:
         self.stdout.write(message)
@@ -50,6 +56,11 @@ class Command(BaseCommand):
     def handle(self, *args, drill, **options):
         if drill == "fixture":
             return self._fixture(options["tenants"], options["high_cost_usd"])
+        if drill == "worker-kill-step":
+            from apps.drills.worker_kill import run_step
+
+            self.stdout.write(json.dumps(run_step(options["step"], json.loads(options["data"])), default=str))
+            return None
         if drill == "enqueue":
             from config.celery import app
 
@@ -65,7 +76,7 @@ class Command(BaseCommand):
         sys.exit(1)
 
     def _run(self, drill: str, options: dict) -> dict:
-        from apps.drills import ingest_drills, security
+        from apps.drills import ingest_drills, security, worker_kill
         from apps.drills.infra import DrillError
 
         try:
@@ -80,7 +91,7 @@ class Command(BaseCommand):
                 return ingest_drills.drill_postgres_restart(clients=options["clients"], seconds=options["seconds"],
                                                             say=self.say)
             if drill == "worker-kill":
-                return security.drill_pytest("worker-kill", say=self.say)
+                return worker_kill.drill_worker_kill(fast=options["fast"], threads=options["threads"], say=self.say)
             if drill == "openai-faults":
                 return security.drill_pytest("openai-faults", say=self.say)
             if drill == "isolation":
