@@ -1,4 +1,4 @@
-/* RunLedger: viewer timezone cookie and the small-screen menu. Vanilla JS, no framework. */
+/* RunLedger: viewer timezone cookie, the small-screen menu and confirm prompts. Vanilla JS, no framework. */
 (function () {
   "use strict";
   document.documentElement.classList.remove("no-js");
@@ -21,6 +21,12 @@
       window.location.reload();
       return;
     }
+    // Destructive buttons (delete at OpenAI) ask once more; the page itself already shows what goes.
+    document.addEventListener("submit", function (event) {
+      var button = event.submitter;
+      var message = button && button.getAttribute("data-confirm");
+      if (message && !window.confirm(message)) event.preventDefault();
+    });
     var toggle = document.querySelector(".nav-toggle");
     var nav = document.getElementById("site-nav");
     if (!toggle || !nav) return;
