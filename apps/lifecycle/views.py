@@ -41,11 +41,11 @@ def _items_columns(*, with_sweep: bool) -> list[Column]:
         Column("openai_id", "OpenAI id", "code"),
         Column("resource_type", "Type", "status"),
         Column("tenant", "Tenant", value=_tenant_label),
-        Column("rule", "Rule"),
         Column("outcome", "Outcome", "status", value=lambda i: i.outcome or i.state),
         Column("last_activity_at", "Last activity", "datetime"),
         Column("processed_at", "When", "datetime"),
-        Column("detail", "Detail"),
+        Column("rule", "Rule", "longtext"),
+        Column("detail", "Detail", "longtext"),
     ]
     if with_sweep:
         columns.insert(1, Column("sweep_id", "Sweep", value=lambda i: f"#{i.sweep_id}",
@@ -64,9 +64,10 @@ def _sweeps_table(rows, *, paginate_by: int | None = 20) -> Table:
             Column("status", "Status", "status"),
             Column("created_at", "Created", "datetime"),
             Column("finished_at", "Finished", "datetime"),
-            Column("counts", "Outcomes", value=lambda s: ", ".join(f"{k} {v}" for k, v in sorted((s.counts or {}).items()))),
+            Column("counts", "Outcomes",
+                   value=lambda s: " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted((s.counts or {}).items()))),
         ],
-        empty="No sweeps yet. Staff start one below with a dry run, or the nightly schedule runs them.",
+        empty="No sweeps yet. Staff start one with a dry run (Preview a sweep), or the nightly schedule runs them.",
     )
 
 
@@ -83,7 +84,7 @@ class OverviewView(LifecycleView):
         tables = {
             "upcoming": Table(
                 name="upcoming", title="Upcoming deletions (latest dry run of each kind)",
-                rows=selectors.upcoming_deletions(scope=self.scope), paginate_by=25, page_param="upcoming_page",
+                rows=selectors.upcoming_deletions(scope=self.scope), paginate_by=10, page_param="upcoming_page",
                 columns=_items_columns(with_sweep=True),
                 empty="No unconfirmed dry run lists anything. Start a dry run to preview what the next sweep deletes.",
             ),
@@ -172,7 +173,8 @@ class AuditView(LifecycleView):
             name="audit", title="Deletion audit", paginate_by=AUDIT_PAGE,
             rows=selectors.deletion_audit(scope=self.scope, outcome=outcome, resource_type=resource_type),
             columns=_items_columns(with_sweep=True),
-            empty="No sweep has deleted or skipped anything yet.",
+            empty=("No audit entries match these filters." if outcome or resource_type else
+                   "No sweep has deleted or skipped anything yet. Confirm a dry run on the Lifecycle page to start."),
         )}
 
     def get_context_data(self, **kwargs):
