@@ -53,11 +53,14 @@ def sparkline(values):
 @register.filter
 def status_class(status: str) -> str:
     status = str(status or "")
-    if status in {"failed", "expired", "cancelled", "critical", "overdue"}:
+    # Run, alert and retention statuses, sweep outcomes (apps/lifecycle) and reconciliation line statuses.
+    if status in {"failed", "expired", "cancelled", "critical", "overdue", "drift", "missing_in_ledger",
+                  "missing_at_openai"}:
         return "badge-danger"
-    if status in {"incomplete", "requires_action", "warning", "due_soon", "cancelling", "held"}:
+    if status in {"incomplete", "requires_action", "warning", "due_soon", "cancelling", "held", "would_delete",
+                  "skipped_legal_hold", "running"}:
         return "badge-warn"
-    if status in {"completed", "ok", "active", "info"}:
+    if status in {"completed", "ok", "active", "info", "deleted", "finished", "matched", "complete"}:
         return "badge-ok"
     return "badge-neutral"
 
