@@ -12,6 +12,9 @@
       var axis = layout[name];
       if (!axis) return;
       axis.automargin = true;
+      // Dollar axes read as money ($4), whichever app built the figure.
+      var title = axis.title && (typeof axis.title === "object" ? axis.title.text : axis.title);
+      if (/^USD\b/.test(title || "") && !axis.tickprefix && axis.type !== "log") axis.tickprefix = "$";
       if (axis.title && typeof axis.title === "object" && axis.title.text && axis.title.standoff === undefined) {
         axis.title.standoff = 6;
       }

@@ -1,0 +1,192 @@
+"""Lifecycle pages in a real browser (Playwright driving Debian's Chromium against live_server): the overview,
+a sweep preview confirmed from its button, the deletion audit and orphans render with their chart's data
+points at 1280 and 390 px, and a tenant member sees only their tenant. Screenshots land in
+$RUNLEDGER_ARTIFACTS/screenshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from apps.ledger.models import Thread
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, SweepItem
+from apps.tenants.models import Membership, Tenant
+from tests import builders
+
+from .fakes import FakeProvider
+
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM) or bool(shutil.which("chromium"))
+REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
+
+pytestmark = [
+    pytest.mark.browser,
+    # The price book comes from a data migration; a transactional test flushes it, so restore it first.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(not HAVE_CHROMIUM and not REQUIRE_SERVICES, reason=f"needs Chromium at {CHROMIUM}"),
+]
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
+SCREENSHOTS = ARTIFACTS / "screenshots"
+WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
+GIB = 1024**3
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"RUNLEDGER_REQUIRE_SERVICES=1 but {CHROMIUM} is missing (apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True,
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
+
+
+@pytest.fixture
+def world(django_user_model, monkeypatch):
+    """acme and globex each have a thread idle past retention (at the fake OpenAI too) and a metered vector
+    store; one store has no tenant (an orphan). Every row is written by the lifecycle services."""
+    provider = FakeProvider()
+    monkeypatch.setattr(services, "_default_provider", lambda: provider)
+    now = dt.datetime.now(dt.UTC)
+    acme = Tenant.objects.create(slug="acme", name="Acme Corp")
+    globex = Tenant.objects.create(slug="globex", name="Globex Inc")
+    last = now - dt.timedelta(days=200)
+    for t in (acme, globex):
+        Thread.objects.create(tenant=t, openai_id=f"thread_old_{t.slug}", kind="thread", created_at=last,
+                              last_activity_at=last)
+        provider.add_thread(f"thread_old_{t.slug}", last)
+        services.resources_record(tenant=t, obj=builders.vector_store(
+            vector_store_id=f"vs_{t.slug}", created_at=now - dt.timedelta(days=20), usage_bytes=3 * GIB,
+            last_active_at=now - dt.timedelta(days=1)))
+    services.resources_record(tenant=None, obj=builders.vector_store(
+        vector_store_id="vs_orphan", created_at=now - dt.timedelta(days=5), usage_bytes=GIB))
+    today = now.date()
+    for offset in range(7, 0, -1):
+        services.storage_meter_day(day=today - dt.timedelta(days=offset))
+    # globex's own retention sweep already ran: its audit row must stay invisible to acme's member.
+    sweep = services.sweep_create(kind="threads", tenant=globex, dry_run=False)
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider)
+    django_user_model.objects.create_user("ops", password="ops-password-1", is_staff=True)
+    member = django_user_model.objects.create_user("acme-viewer", password="member-password-1")
+    Membership.objects.create(user=member, tenant=acme, role=Membership.Role.VIEWER)
+    return {"provider": provider, "acme": acme, "globex": globex, "globex_sweep": sweep}
+
+
+def _login(page, live_server, username, password):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def _charts_have_data(page) -> dict:
+    charts = page.locator(".chart")
+    for index in range(charts.count()):
+        charts.nth(index).and_(page.locator("[data-rendered=true]")).wait_for(timeout=15_000)
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.chart')].map(el => [
+        el.id, (el.data || []).reduce((n, t) => n + ((t.y || t.x || []).length), 0)]))""")
+
+
+def _screenshot(page, name: str, width_name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+
+
+def _no_sideways_spill(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_staff_open_every_lifecycle_page_and_the_storage_chart_draws_its_days(page, live_server, world):
+    _login(page, live_server, "ops", "ops-password-1")
+    sweep_path = f"/lifecycle/sweeps/{world['globex_sweep'].pk}/"
+    pages = {
+        "lifecycle": ("/lifecycle/", "Lifecycle", 1),
+        "lifecycle-sweep": (sweep_path, "Sweep #", 0),
+        "lifecycle-audit": ("/lifecycle/audit/", "Deletion audit", 0),
+        "lifecycle-orphans": ("/lifecycle/orphans/", "Orphaned resources", 0),
+    }
+    for name, (path, heading, expected_charts) in pages.items():
+        for width_name, (width, height) in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": height})
+            response = page.goto(f"{live_server.url}{path}")
+            assert response.status == 200, name
+            assert heading in page.locator("h1").inner_text()
+            current = page.locator("nav[aria-label=Main] [aria-current=page]")
+            assert current.count() == 1 and current.inner_text() == "Lifecycle"
+            points = _charts_have_data(page)
+            assert len(points) == expected_charts, (name, points)
+            assert all(count > 0 for count in points.values()), (name, points)
+            assert _no_sideways_spill(page) <= 1, (name, width_name)
+            _screenshot(page, name, width_name)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/lifecycle/")
+    # Seven metered days, three series (cost, saved, GB-days).
+    assert _charts_have_data(page) == {"chart-storage": 21}
+    assert page.locator("[data-kpi=orphans]").inner_text().startswith("1")
+    page.goto(f"{live_server.url}/lifecycle/audit/")
+    audit = page.locator("#table-audit tbody")
+    assert "thread_old_globex" in audit.inner_text() and "deleted" in audit.inner_text()
+    page.goto(f"{live_server.url}/lifecycle/orphans/")
+    assert "vs_orphan" in page.locator("main").inner_text()
+
+
+def test_sweep_preview_then_confirm_from_the_browser_deletes_exactly_the_listed_thread(page, live_server, world):
+    provider = world["provider"]
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/lifecycle/")
+    page.get_by_label("Kind").select_option("threads")
+    page.get_by_label("Tenant").select_option("acme")
+    page.get_by_role("button", name="Start dry run").click()
+    page.wait_for_url("**/lifecycle/sweeps/*/")
+    assert page.locator("h1").inner_text().startswith("Dry run #")
+    assert page.locator("[data-outcome=would_delete]").inner_text() == "1"
+    assert "thread_old_acme" in page.locator("#table-items").inner_text()
+    assert "thread_old_acme" in provider.threads  # a dry run deletes nothing
+    _screenshot(page, "lifecycle-sweep-preview", "desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    _screenshot(page, "lifecycle-sweep-preview", "mobile")
+    assert _no_sideways_spill(page) <= 1
+
+    confirm = page.get_by_role("button", name="Delete these 1 resource")
+    # The button asks once more; dismissing keeps everything.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    confirm.click()
+    assert "thread_old_acme" in provider.threads and "Dry run #" in page.locator("h1").inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    confirm.click()
+    page.wait_for_function("() => document.querySelector('h1').innerText.startsWith('Sweep #')")
+    assert "thread_old_acme" not in provider.threads
+    assert page.locator("[data-outcome=deleted]").inner_text() == "1"
+    assert SweepItem.objects.for_tenant(world["acme"]).get(openai_id="thread_old_acme", dry_run=False).outcome \
+        == Outcome.DELETED
+    assert "thread_old_globex" not in page.locator("main").inner_text()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _screenshot(page, "lifecycle-sweep-confirmed", "desktop")
+
+
+def test_tenant_member_sees_only_their_tenant_and_cannot_act(page, live_server, world):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "acme-viewer", "member-password-1")
+    assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Reconciliation").count() == 0
+    page.goto(f"{live_server.url}/lifecycle/")
+    main = page.locator("main").inner_text()
+    assert "globex" not in main.lower() and "vs_orphan" not in main
+    assert page.get_by_role("button", name="Start dry run").count() == 0
+    assert page.locator("[data-kpi=orphans]").count() == 0
+    assert _charts_have_data(page) == {"chart-storage": 21}  # acme's own metered days
+    _screenshot(page, "lifecycle-member", "desktop")
+    page.goto(f"{live_server.url}/lifecycle/audit/")
+    assert "thread_old_globex" not in page.locator("main").inner_text()
+    for path in (f"/lifecycle/sweeps/{world['globex_sweep'].pk}/", "/lifecycle/orphans/"):
+        assert page.goto(f"{live_server.url}{path}").status == 404, path
+    assert page.get_by_role("heading", name="Page not found").is_visible()
+    _screenshot(page, "not-found", "desktop")

@@ -1,0 +1,141 @@
+"""The reconciliation page in a real browser (Playwright driving Debian's Chromium against live_server): the
+chart draws every day, the drift line and its day are highlighted, filters live in the URL, and a tenant
+member gets 404. Screenshots land in $RUNLEDGER_ARTIFACTS/screenshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from apps.ledger.models import DailyRollup
+from apps.reconciliation.services import reconciliation_reconcile
+from apps.tenants.models import Membership, Tenant
+
+from .fakes import FakeAdminProvider
+
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM) or bool(shutil.which("chromium"))
+REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(not HAVE_CHROMIUM and not REQUIRE_SERVICES, reason=f"needs Chromium at {CHROMIUM}"),
+]
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
+SCREENSHOTS = ARTIFACTS / "screenshots"
+WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
+DAYS = 5
+DRIFT_OFFSET = 2  # the third day has OpenAI billing $1.25 more input than the ledger holds
+DANGER_SOFT = "rgb(253, 236, 234)"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"RUNLEDGER_REQUIRE_SERVICES=1 but {CHROMIUM} is missing (apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True,
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
+
+
+@pytest.fixture
+def reconciled(django_user_model):
+    """Five days reconciled by the real service against a fake Costs/Usage API; one day drifts."""
+    acme = Tenant.objects.create(slug="acme", name="Acme Corp")
+    globex = Tenant.objects.create(slug="globex", name="Globex Inc")
+    end_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    days = [end_day - dt.timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)]
+    provider = FakeAdminProvider()
+    for index, day in enumerate(days):
+        for owner in (acme, globex):
+            DailyRollup.objects.create(tenant=owner, day=day, model="gpt-5.4", runs=1, input_tokens=500_000,
+                                       cost_input_usd=Decimal("1.25"), cost_total_usd=Decimal("1.25"))
+        provider.cost(day, "gpt-5.4, input", 3.75 if index == DRIFT_OFFSET else 2.5)
+        provider.completions(day, "gpt-5.4", 1_000_000, 0, 0)
+    reconciliation_reconcile(end_day=end_day, days=DAYS, trigger="test", provider_factory=lambda p: provider,
+                             raise_errors=True)
+    django_user_model.objects.create_user("ops", password="ops-password-1", is_staff=True)
+    member = django_user_model.objects.create_user("acme-admin", password="member-password-1")
+    Membership.objects.create(user=member, tenant=acme, role=Membership.Role.ADMIN)
+    return {"days": days, "drift_day": days[DRIFT_OFFSET]}
+
+
+def _login(page, live_server, username, password):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def _screenshot(page, name: str, width_name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+
+
+def _background(locator) -> str:
+    return locator.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
+def test_staff_see_every_day_charted_and_the_drift_highlighted(page, live_server, reconciled):
+    _login(page, live_server, "ops", "ops-password-1")
+    days = reconciled["days"]
+    query = f"?start={days[0].isoformat()}&end={days[-1].isoformat()}&status=all"
+    for width_name, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.goto(f"{live_server.url}/reconciliation/{query}").status == 200
+        assert page.locator("nav[aria-label=Main] [aria-current=page]").inner_text() == "Reconciliation"
+        chart = page.locator("#chart-reconciliation[data-rendered=true]")
+        chart.wait_for(timeout=15_000)
+        traces = chart.evaluate("el => el.data.map(t => [t.name, t.x.length])")
+        assert traces == [["Ledger (attributed)", DAYS], ["OpenAI (Costs API)", DAYS], ["Unattributed spend", DAYS],
+                          ["Day with drift", 1]]
+        lines = page.locator("table[data-table=lines] tbody tr")
+        flagged = page.locator("table[data-table=lines] tbody tr[data-flagged]")
+        assert flagged.count() == 1 and lines.count() > 1
+        assert "gpt-5.4, input" in flagged.inner_text() and "Drift" in flagged.inner_text()
+        assert "$1.25" in flagged.inner_text()
+        assert _background(flagged.locator("td").first) == DANGER_SOFT
+        matched = page.locator("table[data-table=lines] tbody tr:not([data-flagged])").first
+        assert _background(matched.locator("td").first) != DANGER_SOFT
+        assert page.locator("[data-kpi=flagged]").inner_text() == "1"
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+        _screenshot(page, "reconciliation", width_name)
+
+
+def test_the_default_view_lists_only_flagged_lines_and_the_toggle_keeps_the_filters(page, live_server, reconciled):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/reconciliation/")
+    rows = page.locator("table[data-table=lines] tbody tr")
+    assert rows.count() == 1 and rows.first.get_attribute("data-flagged") is not None
+    # The period the page shows is in the filter inputs, so it can be adjusted rather than retyped.
+    assert page.get_by_label("To (inclusive)").input_value() == reconciled["days"][-1].isoformat()
+    page.get_by_label("From").fill(reconciled["days"][DRIFT_OFFSET].isoformat())
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url(f"**start={reconciled['days'][DRIFT_OFFSET].isoformat()}**")
+    page.get_by_role("link", name="Every line", exact=True).click()
+    page.wait_for_url("**status=all**")
+    assert f"start={reconciled['days'][DRIFT_OFFSET].isoformat()}" in page.url
+    assert page.locator("table[data-table=lines] tbody tr").count() > 1
+    _screenshot(page, "reconciliation-every-line", "desktop")
+
+
+def test_tenant_member_gets_404_and_no_reconciliation_link(page, live_server, reconciled):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "acme-admin", "member-password-1")
+    assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Reconciliation").count() == 0
+    response = page.goto(f"{live_server.url}/reconciliation/")
+    assert response.status == 404
+    assert "gpt-5.4" not in page.content()
+    assert page.request.get(f"{live_server.url}/reconciliation/?format=csv").status == 404
+    _screenshot(page, "reconciliation-member-404", "desktop")
