@@ -1,11 +1,14 @@
 """`POST /api/v1/ingest/`: the customer's application reports runs, responses and the resources it creates.
 
-The body is parsed by hand (no DRF parser or per-field serializer): one json.loads, a size check before
-reading, and clear 4xx answers naming what is wrong. Per-event validation happens in ingest_events."""
+The body is parsed by hand (no DRF parser or per-field serializer): one orjson.loads (several times faster
+than json.loads on a 1,000-event body), a size check before reading, and clear 4xx answers naming what is
+wrong. Per-event validation happens in ingest_events."""
 
 from __future__ import annotations
 
 import json
+
+import orjson
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -126,15 +129,21 @@ class IngestView(APIView):
         except RequestDataTooBig:
             return _too_large(f"The body is over {limit} bytes; send fewer events per request.")
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return _bad_request(f"The body is not valid UTF-8 (byte {exc.start}).", "body")
-        try:
-            payload = json.loads(text, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            return _bad_request(f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.", "body")
-        except (ValueError, RecursionError) as exc:
-            return _bad_request(f"The body is not valid JSON: {exc}.", "body")
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # orjson refuses a few bodies json accepts (lone surrogate escapes, which ingest rejects per event
+            # instead); json also gives the precise message for a malformed body.
+            payload = _UNPARSED
+        if payload is _UNPARSED:
+            try:
+                payload = _loads_slow(body)
+            except _NotUtf8 as exc:
+                return _bad_request(f"The body is not valid UTF-8 (byte {exc.start}).", "body")
+            except json.JSONDecodeError as exc:
+                return _bad_request(f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
+                                    "body")
+            except (ValueError, RecursionError) as exc:
+                return _bad_request(f"The body is not valid JSON: {exc}.", "body")
         if not isinstance(payload, dict):
             return _bad_request('The body must be a JSON object: {"events": [...]}.', "body")
         events = payload.get("events")
@@ -151,6 +160,24 @@ class IngestView(APIView):
             )
         result = ingest_events(events=events, key_tenant=request.auth.tenant if request.auth.tenant_id else None)
         return Response(result.as_dict(), status=status.HTTP_200_OK)
+
+
+_UNPARSED = object()
+
+
+class _NotUtf8(Exception):
+    def __init__(self, start: int):
+        super().__init__(start)
+        self.start = start
+
+
+def _loads_slow(body: bytes):
+    """The standard library's parser: the reference behaviour for anything orjson refuses."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8(exc.start) from None
+    return json.loads(text, parse_constant=_reject_constant)
 
 
 def _bad_request(message: str, field: str | None) -> Response:

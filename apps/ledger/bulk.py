@@ -104,14 +104,17 @@ class _PgCursor:
         self.cursor.execute(sql, params)
 
     def stage(self, columns: Sequence[Column], rows: Sequence[Sequence]) -> str:
-        """COPY rows into a session temp table (emptied at commit, truncated before each use); its name."""
+        """COPY rows into a session temp table (emptied at commit and before each use); its name."""
         import hashlib
 
         signature = ",".join(c.pg_type for c in columns)
         name = "_bulk_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:12]
         definition = ", ".join(f"c{i} {c.pg_type}" for i, c in enumerate(columns))
-        self.cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS")
-        self.cursor.execute(f"TRUNCATE {name}")
+        # One round trip (no parameters: the simple protocol takes both statements). DELETE rather than
+        # TRUNCATE: the table is empty unless used earlier in this transaction, and TRUNCATE of a temp table
+        # swaps its files every time.
+        self.cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS; "
+                            f"DELETE FROM {name}")
         json_indexes = [i for i, c in enumerate(columns) if c.is_json]
         with self.cursor.copy(f"COPY {name} FROM STDIN") as copy:
             for row in rows:
