@@ -167,3 +167,69 @@ def test_tenant_member_sees_only_their_tenant_and_gets_404_elsewhere(page, live_
     page.goto(f"{live_server.url}/runs/?min_cost=0")
     assert "globex" not in page.locator("main").inner_text()
     assert "Globex" not in page.get_by_label("Tenant").inner_text()
+
+
+def _focused(page) -> dict:
+    """What has keyboard focus: its tag, id, accessible-ish name, and whether a focus ring is drawn."""
+    return page.evaluate("""() => { const el = document.activeElement; const style = getComputedStyle(el);
+        return {tag: el.tagName.toLowerCase(), id: el.id, text: (el.innerText || el.value || '').trim(),
+                href: el.getAttribute('href'), ring: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2}; }""")
+
+
+def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_focus_ring(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/")
+    # First Tab: the skip link, shown on focus; then the brand and the main navigation in order.
+    page.keyboard.press("Tab")
+    skip = _focused(page)
+    assert skip["text"] == "Skip to content" and skip["ring"]
+    assert page.locator(".skip-link").evaluate("el => el.getBoundingClientRect().left >= 0")
+    page.keyboard.press("Tab")
+    assert _focused(page)["href"] == "/"  # the brand, home
+    visited = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        focus = _focused(page)
+        assert focus["ring"], focus
+        visited.append(focus["text"])
+    assert visited == ["Overview", "Tenants", "High-cost runs", "Prices", "Reconciliation", "Lifecycle"]
+    # The skip link jumps past the header: the next Tab lands on the chart's period switch.
+    page.goto(f"{live_server.url}/")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert _focused(page)["text"] == "7 days"
+    page.keyboard.press("Enter")
+    page.wait_for_url("**days=7")
+
+    # The run filters: Tab walks every control in order, the submit button applies them with Enter.
+    page.goto(f"{live_server.url}/runs/?min_cost=0")
+    controls = page.evaluate("""() => [...document.querySelector('form[aria-label="Run filters"]')
+        .querySelectorAll('select, input:not([type=hidden]), button')].map(el => el.id || el.innerText.trim())""")
+    assert controls[0] == "id_tenant" and controls[-1] == "Apply filters"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # skip to content
+    seen = []
+    for _ in range(4 * len(controls)):  # a date input takes one Tab per part (month, day, year)
+        page.keyboard.press("Tab")
+        focus = _focused(page)
+        assert focus["ring"] or focus["tag"] in {"select", "input"}, focus
+        name = focus["id"] or focus["text"]
+        if not seen or seen[-1] != name:
+            seen.append(name)
+        if name == "Apply filters":
+            break
+    assert seen == controls
+    page.keyboard.press("Shift+Tab")
+    assert _focused(page)["tag"] in {"input", "select"}
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**min_cost=**")
+    # Sortable headers are links, reachable and announced with aria-sort.
+    sort_link = page.locator("#table-runs th[aria-sort] a.sort-link").first
+    sort_link.focus()
+    assert _focused(page)["ring"]
+    page.keyboard.press("Enter")
+    page.wait_for_url("**sort=**")
+    _screenshot(page, "runs-keyboard", "desktop")
