@@ -29,10 +29,10 @@ from apps.pricing.rating import CostBreakdown, RatingError, Usage, rate_run
 from apps.provider.normalizers import (
     NormalizationError,
     ResourceRecord,
-    RunRecord,
     apply_attribution,
     normalize_resource,
     normalize_run_object,
+    run_fields_fast,
 )
 from apps.tenants.models import Tenant
 
@@ -176,14 +176,6 @@ def _merge(old: dict, new: dict) -> dict:
     if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
         winner["thread_openai_id"] = loser["thread_openai_id"]
     return winner
-
-
-def _state_from_record(record: RunRecord, tenant_id: int, openai_project: str) -> dict:
-    state = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    state["tenant_id"] = tenant_id
-    state["openai_project"] = openai_project
-    state["status_rank"] = STATUS_RANK.get(record.status, 0)
-    return state
 
 
 def _same_content(a: dict, b: dict) -> bool:
@@ -356,6 +348,16 @@ def _check_text(record, prefix: str = "object") -> None:
             raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
 
 
+def _text_ok(fields: dict) -> bool:
+    """The fast path's text check: every string field and the metadata's keys and string values at once."""
+    texts = [value for value in fields.values() if type(value) is str and value]
+    metadata = fields.get("metadata")
+    if metadata:
+        texts.extend(metadata)
+        texts.extend(value for value in metadata.values() if type(value) is str)
+    return not _bad_unicode("".join(texts))
+
+
 def _bad_unicode(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -392,11 +394,22 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
             if unknown:
                 raise _Rejected(sorted(unknown)[0], "unknown field")
             if kind in RUN_KINDS:
-                record = normalize_run_object(obj, steps=event.get("steps"))
-                apply_attribution(record, event.get("attribution"))
-                _check_text(record)
-                tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
-                run_events.append(_RunEvent(index, _state_from_record(record, tenant.pk, _openai_project(event))))
+                state = run_fields_fast(obj, steps=event.get("steps"), attribution=event.get("attribution"))
+                if state is not None and _text_ok(state):
+                    metadata_tenant = state.pop("metadata_tenant")
+                else:
+                    # The detailed path: the same fields for an object the fast path declined, or the
+                    # precise error (field and reason) for a bad one.
+                    record = normalize_run_object(obj, steps=event.get("steps"))
+                    apply_attribution(record, event.get("attribution"))
+                    _check_text(record)
+                    metadata_tenant = record.metadata_tenant
+                    state = {name: getattr(record, name) for name in _RECORD_FIELDS}
+                tenant = _resolve_tenant(event, metadata_tenant, tenants, key_tenant)
+                state["tenant_id"] = tenant.pk
+                state["openai_project"] = _openai_project(event)
+                state["status_rank"] = STATUS_RANK.get(state["status"], 0)
+                run_events.append(_RunEvent(index, state))
             elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
                 if event.get("attribution") is not None:
                     raise _Rejected("attribution", "only runs and responses carry attribution")

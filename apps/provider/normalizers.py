@@ -475,3 +475,243 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
     if normalizer is None:
         raise NormalizationError(f"{prefix}.object", f"must be one of {', '.join(RESOURCE_NORMALIZERS)}")
     return normalizer(obj, prefix=prefix)
+
+
+# --- the ingest fast path --------------------------------------------------------------------------
+#
+# The functions above build a detailed error for every field they read. Ingest reads ~1,000 objects per
+# request, nearly all of them well formed, so it first tries `run_fields_fast`: plain dict access and
+# exact type checks, no exceptions, no intermediate record. On anything unusual it answers None and the
+# caller runs the detailed path, which gives the same result for a good object and the precise error for a
+# bad one. The fast path only ever accepts a subset of what the detailed path accepts, with equal fields
+# (tests/ledger/test_fast_parse.py compares the two).
+
+_ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _opt_str(value, max_length: int = _MAX_ID):
+    """The string, "" for None, or None when the detailed path must judge it."""
+    if value is None:
+        return ""
+    if type(value) is str and len(value) <= max_length:
+        return value
+    return None
+
+
+def _req_str(value):
+    if type(value) is str and len(value) <= _MAX_ID and value.strip():
+        return value
+    return None
+
+
+def _tokens(container, key: str):
+    """A token count; -1 when the detailed path must judge it."""
+    if container is None:
+        return 0
+    value = container.get(key)
+    if value is None:
+        return 0
+    if type(value) is int and 0 <= value <= _MAX_TOKENS:
+        return value
+    return -1
+
+
+def _unix_ok(value, allow_float: bool) -> bool:
+    if type(value) is int:
+        return 0 <= value < _MAX_UNIX
+    return allow_float and type(value) is float and math.isfinite(value) and 0 <= value < _MAX_UNIX
+
+
+def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:
+    """Ledger fields of a well-formed `thread.run` or `response` (metadata attribution and the event's
+    `attribution` applied), with `metadata_tenant`; None whenever the detailed path must decide."""
+    if steps is not None:
+        return None
+    kind = obj.get("object")
+    if kind == "thread.run":
+        fields = _assistants_fast(obj)
+    elif kind == "response":
+        fields = _response_fast(obj)
+    else:
+        return None
+    if fields is None:
+        return None
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict:
+        return None
+    for value in metadata.values():
+        if type(value) not in _SCALARS:
+            return None
+    get = metadata.get
+    for key, limit in (("user_id", 200), ("session_id", 200), ("feature", 100), ("tenant", 63)):
+        value = get(key)
+        fields["metadata_tenant" if key == "tenant" else key] = "" if value is None else str(value)[:limit]
+    fields["metadata"] = metadata
+    if attribution is not None:
+        if type(attribution) is not dict:
+            return None
+        for key, limit in _ATTRIBUTION_LIMITS:
+            value = attribution.get(key)
+            if value is None:
+                continue
+            if type(value) is not str or len(value) > limit:
+                return None
+            fields[key] = value
+    return fields
+
+
+def _usage_fast(fields: dict, usage, input_key: str, output_key: str, input_details: str, output_details: str) -> bool:
+    if usage is None:
+        return True
+    if type(usage) is not dict:
+        return False
+    prompt = usage.get(input_details)
+    completion = usage.get(output_details)
+    if (prompt is not None and type(prompt) is not dict) or (completion is not None and type(completion) is not dict):
+        return False
+    counts = (_tokens(usage, input_key), _tokens(usage, output_key), _tokens(prompt, "cached_tokens"),
+              _tokens(prompt, "cache_write_tokens"), _tokens(completion, "reasoning_tokens"))
+    if -1 in counts:
+        return False
+    input_tokens, output_tokens, cached, cache_write, reasoning = counts
+    if cached + cache_write > input_tokens or reasoning > output_tokens:
+        return False
+    fields["input_tokens"] = input_tokens
+    fields["output_tokens"] = output_tokens
+    fields["cached_input_tokens"] = cached
+    fields["cache_write_tokens"] = cache_write
+    fields["reasoning_tokens"] = reasoning
+    return True
+
+
+def _code(details, key: str):
+    """error_code / incomplete_reason from an optional object; None when the detailed path must judge it."""
+    if not details:
+        return "" if details is None or type(details) is dict else None
+    if type(details) is not dict:
+        return None
+    return str(details.get(key) or "")[:64]
+
+
+def _base_fields() -> dict:
+    return {
+        "thread_openai_id": "", "assistant_id": "", "prompt_id": "", "service_tier": "", "started_at": None,
+        "completed_at": None, "failed_at": None, "cancelled_at": None, "expires_at": None, "error_code": "",
+        "incomplete_reason": "", "input_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0,
+        "output_tokens": 0, "reasoning_tokens": 0, "code_interpreter_sessions": 0, "file_search_calls": 0,
+        "web_search_calls": 0, "function_calls": 0,
+    }
+
+
+def _assistants_fast(obj: dict) -> dict | None:
+    get = obj.get
+    openai_id, model, thread_id = _req_str(get("id")), _req_str(get("model")), _req_str(get("thread_id"))
+    status, created = get("status"), get("created_at")
+    assistant_id = _opt_str(get("assistant_id"))
+    if (openai_id is None or model is None or thread_id is None or assistant_id is None
+            or type(status) is not str or status not in RUN_STATUSES or not _unix_ok(created, False)):
+        return None
+    fields = _base_fields()
+    fields.update(openai_id=openai_id, api="assistants", model=model, status=status, created_at=from_unix(created),
+                  thread_openai_id=thread_id, assistant_id=assistant_id)
+    for key in ("started_at", "completed_at", "failed_at", "cancelled_at", "expires_at"):
+        value = get(key)
+        if value is not None:
+            if not _unix_ok(value, False):
+                return None
+            fields[key] = from_unix(value)
+    error_code, incomplete = _code(get("last_error"), "code"), _code(get("incomplete_details"), "reason")
+    if error_code is None or incomplete is None:
+        return None
+    fields["error_code"], fields["incomplete_reason"] = error_code, incomplete
+    usage = get("usage")
+    if not _usage_fast(fields, usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                       "completion_tokens_details"):
+        return None
+    tools = get("tools")
+    code_interpreter = False
+    if tools is not None:
+        if type(tools) is not list:
+            return None
+        for tool in tools:
+            if type(tool) is not dict:
+                return None
+            if tool.get("type") == "code_interpreter":
+                code_interpreter = True
+    if code_interpreter and status in TERMINAL and usage is not None:
+        fields["code_interpreter_sessions"] = 1
+    return fields
+
+
+def _response_fast(obj: dict) -> dict | None:
+    get = obj.get
+    openai_id, model = _req_str(get("id")), _req_str(get("model"))
+    status, created, completed = get("status"), get("created_at"), get("completed_at")
+    service_tier = _opt_str(get("service_tier"), 16)
+    if (openai_id is None or model is None or service_tier is None or type(status) is not str
+            or status not in RESPONSE_STATUSES or not _unix_ok(created, True)
+            or (completed is not None and not _unix_ok(completed, True))):
+        return None
+    fields = _base_fields()
+    fields.update(openai_id=openai_id, api="responses", model=model, status=status, created_at=from_unix(created),
+                  service_tier=service_tier, completed_at=from_unix(completed))
+    conversation = get("conversation")
+    if type(conversation) is dict:
+        thread_id = _opt_str(conversation.get("id"))
+    elif conversation is None or type(conversation) is str:
+        thread_id = _opt_str(conversation)
+    else:
+        return None
+    prompt = get("prompt")
+    prompt_id = _opt_str(prompt.get("id")) if type(prompt) is dict else ""
+    if thread_id is None or prompt_id is None:
+        return None
+    fields["thread_openai_id"], fields["prompt_id"] = thread_id, prompt_id
+    error_code, incomplete = _code(get("error"), "code"), _code(get("incomplete_details"), "reason")
+    if error_code is None or incomplete is None:
+        return None
+    fields["error_code"], fields["incomplete_reason"] = error_code, incomplete
+    if not _usage_fast(fields, get("usage"), "input_tokens", "output_tokens", "input_tokens_details",
+                       "output_tokens_details"):
+        return None
+    output = get("output")
+    if output is not None:
+        if type(output) is not list:
+            return None
+        containers: set[str] = set()
+        anonymous = False
+        file_search = web_search = function = 0
+        for item in output:
+            if type(item) is not dict:
+                return None
+            item_kind = item.get("type")
+            if item_kind == "code_interpreter_call":
+                container_id = item.get("container_id")
+                if isinstance(container_id, str) and container_id:
+                    containers.add(container_id)
+                else:
+                    anonymous = True
+            elif item_kind == "file_search_call":
+                file_search += 1
+            elif item_kind == "web_search_call":
+                web_search += 1
+            elif item_kind == "function_call":
+                function += 1
+        fields["code_interpreter_sessions"] = len(containers) + (1 if anonymous else 0)
+        fields["file_search_calls"], fields["web_search_calls"], fields["function_calls"] = (
+            file_search, web_search, function)
+    tool_usage = get("tool_usage")
+    if tool_usage is not None and type(tool_usage) is not dict:
+        return None
+    if tool_usage:
+        web = tool_usage.get("web_search")
+        if web is not None and type(web) is not dict:
+            return None
+        reported = _tokens(web, "num_requests")
+        if reported < 0:
+            return None
+        fields["web_search_calls"] = max(fields["web_search_calls"], reported)
+    return fields
