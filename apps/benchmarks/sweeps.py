@@ -63,7 +63,8 @@ def _old_threads(tenant, count: int, prefix: str, sandbox=None) -> None:
 
 
 def _window_stats(times: list[float], window: float, limit: int) -> dict:
-    """Requests per fixed limiter window (aligned as SharedRateLimiter aligns them) and in any sliding window."""
+    """Requests per aligned window (for the share of the rate used over full windows) and the most requests
+    in any sliding window of the same length, wherever it starts (the limit the limiter guarantees)."""
     if not times:
         return {"full_windows": 0, "utilization": 0.0, "max_fixed": 0, "max_sliding": 0}
     times = sorted(times)
@@ -104,16 +105,15 @@ def measure_rate(*, items: int, rpm: int, window: float, stream) -> dict:
     try:
         _old_threads(tenant, items, prefix, sandbox)
         class RecordingLimiter(SharedRateLimiter):
-            """Notes the moment each slot was granted: the limiter's own windows, free of network skew."""
+            """Notes the moment each grant was decided (on the limiter's clock), free of network skew."""
 
             granted: list[float] = []
 
-            def try_acquire(self) -> bool:
-                moment = self.clock()
-                if super().try_acquire():
-                    self.granted.append(moment)
-                    return True
-                return False
+            def _attempt(self):
+                decision = super()._attempt()
+                if decision.granted:
+                    self.granted.append(decision.now)
+                return decision
 
         limiter = RecordingLimiter(requests_per_minute=rpm, window_seconds=window, name=f"bench-{prefix}")
         base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
@@ -144,8 +144,8 @@ def measure_rate(*, items: int, rpm: int, window: float, stream) -> dict:
     stats = _window_stats(limiter.granted, window, limiter.limit)
     arrivals = _window_stats(log.times, window, limiter.limit)
     return {"items": items, "seconds": seconds, "requests": len(log.times), "granted": len(limiter.granted),
-            "rpm": rpm, "window": window, "limit": limiter.limit, **stats, "max_sliding": arrivals["max_sliding"],
-            "max_fixed_arrivals": arrivals["max_fixed"]}
+            "rpm": rpm, "window": window, "limit": limiter.limit, **stats,
+            "max_sliding_arrivals": arrivals["max_sliding"], "max_fixed_arrivals": arrivals["max_fixed"]}
 
 
 def measure_memory(*, threads: int, max_items: int, stream) -> dict:
@@ -256,12 +256,11 @@ def run(*, threads: int, items: int, rpm: int, window: float, keep: bool, stream
         ("sweep: share of the allowed rate used", f"{rate['utilization']:.0%}",
          f"{'ok' if rate['utilization'] >= 0.9 else 'UNDER'} (>= 90%); {rate['limit']} per {rate['window']:g} s "
          f"window = {allowed:.1f}/s; {rate['full_windows']} full windows"),
-        ("sweep: most requests in one limiter window", f"{rate['max_fixed']}",
-         f"{'ok' if rate['max_fixed'] <= rate['limit'] else 'OVER'} (limit {rate['limit']}; slots granted "
-         f"{rate['granted']:,}, requests the sandbox saw {rate['requests']:,}, most arriving in one window "
-         f"{rate['max_fixed_arrivals']})"),
-        ("sweep: most requests in any sliding window", f"{rate['max_sliding']}",
-         f"{'ok' if rate['max_sliding'] <= rate['limit'] else 'over the limit across a window boundary (fixed-window limiter)'}"),
+        ("sweep: most requests in any sliding window", f"{max(rate['max_sliding'], rate['max_sliding_arrivals'])}",
+         f"{'ok' if max(rate['max_sliding'], rate['max_sliding_arrivals']) <= rate['limit'] else 'OVER'} (limit "
+         f"{rate['limit']} in any {rate['window']:g} s, wherever the window starts: {rate['max_sliding']} of "
+         f"{rate['granted']:,} grants, {rate['max_sliding_arrivals']} of the {rate['requests']:,} requests the "
+         f"sandbox saw; most in one aligned window {rate['max_fixed_arrivals']})"),
     ]
     memory = measure_memory(threads=threads, max_items=max(500, min(items * 4, 2000)), stream=stream)
     rows += [
