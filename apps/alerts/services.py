@@ -50,6 +50,12 @@ def _json_safe(data: dict | None) -> dict:
 def alerts_raise_many(specs: Iterable[AlertSpec]) -> list[Alert]:
     """Insert alerts whose cause is new (one statement); returns only the ones created, and queues
     their delivery after the surrounding transaction commits."""
+    ids = _alerts_insert(specs)
+    return list(Alert.unscoped_objects.filter(pk__in=ids).order_by("pk")) if ids else []
+
+
+def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
+    """alerts_raise_many without reading the new rows back (ingest only needs them stored and queued)."""
     from apps.ledger import bulk
 
     unique: dict[str, AlertSpec] = {}
@@ -74,12 +80,10 @@ def alerts_raise_many(specs: Iterable[AlertSpec]) -> list[Alert]:
     returned = bulk.insert_returning(
         Alert._meta.db_table, bulk.columns_for(Alert, names), rows, conflict=["cause_key"], returning=["id"]
     )
-    ids = [row[0] for row in returned]
-    if not ids:
-        return []
-    alerts = list(Alert.unscoped_objects.filter(pk__in=ids).order_by("pk"))
-    _queue_delivery(ids)
-    return alerts
+    ids = sorted(row[0] for row in returned)
+    if ids:
+        _queue_delivery(ids)
+    return ids
 
 
 def alert_raise(*, kind: str, cause_key: str, tenant=None, title: str, message: str = "",
@@ -217,10 +221,11 @@ def _usd(amount) -> str:
     return str(round_cents(Decimal(amount)))
 
 
-def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) -> list[Alert]:
+def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) -> list[int]:
     """Alerts that stored run changes cause: high-cost run, unpriced model, wasted spend, requires_action
     about to expire, and monthly budget crossings of the tenants touched. Called inside the ingest
-    transaction; each cause fires once."""
+    transaction; each cause fires once. Returns the ids of the alerts raised (not read back: ingest
+    raises hundreds per batch and needs none of them)."""
     specs: list[AlertSpec] = []
     warn_after = dt.timedelta(minutes=settings.REQUIRES_ACTION_WARN_MINUTES)
     now = timezone.now()
@@ -264,7 +269,7 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
             if spec:
                 specs.append(spec)
     specs.extend(_budget_specs(months))
-    return alerts_raise_many(specs)
+    return _alerts_insert(specs)
 
 
 def requires_action_spec(run: dict, now: dt.datetime, warn_after: dt.timedelta) -> AlertSpec | None:
