@@ -95,6 +95,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "runledger_cache",
+            # Culling at the default 300 entries could drop a lock or the rate limiter's state.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
