@@ -155,8 +155,11 @@ def insert_returning(table: str, columns: Sequence[Column], rows: Sequence[Seque
         if is_postgres():
             stage = cursor.stage(columns, rows)
             select = ", ".join(f"u.c{i}" for i in range(len(columns)))
+            # In key order, so two batches inserting the same new keys wait for each other, never deadlock.
+            names = [c.name for c in columns]
+            order = ", ".join(f"u.c{names.index(k)}" for k in conflict)
             cursor.execute(
-                f"INSERT INTO {_quote(table)} ({column_list}) SELECT {select} FROM {stage} AS u "
+                f"INSERT INTO {_quote(table)} ({column_list}) SELECT {select} FROM {stage} AS u ORDER BY {order} "
                 f"ON CONFLICT ({conflict_list}) DO NOTHING RETURNING {returning_list}"
             )
             results.extend(cursor.fetchall())
@@ -220,33 +223,50 @@ def upsert(table: str, columns: Sequence[Column], rows: Sequence[Sequence], *, c
     return results
 
 
+def _update_sets(table: str, columns: Sequence[Column], alias: str, add, least, greatest, json_unless_empty) -> str:
+    quoted_table = _quote(table)
+    least_fn, greatest_fn = ("LEAST", "GREATEST") if is_postgres() else ("MIN", "MAX")
+    empty_json = "'{}'::jsonb" if is_postgres() else "'{}'"
+    sets = []
+    for i, c in enumerate(columns):
+        mine, theirs = f"{quoted_table}.{_quote(c.name)}", f"{alias}.c{i + 1}"
+        if c.name in add:
+            sets.append(f"{_quote(c.name)} = {mine} + {theirs}")
+        elif c.name in least or c.name in greatest:
+            # NULL means "no new value" (SQLite's MIN/MAX would return NULL, PostgreSQL's would skip it).
+            function = least_fn if c.name in least else greatest_fn
+            sets.append(f"{_quote(c.name)} = {function}({mine}, COALESCE({theirs}, {mine}))")
+        elif c.name in json_unless_empty:
+            sets.append(f"{_quote(c.name)} = CASE WHEN {theirs} IS NULL OR {theirs} = {empty_json} THEN {mine} "
+                        f"ELSE {theirs} END")
+        else:
+            sets.append(f"{_quote(c.name)} = {theirs}")
+    return ", ".join(sets)
+
+
 def update_from_values(table: str, key: Column, columns: Sequence[Column], rows: Sequence[Sequence],
-                       *, add: Sequence[str] = ()) -> int:
-    """UPDATE table SET col = v.col (or col = col + v.col for `add`) for each row (key value first)."""
+                       *, add: Sequence[str] = (), least: Sequence[str] = (), greatest: Sequence[str] = (),
+                       replace_unless_empty_json: Sequence[str] = ()) -> int:
+    """UPDATE table SET col = v.col for each row (key value first); `add` columns accumulate (col + v.col),
+    `least`/`greatest` keep the extreme (a NULL value leaves the column alone), `replace_unless_empty_json`
+    take the new value unless it is {} or NULL."""
     if not rows:
         return 0
     quoted_table = _quote(table)
     all_columns = [key, *columns]
     count = 0
+    options = (add, least, greatest, replace_unless_empty_json)
     with _cursor() as cursor:
         if is_postgres():
             stage = cursor.stage(all_columns, rows)
-            sets = ", ".join(
-                f"{_quote(c.name)} = {quoted_table}.{_quote(c.name)} + u.c{i + 1}" if c.name in add
-                else f"{_quote(c.name)} = u.c{i + 1}"
-                for i, c in enumerate(columns)
-            )
+            sets = _update_sets(table, columns, "u", *options)
             cursor.execute(
                 f"UPDATE {quoted_table} SET {sets} FROM {stage} AS u WHERE {quoted_table}.{_quote(key.name)} = u.c0"
             )
             count += cursor.rowcount
         else:
             aliases = ", ".join(f"c{i}" for i in range(len(all_columns)))
-            sets = ", ".join(
-                f"{_quote(c.name)} = {quoted_table}.{_quote(c.name)} + v.c{i + 1}" if c.name in add
-                else f"{_quote(c.name)} = v.c{i + 1}"
-                for i, c in enumerate(columns)
-            )
+            sets = _update_sets(table, columns, "v", *options)
             for placeholders, params in _sqlite_chunks(all_columns, rows):
                 cursor.execute(
                     f"WITH v({aliases}) AS (VALUES {placeholders}) "
@@ -255,6 +275,19 @@ def update_from_values(table: str, key: Column, columns: Sequence[Column], rows:
                 )
                 count += cursor.rowcount
     return count
+
+
+def lock_rows(table: str, key: str, values: Sequence) -> None:
+    """PostgreSQL: lock these rows in key order (concurrent batches then always lock in the same order);
+    a no-op on SQLite, which has one writer at a time."""
+    if not values or not is_postgres():
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f"SELECT 1 FROM {_quote(table)} WHERE {_quote(key)} = ANY(%s) ORDER BY {_quote(key)} FOR UPDATE",
+                       [sorted(values)])
 
 
 def select_for_update_by_key(table: str, names: Sequence[str], key: str, values: Sequence,

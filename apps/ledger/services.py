@@ -242,6 +242,8 @@ class _Deltas:
     def __init__(self):
         self.rollups: dict[tuple, list] = {}
         self.threads: dict[int, list] = {}  # thread pk -> [run_count, cost_usd]
+        # thread pk -> (created_at, last_activity_at, metadata) the batch reports; applied with the totals.
+        self.thread_activity: dict[int, tuple] = {}
 
     def apply(self, old: dict | None, new: dict | None) -> None:
         for state, sign in ((old, -1), (new, 1)):
@@ -263,12 +265,23 @@ class _Deltas:
         if rollup_rows:
             columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
             bulk.upsert(DailyRollup._meta.db_table, columns, rollup_rows, conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
-        thread_rows = [[pk, count, cost] for pk, (count, cost) in sorted(self.threads.items()) if count or cost]
+        thread_rows = []
+        for pk in sorted(set(self.threads) | set(self.thread_activity)):
+            count, cost = self.threads.get(pk, (0, ZERO))
+            created, activity, metadata = self.thread_activity.get(pk, (None, None, None))
+            if count or cost or created is not None:
+                thread_rows.append([pk, count, cost, created, activity, metadata or {}])
         if thread_rows:
+            # The batch's thread rows are locked here, at the end of the transaction and in id order, not
+            # when the batch starts: concurrent batches share threads and would otherwise wait on each other
+            # for their whole length.
+            bulk.lock_rows(Thread._meta.db_table, "id", [row[0] for row in thread_rows])
             key = bulk.columns_for(Thread, ["id"])[0]
             bulk.update_from_values(
-                Thread._meta.db_table, key, bulk.columns_for(Thread, ["run_count", "cost_usd"]), thread_rows,
-                add=("run_count", "cost_usd"),
+                Thread._meta.db_table, key,
+                bulk.columns_for(Thread, ["run_count", "cost_usd", "created_at", "last_activity_at", "metadata"]),
+                thread_rows, add=("run_count", "cost_usd"), least=("created_at",), greatest=("last_activity_at",),
+                replace_unless_empty_json=("metadata",),
             )
 
 
@@ -502,9 +515,12 @@ def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: 
 
 
 def _ensure_threads(
-    run_states: Iterable[dict], thread_events: list[_ThreadEvent], results: list, now: dt.datetime
+    run_states: Iterable[dict], thread_events: list[_ThreadEvent], results: list, now: dt.datetime,
+    deltas: _Deltas,
 ) -> dict[str, int]:
-    """Create or touch the thread/conversation rows this batch mentions; returns openai_id -> pk."""
+    """Create the thread/conversation rows this batch is first to mention (existing rows are not locked
+    here) and queue every mentioned thread's activity and metadata on `deltas`, written with the thread
+    totals at the end of the batch; returns openai_id -> pk."""
     rows: dict[str, dict] = {}
     for event in thread_events:
         record = event.record
@@ -540,13 +556,19 @@ def _ensure_threads(
          ZERO, r["metadata"], Thread.Status.ACTIVE, "", now]
         for _, r in sorted(rows.items())
     ]
-    returned = bulk.upsert(
+    returned = bulk.insert_returning(
         Thread._meta.db_table, bulk.columns_for(Thread, names), values, conflict=["openai_id"],
-        least=["created_at"], greatest=["last_activity_at"], replace_unless_empty_json=["metadata"],
         returning=["id", "openai_id", "tenant_id"],
     )
+    known = {row[1] for row in returned}
+    missing = [openai_id for openai_id in rows if openai_id not in known]
+    if missing:
+        returned = [*returned, *Thread.objects.unscoped().filter(openai_id__in=missing)
+                    .values_list("id", "openai_id", "tenant_id")]
     mapping = {}
     for pk, openai_id, tenant_id in returned:
+        row = rows[openai_id]
+        deltas.thread_activity[pk] = (row["created_at"], row["last_activity_at"], row["metadata"])
         mapping[openai_id] = pk
         if tenant_id != rows[openai_id]["tenant_id"]:
             logger.warning("thread %s reported for tenant %s but recorded for tenant %s", openai_id,
@@ -628,7 +650,7 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now):
         changes: list[dict] = []
         plan = _plan_runs(run_events, existing, results)
         outcomes = dict(plan.outcome_by_index)
-        thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now)
+        thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now, deltas)
         for _attempt in range(3):
             new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas)
             changes.extend(new_changes)

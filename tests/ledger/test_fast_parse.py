@@ -1,13 +1,17 @@
 """The ingest fast path (run_fields_fast) against the detailed normalizers: for any object it accepts, the
-same ledger fields; for anything doubtful it declines (None) so the detailed path can answer."""
+same ledger fields; for anything doubtful it declines (None) so the detailed path can answer. Also the
+thread rows the batch now updates at its end rather than upserting at its start."""
 
 import copy
 import datetime as dt
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.benchmarks.generator import Traffic
+from apps.ledger.models import Thread
+from apps.ledger.services import ingest_events, ledger_check
 from apps.provider.normalizers import NormalizationError, apply_attribution, normalize_run_object, run_fields_fast
 from tests import builders
 
@@ -106,3 +110,27 @@ def test_every_single_odd_field_is_either_declined_or_read_the_same():
 
 def test_run_steps_go_to_the_detailed_path():
     assert run_fields_fast(BASES[0], steps=[]) is None
+
+
+@pytest.mark.django_db
+def test_existing_threads_keep_earliest_creation_latest_activity_and_non_empty_metadata(tenant):
+    # Thread rows are no longer upserted at the start of a batch but updated at its end: same rules.
+    later = WHEN + dt.timedelta(hours=5)
+    ingest_events(events=[{"tenant": "acme", "object": builders.thread(thread_id="thread_k", created_at=later,
+                                                                       metadata={"a": "1"})}])
+    ingest_events(events=[
+        {"tenant": "acme", "object": builders.assistants_run(run_id="run_k1", thread_id="thread_k", created_at=WHEN)},
+        {"tenant": "acme", "object": builders.thread(thread_id="thread_k", created_at=later)},
+    ])
+    row = Thread.objects.for_tenant(tenant).get(openai_id="thread_k")
+    assert row.created_at == WHEN and row.metadata == {"a": "1"} and row.run_count == 1
+    assert row.last_activity_at == later
+    ingest_events(events=[
+        {"tenant": "acme", "object": builders.assistants_run(run_id="run_k2", thread_id="thread_k",
+                                                             created_at=later + dt.timedelta(hours=1))},
+        {"tenant": "acme", "object": builders.thread(thread_id="thread_k", created_at=later, metadata={"b": "2"})},
+    ])
+    row = Thread.objects.for_tenant(tenant).get(openai_id="thread_k")
+    assert row.created_at == WHEN and row.metadata == {"b": "2"} and row.run_count == 2
+    assert row.last_activity_at == later + dt.timedelta(hours=1, seconds=8)
+    assert ledger_check() == []
