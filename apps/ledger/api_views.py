@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import orjson
-
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from apps.benchmarks.generator import Traffic
 from apps.ledger.models import Thread
 from apps.ledger.services import ingest_events, ledger_check
-from apps.provider.normalizers import NormalizationError, apply_attribution, normalize_run_object, run_fields_fast
+from apps.provider.normalizers import (
+    NormalizationError,
+    apply_attribution,
+    normalize_run_object,
+    run_fields_fast,
+)
 from tests import builders
 
 WHEN = dt.datetime(2026, 11, 10, 9, 0, 0, tzinfo=dt.UTC)
