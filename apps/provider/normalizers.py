@@ -20,7 +20,9 @@ RUN_STATUSES = frozenset(
 RESPONSE_STATUSES = frozenset({"queued", "in_progress", "completed", "failed", "cancelled", "incomplete"})
 TERMINAL = frozenset({"cancelled", "failed", "completed", "incomplete", "expired"})
 ATTRIBUTION_KEYS = ("user_id", "session_id", "feature")
-# Unix seconds outside 1970..3000 are certainly a mistake (milliseconds sent as seconds, for instance).
+# Unix seconds before 2015 (before OpenAI existed: a zeroed field) or after 3000 (milliseconds sent as
+# seconds, for instance) are certainly a mistake.
+_MIN_UNIX = 1_420_070_400  # 2015-01-01T00:00:00Z
 _MAX_UNIX = 32_503_680_000
 _MAX_ID = 100
 _MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
@@ -135,8 +137,8 @@ def _timestamp(obj: dict, key: str, prefix: str, *, required: bool = False, allo
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (isinstance(value, float) and not allow_float and not value.is_integer()):
         raise NormalizationError(f"{prefix}.{key}", "must be Unix seconds (an integer)")
-    if isinstance(value, float) and not math.isfinite(value) or not 0 <= value < _MAX_UNIX:
-        raise NormalizationError(f"{prefix}.{key}", "must be Unix seconds between 1970 and 3000")
+    if isinstance(value, float) and not math.isfinite(value) or not _MIN_UNIX <= value < _MAX_UNIX:
+        raise NormalizationError(f"{prefix}.{key}", "must be Unix seconds between 2015 and 3000")
     return from_unix(value)
 
 
@@ -519,8 +521,8 @@ def _tokens(container, key: str):
 
 def _unix_ok(value, allow_float: bool) -> bool:
     if type(value) is int:
-        return 0 <= value < _MAX_UNIX
-    return allow_float and type(value) is float and math.isfinite(value) and 0 <= value < _MAX_UNIX
+        return _MIN_UNIX <= value < _MAX_UNIX
+    return allow_float and type(value) is float and math.isfinite(value) and _MIN_UNIX <= value < _MAX_UNIX
 
 
 def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:

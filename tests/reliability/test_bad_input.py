@@ -143,8 +143,6 @@ def test_unknown_status_is_rejected_with_the_field_named(api_client, ingest_key,
     assert not Run.objects.unscoped().filter(openai_id="resp_weird").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="found by this drill: normalizers accept created_at=0 and store a 1970 run; "
-                   "the fix belongs in apps/provider/normalizers.py (reject timestamps before 2015)")
 def test_a_run_dated_before_openai_existed_is_rejected(api_client, ingest_key, tenant):
     obj = builders.response(created_at=WHEN, response_id="resp_epoch")
     obj["created_at"] = 0
