@@ -250,7 +250,7 @@ def run(*, runs: int, tenants: int, workers: int, clients: int, batch_size: int,
                     for event in batch:
                         handle.write(json.dumps(event, separators=(",", ":")))
                         handle.write("\n")
-            stream.write(f"import_runs {path.stat().st_size / 1e6:,.0f} MB JSONL (one process)\n")
+            stream.write(f"import_runs {path.stat().st_size / 1e6:,.0f} MB JSONL (its default workers: one per core on PostgreSQL)\n")
             started = time.perf_counter()
             call_command("import_runs", str(path), batch_size=batch_size, stdout=open(os.devnull, "w"),
                          stderr=stream)
