@@ -106,28 +106,11 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
             observations.add(day, project_id, model_usage_line(model, "output"), _field(result, "output_tokens", 0) or 0, spec)
 
     say("fetching code-interpreter sessions")
-    for bucket in _buckets(provider.usage_code_interpreter_sessions(start_time, end_time, group_by=["project_id"],
-                                                                    bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            observations.add(day, project_id, CODE_INTERPRETER_SESSIONS_LINE, _field(result, "num_sessions", 0) or 0,
-                             LineSpec(KIND_USAGE, UNIT_SESSIONS))
-
+    _add_counts(observations, provider.usage_code_interpreter_sessions, CODE_INTERPRETER_SESSIONS_LINE,
+                "num_sessions", UNIT_SESSIONS, start_time, end_time, start, end, project_id, project_ids)
     say("fetching file-search calls")
-    for bucket in _buckets(provider.usage_file_search_calls(start_time, end_time, group_by=["project_id"],
-                                                            bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            observations.add(day, project_id, FILE_SEARCH_CALLS_LINE, _field(result, "num_requests", 0) or 0,
-                             LineSpec(KIND_USAGE, UNIT_CALLS))
+    _add_counts(observations, provider.usage_file_search_calls, FILE_SEARCH_CALLS_LINE,
+                "num_requests", UNIT_CALLS, start_time, end_time, start, end, project_id, project_ids)
 
     say("fetching vector-store usage")
     storage_bytes: dict[dt.date, int] = {}
@@ -142,3 +125,17 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
             storage_bytes[day] = storage_bytes.get(day, 0) + int(_field(result, "usage_bytes", 0) or 0)
     observations.storage_bytes = storage_bytes  # informational: the Costs "vector storage" line is what is compared
     return observations
+
+
+def _add_counts(observations, fetch, line: str, field: str, unit: str, start_time, end_time, start, end,
+                project_id, project_ids) -> None:
+    """One per-day usage count (code-interpreter sessions, file-search calls) for the project."""
+    for bucket in _buckets(fetch(start_time, end_time, group_by=["project_id"], bucket_width="1d",
+                                 project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) != project_id:
+                continue
+            observations.add(day, project_id, line, _field(result, field, 0) or 0, LineSpec(KIND_USAGE, unit))
