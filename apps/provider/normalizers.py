@@ -208,6 +208,35 @@ def _check_token_consistency(record: RunRecord, prefix: str, input_key: str, out
 # --- runs and responses ----------------------------------------------------------------------------
 
 
+def _apply_outcome_and_usage(record: RunRecord, obj: dict, prefix: str, *, error_key: str,
+                             input_key: str, output_key: str) -> None:
+    """Error code, incomplete reason, metadata attribution and token usage: the same shape in a run and a
+    response, under different names (`prompt_tokens` / `input_tokens`, their `*_details` objects). Cached and
+    reasoning tokens are not in the Assistants SDK type but are read when a server sends them."""
+    error = _object(obj, error_key, prefix)
+    if error:
+        record.error_code = str(error.get("code") or "")[:64]
+    incomplete = _object(obj, "incomplete_details", prefix)
+    if incomplete:
+        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
+    _apply_metadata_attribution(record, _metadata(obj, prefix))
+
+    usage = _object(obj, "usage", prefix)
+    if usage is None:
+        return
+    usage_prefix = f"{prefix}.usage"
+    input_details_key, output_details_key = f"{input_key}_details", f"{output_key}_details"
+    record.has_usage = True
+    record.input_tokens = _count(usage, input_key, usage_prefix)
+    record.output_tokens = _count(usage, output_key, usage_prefix)
+    input_details = _object(usage, input_details_key, usage_prefix)
+    output_details = _object(usage, output_details_key, usage_prefix)
+    record.cached_input_tokens = _count(input_details, "cached_tokens", f"{usage_prefix}.{input_details_key}")
+    record.cache_write_tokens = _count(input_details, "cache_write_tokens", f"{usage_prefix}.{input_details_key}")
+    record.reasoning_tokens = _count(output_details, "reasoning_tokens", f"{usage_prefix}.{output_details_key}")
+    _check_token_consistency(record, usage_prefix, input_key, output_key)
+
+
 def normalize_assistants_run(obj: dict, *, steps: list[dict] | None = None, prefix: str = "object") -> RunRecord:
     """A `thread.run`. Tool use comes from the run's steps when given (exact); without them a run that
     had code_interpreter enabled and reached a terminal state counts one session (the seed's rule: one
@@ -228,31 +257,8 @@ def normalize_assistants_run(obj: dict, *, steps: list[dict] | None = None, pref
         cancelled_at=_timestamp(obj, "cancelled_at", prefix),
         expires_at=_timestamp(obj, "expires_at", prefix),
     )
-    last_error = _object(obj, "last_error", prefix)
-    if last_error:
-        record.error_code = str(last_error.get("code") or "")[:64]
-    incomplete = _object(obj, "incomplete_details", prefix)
-    if incomplete:
-        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
-    _apply_metadata_attribution(record, _metadata(obj, prefix))
-
-    usage = _object(obj, "usage", prefix)
-    if usage is not None:
-        usage_prefix = f"{prefix}.usage"
-        record.has_usage = True
-        record.input_tokens = _count(usage, "prompt_tokens", usage_prefix)
-        record.output_tokens = _count(usage, "completion_tokens", usage_prefix)
-        # Not in the SDK type, but read when a server sends them (the models accept extra fields).
-        prompt_details = _object(usage, "prompt_tokens_details", usage_prefix)
-        completion_details = _object(usage, "completion_tokens_details", usage_prefix)
-        record.cached_input_tokens = _count(prompt_details, "cached_tokens", f"{usage_prefix}.prompt_tokens_details")
-        record.cache_write_tokens = _count(
-            prompt_details, "cache_write_tokens", f"{usage_prefix}.prompt_tokens_details"
-        )
-        record.reasoning_tokens = _count(
-            completion_details, "reasoning_tokens", f"{usage_prefix}.completion_tokens_details"
-        )
-        _check_token_consistency(record, usage_prefix, "prompt_tokens", "completion_tokens")
+    _apply_outcome_and_usage(record, obj, prefix, error_key="last_error",
+                             input_key="prompt_tokens", output_key="completion_tokens")
 
     tool_types = set()
     for index, tool in enumerate(_list(obj, "tools", prefix)):
@@ -315,26 +321,8 @@ def normalize_response(obj: dict, *, prefix: str = "object") -> RunRecord:
     prompt = obj.get("prompt")
     if isinstance(prompt, dict):
         record.prompt_id = _string(prompt, "id", f"{prefix}.prompt")
-    error = _object(obj, "error", prefix)
-    if error:
-        record.error_code = str(error.get("code") or "")[:64]
-    incomplete = _object(obj, "incomplete_details", prefix)
-    if incomplete:
-        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
-    _apply_metadata_attribution(record, _metadata(obj, prefix))
-
-    usage = _object(obj, "usage", prefix)
-    if usage is not None:
-        usage_prefix = f"{prefix}.usage"
-        record.has_usage = True
-        record.input_tokens = _count(usage, "input_tokens", usage_prefix)
-        record.output_tokens = _count(usage, "output_tokens", usage_prefix)
-        input_details = _object(usage, "input_tokens_details", usage_prefix)
-        output_details = _object(usage, "output_tokens_details", usage_prefix)
-        record.cached_input_tokens = _count(input_details, "cached_tokens", f"{usage_prefix}.input_tokens_details")
-        record.cache_write_tokens = _count(input_details, "cache_write_tokens", f"{usage_prefix}.input_tokens_details")
-        record.reasoning_tokens = _count(output_details, "reasoning_tokens", f"{usage_prefix}.output_tokens_details")
-        _check_token_consistency(record, usage_prefix, "input_tokens", "output_tokens")
+    _apply_outcome_and_usage(record, obj, prefix, error_key="error",
+                             input_key="input_tokens", output_key="output_tokens")
 
     containers: set[str] = set()
     anonymous_code_interpreter = False
