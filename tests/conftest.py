@@ -10,6 +10,7 @@ from django.conf import settings
 
 from apps.tenants.models import ApiKey, Membership, Tenant
 from apps.tenants.services import api_key_create
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, chromium_installed
 
 pytest_plugins = ["tests.sandbox_fixtures"]
 
@@ -17,11 +18,19 @@ REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked postgres/redis skip where the service is not configured, and fail in CI
+    """Tests marked postgres/redis/browser skip where the service (or Chromium) is missing, and fail in CI
     (RUNLEDGER_REQUIRE_SERVICES=1) so a missing service can never pass silently."""
     uses_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     uses_redis = bool(settings.REDIS_URL)
+    have_chromium = chromium_installed()
     for item in items:
+        if item.get_closest_marker("browser") and not have_chromium:
+            reason = f"needs Chromium at {CHROMIUM} (apt-get install chromium)"
+            if REQUIRE_SERVICES:
+                item.add_marker(pytest.mark.usefixtures("_fail_missing_service"))
+                item.user_properties.append(("missing_service", reason))
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
         for marker, available, variable in (("postgres", uses_postgres, "DATABASE_URL"), ("redis", uses_redis, "REDIS_URL")):
             if item.get_closest_marker(marker) and not available:
                 reason = f"needs {marker}: set {variable}"
@@ -46,6 +55,12 @@ def _fresh_cache():
 def _fail_missing_service(request):
     reasons = [value for key, value in request.node.user_properties if key == "missing_service"]
     pytest.fail(f"RUNLEDGER_REQUIRE_SERVICES=1 but this test {reasons[0]}")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Playwright drives Debian's Chromium (never a downloaded browser), headless, with no network chatter."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture

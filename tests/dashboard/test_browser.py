@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,12 @@ import pytest
 from apps.alerts.models import Alert
 from apps.ledger.models import Run
 from apps.tenants.models import Membership, Tenant
+from tests.browser import WIDTHS, charts_have_data, login, screenshot
 
 from .seed import demo_ledger_ingested
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-
-ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
-SCREENSHOTS = ARTIFACTS / "screenshots"
-WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
 
 
 @pytest.fixture
@@ -48,34 +43,11 @@ def ledger(django_user_model):
     return {"acme": acme, "globex": globex, "runs": runs, "staff": staff, "member": member}
 
 
-def _login(page, live_server, username, password):
-    page.goto(f"{live_server.url}/accounts/login/")
-    assert page.get_by_role("heading", name="Sign in to RunLedger").is_visible()
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
-
-
-def _charts_have_data(page) -> dict:
-    """Every chart on the page, after plotly drew it: {id: number of data points across its traces}."""
-    charts = page.locator(".chart")
-    for index in range(charts.count()):
-        charts.nth(index).and_(page.locator("[data-rendered=true]")).wait_for(timeout=15_000)
-    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.chart')].map(el => [
-        el.id, (el.data || []).reduce((n, t) => n + ((t.y || t.x || []).length), 0)]))""")
-
-
-def _screenshot(page, name: str, width_name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
-
-
 def test_staff_opens_every_page_and_every_chart_draws_its_data(page, live_server, ledger):
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{live_server.url}/accounts/login/")
-    _screenshot(page, "login", "desktop")
-    _login(page, live_server, "ops", "ops-password-1")
+    screenshot(page, "login", "desktop")
+    login(page, live_server, "ops", "ops-password-1")
     acme_run = ledger["runs"]["acme"][0].openai_id
     pages = {
         "overview": ("/", "Overview", 1),
@@ -92,30 +64,30 @@ def test_staff_opens_every_page_and_every_chart_draws_its_data(page, live_server
             assert response.status == 200, name
             assert heading in page.locator("h1").inner_text()
             assert page.locator("nav[aria-label=Main] [aria-current=page]").count() == 1
-            points = _charts_have_data(page)
+            points = charts_have_data(page)
             assert len(points) == expected_charts, (name, points)
             assert all(count > 0 for count in points.values()), (name, points)
             # Nothing spills sideways on a phone: wide tables scroll inside their own box.
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, (name, width_name, overflow)
-            _screenshot(page, name, width_name)
+            screenshot(page, name, width_name)
 
 
 def test_mobile_menu_opens_from_its_button_and_marks_the_current_page(page, live_server, ledger):
     page.set_viewport_size({"width": 390, "height": 844})
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/tenants/")
     nav_link = page.get_by_role("navigation", name="Main").get_by_role("link", name="Tenants")
     assert not nav_link.is_visible()
     page.get_by_role("button", name="Menu").click()
     assert nav_link.is_visible()
     assert nav_link.get_attribute("aria-current") == "page"
-    _screenshot(page, "menu-open", "mobile")
+    screenshot(page, "menu-open", "mobile")
 
 
 def test_filtering_high_cost_runs_changes_the_table(page, live_server, ledger):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/runs/?min_cost=0")
     all_count = page.locator(".table-count").inner_text()
     page.get_by_label("Tenant").select_option("globex")
@@ -129,13 +101,13 @@ def test_filtering_high_cost_runs_changes_the_table(page, live_server, ledger):
     for index in range(rows.count()):
         text = rows.nth(index).inner_text()
         assert "globex" in text and "gpt-5-mini" in text
-    points = _charts_have_data(page)
+    points = charts_have_data(page)
     assert points["chart-run-scatter"] == rows.count() or points["chart-run-scatter"] > 0
-    _screenshot(page, "runs-filtered", "desktop")
+    screenshot(page, "runs-filtered", "desktop")
 
 
 def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/runs/?min_cost=0&tenant=acme")
     with page.expect_download() as download_info:
         page.locator("[data-csv=runs]").click()
@@ -152,11 +124,11 @@ def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
 
 def test_tenant_member_sees_only_their_tenant_and_gets_404_elsewhere(page, live_server, ledger):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "acme-viewer", "member-password-1")
+    login(page, live_server, "acme-viewer", "member-password-1")
     page.goto(f"{live_server.url}/tenants/")
     body = page.locator("main").inner_text()
     assert "Acme Corp" in body and "Globex" not in body and "Initech" not in body
-    _screenshot(page, "tenants-member", "desktop")
+    screenshot(page, "tenants-member", "desktop")
     page.goto(f"{live_server.url}/")
     assert "Globex" not in page.locator("main").inner_text()
     globex_run = ledger["runs"]["globex"][0].openai_id
@@ -178,7 +150,7 @@ def _focused(page) -> dict:
 
 def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_focus_ring(page, live_server, ledger):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/")
     # First Tab: the skip link, shown on focus; then the brand and the main navigation in order.
     page.keyboard.press("Tab")
@@ -232,4 +204,4 @@ def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_fo
     assert _focused(page)["ring"]
     page.keyboard.press("Enter")
     page.wait_for_url("**sort=**")
-    _screenshot(page, "runs-keyboard", "desktop")
+    screenshot(page, "runs-keyboard", "desktop")

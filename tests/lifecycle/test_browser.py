@@ -6,9 +6,6 @@ $RUNLEDGER_ARTIFACTS/screenshots."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -17,35 +14,17 @@ from apps.lifecycle import services
 from apps.lifecycle.models import Outcome, SweepItem
 from apps.tenants.models import Membership, Tenant
 from tests import builders
+from tests.browser import WIDTHS, charts_have_data, login, screenshot
 
 from .fakes import FakeProvider
-
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM) or bool(shutil.which("chromium"))
-REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
 
 pytestmark = [
     pytest.mark.browser,
     # The price book comes from a data migration; a transactional test flushes it, so restore it first.
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.skipif(not HAVE_CHROMIUM and not REQUIRE_SERVICES, reason=f"needs Chromium at {CHROMIUM}"),
 ]
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-
-ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
-SCREENSHOTS = ARTIFACTS / "screenshots"
-WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
 GIB = 1024**3
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"RUNLEDGER_REQUIRE_SERVICES=1 but {CHROMIUM} is missing (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True,
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
 
 
 @pytest.fixture
@@ -79,33 +58,12 @@ def world(django_user_model, monkeypatch):
     return {"provider": provider, "acme": acme, "globex": globex, "globex_sweep": sweep}
 
 
-def _login(page, live_server, username, password):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
-
-
-def _charts_have_data(page) -> dict:
-    charts = page.locator(".chart")
-    for index in range(charts.count()):
-        charts.nth(index).and_(page.locator("[data-rendered=true]")).wait_for(timeout=15_000)
-    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.chart')].map(el => [
-        el.id, (el.data || []).reduce((n, t) => n + ((t.y || t.x || []).length), 0)]))""")
-
-
-def _screenshot(page, name: str, width_name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
-
-
 def _no_sideways_spill(page) -> int:
     return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
 
 
 def test_staff_open_every_lifecycle_page_and_the_storage_chart_draws_its_days(page, live_server, world):
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     sweep_path = f"/lifecycle/sweeps/{world['globex_sweep'].pk}/"
     pages = {
         "lifecycle": ("/lifecycle/", "Lifecycle", 1),
@@ -121,15 +79,15 @@ def test_staff_open_every_lifecycle_page_and_the_storage_chart_draws_its_days(pa
             assert heading in page.locator("h1").inner_text()
             current = page.locator("nav[aria-label=Main] [aria-current=page]")
             assert current.count() == 1 and current.inner_text() == "Lifecycle"
-            points = _charts_have_data(page)
+            points = charts_have_data(page)
             assert len(points) == expected_charts, (name, points)
             assert all(count > 0 for count in points.values()), (name, points)
             assert _no_sideways_spill(page) <= 1, (name, width_name)
-            _screenshot(page, name, width_name)
+            screenshot(page, name, width_name)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{live_server.url}/lifecycle/")
     # Seven metered days, three series (cost, saved, GB-days).
-    assert _charts_have_data(page) == {"chart-storage": 21}
+    assert charts_have_data(page) == {"chart-storage": 21}
     assert page.locator("[data-kpi=orphans]").inner_text().startswith("1")
     page.goto(f"{live_server.url}/lifecycle/audit/")
     audit = page.locator("#table-audit tbody")
@@ -141,7 +99,7 @@ def test_staff_open_every_lifecycle_page_and_the_storage_chart_draws_its_days(pa
 def test_sweep_preview_then_confirm_from_the_browser_deletes_exactly_the_listed_thread(page, live_server, world):
     provider = world["provider"]
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/lifecycle/")
     page.get_by_label("Kind").select_option("threads")
     page.get_by_label("Tenant").select_option("acme")
@@ -151,9 +109,9 @@ def test_sweep_preview_then_confirm_from_the_browser_deletes_exactly_the_listed_
     assert page.locator("[data-outcome=would_delete]").inner_text() == "1"
     assert "thread_old_acme" in page.locator("#table-items").inner_text()
     assert "thread_old_acme" in provider.threads  # a dry run deletes nothing
-    _screenshot(page, "lifecycle-sweep-preview", "desktop")
+    screenshot(page, "lifecycle-sweep-preview", "desktop")
     page.set_viewport_size({"width": 390, "height": 844})
-    _screenshot(page, "lifecycle-sweep-preview", "mobile")
+    screenshot(page, "lifecycle-sweep-preview", "mobile")
     assert _no_sideways_spill(page) <= 1
 
     confirm = page.get_by_role("button", name="Delete these 1 resource")
@@ -170,23 +128,23 @@ def test_sweep_preview_then_confirm_from_the_browser_deletes_exactly_the_listed_
         == Outcome.DELETED
     assert "thread_old_globex" not in page.locator("main").inner_text()
     page.set_viewport_size({"width": 1280, "height": 900})
-    _screenshot(page, "lifecycle-sweep-confirmed", "desktop")
+    screenshot(page, "lifecycle-sweep-confirmed", "desktop")
 
 
 def test_tenant_member_sees_only_their_tenant_and_cannot_act(page, live_server, world):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "acme-viewer", "member-password-1")
+    login(page, live_server, "acme-viewer", "member-password-1")
     assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Reconciliation").count() == 0
     page.goto(f"{live_server.url}/lifecycle/")
     main = page.locator("main").inner_text()
     assert "globex" not in main.lower() and "vs_orphan" not in main
     assert page.get_by_role("button", name="Start dry run").count() == 0
     assert page.locator("[data-kpi=orphans]").count() == 0
-    assert _charts_have_data(page) == {"chart-storage": 21}  # acme's own metered days
-    _screenshot(page, "lifecycle-member", "desktop")
+    assert charts_have_data(page) == {"chart-storage": 21}  # acme's own metered days
+    screenshot(page, "lifecycle-member", "desktop")
     page.goto(f"{live_server.url}/lifecycle/audit/")
     assert "thread_old_globex" not in page.locator("main").inner_text()
     for path in (f"/lifecycle/sweeps/{world['globex_sweep'].pk}/", "/lifecycle/orphans/"):
         assert page.goto(f"{live_server.url}{path}").status == 404, path
     assert page.get_by_role("heading", name="Page not found").is_visible()
-    _screenshot(page, "not-found", "desktop")
+    screenshot(page, "not-found", "desktop")

@@ -5,46 +5,25 @@ member gets 404. Screenshots land in $RUNLEDGER_ARTIFACTS/screenshots."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from apps.ledger.models import DailyRollup
 from apps.reconciliation.services import reconciliation_reconcile
 from apps.tenants.models import Membership, Tenant
+from tests.browser import WIDTHS, login, screenshot
 
 from .fakes import FakeAdminProvider
-
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM) or bool(shutil.which("chromium"))
-REQUIRE_SERVICES = os.environ.get("RUNLEDGER_REQUIRE_SERVICES") == "1"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.skipif(not HAVE_CHROMIUM and not REQUIRE_SERVICES, reason=f"needs Chromium at {CHROMIUM}"),
 ]
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-
-ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", "/work/main/artifacts"))
-SCREENSHOTS = ARTIFACTS / "screenshots"
-WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
 DAYS = 5
 DRIFT_OFFSET = 2  # the third day has OpenAI billing $1.25 more input than the ledger holds
 DANGER_SOFT = "rgb(253, 236, 234)"
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"RUNLEDGER_REQUIRE_SERVICES=1 but {CHROMIUM} is missing (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "headless": True,
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
 
 
 @pytest.fixture
@@ -69,25 +48,12 @@ def reconciled(django_user_model):
     return {"days": days, "drift_day": days[DRIFT_OFFSET]}
 
 
-def _login(page, live_server, username, password):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
-
-
-def _screenshot(page, name: str, width_name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
-
-
 def _background(locator) -> str:
     return locator.evaluate("el => getComputedStyle(el).backgroundColor")
 
 
 def test_staff_see_every_day_charted_and_the_drift_highlighted(page, live_server, reconciled):
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     days = reconciled["days"]
     query = f"?start={days[0].isoformat()}&end={days[-1].isoformat()}&status=all"
     for width_name, (width, height) in WIDTHS.items():
@@ -109,12 +75,12 @@ def test_staff_see_every_day_charted_and_the_drift_highlighted(page, live_server
         assert _background(matched.locator("td").first) != DANGER_SOFT
         assert page.locator("[data-kpi=flagged]").inner_text() == "1"
         assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
-        _screenshot(page, "reconciliation", width_name)
+        screenshot(page, "reconciliation", width_name)
 
 
 def test_the_default_view_lists_only_flagged_lines_and_the_toggle_keeps_the_filters(page, live_server, reconciled):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "ops", "ops-password-1")
+    login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/reconciliation/")
     rows = page.locator("table[data-table=lines] tbody tr")
     assert rows.count() == 1 and rows.first.get_attribute("data-flagged") is not None
@@ -127,15 +93,15 @@ def test_the_default_view_lists_only_flagged_lines_and_the_toggle_keeps_the_filt
     page.wait_for_url("**status=all**")
     assert f"start={reconciled['days'][DRIFT_OFFSET].isoformat()}" in page.url
     assert page.locator("table[data-table=lines] tbody tr").count() > 1
-    _screenshot(page, "reconciliation-every-line", "desktop")
+    screenshot(page, "reconciliation-every-line", "desktop")
 
 
 def test_tenant_member_gets_404_and_no_reconciliation_link(page, live_server, reconciled):
     page.set_viewport_size({"width": 1280, "height": 900})
-    _login(page, live_server, "acme-admin", "member-password-1")
+    login(page, live_server, "acme-admin", "member-password-1")
     assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Reconciliation").count() == 0
     response = page.goto(f"{live_server.url}/reconciliation/")
     assert response.status == 404
     assert "gpt-5.4" not in page.content()
     assert page.request.get(f"{live_server.url}/reconciliation/?format=csv").status == 404
-    _screenshot(page, "reconciliation-member-404", "desktop")
+    screenshot(page, "reconciliation-member-404", "desktop")

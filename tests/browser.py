@@ -1,0 +1,46 @@
+"""What every browser test shares: Debian's Chromium, where screenshots go, logging in, and reading the
+data points plotly drew. The launch arguments and the skip-or-fail rule live in tests/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("RUNLEDGER_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+SCREENSHOTS = ARTIFACTS / "screenshots"
+WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls around it are still sync.
+# Set at import (conftest imports this module), before any fixture can touch the database.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def chromium_installed() -> bool:
+    return os.path.exists(CHROMIUM) or bool(shutil.which("chromium"))
+
+
+def login(page, live_server, username: str, password: str) -> None:
+    page.goto(f"{live_server.url}/accounts/login/")
+    assert page.get_by_role("heading", name="Sign in to RunLedger").is_visible()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def charts_have_data(page) -> dict:
+    """Every chart on the page, after plotly drew it: {id: number of data points across its traces}."""
+    charts = page.locator(".chart")
+    for index in range(charts.count()):
+        charts.nth(index).and_(page.locator("[data-rendered=true]")).wait_for(timeout=15_000)
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.chart')].map(el => [
+        el.id, (el.data || []).reduce((n, t) => n + ((t.y || t.x || []).length), 0)]))""")
+
+
+def screenshot(page, name: str, width_name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
