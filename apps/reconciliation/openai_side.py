@@ -61,6 +61,18 @@ def _in_range(day: dt.date, start: dt.date, end: dt.date) -> bool:
     return start <= day < end
 
 
+def _project_results(pages, start: dt.date, end: dt.date, project_id: str):
+    """(day, result) for every result of this project in a bucket inside [start, end): an admin key sees the
+    whole organization, and a page may hold buckets outside the asked range."""
+    for bucket in _buckets(pages):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            if _project(result, project_id) == project_id:
+                yield day, result
+
+
 def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: str, progress=None) -> Observations:
     """Costs by line item and project, completions by model and project, code-interpreter sessions and
     file-search calls by project, for the UTC days start (inclusive) to end (exclusive). Results for other
@@ -71,39 +83,30 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
     project_ids = [project_id]
 
     say("fetching Costs grouped by line item and project")
-    for bucket in _buckets(provider.costs(start_time, end_time, group_by=["line_item", "project_id"],
-                                          project_ids=project_ids, page_limit=COSTS_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
+    for day, result in _project_results(provider.costs(start_time, end_time, group_by=["line_item", "project_id"],
+                                                       project_ids=project_ids, page_limit=COSTS_PAGE_DAYS),
+                                        start, end, project_id):
+        amount = _field(_field(result, "amount"), "value", 0) or 0
+        line, model = canonical_line_item(_field(result, "line_item"))
+        if model and line == model_cost_line(model, "cache write"):
+            # The ledger's input cost includes cache writes (see apps/pricing/rating.py): compare them together.
+            line = model_cost_line(model, "input")
+        if not is_ledger_line(line, model):
+            observations.add_unmapped(day, project_id, line, to_decimal(amount))
             continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            amount = _field(_field(result, "amount"), "value", 0) or 0
-            line, model = canonical_line_item(_field(result, "line_item"))
-            if model and line == model_cost_line(model, "cache write"):
-                # The ledger's input cost includes cache writes (see apps/pricing/rating.py): compare them together.
-                line = model_cost_line(model, "input")
-            if not is_ledger_line(line, model):
-                observations.add_unmapped(day, project_id, line, to_decimal(amount))
-                continue
-            observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
+        observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
 
     say("fetching completions usage grouped by model and project")
-    for bucket in _buckets(provider.usage_completions(start_time, end_time, group_by=["model", "project_id"],
-                                                      bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            model = _field(result, "model") or "unknown model"
-            spec = LineSpec(KIND_USAGE, UNIT_TOKENS, model)
-            observations.add(day, project_id, model_usage_line(model, "input"), _field(result, "input_tokens", 0) or 0, spec)
-            observations.add(day, project_id, model_usage_line(model, "cached input"),
-                             _field(result, "input_cached_tokens", 0) or 0, spec)
-            observations.add(day, project_id, model_usage_line(model, "output"), _field(result, "output_tokens", 0) or 0, spec)
+    for day, result in _project_results(
+            provider.usage_completions(start_time, end_time, group_by=["model", "project_id"], bucket_width="1d",
+                                       project_ids=project_ids, page_limit=USAGE_PAGE_DAYS),
+            start, end, project_id):
+        model = _field(result, "model") or "unknown model"
+        spec = LineSpec(KIND_USAGE, UNIT_TOKENS, model)
+        observations.add(day, project_id, model_usage_line(model, "input"), _field(result, "input_tokens", 0) or 0, spec)
+        observations.add(day, project_id, model_usage_line(model, "cached input"),
+                         _field(result, "input_cached_tokens", 0) or 0, spec)
+        observations.add(day, project_id, model_usage_line(model, "output"), _field(result, "output_tokens", 0) or 0, spec)
 
     say("fetching code-interpreter sessions")
     _add_counts(observations, provider.usage_code_interpreter_sessions, CODE_INTERPRETER_SESSIONS_LINE,
@@ -114,15 +117,11 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 
     say("fetching vector-store usage")
     storage_bytes: dict[dt.date, int] = {}
-    for bucket in _buckets(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
-                                                        bucket_width="1d", project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            storage_bytes[day] = storage_bytes.get(day, 0) + int(_field(result, "usage_bytes", 0) or 0)
+    for day, result in _project_results(
+            provider.usage_vector_stores(start_time, end_time, group_by=["project_id"], bucket_width="1d",
+                                         project_ids=project_ids, page_limit=USAGE_PAGE_DAYS),
+            start, end, project_id):
+        storage_bytes[day] = storage_bytes.get(day, 0) + int(_field(result, "usage_bytes", 0) or 0)
     observations.storage_bytes = storage_bytes  # informational: the Costs "vector storage" line is what is compared
     return observations
 
@@ -130,12 +129,7 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
 def _add_counts(observations, fetch, line: str, field: str, unit: str, start_time, end_time, start, end,
                 project_id, project_ids) -> None:
     """One per-day usage count (code-interpreter sessions, file-search calls) for the project."""
-    for bucket in _buckets(fetch(start_time, end_time, group_by=["project_id"], bucket_width="1d",
-                                 project_ids=project_ids, page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) != project_id:
-                continue
-            observations.add(day, project_id, line, _field(result, field, 0) or 0, LineSpec(KIND_USAGE, unit))
+    for day, result in _project_results(fetch(start_time, end_time, group_by=["project_id"], bucket_width="1d",
+                                              project_ids=project_ids, page_limit=USAGE_PAGE_DAYS),
+                                        start, end, project_id):
+        observations.add(day, project_id, line, _field(result, field, 0) or 0, LineSpec(KIND_USAGE, unit))
