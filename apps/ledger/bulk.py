@@ -115,8 +115,12 @@ class _PgCursor:
         # swaps its files every time.
         self.cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS; "
                             f"DELETE FROM {name}")
+        self.copy(f"COPY {name} FROM STDIN", columns, rows)
+        return name
+
+    def copy(self, statement: str, columns: Sequence[Column], rows: Sequence[Sequence]) -> None:
         json_indexes = [i for i, c in enumerate(columns) if c.is_json]
-        with self.cursor.copy(f"COPY {name} FROM STDIN") as copy:
+        with self.cursor.copy(statement) as copy:
             for row in rows:
                 if json_indexes:
                     row = list(row)
@@ -124,7 +128,6 @@ class _PgCursor:
                         if row[i] is not None:
                             row[i] = _json_text(row[i])
                 copy.write_row(row)
-        return name
 
     def fetchall(self) -> list[tuple]:
         return self.cursor.fetchall()
@@ -139,6 +142,23 @@ class _PgCursor:
 
 def _cursor():
     return _PgCursor() if is_postgres() else connection.cursor()
+
+
+def copy_into(table: str, columns: Sequence[Column], rows: Sequence[Sequence]) -> None:
+    """Insert rows the caller knows are new with one COPY straight into the table (PostgreSQL; plain
+    multi-row INSERT on SQLite). No ON CONFLICT: a duplicate key fails the whole transaction, so only call
+    it while holding whatever guarantees the keys are new."""
+    if not rows:
+        return
+    if not is_postgres():
+        with connection.cursor() as cursor:
+            column_list = ", ".join(_quote(c.name) for c in columns)
+            for placeholders, params in _sqlite_chunks(columns, rows):
+                cursor.execute(f"INSERT INTO {_quote(table)} ({column_list}) VALUES {placeholders}", params)
+        return
+    column_list = ", ".join(_quote(c.name) for c in columns)
+    with _PgCursor() as cursor:
+        cursor.copy(f"COPY {_quote(table)} ({column_list}) FROM STDIN", columns, rows)
 
 
 def insert_returning(table: str, columns: Sequence[Column], rows: Sequence[Sequence], *, conflict: Sequence[str],
@@ -275,6 +295,17 @@ def update_from_values(table: str, key: Column, columns: Sequence[Column], rows:
                 )
                 count += cursor.rowcount
     return count
+
+
+def advisory_xact_lock(key: int) -> bool:
+    """PostgreSQL: wait for, then hold until the transaction ends, the advisory lock `key` (a signed
+    64-bit integer), and return True; on SQLite do nothing and return False (its writers take the
+    database lock only at their first write, so reads before it are not serialized)."""
+    if not is_postgres():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    return True
 
 
 def lock_rows(table: str, key: str, values: Sequence) -> None:

@@ -42,6 +42,8 @@ from .models import STATUS_RANK, WASTED_STATUSES, DailyRollup, Run, Thread
 
 logger = logging.getLogger(__name__)
 
+# pg_advisory_xact_lock key that serializes ingest write phases ("RLINGEST" in ASCII, as an int64).
+INGEST_LOCK_KEY = 0x524C494E47455354
 RUN_KINDS = frozenset({"thread.run", "response"})
 THREAD_KINDS = frozenset({"thread", "conversation"})
 LIFECYCLE_KINDS = frozenset({"vector_store", "file", "container"})
@@ -516,7 +518,7 @@ def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: 
 
 def _ensure_threads(
     run_states: Iterable[dict], thread_events: list[_ThreadEvent], results: list, now: dt.datetime,
-    deltas: _Deltas,
+    deltas: _Deltas, stored: dict[str, tuple[int, int]],
 ) -> dict[str, int]:
     """Create the thread/conversation rows this batch is first to mention (existing rows are not locked
     here) and queue every mentioned thread's activity and metadata on `deltas`, written with the thread
@@ -554,15 +556,16 @@ def _ensure_threads(
     values = [
         [r["tenant_id"], r["openai_id"], r["kind"], r["openai_project"], r["created_at"], r["last_activity_at"], 0,
          ZERO, r["metadata"], Thread.Status.ACTIVE, "", now]
-        for _, r in sorted(rows.items())
+        for openai_id, r in sorted(rows.items()) if openai_id not in stored
     ]
     returned = bulk.insert_returning(
         Thread._meta.db_table, bulk.columns_for(Thread, names), values, conflict=["openai_id"],
         returning=["id", "openai_id", "tenant_id"],
     )
+    returned.extend((pk, openai_id, tenant_id) for openai_id, (pk, tenant_id) in stored.items() if openai_id in rows)
     known = {row[1] for row in returned}
     missing = [openai_id for openai_id in rows if openai_id not in known]
-    if missing:
+    if missing:  # inserted by a concurrent transaction after `stored` was read (not while the ingest lock is held)
         returned = [*returned, *Thread.objects.unscoped().filter(openai_id__in=missing)
                     .values_list("id", "openai_id", "tenant_id")]
     mapping = {}
@@ -576,8 +579,10 @@ def _ensure_threads(
     return mapping
 
 
-def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEvent], results: list) -> None:
-    """Reject events that would attach a run or thread to a thread recorded for another tenant."""
+def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEvent],
+                      results: list) -> dict[str, tuple[int, int]]:
+    """Reject events that would attach a run or thread to a thread recorded for another tenant; returns the
+    stored threads the batch mentions, openai_id -> (pk, tenant id)."""
     wanted: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
     for event in run_events:
         if event.state.get("thread_openai_id"):
@@ -586,25 +591,30 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
     for event in thread_events:
         wanted[event.record.openai_id].append((event.index, event.tenant_id, event.record.openai_id, "object.id"))
     if not wanted:
-        return
-    owners = dict(Thread.objects.unscoped().filter(openai_id__in=list(wanted)).values_list("openai_id", "tenant_id"))
+        return {}
+    stored = {openai_id: (pk, tenant_id) for pk, openai_id, tenant_id in
+              Thread.objects.unscoped().filter(openai_id__in=list(wanted)).values_list("id", "openai_id", "tenant_id")}
     for thread_id, uses in wanted.items():
-        owner = owners.get(thread_id)
+        owner = stored[thread_id][1] if thread_id in stored else None
         if owner is None:
             # A thread first seen in this batch belongs to the first tenant that reports it.
             owner = uses[0][1]
         for index, tenant_id, openai_id, field_name in uses:
             if tenant_id != owner and results[index] is None:
                 _reject(results, index, openai_id, field_name, "this thread is recorded for another tenant")
+    return stored
 
 
 def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], thread_pks: dict[str, int],
-                now: dt.datetime, deltas: _Deltas) -> tuple[list[dict], list[str]]:
+                now: dt.datetime, deltas: _Deltas, *, serialized: bool) -> tuple[list[dict], list[str]]:
     """Insert new runs and update changed ones; returns (changes as old/new pairs, ids that lost an insert race)."""
     inserts, updates = [], []
     for openai_id, state in sorted(plan.final.items()):
         state["thread_id"] = thread_pks.get(state.get("thread_openai_id") or "")
-        _rate_state(state, book, thresholds)
+        if not state.get("_rated"):
+            # Only a stored row that outranked every report of this batch gets here: the reported states
+            # were rated before the transaction (see _rate_reported).
+            _rate_state(state, book, thresholds)
         old = plan.existing.get(openai_id)
         if old is None:
             inserts.append(state)
@@ -614,11 +624,15 @@ def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], th
     changes: list[dict] = []
     if inserts:
         columns = bulk.columns_for(Run, [*RUN_FIELDS, "recorded_at", "updated_at"])
-        inserted = bulk.insert_returning(
-            Run._meta.db_table, columns, [_run_row(s, now) for s in inserts], conflict=["openai_id"],
-            returning=["openai_id"],
-        )
-        inserted_ids = {row[0] for row in inserted}
+        rows = [_run_row(s, now) for s in inserts]
+        if serialized:
+            # Nobody else can be inserting these runs (the ingest lock is held and they were not found
+            # under it), so they go in with one COPY — no staging table, no conflict checks.
+            bulk.copy_into(Run._meta.db_table, columns, rows)
+            inserted_ids = {s["openai_id"] for s in inserts}
+        else:
+            inserted_ids = {row[0] for row in bulk.insert_returning(
+                Run._meta.db_table, columns, rows, conflict=["openai_id"], returning=["openai_id"])}
         for state in inserts:
             if state["openai_id"] in inserted_ids:
                 deltas.apply(None, state)
@@ -636,23 +650,40 @@ def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], th
     return changes, lost
 
 
-def _ingest_once(run_events, thread_events, lifecycle, results_template, now):
+def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, Decimal]]:
+    """Rate every reported state up front, outside the transaction: a run's cost depends only on its own
+    reported fields, the price book and its tenant's high-cost threshold, and rating is most of the batch's
+    CPU — done here, it overlaps with the other workers' write phases instead of lengthening them."""
+    book = PriceBook.load()
+    tenant_ids = {e.state["tenant_id"] for e in run_events}
+    thresholds = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "high_cost_run_usd"))
+    for event in run_events:
+        _rate_state(event.state, book, thresholds)
+        event.state["_rated"] = True
+    return book, thresholds
+
+
+def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds):
     results = list(results_template)
     with transaction.atomic():
-        _thread_conflicts(run_events, thread_events, results)
+        # Ingest batches write one at a time (a transaction-scoped advisory lock, PostgreSQL only): batches
+        # share rollup rows, threads and in-flight runs, and concurrent ones spent a third of their time
+        # waiting on each other's row locks and retrying deadlocks. Everything before this point — reading
+        # the body, normalizing, rating — still runs in parallel across workers.
+        serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY)
+        stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
         thread_events = [e for e in thread_events if results[e.index] is None]
-        book = PriceBook.load()
         tenant_ids = {e.state["tenant_id"] for e in run_events}
-        thresholds = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "high_cost_run_usd"))
         existing = _lock_existing_runs(e.state["openai_id"] for e in run_events)
         deltas = _Deltas()
         changes: list[dict] = []
         plan = _plan_runs(run_events, existing, results)
         outcomes = dict(plan.outcome_by_index)
-        thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now, deltas)
+        thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now, deltas,
+                                     stored_threads)
         for _attempt in range(3):
-            new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas)
+            new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas, serialized=serialized)
             changes.extend(new_changes)
             if not lost:
                 break
@@ -723,10 +754,11 @@ def _ingest_events(events: list, key_tenant: Tenant | None) -> IngestResult:
     results: list[EventResult | None] = [None] * len(events)
     run_events, thread_events, lifecycle = _parse(events, key_tenant, results)
     _mark_thread_outcomes(thread_events)
+    book, thresholds = _rate_reported(run_events)
     now = timezone.now()
     for attempt in range(4):
         try:
-            final = _ingest_once(run_events, thread_events, lifecycle, results, now)
+            final = _ingest_once(run_events, thread_events, lifecycle, results, now, book, thresholds)
             break
         except (OperationalError, DatabaseError, *_driver_errors()) as exc:
             # bulk.py talks to psycopg directly, so a deadlock can arrive as psycopg's own error class.

@@ -1,0 +1,82 @@
+"""Ingest write phases run one at a time on PostgreSQL (services.INGEST_LOCK_KEY): the batch parses and
+rates outside the lock, then waits for it before touching a row, and new runs go in by plain COPY."""
+
+import datetime as dt
+import threading
+import time
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.db import connection
+
+from apps.ledger import bulk
+from apps.ledger.models import Run, Thread
+from apps.ledger.services import INGEST_LOCK_KEY, ingest_events, ledger_check
+from tests import builders
+
+WHEN = dt.datetime(2026, 11, 3, 8, 0, tzinfo=dt.UTC)
+
+
+def _dsn() -> str:
+    settings = connection.settings_dict
+    return psycopg.conninfo.make_conninfo(
+        dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
+        host=settings["HOST"] or None, port=settings["PORT"] or None,
+    )
+
+
+def _batch(prefix: str, count: int) -> list[dict]:
+    return [{"tenant": "acme", "object": builders.assistants_run(
+        run_id=f"run_{prefix}_{i}", thread_id=f"thread_{prefix}_{i % 3}", created_at=WHEN, prompt_tokens=500 + i)}
+        for i in range(count)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_waits_for_the_ingest_lock_before_writing_anything(tenant):
+    outcome: dict = {}
+
+    def ingest():
+        try:
+            outcome["result"] = ingest_events(events=_batch("wait", 20))
+        except Exception as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    with psycopg.connect(_dsn(), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK_KEY])
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        time.sleep(1.0)
+        still_waiting = worker.is_alive()
+        visible_while_held = holder.execute("SELECT count(*) FROM ledger_run").fetchone()[0]
+        holder.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
+        worker.join(timeout=60)
+    assert still_waiting and visible_while_held == 0
+    assert "error" not in outcome
+    assert outcome["result"].created == 20
+    assert Run.objects.for_tenant(tenant).count() == 20
+    assert ledger_check() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_lock_is_released_when_the_batch_commits(tenant):
+    ingest_events(events=_batch("first", 5))
+    with psycopg.connect(_dsn(), autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", [INGEST_LOCK_KEY]).fetchone()[0] is True
+        other.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
+
+
+@pytest.mark.django_db
+def test_copy_into_inserts_rows_the_caller_knows_are_new(tenant):
+    names = ["tenant_id", "openai_id", "kind", "openai_project", "created_at", "last_activity_at", "run_count",
+             "cost_usd", "metadata", "status", "deletion_reason", "recorded_at"]
+    bulk.copy_into(Thread._meta.db_table, bulk.columns_for(Thread, names), [
+        [tenant.pk, f"thread_copy_{i}", "thread", "", WHEN, WHEN, 0, Decimal("0.5"), {"k": f"v{i}"}, "active", "", WHEN]
+        for i in range(3)
+    ])
+    stored = {t.openai_id: (t.metadata, t.cost_usd) for t in Thread.objects.for_tenant(tenant)}
+    assert stored == {f"thread_copy_{i}": ({"k": f"v{i}"}, Decimal("0.5")) for i in range(3)}
