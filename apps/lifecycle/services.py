@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, CharField, Count, F, Func, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from apps.core.money import ZERO, quantize_ledger
@@ -525,28 +526,59 @@ def _sweep_includes_unassigned(sweep: Sweep) -> bool:
     return sweep.tenant_id is None and bool(setting("LIFECYCLE_SWEEP_UNASSIGNED"))
 
 
-def _thread_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
+class _UtcMinute(Func):
+    """A timestamp as 'YYYY-MM-DD HH:MM' in UTC, the text `f"{value:%Y-%m-%d %H:%M}"` gives in Python, so a
+    rule written by SQL reads exactly as one written by Python."""
+
+    output_field = CharField()
+    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+
+    def as_sqlite(self, compiler, conn, **extra):
+        # SQLite stores an aware datetime as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'.
+        return self.as_sql(compiler, conn, template="substr(%(expressions)s, 1, 16)", **extra)
+
+
+def _thread_candidates(sweep: Sweep) -> QuerySet | None:
+    """Every thread/conversation the sweep would delete, as SweepItem columns (None: no tenant is eligible).
+    One queryset, so planning in one statement or in many pages selects the same rows with the same rule."""
     tenants = _eligible_tenants(sweep)
     if not tenants:
-        return []
-    by_tenant = {t.pk: t for t in tenants}
-    rule = Q()
+        return None
+    # One condition per distinct retention, not per tenant: a sweep over every tenant stays a short query.
+    by_days: dict[int, list[int]] = {}
     for t in tenants:
-        rule |= Q(tenant_id=t.pk, last_activity_at__lt=sweep.as_of - dt.timedelta(days=t.thread_retention_days))
-    rows = (
-        Thread.objects.unscoped().filter(status=Thread.Status.ACTIVE, pk__gt=after_pk).filter(rule)
-        .order_by("pk").values("pk", "openai_id", "kind", "tenant_id", "last_activity_at")[:limit]
+        by_days.setdefault(t.thread_retention_days, []).append(t.pk)
+    selected = Q()
+    for days, ids in by_days.items():
+        selected |= Q(tenant_id__in=ids, last_activity_at__lt=sweep.as_of - dt.timedelta(days=days))
+    rule_prefix = Case(
+        *(When(tenant_id__in=ids, then=Value(f"thread_retention_days={days}: last activity "))
+          for days, ids in by_days.items()),
+        default=Value(""), output_field=CharField(),
     )
-    out = []
-    for row in rows:
-        days = by_tenant[row["tenant_id"]].thread_retention_days
-        out.append((row["pk"], SweepItem(
-            tenant_id=row["tenant_id"],
-            resource_type=ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD,
-            openai_id=row["openai_id"], last_activity_at=row["last_activity_at"],
-            rule=f"thread_retention_days={days}: last activity {row['last_activity_at']:%Y-%m-%d %H:%M} UTC",
-        )))
-    return out
+    return (
+        Thread.objects.unscoped().filter(status=Thread.Status.ACTIVE).filter(selected)
+        .annotate(
+            item_tenant_id=F("tenant_id"),
+            item_resource_type=Case(When(kind=ThreadKind.CONVERSATION, then=Value(ResourceType.CONVERSATION)),
+                                    default=Value(ResourceType.THREAD), output_field=CharField()),
+            item_openai_id=F("openai_id"),
+            item_last_activity_at=F("last_activity_at"),
+            item_rule=Concat(rule_prefix, _UtcMinute("last_activity_at"), Value(" UTC"), output_field=CharField()),
+        )
+    )
+
+
+def _confirmed_candidates(sweep: Sweep) -> QuerySet:
+    """A confirmation's items: its preview's "would delete" list, copied as the preview planned it."""
+    return (
+        SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE)
+        .annotate(
+            item_tenant_id=F("tenant_id"), item_resource_type=F("resource_type"), item_openai_id=F("openai_id"),
+            item_rule=F("rule"), item_last_activity_at=F("last_activity_at"), item_usage_bytes=F("usage_bytes"),
+            item_fingerprint=F("fingerprint"),
+        )
+    )
 
 
 def _live_thread_ids(candidates: Iterable[str]) -> set[str]:
@@ -631,12 +663,68 @@ def _container_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple
     )) for row in rows]
 
 
+# Kinds planned row by row in Python (their rules read JSON lists of attachments); threads and
+# confirmations are planned set-based (_plan_step_set).
 CANDIDATES = {
-    SweepKind.THREADS: _thread_candidates,
     SweepKind.VECTOR_STORES: _vector_store_candidates,
     SweepKind.FILES: _file_candidates,
     SweepKind.CONTAINERS: _container_candidates,
 }
+
+
+def _set_plan_page() -> int:
+    # Rows examined per set-based planning step (one INSERT ... SELECT). Kept here rather than in conf.py's
+    # defaults; LIFECYCLE_SWEEP_SET_PLAN_PAGE in settings overrides it.
+    return int(getattr(settings, "LIFECYCLE_SWEEP_SET_PLAN_PAGE", 20_000))
+
+
+def _insert_items(sweep: Sweep, candidates: QuerySet) -> None:
+    """INSERT ... SELECT the candidates (annotated item_<field> columns) as items of the sweep, in the source's
+    primary-key order; a resource already planned is left as it is (ON CONFLICT DO NOTHING on the unique
+    (sweep, resource)), so a repeated step adds nothing. Every other column gets the model's default."""
+    select, params = candidates.annotate(item_source_pk=F("pk")).values(
+        "item_source_pk", *[name for name in candidates.query.annotations if name.startswith("item_")]
+    ).query.sql_with_params()
+    given = {name.removeprefix("item_") for name in candidates.query.annotations if name.startswith("item_")}
+    qn = connection.ops.quote_name
+    fixed = {"sweep_id": sweep.pk, "dry_run": sweep.dry_run}
+    columns, values, value_params = [], [], []
+    for field in SweepItem._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(qn(field.column))
+        if field.attname in given:
+            values.append(f"candidate.{qn('item_' + field.attname)}")
+            continue
+        value = fixed[field.attname] if field.attname in fixed else field.get_default()
+        values.append("%s")
+        value_params.append(field.get_db_prep_save(value, connection))
+    # "WHERE 1 = 1": SQLite would otherwise read ON CONFLICT as a join constraint of the SELECT.
+    sql = (f"INSERT INTO {qn(SweepItem._meta.db_table)} ({', '.join(columns)}) "
+           f"SELECT {', '.join(values)} FROM ({select}) AS candidate WHERE 1 = 1 "
+           f"ORDER BY candidate.{qn('item_source_pk')} ON CONFLICT DO NOTHING")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*value_params, *params])
+
+
+def _plan_step_set(sweep: Sweep) -> tuple[str, bool]:
+    """One set-based planning step: the next page of source rows (threads, or the preview's items) by
+    primary key, its candidates inserted by one statement. Returns the new cursor and whether the source
+    is exhausted. Nothing is loaded into Python but the page's last key."""
+    page = _set_plan_page()
+    after = int(sweep.cursor or 0)
+    if sweep.preview_of_id:
+        source = SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id)
+        candidates = _confirmed_candidates(sweep)
+    else:
+        source = Thread.objects.unscoped().all()
+        candidates = _thread_candidates(sweep)
+    # The page ends at the page-th source row after the cursor; fewer left means this is the last page.
+    end = list(source.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[page - 1:page])
+    if candidates is not None:
+        in_page = Q(pk__gt=after) & (Q(pk__lte=end[0]) if end else Q())
+        _insert_items(sweep, candidates.filter(in_page))
+    return (str(end[0]) if end else sweep.cursor), not end
 
 
 def _plan_step(sweep: Sweep) -> bool:
@@ -644,29 +732,22 @@ def _plan_step(sweep: Sweep) -> bool:
     (sweep, resource), and the cursor only moves forward after the page is stored."""
     if sweep.planned_at is not None:
         return True
-    page = setting("LIFECYCLE_SWEEP_PLAN_PAGE")
-    if sweep.preview_of_id:
-        after = int(sweep.cursor or 0)
-        source = list(
-            SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE, pk__gt=after)
-            .order_by("pk")[:page]
-        )
-        rows = [(item.pk, SweepItem(
-            tenant_id=item.tenant_id, resource_type=item.resource_type, openai_id=item.openai_id, rule=item.rule,
-            last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes, fingerprint=item.fingerprint,
-        )) for item in source]
-        exhausted = len(source) < page
-    else:
-        # Candidate functions return every examined row, with None for one that is not a candidate, so the
-        # cursor moves past it and a short page means the table is exhausted.
-        rows = CANDIDATES[sweep.kind](sweep, int(sweep.cursor or 0), page)
-        exhausted = len(rows) < page
-    items = [item for _pk, item in rows if item is not None]
     with transaction.atomic():
-        for item in items:
-            item.sweep_id, item.dry_run = sweep.pk, sweep.dry_run
-        SweepItem.objects.bulk_create(items, ignore_conflicts=True)
-        update = {"cursor": str(rows[-1][0]) if rows else sweep.cursor}
+        if sweep.preview_of_id or sweep.kind == SweepKind.THREADS:
+            # Set-based: at a million threads, building SweepItem objects page by page in Python was the cost.
+            cursor, exhausted = _plan_step_set(sweep)
+        else:
+            page = setting("LIFECYCLE_SWEEP_PLAN_PAGE")
+            # Candidate functions return every examined row, with None for one that is not a candidate, so the
+            # cursor moves past it and a short page means the table is exhausted.
+            rows = CANDIDATES[sweep.kind](sweep, int(sweep.cursor or 0), page)
+            exhausted = len(rows) < page
+            items = [item for _pk, item in rows if item is not None]
+            for item in items:
+                item.sweep_id, item.dry_run = sweep.pk, sweep.dry_run
+            SweepItem.objects.bulk_create(items, ignore_conflicts=True)
+            cursor = str(rows[-1][0]) if rows else sweep.cursor
+        update = {"cursor": cursor}
         if exhausted:
             update.update(planned_at=timezone.now(), cursor="",
                           planned_count=SweepItem.objects.unscoped().filter(sweep=sweep).count())
