@@ -297,14 +297,16 @@ def update_from_values(table: str, key: Column, columns: Sequence[Column], rows:
     return count
 
 
-def advisory_xact_lock(key: int) -> bool:
+def advisory_xact_lock(key: int, *, shared: bool = False) -> bool:
     """PostgreSQL: wait for, then hold until the transaction ends, the advisory lock `key` (a signed
-    64-bit integer), and return True; on SQLite do nothing and return False (its writers take the
-    database lock only at their first write, so reads before it are not serialized)."""
+    64-bit integer; `shared` holders exclude only exclusive ones), and return True; on SQLite do nothing
+    and return False (its writers take the database lock only at their first write, so reads before it
+    are not serialized)."""
     if not is_postgres():
         return False
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        cursor.execute(f"SELECT {function}(%s)", [key])
     return True
 
 

@@ -663,14 +663,14 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     return book, thresholds
 
 
-def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds):
+def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds, *, shared: bool):
     results = list(results_template)
     with transaction.atomic():
         # Ingest batches write one at a time (a transaction-scoped advisory lock, PostgreSQL only): batches
         # share rollup rows, threads and in-flight runs, and concurrent ones spent a third of their time
         # waiting on each other's row locks and retrying deadlocks. Everything before this point — reading
         # the body, normalizing, rating — still runs in parallel across workers.
-        serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY)
+        serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY, shared=shared)
         stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
         thread_events = [e for e in thread_events if results[e.index] is None]
@@ -725,17 +725,26 @@ def _driver_errors() -> tuple[type[Exception], ...]:
     return (psycopg.Error,)
 
 
+def _is_unique_violation(exc: Exception) -> bool:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) == "23505" or "duplicate key value" in str(exc)
+
+
 def _is_retryable(exc: Exception) -> bool:
     text = str(exc).lower()
     return "deadlock" in text or "could not serialize" in text or "database is locked" in text
 
 
-def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None) -> IngestResult:
+def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, partitioned: bool = False) -> IngestResult:
     """Record a batch of raw OpenAI objects (see issue #4 item 3 and docs/ledger.md).
 
     Each event: {"tenant": slug?, "object": {...}, "attribution": {...}?, "steps": [...]?, "openai_project": str?}.
     Bad events are rejected one by one (index, field, message) while the good ones are stored. With
-    `key_tenant`, every event must belong to that tenant (and may omit `tenant`)."""
+    `key_tenant`, every event must belong to that tenant (and may omit `tenant`).
+
+    Batches write one at a time (INGEST_LOCK_KEY). `partitioned` is for callers that run several batches at
+    once which never carry the same run (import_runs' workers split runs by id): such batches write
+    concurrently with each other, still never alongside an ordinary batch."""
     if not isinstance(events, list):
         raise TypeError("events must be a list")
     # A batch allocates a few hundred thousand short-lived, acyclic objects; the cyclic collector would
@@ -744,13 +753,13 @@ def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None) -> In
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ingest_events(events, key_tenant)
+        return _ingest_events(events, key_tenant, partitioned)
     finally:
         if collecting:
             gc.enable()
 
 
-def _ingest_events(events: list, key_tenant: Tenant | None) -> IngestResult:
+def _ingest_events(events: list, key_tenant: Tenant | None, partitioned: bool) -> IngestResult:
     results: list[EventResult | None] = [None] * len(events)
     run_events, thread_events, lifecycle = _parse(events, key_tenant, results)
     _mark_thread_outcomes(thread_events)
@@ -758,9 +767,16 @@ def _ingest_events(events: list, key_tenant: Tenant | None) -> IngestResult:
     now = timezone.now()
     for attempt in range(4):
         try:
-            final = _ingest_once(run_events, thread_events, lifecycle, results, now, book, thresholds)
+            final = _ingest_once(run_events, thread_events, lifecycle, results, now, book, thresholds,
+                                 shared=partitioned)
             break
         except (OperationalError, DatabaseError, *_driver_errors()) as exc:
+            if partitioned and _is_unique_violation(exc):
+                # Two "partitioned" batches carried the same new run after all (say, two imports of
+                # overlapping files at once): this one writes again alone, as an ordinary batch.
+                logger.warning("ingest: partitioned batch overlapped another; retrying it exclusively")
+                partitioned = False
+                continue
             # bulk.py talks to psycopg directly, so a deadlock can arrive as psycopg's own error class.
             if attempt == 3 or not _is_retryable(exc):
                 raise

@@ -80,3 +80,50 @@ def test_copy_into_inserts_rows_the_caller_knows_are_new(tenant):
     ])
     stored = {t.openai_id: (t.metadata, t.cost_usd) for t in Thread.objects.for_tenant(tenant)}
     assert stored == {f"thread_copy_{i}": ({"k": f"v{i}"}, Decimal("0.5")) for i in range(3)}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_partitioned_batches_share_the_lock_with_each_other_but_not_with_ordinary_batches(tenant):
+    outcome: dict = {}
+
+    def ingest(name, **options):
+        try:
+            outcome[name] = ingest_events(events=_batch(name, 10), **options)
+        finally:
+            connection.close()
+
+    with psycopg.connect(_dsn(), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock_shared(%s)", [INGEST_LOCK_KEY])  # another import worker
+        partitioned = threading.Thread(target=ingest, args=("part",), kwargs={"partitioned": True})
+        partitioned.start()
+        partitioned.join(timeout=30)
+        ordinary = threading.Thread(target=ingest, args=("ord",))
+        ordinary.start()
+        time.sleep(1.0)
+        ordinary_waited = ordinary.is_alive()
+        holder.execute("SELECT pg_advisory_unlock_shared(%s)", [INGEST_LOCK_KEY])
+        ordinary.join(timeout=60)
+    assert outcome["part"].created == 10  # went ahead beside the other shared holder
+    assert ordinary_waited and outcome["ord"].created == 10
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_partitioned_batch_that_overlaps_another_after_all_is_written_again_exclusively(tenant, monkeypatch):
+    from apps.ledger import services
+
+    ingest_events(events=_batch("overlap", 4))
+    real = services._lock_existing_runs
+    calls = {"n": 0}
+
+    def miss_once(openai_ids):
+        # As if another worker committed these runs between this batch's read and its COPY.
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real(openai_ids)
+
+    monkeypatch.setattr(services, "_lock_existing_runs", miss_once)
+    result = ingest_events(events=_batch("overlap", 6), partitioned=True)
+    assert [r.outcome for r in result.results] == ["unchanged"] * 4 + ["created"] * 2
+    assert Run.objects.for_tenant(tenant).count() == 6
+    assert ledger_check() == []

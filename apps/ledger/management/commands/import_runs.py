@@ -44,11 +44,12 @@ def _event_from(item, default_slug: str | None) -> dict:
     return event
 
 
-def _ingest_batch(batch: list[tuple[int, dict]], show_errors: int) -> tuple[dict, list[str]]:
-    """Ingest one batch; (outcome counts, up to `show_errors` rejection lines)."""
+def _ingest_batch(batch: list[tuple[int, dict]], show_errors: int, *, partitioned: bool = False) -> tuple[dict, list[str]]:
+    """Ingest one batch; (outcome counts, up to `show_errors` rejection lines). `partitioned`: this is one
+    of several workers that never share a run, so their batches may write at the same time."""
     counts = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
     errors: list[str] = []
-    result = ingest_events(events=[event for _, event in batch])
+    result = ingest_events(events=[event for _, event in batch], partitioned=partitioned)
     for event_result in result.results:
         counts[event_result.outcome] += 1
         if event_result.outcome == "rejected" and len(errors) < show_errors:
@@ -67,7 +68,7 @@ def _worker(inbox, outbox, default_slug: str | None, show_errors: int) -> None:
             lines, size = item
             batch = [(number, _event_from(orjson.loads(raw) if raw[:1] != b"\x00" else json.loads(raw[1:]),
                                           default_slug)) for number, raw in lines]
-            counts, errors = _ingest_batch(batch, show_errors)
+            counts, errors = _ingest_batch(batch, show_errors, partitioned=True)
             outbox.put((size, counts, errors, None))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the import
         outbox.put((0, {}, [], f"{type(exc).__name__}: {exc}"))
