@@ -1,11 +1,12 @@
 """Writes to the ledger: ingesting runs, responses, threads and conversations, keeping threads and daily
 rollups consistent by deltas, and re-rating runs after a price change.
 
-The ingest path is set-based (issue #9): one query reads the batch's existing runs (locked FOR UPDATE on
-PostgreSQL, in openai_id order), new runs go in with one INSERT ... ON CONFLICT DO NOTHING, changed runs
-with one UPDATE ... FROM, and rollups and threads get one upsert each that ADDS the difference between
-each run's new and old contribution. A run inserted by a concurrent batch at the same moment surfaces
-as a conflict; it is then read (locked) and treated as an update, so nothing is counted twice.
+The ingest path is set-based (issue #9). Parsing, normalizing and rating run in parallel across workers;
+the write phase takes a PostgreSQL advisory lock (INGEST_LOCK_KEY), so batches write one at a time and never
+wait on each other's row locks or deadlock. Under it, one query reads the batch's existing runs (FOR UPDATE,
+in openai_id order, against other writers such as re-pricing), new runs go in with one COPY, changed runs
+with one UPDATE ... FROM, and rollups and threads get one upsert each that ADDS the difference between each
+run's new and old contribution. import_runs' workers, which never share a run, hold the lock shared.
 """
 
 from __future__ import annotations
