@@ -213,7 +213,9 @@ class SweepItem(MaybeUnassignedModel):
         ]
         indexes = [
             models.Index(fields=["tenant", "processed_at"], name="sweepitem_tenant_processed"),
-            models.Index(fields=["sweep", "state"], name="sweepitem_sweep_state"),
+            # With id last, "the next pending items of this sweep" is an ordered index scan: at a million items
+            # (sweep, state) alone made every claim read and sort all pending items (~0.45 s each).
+            models.Index(fields=["sweep", "state", "id"], name="sweepitem_sweep_state_id"),
         ]
 
     def __str__(self) -> str:
