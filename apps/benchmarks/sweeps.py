@@ -200,8 +200,14 @@ def measure_memory(*, threads: int, max_items: int, stream) -> dict:
             cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [tenant.pk])
     rss = [s["rss_mb"] for s in samples]
     planning = next((s["planning_seconds"] for s in samples if s.get("planning_seconds") is not None), None)
+    # Re-checks per second once the items are planned (the sandbox unthrottled): what claiming an item costs
+    # in a sweep of this size, from the last batch that only planned to the last batch.
+    planned_only = [s for s in samples if s["processed"] == 0]
+    checking = None
+    if planned_only and samples[-1]["processed"] and samples[-1]["at"] > planned_only[-1]["at"]:
+        checking = samples[-1]["processed"] / (samples[-1]["at"] - planned_only[-1]["at"])
     return {"threads": threads, "seconds": time.perf_counter() - started, "peak_mb": samples[-1]["peak_mb"],
-            "planning_seconds": planning,
+            "planning_seconds": planning, "checking_per_second": checking,
             "first_mb": rss[0], "median_mb": sorted(rss)[len(rss) // 2], "last_mb": rss[-1],
             "planned": samples[-1]["planned"], "processed": samples[-1]["processed"], "samples": len(samples)}
 
@@ -241,7 +247,7 @@ def child_memory(*, tenant_slug: str, max_items: int, stdout) -> None:
             # Planning time on the sweep's own clock: from the first claim to the end of the last planning step.
             planning = (sweep.planned_at - sweep.started_at).total_seconds() if sweep.planned_at else None
             stdout.write(json.dumps({"planned": planned, "processed": processed, "rss_mb": rss, "peak_mb": peak,
-                                     "planning_seconds": planning}) + "\n")
+                                     "planning_seconds": planning, "at": time.perf_counter()}) + "\n")
             stdout.flush()
             if result.status in ("finished", "failed", "missing") or processed >= max_items:
                 break
@@ -275,6 +281,11 @@ def run(*, threads: int, items: int, rpm: int, window: float, keep: bool, stream
         rows.append(("sweep planning: items/s", f"{memory['planned'] / memory['planning_seconds']:,.0f}",
                      f"{memory['planned']:,} items planned in {memory['planning_seconds']:.1f} s (set-based: one "
                      f"INSERT ... SELECT per page of threads)"))
+    if memory["checking_per_second"]:
+        rows.append(("sweep re-checks/s, unthrottled", f"{memory['checking_per_second']:,.0f}",
+                     f"{memory['processed']:,} items claimed and re-checked against the sandbox without a rate limit "
+                     f"in a sweep of {memory['planned']:,} items (the rate-limited sweep needs "
+                     f"{rate['limit'] / rate['window'] * rate['items'] / max(rate['requests'], 1):.1f} items/s)"))
     rows += [
         (f"sweep worker peak RSS ({threads:,} threads)", f"{memory['peak_mb']:.0f} MB",
          f"{'ok' if memory['peak_mb'] < 300 else 'OVER'} (< 300 MB); RSS first/median/last batch "
