@@ -10,7 +10,16 @@ import time
 
 from django.db import connection
 
-from apps.ledger.models import DailyRollup, Run, Thread
+from apps.ledger.models import (
+    PROMPT_TOKEN_EDGES,
+    DailyRollup,
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    PromptSizeRollup,
+    Run,
+    Thread,
+    ToolUsageRollup,
+)
 
 from .common import Progress, bench_tenants, ledger_truncate, require_postgres
 
@@ -53,6 +62,7 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
     require_postgres("pages")
     tenant_ids = [t.pk for t in bench_tenants(tenants)]
     ledger_truncate()
+    _truncate_rollups()
     run_table, thread_table, rollup_table = Run._meta.db_table, Thread._meta.db_table, DailyRollup._meta.db_table
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     threads = (runs + RUNS_PER_THREAD - 1) // RUNS_PER_THREAD
@@ -164,6 +174,7 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
                    sum(cost_cached_input_usd), sum(cost_output_usd), sum(cost_tools_usd), sum(cost_total_usd),
                    coalesce(sum(cost_total_usd) FILTER (WHERE status IN ('cancelled', 'failed', 'expired')), 0)
             FROM {run_table} GROUP BY 1, 2, 3, 4, 5""")
+        _other_rollups(cursor)
         cursor.execute(f"""
             UPDATE {thread_table} AS t SET run_count = s.runs, cost_usd = s.cost, last_activity_at = s.last
             FROM (SELECT thread_id, count(*) AS runs, sum(cost_total_usd) AS cost, max(created_at) AS last
@@ -173,7 +184,51 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
         cursor.execute(f"ANALYZE {run_table}")
         cursor.execute(f"ANALYZE {thread_table}")
         cursor.execute(f"ANALYZE {rollup_table}")
+        for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
+            cursor.execute(f"ANALYZE {model._meta.db_table}")
     return timings
+
+
+def _truncate_rollups() -> None:
+    """The rollups common.ledger_truncate does not know about yet (end-user, prompt-size, tool usage)."""
+    tables = [model._meta.db_table for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(tables)}")
+
+
+def _other_rollups(cursor) -> None:
+    """The rollups beside DailyRollup, computed from the runs as ingest would have added them: end-user
+    rollups by day and by month, prompt-size rollups (bins = PROMPT_TOKEN_EDGES), billable tool use per
+    tool price version (none in the generated ledger today, but computed the same way as everything else)."""
+    run_table = Run._meta.db_table
+    sums = ("runs, unpriced_runs, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_input_usd, "
+            "cost_cached_input_usd, cost_output_usd, cost_tools_usd, cost_total_usd")
+    cursor.execute(f"""
+        INSERT INTO {ToolUsageRollup._meta.db_table} (tenant_id, day, tool_price_id, code_interpreter_sessions,
+                                                      billable_file_search_calls, web_search_calls)
+        SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, tool_price_id, sum(code_interpreter_sessions),
+               sum(CASE WHEN api = 'responses' THEN file_search_calls ELSE 0 END), sum(web_search_calls)
+        FROM {run_table}
+        WHERE priced AND tool_price_id IS NOT NULL
+          AND (code_interpreter_sessions > 0 OR web_search_calls > 0 OR (api = 'responses' AND file_search_calls > 0))
+        GROUP BY 1, 2, 3""")
+    cursor.execute(f"""
+        INSERT INTO {EndUserDailyRollup._meta.db_table} (tenant_id, day, user_id, {sums})
+        SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, user_id, count(*), count(*) FILTER (WHERE NOT priced),
+               sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
+               sum(cost_input_usd), sum(cost_cached_input_usd), sum(cost_output_usd), sum(cost_tools_usd),
+               sum(cost_total_usd)
+        FROM {run_table} GROUP BY 1, 2, 3""")
+    cursor.execute(f"""
+        INSERT INTO {EndUserMonthlyRollup._meta.db_table} (tenant_id, month, user_id, {sums})
+        SELECT tenant_id, date_trunc('month', day)::date, user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
+        FROM {EndUserDailyRollup._meta.db_table} GROUP BY 1, 2, 3""")
+    edges = ",".join(map(str, PROMPT_TOKEN_EDGES))
+    cursor.execute(f"""
+        INSERT INTO {PromptSizeRollup._meta.db_table} (tenant_id, day, size_bin, runs, max_input_tokens)
+        SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date,
+               greatest(width_bucket(input_tokens, ARRAY[{edges}]::bigint[]) - 1, 0), count(*), max(input_tokens)
+        FROM {run_table} GROUP BY 1, 2, 3""")
 
 
 def check_sample(*, tenants: int = 5) -> int:

@@ -39,6 +39,7 @@ from .serializers import (
     StatementSerializer,
     UsageQuerySerializer,
     UsageSerializer,
+    usage_representation,
 )
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Tenant slug.")
@@ -86,7 +87,7 @@ class TenantUsageView(ScopedLookupMixin, APIView):
         tenant = self.get_tenant(slug)
         query = validate_query(UsageQuerySerializer, request)
         usage = selectors.tenant_usage(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
-        content = renderers.JSONRenderer().render(UsageSerializer(usage).data)
+        content = renderers.JSONRenderer().render(usage_representation(usage))
         return etag_response(request, content, "application/json")
 
 

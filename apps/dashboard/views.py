@@ -309,7 +309,8 @@ class TenantDetailView(DashboardView):
                 columns=[
                     Column("user_id", "End user", "code", value=lambda r: r["user_id"] or "(unknown)"),
                     Column("runs", "Runs", "int"),
-                    Column("last_run_at", "Last run", "datetime"),
+                    # The last UTC day in the period with a run of this user (from the end-user rollups).
+                    Column("last_active_day", "Last active", "date"),
                     Column("cost_usd", "Cost", "money"),
                 ],
                 empty="No runs in this period. Set metadata.user_id on runs to see cost per end user.",

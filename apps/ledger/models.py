@@ -43,6 +43,11 @@ STATUS_RANK = {
 }
 
 
+# Log-spaced prompt-size bins of the tenant page's histogram (PromptSizeRollup.size_bin indexes them): 1-2-5
+# steps per decade, so the long tail stays readable on a log axis. Bin i holds edges[i] <= tokens < edges[i+1].
+PROMPT_TOKEN_EDGES = [0, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
+
+
 class ThreadKind(models.TextChoices):
     THREAD = "thread"
     CONVERSATION = "conversation"
@@ -194,3 +199,104 @@ class DailyRollup(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day} {self.model} {self.feature}"
+
+
+class _EndUserSums(TenantOwnedModel):
+    """What the usage API and the tenant page show per end user (attribution user_id, "" = unknown)."""
+
+    # Every index leads with tenant (the unique key), so the FK's own index would be a redundant copy.
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    runs = models.BigIntegerField(default=0)
+    unpriced_runs = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_cached_input_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_output_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_tools_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+    cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class EndUserDailyRollup(_EndUserSums):
+    """Sums of runs per (tenant, UTC day of created_at, end user), maintained by ingest as deltas like
+    DailyRollup. Read for the ragged ends of a period and for an end user's last active day."""
+
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "user_id"], name="enduser_day_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.user_id}"
+
+
+class EndUserMonthlyRollup(_EndUserSums):
+    """The same sums per (tenant, UTC month of created_at, end user); `month` is the month's first day. A
+    big tenant has thousands of end users a day: a whole month read from daily rows would be ~100k rows,
+    from these a few thousand (issue #9: usage by end user < 50 ms at 10M runs)."""
+
+    month = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "month", "user_id"], name="enduser_month_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.month:%Y-%m} {self.user_id}"
+
+
+class ToolUsageRollup(TenantOwnedModel):
+    """Billable tool use of priced runs per (tenant, UTC day of created_at, tool price version the runs were
+    rated with): code-interpreter sessions, file-search calls under the Responses API (Assistants
+    file_search had no per-call fee) and web-search calls. Statements price each kind as quantity times
+    that version's fee, exactly as rating does, without reading the runs. Quantities, not amounts: a price
+    version corrected in place (price_book_load --overwrite) then re-rated keeps these right, since deltas
+    never depend on a fee. Unpriced runs are not here (DailyRollup counts all tool use)."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    day = models.DateField()
+    # The pricing.ToolPrice id, without a foreign key: a row whose runs were all re-rated to another version
+    # stays (at zero) and must not block that version's removal.
+    tool_price_id = models.BigIntegerField()
+    code_interpreter_sessions = models.BigIntegerField(default=0)
+    billable_file_search_calls = models.BigIntegerField(default=0)
+    web_search_calls = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "tool_price_id"], name="toolusage_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} tools@{self.tool_price_id}"
+
+
+class PromptSizeRollup(TenantOwnedModel):
+    """Runs per (tenant, UTC day of created_at, prompt-size bin); `size_bin` indexes
+    selectors.PROMPT_TOKEN_EDGES. max_input_tokens is the largest prompt any run of the row reported: it is
+    kept with GREATEST, because a maximum cannot be taken back by a delta. A run's token counts only grow as
+    it progresses (queued and in-progress reports carry no usage), so the largest max among a period's
+    rows with runs > 0 is the exact largest prompt; ledger_check proves it against the runs."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    day = models.DateField()
+    size_bin = models.PositiveSmallIntegerField()
+    runs = models.BigIntegerField(default=0)
+    max_input_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "size_bin"], name="promptsize_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} bin {self.size_bin}"

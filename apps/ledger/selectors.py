@@ -8,12 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import (
     Case,
-    Count,
     DecimalField,
     ExpressionWrapper,
     F,
@@ -32,7 +33,16 @@ from apps.core.money import MONEY_FIELD_KWARGS, ZERO
 from apps.core.timeutils import day_start, month_start, next_month
 from apps.tenants.scoping import TenantScope
 
-from .models import DailyRollup, Run, Thread
+from .models import (
+    PROMPT_TOKEN_EDGES,
+    DailyRollup,
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    PromptSizeRollup,
+    Run,
+    Thread,
+    ToolUsageRollup,
+)
 
 OTHERS_LABEL = "others"
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
@@ -347,8 +357,7 @@ def top_runs_for_scatter(runs: QuerySet, *, limit: int = 1000) -> list[dict]:
     )
 
 
-# Log-spaced prompt-size bins: 1-2-5 steps per decade, so the long tail stays readable on a log axis.
-PROMPT_TOKEN_EDGES = [0, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
+# PROMPT_TOKEN_EDGES (imported from models.py, where the prompt-size rollup needs it): log-spaced bins.
 
 
 @dataclass(frozen=True)
@@ -379,25 +388,24 @@ def _short(tokens: int) -> str:
 
 
 def prompt_token_histogram(*, tenant, start: dt.date, end: dt.date) -> TokenHistogram:
-    """How many runs fall in each prompt-size bin, counted in one aggregate query."""
+    """How many runs fall in each prompt-size bin (start..end inclusive), from the prompt-size rollups (one
+    aggregate query). max_tokens is the largest prompt of a run created in the period: the largest per-bin
+    maximum among rows that still hold runs (exact while a run's token counts only grow, see PromptSizeRollup)."""
     edges = PROMPT_TOKEN_EDGES
-    aggregates = {}
-    for index, low in enumerate(edges):
-        condition = Q(input_tokens__gte=low)
-        if index + 1 < len(edges):
-            condition &= Q(input_tokens__lt=edges[index + 1])
-        aggregates[f"bin_{index}"] = Count("pk", filter=condition)
-    runs = Run.objects.for_tenant(tenant).filter(
-        created_at__gte=day_start(start), created_at__lt=day_start(end + dt.timedelta(days=1))
+    rows = (
+        PromptSizeRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lte=end)
+        .values("size_bin").order_by("size_bin")
+        .annotate(bin_runs=Coalesce(Sum("runs"), 0), max_tokens=Max("max_input_tokens", filter=Q(runs__gt=0)))
     )
-    result = runs.aggregate(total=Count("pk"), max_tokens=Max("input_tokens"), **aggregates)
-    counts = [result[f"bin_{index}"] for index in range(len(edges))]
+    counts = [0] * len(edges)
+    max_tokens = 0
+    for row in rows:
+        counts[row["size_bin"]] += row["bin_runs"]
+        if row["bin_runs"] and row["max_tokens"] is not None:
+            max_tokens = max(max_tokens, row["max_tokens"])
     median_bin = _median_bin(counts)
     tail = sum(counts[index] for index in range(len(counts)) if median_bin is not None and edges[index] >= max(edges[median_bin], 1) * 10)
-    return TokenHistogram(
-        edges=list(edges), counts=counts, total_runs=result["total"], max_tokens=result["max_tokens"] or 0,
-        tail_runs=tail,
-    )
+    return TokenHistogram(edges=list(edges), counts=counts, total_runs=sum(counts), max_tokens=max_tokens, tail_runs=tail)
 
 
 def _median_bin(counts: list[int]) -> int | None:
@@ -412,15 +420,129 @@ def _median_bin(counts: list[int]) -> int | None:
     return len(counts) - 1
 
 
-def cost_by_end_user(*, tenant, start: dt.date, end: dt.date) -> QuerySet:
-    """Rows {user_id, runs, cost_usd, last_run_at} per end user of one tenant, costliest first ("" = unknown).
-    Read from runs (rollups do not carry the end user), bounded by the tenant's index on created_at."""
-    return (
-        Run.objects.for_tenant(tenant)
-        .filter(created_at__gte=day_start(start), created_at__lt=day_start(end + dt.timedelta(days=1)))
-        .values("user_id").annotate(runs=Count("pk"), cost_usd=_sum_money("cost_total_usd"), last_run_at=Max("created_at"))
-        .order_by("-cost_usd", "user_id")
-    )
+# --- end users (rollups by day and by month) -------------------------------------------------------
+
+_END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+
+
+def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[QuerySet]:
+    """Rollup rows whose sums are exactly those of the tenant's runs created from `start` to `end`
+    (exclusive): the monthly row of every month the range covers whole (or covers every run of: a
+    month-to-date range when no run is dated later that month), the daily rows of the other days."""
+    months, days = [], []
+    daily = EndUserDailyRollup.objects.for_tenant(tenant)
+    month = month_start(start)
+    while month < end:
+        after = next_month(month)
+        low, high = max(start, month), min(end, after)
+        outside = Q()
+        if low > month:
+            outside |= Q(day__gte=month, day__lt=low)
+        if high < after:
+            outside |= Q(day__gte=high, day__lt=after)
+        if not outside or not daily.filter(outside).exists():
+            months.append(month)
+        else:
+            days.append(Q(day__gte=low, day__lt=high))
+        month = after
+    sources = []
+    if months:
+        sources.append(EndUserMonthlyRollup.objects.for_tenant(tenant).filter(month__in=months))
+    if days:
+        condition = days[0]
+        for extra in days[1:]:
+            condition |= extra
+        sources.append(daily.filter(condition))
+    return sources
+
+
+def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
+                     money=_END_USER_MONEY) -> dict[str, dict]:
+    """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
+    users with at least one run only. At most two queries on the rollups (plus an exists() per ragged month)."""
+    names = (*counts, *money)
+    sources = _end_user_sources(tenant, start, end)
+    totals: dict[str, dict] = {}
+    if len(sources) == 1 and sources[0].model is EndUserMonthlyRollup and len(_months_of(start, end)) == 1:
+        # One month from the monthly rollup: one row per user already, read as stored (no GROUP BY, and no
+        # per-value conversion of aggregates: a big tenant has thousands of users a month).
+        for user_id, *values in sources[0].values_list("user_id", *names):
+            totals[user_id] = dict(zip(names, values, strict=True))
+        return {user_id: row for user_id, row in totals.items() if row["runs"]}
+    sums = {name: Coalesce(Sum(name), 0) for name in counts}
+    sums.update({name: _sum_money(name) for name in money})
+    for source in sources:
+        if connection.vendor == "postgresql":
+            rows = source.values_list("user_id").order_by().annotate(**sums)
+        else:
+            # SQLite sums decimals as floating point: add the stored rows up here, exactly.
+            rows = source.values_list("user_id", *names)
+        for user_id, *values in rows:
+            current = totals.get(user_id)
+            if current is None:
+                totals[user_id] = dict(zip(names, values, strict=True))
+            else:
+                for name, value in zip(names, values, strict=True):
+                    current[name] += value
+    return {user_id: row for user_id, row in totals.items() if row["runs"]}
+
+
+def _months_of(start: dt.date, end: dt.date) -> list[dt.date]:
+    """The first days of the months that [start, end) touches."""
+    months, month = [], month_start(start)
+    while month < end:
+        months.append(month)
+        month = next_month(month)
+    return months
+
+
+class EndUserCosts(Sequence):
+    """Rows {user_id, runs, cost_usd, last_active_day} of one tenant's end users, costliest first. A list
+    the paginator can count and slice; last_active_day (the last UTC day in the period with a run of that
+    user) is read for the rows actually taken, with one query per slice."""
+
+    def __init__(self, rows: list[dict], *, tenant, start: dt.date, end: dt.date):
+        self._rows, self._tenant, self._start, self._end = rows, tenant, start, end
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            rows = self._rows[index]
+            self._fill(rows)
+            return rows
+        row = self._rows[index]
+        self._fill([row])
+        return row
+
+    def __iter__(self):
+        self._fill(self._rows)
+        return iter(self._rows)
+
+    def _fill(self, rows: list[dict]) -> None:
+        missing = [row for row in rows if "last_active_day" not in row]
+        if not missing:
+            return
+        last_days = dict(
+            EndUserDailyRollup.objects.for_tenant(self._tenant)
+            .filter(day__gte=self._start, day__lte=self._end, runs__gt=0,
+                    user_id__in=sorted({row["user_id"] for row in missing}))
+            .values("user_id").order_by().annotate(last=Max("day")).values_list("user_id", "last")
+        )
+        for row in missing:
+            row["last_active_day"] = last_days.get(row["user_id"])
+
+
+def cost_by_end_user(*, tenant, start: dt.date, end: dt.date) -> EndUserCosts:
+    """Rows {user_id, runs, cost_usd, last_active_day} per end user of one tenant (start..end inclusive),
+    costliest first ("" = unknown), from the end-user rollups. last_active_day, not the last run's time: a
+    rollup cannot keep an exact latest moment under deltas (a run's attribution can move to a user later)."""
+    totals = _end_user_totals(tenant, start, end + dt.timedelta(days=1), counts=("runs",), money=("cost_total_usd",))
+    rows = [{"user_id": user_id, "runs": row["runs"], "cost_usd": row["cost_total_usd"]} for user_id, row in totals.items()]
+    rows.sort(key=lambda row: (-row["cost_usd"], row["user_id"]))
+    return EndUserCosts(rows, tenant=tenant, start=start, end=end)
 
 
 # --- threads ------------------------------------------------------------------------------------------
@@ -461,18 +583,15 @@ _USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "c
 def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
     """One tenant's usage from `start` to `end` (exclusive, UTC days) grouped by day, model, feature or
     end user: rows {key, runs, unpriced_runs, <tokens by kind>, <cost by component>} ordered by key.
-    day/model/feature read the daily rollups; user reads the runs (index tenant, created_at)."""
+    day/model/feature read the daily rollups; user the end-user rollups (monthly rows for whole months)."""
     if group_by not in USAGE_GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPINGS)}")
     sums = {name: Coalesce(Sum(name), 0) for name in _USAGE_COUNTS}
     sums.update({name: _sum_money(name) for name in _USAGE_MONEY})
     if group_by == "user":
-        rows = (
-            Run.objects.for_tenant(tenant)
-            .filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
-            .values("user_id").order_by("user_id")
-            .annotate(runs=Count("pk"), unpriced_runs=Count("pk", filter=Q(priced=False)), **sums)
-        )
+        # Ordered by user id in code-point order (the database's collation may differ; C and SQLite agree).
+        totals = _end_user_totals(tenant, start, end)
+        rows = [{"user_id": user_id, **totals[user_id]} for user_id in sorted(totals)]
         key_field = "user_id"
     else:
         key_field = group_by
@@ -489,48 +608,35 @@ def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[
 
 
 def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dict]:
-    """Tool use of one tenant's runs created from `start` to `end` (exclusive): per kind
-    (code_interpreter sessions, file_search calls, web_search calls) the quantity and its exact cost.
-    Cost is each priced run's quantity times the tool price version that run was rated with, by the same
-    rules as rating (file-search calls are billed only under the Responses API), so the kinds add up to
-    the runs' cost_tools_usd."""
+    """Tool use of one tenant's runs created from `start` to `end` (exclusive): per kind (code_interpreter
+    sessions, file_search calls, web_search calls) the quantity (every run, priced or not, from the daily
+    rollups) and its exact cost: each tool price version's billable quantity (tool-usage rollups: priced runs,
+    file-search calls only under the Responses API) times that version's fee, by the same rules as rating,
+    so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs."""
+    from apps.pricing.models import ToolPrice
     from apps.pricing.rating import ONE_THOUSAND
 
-    kinds = {
-        "code_interpreter": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
-        "file_search": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
-        "web_search": {"quantity": 0, "billable": 0, "cost_usd": ZERO},
-    }
-    rows = (
-        Run.objects.for_tenant(tenant)
-        .filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
-        .filter(Q(code_interpreter_sessions__gt=0) | Q(file_search_calls__gt=0) | Q(web_search_calls__gt=0))
-        .values(
-            "api", "priced", "tool_price__code_interpreter_session_usd",
-            "tool_price__file_search_call_usd_per_1k", "tool_price__web_search_call_usd_per_1k",
-        )
-        .order_by()
-        .annotate(
-            sessions=Coalesce(Sum("code_interpreter_sessions"), 0),
-            file_search=Coalesce(Sum("file_search_calls"), 0),
-            web_search=Coalesce(Sum("web_search_calls"), 0),
-        )
+    quantities = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end).aggregate(
+        code_interpreter=Coalesce(Sum("code_interpreter_sessions"), 0),
+        file_search=Coalesce(Sum("file_search_calls"), 0),
+        web_search=Coalesce(Sum("web_search_calls"), 0),
     )
-    for row in rows:
-        kinds["code_interpreter"]["quantity"] += row["sessions"]
-        kinds["file_search"]["quantity"] += row["file_search"]
-        kinds["web_search"]["quantity"] += row["web_search"]
-        if not row["priced"] or row["tool_price__code_interpreter_session_usd"] is None:
-            continue
-        file_search_billable = row["file_search"] if row["api"] == "responses" else 0
-        kinds["code_interpreter"]["billable"] += row["sessions"]
-        kinds["file_search"]["billable"] += file_search_billable
-        kinds["web_search"]["billable"] += row["web_search"]
-        kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * row["tool_price__code_interpreter_session_usd"]
-        kinds["file_search"]["cost_usd"] += (
-            Decimal(file_search_billable) * row["tool_price__file_search_call_usd_per_1k"] / ONE_THOUSAND
-        )
-        kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * row["tool_price__web_search_call_usd_per_1k"] / ONE_THOUSAND
+    kinds = {kind: {"quantity": quantities[kind], "cost_usd": ZERO} for kind in ("code_interpreter", "file_search", "web_search")}
+    billable = list(
+        ToolUsageRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+        .values("tool_price_id").order_by("tool_price_id")
+        .annotate(sessions=Coalesce(Sum("code_interpreter_sessions"), 0),
+                  file_search=Coalesce(Sum("billable_file_search_calls"), 0),
+                  web_search=Coalesce(Sum("web_search_calls"), 0))
+    )
+    if not billable:
+        return kinds
+    fees = ToolPrice.objects.in_bulk([row["tool_price_id"] for row in billable])
+    for row in billable:
+        price = fees[row["tool_price_id"]]
+        kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * price.code_interpreter_session_usd
+        kinds["file_search"]["cost_usd"] += Decimal(row["file_search"]) * price.file_search_call_usd_per_1k / ONE_THOUSAND
+        kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * price.web_search_call_usd_per_1k / ONE_THOUSAND
     return kinds
 
 

@@ -11,6 +11,7 @@ run's new and old contribution. import_runs' workers, which never share a run, h
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import gc
 import logging
@@ -39,7 +40,18 @@ from apps.provider.normalizers import (
 from apps.tenants.models import Tenant
 
 from . import bulk
-from .models import STATUS_RANK, WASTED_STATUSES, DailyRollup, Run, Thread
+from .models import (
+    PROMPT_TOKEN_EDGES,
+    STATUS_RANK,
+    WASTED_STATUSES,
+    DailyRollup,
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    PromptSizeRollup,
+    Run,
+    Thread,
+    ToolUsageRollup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -239,11 +251,87 @@ def _contribution(state: dict) -> tuple[tuple, list]:
     return key, values
 
 
+def _billable_tools(state: dict) -> list[int] | None:
+    """The run's billable tool use [code-interpreter sessions, file-search calls, web-search calls] under the
+    rules of pricing.rating.rate_tools (file-search calls carry a fee only under the Responses API), or None
+    when nothing of it is billed at a tool price (unpriced, no tool price, no billable tool use)."""
+    if not state["priced"] or not state.get("tool_price_id"):
+        return None
+    billable = [state["code_interpreter_sessions"],
+                Usage(file_search_calls=state["file_search_calls"], api=state["api"]).billable_file_search_calls,
+                state["web_search_calls"]]
+    return billable if any(billable) else None
+
+
+@dataclass(frozen=True)
+class _RollupTable:
+    """A rollup table maintained by deltas: its key, the columns that add up, and those kept with GREATEST."""
+
+    model: type
+    key: tuple[str, ...]
+    sums: tuple[str, ...]
+    greatest: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.sums, *self.greatest)
+
+    @property
+    def label(self) -> str:
+        return self.model.__name__
+
+
+END_USER_KEY = ("tenant_id", "day", "user_id")
+END_USER_MONTH_KEY = ("tenant_id", "month", "user_id")
+END_USER_SUMS = (
+    "runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
+    "cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd",
+)
+PROMPT_SIZE_KEY = ("tenant_id", "day", "size_bin")
+TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
+TOOL_USAGE_SUMS = ("code_interpreter_sessions", "billable_file_search_calls", "web_search_calls")
+DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
+END_USER_DAILY = _RollupTable(EndUserDailyRollup, END_USER_KEY, END_USER_SUMS)
+END_USER_MONTHLY = _RollupTable(EndUserMonthlyRollup, END_USER_MONTH_KEY, END_USER_SUMS)
+PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
+TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS)
+ROLLUP_TABLES = (DAILY, END_USER_DAILY, END_USER_MONTHLY, PROMPT_SIZE, TOOL_USAGE)
+
+
+def prompt_size_bin(input_tokens: int) -> int:
+    """The index in PROMPT_TOKEN_EDGES of the bin holding this prompt size (edges[i] <= tokens < edges[i+1])."""
+    return max(0, bisect.bisect_right(PROMPT_TOKEN_EDGES, input_tokens) - 1)
+
+
+def _contributions(state: dict) -> list[tuple[_RollupTable, tuple, list]]:
+    """The run's share of each rollup table: (table, key, values in table.columns order)."""
+    daily_key, daily_values = _contribution(state)
+    tenant_id, day = daily_key[0], daily_key[1]
+    # END_USER_SUMS are a subset of ROLLUP_SUMS with the same meaning.
+    user_values = [daily_values[_END_USER_INDEXES[i]] for i in range(len(END_USER_SUMS))]
+    user_id = state["user_id"] or ""
+    shares = [
+        (DAILY, daily_key, daily_values),
+        (END_USER_DAILY, (tenant_id, day, user_id), user_values),
+        (END_USER_MONTHLY, (tenant_id, day.replace(day=1), user_id), list(user_values)),
+        (PROMPT_SIZE, (tenant_id, day, prompt_size_bin(state["input_tokens"])), [1, state["input_tokens"]]),
+    ]
+    billable = _billable_tools(state)
+    if billable is not None:
+        shares.append((TOOL_USAGE, (tenant_id, day, state["tool_price_id"]), billable))
+    return shares
+
+
+_END_USER_INDEXES = [ROLLUP_SUMS.index(name) for name in END_USER_SUMS]
+
+
 class _Deltas:
-    """Per-key sums of (new − old) contributions, written once per batch."""
+    """Per-key sums of (new − old) contributions to every rollup table, written once per batch (one upsert
+    per table, rows in key order so concurrent batches lock rows in the same order)."""
 
     def __init__(self):
-        self.rollups: dict[tuple, list] = {}
+        self.tables: dict[_RollupTable, dict[tuple, list]] = {table: {} for table in ROLLUP_TABLES}
+        self.rollups = self.tables[DAILY]  # DailyRollup key -> values in ROLLUP_SUMS order
         self.threads: dict[int, list] = {}  # thread pk -> [run_count, cost_usd]
         # thread pk -> (created_at, last_activity_at, metadata) the batch reports; applied with the totals.
         self.thread_activity: dict[int, tuple] = {}
@@ -252,22 +340,27 @@ class _Deltas:
         for state, sign in ((old, -1), (new, 1)):
             if state is None:
                 continue
-            key, values = _contribution(state)
-            current = self.rollups.setdefault(key, [0] * len(ROLLUP_SUMS))
-            for index, value in enumerate(values):
-                current[index] += value * sign
+            for table, key, values in _contributions(state):
+                current = self.tables[table].setdefault(key, [0] * len(table.columns))
+                added = len(table.sums)
+                for index in range(added):
+                    current[index] += values[index] * sign
+                # A maximum cannot be taken back: only the new state raises it (GREATEST when written).
+                if sign > 0:
+                    for index in range(added, len(values)):
+                        current[index] = max(current[index], values[index])
             if state.get("thread_id"):
                 thread = self.threads.setdefault(state["thread_id"], [0, ZERO])
                 thread[0] += sign
                 thread[1] += Decimal(state["cost_total_usd"]) * sign
 
     def write(self) -> None:
-        rollup_rows = [
-            [*key, *values] for key, values in sorted(self.rollups.items()) if any(values)
-        ]
-        if rollup_rows:
-            columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
-            bulk.upsert(DailyRollup._meta.db_table, columns, rollup_rows, conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
+        for table, sums in self.tables.items():
+            rows = [[*key, *values] for key, values in sorted(sums.items()) if any(values)]
+            if rows:
+                columns = bulk.columns_for(table.model, [*table.key, *table.columns])
+                bulk.upsert(table.model._meta.db_table, columns, rows, conflict=table.key, add=table.sums,
+                            greatest=table.greatest)
         thread_rows = []
         for pk in sorted(set(self.threads) | set(self.thread_activity)):
             count, cost = self.threads.get(pk, (0, ZERO))
@@ -969,27 +1062,31 @@ class RollupDifference:
     expected: Any
 
 
-def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[tuple, list]:
-    """Rollup sums recomputed from the run rows (of `tenant_ids` only, if given), streamed."""
-    expected: dict[tuple, list] = {}
+def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[_RollupTable, dict[tuple, list]]:
+    """Every rollup table's rows recomputed from the run rows (of `tenant_ids` only, if given), streamed:
+    {table: {key: values in table.columns order}}."""
+    expected: dict[_RollupTable, dict[tuple, list]] = {table: {} for table in ROLLUP_TABLES}
     runs = Run.objects.unscoped().order_by()
     if tenant_ids is not None:
         runs = runs.filter(tenant_id__in=list(tenant_ids))
     for state in runs.values(*RUN_FIELDS).iterator(chunk_size=5000):
-        key, values = _contribution(state)
-        current = expected.setdefault(key, [0] * len(ROLLUP_SUMS))
-        for index, value in enumerate(values):
-            current[index] += value
+        for table, key, values in _contributions(state):
+            current = expected[table].setdefault(key, [0] * len(table.columns))
+            added = len(table.sums)
+            for index in range(added):
+                current[index] += values[index]
+            for index in range(added, len(values)):
+                current[index] = max(current[index], values[index])
     return expected
 
 
-def _rollups_stored(tenant_ids: list[int] | None = None) -> dict[tuple, list]:
+def _rollups_stored(table: _RollupTable, tenant_ids: list[int] | None = None) -> dict[tuple, list]:
     stored = {}
-    rollups = DailyRollup.objects.unscoped()
+    rollups = table.model.objects.unscoped()
     if tenant_ids is not None:
         rollups = rollups.filter(tenant_id__in=tenant_ids)
-    for row in rollups.values(*ROLLUP_KEY, *ROLLUP_SUMS).iterator(chunk_size=5000):
-        stored[tuple(row[k] for k in ROLLUP_KEY)] = [row[s] for s in ROLLUP_SUMS]
+    for row in rollups.values(*table.key, *table.columns).iterator(chunk_size=5000):
+        stored[tuple(row[k] for k in table.key)] = [row[s] for s in table.columns]
     return stored
 
 
@@ -999,30 +1096,58 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+def _largest_prompt_by_day(rows: dict[tuple, list]) -> dict[tuple, int]:
+    """(tenant, day) -> the largest max_input_tokens among that day's prompt-size rows with runs > 0."""
+    largest: dict[tuple, int] = {}
+    for (tenant_id, day, _bin), (runs, max_tokens) in rows.items():
+        if runs:
+            largest[(tenant_id, day)] = max(largest.get((tenant_id, day), 0), max_tokens)
+    return largest
+
+
+def _table_differences(table: _RollupTable, expected: dict[tuple, list], stored: dict[tuple, list]) -> list:
+    differences = []
+    zero = [0] * len(table.columns)
+    prefix = () if table is DAILY else (table.label,)
+    for key in sorted(set(expected) | set(stored), key=str):
+        want, have = expected.get(key, zero), stored.get(key, zero)
+        for name, a, b in zip(table.sums, have, want, strict=False):
+            if not _equal(a, b):
+                differences.append(RollupDifference((*prefix, *key), name, a, b))
+    if table.greatest:
+        # A row's maximum may keep a prompt size that a run reported before it grew into a larger bin (a
+        # maximum cannot be taken back by a delta). What readers use, and what must be exact, is the largest
+        # prompt per day among rows that still hold runs.
+        want_days, have_days = _largest_prompt_by_day(expected), _largest_prompt_by_day(stored)
+        for key in sorted(set(want_days) | set(have_days), key=str):
+            if have_days.get(key, 0) != want_days.get(key, 0):
+                differences.append(RollupDifference((*prefix, *key), "largest max_input_tokens",
+                                                    have_days.get(key, 0), want_days.get(key, 0)))
+    return differences
+
+
 def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) -> list[RollupDifference]:
-    """Compare stored rollups with rollups recomputed from runs; with fix, rewrite the stored ones.
-    `tenant_ids` checks only those tenants' rollups and threads (a sample of a very large ledger)."""
+    """Compare stored rollups (daily, end-user daily and monthly, prompt size, tool usage) with rollups recomputed from
+    runs; with fix, rewrite the stored ones. `tenant_ids` checks only those tenants' rollups and threads (a
+    sample of a very large ledger)."""
     tenant_ids = None if tenant_ids is None else sorted(set(tenant_ids))
     if fix and tenant_ids is not None:
         raise ValueError("ledger_check(fix=True) rewrites every rollup: call it without tenant_ids")
     with transaction.atomic():
         expected = rollups_expected(tenant_ids=tenant_ids)
-        stored = _rollups_stored(tenant_ids)
-        zero = [0] * len(ROLLUP_SUMS)
         differences = []
-        for key in sorted(set(expected) | set(stored), key=str):
-            want, have = expected.get(key, zero), stored.get(key, zero)
-            for name, a, b in zip(ROLLUP_SUMS, have, want, strict=True):
-                if not _equal(a, b):
-                    differences.append(RollupDifference(key, name, a, b))
+        for table in ROLLUP_TABLES:
+            differences.extend(_table_differences(table, expected[table], _rollups_stored(table, tenant_ids)))
         thread_differences = _thread_differences(tenant_ids)
         differences.extend(thread_differences)
         if fix and differences:
-            DailyRollup.objects.unscoped().delete()
-            columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
-            rows = [[*key, *values] for key, values in sorted(expected.items(), key=lambda kv: str(kv[0]))
-                    if any(values)]
-            bulk.upsert(DailyRollup._meta.db_table, columns, rows, conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
+            for table in ROLLUP_TABLES:
+                table.model.objects.unscoped().delete()
+                columns = bulk.columns_for(table.model, [*table.key, *table.columns])
+                rows = [[*key, *values] for key, values in sorted(expected[table].items(), key=lambda kv: str(kv[0]))
+                        if any(values)]
+                bulk.upsert(table.model._meta.db_table, columns, rows, conflict=table.key, add=table.sums,
+                            greatest=table.greatest)
             _fix_threads()
     return differences
 

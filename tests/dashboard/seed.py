@@ -6,9 +6,8 @@ import datetime as dt
 import itertools
 from decimal import Decimal
 
-from django.db.models import F
-
-from apps.ledger.models import STATUS_RANK, WASTED_STATUSES, DailyRollup, Run, Thread
+from apps.ledger.models import STATUS_RANK, Run, Thread
+from apps.ledger.services import RUN_FIELDS, _Deltas
 
 _ids = itertools.count(1)
 
@@ -37,17 +36,13 @@ def run_row(tenant, *, created_at: dt.datetime, cost: str, model="gpt-5.4", feat
         user_id=user_id, feature=feature, cost_total_usd=cost_total, cost_input_usd=cost_total, priced=model_price is not None,
         model_price=model_price, is_high_cost=is_high_cost, thread=thread, thread_openai_id=thread.openai_id if thread else "", **extra,
     )
-    key = {"tenant": tenant, "day": created_at.astimezone(dt.UTC).date(), "openai_project": "", "model": model,
-           "feature": feature}
-    rollup = DailyRollup.objects.for_tenant(tenant).filter(**{k: v for k, v in key.items() if k != "tenant"}).first()
-    if rollup is None:
-        rollup = DailyRollup.objects.create(**key)
-    DailyRollup.objects.for_tenant(tenant).filter(pk=rollup.pk).update(
-        runs=F("runs") + 1, high_cost_runs=F("high_cost_runs") + int(is_high_cost),
-        input_tokens=F("input_tokens") + input_tokens, output_tokens=F("output_tokens") + output_tokens,
-        cost_total_usd=F("cost_total_usd") + cost_total, cost_input_usd=F("cost_input_usd") + cost_total,
-        wasted_cost_usd=F("wasted_cost_usd") + (cost_total if status in WASTED_STATUSES else Decimal(0)),
-    )
+    # Every rollup (daily, end-user, prompt-size) gets the run's contribution exactly as ingest adds it;
+    # thread totals are left to the caller, as before.
+    state = Run.objects.unscoped().filter(pk=run.pk).values(*RUN_FIELDS).get()
+    state["thread_id"] = None
+    deltas = _Deltas()
+    deltas.apply(None, state)
+    deltas.write()
     return run
 
 

@@ -110,6 +110,8 @@ def test_tenant_detail_context_has_every_section(staff_client, ledger, tenant):
     assert [trace["name"] for trace in context["model_figure"]["data"]] == ["gpt-5.4", "gpt-5-mini"]
     assert [row["feature"] for row in context["tables"]["features"].page_rows] == ["chat", "search"]
     assert [row["user_id"] for row in context["tables"]["users"].page_rows] == ["alice", "bob"]
+    assert all(isinstance(row["last_active_day"], dt.date) for row in context["tables"]["users"].page_rows)
+    assert "Last active" in response.content.decode()
     assert [run.openai_id for run in context["tables"]["runs"].page_rows] == [ledger["big"].openai_id]
     assert context["histogram"].total_runs == 2
     assert context["wasted"].wasted_usd == Decimal("0.02")
@@ -130,7 +132,9 @@ def test_tenant_detail_csv_exports(staff_client, ledger):
     threads = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
     assert threads[0][0] == "Thread" and threads[1][0] == ledger["thread"].openai_id and threads[1][4] == "0.75"
     users = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=users"))
+    assert users[0] == ["End user", "Runs", "Last active", "Cost"]
     assert users[1][:2] == ["alice", "1"] and users[1][3] == "0.50"
+    assert users[1][2].startswith("2026-11-")  # the last UTC day with a run of alice, from the rollups
     assert staff_client.get("/tenants/acme/?format=csv&table=nope").status_code == 404
 
 

@@ -1,0 +1,53 @@
+"""Statements and usage read rollups since issue #9: the documents are byte for byte what the raw-run
+readers gave (tool fees per kind, usage by end user), and the fast usage rendering equals the serializer's."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from apps.billing import selectors as billing_selectors
+from apps.billing.serializers import UsageSerializer, usage_representation
+from apps.ledger import selectors as ledger_selectors
+from tests.conftest import bearer
+from tests.ledger.test_selectors_rollups import raw_tool_usage_by_kind, raw_usage_by_user
+
+
+def _statement(api_client, key, path):
+    response = api_client.get(path, **bearer(key))
+    assert response.status_code == 200
+    return response.content
+
+
+def test_statements_are_identical_to_the_raw_run_figures(api_client, billing_key, tenant, ledger, monkeypatch):
+    paths = ["/api/v1/tenants/acme/statements/2026-01/", "/api/v1/tenants/acme/statements/2026-01.csv",
+             "/api/v1/tenants/acme/statements/2026-02/", "/api/v1/tenants/globex/statements/2026-01/"]
+    from_rollups = [_statement(api_client, billing_key, path) for path in paths]
+    monkeypatch.setattr(ledger_selectors, "tool_usage_by_kind",
+                        lambda *, tenant, start, end: raw_tool_usage_by_kind(tenant, start, end))
+    from_runs = [_statement(api_client, billing_key, path) for path in paths]
+    assert from_rollups == from_runs
+    assert b"Code interpreter sessions" in from_rollups[0] and b"Web search calls" in from_rollups[0]
+
+
+def test_usage_by_end_user_is_identical_to_the_raw_run_figures(tenant, other_tenant, ledger):
+    for owner in (tenant, other_tenant):
+        for start, end in ((dt.date(2026, 1, 1), dt.date(2026, 2, 1)), (dt.date(2026, 1, 6), dt.date(2026, 2, 2)),
+                           (dt.date(2025, 12, 1), dt.date(2026, 3, 1))):
+            lines = ledger_selectors.usage_lines(tenant=owner, start=start, end=end, group_by="user")
+            assert lines == raw_usage_by_user(owner, start, end)
+
+
+def test_usage_representation_equals_the_serializer(tenant, ledger):
+    for group_by in ("day", "model", "feature", "user"):
+        usage = billing_selectors.tenant_usage(tenant=tenant, start=dt.date(2026, 1, 1), end=dt.date(2026, 3, 1),
+                                               group_by=group_by)
+        assert usage["lines"]
+        assert usage_representation(usage) == UsageSerializer(usage).data
+
+
+def test_usage_by_end_user_never_shows_another_tenants_users(api_client, billing_key, tenant, ledger):
+    response = api_client.get("/api/v1/tenants/acme/usage/?group_by=user&start=2026-01-01&end=2026-03-01",
+                              **bearer(billing_key))
+    assert response.status_code == 200
+    assert [line["key"] for line in response.json()["lines"]] == ["u1", "u2", "u3"]
+    assert b"globex" not in response.content

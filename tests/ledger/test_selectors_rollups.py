@@ -1,0 +1,262 @@
+"""The rollup readers (end users by day and month, prompt sizes, tool fees per kind) give exactly what the runs
+say: each is compared with the raw-run query it replaced (issue #9), after random ingest sequences and on
+ranges that mix whole months with ragged days. Also: ledger_check covers the new rollups, the backfill
+migration rebuilds them, and another tenant's rollups never show."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+from django.apps import apps as django_apps
+from django.db import connection
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+
+from apps.core.timeutils import day_start
+from apps.ledger import selectors
+from apps.ledger.models import (
+    PROMPT_TOKEN_EDGES,
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    PromptSizeRollup,
+    Run,
+    ToolUsageRollup,
+)
+from apps.ledger.services import ingest_events, ledger_check, runs_reprice
+from apps.pricing.rating import ONE_THOUSAND
+from tests import builders
+from tests.ledger.test_properties import scenarios
+
+# --- the raw-run queries the rollup readers replaced (reference implementations) -------------------
+
+
+def _raw_runs(tenant, start: dt.date, end: dt.date):
+    """Runs created from start to end (exclusive)."""
+    return Run.objects.for_tenant(tenant).filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
+
+
+def raw_usage_by_user(tenant, start, end) -> list[dict]:
+    """Summed in Python from each run's own values: SQLite's SUM over decimals is floating point."""
+    counts = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+    money = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+    totals: dict[str, dict] = {}
+    for run in _raw_runs(tenant, start, end).values("user_id", "priced", *counts, *money):
+        row = totals.setdefault(run["user_id"], {"runs": 0, "unpriced_runs": 0, **{n: 0 for n in counts},
+                                                 **{n: Decimal(0) for n in money}})
+        row["runs"] += 1
+        row["unpriced_runs"] += 0 if run["priced"] else 1
+        for name in (*counts, *money):
+            row[name] += run[name]
+    return [{"key": user_id, **totals[user_id]} for user_id in sorted(totals)]
+
+
+def raw_histogram(tenant, start, end) -> tuple[list[int], int]:
+    """(runs per bin, largest prompt) of runs created start..end inclusive."""
+    counts = [0] * len(PROMPT_TOKEN_EDGES)
+    tokens = list(_raw_runs(tenant, start, end + dt.timedelta(days=1)).values_list("input_tokens", flat=True))
+    for value in tokens:
+        counts[max(i for i, edge in enumerate(PROMPT_TOKEN_EDGES) if edge <= value)] += 1
+    return counts, max(tokens, default=0)
+
+
+def raw_cost_by_end_user(tenant, start, end) -> list[tuple]:
+    totals: dict[str, list] = {}
+    for run in _raw_runs(tenant, start, end + dt.timedelta(days=1)).values("user_id", "cost_total_usd", "created_at"):
+        row = totals.setdefault(run["user_id"], [0, Decimal(0), None])
+        row[0] += 1
+        row[1] += run["cost_total_usd"]
+        day = run["created_at"].astimezone(dt.UTC).date()
+        row[2] = day if row[2] is None else max(row[2], day)
+    return sorted(((user_id, *row) for user_id, row in totals.items()), key=lambda r: (-r[2], r[0]))
+
+
+def raw_tool_usage_by_kind(tenant, start, end) -> dict[str, dict]:
+    """The statement's tool figures as they were computed before the rollups carried them."""
+    kinds = {kind: {"quantity": 0, "cost_usd": Decimal(0)} for kind in ("code_interpreter", "file_search", "web_search")}
+    rows = (
+        _raw_runs(tenant, start, end)
+        .filter(Q(code_interpreter_sessions__gt=0) | Q(file_search_calls__gt=0) | Q(web_search_calls__gt=0))
+        .values("api", "priced", "tool_price__code_interpreter_session_usd", "tool_price__file_search_call_usd_per_1k",
+                "tool_price__web_search_call_usd_per_1k")
+        .order_by()
+        .annotate(sessions=Coalesce(Sum("code_interpreter_sessions"), 0), file_search=Coalesce(Sum("file_search_calls"), 0),
+                  web_search=Coalesce(Sum("web_search_calls"), 0))
+    )
+    for row in rows:
+        kinds["code_interpreter"]["quantity"] += row["sessions"]
+        kinds["file_search"]["quantity"] += row["file_search"]
+        kinds["web_search"]["quantity"] += row["web_search"]
+        if not row["priced"] or row["tool_price__code_interpreter_session_usd"] is None:
+            continue
+        billable = row["file_search"] if row["api"] == "responses" else 0
+        kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * row["tool_price__code_interpreter_session_usd"]
+        kinds["file_search"]["cost_usd"] += Decimal(billable) * row["tool_price__file_search_call_usd_per_1k"] / ONE_THOUSAND
+        kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * row["tool_price__web_search_call_usd_per_1k"] / ONE_THOUSAND
+    return kinds
+
+
+def _assert_readers_match_runs(tenant, start: dt.date, end: dt.date) -> None:
+    """end is exclusive for usage and tools, the page's inclusive end is end - 1 day."""
+    lines, expected = (selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user"),
+                       raw_usage_by_user(tenant, start, end))
+    assert [line["key"] for line in lines] == [line["key"] for line in expected]
+    for line, want in zip(lines, expected, strict=True):
+        assert {k: v for k, v in line.items() if v != want[k]} == {}, (line["key"], want)
+    assert selectors.tool_usage_by_kind(tenant=tenant, start=start, end=end) == raw_tool_usage_by_kind(tenant, start, end)
+    last = end - dt.timedelta(days=1)
+    histogram = selectors.prompt_token_histogram(tenant=tenant, start=start, end=last)
+    counts, largest = raw_histogram(tenant, start, last)
+    assert (histogram.counts, histogram.max_tokens, histogram.total_runs) == (counts, largest, sum(counts))
+    users = [(r["user_id"], r["runs"], r["cost_usd"], r["last_active_day"])
+             for r in selectors.cost_by_end_user(tenant=tenant, start=start, end=last)]
+    assert users == raw_cost_by_end_user(tenant, start, last)
+
+
+# --- random ingest sequences -----------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(scenario=scenarios())
+def test_rollup_readers_equal_the_runs_after_random_ingest_sequences(tenant, other_tenant, scenario):
+    _specs, batches, _prefix = scenario
+    for batch in batches:
+        assert ingest_events(events=batch).rejected == 0
+    assert ledger_check() == []  # every rollup table, the new ones included
+    for owner in (tenant, other_tenant):
+        _assert_readers_match_runs(owner, dt.date(2026, 11, 1), dt.date(2026, 12, 1))  # a whole month
+        _assert_readers_match_runs(owner, dt.date(2026, 11, 4), dt.date(2026, 11, 6))  # ragged days
+
+
+# --- whole months, month to date, ragged edges -----------------------------------------------------
+
+
+def _ingest(tenant, *objects, user="u1"):
+    result = ingest_events(events=[{"tenant": tenant.slug, "object": obj, "attribution": {"user_id": user}}
+                                   for obj in objects])
+    assert result.rejected == 0, result.as_dict()
+
+
+def _at(month: int, day: int, hour: int = 12) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def spread(tenant, other_tenant):
+    """Runs on both sides of month boundaries, several users, tools of every kind."""
+    _ingest(tenant, builders.response(created_at=_at(10, 30), input_tokens=150, web_search_calls=3), user="u1")
+    _ingest(tenant, builders.response(created_at=_at(10, 31, 23), input_tokens=7_000, file_search_calls=4,
+                                      code_interpreter_calls=1), user="u2")
+    _ingest(tenant, builders.assistants_run(created_at=_at(11, 1, 0), prompt_tokens=60_000, file_search=True,
+                                            code_interpreter=True), user="u2")
+    _ingest(tenant, builders.response(created_at=_at(11, 3), input_tokens=900), user="")
+    _ingest(tenant, builders.response(created_at=_at(11, 20), input_tokens=2_500_000, model="gpt-unpriced-1"),
+            user="u3")
+    _ingest(other_tenant, builders.response(created_at=_at(11, 3), input_tokens=9_999_999), user="globex-user")
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    (dt.date(2026, 11, 1), dt.date(2026, 12, 1)),   # a whole month: monthly rows
+    (dt.date(2026, 11, 1), dt.date(2026, 11, 21)),  # month to date, nothing later: monthly rows
+    (dt.date(2026, 11, 1), dt.date(2026, 11, 10)),  # a run later in the month: daily rows
+    (dt.date(2026, 10, 31), dt.date(2026, 11, 2)),  # ragged on both months
+    (dt.date(2026, 10, 1), dt.date(2026, 12, 1)),   # two whole months
+    (dt.date(2026, 9, 15), dt.date(2026, 11, 4)),   # an empty month, a whole one, a ragged one
+])
+def test_readers_equal_the_runs_on_whole_and_ragged_ranges(tenant, spread, start, end):
+    _assert_readers_match_runs(tenant, start, end)
+
+
+def test_whole_months_read_monthly_rows_and_ragged_ones_daily_rows(tenant, spread):
+    def models(start, end):
+        return [source.model for source in selectors._end_user_sources(tenant, start, end)]
+
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 12, 1)) == [EndUserMonthlyRollup]
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 21)) == [EndUserMonthlyRollup]
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 20)) == [EndUserDailyRollup]
+    assert models(dt.date(2026, 10, 31), dt.date(2026, 12, 1)) == [EndUserMonthlyRollup, EndUserDailyRollup]
+
+
+def test_tool_fees_per_kind_add_up_to_the_runs_tool_cost_and_assistants_file_search_is_free(tenant, spread):
+    for start, end in ((dt.date(2026, 10, 1), dt.date(2026, 11, 1)), (dt.date(2026, 11, 1), dt.date(2026, 12, 1))):
+        kinds = selectors.tool_usage_by_kind(tenant=tenant, start=start, end=end)
+        tools_cost = _raw_runs(tenant, start, end).aggregate(total=Sum("cost_tools_usd"))["total"]
+        assert sum((kind["cost_usd"] for kind in kinds.values()), Decimal(0)) == tools_cost
+    assert all(kinds["cost_usd"] > 0 for kinds in selectors.tool_usage_by_kind(
+        tenant=tenant, start=dt.date(2026, 10, 1), end=dt.date(2026, 11, 1)).values())
+    # An Assistants run's file-search calls carry no fee, so they are not billable tool use.
+    assert ToolUsageRollup.objects.for_tenant(tenant).filter(day=dt.date(2026, 11, 1)).get().billable_file_search_calls == 0
+
+
+def test_largest_prompt_survives_a_run_growing_into_a_bigger_bin(tenant):
+    run = builders.response(created_at=_at(11, 3), input_tokens=150, status="in_progress")
+    _ingest(tenant, run)
+    _ingest(tenant, {**builders.response(response_id=run["id"], created_at=_at(11, 3), input_tokens=30_000)})
+    histogram = selectors.prompt_token_histogram(tenant=tenant, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 3))
+    assert histogram.total_runs == 1 and histogram.max_tokens == 30_000
+    assert ledger_check() == []
+
+
+def test_ledger_check_finds_tampered_new_rollups_and_fix_rebuilds_them(tenant, spread):
+    EndUserMonthlyRollup.objects.for_tenant(tenant).filter(user_id="u2").update(runs=9)
+    EndUserDailyRollup.objects.for_tenant(tenant).filter(user_id="u1").delete()
+    PromptSizeRollup.objects.for_tenant(tenant).update(max_input_tokens=1)
+    ToolUsageRollup.objects.for_tenant(tenant).update(web_search_calls=77)
+    fields = {(d.key[0] if isinstance(d.key[0], str) else "DailyRollup", d.field) for d in ledger_check()}
+    assert {("EndUserMonthlyRollup", "runs"), ("EndUserDailyRollup", "runs"),
+            ("PromptSizeRollup", "largest max_input_tokens"), ("ToolUsageRollup", "web_search_calls")} <= fields
+    ledger_check(fix=True)
+    assert ledger_check() == []
+
+
+def test_repricing_moves_tool_fees_and_end_user_costs_with_the_runs(tenant, spread):
+    from apps.pricing.models import ToolPrice
+
+    ToolPrice.objects.update(web_search_call_usd_per_1k=Decimal("99"))
+    runs_reprice(actor_label="test")
+    assert ledger_check() == []
+    _assert_readers_match_runs(tenant, dt.date(2026, 10, 1), dt.date(2026, 12, 1))
+
+
+def test_backfill_migration_rebuilds_the_new_rollups_from_the_runs(tenant, spread):
+    migration = importlib.import_module("apps.ledger.migrations.0005_backfill_new_rollups")
+    for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
+        model.objects.unscoped().delete()
+    assert ledger_check() != []
+    migration.backfill(django_apps, SimpleNamespace(connection=connection))  # only .connection is used
+    assert ledger_check() == []
+
+
+# --- tenancy and query counts ----------------------------------------------------------------------
+
+
+def test_another_tenants_rollups_never_show(tenant, other_tenant, spread):
+    start, end = dt.date(2026, 10, 1), dt.date(2026, 12, 1)
+    keys = {line["key"] for line in selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user")}
+    assert "globex-user" not in keys and keys == {"", "u1", "u2", "u3"}
+    users = {row["user_id"] for row in selectors.cost_by_end_user(tenant=tenant, start=start, end=end)}
+    assert "globex-user" not in users
+    histogram = selectors.prompt_token_histogram(tenant=tenant, start=start, end=end)
+    assert histogram.max_tokens == 2_500_000 and histogram.total_runs == 5  # globex's 9,999,999 is not here
+    theirs = selectors.usage_lines(tenant=other_tenant, start=start, end=end, group_by="user")
+    assert [line["key"] for line in theirs] == ["globex-user"]
+
+
+def test_end_user_readers_use_a_bounded_number_of_queries(tenant):
+    for number in range(30):
+        _ingest(tenant, builders.response(created_at=_at(11, 1 + number % 20), input_tokens=100 * number),
+                user=f"user-{number:02d}")
+    start, end = dt.date(2026, 11, 1), dt.date(2026, 11, 10)  # ragged: one exists() and one read
+    with CaptureQueriesContext(connection) as queries:
+        lines = selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user")
+    assert len(lines) == 18 and len(queries) == 2
+    with CaptureQueriesContext(connection) as queries:
+        rows = selectors.cost_by_end_user(tenant=tenant, start=start, end=end)
+        page = rows[0:10]
+    assert len(page) == 10 and all(row["last_active_day"] for row in page) and len(queries) == 3
