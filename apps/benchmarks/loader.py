@@ -182,7 +182,10 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
             WHERE t.id = s.thread_id""")
         timings["rollups"] = time.perf_counter() - started
         cursor.execute(f"ANALYZE {run_table}")
-        cursor.execute(f"ANALYZE {thread_table}")
+        # VACUUM, not only ANALYZE: the thread-totals UPDATE above left a dead version of every thread row, which
+        # autovacuum would clear on a live ledger; without it the tenant page's thread count visits the heap
+        # (~200 ms for the biggest tenant at 10M runs instead of ~3 ms index-only).
+        cursor.execute(f"VACUUM ANALYZE {thread_table}")
         cursor.execute(f"ANALYZE {rollup_table}")
         for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
