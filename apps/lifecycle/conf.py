@@ -18,6 +18,8 @@ _DEFAULTS = {
     "LIFECYCLE_SWEEP_BATCH_SIZE": 50,
     # Rows examined per planning step.
     "LIFECYCLE_SWEEP_PLAN_PAGE": 500,
+    # Source rows per set-based planning step (thread sweeps: one INSERT ... SELECT per page).
+    "LIFECYCLE_SWEEP_SET_PLAN_PAGE": 20_000,
     # A claimed item whose worker has not finished it within this many seconds is offered again.
     "LIFECYCLE_ITEM_LEASE_SECONDS": 300,
     # A running sweep whose heartbeat is older than this is taken over by the reaper.

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, CharField, Count, F, Func, Q, QuerySet, Value, When
@@ -673,9 +672,7 @@ CANDIDATES = {
 
 
 def _set_plan_page() -> int:
-    # Rows examined per set-based planning step (one INSERT ... SELECT). Kept here rather than in conf.py's
-    # defaults; LIFECYCLE_SWEEP_SET_PLAN_PAGE in settings overrides it.
-    return int(getattr(settings, "LIFECYCLE_SWEEP_SET_PLAN_PAGE", 20_000))
+    return int(setting("LIFECYCLE_SWEEP_SET_PLAN_PAGE"))
 
 
 def _insert_items(sweep: Sweep, candidates: QuerySet) -> None:
