@@ -15,6 +15,7 @@ import bisect
 import datetime as dt
 import gc
 import logging
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -257,10 +258,12 @@ def _billable_tools(state: dict) -> list[int] | None:
     when nothing of it is billed at a tool price (unpriced, no tool price, no billable tool use)."""
     if not state["priced"] or not state.get("tool_price_id"):
         return None
-    billable = [state["code_interpreter_sessions"],
-                Usage(file_search_calls=state["file_search_calls"], api=state["api"]).billable_file_search_calls,
-                state["web_search_calls"]]
-    return billable if any(billable) else None
+    sessions, web_search = state["code_interpreter_sessions"], state["web_search_calls"]
+    # Usage.billable_file_search_calls' rule, inline: this runs for every run of every batch.
+    file_search = state["file_search_calls"] if state["api"] == "responses" else 0
+    if not (sessions or file_search or web_search):
+        return None
+    return [sessions, file_search, web_search]
 
 
 @dataclass(frozen=True)
@@ -307,13 +310,13 @@ def _contributions(state: dict) -> list[tuple[_RollupTable, tuple, list]]:
     """The run's share of each rollup table: (table, key, values in table.columns order)."""
     daily_key, daily_values = _contribution(state)
     tenant_id, day = daily_key[0], daily_key[1]
-    # END_USER_SUMS are a subset of ROLLUP_SUMS with the same meaning.
-    user_values = [daily_values[_END_USER_INDEXES[i]] for i in range(len(END_USER_SUMS))]
+    # END_USER_SUMS are a subset of ROLLUP_SUMS with the same meaning. (_Deltas copies what it keeps.)
+    user_values = _END_USER_PICK(daily_values)
     user_id = state["user_id"] or ""
     shares = [
         (DAILY, daily_key, daily_values),
         (END_USER_DAILY, (tenant_id, day, user_id), user_values),
-        (END_USER_MONTHLY, (tenant_id, day.replace(day=1), user_id), list(user_values)),
+        (END_USER_MONTHLY, (tenant_id, day.replace(day=1), user_id), user_values),
         (PROMPT_SIZE, (tenant_id, day, prompt_size_bin(state["input_tokens"])), [1, state["input_tokens"]]),
     ]
     billable = _billable_tools(state)
@@ -322,7 +325,7 @@ def _contributions(state: dict) -> list[tuple[_RollupTable, tuple, list]]:
     return shares
 
 
-_END_USER_INDEXES = [ROLLUP_SUMS.index(name) for name in END_USER_SUMS]
+_END_USER_PICK = operator.itemgetter(*[ROLLUP_SUMS.index(name) for name in END_USER_SUMS])
 
 
 class _Deltas:
@@ -341,11 +344,16 @@ class _Deltas:
             if state is None:
                 continue
             for table, key, values in _contributions(state):
-                current = self.tables[table].setdefault(key, [0] * len(table.columns))
+                bucket = self.tables[table]
+                current = bucket.get(key)
                 added = len(table.sums)
+                if current is None:
+                    # A maximum cannot be taken back: only the new state raises it (GREATEST when written).
+                    bucket[key] = list(values) if sign > 0 else [-value for value in values[:added]] + [0] * (
+                        len(values) - added)
+                    continue
                 for index in range(added):
                     current[index] += values[index] * sign
-                # A maximum cannot be taken back: only the new state raises it (GREATEST when written).
                 if sign > 0:
                     for index in range(added, len(values)):
                         current[index] = max(current[index], values[index])
