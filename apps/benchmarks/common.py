@@ -106,9 +106,11 @@ def bench_tenants(count: int, prefix: str = "bench-") -> list:
 def ledger_truncate() -> None:
     """Empty the ledger (runs, threads, rollups) and the alerts ingest raised: each measurement starts clean."""
     from apps.alerts.models import Alert
-    from apps.ledger.models import DailyRollup, Run, Thread
+    from apps.ledger.models import Run, Thread
+    from apps.ledger.services import ROLLUP_TABLES
 
-    tables = [Run._meta.db_table, Thread._meta.db_table, DailyRollup._meta.db_table, Alert._meta.db_table]
+    tables = [Run._meta.db_table, Thread._meta.db_table, *(t.model._meta.db_table for t in ROLLUP_TABLES),
+              Alert._meta.db_table]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

@@ -62,7 +62,6 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
     require_postgres("pages")
     tenant_ids = [t.pk for t in bench_tenants(tenants)]
     ledger_truncate()
-    _truncate_rollups()
     run_table, thread_table, rollup_table = Run._meta.db_table, Thread._meta.db_table, DailyRollup._meta.db_table
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     threads = (runs + RUNS_PER_THREAD - 1) // RUNS_PER_THREAD
@@ -190,13 +189,6 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
         for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
     return timings
-
-
-def _truncate_rollups() -> None:
-    """The rollups common.ledger_truncate does not know about yet (end-user, prompt-size, tool usage)."""
-    tables = [model._meta.db_table for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup)]
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(tables)}")
 
 
 def _other_rollups(cursor) -> None:
