@@ -188,6 +188,7 @@ def _merge(old: dict, new: dict) -> dict:
     for name in ATTRIBUTION_FIELDS:
         if not winner.get(name) and loser.get(name):
             winner[name] = loser[name]
+            winner.pop("_shares", None)  # keyed by feature and end user: worked out again when applied
     if loser.get("metadata"):
         winner["metadata"] = {**loser["metadata"], **(winner.get("metadata") or {})}
     if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
@@ -343,7 +344,8 @@ class _Deltas:
         for state, sign in ((old, -1), (new, 1)):
             if state is None:
                 continue
-            for table, key, values in _contributions(state):
+            # A reported state carries its shares, worked out before the ingest lock (see _rate_reported).
+            for table, key, values in state.get("_shares") or _contributions(state):
                 bucket = self.tables[table]
                 current = bucket.get(key)
                 added = len(table.sums)
@@ -762,6 +764,8 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     for event in run_events:
         _rate_state(event.state, book, thresholds)
         event.state["_rated"] = True
+        # Its rollup shares too: the write phase then only adds them up (and works out the stored rows' shares).
+        event.state["_shares"] = _contributions(event.state)
     return book, thresholds
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from apps.alerts.models import Alert
-from apps.ledger.models import DailyRollup, Run, Thread
+from apps.ledger.models import DailyRollup, EndUserDailyRollup, Run, Thread
 from apps.ledger.services import ingest_events, ledger_check, runs_reprice_unpriced
 from apps.pricing.models import ModelPrice
 from tests import builders
@@ -88,6 +88,26 @@ def test_attribution_arriving_later_is_filled_in_and_moves_the_rollup(tenant):
     assert (stored.user_id, stored.feature) == ("u9", "search")
     assert list(DailyRollup.objects.for_tenant(tenant).filter(runs__gt=0).values_list("feature", flat=True)) == ["search"]
     assert ledger_check() == []
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_attribution_only_an_older_report_carries_lands_in_the_end_user_rollups(tenant, newest_first, one_batch):
+    # Each report's rollup shares are worked out before the write phase; a merge that takes the end user
+    # or feature from the other report must not reuse the shares keyed by the empty attribution.
+    early = builders.assistants_run(run_id="run_merge", created_at=WHEN, status="in_progress", prompt_tokens=0,
+                                    completion_tokens=0)
+    final = builders.assistants_run(run_id="run_merge", created_at=WHEN)
+    reports = [_event(early, attribution={"user_id": "u7", "feature": "search"}), _event(final)]
+    if newest_first:
+        reports.reverse()
+    for batch in ([reports] if one_batch else [[report] for report in reports]):
+        ingest_events(events=batch)
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.status, stored.user_id, stored.feature) == ("completed", "u7", "search")
+    assert ledger_check() == []
+    by_user = EndUserDailyRollup.objects.for_tenant(tenant).filter(runs__gt=0)
+    assert list(by_user.values_list("user_id", "runs")) == [("u7", 1)]
 
 
 def test_tenant_from_metadata_and_attribution_from_metadata(tenant):
