@@ -987,6 +987,9 @@ def runs_reprice(
     last_pk = 0
     while True:
         with transaction.atomic():
+            # Re-pricing writes runs, threads and rollups like an ingest batch does: it takes its turn under the
+            # same lock, so the two never interleave (or deadlock: they lock runs in different orders).
+            bulk.advisory_xact_lock(INGEST_LOCK_KEY)
             rows = list(
                 queryset.filter(pk__gt=last_pk).order_by("pk").select_for_update().values("id", *RUN_FIELDS)[:REPRICE_BATCH]
             )
@@ -1146,6 +1149,9 @@ def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) 
     if fix and tenant_ids is not None:
         raise ValueError("ledger_check(fix=True) rewrites every rollup: call it without tenant_ids")
     with transaction.atomic():
+        if fix:
+            # Rewriting rollups from the runs must not miss a batch written meanwhile: ingest waits.
+            bulk.advisory_xact_lock(INGEST_LOCK_KEY)
         expected = rollups_expected(tenant_ids=tenant_ids)
         differences = []
         for table in ROLLUP_TABLES:

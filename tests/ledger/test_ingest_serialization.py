@@ -127,3 +127,28 @@ def test_a_partitioned_batch_that_overlaps_another_after_all_is_written_again_ex
     assert [r.outcome for r in result.results] == ["unchanged"] * 4 + ["created"] * 2
     assert Run.objects.for_tenant(tenant).count() == 6
     assert ledger_check() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_repricing_takes_its_turn_under_the_ingest_lock(tenant):
+    from apps.ledger.services import runs_reprice
+
+    ingest_events(events=_batch("reprice", 5))
+    outcome: dict = {}
+
+    def reprice():
+        try:
+            outcome["result"] = runs_reprice(dry_run=False)
+        finally:
+            connection.close()
+
+    with psycopg.connect(_dsn(), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK_KEY])
+        worker = threading.Thread(target=reprice)
+        worker.start()
+        time.sleep(1.0)
+        waited = worker.is_alive()
+        holder.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
+        worker.join(timeout=60)
+    assert waited and outcome["result"].tenants[0].runs == 5
