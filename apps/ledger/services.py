@@ -3,8 +3,8 @@ rollups consistent by deltas, and re-rating runs after a price change.
 
 The ingest path is set-based (issue #9). Parsing, normalizing and rating run in parallel across workers;
 the write phase takes a PostgreSQL advisory lock (INGEST_LOCK_KEY), so batches write one at a time and never
-wait on each other's row locks or deadlock. Under it, one query reads the batch's existing runs (FOR UPDATE,
-in openai_id order, against other writers such as re-pricing), new runs go in with one COPY, changed runs
+wait on each other's row locks or deadlock (re-pricing and ledger_check --fix take it too). Under it, one
+query reads the batch's existing runs (FOR UPDATE, in openai_id order), new runs go in with one COPY, changed runs
 with one UPDATE ... FROM, and rollups and threads get one upsert each that ADDS the difference between each
 run's new and old contribution. import_runs' workers, which never share a run, hold the lock shared.
 """
