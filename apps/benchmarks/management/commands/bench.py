@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000, help="events per request / import batch")
         parser.add_argument("--skip-api", action="store_true", help="ingest: leave out the HTTP API")
         parser.add_argument("--skip-import", action="store_true", help="ingest: leave out import_runs")
+        parser.add_argument("--profile", type=int, default=0, metavar="RUNS",
+                            help="ingest: also ingest RUNS runs in this process and print the CPU per report "
+                                 "(Python, PostgreSQL) in all and under the ingest lock")
         parser.add_argument("--repeat", type=int, default=20, help="requests per page/endpoint (pages)")
         parser.add_argument("--reuse", action="store_true",
                             help="pages/storage: keep the loaded ledger if it already holds --runs runs")
@@ -83,9 +86,16 @@ class Command(BaseCommand):
             clients=options["clients"], batch_size=options["batch_size"], stream=self.stderr,
             skip_api=options["skip_api"], skip_import=options["skip_import"],
         )
+        rows = ingest.report(figures, self.stderr)
+        if options["profile"]:
+            from apps.benchmarks import ingest_profile
+
+            rows += ingest_profile.report(ingest_profile.measure(
+                runs=options["profile"], tenants=options["tenants"] or 100, batch_size=options["batch_size"],
+                stream=self.stderr))
         if not options["keep"]:
             common.ledger_truncate()
-        return ingest.report(figures, self.stderr)
+        return rows
 
     def _bench_pages(self, **options) -> list:
         from apps.benchmarks import pages

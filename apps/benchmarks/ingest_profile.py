@@ -1,0 +1,90 @@
+"""bench ingest --profile: where an ingested run's time goes, in one process without HTTP — CPU seconds of
+this Python process and of its PostgreSQL backend (read from /proc, so other load on the machine barely
+moves them), in total and inside the write phase that holds the ingest lock. Batches write one at a time,
+so the write phase's wall time per event bounds what any number of API workers can reach."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+from django.db import connection
+
+from apps.ledger import services
+
+from .common import Progress, bench_tenants, ledger_truncate
+from .generator import Traffic
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _backend_cpu() -> float:
+    """CPU seconds (user + system) of this connection's PostgreSQL backend."""
+    pid = connection.connection.info.backend_pid
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - one short read
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class Profile:
+    events: int = 0
+    wall: float = 0.0
+    python_cpu: float = 0.0
+    postgres_cpu: float = 0.0
+    locked_wall: float = 0.0
+    locked_python_cpu: float = 0.0
+    locked_postgres_cpu: float = 0.0
+
+    def per_event(self, seconds: float) -> float:
+        return seconds * 1e6 / self.events
+
+
+def measure(*, runs: int, tenants: int, batch_size: int, stream) -> Profile:
+    """Ingest `runs` runs' reports (the bench's traffic) with ingest_events in this process."""
+    slugs = [t.slug for t in bench_tenants(tenants)]
+    ledger_truncate()
+    bodies = [orjson.dumps({"events": batch}) for batch in Traffic(runs=runs, tenant_slugs=slugs).batches(batch_size)]
+    profile = Profile()
+    write_phase = services._ingest_once
+
+    def timed_write_phase(*args, **kwargs):
+        wall, python, postgres = time.perf_counter(), time.process_time(), _backend_cpu()
+        try:
+            return write_phase(*args, **kwargs)
+        finally:
+            profile.locked_wall += time.perf_counter() - wall
+            profile.locked_python_cpu += time.process_time() - python
+            profile.locked_postgres_cpu += _backend_cpu() - postgres
+
+    connection.ensure_connection()
+    progress = Progress("profile", sum(len(orjson.loads(body)["events"]) for body in bodies), stream)
+    services._ingest_once = timed_write_phase  # measurement only; restored below
+    try:
+        wall, python, postgres = time.perf_counter(), time.process_time(), _backend_cpu()
+        for body in bodies:
+            events = orjson.loads(body)["events"]
+            services.ingest_events(events=events)
+            profile.events += len(events)
+            progress.add(len(events))
+        profile.wall = time.perf_counter() - wall
+        profile.python_cpu = time.process_time() - python
+        profile.postgres_cpu = _backend_cpu() - postgres
+    finally:
+        services._ingest_once = write_phase
+        progress.close()
+    return profile
+
+
+def report(profile: Profile) -> list[tuple[str, str, str]]:
+    per = profile.per_event
+    return [
+        ("profile: run reports, one process, no HTTP", f"{profile.events:,}",
+         f"{profile.events / profile.wall:,.0f}/s"),
+        ("profile: CPU per report, in all (us)", f"{per(profile.python_cpu + profile.postgres_cpu):,.0f}",
+         f"Python {per(profile.python_cpu):,.0f} + PostgreSQL {per(profile.postgres_cpu):,.0f}"),
+        ("profile: write phase under the ingest lock (us)", f"{per(profile.locked_wall):,.0f}",
+         f"Python {per(profile.locked_python_cpu):,.0f} + PostgreSQL {per(profile.locked_postgres_cpu):,.0f} CPU; "
+         f"bounds serialized writes at {profile.events / profile.locked_wall:,.0f} reports/s"),
+    ]

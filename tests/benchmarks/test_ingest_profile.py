@@ -1,0 +1,23 @@
+"""bench ingest --profile: the CPU per report (Python and the PostgreSQL backend) in all and under the ingest
+lock, measured in one process; the ingest path is left as it was."""
+
+import re
+
+import pytest
+
+from apps.ledger import services
+from apps.ledger.models import Run
+from tests.benchmarks.test_bench_command import bench
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_profile_prints_cpu_per_report_and_restores_the_write_phase():
+    write_phase = services._ingest_once
+    output = bench("ingest", "--runs", "100", "--tenants", "3", "--batch-size", "50", "--skip-import",
+                   "--workers", "1", "--clients", "1", "--profile", "200")
+    assert services._ingest_once is write_phase
+    python, postgres = map(int, re.search(r"in all \(us\)\s+\d+\s+Python (\d+) \+ PostgreSQL (\d+)", output).groups())
+    assert python > 0 and postgres > 0
+    assert re.search(r"bounds serialized writes at [\d,]+ reports/s", output)
+    assert Run.objects.unscoped().count() == 0  # the ledger is emptied afterwards, as after every ingest bench
