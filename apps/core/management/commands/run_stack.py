@@ -66,6 +66,9 @@ class Command(BaseCommand):
             self.stdout.write("==> stopped every process")
 
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # Ctrl-C must stop the stack even when it was started from a script in the background, where the shell
+        # hands every child SIGINT already ignored (Python then installs no KeyboardInterrupt handler).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             start("OpenAI sandbox", [python, "manage.py", "sandbox_openai", "--port", str(sandbox_port),
                                       "--scenario", "demo", "--seed", str(seed)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -39,6 +40,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not getattr(settings, "SANDBOX_ENABLED", False):
             raise CommandError("The sandbox is disabled in these settings (SANDBOX_ENABLED is false).")
+        # Ctrl-C stops it even when started from a background script, whose shell hands SIGINT over ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         clock = SandboxClock()
         if options["frozen_at"]:
             clock.freeze(options["frozen_at"])
