@@ -3,7 +3,6 @@ rates outside the lock, then waits for it before touching a row, and new runs go
 
 import datetime as dt
 import threading
-import time
 from decimal import Decimal
 
 import psycopg
@@ -32,31 +31,62 @@ def _batch(prefix: str, count: int) -> list[dict]:
         for i in range(count)]
 
 
+class _InAnotherThread:
+    """Runs `work` in a thread with its own database connection; `.result` is what it returned."""
+
+    def __init__(self, work):
+        self.result = self.error = None
+
+        def run():
+            try:
+                self.result = work()
+            except Exception as exc:  # surfaced by the caller's assertions
+                self.error = exc
+            finally:
+                connection.close()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def waiting_after(self, seconds: float) -> bool:
+        self.thread.join(timeout=seconds)
+        return self.thread.is_alive()
+
+    def finish(self):
+        self.thread.join(timeout=60)
+        assert self.error is None, self.error
+        return self.result
+
+
+def _holding_the_lock(*, shared: bool = False):
+    """Another session holds the ingest lock (as a batch or an import worker would) until the block ends."""
+    holder = psycopg.connect(_dsn(), autocommit=True)
+    suffix = "_shared" if shared else ""
+    holder.execute(f"SELECT pg_advisory_lock{suffix}(%s)", [INGEST_LOCK_KEY])
+    return _Held(holder, suffix)
+
+
+class _Held:
+    def __init__(self, holder, suffix):
+        self.holder, self.suffix = holder, suffix
+
+    def __enter__(self):
+        return self.holder
+
+    def __exit__(self, *exc):
+        self.holder.execute(f"SELECT pg_advisory_unlock{self.suffix}(%s)", [INGEST_LOCK_KEY])
+        self.holder.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_waits_for_the_ingest_lock_before_writing_anything(tenant):
-    outcome: dict = {}
-
-    def ingest():
-        try:
-            outcome["result"] = ingest_events(events=_batch("wait", 20))
-        except Exception as exc:  # surfaced by the assertions below
-            outcome["error"] = exc
-        finally:
-            connection.close()
-
-    with psycopg.connect(_dsn(), autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK_KEY])
-        worker = threading.Thread(target=ingest)
-        worker.start()
-        time.sleep(1.0)
-        still_waiting = worker.is_alive()
+    with _holding_the_lock() as holder:
+        batch = _InAnotherThread(lambda: ingest_events(events=_batch("wait", 20)))
+        still_waiting = batch.waiting_after(1.0)
         visible_while_held = holder.execute("SELECT count(*) FROM ledger_run").fetchone()[0]
-        holder.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
-        worker.join(timeout=60)
     assert still_waiting and visible_while_held == 0
-    assert "error" not in outcome
-    assert outcome["result"].created == 20
+    assert batch.finish().created == 20
     assert Run.objects.for_tenant(tenant).count() == 20
     assert ledger_check() == []
 
@@ -85,27 +115,13 @@ def test_copy_into_inserts_rows_the_caller_knows_are_new(tenant):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_partitioned_batches_share_the_lock_with_each_other_but_not_with_ordinary_batches(tenant):
-    outcome: dict = {}
-
-    def ingest(name, **options):
-        try:
-            outcome[name] = ingest_events(events=_batch(name, 10), **options)
-        finally:
-            connection.close()
-
-    with psycopg.connect(_dsn(), autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock_shared(%s)", [INGEST_LOCK_KEY])  # another import worker
-        partitioned = threading.Thread(target=ingest, args=("part",), kwargs={"partitioned": True})
-        partitioned.start()
-        partitioned.join(timeout=30)
-        ordinary = threading.Thread(target=ingest, args=("ord",))
-        ordinary.start()
-        time.sleep(1.0)
-        ordinary_waited = ordinary.is_alive()
-        holder.execute("SELECT pg_advisory_unlock_shared(%s)", [INGEST_LOCK_KEY])
-        ordinary.join(timeout=60)
-    assert outcome["part"].created == 10  # went ahead beside the other shared holder
-    assert ordinary_waited and outcome["ord"].created == 10
+    with _holding_the_lock(shared=True):  # another import worker
+        partitioned = _InAnotherThread(lambda: ingest_events(events=_batch("part", 10), partitioned=True))
+        went_ahead = not partitioned.waiting_after(30)
+        ordinary = _InAnotherThread(lambda: ingest_events(events=_batch("ord", 10)))
+        ordinary_waited = ordinary.waiting_after(1.0)
+    assert went_ahead and partitioned.finish().created == 10
+    assert ordinary_waited and ordinary.finish().created == 10
 
 
 @pytest.mark.postgres
@@ -135,20 +151,7 @@ def test_repricing_takes_its_turn_under_the_ingest_lock(tenant):
     from apps.ledger.services import runs_reprice
 
     ingest_events(events=_batch("reprice", 5))
-    outcome: dict = {}
-
-    def reprice():
-        try:
-            outcome["result"] = runs_reprice(dry_run=False)
-        finally:
-            connection.close()
-
-    with psycopg.connect(_dsn(), autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK_KEY])
-        worker = threading.Thread(target=reprice)
-        worker.start()
-        time.sleep(1.0)
-        waited = worker.is_alive()
-        holder.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
-        worker.join(timeout=60)
-    assert waited and outcome["result"].tenants[0].runs == 5
+    with _holding_the_lock():
+        reprice = _InAnotherThread(lambda: runs_reprice(dry_run=False))
+        waited = reprice.waiting_after(1.0)
+    assert waited and reprice.finish().tenants[0].runs == 5
