@@ -267,7 +267,7 @@ def _billable_tools(state: dict) -> list[int] | None:
     return [sessions, file_search, web_search]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # five module-level singletons: identity hashing, cheap as dict keys
 class _RollupTable:
     """A rollup table maintained by deltas: its key, the columns that add up, and those kept with GREATEST."""
 
@@ -580,8 +580,12 @@ def _lock_existing_runs(openai_ids: Iterable[str]) -> dict[str, dict]:
     return {row["openai_id"]: row for row in rows}
 
 
+_RUN_VALUES = operator.itemgetter(*RUN_FIELDS)
+
+
 def _run_row(state: dict, now: dt.datetime, with_id: bool = False) -> list:
-    values = [state.get(name) for name in RUN_FIELDS]
+    # Every state carries every RUN_FIELDS key by now (parsed, rated, thread resolved, or read back stored).
+    values = list(_RUN_VALUES(state))
     values.append(now)
     if with_id:
         return [state["id"], *values]
