@@ -79,19 +79,10 @@ UsageSerializer = type(
 )
 
 
-
-def _usd(amount) -> str:
-    """usd_string(amount) for a Decimal, by text instead of Decimal.normalize() (twice as fast; thousands of
-    amounts per usage document). A test holds the two equal."""
-    text = format(amount, "f")
-    whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
-
-
 def usage_representation(usage: dict) -> dict:
     """What UsageSerializer(usage).data gives, built directly: a month by end user is thousands of lines, and
     DRF's per-field machinery cost more than the query (issue #9). A test holds the two equal."""
-    numbers, money, usd_string = _USAGE_NUMBERS, _USAGE_MONEY, _usd
+    numbers, money = _USAGE_NUMBERS, _USAGE_MONEY
     return {
         "tenant": str(usage["tenant"]),
         "start": usage["start"].isoformat(),

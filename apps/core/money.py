@@ -32,11 +32,10 @@ def round_cents(amount: Decimal) -> Decimal:
 
 
 def usd_string(amount: Decimal | None) -> str | None:
-    """Decimal string for the API: normalised (no exponent, trailing zeros kept to at least cents)."""
+    """Decimal string for the API: no exponent, trailing zeros dropped down to cents ("1.50", "0.0123").
+    Trims the text rather than calling Decimal.normalize(): half the time (a month of usage by end user
+    formats tens of thousands of amounts), and no rounding to the context's 28 digits."""
     if amount is None:
         return None
-    text = format(amount.normalize(), "f")
-    if "." not in text:
-        return text + ".00"
-    whole, fraction = text.split(".")
-    return f"{whole}.{fraction.ljust(2, '0')}"
+    whole, _, fraction = format(amount, "f").partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
