@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from apps.core.money import ZERO, quantize_ledger
 from apps.pricing.pricebook import PriceBook
-from apps.pricing.rating import CostBreakdown, RatingError, Usage, rate_run
+from apps.pricing.rating import CostBreakdown, RatingError, Usage, billable_file_search_calls, rate_run
 from apps.provider.normalizers import (
     NormalizationError,
     ResourceRecord,
@@ -260,8 +260,7 @@ def _billable_tools(state: dict) -> list[int] | None:
     if not state["priced"] or not state.get("tool_price_id"):
         return None
     sessions, web_search = state["code_interpreter_sessions"], state["web_search_calls"]
-    # Usage.billable_file_search_calls' rule, inline: this runs for every run of every batch.
-    file_search = state["file_search_calls"] if state["api"] == "responses" else 0
+    file_search = billable_file_search_calls(api=state["api"], calls=state["file_search_calls"])
     if not (sessions or file_search or web_search):
         return None
     return [sessions, file_search, web_search]

@@ -62,8 +62,12 @@ class Usage:
 
     @property
     def billable_file_search_calls(self) -> int:
-        # Assistants file_search had no per-call fee; only the Responses tool is billed per call.
-        return self.file_search_calls if self.api == "responses" else 0
+        return billable_file_search_calls(api=self.api, calls=self.file_search_calls)
+
+
+def billable_file_search_calls(*, api: str, calls: int) -> int:
+    """Assistants file_search had no per-call fee; only the Responses tool is billed per call."""
+    return calls if api == "responses" else 0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from apps.core.money import MONEY_FIELD_KWARGS, usd_string
 from apps.core.timeutils import UTC, day_start
 from apps.ledger.models import Api, DailyRollup, Run
+from apps.pricing.rating import ONE_THOUSAND, billable_file_search_calls
 
 from .comparison import (
     CODE_INTERPRETER_SESSIONS_LINE,
@@ -38,7 +39,6 @@ from .comparison import (
 from .models import FLAGGED_STATUSES, OpenAIProject, ReconciliationLine, ReconciliationRun
 from .projects import ProjectConfig, default_project_config, project_config_from_model
 
-ONE_THOUSAND = Decimal(1000)
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
 
 
@@ -183,8 +183,9 @@ def _tool_costs(*, start: dt.date, end: dt.date, project_id: str):
         day = row["day"]
         if row["sessions"]:
             yield day, "code interpreter", Decimal(row["sessions"]) * row["tool_price__code_interpreter_session_usd"]
-        if row["file_search"] and row["api"] == "responses":
-            yield day, "file search", Decimal(row["file_search"]) * row["tool_price__file_search_call_usd_per_1k"] / ONE_THOUSAND
+        file_search = billable_file_search_calls(api=row["api"], calls=row["file_search"])
+        if file_search:
+            yield day, "file search", Decimal(file_search) * row["tool_price__file_search_call_usd_per_1k"] / ONE_THOUSAND
         if row["web_search"]:
             yield day, "web search", Decimal(row["web_search"]) * row["tool_price__web_search_call_usd_per_1k"] / ONE_THOUSAND
 
