@@ -328,13 +328,41 @@ def _contributions(state: dict) -> list[tuple[_RollupTable, tuple, list]]:
 _END_USER_PICK = operator.itemgetter(*[ROLLUP_SUMS.index(name) for name in END_USER_SUMS])
 
 
+def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], shares, sign: int = 1) -> None:
+    """Add (sign +1) or take back (−1) one run's shares into {table: {key: values}}: sums add up, a maximum
+    is only ever raised — it cannot be taken back (GREATEST when written)."""
+    for table, key, values in shares:
+        bucket = tables[table]
+        current = bucket.get(key)
+        added = len(table.sums)
+        if current is None:
+            bucket[key] = list(values) if sign > 0 else [-value for value in values[:added]] + [0] * (
+                len(values) - added)
+            continue
+        for index in range(added):
+            current[index] += values[index] * sign
+        if sign > 0:
+            for index in range(added, len(values)):
+                current[index] = max(current[index], values[index])
+
+
+def _write_rollups(tables: dict[_RollupTable, dict[tuple, list]]) -> None:
+    """One upsert per table that adds each key's values (rows in key order, so writers lock rows in the same
+    order); keys whose values are all zero are left out."""
+    for table, sums in tables.items():
+        rows = [[*key, *values] for key, values in sorted(sums.items()) if any(values)]
+        if rows:
+            columns = bulk.columns_for(table.model, [*table.key, *table.columns])
+            bulk.upsert(table.model._meta.db_table, columns, rows, conflict=table.key, add=table.sums,
+                        greatest=table.greatest)
+
+
 class _Deltas:
     """Per-key sums of (new − old) contributions to every rollup table, written once per batch (one upsert
     per table, rows in key order so concurrent batches lock rows in the same order)."""
 
     def __init__(self):
         self.tables: dict[_RollupTable, dict[tuple, list]] = {table: {} for table in ROLLUP_TABLES}
-        self.rollups = self.tables[DAILY]  # DailyRollup key -> values in ROLLUP_SUMS order
         self.threads: dict[int, list] = {}  # thread pk -> [run_count, cost_usd]
         # thread pk -> (created_at, last_activity_at, metadata) the batch reports; applied with the totals.
         self.thread_activity: dict[int, tuple] = {}
@@ -344,32 +372,14 @@ class _Deltas:
             if state is None:
                 continue
             # A reported state carries its shares, worked out before the ingest lock (see _rate_reported).
-            for table, key, values in state.get("_shares") or _contributions(state):
-                bucket = self.tables[table]
-                current = bucket.get(key)
-                added = len(table.sums)
-                if current is None:
-                    # A maximum cannot be taken back: only the new state raises it (GREATEST when written).
-                    bucket[key] = list(values) if sign > 0 else [-value for value in values[:added]] + [0] * (
-                        len(values) - added)
-                    continue
-                for index in range(added):
-                    current[index] += values[index] * sign
-                if sign > 0:
-                    for index in range(added, len(values)):
-                        current[index] = max(current[index], values[index])
+            _add_shares(self.tables, state.get("_shares") or _contributions(state), sign)
             if state.get("thread_id"):
                 thread = self.threads.setdefault(state["thread_id"], [0, ZERO])
                 thread[0] += sign
                 thread[1] += Decimal(state["cost_total_usd"]) * sign
 
     def write(self) -> None:
-        for table, sums in self.tables.items():
-            rows = [[*key, *values] for key, values in sorted(sums.items()) if any(values)]
-            if rows:
-                columns = bulk.columns_for(table.model, [*table.key, *table.columns])
-                bulk.upsert(table.model._meta.db_table, columns, rows, conflict=table.key, add=table.sums,
-                            greatest=table.greatest)
+        _write_rollups(self.tables)
         thread_rows = []
         for pk in sorted(set(self.threads) | set(self.thread_activity)):
             count, cost = self.threads.get(pk, (0, ZERO))
@@ -1088,13 +1098,7 @@ def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[_Rollup
     if tenant_ids is not None:
         runs = runs.filter(tenant_id__in=list(tenant_ids))
     for state in runs.values(*RUN_FIELDS).iterator(chunk_size=5000):
-        for table, key, values in _contributions(state):
-            current = expected[table].setdefault(key, [0] * len(table.columns))
-            added = len(table.sums)
-            for index in range(added):
-                current[index] += values[index]
-            for index in range(added, len(values)):
-                current[index] = max(current[index], values[index])
+        _add_shares(expected, _contributions(state))
     return expected
 
 
@@ -1164,11 +1168,7 @@ def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) 
         if fix and differences:
             for table in ROLLUP_TABLES:
                 table.model.objects.unscoped().delete()
-                columns = bulk.columns_for(table.model, [*table.key, *table.columns])
-                rows = [[*key, *values] for key, values in sorted(expected[table].items(), key=lambda kv: str(kv[0]))
-                        if any(values)]
-                bulk.upsert(table.model._meta.db_table, columns, rows, conflict=table.key, add=table.sums,
-                            greatest=table.greatest)
+            _write_rollups(expected)
             _fix_threads()
     return differences
 
