@@ -426,8 +426,10 @@ def _median_bin(counts: list[int]) -> int | None:
 
 # --- end users (rollups by day and by month) -------------------------------------------------------
 
-_END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
-_END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+# What a usage line sums (the end-user lines read these from the end-user rollups).
+_USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+_END_USER_COUNTS = ("runs", "unpriced_runs", *_USAGE_COUNTS)
 
 
 def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[QuerySet]:
@@ -436,8 +438,7 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[QuerySet]:
     month-to-date range when no run is dated later that month), the daily rows of the other days."""
     months, days = [], []
     daily = EndUserDailyRollup.objects.for_tenant(tenant)
-    month = month_start(start)
-    while month < end:
+    for month in _months_of(start, end):
         after = next_month(month)
         low, high = max(start, month), min(end, after)
         outside = Q()
@@ -449,7 +450,6 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[QuerySet]:
             months.append(month)
         else:
             days.append(Q(day__gte=low, day__lt=high))
-        month = after
     sources = []
     if months:
         sources.append(EndUserMonthlyRollup.objects.for_tenant(tenant).filter(month__in=months))
@@ -462,7 +462,7 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[QuerySet]:
 
 
 def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
-                     money=_END_USER_MONEY) -> dict[str, dict]:
+                     money=_USAGE_MONEY) -> dict[str, dict]:
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
     users with at least one run only. At most two queries on the rollups (plus an exists() per ragged month)."""
     names = (*counts, *money)
@@ -580,8 +580,6 @@ def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: 
 # --- billing API (usage by period, statements, the runs list) ------------------------------------------
 
 USAGE_GROUPINGS = ("day", "model", "feature", "user")
-_USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
-_USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
 
 
 def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
