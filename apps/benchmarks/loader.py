@@ -20,6 +20,7 @@ from apps.ledger.models import (
     Thread,
     ToolUsageRollup,
 )
+from apps.ledger.services import ROLLUP_TABLES
 
 from .common import Progress, bench_tenants, ledger_truncate, require_postgres
 
@@ -185,9 +186,8 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
         # autovacuum would clear on a live ledger; without it the tenant page's thread count visits the heap
         # (~200 ms for the biggest tenant at 10M runs instead of ~3 ms index-only).
         cursor.execute(f"VACUUM ANALYZE {thread_table}")
-        cursor.execute(f"ANALYZE {rollup_table}")
-        for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
-            cursor.execute(f"ANALYZE {model._meta.db_table}")
+        for table in ROLLUP_TABLES:
+            cursor.execute(f"ANALYZE {table.model._meta.db_table}")
     return timings
 
 

@@ -5,28 +5,22 @@ from __future__ import annotations
 
 from django.db import connection
 
-from apps.ledger.models import (
-    DailyRollup,
-    EndUserDailyRollup,
-    EndUserMonthlyRollup,
-    PromptSizeRollup,
-    Run,
-    Thread,
-    ToolUsageRollup,
-)
+from apps.ledger.models import Run, Thread
+from apps.ledger.services import ROLLUP_TABLES
 
 from . import loader
 from .common import BenchError, require_postgres
 
 TARGET_MB_PER_MILLION = 600
-ROLLUP_MODELS = (Run, Thread, DailyRollup, EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup)
+ROLLUP_MODELS = tuple(table.model for table in ROLLUP_TABLES)
+MEASURED_MODELS = (Run, Thread, *ROLLUP_MODELS)
 
 
 def sizes() -> dict:
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {Run._meta.db_table}")
         result = {}
-        for model in ROLLUP_MODELS:
+        for model in MEASURED_MODELS:
             table = model._meta.db_table
             cursor.execute("SELECT pg_total_relation_size(%s), pg_relation_size(%s), pg_indexes_size(%s)",
                            [table, table, table])
@@ -57,12 +51,12 @@ def run(*, runs: int, tenants: int, days: int, reuse: bool, keep: bool, stream) 
         ("storage: run indexes", f"{len(measured['run_indexes'])}",
          ", ".join(f"{name} {size / run_table['rows']:.0f} B/run" for name, size in measured["run_indexes"])),
     ]
-    for model in ROLLUP_MODELS[1:]:
+    for model in (Thread, *ROLLUP_MODELS):
         table = measured[model._meta.db_table]
         rows.append((f"storage: {model._meta.db_table}", f"{table['total'] / 1e6:,.0f} MB",
                      f"{table['total'] / run_table['rows']:,.0f} B/run ({table['total'] / run_table['rows']:,.0f} MB per 1M "
                      f"runs), {table['rows']:,} rows"))
-    rollups = sum(measured[model._meta.db_table]["total"] for model in ROLLUP_MODELS[2:])
+    rollups = sum(measured[model._meta.db_table]["total"] for model in ROLLUP_MODELS)
     rows.append(("storage: all rollups per 1M runs", f"{rollups / run_table['rows'] * 1_000_000 / 1e6:,.0f} MB",
                  "daily, end-user daily and monthly, prompt-size, tool usage; not part of the run-table target"))
     return rows
