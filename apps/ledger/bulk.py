@@ -5,16 +5,19 @@ multi-row UPDATE from a VALUES list.
 On PostgreSQL the rows are first COPYed into a session temp table (psycopg formats COPY rows in C; no
 client-side placeholder parsing, which is what makes `%s` multi-row inserts slow), and one set-based
 statement moves them into place. SQLite gets plain multi-row VALUES, chunked under its variable limit.
+Every write runs in a transaction of its own when called outside one: staged rows live until the end of
+the transaction (ON COMMIT DELETE ROWS), so in autocommit they would vanish right after the COPY.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models
+from django.db import connection, models, transaction
 
 _SQLITE_MAX_VARIABLES = 30_000
 
@@ -145,10 +148,22 @@ class _PgCursor:
         self.cursor.close()
 
 
+def _in_transaction(function):
+    """Run a bulk write in a transaction of its own when called outside one (no savepoint inside one)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with transaction.atomic(savepoint=False):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _cursor():
     return _PgCursor() if is_postgres() else connection.cursor()
 
 
+@_in_transaction
 def copy_into(table: str, columns: Sequence[Column], rows: Sequence[Sequence]) -> None:
     """Insert rows the caller knows are new with one COPY straight into the table (PostgreSQL; plain
     multi-row INSERT on SQLite). No ON CONFLICT: a duplicate key fails the whole transaction, so only call
@@ -166,6 +181,7 @@ def copy_into(table: str, columns: Sequence[Column], rows: Sequence[Sequence]) -
         cursor.copy(f"COPY {_quote(table)} ({column_list}) FROM STDIN", columns, rows)
 
 
+@_in_transaction
 def insert_returning(table: str, columns: Sequence[Column], rows: Sequence[Sequence], *, conflict: Sequence[str],
                      returning: Sequence[str]) -> list[tuple]:
     """INSERT rows, skipping those whose `conflict` key exists (or is being inserted by a concurrent
@@ -199,6 +215,7 @@ def insert_returning(table: str, columns: Sequence[Column], rows: Sequence[Seque
     return results
 
 
+@_in_transaction
 def upsert(table: str, columns: Sequence[Column], rows: Sequence[Sequence], *, conflict: Sequence[str],
            add: Sequence[str] = (), least: Sequence[str] = (), greatest: Sequence[str] = (),
            replace_unless_empty_json: Sequence[str] = (), returning: Sequence[str] = ()) -> list[tuple]:
@@ -269,6 +286,7 @@ def _update_sets(table: str, columns: Sequence[Column], alias: str, add, least, 
     return ", ".join(sets)
 
 
+@_in_transaction
 def update_from_values(table: str, key: Column, columns: Sequence[Column], rows: Sequence[Sequence],
                        *, add: Sequence[str] = (), least: Sequence[str] = (), greatest: Sequence[str] = (),
                        replace_unless_empty_json: Sequence[str] = ()) -> int:
