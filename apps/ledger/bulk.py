@@ -111,18 +111,22 @@ class _PgCursor:
     def execute(self, sql: str, params: list | None = None) -> None:
         self.cursor.execute(sql, params)
 
-    def stage(self, columns: Sequence[Column], rows: Sequence[Sequence]) -> str:
-        """COPY rows into a session temp table (emptied at commit and before each use); its name."""
+    def stage(self, columns: Sequence[Column], rows: Sequence[Sequence], *, name: str | None = None,
+              append: bool = False) -> str:
+        """COPY rows into a session temp table (emptied at commit, and before each use unless `append`); its
+        name. By default the name follows the column types, so every caller with the same types shares it:
+        name it yourself to keep rows staged while other writes happen."""
         import hashlib
 
         signature = ",".join(c.pg_type for c in columns)
-        name = "_bulk_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:12]
-        definition = ", ".join(f"c{i} {c.pg_type}" for i, c in enumerate(columns))
-        # One round trip (no parameters: the simple protocol takes both statements). DELETE rather than
-        # TRUNCATE: the table is empty unless used earlier in this transaction, and TRUNCATE of a temp table
-        # swaps its files every time.
-        self.cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS; "
-                            f"DELETE FROM {name}")
+        name = name or "_bulk_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:12]
+        if not append:
+            definition = ", ".join(f"c{i} {c.pg_type}" for i, c in enumerate(columns))
+            # One round trip (no parameters: the simple protocol takes both statements). DELETE rather than
+            # TRUNCATE: the table is empty unless used earlier in this transaction, and TRUNCATE of a temp
+            # table swaps its files every time.
+            self.cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({definition}) ON COMMIT DELETE ROWS; "
+                                f"DELETE FROM {name}")
         self.copy(f"COPY {name} FROM STDIN", columns, rows)
         return name
 
@@ -161,6 +165,66 @@ def _in_transaction(function):
 
 def _cursor():
     return _PgCursor() if is_postgres() else connection.cursor()
+
+
+def stage(columns: Sequence[Column], rows: Sequence[Sequence], *, name: str | None = None,
+          append: bool = False) -> str:
+    """PostgreSQL, inside a transaction: COPY rows into a temp table whose columns are c0, c1, ... (the order
+    of `columns`); it keeps them until the transaction ends, for set-based statements to read. Its name;
+    see _PgCursor.stage."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("bulk.stage needs a transaction (transaction.atomic()): staged rows last until it ends")
+    with _PgCursor() as cursor:
+        return cursor.stage(columns, rows, name=name, append=append)
+
+
+def delete_staged(stage_name: str, column: int, values: Sequence) -> None:
+    """PostgreSQL: drop the staged rows whose column c<column> is one of `values` (a hash join, not a scan
+    of the array per row)."""
+    if not values:
+        return
+    with _PgCursor() as cursor:
+        cursor.execute(f"DELETE FROM {stage_name} AS s USING unnest(%s::text[]) AS v(value) WHERE s.c{column} = v.value",
+                       [list(values)])
+
+
+def insert_select(table: str, columns: Sequence[Column], select: str, params: list | None = None) -> int:
+    """PostgreSQL: INSERT INTO table (columns) <select>; the number of rows inserted."""
+    column_list = ", ".join(_quote(c.name) for c in columns)
+    with _PgCursor() as cursor:
+        cursor.execute(f"INSERT INTO {_quote(table)} ({column_list}) {select}", params)
+        return cursor.rowcount
+
+
+def upsert_grouped(table: str, columns: Sequence[Column], stage_name: str, *, source: Sequence[int],
+                   key: Sequence[str], add: Sequence[str], greatest: Sequence[str] = (),
+                   only_with: int | None = None) -> None:
+    """PostgreSQL: one upsert of staged rows summed per key: column i of `columns` comes from staged column
+    c<source[i]>; key columns are grouped on, `add` columns summed (and added to the stored row), `greatest`
+    columns take the maximum; keys whose sums and maxima are all zero are left out; with `only_with`, only
+    staged rows whose c<only_with> is not NULL count. Rows go in key order (writers lock rows in the same order)."""
+    names = [c.name for c in columns]
+    expressions = []
+    for name, index in zip(names, source, strict=True):
+        if name in add:
+            expressions.append(f"SUM(s.c{index})")
+        elif name in greatest:
+            expressions.append(f"MAX(s.c{index})")
+        else:
+            expressions.append(f"s.c{index}")
+    groups = ", ".join(f"s.c{source[names.index(k)]}" for k in key)
+    nonzero = " OR ".join(f"{expressions[names.index(n)]} <> 0" for n in (*add, *greatest))
+    where = f"WHERE s.c{only_with} IS NOT NULL " if only_with is not None else ""
+    quoted_table = _quote(table)
+    sets = [f"{_quote(c)} = {quoted_table}.{_quote(c)} + excluded.{_quote(c)}" for c in add]
+    sets += [f"{_quote(c)} = GREATEST({quoted_table}.{_quote(c)}, excluded.{_quote(c)})" for c in greatest]
+    column_list = ", ".join(_quote(n) for n in names)
+    with _PgCursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quoted_table} ({column_list}) SELECT {', '.join(expressions)} FROM {stage_name} AS s "
+            f"{where}GROUP BY {groups} HAVING {nonzero} ORDER BY {groups} "
+            f"ON CONFLICT ({', '.join(_quote(k) for k in key)}) DO UPDATE SET {', '.join(sets)}"
+        )
 
 
 @_in_transaction

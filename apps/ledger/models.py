@@ -133,12 +133,13 @@ class Run(TenantOwnedModel):
     cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
     # False when no price covers the model at created_at: never rated $0, re-rated once priced.
     priced = models.BooleanField(default=False)
-    # No index: nothing looks runs up by price, and a price row is never deleted while runs point at it
-    # (PROTECT checks it with one rare query); two indexes per insert are not worth that.
+    # No index and no database constraint: nothing looks runs up by price, and a price row is never deleted
+    # while runs point at it (Django's PROTECT checks with one rare query). Two indexes per insert, and two
+    # deferred constraint checks per run at COMMIT inside the ingest lock, are not worth that (issue #9).
     model_price = models.ForeignKey("pricing.ModelPrice", null=True, blank=True, on_delete=models.PROTECT,
-                                    related_name="+", db_index=False)
+                                    related_name="+", db_index=False, db_constraint=False)
     tool_price = models.ForeignKey("pricing.ToolPrice", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+", db_index=False)
+                                   related_name="+", db_index=False, db_constraint=False)
     is_high_cost = models.BooleanField(default=False)
 
     recorded_at = models.DateTimeField(auto_now_add=True)
@@ -165,10 +166,21 @@ class Run(TenantOwnedModel):
         return self.status in TERMINAL_STATUSES
 
 
+def _rollup_tenant() -> models.ForeignKey:
+    """A rollup's tenant: no index of its own (every rollup index leads with tenant) and no database
+    constraint. A rollup row is derived from runs, whose own tenant key is constrained (ledger_check
+    recomputes every rollup from them), and Django's PROTECT still refuses to delete a tenant that has
+    rows. A constraint costs a deferred check per inserted row at COMMIT, inside the ingest lock: ~2 µs
+    each, five per run (issue #9)."""
+    return models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False,
+                             db_constraint=False)
+
+
 class DailyRollup(TenantOwnedModel):
     """Sums of runs per (tenant, UTC day of created_at, OpenAI project, model, feature), maintained by the ingest path
     as deltas; `ledger_check` recomputes them from the runs to prove they agree."""
 
+    tenant = _rollup_tenant()
     day = models.DateField()
     openai_project = models.CharField(max_length=100, blank=True, default="")
     model = models.CharField(max_length=100)
@@ -204,8 +216,7 @@ class DailyRollup(TenantOwnedModel):
 class _EndUserSums(TenantOwnedModel):
     """What the usage API and the tenant page show per end user (attribution user_id, "" = unknown)."""
 
-    # Every index leads with tenant (the unique key), so the FK's own index would be a redundant copy.
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    tenant = _rollup_tenant()
     user_id = models.CharField(max_length=200, blank=True, default="")
     runs = models.BigIntegerField(default=0)
     unpriced_runs = models.BigIntegerField(default=0)
@@ -262,7 +273,7 @@ class ToolUsageRollup(TenantOwnedModel):
     version corrected in place (price_book_load --overwrite) then re-rated keeps these right, since deltas
     never depend on a fee. Unpriced runs are not here (DailyRollup counts all tool use)."""
 
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    tenant = _rollup_tenant()
     day = models.DateField()
     # The pricing.ToolPrice id, without a foreign key: a row whose runs were all re-rated to another version
     # stays (at zero) and must not block that version's removal.
@@ -287,7 +298,7 @@ class PromptSizeRollup(TenantOwnedModel):
     it progresses (queued and in-progress reports carry no usage), so the largest max among a period's
     rows with runs > 0 is the exact largest prompt; ledger_check proves it against the runs."""
 
-    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+    tenant = _rollup_tenant()
     day = models.DateField()
     size_bin = models.PositiveSmallIntegerField()
     runs = models.BigIntegerField(default=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import gc
 import logging
 import operator
@@ -188,7 +189,6 @@ def _merge(old: dict, new: dict) -> dict:
     for name in ATTRIBUTION_FIELDS:
         if not winner.get(name) and loser.get(name):
             winner[name] = loser[name]
-            winner.pop("_shares", None)  # keyed by feature and end user: worked out again when applied
     if loser.get("metadata"):
         winner["metadata"] = {**loser["metadata"], **(winner.get("metadata") or {})}
     if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
@@ -234,25 +234,6 @@ def _rate_state(state: dict, book: PriceBook, high_cost_by_tenant: dict[int, Dec
     state["is_high_cost"] = bool(priced and threshold is not None and cost.total > threshold)
 
 
-def _contribution(state: dict) -> tuple[tuple, list]:
-    """The run's share of its daily rollup row: (key, values in ROLLUP_SUMS order)."""
-    day = state["created_at"].astimezone(dt.UTC).date()
-    key = (state["tenant_id"], day, state["openai_project"], state["model"], state["feature"])
-    total = Decimal(state["cost_total_usd"])
-    values = [
-        1,
-        0 if state["priced"] else 1,
-        1 if state["is_high_cost"] else 0,
-        state["input_tokens"], state["cached_input_tokens"], state["cache_write_tokens"], state["output_tokens"],
-        state["reasoning_tokens"], state["code_interpreter_sessions"], state["file_search_calls"],
-        state["web_search_calls"],
-        Decimal(state["cost_input_usd"]), Decimal(state["cost_cached_input_usd"]), Decimal(state["cost_output_usd"]),
-        Decimal(state["cost_tools_usd"]), total,
-        total if state["status"] in WASTED_STATUSES else ZERO,
-    ]
-    return key, values
-
-
 def _billable_tools(state: dict) -> list[int] | None:
     """The run's billable tool use [code-interpreter sessions, file-search calls, web-search calls] under the
     rules of pricing.rating.rate_tools (file-search calls carry a fee only under the Responses API), or None
@@ -266,14 +247,79 @@ def _billable_tools(state: dict) -> list[int] | None:
     return [sessions, file_search, web_search]
 
 
+# --- rollup shares --------------------------------------------------------------------------------
+# A run's share of every rollup table is worked out in one place, _share_row: one row per run state with
+# the state's key in every table's terms and its values (negated to take a stored state back). Each rollup
+# table declares which share columns make its key and its sums. PostgreSQL adds the rows up per table
+# server-side (one INSERT ... SELECT ... GROUP BY per table from one staging table); SQLite and ledger_check
+# add them up in Python with the same declarations (_add_shares).
+
+SHARE_KEYS = ("tenant_id", "day", "month", "openai_project", "model", "feature", "user_id", "size_bin",
+              "tool_price_id")
+SHARE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd",
+               "wasted_cost_usd")
+SHARE_VALUES = (
+    "runs", "unpriced_runs", "high_cost_runs", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "code_interpreter_sessions", "file_search_calls", "web_search_calls",
+    *SHARE_MONEY, "max_input_tokens", "billable_code_interpreter_sessions", "billable_file_search_calls",
+    "billable_web_search_calls",
+)
+# A share row: which run it is for (staged before the ingest lock; None for rows worked out under it),
+# then SHARE_KEYS and SHARE_VALUES.
+SHARE_COLUMNS = ("openai_id", *SHARE_KEYS, *SHARE_VALUES)
+SHARE_STAGE = [
+    bulk.Column(name, "text" if name in ("openai_id", "openai_project", "model", "feature", "user_id")
+                else "date" if name in ("day", "month") else "numeric" if name in SHARE_MONEY else "bigint")
+    for name in SHARE_COLUMNS
+]
+_NO_TOOLS = (0, 0, 0)
+
+
+def prompt_size_bin(input_tokens: int) -> int:
+    """The index in PROMPT_TOKEN_EDGES of the bin holding this prompt size (edges[i] <= tokens < edges[i+1])."""
+    return max(0, bisect.bisect_right(PROMPT_TOKEN_EDGES, input_tokens) - 1)
+
+
+def _share_row(state: dict, sign: int = 1, openai_id: str | None = None) -> list:
+    """The run state's share of every rollup table, in SHARE_COLUMNS order; sign −1 takes it back (a maximum
+    cannot be taken back: max_input_tokens is 0 then, and GREATEST keeps what the table has)."""
+    day = state["created_at"].astimezone(dt.UTC).date()
+    total = Decimal(state["cost_total_usd"])
+    billable = _billable_tools(state)
+    values = [
+        1, 0 if state["priced"] else 1, 1 if state["is_high_cost"] else 0,
+        state["input_tokens"], state["cached_input_tokens"], state["cache_write_tokens"], state["output_tokens"],
+        state["reasoning_tokens"], state["code_interpreter_sessions"], state["file_search_calls"],
+        state["web_search_calls"],
+        Decimal(state["cost_input_usd"]), Decimal(state["cost_cached_input_usd"]), Decimal(state["cost_output_usd"]),
+        Decimal(state["cost_tools_usd"]), total, total if state["status"] in WASTED_STATUSES else ZERO,
+    ]
+    if sign > 0:
+        values.append(state["input_tokens"])
+        values.extend(billable or _NO_TOOLS)
+    else:
+        values = [-value for value in values]
+        values.append(0)
+        values.extend(-count for count in (billable or _NO_TOOLS))
+    return [
+        openai_id, state["tenant_id"], day, day.replace(day=1), state["openai_project"], state["model"],
+        state["feature"], state["user_id"] or "", prompt_size_bin(state["input_tokens"]),
+        None if billable is None else state["tool_price_id"], *values,
+    ]
+
+
 @dataclass(frozen=True, eq=False)  # five module-level singletons: identity hashing, cheap as dict keys
 class _RollupTable:
-    """A rollup table maintained by deltas: its key, the columns that add up, and those kept with GREATEST."""
+    """A rollup table maintained by deltas: its key (share columns of the same names), the columns that add
+    up, those kept with GREATEST, the share columns they come from when named otherwise, and the share
+    column that must be set for a row to count here at all."""
 
     model: type
     key: tuple[str, ...]
     sums: tuple[str, ...]
     greatest: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # share columns of sums + greatest, when not named like them
+    only_with: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -282,6 +328,28 @@ class _RollupTable:
     @property
     def label(self) -> str:
         return self.model.__name__
+
+    @functools.cached_property
+    def value_sources(self) -> tuple[str, ...]:
+        return self.sources or self.columns
+
+    @functools.cached_property
+    def _pick_key(self) -> Callable:
+        return operator.itemgetter(*[SHARE_COLUMNS.index(name) for name in self.key])
+
+    @functools.cached_property
+    def _pick_values(self) -> Callable:
+        return operator.itemgetter(*[SHARE_COLUMNS.index(name) for name in self.value_sources])
+
+    @functools.cached_property
+    def _only_with_index(self) -> int | None:
+        return None if self.only_with is None else SHARE_COLUMNS.index(self.only_with)
+
+    def project(self, row: list) -> tuple[tuple, tuple] | None:
+        """(key, values in `columns` order) of a share row in this table, or None if it has no share here."""
+        if self._only_with_index is not None and row[self._only_with_index] is None:
+            return None
+        return self._pick_key(row), self._pick_values(row)
 
 
 END_USER_KEY = ("tenant_id", "day", "user_id")
@@ -297,51 +365,26 @@ DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
 END_USER_DAILY = _RollupTable(EndUserDailyRollup, END_USER_KEY, END_USER_SUMS)
 END_USER_MONTHLY = _RollupTable(EndUserMonthlyRollup, END_USER_MONTH_KEY, END_USER_SUMS)
 PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
-TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS)
+TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS, only_with="tool_price_id", sources=(
+    "billable_code_interpreter_sessions", "billable_file_search_calls", "billable_web_search_calls"))
 ROLLUP_TABLES = (DAILY, END_USER_DAILY, END_USER_MONTHLY, PROMPT_SIZE, TOOL_USAGE)
 
 
-def prompt_size_bin(input_tokens: int) -> int:
-    """The index in PROMPT_TOKEN_EDGES of the bin holding this prompt size (edges[i] <= tokens < edges[i+1])."""
-    return max(0, bisect.bisect_right(PROMPT_TOKEN_EDGES, input_tokens) - 1)
-
-
-def _contributions(state: dict) -> list[tuple[_RollupTable, tuple, list]]:
-    """The run's share of each rollup table: (table, key, values in table.columns order)."""
-    daily_key, daily_values = _contribution(state)
-    tenant_id, day = daily_key[0], daily_key[1]
-    # END_USER_SUMS are a subset of ROLLUP_SUMS with the same meaning. (_Deltas copies what it keeps.)
-    user_values = _END_USER_PICK(daily_values)
-    user_id = state["user_id"] or ""
-    shares = [
-        (DAILY, daily_key, daily_values),
-        (END_USER_DAILY, (tenant_id, day, user_id), user_values),
-        (END_USER_MONTHLY, (tenant_id, day.replace(day=1), user_id), user_values),
-        (PROMPT_SIZE, (tenant_id, day, prompt_size_bin(state["input_tokens"])), [1, state["input_tokens"]]),
-    ]
-    billable = _billable_tools(state)
-    if billable is not None:
-        shares.append((TOOL_USAGE, (tenant_id, day, state["tool_price_id"]), billable))
-    return shares
-
-
-_END_USER_PICK = operator.itemgetter(*[ROLLUP_SUMS.index(name) for name in END_USER_SUMS])
-
-
-def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], shares, sign: int = 1) -> None:
-    """Add (sign +1) or take back (−1) one run's shares into {table: {key: values}}: sums add up, a maximum
-    is only ever raised — it cannot be taken back (GREATEST when written)."""
-    for table, key, values in shares:
-        bucket = tables[table]
-        current = bucket.get(key)
+def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], rows: list[list]) -> None:
+    """Add share rows up into {table: {key: values}} in Python: sums add up, a maximum is only ever raised."""
+    for table, bucket in tables.items():
         added = len(table.sums)
-        if current is None:
-            bucket[key] = list(values) if sign > 0 else [-value for value in values[:added]] + [0] * (
-                len(values) - added)
-            continue
-        for index in range(added):
-            current[index] += values[index] * sign
-        if sign > 0:
+        for row in rows:
+            projected = table.project(row)
+            if projected is None:
+                continue
+            key, values = projected
+            current = bucket.get(key)
+            if current is None:
+                bucket[key] = list(values)
+                continue
+            for index in range(added):
+                current[index] += values[index]
             for index in range(added, len(values)):
                 current[index] = max(current[index], values[index])
 
@@ -357,29 +400,55 @@ def _write_rollups(tables: dict[_RollupTable, dict[tuple, list]]) -> None:
                         greatest=table.greatest)
 
 
+def _write_shares(rows: list[list], *, staged: str | None = None) -> None:
+    """Add share rows to every rollup table. PostgreSQL: the rows go into a staging table (appended to
+    `staged`, which already holds rows staged earlier in the transaction) and each table gets one upsert
+    that sums them per key server-side; SQLite: summed in Python."""
+    if not bulk.is_postgres():
+        tables: dict[_RollupTable, dict[tuple, list]] = {table: {} for table in ROLLUP_TABLES}
+        _add_shares(tables, rows)
+        _write_rollups(tables)
+        return
+    if staged is None:
+        if not rows:
+            return
+        staged = bulk.stage(SHARE_STAGE, rows)
+    elif rows:
+        bulk.stage(SHARE_STAGE, rows, name=staged, append=True)
+    for table in ROLLUP_TABLES:
+        bulk.upsert_grouped(
+            table.model._meta.db_table, bulk.columns_for(table.model, [*table.key, *table.columns]), staged,
+            source=[SHARE_COLUMNS.index(name) for name in (*table.key, *table.value_sources)],
+            key=table.key, add=table.sums, greatest=table.greatest,
+            only_with=None if table.only_with is None else SHARE_COLUMNS.index(table.only_with),
+        )
+
+
 class _Deltas:
-    """Per-key sums of (new − old) contributions to every rollup table, written once per batch (one upsert
-    per table, rows in key order so concurrent batches lock rows in the same order)."""
+    """The batch's changes to rollups and thread totals: share rows (+ new state, − old state), written once
+    per batch (one upsert per table), and per-thread sums of (new − old)."""
 
     def __init__(self):
-        self.tables: dict[_RollupTable, dict[tuple, list]] = {table: {} for table in ROLLUP_TABLES}
+        self.shares: list[list] = []
         self.threads: dict[int, list] = {}  # thread pk -> [run_count, cost_usd]
         # thread pk -> (created_at, last_activity_at, metadata) the batch reports; applied with the totals.
         self.thread_activity: dict[int, tuple] = {}
 
-    def apply(self, old: dict | None, new: dict | None) -> None:
+    def apply(self, old: dict | None, new: dict | None, *, new_share_staged: bool = False) -> None:
+        """Take `old` back and add `new`; `new_share_staged`: the new state's share row is already staged
+        (ingest stages the rows of the runs it expects to create before it takes the lock)."""
         for state, sign in ((old, -1), (new, 1)):
             if state is None:
                 continue
-            # A reported state carries its shares, worked out before the ingest lock (see _rate_reported).
-            _add_shares(self.tables, state.get("_shares") or _contributions(state), sign)
+            if not (sign > 0 and new_share_staged):
+                self.shares.append(_share_row(state, sign))
             if state.get("thread_id"):
                 thread = self.threads.setdefault(state["thread_id"], [0, ZERO])
                 thread[0] += sign
                 thread[1] += Decimal(state["cost_total_usd"]) * sign
 
-    def write(self) -> None:
-        _write_rollups(self.tables)
+    def write(self, *, staged_shares: str | None = None) -> None:
+        _write_shares(self.shares, staged=staged_shares)
         thread_rows = []
         for pk in sorted(set(self.threads) | set(self.thread_activity)):
             count, cost = self.threads.get(pk, (0, ZERO))
@@ -723,8 +792,10 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
 
 
 def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], thread_pks: dict[str, int],
-                now: dt.datetime, deltas: _Deltas, *, serialized: bool) -> tuple[list[dict], list[str]]:
-    """Insert new runs and update changed ones; returns (changes as old/new pairs, ids that lost an insert race)."""
+                now: dt.datetime, deltas: _Deltas, *, serialized: bool,
+                prestaged: _Prestaged | None = None) -> tuple[list[dict], list[str]]:
+    """Insert new runs and update changed ones; returns (changes as old/new pairs, ids that lost an insert race).
+    With `prestaged`, new runs whose rows were staged before the lock go in from the staging table."""
     inserts, updates = [], []
     for openai_id, state in sorted(plan.final.items()):
         state["thread_id"] = thread_pks.get(state.get("thread_openai_id") or "")
@@ -739,18 +810,26 @@ def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], th
             updates.append((old, state))
     lost: list[str] = []
     changes: list[dict] = []
+    # Staged rows of runs that are not new after all must go whether or not any run is (they would be summed).
+    from_stage = prestaged.take(inserts) if prestaged else []
     if inserts:
-        columns = bulk.columns_for(Run, [*RUN_FIELDS, "recorded_at", "updated_at"])
-        rows = [_run_row(s, now) for s in inserts]
+        columns = bulk.columns_for(Run, RUN_INSERT_FIELDS)
+        direct = [s for s in inserts if not from_stage or s["openai_id"] not in prestaged.taken]
+        if from_stage:
+            prestaged.insert_runs(columns)
+        rows = [_run_row(s, now) for s in direct]
         if serialized:
             # Nobody else can be inserting these runs (the ingest lock is held and they were not found
             # under it), so they go in with one COPY — no staging table, no conflict checks.
             bulk.copy_into(Run._meta.db_table, columns, rows)
-            inserted_ids = {s["openai_id"] for s in inserts}
+            inserted_ids = {s["openai_id"] for s in direct}
         else:
             inserted_ids = {row[0] for row in bulk.insert_returning(
                 Run._meta.db_table, columns, rows, conflict=["openai_id"], returning=["openai_id"])}
-        for state in inserts:
+        for state in from_stage:
+            deltas.apply(None, state, new_share_staged=True)
+            changes.append({"old": None, "new": state})
+        for state in direct:
             if state["openai_id"] in inserted_ids:
                 deltas.apply(None, state)
                 changes.append({"old": None, "new": state})
@@ -767,6 +846,54 @@ def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], th
     return changes, lost
 
 
+RUN_INSERT_FIELDS = (*RUN_FIELDS, "recorded_at", "updated_at")
+# Every RUN_FIELDS value but thread_id, which the staged rows leave to a join on thread_openai_id.
+_RUN_VALUES_BUT_THREAD = operator.itemgetter(*[name for name in RUN_FIELDS if name != "thread_id"])
+
+
+class _Prestaged:
+    """Ingest's work done before it takes the lock, on PostgreSQL: the run rows and share rows of every run the
+    batch would create if none were stored yet, COPYed into temp tables. Under the lock, the runs that are
+    indeed new go in with one INSERT ... SELECT (their thread ids joined by thread_openai_id, since new threads
+    get theirs under the lock) and their shares are summed into the rollups from the staged rows; the rest
+    (stored after all, rejected, merged otherwise) are dropped from the stage and written as before."""
+
+    RUNS = "_ingest_prestaged_runs"
+    SHARES = "_ingest_prestaged_shares"
+
+    def __init__(self, run_events: list[_RunEvent], now: dt.datetime):
+        plan = _plan_runs(run_events, {}, [None] * (max((e.index for e in run_events), default=-1) + 1))
+        self.states = plan.final
+        self.taken: set[str] = set()
+        for state in self.states.values():
+            state.setdefault("thread_id", None)
+        ordered = sorted(self.states.items())
+        bulk.stage(bulk.columns_for(Run, RUN_INSERT_FIELDS), [_run_row(state, now) for _, state in ordered],
+                   name=self.RUNS)
+        bulk.stage(SHARE_STAGE, [_share_row(state, 1, openai_id) for openai_id, state in ordered], name=self.SHARES)
+
+    def take(self, inserts: list[dict]) -> list[dict]:
+        """The states among `inserts` whose staged rows are exactly theirs; drops every other staged row."""
+        taken = [state for state in inserts if (staged := self.states.get(state["openai_id"])) is not None
+                 and (staged is state or _RUN_VALUES_BUT_THREAD(staged) == _RUN_VALUES_BUT_THREAD(state))]
+        self.taken = {state["openai_id"] for state in taken}
+        stale = [openai_id for openai_id in self.states if openai_id not in self.taken]
+        bulk.delete_staged(self.RUNS, RUN_INSERT_FIELDS.index("openai_id"), stale)
+        bulk.delete_staged(self.SHARES, SHARE_COLUMNS.index("openai_id"), stale)
+        return taken
+
+    def insert_runs(self, columns: list[bulk.Column]) -> None:
+        thread_at, thread_openai_id_at = RUN_INSERT_FIELDS.index("thread_id"), RUN_INSERT_FIELDS.index("thread_openai_id")
+        select = ", ".join("t.id" if i == thread_at else f"s.c{i}" for i in range(len(columns)))
+        inserted = bulk.insert_select(
+            Run._meta.db_table, columns,
+            f"SELECT {select} FROM {self.RUNS} AS s LEFT JOIN {Thread._meta.db_table} AS t "
+            f"ON t.openai_id = s.c{thread_openai_id_at} AND s.c{thread_openai_id_at} <> ''",
+        )
+        if inserted != len(self.taken):
+            raise RuntimeError(f"ingest: {inserted} prestaged runs inserted, {len(self.taken)} expected")
+
+
 def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, Decimal]]:
     """Rate every reported state up front, outside the transaction: a run's cost depends only on its own
     reported fields, the price book and its tenant's high-cost threshold, and rating is most of the batch's
@@ -777,18 +904,20 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     for event in run_events:
         _rate_state(event.state, book, thresholds)
         event.state["_rated"] = True
-        # Its rollup shares too: the write phase then only adds them up (and works out the stored rows' shares).
-        event.state["_shares"] = _contributions(event.state)
     return book, thresholds
 
 
 def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds, *, shared: bool):
     results = list(results_template)
     with transaction.atomic():
+        # The rows of the runs this batch will most likely create go into temp tables before the lock (the
+        # lock then covers set-based statements, not formatting rows); only a batch that writes alone can
+        # count on them, since its runs cannot be inserted meanwhile.
+        prestaged = _Prestaged(run_events, now) if run_events and bulk.is_postgres() and not shared else None
         # Ingest batches write one at a time (a transaction-scoped advisory lock, PostgreSQL only): batches
         # share rollup rows, threads and in-flight runs, and concurrent ones spent a third of their time
         # waiting on each other's row locks and retrying deadlocks. Everything before this point — reading
-        # the body, normalizing, rating — still runs in parallel across workers.
+        # the body, normalizing, rating, staging — still runs in parallel across workers.
         serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY, shared=shared)
         stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
@@ -802,7 +931,8 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now, deltas,
                                      stored_threads)
         for _attempt in range(3):
-            new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas, serialized=serialized)
+            new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas, serialized=serialized,
+                                            prestaged=prestaged if _attempt == 0 else None)
             changes.extend(new_changes)
             if not lost:
                 break
@@ -814,7 +944,7 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         else:
             raise OperationalError("ingest: runs kept conflicting with concurrent batches")
         # Thread and rollup deltas once per batch.
-        deltas.write()
+        deltas.write(staged_shares=_Prestaged.SHARES if prestaged else None)
         thread_outcomes = _thread_outcomes(thread_events)
         lifecycle_outcomes: dict[int, str] = {}
         for kind, (tenant_by_index, records) in lifecycle.items():
@@ -1098,7 +1228,7 @@ def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[_Rollup
     if tenant_ids is not None:
         runs = runs.filter(tenant_id__in=list(tenant_ids))
     for state in runs.values(*RUN_FIELDS).iterator(chunk_size=5000):
-        _add_shares(expected, _contributions(state))
+        _add_shares(expected, [_share_row(state)])
     return expected
 
 
