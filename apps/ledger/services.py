@@ -1,12 +1,14 @@
-"""Writes to the ledger: ingesting runs, responses, threads and conversations, keeping threads and daily
+"""Writes to the ledger: ingesting runs, responses, threads and conversations, keeping threads and the
 rollups consistent by deltas, and re-rating runs after a price change.
 
-The ingest path is set-based (issue #9). Parsing, normalizing and rating run in parallel across workers;
-the write phase takes a PostgreSQL advisory lock (INGEST_LOCK_KEY), so batches write one at a time and never
-wait on each other's row locks or deadlock (re-pricing and ledger_check --fix take it too). Under it, one
-query reads the batch's existing runs (FOR UPDATE, in openai_id order), new runs go in with one COPY, changed runs
-with one UPDATE ... FROM, and rollups and threads get one upsert each that ADDS the difference between each
-run's new and old contribution. import_runs' workers, which never share a run, hold the lock shared.
+The ingest path is set-based (issue #9). Parsing, normalizing, rating and staging the rows of the runs a
+batch will likely create run in parallel across workers; the write phase takes a PostgreSQL advisory lock
+(INGEST_LOCK_KEY), so batches write one at a time and never wait on each other's row locks or deadlock
+(re-pricing and ledger_check --fix take it too). Under it, one query reads the batch's existing runs (FOR
+UPDATE, in openai_id order), new runs go in from the stage with one INSERT ... SELECT, changed runs with one
+UPDATE ... FROM, each rollup table gets one upsert that ADDS the sum of the batch's share rows per key (new
+state minus old), and thread totals one UPDATE. import_runs' workers, which never share a run, hold the
+lock shared. docs/ledger.md walks through it.
 """
 
 from __future__ import annotations
