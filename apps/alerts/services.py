@@ -54,6 +54,16 @@ def alerts_raise_many(specs: Iterable[AlertSpec]) -> list[Alert]:
     return list(Alert.unscoped_objects.filter(pk__in=ids).order_by("pk")) if ids else []
 
 
+def _raised_causes(cause_keys: list[str]) -> set[str]:
+    """The cause keys among these that an alert has been raised for (any tenant: a cause is raised once)."""
+    from apps.ledger import bulk
+
+    if bulk.is_postgres():  # one array parameter instead of a placeholder per key (see bulk.select_by_key)
+        return {row["cause_key"] for row in bulk.select_by_key(Alert._meta.db_table, ["cause_key"], "cause_key",
+                                                                cause_keys)}
+    return set(Alert.unscoped_objects.filter(cause_key__in=cause_keys).values_list("cause_key", flat=True))
+
+
 def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
     """alerts_raise_many without reading the new rows back (ingest only needs them stored and queued)."""
     from apps.ledger import bulk
@@ -65,7 +75,7 @@ def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
         return []
     # Most causes in a busy ingest stream have fired already (the same unpriced model batch after batch):
     # one indexed read drops them, so the insert (and its staging) only runs for causes that are new.
-    raised = set(Alert.unscoped_objects.filter(cause_key__in=list(unique)).values_list("cause_key", flat=True))
+    raised = _raised_causes(list(unique))
     for key in raised:
         del unique[key]
     if not unique:

@@ -156,6 +156,7 @@ _RECORD_FIELDS = (
     "reasoning_tokens", "code_interpreter_sessions", "file_search_calls", "web_search_calls", "function_calls",
     "user_id", "session_id", "feature", "metadata",
 )
+_COMPARED_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "metadata")
 ATTRIBUTION_FIELDS = ("user_id", "session_id", "feature")
 ROLLUP_KEY = ("tenant_id", "day", "openai_project", "model", "feature")
 ROLLUP_SUMS = (
@@ -199,7 +200,9 @@ def _merge(old: dict, new: dict) -> dict:
 
 
 def _same_content(a: dict, b: dict) -> bool:
-    return all(a.get(name) == b.get(name) for name in _RECORD_FIELDS if name != "metadata") and (
+    # Lists compared at once: a generator in all() costs a frame switch per field, and this runs for every
+    # report of a stored run.
+    return [a.get(name) for name in _COMPARED_FIELDS] == [b.get(name) for name in _COMPARED_FIELDS] and (
         (a.get("metadata") or {}) == (b.get("metadata") or {})
     )
 
@@ -647,8 +650,8 @@ def _lock_existing_runs(openai_ids: Iterable[str]) -> dict[str, dict]:
         return {}
     if bulk.is_postgres():
         names = ["id", *RUN_FIELDS]
-        found = bulk.select_for_update_by_key(Run._meta.db_table, names, "openai_id", ids,
-                                              json_columns=["metadata"])
+        found = bulk.select_by_key(Run._meta.db_table, names, "openai_id", ids, for_update=True,
+                                   json_columns=["metadata"])
         return {row["openai_id"]: row for row in found}
     rows = (
         Run.objects.unscoped()
@@ -754,8 +757,7 @@ def _ensure_threads(
     known = {row[1] for row in returned}
     missing = [openai_id for openai_id in rows if openai_id not in known]
     if missing:  # inserted by a concurrent transaction after `stored` was read (not while the ingest lock is held)
-        returned = [*returned, *Thread.objects.unscoped().filter(openai_id__in=missing)
-                    .values_list("id", "openai_id", "tenant_id")]
+        returned = [*returned, *_stored_threads(missing)]
     mapping = {}
     for pk, openai_id, tenant_id in returned:
         row = rows[openai_id]
@@ -765,6 +767,16 @@ def _ensure_threads(
             logger.warning("thread %s reported for tenant %s but recorded for tenant %s", openai_id,
                            rows[openai_id]["tenant_id"], tenant_id)
     return mapping
+
+
+def _stored_threads(openai_ids: list[str]) -> list[tuple[int, str, int]]:
+    """(pk, openai_id, tenant id) of the stored threads among these ids, whichever tenant holds them: ingest
+    checks ownership itself (_thread_conflicts)."""
+    if bulk.is_postgres():
+        names = ["id", "openai_id", "tenant_id"]
+        return [(row["id"], row["openai_id"], row["tenant_id"])
+                for row in bulk.select_by_key(Thread._meta.db_table, names, "openai_id", openai_ids)]
+    return list(Thread.objects.unscoped().filter(openai_id__in=openai_ids).values_list("id", "openai_id", "tenant_id"))
 
 
 def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEvent],
@@ -780,8 +792,7 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
         wanted[event.record.openai_id].append((event.index, event.tenant_id, event.record.openai_id, "object.id"))
     if not wanted:
         return {}
-    stored = {openai_id: (pk, tenant_id) for pk, openai_id, tenant_id in
-              Thread.objects.unscoped().filter(openai_id__in=list(wanted)).values_list("id", "openai_id", "tenant_id")}
+    stored = {openai_id: (pk, tenant_id) for pk, openai_id, tenant_id in _stored_threads(list(wanted))}
     for thread_id, uses in wanted.items():
         owner = stored[thread_id][1] if thread_id in stored else None
         if owner is None:
@@ -808,7 +819,7 @@ def _write_runs(plan: _Plan, book: PriceBook, thresholds: dict[int, Decimal], th
         old = plan.existing.get(openai_id)
         if old is None:
             inserts.append(state)
-        elif not all(state.get(name) == old.get(name) for name in RUN_FIELDS):
+        elif _RUN_VALUES(state) != _RUN_VALUES(old):
             updates.append((old, state))
     lost: list[str] = []
     changes: list[dict] = []
