@@ -100,3 +100,18 @@ def test_an_alert_raised_outside_a_transaction_is_stored_once(tenant):
     again = alert_raise(kind=Alert.Kind.UNPRICED_MODEL, cause_key="unpriced_model:gpt-x", title="No price")
     assert first is not None and again is None
     assert Alert.unscoped_objects.filter(cause_key="unpriced_model:gpt-x").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_select_by_key_returns_only_the_named_rows_with_json_decoded(tenant):
+    rows = [_thread_row(tenant, f"conv_{i}", {"n": i}) for i in range(3)]
+    bulk.insert_returning(Thread._meta.db_table, bulk.columns_for(Thread, THREAD_COLUMNS), rows,
+                          conflict=["openai_id"], returning=["id"])
+    names = ["openai_id", "tenant_id", "metadata"]
+    for for_update in (False, True):
+        found = bulk.select_by_key(Thread._meta.db_table, names, "openai_id", ["conv_2", "conv_0", "conv_missing"],
+                                   for_update=for_update, json_columns=["metadata"])
+        assert sorted((row["openai_id"], row["tenant_id"], row["metadata"]) for row in found) == [
+            ("conv_0", tenant.pk, {"n": 0}), ("conv_2", tenant.pk, {"n": 2})]
+    assert bulk.select_by_key(Thread._meta.db_table, names, "openai_id", []) == []
