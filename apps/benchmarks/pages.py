@@ -84,6 +84,11 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
          f"{(targets['today'] - dt.timedelta(days=89)).isoformat()}"),
         ("usage", "usage by feature", f"/api/v1/tenants/{slug}/usage/?group_by=feature"),
         ("usage", "usage by end user", f"/api/v1/tenants/{slug}/usage/?group_by=user"),
+        # Month to date holds 1 to 31 days depending on when the bench runs: these two do not.
+        ("usage", "usage by end user, last month", f"/api/v1/tenants/{slug}/usage/?group_by=user&start="
+         f"{targets['last_month']}-01"),
+        ("usage", "usage by end user, last 30 days", f"/api/v1/tenants/{slug}/usage/?group_by=user&start={start}"
+         f"&end={(targets['today'] + dt.timedelta(days=1)).isoformat()}"),
         ("api", "statement JSON (this month)", f"/api/v1/tenants/{slug}/statements/{month}/"),
         ("api", "statement JSON (last month)", f"/api/v1/tenants/{slug}/statements/{targets['last_month']}/"),
         ("api", "statement CSV", f"/api/v1/tenants/{slug}/statements/{month}.csv"),
