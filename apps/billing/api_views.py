@@ -24,6 +24,7 @@ from apps.core.api_support import (
     ScopedLookupMixin,
     etag_for,
     etag_response,
+    json_bytes,
     path_value,
     validate_query,
 )
@@ -87,7 +88,7 @@ class TenantUsageView(ScopedLookupMixin, APIView):
         tenant = self.get_tenant(slug)
         query = validate_query(UsageQuerySerializer, request)
         usage = selectors.tenant_usage(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
-        content = renderers.JSONRenderer().render(usage_representation(usage))
+        content = json_bytes(usage_representation(usage))
         return etag_response(request, content, "application/json")
 
 

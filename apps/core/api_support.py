@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+import orjson
 from django.http import HttpResponse
 from django.utils.http import parse_etags, quote_etag
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -102,6 +103,19 @@ NOT_MODIFIED = {304: OpenApiResponse(description="Not modified (the If-None-Matc
 
 def etag_for(content: bytes) -> str:
     return quote_etag(hashlib.sha256(content).hexdigest())
+
+
+def json_bytes(data) -> bytes:
+    """What DRF's JSONRenderer renders for plain JSON data (dicts, lists, str, int, bool, None): compact,
+    UTF-8, with U+2028 and U+2029 escaped as it does — by orjson, ten times faster on a usage document of
+    thousands of lines. Anything orjson refuses (an integer past 64 bits) goes through DRF's renderer."""
+    try:
+        content = orjson.dumps(data)
+    except TypeError:
+        from rest_framework.renderers import JSONRenderer
+
+        return JSONRenderer().render(data)
+    return content.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
 
 
 def etag_response(request, content: bytes, content_type: str, *, headers: dict | None = None) -> HttpResponse:

@@ -43,3 +43,16 @@ def test_unknown_api_path_answers_in_the_api_error_shape(client):
     response = client.get("/api/v1/no-such-thing/")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("data", [
+    {"lines": [{"key": "u_1", "runs": 3, "cost_usd": "1.50"}], "empty": [], "none": None, "yes": True},
+    {"key": "café ☕ 😀", "line\u2028sep": "para\u2029sep", "controls": "\x00\x01\x1f\"\\\n\t\r\b\f\x7f"},
+    ["\ud7ff", "", 0, -12345678901234567890, {"nested": {"deeper": ["x"]}}],
+])
+def test_json_bytes_are_what_drfs_renderer_gives(data):
+    from rest_framework.renderers import JSONRenderer
+
+    from apps.core.api_support import json_bytes
+
+    assert json_bytes(data) == JSONRenderer().render(data)

@@ -168,19 +168,25 @@ def spread(tenant, other_tenant):
     (dt.date(2026, 10, 31), dt.date(2026, 11, 2)),  # ragged on both months
     (dt.date(2026, 10, 1), dt.date(2026, 12, 1)),   # two whole months
     (dt.date(2026, 9, 15), dt.date(2026, 11, 4)),   # an empty month, a whole one, a ragged one
+    (dt.date(2026, 11, 3), dt.date(2026, 12, 1)),   # most of a month: monthly minus the first two days
+    (dt.date(2026, 11, 2), dt.date(2026, 11, 30)),  # minus a day at each end (u2's run and u3's stay out/in)
+    (dt.date(2026, 10, 5), dt.date(2026, 11, 4)),   # the last 30 days: most of October, the start of November
 ])
 def test_readers_equal_the_runs_on_whole_and_ragged_ranges(tenant, spread, start, end):
     _assert_readers_match_runs(tenant, start, end)
 
 
-def test_whole_months_read_monthly_rows_and_ragged_ones_daily_rows(tenant, spread):
+def test_whole_months_read_monthly_rows_and_ragged_ones_the_fewer_daily_rows(tenant, spread):
     def models(start, end):
-        return [source.model for source in selectors._end_user_sources(tenant, start, end)]
+        return [(source.model, sign) for source, sign in selectors._end_user_sources(tenant, start, end)]
 
-    assert models(dt.date(2026, 11, 1), dt.date(2026, 12, 1)) == [EndUserMonthlyRollup]
-    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 21)) == [EndUserMonthlyRollup]
-    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 20)) == [EndUserDailyRollup]
-    assert models(dt.date(2026, 10, 31), dt.date(2026, 12, 1)) == [EndUserMonthlyRollup, EndUserDailyRollup]
+    monthly, daily = EndUserMonthlyRollup, EndUserDailyRollup
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 12, 1)) == [(monthly, 1)]
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 21)) == [(monthly, 1)]
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 10)) == [(daily, 1)]  # 9 days in, 21 out
+    assert models(dt.date(2026, 10, 31), dt.date(2026, 12, 1)) == [(monthly, 1), (daily, 1)]
+    # Most of November: the month minus its first two days (u2's only November run is on the 1st).
+    assert models(dt.date(2026, 11, 3), dt.date(2026, 12, 1)) == [(monthly, 1), (daily, -1)]
 
 
 def test_tool_fees_per_kind_add_up_to_the_runs_tool_cost_and_assistants_file_search_is_free(tenant, spread):
