@@ -29,7 +29,7 @@ RUNS_PER_THREAD = 8
 MODELS = ("gpt-5.4", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-6.1-sol", "gpt-5-nano")
 FEATURES = ("doc-qa", "chat", "summarize", "search", "agent", "")
 # u(x, salt): a deterministic pseudo-random number in [0, 1) from an integer, so a reload gives the same ledger.
-END_USERS = 5000  # per tenant, as in the ingest bench's traffic
+END_USERS = 5000  # of the biggest tenant (the ingest bench's traffic: 5,000 per tenant)
 _U = "((mod(({x}) * 2654435761 + {salt} * 40503 + 12345, 2147483647))::float8 / 2147483647)"
 
 
@@ -37,12 +37,15 @@ def _u(x: str, salt: int) -> str:
     return _U.format(x=x, salt=salt)
 
 
-def _user_draw(x: str) -> str:
-    """An end-user number 0..4999 independent of the run's tenant. _u is linear in its argument, so a draw
-    from the run number correlated with the tenant's draw from the thread number (run / 4): the biggest
-    tenant saw ~1,400 users a month instead of 5,000. PostgreSQL's integer hash mixes the bits instead."""
+def _user_draw(x: str, tenant_position: str) -> str:
+    """The run's end user: a number below its tenant's user count, drawn independently of the tenant. (_u is
+    linear in its argument, so a draw from the run number correlated with the tenant's draw from the thread
+    number, run / 4: the biggest tenant saw ~1,400 users a month instead of 5,000.) Users scale with the
+    tenant's traffic — the biggest has END_USERS, the smallest at least 20 — so every tenant's users make
+    about the same number of runs a month."""
+    users = f"greatest(20, round({END_USERS} * (sqrt(({tenant_position}) + 1) - sqrt({tenant_position}))))::bigint"
     hashed = f"hashint8extended(({x})::bigint, 9)"
-    return f"mod(mod({hashed}, {END_USERS}) + {END_USERS}, {END_USERS})"  # mod keeps the sign: shift negatives
+    return f"mod(mod({hashed}, {users}) + {users}, {users})"  # mod keeps the sign: shift negatives
 
 
 def loaded_runs() -> int:
@@ -78,8 +81,11 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
     timings: dict[str, float] = {}
     ids = "ARRAY[" + ",".join(map(str, tenant_ids)) + "]::bigint[]"
     # Tenant sizes are skewed (a few big customers, a long tail): index = floor(T * u^2).
+    def tenant_position(th: str) -> str:  # 0 = the biggest tenant
+        return f"floor({len(tenant_ids)} * power({_u(th, 1)}, 2))::int"
+
     def tenant_of_thread(th: str) -> str:
-        return f"({ids})[1 + floor({len(tenant_ids)} * power({_u(th, 1)}, 2))::int]"
+        return f"({ids})[1 + {tenant_position(th)}]"
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -150,10 +156,10 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
                            CASE WHEN c.status = 'failed' THEN 'server_error' ELSE '' END,
                            CASE WHEN c.status = 'incomplete' THEN 'max_output_tokens' ELSE '' END,
                            c.input_tokens, c.cached_tokens, 0, c.output_tokens, c.output_tokens / 10,
-                           0, 0, 0, (c.i %% 3), 'u_' || {_user_draw('c.i')},
+                           0, 0, 0, (c.i %% 3), 'u_' || {_user_draw('c.i', tenant_position('c.th'))},
                            's_' || (c.i / 4), (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}],
                        -- The metadata ingest keeps (what the app put on the run), so rows are as wide as real ones.
-                       jsonb_build_object('user_id', 'u_' || {_user_draw('c.i')}, 'session_id',
+                       jsonb_build_object('user_id', 'u_' || {_user_draw('c.i', tenant_position('c.th'))}, 'session_id',
                                           's_' || (c.i / 4), 'feature',
                                           (ARRAY{list(FEATURES)!r})[1 + c.i %% {len(FEATURES)}]),
                            c.cost_input, c.cost_cached, c.cost_output, 0, c.cost_input + c.cost_cached + c.cost_output,
