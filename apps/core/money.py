@@ -37,5 +37,8 @@ def usd_string(amount: Decimal | None) -> str | None:
     formats tens of thousands of amounts), and no rounding to the context's 28 digits."""
     if amount is None:
         return None
-    whole, _, fraction = format(amount, "f").partition(".")
+    text = str(amount)  # exact, and faster than format(amount, "f"), but may carry an exponent ("0E-10")
+    if "E" in text or "e" in text:
+        text = format(amount, "f")
+    whole, _, fraction = text.partition(".")
     return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"

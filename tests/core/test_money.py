@@ -24,3 +24,14 @@ def test_usd_string_keeps_every_digit_of_a_long_sum():
 
 def test_usd_string_passes_none_through():
     assert usd_string(None) is None
+
+
+def test_usd_string_equals_the_fixed_point_text_of_any_amount():
+    # str() is the fast path and format(amount, "f") the reference for whatever carries an exponent.
+    import random
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        amount = Decimal(rng.randint(-10**15, 10**15)).scaleb(rng.randint(-12, 3))
+        whole, _, fraction = format(amount, "f").partition(".")
+        assert usd_string(amount) == f"{whole}.{fraction.rstrip('0').ljust(2, '0')}", amount
