@@ -402,12 +402,7 @@ def lock_rows(table: str, key: str, values: Sequence) -> None:
     a no-op on SQLite, which has one writer at a time."""
     if not values or not is_postgres():
         return
-    import psycopg
-
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(f"SELECT 1 FROM {_quote(table)} WHERE {_quote(key)} = ANY(%b) ORDER BY {_quote(key)} FOR UPDATE",
-                       [sorted(values)])
+    select_by_key(table, [key], key, values, for_update=True)
 
 
 def select_by_key(table: str, names: Sequence[str], key: str, values: Sequence, *, for_update: bool = False,
