@@ -484,15 +484,14 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_C
     totals: dict[str, dict] = {}
     for source, sign in sources:
         for user_id, *values in source.values_list("user_id", *names):
+            if sign < 0:
+                values = [-value for value in values]
             current = totals.get(user_id)
             if current is None:
-                totals[user_id] = dict(zip(names, values if sign > 0 else [-value for value in values], strict=True))
-            elif sign > 0:
-                for name, value in zip(names, values, strict=True):
-                    current[name] += value
+                totals[user_id] = dict(zip(names, values, strict=True))
             else:
                 for name, value in zip(names, values, strict=True):
-                    current[name] -= value
+                    current[name] += value
     # A user whose runs all fall outside the range comes out at zero runs (and zero sums) here.
     return {user_id: row for user_id, row in totals.items() if row["runs"]}
 
