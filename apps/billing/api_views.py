@@ -40,7 +40,7 @@ from .serializers import (
     StatementSerializer,
     UsageQuerySerializer,
     UsageSerializer,
-    usage_representation,
+    usage_document,
 )
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Tenant slug.")
@@ -87,8 +87,8 @@ class TenantUsageView(ScopedLookupMixin, APIView):
     def get(self, request, slug: str):
         tenant = self.get_tenant(slug)
         query = validate_query(UsageQuerySerializer, request)
-        usage = selectors.tenant_usage(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
-        content = json_bytes(usage_representation(usage))
+        document = usage_document(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
+        content = json_bytes(document)
         return etag_response(request, content, "application/json")
 
 

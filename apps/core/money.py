@@ -42,3 +42,10 @@ def usd_string(amount: Decimal | None) -> str | None:
         text = format(amount, "f")
     whole, _, fraction = text.partition(".")
     return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def usd_string_sql(expression: str) -> str:
+    """PostgreSQL's spelling of usd_string for a numeric SQL expression (text out, NULL for NULL): the
+    amount rounded to its own last significant digit, but to at least cents. For documents whose thousands
+    of amounts the database formats as it sums them (usage by end user); a test holds the two equal."""
+    return f"round({expression}, greatest(scale(trim_scale({expression})), 2))::text"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from apps.billing import selectors as billing_selectors
 from apps.billing.serializers import UsageSerializer, usage_representation
 from apps.ledger import selectors as ledger_selectors
@@ -51,3 +53,34 @@ def test_usage_by_end_user_never_shows_another_tenants_users(api_client, billing
     assert response.status_code == 200
     assert [line["key"] for line in response.json()["lines"]] == ["u1", "u2", "u3"]
     assert b"globex" not in response.content
+
+
+@pytest.mark.postgres
+def test_usage_by_end_user_from_postgres_text_equals_the_decimal_document(tenant, other_tenant, ledger):
+    """On PostgreSQL the database sums and formats usage by end user itself; the document must be byte for
+    byte the one the Decimal path renders: odd user ids (empty, non-ASCII, U+2028, code-point order), amounts
+    too small for str() without an exponent, an unpriced run, and every kind of range (whole months, a
+    ragged month read as monthly minus days, inside days, a range with no runs)."""
+    from apps.billing.serializers import usage_document
+    from apps.core.api_support import json_bytes
+    from tests.billing.conftest import at, response
+
+    for day, user_id, tokens in ((3, "", 1), (4, "Zoë", 20_000), (4, "zoe", 2), (10, "ünïcode ☕", 7),
+                                  (12, "line\u2028sep", 300), (20, "Zoë", 1), (28, "a", 1_234_567)):
+        response(tenant, at(2026, 3, day), input_tokens=tokens, output_tokens=tokens // 3,
+                 attribution={"user_id": user_id})
+    response(tenant, at(2026, 3, 15), model="unpriced-model", attribution={"user_id": "zoe"})
+    ranges = [(dt.date(2026, 1, 1), dt.date(2026, 4, 1)), (dt.date(2026, 3, 1), dt.date(2026, 4, 1)),
+              (dt.date(2026, 3, 5), dt.date(2026, 4, 1)), (dt.date(2026, 3, 11), dt.date(2026, 3, 21)),
+              (dt.date(2026, 2, 20), dt.date(2026, 3, 20)), (dt.date(2026, 1, 31), dt.date(2026, 2, 2)),
+              (dt.date(2026, 6, 1), dt.date(2026, 7, 1))]
+    for owner in (tenant, other_tenant):
+        for start, end in ranges:
+            text_path = usage_document(tenant=owner, start=start, end=end, group_by="user")
+            decimal_path = usage_representation(
+                billing_selectors.tenant_usage(tenant=owner, start=start, end=end, group_by="user"))
+            assert json_bytes(text_path) == json_bytes(decimal_path), (owner.slug, start, end)
+    march = usage_document(tenant=tenant, start=dt.date(2026, 3, 1), end=dt.date(2026, 4, 1), group_by="user")
+    assert [line["key"] for line in march["lines"]] == ["", "Zoë", "a", "line\u2028sep", "zoe", "ünïcode ☕"]
+    assert march["runs"] == 8 and march["unpriced_runs"] == 1
+    assert march["lines"][0]["cost_usd"] != "0.00" and "E" not in march["lines"][0]["cost_usd"]

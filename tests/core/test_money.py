@@ -35,3 +35,27 @@ def test_usd_string_equals_the_fixed_point_text_of_any_amount():
         amount = Decimal(rng.randint(-10**15, 10**15)).scaleb(rng.randint(-12, 3))
         whole, _, fraction = format(amount, "f").partition(".")
         assert usd_string(amount) == f"{whole}.{fraction.rstrip('0').ljust(2, '0')}", amount
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_usd_string_sql_formats_every_amount_as_usd_string_does():
+    # The usage document by end user takes its money text from PostgreSQL; it must be the same text.
+    import random
+
+    from django.db import connection
+
+    from apps.core.money import usd_string_sql
+
+    rng = random.Random(11)
+    amounts = [Decimal(text) for text in ("0", "1.5", "0.0123", "100", "-1.23", "0.0000000001", "12.345",
+                                           "99999999999999.9999999999", "-0.0000001")]
+    amounts += [Decimal(rng.randint(-10**13, 10**13)).scaleb(-rng.randint(0, 10)) for _ in range(2000)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {usd_string_sql('amount')} FROM unnest(%s::numeric(24, 10)[]) AS amount",
+                       [amounts])
+        texts = [text for (text,) in cursor.fetchall()]
+        cursor.execute(f"SELECT {usd_string_sql('NULL::numeric')}")
+        assert cursor.fetchone() == (None,)
+    # numeric(24, 10) stores each amount at ten places, as the ledger's columns do.
+    assert texts == [usd_string(amount.quantize(Decimal("1E-10"))) for amount in amounts]
