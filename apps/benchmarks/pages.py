@@ -10,6 +10,8 @@ import time
 from django.db import connection
 from django.test import Client
 
+from apps.core.startup import load_views_and_freeze_startup_objects
+
 from . import loader
 from .common import BenchError, Progress, require_postgres
 
@@ -119,6 +121,8 @@ def _clients() -> tuple[Client, dict]:
 def measure(*, repeat: int, stream) -> list[dict]:
     targets = _targets()
     page_client, api_headers = _clients()
+    # Requests are served as config/wsgi.py serves them: views loaded, startup's objects frozen.
+    load_views_and_freeze_startup_objects()
     api_client = Client()
     results = []
     plan = endpoints(targets)
