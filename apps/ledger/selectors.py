@@ -597,11 +597,20 @@ class EndUserCosts(Sequence):
         missing = [row for row in rows if "last_active_day" not in row]
         if not missing:
             return
-        last_days = dict(
+        # Per user, its latest day: one backward probe of the (tenant, day, user_id) index each, ~0.1 ms. A
+        # MAX(day) ... GROUP BY user_id read the whole period's daily rows of every user instead (2,500 a day
+        # for a big tenant: 20-29 ms at 10M runs). The outer rows are the users' monthly rows, one per month
+        # of the period with a row; they all carry the same latest day.
+        latest_day = (
             EndUserDailyRollup.objects.for_tenant(self._tenant)
-            .filter(day__gte=self._start, day__lte=self._end, runs__gt=0,
+            .filter(user_id=OuterRef("user_id"), day__gte=self._start, day__lte=self._end, runs__gt=0)
+            .order_by("-day").values("day")[:1]
+        )
+        last_days = dict(
+            EndUserMonthlyRollup.objects.for_tenant(self._tenant)
+            .filter(month__in=_months_of(self._start, self._end + dt.timedelta(days=1)),
                     user_id__in=sorted({row["user_id"] for row in missing}))
-            .values("user_id").order_by().annotate(last=Max("day")).values_list("user_id", "last")
+            .annotate(last=Subquery(latest_day)).values_list("user_id", "last")
         )
         for row in missing:
             row["last_active_day"] = last_days.get(row["user_id"])
