@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.html import conditional_escape as escape
+from django.utils.safestring import mark_safe
 
 from apps.ledger.models import RunStatus
 from apps.tenants.models import Tenant
@@ -52,11 +54,38 @@ class PeriodForm(forms.Form):
         return self.today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1), self.today
 
 
+class ManyOptionsSelect(forms.Select):
+    """A <select> that writes its options in Python. Django's Select renders every option through its own
+    template include, ~30 µs each: the runs page's tenant filter lists every tenant, and at 1,000 tenants
+    that was half of the page's 60 ms (issue #9; 28 ms since). Same markup, less the whitespace between tags
+    (a test compares)."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        widget = self.get_context(name, value, attrs)["widget"]
+        html = [f'<select name="{escape(widget["name"])}"{_attributes(widget["attrs"])}>']
+        for group_name, options, _ in widget["optgroups"]:
+            if group_name:
+                html.append(f'<optgroup label="{escape(group_name)}">')
+            html.extend(f'<option value="{escape(option["value"])}"{_attributes(option["attrs"])}>'
+                        f'{escape(option["label"])}</option>' for option in options)
+            if group_name:
+                html.append("</optgroup>")
+        html.append("</select>")
+        return mark_safe("".join(html))  # every value above went through escape()
+
+
+def _attributes(attrs: dict) -> str:
+    # As django/forms/widgets/attrs.html writes them: in order, True as a bare name, False left out.
+    return "".join(f" {escape(name)}" if value is True else f' {escape(name)}="{escape(value)}"'
+                   for name, value in attrs.items() if value is not False)
+
+
 class RunFilterForm(PeriodForm):
     # Not echoing the slug: an unknown tenant and one you may not see read the same.
-    tenant = forms.ChoiceField(required=False, error_messages={"invalid_choice": "No such tenant."})
-    model = forms.ChoiceField(required=False)
-    feature = forms.ChoiceField(required=False)
+    tenant = forms.ChoiceField(required=False, widget=ManyOptionsSelect,
+                               error_messages={"invalid_choice": "No such tenant."})
+    model = forms.ChoiceField(required=False, widget=ManyOptionsSelect)
+    feature = forms.ChoiceField(required=False, widget=ManyOptionsSelect)
     status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])
     min_cost = forms.DecimalField(
         required=False, min_value=Decimal("0"), max_digits=14, decimal_places=6, label="Minimum cost (USD)",

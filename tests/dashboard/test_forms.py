@@ -1,0 +1,30 @@
+"""ManyOptionsSelect writes the markup Django's Select writes, without a template include per option."""
+
+import re
+
+from django import forms
+
+from apps.dashboard.forms import ManyOptionsSelect
+
+
+def _tight(html: str) -> str:
+    return re.sub(r">\s+<", "><", str(html)).strip()
+
+
+def test_many_options_select_writes_what_djangos_select_writes():
+    choices = [("", "all tenants"), ("acme", "acme"), ("a<b&\"c", "Tom & Jerry <script>"), (7, "seven"),
+               ("Group", [("g1", "one"), ("g2", "two")])]
+    for value in ("", "acme", "a<b&\"c", "7", "g2", "not-a-choice"):
+        attrs = {"id": "id_tenant", "class": "filter", "required": True}
+        ours = ManyOptionsSelect(choices=choices).render("tenant", value, attrs=attrs)
+        djangos = forms.Select(choices=choices).render("tenant", value, attrs=attrs)
+        assert _tight(ours) == _tight(djangos), value
+    assert 'value="acme" selected>' in ManyOptionsSelect(choices=choices).render("tenant", "acme")
+    assert "<script>" not in ManyOptionsSelect(choices=choices).render("tenant", "")
+
+
+def test_the_run_filters_use_it_for_their_long_lists():
+    from apps.dashboard.forms import RunFilterForm
+
+    form_fields = RunFilterForm.base_fields
+    assert all(isinstance(form_fields[name].widget, ManyOptionsSelect) for name in ("tenant", "model", "feature"))
