@@ -46,7 +46,7 @@ def test_window_stats_counts_fixed_and_sliding_windows():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("what", ["ingest", "pages", "storage"])
+@pytest.mark.parametrize("what", ["ingest", "pages", "storage", "partitioning"])
 def test_postgres_benches_refuse_sqlite_with_what_to_do(what, settings):
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
         pytest.skip("checks the SQLite refusal")
@@ -84,6 +84,46 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     assert "pages/endpoints over target" in output
     output = bench("storage", "--runs", "3000", "--tenants", "20", "--reuse")
     assert "run table + indexes per 1M runs" in output
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_bench_partitioning_measures_both_tables_and_leaves_the_run_table_as_it_was():
+    from django.db import connection
+
+    from apps.benchmarks import partitioning
+
+    output = bench("partitioning", "--runs", "3000", "--tenants", "20", "--days", "40", "--repeat", "2")
+    assert "runs /runs/ (all tenants, by cost)" in output and "partitioned p50" in output
+    assert "new runs written" in output and "monthly partitions" in output
+    with connection.cursor() as cursor:
+        # The plain run table is back under its name, with every run; the copy and the aside name are gone.
+        cursor.execute("SELECT relkind FROM pg_class WHERE relname = 'ledger_run'")
+        assert cursor.fetchone() == ("r",)
+        cursor.execute("SELECT count(*) FROM ledger_run")
+        assert cursor.fetchone() == (3000,)
+        for table in (partitioning.PARTITIONED, partitioning.PLAIN_ASIDE):
+            cursor.execute("SELECT to_regclass(%s)", [table])
+            assert cursor.fetchone() == (None,)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_swap_left_by_a_crash_is_undone_before_anything_else():
+    from django.db import connection
+
+    from apps.benchmarks import partitioning
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {partitioning.PARTITIONED} (LIKE ledger_run INCLUDING DEFAULTS)")
+    partitioning._swap(partitioned_in=True)  # as if the measurement had died with the copy swapped in
+    assert partitioning.restore_if_swapped() is True
+    assert partitioning.restore_if_swapped() is False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'ledger_run'::regclass AND contype = 'u'")
+        assert cursor.fetchone() == (1,)  # the real run table (its openai_id constraint) is back
+        cursor.execute(f"DROP TABLE {partitioning.PARTITIONED}")
 
 
 @pytest.mark.postgres

@@ -1,4 +1,5 @@
-"""`manage.py bench ingest|pages|sweeps|storage|all`: the performance figures of issue #9 (docs/benchmarks.md)."""
+"""`manage.py bench ingest|pages|sweeps|storage|partitioning|all`: the performance figures of issue #9
+(docs/benchmarks.md). `all` runs the first four; partitioning is an experiment, run on its own."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.benchmarks import common
 from apps.benchmarks.common import BenchError
 
-SUBCOMMANDS = ("ingest", "pages", "sweeps", "storage", "all")
+SUBCOMMANDS = ("ingest", "pages", "sweeps", "storage", "partitioning", "all")
 
 
 class Command(BaseCommand):
@@ -36,7 +37,7 @@ class Command(BaseCommand):
                                  "(Python, PostgreSQL) in all and under the ingest lock")
         parser.add_argument("--repeat", type=int, default=20, help="requests per page/endpoint (pages)")
         parser.add_argument("--reuse", action="store_true",
-                            help="pages/storage: keep the loaded ledger if it already holds --runs runs")
+                            help="pages/storage/partitioning: keep the loaded ledger if it already holds --runs runs")
         parser.add_argument("--threads", type=int, default=None, help="threads in the ledger for the sweep (sweeps: 1,000,000)")
         parser.add_argument("--items", type=int, default=None, help="items the rate-limited sweep deletes (sweeps: 250)")
         parser.add_argument("--rpm", type=int, default=None, help="OpenAI requests per minute allowed (sweeps: 1,200)")
@@ -108,6 +109,13 @@ class Command(BaseCommand):
 
         return storage.run(runs=options["runs"] or 1_000_000, tenants=options["tenants"] or 1000, days=options["days"],
                            reuse=options["reuse"], keep=options["keep"], stream=self.stderr)
+
+    def _bench_partitioning(self, **options) -> list:
+        from apps.benchmarks import partitioning
+
+        return partitioning.run(runs=options["runs"] or 1_000_000, tenants=options["tenants"] or 1000,
+                                days=options["days"], repeat=options["repeat"], reuse=options["reuse"],
+                                keep=options["keep"], stream=self.stderr)
 
     def _bench_sweeps(self, **options) -> list:
         from apps.benchmarks import sweeps

@@ -1,0 +1,187 @@
+"""bench partitioning: would monthly range partitioning of the run table help (issue #9: "if it measurably
+helps")? On the loaded ledger it builds a copy of the run table partitioned by month of `created_at` — the
+same rows, columns and indexes, except that PostgreSQL requires the partition key in every unique index, so
+the primary key becomes (id, created_at) and the OpenAI id's uniqueness (openai_id, created_at) — and then
+measures, on the plain table and on the partitioned copy swapped in under the run table's name:
+
+- every page and endpoint of `bench pages` (the same requests through the full Django stack);
+- writing new runs of the current month (INSERT … SELECT of staged rows, as ingest does; rolled back);
+- the size of each table with its indexes.
+
+The swap is undone however the measurement ends, and on the next start if a crash left it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.db import connection, transaction
+
+from apps.core.timeutils import month_start, next_month
+from apps.ledger.models import Run
+
+from . import pages
+from .common import BenchError, Progress
+
+PARTITIONED = "bench_run_partitioned"
+PLAIN_ASIDE = "bench_run_plain"  # the run table's name while the partitioned copy stands in for it
+WRITE_ROWS = 100_000
+COPY_CHUNK = 1_000_000
+
+
+def _exists(cursor, table: str) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+    return cursor.fetchone()[0]
+
+
+def _swap(*, partitioned_in: bool) -> None:
+    """Put the partitioned copy under the run table's name (or the plain table back) in one transaction."""
+    run_table = Run._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        if partitioned_in:
+            cursor.execute(f"ALTER TABLE {run_table} RENAME TO {PLAIN_ASIDE}")
+            cursor.execute(f"ALTER TABLE {PARTITIONED} RENAME TO {run_table}")
+        else:
+            cursor.execute(f"ALTER TABLE {run_table} RENAME TO {PARTITIONED}")
+            cursor.execute(f"ALTER TABLE {PLAIN_ASIDE} RENAME TO {run_table}")
+
+
+def restore_if_swapped() -> bool:
+    """A crash between the swaps leaves the plain run table aside: put it back. True if it did."""
+    with connection.cursor() as cursor:
+        swapped = _exists(cursor, PLAIN_ASIDE)
+    if swapped:
+        _swap(partitioned_in=False)
+    return swapped
+
+
+def _months(cursor) -> list[dt.date]:
+    cursor.execute(f"SELECT min(created_at), max(created_at) FROM {Run._meta.db_table}")
+    first, last = cursor.fetchone()
+    if first is None:
+        raise BenchError("the ledger is empty: run without --reuse to load it")
+    months, month = [], month_start(first.astimezone(dt.UTC).date())
+    # One month past the last run: new runs of the current month and the next have a partition to go to.
+    while month <= next_month(month_start(last.astimezone(dt.UTC).date())):
+        months.append(month)
+        month = next_month(month)
+    return months
+
+
+def _partitioned_index(definition: str, name: str) -> str:
+    """The run table's index definition for the partitioned copy: its own name, and the partition key added
+    to a unique index (PostgreSQL cannot enforce uniqueness across partitions otherwise)."""
+    run_table = Run._meta.db_table
+    statement = definition.replace(f" INDEX {name} ON public.{run_table} ", f" INDEX bench_part_{name} ON {PARTITIONED} ")
+    if statement.startswith("CREATE UNIQUE INDEX"):
+        # The key's column list is the first parenthesis after USING <method>; add created_at at its end.
+        opening = statement.index("(", statement.index(" USING "))
+        depth, position = 0, opening
+        for position in range(opening, len(statement)):
+            depth += {"(": 1, ")": -1}.get(statement[position], 0)
+            if depth == 0:
+                break
+        statement = f"{statement[:position]}, created_at{statement[position:]}"
+    return statement
+
+
+def build(*, stream) -> dict:
+    """The partitioned copy of the loaded run table (rebuilt every time: the ledger may have changed)."""
+    run_table = Run._meta.db_table
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PARTITIONED}")
+        months = _months(cursor)
+        cursor.execute(f"CREATE TABLE {PARTITIONED} (LIKE {run_table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
+                       "PARTITION BY RANGE (created_at)")
+        for month in months:
+            cursor.execute(f"CREATE TABLE {PARTITIONED}_{month:%Y_%m} PARTITION OF {PARTITIONED} "
+                           f"FOR VALUES FROM ('{month.isoformat()}T00:00:00Z') TO ('{next_month(month).isoformat()}T00:00:00Z')")
+        cursor.execute(f"SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM {run_table}")
+        total, low, high = cursor.fetchone()
+        progress = Progress("partitioned copy", total, stream)
+        # In primary-key ranges (the loader writes ids in heap order): one pass over the table, with progress.
+        for first in range(low, high + 1, COPY_CHUNK):
+            cursor.execute(f"INSERT INTO {PARTITIONED} SELECT * FROM {run_table} WHERE id >= %s AND id < %s",
+                           [first, first + COPY_CHUNK])
+            progress.add(cursor.rowcount)
+        progress.close()
+        cursor.execute("SET maintenance_work_mem = '512MB'")
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s "
+                       "ORDER BY indexname", [run_table])
+        for name, definition in cursor.fetchall():
+            stream.write(f"  index {name}...\n")
+            cursor.execute(_partitioned_index(definition, name))
+        cursor.execute("RESET maintenance_work_mem")
+        stream.write("  VACUUM ANALYZE...\n")
+        cursor.execute(f"VACUUM ANALYZE {PARTITIONED}")  # autovacuum may be off: statistics and visibility map
+    return {"rows": total, "partitions": len(months), "seconds": time.perf_counter() - started}
+
+
+def _size(cursor, table: str) -> int:
+    """Table + TOAST + indexes, summed over the partitions of a partitioned table."""
+    cursor.execute("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
+                   [table])
+    return int(cursor.fetchone()[0])
+
+
+def _write_seconds(cursor, table: str, stage: str) -> float:
+    """Seconds to insert the staged rows into `table` (rolled back, like a write that never happened)."""
+    cursor.execute("SAVEPOINT bench_write")
+    started = time.perf_counter()
+    cursor.execute(f"INSERT INTO {table} SELECT * FROM {stage}")
+    seconds = time.perf_counter() - started
+    cursor.execute("ROLLBACK TO SAVEPOINT bench_write")
+    return seconds
+
+
+def measure_writes(*, rows: int = WRITE_ROWS, repeat: int = 3) -> dict[str, float]:
+    """Rows/s inserting runs of the current month into each table: copies of the newest runs with new ids,
+    staged once in a temp table (ingest inserts its new runs from a staged table the same way). Best of
+    `repeat`, alternating tables, all rolled back."""
+    run_table = Run._meta.db_table
+    best = {"plain": float("inf"), "partitioned": float("inf")}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE bench_new_runs ON COMMIT DROP AS SELECT * FROM {run_table} "
+                       "ORDER BY created_at DESC LIMIT %s", [rows])
+        cursor.execute("UPDATE bench_new_runs SET id = id + 1000000000000, openai_id = openai_id || '-new'")
+        for _ in range(repeat):
+            best["plain"] = min(best["plain"], _write_seconds(cursor, run_table, "bench_new_runs"))
+            best["partitioned"] = min(best["partitioned"], _write_seconds(cursor, PARTITIONED, "bench_new_runs"))
+        transaction.set_rollback(True)
+    return {name: rows / seconds for name, seconds in best.items()}
+
+
+def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: bool, stream) -> list:
+    if restore_if_swapped():
+        stream.write("note: an earlier run left the partitioned copy in place of the run table; put back\n")
+    pages.prepare(runs=runs, tenants=tenants, days=days, reuse=reuse, stream=stream)
+    stream.write("building the run table's partitioned copy (monthly range partitions)...\n")
+    built = build(stream=stream)
+    stream.write(f"  {built['rows']:,} runs in {built['partitions']} partitions, {built['seconds']:,.0f} s\n")
+    writes = measure_writes()
+    with connection.cursor() as cursor:
+        sizes = {"plain": _size(cursor, Run._meta.db_table), "partitioned": _size(cursor, PARTITIONED)}
+    stream.write("pages and endpoints on the plain run table...\n")
+    plain = pages.measure(repeat=repeat, stream=stream)
+    _swap(partitioned_in=True)
+    try:
+        stream.write("pages and endpoints on the partitioned copy...\n")
+        partitioned = pages.measure(repeat=repeat, stream=stream)
+    finally:
+        _swap(partitioned_in=False)
+    if not keep:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE {PARTITIONED}")
+    size = f"{runs / 1e6:g}M" if runs >= 100_000 else f"{runs:,}"
+    rows = []
+    for before, after in zip(plain, partitioned, strict=True):
+        change = (after["p50"] - before["p50"]) / before["p50"] * 100
+        rows.append((f"[{size} runs] {before['label']}",
+                     f"plain p50 {before['p50']:6.1f} / p95 {before['p95']:6.1f} ms",
+                     f"partitioned p50 {after['p50']:6.1f} / p95 {after['p95']:6.1f} ms  ({change:+.0f}% p50)"))
+    rows.append((f"[{size} runs] new runs written (rows/s, {WRITE_ROWS:,} rows)", f"plain {writes['plain']:,.0f}",
+                 f"partitioned {writes['partitioned']:,.0f}  ({(writes['partitioned'] / writes['plain'] - 1) * 100:+.0f}%)"))
+    rows.append((f"[{size} runs] run table + indexes", f"plain {sizes['plain'] / 1e6:,.0f} MB",
+                 f"partitioned {sizes['partitioned'] / 1e6:,.0f} MB in {built['partitions']} monthly partitions"))
+    return rows
