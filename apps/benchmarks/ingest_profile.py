@@ -41,10 +41,12 @@ class Profile:
         return seconds * 1e6 / self.events
 
 
-def measure(*, runs: int, tenants: int, batch_size: int, stream) -> Profile:
-    """Ingest `runs` runs' reports (the bench's traffic) with ingest_events in this process."""
+def measure(*, runs: int, tenants: int, batch_size: int, stream, empty_ledger: bool = True) -> Profile:
+    """Ingest `runs` runs' reports (the bench's traffic) with ingest_events in this process, into an emptied
+    ledger (or, with empty_ledger=False, on top of what it holds: bench partitioning)."""
     slugs = [t.slug for t in bench_tenants(tenants)]
-    ledger_truncate()
+    if empty_ledger:
+        ledger_truncate()
     bodies = [orjson.dumps({"events": batch}) for batch in Traffic(runs=runs, tenant_slugs=slugs).batches(batch_size)]
     profile = Profile()
     write_phase, take_lock = services._ingest_once, services.bulk.advisory_xact_lock

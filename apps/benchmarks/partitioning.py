@@ -1,11 +1,13 @@
 """bench partitioning: would monthly range partitioning of the run table help (issue #9: "if it measurably
 helps")? On the loaded ledger it builds a copy of the run table partitioned by month of `created_at` — the
 same rows, columns and indexes, except that PostgreSQL requires the partition key in every unique index, so
-the primary key becomes (id, created_at) and the OpenAI id's uniqueness (openai_id, created_at) — and then
-measures, on the plain table and on the partitioned copy swapped in under the run table's name:
+the primary key becomes (id, created_at) and the OpenAI id's uniqueness (openai_id, created_at); the same
+foreign keys — and then measures, on the plain table and on the partitioned copy swapped in under the run
+table's name:
 
 - every page and endpoint of `bench pages` (the same requests through the full Django stack);
 - writing new runs of the current month (INSERT … SELECT of staged rows, as ingest does; rolled back);
+- ingest_events on top of the loaded ledger (the ingest bench's traffic, in this process; rolled back);
 - the size of each table with its indexes.
 
 The swap is undone however the measurement ends, and on the next start if a crash left it."""
@@ -18,14 +20,17 @@ import time
 from django.db import connection, transaction
 
 from apps.core.timeutils import month_start, next_month
-from apps.ledger.models import Run
+from apps.ledger.models import Run, Thread
+from apps.ledger.services import ROLLUP_TABLES
 
-from . import pages
+from . import ingest_profile, pages
 from .common import BenchError, Progress
 
 PARTITIONED = "bench_run_partitioned"
 PLAIN_ASIDE = "bench_run_plain"  # the run table's name while the partitioned copy stands in for it
 WRITE_ROWS = 100_000
+INGEST_RUNS = 20_000
+INGEST_TENANTS = 100
 COPY_CHUNK = 1_000_000
 
 
@@ -92,8 +97,8 @@ def build(*, stream) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTITIONED}")
         months = _months(cursor)
-        cursor.execute(f"CREATE TABLE {PARTITIONED} (LIKE {run_table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
-                       "PARTITION BY RANGE (created_at)")
+        cursor.execute(f"CREATE TABLE {PARTITIONED} (LIKE {run_table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+                       "INCLUDING IDENTITY) PARTITION BY RANGE (created_at)")
         for month in months:
             cursor.execute(f"CREATE TABLE {PARTITIONED}_{month:%Y_%m} PARTITION OF {PARTITIONED} "
                            f"FOR VALUES FROM ('{month.isoformat()}T00:00:00Z') TO ('{next_month(month).isoformat()}T00:00:00Z')")
@@ -106,12 +111,21 @@ def build(*, stream) -> dict:
                            [first, first + COPY_CHUNK])
             progress.add(cursor.rowcount)
         progress.close()
+        # Its own identity sequence: new runs continue after the copied ids, as they would in the run table.
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence('{PARTITIONED}', 'id'), greatest(%s, 1))", [high])
         cursor.execute("SET maintenance_work_mem = '512MB'")
         cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s "
                        "ORDER BY indexname", [run_table])
         for name, definition in cursor.fetchall():
             stream.write(f"  index {name}...\n")
             cursor.execute(_partitioned_index(definition, name))
+        # The run table's foreign keys too (deferred: each inserted row queues its check), so that writes
+        # compare like with like.
+        cursor.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+                       "AND contype = 'f' ORDER BY conname", [run_table])
+        for name, definition in cursor.fetchall():
+            stream.write(f"  foreign key {name}...\n")
+            cursor.execute(f"ALTER TABLE {PARTITIONED} ADD CONSTRAINT bench_part_{name[:40]} {definition}")
         cursor.execute("RESET maintenance_work_mem")
         stream.write("  VACUUM ANALYZE...\n")
         cursor.execute(f"VACUUM ANALYZE {PARTITIONED}")  # autovacuum may be off: statistics and visibility map
@@ -119,10 +133,12 @@ def build(*, stream) -> dict:
 
 
 def _size(cursor, table: str) -> int:
-    """Table + TOAST + indexes, summed over the partitions of a partitioned table."""
+    """Table + TOAST + indexes; of a partitioned table, summed over its partitions (it holds nothing itself)."""
     cursor.execute("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
                    [table])
-    return int(cursor.fetchone()[0])
+    partitioned = int(cursor.fetchone()[0])
+    cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [table])
+    return max(partitioned, int(cursor.fetchone()[0]))
 
 
 def _write_seconds(cursor, table: str, stage: str) -> float:
@@ -152,6 +168,16 @@ def measure_writes(*, rows: int = WRITE_ROWS, repeat: int = 3) -> dict[str, floa
     return {name: rows / seconds for name, seconds in best.items()}
 
 
+def measure_ingest(*, runs: int, tenants: int, stream) -> float:
+    """Run reports/s of ingest_events in this process on top of the loaded ledger (the bench's traffic over
+    INGEST_TENANTS of its tenants and the last 30 days), rolled back: the ledger stays as loaded."""
+    with transaction.atomic():
+        profile = ingest_profile.measure(runs=runs, tenants=min(tenants, INGEST_TENANTS), batch_size=1000, stream=stream,
+                                         empty_ledger=False)
+        transaction.set_rollback(True)
+    return profile.events / profile.wall
+
+
 def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: bool, stream) -> list:
     if restore_if_swapped():
         stream.write("note: an earlier run left the partitioned copy in place of the run table; put back\n")
@@ -160,6 +186,18 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
     built = build(stream=stream)
     stream.write(f"  {built['rows']:,} runs in {built['partitions']} partitions, {built['seconds']:,.0f} s\n")
     writes = measure_writes()
+    # Ingest itself, twice on each table, alternating (the first pass warms what both read).
+    ingest = {"plain": 0.0, "partitioned": 0.0}
+    ingest_runs = min(INGEST_RUNS, runs)
+    for _ in range(2):
+        stream.write("ingest on the plain run table...\n")
+        ingest["plain"] = max(ingest["plain"], measure_ingest(runs=ingest_runs, tenants=tenants, stream=stream))
+        _swap(partitioned_in=True)
+        try:
+            stream.write("ingest on the partitioned copy...\n")
+            ingest["partitioned"] = max(ingest["partitioned"], measure_ingest(runs=ingest_runs, tenants=tenants, stream=stream))
+        finally:
+            _swap(partitioned_in=False)
     with connection.cursor() as cursor:
         sizes = {"plain": _size(cursor, Run._meta.db_table), "partitioned": _size(cursor, PARTITIONED)}
     stream.write("pages and endpoints on the plain run table...\n")
@@ -170,9 +208,13 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
         partitioned = pages.measure(repeat=repeat, stream=stream)
     finally:
         _swap(partitioned_in=False)
-    if not keep:
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if not keep:
             cursor.execute(f"DROP TABLE {PARTITIONED}")
+        # The rolled-back writes left dead rows in the ledger's tables: clear them (autovacuum may be off),
+        # or the next bench on this ledger would read past them.
+        for model in (Run, Thread, *(table.model for table in ROLLUP_TABLES)):
+            cursor.execute(f"VACUUM {model._meta.db_table}")
     size = f"{runs / 1e6:g}M" if runs >= 100_000 else f"{runs:,}"
     rows = []
     for before, after in zip(plain, partitioned, strict=True):
@@ -182,6 +224,9 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
                      f"partitioned p50 {after['p50']:6.1f} / p95 {after['p95']:6.1f} ms  ({change:+.0f}% p50)"))
     rows.append((f"[{size} runs] new runs written (rows/s, {WRITE_ROWS:,} rows)", f"plain {writes['plain']:,.0f}",
                  f"partitioned {writes['partitioned']:,.0f}  ({(writes['partitioned'] / writes['plain'] - 1) * 100:+.0f}%)"))
+    rows.append((f"[{size} runs] ingest_events on top (run reports/s, {ingest_runs:,} runs)",
+                 f"plain {ingest['plain']:,.0f}",
+                 f"partitioned {ingest['partitioned']:,.0f}  ({(ingest['partitioned'] / ingest['plain'] - 1) * 100:+.0f}%)"))
     rows.append((f"[{size} runs] run table + indexes", f"plain {sizes['plain'] / 1e6:,.0f} MB",
                  f"partitioned {sizes['partitioned'] / 1e6:,.0f} MB in {built['partitions']} monthly partitions"))
     return rows
