@@ -199,6 +199,11 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
         finally:
             _swap(partitioned_in=False)
     with connection.cursor() as cursor:
+        # The rolled-back writes left dead rows in both tables and the rollups: clear them (autovacuum may be
+        # off), or the pages below would read past them (the overview read 2x slower) and sizes would include them.
+        for table in (Run._meta.db_table, PARTITIONED, Thread._meta.db_table,
+                      *(rollup.model._meta.db_table for rollup in ROLLUP_TABLES)):
+            cursor.execute(f"VACUUM {table}")
         sizes = {"plain": _size(cursor, Run._meta.db_table), "partitioned": _size(cursor, PARTITIONED)}
     stream.write("pages and endpoints on the plain run table...\n")
     plain = pages.measure(repeat=repeat, stream=stream)
@@ -208,13 +213,9 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
         partitioned = pages.measure(repeat=repeat, stream=stream)
     finally:
         _swap(partitioned_in=False)
-    with connection.cursor() as cursor:
-        if not keep:
+    if not keep:
+        with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {PARTITIONED}")
-        # The rolled-back writes left dead rows in the ledger's tables: clear them (autovacuum may be off),
-        # or the next bench on this ledger would read past them.
-        for model in (Run, Thread, *(table.model for table in ROLLUP_TABLES)):
-            cursor.execute(f"VACUUM {model._meta.db_table}")
     size = f"{runs / 1e6:g}M" if runs >= 100_000 else f"{runs:,}"
     rows = []
     for before, after in zip(plain, partitioned, strict=True):
