@@ -41,11 +41,11 @@ class Profile:
         return seconds * 1e6 / self.events
 
 
-def measure(*, runs: int, tenants: int, batch_size: int, stream, empty_ledger: bool = True) -> Profile:
+def measure(*, runs: int, tenants: int, batch_size: int, stream, truncate_first: bool = True) -> Profile:
     """Ingest `runs` runs' reports (the bench's traffic) with ingest_events in this process, into an emptied
-    ledger (or, with empty_ledger=False, on top of what it holds: bench partitioning)."""
+    ledger (or, with truncate_first=False, on top of what it holds: bench partitioning)."""
     slugs = [t.slug for t in bench_tenants(tenants)]
-    if empty_ledger:
+    if truncate_first:
         ledger_truncate()
     bodies = [orjson.dumps({"events": batch}) for batch in Traffic(runs=runs, tenant_slugs=slugs).batches(batch_size)]
     profile = Profile()

@@ -151,10 +151,15 @@ def measure(*, repeat: int, stream) -> list[dict]:
     return results
 
 
+def ledger_label(runs: int) -> str:
+    """How the figures name the ledger they were taken on: "10M", "1M", "3,000"."""
+    return f"{runs / 1e6:g}M" if runs >= 100_000 else f"{runs:,}"
+
+
 def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: bool, stream) -> list:
     prepare(runs=runs, tenants=tenants, days=days, reuse=reuse, stream=stream)
     results = measure(repeat=repeat, stream=stream)
-    size = f"{runs / 1e6:g}M" if runs >= 100_000 else f"{runs:,}"
+    size = ledger_label(runs)
     rows = [(f"[{size} runs] {r['label']}", f"p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms",
              f"{r['queries']:>3} queries  {'ok' if r['p95'] < r['target'] else 'OVER'} (< {r['target']} ms)")
             for r in results]

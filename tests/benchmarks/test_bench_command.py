@@ -90,16 +90,28 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_bench_partitioning_measures_both_tables_and_leaves_the_run_table_as_it_was():
+def test_bench_partitioning_measures_both_tables_and_leaves_the_ledger_as_it_was():
     from django.db import connection
 
     from apps.benchmarks import partitioning
+    from apps.ledger.services import ledger_check
 
-    output = bench("partitioning", "--runs", "3000", "--tenants", "20", "--days", "40", "--repeat", "2")
+    try:
+        output = bench("partitioning", "--runs", "3000", "--tenants", "20", "--days", "40", "--repeat", "2")
+    finally:  # a failure must not leave the copy (its foreign keys would block every later test's flush)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT to_regclass('{partitioning.PARTITIONED}') IS NOT NULL")
+            left_behind = cursor.fetchone()[0]
+        partitioning.restore_if_swapped()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {partitioning.PARTITIONED}")
+    assert not left_behind
     assert "runs /runs/ (all tenants, by cost)" in output and "partitioned p50" in output
-    assert "new runs written" in output and "monthly partitions" in output and "ingest_events on top" in output
+    assert "new runs written (rows/s, 3,000 rows)" in output and "ingest_events on top" in output
     sizes = next(line for line in output.splitlines() if "run table + indexes" in line)
     assert re.search(r"plain [1-9][\d,]* MB", sizes) and re.search(r"partitioned [1-9][\d,]* MB", sizes), sizes
+    # 40 days back from today, through next month: at least three months, so the copy was really partitioned.
+    assert int(re.search(r"in (\d+) monthly partitions", sizes).group(1)) >= 3
     with connection.cursor() as cursor:
         # The plain run table is back under its name with the loaded runs only (the measured writes and ingest
         # were rolled back); the copy and the aside name are gone.
@@ -107,27 +119,36 @@ def test_bench_partitioning_measures_both_tables_and_leaves_the_run_table_as_it_
         assert cursor.fetchone() == ("r",)
         cursor.execute("SELECT count(*) FROM ledger_run")
         assert cursor.fetchone() == (3000,)
-        for table in (partitioning.PARTITIONED, partitioning.PLAIN_ASIDE):
-            cursor.execute("SELECT to_regclass(%s)", [table])
-            assert cursor.fetchone() == (None,)
+        cursor.execute("SELECT to_regclass(%s)", [partitioning.PLAIN_ASIDE])
+        assert cursor.fetchone() == (None,)
+    assert ledger_check() == []  # rollups and thread totals untouched by the rolled-back ingest
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_swap_left_by_a_crash_is_undone_before_anything_else():
+def test_every_bench_command_first_undoes_a_swap_left_by_a_crash():
     from django.db import connection
 
     from apps.benchmarks import partitioning
 
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE {partitioning.PARTITIONED} (LIKE ledger_run INCLUDING DEFAULTS)")
-    partitioning._swap(partitioned_in=True)  # as if the measurement had died with the copy swapped in
-    assert partitioning.restore_if_swapped() is True
-    assert partitioning.restore_if_swapped() is False
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'ledger_run'::regclass AND contype = 'u'")
-        assert cursor.fetchone() == (1,)  # the real run table (its openai_id constraint) is back
-        cursor.execute(f"DROP TABLE {partitioning.PARTITIONED}")
+        cursor.execute(f"CREATE TABLE {partitioning.PARTITIONED} (LIKE ledger_run INCLUDING DEFAULTS) "
+                       "PARTITION BY RANGE (created_at)")
+    partitioning._swap(partitioned_in=True)  # as if `bench partitioning` had died with its copy in place
+    try:
+        out, err = StringIO(), StringIO()
+        call_command("bench", "storage", "--runs", "200", "--tenants", "3", "--days", "5", stdout=out, stderr=err)
+        assert "put the run table back" in err.getvalue()
+        with connection.cursor() as cursor:
+            # The real run table (with its openai_id constraint) got the loaded runs, not the copy.
+            cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'ledger_run'::regclass AND contype = 'u'")
+            assert cursor.fetchone() == (1,)
+            cursor.execute("SELECT count(*) FROM ledger_run")
+            assert cursor.fetchone() == (200,)
+    finally:
+        partitioning.restore_if_swapped()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {partitioning.PARTITIONED}")
 
 
 @pytest.mark.postgres

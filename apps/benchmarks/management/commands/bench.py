@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from apps.benchmarks import common
 from apps.benchmarks.common import BenchError
@@ -45,7 +46,9 @@ class Command(BaseCommand):
                             help="rate-limiter window in seconds for the sweep (default 10; production uses 60)")
         parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
         parser.add_argument("--child-tenant", help=argparse.SUPPRESS)
-        parser.add_argument("--keep", action="store_true", help="leave the loaded ledger in place at the end")
+        parser.add_argument("--keep", action="store_true",
+                            help="leave the loaded ledger in place at the end (partitioning: also its partitioned "
+                                 "copy, which holds foreign keys to threads and tenants; drop it when done)")
         parser.add_argument("--allow-any-database", action="store_true",
                             help="run even if the database name does not contain 'bench' (it gets emptied)")
 
@@ -57,6 +60,14 @@ class Command(BaseCommand):
             return
         try:
             common.require_scratch_database(options["allow_any_database"])
+            if connection.vendor == "postgresql":
+                from apps.benchmarks import partitioning
+
+                # A crash in `bench partitioning` can leave its copy in the run table's place: every bench
+                # would then measure (or load into) the copy.
+                if partitioning.restore_if_swapped():
+                    self.stderr.write("note: an earlier `bench partitioning` left its copy in place of the run "
+                                      "table; put the run table back")
             if settings.DEBUG:
                 # DEBUG logs every query and renders debug templates: not what production serves.
                 settings.DEBUG = False
