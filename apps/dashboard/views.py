@@ -135,7 +135,9 @@ class OverviewView(DashboardView):
                 ],
                 empty="No tenants yet. Create one in the admin, then send its runs to POST /api/v1/ingest/.",
             ),
-            "alerts": _alerts_table(alerts_recent(scope=self.scope)[:10], with_tenant=True),
+            # Half the page wide: without the kind code the alert text wraps inside the card instead of
+            # running out of it (the title already says what happened; the tenant page lists kinds).
+            "alerts": _alerts_table(alerts_recent(scope=self.scope)[:10], with_tenant=True, with_kind=False),
         }
 
     def get_context_data(self, **kwargs):
@@ -223,13 +225,14 @@ class TenantListView(DashboardView):
         return context
 
 
-def _alerts_table(alerts, *, with_tenant: bool, name: str = "alerts") -> Table:
+def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: str = "alerts") -> Table:
     columns = [
         Column("created_at", "When", "datetime"),
         Column("severity", "Severity", "status"),
         Column("title", "Alert", "longtext"),
-        Column("kind", "Kind", "code"),
     ]
+    if with_kind:
+        columns.append(Column("kind", "Kind", "code"))
     if with_tenant:
         columns.insert(1, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
                                  link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
