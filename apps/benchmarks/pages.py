@@ -65,6 +65,7 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
     """(kind, label, url): kind 'page' (staff session) or 'api' (admin API key)."""
     slug, run, month = targets["tenant"].slug, targets["run"], targets["month"]
     start = (targets["today"] - dt.timedelta(days=29)).isoformat()
+    mid_last_month = (targets["today"].replace(day=1) - dt.timedelta(days=1)).replace(day=15)
     return [
         ("page", "overview /", "/"),
         ("page", "overview, 90 days", "/?days=90"),
@@ -91,6 +92,11 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
          f"{targets['last_month']}-01"),
         ("usage", "usage by end user, last 30 days", f"/api/v1/tenants/{slug}/usage/?group_by=user&start={start}"
          f"&end={(targets['today'] + dt.timedelta(days=1)).isoformat()}"),
+        # The last 30 days cost more mid-month than early in it (more ragged days to read): this window is
+        # ragged in both months whatever day the bench runs, so its figure does not depend on the date.
+        ("usage", "usage by end user, 30 days to mid last month",
+         f"/api/v1/tenants/{slug}/usage/?group_by=user&start={(mid_last_month - dt.timedelta(days=29)).isoformat()}"
+         f"&end={(mid_last_month + dt.timedelta(days=1)).isoformat()}"),
         ("api", "statement JSON (this month)", f"/api/v1/tenants/{slug}/statements/{month}/"),
         ("api", "statement JSON (last month)", f"/api/v1/tenants/{slug}/statements/{targets['last_month']}/"),
         ("api", "statement CSV", f"/api/v1/tenants/{slug}/statements/{month}.csv"),

@@ -82,6 +82,7 @@ def test_bench_ingest_runs_api_import_and_copy_at_tiny_size():
 def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     output = bench("pages", "--runs", "3000", "--tenants", "20", "--days", "10", "--repeat", "2")
     assert "overview /" in output and "usage by end user" in output and "p95" in output
+    assert "usage by end user, 30 days to mid last month" in output  # the window that does not move with the date
     assert "pages/endpoints over target" in output
     output = bench("storage", "--runs", "3000", "--tenants", "20", "--reuse")
     assert "run table + indexes per 1M runs" in output
