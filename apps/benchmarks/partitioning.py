@@ -2,9 +2,8 @@
 helps")? On the loaded ledger it builds a copy of the run table partitioned by month of `created_at` — the
 same rows, columns and indexes, except that PostgreSQL requires the partition key in every unique index, so
 the primary key becomes a unique index on (id, created_at) and the OpenAI id's uniqueness (openai_id,
-created_at); the same
-foreign keys — and then measures, on the plain table and on the partitioned copy swapped in under the run
-table's name:
+created_at); the same foreign keys — and then measures, on the plain table and on the partitioned copy
+swapped in under the run table's name:
 
 - every page and endpoint of `bench pages` (the same requests through the full Django stack);
 - writing new runs of the current month (INSERT … SELECT of staged rows, as ingest does; rolled back);
@@ -16,6 +15,7 @@ The swap is undone however the measurement ends, and by the next bench command i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 
@@ -50,6 +50,16 @@ def _swap(*, partitioned_in: bool) -> None:
         else:
             cursor.execute(f"ALTER TABLE {run_table} RENAME TO {PARTITIONED}")
             cursor.execute(f"ALTER TABLE {PLAIN_ASIDE} RENAME TO {run_table}")
+
+
+@contextlib.contextmanager
+def _partitioned_in_place():
+    """The partitioned copy under the run table's name for the block; the plain table back however it ends."""
+    _swap(partitioned_in=True)
+    try:
+        yield
+    finally:
+        _swap(partitioned_in=False)
 
 
 def restore_if_swapped() -> bool:
@@ -208,6 +218,10 @@ def measure_ingest(*, runs: int, tenants: int, stream) -> float:
     return profile.events / profile.wall
 
 
+def _change(plain: float, partitioned: float) -> str:
+    return f"{(partitioned / plain - 1) * 100:+.0f}%"
+
+
 def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: bool, stream) -> list:
     require_postgres("partitioning")
     pages.prepare(runs=runs, tenants=tenants, days=days, reuse=reuse, stream=stream)
@@ -224,38 +238,32 @@ def run(*, runs: int, tenants: int, days: int, repeat: int, reuse: bool, keep: b
         stream.write("ingest on the plain run table...\n")
         ingest["plain"] = max(ingest["plain"], measure_ingest(runs=ingest_runs, tenants=tenants, stream=stream))
         _vacuum_ledger()
-        _swap(partitioned_in=True)
-        try:
+        with _partitioned_in_place():
             stream.write("ingest on the partitioned copy...\n")
             ingest["partitioned"] = max(ingest["partitioned"], measure_ingest(runs=ingest_runs, tenants=tenants, stream=stream))
-        finally:
-            _swap(partitioned_in=False)
         _vacuum_ledger()
     with connection.cursor() as cursor:
         sizes = {"plain": _size(cursor, Run._meta.db_table), "partitioned": _size(cursor, PARTITIONED)}
     stream.write("pages and endpoints on the plain run table...\n")
     plain = pages.measure(repeat=repeat, stream=stream)
-    _swap(partitioned_in=True)
-    try:
+    with _partitioned_in_place():
         stream.write("pages and endpoints on the partitioned copy...\n")
         partitioned = pages.measure(repeat=repeat, stream=stream)
-    finally:
-        _swap(partitioned_in=False)
     if not keep:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {PARTITIONED}")
     size = pages.ledger_label(runs)
     rows = []
     for before, after in zip(plain, partitioned, strict=True):
-        change = (after["p50"] - before["p50"]) / before["p50"] * 100
         rows.append((f"[{size} runs] {before['label']}",
                      f"plain p50 {before['p50']:6.1f} / p95 {before['p95']:6.1f} ms",
-                     f"partitioned p50 {after['p50']:6.1f} / p95 {after['p95']:6.1f} ms  ({change:+.0f}% p50)"))
+                     f"partitioned p50 {after['p50']:6.1f} / p95 {after['p95']:6.1f} ms  "
+                     f"({_change(before['p50'], after['p50'])} p50)"))
     rows.append((f"[{size} runs] new runs written (rows/s, {writes['rows']:,} rows)", f"plain {writes['plain']:,.0f}",
-                 f"partitioned {writes['partitioned']:,.0f}  ({(writes['partitioned'] / writes['plain'] - 1) * 100:+.0f}%)"))
+                 f"partitioned {writes['partitioned']:,.0f}  ({_change(writes['plain'], writes['partitioned'])})"))
     rows.append((f"[{size} runs] ingest_events on top, no COMMIT (run reports/s, {ingest_runs:,} runs)",
                  f"plain {ingest['plain']:,.0f}",
-                 f"partitioned {ingest['partitioned']:,.0f}  ({(ingest['partitioned'] / ingest['plain'] - 1) * 100:+.0f}%)"))
+                 f"partitioned {ingest['partitioned']:,.0f}  ({_change(ingest['plain'], ingest['partitioned'])})"))
     rows.append((f"[{size} runs] run table + indexes", f"plain {sizes['plain'] / 1e6:,.0f} MB",
                  f"partitioned {sizes['partitioned'] / 1e6:,.0f} MB in {built['partitions']} monthly partitions"))
     return rows
