@@ -37,3 +37,14 @@ def test_production_settings_never_install_the_sandbox():
     code = "import django; django.setup(); from django.conf import settings; print('apps.sandbox' in settings.INSTALLED_APPS)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_each_parallel_test_worker_gets_its_own_redis_database():
+    # Workers empty the cache before every test (FLUSHDB on Redis): sharing a database, they would wipe
+    # each other's throttle counters mid-test.
+    from config.settings.test import redis_url_for_worker
+
+    assert redis_url_for_worker("redis://127.0.0.1:6379/5", "gw0") == "redis://127.0.0.1:6379/6"
+    assert redis_url_for_worker("redis://127.0.0.1:6379/5", "gw1") == "redis://127.0.0.1:6379/7"
+    assert redis_url_for_worker("redis://:secret@redis:6379", "gw0") == "redis://:secret@redis:6379/1"
+    assert redis_url_for_worker("redis://127.0.0.1:6379/15", "gw0") == "redis://127.0.0.1:6379/0"
