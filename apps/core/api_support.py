@@ -115,6 +115,11 @@ def json_bytes(data) -> bytes:
         from rest_framework.renderers import JSONRenderer
 
         return JSONRenderer().render(data)
+    # U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8. Looking for the byte E2 alone is a memchr
+    # (0.02 ms on a 1.3 MB usage document); the two replaces copy the document twice (2 ms) even when they
+    # find nothing, which is almost always.
+    if b"\xe2" not in content:
+        return content
     return content.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
 
 

@@ -49,6 +49,7 @@ def test_unknown_api_path_answers_in_the_api_error_shape(client):
     {"lines": [{"key": "u_1", "runs": 3, "cost_usd": "1.50"}], "empty": [], "none": None, "yes": True},
     {"key": "café ☕ 😀", "line\u2028sep": "para\u2029sep", "controls": "\x00\x01\x1f\"\\\n\t\r\b\f\x7f"},
     ["\ud7ff", "", 0, -12345678901234567890, {"nested": {"deeper": ["x"]}}],
+    {"ellipsis, E2 80 A6 in UTF-8": "wait\u2026", "only the paragraph separator": "\u2029"},
 ])
 def test_json_bytes_are_what_drfs_renderer_gives(data):
     from rest_framework.renderers import JSONRenderer
