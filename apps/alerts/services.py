@@ -20,7 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core.money import ZERO, round_cents
+from apps.core.money import ZERO, money_text
 
 from .models import Alert
 
@@ -227,10 +227,6 @@ def alert_deliver(*, alert: Alert) -> bool:
 # --- causes from the ledger -----------------------------------------------------------------------
 
 
-def _usd(amount) -> str:
-    return str(round_cents(Decimal(amount)))
-
-
 def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) -> list[int]:
     """Alerts that stored run changes cause: high-cost run, unpriced model, wasted spend, requires_action
     about to expire, and monthly budget crossings of the tenants touched. Called inside the ingest
@@ -249,7 +245,7 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
         if new["is_high_cost"] and not (old and old["is_high_cost"]):
             specs.append(AlertSpec(
                 kind=Alert.Kind.HIGH_COST_RUN, cause_key=f"high_cost_run:{openai_id}", tenant_id=tenant_id,
-                title=f"High-cost run {openai_id}: ${_usd(total)}",
+                title=f"High-cost run {openai_id}: {money_text(total)}",
                 message=f"Run {openai_id} on {new['model']} cost ${total} (feature '{new['feature']}', "
                         f"user '{new['user_id']}').",
                 data={"run": openai_id, "cost_usd": str(total), "model": new["model"]},
@@ -269,7 +265,7 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
             specs.append(AlertSpec(
                 kind=Alert.Kind.WASTED_SPEND, cause_key=f"wasted_spend:{openai_id}", tenant_id=tenant_id,
                 severity=Alert.Severity.INFO,
-                title=f"Run {openai_id} {new['status']} after spending ${_usd(total)}",
+                title=f"Run {openai_id} {new['status']} after spending {money_text(total)}",
                 message=f"The run ended {new['status']} ({new['error_code'] or 'no error code'}) and still cost "
                         f"${total}.",
                 data={"run": openai_id, "status": new["status"], "cost_usd": str(total)},
@@ -329,7 +325,7 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
                         severity=Alert.Severity.CRITICAL if percent >= 100 else (
                             Alert.Severity.WARNING if percent >= 80 else Alert.Severity.INFO),
                         title=f"{tenant.slug} reached {percent}% of its {month:%B %Y} budget",
-                        message=f"Spend ${_usd(spent)} of a ${tenant.monthly_budget_usd} monthly budget.",
+                        message=f"Spend {money_text(spent)} of a {money_text(tenant.monthly_budget_usd)} monthly budget.",
                         data={"month": f"{month:%Y-%m}", "percent": percent, "spent_usd": str(spent),
                               "budget_usd": str(tenant.monthly_budget_usd)},
                     ))

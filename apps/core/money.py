@@ -49,3 +49,16 @@ def usd_string_sql(expression: str) -> str:
     amount rounded to its own last significant digit, but to at least cents. For documents whose thousands
     of amounts the database formats as it sums them (usage by end user); a test holds the two equal."""
     return f"round({expression}, greatest(scale(trim_scale({expression})), 2))::text"
+
+
+def money_text(amount: Decimal | None) -> str:
+    """$1,234.57 for people to read (pages, charts, alert texts); amounts under a cent keep four significant
+    decimals so they are not $0.00."""
+    if amount is None:
+        return "—"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount and amount < CENT:
+        return f"{sign}${amount.normalize():.4g}" if amount >= Decimal("0.0001") else f"{sign}<$0.0001"
+    return f"{sign}${round_cents(amount):,.2f}"
+

@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from apps.core.money import ZERO, round_cents
+from apps.core.money import ZERO, money_text
 from apps.ledger.selectors import OTHERS_LABEL, DailySeries, TokenHistogram
 
 # Colour-blind-safe categorical palette (Okabe-Ito, reordered so the first colours contrast best on white).
@@ -17,17 +17,6 @@ OTHERS_COLOR = "#9aa3af"
 WASTED_COLOR = "#b42318"
 USEFUL_COLOR = "#8fa8e8"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
-
-
-def money_text(amount: Decimal | None) -> str:
-    """$1,234.57 for display; amounts under a cent keep four significant decimals so they are not $0.00."""
-    if amount is None:
-        return "—"
-    sign = "-" if amount < 0 else ""
-    amount = abs(amount)
-    if amount and amount < Decimal("0.01"):
-        return f"{sign}${amount.normalize():.4g}" if amount >= Decimal("0.0001") else f"{sign}<$0.0001"
-    return f"{sign}${round_cents(amount):,.2f}"
 
 
 def _float(amount: Decimal) -> float:

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.generic import TemplateView, View
 
+from apps.core.money import money_text
 from apps.core.timeutils import UTC
 from apps.ledger import selectors as ledger
 from apps.ledger.models import Run
@@ -323,7 +324,7 @@ class TenantDetailView(DashboardView):
                 rows=ledger.runs_filtered(scope=self.scope, filters=ledger.RunFilters(start=start, end=end, tenant=tenant)),
                 columns=_runs_columns(with_tenant=False),
                 empty=f"No run in this period cost more than this tenant's threshold "
-                      f"({figures.money_text(tenant.high_cost_run_usd)}).",
+                      f"({money_text(tenant.high_cost_run_usd)}).",
             ),
             "threads": Table(
                 # A big tenant has hundreds of thousands of threads: count at most RUN_COUNT_CAP of them, as the

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from apps.dashboard.figures import _layout, money_text
+from apps.core.money import money_text
+from apps.dashboard.figures import _layout
 
 from .selectors import StorageDay
 

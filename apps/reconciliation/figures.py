@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from apps.core.money import money_text
+
 from .selectors import DayTotals
 
 LEDGER_COLOR = "#2453d4"
 OPENAI_COLOR = "#e69f00"
 UNATTRIBUTED_COLOR = "#b42318"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
-
-
-def _usd(amount) -> str:
-    return f"${amount:,.2f}" if abs(amount) >= 0.01 or amount == 0 else f"${amount:.4f}"
 
 
 def reconciliation_figure(days: Sequence[DayTotals]) -> dict | None:
@@ -26,13 +24,13 @@ def reconciliation_figure(days: Sequence[DayTotals]) -> dict | None:
     data = [
         {"type": "bar", "name": "Ledger (attributed)", "x": x, "y": [float(day.ledger_usd) for day in days],
          "marker": {"color": LEDGER_COLOR},
-         "hovertext": [f"{day.day}: ledger {_usd(day.ledger_usd)}" for day in days], "hoverinfo": "text"},
+         "hovertext": [f"{day.day}: ledger {money_text(day.ledger_usd)}" for day in days], "hoverinfo": "text"},
         {"type": "bar", "name": "OpenAI (Costs API)", "x": x, "y": [float(day.openai_usd) for day in days],
          "marker": {"color": OPENAI_COLOR},
-         "hovertext": [f"{day.day}: OpenAI {_usd(day.openai_usd)}" for day in days], "hoverinfo": "text"},
+         "hovertext": [f"{day.day}: OpenAI {money_text(day.openai_usd)}" for day in days], "hoverinfo": "text"},
         {"type": "scatter", "mode": "lines+markers", "name": "Unattributed spend", "x": x,
          "y": [float(day.unattributed_usd) for day in days], "line": {"color": UNATTRIBUTED_COLOR, "width": 2},
-         "hovertext": [f"{day.day}: unattributed {_usd(day.unattributed_usd)}" for day in days], "hoverinfo": "text"},
+         "hovertext": [f"{day.day}: unattributed {money_text(day.unattributed_usd)}" for day in days], "hoverinfo": "text"},
     ]
     if flagged:
         data.append({

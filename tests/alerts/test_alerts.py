@@ -42,6 +42,7 @@ def test_high_cost_run_alerts_once_even_when_reported_again(tenant):
     assert _causes("high_cost_run") == ["high_cost_run:run_costly"]
     alert = Alert.objects.for_tenant(tenant).get()
     assert alert.data["cost_usd"] == "0.1265000000"
+    assert alert.title == "High-cost run run_costly: $0.13"
 
 
 def test_budget_crossings_alert_once_per_threshold_per_month(tenant):
@@ -63,6 +64,8 @@ def test_budget_crossings_alert_once_per_threshold_per_month(tenant):
     assert len(_causes("budget")) == 4
     severities = dict(Alert.objects.for_tenant(tenant).filter(kind="budget").values_list("cause_key", "severity"))
     assert severities[f"budget:{tenant.pk}:2026-11:100"] == "critical"
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100")
+    assert crossed.message == "Spend $10.00 of a $10.00 monthly budget."
 
 
 def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant):
@@ -74,6 +77,8 @@ def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant):
     from apps.ledger.models import DailyRollup
 
     assert DailyRollup.objects.for_tenant(tenant).get(model="gpt-5.4").wasted_cost_usd == Decimal("0.004")
+    # Under a cent, the title shows the amount as the dashboard does, not "after spending $0.00".
+    assert Alert.objects.for_tenant(tenant).get(kind="wasted_spend").title == "Run run_failed failed after spending $0.004"
 
 
 def test_requires_action_close_to_expiry_alerts_at_ingest_or_on_scan(tenant):

@@ -1,10 +1,11 @@
-"""usd_string: the API's money text — no exponent, trailing zeros dropped down to cents, exact."""
+"""usd_string: the API's money text — no exponent, trailing zeros dropped down to cents, exact; money_text:
+the text people read on pages, charts and alerts."""
 
 from decimal import Decimal
 
 import pytest
 
-from apps.core.money import usd_string
+from apps.core.money import money_text, usd_string
 
 
 @pytest.mark.parametrize("amount, text", [
@@ -59,3 +60,13 @@ def test_usd_string_sql_formats_every_amount_as_usd_string_does():
         assert cursor.fetchone() == (None,)
     # numeric(24, 10) stores each amount at ten places, as the ledger's columns do.
     assert texts == [usd_string(amount.quantize(Decimal("1E-10"))) for amount in amounts]
+
+
+def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
+    assert money_text(Decimal("1234.565")) == "$1,234.57"
+    assert money_text(Decimal("0.004213")) == "$0.004213"
+    assert money_text(Decimal("0.00000001")) == "<$0.0001"
+    assert money_text(Decimal("0")) == "$0.00"
+    assert money_text(Decimal("-0.25")) == "-$0.25"
+    assert money_text(None) == "—"
+

@@ -13,14 +13,6 @@ from apps.ledger.selectors import OTHERS_LABEL, PROMPT_TOKEN_EDGES, DailySeries,
 D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
 
-def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
-    assert figures.money_text(Decimal("1234.565")) == "$1,234.57"
-    assert figures.money_text(Decimal("0.004213")) == "$0.004213"
-    assert figures.money_text(Decimal("0.00000001")) == "<$0.0001"
-    assert figures.money_text(Decimal("0")) == "$0.00"
-    assert figures.money_text(None) == "—"
-
-
 def test_daily_stacked_cost_figure_has_one_bar_trace_per_series_with_others_last_and_grey():
     series = DailySeries(days=[D1, D2], series={
         OTHERS_LABEL: [Decimal("0.10"), Decimal("0")], "acme": [Decimal("1.25"), Decimal("2.5")],

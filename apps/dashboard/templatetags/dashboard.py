@@ -5,7 +5,8 @@ from decimal import Decimal
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 
-from apps.dashboard.figures import money_text, sparkline_points
+from apps.core.money import money_text
+from apps.dashboard.figures import sparkline_points
 
 register = template.Library()
 

@@ -5,7 +5,7 @@ import datetime as dt
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from apps.core.money import round_cents
+from apps.core.money import money_text
 from apps.ledger.models import Run
 from apps.ledger.services import runs_reprice
 from apps.tenants.models import Tenant
@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 f"{diff.tenant_slug:<24}{diff.runs:>10}{diff.changed_runs:>10}{diff.old_total_usd:>18.10f}"
                 f"{diff.new_total_usd:>18.10f}{diff.difference_usd:>+16.10f}"
             )
-        summary = f"{result.changed_runs} runs change, difference ${round_cents(result.difference_usd)}."
+        summary = f"{result.changed_runs} runs change, difference {money_text(result.difference_usd)}."
         if dry_run:
             self.stdout.write(self.style.WARNING(f"Dry run: {summary} Nothing was changed; run again without --dry-run."))
         else:
