@@ -61,4 +61,3 @@ def money_text(amount: Decimal | None) -> str:
     if amount and amount < CENT:
         return f"{sign}${amount.normalize():.4g}" if amount >= Decimal("0.0001") else f"{sign}<$0.0001"
     return f"{sign}${round_cents(amount):,.2f}"
-
