@@ -132,7 +132,9 @@ _RESOURCE_HANDLERS: dict[str, Callable[[dict[int, int], dict[int, ResourceRecord
 def resource_handler_register(*, kind: str, handler: Callable) -> None:
     """Let another app store the resources it owns (vector stores, files, containers) from ingest events.
     The handler receives {event index: tenant id} and {event index: ResourceRecord} for one batch, runs
-    inside the ingest transaction, and returns {event index: "created" | "updated" | "unchanged"}."""
+    inside the ingest transaction, and returns {event index: "created" | "updated" | "unchanged" |
+    "tenant_conflict"}; a tenant_conflict (the resource is recorded for another tenant, and the handler changed
+    nothing) rejects that event."""
     if kind not in LIFECYCLE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(sorted(LIFECYCLE_KINDS))}")
     _RESOURCE_HANDLERS[kind] = handler
@@ -961,7 +963,12 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         thread_outcomes = _thread_outcomes(thread_events)
         lifecycle_outcomes: dict[int, str] = {}
         for kind, (tenant_by_index, records) in lifecycle.items():
-            lifecycle_outcomes.update(_RESOURCE_HANDLERS[kind](tenant_by_index, records))
+            for index, outcome in _RESOURCE_HANDLERS[kind](tenant_by_index, records).items():
+                if outcome == "tenant_conflict":
+                    _reject(results, index, records[index].openai_id, "object.id",
+                            "this resource is recorded for another tenant")
+                else:
+                    lifecycle_outcomes[index] = outcome
         from apps.alerts.services import alerts_for_run_changes
 
         alerts_for_run_changes(changes=changes, tenant_ids=tenant_ids)

@@ -223,7 +223,11 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
                 existing.tenant, existing.tenant_source = given_tenant, source
                 outcome = "updated"
             elif existing.tenant_id != given_tenant.pk:
-                outcome = "tenant_conflict"
+                if source == "ingest":
+                    # A report sent for one tenant must not rewrite another tenant's resource (its size is
+                    # billed, its dates decide the sweeps): refused, nothing changes.
+                    return "tenant_conflict"
+                outcome = "tenant_conflict"  # OpenAI's own listing: its fields are news, its tenant is not
         for name, value in fields.items():
             setattr(existing, name, value)
         existing.last_seen_at, existing.raw = seen_at, obj
@@ -233,16 +237,17 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
 
 def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict) -> dict[int, str]:
     """The ledger ingest hook: one batch of vector store / file / container events, each with the tenant the
-    ingest resolved. Answers in the ingest's vocabulary (created | updated | unchanged); a resource already
-    owned by another tenant is left as it is (only staff re-assign) and logged."""
+    ingest resolved. Answers in the ingest's vocabulary (created | updated | unchanged), or tenant_conflict
+    for a resource recorded for another tenant: left exactly as it is (only staff re-assign), and the ingest
+    rejects that event."""
     tenants = Tenant.objects.in_bulk(set(tenant_id_by_index.values()))
     outcomes = {}
     for index, record in records.items():
         obj = dict(getattr(record, "raw", None) or record)
         outcome = resources_record(tenant=tenants.get(tenant_id_by_index.get(index)), obj=obj)
         if outcome == "tenant_conflict":
-            logger.warning("ingest: %s %s belongs to another tenant; not re-assigned", obj.get("object"), obj.get("id"))
-        outcomes[index] = outcome if outcome in ("created", "updated") else "unchanged"
+            logger.warning("ingest: %s %s belongs to another tenant; refused", obj.get("object"), obj.get("id"))
+        outcomes[index] = outcome if outcome in ("created", "updated", "tenant_conflict") else "unchanged"
     return outcomes
 
 

@@ -88,6 +88,24 @@ def test_tenant_bound_key_cannot_overwrite_a_run_recorded_for_another_tenant(api
     assert Run.objects.for_tenant(other_tenant).get().status == "in_progress"
 
 
+def test_tenant_bound_key_cannot_rewrite_a_resource_recorded_for_another_tenant(api_client, ingest_key,
+                                                                                  tenant_ingest_key, other_tenant):
+    # A vector store's size is billed as storage and its dates decide the sweeps: another tenant's report of
+    # the same id is refused and changes nothing, as for runs and threads.
+    from apps.lifecycle.models import VectorStore
+
+    theirs = builders.vector_store(vector_store_id="vs_globex", created_at=WHEN, usage_bytes=10**9)
+    assert _post(api_client, ingest_key, {"events": [{"tenant": "globex", "object": theirs}]}).json()["created"] == 1
+    rewritten = {**theirs, "name": "overwritten", "usage_bytes": 1, "expires_at": 1_700_000_000}
+    mine = builders.vector_store(vector_store_id="vs_acme", created_at=WHEN)
+    body = _post(api_client, tenant_ingest_key, {"events": [{"object": rewritten}, {"object": mine}]}).json()
+    assert [r["outcome"] for r in body["results"]] == ["rejected", "created"]
+    assert body["results"][0]["error"] == {"field": "object.id",
+                                           "message": "this resource is recorded for another tenant"}
+    stored = VectorStore.objects.for_tenant(other_tenant).get()
+    assert (stored.name, stored.usage_bytes, stored.expires_at, stored.raw) == ("docs", 10**9, None, theirs)
+
+
 def test_ingest_key_cannot_read(api_client, tenant_ingest_key, ingest_key):
     for key in (tenant_ingest_key, ingest_key):
         assert api_client.get("/api/v1/tenants/", **bearer(key)).status_code == 403
