@@ -101,6 +101,9 @@ class PriceListView(GenericAPIView):
         tags=["prices"],
     )
     def post(self, request):
+        if not request.user.tenant_scope.is_every_tenant:
+            # A price applies to every tenant and re-rates their unpriced runs: not for a key bound to one.
+            raise exceptions.PermissionDenied("A tenant-bound key cannot add prices: they apply to every tenant.")
         serializer = PriceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -11,8 +11,9 @@ from apps.core.models import AuditEvent
 from apps.ledger.models import Run
 from apps.ledger.services import ingest_events
 from apps.pricing.models import ModelPrice
+from apps.tenants.models import ApiKey
 from tests import builders
-from tests.conftest import bearer
+from tests.conftest import _key, bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +68,19 @@ def test_bad_prices_are_400_naming_the_field(api_client, admin_key, change, fiel
     assert answer.status_code == 400 and answer.json()["error"]["field"] == field
 
 
-def test_only_unbound_or_bound_admin_keys_add_prices_and_billing_keys_read(api_client, billing_key, tenant_billing_key):
+def test_only_unbound_admin_keys_add_prices_and_billing_keys_read(api_client, billing_key, tenant_billing_key):
     assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(billing_key)).status_code == 403
     assert api_client.get("/api/v1/prices/", **bearer(tenant_billing_key)).status_code == 200
+
+
+def test_a_tenant_bound_admin_key_cannot_add_a_price_that_would_re_rate_other_tenants(api_client, tenant,
+                                                                                      other_tenant):
+    run = builders.response(response_id="resp_globex_unpriced", model="gpt-zz-unpriced",
+                            created_at=dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
+    ingest_events(events=[{"tenant": "globex", "object": run}])
+    bound_admin = _key(ApiKey.Scope.ADMIN, tenant)
+    price = {**PRICE, "model": "gpt-zz-unpriced", "effective_from": "2026-01-01"}
+    answer = api_client.post("/api/v1/prices/", price, format="json", **bearer(bound_admin))
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "permission_denied"
+    assert not ModelPrice.objects.filter(model="gpt-zz-unpriced").exists()
+    assert Run.objects.for_tenant(other_tenant).get().priced is False
