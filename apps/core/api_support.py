@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from urllib import parse
 
 import orjson
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.utils.http import parse_etags, quote_etag
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -57,19 +59,50 @@ class Conflict(APIException):
 
 
 class ApiCursorPagination(CursorPagination):
-    """Opaque `cursor` links; `limit` up to 500. Stable under inserts, unlike page numbers."""
+    """Opaque `cursor` links; `limit` from 1 to 500. Stable under inserts, unlike page numbers. Anything but a
+    cursor this API wrote, or a `limit` that is not a whole number in range, is a 400 naming the parameter."""
 
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
     ordering = "-id"
 
+    def _invalid_cursor(self) -> ValidationError:
+        return ValidationError({self.cursor_query_param: "Invalid cursor; use the next/previous links as given."})
+
+    def get_page_size(self, request):
+        # DRF falls back to the default page size for a limit it cannot read; a typo should not pass silently.
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: f"A whole number from 1 to {self.max_page_size}."})
+        return int(raw)
+
     def decode_cursor(self, request):
-        # DRF answers a garbled cursor with 404; it is bad input, so 400 naming the parameter.
+        # DRF answers some garbled cursors with 404 and reads others (base64 that skips bad characters, unknown
+        # keys) as the first page. A cursor is valid only if it is exactly what encode_cursor writes for what
+        # it decodes to; anything else is bad input.
+        given = request.query_params.get(self.cursor_query_param)
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound as error:
-            raise ValidationError({self.cursor_query_param: "Invalid cursor; use the next/previous links as given."}) from error
+            raise self._invalid_cursor() from error
+        if cursor is None:
+            return None
+        written = parse.parse_qs(parse.urlsplit(self.encode_cursor(cursor)).query).get(self.cursor_query_param)
+        if written != [given] or "\x00" in (cursor.position or ""):
+            raise self._invalid_cursor()
+        return cursor
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, OverflowError) as error:
+            # A well-formed cursor whose position is not a value of the ordering field (a crafted one).
+            if request.query_params.get(self.cursor_query_param) is None:
+                raise
+            raise self._invalid_cursor() from error
 
 
 class ErrorDetailSerializer(serializers.Serializer):
