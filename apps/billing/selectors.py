@@ -26,7 +26,7 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from apps.core.money import ZERO, round_cents, usd_string
-from apps.core.timeutils import next_month
+from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY, next_month
 from apps.ledger import selectors as ledger_selectors
 
 from .models import Statement
@@ -55,7 +55,7 @@ class PeriodError(ValueError):
 def parse_period(text: str) -> dt.date:
     """'YYYY-MM' → the first day of that month; PeriodError otherwise."""
     match = PERIOD_PATTERN.match(text or "")
-    if not match or not 1970 <= int(match.group(1)) <= 9998:
+    if not match or not EARLIEST_DAY.year <= int(match.group(1)) <= LATEST_DAY.year:
         raise PeriodError("Use a month as YYYY-MM (for example 2026-03).")
     return dt.date(int(match.group(1)), int(match.group(2)), 1)
 

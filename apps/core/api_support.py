@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from urllib import parse
 
 import orjson
@@ -18,6 +19,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
+from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
 from apps.tenants.api import TenantScopedAPIMixin
 
 
@@ -175,32 +177,53 @@ def etag_response(request, content: bytes, content_type: str, *, headers: dict |
     return response
 
 
-class LenientDateField(serializers.DateField):
-    """A YYYY-MM-DD date whose error message says which format is expected."""
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_OUT_OF_RANGE = f"Use a date from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 
-    default_error_messages = {"invalid": "Use a date as YYYY-MM-DD.", "datetime": "Use a date as YYYY-MM-DD, not a datetime."}
+
+class LenientDateField(serializers.DateField):
+    """A YYYY-MM-DD date (EARLIEST_DAY to LATEST_DAY) whose error message says which format is expected."""
+
+    default_error_messages = {"invalid": "Use a date as YYYY-MM-DD.", "datetime": "Use a date as YYYY-MM-DD, not a datetime.",
+                              "range": _OUT_OF_RANGE}
 
     def __init__(self, **kwargs):
         kwargs.setdefault("input_formats", ["%Y-%m-%d"])
         super().__init__(**kwargs)
+
+    def to_internal_value(self, value):
+        day = super().to_internal_value(value)
+        if isinstance(value, str) and not _ISO_DAY.fullmatch(value.strip()):  # strptime also takes 2026-3-1
+            self.fail("invalid")
+        if not EARLIEST_DAY <= day <= LATEST_DAY:
+            self.fail("range")
+        return day
 
 
 @extend_schema_field(OpenApiTypes.STR)
 class DateOrDateTimeField(serializers.Field):
     """YYYY-MM-DD (midnight UTC) or an ISO 8601 datetime (naive means UTC)."""
 
-    default_error_messages = {"invalid": "Use a date (YYYY-MM-DD) or an ISO 8601 datetime."}
+    default_error_messages = {"invalid": "Use a date (YYYY-MM-DD) or an ISO 8601 datetime.", "range": _OUT_OF_RANGE}
 
     def to_internal_value(self, data):
         text = str(data).strip()
         try:
             if len(text) == 10:
                 day = dt.date.fromisoformat(text)
-                return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            else:
+                moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             self.fail("invalid")
-        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        try:
+            in_range = EARLIEST_DAY <= moment.astimezone(dt.UTC).date() <= LATEST_DAY
+        except OverflowError:  # 9999-12-31T23:00-05:00 is in year 10000 in UTC
+            in_range = False
+        if not in_range:
+            self.fail("range")
+        return moment
 
     def to_representation(self, value):
         return value.isoformat()

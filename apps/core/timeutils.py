@@ -3,6 +3,11 @@
 import datetime as dt
 
 UTC = dt.UTC
+# The days the API accepts. Python's dates end at 9999-12-31, and a range's month ends, a default start a week
+# before its end or a datetime's UTC day must stay inside them, so an input near either end is refused as a
+# 400 naming it instead of overflowing into a 500. OpenAI did not exist before 1970 either.
+EARLIEST_DAY = dt.date(1970, 1, 1)
+LATEST_DAY = dt.date(9998, 12, 31)
 
 
 def from_unix(seconds: int | float | None) -> dt.datetime | None:

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api import not_found
+from apps.core.api_support import LenientDateField
 from apps.core.money import usd_string
 from apps.tenants.authentication import CanRead
 
@@ -27,8 +28,8 @@ DEFAULT_RANGE_DAYS = 7
 
 
 class ReconciliationQuerySerializer(serializers.Serializer):
-    start = serializers.DateField(required=False, help_text="First UTC day, inclusive (default: 7 days before end).")
-    end = serializers.DateField(required=False, help_text="UTC day, exclusive (default: today).")
+    start = LenientDateField(required=False, help_text="First UTC day, inclusive (default: 7 days before end).")
+    end = LenientDateField(required=False, help_text="UTC day, exclusive (default: today).")
     project = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="One OpenAI project id.")
     status = serializers.ChoiceField(choices=["all", "flagged"], required=False, default="all",
                                      help_text="flagged: only lines that did not match.")

@@ -110,6 +110,11 @@ def test_usage_money_is_decimal_strings_and_end_is_exclusive(api_client, billing
         ({"start": "2026-02-01", "end": "2026-01-01"}, "end"),
         ({"start": "2024-01-01", "end": "2025-06-01"}, "end"),
         ({"start": "2026-01-01", "end": "2026-02-01", "group_by": "tenant"}, "group_by"),
+        # Near the end of Python's calendar a month's end or a range's months would overflow (a 500 before).
+        ({"start": "9999-12-01"}, "start"),
+        ({"start": "9999-01-01", "end": "9999-12-31", "group_by": "user"}, "start"),
+        ({"start": "1969-12-01"}, "start"),
+        ({"start": "2026-3-1"}, "start"),
     ],
 )
 def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):
