@@ -116,7 +116,7 @@ class RunListView(ScopedLookupMixin, GenericAPIView):
         tenant = self.get_tenant(query["tenant"]) if query.get("tenant") else None
         runs = ledger_selectors.runs_search(
             scope=self.tenant_scope, tenant=tenant, status=query.get("status", ""), model=query.get("model", ""),
-            feature=query.get("feature", ""), user_id=query.get("user"), min_cost_usd=query.get("min_cost"),
+            feature=query.get("feature"), user_id=query.get("user"), min_cost_usd=query.get("min_cost"),
             created_from=query.get("start"), created_before=query.get("end"), high_cost=query.get("high_cost"),
         )
         page = self.paginator.paginate_queryset(runs, request, view=self)

@@ -149,8 +149,11 @@ class RunQuerySerializer(serializers.Serializer):
     tenant = serializers.CharField(required=False, help_text="Tenant slug.")
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     model = serializers.CharField(required=False, max_length=100)
-    feature = serializers.CharField(required=False, max_length=100)
-    user = serializers.CharField(required=False, max_length=200, help_text="End-user id (attribution user_id).")
+    # Blank is a value: "" selects runs without that attribution (the usage lines' "" key), not every run.
+    feature = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                    help_text="Feature; empty: runs without one.")
+    user = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                 help_text="End-user id (attribution user_id); empty: runs without one.")
     min_cost = serializers.DecimalField(
         max_digits=24, decimal_places=10, min_value=0, required=False, help_text="Only runs costing at least this (USD)."
     )

@@ -735,7 +735,7 @@ def runs_search(
     tenant=None,
     status: str = "",
     model: str = "",
-    feature: str = "",
+    feature: str | None = None,
     user_id: str | None = None,
     min_cost_usd: Decimal | None = None,
     created_from: dt.datetime | None = None,
@@ -751,7 +751,7 @@ def runs_search(
         runs = runs.filter(status=status)
     if model:
         runs = runs.filter(model=model)
-    if feature:
+    if feature is not None:  # "" selects the runs without a feature, as the usage lines' "" key means
         runs = runs.filter(feature=feature)
     if user_id is not None:
         runs = runs.filter(user_id=user_id)

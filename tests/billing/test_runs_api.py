@@ -38,6 +38,9 @@ def test_runs_are_listed_newest_first_with_their_cost_breakdown(api_client, bill
         ({"model": "gpt-4.1"}, {"acme_jan:1", "acme_jan:2"}),
         ({"feature": "chat"}, {"acme_jan:0", "acme_jan:2"}),
         ({"user": "u1"}, {"acme_jan:0", "acme_jan:2"}),
+        # Empty is a value, as the usage lines' "" key: the runs without that attribution, not every run.
+        ({"feature": ""}, {"acme_feb:0"}),
+        ({"user": ""}, set()),
         ({"start": "2026-01-09", "end": "2026-02-01"}, {"acme_jan:1", "acme_jan:2"}),
         ({"start": "2026-01-31T23:59:00Z", "end": "2026-02-01T00:00:01+00:00"}, {"acme_jan:2", "acme_feb:0"}),
         ({"status": "completed", "end": "2026-01-06"}, {"acme_jan:0"}),
