@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from urllib import parse
 
@@ -143,13 +144,19 @@ def etag_for(content: bytes) -> str:
 def json_bytes(data) -> bytes:
     """What DRF's JSONRenderer renders for plain JSON data (dicts, lists, str, int, bool, None): compact,
     UTF-8, with U+2028 and U+2029 escaped as it does — by orjson, ten times faster on a usage document of
-    thousands of lines. Anything orjson refuses (an integer past 64 bits) goes through DRF's renderer."""
+    thousands of lines. Anything orjson refuses (an integer past 64 bits, a lone surrogate) goes through DRF's
+    renderer, or, for what that cannot encode either, json.dumps with every non-ASCII character escaped."""
     try:
         content = orjson.dumps(data)
     except TypeError:
         from rest_framework.renderers import JSONRenderer
 
-        return JSONRenderer().render(data)
+        try:
+            return JSONRenderer().render(data)
+        except UnicodeEncodeError:
+            # A lone surrogate echoed from the request (an ingested id or field name cannot be stored, but the
+            # answer names it): written as a \u escape, the answer is still JSON.
+            return json.dumps(data, separators=(",", ":")).encode()
     # U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8. Looking for the byte E2 alone is a memchr
     # (0.02 ms on a 1.3 MB usage document); the two replaces copy the document twice (2 ms) even when they
     # find nothing, which is almost always.

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api import error_body
+from apps.core.api_support import json_bytes
 from apps.tenants.authentication import CanIngest
 
 from .services import ingest_events
@@ -159,8 +160,9 @@ class IngestView(APIView):
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
         result = ingest_events(events=events, key_tenant=request.auth.tenant if request.auth.tenant_id else None)
-        # orjson, not DRF's renderer: a thousand results render in a tenth of the time (about 0.3 ms vs 3 ms).
-        return HttpResponse(orjson.dumps(result.as_dict()), content_type="application/json", status=status.HTTP_200_OK)
+        # orjson (json_bytes), not DRF's renderer: a thousand results render in a tenth of the time (about 0.3 ms
+        # vs 3 ms); an answer naming a lone surrogate the request sent still renders.
+        return HttpResponse(json_bytes(result.as_dict()), content_type="application/json", status=status.HTTP_200_OK)
 
 
 _UNPARSED = object()

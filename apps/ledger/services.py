@@ -514,7 +514,9 @@ def _tenants_by_slug(events: list) -> dict[str, Tenant]:
             tenant = obj["metadata"].get("tenant")
             if isinstance(tenant, str):
                 slugs.add(tenant)
-    slugs = {slug for slug in slugs if 0 < len(slug) <= 63}
+    # No slug holds a NUL or a lone surrogate, and PostgreSQL refuses them in a query (a 500): such an event
+    # is then rejected as naming an unknown tenant.
+    slugs = {slug for slug in slugs if 0 < len(slug) <= 63 and not _bad_unicode(slug)}
     if not slugs:
         return {}
     return {t.slug: t for t in Tenant.objects.filter(slug__in=slugs)}
@@ -526,6 +528,8 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
         raise _Rejected("tenant", "must be a tenant slug (string)")
     slug = explicit or metadata_tenant
     field_name = "tenant" if explicit else "object.metadata.tenant"
+    if slug and _bad_unicode(slug):  # not echoed back: the answer could not be encoded
+        raise _Rejected(field_name, "must not contain NUL characters or invalid Unicode")
     if not slug:
         if key_tenant is not None:
             return key_tenant

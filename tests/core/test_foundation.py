@@ -57,3 +57,9 @@ def test_json_bytes_are_what_drfs_renderer_gives(data):
     from apps.core.api_support import json_bytes
 
     assert json_bytes(data) == JSONRenderer().render(data)
+
+
+def test_json_bytes_escape_a_lone_surrogate_that_neither_orjson_nor_drf_can_encode():
+    from apps.core.api_support import json_bytes
+
+    assert json_bytes({"id": "resp_\ud800", "ok": "café"}) == b'{"id":"resp_\\ud800","ok":"caf\\u00e9"}'

@@ -134,6 +134,33 @@ def test_invalid_utf8_and_nul_bytes_are_a_clear_4xx_or_rejection(api_client, ing
     assert Run.objects.unscoped().count() == 0
 
 
+@pytest.mark.parametrize("slug", ["acme\u0000", "ac\ud800me"])
+def test_a_tenant_slug_postgresql_cannot_hold_is_rejected_per_event(api_client, ingest_key, tenant, slug):
+    # Escaped in the JSON (valid JSON, unlike a raw NUL byte), so it reaches the tenant lookup; PostgreSQL
+    # refuses NUL in a query, which was a 500 for the whole batch.
+    body = json.dumps({"events": [{"tenant": slug, "object": builders.response(created_at=WHEN)},
+                                  {"tenant": "acme", "object": builders.response(created_at=WHEN)}]})
+    response = _post(api_client, ingest_key, body.encode())
+    assert response.status_code == 200
+    first, second = response.json()["results"]
+    assert first["outcome"] == "rejected" and first["error"]["field"] == "tenant"
+    assert second["outcome"] == "created"
+
+
+def test_an_answer_naming_a_lone_surrogate_the_request_sent_is_still_json(api_client, ingest_key, tenant):
+    # The id and an unknown field name are echoed in the results; orjson cannot encode a lone surrogate (a 500).
+    run = builders.response(created_at=WHEN)
+    run["id"] = "resp_\ud800"
+    body = json.dumps({"events": [{"tenant": "acme", "object": run},
+                                  {"tenant": "acme", "object": builders.response(created_at=WHEN), "x\udfff": 1}]})
+    response = _post(api_client, ingest_key, body.encode())
+    assert response.status_code == 200
+    first, second = json.loads(response.content)["results"]
+    assert first["outcome"] == "rejected" and first["id"] == "resp_\ud800"
+    assert second["outcome"] == "rejected" and second["error"]["field"] == "x\udfff"
+    assert Run.objects.unscoped().count() == 0
+
+
 def test_unknown_status_is_rejected_with_the_field_named(api_client, ingest_key, tenant):
     obj = builders.response(created_at=WHEN, response_id="resp_weird")
     obj["status"] = "exploded"
