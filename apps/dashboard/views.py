@@ -295,6 +295,10 @@ class TenantDetailView(DashboardView):
             return ledger.thread_retention_status(
                 thread, retention_days=tenant.thread_retention_days, legal_hold=tenant.legal_hold, now=now)
 
+        threads_status = self.request.GET.get("threads", "active")  # "": every thread
+        if threads_status not in {"active", "deleted", ""}:
+            threads_status = "active"
+
         return {
             "features": Table(
                 name="features", title="Cost by feature", rows=ledger.cost_by_feature(tenant=tenant, start=start, end=end),
@@ -331,8 +335,7 @@ class TenantDetailView(DashboardView):
                 # runs page does (an exact COUNT took ~200-450 ms at 10M runs, issue #9).
                 name="threads", title="Threads and conversations", paginate_by=10, page_param="threads_page",
                 count_cap=RUN_COUNT_CAP,
-                rows=ledger.threads_with_retention(tenant=tenant, status=self.request.GET.get("threads", "active")
-                                                   if self.request.GET.get("threads") in {"active", "deleted", ""} else "active"),
+                rows=ledger.threads_with_retention(tenant=tenant, status=threads_status),
                 columns=[
                     Column("openai_id", "Thread", "code"),
                     Column("kind", "Kind"),
@@ -340,7 +343,11 @@ class TenantDetailView(DashboardView):
                     Column("run_count", "Runs", "int"),
                     Column("cost_usd", "Cumulative cost", "money"),
                     Column("retention_state", "Retention", "status", value=lambda t: retention(t)["state"]),
-                    Column("deletes_at", "Deleted on", "datetime", value=lambda t: retention(t)["deletes_at"] or t.deleted_at),
+                    # Active threads: when the retention sweep will delete them (overdue: a past date); deleted
+                    # ones: when they were. One label for both read as if active threads were already gone.
+                    Column("deletes_at", {"active": "Deletes on", "deleted": "Deleted on"}.get(threads_status, "Deletion"),
+                           "datetime",
+                           value=lambda t: retention(t)["deletes_at"] or t.deleted_at),
                     Column("days_left", "Days left", "int", value=lambda t: retention(t)["days_left"]),
                 ],
                 empty="No threads recorded. Report each thread or conversation id with its runs so it can be "

@@ -209,4 +209,8 @@ def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_fo
     assert _focused(page)["ring"]
     page.keyboard.press("Enter")
     page.wait_for_url("**sort=**")
+    # The link jumps to #table-runs: the table's toolbar and the sort link just used land below the sticky
+    # header, not under it.
+    header_bottom = page.locator(".site-header").evaluate("el => el.getBoundingClientRect().bottom")
+    assert page.locator("#table-runs").evaluate("el => el.getBoundingClientRect().top") >= header_bottom
     screenshot(page, "runs-keyboard", "desktop")

@@ -138,6 +138,13 @@ def test_tenant_detail_csv_exports(staff_client, ledger):
     assert staff_client.get("/tenants/acme/?format=csv&table=nope").status_code == 404
 
 
+def test_threads_table_says_when_active_threads_will_be_deleted_and_when_deleted_ones_were(staff_client, ledger):
+    # A future retention date under "Deleted on" read as if the customer's data were already gone.
+    active = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
+    deleted = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads&threads=deleted"))
+    assert active[0][6] == "Deletes on" and deleted[0][6] == "Deleted on"
+
+
 def test_runs_page_filters_by_every_field_and_exports_the_same_rows(staff_client, ledger):
     default = staff_client.get("/runs/")
     assert [r.openai_id for r in default.context["tables"]["runs"].page_rows] == [
