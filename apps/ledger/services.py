@@ -1129,11 +1129,12 @@ def runs_reprice(
     actor=None,
     actor_label: str = "command:reprice",
     progress: Callable[[int], None] | None = None,
+    raise_alerts: bool = True,
 ) -> RepriceResult:
     """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book; with
     `unpriced_only`, only runs that had no price. Applies the differences to runs, threads and rollups in
     bounded batches (each its own transaction, so a long re-price is resumable) unless `dry_run`, and
-    writes one audit record with the per-tenant diff."""
+    writes one audit record with the per-tenant diff. Without `raise_alerts`, the changes raise no alert."""
     from apps.core.services import audit_record
 
     queryset = Run.objects.unscoped() if tenant is None else Run.objects.for_tenant(tenant)
@@ -1190,9 +1191,10 @@ def runs_reprice(
                     [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
                 )
                 deltas.write()
-                from apps.alerts.services import alerts_for_run_changes
+                if raise_alerts:
+                    from apps.alerts.services import alerts_for_run_changes
 
-                alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
+                    alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
             if progress:
                 progress(len(rows))
     result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
@@ -1214,6 +1216,14 @@ def runs_reprice(
             },
         )
     return result
+
+
+def runs_reflag_high_cost(*, tenant: Tenant) -> RepriceResult:
+    """Apply a tenant's new high-cost threshold to the runs already recorded: they are re-rated (with the
+    current price book, so only the flags change unless a price was corrected in place), and the runs'
+    flags and the rollups' high-cost counts follow the threshold. An alert is news about a run; a new
+    threshold is not, so the runs it flags raise none (ingest alerts on the runs that arrive after)."""
+    return runs_reprice(tenant=tenant, actor_label="tenant:high_cost_threshold", raise_alerts=False)
 
 
 def runs_reprice_unpriced(*, models: Iterable[str] | None = None, actor=None,

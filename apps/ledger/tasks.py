@@ -46,3 +46,20 @@ def collect_runs(limit: int = 500) -> dict:
 def collect_thread_runs_task(threads: int = 200, active_days: int = 7) -> dict:
     """List the runs of up to `threads` recently active Assistants threads to record unreported runs."""
     return collect_thread_runs(limit=threads, active_since=timezone.now() - dt.timedelta(days=active_days)).as_dict()
+
+
+@shared_task(name="ledger.reflag_high_cost", acks_late=True, ignore_result=True)
+def reflag_high_cost_task(tenant_id: int) -> dict:
+    """A tenant's high-cost threshold changed: re-flag its recorded runs. Bounded batches under the ingest lock,
+    idempotent (a second run changes nothing), so a redelivered task is harmless."""
+    from apps.tenants.models import Tenant
+
+    from .services import runs_reflag_high_cost
+
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return {"skipped": True}
+    result = runs_reflag_high_cost(tenant=tenant)
+    logger.info("re-flagged high-cost runs of %s: %s changed", tenant.slug, result.changed_runs)
+    return {"tenant": tenant.slug, "changed_runs": result.changed_runs}
+

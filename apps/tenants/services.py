@@ -8,6 +8,7 @@ import hmac
 import secrets
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.core.services import audit_record
@@ -81,6 +82,11 @@ def tenant_create(*, slug: str, name: str, actor=None, **policy) -> Tenant:
     return tenant
 
 
+# Sent once the change has committed, with the names of the fields whose value changed. Apps whose data depends
+# on a tenant's policy listen (the ledger re-flags high-cost runs) without this app knowing about them.
+tenant_policy_changed = Signal()
+
+
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
     before = {field: str(getattr(tenant, field)) for field in changes}
@@ -94,6 +100,8 @@ def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
             action="tenant.update", target_type="tenant", target_id=tenant.slug, actor=actor,
             tenant_id=tenant.pk, data={"before": before, "after": after},
         )
+        changed = {field for field in changes if before[field] != after[field]}
+        transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed))
     return tenant
 
 

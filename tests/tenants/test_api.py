@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from apps.core.models import AuditEvent
@@ -101,3 +103,38 @@ def test_tenant_list_pages_with_a_cursor(api_client, admin_key):
     first = api_client.get("/api/v1/tenants/", {"limit": 5}, **bearer(admin_key)).json()
     second = api_client.get(first["next"], **bearer(admin_key)).json()
     assert [row["slug"] for row in first["results"] + second["results"]] == [f"t{index:02d}" for index in range(7)]
+
+
+def test_a_new_high_cost_threshold_re_flags_the_tenants_runs_and_rollups_without_alerting(
+    api_client, admin_key, tenant, django_capture_on_commit_callbacks
+):
+    from apps.alerts.models import Alert
+    from apps.ledger.models import DailyRollup, Run
+    from apps.ledger.services import ingest_events, ledger_check
+    from tests import builders
+
+    when = dt.datetime(2026, 11, 3, 8, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id=f"resp_{tokens}", created_at=when, model="gpt-5.4", input_tokens=tokens, output_tokens=0)}
+        for tokens in (4_000, 20_000, 60_000)])  # $0.01, $0.05, $0.15 at $2.50 per 1M input tokens
+    alerts_before = Alert.objects.for_tenant(tenant).count()
+
+    def flagged():
+        return sorted(Run.objects.for_tenant(tenant).filter(is_high_cost=True).values_list("openai_id", flat=True))
+
+    def counted():
+        return sum(DailyRollup.objects.for_tenant(tenant).values_list("high_cost_runs", flat=True))
+
+    assert flagged() == ["resp_60000"] and counted() == 1  # over the default $0.10
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = api_client.patch("/api/v1/tenants/acme/", {"high_cost_run_usd": "0.02"}, format="json",
+                                  **bearer(admin_key))
+    assert answer.status_code == 200
+    assert flagged() == ["resp_20000", "resp_60000"] and counted() == 2
+    listed = api_client.get("/api/v1/runs/", {"tenant": "acme", "high_cost": "true"}, **bearer(admin_key)).json()
+    assert sorted(run["id"] for run in listed["results"]) == ["resp_20000", "resp_60000"]
+    assert Alert.objects.for_tenant(tenant).count() == alerts_before  # old runs: no new alerts
+    with django_capture_on_commit_callbacks(execute=True):
+        api_client.patch("/api/v1/tenants/acme/", {"high_cost_run_usd": "1.00"}, format="json", **bearer(admin_key))
+    assert flagged() == [] and counted() == 0
+    assert ledger_check() == []
