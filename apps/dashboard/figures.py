@@ -112,14 +112,16 @@ def horizontal_cost_bar_figure(rows: Sequence[dict], *, label_key: str, empty_la
 
 
 def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
-    """Runs per prompt-size bin on a log count axis, so a handful of huge prompts stay visible."""
+    """Runs per prompt-size bin on a log count axis, so a handful of huge prompts stay visible; the long tail's
+    bins (those the page counts as the tail) in the second colour."""
     labels = histogram.labels
+    tail_from = histogram.tail_from
     return {
         "data": [{
             "type": "bar", "name": "runs", "x": labels, "y": histogram.counts,
             "hovertemplate": "%{x} prompt tokens: %{y} runs<extra></extra>",
-            "marker": {"color": [PALETTE[1] if histogram.edges[index] >= 50_000 else PALETTE[0]
-                                 for index in range(len(labels))]},
+            "marker": {"color": [PALETTE[1] if tail_from is not None and edge >= tail_from else PALETTE[0]
+                                 for edge in histogram.edges]},
         }],
         "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
                           xaxis={"type": "category"}, yaxis={"type": "log", "rangemode": "normal", "dtick": "D2"},

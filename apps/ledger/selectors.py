@@ -377,6 +377,7 @@ class TokenHistogram:
     total_runs: int
     max_tokens: int
     tail_runs: int  # runs at ten times the median prompt size or more: the long tail
+    tail_from: int | None = None  # the tail's first bin edge (ten times the median bin's lower edge); None: no runs
 
     def label(self, index: int) -> str:
         low = self.edges[index]
@@ -414,8 +415,10 @@ def prompt_token_histogram(*, tenant, start: dt.date, end: dt.date) -> TokenHist
         if row["bin_runs"] and row["max_tokens"] is not None:
             max_tokens = max(max_tokens, row["max_tokens"])
     median_bin = _median_bin(counts)
-    tail = sum(counts[index] for index in range(len(counts)) if median_bin is not None and edges[index] >= max(edges[median_bin], 1) * 10)
-    return TokenHistogram(edges=list(edges), counts=counts, total_runs=sum(counts), max_tokens=max_tokens, tail_runs=tail)
+    tail_from = None if median_bin is None else max(edges[median_bin], 1) * 10
+    tail = sum(count for edge, count in zip(edges, counts, strict=True) if tail_from is not None and edge >= tail_from)
+    return TokenHistogram(edges=list(edges), counts=counts, total_runs=sum(counts), max_tokens=max_tokens,
+                          tail_runs=tail, tail_from=tail_from)
 
 
 def _median_bin(counts: list[int]) -> int | None:

@@ -30,12 +30,16 @@ def test_daily_stacked_cost_figure_has_one_bar_trace_per_series_with_others_last
 
 def test_prompt_token_histogram_figure_uses_a_log_count_axis():
     histogram = TokenHistogram(edges=PROMPT_TOKEN_EDGES, counts=[0, 3, 1] + [0] * (len(PROMPT_TOKEN_EDGES) - 4) + [1],
-                               total_runs=5, max_tokens=1_500_000, tail_runs=1)
+                               total_runs=5, max_tokens=1_500_000, tail_runs=1, tail_from=1_000)
     figure = figures.prompt_token_histogram_figure(histogram)
     trace = figure["data"][0]
     assert trace["x"][1] == "100–200" and trace["x"][-1] == "≥1M"
     assert trace["y"] == histogram.counts
     assert figure["layout"]["yaxis"]["type"] == "log"
+    # The bins the page counts as the long tail are the ones drawn in the tail colour, from its first edge.
+    tail_colour, body_colour = figures.PALETTE[1], figures.PALETTE[0]
+    assert trace["marker"]["color"] == [tail_colour if edge >= 1_000 else body_colour for edge in PROMPT_TOKEN_EDGES]
+    assert trace["marker"]["color"][4] == tail_colour and trace["marker"]["color"][3] == body_colour  # 1k, 500
 
 
 def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():

@@ -171,7 +171,7 @@ def test_prompt_token_histogram_counts_each_bin_and_the_long_tail(tenant):
     assert counts["100–200"] == 2 and counts["200–500"] == 1 and counts["500–1k"] == 2 and counts["1k–2k"] == 1
     assert counts["50k–100k"] == 1 and counts["≥1M"] == 1
     assert histogram.total_runs == 8 and histogram.max_tokens == 2_000_000
-    assert histogram.tail_runs == 2  # median bin 500–1k; 5k and up is the tail
+    assert histogram.tail_runs == 2 and histogram.tail_from == 5_000  # median bin 500–1k; 5k and up is the tail
 
 
 def test_thread_retention_status_on_both_sides_of_the_boundary(tenant):
