@@ -189,12 +189,15 @@ def price_history_figure(prices: Sequence, *, today: dt.date) -> dict:
     for index, (label, attribute) in enumerate((
         ("input", "input_usd_per_1m"), ("cached input", "cached_input_usd_per_1m"), ("output", "output_usd_per_1m"),
     )):
-        # An empty cached price means cached tokens bill at the input price.
+        # An empty cached price means cached tokens bill at the input price: drawn there, dotted and named so,
+        # since the line then lies on the input line.
         values = [getattr(price, attribute) if getattr(price, attribute) is not None else price.input_usd_per_1m
                   for price in versions]
+        as_input = all(getattr(price, attribute) is None for price in versions)
         traces.append({
-            "type": "scatter", "mode": "lines+markers", "line": {"shape": "hv", "color": PALETTE[index]},
-            "name": label, "x": [*dates, end], "y": [_float(value) for value in [*values, values[-1]]],
+            "type": "scatter", "mode": "lines+markers",
+            "line": {"shape": "hv", "color": PALETTE[index], **({"dash": "dot", "width": 3} if as_input else {})},
+            "name": f"{label} (= input price)" if as_input else label, "x": [*dates, end], "y": [_float(value) for value in [*values, values[-1]]],
             "customdata": [f"${value}" for value in [*values, values[-1]]],
             "hovertemplate": f"{label}: %{{customdata}} per 1M tokens from %{{x}}<extra></extra>",
         })

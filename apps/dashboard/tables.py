@@ -30,6 +30,8 @@ class Column:
     value: Callable[[Any], Any] | None = None
     link: Callable[[Any], str | None] | None = None
     csv: bool = True
+    # The CSV cell when it is not the page's (the page's words around a value, the CSV the value itself).
+    csv_get: Callable[[Any], Any] | None = None
     sort: str = ""  # the ?sort= value that orders by this column, if sortable
     numeric: bool = False
 
@@ -160,7 +162,7 @@ class Table:
         yield [column.header for column in columns]
         rows = self.rows.iterator(chunk_size=2000) if isinstance(self.rows, QuerySet) else self.rows
         for row in rows:
-            yield [csv_value(column.get(row), column.kind) for column in columns]
+            yield [csv_value(column.csv_get(row) if column.csv_get else column.get(row), column.kind) for column in columns]
 
 
 def csv_value(value, kind: str) -> str:

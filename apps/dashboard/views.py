@@ -34,6 +34,7 @@ from .selectors import (
     tool_price_versions,
 )
 from .tables import Column, Table, csv_response
+from .templatetags.dashboard import price
 
 TOP_TENANTS_IN_CHART = 5
 SPARKLINE_DAYS = 30
@@ -575,6 +576,18 @@ class RunDetailView(DashboardView):
 # --- prices ---------------------------------------------------------------------------------------
 
 
+def _or_input_price_column(attribute: str, header: str) -> Column:
+    """A price table's cached-input or cache-write column. An empty price bills those tokens at the input
+    price, which the page says ("$2.50 (input price)") instead of a bare dash, read as "free" or "not
+    applicable"; the CSV keeps the stored value (empty)."""
+
+    def shown(model_price) -> str:
+        value = getattr(model_price, attribute)
+        return price(value) if value is not None else f"{price(model_price.input_usd_per_1m)} (input price)"
+
+    return Column(attribute, header, value=shown, numeric=True, csv_get=lambda model_price: getattr(model_price, attribute))
+
+
 class PriceListView(DashboardView):
     template_name = "dashboard/prices.html"
     nav_section = "prices"
@@ -595,8 +608,8 @@ class PriceListView(DashboardView):
                     Column("model", "Model", "code", link=lambda p: reverse("dashboard:prices") + f"?model={p.model}#history"),
                     Column("effective_from", "Since", "date"),
                     Column("input_usd_per_1m", f"Input ({per_1m})", "price"),
-                    Column("cached_input_usd_per_1m", "Cached input", "price"),
-                    Column("cache_write_usd_per_1m", "Cache write", "price"),
+                    _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
+                    _or_input_price_column("cache_write_usd_per_1m", "Cache write"),
                     Column("output_usd_per_1m", "Output", "price"),
                     Column("versions", "Versions", "int", value=lambda p: counts.get(p.model, 0)),
                     Column("verify", "Needs checking", "bool"),
@@ -610,8 +623,8 @@ class PriceListView(DashboardView):
                     Column("model", "Model", "code"),
                     Column("effective_from", "Effective from", "date"),
                     Column("input_usd_per_1m", "Input", "price"),
-                    Column("cached_input_usd_per_1m", "Cached input", "price"),
-                    Column("cache_write_usd_per_1m", "Cache write", "price"),
+                    _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
+                    _or_input_price_column("cache_write_usd_per_1m", "Cache write"),
                     Column("output_usd_per_1m", "Output", "price"),
                     Column("source", "Source"),
                     Column("source_date", "Checked", "date"),

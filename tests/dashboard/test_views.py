@@ -206,7 +206,12 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert [p.effective_from for p in history] == [dt.date(2026, 6, 1), dt.date(2025, 1, 1)]
     assert response.context["history_figure"]["data"][0]["y"] == [2.5, 2.0, 2.0]
     rows = csv_rows(staff_client.get("/prices/?model=test-model&format=csv&table=history"))
-    assert rows[1][:4] == ["test-model", "2026-06-01", "2.00", ""]
+    assert rows[1][:4] == ["test-model", "2026-06-01", "2.00", ""]  # the CSV keeps the stored (empty) price
+    # The page says what an empty cached price bills at, instead of a dash read as "free".
+    cells = response.context["tables"]["history"].html_rows[0]
+    assert [cell.value for cell in cells[2:4]] == [Decimal("2.00"), "$2.00 (input price)"]
+    cached = response.context["history_figure"]["data"][1]
+    assert cached["name"] == "cached input (= input price)" and cached["line"]["dash"] == "dot"
 
 
 def test_tenant_admin_changes_policy_and_the_change_is_audited(client, tenant_admin_user, tenant):
