@@ -227,7 +227,8 @@ class TenantListView(DashboardView):
         return context
 
 
-def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: str = "alerts") -> Table:
+def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: str = "alerts",
+                  paginate_by: int | None = None) -> Table:
     columns = [
         Column("created_at", "When", "datetime"),
         Column("severity", "Severity", "status"),
@@ -238,7 +239,8 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
     if with_tenant:
         columns.insert(1, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
                                  link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
-    return Table(name=name, title="Alerts", rows=alerts, columns=columns,
+    pages = {"paginate_by": paginate_by, "page_param": f"{name}_page"} if paginate_by else {}
+    return Table(name=name, title="Alerts", rows=alerts, columns=columns, **pages,
                  empty="No alerts. Alerts appear here when a run crosses its tenant's high-cost threshold, "
                        "a budget threshold is reached or a model has no price.")
 
@@ -354,7 +356,7 @@ class TenantDetailView(DashboardView):
                 empty="No threads recorded. Report each thread or conversation id with its runs so it can be "
                       "deleted on time.",
             ),
-            "alerts": _alerts_table(alerts_recent(tenant=tenant)[:20], with_tenant=False),
+            "alerts": _alerts_table(alerts_recent(tenant=tenant), with_tenant=False, paginate_by=10),
         }
 
     def get_context_data(self, **kwargs):
@@ -551,6 +553,7 @@ class RunDetailView(DashboardView):
         if run.thread_id:
             tables["thread_runs"] = Table(
                 name="thread_runs", title="Runs in this thread", rows=ledger.thread_runs(thread=run.thread),
+                paginate_by=25, page_param="thread_page", count_cap=RUN_COUNT_CAP,
                 columns=[c for c in _runs_columns(with_tenant=False) if c.key != "feature"],
             )
         return tables

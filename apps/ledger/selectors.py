@@ -355,8 +355,9 @@ def run_tokens_by_kind(run: Run) -> list[tuple[str, int]]:
     ]
 
 
-def thread_runs(*, thread: Thread, limit: int = 50) -> list[Run]:
-    return list(Run.objects.for_tenant(thread.tenant_id).filter(thread=thread).order_by("-created_at")[:limit])
+def thread_runs(*, thread: Thread) -> QuerySet:
+    """Every run of a thread, newest first (the page shows them a page at a time; CSV exports them all)."""
+    return Run.objects.for_tenant(thread.tenant_id).filter(thread=thread).order_by("-created_at", "-id")
 
 
 def top_runs_for_scatter(runs: QuerySet, *, limit: int = 1000) -> list[dict]:

@@ -269,3 +269,23 @@ def test_list_pages_run_a_constant_number_of_queries(staff_client, tenant, froze
         extra = Tenant.objects.create(slug=f"t-{index}", name=f"T {index}")
         run_row(extra, created_at=NOW - dt.timedelta(hours=index), cost="0.5")
     assert count_queries() == few
+
+
+def test_a_long_thread_and_many_alerts_page_on_screen_and_export_every_row(staff_client, tenant, frozen_now):
+    # They used to stop silently at 50 runs and 20 alerts, and so did their CSV exports.
+    from apps.alerts.services import alert_raise
+
+    thread = thread_row(tenant, last_activity_at=NOW, run_count=60)
+    runs = [run_row(tenant, created_at=NOW - dt.timedelta(minutes=index), cost="0.01", thread=thread)
+            for index in range(60)]
+    for index in range(25):
+        alert_raise(kind="wasted_spend", cause_key=f"test:{index}", tenant=tenant, title=f"Alert {index}")
+    page = staff_client.get(f"/runs/{runs[0].openai_id}/")
+    table = page.context["tables"]["thread_runs"]
+    assert len(table.page_rows) == 25 and table.page.paginator.count == 60
+    second = staff_client.get(f"/runs/{runs[0].openai_id}/?thread_page=3").context["tables"]["thread_runs"]
+    assert [r.openai_id for r in second.page_rows] == [r.openai_id for r in runs[50:]]
+    assert len(csv_rows(staff_client.get(f"/runs/{runs[0].openai_id}/?format=csv&table=thread_runs"))) == 61
+    alerts = staff_client.get("/tenants/acme/").context["tables"]["alerts"]
+    assert len(alerts.page_rows) == 10 and alerts.page.paginator.count == 25
+    assert len(csv_rows(staff_client.get("/tenants/acme/?format=csv&table=alerts"))) == 26
