@@ -41,11 +41,6 @@ SPARKLINE_DAYS = 30
 SCATTER_POINTS = 1000
 
 
-def utc_today() -> dt.date:
-    """Rollups are keyed by UTC day, so "today" for the ledger is the UTC date."""
-    return timezone.now().astimezone(UTC).date()
-
-
 def _run_url(run) -> str:
     openai_id = run["openai_id"] if isinstance(run, dict) else run.openai_id
     return reverse("dashboard:run-detail", args=[openai_id])
@@ -67,8 +62,13 @@ class DashboardView(LoginRequiredMixin, TemplateView):
         return scope_for_user(self.request.user)
 
     @cached_property
+    def now(self) -> dt.datetime:
+        return timezone.now()
+
+    @cached_property
     def today(self) -> dt.date:
-        return utc_today()
+        """Rollups are keyed by UTC day, so "today" for the ledger is the UTC date."""
+        return self.now.astimezone(UTC).date()
 
     @cached_property
     def is_staff(self) -> bool:
@@ -147,7 +147,7 @@ class OverviewView(DashboardView):
         start = self.today - dt.timedelta(days=self.days - 1)
         series = ledger.cost_by_day_by_tenant(scope=self.scope, start=start, end=self.today, top=TOP_TENANTS_IN_CHART)
         context.update(
-            summary=ledger.spend_summary(scope=self.scope, today=self.today),
+            summary=ledger.spend_summary(scope=self.scope, today=self.today, now=self.now),
             tables=self.render_tables(),
             days=self.days,
             periods=self.PERIODS,
@@ -370,7 +370,7 @@ class TenantDetailView(DashboardView):
         users_top = tables["users"].page_rows if tables["users"].page and tables["users"].page.number == 1 else list(
             ledger.cost_by_end_user(tenant=tenant, start=start, end=end)[:10])
         can_edit = user_is_tenant_admin(self.request.user, tenant)
-        summary = ledger.spend_summary(tenant=tenant, today=self.today)
+        summary = ledger.spend_summary(tenant=tenant, today=self.today, now=self.now)
         context.update(
             tenant=tenant,
             tables=tables,

@@ -41,6 +41,23 @@ def test_spend_summary_compares_month_to_date_with_last_month_and_projects_linea
     assert selectors.spend_summary(scope=TenantScope.every_tenant(), today=TODAY).month_to_date_usd == Decimal("52.00")
 
 
+def test_spend_summary_counts_today_only_as_far_as_it_has_gone(tenant):
+    # A month spending exactly like the last one ($24 a day, $1 an hour), asked at 01:00 on the 2nd: whole
+    # days read -48% ($25 against $48) and projected $375; the same point of last month is its first day and
+    # an hour of its second.
+    for day, cost in ((dt.date(2026, 10, 1), "24"), (dt.date(2026, 10, 2), "24"), (dt.date(2026, 11, 1), "24"),
+                      (dt.date(2026, 11, 2), "1")):
+        run_row(tenant, created_at=at(day, hour=0), cost=cost)
+    now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.UTC)
+    summary = selectors.spend_summary(tenant=tenant, today=now.date(), now=now)
+    assert summary.month_to_date_usd == Decimal("25") == summary.last_month_same_point_usd
+    assert summary.change_vs_same_point == 0
+    assert summary.projected_month_end_usd == Decimal("720")  # $24 a day for 30 days
+    # Just after midnight the first hour counts as elapsed, so a few minutes' spend does not project wildly.
+    early = selectors.spend_summary(tenant=tenant, today=now.date(), now=now.replace(hour=0, minute=1))
+    assert early.projected_month_end_usd == Decimal("720")
+
+
 def test_spend_summary_same_point_stops_at_the_end_of_a_shorter_last_month(tenant):
     run_row(tenant, created_at=at(dt.date(2026, 2, 28)), cost="1")
     summary = selectors.spend_summary(tenant=tenant, today=dt.date(2026, 3, 31))

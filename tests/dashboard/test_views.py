@@ -61,7 +61,8 @@ def test_overview_shows_month_spend_projection_chart_and_top_tenants(staff_clien
     assert response.status_code == 200
     summary = response.context["summary"]
     assert summary.month_to_date_usd == Decimal("3.52")
-    assert summary.projected_month_end_usd == Decimal("3.52") / 20 * 30
+    # At noon on the 20th, 19.5 days have passed (today counts as far as it has gone).
+    assert summary.projected_month_end_usd == (Decimal("3.52") / Decimal("19.5") * 30).quantize(Decimal("1E-10"))
     traces = {trace["name"]: trace for trace in response.context["daily_figure"]["data"]}
     assert set(traces) == {"acme", "globex"}
     assert sum(traces["globex"]["y"]) == 3.0
