@@ -11,7 +11,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.generic import TemplateView, View
 
@@ -44,6 +44,17 @@ SCATTER_POINTS = 1000
 def _run_url(run) -> str:
     openai_id = run["openai_id"] if isinstance(run, dict) else run.openai_id
     return reverse("dashboard:run-detail", args=[openai_id])
+
+
+def _alert_run_url(alert) -> str | None:
+    """The page of the run an alert is about (high-cost run, wasted spend, requires_action), if it names one."""
+    run = (alert.data or {}).get("run") if isinstance(alert.data, dict) else None
+    if not isinstance(run, str) or not run:
+        return None
+    try:
+        return reverse("dashboard:run-detail", args=[run])
+    except NoReverseMatch:  # an id no run page could have
+        return None
 
 
 def _tenant_url(slug: str) -> str:
@@ -232,7 +243,7 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
     columns = [
         Column("created_at", "When", "datetime"),
         Column("severity", "Severity", "status"),
-        Column("title", "Alert", "longtext"),
+        Column("title", "Alert", "longtext", link=_alert_run_url),
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))

@@ -290,3 +290,16 @@ def test_a_long_thread_and_many_alerts_page_on_screen_and_export_every_row(staff
     alerts = staff_client.get("/tenants/acme/").context["tables"]["alerts"]
     assert len(alerts.page_rows) == 10 and alerts.page.paginator.count == 25
     assert len(csv_rows(staff_client.get("/tenants/acme/?format=csv&table=alerts"))) == 26
+
+
+def test_an_alert_about_a_run_links_to_that_run(staff_client, tenant, frozen_now):
+    from apps.alerts.services import alert_raise
+
+    run = run_row(tenant, created_at=NOW - dt.timedelta(hours=1), cost="0.50")
+    alert_raise(kind="high_cost_run", cause_key="high_cost_run:x", tenant=tenant, title="High-cost run",
+                data={"run": run.openai_id})
+    alert_raise(kind="budget", cause_key="budget:x", tenant=tenant, title="Budget", data={"percent": 80})
+    alert_raise(kind="wasted_spend", cause_key="odd:x", tenant=tenant, title="Odd", data={"run": "a/b"})
+    cells = {row[2].value: row[2].url for row in staff_client.get("/tenants/acme/").context["tables"]["alerts"].html_rows}
+    assert cells == {"High-cost run": f"/runs/{run.openai_id}/", "Budget": None, "Odd": None}
+
