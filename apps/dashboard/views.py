@@ -240,15 +240,16 @@ class TenantListView(DashboardView):
 
 def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: str = "alerts",
                   paginate_by: int | None = None) -> Table:
+    # What happened right after when: on a phone the columns past the first few are off-screen until scrolled.
     columns = [
         Column("created_at", "When", "datetime"),
-        Column("severity", "Severity", "status"),
         Column("title", "Alert", "longtext", link=_alert_run_url),
+        Column("severity", "Severity", "status"),
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))
     if with_tenant:
-        columns.insert(1, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
+        columns.insert(2, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
                                  link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
     pages = {"paginate_by": paginate_by, "page_param": f"{name}_page"} if paginate_by else {}
     return Table(name=name, title="Alerts", rows=alerts, columns=columns, **pages,
@@ -257,18 +258,20 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
 
 
 def _runs_columns(*, with_tenant: bool) -> list[Column]:
+    # Cost right after the run: it is what these lists are about, and on a phone the columns past the first
+    # few are off-screen until scrolled.
     columns = [
         Column("openai_id", "Run", "code", link=_run_url),
+        Column("cost_total_usd", "Cost", "money", sort="-cost"),
         Column("created_at", "Created", "datetime", sort="-created"),
         Column("model", "Model"),
         Column("feature", "Feature"),
         Column("status", "Status", "status"),
         Column("input_tokens", "Prompt tokens", "int", sort="-prompt"),
         Column("output_tokens", "Output tokens", "int"),
-        Column("cost_total_usd", "Cost", "money", sort="-cost"),
     ]
     if with_tenant:
-        columns.insert(1, Column("tenant", "Tenant", value=lambda r: r.tenant.slug, link=lambda r: _tenant_url(r.tenant.slug)))
+        columns.insert(2, Column("tenant", "Tenant", value=lambda r: r.tenant.slug, link=lambda r: _tenant_url(r.tenant.slug)))
     return columns
 
 

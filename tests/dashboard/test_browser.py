@@ -119,12 +119,12 @@ def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
     download = download_info.value
     assert download.suggested_filename.startswith("runs-runs-")
     rows = list(csv.reader(io.StringIO(Path(download.path()).read_text())))
-    assert rows[0][:3] == ["Run", "Tenant", "Created"]
+    assert rows[0][:3] == ["Run", "Cost", "Tenant"]
     # The page's default period (the last 30 UTC days) applies to the export too.
     since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=29)
     expected = {run.openai_id for run in ledger["runs"]["acme"] if run.created_at.date() >= since}
     assert {row[0] for row in rows[1:]} == expected and len(rows) - 1 == len(expected)
-    assert {row[1] for row in rows[1:]} == {"acme"}
+    assert {row[2] for row in rows[1:]} == {"acme"}
 
 
 def test_tenant_member_sees_only_their_tenant_and_gets_404_elsewhere(page, live_server, ledger):
