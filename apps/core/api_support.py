@@ -69,6 +69,10 @@ class ApiCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 500
     ordering = "-id"
+    # A cursor is a position in the first ordering field plus how many rows at that position were already
+    # returned. OpenAI's created_at has whole seconds, and a busy organisation starts more than DRF's default
+    # 1,000 runs in one second: past the cap the offset was cut and pages repeated rows forever.
+    offset_cutoff = 1_000_000
 
     def _invalid_cursor(self) -> ValidationError:
         return ValidationError({self.cursor_query_param: "Invalid cursor; use the next/previous links as given."})

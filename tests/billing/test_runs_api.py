@@ -123,3 +123,19 @@ def test_run_detail_by_openai_id(api_client, billing_key, ledger):
     assert Decimal(body["cost_tools_usd"]) == run.cost_tools_usd
     missing = api_client.get("/api/v1/runs/run_missing/", **bearer(billing_key))
     assert missing.status_code == 404 and missing.json() == {"error": {"code": "not_found", "message": "Not found."}}
+
+
+def test_cursor_pages_walk_more_runs_than_one_second_holds_without_repeating(api_client, billing_key, tenant):
+    # 1,600 runs created in the same second: a page's cursor counts how many of them were returned already,
+    # and DRF's default cap on that count (1,000) made the fourth page repeat the third forever.
+    when = at(2026, 5, 1)
+    ingest(tenant, *[builders.response(response_id=f"resp_same_{index:04d}", created_at=when, model="gpt-4.1")
+                     for index in range(1_600)])
+    seen: list[str] = []
+    url, params = "/api/v1/runs/", {"limit": 500}
+    while url and len(seen) < 5_000:
+        answer = api_client.get(url, params, **bearer(billing_key))
+        seen += ids(answer)
+        url, params = answer.json()["next"], {}
+    assert len(seen) == 1_600 and len(set(seen)) == 1_600
+
