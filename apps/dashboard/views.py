@@ -24,7 +24,7 @@ from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_v
 from apps.tenants.services import tenant_update
 
 from . import figures
-from .forms import PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
+from .forms import MAX_PERIOD_DAYS, PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
 from .nav import nav_for
 from .selectors import (
     alerts_recent,
@@ -455,7 +455,15 @@ class RunListView(DashboardView):
 
     @cached_property
     def form(self) -> RunFilterForm:
+        # The choices cover the last 90 days, and the period asked for when it starts earlier: a model retired
+        # last spring is still a choice when last spring is the period (the form checks the period itself).
         lookback_start = self.today - dt.timedelta(days=89)
+        try:
+            requested = dt.date.fromisoformat(self.request.GET.get("start", ""))
+        except ValueError:
+            requested = None
+        if requested is not None:
+            lookback_start = max(min(lookback_start, requested), self.today - dt.timedelta(days=MAX_PERIOD_DAYS))
         models, features = ledger.models_and_features(scope=self.scope, start=lookback_start, end=self.today)
         return RunFilterForm(
             self.request.GET, today=self.today, tenant_slugs=[t.slug for t in self.visible_tenants],

@@ -303,3 +303,16 @@ def test_an_alert_about_a_run_links_to_that_run(staff_client, tenant, frozen_now
     cells = {row[1].value: row[1].url for row in staff_client.get("/tenants/acme/").context["tables"]["alerts"].html_rows}
     assert cells == {"High-cost run": f"/runs/{run.openai_id}/", "Budget": None, "Odd": None}
 
+
+def test_run_filters_offer_the_models_of_an_earlier_period_asked_for(staff_client, tenant, frozen_now):
+    # The choices covered only the last 90 days, so a model retired before then could not be chosen even
+    # with its period set.
+    run_row(tenant, created_at=NOW - dt.timedelta(days=200), cost="0.50", model="gpt-4o", feature="legacy")
+    recent = staff_client.get("/runs/").context["form"]
+    assert "gpt-4o" not in dict(recent.fields["model"].choices)
+    start = (TODAY - dt.timedelta(days=210)).isoformat()
+    earlier = staff_client.get(f"/runs/?start={start}&end={TODAY.isoformat()}&model=gpt-4o")
+    form = earlier.context["form"]
+    assert "gpt-4o" in dict(form.fields["model"].choices) and "legacy" in dict(form.fields["feature"].choices)
+    assert [run.model for run in earlier.context["tables"]["runs"].page_rows] == ["gpt-4o"]
+
