@@ -83,5 +83,8 @@ def spaced(value) -> str:
 
 @register.inclusion_tag("dashboard/_chart.html")
 def chart(figure, chart_id: str, label: str, caption: str = "", click_links: bool = False):
+    # A figure that sets its own height (the bar lists: one bar per row) gets exactly that space; the rest keep
+    # the stylesheet's reserved height, which left a blank band under a short bar list.
+    height = (figure or {}).get("layout", {}).get("height")
     return {"figure": figure, "chart_id": chart_id, "figure_id": f"figure-{chart_id}", "label": label,
-            "caption": caption, "click_links": click_links}
+            "caption": caption, "click_links": click_links, "height": height if isinstance(height, int) else None}
