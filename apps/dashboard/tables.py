@@ -30,8 +30,10 @@ class Column:
     value: Callable[[Any], Any] | None = None
     link: Callable[[Any], str | None] | None = None
     csv: bool = True
-    # The CSV cell when it is not the page's (the page's words around a value, the CSV the value itself).
+    # The CSV cell when it is not the page's (the page's words around a value, the CSV the value itself), and
+    # the kind it is written as.
     csv_get: Callable[[Any], Any] | None = None
+    csv_kind: str | None = None
     sort: str = ""  # the ?sort= value that orders by this column, if sortable
     numeric: bool = False
 
@@ -162,7 +164,8 @@ class Table:
         yield [column.header for column in columns]
         rows = self.rows.iterator(chunk_size=2000) if isinstance(self.rows, QuerySet) else self.rows
         for row in rows:
-            yield [csv_value(column.csv_get(row) if column.csv_get else column.get(row), column.kind) for column in columns]
+            yield [csv_value(column.csv_get(row) if column.csv_get else column.get(row), column.csv_kind or column.kind)
+                   for column in columns]
 
 
 def csv_value(value, kind: str) -> str:

@@ -455,16 +455,19 @@ class RunListView(DashboardView):
 
     @cached_property
     def form(self) -> RunFilterForm:
-        # The choices cover the last 90 days, and the period asked for when it starts earlier: a model retired
-        # last spring is still a choice when last spring is the period (the form checks the period itself).
-        lookback_start = self.today - dt.timedelta(days=89)
+        # The choices cover the last 90 days and the period asked for: a model retired last spring is still a
+        # choice when last spring is the period. The form validates the period; here a bad one is ignored, and
+        # each read covers at most a period's length of rollups.
+        recent_start = self.today - dt.timedelta(days=89)
+        models, features = ledger.models_and_features(scope=self.scope, start=recent_start, end=self.today)
         try:
-            requested = dt.date.fromisoformat(self.request.GET.get("start", ""))
+            start = dt.date.fromisoformat(self.request.GET.get("start", ""))
+            end = dt.date.fromisoformat(self.request.GET.get("end", "") or self.today.isoformat())
         except ValueError:
-            requested = None
-        if requested is not None:
-            lookback_start = max(min(lookback_start, requested), self.today - dt.timedelta(days=MAX_PERIOD_DAYS))
-        models, features = ledger.models_and_features(scope=self.scope, start=lookback_start, end=self.today)
+            start = end = None
+        if start and start <= end and (end - start).days < MAX_PERIOD_DAYS and (start < recent_start or end > self.today):
+            more_models, more_features = ledger.models_and_features(scope=self.scope, start=start, end=end)
+            models, features = sorted({*models, *more_models}), sorted({*features, *more_features})
         return RunFilterForm(
             self.request.GET, today=self.today, tenant_slugs=[t.slug for t in self.visible_tenants],
             models=models, features=features,
@@ -610,7 +613,8 @@ def _or_input_price_column(attribute: str, header: str) -> Column:
         value = getattr(model_price, attribute)
         return price(value) if value is not None else f"{price(model_price.input_usd_per_1m)} (input price)"
 
-    return Column(attribute, header, value=shown, numeric=True, csv_get=lambda model_price: getattr(model_price, attribute))
+    return Column(attribute, header, value=shown, numeric=True, csv_get=lambda model_price: getattr(model_price, attribute),
+                  csv_kind="price")
 
 
 class PriceListView(DashboardView):

@@ -104,7 +104,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
     today_share = Decimal(1)
     if now is not None:
         seconds = Decimal(int((now - day_start(today)).total_seconds()))
-        today_share = min(Decimal(1), max(_MIN_ELAPSED_TODAY, seconds / 86400))
+        today_share = min(Decimal(1), max(Decimal(0), seconds / 86400))
     totals = _rollups(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
         month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
         last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
@@ -113,7 +113,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
     )
     same_point = totals["before_same_day"] + totals["same_day"] * today_share
     days_in_month = (next_month(today) - this_start).days
-    projected = totals["month_to_date"] / (today.day - 1 + today_share) * days_in_month
+    projected = totals["month_to_date"] / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
     return SpendSummary(
         today=today,
         month_to_date_usd=totals["month_to_date"],

@@ -53,9 +53,21 @@ def test_spend_summary_counts_today_only_as_far_as_it_has_gone(tenant):
     assert summary.month_to_date_usd == Decimal("25") == summary.last_month_same_point_usd
     assert summary.change_vs_same_point == 0
     assert summary.projected_month_end_usd == Decimal("720")  # $24 a day for 30 days
-    # Just after midnight the first hour counts as elapsed, so a few minutes' spend does not project wildly.
-    early = selectors.spend_summary(tenant=tenant, today=now.date(), now=now.replace(hour=0, minute=1))
-    assert early.projected_month_end_usd == Decimal("720")
+
+
+def test_spend_summary_just_after_midnight_compares_pro_rata_and_projects_from_at_least_an_hour(tenant):
+    # Six minutes into the 2nd, at $24 a day like last month: the comparison takes six minutes of last
+    # month's 2nd (no change); only the projection counts a whole hour as elapsed, so a few minutes' spend
+    # does not project wildly.
+    for day, cost in ((dt.date(2026, 10, 1), "24"), (dt.date(2026, 10, 2), "24"), (dt.date(2026, 11, 1), "24"),
+                      (dt.date(2026, 11, 2), "0.10")):
+        run_row(tenant, created_at=at(day, hour=0), cost=cost)
+    now = dt.datetime(2026, 11, 2, 0, 6, tzinfo=dt.UTC)
+    summary = selectors.spend_summary(tenant=tenant, today=now.date(), now=now)
+    assert summary.month_to_date_usd == Decimal("24.10") == summary.last_month_same_point_usd
+    assert summary.change_vs_same_point == 0
+    expected = (Decimal("24.10") / (1 + Decimal(1) / 24) * 30).quantize(Decimal("1E-10"))
+    assert summary.projected_month_end_usd == expected
 
 
 def test_spend_summary_same_point_stops_at_the_end_of_a_shorter_last_month(tenant):

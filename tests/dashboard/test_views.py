@@ -197,7 +197,7 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     from apps.pricing.models import ModelPrice
 
     ModelPrice.objects.create(model="test-model", effective_from=dt.date(2025, 1, 1), input_usd_per_1m="2.50",
-                              output_usd_per_1m="10")
+                              cache_write_usd_per_1m="3.10", output_usd_per_1m="10")
     ModelPrice.objects.create(model="test-model", effective_from=dt.date(2026, 6, 1), input_usd_per_1m="2.00",
                               output_usd_per_1m="8")
     response = staff_client.get("/prices/?model=test-model")
@@ -208,6 +208,7 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert response.context["history_figure"]["data"][0]["y"] == [2.5, 2.0, 2.0]
     rows = csv_rows(staff_client.get("/prices/?model=test-model&format=csv&table=history"))
     assert rows[1][:4] == ["test-model", "2026-06-01", "2.00", ""]  # the CSV keeps the stored (empty) price
+    assert rows[2][:5] == ["test-model", "2025-01-01", "2.50", "", "3.10"]  # written as the other prices are
     # The page says what an empty cached price bills at, instead of a dash read as "free".
     cells = response.context["tables"]["history"].html_rows[0]
     assert [cell.value for cell in cells[2:4]] == [Decimal("2.00"), "$2.00 (input price)"]
@@ -308,11 +309,16 @@ def test_run_filters_offer_the_models_of_an_earlier_period_asked_for(staff_clien
     # The choices covered only the last 90 days, so a model retired before then could not be chosen even
     # with its period set.
     run_row(tenant, created_at=NOW - dt.timedelta(days=200), cost="0.50", model="gpt-4o", feature="legacy")
+    run_row(tenant, created_at=NOW - dt.timedelta(days=600), cost="0.50", model="gpt-4-turbo", feature="oldest")
     recent = staff_client.get("/runs/").context["form"]
     assert "gpt-4o" not in dict(recent.fields["model"].choices)
     start = (TODAY - dt.timedelta(days=210)).isoformat()
-    earlier = staff_client.get(f"/runs/?start={start}&end={TODAY.isoformat()}&model=gpt-4o")
+    earlier = staff_client.get(f"/runs/?start={start}&end={TODAY.isoformat()}&feature=legacy")
     form = earlier.context["form"]
     assert "gpt-4o" in dict(form.fields["model"].choices) and "legacy" in dict(form.fields["feature"].choices)
     assert [run.model for run in earlier.context["tables"]["runs"].page_rows] == ["gpt-4o"]
+    # A period that ended long ago, more than a period's length before today.
+    long_ago = (TODAY - dt.timedelta(days=610)).isoformat(), (TODAY - dt.timedelta(days=590)).isoformat()
+    oldest = staff_client.get(f"/runs/?start={long_ago[0]}&end={long_ago[1]}").context["form"]
+    assert "gpt-4-turbo" in dict(oldest.fields["model"].choices)
 
