@@ -27,6 +27,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     # Ledger collector (apps/ledger): refresh non-terminal runs, then find runs nobody reported.
     "ledger-collect-runs": entry("ledger.collect_runs", crontab(minute="*"), MINUTE),
     "ledger-collect-thread-runs": entry("ledger.collect_thread_runs", crontab(minute="*/15"), 15 * MINUTE),
+    # Runs flagged against a tenant's former high-cost threshold, when its re-flag task was never queued.
+    "ledger-reflag-high-cost-check": entry("ledger.reflag_high_cost_check", crontab(minute=23), HOUR),
     # Alerts (apps/alerts): the outbox catch-up for alerts raised while the broker was down.
     "alerts-deliver-pending": entry("alerts.deliver_pending", crontab(minute="*/5"), 5 * MINUTE),
     # Add entries here, e.g.

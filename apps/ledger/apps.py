@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
 
 
 class LedgerConfig(AppConfig):
@@ -17,4 +21,8 @@ def _reflag_on_new_threshold(sender, *, tenant, changed, **kwargs):
     if "high_cost_run_usd" in changed:
         from .tasks import reflag_high_cost_task
 
-        reflag_high_cost_task.delay(tenant.pk)
+        try:
+            reflag_high_cost_task.apply_async((tenant.pk,), retry=False)
+        except Exception:  # noqa: BLE001 - the broker is down: the change stands, the hourly check re-flags
+            logger.warning("could not queue the high-cost re-flag of tenant %s; the hourly check will", tenant.pk,
+                           exc_info=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.core.money import ZERO, quantize_ledger
@@ -237,8 +238,12 @@ def _rate_state(state: dict, book: PriceBook, high_cost_by_tenant: dict[int, Dec
     state["priced"] = priced
     state["model_price_id"] = model_rate.price_id if (priced and model_rate) else None
     state["tool_price_id"] = tool_rate.price_id if (priced and tool_rate) else None
-    threshold = high_cost_by_tenant.get(state["tenant_id"])
-    state["is_high_cost"] = bool(priced and threshold is not None and cost.total > threshold)
+    state["is_high_cost"] = _is_high_cost(priced, cost.total, high_cost_by_tenant.get(state["tenant_id"]))
+
+
+def _is_high_cost(priced: bool, total: Decimal, threshold: Decimal | None) -> bool:
+    """A priced run that cost more than its tenant's high-cost threshold (none: no run is)."""
+    return bool(priced and threshold is not None and Decimal(total) > threshold)
 
 
 def _billable_tools(state: dict) -> list[int] | None:
@@ -926,6 +931,22 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     return book, thresholds
 
 
+def _thresholds_refreshed(run_events: list[_RunEvent], thresholds: dict[int, Decimal]) -> bool:
+    """Under the ingest lock: the batch was rated with thresholds read before it; if a tenant's has changed
+    since (runs_reflag_high_cost re-flags the stored runs under this same lock), re-flag the batch's states
+    and update `thresholds` in place (stored rows re-rated later in the batch use them). True if so."""
+    current = dict(Tenant.objects.filter(pk__in={e.state["tenant_id"] for e in run_events})
+                   .values_list("pk", "high_cost_run_usd"))
+    if current == thresholds:
+        return False
+    thresholds.clear()
+    thresholds.update(current)
+    for event in run_events:
+        state = event.state
+        state["is_high_cost"] = _is_high_cost(state["priced"], state["cost_total_usd"], current.get(state["tenant_id"]))
+    return True
+
+
 def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds, *, shared: bool):
     results = list(results_template)
     with transaction.atomic():
@@ -938,6 +959,9 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         # waiting on each other's row locks and retrying deadlocks. Everything before this point — reading
         # the body, normalizing, rating, staging — still runs in parallel across workers.
         serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY, shared=shared)
+        if run_events and _thresholds_refreshed(run_events, thresholds) and prestaged is not None:
+            prestaged.take([])  # its staged rows carry the old flags: dropped, the runs go in the ordinary way
+            prestaged = None
         stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
         thread_events = [e for e in thread_events if results[e.index] is None]
@@ -1129,12 +1153,11 @@ def runs_reprice(
     actor=None,
     actor_label: str = "command:reprice",
     progress: Callable[[int], None] | None = None,
-    raise_alerts: bool = True,
 ) -> RepriceResult:
     """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book; with
     `unpriced_only`, only runs that had no price. Applies the differences to runs, threads and rollups in
     bounded batches (each its own transaction, so a long re-price is resumable) unless `dry_run`, and
-    writes one audit record with the per-tenant diff. Without `raise_alerts`, the changes raise no alert."""
+    writes one audit record with the per-tenant diff."""
     from apps.core.services import audit_record
 
     queryset = Run.objects.unscoped() if tenant is None else Run.objects.for_tenant(tenant)
@@ -1191,10 +1214,9 @@ def runs_reprice(
                     [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
                 )
                 deltas.write()
-                if raise_alerts:
-                    from apps.alerts.services import alerts_for_run_changes
+                from apps.alerts.services import alerts_for_run_changes
 
-                    alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
+                alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
             if progress:
                 progress(len(rows))
     result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
@@ -1218,12 +1240,43 @@ def runs_reprice(
     return result
 
 
-def runs_reflag_high_cost(*, tenant: Tenant) -> RepriceResult:
-    """Apply a tenant's new high-cost threshold to the runs already recorded: they are re-rated (with the
-    current price book, so only the flags change unless a price was corrected in place), and the runs'
-    flags and the rollups' high-cost counts follow the threshold. An alert is news about a run; a new
-    threshold is not, so the runs it flags raise none (ingest alerts on the runs that arrive after)."""
-    return runs_reprice(tenant=tenant, actor_label="tenant:high_cost_threshold", raise_alerts=False)
+def _wrongly_flagged(tenant_id: int, threshold: Decimal | None) -> QuerySet:
+    """The tenant's runs whose high-cost flag disagrees with `threshold` (the (tenant, cost) index serves it)."""
+    runs = Run.objects.for_tenant(tenant_id)
+    if threshold is None:
+        return runs.filter(is_high_cost=True)
+    return runs.filter(Q(is_high_cost=True) & (Q(priced=False) | Q(cost_total_usd__lte=threshold))
+                       | Q(is_high_cost=False, priced=True, cost_total_usd__gt=threshold))
+
+
+def runs_reflag_high_cost(*, tenant_id: int) -> int:
+    """Bring a tenant's runs' high-cost flags, and the rollups' high-cost counts, in line with its current
+    threshold; returns how many runs changed. Only the flag moves: costs change through runs_reprice alone.
+    Batches of the runs that disagree, each under the ingest lock with the threshold read under it, so a
+    batch of ingest or a second change of threshold in between cannot leave a stale flag behind; idempotent
+    (nothing disagrees the second time) and cheap when nothing does (one indexed query, no lock). The runs it
+    flags raise no alert: an alert is news about a run, a new threshold is not."""
+    thresholds = dict(Tenant.objects.filter(pk=tenant_id).values_list("pk", "high_cost_run_usd"))
+    if tenant_id not in thresholds or not _wrongly_flagged(tenant_id, thresholds[tenant_id]).exists():
+        return 0
+    changed = 0
+    while True:
+        with transaction.atomic():
+            bulk.advisory_xact_lock(INGEST_LOCK_KEY)
+            threshold = Tenant.objects.filter(pk=tenant_id).values_list("high_cost_run_usd", flat=True).first()
+            rows = list(_wrongly_flagged(tenant_id, threshold).order_by("pk").select_for_update()
+                        .values("id", *RUN_FIELDS)[:REPRICE_BATCH])
+            if not rows:
+                return changed
+            deltas, now, updates = _Deltas(), timezone.now(), []
+            for old in rows:
+                new = {**old, "is_high_cost": _is_high_cost(old["priced"], old["cost_total_usd"], threshold)}
+                deltas.apply(old, new)
+                updates.append([old["id"], new["is_high_cost"], now])
+            bulk.update_from_values(Run._meta.db_table, bulk.columns_for(Run, ["id"])[0],
+                                    bulk.columns_for(Run, ["is_high_cost", "updated_at"]), updates)
+            deltas.write()
+            changed += len(rows)
 
 
 def runs_reprice_unpriced(*, models: Iterable[str] | None = None, actor=None,

@@ -50,16 +50,27 @@ def collect_thread_runs_task(threads: int = 200, active_days: int = 7) -> dict:
 
 @shared_task(name="ledger.reflag_high_cost", acks_late=True, ignore_result=True)
 def reflag_high_cost_task(tenant_id: int) -> dict:
-    """A tenant's high-cost threshold changed: re-flag its recorded runs. Bounded batches under the ingest lock,
-    idempotent (a second run changes nothing), so a redelivered task is harmless."""
+    """A tenant's high-cost threshold changed: re-flag its recorded runs (flags and rollup counts only)."""
+    from .services import runs_reflag_high_cost
+
+    return {"tenant_id": tenant_id, "changed_runs": runs_reflag_high_cost(tenant_id=tenant_id)}
+
+
+@shared_task(name="ledger.reflag_high_cost_check", acks_late=True, ignore_result=True)
+@_singleton("ledger.reflag_high_cost_check")
+def reflag_high_cost_check() -> dict:
+    """Hourly catch-up: re-flag any tenant whose runs' flags disagree with its threshold (a change whose task
+    was never queued because the broker was down, or was lost). One indexed query per tenant when nothing
+    disagrees."""
     from apps.tenants.models import Tenant
 
     from .services import runs_reflag_high_cost
 
-    tenant = Tenant.objects.filter(pk=tenant_id).first()
-    if tenant is None:
-        return {"skipped": True}
-    result = runs_reflag_high_cost(tenant=tenant)
-    logger.info("re-flagged high-cost runs of %s: %s changed", tenant.slug, result.changed_runs)
-    return {"tenant": tenant.slug, "changed_runs": result.changed_runs}
-
+    changed = {}
+    for tenant_id in Tenant.objects.order_by("pk").values_list("pk", flat=True).iterator():
+        count = runs_reflag_high_cost(tenant_id=tenant_id)
+        if count:
+            changed[tenant_id] = count
+    if changed:
+        logger.warning("re-flagged high-cost runs the threshold change had not reached: %s", changed)
+    return {"changed": changed}

@@ -101,7 +101,9 @@ def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
             tenant_id=tenant.pk, data={"before": before, "after": after},
         )
         changed = {field for field in changes if before[field] != after[field]}
-        transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed))
+        # robust: the change has committed; a listener's failure is logged, never the request's.
+        transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
+                              robust=True)
     return tenant
 
 

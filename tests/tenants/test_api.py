@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
@@ -138,3 +139,71 @@ def test_a_new_high_cost_threshold_re_flags_the_tenants_runs_and_rollups_without
         api_client.patch("/api/v1/tenants/acme/", {"high_cost_run_usd": "1.00"}, format="json", **bearer(admin_key))
     assert flagged() == [] and counted() == 0
     assert ledger_check() == []
+
+
+def test_a_threshold_change_stands_when_the_broker_is_down_and_the_hourly_check_re_flags(
+    api_client, admin_key, tenant, django_capture_on_commit_callbacks, monkeypatch
+):
+    from apps.ledger import tasks
+    from apps.ledger.models import Run
+    from apps.ledger.services import ingest_events, ledger_check
+    from tests import builders
+
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id="resp_mid", created_at=dt.datetime(2026, 11, 3, 8, tzinfo=dt.UTC), model="gpt-5.4",
+        input_tokens=20_000, output_tokens=0)}])  # $0.05: under the default $0.10
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.reflag_high_cost_task, "apply_async", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = api_client.patch("/api/v1/tenants/acme/", {"high_cost_run_usd": "0.02"}, format="json",
+                                  **bearer(admin_key))
+    assert answer.status_code == 200 and Tenant.objects.get(pk=tenant.pk).high_cost_run_usd == Decimal("0.02")
+    assert not Run.objects.for_tenant(tenant).get().is_high_cost  # not re-flagged yet
+    assert tasks.reflag_high_cost_check() == {"changed": {tenant.pk: 1}}
+    assert Run.objects.for_tenant(tenant).get().is_high_cost and ledger_check() == []
+    assert tasks.reflag_high_cost_check() == {"changed": {}}  # idempotent
+
+
+def test_re_flagging_moves_flags_only_never_money(tenant):
+    # A price corrected in place without `reprice` stays out of the ledger until someone re-prices: a policy
+    # change must not move money as a side effect.
+    from apps.ledger.models import Run
+    from apps.ledger.services import ingest_events, runs_reflag_high_cost
+    from apps.pricing.models import ModelPrice
+    from tests import builders
+
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id="resp_priced", created_at=dt.datetime(2026, 11, 3, 8, tzinfo=dt.UTC), model="gpt-5.4",
+        input_tokens=60_000, output_tokens=0)}])
+    before = Run.objects.for_tenant(tenant).get()
+    ModelPrice.objects.filter(model="gpt-5.4").update(input_usd_per_1m=Decimal("99"))
+    Tenant.objects.filter(pk=tenant.pk).update(high_cost_run_usd=Decimal("1.00"))
+    assert runs_reflag_high_cost(tenant_id=tenant.pk) == 1
+    after = Run.objects.for_tenant(tenant).get()
+    assert after.cost_total_usd == before.cost_total_usd and before.is_high_cost and not after.is_high_cost
+
+
+def test_a_batch_rated_before_a_threshold_change_is_flagged_with_the_new_one(tenant, monkeypatch):
+    # The batch rates its runs before it takes the ingest lock; a threshold committed in between (and
+    # re-flagged already) must not come back stale with the batch.
+    from apps.ledger import services
+    from apps.ledger.models import DailyRollup, Run
+    from tests import builders
+
+    real = services._rate_reported
+
+    def rate_then_the_threshold_changes(run_events):
+        rated = real(run_events)
+        Tenant.objects.filter(pk=tenant.pk).update(high_cost_run_usd=Decimal("0.02"))
+        return rated
+
+    monkeypatch.setattr(services, "_rate_reported", rate_then_the_threshold_changes)
+    services.ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id="resp_between", created_at=dt.datetime(2026, 11, 3, 8, tzinfo=dt.UTC), model="gpt-5.4",
+        input_tokens=20_000, output_tokens=0)}])  # $0.05: not high-cost at $0.10, high-cost at $0.02
+    assert Run.objects.for_tenant(tenant).get().is_high_cost
+    assert sum(DailyRollup.objects.for_tenant(tenant).values_list("high_cost_runs", flat=True)) == 1
+    assert services.ledger_check() == []
