@@ -11,6 +11,7 @@ from urllib import parse
 
 import orjson
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
 from django.utils.http import parse_etags, quote_etag
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -161,7 +162,7 @@ def json_bytes(data) -> bytes:
         except UnicodeEncodeError:
             # A lone surrogate echoed from the request (an ingested id or field name cannot be stored, but the
             # answer names it): written as a \u escape, the answer is still JSON.
-            return json.dumps(data, separators=(",", ":")).encode()
+            return json.dumps(data, separators=(",", ":"), cls=DjangoJSONEncoder).encode()
     # U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8. Looking for the byte E2 alone is a memchr
     # (0.02 ms on a 1.3 MB usage document); the two replaces copy the document twice (2 ms) even when they
     # find nothing, which is almost always.

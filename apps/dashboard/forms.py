@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import conditional_escape as escape
 from django.utils.safestring import mark_safe
 
+from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
 from apps.ledger.models import RunStatus
 from apps.tenants.models import Tenant
 
@@ -43,6 +44,9 @@ class PeriodForm(forms.Form):
         start = cleaned.get("start") or end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
         if start > end:
             raise ValidationError({"start": "Start must be on or before end."})
+        for name, day in (("start", start), ("end", end)):  # the API's bounds: a day past 9998 overflows
+            if not EARLIEST_DAY <= day <= LATEST_DAY:
+                raise ValidationError({name: f"Use a date from {EARLIEST_DAY:%b %-d, %Y} to {LATEST_DAY:%b %-d, %Y}."})
         if (end - start).days + 1 > MAX_PERIOD_DAYS:
             raise ValidationError({"start": f"A period can span at most {MAX_PERIOD_DAYS} days."})
         cleaned["start"], cleaned["end"] = start, end

@@ -129,6 +129,13 @@ def test_tenant_detail_rejects_a_bad_period_with_a_message_and_falls_back(staff_
     assert response.context["period_end"] == TODAY
 
 
+@pytest.mark.parametrize("path", ["/runs/?start=9999-12-01&end=9999-12-31", "/tenants/acme/?start=9999-12-01&end=9999-12-31",
+                                  "/runs/?start=0001-01-01&end=0001-01-02"])
+def test_a_period_at_the_end_of_the_calendar_is_refused_not_a_500(staff_client, ledger, path):
+    response = staff_client.get(path)
+    assert response.status_code in (200, 400) and "Use a date from" in response.content.decode()  # never a 500
+
+
 def test_tenant_detail_csv_exports(staff_client, ledger):
     threads = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
     assert threads[0][0] == "Thread" and threads[1][0] == ledger["thread"].openai_id and threads[1][4] == "0.75"
