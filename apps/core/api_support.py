@@ -223,6 +223,8 @@ class DateOrDateTimeField(serializers.Field):
         text = str(data).strip()
         try:
             if len(text) == 10:
+                if not _ISO_DAY.fullmatch(text):  # fromisoformat also reads week dates (2026-W09-1)
+                    raise ValueError(text)
                 day = dt.date.fromisoformat(text)
                 moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
             else:

@@ -191,8 +191,7 @@ def price_history_figure(prices: Sequence, *, today: dt.date) -> dict:
     )):
         # An empty cached price means cached tokens bill at the input price: drawn there, dotted and named so,
         # since the line then lies on the input line.
-        values = [getattr(price, attribute) if getattr(price, attribute) is not None else price.input_usd_per_1m
-                  for price in versions]
+        values = [price.billed_per_1m(attribute) for price in versions]
         as_input = all(getattr(price, attribute) is None for price in versions)
         traces.append({
             "type": "scatter", "mode": "lines+markers",

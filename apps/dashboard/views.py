@@ -610,8 +610,8 @@ def _or_input_price_column(attribute: str, header: str) -> Column:
     applicable"; the CSV keeps the stored value (empty)."""
 
     def shown(model_price) -> str:
-        value = getattr(model_price, attribute)
-        return price(value) if value is not None else f"{price(model_price.input_usd_per_1m)} (input price)"
+        billed = price(model_price.billed_per_1m(attribute))
+        return billed if getattr(model_price, attribute) is not None else f"{billed} (input price)"
 
     return Column(attribute, header, value=shown, numeric=True, csv_get=lambda model_price: getattr(model_price, attribute),
                   csv_kind="price")

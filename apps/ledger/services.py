@@ -533,7 +533,7 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
         raise _Rejected("tenant", "must be a tenant slug (string)")
     slug = explicit or metadata_tenant
     field_name = "tenant" if explicit else "object.metadata.tenant"
-    if slug and _bad_unicode(slug):  # not echoed back: the answer could not be encoded
+    if slug and _bad_unicode(slug):  # no slug holds these; not echoed back, it would only be noise
         raise _Rejected(field_name, "must not contain NUL characters or invalid Unicode")
     if not slug:
         if key_tenant is not None:

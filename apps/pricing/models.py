@@ -46,6 +46,12 @@ class ModelPrice(models.Model):
     def version(self) -> str:
         return f"{self.model}@{self.effective_from.isoformat()}"
 
+    def billed_per_1m(self, attribute: str):
+        """What a token kind bills at: an empty cached-input or cache-write price means the input price (as
+        rating does), so pages can show it instead of a dash."""
+        value = getattr(self, attribute)
+        return self.input_usd_per_1m if value is None else value
+
 
 class ToolPrice(models.Model):
     """Tool and storage prices from `effective_from` on (one row per change, all tools together)."""

@@ -89,18 +89,20 @@ tenant_policy_changed = Signal()
 
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
-    before = {field: str(getattr(tenant, field)) for field in changes}
+    old_values = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)
     tenant.full_clean()
     tenant.save()
+    # Compared as values (0.1 and 0.1000 are one threshold), recorded as text.
+    changed = {field for field in changes if getattr(tenant, field) != old_values[field]}
+    before = {field: str(old_values[field]) for field in changes}
     after = {field: str(getattr(tenant, field)) for field in changes}
-    if before != after:
+    if changed:
         audit_record(
             action="tenant.update", target_type="tenant", target_id=tenant.slug, actor=actor,
             tenant_id=tenant.pk, data={"before": before, "after": after},
         )
-        changed = {field for field in changes if before[field] != after[field]}
         # robust: the change has committed; a listener's failure is logged, never the request's.
         transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
                               robust=True)

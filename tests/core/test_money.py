@@ -69,4 +69,3 @@ def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
     assert money_text(Decimal("0")) == "$0.00"
     assert money_text(Decimal("-0.25")) == "-$0.25"
     assert money_text(None) == "—"
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from types import SimpleNamespace
 
 from apps.dashboard import figures
 from apps.ledger.selectors import OTHERS_LABEL, PROMPT_TOKEN_EDGES, DailySeries, TokenHistogram
@@ -65,11 +64,13 @@ def test_horizontal_bar_figure_puts_the_costliest_row_on_top_and_labels_blank_ke
 
 
 def test_price_history_figure_steps_through_versions_and_bills_missing_cached_price_at_input():
-    prices = [
-        SimpleNamespace(effective_from=dt.date(2026, 6, 1), input_usd_per_1m=Decimal("2.00"),
-                        cached_input_usd_per_1m=Decimal("0.20"), output_usd_per_1m=Decimal("8")),
-        SimpleNamespace(effective_from=dt.date(2025, 1, 1), input_usd_per_1m=Decimal("2.50"),
-                        cached_input_usd_per_1m=None, output_usd_per_1m=Decimal("10")),
+    from apps.pricing.models import ModelPrice
+
+    prices = [  # unsaved: the figure reads fields only
+        ModelPrice(model="m", effective_from=dt.date(2026, 6, 1), input_usd_per_1m=Decimal("2.00"),
+                   cached_input_usd_per_1m=Decimal("0.20"), output_usd_per_1m=Decimal("8")),
+        ModelPrice(model="m", effective_from=dt.date(2025, 1, 1), input_usd_per_1m=Decimal("2.50"),
+                   cached_input_usd_per_1m=None, output_usd_per_1m=Decimal("10")),
     ]
     figure = figures.price_history_figure(prices, today=dt.date(2026, 11, 20))
     traces = {trace["name"]: trace for trace in figure["data"]}

@@ -328,4 +328,3 @@ def test_run_filters_offer_the_models_of_an_earlier_period_asked_for(staff_clien
     long_ago = (TODAY - dt.timedelta(days=610)).isoformat(), (TODAY - dt.timedelta(days=590)).isoformat()
     oldest = staff_client.get(f"/runs/?start={long_ago[0]}&end={long_ago[1]}").context["form"]
     assert "gpt-4-turbo" in dict(oldest.fields["model"].choices)
-

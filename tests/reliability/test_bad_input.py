@@ -143,7 +143,8 @@ def test_a_tenant_slug_postgresql_cannot_hold_is_rejected_per_event(api_client, 
     response = _post(api_client, ingest_key, body.encode())
     assert response.status_code == 200
     first, second = response.json()["results"]
-    assert first["outcome"] == "rejected" and first["error"]["field"] == "tenant"
+    assert first["outcome"] == "rejected" and first["error"] == {
+        "field": "tenant", "message": "must not contain NUL characters or invalid Unicode"}
     assert second["outcome"] == "created"
 
 
