@@ -1,6 +1,6 @@
 """Formatting for dashboard templates: money, percentages, tokens, sparklines, sortable headers."""
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
@@ -20,9 +20,19 @@ def usd(amount):
 
 @register.filter
 def pct(value, places: int = 0):
+    """Rounded half up, as money is (format() alone rounds half to even: 12.5% read 12%)."""
     if value is None or value == "":
         return "—"
-    return f"{Decimal(value):,.{int(places)}f}%"
+    return f"{Decimal(value).quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP):,}%"
+
+
+@register.filter
+def budget_pct(value):
+    """A share of a budget in whole percent, rounded down: it reads 80% or 100% only once the spend has
+    reached it, as the bar's warning colours and the budget alerts do (99.6% read "100%" in a calm bar)."""
+    if value is None or value == "":
+        return "—"
+    return f"{Decimal(value).quantize(Decimal(1), rounding=ROUND_FLOOR):,}%"
 
 
 @register.filter

@@ -1,0 +1,24 @@
+"""Template filters that write numbers for people: percentages round as money does, budget shares round down."""
+
+from decimal import Decimal
+
+import pytest
+
+from apps.dashboard.templatetags.dashboard import budget_pct, pct
+
+
+@pytest.mark.parametrize(("value", "places", "text"), [
+    (Decimal("12.5"), 0, "13%"), (Decimal("6.5"), 0, "7%"), (Decimal("28.25"), 1, "28.3%"),
+    (Decimal("0.004"), 2, "0.00%"), (Decimal("1234.5"), 0, "1,235%"), (None, 0, "—"),
+])
+def test_percentages_round_half_up_like_money(value, places, text):
+    assert pct(value, places) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Decimal("99.6"), "99%"), (Decimal("100"), "100%"), (Decimal("79.9"), "79%"), (Decimal("80"), "80%"),
+    (Decimal("150.2"), "150%"), (Decimal("0.3"), "0%"), (None, "—"),
+])
+def test_a_budget_share_reads_80_or_100_percent_only_once_reached(value, text):
+    # The bar turns amber at 80 and red at 100 on the exact share; its label must not say 100% before.
+    assert budget_pct(value) == text
