@@ -24,7 +24,7 @@ from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_v
 from apps.tenants.services import tenant_update
 
 from . import figures
-from .forms import MAX_PERIOD_DAYS, PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
+from .forms import PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
 from .nav import nav_for
 from .selectors import (
     alerts_recent,
@@ -456,16 +456,12 @@ class RunListView(DashboardView):
     @cached_property
     def form(self) -> RunFilterForm:
         # The choices cover the last 90 days and the period asked for: a model retired last spring is still a
-        # choice when last spring is the period. The form validates the period; here a bad one is ignored, and
-        # each read covers at most a period's length of rollups.
+        # choice when last spring is the period. The period as PeriodForm reads it (a bad one: the default
+        # 30 days), so each read covers at most a period's length of rollups.
         recent_start = self.today - dt.timedelta(days=89)
         models, features = ledger.models_and_features(scope=self.scope, start=recent_start, end=self.today)
-        try:
-            start = dt.date.fromisoformat(self.request.GET.get("start", ""))
-            end = dt.date.fromisoformat(self.request.GET.get("end", "") or self.today.isoformat())
-        except ValueError:
-            start = end = None
-        if start and start <= end and (end - start).days < MAX_PERIOD_DAYS and (start < recent_start or end > self.today):
+        start, end = PeriodForm(self.request.GET, today=self.today).period()
+        if start < recent_start or end > self.today:
             more_models, more_features = ledger.models_and_features(scope=self.scope, start=start, end=end)
             models, features = sorted({*models, *more_models}), sorted({*features, *more_features})
         return RunFilterForm(

@@ -241,6 +241,11 @@ def _rate_state(state: dict, book: PriceBook, high_cost_by_tenant: dict[int, Dec
     state["is_high_cost"] = _is_high_cost(priced, cost.total, high_cost_by_tenant.get(state["tenant_id"]))
 
 
+def _high_cost_thresholds(tenant_ids: Iterable[int]) -> dict[int, Decimal | None]:
+    """tenant id -> its high-cost threshold (None: no run is high-cost), for the tenants that exist."""
+    return dict(Tenant.objects.filter(pk__in=list(tenant_ids)).values_list("pk", "high_cost_run_usd"))
+
+
 def _is_high_cost(priced: bool, total: Decimal, threshold: Decimal | None) -> bool:
     """A priced run that cost more than its tenant's high-cost threshold (none: no run is)."""
     return bool(priced and threshold is not None and Decimal(total) > threshold)
@@ -924,7 +929,7 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     CPU — done here, it overlaps with the other workers' write phases instead of lengthening them."""
     book = PriceBook.load()
     tenant_ids = {e.state["tenant_id"] for e in run_events}
-    thresholds = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "high_cost_run_usd"))
+    thresholds = _high_cost_thresholds(tenant_ids)
     for event in run_events:
         _rate_state(event.state, book, thresholds)
         event.state["_rated"] = True
@@ -935,8 +940,7 @@ def _thresholds_refreshed(run_events: list[_RunEvent], thresholds: dict[int, Dec
     """Under the ingest lock: the batch was rated with thresholds read before it; if a tenant's has changed
     since (runs_reflag_high_cost re-flags the stored runs under this same lock), re-flag the batch's states
     and update `thresholds` in place (stored rows re-rated later in the batch use them). True if so."""
-    current = dict(Tenant.objects.filter(pk__in={e.state["tenant_id"] for e in run_events})
-                   .values_list("pk", "high_cost_run_usd"))
+    current = _high_cost_thresholds({e.state["tenant_id"] for e in run_events})
     if current == thresholds:
         return False
     thresholds.clear()
@@ -1256,14 +1260,14 @@ def runs_reflag_high_cost(*, tenant_id: int) -> int:
     batch of ingest or a second change of threshold in between cannot leave a stale flag behind; idempotent
     (nothing disagrees the second time) and cheap when nothing does (one indexed query, no lock). The runs it
     flags raise no alert: an alert is news about a run, a new threshold is not."""
-    thresholds = dict(Tenant.objects.filter(pk=tenant_id).values_list("pk", "high_cost_run_usd"))
+    thresholds = _high_cost_thresholds([tenant_id])
     if tenant_id not in thresholds or not _wrongly_flagged(tenant_id, thresholds[tenant_id]).exists():
         return 0
     changed = 0
     while True:
         with transaction.atomic():
             bulk.advisory_xact_lock(INGEST_LOCK_KEY)
-            threshold = Tenant.objects.filter(pk=tenant_id).values_list("high_cost_run_usd", flat=True).first()
+            threshold = _high_cost_thresholds([tenant_id]).get(tenant_id)
             rows = list(_wrongly_flagged(tenant_id, threshold).order_by("pk").select_for_update()
                         .values("id", *RUN_FIELDS)[:REPRICE_BATCH])
             if not rows:

@@ -41,15 +41,19 @@ def test_spend_summary_compares_month_to_date_with_last_month_and_projects_linea
     assert selectors.spend_summary(scope=TenantScope.every_tenant(), today=TODAY).month_to_date_usd == Decimal("52.00")
 
 
+def _spend_like_last_month_until(tenant, now: dt.datetime, spent_today: str) -> selectors.SpendSummary:
+    """$24 a day on October 1-2 and November 1, `spent_today` so far on November 2; the summary at `now`."""
+    for day, cost in ((dt.date(2026, 10, 1), "24"), (dt.date(2026, 10, 2), "24"), (dt.date(2026, 11, 1), "24"),
+                      (dt.date(2026, 11, 2), spent_today)):
+        run_row(tenant, created_at=at(day, hour=0), cost=cost)
+    return selectors.spend_summary(tenant=tenant, today=now.date(), now=now)
+
+
 def test_spend_summary_counts_today_only_as_far_as_it_has_gone(tenant):
     # A month spending exactly like the last one ($24 a day, $1 an hour), asked at 01:00 on the 2nd: whole
     # days read -48% ($25 against $48) and projected $375; the same point of last month is its first day and
     # an hour of its second.
-    for day, cost in ((dt.date(2026, 10, 1), "24"), (dt.date(2026, 10, 2), "24"), (dt.date(2026, 11, 1), "24"),
-                      (dt.date(2026, 11, 2), "1")):
-        run_row(tenant, created_at=at(day, hour=0), cost=cost)
-    now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.UTC)
-    summary = selectors.spend_summary(tenant=tenant, today=now.date(), now=now)
+    summary = _spend_like_last_month_until(tenant, dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.UTC), "1")
     assert summary.month_to_date_usd == Decimal("25") == summary.last_month_same_point_usd
     assert summary.change_vs_same_point == 0
     assert summary.projected_month_end_usd == Decimal("720")  # $24 a day for 30 days
@@ -59,11 +63,7 @@ def test_spend_summary_just_after_midnight_compares_pro_rata_and_projects_from_a
     # Six minutes into the 2nd, at $24 a day like last month: the comparison takes six minutes of last
     # month's 2nd (no change); only the projection counts a whole hour as elapsed, so a few minutes' spend
     # does not project wildly.
-    for day, cost in ((dt.date(2026, 10, 1), "24"), (dt.date(2026, 10, 2), "24"), (dt.date(2026, 11, 1), "24"),
-                      (dt.date(2026, 11, 2), "0.10")):
-        run_row(tenant, created_at=at(day, hour=0), cost=cost)
-    now = dt.datetime(2026, 11, 2, 0, 6, tzinfo=dt.UTC)
-    summary = selectors.spend_summary(tenant=tenant, today=now.date(), now=now)
+    summary = _spend_like_last_month_until(tenant, dt.datetime(2026, 11, 2, 0, 6, tzinfo=dt.UTC), "0.10")
     assert summary.month_to_date_usd == Decimal("24.10") == summary.last_month_same_point_usd
     assert summary.change_vs_same_point == 0
     expected = (Decimal("24.10") / (1 + Decimal(1) / 24) * 30).quantize(Decimal("1E-10"))
