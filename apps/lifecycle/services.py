@@ -1293,13 +1293,38 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMet
     return rows
 
 
+# How far back the nightly meter fills in days nobody metered (worker or broker down): reconciliation
+# re-checks the last 7 days, so a day metered within them is still compared.
+METER_CATCH_UP_DAYS = 7
+
+
+def storage_meter_scheduled(*, now: dt.datetime) -> list[StorageMeter]:
+    """The nightly meter (beat, 23:50 UTC). It meters the day it was scheduled for even when delivered late,
+    after midnight (queued behind other work, a worker restart; the entry expires after 36 hours): before
+    noon UTC that is yesterday. The days before it, back to METER_CATCH_UP_DAYS, that hold no meter rows
+    while stores existed are metered too, at the stores' latest known usage: a missed night is then billed
+    instead of silently free. Days already metered are left as they are."""
+    scheduled = now.astimezone(dt.UTC).date() - dt.timedelta(days=1 if now.astimezone(dt.UTC).hour < 12 else 0)
+    first = scheduled - dt.timedelta(days=METER_CATCH_UP_DAYS)
+    metered = set(StorageMeter.objects.unscoped().filter(day__gte=first, day__lt=scheduled)
+                  .values_list("day", flat=True).distinct())
+    rows: list[StorageMeter] = []
+    for offset in range(METER_CATCH_UP_DAYS, 0, -1):
+        day = scheduled - dt.timedelta(days=offset)
+        if day not in metered:
+            rows.extend(storage_meter_day(day=day))
+    rows.extend(storage_meter_day(day=scheduled))
+    return rows
+
+
 def _savings_by_tenant(day: dt.date) -> dict[int | None, Decimal]:
-    """Each vector store a real sweep deleted on or before `day` saves its daily cost (as valued when it
-    was deleted) on every day after it, which is the day's meter no longer includes it."""
-    end = day_start(day) + dt.timedelta(days=1)
+    """Each vector store a real sweep deleted before `day` saves its daily cost (as valued when it was
+    deleted) on every day after its deletion day: the deletion day itself is still billed (a store that
+    existed at some moment of a day is), so it saves nothing yet."""
     saved: dict[int | None, Decimal] = {}
     for tenant_id, amount in SweepItem.objects.unscoped().filter(
-        resource_type=ResourceType.VECTOR_STORE, outcome=Outcome.DELETED, dry_run=False, processed_at__lt=end
+        resource_type=ResourceType.VECTOR_STORE, outcome=Outcome.DELETED, dry_run=False,
+        processed_at__lt=day_start(day),
     ).values_list("tenant_id", "saved_usd_per_day"):
         saved[tenant_id] = saved.get(tenant_id, ZERO) + amount
     return saved

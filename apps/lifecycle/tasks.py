@@ -59,8 +59,7 @@ def inventory_sync() -> dict:
 
 @shared_task(name="lifecycle.meter_storage", acks_late=True, ignore_result=True)
 def meter_storage() -> int:
-    rows = services.storage_meter_day(day=timezone.now().date())
-    return len(rows)
+    return len(services.storage_meter_scheduled(now=timezone.now()))
 
 
 @shared_task(name="lifecycle.requires_action_watch", acks_late=True, ignore_result=True)

@@ -6,6 +6,7 @@ or resource outside the viewer's scope is a 404, the same as a missing one."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import cached_property
 
 from django.contrib import messages
@@ -16,12 +17,15 @@ from django.views import View
 
 from apps.dashboard.tables import Column, Table
 from apps.dashboard.views import DashboardView
+from apps.provider.client import ProviderError
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import scope_for_user, tenants_visible
 
 from . import selectors, services
 from .figures import storage_figure
 from .models import Outcome, ResourceType, SweepKind
+
+logger = logging.getLogger(__name__)
 
 STORAGE_DAYS = 30
 AUDIT_PAGE = 50
@@ -280,10 +284,20 @@ class OrphanActionView(StaffActionView):
             raise Http404("Not found.") from exc
         except services.LifecycleError as exc:
             messages.error(request, str(exc))
+        except ProviderError as exc:
+            # OpenAI refused or stayed unavailable after the client's retries: nothing was deleted or recorded.
+            messages.error(request, f"OpenAI did not delete it ({exc}). Nothing changed; try again later.")
         return HttpResponseRedirect(reverse("lifecycle:orphans"))
 
 
 def _enqueue(sweep) -> None:
+    from kombu.exceptions import OperationalError
+
     from .tasks import sweep_batch
 
-    sweep_batch.apply_async((sweep.pk,))
+    try:
+        sweep_batch.apply_async((sweep.pk,))
+    except (OSError, OperationalError):
+        # The sweep is created (and shown) already; the reaper enqueues a sweep whose first batch never
+        # started once the broker is back. So a click never becomes a 500, nor a retried click a second sweep.
+        logger.warning("sweep %s: broker unavailable, left for the reaper to enqueue", sweep.pk, exc_info=True)

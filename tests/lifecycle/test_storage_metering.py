@@ -173,3 +173,66 @@ def test_the_same_resource_reported_again_is_unchanged_but_seen(tenant):
     assert services.resources_record(tenant=tenant, obj=dict(obj), seen_at=_at(START, 2)) == "unchanged"
     assert VectorStore.objects.unscoped().get(openai_id=obj["id"]).last_seen_at == _at(START, 2)
     assert services.resources_record(tenant=tenant, obj={**obj, "usage_bytes": 2 * GIB}) == "updated"
+
+
+def test_the_nightly_meter_delivered_after_midnight_meters_the_day_it_was_scheduled_for(tenant):
+    """Beat fires at 23:50; a worker that picks the task up at 00:04 meters the day that just ended."""
+    import time_machine
+
+    from apps.lifecycle import tasks
+
+    _store(tenant, usage_bytes=3 * GIB, created=dt.date(2026, 11, 1))
+    with time_machine.travel(dt.datetime(2026, 11, 20, 0, 4, tzinfo=dt.UTC), tick=False):
+        tasks.meter_storage()
+    assert set(StorageMeter.objects.unscoped().values_list("day", flat=True)) >= {dt.date(2026, 11, 19)}
+    assert not StorageMeter.objects.unscoped().filter(day=dt.date(2026, 11, 20)).exists()
+
+
+def test_the_nightly_meter_fills_in_missed_days_of_the_last_week_and_leaves_metered_days_alone(tenant):
+    scheduled = dt.date(2026, 11, 19)
+    _store(tenant, usage_bytes=3 * GIB, created=dt.date(2026, 11, 1))
+    services.storage_meter_day(day=scheduled - dt.timedelta(days=2))
+    metered_before = StorageMeter.objects.unscoped().get(day=scheduled - dt.timedelta(days=2)).metered_at
+    services.storage_meter_scheduled(now=dt.datetime(2026, 11, 19, 23, 50, tzinfo=dt.UTC))
+    days = set(StorageMeter.objects.unscoped().values_list("day", flat=True))
+    assert days == {scheduled - dt.timedelta(days=offset) for offset in range(8)}  # the day and the 7 before
+    assert StorageMeter.objects.unscoped().get(day=scheduled - dt.timedelta(days=2)).metered_at == metered_before
+
+
+def test_a_store_a_sweep_deleted_saves_its_cost_from_the_day_after_its_deletion(tenant):
+    """The deletion day still bills the store (it existed that day), so it saves nothing until the next day."""
+    import time_machine
+
+    from apps.lifecycle.models import VectorStoreDay
+
+    from .fakes import FakeProvider
+
+    old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    provider = FakeProvider()
+    for store_id, size in (("vs_keep", 3 * GIB), ("vs_old", 2 * GIB)):
+        services.resources_record(tenant=tenant, obj=builders.vector_store(
+            vector_store_id=store_id, usage_bytes=size, created_at=old, last_active_at=old))
+        provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": size,
+                                            "created_at": int(old.timestamp()), "last_active_at": int(old.timestamp())}
+    recent = dt.datetime(2026, 11, 19, tzinfo=dt.UTC)
+    VectorStore.objects.unscoped().filter(openai_id="vs_keep").update(last_active_at=recent)
+    provider.vector_stores["vs_keep"]["last_active_at"] = int(recent.timestamp())
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        sweep = services.sweep_create(kind="vector_stores")
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+    assert provider.deletes == ["vs_old"]
+    deletion_day = services.storage_meter_day(day=dt.date(2026, 11, 19))[0]
+    assert "vs_old" in set(VectorStoreDay.objects.unscoped().filter(day=dt.date(2026, 11, 19))
+                           .values_list("vector_store__openai_id", flat=True))
+    assert deletion_day.saved_usd == Decimal("0")
+    next_day = services.storage_meter_day(day=dt.date(2026, 11, 20))[0]
+    assert next_day.saved_usd > 0
+    assert next_day.saved_usd == _deleted_store_saving_per_day(tenant)
+
+
+def _deleted_store_saving_per_day(tenant) -> Decimal:
+    from apps.lifecycle.models import SweepItem
+
+    return SweepItem.objects.unscoped().get(tenant=tenant, dry_run=False, outcome="deleted").saved_usd_per_day

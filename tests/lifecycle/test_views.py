@@ -112,6 +112,42 @@ def test_staff_assigns_and_deletes_orphans(world, staff_user, tenant):
     assert AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id="vs_orphan").exists()
 
 
+def test_orphan_delete_that_openai_refuses_is_a_message_not_a_500(world, staff_user, monkeypatch):
+    """OpenAI down after the client's retries: the page says so and nothing is marked deleted or audited."""
+    from apps.provider.client import ProviderUnavailable
+
+    class Down:
+        def _fail(self, openai_id):
+            raise ProviderUnavailable("delete: OpenAI answered 503 after 5 attempts", status_code=503)
+
+        delete_thread = delete_conversation = delete_vector_store = delete_file = delete_container = _fail
+
+    monkeypatch.setattr(services, "_default_provider", lambda: Down())
+    store = VectorStore.objects.unassigned().get()
+    response = _client(staff_user).post(f"/lifecycle/orphans/vector_store/{store.pk}/delete/", follow=True)
+    assert response.status_code == 200
+    assert "OpenAI did not delete it" in response.content.decode()
+    store.refresh_from_db()
+    assert store.status == "active"
+    assert not AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id="vs_orphan").exists()
+
+
+def test_starting_a_sweep_with_the_broker_down_creates_it_for_the_reaper(world, staff_user, monkeypatch):
+    """The sweep row is the record of the request: with the broker down the click still lands (no 500) and
+    the reaper enqueues the sweep once the broker is back."""
+    from apps.lifecycle import tasks
+    from apps.lifecycle.models import Sweep
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.sweep_batch, "apply_async", broker_down)
+    before = Sweep.objects.unscoped().count()
+    response = _client(staff_user).post("/lifecycle/sweeps/new/", {"kind": "vector_stores"})
+    assert response.status_code in (302, 303)
+    assert Sweep.objects.unscoped().count() == before + 1
+
+
 def test_anonymous_visitors_are_sent_to_login(db):
     assert Client().get("/lifecycle/").status_code == 302
 

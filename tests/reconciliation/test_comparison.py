@@ -135,3 +135,29 @@ def test_lines_zero_on_both_sides_are_left_out_and_a_clean_day_has_only_matches(
     openai = _obs([("gpt-5.4, input", "1.00", USD)])
     results = compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())
     assert [(r.line, r.status) for r in results] == [("gpt-5.4, input", "matched"), ("unattributed spend", "matched")]
+
+
+def test_spend_on_a_line_item_the_ledger_cannot_hold_is_flagged_even_under_one_percent_of_the_day():
+    """1% of a $1,000 day would hide $9 nobody can bill: unmapped spend gets only the dollar tolerance."""
+    day = dt.date(2026, 11, 19)
+    ledger, openai = Observations(), Observations()
+    spec = LineSpec(KIND_COST, UNIT_USD, "gpt-5")
+    ledger.add(day, "proj", "gpt-5, input", Decimal("1000"), spec)
+    openai.add(day, "proj", "gpt-5, input", Decimal("1000"), spec)
+    openai.add_unmapped(day, "proj", "unattributed usage", Decimal("9"))
+    unattributed = [r for r in compare_day(day=day, project="proj", ledger=ledger, openai=openai,
+                                           tolerance=Tolerance()) if r.line == "unattributed spend"][0]
+    assert (unattributed.openai_value, unattributed.status) == (Decimal("9"), "drift")
+
+
+def test_in_tolerance_line_differences_may_add_up_to_the_days_tolerance_on_the_unattributed_line():
+    day = dt.date(2026, 11, 19)
+    ledger, openai = Observations(), Observations()
+    for model in ("gpt-5", "gpt-5-mini"):
+        spec = LineSpec(KIND_COST, UNIT_USD, model)
+        ledger.add(day, "proj", f"{model}, input", Decimal("500"), spec)
+        openai.add(day, "proj", f"{model}, input", Decimal("504"), spec)  # 0.8% each: within tolerance
+    openai.add_unmapped(day, "proj", "unattributed usage", Decimal("0.01"))
+    unattributed = [r for r in compare_day(day=day, project="proj", ledger=ledger, openai=openai,
+                                           tolerance=Tolerance()) if r.line == "unattributed spend"][0]
+    assert (unattributed.openai_value, unattributed.status) == (Decimal("8.01"), "matched")
