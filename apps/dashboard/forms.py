@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import conditional_escape as escape
 from django.utils.safestring import mark_safe
 
-from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
+from apps.core.forms import BoundedDateField
 from apps.ledger.models import RunStatus
 from apps.tenants.models import Tenant
 
@@ -21,8 +21,8 @@ MAX_PERIOD_DAYS = 366
 class PeriodForm(forms.Form):
     """An inclusive range of UTC days; defaults to the last 30 days ending today."""
 
-    start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    start = BoundedDateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = BoundedDateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, data, *, today: dt.date, **kwargs):
         self.today = today
@@ -32,21 +32,20 @@ class PeriodForm(forms.Form):
             data["end"] = today.isoformat()
         if not data.get("start"):
             try:
-                end = dt.date.fromisoformat(data["end"])
-            except ValueError:
-                end = today
-            data["start"] = (end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)).isoformat()
+                start = dt.date.fromisoformat(data["end"]) - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+            except (ValueError, OverflowError):  # the end field reports it
+                start = today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+            data["start"] = start.isoformat()
         super().__init__(data, **kwargs)
 
     def clean(self):
         cleaned = super().clean()
+        if self.errors:
+            return cleaned
         end = cleaned.get("end") or self.today
         start = cleaned.get("start") or end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
         if start > end:
             raise ValidationError({"start": "Start must be on or before end."})
-        for name, day in (("start", start), ("end", end)):  # the API's bounds: a day past 9998 overflows
-            if not EARLIEST_DAY <= day <= LATEST_DAY:
-                raise ValidationError({name: f"Use a date from {EARLIEST_DAY:%b %-d, %Y} to {LATEST_DAY:%b %-d, %Y}."})
         if (end - start).days + 1 > MAX_PERIOD_DAYS:
             raise ValidationError({"start": f"A period can span at most {MAX_PERIOD_DAYS} days."})
         cleaned["start"], cleaned["end"] = start, end

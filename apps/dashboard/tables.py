@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -205,6 +206,8 @@ class _Echo:
 def csv_response(table: Table, *, filename: str) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
     response = StreamingHttpResponse((writer.writerow(row) for row in table.csv_rows()), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    # Names carry ids and slugs that ingest recorded: only characters safe in a quoted header value.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename)
+    response["Content-Disposition"] = f'attachment; filename="{safe}"'
     response["Cache-Control"] = "no-store"
     return response

@@ -41,9 +41,15 @@ SPARKLINE_DAYS = 30
 SCATTER_POINTS = 1000
 
 
-def _run_url(run) -> str:
-    openai_id = run["openai_id"] if isinstance(run, dict) else run.openai_id
-    return reverse("dashboard:run-detail", args=[openai_id])
+def _run_page_url(openai_id: str) -> str | None:
+    try:
+        return reverse("dashboard:run-detail", args=[openai_id])
+    except NoReverseMatch:  # an id no run page could have (a "/" in it, recorded before ingest checked ids)
+        return None
+
+
+def _run_url(run) -> str | None:
+    return _run_page_url(run["openai_id"] if isinstance(run, dict) else run.openai_id)
 
 
 def _alert_run_url(alert) -> str | None:
@@ -51,10 +57,13 @@ def _alert_run_url(alert) -> str | None:
     run = (alert.data or {}).get("run") if isinstance(alert.data, dict) else None
     if not isinstance(run, str) or not run:
         return None
-    try:
-        return reverse("dashboard:run-detail", args=[run])
-    except NoReverseMatch:  # an id no run page could have
-        return None
+    return _run_page_url(run)
+
+
+def _invalid_filter_response(form) -> JsonResponse:
+    """A CSV export's answer to filters that do not parse: 400 naming the first bad field (docs/ui.md)."""
+    field, errors = next(iter(form.errors.items()))
+    return JsonResponse({"error": {"code": "invalid", "message": errors[0], "field": field}}, status=400)
 
 
 def _tenant_url(slug: str) -> str:
@@ -301,6 +310,12 @@ class TenantDetailView(DashboardView):
 
     def get(self, request, *args, **kwargs):
         self.tenant  # noqa: B018  (404 before anything else when the slug is not visible)
+        if not self.period_form.is_valid():
+            # An export is data for the period asked: never another one. The page still shows the last 30
+            # days under the error, so it is not a dead end.
+            if request.GET.get("format") == "csv":
+                return _invalid_filter_response(self.period_form)
+            return self.render_to_response(self.get_context_data(**kwargs), status=400)
         return super().get(request, *args, **kwargs)
 
     def get_tables(self):
@@ -504,8 +519,7 @@ class RunListView(DashboardView):
             context = self.get_context_data(**kwargs)
             return self.render_to_response(context, status=400)
         if request.GET.get("format") == "csv" and not self.form.is_valid():
-            field, errors = next(iter(self.form.errors.items()))
-            return JsonResponse({"error": {"code": "invalid", "message": errors[0], "field": field}}, status=400)
+            return _invalid_filter_response(self.form)
         return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):

@@ -12,6 +12,8 @@ from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.views.generic import TemplateView
 
+from apps.core.forms import BoundedDateField
+
 from .figures import reconciliation_figure
 from .models import FLAGGED_STATUSES, LineStatus
 from .selectors import (
@@ -29,8 +31,8 @@ LINES_ON_PAGE = 2000
 
 
 class ReconciliationFilterForm(forms.Form):
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (inclusive)")
+    start = BoundedDateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    end = BoundedDateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (inclusive)")
     project = forms.ChoiceField(required=False, label="OpenAI project")
     status = forms.ChoiceField(required=False, choices=[("flagged", "Flagged lines only"), ("all", "Every line")],
                                label="Lines")

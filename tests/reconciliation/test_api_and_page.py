@@ -149,3 +149,14 @@ def test_figure_pairs_ledger_and_openai_per_day_and_rings_days_with_drift():
     assert figure["data"][1]["y"] == [2.5, 3.75]
     assert figure["data"][3]["x"] == ["2026-11-03"]
     assert reconciliation_figure([]) is None
+
+
+@pytest.mark.parametrize("query", ["end=9999-12-31", "end=0001-01-05", "start=0001-01-01&end=0001-01-02",
+                                   "end=9999-12-31&format=csv"])
+def test_page_days_outside_the_bounds_are_refused_not_an_overflow(client, staff_user, reconciled, query):
+    """Bounded like the API: the page then shows its default days instead of adding a day to 9999-12-31."""
+    client.force_login(staff_user)
+    response = client.get(f"/reconciliation/?{query}")
+    assert response.status_code == 200
+    if "format=csv" not in query:
+        assert "Use a date from Jan 1, 1970 to Dec 31, 9998." in response.content.decode()
