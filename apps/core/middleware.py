@@ -1,4 +1,5 @@
-"""Request id on every log line, a retryable 503 when the database is down, the viewer's timezone."""
+"""Request id on every log line, NUL characters refused, a retryable 503 when the database is down, the viewer's
+timezone."""
 
 import logging
 import re
@@ -6,7 +7,7 @@ import uuid
 import zoneinfo
 
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.utils import timezone
 
 from .logging import request_id_var
@@ -30,6 +31,31 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
         response["X-Request-Id"] = request_id
         return response
+
+
+class NulRefusedMiddleware:
+    """No page or endpoint takes a NUL character, and PostgreSQL refuses one in a query (psycopg raises before
+    sending it: a 500). So it is refused here, once for every view: in the path, 404 like any other unknown
+    value; in a query or form parameter, 400 naming the parameter. API paths answer in the API's error shape."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        api = request.path.startswith("/api/")
+        if "\x00" in request.path:
+            if api:
+                return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+            raise Http404("Not found.")
+        for params in (request.GET, *([request.POST] if request.method == "POST" else [])):
+            for name, values in params.lists():
+                if "\x00" in name or any("\x00" in value for value in values):
+                    message = f"{name!r} must not contain NUL characters."
+                    if api:
+                        return JsonResponse({"error": {"code": "invalid", "message": message, "field": name}},
+                                            status=400)
+                    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
 
 
 class ServiceUnavailableMiddleware:

@@ -176,3 +176,25 @@ def test_a_run_dated_before_openai_existed_is_rejected(api_client, ingest_key, t
     obj["created_at"] = 0
     result = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj}]}).json()["results"][0]
     assert result["outcome"] == "rejected"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path", "data", "status"), [
+    ("get", "/runs/resp%00x/", None, 404),
+    ("get", "/prices/?model=a%00b", None, 400),
+    ("get", "/runs/?feature=a%00b", None, 400),
+    ("post", "/lifecycle/sweeps/new/", {"kind": "threads", "tenant": "a\x00b"}, 400),
+])
+def test_a_nul_character_on_a_page_is_a_4xx_never_a_database_error(client, staff_user, method, path, data, status):
+    """PostgreSQL refuses NUL in a query (psycopg raises before sending: a 500); one middleware refuses it."""
+    client.force_login(staff_user)
+    response = getattr(client, method)(path, data) if data else getattr(client, method)(path)
+    assert response.status_code == status
+
+
+@pytest.mark.django_db
+def test_a_nul_character_in_an_api_parameter_is_a_400_naming_it(api_client, admin_key):
+    answer = api_client.get("/api/v1/runs/?user=a%00b", **bearer(admin_key))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {"code": "invalid", "message": "'user' must not contain NUL characters.",
+                                      "field": "user"}
