@@ -190,7 +190,7 @@ class StatementView(JsonErrorsMixin, ScopedLookupMixin, APIView):
         rendered = selectors.statement_rendered(tenant=tenant, period=month)
         headers = {"X-Statement-Status": rendered.status}
         if as_csv:
-            headers["Content-Disposition"] = f'attachment; filename="{tenant.slug}-{period}.csv"'
+            headers["Content-Disposition"] = f'attachment; filename="{tenant.slug}-{month:%Y-%m}.csv"'
             return etag_response(request, rendered.csv.encode(), "text/csv; charset=utf-8", headers=headers)
         return etag_response(request, rendered.json.encode(), "application/json", headers=headers)
 

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from django.db.models import Sum
 
+from apps.core.exports import csv_value
 from apps.core.money import ZERO, round_cents, usd_string
 from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY, next_month
 from apps.ledger import selectors as ledger_selectors
@@ -54,7 +55,7 @@ class PeriodError(ValueError):
 
 def parse_period(text: str) -> dt.date:
     """'YYYY-MM' → the first day of that month; PeriodError otherwise."""
-    match = PERIOD_PATTERN.match(text or "")
+    match = PERIOD_PATTERN.fullmatch(text or "")  # match() lets "2026-01\n" through: `$` matches before a newline
     if not match or not EARLIEST_DAY.year <= int(match.group(1)) <= LATEST_DAY.year:
         raise PeriodError("Use a month as YYYY-MM (for example 2026-03).")
     return dt.date(int(match.group(1)), int(match.group(2)), 1)
@@ -357,7 +358,9 @@ def render_csv(document: dict) -> str:
 
 
 def _csv_value(value) -> str:
-    return "" if value is None else str(value)
+    # Model names and features come from the tenant's ingest: escaped like every dashboard CSV, so a cell such as
+    # =HYPERLINK(…) is text in a spreadsheet, not a formula (core.exports holds the rule).
+    return csv_value(value, "text")
 
 
 def content_hash(text: str) -> str:

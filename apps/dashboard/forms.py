@@ -12,7 +12,7 @@ from django.utils.safestring import mark_safe
 
 from apps.core.forms import BoundedDateField
 from apps.ledger.models import RunStatus
-from apps.tenants.models import Tenant
+from apps.tenants.models import STAFF_POLICY_FIELDS, Tenant
 
 DEFAULT_PERIOD_DAYS = 30
 MAX_PERIOD_DAYS = 366
@@ -115,12 +115,6 @@ class TenantSearchForm(forms.Form):
                         widget=forms.SearchInput(attrs={"placeholder": "name or slug"}))
 
 
-# Tenant admins set their own operating policies; markup is a commercial term only staff set.
-ADMIN_POLICY_FIELDS = [
-    "monthly_budget_usd", "high_cost_run_usd", "thread_retention_days", "vector_store_idle_days",
-    "archive_before_delete", "legal_hold",
-]
-STAFF_POLICY_FIELDS = [*ADMIN_POLICY_FIELDS, "markup_percent"]
 
 
 class TenantPolicyForm(forms.ModelForm):

@@ -6,20 +6,17 @@ so an export is always scoped and filtered exactly like what the viewer sees."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from django.utils import timezone
 from django.utils.functional import cached_property
 
-from apps.core.money import usd_string
+from apps.core.exports import csv_value
 
 
 @dataclass(frozen=True)
@@ -167,35 +164,6 @@ class Table:
         for row in rows:
             yield [csv_value(column.csv_get(row) if column.csv_get else column.get(row), column.csv_kind or column.kind)
                    for column in columns]
-
-
-def csv_value(value, kind: str) -> str:
-    """Exact values for spreadsheets: full-precision money, ISO 8601 times in the viewer's timezone."""
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return usd_string(value) if kind in {"money", "price"} else format(value.normalize(), "f")
-    if isinstance(value, dt.datetime):
-        return timezone.localtime(value).isoformat() if timezone.is_aware(value) else value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        return " ".join(csv_value(item, "text") for item in value)
-    text = str(value)
-    # Spreadsheet formula injection: a cell starting with = + - @ would be evaluated by Excel/Sheets.
-    if text[:1] in {"=", "+", "-", "@", "\t", "\r"} and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        Decimal(text)
-    except Exception:
-        return False
-    return True
 
 
 class _Echo:

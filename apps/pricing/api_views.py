@@ -17,6 +17,7 @@ from apps.core.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
+    LenientDateField,
     validate_query,
 )
 from apps.tenants.authentication import CanRead
@@ -34,8 +35,7 @@ class PriceSerializer(serializers.ModelSerializer):
     input_usd_per_1m = serializers.DecimalField(**_PRICE)
     cached_input_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
     output_usd_per_1m = serializers.DecimalField(**_PRICE)
-    effective_from = serializers.DateField(input_formats=["%Y-%m-%d"],
-                                           help_text="UTC date; applies to runs created on or after it.")
+    effective_from = LenientDateField(help_text="UTC date; applies to runs created on or after it.")
     cache_write_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
     source = serializers.CharField(max_length=300, required=False, allow_blank=True)
     verify = serializers.BooleanField(required=False)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from .models import Tenant, slug_validator
+from .models import MAX_POLICY_DAYS, Tenant, slug_validator
 
 CONTRACT_FIELDS = [
     "slug", "name", "external_id", "thread_retention_days", "vector_store_idle_days", "high_cost_run_usd",
@@ -23,8 +23,8 @@ class TenantSerializer(serializers.ModelSerializer):
     name = serializers.CharField(max_length=200)
     external_id = serializers.CharField(max_length=200, required=False, allow_blank=True,
                                         help_text="The tenant's id in the billing system.")
-    thread_retention_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
-    vector_store_idle_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
+    thread_retention_days = serializers.IntegerField(min_value=1, max_value=MAX_POLICY_DAYS, required=False)
+    vector_store_idle_days = serializers.IntegerField(min_value=1, max_value=MAX_POLICY_DAYS, required=False)
     high_cost_run_usd = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal("0"), required=False,
                                                  coerce_to_string=True)
     monthly_budget_usd = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"), required=False,
@@ -45,6 +45,13 @@ class TenantSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("A tenant's slug cannot be changed.")
         if self.instance is None and Tenant.objects.filter(slug=value).exists():
             raise serializers.ValidationError("A tenant with this slug already exists.")
+        return value
+
+    def validate_external_id(self, value):
+        # The constraint's own error names no field (it is conditional), and a race still ends in its 409.
+        others = Tenant.objects.exclude(pk=self.instance.pk) if self.instance is not None else Tenant.objects.all()
+        if value and others.filter(external_id=value).exists():
+            raise serializers.ValidationError("Another tenant already has this external billing id.")
         return value
 
 

@@ -10,6 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
+from apps.core.api import error_body
 from apps.core.api_support import (
     ERROR_400,
     ERROR_404,
@@ -21,6 +22,7 @@ from apps.core.api_support import (
 )
 
 from .api_serializers import TenantSerializer, TenantUpdateSerializer
+from .models import ADMIN_POLICY_FIELDS
 from .selectors import tenants_visible
 from .services import tenant_create, tenant_update
 
@@ -38,7 +40,18 @@ def _saved(write):
     except DjangoValidationError as error:
         raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
     except IntegrityError as error:
-        raise Conflict("A tenant with this slug already exists.") from error
+        raise Conflict("A tenant with this slug or external billing id already exists.") from error
+
+
+def _fields_reserved_for_operators(data) -> list[str]:
+    """Fields in a PATCH body that a tenant-bound key may not set. Such a key speaks for the tenant, so it gets
+    what the tenant's admins get on the dashboard: the operating policies, not the name, markup or billing id
+    (a billing id taken from another tenant would post this tenant's charges to that one). The slug is never
+    written (changing it is a 400 for every key)."""
+    if not hasattr(data, "keys"):
+        return []  # not an object: the serializer answers 400
+    writable = {name for name, field in TenantUpdateSerializer().fields.items() if not field.read_only}
+    return [name for name in data.keys() if name in writable and name not in ADMIN_POLICY_FIELDS and name != "slug"]
 
 
 class TenantListView(ScopedLookupMixin, GenericAPIView):
@@ -94,6 +107,11 @@ class TenantDetailView(ScopedLookupMixin, GenericAPIView):
     )
     def patch(self, request, slug: str):
         tenant = self.get_tenant(slug)
+        if not self.tenant_scope.is_every_tenant:
+            refused = _fields_reserved_for_operators(request.data)
+            if refused:
+                message = f"A tenant-bound key may change only its tenant's policies, not {refused[0]}."
+                return Response(error_body("permission_denied", message, refused[0]), status=status.HTTP_403_FORBIDDEN)
         serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {field: value for field, value in serializer.validated_data.items() if field != "slug"}

@@ -3,10 +3,21 @@
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Lowercase letters, digits and dashes.")
+# A century: the lifecycle sweeps subtract these days from today, and a date before year 1 overflows.
+MAX_POLICY_DAYS = 36500
+
+
+# Tenant admins set their own operating policies (dashboard settings, a tenant-bound admin API key); markup is
+# a commercial term only staff set.
+ADMIN_POLICY_FIELDS = [
+    "monthly_budget_usd", "high_cost_run_usd", "thread_retention_days", "vector_store_idle_days",
+    "archive_before_delete", "legal_hold",
+]
+STAFF_POLICY_FIELDS = [*ADMIN_POLICY_FIELDS, "markup_percent"]
 
 
 class Tenant(models.Model):
@@ -20,8 +31,12 @@ class Tenant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
 
     # Policies other parts of the product act on.
-    thread_retention_days = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
-    vector_store_idle_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    thread_retention_days = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(MAX_POLICY_DAYS)]
+    )
+    vector_store_idle_days = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(MAX_POLICY_DAYS)]
+    )
     high_cost_run_usd = models.DecimalField(
         max_digits=12, decimal_places=4, default=Decimal("0.10"), validators=[MinValueValidator(Decimal("0"))]
     )
@@ -33,7 +48,8 @@ class Tenant(models.Model):
         default=False, help_text="Copy a thread's messages/items into RunLedger before deleting it at OpenAI."
     )
     markup_percent = models.DecimalField(
-        max_digits=6, decimal_places=2, null=True, blank=True, help_text="Optional markup line on statements."
+        max_digits=6, decimal_places=2, null=True, blank=True, help_text="Optional markup line on statements.",
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1000"))],
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -41,6 +57,13 @@ class Tenant(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            # Statements carry it to the billing system, which would post one tenant's charges to another.
+            models.UniqueConstraint(
+                fields=["external_id"], condition=~models.Q(external_id=""), name="tenant_unique_external_id",
+                violation_error_message="Another tenant already has this external billing id.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug

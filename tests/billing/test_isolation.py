@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 # (method, path with {slug} / {run}, body) for every endpoint that names a tenant's object.
 TENANT_OBJECT_ENDPOINTS = [
     ("get", "/api/v1/tenants/{slug}/", None),
-    ("patch", "/api/v1/tenants/{slug}/", {"name": "renamed"}),
+    ("patch", "/api/v1/tenants/{slug}/", {"thread_retention_days": 30}),  # a tenant admin's policy
     ("get", "/api/v1/tenants/{slug}/usage/?start=2026-01-01&end=2026-03-01&group_by=user", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/?format=csv", None),
@@ -103,7 +103,7 @@ def test_no_key_gets_401_and_a_bad_key_too(api_client, ledger, method, path, bod
 
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("post", "/api/v1/tenants/", {"slug": "initech", "name": "Initech"}),
-    ("patch", "/api/v1/tenants/acme/", {"name": "x"}),
+    ("patch", "/api/v1/tenants/acme/", {"thread_retention_days": 30}),
     ("post", "/api/v1/prices/", {"model": "m", "input_usd_per_1m": "1", "output_usd_per_1m": "2", "effective_from": "2026-01-01"}),
     ("post", "/api/v1/tenants/acme/statements/2026-01/close", {}),
 ])

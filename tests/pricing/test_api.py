@@ -68,6 +68,19 @@ def test_bad_prices_are_400_naming_the_field(api_client, admin_key, change, fiel
     assert answer.status_code == 400 and answer.json()["error"]["field"] == field
 
 
+@pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "9999-12-31"])
+def test_an_effective_from_outside_the_documented_days_is_a_400_naming_it(api_client, admin_key, day):
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "effective_from": day}, format="json", **bearer(admin_key))
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "effective_from"
+    assert not ModelPrice.objects.filter(model=PRICE["model"]).exists()
+
+
+@pytest.mark.parametrize("day", ["1970-01-01", "9998-12-31"])
+def test_the_first_and_last_documented_days_are_valid_effective_dates(api_client, admin_key, day):
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "effective_from": day}, format="json", **bearer(admin_key))
+    assert answer.status_code == 201 and answer.json()["effective_from"] == day
+
+
 def test_only_unbound_admin_keys_add_prices_and_billing_keys_read(api_client, billing_key, tenant_billing_key):
     assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(billing_key)).status_code == 403
     assert api_client.get("/api/v1/prices/", **bearer(tenant_billing_key)).status_code == 200

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from apps.core.models import AuditEvent
-from apps.tenants.models import ApiKey, Tenant
+from apps.tenants.models import ADMIN_POLICY_FIELDS, ApiKey, Tenant
 from apps.tenants.services import api_key_create
 from tests.conftest import bearer
 
@@ -68,6 +68,9 @@ def test_create_with_policies(api_client, admin_key):
         ({"slug": "ok", "name": "x", "high_cost_run_usd": "-1"}, "high_cost_run_usd"),
         ({"slug": "ok", "name": "x", "monthly_budget_usd": "abc"}, "monthly_budget_usd"),
         ({"slug": "ok", "name": "x", "legal_hold": "perhaps"}, "legal_hold"),
+        ({"slug": "ok", "name": "x", "thread_retention_days": 36501}, "thread_retention_days"),
+        ({"slug": "ok", "name": "x", "markup_percent": "1000.01"}, "markup_percent"),
+        ({"slug": "ok", "name": "x", "external_id": "cus_acme"}, "external_id"),  # acme's billing id
     ],
 )
 def test_create_validation_names_the_field(api_client, admin_key, tenant, body, field):
@@ -92,10 +95,47 @@ def test_patch_changes_policies_audited_and_keeps_the_slug(api_client, admin_key
 
 def test_a_tenant_bound_admin_key_may_patch_its_own_tenant_only(api_client, tenant, other_tenant):
     key = api_key_create(name="acme admin", scope=ApiKey.Scope.ADMIN, tenant=tenant)[1]
-    assert api_client.patch("/api/v1/tenants/acme/", {"name": "Acme"}, format="json", **bearer(key)).status_code == 200
-    assert api_client.patch("/api/v1/tenants/globex/", {"name": "G"}, format="json", **bearer(key)).status_code == 404
+    own = api_client.patch("/api/v1/tenants/acme/", {"thread_retention_days": 14}, format="json", **bearer(key))
+    assert own.status_code == 200
+    for body in ({"thread_retention_days": 14}, {"name": "G"}):  # a reserved field is no probe: still a 404
+        assert api_client.patch("/api/v1/tenants/globex/", body, format="json", **bearer(key)).status_code == 404
     other_tenant.refresh_from_db()
-    assert other_tenant.name == "Globex Inc"
+    assert other_tenant.name == "Globex Inc" and other_tenant.thread_retention_days == 60
+
+
+def test_a_tenant_bound_admin_key_changes_the_policies_a_tenant_admin_may_and_nothing_else(api_client, tenant):
+    key = api_key_create(name="acme admin", scope=ApiKey.Scope.ADMIN, tenant=tenant)[1]
+    policies = {"monthly_budget_usd": "250.00", "high_cost_run_usd": "0.2500", "thread_retention_days": 30,
+                "vector_store_idle_days": 14, "archive_before_delete": True, "legal_hold": True}
+    assert set(policies) == set(ADMIN_POLICY_FIELDS)  # the one list the dashboard uses too
+    answer = api_client.patch("/api/v1/tenants/acme/", {**policies, "slug": "acme"}, format="json", **bearer(key))
+    assert answer.status_code == 200 and {name: answer.json()[name] for name in policies} == policies
+
+
+@pytest.mark.parametrize(("field", "value"), [("markup_percent", "0"), ("external_id", "cus_globex"), ("name", "Acme")])
+def test_a_tenant_bound_admin_key_gets_403_naming_a_field_only_operators_set(api_client, tenant, other_tenant, field, value):
+    Tenant.objects.filter(pk=tenant.pk).update(markup_percent=Decimal("15"))
+    key = api_key_create(name="acme admin", scope=ApiKey.Scope.ADMIN, tenant=tenant)[1]
+    answer = api_client.patch("/api/v1/tenants/acme/", {"legal_hold": True, field: value}, format="json", **bearer(key))
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "permission_denied" and answer.json()["error"]["field"] == field
+    tenant.refresh_from_db()
+    assert (tenant.markup_percent, tenant.external_id, tenant.name, tenant.legal_hold) == (
+        Decimal("15"), "cus_acme", "Acme Corp", False)
+
+
+def test_an_external_id_another_tenant_has_is_a_400_naming_it_and_blank_ones_may_repeat(
+    api_client, admin_key, tenant, other_tenant
+):
+    taken = api_client.patch("/api/v1/tenants/acme/", {"external_id": "cus_globex"}, format="json", **bearer(admin_key))
+    assert taken.status_code == 400 and taken.json()["error"]["field"] == "external_id"
+    tenant.refresh_from_db()
+    assert tenant.external_id == "cus_acme"
+    assert api_client.patch("/api/v1/tenants/acme/", {"external_id": "cus_acme"}, format="json",
+                            **bearer(admin_key)).status_code == 200  # its own id is no clash
+    for slug in ("acme", "globex"):
+        answer = api_client.patch(f"/api/v1/tenants/{slug}/", {"external_id": ""}, format="json", **bearer(admin_key))
+        assert answer.status_code == 200
 
 
 def test_tenant_list_pages_with_a_cursor(api_client, admin_key):
