@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,24 @@ def _string(obj: dict, key: str, prefix: str, *, required: bool = False, max_len
     if len(value) > max_length:
         raise NormalizationError(f"{prefix}.{key}", f"must be at most {max_length} characters")
     return value
+
+
+# OpenAI ids go into page URLs (/runs/<id>/) and export file names, and none holds a "/" or a control character:
+# an id with one is refused per event instead of breaking every page that links to it.
+_NOT_IN_IDS = re.compile(r"[/\x00-\x1f\x7f]")
+
+
+def _id(obj: dict, key: str, prefix: str, *, required: bool = False) -> str:
+    value = _string(obj, key, prefix, required=required)
+    if _NOT_IN_IDS.search(value):
+        raise NormalizationError(f"{prefix}.{key}", "must be an OpenAI id: no '/' and no control characters")
+    return value
+
+
+def _fast_id(value):
+    """The fast path's id check: None sends the event to the detailed path, which names the problem."""
+    value = _req_str(value)
+    return None if value is None or _NOT_IN_IDS.search(value) else value
 
 
 def _count(obj: dict | None, key: str, prefix: str) -> int:
@@ -243,12 +262,12 @@ def normalize_assistants_run(obj: dict, *, steps: list[dict] | None = None, pref
     session per run), and file-search / function calls are unknown (0)."""
     obj = _expect_object_type(obj, "thread.run", prefix)
     record = RunRecord(
-        openai_id=_string(obj, "id", prefix, required=True),
+        openai_id=_id(obj, "id", prefix, required=True),
         api="assistants",
         model=_string(obj, "model", prefix, required=True),
         status=_status(obj, RUN_STATUSES, prefix),
         created_at=_timestamp(obj, "created_at", prefix, required=True),
-        thread_openai_id=_string(obj, "thread_id", prefix, required=True),
+        thread_openai_id=_id(obj, "thread_id", prefix, required=True),
         thread_kind="thread",
         assistant_id=_string(obj, "assistant_id", prefix),
         started_at=_timestamp(obj, "started_at", prefix),
@@ -301,7 +320,7 @@ def normalize_response(obj: dict, *, prefix: str = "object") -> RunRecord:
     """A Responses `response`. `created_at` may be fractional; tool calls are counted from output items."""
     obj = _expect_object_type(obj, "response", prefix)
     record = RunRecord(
-        openai_id=_string(obj, "id", prefix, required=True),
+        openai_id=_id(obj, "id", prefix, required=True),
         api="responses",
         model=_string(obj, "model", prefix, required=True),
         status=_status(obj, RESPONSE_STATUSES, prefix),
@@ -311,9 +330,9 @@ def normalize_response(obj: dict, *, prefix: str = "object") -> RunRecord:
     )
     conversation = obj.get("conversation")
     if isinstance(conversation, dict):
-        record.thread_openai_id = _string(conversation, "id", f"{prefix}.conversation")
+        record.thread_openai_id = _id(conversation, "id", f"{prefix}.conversation")
     elif isinstance(conversation, str):
-        record.thread_openai_id = _string(obj, "conversation", prefix)
+        record.thread_openai_id = _id(obj, "conversation", prefix)
     elif conversation is not None:
         raise NormalizationError(f"{prefix}.conversation", "must be an object with an id")
     if record.thread_openai_id:
@@ -390,7 +409,7 @@ def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) ->
     obj = _expect_object_type(obj, kind, prefix)
     metadata = _metadata(obj, prefix) if "metadata" in obj else {}
     record = ResourceRecord(
-        openai_id=_string(obj, "id", prefix, required=True),
+        openai_id=_id(obj, "id", prefix, required=True),
         kind=kind,
         created_at=_timestamp(obj, "created_at", prefix, required=True, allow_float=allow_float),
         metadata=metadata,
@@ -598,7 +617,7 @@ def _base_fields() -> dict:
 
 def _assistants_fast(obj: dict) -> dict | None:
     get = obj.get
-    openai_id, model, thread_id = _req_str(get("id")), _req_str(get("model")), _req_str(get("thread_id"))
+    openai_id, model, thread_id = _fast_id(get("id")), _req_str(get("model")), _fast_id(get("thread_id"))
     status, created = get("status"), get("created_at")
     assistant_id = _opt_str(get("assistant_id"))
     if (openai_id is None or model is None or thread_id is None or assistant_id is None
@@ -638,7 +657,7 @@ def _assistants_fast(obj: dict) -> dict | None:
 
 def _response_fast(obj: dict) -> dict | None:
     get = obj.get
-    openai_id, model = _req_str(get("id")), _req_str(get("model"))
+    openai_id, model = _fast_id(get("id")), _req_str(get("model"))
     status, created, completed = get("status"), get("created_at"), get("completed_at")
     service_tier = _opt_str(get("service_tier"), 16)
     if (openai_id is None or model is None or service_tier is None or type(status) is not str
@@ -657,7 +676,7 @@ def _response_fast(obj: dict) -> dict | None:
         return None
     prompt = get("prompt")
     prompt_id = _opt_str(prompt.get("id")) if type(prompt) is dict else ""
-    if thread_id is None or prompt_id is None:
+    if thread_id is None or prompt_id is None or _NOT_IN_IDS.search(thread_id):
         return None
     fields["thread_openai_id"], fields["prompt_id"] = thread_id, prompt_id
     error_code, incomplete = _code(get("error"), "code"), _code(get("incomplete_details"), "reason")

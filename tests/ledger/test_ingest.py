@@ -226,3 +226,23 @@ def test_rollup_upserts_batch_many_keys(tenant):
     ingest_events(events=events)
     assert DailyRollup.objects.for_tenant(tenant).count() == 12
     assert ledger_check() == []
+
+
+@pytest.mark.parametrize(("event_object", "field"), [
+    (builders.response(response_id="resp_a/b", created_at=WHEN), "object.id"),
+    (builders.response(response_id="resp_a\nb", created_at=WHEN), "object.id"),
+    (builders.response(conversation_id="conv_a/b", created_at=WHEN),
+     "object.conversation.id"),
+    (builders.assistants_run(thread_id="thread_a\x7fb", created_at=WHEN),
+     "object.thread_id"),
+    (builders.vector_store(vector_store_id="vs_a/b", created_at=WHEN), "object.id"),
+])
+def test_an_id_with_a_slash_or_a_control_character_is_rejected_and_the_events_beside_it_are_stored(
+        tenant, event_object, field):
+    """Ids go into page URLs and export file names; OpenAI's never hold "/" or control characters."""
+    good = builders.response(response_id="resp_good", created_at=WHEN)
+    result = ingest_events(events=[{"tenant": tenant.slug, "object": event_object},
+                                   {"tenant": tenant.slug, "object": good}]).as_dict()
+    assert result["results"][0]["outcome"] == "rejected" and result["results"][0]["error"]["field"] == field
+    assert result["results"][1]["outcome"] == "created"
+    assert list(Run.objects.unscoped().values_list("openai_id", flat=True)) == ["resp_good"]
