@@ -39,3 +39,21 @@ def days_between(start: dt.date, end: dt.date):
     while current < end:
         yield current
         current += dt.timedelta(days=1)
+
+
+# The earliest and latest moments Python can represent, in UTC.
+EARLIEST_MOMENT = dt.datetime.min.replace(tzinfo=dt.UTC)
+LATEST_MOMENT = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+def moment_shifted(moment: dt.datetime, *, days: int = 0, minutes: int = 0) -> dt.datetime:
+    """`moment` moved by a retention or idle period (negative: back in time), clamped to the representable
+    range instead of raising OverflowError. Every sweep cutoff ("older than N days") and every "deleted on"
+    date is computed here, so a policy beyond any real age (thread_retention_days=1,000,000, saved before the
+    tenants app bounded it) cannot stop the sweep over every tenant or fail a page: its cutoff is the
+    earliest moment, which nothing is older than, so nothing of that tenant is swept, and its deletion date
+    is the latest moment."""
+    try:
+        return moment + dt.timedelta(days=days, minutes=minutes)
+    except OverflowError:  # past year 1 or 9999, or a period timedelta itself cannot hold
+        return EARLIEST_MOMENT if days < 0 or minutes < 0 else LATEST_MOMENT

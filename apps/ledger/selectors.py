@@ -31,7 +31,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, usd_string_sql
-from apps.core.timeutils import day_start, month_start, next_month
+from apps.core.timeutils import day_start, moment_shifted, month_start, next_month
 from apps.tenants.scoping import TenantScope
 
 from .models import (
@@ -672,9 +672,10 @@ def threads_with_retention(*, tenant, status: str = Thread.Status.ACTIVE) -> Que
 def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: bool, now: dt.datetime) -> dict:
     """When the retention sweep will delete this thread: {deletes_at, days_left, state} where state is
     deleted | held | overdue | due_soon (within 7 days) | ok."""
+    # The sweep's own clamped date arithmetic: a retention beyond year 9999 reads "ok", never a 500.
     if thread.status == Thread.Status.DELETED:
         return {"deletes_at": None, "days_left": None, "state": "deleted"}
-    deletes_at = thread.last_activity_at + dt.timedelta(days=retention_days)
+    deletes_at = moment_shifted(thread.last_activity_at, days=retention_days)
     if legal_hold:
         return {"deletes_at": None, "days_left": None, "state": "held"}
     if deletes_at <= now:

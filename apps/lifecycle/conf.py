@@ -20,14 +20,21 @@ _DEFAULTS = {
     "LIFECYCLE_SWEEP_PLAN_PAGE": 500,
     # Source rows per set-based planning step (thread sweeps: one INSERT ... SELECT per page).
     "LIFECYCLE_SWEEP_SET_PLAN_PAGE": 20_000,
-    # A claimed item whose worker has not finished it within this many seconds is offered again.
-    "LIFECYCLE_ITEM_LEASE_SECONDS": 300,
+    # A claimed item whose worker has not renewed its claim within this many seconds is offered again. The
+    # claim is renewed before every provider call of the item, so the lease must outlast the slowest single
+    # call with its retries: 5 attempts of up to 30 s plus 4 Retry-After waits of up to 60 s is ~390 s.
+    # (A sweep whose heartbeat goes stale meanwhile may be resumed by another worker, but not on this item.)
+    "LIFECYCLE_ITEM_LEASE_SECONDS": 600,
     # A running sweep whose heartbeat is older than this is taken over by the reaper.
     "LIFECYCLE_SWEEP_STALE_SECONDS": 300,
-    # TTL of the per-kind singleton lock, refreshed after every item.
+    # TTL of the per-kind singleton lock, refreshed with the heartbeat.
     "LIFECYCLE_SWEEP_LOCK_SECONDS": 300,
-    # Transient failures (429, 5xx, timeouts that outlived the client's retries) before an item is "failed".
+    # Attempts at one item before it is "failed": transient failures (5xx, timeouts that outlived the client's
+    # retries; a 429 never counts), and claims of an item whose worker stopped while processing it.
     "LIFECYCLE_MAX_ITEM_ATTEMPTS": 5,
+    # Batches in a row that raise outside the per-item handling (no API key, a database error) before the
+    # sweep is failed (audited); the reaper resumes it in between, so this is 10 to 20 minutes of retrying.
+    "LIFECYCLE_MAX_BATCH_FAILURES": 3,
     # Seconds before a batch that hit a transient failure is retried.
     "LIFECYCLE_TRANSIENT_RETRY_SECONDS": 30,
     "LIFECYCLE_ARCHIVE_MAX_ITEMS": 10_000,

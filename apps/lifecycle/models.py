@@ -145,6 +145,8 @@ class Sweep(models.Model):
     cursor = models.CharField(max_length=100, blank=True, default="")
     claimed_by = models.CharField(max_length=120, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Batches in a row that raised outside the per-item handling; at LIFECYCLE_MAX_BATCH_FAILURES the sweep fails.
+    batch_failures = models.PositiveSmallIntegerField(default=0)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     requested_label = models.CharField(max_length=120, blank=True, default="")
 

@@ -27,6 +27,7 @@ _MIN_UNIX = 1_420_070_400  # 2015-01-01T00:00:00Z
 _MAX_UNIX = 32_503_680_000
 _MAX_ID = 100
 _MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
+_MAX_MINUTES = 2_147_483_647  # a container's expiry is stored in an integer column
 
 
 class NormalizationError(ValueError):
@@ -95,6 +96,8 @@ class ResourceRecord:
     purpose: str = ""
     file_ids: list[str] = field(default_factory=list)
     vector_store_ids: list[str] = field(default_factory=list)
+    thread_ids: list[str] = field(default_factory=list)
+    expires_after_minutes: int | None = None
     raw: dict = field(default_factory=dict)
 
 
@@ -405,6 +408,31 @@ def apply_attribution(record: RunRecord, attribution: Any, prefix: str = "attrib
 # --- other resources -------------------------------------------------------------------------------
 
 
+def resource_id_list(obj: dict, key: str, prefix: str = "object") -> list[str] | None:
+    """The ids a resource says it is attached to (a file's `vector_store_ids`, the `thread_ids` of a store or
+    file: fields an application adds to what OpenAI returns), None when not sent. The lifecycle app reads
+    them with this same function, so ingest rejects exactly what it could not store."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and 0 < len(item) <= _MAX_ID and item.isprintable() for item in value
+    ):
+        raise NormalizationError(f"{prefix}.{key}", f"must be an array of ids (strings of at most {_MAX_ID} characters)")
+    return value
+
+
+def container_expiry_minutes(obj: dict, prefix: str = "object") -> int | None:
+    """A container's `expires_after.minutes`, None when not sent (read like resource_id_list)."""
+    expires_after = _object(obj, "expires_after", prefix)
+    minutes = expires_after.get("minutes") if expires_after is not None else None
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 <= minutes <= _MAX_MINUTES:
+        raise NormalizationError(f"{prefix}.expires_after.minutes", f"must be a whole number from 0 to {_MAX_MINUTES}")
+    return minutes
+
+
 def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) -> tuple[dict, ResourceRecord]:
     obj = _expect_object_type(obj, kind, prefix)
     metadata = _metadata(obj, prefix) if "metadata" in obj else {}
@@ -445,6 +473,7 @@ def normalize_vector_store(obj: dict, *, prefix: str = "object") -> ResourceReco
     record.usage_bytes = _count(obj, "usage_bytes", prefix)
     record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
     record.expires_at = _timestamp(obj, "expires_at", prefix)
+    record.thread_ids = resource_id_list(obj, "thread_ids", prefix) or []
     return record
 
 
@@ -456,6 +485,8 @@ def normalize_file(obj: dict, *, prefix: str = "object") -> ResourceRecord:
     record.usage_bytes = _count(obj, "bytes", prefix)
     record.expires_at = _timestamp(obj, "expires_at", prefix)
     record.last_active_at = record.created_at
+    record.vector_store_ids = resource_id_list(obj, "vector_store_ids", prefix) or []
+    record.thread_ids = resource_id_list(obj, "thread_ids", prefix) or []
     return record
 
 
@@ -464,6 +495,7 @@ def normalize_container(obj: dict, *, prefix: str = "object") -> ResourceRecord:
     record.name = _string(obj, "name", prefix, max_length=512)
     record.status = _string(obj, "status", prefix, max_length=32)
     record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
+    record.expires_after_minutes = container_expiry_minutes(obj, prefix)
     return record
 
 

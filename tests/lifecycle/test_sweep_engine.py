@@ -174,3 +174,77 @@ def test_a_batch_does_nothing_while_another_worker_holds_the_kind_lock(policies,
     assert result.status == "busy" and provider.deletes == []
     services._lock_release("threads", "other-worker")
     assert _run(sweep, provider).status == "finished"
+
+
+def test_a_sweep_whose_batches_keep_raising_is_failed_and_audited_after_the_limit(policies, provider, monkeypatch, settings):
+    from apps.core.models import AuditEvent
+    from apps.provider.client import ProviderAuthError
+
+    tenant, _ = policies
+    settings.LIFECYCLE_MAX_BATCH_FAILURES = 2
+    _thread(tenant, "thread_old", days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    def no_key():
+        raise ProviderAuthError("OPENAI_API_KEY is not set")
+
+    monkeypatch.setattr(services, "_default_provider", no_key)  # this worker has no API key: outside any item
+    with pytest.raises(ProviderAuthError):
+        services.sweep_run_batch(sweep_id=sweep.pk)
+    sweep.refresh_from_db()
+    assert (sweep.status, sweep.batch_failures, sweep.claimed_by) == (Sweep.Status.RUNNING, 1, "")
+    result = services.sweep_run_batch(sweep_id=sweep.pk)
+    assert result.status == "failed"
+    sweep.refresh_from_db()
+    assert sweep.status == Sweep.Status.FAILED and "OPENAI_API_KEY is not set" in sweep.errors[-1]["error"]
+    assert AuditEvent.objects.filter(action="lifecycle.sweep.fail", target_id=str(sweep.pk)).exists()
+    assert services.sweeps_reap() == []  # never resumed again
+    services.sweep_create(kind="threads", as_of=NOW)  # and it no longer blocks the next sweep of its kind
+
+
+def test_only_batch_failures_in_a_row_fail_a_sweep(policies, provider, monkeypatch, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_MAX_BATCH_FAILURES = 2
+    for openai_id in ("thread_1", "thread_2"):
+        _thread(tenant, openai_id, days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    original = services._claim_next_item
+    monkeypatch.setattr(services, "_claim_next_item", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        services.sweep_run_batch(sweep_id=sweep.pk, provider=provider)
+    monkeypatch.setattr(services, "_claim_next_item", original)
+    assert services.sweep_run_batch(sweep_id=sweep.pk, provider=provider, batch_size=1).status == "more"
+    monkeypatch.setattr(services, "_claim_next_item", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        services.sweep_run_batch(sweep_id=sweep.pk, provider=provider)
+    sweep.refresh_from_db()
+    assert (sweep.status, sweep.batch_failures) == (Sweep.Status.RUNNING, 1)
+
+
+def test_an_item_whose_worker_stopped_on_it_too_often_is_failed_without_touching_openai(policies, provider, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_MAX_ITEM_ATTEMPTS = 3
+    settings.LIFECYCLE_ITEM_LEASE_SECONDS = 300
+    _thread(tenant, "thread_poison", days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    services._plan_step(sweep)
+    # Three workers claimed it and died (or their batch raised) before finishing it; its lease ran out.
+    SweepItem.objects.unscoped().filter(sweep=sweep).update(
+        state=SweepItem.State.CLAIMED, claimed_by="dead", attempts=3, claimed_at=NOW - dt.timedelta(hours=1))
+    provider.threads.clear()  # any call at OpenAI would now answer 404 ("already gone")
+    assert _run(sweep, provider).status == "finished"
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert item.outcome == Outcome.FAILED and item.detail.startswith("gave up after 3 attempts")
+    assert Thread.objects.unscoped().get(openai_id="thread_poison").status == "active"
+
+
+def test_a_batch_that_only_planned_frees_the_sweep_for_the_next_task(policies, provider, settings):
+    # Each task runs as a new worker id: a planning batch that kept its claim made the next one "busy",
+    # and a big plan then advanced one step per reaper round.
+    tenant, _ = policies
+    settings.LIFECYCLE_SWEEP_SET_PLAN_PAGE = 1
+    for i in range(3):
+        _thread(tenant, f"thread_{i}", days_idle=60, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    assert services.sweep_run_batch(sweep_id=sweep.pk, worker="A", provider=provider, batch_size=10).status == "more"
+    assert services.sweep_run_batch(sweep_id=sweep.pk, worker="B", provider=provider, batch_size=10).status == "more"

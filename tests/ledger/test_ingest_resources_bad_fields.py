@@ -1,0 +1,77 @@
+"""Vector store, file and container events whose attachment or expiry fields are malformed: each is rejected
+on its own, naming the field, and the good events of the same batch are stored (the fields used to be read
+only inside the batch's transaction, where one bad value failed the whole request with a 500)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from apps.ledger.models import Run
+from apps.lifecycle.models import Container, StoredFile, VectorStore
+from tests import builders
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.django_db
+WHEN = dt.datetime(2026, 3, 4, 10, tzinfo=dt.UTC)
+
+
+def _post(api_client, key, events):
+    api_client.raise_request_exception = False
+    return api_client.post("/api/v1/ingest/", data=json.dumps({"events": events}), content_type="application/json",
+                           **bearer(key))
+
+
+def _container(**fields):
+    return builders.container(container_id="cntr_bad", created_at=WHEN) | fields
+
+
+def _file(**fields):
+    return builders.file(file_id="file-bad", created_at=WHEN) | fields
+
+
+def _store(**fields):
+    return builders.vector_store(vector_store_id="vs_bad", created_at=WHEN) | fields
+
+
+@pytest.mark.parametrize(("bad", "field"), [
+    (_container(expires_after={"anchor": "last_active_at", "minutes": "abc"}), "object.expires_after.minutes"),
+    (_container(expires_after={"anchor": "last_active_at", "minutes": 10**20}), "object.expires_after.minutes"),
+    (_container(expires_after={"anchor": "last_active_at", "minutes": -1}), "object.expires_after.minutes"),
+    (_container(expires_after={"anchor": "last_active_at", "minutes": True}), "object.expires_after.minutes"),
+    (_container(expires_after="20 minutes"), "object.expires_after"),
+    (_file(vector_store_ids=5), "object.vector_store_ids"),
+    (_file(vector_store_ids="vs_1"), "object.vector_store_ids"),
+    (_file(thread_ids=7), "object.thread_ids"),
+    (_file(thread_ids=[{"id": "thread_1"}]), "object.thread_ids"),
+    (_store(thread_ids=7), "object.thread_ids"),
+    (_store(thread_ids=["thread_\x00"]), "object.thread_ids"),
+], ids=["minutes-text", "minutes-huge", "minutes-negative", "minutes-bool", "expires-after-text",
+        "file-stores-number", "file-stores-string", "file-threads-number", "file-threads-objects",
+        "store-threads-number", "store-threads-nul"])
+def test_a_malformed_resource_is_rejected_naming_its_field_and_the_good_run_beside_it_is_stored(
+        api_client, tenant, ingest_key, bad, field):
+    good = builders.response(response_id="resp_good_1", created_at=WHEN)
+    response = _post(api_client, ingest_key, [{"tenant": "acme", "object": good}, {"tenant": "acme", "object": bad}])
+    assert response.status_code == 200, response.content[:300]
+    body = response.json()
+    assert [r["outcome"] for r in body["results"]] == ["created", "rejected"]
+    assert body["results"][1]["error"]["field"] == field
+    assert Run.objects.for_tenant(tenant).filter(openai_id="resp_good_1").exists()
+    assert not any(model.objects.unscoped().exists() for model in (Container, StoredFile, VectorStore))
+
+
+def test_well_formed_attachments_and_expiry_are_stored(api_client, tenant, ingest_key):
+    events = [
+        {"tenant": "acme", "object": _container()},
+        {"tenant": "acme", "object": _file(vector_store_ids=["vs_1"], thread_ids=["thread_1"])},
+        {"tenant": "acme", "object": _store(thread_ids=["thread_2", "thread_1"])},
+    ]
+    response = _post(api_client, ingest_key, events)
+    assert response.status_code == 200 and response.json()["created"] == 3, response.content[:300]
+    assert Container.objects.unscoped().get().expires_after_minutes == 20
+    file = StoredFile.objects.unscoped().get()
+    assert (file.vector_store_openai_ids, file.thread_openai_ids) == (["vs_1"], ["thread_1"])
+    assert VectorStore.objects.unscoped().get().thread_openai_ids == ["thread_1", "thread_2"]
