@@ -14,6 +14,7 @@ from apps.ledger.models import (
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
+    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
     PromptSizeRollup,
     Run,
@@ -232,6 +233,11 @@ def _other_rollups(cursor) -> None:
     cursor.execute(f"""
         INSERT INTO {EndUserMonthlyRollup._meta.db_table} (tenant_id, month, user_id, {sums})
         SELECT tenant_id, date_trunc('month', day)::date, user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
+        FROM {EndUserDailyRollup._meta.db_table} GROUP BY 1, 2, 3""")
+    cursor.execute(f"""
+        INSERT INTO {EndUserHalfMonthRollup._meta.db_table} (tenant_id, half, user_id, {sums})
+        SELECT tenant_id, date_trunc('month', day)::date + CASE WHEN extract(day FROM day) >= 16 THEN 15 ELSE 0 END,
+               user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
         FROM {EndUserDailyRollup._meta.db_table} GROUP BY 1, 2, 3""")
     edges = ",".join(map(str, PROMPT_TOKEN_EDGES))
     cursor.execute(f"""

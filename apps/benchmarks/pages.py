@@ -66,6 +66,7 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
     slug, run, month = targets["tenant"].slug, targets["run"], targets["month"]
     start = (targets["today"] - dt.timedelta(days=29)).isoformat()
     mid_last_month = (targets["today"].replace(day=1) - dt.timedelta(days=1)).replace(day=15)
+    week_into_half = mid_last_month.replace(day=23)
     return [
         ("page", "overview /", "/"),
         ("page", "overview, 90 days", "/?days=90"),
@@ -97,6 +98,11 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
         ("usage", "usage by end user, 30 days to mid last month",
          f"/api/v1/tenants/{slug}/usage/?group_by=user&start={(mid_last_month - dt.timedelta(days=29)).isoformat()}"
          f"&end={(mid_last_month + dt.timedelta(days=1)).isoformat()}"),
+        # Ends a week into a half-month in both months: the most daily rows any 30 days read (about a week's at
+        # each end, next to half-month and monthly rows).
+        ("usage", "usage by end user, 30 days to the 23rd of last month",
+         f"/api/v1/tenants/{slug}/usage/?group_by=user&start={(week_into_half - dt.timedelta(days=29)).isoformat()}"
+         f"&end={(week_into_half + dt.timedelta(days=1)).isoformat()}"),
         ("api", "statement JSON (this month)", f"/api/v1/tenants/{slug}/statements/{month}/"),
         ("api", "statement JSON (last month)", f"/api/v1/tenants/{slug}/statements/{targets['last_month']}/"),
         ("api", "statement CSV", f"/api/v1/tenants/{slug}/statements/{month}.csv"),

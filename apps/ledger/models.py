@@ -265,6 +265,30 @@ class EndUserMonthlyRollup(_EndUserSums):
         return f"{self.tenant_id} {self.month:%Y-%m} {self.user_id}"
 
 
+def half_month_start(day):
+    """The first day of the half-month holding `day`: the 1st (days 1-15) or the 16th (16 to the month's end)."""
+    return day.replace(day=1 if day.day < HALF_MONTH_SECOND_DAY else HALF_MONTH_SECOND_DAY)
+
+
+HALF_MONTH_SECOND_DAY = 16
+
+
+class EndUserHalfMonthRollup(_EndUserSums):
+    """The same sums per (tenant, half-month of created_at, end user); `half` is the 1st or the 16th. A range
+    whose ends fall mid-month then reads a half-month row per user and at most a week of daily rows at each
+    end, instead of up to two weeks of daily rows (issue #9: usage by end user, 30 days to mid last month)."""
+
+    half = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "half", "user_id"], name="enduser_half_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.half} {self.user_id}"
+
+
 class ToolUsageRollup(TenantOwnedModel):
     """Billable tool use of priced runs per (tenant, UTC day of created_at, tool price version the runs were
     rated with): code-interpreter sessions, file-search calls under the Responses API (Assistants

@@ -35,9 +35,11 @@ from apps.core.timeutils import day_start, moment_shifted, month_start, next_mon
 from apps.tenants.scoping import TenantScope
 
 from .models import (
+    HALF_MONTH_SECOND_DAY,
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
+    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
     PromptSizeRollup,
     Run,
@@ -457,39 +459,78 @@ _USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "c
 _END_USER_COUNTS = ("runs", "unpriced_runs", *_USAGE_COUNTS)
 
 
+# What reading one period's rows (a month's or a half-month's) costs, counted in days of daily rows: such a
+# period holds about one row per end user active in it, and for a big tenant (5,000 end users, ~2,500 of
+# them active on a given day) that is about two days' worth.
+_PERIOD_ROWS_IN_DAYS = 2
+
+
 def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QuerySet, int]]:
     """Rollup rows, each source with a sign (+1 add, -1 subtract), whose signed sums are exactly those of the
     tenant's runs created from `start` to `end` (exclusive). Per month the range touches: its monthly row
     when the range covers the month whole (or covers every run of it: a month-to-date range when no run is
-    dated later that month); otherwise whichever reads fewer days — the daily rows of the days inside the
-    range, or the monthly row minus the daily rows of the days outside it (the last 30 days cover most of
-    the month they start in: a big tenant has thousands of end users a day, so that is ~4 days of rows
-    instead of ~26)."""
-    whole_months, inside_days, outside_days = [], [], []
+    dated later that month); otherwise whichever reads fewest rows of: the daily rows of the days inside
+    the range; the monthly row minus the daily rows of the days outside it; or per half-month (days 1-15,
+    16 to the end) its row, its row minus its outside days, or its inside days. The last 30 days cover most
+    of the month they start in (monthly minus ~4 days of rows); a range from mid-month to mid-month reads
+    two half-month rows per user instead of two weeks of daily rows."""
     daily = EndUserDailyRollup.objects.for_tenant(tenant)
+
+    def runs_only_inside(period_start: dt.date, period_end: dt.date, low: dt.date, high: dt.date) -> bool:
+        # One exists() per side, each a short index range that stops at its first row: "in the period but not
+        # in the range" as one condition made PostgreSQL walk every row of the range first (~10 ms a big month).
+        return not any(daily.filter(day__gte=side_start, day__lt=side_end).exists()
+                       for side_start, side_end in ((period_start, low), (high, period_end)) if side_start < side_end)
+
+    def days(low: dt.date, high: dt.date) -> list[tuple[dt.date, dt.date]]:
+        return [(low, high)] if low < high else []
+
+    periods: list[tuple[type, dt.date]] = []  # (rollup model, period start)
+    inside: list[tuple[dt.date, dt.date]] = []
+    outside: list[tuple[dt.date, dt.date]] = []
     for month in _months_of(start, end):
         after = next_month(month)
         low, high = max(start, month), min(end, after)
-        outside = Q()
-        if low > month:
-            outside |= Q(day__gte=month, day__lt=low)
-        if high < after:
-            outside |= Q(day__gte=high, day__lt=after)
-        if not outside or not daily.filter(outside).exists():
-            whole_months.append(month)
-        elif 2 * (high - low).days <= (after - month).days:
-            inside_days.append(Q(day__gte=low, day__lt=high))
-        else:
-            whole_months.append(month)
-            outside_days.append(outside)
-    sources = []
-    if whole_months:
-        sources.append((EndUserMonthlyRollup.objects.for_tenant(tenant).filter(month__in=whole_months), 1))
-    for days, sign in ((inside_days, 1), (outside_days, -1)):
-        if days:
-            condition = days[0]
-            for extra in days[1:]:
-                condition |= extra
+        if runs_only_inside(month, after, low, high):
+            periods.append((EndUserMonthlyRollup, month))
+            continue
+        # Each option: (cost in days of rows, periods, inside day ranges, outside day ranges).
+        options = [
+            ((high - low).days, [], days(low, high), []),
+            (_PERIOD_ROWS_IN_DAYS + (low - month).days + (after - high).days, [(EndUserMonthlyRollup, month)], [],
+             [*days(month, low), *days(high, after)]),
+        ]
+        by_halves: tuple[int, list, list, list] = (0, [], [], [])
+        second = month.replace(day=HALF_MONTH_SECOND_DAY)
+        for half_start, half_end in ((month, second), (second, after)):
+            half_low, half_high = max(low, half_start), min(high, half_end)
+            if half_low >= half_high:
+                continue
+            if runs_only_inside(half_start, half_end, half_low, half_high):
+                choice = (_PERIOD_ROWS_IN_DAYS, [(EndUserHalfMonthRollup, half_start)], [], [])
+            else:
+                choice = min(
+                    ((half_high - half_low).days, [], days(half_low, half_high), []),
+                    (_PERIOD_ROWS_IN_DAYS + (half_low - half_start).days + (half_end - half_high).days,
+                     [(EndUserHalfMonthRollup, half_start)], [], [*days(half_start, half_low), *days(half_high, half_end)]),
+                    key=lambda option: option[0],
+                )
+            by_halves = tuple(a + b for a, b in zip(by_halves, choice, strict=True))
+        options.append(by_halves)
+        _, chosen_periods, chosen_inside, chosen_outside = min(options, key=lambda option: option[0])
+        periods.extend(chosen_periods)
+        inside.extend(chosen_inside)
+        outside.extend(chosen_outside)
+    # One source per month or half-month: a single one then holds one row per user, read without GROUP BY.
+    sources: list[tuple[QuerySet, int]] = [
+        (model.objects.for_tenant(tenant).filter(**{"month" if model is EndUserMonthlyRollup else "half": period}), 1)
+        for model, period in periods
+    ]
+    for ranges, sign in ((inside, 1), (outside, -1)):
+        if ranges:
+            condition = Q()
+            for low, high in ranges:
+                condition |= Q(day__gte=low, day__lt=high)
             sources.append((daily.filter(condition), sign))
     return sources
 
@@ -497,8 +538,8 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QueryS
 def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
                      money=_USAGE_MONEY) -> dict[str, dict]:
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
-    users with at least one run only. At most three queries on the rollups (plus an exists() per ragged
-    month)."""
+    users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after at most
+    three exists() per ragged month (the month, its halves)."""
     names = (*counts, *money)
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
@@ -547,8 +588,9 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
         params.extend(source_params)
     if not parts:
         return None, []
-    # One month of the monthly rollup holds one row per user already: read as stored, no GROUP BY.
-    if len(sources) == 1 and sources[0][0].model is EndUserMonthlyRollup and len(_months_of(start, end)) == 1:
+    # One month of the monthly rollup, or one half-month, holds one row per user already: read as stored, no
+    # GROUP BY.
+    if len(sources) == 1 and sources[0][0].model in (EndUserMonthlyRollup, EndUserHalfMonthRollup):
         return f"{parts[0]} WHERE {quote('runs')} <> 0", params
     sums = [f"SUM({quote(name)})::bigint AS {quote(name)}" for name in counts]
     sums += [f"SUM({quote(name)}) AS {quote(name)}" for name in money]
