@@ -218,6 +218,8 @@ class SweepItem(MaybeUnassignedModel):
             # With id last, "the next pending items of this sweep" is an ordered index scan: at a million items
             # (sweep, state) alone made every claim read and sort all pending items (~0.45 s each).
             models.Index(fields=["sweep", "state", "id"], name="sweepitem_sweep_state_id"),
+            # A conversation's re-check reads the fingerprint an earlier sweep recorded for it.
+            models.Index(fields=["openai_id", "processed_at"], name="sweepitem_resource_processed"),
         ]
 
     def __str__(self) -> str:

@@ -804,7 +804,7 @@ def _recheck(provider, item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> 
         if item.resource_type == ResourceType.THREAD:
             return _recheck_thread(provider, item, cutoff)
         if item.resource_type == ResourceType.CONVERSATION:
-            return _recheck_conversation(provider, item, cutoff)
+            return _recheck_conversation(provider, item, sweep, cutoff)
         if item.resource_type == ResourceType.VECTOR_STORE:
             return _recheck_vector_store(provider, item, cutoff)
         if item.resource_type == ResourceType.FILE:
@@ -840,20 +840,40 @@ def _recheck_thread(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
     return _active_verdict(last, cutoff, "last activity")
 
 
-def _recheck_conversation(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+def _recheck_conversation(provider, item: SweepItem, sweep: Sweep, cutoff: dt.datetime) -> _Check:
+    """Conversation items carry no timestamps: an application can append to a conversation without RunLedger
+    hearing of it (no response yet, or one not reported), so the ledger's last activity may be stale. The
+    newest item's id is the conversation's fingerprint; a conversation is deleted only when it matches the one
+    an earlier look recorded (its dry run, or an earlier sweep), i.e. nothing was added since. A real sweep
+    that looks at a conversation for the first time keeps it: the next sweep deletes it if it is unchanged."""
     ledger = _ledger_thread(item.openai_id)
     if ledger is not None and ledger.status == Thread.Status.DELETED:
         return _Check(Outcome.ALREADY_GONE, "already deleted in the ledger")
     conversation = _as_dict(provider.retrieve_conversation(item.openai_id))
     newest = _first(provider.list_conversation_items(item.openai_id), 1)  # newest first
     fingerprint = str(_as_dict(newest[0]).get("id") or "") if newest else "empty"
-    baseline, item.fingerprint = item.fingerprint, fingerprint
+    baseline = item.fingerprint or _earlier_fingerprint(item)
+    item.fingerprint = fingerprint
     if baseline and baseline != fingerprint:
-        return _Check(Outcome.SKIPPED_ACTIVE, "new items since the dry run listed it", timezone.now())
+        return _Check(Outcome.SKIPPED_ACTIVE, "new items since RunLedger last looked at it", timezone.now())
     candidates = [ledger.last_activity_at if ledger else None, _moment(conversation.get("created_at")),
                   _newest_timestamp(newest)]
     last = max((c for c in candidates if c), default=None)
-    return _active_verdict(last, cutoff, "last activity")
+    verdict = _active_verdict(last, cutoff, "last activity")
+    if verdict.outcome is None and not baseline and not sweep.dry_run:
+        return _Check(Outcome.SKIPPED_ACTIVE, "first look at its items: deleted by a later sweep if none is added",
+                      last)
+    return verdict
+
+
+def _earlier_fingerprint(item: SweepItem) -> str:
+    """The newest item id an earlier sweep (dry or real) recorded for this conversation, if any."""
+    return (
+        SweepItem.objects.unscoped()
+        .filter(resource_type=ResourceType.CONVERSATION, openai_id=item.openai_id, processed_at__isnull=False)
+        .exclude(pk=item.pk).exclude(fingerprint="").order_by("-processed_at")
+        .values_list("fingerprint", flat=True).first()
+    ) or ""
 
 
 def _recheck_vector_store(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:

@@ -108,6 +108,44 @@ def test_thread_used_during_the_sweep_survives_the_recheck(policies, provider):
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
 
 
+def test_a_conversation_a_sweep_looks_at_first_is_kept_and_the_next_sweep_deletes_it_if_unchanged(policies, provider):
+    """Conversation items carry no timestamps, so the ledger's idle date may be stale (an item appended before its
+    response reached ingest): the first real sweep records the newest item and keeps the conversation."""
+    tenant, _ = policies
+    _thread(tenant, "conv_quiet", days_idle=45, provider=provider, kind="conversation")
+    provider.items["conv_quiet"] = [{"id": "msg_old", "type": "message", "role": "user"}]
+    first = services.sweep_create(kind="threads", as_of=NOW)
+    _run(first, provider)
+    item = SweepItem.objects.unscoped().get(sweep=first)
+    assert provider.deletes == [] and (item.outcome, item.fingerprint) == (Outcome.SKIPPED_ACTIVE, "msg_old")
+    assert item.detail.startswith("first look at its items")
+    _run(services.sweep_create(kind="threads", as_of=NOW + dt.timedelta(days=1)), provider)
+    assert provider.deletes == ["conv_quiet"]
+
+
+def test_a_conversation_used_since_an_earlier_sweep_looked_survives(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "conv_busy", days_idle=45, provider=provider, kind="conversation")
+    provider.items["conv_busy"] = [{"id": "msg_old", "type": "message", "role": "user"}]
+    _run(services.sweep_create(kind="threads", as_of=NOW), provider)
+    # The application appends to it; the response has not reached ingest, so the ledger still reads 45 days.
+    provider.items["conv_busy"].insert(0, {"id": "msg_new", "type": "message", "role": "user"})
+    later = services.sweep_create(kind="threads", as_of=NOW + dt.timedelta(days=1))
+    _run(later, provider)
+    item = SweepItem.objects.unscoped().get(sweep=later)
+    assert provider.deletes == [] and item.outcome == Outcome.SKIPPED_ACTIVE and item.fingerprint == "msg_new"
+
+
+def test_a_dry_run_lists_a_conversation_its_confirmation_deletes_when_nothing_was_added(policies, provider):
+    tenant, _ = policies
+    _thread(tenant, "conv_idle", days_idle=45, provider=provider, kind="conversation")
+    dry = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(dry, provider)
+    assert SweepItem.objects.unscoped().get(sweep=dry).outcome == Outcome.WOULD_DELETE
+    _run(services.sweep_create(kind="threads", preview_of=dry), provider)
+    assert provider.deletes == ["conv_idle"]
+
+
 def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_gone", days_idle=45, provider=provider)
