@@ -20,7 +20,8 @@ from .fakes import FakeProvider
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 # Back from 2026: past year 1 (the reviewer's value); past year 1 and 9999 both ways; past what a timedelta holds.
-BEYOND_CALENDAR = (1_000_000, 3_000_000, 3_000_000_000)
+# The last is the most a PostgreSQL integer column holds, and more days than a timedelta can.
+BEYOND_CALENDAR = (1_000_000, 3_000_000, 2_147_483_647)
 
 
 def _policy(tenant, days: int) -> None:
