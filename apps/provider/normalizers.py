@@ -141,6 +141,23 @@ def _fast_id(value):
     return None if value is None or _NOT_IN_IDS.search(value) else value
 
 
+def _storable_text(value) -> bool:
+    """No string in `value` (keys included, at any depth) holds a NUL character or a lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable_text(key) and _storable_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable_text(item) for item in value)
+    return True
+
+
 def _count(obj: dict | None, key: str, prefix: str) -> int:
     if obj is None:
         return 0
@@ -515,7 +532,13 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
     normalizer = RESOURCE_NORMALIZERS.get(kind) if isinstance(kind, str) else None
     if normalizer is None:
         raise NormalizationError(f"{prefix}.object", f"must be one of {', '.join(RESOURCE_NORMALIZERS)}")
-    return normalizer(obj, prefix=prefix)
+    record = normalizer(obj, prefix=prefix)
+    # A resource is stored whole (its `raw` JSON), and PostgreSQL's jsonb holds neither NUL characters nor lone
+    # surrogates, in keys or values at any depth: refused for this event, not a failed batch. Checked after the
+    # fields, so a field's own error names it.
+    if not _storable_text(obj):
+        raise NormalizationError(prefix, "must not contain NUL characters or invalid Unicode anywhere")
+    return record
 
 
 # --- the ingest fast path --------------------------------------------------------------------------

@@ -48,9 +48,12 @@ def _store(**fields):
     (_file(thread_ids=[{"id": "thread_1"}]), "object.thread_ids"),
     (_store(thread_ids=7), "object.thread_ids"),
     (_store(thread_ids=["thread_\x00"]), "object.thread_ids"),
+    # Stored whole as jsonb on PostgreSQL, which refuses NUL and lone surrogates anywhere (found by the fuzz test).
+    (_store(extra={"nested": {"k\x00ey": 1}}), "object"),
+    (_file(extra=["\ud800"]), "object"),
 ], ids=["minutes-text", "minutes-huge", "minutes-negative", "minutes-bool", "expires-after-text",
         "file-stores-number", "file-stores-string", "file-threads-number", "file-threads-objects",
-        "store-threads-number", "store-threads-nul"])
+        "store-threads-number", "store-threads-nul", "store-nul-in-a-nested-key", "file-lone-surrogate"])
 def test_a_malformed_resource_is_rejected_naming_its_field_and_the_good_run_beside_it_is_stored(
         api_client, tenant, ingest_key, bad, field):
     good = builders.response(response_id="resp_good_1", created_at=WHEN)
