@@ -38,6 +38,9 @@ _DEFAULTS = {
     # Seconds before a batch that hit a transient failure is retried.
     "LIFECYCLE_TRANSIENT_RETRY_SECONDS": 30,
     "LIFECYCLE_ARCHIVE_MAX_ITEMS": 10_000,
+    # A file's re-check asks each live vector store it could be in whether it holds the file (one request a
+    # store); with more stores than this the file is kept rather than spend the rate limit on one file.
+    "LIFECYCLE_FILE_RECHECK_MAX_STORES": 50,
     "REQUIRES_ACTION_WARN_MINUTES": 7,
 }
 

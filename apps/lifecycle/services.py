@@ -901,6 +901,24 @@ def _recheck_file(provider, item: SweepItem) -> _Check:
     ).exists()
     if live_store or _live_thread_ids(file.thread_openai_ids or []):
         return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live vector store or thread")
+    # The ledger's attachments are as old as the last inventory sync (hourly): ask OpenAI whether any live
+    # store the file could be in holds it now. A file in a store of its own tenant, or any store when the file
+    # belongs to nobody; more stores than the bound to ask and the file is kept.
+    stores = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE)
+    if file.tenant_id is not None:
+        stores = stores.filter(Q(tenant_id=file.tenant_id) | Q(tenant__isnull=True))
+    limit = setting("LIFECYCLE_FILE_RECHECK_MAX_STORES")
+    store_ids = list(stores.order_by("openai_id").values_list("openai_id", flat=True)[:limit + 1])
+    if len(store_ids) > limit:
+        return _Check(Outcome.SKIPPED_ATTACHED, f"more than {limit} live vector stores to ask whether they hold it")
+    for store_id in store_ids:
+        try:
+            provider.retrieve_vector_store_file(store_id, item.openai_id)
+        except Exception as exc:
+            if _is_not_found(exc):
+                continue
+            raise
+        return _Check(Outcome.SKIPPED_ATTACHED, f"attached to live vector store {store_id} at OpenAI")
     return _Check(None, last_activity_at=file.created_at)
 
 

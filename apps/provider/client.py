@@ -282,6 +282,11 @@ class OpenAIProvider:
         return self._paginate("list_vector_store_files", lambda after: self.client.vector_stores.files.list(
             vector_store_id, **self._given(after=after, limit=100)))
 
+    def retrieve_vector_store_file(self, vector_store_id: str, file_id: str) -> dict:
+        """The file's attachment to the store (ProviderNotFound when it is not attached, or the store is gone)."""
+        return self._get("retrieve_vector_store_file",
+                         lambda: self.client.vector_stores.files.retrieve(file_id, vector_store_id=vector_store_id))
+
     def list_files(self) -> Iterator[dict]:
         return self._paginate("list_files", lambda after: self.client.files.list(
             **self._given(after=after, limit=10000)))

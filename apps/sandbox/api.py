@@ -582,6 +582,13 @@ class SandboxApi:
             items = [item for item in items if item["status"] == status]
         return cursor_page(items, request)
 
+    def retrieve_vector_store_file(self, request, vector_store_id, file_id):
+        self.state.get_vector_store(vector_store_id)
+        item = self.state.vector_store_files[vector_store_id].get(file_id)
+        if item is None:
+            raise SandboxError(404, f"No file found with id '{file_id}' in vector store '{vector_store_id}'.")
+        return item
+
     def delete_vector_store_file(self, request, vector_store_id, file_id):
         return self.state.delete_vector_store_file(vector_store_id, file_id)
 
@@ -697,6 +704,7 @@ ROUTES = [
     ("POST", "/vector_stores/{vector_store_id}", "update_vector_store", "api"),
     ("DELETE", "/vector_stores/{vector_store_id}", "delete_vector_store", "api"),
     ("GET", "/vector_stores/{vector_store_id}/files", "list_vector_store_files", "api"),
+    ("GET", "/vector_stores/{vector_store_id}/files/{file_id}", "retrieve_vector_store_file", "api"),
     ("DELETE", "/vector_stores/{vector_store_id}/files/{file_id}", "delete_vector_store_file", "api"),
     ("GET", "/files", "list_files", "api"),
     ("POST", "/files", "create_file", "api"),

@@ -28,6 +28,7 @@ class FakeProvider:
         self.deletes: list[str] = []
         self.fail_after_deletes: int | None = None
         self.rate_limit_next: int = 0
+        self.retrieved_attachments: list[tuple[str, str]] = []
 
     def _maybe_rate_limit(self):
         if self.rate_limit_next:
@@ -65,6 +66,11 @@ class FakeProvider:
     def retrieve_vector_store(self, vs_id): return self._get(self.vector_stores, vs_id)
     def delete_vector_store(self, vs_id): return self._delete(self.vector_stores, vs_id)
     def list_vector_store_files(self, vs_id): return [{"id": f} for f in self.vector_store_files.get(vs_id, [])]
+
+    def retrieve_vector_store_file(self, vs_id, file_id):
+        self.retrieved_attachments.append((vs_id, file_id))
+        return self._get({f: {"id": f, "vector_store_id": vs_id} for f in self.vector_store_files.get(vs_id, [])},
+                         file_id)
     def list_files(self): return list(self.files.values())
     def retrieve_file(self, file_id): return self._get(self.files, file_id)
     def delete_file(self, file_id): return self._delete(self.files, file_id)

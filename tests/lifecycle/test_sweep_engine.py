@@ -146,6 +146,54 @@ def test_a_dry_run_lists_a_conversation_its_confirmation_deletes_when_nothing_wa
     assert provider.deletes == ["conv_idle"]
 
 
+def _old_file(tenant, provider, file_id: str) -> None:
+    from tests import builders
+
+    created = NOW - dt.timedelta(days=30)
+    services.resources_record(tenant=tenant, obj=builders.file(file_id=file_id, created_at=created))
+    provider.files[file_id] = {"id": file_id, "object": "file", "created_at": int(created.timestamp())}
+
+
+def _live_store(tenant, provider, store_id: str, *, files=()) -> None:
+    from tests import builders
+
+    services.resources_record(tenant=tenant, obj=builders.vector_store(vector_store_id=store_id, created_at=NOW))
+    provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store"}
+    provider.vector_store_files[store_id] = list(files)
+
+
+def test_a_file_attached_to_a_live_store_since_the_last_inventory_sync_is_kept(policies, provider):
+    """The ledger's attachments are an hour old at most: the re-check asks OpenAI about the live stores."""
+    tenant, _ = policies
+    _old_file(tenant, provider, "file-kept")
+    _live_store(tenant, provider, "vs_live", files=["file-kept"])  # attached at OpenAI after the last sync
+    sweep = services.sweep_create(kind="files", as_of=NOW)
+    _run(sweep, provider)
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert provider.deletes == [] and item.outcome == Outcome.SKIPPED_ATTACHED and "vs_live" in item.detail
+
+
+def test_a_file_no_live_store_holds_is_deleted_after_asking_each(policies, provider):
+    tenant, other = policies
+    _old_file(tenant, provider, "file-loose")
+    _live_store(tenant, provider, "vs_a")
+    _live_store(other, provider, "vs_other_tenant")  # a store of another tenant is not asked
+    _run(services.sweep_create(kind="files", as_of=NOW), provider)
+    assert provider.deletes == ["file-loose"] and provider.retrieved_attachments == [("vs_a", "file-loose")]
+
+
+def test_a_file_with_more_live_stores_to_ask_than_the_bound_is_kept(policies, provider, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_FILE_RECHECK_MAX_STORES = 2
+    _old_file(tenant, provider, "file-many")
+    for number in range(3):
+        _live_store(tenant, provider, f"vs_{number}")
+    sweep = services.sweep_create(kind="files", as_of=NOW)
+    _run(sweep, provider)
+    assert provider.deletes == [] and provider.retrieved_attachments == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ATTACHED
+
+
 def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_gone", days_idle=45, provider=provider)

@@ -85,6 +85,15 @@ def test_every_delete_distinguishes_already_gone(provider, openai_client):
         assert delete(object_id) == "already_gone"
 
 
+def test_a_files_attachment_to_a_store_is_found_or_not_found(provider, openai_client):
+    attached = openai_client.files.create(file=("a.txt", b"hello"), purpose="assistants")
+    loose = openai_client.files.create(file=("b.txt", b"hello"), purpose="assistants")
+    store = openai_client.vector_stores.create(name="docs", file_ids=[attached.id])
+    assert provider.retrieve_vector_store_file(store.id, attached.id)["id"] == attached.id
+    with pytest.raises(ProviderNotFound):
+        provider.retrieve_vector_store_file(store.id, loose.id)
+
+
 def test_429_is_retried_after_the_servers_retry_after(sandbox, openai_client):
     sleep = RecordingSleep()
     provider = _provider(sandbox, sleep=sleep)
