@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, CharField, Count, Exists, F, Func, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, Count, Exists, F, Func, OuterRef, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
@@ -960,7 +960,9 @@ def _storage_daily_cost(total_bytes: int, on_date: dt.date) -> Decimal:
 
 def _vector_store_saving(usage_bytes: int, on_date: dt.date) -> Decimal:
     """The drop in the organisation's daily storage bill from deleting `usage_bytes` (free GB applied)."""
-    total = sum(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("usage_bytes", flat=True))
+    # Summed by the database: one row back, not one per live store (this runs for every store a sweep handles).
+    total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(
+        total=Coalesce(Sum("usage_bytes"), 0))["total"]
     total = max(total, usage_bytes)
     return quantize_ledger(_storage_daily_cost(total, on_date) - _storage_daily_cost(total - usage_bytes, on_date))
 
