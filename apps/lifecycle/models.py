@@ -156,6 +156,13 @@ class Sweep(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["kind", "status"], name="sweep_kind_status")]
+        # Enforced by the database too: two requests at once (a double-clicked confirm) would both pass
+        # sweep_create's checks, which read rows the other had not written yet.
+        constraints = [
+            models.UniqueConstraint(fields=["preview_of"], name="sweep_one_confirmation_per_preview"),
+            models.UniqueConstraint(fields=["kind"], condition=models.Q(dry_run=False, status__in=["pending", "running"]),
+                                    name="sweep_one_real_sweep_per_kind_at_a_time"),
+        ]
 
     def __str__(self) -> str:
         return f"sweep {self.pk} {self.kind}{' (dry run)' if self.dry_run else ''}"

@@ -518,11 +518,17 @@ def sweep_create(
             ).first()
             if busy is not None:
                 raise SweepBusy(f"Sweep {busy.pk} ({kind}) is still {busy.status}; wait for it to finish.")
-        sweep = Sweep.objects.create(
-            kind=kind, tenant=tenant, dry_run=dry_run, as_of=as_of or timezone.now(), preview_of=preview_of,
-            requested_by=requested_by if getattr(requested_by, "pk", None) else None,
-            requested_label=requested_label,
-        )
+        try:
+            with transaction.atomic():
+                sweep = Sweep.objects.create(
+                    kind=kind, tenant=tenant, dry_run=dry_run, as_of=as_of or timezone.now(), preview_of=preview_of,
+                    requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+                    requested_label=requested_label,
+                )
+        except IntegrityError as exc:  # a concurrent request created it first (see Sweep.Meta.constraints)
+            if preview_of is not None:
+                raise SweepRefused("That preview was already confirmed; start a new dry run.") from exc
+            raise SweepBusy(f"Another real {kind} sweep was just started; wait for it to finish.") from exc
     audit_record(
         action="lifecycle.sweep.create", target_type="sweep", target_id=sweep.pk, actor=requested_by,
         actor_label=requested_label, tenant_id=tenant.pk if tenant else None,

@@ -251,6 +251,34 @@ def test_only_one_real_sweep_per_kind_at_a_time(policies, provider):
     services.sweep_create(kind="threads", dry_run=True, as_of=NOW)  # previews never block
 
 
+def test_the_database_refuses_a_second_unfinished_real_sweep_of_a_kind_and_a_second_confirmation(policies, provider):
+    """Two requests at once both pass sweep_create's checks (each reads before the other writes): the
+    constraints decide, and sweep_create turns the loser's IntegrityError into the same refusal."""
+    from django.db import IntegrityError, transaction
+
+    first = services.sweep_create(kind="threads", as_of=NOW)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Sweep.objects.create(kind="threads", dry_run=False, as_of=NOW)
+    Sweep.objects.unscoped().filter(pk=first.pk).update(status=Sweep.Status.FINISHED)
+    preview = services.sweep_create(kind="vector_stores", dry_run=True, as_of=NOW)
+    Sweep.objects.unscoped().filter(pk=preview.pk).update(status=Sweep.Status.FINISHED)
+    services.sweep_create(kind="vector_stores", preview_of=preview)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Sweep.objects.create(kind="vector_stores", dry_run=False, as_of=NOW, preview_of=preview,
+                             status=Sweep.Status.FINISHED)
+
+
+def test_a_sweep_lost_to_a_concurrent_request_is_refused_not_a_500(policies, provider, monkeypatch):
+    from django.db import IntegrityError
+
+    def raced(**fields):
+        raise IntegrityError("duplicate key value violates unique constraint \"sweep_one_real_sweep_per_kind_at_a_time\"")
+
+    monkeypatch.setattr(Sweep.objects, "create", raced)
+    with pytest.raises(services.SweepBusy):
+        services.sweep_create(kind="threads", as_of=NOW)
+
+
 def test_a_batch_does_nothing_while_another_worker_holds_the_kind_lock(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_old", days_idle=60, provider=provider)
