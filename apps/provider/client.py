@@ -196,10 +196,26 @@ class OpenAIProvider:
         return _as_dict(self._call(operation, fn))
 
     def _delete(self, operation: str, fn: Callable[[], Any]) -> DeleteOutcome:
+        # A timeout, a dropped connection or a 5xx may come after OpenAI deleted the object: the retry then
+        # answers 404 for our own deletion, which is "deleted", not "someone else deleted it" (the audit and
+        # the money saved depend on which). A 429 is a refusal, so a 404 after it still means already gone.
+        maybe_done = False
+
+        def attempt():
+            nonlocal maybe_done
+            try:
+                return fn()
+            except openai.APIStatusError as error:
+                maybe_done = maybe_done or error.status_code == 408 or error.status_code >= 500
+                raise
+            except openai.APIConnectionError:  # timeouts included
+                maybe_done = True
+                raise
+
         try:
-            self._call(operation, fn)
+            self._call(operation, attempt)
         except ProviderNotFound:
-            return DeleteOutcome.ALREADY_GONE
+            return DeleteOutcome.DELETED if maybe_done else DeleteOutcome.ALREADY_GONE
         return DeleteOutcome.DELETED
 
     def _paginate(self, operation: str, fetch: Callable[[str | None], Any], *, use_last_id: bool = False) -> Iterator[dict]:

@@ -94,6 +94,29 @@ def test_a_files_attachment_to_a_store_is_found_or_not_found(provider, openai_cl
         provider.retrieve_vector_store_file(store.id, loose.id)
 
 
+def _status_error(status: int):
+    import httpx2 as httpx  # the HTTP client the openai SDK (3.x) builds on
+    import openai
+
+    response = httpx.Response(status, request=httpx.Request("DELETE", "https://api.openai.com/v1/vector_stores/vs_1"))
+    return openai.APIStatusError(f"status {status}", response=response, body=None)
+
+
+@pytest.mark.parametrize(("first_failure", "outcome"), [
+    (503, "deleted"),  # OpenAI may have deleted it before failing: the 404 is for our own deletion
+    (429, "already_gone"),  # a refusal: the 404 means someone else deleted it
+])
+def test_a_404_after_a_failed_delete_attempt_reads_as_ours_only_when_the_attempt_may_have_acted(
+        sandbox, first_failure, outcome):
+    provider = _provider(sandbox, sleep=lambda seconds: None)
+    answers = [_status_error(first_failure), _status_error(404)]
+
+    def delete():
+        raise answers.pop(0)
+
+    assert provider._delete("delete_vector_store", delete) == outcome
+
+
 def test_429_is_retried_after_the_servers_retry_after(sandbox, openai_client):
     sleep = RecordingSleep()
     provider = _provider(sandbox, sleep=sleep)
