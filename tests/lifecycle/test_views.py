@@ -171,3 +171,18 @@ def test_sweep_command_dry_run_lists_and_deletes_nothing(tenant, monkeypatch, ca
     out = capsys.readouterr().out
     assert "would_delete: thread thread_cli" in out and "--confirm" in out
     assert "thread_cli" in provider.threads
+
+
+def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch):
+    """Beat sends one an hour and the broker redelivers one that outlasts its visibility timeout."""
+    from django.core.cache import cache
+
+    from apps.lifecycle import tasks
+
+    calls = []
+    monkeypatch.setattr(services, "inventory_sync", lambda: calls.append(1) or services.InventoryResult(counts={}, orphans=0, gone=0))
+    cache.add(tasks.INVENTORY_LOCK, "another-worker", 60)
+    assert tasks.inventory_sync() == {"skipped": "another inventory sync is running"} and calls == []
+    cache.delete(tasks.INVENTORY_LOCK)
+    assert "counts" in tasks.inventory_sync() and calls == [1]
+    assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
