@@ -936,12 +936,17 @@ def _recheck_container(provider, item: SweepItem, cutoff: dt.datetime) -> _Check
     return _active_verdict(last, cutoff, "last active")
 
 
-def _archive(provider, item: SweepItem) -> int:
-    """Copy the thread's messages (or conversation's items) into RunLedger, oldest first, before deleting."""
+def _archive(provider, item: SweepItem) -> int | None:
+    """Copy the thread's messages (or conversation's items) into RunLedger, oldest first, before deleting;
+    the number copied, or None (nothing copied) when there are more than LIFECYCLE_ARCHIVE_MAX_ITEMS: an
+    archive cut short would lose the oldest ones for good once the thread is deleted."""
+    limit = setting("LIFECYCLE_ARCHIVE_MAX_ITEMS")
     if item.resource_type == ResourceType.THREAD:
-        rows = _first(provider.list_thread_messages(item.openai_id), setting("LIFECYCLE_ARCHIVE_MAX_ITEMS"))
+        rows = _first(provider.list_thread_messages(item.openai_id), limit + 1)
     else:
-        rows = _first(provider.list_conversation_items(item.openai_id), setting("LIFECYCLE_ARCHIVE_MAX_ITEMS"))
+        rows = _first(provider.list_conversation_items(item.openai_id), limit + 1)
+    if len(rows) > limit:
+        return None
     data = [_as_dict(row) for row in rows]
     data.sort(key=lambda d: (d.get("created_at") or 0))
     ArchivedItem.objects.bulk_create([
@@ -1056,7 +1061,11 @@ def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Te
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
         if (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
                 and tenant is not None and tenant.archive_before_delete):
-            item.detail = f"archived {_archive(provider, item)} items"
+            archived = _archive(provider, item)
+            if archived is None:
+                return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
+                                    "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
+            item.detail = f"archived {archived} items"
             item.archived = True
         if item.resource_type == ResourceType.VECTOR_STORE:
             item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())

@@ -194,6 +194,29 @@ def test_a_file_with_more_live_stores_to_ask_than_the_bound_is_kept(policies, pr
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ATTACHED
 
 
+def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived_in_part(policies, provider,
+                                                                                        settings):
+    """Deleting after a cut-short archive would lose the oldest messages for good."""
+    from apps.lifecycle.models import ArchivedItem
+
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    settings.LIFECYCLE_ARCHIVE_MAX_ITEMS = 2
+    _thread(tenant, "thread_long", days_idle=45, provider=provider)
+    _thread(tenant, "thread_short", days_idle=45, provider=provider)
+    old = int((NOW - dt.timedelta(days=45)).timestamp())
+    provider.messages["thread_long"] = [{"id": f"msg_{n}", "created_at": old} for n in range(3)]
+    provider.messages["thread_short"] = [{"id": f"msg_s{n}", "created_at": old} for n in range(2)]
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    _run(sweep, provider)
+    long_item = SweepItem.objects.unscoped().get(sweep=sweep, openai_id="thread_long")
+    assert provider.deletes == ["thread_short"] and long_item.outcome == Outcome.FAILED
+    assert "more than 2 items to archive" in long_item.detail
+    assert not ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id="thread_long").exists()
+    assert ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id="thread_short").count() == 2
+
+
 def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_gone", days_idle=45, provider=provider)
