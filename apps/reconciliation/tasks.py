@@ -19,14 +19,15 @@ logger = logging.getLogger(__name__)
 
 # How often a redelivered copy waits for its dead predecessor's lock to lapse before giving up.
 LOCKED_RETRIES = 10
+# A project whose reconciliation failed (OpenAI down, a bad key) is tried again this many times, 15, 30 and
+# 60 minutes later, rather than waiting for tomorrow's 7-day re-check.
+FAILED_RETRIES = 3
+FAILED_RETRY_MINUTES = 15
 
 
-@shared_task(
-    bind=True, name="reconciliation.reconcile_daily", acks_late=True, ignore_result=True,
-    autoretry_for=(ConnectionError,), retry_backoff=60, retry_backoff_max=900, max_retries=3,
-)
+@shared_task(bind=True, name="reconciliation.reconcile_daily", acks_late=True, ignore_result=True)
 def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS + 1,
-                    project_id: str | None = None) -> dict:
+                    project_id: str | None = None, attempt: int = 0) -> dict:
     """Re-running is safe (each day is replaced atomically), hence acks_late. Each project is reconciled
     under a lock that records this task's id: a copy delivered while another run holds a project skips it
     instead of doubling the calls to OpenAI, but a redelivered copy of this very task (its worker was killed
@@ -43,6 +44,11 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
     failed = [project for project, result in summary.items() if result["error"] and not result["skipped"]]
     if failed:
         logger.error("reconciliation failed for %s", ", ".join(failed))
+        if attempt < FAILED_RETRIES:
+            for project in failed:  # only the failed ones: the others' days are stored already
+                reconcile_daily.apply_async(
+                    kwargs={"end_day": end.isoformat(), "days": days, "project_id": project, "attempt": attempt + 1},
+                    countdown=FAILED_RETRY_MINUTES * 60 * 2**attempt)
     ours = [outcome.project_id for outcome in outcomes if outcome.skipped and task_id
             and reconciliation_lock_owner(project_id=outcome.project_id) in (task_id, None)]
     if ours:

@@ -78,3 +78,19 @@ def test_daily_task_skips_a_project_another_run_holds(fake_provider):
 def test_daily_task_is_scheduled_acks_late_with_an_explicit_name():
     assert BEAT_SCHEDULE["reconciliation-daily"]["task"] == reconcile_daily.name == "reconciliation.reconcile_daily"
     assert reconcile_daily.acks_late is True
+
+
+def test_daily_task_tries_a_failed_project_again_later_with_backoff_then_stops(fake_provider, monkeypatch):
+    """OpenAI down at 04:15 should not leave the day unreconciled until tomorrow's re-check."""
+    fake_provider.fail_with = ConnectionError("connection refused")
+    queued = []
+    monkeypatch.setattr(reconcile_daily, "apply_async", lambda **options: queued.append(options))
+    summary = reconcile_daily(end_day="2026-11-03", days=1)
+    assert summary["proj_default"]["error"]
+    assert queued == [{"kwargs": {"end_day": "2026-11-03", "days": 1, "project_id": "proj_default", "attempt": 1},
+                       "countdown": 900}]
+    reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=2)
+    assert queued[-1]["countdown"] == 3600 and queued[-1]["kwargs"]["attempt"] == 3
+    queued.clear()
+    reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=3)
+    assert queued == []  # the next day's 7-day re-check takes it from here
