@@ -737,18 +737,20 @@ USAGE_GROUPINGS = ("day", "model", "feature", "user")
 def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
     """One tenant's usage from `start` to `end` (exclusive, UTC days) grouped by day, model, feature or
     end user: rows {key, runs, unpriced_runs, <tokens by kind>, <cost by component>} ordered by key.
-    day/model/feature read the daily rollups; user the end-user rollups (monthly rows for whole months)."""
+    day/model/feature read the daily rollups; user the end-user rollups (_end_user_sources)."""
     if group_by not in USAGE_GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPINGS)}")
     if group_by == "user":
         # Ordered by user id in code-point order (the database's collation may differ; C and SQLite agree).
         totals = _end_user_totals(tenant, start, end)
         return [{"key": user_id, **totals[user_id]} for user_id in sorted(totals)]
+    daily = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+    if connection.vendor != "postgresql":
+        return _usage_lines_added_here(daily, group_by)
     sums = {name: Coalesce(Sum(name), 0) for name in _USAGE_COUNTS}
     sums.update({name: _sum_money(name) for name in _USAGE_MONEY})
     rows = (
-        DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
-        .values(group_by).order_by(group_by)
+        daily.values(group_by).order_by(group_by)
         .annotate(runs=Coalesce(Sum("runs"), 0), unpriced_runs=Coalesce(Sum("unpriced_runs"), 0), **sums)
     )
     lines = []
@@ -756,6 +758,18 @@ def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[
         key = row.pop(group_by)
         lines.append({"key": key.isoformat() if isinstance(key, dt.date) else key, **row})
     return lines
+
+
+def _usage_lines_added_here(daily: QuerySet, group_by: str) -> list[dict]:
+    """usage_lines on SQLite, which adds decimals up as floating point (the 10th decimal of a large sum was
+    lost): the stored rows added up here, exactly, as _end_user_totals does for end users."""
+    names = ("runs", "unpriced_runs", *_USAGE_COUNTS, *_USAGE_MONEY)
+    totals: dict = {}
+    for key, *values in daily.values_list(group_by, *names):
+        current = totals.get(key)
+        totals[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
+    return [{"key": key.isoformat() if isinstance(key, dt.date) else key, **dict(zip(names, totals[key], strict=True))}
+            for key in sorted(totals)]
 
 
 def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dict]:

@@ -23,6 +23,7 @@ from apps.core.timeutils import day_start
 from apps.ledger import selectors
 from apps.ledger.models import (
     PROMPT_TOKEN_EDGES,
+    DailyRollup,
     EndUserDailyRollup,
     EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
@@ -333,3 +334,15 @@ def test_postgres_end_user_sums_are_read_without_parallel_workers(tenant):
         setting = next(i for i, sql in enumerate(statements) if "max_parallel_workers_per_gather = 0" in sql)
         summing = next(i for i, sql in enumerate(statements) if "SUM(" in sql)
         assert setting < summing
+
+
+@pytest.mark.parametrize("group_by", ["day", "model", "feature"])
+def test_usage_lines_add_money_exactly_on_every_database(tenant, group_by):
+    """SQLite's SUM adds decimals as floating point, which lost the 10th decimal of large sums."""
+    values = [Decimal("12345.6789012345"), Decimal("0.0000000001"), Decimal("98765.4321098765")]
+    for day, value in enumerate(values, start=1):
+        DailyRollup.objects.create(tenant=tenant, day=dt.date(2026, 1, day), model="gpt-5.4", feature="chat", runs=1,
+                                   cost_input_usd=value, cost_total_usd=value)
+    lines = selectors.usage_lines(tenant=tenant, start=dt.date(2026, 1, 1), end=dt.date(2026, 2, 1), group_by=group_by)
+    assert sum(line["cost_total_usd"] for line in lines) == sum(values) == Decimal("111111.1110111111")
+    assert sum(line["runs"] for line in lines) == 3
