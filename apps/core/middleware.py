@@ -47,7 +47,10 @@ class NulRefusedMiddleware:
             if api:
                 return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
             raise Http404("Not found.")
-        for params in (request.GET, *([request.POST] if request.method == "POST" else [])):
+        # Form fields only on pages, which post forms: the API reads its own bodies (ingest takes the raw body
+        # whatever its content type, and parsing it here as a form consumed or misread it).
+        form = request.method == "POST" and not api
+        for params in (request.GET, *([request.POST] if form else [])):
             for name, values in params.lists():
                 if "\x00" in name or any("\x00" in value for value in values):
                     message = f"{name!r} must not contain NUL characters."

@@ -159,7 +159,8 @@ class Sweep(models.Model):
         # Enforced by the database too: two requests at once (a double-clicked confirm) would both pass
         # sweep_create's checks, which read rows the other had not written yet.
         constraints = [
-            models.UniqueConstraint(fields=["preview_of"], name="sweep_one_confirmation_per_preview"),
+            models.UniqueConstraint(fields=["preview_of"], condition=models.Q(status__in=["pending", "running"]),
+                                    name="sweep_one_confirmation_per_preview"),
             models.UniqueConstraint(fields=["kind"], condition=models.Q(dry_run=False, status__in=["pending", "running"]),
                                     name="sweep_one_real_sweep_per_kind_at_a_time"),
         ]

@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 # How often a redelivered copy waits for its dead predecessor's lock to lapse before giving up.
 LOCKED_RETRIES = 10
 # A project whose reconciliation failed (OpenAI down, a bad key) is tried again this many times, 15, 30 and
-# 60 minutes later, rather than waiting for tomorrow's 7-day re-check.
+# 45 minutes later, rather than waiting for tomorrow's 7-day re-check. Each wait stays under the Redis
+# broker's visibility timeout (an hour), past which a scheduled task is handed to a second worker.
 FAILED_RETRIES = 3
 FAILED_RETRY_MINUTES = 15
 
@@ -48,7 +49,7 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
             for project in failed:  # only the failed ones: the others' days are stored already
                 reconcile_daily.apply_async(
                     kwargs={"end_day": end.isoformat(), "days": days, "project_id": project, "attempt": attempt + 1},
-                    countdown=FAILED_RETRY_MINUTES * 60 * 2**attempt)
+                    countdown=FAILED_RETRY_MINUTES * 60 * (attempt + 1))
     ours = [outcome.project_id for outcome in outcomes if outcome.skipped and task_id
             and reconciliation_lock_owner(project_id=outcome.project_id) in (task_id, None)]
     if ours:
@@ -56,6 +57,6 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
                        "retrying when that lock lapses", ", ".join(ours))
         # The same days again (a retry after midnight must not move them), only for the locked projects.
         raise self.retry(args=(), kwargs={"end_day": end.isoformat(), "days": days,
-                                 "project_id": ours[0] if len(ours) == 1 else project_id},
+                                 "project_id": ours[0] if len(ours) == 1 else project_id, "attempt": attempt},
                          countdown=lock_ttl_seconds() + 1, max_retries=LOCKED_RETRIES)
     return summary

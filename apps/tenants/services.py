@@ -92,7 +92,9 @@ def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
     old_values = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)
-    tenant.full_clean()
+    # Only the fields being set (and the uniqueness rules): a value stored before a validator existed (a markup
+    # outside 0..1000 from the admin) must not block an unrelated change, such as setting a legal hold.
+    tenant.full_clean(exclude=[field.name for field in Tenant._meta.fields if field.name not in changes])
     tenant.save()
     # Compared as values (0.1 and 0.1000 are one threshold), recorded as text.
     changed = {field for field in changes if getattr(tenant, field) != old_values[field]}

@@ -90,7 +90,7 @@ def test_daily_task_tries_a_failed_project_again_later_with_backoff_then_stops(f
     assert queued == [{"kwargs": {"end_day": "2026-11-03", "days": 1, "project_id": "proj_default", "attempt": 1},
                        "countdown": 900}]
     reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=2)
-    assert queued[-1]["countdown"] == 3600 and queued[-1]["kwargs"]["attempt"] == 3
+    assert queued[-1]["countdown"] == 2700 and queued[-1]["kwargs"]["attempt"] == 3  # under the broker's hour
     queued.clear()
     reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=3)
     assert queued == []  # the next day's 7-day re-check takes it from here

@@ -164,7 +164,7 @@ def test_a_redelivered_reconciliation_retries_when_its_dead_predecessor_holds_th
             reconcile_daily.apply(kwargs={"end_day": DAY.isoformat(), "days": 1}, task_id="task-7", throw=True)
     finally:
         cache.delete(reconciliation._lock_key("proj_default"))
-    assert retried["kwargs"] == {"end_day": DAY.isoformat(), "days": 1, "project_id": "proj_default"}
+    assert retried["kwargs"] == {"end_day": DAY.isoformat(), "days": 1, "project_id": "proj_default", "attempt": 0}
     assert retried["countdown"] == reconciliation.lock_ttl_seconds() + 1
     assert not ReconciliationRun.objects.exists()
 

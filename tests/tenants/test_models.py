@@ -91,3 +91,16 @@ def test_the_unique_external_id_migration_names_the_tenants_that_share_one_inste
     Tenant.objects.filter(pk=tenant.pk).update(external_id=tenant.external_id or "cus_shared")
     with pytest.raises(RuntimeError, match=r"share an external billing id.*'cus_\w+': acme, globex"):
         migration.refuse_shared_ids(django_apps, None)
+
+
+def test_a_value_stored_before_its_validator_does_not_block_an_unrelated_change(tenant, tenant_admin_user):
+    """A markup saved as a discount (-10%) before markups were bounded: a tenant admin can still set a legal hold."""
+    Tenant.objects.filter(pk=tenant.pk).update(markup_percent=Decimal("-10"))
+    client = Client()
+    client.force_login(tenant_admin_user)
+    response = client.post(f"/tenants/{tenant.slug}/settings/", {
+        "monthly_budget_usd": "", "high_cost_run_usd": "0.10", "thread_retention_days": "60",
+        "vector_store_idle_days": "30", "legal_hold": "on"})
+    assert response.status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.legal_hold and tenant.markup_percent == Decimal("-10")

@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('ledger', '0008_rollups_leave_room_for_hot_updates'),
-        ('tenants', '0003_tenant_unique_external_id'),
+        ('tenants', '0001_initial'),
     ]
 
     operations = [

@@ -7,7 +7,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('lifecycle', '0004_sweep_batch_failures'),
-        ('tenants', '0003_tenant_unique_external_id'),
     ]
 
     operations = [

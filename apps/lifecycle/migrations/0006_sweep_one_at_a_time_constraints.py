@@ -1,5 +1,5 @@
-"""One confirmation per dry run, and one unfinished real sweep per kind, enforced by the database (two requests
-at once passed sweep_create's checks). Stops, naming them, if earlier races left rows that break either rule."""
+"""One unfinished confirmation per dry run, and one unfinished real sweep per kind, enforced by the database (two
+requests at once passed sweep_create's checks; finished duplicates that earlier races left stay as they are). Stops, naming them, if earlier races left rows that break either rule."""
 
 from django.conf import settings
 from django.db import migrations, models
@@ -8,8 +8,9 @@ from django.db.models import Count
 
 def refuse_duplicates(apps, schema_editor):
     Sweep = apps.get_model("lifecycle", "Sweep")
-    problems = [f"dry run {row['preview_of']} confirmed {row['n']} times"
-                for row in Sweep._default_manager.exclude(preview_of=None).values("preview_of").annotate(n=Count("id"))
+    unfinished = Sweep._default_manager.filter(status__in=["pending", "running"])
+    problems = [f"dry run {row['preview_of']} has {row['n']} unfinished confirmations"
+                for row in unfinished.exclude(preview_of=None).values("preview_of").annotate(n=Count("id"))
                 .filter(n__gt=1)]
     problems += [f"{row['n']} unfinished real {row['kind']} sweeps"
                  for row in Sweep._default_manager.filter(dry_run=False, status__in=["pending", "running"]).values("kind")
@@ -23,7 +24,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('lifecycle', '0005_sweepitem_resource_processed'),
-        ('tenants', '0003_tenant_unique_external_id'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(refuse_duplicates, migrations.RunPython.noop),
         migrations.AddConstraint(
             model_name='sweep',
-            constraint=models.UniqueConstraint(fields=('preview_of',), name='sweep_one_confirmation_per_preview'),
+            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['pending', 'running'])), fields=('preview_of',), name='sweep_one_confirmation_per_preview'),
         ),
         migrations.AddConstraint(
             model_name='sweep',
