@@ -21,15 +21,14 @@ from apps.core.api_support import (
     NOT_MODIFIED,
     READ_ERRORS,
     ApiCursorPagination,
-    ScopedLookupMixin,
     etag_for,
     etag_response,
     json_bytes,
-    path_value,
     validate_query,
 )
 from apps.ledger import selectors as ledger_selectors
 from apps.ledger.models import Run
+from apps.tenants.api import TenantScopedAPIMixin
 from apps.tenants.authentication import IsAdminKey
 
 from . import selectors, services
@@ -76,7 +75,7 @@ class JsonErrorsMixin:
 # --- usage ----------------------------------------------------------------------------------------------
 
 
-class TenantUsageView(ScopedLookupMixin, APIView):
+class TenantUsageView(TenantScopedAPIMixin, APIView):
     @extend_schema(
         operation_id="tenant_usage",
         summary="A tenant's usage and cost for a period, grouped by day, model, feature or end user",
@@ -99,7 +98,7 @@ class RunPagination(ApiCursorPagination):
     ordering = ("-created_at", "-id")
 
 
-class RunListView(ScopedLookupMixin, GenericAPIView):
+class RunListView(TenantScopedAPIMixin, GenericAPIView):
     scoped_model = Run
     serializer_class = RunSerializer
     pagination_class = RunPagination
@@ -123,7 +122,7 @@ class RunListView(ScopedLookupMixin, GenericAPIView):
         return self.paginator.get_paginated_response(RunSerializer(page, many=True).data)
 
 
-class RunDetailView(ScopedLookupMixin, APIView):
+class RunDetailView(TenantScopedAPIMixin, APIView):
     @extend_schema(
         operation_id="runs_retrieve",
         summary="One run by its OpenAI id",
@@ -132,7 +131,7 @@ class RunDetailView(ScopedLookupMixin, APIView):
         tags=["runs"],
     )
     def get(self, request, openai_id: str):
-        run = ledger_selectors.run_get_visible(scope=self.tenant_scope, openai_id=path_value(openai_id))
+        run = ledger_selectors.run_get_visible(scope=self.tenant_scope, openai_id=openai_id)
         if run is None:
             raise NotFound("Not found.")
         return Response(RunSerializer(run).data)
@@ -166,7 +165,7 @@ _STATEMENT_EXAMPLE = OpenApiExample(
 )
 
 
-class StatementView(JsonErrorsMixin, ScopedLookupMixin, APIView):
+class StatementView(JsonErrorsMixin, TenantScopedAPIMixin, APIView):
     renderer_classes = [renderers.JSONRenderer, CsvRenderer]
 
     @extend_schema(
@@ -209,7 +208,7 @@ class StatementCsvView(StatementView):
         return self._respond(request, slug, period, as_csv=True)
 
 
-class StatementCloseView(ScopedLookupMixin, APIView):
+class StatementCloseView(TenantScopedAPIMixin, APIView):
     permission_classes = [IsAdminKey]
 
     @extend_schema(

@@ -22,7 +22,6 @@ from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
-from apps.tenants.api import TenantScopedAPIMixin
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -39,21 +38,6 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "description": "An API key: scope billing (reads), admin (reads and writes) or ingest (ingest only); "
                            "a key bound to a tenant sees only that tenant.",
         }
-
-
-def path_value(value: str) -> str:
-    """A URL path value for a lookup. One holding a NUL byte cannot name anything (and PostgreSQL refuses to
-    compare it), so it is the same 404 as any other unknown value."""
-    if "\x00" in value:
-        raise NotFound("Not found.")
-    return value
-
-
-class ScopedLookupMixin(TenantScopedAPIMixin):
-    """TenantScopedAPIMixin whose slug lookup also survives hostile path values."""
-
-    def get_tenant(self, slug: str):
-        return super().get_tenant(path_value(slug))
 
 
 class Conflict(APIException):

@@ -18,9 +18,9 @@ from apps.core.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
-    ScopedLookupMixin,
 )
 
+from .api import TenantScopedAPIMixin
 from .api_serializers import TenantSerializer, TenantUpdateSerializer
 from .models import ADMIN_POLICY_FIELDS
 from .selectors import tenants_visible
@@ -54,7 +54,7 @@ def _fields_reserved_for_operators(data) -> list[str]:
     return [name for name in data.keys() if name in writable and name not in ADMIN_POLICY_FIELDS and name != "slug"]
 
 
-class TenantListView(ScopedLookupMixin, GenericAPIView):
+class TenantListView(TenantScopedAPIMixin, GenericAPIView):
     serializer_class = TenantSerializer
     pagination_class = TenantPagination
 
@@ -84,7 +84,7 @@ class TenantListView(ScopedLookupMixin, GenericAPIView):
         return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
 
-class TenantDetailView(ScopedLookupMixin, GenericAPIView):
+class TenantDetailView(TenantScopedAPIMixin, GenericAPIView):
     serializer_class = TenantSerializer
 
     @extend_schema(
