@@ -41,6 +41,7 @@ from apps.provider.normalizers import (
     normalize_resource,
     normalize_run_object,
     run_fields_fast,
+    unstorable_text,
 )
 from apps.tenants.models import Tenant
 
@@ -531,7 +532,7 @@ def _tenants_by_slug(events: list) -> dict[str, Tenant]:
                 slugs.add(tenant)
     # No slug holds a NUL or a lone surrogate, and PostgreSQL refuses them in a query (a 500): such an event
     # is then rejected as naming an unknown tenant.
-    slugs = {slug for slug in slugs if 0 < len(slug) <= 63 and not _bad_unicode(slug)}
+    slugs = {slug for slug in slugs if 0 < len(slug) <= 63 and not unstorable_text(slug)}
     if not slugs:
         return {}
     return {t.slug: t for t in Tenant.objects.filter(slug__in=slugs)}
@@ -543,7 +544,7 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
         raise _Rejected("tenant", "must be a tenant slug (string)")
     slug = explicit or metadata_tenant
     field_name = "tenant" if explicit else "object.metadata.tenant"
-    if slug and _bad_unicode(slug):  # no slug holds these; not echoed back, it would only be noise
+    if slug and unstorable_text(slug):  # no slug holds these; not echoed back, it would only be noise
         raise _Rejected(field_name, "must not contain NUL characters or invalid Unicode")
     if not slug:
         if key_tenant is not None:
@@ -560,15 +561,15 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
 def _check_text(record, prefix: str = "object") -> None:
     """PostgreSQL stores neither NUL characters nor lone surrogates: refuse them per event, not per batch."""
     strings = [value for value in vars(record).values() if isinstance(value, str) and value]
-    if strings and _bad_unicode("".join(strings)):
+    if strings and unstorable_text("".join(strings)):
         for name, value in vars(record).items():
-            if isinstance(value, str) and value and _bad_unicode(value):
+            if isinstance(value, str) and value and unstorable_text(value):
                 raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
     metadata = getattr(record, "metadata", None)
     if metadata:
         # Keys and string values directly (metadata values are scalars): no JSON encoding per event.
         texts = [str(key) for key in metadata] + [value for value in metadata.values() if isinstance(value, str)]
-        if _bad_unicode("".join(texts)):
+        if unstorable_text("".join(texts)):
             raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
 
 
@@ -579,22 +580,14 @@ def _text_ok(fields: dict) -> bool:
     if metadata:
         texts.extend(metadata)
         texts.extend(value for value in metadata.values() if type(value) is str)
-    return not _bad_unicode("".join(texts))
-
-
-def _bad_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return "\x00" in text
+    return not unstorable_text("".join(texts))
 
 
 def _openai_project(event: dict) -> str:
     project = event.get("openai_project")
     if project is None:
         return settings.OPENAI_PROJECT_ID
-    if not isinstance(project, str) or len(project) > 100 or _bad_unicode(project):
+    if not isinstance(project, str) or len(project) > 100 or unstorable_text(project):
         raise _Rejected("openai_project", "must be a string of at most 100 characters")
     return project
 

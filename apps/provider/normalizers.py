@@ -141,16 +141,19 @@ def _fast_id(value):
     return None if value is None or _NOT_IN_IDS.search(value) else value
 
 
-def _storable_text(value) -> bool:
-    """No string in `value` (keys included, at any depth) holds a NUL character or a lone surrogate."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
+def unstorable_text(text: str) -> bool:
+    """Whether PostgreSQL refuses this text: it holds a NUL character or a lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         return True
+    return "\x00" in text
+
+
+def _storable_text(value) -> bool:
+    """No string in `value` (keys included, at any depth) is unstorable_text."""
+    if isinstance(value, str):
+        return not unstorable_text(value)
     if isinstance(value, dict):
         return all(_storable_text(key) and _storable_text(item) for key, item in value.items())
     if isinstance(value, list):
