@@ -265,12 +265,12 @@ class EndUserMonthlyRollup(_EndUserSums):
         return f"{self.tenant_id} {self.month:%Y-%m} {self.user_id}"
 
 
+HALF_MONTH_SECOND_DAY = 16
+
+
 def half_month_start(day):
     """The first day of the half-month holding `day`: the 1st (days 1-15) or the 16th (16 to the month's end)."""
     return day.replace(day=1 if day.day < HALF_MONTH_SECOND_DAY else HALF_MONTH_SECOND_DAY)
-
-
-HALF_MONTH_SECOND_DAY = 16
 
 
 class EndUserHalfMonthRollup(_EndUserSums):

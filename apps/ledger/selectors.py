@@ -485,6 +485,16 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QueryS
     def days(low: dt.date, high: dt.date) -> list[tuple[dt.date, dt.date]]:
         return [(low, high)] if low < high else []
 
+    # An option: (cost in days of rows, periods read whole, day ranges added, day ranges taken back).
+    def ragged(model: type, period_start: dt.date, period_end: dt.date, low: dt.date, high: dt.date) -> list[tuple]:
+        """The two ways to read [low, high) of a period with runs outside it: its days, or its row minus the rest."""
+        return [((high - low).days, [], days(low, high), []),
+                (_PERIOD_ROWS_IN_DAYS + (low - period_start).days + (period_end - high).days, [(model, period_start)],
+                 [], [*days(period_start, low), *days(high, period_end)])]
+
+    def cheapest(options: list[tuple]) -> tuple:
+        return min(options, key=lambda option: option[0])
+
     periods: list[tuple[type, dt.date]] = []  # (rollup model, period start)
     inside: list[tuple[dt.date, dt.date]] = []
     outside: list[tuple[dt.date, dt.date]] = []
@@ -494,12 +504,6 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QueryS
         if runs_only_inside(month, after, low, high):
             periods.append((EndUserMonthlyRollup, month))
             continue
-        # Each option: (cost in days of rows, periods, inside day ranges, outside day ranges).
-        options = [
-            ((high - low).days, [], days(low, high), []),
-            (_PERIOD_ROWS_IN_DAYS + (low - month).days + (after - high).days, [(EndUserMonthlyRollup, month)], [],
-             [*days(month, low), *days(high, after)]),
-        ]
         by_halves: tuple[int, list, list, list] = (0, [], [], [])
         second = month.replace(day=HALF_MONTH_SECOND_DAY)
         for half_start, half_end in ((month, second), (second, after)):
@@ -509,15 +513,10 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QueryS
             if runs_only_inside(half_start, half_end, half_low, half_high):
                 choice = (_PERIOD_ROWS_IN_DAYS, [(EndUserHalfMonthRollup, half_start)], [], [])
             else:
-                choice = min(
-                    ((half_high - half_low).days, [], days(half_low, half_high), []),
-                    (_PERIOD_ROWS_IN_DAYS + (half_low - half_start).days + (half_end - half_high).days,
-                     [(EndUserHalfMonthRollup, half_start)], [], [*days(half_start, half_low), *days(half_high, half_end)]),
-                    key=lambda option: option[0],
-                )
+                choice = cheapest(ragged(EndUserHalfMonthRollup, half_start, half_end, half_low, half_high))
             by_halves = tuple(a + b for a, b in zip(by_halves, choice, strict=True))
-        options.append(by_halves)
-        _, chosen_periods, chosen_inside, chosen_outside = min(options, key=lambda option: option[0])
+        _, chosen_periods, chosen_inside, chosen_outside = cheapest(
+            [*ragged(EndUserMonthlyRollup, month, after, low, high), by_halves])
         periods.extend(chosen_periods)
         inside.extend(chosen_inside)
         outside.extend(chosen_outside)
@@ -538,8 +537,8 @@ def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QueryS
 def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
                      money=_USAGE_MONEY) -> dict[str, dict]:
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
-    users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after at most
-    three exists() per ragged month (the month, its halves)."""
+    users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after a few
+    short exists() per ragged month (one per side of the month and of each half-month it touches)."""
     names = (*counts, *money)
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":

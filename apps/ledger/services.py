@@ -323,8 +323,7 @@ def _share_row(state: dict, sign: int = 1, openai_id: str | None = None) -> list
         values.extend(-count for count in (billable or _NO_TOOLS))
     return [
         openai_id, state["tenant_id"], day, day.replace(day=1), half_month_start(day), state["openai_project"],
-        state["model"],
-        state["feature"], state["user_id"] or "", prompt_size_bin(state["input_tokens"]),
+        state["model"], state["feature"], state["user_id"] or "", prompt_size_bin(state["input_tokens"]),
         None if billable is None else state["tool_price_id"], *values,
     ]
 
