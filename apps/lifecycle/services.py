@@ -994,8 +994,16 @@ def _claim_renew(*, sweep: Sweep, item: SweepItem, worker: str) -> None:
     held = SweepItem.objects.unscoped().filter(
         pk=item.pk, state=SweepItem.State.CLAIMED, claimed_by=worker,
     ).update(claimed_at=now)
-    if not held or not Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(heartbeat_at=now):
+    if not held:
         raise _ClaimLost(f"sweep {sweep.pk}: {worker} lost its claim on item {item.pk} ({item.openai_id})")
+    _sweep_heartbeat(sweep, worker, now)
+
+
+def _sweep_heartbeat(sweep: Sweep, worker: str, now: dt.datetime) -> None:
+    """This worker still runs the sweep: its heartbeat (and, for a real sweep, the kind lock) moves forward;
+    _ClaimLost when another worker has taken the sweep over."""
+    if not Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker).update(heartbeat_at=now):
+        raise _ClaimLost(f"sweep {sweep.pk} was taken over from {worker}")
     if not sweep.dry_run:
         _lock_refresh(sweep.kind, worker)
 
@@ -1276,10 +1284,7 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                         status = "retry_later"
                         break
             processed += 1
-            if not mine.update(heartbeat_at=timezone.now()):
-                raise _ClaimLost(f"sweep {sweep.pk} was taken over from {worker}")
-            if not sweep.dry_run:
-                _lock_refresh(sweep.kind, worker)
+            _sweep_heartbeat(sweep, worker, timezone.now())
             if after_item is not None:
                 after_item(item, outcome)
         counts = sweep_counts(sweep)
