@@ -1491,7 +1491,8 @@ def storage_meter_scheduled(*, now: dt.datetime) -> list[StorageMeter]:
     noon UTC that is yesterday. The days before it, back to METER_CATCH_UP_DAYS, that hold no meter rows
     while stores existed are metered too, at the stores' latest known usage: a missed night is then billed
     instead of silently free. Days already metered are left as they are."""
-    scheduled = now.astimezone(dt.UTC).date() - dt.timedelta(days=1 if now.astimezone(dt.UTC).hour < 12 else 0)
+    utc = now.astimezone(dt.UTC)
+    scheduled = utc.date() - dt.timedelta(days=1 if utc.hour < 12 else 0)
     first = scheduled - dt.timedelta(days=METER_CATCH_UP_DAYS)
     metered = set(StorageMeter.objects.unscoped().filter(day__gte=first, day__lt=scheduled)
                   .values_list("day", flat=True).distinct())

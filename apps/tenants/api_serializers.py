@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from .models import MAX_POLICY_DAYS, Tenant, slug_validator
+from .models import MAX_MARKUP_PERCENT, MAX_POLICY_DAYS, Tenant, slug_validator
 
 CONTRACT_FIELDS = [
     "slug", "name", "external_id", "thread_retention_days", "vector_store_idle_days", "high_cost_run_usd",
@@ -31,7 +31,7 @@ class TenantSerializer(serializers.ModelSerializer):
                                                   allow_null=True, coerce_to_string=True)
     legal_hold = serializers.BooleanField(required=False)
     markup_percent = serializers.DecimalField(max_digits=6, decimal_places=2, min_value=Decimal("0"),
-                                              max_value=Decimal("1000"), required=False, allow_null=True,
+                                              max_value=MAX_MARKUP_PERCENT, required=False, allow_null=True,
                                               coerce_to_string=True, help_text="Adds a markup line to statements.")
     archive_before_delete = serializers.BooleanField(required=False)
 

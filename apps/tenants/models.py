@@ -9,6 +9,8 @@ from django.db import models
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Lowercase letters, digits and dashes.")
 # A century: the lifecycle sweeps subtract these days from today, and a date before year 1 overflows.
 MAX_POLICY_DAYS = 36500
+# A markup is a share added to a statement: from none to ten times the usage (what the API has always taken).
+MAX_MARKUP_PERCENT = Decimal("1000")
 
 
 # Tenant admins set their own operating policies (dashboard settings, a tenant-bound admin API key); markup is
@@ -49,7 +51,7 @@ class Tenant(models.Model):
     )
     markup_percent = models.DecimalField(
         max_digits=6, decimal_places=2, null=True, blank=True, help_text="Optional markup line on statements.",
-        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1000"))],
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(MAX_MARKUP_PERCENT)],
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
