@@ -7,42 +7,24 @@ import datetime as dt
 import logging
 
 from celery import shared_task
-from django.core.cache import cache
 from django.utils import timezone
+
+from apps.core.singleton import singleton
 
 from .collector import collect_runs_refresh, collect_thread_runs
 
 logger = logging.getLogger(__name__)
 
-LOCK_SECONDS = 10 * 60
-
-
-def _singleton(name: str):
-    def decorator(fn):
-        def wrapper(*args, **kwargs):
-            key = f"lock:{name}"
-            if not cache.add(key, timezone.now().isoformat(), LOCK_SECONDS):
-                logger.info("%s already running; skipped", name)
-                return {"skipped": True}
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                cache.delete(key)
-        wrapper.__name__ = fn.__name__
-        wrapper.__doc__ = fn.__doc__
-        return wrapper
-    return decorator
-
 
 @shared_task(name="ledger.collect_runs", acks_late=True, ignore_result=True)
-@_singleton("ledger.collect_runs")
+@singleton("ledger.collect_runs")
 def collect_runs(limit: int = 500) -> dict:
     """Refresh up to `limit` non-terminal runs (oldest check first) until OpenAI reports them terminal."""
     return collect_runs_refresh(limit=limit).as_dict()
 
 
 @shared_task(name="ledger.collect_thread_runs", acks_late=True, ignore_result=True)
-@_singleton("ledger.collect_thread_runs")
+@singleton("ledger.collect_thread_runs")
 def collect_thread_runs_task(threads: int = 200, active_days: int = 7) -> dict:
     """List the runs of up to `threads` recently active Assistants threads to record unreported runs."""
     return collect_thread_runs(limit=threads, active_since=timezone.now() - dt.timedelta(days=active_days)).as_dict()
@@ -57,7 +39,7 @@ def reflag_high_cost_task(tenant_id: int) -> dict:
 
 
 @shared_task(name="ledger.reflag_high_cost_check", acks_late=True, ignore_result=True)
-@_singleton("ledger.reflag_high_cost_check")
+@singleton("ledger.reflag_high_cost_check")
 def reflag_high_cost_check() -> dict:
     """Hourly catch-up: re-flag any tenant whose runs' flags disagree with its threshold (a change whose task
     was never queued because the broker was down, or was lost). One indexed query per tenant when nothing

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.core.cache import cache
 from django.utils import timezone
+
+from apps.core.singleton import singleton, singleton_key
 
 from . import services
 from .models import SweepKind
@@ -52,23 +53,14 @@ def sweep_reap() -> list[int]:
     return ids
 
 
-INVENTORY_LOCK = "lifecycle:inventory-sync-lock"
-INVENTORY_LOCK_SECONDS = 6 * 3600  # longer than any sync; a worker that dies holding it frees it then
+INVENTORY_LOCK = singleton_key("lifecycle.inventory_sync")
 
 
 @shared_task(name="lifecycle.inventory_sync", acks_late=True, ignore_result=True)
+@singleton("lifecycle.inventory_sync", seconds=6 * 3600,  # longer than any sync
+           skipped={"skipped": "another inventory sync is running"})
 def inventory_sync() -> dict:
-    # One at a time: beat sends one an hour, and a sync that outlasts the broker's visibility timeout is
-    # delivered again while it still runs. A second one returns at once; the running one covers its hour.
-    holder = services.worker_id()
-    if not cache.add(INVENTORY_LOCK, holder, INVENTORY_LOCK_SECONDS):
-        logger.info("inventory sync already running (%s); this one does nothing", cache.get(INVENTORY_LOCK))
-        return {"skipped": "another inventory sync is running"}
-    try:
-        result = services.inventory_sync()
-    finally:
-        if cache.get(INVENTORY_LOCK) == holder:
-            cache.delete(INVENTORY_LOCK)
+    result = services.inventory_sync()
     return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone}
 
 
