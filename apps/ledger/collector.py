@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.provider.client import OpenAIProvider, ProviderError, ProviderNotFound, ProviderRateLimited
+from apps.provider.projects import ProjectKeyMissing, ProjectProviders
 
 from .models import TERMINAL_STATUSES, Api, Run, Thread, ThreadKind
 from .services import IngestResult, ingest_events
@@ -32,6 +33,8 @@ class CollectResult:
     rejected: int = 0
     not_found: int = 0
     errors: int = 0
+    # Runs or threads of a project RunLedger has no key for (asked with another project's, OpenAI says 404).
+    unreachable: int = 0
     stopped_early: str = ""
     errors_sample: list[str] = field(default_factory=list)
 
@@ -63,9 +66,20 @@ def _run_event(provider: OpenAIProvider, obj: dict, tenant_slug: str, project: s
     return event
 
 
+def _reachable(providers: ProjectProviders, project_id: str, result: CollectResult) -> OpenAIProvider:
+    """The provider of the project; counts a run or thread of a project RunLedger has no key for (the
+    providers log it once)."""
+    try:
+        return providers.for_project(project_id)
+    except ProjectKeyMissing:
+        result.unreachable += 1
+        raise
+
+
 def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = None) -> CollectResult:
-    """Retrieve up to `limit` non-terminal runs from OpenAI (least recently checked first) and ingest them."""
-    provider = provider or OpenAIProvider.default()
+    """Retrieve up to `limit` non-terminal runs from OpenAI (least recently checked first), each with its own
+    project's key, and ingest them."""
+    providers = ProjectProviders(default=provider)
     result = CollectResult()
     since = timezone.now() - REFRESH_MAX_AGE
     runs = list(
@@ -79,6 +93,11 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     events: list[dict] = []
     checked_ids = []
     for run in runs:
+        try:
+            provider = _reachable(providers, run["openai_project"], result)
+        except ProjectKeyMissing:
+            checked_ids.append(run["id"])  # to the back of the queue, or it would hold the front for ever
+            continue
         try:
             if run["api"] == Api.ASSISTANTS:
                 obj = provider.retrieve_run(run["thread_openai_id"], run["openai_id"])
@@ -109,8 +128,9 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
 def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider: OpenAIProvider | None = None
                         ) -> CollectResult:
     """List the runs of recorded, active Assistants threads (a cursor rotates through them, `limit` threads per
-    call) and ingest every run, attributed to the thread's tenant. Runs already recorded come back unchanged."""
-    provider = provider or OpenAIProvider.default()
+    call), each with its project's key, and ingest every run, attributed to the thread's tenant. Runs already
+    recorded come back unchanged."""
+    providers = ProjectProviders(default=provider)
     result = CollectResult()
     cursor = cache.get(DISCOVER_CURSOR_KEY) or 0
     threads_query = (
@@ -125,10 +145,13 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
     events: list[dict] = []
     for thread in threads:
         try:
+            provider = _reachable(providers, thread["openai_project"], result)
             for index, obj in enumerate(provider.list_thread_runs(thread["openai_id"])):
                 if index >= THREAD_RUNS_PER_THREAD:
                     break
                 events.append(_run_event(provider, obj, thread["tenant__slug"], thread["openai_project"]))
+        except ProjectKeyMissing:
+            pass  # counted by _reachable; the cursor moves past the thread
         except ProviderNotFound:
             result.not_found += 1
         except ProviderRateLimited:

@@ -128,14 +128,16 @@ class _Rejected(Exception):
 
 # --- lifecycle hook -------------------------------------------------------------------------------
 
-# kind -> handler(tenant_id_by_index: dict[int, int], records: dict[int, ResourceRecord]) -> dict[int, outcome].
+# kind -> handler(tenant_id_by_index: dict[int, int], records: dict[int, ResourceRecord],
+#                 project_by_index: dict[int, str]) -> dict[int, outcome].
 # The lifecycle app registers handlers for vector_store / file / container from its AppConfig.ready().
-_RESOURCE_HANDLERS: dict[str, Callable[[dict[int, int], dict[int, ResourceRecord]], dict[int, str]]] = {}
+_RESOURCE_HANDLERS: dict[str, Callable[[dict[int, int], dict[int, ResourceRecord], dict[int, str]], dict[int, str]]] = {}
 
 
 def resource_handler_register(*, kind: str, handler: Callable) -> None:
     """Let another app store the resources it owns (vector stores, files, containers) from ingest events.
-    The handler receives {event index: tenant id} and {event index: ResourceRecord} for one batch, runs
+    The handler receives {event index: tenant id}, {event index: ResourceRecord} and {event index: OpenAI
+    project} for one batch, runs
     inside the ingest transaction, and returns {event index: "created" | "updated" | "unchanged" |
     "tenant_conflict"}; a tenant_conflict (the resource is recorded for another tenant, and the handler changed
     nothing) rejects that event."""
@@ -595,7 +597,7 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
     tenants = _tenants_by_slug(events)
     run_events: list[_RunEvent] = []
     thread_events: list[_ThreadEvent] = []
-    lifecycle: dict[str, tuple[dict[int, int], dict[int, ResourceRecord]]] = {}
+    lifecycle: dict[str, tuple[dict[int, int], dict[int, ResourceRecord], dict[int, str]]] = {}
     for index, event in enumerate(events):
         openai_id = None
         try:
@@ -635,9 +637,10 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                 if kind in THREAD_KINDS:
                     thread_events.append(_ThreadEvent(index, tenant.pk, record, _openai_project(event)))
                 elif kind in _RESOURCE_HANDLERS:
-                    tenants_by_index, records = lifecycle.setdefault(kind, ({}, {}))
+                    tenants_by_index, records, projects = lifecycle.setdefault(kind, ({}, {}, {}))
                     tenants_by_index[index] = tenant.pk
                     records[index] = record
+                    projects[index] = _openai_project(event)
                 else:
                     raise _Rejected("object.object", f"'{kind}' objects are not yet supported by this server")
             else:
@@ -991,8 +994,8 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         deltas.write(staged_shares=_Prestaged.SHARES if prestaged else None)
         thread_outcomes = _thread_outcomes(thread_events)
         lifecycle_outcomes: dict[int, str] = {}
-        for kind, (tenant_by_index, records) in lifecycle.items():
-            for index, outcome in _RESOURCE_HANDLERS[kind](tenant_by_index, records).items():
+        for kind, (tenant_by_index, records, projects) in lifecycle.items():
+            for index, outcome in _RESOURCE_HANDLERS[kind](tenant_by_index, records, projects).items():
                 if outcome == "tenant_conflict":
                     _reject(results, index, records[index].openai_id, "object.id",
                             "this resource is recorded for another tenant")
@@ -1003,7 +1006,7 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         alerts_for_run_changes(changes=changes, tenant_ids=tenant_ids)
     ids = {e.index: e.state["openai_id"] for e in run_events}
     ids.update({e.index: e.record.openai_id for e in thread_events})
-    for records in (records for _, records in lifecycle.values()):
+    for records in (records for _, records, _ in lifecycle.values()):
         ids.update({index: record.openai_id for index, record in records.items()})
     for index, outcome in {**outcomes, **thread_outcomes, **lifecycle_outcomes}.items():
         if results[index] is None:

@@ -196,6 +196,9 @@ class SweepItem(MaybeUnassignedModel):
     sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="items")
     resource_type = models.CharField(max_length=20, choices=ResourceType.choices)
     openai_id = models.CharField(max_length=100)
+    # The OpenAI project the resource lives in, as the ledger recorded it ("" = the default project): the
+    # item is re-checked and deleted with that project's key, since OpenAI answers 404 to any other.
+    openai_project = models.CharField(max_length=100, blank=True, default="")
     rule = models.CharField(max_length=300)
     dry_run = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)

@@ -14,14 +14,17 @@ Safety rules every sweep follows (see docs/lifecycle.md):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, CharField, Count, Exists, F, Func, OuterRef, Q, QuerySet, Sum, Value, When
@@ -32,6 +35,8 @@ from apps.core.money import ZERO, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
+from apps.provider.projects import ProjectKeyMissing, ProjectProviders
+from apps.reconciliation.projects import object_project_ids, project_q
 from apps.tenants.models import Tenant
 
 from .conf import setting
@@ -85,6 +90,13 @@ def _default_provider():
     from apps.provider.client import OpenAIProvider
 
     return OpenAIProvider.default()
+
+
+def _providers(default=None) -> ProjectProviders:
+    """One provider per OpenAI project (a resource is reached only with its own project's key). The default
+    project's is built first (or `default` stands in for it: tests, benches): without the deployment's own
+    key this process is not set up, and the work fails before it starts, holding nothing."""
+    return ProjectProviders(default=default or _default_provider())
 
 
 def _as_dict(obj) -> dict:
@@ -182,8 +194,10 @@ def _ids(values) -> list[str]:
     return sorted({str(v) for v in values or [] if v})
 
 
-def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime | None = None) -> str:
-    """Record one raw OpenAI vector store, file or container; returns "created", "updated", "unchanged" (the
+def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime | None = None,
+                     openai_project: str = "") -> str:
+    """Record one raw OpenAI vector store, file or container, listed in or reported from `openai_project`
+    ("" = not said: the default project, or what is already recorded); returns "created", "updated", "unchanged" (the
     same object again: only its last-seen time moves), "deleted_kept"
     (a resource RunLedger knows is deleted stays deleted) or "tenant_conflict" (its tenant is already another
     one: only staff re-assign). The tenant is, in order: the one given (ingest key or URL), the
@@ -198,6 +212,9 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
     seen_at = seen_at or timezone.now()
     model = RESOURCE_MODELS[kind]
     fields = _resource_fields(kind, obj)
+    if openai_project:
+        # Sweeps reach the resource with this project's key only (OpenAI scopes objects by project).
+        fields["openai_project"] = openai_project
     given_tenant, source = tenant, "ingest"
     if given_tenant is None:
         given_tenant, source = _tenant_from_metadata(obj.get("metadata")), "metadata"
@@ -236,7 +253,8 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
         return outcome
 
 
-def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict) -> dict[int, str]:
+def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict,
+                            project_by_index: dict[int, str]) -> dict[int, str]:
     """The ledger ingest hook: one batch of vector store / file / container events, each with the tenant the
     ingest resolved. Answers in the ingest's vocabulary (created | updated | unchanged), or tenant_conflict
     for a resource recorded for another tenant: left exactly as it is (only staff re-assign), and the ingest
@@ -245,7 +263,8 @@ def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict) -
     outcomes = {}
     for index, record in records.items():
         obj = dict(getattr(record, "raw", None) or record)
-        outcome = resources_record(tenant=tenants.get(tenant_id_by_index.get(index)), obj=obj)
+        outcome = resources_record(tenant=tenants.get(tenant_id_by_index.get(index)), obj=obj,
+                                   openai_project=project_by_index.get(index, ""))
         if outcome == "tenant_conflict":
             logger.warning("ingest: %s %s belongs to another tenant; refused", obj.get("object"), obj.get("id"))
         outcomes[index] = outcome if outcome in ("created", "updated", "tenant_conflict") else "unchanged"
@@ -365,44 +384,30 @@ class InventoryResult:
     counts: dict
     orphans: int
     gone: int
+    # Projects whose objects could not be listed (no API key), with what to configure; their rows are left.
+    unreachable: dict = dataclass_field(default_factory=dict)
 
 
 def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = None) -> InventoryResult:
-    """List every vector store (and its files), file and container at OpenAI and record each with its tenant
-    or as an orphan. A resource RunLedger had as live but OpenAI no longer lists is marked deleted
-    ("gone at OpenAI"), only after its listing completed, so a failed listing never deletes rows."""
-    provider = provider or _default_provider()
+    """List every vector store (and its files), file and container at OpenAI, in every project RunLedger can
+    reach (the default one and each configured with an API key), and record each with its project and tenant
+    or as an orphan. A resource RunLedger had as live but its project no longer lists is marked deleted
+    ("gone at OpenAI"), only after that listing completed, so a failed listing never deletes rows; a
+    project that cannot be listed leaves its rows as they are."""
+    providers = _providers(provider)
     say = progress or (lambda message: None)
     started = timezone.now()
     counts: dict[str, int] = {}
-
-    def bump(key: str) -> None:
-        counts[key] = counts.get(key, 0) + 1
-
     gone = 0
-    # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
-    for resource_type, lister in (
-        (ResourceType.FILE, provider.list_files),
-        (ResourceType.CONTAINER, provider.list_containers),
-        (ResourceType.VECTOR_STORE, provider.list_vector_stores),
-    ):
-        listed = 0
-        for raw in lister():
-            obj = _as_dict(raw)
-            obj.setdefault("object", resource_type)
-            bump(f"{resource_type}:{resources_record(tenant=None, obj=obj, seen_at=timezone.now())}")
-            listed += 1
-            if resource_type == ResourceType.VECTOR_STORE:
-                store = VectorStore.objects.unscoped().get(openai_id=obj["id"])
-                file_ids = [_as_dict(f).get("id") for f in provider.list_vector_store_files(obj["id"])]
-                _file_attach([f for f in file_ids if f], field="vector_store_openai_ids",
-                             owner_id=store.openai_id, tenant_id=store.tenant_id)
-            if listed % 500 == 0:
-                say(f"{resource_type}: {listed} listed")
-        say(f"{resource_type}: {listed} listed")
-        gone += RESOURCE_MODELS[resource_type].objects.unscoped().filter(
-            status=ResourceStatus.ACTIVE, last_seen_at__lt=started
-        ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(), deletion_reason="gone at OpenAI (not listed)")
+    unreachable: dict[str, str] = {}
+    for project_id in object_project_ids():
+        try:
+            project_provider = providers.for_project(project_id)
+        except ProjectKeyMissing as exc:
+            unreachable[project_id] = str(exc)
+            say(f"{project_id}: not listed: {exc}")
+            continue
+        gone += _inventory_project(project_provider, project_id, started, counts, say)
     # Files now in no store: drop stale store ids so they become eligible once old enough.
     live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
     for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
@@ -414,8 +419,40 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
         model.objects.unassigned().filter(status=ResourceStatus.ACTIVE).count() for model in RESOURCE_MODELS.values()
     )
     audit_record(action="lifecycle.inventory_sync", target_type="inventory", target_id=started.isoformat(),
-                 actor_label="task:inventory_sync", data={"counts": counts, "gone": gone, "orphans": orphans})
-    return InventoryResult(counts=counts, orphans=orphans, gone=gone)
+                 actor_label="task:inventory_sync",
+                 data={"counts": counts, "gone": gone, "orphans": orphans, "unreachable": unreachable})
+    return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable)
+
+
+def _inventory_project(provider, project_id: str, started: dt.datetime, counts: dict[str, int],
+                       say: Callable[[str], None]) -> int:
+    """List one project's resources into the ledger; how many of its live rows it no longer lists (now gone)."""
+    gone = 0
+    # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
+    for resource_type, lister in (
+        (ResourceType.FILE, provider.list_files),
+        (ResourceType.CONTAINER, provider.list_containers),
+        (ResourceType.VECTOR_STORE, provider.list_vector_stores),
+    ):
+        listed = 0
+        for raw in lister():
+            obj = _as_dict(raw)
+            obj.setdefault("object", resource_type)
+            outcome = resources_record(tenant=None, obj=obj, seen_at=timezone.now(), openai_project=project_id)
+            counts[f"{resource_type}:{outcome}"] = counts.get(f"{resource_type}:{outcome}", 0) + 1
+            listed += 1
+            if resource_type == ResourceType.VECTOR_STORE:
+                store = VectorStore.objects.unscoped().get(openai_id=obj["id"])
+                file_ids = [_as_dict(f).get("id") for f in provider.list_vector_store_files(obj["id"])]
+                _file_attach([f for f in file_ids if f], field="vector_store_openai_ids",
+                             owner_id=store.openai_id, tenant_id=store.tenant_id)
+            if listed % 500 == 0:
+                say(f"{project_id} {resource_type}: {listed} listed")
+        say(f"{project_id} {resource_type}: {listed} listed")
+        gone += RESOURCE_MODELS[resource_type].objects.unscoped().filter(
+            project_q(project_id), status=ResourceStatus.ACTIVE, last_seen_at__lt=started
+        ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(), deletion_reason="gone at OpenAI (not listed)")
+    return gone
 
 
 # --- orphans: staff actions -----------------------------------------------------------------------------
@@ -451,8 +488,12 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
         raise SweepRefused(f"{resource.tenant.slug} is on legal hold; lift the hold first.")
     if resource.status == ResourceStatus.DELETED:
         return Outcome.ALREADY_GONE
-    provider = provider or _default_provider()
-    outcome = _provider_delete(provider, resource_type, resource.openai_id)
+    try:
+        project_provider = _providers(provider).for_project(resource.openai_project)
+    except ProjectKeyMissing as exc:
+        raise LifecycleError(f"{resource.openai_id} is in OpenAI project {resource.openai_project}, which RunLedger "
+                             f"cannot reach: {exc}") from exc
+    outcome = _provider_delete(project_provider, resource_type, resource.openai_id)
     now = timezone.now()
     _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason="deleted by staff", at=now)
     audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
@@ -589,6 +630,7 @@ def _thread_candidates(sweep: Sweep) -> QuerySet | None:
             item_resource_type=Case(When(kind=ThreadKind.CONVERSATION, then=Value(ResourceType.CONVERSATION)),
                                     default=Value(ResourceType.THREAD), output_field=CharField()),
             item_openai_id=F("openai_id"),
+            item_openai_project=F("openai_project"),
             item_last_activity_at=F("last_activity_at"),
             item_rule=Concat(rule_prefix, _UtcMinute("last_activity_at"), Value(" UTC"), output_field=CharField()),
         )
@@ -601,7 +643,7 @@ def _confirmed_candidates(sweep: Sweep) -> QuerySet:
         SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE)
         .annotate(
             item_tenant_id=F("tenant_id"), item_resource_type=F("resource_type"), item_openai_id=F("openai_id"),
-            item_rule=F("rule"), item_last_activity_at=F("last_activity_at"), item_usage_bytes=F("usage_bytes"),
+            item_openai_project=F("openai_project"), item_rule=F("rule"), item_last_activity_at=F("last_activity_at"), item_usage_bytes=F("usage_bytes"),
             item_fingerprint=F("fingerprint"),
         )
     )
@@ -637,7 +679,7 @@ def _vector_store_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tu
         days = tenants[row.tenant_id].vector_store_idle_days if row.tenant_id else unassigned_days
         out.append((row.pk, SweepItem(
             tenant_id=row.tenant_id, resource_type=ResourceType.VECTOR_STORE, openai_id=row.openai_id,
-            last_activity_at=row.activity, usage_bytes=row.usage_bytes,
+            openai_project=row.openai_project, last_activity_at=row.activity, usage_bytes=row.usage_bytes,
             rule=f"vector_store_idle_days={days}: last active {row.activity:%Y-%m-%d %H:%M} UTC",
         )))
     return out
@@ -664,7 +706,7 @@ def _file_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int,
             continue
         out.append((row.pk, SweepItem(
             tenant_id=row.tenant_id, resource_type=ResourceType.FILE, openai_id=row.openai_id,
-            last_activity_at=row.created_at, usage_bytes=row.bytes,
+            openai_project=row.openai_project, last_activity_at=row.created_at, usage_bytes=row.bytes,
             rule=f"file attached to nothing live, older than {min_age} days (created {row.created_at:%Y-%m-%d})",
         )))
     return out
@@ -683,7 +725,7 @@ def _container_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple
     )
     return [(row.pk, SweepItem(
         tenant_id=row.tenant_id, resource_type=ResourceType.CONTAINER, openai_id=row.openai_id,
-        last_activity_at=row.activity,
+        openai_project=row.openai_project, last_activity_at=row.activity,
         rule=("container expired at OpenAI" if row.openai_status == "expired"
               else f"container idle over {idle} minutes (last active {row.activity:%Y-%m-%d %H:%M} UTC)"),
     )) for row in rows]
@@ -910,7 +952,9 @@ def _recheck_file(provider, item: SweepItem) -> _Check:
     # The ledger's attachments are as old as the last inventory sync (hourly): ask OpenAI whether any live
     # store the file could be in holds it now. A file in a store of its own tenant, or any store when the file
     # belongs to nobody; more stores than the bound to ask and the file is kept.
-    stores = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE)
+    # Only stores of the file's own project can hold it (and only they answer with this project's key).
+    stores = VectorStore.objects.unscoped().filter(project_q(item.openai_project or settings.OPENAI_PROJECT_ID),
+                                                   status=ResourceStatus.ACTIVE)
     if file.tenant_id is not None:
         stores = stores.filter(Q(tenant_id=file.tenant_id) | Q(tenant__isnull=True))
     limit = setting("LIFECYCLE_FILE_RECHECK_MAX_STORES")
@@ -1045,7 +1089,8 @@ class _Transient(Exception):
         self.rate_limited = rate_limited
 
 
-def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Tenant]) -> str:
+def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep: Sweep, item: SweepItem,
+                  tenants: dict[int, Tenant]) -> str:
     tenant = tenants.get(item.tenant_id) if item.tenant_id else None
     if item.tenant_id and tenant is None:
         tenant = tenants[item.tenant_id] = Tenant.objects.get(pk=item.tenant_id)
@@ -1055,6 +1100,11 @@ def _process_item(provider, sweep: Sweep, item: SweepItem, tenants: dict[int, Te
     now = timezone.now()
     if tenant is not None and tenant.legal_hold:
         return _finish_item(item, Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold", now)
+    try:
+        # Only the resource's own project's key reaches it: with any other, OpenAI answers 404 ("gone").
+        provider = _LeasedProvider(providers.for_project(item.openai_project), renew)
+    except ProjectKeyMissing as exc:
+        return _finish_item(item, Outcome.FAILED, f"kept: {exc}", now)
     try:
         check = _recheck(provider, item, sweep, tenant)
         if check.last_activity_at:
@@ -1254,7 +1304,7 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                 # Free the sweep, so the next batch (another worker id) plans on instead of reading "busy".
                 mine.update(claimed_by="", batch_failures=0)
                 return BatchResult(sweep.pk, "more", 0, sweep_counts(sweep))
-        provider = provider or _default_provider()
+        providers = _providers(provider)
         tenants: dict[int, Tenant] = {}
         max_attempts = setting("LIFECYCLE_MAX_ITEM_ATTEMPTS")
         ran_out = False
@@ -1269,10 +1319,9 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                 outcome = _finish_item(item, Outcome.FAILED, f"gave up after {item.attempts - 1} attempts: "
                                        "its worker stopped while processing it", timezone.now())
             else:
-                leased = _LeasedProvider(
-                    provider, lambda item=item: _claim_renew(sweep=sweep, item=item, worker=worker))
+                renew = functools.partial(_claim_renew, sweep=sweep, item=item, worker=worker)
                 try:
-                    outcome = _process_item(leased, sweep, item, tenants)
+                    outcome = _process_item(providers, renew, sweep, item, tenants)
                 except _Transient as exc:
                     if not exc.rate_limited and item.attempts >= max_attempts:
                         outcome = _finish_item(item, Outcome.FAILED,

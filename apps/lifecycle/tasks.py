@@ -61,7 +61,7 @@ INVENTORY_LOCK = singleton_key("lifecycle.inventory_sync")
            skipped={"skipped": "another inventory sync is running"})
 def inventory_sync() -> dict:
     result = services.inventory_sync()
-    return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone}
+    return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable}
 
 
 @shared_task(name="lifecycle.meter_storage", acks_late=True, ignore_result=True)

@@ -1,5 +1,8 @@
-"""Which OpenAI projects to reconcile and how to reach them: the ones ops configured, plus the deployment's
-default project (OPENAI_PROJECT_ID / OPENAI_ADMIN_KEY), which needs no configuration at all."""
+"""Which OpenAI projects RunLedger knows and how to reach them: the ones ops configured (admin: Reconciliation ›
+OpenAI projects), plus the deployment's default project (OPENAI_PROJECT_ID / OPENAI_API_KEY /
+OPENAI_ADMIN_KEY), which needs no configuration at all. Reconciliation reads each project's costs with its
+admin key; the sweeps, the inventory and the run collector reach each project's objects with its API key
+(ProjectProviders)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Q
 
 from .comparison import Tolerance
 
 
 class ProjectKeyMissing(RuntimeError):
-    """The environment variable a project names holds no key."""
+    """The environment variable a project names holds no key (or the project has no key configured)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,28 @@ class ProjectConfig:
     def resolved_base_url(self) -> str:
         return self.base_url or settings.OPENAI_BASE_URL
 
+    def provider(self, *, admin: bool):
+        """The provider for this project: with its admin key too (`admin`, for the Costs and Usage API), or
+        with its API key alone (objects: conversations, vector stores, files, containers, runs)."""
+        from apps.provider.client import OpenAIProvider
+
+        api_key = self.api_key()
+        if not admin and not api_key:
+            raise ProjectKeyMissing(
+                f"No API key for OpenAI project {self.project_id}: "
+                + (f"the environment variable {self.api_key_env} is not set in this process (set it for the web, "
+                   f"worker and beat processes)." if self.api_key_env else
+                   "name the environment variable holding it in the admin (Reconciliation › OpenAI projects, "
+                   "API key environment variable)." if self.configured else "set OPENAI_API_KEY.")
+            )
+        return OpenAIProvider(
+            base_url=self.resolved_base_url() or None,
+            api_key=api_key or None,
+            admin_key=self.admin_key() if admin else None,
+            project_id=self.project_id,
+            timeout=settings.OPENAI_TIMEOUT_SECONDS,
+        )
+
 
 def default_tolerance() -> Tolerance:
     return Tolerance(
@@ -87,3 +113,36 @@ def default_project_config() -> ProjectConfig:
         tolerance=default_tolerance(),
         configured=False,
     )
+
+
+def project_q(project_id: str, field: str = "openai_project") -> Q:
+    """Rows of one OpenAI project; rows recorded without a project belong to the deployment's default one."""
+    condition = Q(**{field: project_id})
+    if project_id == settings.OPENAI_PROJECT_ID:
+        condition |= Q(**{field: ""})
+    return condition
+
+
+def project_config(project_id: str) -> ProjectConfig | None:
+    """The configuration of one project (active or not), the settings default for the default project's id
+    when ops did not configure it, None for a project RunLedger has no way to reach."""
+    from .models import OpenAIProject
+
+    configured = OpenAIProject.objects.filter(project_id=project_id).first()
+    if configured is not None:
+        config = project_config_from_model(configured)
+        if not config.api_key_env and project_id == settings.OPENAI_PROJECT_ID:
+            # Configured for reconciliation only: its objects are reached with the deployment's own API key.
+            return default_project_config()
+        return config
+    return default_project_config() if project_id == settings.OPENAI_PROJECT_ID else None
+
+
+def object_project_ids() -> list[str]:
+    """The projects whose objects RunLedger can list: the default one and every configured project with an
+    API key environment variable (active or not: retention applies to a project that is not reconciled)."""
+    from .models import OpenAIProject
+
+    ids = {settings.OPENAI_PROJECT_ID}
+    ids |= set(OpenAIProject.objects.exclude(api_key_env="").values_list("project_id", flat=True))
+    return sorted(ids)

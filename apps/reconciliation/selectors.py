@@ -37,7 +37,7 @@ from .comparison import (
     model_usage_line,
 )
 from .models import FLAGGED_STATUSES, OpenAIProject, ReconciliationLine, ReconciliationRun
-from .projects import ProjectConfig, default_project_config, project_config_from_model
+from .projects import ProjectConfig, default_project_config, project_config_from_model, project_q
 
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
 
@@ -70,14 +70,6 @@ def reconciliation_project_ids() -> list[str]:
 # --- the ledger's side ---------------------------------------------------------------------------
 
 
-def _project_filter(project_id: str, field: str = "openai_project") -> Q:
-    """Rows recorded without a project belong to the deployment's default project."""
-    condition = Q(**{field: project_id})
-    if project_id == settings.OPENAI_PROJECT_ID:
-        condition |= Q(**{field: ""})
-    return condition
-
-
 def ledger_observations(*, start: dt.date, end: dt.date, project_id: str) -> tuple[Observations, dict]:
     """What the ledger attributed to tenants for the UTC days start..end (exclusive) in one OpenAI project,
     as observations on the same canonical lines as OpenAI's; plus notes per day (unpriced runs, storage)."""
@@ -88,7 +80,7 @@ def ledger_observations(*, start: dt.date, end: dt.date, project_id: str) -> tup
 
     rollups = (
         DailyRollup.objects.unscoped()
-        .filter(_project_filter(project_id), day__gte=start, day__lt=end)
+        .filter(project_q(project_id), day__gte=start, day__lt=end)
         .values("day", "model")
         .order_by()
         .annotate(
@@ -147,7 +139,7 @@ def _file_search_calls(*, start: dt.date, end: dt.date, project_id: str):
     hold both APIs' calls together, so this reads the runs."""
     rows = (
         Run.objects.unscoped()
-        .filter(_project_filter(project_id), created_at__gte=day_start(start), created_at__lt=day_start(end),
+        .filter(project_q(project_id), created_at__gte=day_start(start), created_at__lt=day_start(end),
                 api=Api.RESPONSES, file_search_calls__gt=0)
         .annotate(day=TruncDate("created_at", tzinfo=UTC))
         .values("day")
@@ -163,7 +155,7 @@ def _tool_costs(*, start: dt.date, end: dt.date, project_id: str):
     rules (file-search calls bill only under the Responses API), so the tools add up to cost_tools_usd."""
     rows = (
         Run.objects.unscoped()
-        .filter(_project_filter(project_id), created_at__gte=day_start(start), created_at__lt=day_start(end),
+        .filter(project_q(project_id), created_at__gte=day_start(start), created_at__lt=day_start(end),
                 priced=True, tool_price__isnull=False)
         .filter(Q(code_interpreter_sessions__gt=0) | Q(file_search_calls__gt=0) | Q(web_search_calls__gt=0))
         .annotate(day=TruncDate("created_at", tzinfo=UTC))

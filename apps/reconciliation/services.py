@@ -70,14 +70,7 @@ def default_end_day(now: dt.datetime | None = None) -> dt.date:
 
 
 def _provider_for(project: ProjectConfig):
-    from apps.provider.client import OpenAIProvider
-
-    return OpenAIProvider(
-        base_url=project.resolved_base_url() or None,
-        api_key=project.api_key() or None,
-        admin_key=project.admin_key(),
-        project_id=project.project_id,
-    )
+    return project.provider(admin=True)
 
 
 def _lock_key(project_id: str) -> str:

@@ -220,12 +220,16 @@ class SandboxApi:
             if rule.kind == "not_found":
                 raise not_found_for_path(request.path)
         with self.state.lock:
-            result = handler(request, **params)
+            self.state.viewing_project = request.project_id
+            try:
+                result = handler(request, **params)
+            finally:
+                self.state.viewing_project = None
         return 200, result, {}
 
     # -- assistants ---------------------------------------------------------------------------
     def list_assistants(self, request):
-        return cursor_page(list(self.state.assistants.values()), request)
+        return cursor_page(self.state.visible_values(self.state.assistants), request)
 
     def retrieve_assistant(self, request, assistant_id):
         return self.state.get_assistant(assistant_id)
@@ -549,9 +553,10 @@ class SandboxApi:
         return state.add_vector_store(obj, project_id=request.project_id, files=files)
 
     def list_vector_stores(self, request):
-        for store in self.state.vector_stores.values():
+        stores = self.state.visible_values(self.state.vector_stores)
+        for store in stores:
             self.state._refresh_vector_store(store)
-        return cursor_page(list(self.state.vector_stores.values()), request)
+        return cursor_page(stores, request)
 
     def retrieve_vector_store(self, request, vector_store_id):
         return self.state.get_vector_store(vector_store_id)
@@ -594,7 +599,7 @@ class SandboxApi:
 
     # -- files and containers -------------------------------------------------------------------
     def list_files(self, request):
-        items = list(self.state.files.values())
+        items = self.state.visible_values(self.state.files)
         purpose = request.arg("purpose")
         if purpose:
             items = [item for item in items if item["purpose"] == purpose]
@@ -626,9 +631,10 @@ class SandboxApi:
         return self.state.add_container(obj, project_id=request.project_id)
 
     def list_containers(self, request):
-        for container in self.state.containers.values():
+        containers = self.state.visible_values(self.state.containers)
+        for container in containers:
             self.state._refresh_container(container)
-        return cursor_page(list(self.state.containers.values()), request)
+        return cursor_page(containers, request)
 
     def retrieve_container(self, request, container_id):
         return self.state.get_container(container_id)

@@ -131,6 +131,10 @@ class SandboxState:
         self.clock = clock or SandboxClock()
         self.price_book = price_book or load_price_book()
         self.default_project = default_project
+        # The project the request being answered is made in (its OpenAI-Project header, else the default):
+        # like OpenAI, the sandbox shows a request only its own project's objects, and answers 404 for
+        # another project's. None outside a request (scenarios, exports, tests reading the state) sees all.
+        self.viewing_project: str | None = None
         self.lock = threading.RLock()
         self.reset(seed=seed)
 
@@ -207,16 +211,24 @@ class SandboxState:
             raise SandboxError(404, f"The model `{model}` does not exist or you do not have access to it.",
                                code="model_not_found")
 
+    def visible(self, object_id: str) -> bool:
+        """Whether the request being answered may see this object (it is in the request's project)."""
+        return self.viewing_project is None or self.project_of.get(object_id, self.default_project) == self.viewing_project
+
+    def visible_values(self, objects: dict[str, dict]) -> list[dict]:
+        """The objects of a listing that the request being answered may see, in their order."""
+        return [obj for object_id, obj in objects.items() if self.visible(object_id)]
+
     # ------------------------------------------------------------------------------------------
-    # lookups that answer exactly like OpenAI when the object is missing
+    # lookups that answer exactly like OpenAI when the object is missing (or in another project)
     def get_assistant(self, assistant_id: str) -> dict:
         found = self.assistants.get(assistant_id)
-        if found is None:
+        if found is None or not self.visible(assistant_id):
             raise SandboxError(404, f"No assistant found with id '{assistant_id}'.")
         return found
 
     def get_thread(self, thread_id: str) -> dict:
-        found = self.threads.get(thread_id)
+        found = self.threads.get(thread_id) if self.visible(thread_id) else None
         if found is not None:
             self.advance_thread(thread_id)
             if self.now() - self.thread_activity.get(thread_id, found["created_at"]) > THREAD_RETENTION_SECONDS:
@@ -236,33 +248,33 @@ class SandboxState:
 
     def get_vector_store(self, vector_store_id: str) -> dict:
         found = self.vector_stores.get(vector_store_id)
-        if found is None:
+        if found is None or not self.visible(vector_store_id):
             raise SandboxError(404, f"No vector store found with id '{vector_store_id}'.")
         self._refresh_vector_store(found)
         return found
 
     def get_file(self, file_id: str) -> dict:
         found = self.files.get(file_id)
-        if found is None:
+        if found is None or not self.visible(file_id):
             raise SandboxError(404, f"No such File object: {file_id}", param="id")
         return found
 
     def get_container(self, container_id: str) -> dict:
         found = self.containers.get(container_id)
-        if found is None:
+        if found is None or not self.visible(container_id):
             raise SandboxError(404, f"Container with id '{container_id}' not found.")
         self._refresh_container(found)
         return found
 
     def get_conversation(self, conversation_id: str) -> dict:
         found = self.conversations.get(conversation_id)
-        if found is None:
+        if found is None or not self.visible(conversation_id):
             raise SandboxError(404, f"Conversation with id '{conversation_id}' not found.")
         return found
 
     def get_response(self, response_id: str) -> dict:
         found = self.responses.get(response_id)
-        if found is None or self.now() - found["created_at"] > RESPONSE_RETENTION_SECONDS:
+        if found is None or not self.visible(response_id) or self.now() - found["created_at"] > RESPONSE_RETENTION_SECONDS:
             raise SandboxError(404, f"Response with id '{response_id}' not found.")
         self.advance_response(response_id)
         return found

@@ -323,10 +323,7 @@ def test_a_sweep_whose_batches_keep_raising_is_failed_and_audited_after_the_limi
     _thread(tenant, "thread_old", days_idle=60, provider=provider)
     sweep = services.sweep_create(kind="threads", as_of=NOW)
 
-    def no_key():
-        raise ProviderAuthError("OPENAI_API_KEY is not set")
-
-    monkeypatch.setattr(services, "_default_provider", no_key)  # this worker has no API key: outside any item
+    settings.OPENAI_API_KEY = ""  # this worker has no API key: outside any item
     with pytest.raises(ProviderAuthError):
         services.sweep_run_batch(sweep_id=sweep.pk)
     sweep.refresh_from_db()

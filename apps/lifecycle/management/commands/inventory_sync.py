@@ -1,4 +1,5 @@
-"""`manage.py inventory_sync`: list vector stores, files and containers at OpenAI and record each with its tenant."""
+"""`manage.py inventory_sync`: list vector stores, files and containers at OpenAI (every project RunLedger can reach)
+and record each with its project and tenant."""
 
 from django.core.management.base import BaseCommand
 
@@ -16,3 +17,5 @@ class Command(BaseCommand):
             f"inventory synced: {result.orphans} orphan(s) without a tenant, {result.gone} gone at OpenAI. "
             f"Assign or delete orphans at /lifecycle/orphans/."
         ))
+        for project_id, reason in sorted(result.unreachable.items()):
+            self.stdout.write(self.style.WARNING(f"OpenAI project {project_id} not listed, its resources left as they are: {reason}"))

@@ -1,0 +1,56 @@
+"""The provider of each OpenAI project (DESIGN: a client per OpenAI project and key). Which projects exist
+and where their keys are is configuration (apps.reconciliation.projects); this turns it into providers."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from apps.reconciliation.projects import ProjectKeyMissing, project_config
+
+from .client import OpenAIProvider
+
+__all__ = ["ProjectKeyMissing", "ProjectProviders"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectProviders:
+    """The provider of each OpenAI project an object lives in, built on first use and kept for the caller's
+    work. OpenAI scopes conversations, threads, vector stores, files and containers by project: asked with
+    another project's key, an object answers 404, which a sweep would read as "already gone". So every
+    caller that reaches objects picks the provider of the project the ledger recorded for each one ("" is
+    the deployment's default project). `default` stands in for the default project's provider (tests and
+    benches pass the sandbox's)."""
+
+    def __init__(self, default=None):
+        self._default = default
+        self._built: dict[str, object] = {}
+
+    def for_project(self, project_id: str) -> OpenAIProvider:
+        """The provider for `project_id`; ProjectKeyMissing (saying what to configure) when there is none."""
+        project_id = project_id or settings.OPENAI_PROJECT_ID
+        if project_id not in self._built:
+            try:
+                self._built[project_id] = self._build(project_id)
+            except ProjectKeyMissing as exc:
+                logger.warning("OpenAI project %s cannot be reached, its objects are left alone: %s", project_id, exc)
+                self._built[project_id] = exc  # asked again for every item of that project: answer from here
+        built = self._built[project_id]
+        if isinstance(built, ProjectKeyMissing):
+            raise built
+        return built
+
+    def _build(self, project_id: str) -> OpenAIProvider:
+        config = project_config(project_id)
+        if config is None:
+            raise ProjectKeyMissing(
+                f"OpenAI project {project_id} is not configured: add it in the admin (Reconciliation › OpenAI "
+                f"projects) with the environment variable holding its API key."
+            )
+        if not config.configured:
+            # The deployment's own key: missing, it is this process's setup (ProviderAuthError, as before),
+            # not the project's, so a sweep's batch fails and another worker can take it on.
+            return self._default if self._default is not None else OpenAIProvider.default()
+        return config.provider(admin=False)
