@@ -89,3 +89,30 @@ def provider(sandbox, settings):
     settings.OPENAI_PROJECT_ID = "proj_default"
     return OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, admin_key=sandbox.admin_key,
                           project_id="proj_default", backoff_base=0.01, backoff_cap=0.05, rate_limiter=None)
+
+
+@dataclass
+class SecondProject:
+    """A second OpenAI project at the sandbox, configured in RunLedger with its keys' environment variables."""
+
+    project_id: str
+    client: object  # the SDK, sending this project in its OpenAI-Project header
+
+
+@pytest.fixture
+def second_project(sandbox, provider, monkeypatch, db):
+    """OpenAI project `proj_second`: configured in the admin (keys named by environment variables, which hold
+    the sandbox's keys) and an SDK client that works in it. Objects it creates are invisible to the default
+    project's key, as at OpenAI."""
+    import openai
+
+    from apps.reconciliation.models import OpenAIProject
+
+    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("RL_TEST_SECOND_ADMIN_KEY", sandbox.admin_key)
+    OpenAIProject.objects.create(project_id="proj_second", name="second", admin_key_env="RL_TEST_SECOND_ADMIN_KEY",
+                                 api_key_env="RL_TEST_SECOND_API_KEY", base_url=sandbox.base_url)
+    client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_second",
+                           _strict_response_validation=True, max_retries=0, timeout=10)
+    yield SecondProject(project_id="proj_second", client=client)
+    client.close()

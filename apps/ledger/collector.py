@@ -91,12 +91,12 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
         .values("id", "openai_id", "api", "thread_openai_id", "tenant__slug", "openai_project")[:limit]
     )
     events: list[dict] = []
-    checked_ids = []
+    checked_ids, unreachable_ids = [], []
     for run in runs:
         try:
             provider = _reachable(providers, run["openai_project"], result)
         except ProjectKeyMissing:
-            checked_ids.append(run["id"])  # to the back of the queue, or it would hold the front for ever
+            unreachable_ids.append(run["id"])  # to the back of the queue too, or it would hold the front for ever
             continue
         try:
             if run["api"] == Api.ASSISTANTS:
@@ -119,9 +119,9 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     result.checked = len(checked_ids)
     for start in range(0, len(events), 1000):
         result.add(ingest_events(events=events[start:start + 1000]))
-    if checked_ids:
+    if checked_ids or unreachable_ids:
         # Rotate: runs just checked go to the back of the queue even when nothing changed.
-        Run.objects.unscoped().filter(pk__in=checked_ids).update(updated_at=timezone.now())
+        Run.objects.unscoped().filter(pk__in=checked_ids + unreachable_ids).update(updated_at=timezone.now())
     return result
 
 

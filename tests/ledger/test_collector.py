@@ -66,3 +66,37 @@ def test_collect_thread_runs_records_unreported_runs_with_the_threads_tenant(ten
     # Running again finds nothing new.
     again = collect_thread_runs(limit=50, active_since=timezone.now() - dt.timedelta(days=1), provider=provider)
     assert again.created == 0
+
+
+def test_collect_runs_refreshes_each_run_with_its_own_projects_key(tenant, sandbox, provider, second_project):
+    client = second_project.client
+    assistant = client.beta.assistants.create(model="gpt-5.4")
+    thread = client.beta.threads.create()
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict(), "openai_project": "proj_second"}])
+    sandbox.advance(10)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.checked, result.updated, result.not_found) == (1, 1, 0)
+    assert Run.objects.for_tenant(tenant).get().status == "completed"
+
+
+def test_runs_of_a_project_runledger_cannot_reach_are_counted_and_go_to_the_back_of_the_queue(
+        tenant, sandbox, openai_client, provider):
+    import openai
+
+    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_unknown",
+                              max_retries=0, timeout=10)
+    assistant = elsewhere.beta.assistants.create(model="gpt-5.4")
+    thread = elsewhere.beta.threads.create()
+    run = elsewhere.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict(), "openai_project": "proj_unknown"}])
+    before = Run.objects.for_tenant(tenant).get().updated_at
+    sandbox.advance(10)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.checked, result.unreachable, result.not_found) == (0, 1, 0)
+    stored = Run.objects.for_tenant(tenant).get()
+    assert stored.status == "queued" and stored.updated_at > before  # rotated: it cannot hold the front

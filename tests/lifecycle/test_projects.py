@@ -1,0 +1,160 @@
+"""Sweeps, the inventory and staff deletes reach each OpenAI resource with its own project's key. OpenAI (and
+the sandbox) scope objects by project: asked with another project's key, a live object answers 404, which a
+sweep used to record as "already gone" while the object stayed at OpenAI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import openai
+import pytest
+
+from apps.core.models import AuditEvent
+from apps.ledger.models import Thread
+from apps.ledger.services import ingest_events
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, StoredFile, SweepItem, VectorStore
+from apps.reconciliation.models import OpenAIProject
+
+DAY = 86400
+
+
+@pytest.fixture
+def retention(tenant):
+    tenant.thread_retention_days = 30
+    tenant.vector_store_idle_days = 7
+    tenant.save()
+    return tenant
+
+
+def _sweep(sandbox, provider, kind: str):
+    sweep = services.sweep_create(kind=kind, as_of=sandbox.clock.datetime())
+    assert services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda s: None).status == "finished"
+    return sweep
+
+
+def _ingest(tenant, obj: dict, project: str) -> None:
+    result = ingest_events(events=[{"tenant": tenant.slug, "object": obj, "openai_project": project}])
+    assert result.results[0].outcome == "created", result.results[0]
+
+
+def test_a_sweep_deletes_each_thread_with_its_own_projects_key(sandbox, openai_client, provider, second_project,
+                                                              retention):
+    default_thread = openai_client.beta.threads.create()
+    second_thread = second_project.client.beta.threads.create()
+    _ingest(retention, default_thread.to_dict(), "proj_default")
+    _ingest(retention, second_thread.to_dict(), "proj_second")
+    sandbox.advance(31 * DAY)
+
+    sweep = _sweep(sandbox, provider, "threads")
+
+    items = {item.openai_id: item for item in SweepItem.objects.unscoped().filter(sweep=sweep)}
+    assert {i: (items[i].outcome, items[i].openai_project) for i in items} == {
+        default_thread.id: (Outcome.DELETED, "proj_default"), second_thread.id: (Outcome.DELETED, "proj_second")}
+    assert default_thread.id not in sandbox.state.threads and second_thread.id not in sandbox.state.threads
+
+
+def test_a_resource_in_a_project_runledger_cannot_reach_is_kept_and_its_item_says_what_to_configure(
+        sandbox, provider, retention, caplog):
+    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_unknown",
+                              max_retries=0, timeout=10)
+    thread = elsewhere.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_unknown")
+    sandbox.advance(31 * DAY)
+
+    with caplog.at_level(logging.WARNING, logger="apps.provider.projects"):
+        sweep = _sweep(sandbox, provider, "threads")
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert item.outcome == Outcome.FAILED and item.openai_project == "proj_unknown"
+    assert "OpenAI project proj_unknown is not configured" in item.detail and item.detail.startswith("kept: ")
+    assert thread.id in sandbox.state.threads  # not deleted, and not recorded as gone either
+    assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).status == Thread.Status.ACTIVE
+    assert "proj_unknown cannot be reached" in caplog.text
+
+
+def test_a_project_configured_without_its_api_key_in_the_environment_is_named(sandbox, provider, retention,
+                                                                            monkeypatch):
+    OpenAIProject.objects.create(project_id="proj_nokey", admin_key_env="RL_TEST_NOKEY_ADMIN",
+                                 api_key_env="RL_TEST_NOKEY_API", base_url=sandbox.base_url)
+    monkeypatch.delenv("RL_TEST_NOKEY_API", raising=False)
+    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_nokey",
+                              max_retries=0, timeout=10)
+    thread = elsewhere.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_nokey")
+    sandbox.advance(31 * DAY)
+
+    item = SweepItem.objects.unscoped().get(sweep=_sweep(sandbox, provider, "threads"))
+    assert item.outcome == Outcome.FAILED and "RL_TEST_NOKEY_API is not set" in item.detail
+    assert thread.id in sandbox.state.threads
+    result = services.inventory_sync(provider=provider)
+    assert "RL_TEST_NOKEY_API is not set" in result.unreachable["proj_nokey"]
+
+
+def test_inventory_lists_every_project_with_its_key_and_marks_gone_only_what_its_project_no_longer_lists(
+        sandbox, openai_client, provider, second_project, retention):
+    mine = openai_client.vector_stores.create(name="mine", metadata={"tenant": retention.slug})
+    file = second_project.client.files.create(file=("a.txt", b"x" * 10), purpose="assistants")
+    theirs = second_project.client.vector_stores.create(name="theirs", metadata={"tenant": retention.slug},
+                                                        file_ids=[file.id])
+    # A store recorded for a project RunLedger cannot list: never listed, so never taken for gone.
+    services.resources_record(tenant=retention, openai_project="proj_unlisted", obj={
+        "id": "vs_unlisted", "object": "vector_store", "created_at": int(sandbox.clock.now()), "usage_bytes": 0})
+
+    result = services.inventory_sync(provider=provider)
+
+    projects = dict(VectorStore.objects.for_tenant(retention).values_list("openai_id", "openai_project"))
+    assert projects == {mine.id: "proj_default", theirs.id: "proj_second", "vs_unlisted": "proj_unlisted"}
+    assert result.gone == 0 and result.unreachable == {}
+    assert VectorStore.objects.for_tenant(retention).filter(status="active").count() == 3
+    assert StoredFile.objects.for_tenant(retention).get(openai_id=file.id).vector_store_openai_ids == [theirs.id]
+
+    second_project.client.vector_stores.delete(theirs.id)
+    result = services.inventory_sync(provider=provider)
+    assert result.gone == 1
+    statuses = dict(VectorStore.objects.for_tenant(retention).values_list("openai_id", "status"))
+    assert statuses == {mine.id: "active", theirs.id: "deleted", "vs_unlisted": "active"}
+
+
+def test_idle_stores_of_another_project_are_swept_with_its_key(sandbox, provider, second_project, retention):
+    store = second_project.client.vector_stores.create(name="idle", metadata={"tenant": retention.slug})
+    services.inventory_sync(provider=provider)
+    sandbox.advance(8 * DAY)
+
+    sweep = _sweep(sandbox, provider, "vector_stores")
+
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.DELETED
+    assert store.id not in sandbox.state.vector_stores
+
+
+def test_staff_delete_reaches_the_resources_own_project(sandbox, provider, second_project, staff_user):
+    store = second_project.client.vector_stores.create(name="orphan")
+    services.inventory_sync(provider=provider)
+    row = VectorStore.objects.unscoped().get(openai_id=store.id)
+    assert row.tenant_id is None and row.openai_project == "proj_second"
+
+    outcome = services.resource_delete(resource_type="vector_store", pk=row.pk, actor=staff_user, provider=provider)
+
+    assert outcome == Outcome.DELETED and store.id not in sandbox.state.vector_stores
+    assert AuditEvent.objects.get(action="lifecycle.resource.delete", target_id=store.id).data == {"outcome": "deleted"}
+
+
+def test_staff_delete_of_a_resource_in_an_unreachable_project_is_refused_with_what_to_configure(
+        sandbox, provider, staff_user):
+    services.resources_record(tenant=None, openai_project="proj_unlisted", obj={
+        "id": "vs_unlisted", "object": "vector_store", "created_at": int(dt.datetime(2026, 1, 1).timestamp())})
+    row = VectorStore.objects.unscoped().get(openai_id="vs_unlisted")
+
+    with pytest.raises(services.LifecycleError, match="proj_unlisted.*is not configured"):
+        services.resource_delete(resource_type="vector_store", pk=row.pk, actor=staff_user, provider=provider)
+    row.refresh_from_db()
+    assert row.status == "active"
+    assert not AuditEvent.objects.filter(action="lifecycle.resource.delete").exists()
+
+
+def test_ingest_records_the_project_a_resource_was_reported_from(tenant):
+    result = ingest_events(events=[{"tenant": tenant.slug, "openai_project": "proj_second", "object": {
+        "id": "vs_reported", "object": "vector_store", "created_at": 1764000000, "usage_bytes": 10}}])
+    assert result.results[0].outcome == "created"
+    assert VectorStore.objects.for_tenant(tenant).get().openai_project == "proj_second"
