@@ -76,6 +76,7 @@ class Orphan:
     resource_type: str
     pk: int
     openai_id: str
+    openai_project: str
     name: str
     usage_bytes: int
     created_at: dt.datetime
@@ -95,12 +96,15 @@ def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
     full = _storage_daily_cost(total, on_date)
     rows: list[Orphan] = []
     for store in VectorStore.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-usage_bytes", "pk"):
-        rows.append(Orphan("vector_store", store.pk, store.openai_id, store.name, store.usage_bytes, store.created_at,
+        rows.append(Orphan("vector_store", store.pk, store.openai_id, store.openai_project, store.name,
+                           store.usage_bytes, store.created_at,
                            store.last_active_at, full - _storage_daily_cost(total - store.usage_bytes, on_date)))
     for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-bytes", "pk"):
-        rows.append(Orphan("file", file.pk, file.openai_id, file.filename, file.bytes, file.created_at, None, ZERO))
+        rows.append(Orphan("file", file.pk, file.openai_id, file.openai_project, file.filename, file.bytes,
+                           file.created_at, None, ZERO))
     for container in Container.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("pk"):
-        rows.append(Orphan("container", container.pk, container.openai_id, container.name, 0, container.created_at,
+        rows.append(Orphan("container", container.pk, container.openai_id, container.openai_project,
+                           container.name, 0, container.created_at,
                            container.last_active_at, ZERO))
     return rows
 

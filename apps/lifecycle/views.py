@@ -209,6 +209,7 @@ class OrphansView(StaffOnlyMixin, LifecycleView):
             columns=[
                 Column("openai_id", "OpenAI id", "code"),
                 Column("resource_type", "Type", "status"),
+                Column("openai_project", "OpenAI project"),
                 Column("name", "Name"),
                 Column("usage_bytes", "Bytes", "int"),
                 Column("created_at", "Created", "datetime"),

@@ -128,11 +128,14 @@ def test_idle_stores_of_another_project_are_swept_with_its_key(sandbox, provider
     assert store.id not in sandbox.state.vector_stores
 
 
-def test_staff_delete_reaches_the_resources_own_project(sandbox, provider, second_project, staff_user):
+def test_staff_delete_reaches_the_resources_own_project(sandbox, provider, second_project, staff_user, client):
     store = second_project.client.vector_stores.create(name="orphan")
     services.inventory_sync(provider=provider)
     row = VectorStore.objects.unscoped().get(openai_id=store.id)
     assert row.tenant_id is None and row.openai_project == "proj_second"
+    client.force_login(staff_user)
+    page = client.get("/lifecycle/orphans/").content.decode()
+    assert store.id in page and ">proj_second</code>" in page  # staff see which project an orphan is in
 
     outcome = services.resource_delete(resource_type="vector_store", pk=row.pk, actor=staff_user, provider=provider)
 
