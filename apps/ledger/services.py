@@ -640,7 +640,8 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                     tenants_by_index, records, projects = lifecycle.setdefault(kind, ({}, {}, {}))
                     tenants_by_index[index] = tenant.pk
                     records[index] = record
-                    projects[index] = _openai_project(event)
+                    # Not named: "" keeps the project already recorded (the inventory lists each project).
+                    projects[index] = _openai_project(event) if event.get("openai_project") is not None else ""
                 else:
                     raise _Rejected("object.object", f"'{kind}' objects are not yet supported by this server")
             else:

@@ -392,7 +392,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     """List every vector store (and its files), file and container at OpenAI, in every project RunLedger can
     reach (the default one and each configured with an API key), and record each with its project and tenant
     or as an orphan. A resource RunLedger had as live but its project no longer lists is marked deleted
-    ("gone at OpenAI"), only after that listing completed, so a failed listing never deletes rows; a
+    ("gone at OpenAI"), only after every listing completed, so a failed listing never deletes rows; a
     project that cannot be listed leaves its rows as they are."""
     providers = _providers(provider)
     say = progress or (lambda message: None)
@@ -400,6 +400,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     counts: dict[str, int] = {}
     gone = 0
     unreachable: dict[str, str] = {}
+    listed_projects = []
     for project_id in object_project_ids():
         try:
             project_provider = providers.for_project(project_id)
@@ -407,7 +408,16 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
             unreachable[project_id] = str(exc)
             say(f"{project_id}: not listed: {exc}")
             continue
-        gone += _inventory_project(project_provider, project_id, started, counts, say)
+        _inventory_project(project_provider, project_id, counts, say)
+        listed_projects.append(project_id)
+    # Gone only once every listing completed: a row recorded without its project ("" reads as the default
+    # project) that another project lists is re-recorded with it, not taken for gone by the default's listing.
+    for project_id in listed_projects:
+        for model in RESOURCE_MODELS.values():
+            gone += model.objects.unscoped().filter(
+                project_q(project_id), status=ResourceStatus.ACTIVE, last_seen_at__lt=started,
+            ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(),
+                     deletion_reason="gone at OpenAI (not listed)")
     # Files now in no store: drop stale store ids so they become eligible once old enough.
     live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
     for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
@@ -424,10 +434,8 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable)
 
 
-def _inventory_project(provider, project_id: str, started: dt.datetime, counts: dict[str, int],
-                       say: Callable[[str], None]) -> int:
-    """List one project's resources into the ledger; how many of its live rows it no longer lists (now gone)."""
-    gone = 0
+def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None]) -> None:
+    """List one project's resources into the ledger, each recorded with the project and seen now."""
     # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
     for resource_type, lister in (
         (ResourceType.FILE, provider.list_files),
@@ -449,10 +457,6 @@ def _inventory_project(provider, project_id: str, started: dt.datetime, counts: 
             if listed % 500 == 0:
                 say(f"{project_id} {resource_type}: {listed} listed")
         say(f"{project_id} {resource_type}: {listed} listed")
-        gone += RESOURCE_MODELS[resource_type].objects.unscoped().filter(
-            project_q(project_id), status=ResourceStatus.ACTIVE, last_seen_at__lt=started
-        ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(), deletion_reason="gone at OpenAI (not listed)")
-    return gone
 
 
 # --- orphans: staff actions -----------------------------------------------------------------------------

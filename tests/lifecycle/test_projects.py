@@ -161,3 +161,19 @@ def test_ingest_records_the_project_a_resource_was_reported_from(tenant):
         "id": "vs_reported", "object": "vector_store", "created_at": 1764000000, "usage_bytes": 10}}])
     assert result.results[0].outcome == "created"
     assert VectorStore.objects.for_tenant(tenant).get().openai_project == "proj_second"
+
+
+def test_a_store_recorded_without_its_project_is_re_recorded_by_its_projects_listing_not_taken_for_gone(
+        sandbox, provider, second_project, tenant):
+    store = second_project.client.vector_stores.create(name="theirs")
+    # Reported before the project was known (or by an older RunLedger): recorded as the default project's.
+    services.resources_record(tenant=tenant, obj=store.to_dict())
+    assert VectorStore.objects.for_tenant(tenant).get().openai_project == ""
+
+    result = services.inventory_sync(provider=provider)
+
+    row = VectorStore.objects.for_tenant(tenant).get()
+    assert (row.status, row.openai_project, result.gone) == ("active", "proj_second", 0)
+    # A later report that does not name the project leaves the recorded one alone.
+    ingest_events(events=[{"tenant": tenant.slug, "object": store.to_dict()}])
+    assert VectorStore.objects.for_tenant(tenant).get().openai_project == "proj_second"
