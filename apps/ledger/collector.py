@@ -79,7 +79,7 @@ def _reachable(providers: ProjectProviders, project_id: str, result: CollectResu
 def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = None) -> CollectResult:
     """Retrieve up to `limit` non-terminal runs from OpenAI (least recently checked first), each with its own
     project's key, and ingest them."""
-    providers = ProjectProviders(default=provider)
+    providers = ProjectProviders(default=provider or OpenAIProvider.default())
     result = CollectResult()
     since = timezone.now() - REFRESH_MAX_AGE
     runs = list(
@@ -91,12 +91,12 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
         .values("id", "openai_id", "api", "thread_openai_id", "tenant__slug", "openai_project")[:limit]
     )
     events: list[dict] = []
-    checked_ids, unreachable_ids = [], []
+    checked_ids, passed_ids = [], []  # passed: not checked (no key, an error), still to the back of the queue
     for run in runs:
         try:
             provider = _reachable(providers, run["openai_project"], result)
         except ProjectKeyMissing:
-            unreachable_ids.append(run["id"])  # to the back of the queue too, or it would hold the front for ever
+            passed_ids.append(run["id"])  # or a project without a key would hold the front of the queue for ever
             continue
         try:
             if run["api"] == Api.ASSISTANTS:
@@ -113,15 +113,16 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
         except ProviderError as exc:
             result.errors += 1
             logger.warning("collect %s: %s", run["openai_id"], exc)
+            passed_ids.append(run["id"])  # a project whose key OpenAI refuses must not hold the queue either
             continue
         checked_ids.append(run["id"])
         events.append(_run_event(provider, obj, run["tenant__slug"], run["openai_project"]))
     result.checked = len(checked_ids)
     for start in range(0, len(events), 1000):
         result.add(ingest_events(events=events[start:start + 1000]))
-    if checked_ids or unreachable_ids:
-        # Rotate: runs just checked go to the back of the queue even when nothing changed.
-        Run.objects.unscoped().filter(pk__in=checked_ids + unreachable_ids).update(updated_at=timezone.now())
+    if checked_ids or passed_ids:
+        # Rotate: runs just checked (or passed over) go to the back of the queue even when nothing changed.
+        Run.objects.unscoped().filter(pk__in=checked_ids + passed_ids).update(updated_at=timezone.now())
     return result
 
 
@@ -130,7 +131,7 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
     """List the runs of recorded, active Assistants threads (a cursor rotates through them, `limit` threads per
     call), each with its project's key, and ingest every run, attributed to the thread's tenant. Runs already
     recorded come back unchanged."""
-    providers = ProjectProviders(default=provider)
+    providers = ProjectProviders(default=provider or OpenAIProvider.default())
     result = CollectResult()
     cursor = cache.get(DISCOVER_CURSOR_KEY) or 0
     threads_query = (
@@ -151,7 +152,9 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
                     break
                 events.append(_run_event(provider, obj, thread["tenant__slug"], thread["openai_project"]))
         except ProjectKeyMissing:
-            pass  # counted by _reachable; the cursor moves past the thread
+            # Counted by _reachable, not as checked; the cursor moves past the thread.
+            cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+            continue
         except ProviderNotFound:
             result.not_found += 1
         except ProviderRateLimited:

@@ -35,6 +35,7 @@ from apps.core.money import ZERO, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
+from apps.provider.client import ProviderError
 from apps.provider.projects import ProjectKeyMissing, ProjectProviders
 from apps.reconciliation.projects import object_project_ids, project_q
 from apps.tenants.models import Tenant
@@ -180,6 +181,10 @@ def _first(iterable, limit: int):
     return out
 
 
+# Why a row is deleted when OpenAI, not RunLedger, made it go (a 404, or no longer listed).
+GONE_REASON = "gone at OpenAI"
+
+
 # --- recording resources --------------------------------------------------------------------------------
 
 
@@ -195,7 +200,7 @@ def _ids(values) -> list[str]:
 
 
 def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime | None = None,
-                     openai_project: str = "") -> str:
+                     openai_project: str = "", listed: bool = False) -> str:
     """Record one raw OpenAI vector store, file or container, listed in or reported from `openai_project`
     ("" = not said: the default project, or what is already recorded); returns "created", "updated", "unchanged" (the
     same object again: only its last-seen time moves), "deleted_kept"
@@ -231,8 +236,14 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
                 return "created"
             except IntegrityError:  # recorded concurrently: update it below
                 existing = model.objects.unscoped().select_for_update().get(openai_id=openai_id)
+        restored = False
         if existing.status == ResourceStatus.DELETED:
-            return "deleted_kept"
+            if not (listed and existing.deletion_reason.startswith(GONE_REASON)):
+                return "deleted_kept"
+            # Listed by its own project: the "gone" was a 404 to another project's key (RunLedger asked every
+            # project with the default key before it reached each with its own). It is live: back in the sweeps.
+            existing.status, existing.deleted_at, existing.deletion_reason = ResourceStatus.ACTIVE, None, ""
+            restored = True
         # The same object reported again changes nothing but when it was last seen (what "gone" is judged by).
         changed = existing.raw != obj or any(getattr(existing, name) != value for name, value in fields.items())
         outcome = "updated" if changed else "unchanged"
@@ -250,7 +261,7 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
             setattr(existing, name, value)
         existing.last_seen_at, existing.raw = seen_at, obj
         existing.save()
-        return outcome
+        return "restored" if restored else outcome
 
 
 def resources_record_ingest(tenant_id_by_index: dict[int, int], records: dict,
@@ -403,21 +414,23 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     listed_projects = []
     for project_id in object_project_ids():
         try:
-            project_provider = providers.for_project(project_id)
-        except ProjectKeyMissing as exc:
+            _inventory_project(providers.for_project(project_id), project_id, counts, say)
+        except (ProjectKeyMissing, ProviderError) as exc:
+            # One project's missing or refused key (or OpenAI down for it) leaves its rows alone, not the others'.
             unreachable[project_id] = str(exc)
             say(f"{project_id}: not listed: {exc}")
             continue
-        _inventory_project(project_provider, project_id, counts, say)
         listed_projects.append(project_id)
     # Gone only once every listing completed: a row recorded without its project ("" reads as the default
-    # project) that another project lists is re-recorded with it, not taken for gone by the default's listing.
+    # project) that another project lists is re-recorded with it, not taken for gone by the default's
+    # listing; while some project could not be listed, such a row may be one of its objects, so it stays.
     for project_id in listed_projects:
+        listed_here = project_q(project_id) if not unreachable else Q(openai_project=project_id)
         for model in RESOURCE_MODELS.values():
             gone += model.objects.unscoped().filter(
-                project_q(project_id), status=ResourceStatus.ACTIVE, last_seen_at__lt=started,
+                listed_here, status=ResourceStatus.ACTIVE, last_seen_at__lt=started,
             ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(),
-                     deletion_reason="gone at OpenAI (not listed)")
+                     deletion_reason=f"{GONE_REASON} (not listed)")
     # Files now in no store: drop stale store ids so they become eligible once old enough.
     live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
     for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
@@ -446,7 +459,8 @@ def _inventory_project(provider, project_id: str, counts: dict[str, int], say: C
         for raw in lister():
             obj = _as_dict(raw)
             obj.setdefault("object", resource_type)
-            outcome = resources_record(tenant=None, obj=obj, seen_at=timezone.now(), openai_project=project_id)
+            outcome = resources_record(tenant=None, obj=obj, seen_at=timezone.now(), openai_project=project_id,
+                                       listed=True)
             counts[f"{resource_type}:{outcome}"] = counts.get(f"{resource_type}:{outcome}", 0) + 1
             listed += 1
             if resource_type == ResourceType.VECTOR_STORE:
@@ -835,6 +849,7 @@ class _Check:
     outcome: str | None  # None: still a candidate
     detail: str = ""
     last_activity_at: dt.datetime | None = None
+    not_found: bool = False  # OpenAI answered 404 (in the project asked)
 
 
 def _cutoff_for(item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> dt.datetime:
@@ -864,8 +879,52 @@ def _recheck(provider, item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> 
         return _recheck_container(provider, item, cutoff)
     except Exception as exc:
         if _is_not_found(exc):
-            return _Check(Outcome.ALREADY_GONE, "not found at OpenAI")
+            return _Check(Outcome.ALREADY_GONE, "not found at OpenAI", not_found=True)
         raise
+
+
+_RETRIEVERS = {
+    ResourceType.THREAD: "retrieve_thread",
+    ResourceType.CONVERSATION: "retrieve_conversation",
+    ResourceType.VECTOR_STORE: "retrieve_vector_store",
+    ResourceType.FILE: "retrieve_file",
+    ResourceType.CONTAINER: "retrieve_container",
+}
+
+
+def _ledger_model(resource_type: str):
+    return Thread if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION) else RESOURCE_MODELS[resource_type]
+
+
+def _recorded_project(item: SweepItem) -> str:
+    """The project the ledger has for the item's resource now (the inventory or a later report may have
+    corrected it since the sweep was planned), else the item's own; "" reads as the default project."""
+    recorded = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
+                .values_list("openai_project", flat=True).first())
+    return recorded or item.openai_project or settings.OPENAI_PROJECT_ID
+
+
+def _project_holding(lease: Callable, item: SweepItem, asked: str) -> tuple[str | None, list[str]]:
+    """After a 404 in project `asked`: another project RunLedger can reach that has the resource (a row
+    recorded before its project was known reads as the default project), and the projects that could not
+    be asked. OpenAI answers 404 for another project's objects, so only then is a 404 "gone"."""
+    unreachable = []
+    for project_id in object_project_ids():
+        if project_id == asked:
+            continue
+        try:
+            provider = lease(project_id)
+        except ProjectKeyMissing:
+            unreachable.append(project_id)
+            continue
+        try:
+            getattr(provider, _RETRIEVERS[item.resource_type])(item.openai_id)
+        except Exception as exc:
+            if _is_not_found(exc):
+                continue
+            raise
+        return project_id, unreachable
+    return None, unreachable
 
 
 def _ledger_thread(openai_id: str) -> Thread | None:
@@ -957,8 +1016,10 @@ def _recheck_file(provider, item: SweepItem) -> _Check:
     # store the file could be in holds it now. A file in a store of its own tenant, or any store when the file
     # belongs to nobody; more stores than the bound to ask and the file is kept.
     # Only stores of the file's own project can hold it (and only they answer with this project's key).
-    stores = VectorStore.objects.unscoped().filter(project_q(item.openai_project or settings.OPENAI_PROJECT_ID),
-                                                   status=ResourceStatus.ACTIVE)
+    # A store recorded without its project (until the inventory lists it) may be in the file's too.
+    stores = VectorStore.objects.unscoped().filter(
+        project_q(item.openai_project or settings.OPENAI_PROJECT_ID) | Q(openai_project=""),
+        status=ResourceStatus.ACTIVE)
     if file.tenant_id is not None:
         stores = stores.filter(Q(tenant_id=file.tenant_id) | Q(tenant__isnull=True))
     limit = setting("LIFECYCLE_FILE_RECHECK_MAX_STORES")
@@ -1104,13 +1165,29 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     now = timezone.now()
     if tenant is not None and tenant.legal_hold:
         return _finish_item(item, Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold", now)
+    def lease(project_id: str) -> _LeasedProvider:
+        return _LeasedProvider(providers.for_project(project_id), renew)
+
+    item.openai_project = _recorded_project(item)
     try:
         # Only the resource's own project's key reaches it: with any other, OpenAI answers 404 ("gone").
-        provider = _LeasedProvider(providers.for_project(item.openai_project), renew)
+        provider = lease(item.openai_project)
     except ProjectKeyMissing as exc:
         return _finish_item(item, Outcome.FAILED, f"kept: {exc}", now)
     try:
         check = _recheck(provider, item, sweep, tenant)
+        if check.not_found:
+            holder, unreachable = _project_holding(lease, item, item.openai_project)
+            if holder is not None:
+                # Recorded under the wrong project (reported without one, say): corrected, then asked there.
+                _ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id).update(
+                    openai_project=holder)
+                item.openai_project = holder
+                provider = lease(holder)
+                check = _recheck(provider, item, sweep, tenant)
+            elif unreachable:
+                return _finish_item(item, Outcome.FAILED, f"kept: not found in OpenAI project {item.openai_project}, "
+                                    f"and {', '.join(unreachable)} could not be asked (no API key)", now)
         if check.last_activity_at:
             item.last_activity_at = check.last_activity_at
         if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:
@@ -1147,7 +1224,7 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
 def _finish_deleted(item: SweepItem, sweep: Sweep, outcome: str, detail: str, now: dt.datetime) -> str:
     """Record a resource deleted now (or found gone) on the item and in the ledger, together: a worker that
     lost its claim meanwhile writes neither, so the ledger's deletion reason is the new holder's too."""
-    reason = f"{item.rule} (sweep {sweep.pk})" if outcome == Outcome.DELETED else f"gone at OpenAI (sweep {sweep.pk})"
+    reason = f"{item.rule} (sweep {sweep.pk})" if outcome == Outcome.DELETED else f"{GONE_REASON} (sweep {sweep.pk})"
     with transaction.atomic():
         _finish_item(item, outcome, detail, now)
         _resource_mark_deleted(resource_type=item.resource_type, openai_id=item.openai_id, reason=reason, at=now)
@@ -1164,6 +1241,7 @@ def _finish_item(item: SweepItem, outcome: str, detail: str, now: dt.datetime) -
         state=SweepItem.State.DONE, outcome=outcome, detail=(detail or "")[:500], processed_at=now,
         last_activity_at=item.last_activity_at, usage_bytes=item.usage_bytes,
         saved_usd_per_day=item.saved_usd_per_day, archived=item.archived, fingerprint=item.fingerprint,
+        openai_project=item.openai_project,
     )
     if not written:
         raise _ClaimLost(f"item {item.pk} ({item.openai_id}) is no longer claimed by {item.claimed_by}")

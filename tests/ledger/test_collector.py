@@ -100,3 +100,15 @@ def test_runs_of_a_project_runledger_cannot_reach_are_counted_and_go_to_the_back
     assert (result.checked, result.unreachable, result.not_found) == (0, 1, 0)
     stored = Run.objects.for_tenant(tenant).get()
     assert stored.status == "queued" and stored.updated_at > before  # rotated: it cannot hold the front
+
+
+def test_collectors_without_the_deployments_api_key_fail_before_they_start(tenant, sandbox, provider, settings):
+    import pytest
+
+    from apps.provider.client import ProviderAuthError
+
+    settings.OPENAI_API_KEY = ""
+    for collect in (lambda: collect_runs_refresh(),
+                    lambda: collect_thread_runs(active_since=timezone.now() - dt.timedelta(days=1))):
+        with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
+            collect()

@@ -177,3 +177,88 @@ def test_a_store_recorded_without_its_project_is_re_recorded_by_its_projects_lis
     # A later report that does not name the project leaves the recorded one alone.
     ingest_events(events=[{"tenant": tenant.slug, "object": store.to_dict()}])
     assert VectorStore.objects.for_tenant(tenant).get().openai_project == "proj_second"
+
+
+def test_an_item_planned_before_its_project_was_known_is_processed_with_the_project_the_ledger_has_now(
+        sandbox, provider, second_project, retention):
+    thread = second_project.client.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_second")
+    sandbox.advance(31 * DAY)
+    preview = services.sweep_create(kind="threads", as_of=sandbox.clock.datetime(), dry_run=True)
+    services.sweep_run_to_completion(sweep_id=preview.pk, provider=provider, sleep=lambda s: None)
+    SweepItem.objects.unscoped().filter(sweep=preview).update(openai_project="")  # as migration 0007 left it
+
+    confirmation = services.sweep_create(kind="threads", as_of=preview.as_of, preview_of=preview)
+    services.sweep_run_to_completion(sweep_id=confirmation.pk, provider=provider, sleep=lambda s: None)
+
+    item = SweepItem.objects.unscoped().get(sweep=confirmation)
+    assert (item.outcome, item.openai_project) == (Outcome.DELETED, "proj_second")
+    assert thread.id not in sandbox.state.threads
+
+
+def test_a_404_in_the_recorded_project_asks_the_other_projects_and_corrects_the_ledger(
+        sandbox, provider, second_project, retention):
+    thread = second_project.client.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_default")  # reported under the wrong project
+    sandbox.advance(31 * DAY)
+
+    sweep = _sweep(sandbox, provider, "threads")
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert (item.outcome, item.openai_project) == (Outcome.DELETED, "proj_second")
+    assert thread.id not in sandbox.state.threads
+    assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).openai_project == "proj_second"
+
+
+def test_a_404_is_not_gone_while_a_configured_project_cannot_be_asked(sandbox, openai_client, provider, retention,
+                                                                     monkeypatch):
+    OpenAIProject.objects.create(project_id="proj_nokey", admin_key_env="RL_TEST_NOKEY_ADMIN",
+                                 api_key_env="RL_TEST_NOKEY_API", base_url=sandbox.base_url)
+    monkeypatch.delenv("RL_TEST_NOKEY_API", raising=False)
+    thread = openai_client.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_default")
+    openai_client.beta.threads.delete(thread.id)
+    sandbox.advance(31 * DAY)
+
+    item = SweepItem.objects.unscoped().get(sweep=_sweep(sandbox, provider, "threads"))
+
+    assert item.outcome == Outcome.FAILED and "proj_nokey could not be asked" in item.detail
+    assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).status == Thread.Status.ACTIVE
+
+
+def test_a_store_taken_for_gone_is_restored_when_its_own_project_lists_it(sandbox, provider, second_project, tenant):
+    store = second_project.client.vector_stores.create(name="theirs", metadata={"tenant": tenant.slug})
+    services.resources_record(tenant=tenant, obj=store.to_dict())
+    # What the inventory did when it asked every project with the default key: not listed, so "gone".
+    VectorStore.objects.for_tenant(tenant).update(status="deleted", deletion_reason="gone at OpenAI (not listed)")
+
+    result = services.inventory_sync(provider=provider)
+
+    row = VectorStore.objects.for_tenant(tenant).get()
+    assert (row.status, row.deletion_reason, row.openai_project) == ("active", "", "proj_second")
+    assert result.counts["vector_store:restored"] == 1
+
+
+def test_a_store_runledger_deleted_stays_deleted_whatever_is_reported(sandbox, provider, tenant):
+    services.resources_record(tenant=tenant, openai_project="proj_default", obj={
+        "id": "vs_swept", "object": "vector_store", "created_at": 1764000000})
+    VectorStore.objects.for_tenant(tenant).update(status="deleted", deletion_reason="idle (sweep 3)")
+    assert services.resources_record(tenant=tenant, openai_project="proj_default", listed=True, obj={
+        "id": "vs_swept", "object": "vector_store", "created_at": 1764000000}) == "deleted_kept"
+
+
+def test_one_projects_refused_key_leaves_its_rows_and_the_unattributed_ones_but_not_the_others(
+        sandbox, openai_client, provider, second_project, tenant, monkeypatch):
+    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-revoked")
+    services.resources_record(tenant=tenant, openai_project="proj_default", obj={
+        "id": "vs_default_gone", "object": "vector_store", "created_at": 1764000000})
+    services.resources_record(tenant=tenant, openai_project="proj_second", obj={
+        "id": "vs_second", "object": "vector_store", "created_at": 1764000000})
+    services.resources_record(tenant=tenant, obj={"id": "vs_unattributed", "object": "vector_store",
+                                                  "created_at": 1764000000})
+
+    result = services.inventory_sync(provider=provider)
+
+    assert "proj_second" in result.unreachable and "proj_default" not in result.unreachable
+    statuses = dict(VectorStore.objects.for_tenant(tenant).values_list("openai_id", "status"))
+    assert statuses == {"vs_default_gone": "deleted", "vs_second": "active", "vs_unattributed": "active"}
