@@ -96,7 +96,7 @@ class SecondProject:
     """A second OpenAI project at the sandbox, configured in RunLedger with its keys' environment variables."""
 
     project_id: str
-    client: object  # the SDK, sending this project in its OpenAI-Project header
+    client: object  # the SDK with this project's own key
 
 
 @pytest.fixture
@@ -108,11 +108,15 @@ def second_project(sandbox, provider, monkeypatch, db):
 
     from apps.reconciliation.models import OpenAIProject
 
-    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", sandbox.api_key)
+    # A key of that project alone: a caller that sends it with another project's header, or another key
+    # with this project's header, is refused or sees nothing, so the tests notice a key mixed up.
+    sandbox.sandbox.add_project_key("sk-sandbox-proj-second", "proj_second")
+    sandbox.sandbox.add_project_key(sandbox.api_key, "proj_default")
+    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-sandbox-proj-second")
     monkeypatch.setenv("RL_TEST_SECOND_ADMIN_KEY", sandbox.admin_key)
     OpenAIProject.objects.create(project_id="proj_second", name="second", admin_key_env="RL_TEST_SECOND_ADMIN_KEY",
                                  api_key_env="RL_TEST_SECOND_API_KEY", base_url=sandbox.base_url)
-    client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_second",
+    client = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-sandbox-proj-second",
                            _strict_response_validation=True, max_retries=0, timeout=10)
     yield SecondProject(project_id="proj_second", client=client)
     client.close()

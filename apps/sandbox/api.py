@@ -170,6 +170,9 @@ class SandboxApi:
         self.faults = faults
         self.api_keys = api_keys
         self.admin_keys = admin_keys
+        # Project keys: an API key that belongs to one project, as OpenAI's project keys do (the sandbox's
+        # own key works in any project, like a user key with the OpenAI-Project header).
+        self.key_projects: dict[str, str] = {}
         self.routes: list[tuple[str, re.Pattern, str, str]] = []
         for method, pattern, handler, auth in ROUTES:
             regex = re.compile("^/v1" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", pattern) + "$")
@@ -201,7 +204,11 @@ class SandboxApi:
     def handle(self, request: Request) -> tuple[int, dict, dict]:
         handler, auth, params = self.resolve(request.method, request.path)
         self.authenticate(request, auth)
-        request.project_id = request.headers.get("openai-project") or self.state.default_project
+        header, bound = request.headers.get("openai-project"), self.key_projects.get(request.api_key)
+        if bound and header and header != bound:
+            raise SandboxError(401, f"OpenAI-Project header should match project for API key (the key belongs to "
+                               f"{bound}, the header names {header}).", code="mismatched_project")
+        request.project_id = header or bound or self.state.default_project
         rule = self.faults.match(request.method, request.path)
         if rule is not None:
             if rule.latency_ms:

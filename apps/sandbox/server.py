@@ -39,6 +39,12 @@ class Sandbox:
         self.api = SandboxApi(self.state, self.faults, api_keys={api_key}, admin_keys={admin_key})
 
     # -- Python controls (the HTTP control endpoints call the same methods) ----------------------
+    def add_project_key(self, key: str, project_id: str) -> None:
+        """An API key that belongs to `project_id` only: its requests are in that project, and one whose
+        OpenAI-Project header names another project is refused (401), as at OpenAI."""
+        self.api.api_keys.add(key)
+        self.api.key_projects[key] = project_id
+
     def reset(self, *, seed: int | None = None) -> None:
         self.state.reset(seed=seed)
         self.faults.clear()

@@ -50,3 +50,16 @@ def test_another_projects_file_cannot_be_attached(openai_client, other):
     file = other.files.create(file=("a.txt", b"x" * 10), purpose="assistants")
     with pytest.raises(openai.NotFoundError):
         openai_client.vector_stores.create(name="mine", file_ids=[file.id])
+
+
+def test_a_project_key_works_in_its_own_project_only(sandbox, openai_client):
+    sandbox.sandbox.add_project_key("sk-proj-b", "proj_b")
+    own = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-proj-b", max_retries=0, timeout=10)
+    mismatched = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-proj-b", project="proj_default",
+                               max_retries=0, timeout=10)
+    store = own.vector_stores.create(name="b")
+    assert sandbox.state.project_of[store.id] == "proj_b"  # no header: the key's project
+    with pytest.raises(openai.AuthenticationError, match="should match project"):
+        mismatched.vector_stores.list()
+    with pytest.raises(openai.NotFoundError):
+        openai_client.vector_stores.retrieve(store.id)
