@@ -473,6 +473,76 @@ def _inventory_project(provider, project_id: str, counts: dict[str, int], say: C
         say(f"{project_id} {resource_type}: {listed} listed")
 
 
+# --- threads taken for gone: the repair ------------------------------------------------------------------
+
+
+@dataclass
+class GoneRecheck:
+    asked: int = 0
+    restored: list = dataclass_field(default_factory=list)  # (openai_id, project)
+    unreachable: dict = dataclass_field(default_factory=dict)
+
+
+GONE_RECHECK_PAGE = 500
+
+
+def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | None = None,
+                         progress: Callable[[str], None] | None = None) -> GoneRecheck:
+    """Ask every OpenAI project RunLedger can reach about the threads and conversations the ledger has as
+    gone at OpenAI (a 404 to a sweep), and restore the ones a project still holds, with that project, so the
+    next sweep deletes them with its key. Before sweeps reached each project with its own key, every other
+    project's thread answered the default key 404 and was recorded as gone; OpenAI lists no threads, so the
+    hourly inventory cannot find them as it finds stores. Bounded by `limit`, in pages; with `dry_run` it
+    only says what it would restore. Audited per restored thread and once for the run."""
+    say = progress or (lambda message: None)
+    providers = _providers(provider)
+    reachable = {}
+    result = GoneRecheck()
+    for project_id in object_project_ids():
+        try:
+            reachable[project_id] = providers.for_project(project_id)
+        except ProjectKeyMissing as exc:
+            result.unreachable[project_id] = str(exc)
+    gone = (Thread.objects.unscoped().filter(status=Thread.Status.DELETED, deletion_reason__startswith=GONE_REASON)
+            .order_by("pk"))
+    after = 0
+    while limit is None or result.asked < limit:
+        page = list(gone.filter(pk__gt=after).values("pk", "openai_id", "kind", "tenant_id")[:GONE_RECHECK_PAGE])
+        if not page:
+            break
+        for row in page[: None if limit is None else limit - result.asked]:
+            after = row["pk"]
+            result.asked += 1
+            kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
+            for project_id, project_provider in reachable.items():
+                try:
+                    getattr(project_provider, _RETRIEVERS[kind])(row["openai_id"])
+                except Exception as exc:
+                    if _is_not_found(exc):
+                        continue
+                    raise
+                result.restored.append((row["openai_id"], project_id))
+                if not dry_run:
+                    _thread_restore(row, project_id)
+                break
+        say(f"{result.asked} asked, {len(result.restored)} still at OpenAI")
+    if not dry_run:
+        audit_record(action="lifecycle.threads_recheck_gone", target_type="thread", target_id="",
+                     actor_label="command:recheck_gone",
+                     data={"asked": result.asked, "restored": len(result.restored), "unreachable": result.unreachable})
+    return result
+
+
+def _thread_restore(row: dict, project_id: str) -> None:
+    with transaction.atomic():
+        restored = Thread.objects.unscoped().filter(pk=row["pk"], status=Thread.Status.DELETED).update(
+            status=Thread.Status.ACTIVE, deleted_at=None, deletion_reason="", openai_project=project_id)
+        if restored:
+            audit_record(action="lifecycle.thread.restore", target_type=row["kind"], target_id=row["openai_id"],
+                         actor_label="command:recheck_gone", tenant_id=row["tenant_id"],
+                         data={"openai_project": project_id, "why": "taken for gone; its project still holds it"})
+
+
 # --- orphans: staff actions -----------------------------------------------------------------------------
 
 

@@ -262,3 +262,31 @@ def test_one_projects_refused_key_leaves_its_rows_and_the_unattributed_ones_but_
     assert "proj_second" in result.unreachable and "proj_default" not in result.unreachable
     statuses = dict(VectorStore.objects.for_tenant(tenant).values_list("openai_id", "status"))
     assert statuses == {"vs_default_gone": "deleted", "vs_second": "active", "vs_unattributed": "active"}
+
+
+def test_recheck_gone_restores_threads_another_project_still_holds_and_the_next_sweep_deletes_them(
+        sandbox, openai_client, provider, second_project, retention, capsys):
+    from django.core.management import call_command
+
+    held = second_project.client.beta.threads.create()
+    really_gone = openai_client.beta.threads.create()
+    for thread in (held, really_gone):
+        _ingest(retention, thread.to_dict(), "proj_default")
+    openai_client.beta.threads.delete(really_gone.id)
+    # What a sweep recorded when it asked every project with the default key.
+    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+
+    call_command("recheck_gone", "--dry-run")
+    assert f"would restore {held.id} (OpenAI project proj_second)" in capsys.readouterr().out
+    assert not Thread.objects.for_tenant(retention).filter(status="active").exists()
+
+    call_command("recheck_gone")
+    out = capsys.readouterr().out
+    assert "2 gone thread(s) asked, 1 restored." in out
+    rows = {t.openai_id: (t.status, t.openai_project) for t in Thread.objects.for_tenant(retention)}
+    assert rows == {held.id: ("active", "proj_second"), really_gone.id: ("deleted", "proj_default")}
+    assert AuditEvent.objects.get(action="lifecycle.thread.restore").target_id == held.id
+
+    sandbox.advance(31 * DAY)
+    item = SweepItem.objects.unscoped().get(sweep=_sweep(sandbox, provider, "threads"))
+    assert (item.openai_id, item.outcome) == (held.id, Outcome.DELETED) and held.id not in sandbox.state.threads
