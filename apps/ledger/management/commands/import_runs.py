@@ -213,15 +213,23 @@ class Command(BaseCommand):
             if failure:
                 raise CommandError(f"import stopped: {failure}. Stored batches stay stored; run it again.")
 
-        def send(worker: int) -> None:
-            nonlocal in_flight
+        def put(worker: int, item) -> None:
+            """Hand a worker an item, taking results meanwhile: a full inbox waits for that worker, and one
+            whose worker died must stop the import (check), never block it for ever."""
             while True:
                 try:
-                    inboxes[worker].put((pending[worker], sizes[worker]), timeout=1)
-                    break
+                    inboxes[worker].put(item, timeout=1)
+                    return
                 except queue.Full:
-                    collect(until=in_flight - 1)
+                    collect(until=max(0, in_flight - 1))
+                    if not processes[worker].is_alive() and failure is None:
+                        raise CommandError(f"import stopped: worker process {worker} died. Stored batches stay "
+                                           "stored; run it again.") from None
                     check()
+
+        def send(worker: int) -> None:
+            nonlocal in_flight
+            put(worker, (pending[worker], sizes[worker]))
             in_flight += 1
             pending[worker] = []
             sizes[worker] = 0
@@ -257,8 +265,8 @@ class Command(BaseCommand):
             for worker in range(workers):
                 if pending[worker]:
                     send(worker)
-            for inbox in inboxes:
-                inbox.put(_DONE)
+            for worker in range(workers):
+                put(worker, _DONE)
             collect(until=0)
             check()
         finally:
