@@ -4,9 +4,12 @@ as one process, a run's later report still wins, safe to re-run."""
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,15 +24,28 @@ WHEN = dt.datetime(2026, 11, 10, 9, 0, 0, tzinfo=dt.UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "manage.py", "import_runs", *args]
+
+
+def _env() -> dict:
+    """This test's database (DATABASE_URL with the test database's name) for a process of its own."""
+    url = urlsplit(os.environ["DATABASE_URL"])._replace(path="/" + connection.settings_dict["NAME"])
+    return {**os.environ, "DATABASE_URL": urlunsplit(url), "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+
+
 def _import_runs(*args: str) -> subprocess.CompletedProcess:
     """`manage.py import_runs` in a process of its own, as people run it, on this test's database. Forking
     workers from the test process itself would copy its other threads' locks (xdist's, a live server's, the
     browser's), and a worker that inherits one held blocks for ever: once in several hundred runs here."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    return subprocess.run([sys.executable, "manage.py", "import_runs", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    with subprocess.Popen(_command(*args), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the workers too: they hold connections to the database
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.mark.postgres
@@ -79,3 +95,32 @@ def test_a_worker_that_dies_stops_the_import_with_a_message_instead_of_hanging(t
 
     with pytest.raises(CommandError, match="died"):
         call_command("import_runs", str(path), "--tenant", "acme", "--workers", "2", "--batch-size", "1")
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_stops_the_command_and_it_exits(tmp_path):
+    """Its batches stay unread in its inbox; the command says so and exits (it used to wait for ever)."""
+    Tenant.objects.create(slug="acme", name="Acme Corp")
+    run = json.dumps(builders.assistants_run(run_id="run_k_0", created_at=WHEN))
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(run.replace("run_k_0", f"run_k_{i}") + "\n" for i in range(60_000)))
+    with subprocess.Popen(_command(str(path), "--tenant", "acme", "--workers", "2"), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            workers: list[int] = []
+            deadline = time.monotonic() + 60
+            while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+                children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+                workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+                time.sleep(0.05)
+            assert len(workers) == 2, "the workers never started"
+            time.sleep(1)  # let them take batches
+            os.kill(workers[0], signal.SIGKILL)
+            stdout, stderr = process.communicate(timeout=120)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert process.returncode != 0 and "import stopped: " in stderr and "died" in stderr, (stdout, stderr[-2000:])

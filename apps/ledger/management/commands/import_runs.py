@@ -216,15 +216,15 @@ class Command(BaseCommand):
         def put(worker: int, item) -> None:
             """Hand a worker an item, taking results meanwhile: a full inbox waits for that worker, and one
             whose worker died must stop the import (check), never block it for ever."""
+            nonlocal failure
             while True:
                 try:
                     inboxes[worker].put(item, timeout=1)
                     return
                 except queue.Full:
                     collect(until=max(0, in_flight - 1))
-                    if not processes[worker].is_alive() and failure is None:
-                        raise CommandError(f"import stopped: worker process {worker} died. Stored batches stay "
-                                           "stored; run it again.") from None
+                    if not processes[worker].is_alive():
+                        failure = failure or f"worker process {worker} died"
                     check()
 
         def send(worker: int) -> None:
@@ -269,9 +269,18 @@ class Command(BaseCommand):
                 put(worker, _DONE)
             collect(until=0)
             check()
+        except BaseException:
+            failure = failure or "stopped"
+            raise
         finally:
             for process in processes:
                 process.join(timeout=30 if failure is None else 1)
                 if process.is_alive():
                     process.terminate()
                     process.join()
+            if failure is not None:
+                # Batches a dead worker never read stay in its inbox: without this, exiting would wait for the
+                # queues' feeder threads to hand them over, for ever.
+                for pipe in (*inboxes, outbox):
+                    pipe.cancel_join_thread()
+                    pipe.close()
