@@ -481,19 +481,22 @@ class GoneRecheck:
     asked: int = 0
     restored: list = dataclass_field(default_factory=list)  # (openai_id, project)
     unreachable: dict = dataclass_field(default_factory=dict)
+    last_pk: int = 0  # the last thread asked about: --after continues from it
 
 
 GONE_RECHECK_PAGE = 500
 
 
-def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | None = None,
+def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | None = None, after: int = 0,
                          progress: Callable[[str], None] | None = None) -> GoneRecheck:
     """Ask every OpenAI project RunLedger can reach about the threads and conversations the ledger has as
     gone at OpenAI (a 404 to a sweep), and restore the ones a project still holds, with that project, so the
     next sweep deletes them with its key. Before sweeps reached each project with its own key, every other
     project's thread answered the default key 404 and was recorded as gone; OpenAI lists no threads, so the
-    hourly inventory cannot find them as it finds stores. Bounded by `limit`, in pages; with `dry_run` it
-    only says what it would restore. Audited per restored thread and once for the run."""
+    hourly inventory cannot find them as it finds stores. Bounded by `limit`, in pages of threads in id
+    order from `after` (the result's `last_pk` continues a bounded run); a project whose answers fail is
+    left out and named. With `dry_run` it only says what it would restore. Audited per restored thread and
+    once for the run."""
     say = progress or (lambda message: None)
     providers = _providers(provider)
     reachable = {}
@@ -505,35 +508,42 @@ def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | N
             result.unreachable[project_id] = str(exc)
     gone = (Thread.objects.unscoped().filter(status=Thread.Status.DELETED, deletion_reason__startswith=GONE_REASON)
             .order_by("pk"))
-    after = 0
+    result.last_pk = after
     while limit is None or result.asked < limit:
-        page = list(gone.filter(pk__gt=after).values("pk", "openai_id", "kind", "tenant_id")[:GONE_RECHECK_PAGE])
+        page = list(gone.filter(pk__gt=result.last_pk).values("pk", "openai_id", "kind", "tenant_id")
+                    [:GONE_RECHECK_PAGE])
         if not page:
             break
         for row in page[: None if limit is None else limit - result.asked]:
-            after = row["pk"]
+            result.last_pk = row["pk"]
             result.asked += 1
             kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
-            for project_id, project_provider in reachable.items():
+            for project_id, project_provider in list(reachable.items()):
                 try:
                     getattr(project_provider, _RETRIEVERS[kind])(row["openai_id"])
                 except Exception as exc:
                     if _is_not_found(exc):
                         continue
-                    raise
-                result.restored.append((row["openai_id"], project_id))
-                if not dry_run:
-                    _thread_restore(row, project_id)
+                    if not isinstance(exc, ProviderError):
+                        raise
+                    # A refused key or OpenAI down for this project (after the client's retries): the rest go on.
+                    result.unreachable[project_id] = str(exc)
+                    del reachable[project_id]
+                    continue
+                if dry_run or _thread_restore(row, project_id):
+                    result.restored.append((row["openai_id"], project_id))
                 break
         say(f"{result.asked} asked, {len(result.restored)} still at OpenAI")
     if not dry_run:
         audit_record(action="lifecycle.threads_recheck_gone", target_type="thread", target_id="",
                      actor_label="command:recheck_gone",
-                     data={"asked": result.asked, "restored": len(result.restored), "unreachable": result.unreachable})
+                     data={"asked": result.asked, "restored": len(result.restored), "unreachable": result.unreachable,
+                           "after": after, "last_pk": result.last_pk})
     return result
 
 
-def _thread_restore(row: dict, project_id: str) -> None:
+def _thread_restore(row: dict, project_id: str) -> bool:
+    """Restore one thread a project still holds; False if it is no longer the deleted row that was read."""
     with transaction.atomic():
         restored = Thread.objects.unscoped().filter(pk=row["pk"], status=Thread.Status.DELETED).update(
             status=Thread.Status.ACTIVE, deleted_at=None, deletion_reason="", openai_project=project_id)
@@ -541,6 +551,7 @@ def _thread_restore(row: dict, project_id: str) -> None:
             audit_record(action="lifecycle.thread.restore", target_type=row["kind"], target_id=row["openai_id"],
                          actor_label="command:recheck_gone", tenant_id=row["tenant_id"],
                          data={"openai_project": project_id, "why": "taken for gone; its project still holds it"})
+        return bool(restored)
 
 
 # --- orphans: staff actions -----------------------------------------------------------------------------
@@ -576,14 +587,25 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
         raise SweepRefused(f"{resource.tenant.slug} is on legal hold; lift the hold first.")
     if resource.status == ResourceStatus.DELETED:
         return Outcome.ALREADY_GONE
+    providers = _providers(provider)
+    project = resource.openai_project or settings.OPENAI_PROJECT_ID
     try:
-        project_provider = _providers(provider).for_project(resource.openai_project)
+        outcome = _provider_delete(providers.for_project(project), resource_type, resource.openai_id)
     except ProjectKeyMissing as exc:
-        raise LifecycleError(f"{resource.openai_id} is in OpenAI project {resource.openai_project}, which RunLedger "
+        raise LifecycleError(f"{resource.openai_id} is in OpenAI project {project}, which RunLedger "
                              f"cannot reach: {exc}") from exc
-    outcome = _provider_delete(project_provider, resource_type, resource.openai_id)
+    if outcome == Outcome.ALREADY_GONE:
+        # A 404 is "gone" only if no other project holds it (a row recorded under the wrong project).
+        holder, unreachable = _project_holding(providers.for_project, resource_type, resource.openai_id, project)
+        if holder is not None:
+            RESOURCE_MODELS[resource_type].objects.unscoped().filter(pk=resource.pk).update(openai_project=holder)
+            outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
+        elif unreachable:
+            raise LifecycleError(f"{resource.openai_id} was not found in OpenAI project {project}, and "
+                                 f"{', '.join(unreachable)} could not be asked (no API key): nothing recorded.")
     now = timezone.now()
-    _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason="deleted by staff", at=now)
+    reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
+    _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
     audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
                  actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
     return outcome
@@ -974,7 +996,7 @@ def _recorded_project(item: SweepItem) -> str:
     return recorded or item.openai_project or settings.OPENAI_PROJECT_ID
 
 
-def _project_holding(lease: Callable, item: SweepItem, asked: str) -> tuple[str | None, list[str]]:
+def _project_holding(lease: Callable, resource_type: str, openai_id: str, asked: str) -> tuple[str | None, list[str]]:
     """After a 404 in project `asked`: another project RunLedger can reach that has the resource (a row
     recorded before its project was known reads as the default project), and the projects that could not
     be asked. OpenAI answers 404 for another project's objects, so only then is a 404 "gone"."""
@@ -988,7 +1010,7 @@ def _project_holding(lease: Callable, item: SweepItem, asked: str) -> tuple[str 
             unreachable.append(project_id)
             continue
         try:
-            getattr(provider, _RETRIEVERS[item.resource_type])(item.openai_id)
+            getattr(provider, _RETRIEVERS[resource_type])(openai_id)
         except Exception as exc:
             if _is_not_found(exc):
                 continue
@@ -1247,7 +1269,7 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     try:
         check = _recheck(provider, item, sweep, tenant)
         if check.not_found:
-            holder, unreachable = _project_holding(lease, item, item.openai_project)
+            holder, unreachable = _project_holding(lease, item.resource_type, item.openai_id, item.openai_project)
             if holder is not None:
                 # Recorded under the wrong project (reported without one, say): corrected, then asked there.
                 _ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id).update(

@@ -290,3 +290,35 @@ def test_recheck_gone_restores_threads_another_project_still_holds_and_the_next_
     sandbox.advance(31 * DAY)
     item = SweepItem.objects.unscoped().get(sweep=_sweep(sandbox, provider, "threads"))
     assert (item.openai_id, item.outcome) == (held.id, Outcome.DELETED) and held.id not in sandbox.state.threads
+
+
+def test_staff_delete_of_a_store_recorded_under_the_wrong_project_deletes_it_in_its_own(
+        sandbox, provider, second_project, staff_user):
+    store = second_project.client.vector_stores.create(name="theirs")
+    services.resources_record(tenant=None, openai_project="proj_default", obj=store.to_dict())
+    row = VectorStore.objects.unscoped().get(openai_id=store.id)
+
+    outcome = services.resource_delete(resource_type="vector_store", pk=row.pk, actor=staff_user, provider=provider)
+
+    row.refresh_from_db()
+    assert (outcome, row.status, row.openai_project) == (Outcome.DELETED, "deleted", "proj_second")
+    assert store.id not in sandbox.state.vector_stores
+
+
+def test_recheck_gone_continues_after_a_limit_and_leaves_out_a_project_whose_key_is_refused(
+        sandbox, openai_client, provider, second_project, retention, monkeypatch):
+    threads = [second_project.client.beta.threads.create() for _ in range(3)]
+    for thread in threads:
+        _ingest(retention, thread.to_dict(), "proj_default")
+    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+
+    first = services.threads_recheck_gone(limit=2)
+    assert first.asked == 2 and len(first.restored) == 2
+    rest = services.threads_recheck_gone(after=first.last_pk)
+    assert rest.asked == 1 and [openai_id for openai_id, _ in rest.restored] == [threads[2].id]
+    assert not Thread.objects.for_tenant(retention).filter(status="deleted").exists()
+
+    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 2)")
+    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-revoked")
+    refused = services.threads_recheck_gone()
+    assert refused.asked == 3 and refused.restored == [] and "proj_second" in refused.unreachable

@@ -14,11 +14,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="List what would be restored; change nothing.")
         parser.add_argument("--limit", type=int, help="Ask about at most this many (default: all).")
+        parser.add_argument("--after", type=int, default=0, metavar="ID",
+                            help="Start after this thread id (a bounded run prints where to continue).")
 
-    def handle(self, *args, dry_run=False, limit=None, **options):
+    def handle(self, *args, dry_run=False, limit=None, after=0, **options):
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
-        result = services.threads_recheck_gone(dry_run=dry_run, limit=limit, progress=self.stdout.write)
+        result = services.threads_recheck_gone(dry_run=dry_run, limit=limit, after=after, progress=self.stdout.write)
         for openai_id, project_id in result.restored:
             self.stdout.write(f"  {'would restore' if dry_run else 'restored'} {openai_id} (OpenAI project {project_id})")
         for project_id, reason in sorted(result.unreachable.items()):
@@ -26,5 +28,8 @@ class Command(BaseCommand):
         verb = "would be restored" if dry_run else "restored"
         self.stdout.write(self.style.SUCCESS(
             f"{result.asked} gone thread(s) asked, {len(result.restored)} {verb}."
-            + ("" if dry_run or not result.restored else " The next threads sweep deletes them with their project's key.")
+            + ("" if dry_run or not result.restored else " Threads sweeps now reach them with their project's key "
+               "(a conversation is deleted by the second sweep that finds it unchanged).")
         ))
+        if limit is not None and result.asked == limit:
+            self.stdout.write(f"Stopped at the limit: continue with --after {result.last_pk}.")
