@@ -753,7 +753,8 @@ def _confirmed_candidates(sweep: Sweep) -> QuerySet:
         SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE)
         .annotate(
             item_tenant_id=F("tenant_id"), item_resource_type=F("resource_type"), item_openai_id=F("openai_id"),
-            item_openai_project=F("openai_project"), item_rule=F("rule"), item_last_activity_at=F("last_activity_at"), item_usage_bytes=F("usage_bytes"),
+            item_openai_project=F("openai_project"), item_rule=F("rule"),
+            item_last_activity_at=F("last_activity_at"), item_usage_bytes=F("usage_bytes"),
             item_fingerprint=F("fingerprint"),
         )
     )
