@@ -482,6 +482,7 @@ class GoneRecheck:
     restored: list = dataclass_field(default_factory=list)  # (openai_id, project)
     unreachable: dict = dataclass_field(default_factory=dict)
     last_pk: int = 0  # the last thread asked about: --after continues from it
+    stopped: str = ""  # why the run stopped early (OpenAI rate-limited or down), if it did
 
 
 GONE_RECHECK_PAGE = 500
@@ -509,37 +510,52 @@ def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | N
     gone = (Thread.objects.unscoped().filter(status=Thread.Status.DELETED, deletion_reason__startswith=GONE_REASON)
             .order_by("pk"))
     result.last_pk = after
-    while limit is None or result.asked < limit:
-        page = list(gone.filter(pk__gt=result.last_pk).values("pk", "openai_id", "kind", "tenant_id")
-                    [:GONE_RECHECK_PAGE])
-        if not page:
-            break
-        for row in page[: None if limit is None else limit - result.asked]:
-            result.last_pk = row["pk"]
-            result.asked += 1
-            kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
-            for project_id, project_provider in list(reachable.items()):
-                try:
-                    getattr(project_provider, _RETRIEVERS[kind])(row["openai_id"])
-                except Exception as exc:
-                    if _is_not_found(exc):
-                        continue
-                    if not isinstance(exc, ProviderError):
-                        raise
-                    # A refused key or OpenAI down for this project (after the client's retries): the rest go on.
-                    result.unreachable[project_id] = str(exc)
-                    del reachable[project_id]
-                    continue
-                if dry_run or _thread_restore(row, project_id):
-                    result.restored.append((row["openai_id"], project_id))
+    try:
+        while limit is None or result.asked < limit:
+            page = list(gone.filter(pk__gt=result.last_pk).values("pk", "openai_id", "kind", "tenant_id")
+                        [:GONE_RECHECK_PAGE])
+            if not page:
                 break
-        say(f"{result.asked} asked, {len(result.restored)} still at OpenAI")
+            for row in page[: None if limit is None else limit - result.asked]:
+                holder = _thread_holder(reachable, row, result.unreachable)
+                result.last_pk = row["pk"]  # asked in every project it could be: --after continues here
+                result.asked += 1
+                if holder is not None and (dry_run or _thread_restore(row, holder)):
+                    result.restored.append((row["openai_id"], holder))
+            say(f"{result.asked} asked, {len(result.restored)} still at OpenAI")
+    except _RecheckStopped as exc:
+        result.stopped = str(exc)
     if not dry_run:
         audit_record(action="lifecycle.threads_recheck_gone", target_type="thread", target_id="",
                      actor_label="command:recheck_gone",
                      data={"asked": result.asked, "restored": len(result.restored), "unreachable": result.unreachable,
-                           "after": after, "last_pk": result.last_pk})
+                           "after": after, "last_pk": result.last_pk, "stopped": result.stopped})
     return result
+
+
+class _RecheckStopped(Exception):
+    """OpenAI rate-limited or failed (after the client's retries): the run stops before the thread it was on."""
+
+
+def _thread_holder(reachable: dict, row: dict, unreachable: dict) -> str | None:
+    """The project among `reachable` that still holds the thread, if any. A project whose key OpenAI refuses
+    is moved from `reachable` to `unreachable` for the rest of the run."""
+    kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
+    for project_id, provider in list(reachable.items()):
+        try:
+            getattr(provider, _RETRIEVERS[kind])(row["openai_id"])
+        except Exception as exc:
+            if _is_not_found(exc):
+                continue
+            if not isinstance(exc, ProviderError):
+                raise
+            if _is_transient(exc):
+                raise _RecheckStopped(f"OpenAI project {project_id}: {exc}") from exc
+            unreachable[project_id] = str(exc)
+            del reachable[project_id]
+            continue
+        return project_id
+    return None
 
 
 def _thread_restore(row: dict, project_id: str) -> bool:
@@ -602,7 +618,8 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
             outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
         elif unreachable:
             raise LifecycleError(f"{resource.openai_id} was not found in OpenAI project {project}, and "
-                                 f"{', '.join(unreachable)} could not be asked (no API key): nothing recorded.")
+                                 f"{', '.join(unreachable)} could not be asked (no API key, or a refused one): "
+                                 "nothing recorded.")
     now = timezone.now()
     reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
     _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
@@ -1000,7 +1017,8 @@ def _recorded_project(item: SweepItem) -> str:
 def _project_holding(lease: Callable, resource_type: str, openai_id: str, asked: str) -> tuple[str | None, list[str]]:
     """After a 404 in project `asked`: another project RunLedger can reach that has the resource (a row
     recorded before its project was known reads as the default project), and the projects that could not
-    be asked. OpenAI answers 404 for another project's objects, so only then is a 404 "gone"."""
+    be asked (no key, or a key OpenAI refuses). OpenAI answers 404 for another project's objects, so only
+    then is a 404 "gone". A transient error (a rate limit, OpenAI down) is raised: the item is retried."""
     unreachable = []
     for project_id in object_project_ids():
         if project_id == asked:
@@ -1014,6 +1032,9 @@ def _project_holding(lease: Callable, resource_type: str, openai_id: str, asked:
             getattr(provider, _RETRIEVERS[resource_type])(openai_id)
         except Exception as exc:
             if _is_not_found(exc):
+                continue
+            if isinstance(exc, ProviderError) and not _is_transient(exc):
+                unreachable.append(project_id)
                 continue
             raise
         return project_id, unreachable
@@ -1280,7 +1301,8 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
                 check = _recheck(provider, item, sweep, tenant)
             elif unreachable:
                 return _finish_item(item, Outcome.FAILED, f"kept: not found in OpenAI project {item.openai_project}, "
-                                    f"and {', '.join(unreachable)} could not be asked (no API key)", now)
+                                    f"and {', '.join(unreachable)} could not be asked (no API key, or a refused one)",
+                                    now)
         if check.last_activity_at:
             item.last_activity_at = check.last_activity_at
         if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:

@@ -322,3 +322,39 @@ def test_recheck_gone_continues_after_a_limit_and_leaves_out_a_project_whose_key
     monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-revoked")
     refused = services.threads_recheck_gone()
     assert refused.asked == 3 and refused.restored == [] and "proj_second" in refused.unreachable
+
+
+def test_a_404_is_not_gone_while_another_projects_key_is_refused(sandbox, openai_client, provider, second_project,
+                                                                 retention, monkeypatch):
+    thread = openai_client.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_default")
+    openai_client.beta.threads.delete(thread.id)
+    monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-revoked")
+    sandbox.advance(31 * DAY)
+
+    item = SweepItem.objects.unscoped().get(sweep=_sweep(sandbox, provider, "threads"))
+
+    assert item.outcome == Outcome.FAILED and item.detail.startswith("kept: not found in OpenAI project proj_default")
+    assert "proj_second could not be asked" in item.detail
+    assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).status == Thread.Status.ACTIVE
+
+
+def test_recheck_gone_stops_before_the_thread_openai_failed_on_and_says_where_to_continue(
+        sandbox, openai_client, provider, second_project, retention, capsys):
+    from django.core.management import call_command
+
+    threads = [second_project.client.beta.threads.create() for _ in range(2)]
+    for thread in threads:
+        _ingest(retention, thread.to_dict(), "proj_default")
+    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+    first_pk = Thread.objects.for_tenant(retention).order_by("pk").first().pk
+    sandbox.faults.server_error(path=f"^/v1/threads/{threads[0].id}$", times=None, status=503)
+
+    call_command("recheck_gone")
+
+    out = capsys.readouterr().out
+    assert "0 gone thread(s) asked, 0 restored." in out
+    assert f"run again later with --after {first_pk - 1}" in out
+    sandbox.faults.clear()
+    result = services.threads_recheck_gone(after=first_pk - 1)
+    assert (result.asked, len(result.restored), result.stopped) == (2, 2, "")

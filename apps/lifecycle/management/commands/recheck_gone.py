@@ -31,5 +31,11 @@ class Command(BaseCommand):
             + ("" if dry_run or not result.restored else " Threads sweeps now reach them with their project's key "
                "(a conversation is deleted by the second sweep that finds it unchanged).")
         ))
-        if limit is not None and result.asked == limit:
+        if result.stopped:
+            self.stdout.write(self.style.WARNING(
+                f"Stopped early ({result.stopped}): run again later with --after {result.last_pk}."))
+        elif limit is not None and result.asked == limit:
             self.stdout.write(f"Stopped at the limit: continue with --after {result.last_pk}.")
+        if result.unreachable:
+            self.stdout.write("Threads asked after a project was left out were not asked there: once its key "
+                              "works, run again from the start.")
