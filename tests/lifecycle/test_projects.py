@@ -347,14 +347,14 @@ def test_recheck_gone_stops_before_the_thread_openai_failed_on_and_says_where_to
     for thread in threads:
         _ingest(retention, thread.to_dict(), "proj_default")
     Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
-    first_pk = Thread.objects.for_tenant(retention).order_by("pk").first().pk
-    sandbox.faults.server_error(path=f"^/v1/threads/{threads[0].id}$", times=None, status=503)
+    first, second = Thread.objects.for_tenant(retention).order_by("pk")
+    sandbox.faults.server_error(path=f"^/v1/threads/{threads[1].id}$", times=None, status=503)
 
     call_command("recheck_gone")
 
     out = capsys.readouterr().out
-    assert "0 gone thread(s) asked, 0 restored." in out
-    assert f"run again later with --after {first_pk - 1}" in out
+    assert "1 gone thread(s) asked, 1 restored." in out  # the first, before OpenAI failed on the second
+    assert f"run again later with --after {first.pk}" in out
     sandbox.faults.clear()
-    result = services.threads_recheck_gone(after=first_pk - 1)
-    assert (result.asked, len(result.restored), result.stopped) == (2, 2, "")
+    result = services.threads_recheck_gone(after=first.pk)
+    assert (result.asked, result.restored, result.stopped) == (1, [(second.openai_id, "proj_second")], "")
