@@ -353,8 +353,7 @@ def resource_record_deleted(*, resource_type: str, openai_id: str, at: dt.dateti
     first deletion; an unknown id changes nothing."""
     if resource_type not in RESOURCE_MODELS and resource_type not in (ResourceType.THREAD, ResourceType.CONVERSATION):
         raise LifecycleError(f"resource_type must be one of {', '.join(RESOURCE_MODELS)}, thread or conversation.")
-    model = Thread if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION) else RESOURCE_MODELS[resource_type]
-    live = model.objects.unscoped().filter(openai_id=openai_id, status=ResourceStatus.ACTIVE).exists()
+    live = _ledger_model(resource_type).objects.unscoped().filter(openai_id=openai_id, status=ResourceStatus.ACTIVE).exists()
     _resource_mark_deleted(resource_type=resource_type, openai_id=openai_id, reason=reason, at=at)
     return live
 
@@ -517,13 +516,18 @@ def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | N
             if not page:
                 break
             for row in page[: None if limit is None else limit - result.asked]:
-                holder = _thread_holder(reachable, row, result.unreachable)
+                kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
+                holder, refused = _project_holding(reachable.__getitem__, list(reachable), kind, row["openai_id"])
+                for project_id, why in refused.items():  # a refused key: left out for the rest of the run
+                    result.unreachable[project_id] = why
+                    del reachable[project_id]
                 result.last_pk = row["pk"]  # asked in every project it could be: --after continues here
                 result.asked += 1
                 if holder is not None and (dry_run or _thread_restore(row, holder)):
                     result.restored.append((row["openai_id"], holder))
             say(f"{result.asked} asked, {len(result.restored)} still at OpenAI")
-    except _RecheckStopped as exc:
+    except ProviderError as exc:
+        # A rate limit or OpenAI down (after the client's retries): stopped before the thread it was on.
         result.stopped = str(exc)
     if not dry_run:
         audit_record(action="lifecycle.threads_recheck_gone", target_type="thread", target_id="",
@@ -531,31 +535,6 @@ def threads_recheck_gone(*, provider=None, dry_run: bool = False, limit: int | N
                      data={"asked": result.asked, "restored": len(result.restored), "unreachable": result.unreachable,
                            "after": after, "last_pk": result.last_pk, "stopped": result.stopped})
     return result
-
-
-class _RecheckStopped(Exception):
-    """OpenAI rate-limited or failed (after the client's retries): the run stops before the thread it was on."""
-
-
-def _thread_holder(reachable: dict, row: dict, unreachable: dict) -> str | None:
-    """The project among `reachable` that still holds the thread, if any. A project whose key OpenAI refuses
-    is moved from `reachable` to `unreachable` for the rest of the run."""
-    kind = ResourceType.CONVERSATION if row["kind"] == ThreadKind.CONVERSATION else ResourceType.THREAD
-    for project_id, provider in list(reachable.items()):
-        try:
-            getattr(provider, _RETRIEVERS[kind])(row["openai_id"])
-        except Exception as exc:
-            if _is_not_found(exc):
-                continue
-            if not isinstance(exc, ProviderError):
-                raise
-            if _is_transient(exc):
-                raise _RecheckStopped(f"OpenAI project {project_id}: {exc}") from exc
-            unreachable[project_id] = str(exc)
-            del reachable[project_id]
-            continue
-        return project_id
-    return None
 
 
 def _thread_restore(row: dict, project_id: str) -> bool:
@@ -612,7 +591,8 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
                              f"cannot reach: {exc}") from exc
     if outcome == Outcome.ALREADY_GONE:
         # A 404 is "gone" only if no other project holds it (a row recorded under the wrong project).
-        holder, unreachable = _project_holding(providers.for_project, resource_type, resource.openai_id, project)
+        holder, unreachable = _project_holding(providers.for_project, _other_projects(project), resource_type,
+                                               resource.openai_id)
         if holder is not None:
             RESOURCE_MODELS[resource_type].objects.unscoped().filter(pk=resource.pk).update(openai_project=holder)
             outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
@@ -1014,31 +994,38 @@ def _recorded_project(item: SweepItem) -> str:
     return recorded or item.openai_project or settings.OPENAI_PROJECT_ID
 
 
-def _project_holding(lease: Callable, resource_type: str, openai_id: str, asked: str) -> tuple[str | None, list[str]]:
-    """After a 404 in project `asked`: another project RunLedger can reach that has the resource (a row
-    recorded before its project was known reads as the default project), and the projects that could not
-    be asked (no key, or a key OpenAI refuses). OpenAI answers 404 for another project's objects, so only
-    then is a 404 "gone". A transient error (a rate limit, OpenAI down) is raised: the item is retried."""
-    unreachable = []
-    for project_id in object_project_ids():
-        if project_id == asked:
-            continue
+def _project_holding(lease: Callable, project_ids: Iterable[str], resource_type: str,
+                     openai_id: str) -> tuple[str | None, dict[str, str]]:
+    """The first of `project_ids` whose key finds the resource, and the projects that could not be asked (no
+    key, or a key OpenAI refuses), each with why. OpenAI answers 404 for another project's objects, so a 404
+    is "gone" only once every project says so. A transient error (a rate limit, OpenAI down) is raised as
+    it came, its message naming the project: the caller retries later."""
+    unreachable: dict[str, str] = {}
+    for project_id in project_ids:
         try:
             provider = lease(project_id)
-        except ProjectKeyMissing:
-            unreachable.append(project_id)
+        except ProjectKeyMissing as exc:
+            unreachable[project_id] = str(exc)
             continue
         try:
             getattr(provider, _RETRIEVERS[resource_type])(openai_id)
         except Exception as exc:
             if _is_not_found(exc):
                 continue
-            if isinstance(exc, ProviderError) and not _is_transient(exc):
-                unreachable.append(project_id)
-                continue
-            raise
+            if not isinstance(exc, ProviderError):
+                raise
+            if _is_transient(exc):
+                raise type(exc)(f"OpenAI project {project_id}: {exc}", status_code=exc.status_code, code=exc.code,
+                                request_id=exc.request_id, attempts=exc.attempts, operation=exc.operation) from exc
+            unreachable[project_id] = str(exc)
+            continue
         return project_id, unreachable
     return None, unreachable
+
+
+def _other_projects(asked: str) -> list[str]:
+    """Every project RunLedger can reach but `asked`: where else to look after a 404 there."""
+    return [project_id for project_id in object_project_ids() if project_id != asked]
 
 
 def _ledger_thread(openai_id: str) -> Thread | None:
@@ -1291,7 +1278,8 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     try:
         check = _recheck(provider, item, sweep, tenant)
         if check.not_found:
-            holder, unreachable = _project_holding(lease, item.resource_type, item.openai_id, item.openai_project)
+            holder, unreachable = _project_holding(lease, _other_projects(item.openai_project), item.resource_type,
+                                                   item.openai_id)
             if holder is not None:
                 # Recorded under the wrong project (reported without one, say): corrected, then asked there.
                 _ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id).update(
