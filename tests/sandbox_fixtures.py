@@ -55,6 +55,14 @@ class RunningSandbox:
     def advance(self, seconds: float) -> float:
         return self.clock.advance(seconds)
 
+    def client(self, *, project: str | None = None, api_key: str | None = None):
+        """The real SDK (strict validation on) for this sandbox, working in `project` (its OpenAI-Project
+        header) with `api_key` (default: the sandbox's own, which works in any project)."""
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key or self.api_key, project=project,
+                             _strict_response_validation=True, max_retries=0, timeout=10)
+
 
 @pytest.fixture
 def sandbox():
@@ -104,8 +112,6 @@ def second_project(sandbox, provider, monkeypatch, db):
     """OpenAI project `proj_second`: configured in the admin (keys named by environment variables, which hold
     the sandbox's keys) and an SDK client that works in it. Objects it creates are invisible to the default
     project's key, as at OpenAI."""
-    import openai
-
     from apps.reconciliation.models import OpenAIProject
 
     # A key of that project alone: a caller that sends it with another project's header, or another key
@@ -116,7 +122,6 @@ def second_project(sandbox, provider, monkeypatch, db):
     monkeypatch.setenv("RL_TEST_SECOND_ADMIN_KEY", sandbox.admin_key)
     OpenAIProject.objects.create(project_id="proj_second", name="second", admin_key_env="RL_TEST_SECOND_ADMIN_KEY",
                                  api_key_env="RL_TEST_SECOND_API_KEY", base_url=sandbox.base_url)
-    client = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-sandbox-proj-second",
-                           _strict_response_validation=True, max_retries=0, timeout=10)
+    client = sandbox.client(api_key="sk-sandbox-proj-second")
     yield SecondProject(project_id="proj_second", client=client)
     client.close()

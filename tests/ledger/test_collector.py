@@ -84,10 +84,7 @@ def test_collect_runs_refreshes_each_run_with_its_own_projects_key(tenant, sandb
 
 def test_runs_of_a_project_runledger_cannot_reach_are_counted_and_go_to_the_back_of_the_queue(
         tenant, sandbox, openai_client, provider):
-    import openai
-
-    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_unknown",
-                              max_retries=0, timeout=10)
+    elsewhere = sandbox.client(project="proj_unknown")
     assistant = elsewhere.beta.assistants.create(model="gpt-5.4")
     thread = elsewhere.beta.threads.create()
     run = elsewhere.beta.threads.runs.create(thread.id, assistant_id=assistant.id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import openai
 import pytest
 
 from apps.core.models import AuditEvent
@@ -39,6 +38,18 @@ def _ingest(tenant, obj: dict, project: str) -> None:
     assert result.results[0].outcome == "created", result.results[0]
 
 
+def _taken_for_gone(tenant, threads, sweep: int = 1) -> None:
+    """The threads recorded under the default project, then as a sweep recorded them when it asked every
+    project with the default key: gone at OpenAI."""
+    for thread in threads:
+        _ingest(tenant, thread.to_dict(), "proj_default")
+    _marked_gone(tenant, sweep)
+
+
+def _marked_gone(tenant, sweep: int) -> None:
+    Thread.objects.for_tenant(tenant).update(status="deleted", deletion_reason=f"gone at OpenAI (sweep {sweep})")
+
+
 def test_a_sweep_deletes_each_thread_with_its_own_projects_key(sandbox, openai_client, provider, second_project,
                                                               retention):
     default_thread = openai_client.beta.threads.create()
@@ -57,8 +68,7 @@ def test_a_sweep_deletes_each_thread_with_its_own_projects_key(sandbox, openai_c
 
 def test_a_resource_in_a_project_runledger_cannot_reach_is_kept_and_its_item_says_what_to_configure(
         sandbox, provider, retention, caplog):
-    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_unknown",
-                              max_retries=0, timeout=10)
+    elsewhere = sandbox.client(project="proj_unknown")
     thread = elsewhere.beta.threads.create()
     _ingest(retention, thread.to_dict(), "proj_unknown")
     sandbox.advance(31 * DAY)
@@ -79,8 +89,7 @@ def test_a_project_configured_without_its_api_key_in_the_environment_is_named(sa
     OpenAIProject.objects.create(project_id="proj_nokey", admin_key_env="RL_TEST_NOKEY_ADMIN",
                                  api_key_env="RL_TEST_NOKEY_API", base_url=sandbox.base_url)
     monkeypatch.delenv("RL_TEST_NOKEY_API", raising=False)
-    elsewhere = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_nokey",
-                              max_retries=0, timeout=10)
+    elsewhere = sandbox.client(project="proj_nokey")
     thread = elsewhere.beta.threads.create()
     _ingest(retention, thread.to_dict(), "proj_nokey")
     sandbox.advance(31 * DAY)
@@ -270,11 +279,8 @@ def test_recheck_gone_restores_threads_another_project_still_holds_and_the_next_
 
     held = second_project.client.beta.threads.create()
     really_gone = openai_client.beta.threads.create()
-    for thread in (held, really_gone):
-        _ingest(retention, thread.to_dict(), "proj_default")
     openai_client.beta.threads.delete(really_gone.id)
-    # What a sweep recorded when it asked every project with the default key.
-    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+    _taken_for_gone(retention, (held, really_gone))
 
     call_command("recheck_gone", "--dry-run")
     assert f"would restore {held.id} (OpenAI project proj_second)" in capsys.readouterr().out
@@ -308,9 +314,7 @@ def test_staff_delete_of_a_store_recorded_under_the_wrong_project_deletes_it_in_
 def test_recheck_gone_continues_after_a_limit_and_leaves_out_a_project_whose_key_is_refused(
         sandbox, openai_client, provider, second_project, retention, monkeypatch):
     threads = [second_project.client.beta.threads.create() for _ in range(3)]
-    for thread in threads:
-        _ingest(retention, thread.to_dict(), "proj_default")
-    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+    _taken_for_gone(retention, threads)
 
     first = services.threads_recheck_gone(limit=2)
     assert first.asked == 2 and len(first.restored) == 2
@@ -318,7 +322,7 @@ def test_recheck_gone_continues_after_a_limit_and_leaves_out_a_project_whose_key
     assert rest.asked == 1 and [openai_id for openai_id, _ in rest.restored] == [threads[2].id]
     assert not Thread.objects.for_tenant(retention).filter(status="deleted").exists()
 
-    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 2)")
+    _marked_gone(retention, sweep=2)
     monkeypatch.setenv("RL_TEST_SECOND_API_KEY", "sk-revoked")
     refused = services.threads_recheck_gone()
     assert refused.asked == 3 and refused.restored == [] and "proj_second" in refused.unreachable
@@ -344,9 +348,7 @@ def test_recheck_gone_stops_before_the_thread_openai_failed_on_and_says_where_to
     from django.core.management import call_command
 
     threads = [second_project.client.beta.threads.create() for _ in range(2)]
-    for thread in threads:
-        _ingest(retention, thread.to_dict(), "proj_default")
-    Thread.objects.for_tenant(retention).update(status="deleted", deletion_reason="gone at OpenAI (sweep 1)")
+    _taken_for_gone(retention, threads)
     first, second = Thread.objects.for_tenant(retention).order_by("pk")
     sandbox.faults.server_error(path=f"^/v1/threads/{threads[1].id}$", times=None, status=503)
 

@@ -8,8 +8,7 @@ import pytest
 
 @pytest.fixture
 def other(sandbox):
-    client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, project="proj_other",
-                           _strict_response_validation=True, max_retries=0, timeout=10)
+    client = sandbox.client(project="proj_other")
     yield client
     client.close()
 
@@ -54,9 +53,8 @@ def test_another_projects_file_cannot_be_attached(openai_client, other):
 
 def test_a_project_key_works_in_its_own_project_only(sandbox, openai_client):
     sandbox.sandbox.add_project_key("sk-proj-b", "proj_b")
-    own = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-proj-b", max_retries=0, timeout=10)
-    mismatched = openai.OpenAI(base_url=sandbox.base_url, api_key="sk-proj-b", project="proj_default",
-                               max_retries=0, timeout=10)
+    own = sandbox.client(api_key="sk-proj-b")
+    mismatched = sandbox.client(api_key="sk-proj-b", project="proj_default")
     store = own.vector_stores.create(name="b")
     assert sandbox.state.project_of[store.id] == "proj_b"  # no header: the key's project
     with pytest.raises(openai.AuthenticationError, match="should match project"):
