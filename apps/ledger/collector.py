@@ -5,14 +5,16 @@ tenant). Everything goes through the provider wrapper and is stored through inge
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
 from django.utils import timezone
 
 from apps.provider.client import OpenAIProvider, ProviderError, ProviderNotFound, ProviderRateLimited
-from apps.provider.projects import ProjectKeyMissing, ProjectProviders
+from apps.provider.projects import ProjectKeyMissing, ProjectProviders, other_projects, project_holding
 
 from .models import TERMINAL_STATUSES, Api, Run, Thread, ThreadKind
 from .services import IngestResult, ingest_events
@@ -35,6 +37,9 @@ class CollectResult:
     errors: int = 0
     # Runs or threads of a project RunLedger has no key for (asked with another project's, OpenAI says 404).
     unreachable: int = 0
+    # Runs or threads not found in the project recorded for them but in another one (reported without their
+    # project, say): read there, and reported with that project.
+    found_elsewhere: int = 0
     stopped_early: str = ""
     errors_sample: list[str] = field(default_factory=list)
 
@@ -66,6 +71,23 @@ def _run_event(provider: OpenAIProvider, obj: dict, tenant_slug: str, project: s
     return event
 
 
+def _fetch_anywhere(providers: ProjectProviders, project_id: str, fetch: Callable, result: CollectResult
+                    ) -> tuple[OpenAIProvider, str, object]:
+    """(provider, project, what `fetch(provider)` returned) from the recorded project, or, after a 404 there,
+    from the first other project that holds the object: OpenAI answers another project's key 404, so a run
+    recorded under the wrong project would otherwise stay unrefreshed for ever. ProviderNotFound when no
+    project has it."""
+    provider = _reachable(providers, project_id, result)
+    try:
+        return provider, project_id, fetch(provider)
+    except ProviderNotFound:
+        holder, fetched, _ = project_holding(providers.for_project, other_projects(project_id), fetch)
+        if holder is None:
+            raise
+    result.found_elsewhere += 1
+    return providers.for_project(holder), holder, fetched
+
+
 def _reachable(providers: ProjectProviders, project_id: str, result: CollectResult) -> OpenAIProvider:
     """The provider of the project; counts a run or thread of a project RunLedger has no key for (the
     providers log it once)."""
@@ -93,16 +115,17 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     events: list[dict] = []
     checked_ids, passed_ids = [], []  # passed: not checked (no key, an error), still to the back of the queue
     for run in runs:
+        if run["api"] == Api.ASSISTANTS:
+            def fetch(provider, run=run):
+                return provider.retrieve_run(run["thread_openai_id"], run["openai_id"])
+        else:
+            def fetch(provider, run=run):
+                return provider.retrieve_response(run["openai_id"])
         try:
-            provider = _reachable(providers, run["openai_project"], result)
+            provider, project, obj = _fetch_anywhere(providers, run["openai_project"], fetch, result)
         except ProjectKeyMissing:
             passed_ids.append(run["id"])  # or a project without a key would hold the front of the queue for ever
             continue
-        try:
-            if run["api"] == Api.ASSISTANTS:
-                obj = provider.retrieve_run(run["thread_openai_id"], run["openai_id"])
-            else:
-                obj = provider.retrieve_response(run["openai_id"])
         except ProviderNotFound:
             result.not_found += 1
             checked_ids.append(run["id"])
@@ -116,7 +139,7 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
             passed_ids.append(run["id"])  # a project whose key OpenAI refuses must not hold the queue either
             continue
         checked_ids.append(run["id"])
-        events.append(_run_event(provider, obj, run["tenant__slug"], run["openai_project"]))
+        events.append(_run_event(provider, obj, run["tenant__slug"], project))
     result.checked = len(checked_ids)
     for start in range(0, len(events), 1000):
         result.add(ingest_events(events=events[start:start + 1000]))
@@ -145,12 +168,12 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         return result
     events: list[dict] = []
     for thread in threads:
+        def first_runs(provider, thread=thread):
+            return list(itertools.islice(provider.list_thread_runs(thread["openai_id"]), THREAD_RUNS_PER_THREAD))
+
         try:
-            provider = _reachable(providers, thread["openai_project"], result)
-            for index, obj in enumerate(provider.list_thread_runs(thread["openai_id"])):
-                if index >= THREAD_RUNS_PER_THREAD:
-                    break
-                events.append(_run_event(provider, obj, thread["tenant__slug"], thread["openai_project"]))
+            provider, project, runs = _fetch_anywhere(providers, thread["openai_project"], first_runs, result)
+            events.extend(_run_event(provider, obj, thread["tenant__slug"], project) for obj in runs)
         except ProjectKeyMissing:
             # Counted by _reachable, not as checked; the cursor moves past the thread.
             cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)

@@ -35,8 +35,8 @@ from apps.core.money import ZERO, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
-from apps.provider.client import ProviderError
-from apps.provider.projects import ProjectKeyMissing, ProjectProviders
+from apps.provider.client import ProviderError, error_status, is_not_found, is_transient
+from apps.provider.projects import ProjectKeyMissing, ProjectProviders, other_projects, project_holding
 from apps.reconciliation.projects import object_project_ids, project_q
 from apps.tenants.models import Tenant
 
@@ -109,28 +109,6 @@ def _as_dict(obj) -> dict:
         if hasattr(obj, method):
             return getattr(obj, method)()
     return dict(obj)
-
-
-def _status_code(exc: BaseException) -> int | None:
-    for attr in ("status_code", "status"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int):
-            return value
-    response = getattr(exc, "response", None)
-    value = getattr(response, "status_code", None)
-    return value if isinstance(value, int) else None
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    return _status_code(exc) == 404 or type(exc).__name__ in ("NotFoundError", "NotFound", "ResourceNotFound")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    code = _status_code(exc)
-    if code is not None:
-        return code in (408, 409, 429) or code >= 500
-    name = type(exc).__name__
-    return any(word in name for word in ("RateLimit", "Timeout", "Connection", "Transient", "Unavailable"))
 
 
 def _deleted_outcome(result) -> str:
@@ -591,10 +569,10 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
                              f"cannot reach: {exc}") from exc
     if outcome == Outcome.ALREADY_GONE:
         # A 404 is "gone" only if no other project holds it (a row recorded under the wrong project).
-        holder, unreachable = _project_holding(providers.for_project, _other_projects(project), resource_type,
+        holder, unreachable = _project_holding(providers.for_project, other_projects(project), resource_type,
                                                resource.openai_id)
         if holder is not None:
-            RESOURCE_MODELS[resource_type].objects.unscoped().filter(pk=resource.pk).update(openai_project=holder)
+            _project_correct(resource_type, resource.openai_id, holder, actor=actor)
             outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
         elif unreachable:
             raise LifecycleError(f"{resource.openai_id} was not found in OpenAI project {project}, and "
@@ -619,7 +597,7 @@ def _provider_delete(provider, resource_type: str, openai_id: str) -> str:
     try:
         return _deleted_outcome(deleter(openai_id))
     except Exception as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return Outcome.ALREADY_GONE
         raise
 
@@ -968,7 +946,7 @@ def _recheck(provider, item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> 
             return _recheck_file(provider, item)
         return _recheck_container(provider, item, cutoff)
     except Exception as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return _Check(Outcome.ALREADY_GONE, "not found at OpenAI", not_found=True)
         raise
 
@@ -996,36 +974,27 @@ def _recorded_project(item: SweepItem) -> str:
 
 def _project_holding(lease: Callable, project_ids: Iterable[str], resource_type: str,
                      openai_id: str) -> tuple[str | None, dict[str, str]]:
-    """The first of `project_ids` whose key finds the resource, and the projects that could not be asked (no
-    key, or a key OpenAI refuses), each with why. OpenAI answers 404 for another project's objects, so a 404
-    is "gone" only once every project says so. A transient error (a rate limit, OpenAI down) is raised as
-    it came, its message naming the project: the caller retries later."""
-    unreachable: dict[str, str] = {}
-    for project_id in project_ids:
-        try:
-            provider = lease(project_id)
-        except ProjectKeyMissing as exc:
-            unreachable[project_id] = str(exc)
-            continue
-        try:
-            getattr(provider, _RETRIEVERS[resource_type])(openai_id)
-        except Exception as exc:
-            if _is_not_found(exc):
-                continue
-            if not isinstance(exc, ProviderError):
-                raise
-            if _is_transient(exc):
-                raise type(exc)(f"OpenAI project {project_id}: {exc}", status_code=exc.status_code, code=exc.code,
-                                request_id=exc.request_id, attempts=exc.attempts, operation=exc.operation) from exc
-            unreachable[project_id] = str(exc)
-            continue
-        return project_id, unreachable
-    return None, unreachable
+    """project_holding for one resource, asked with its type's retrieve call."""
+    holder, _, unreachable = project_holding(lease, project_ids,
+                                             lambda provider: getattr(provider, _RETRIEVERS[resource_type])(openai_id))
+    return holder, unreachable
 
 
-def _other_projects(asked: str) -> list[str]:
-    """Every project RunLedger can reach but `asked`: where else to look after a 404 there."""
-    return [project_id for project_id in object_project_ids() if project_id != asked]
+def _project_correct(resource_type: str, openai_id: str, project: str, *, actor=None, actor_label: str = "") -> None:
+    """Record that a resource lives in OpenAI `project`, not where the ledger had it (found there after a 404
+    in the recorded one), audited. Only rows not already corrected are written, so two workers finding it
+    together audit it once."""
+    model = _ledger_model(resource_type)
+    with transaction.atomic():
+        rows = model.objects.unscoped().filter(openai_id=openai_id).exclude(openai_project=project)
+        recorded = list(rows.select_for_update().values_list("openai_project", "tenant_id"))
+        if not recorded or not rows.update(openai_project=project):
+            return
+        previous, tenant_id = recorded[0]
+        audit_record(action="lifecycle.resource.project_correct", target_type=resource_type, target_id=openai_id,
+                     actor=actor, actor_label=actor_label, tenant_id=tenant_id,
+                     data={"openai_project": project, "previous": previous or settings.OPENAI_PROJECT_ID,
+                           "why": "not found in the recorded OpenAI project; found in this one"})
 
 
 def _ledger_thread(openai_id: str) -> Thread | None:
@@ -1131,7 +1100,7 @@ def _recheck_file(provider, item: SweepItem) -> _Check:
         try:
             provider.retrieve_vector_store_file(store_id, item.openai_id)
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 continue
             raise
         return _Check(Outcome.SKIPPED_ATTACHED, f"attached to live vector store {store_id} at OpenAI")
@@ -1278,15 +1247,19 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     try:
         check = _recheck(provider, item, sweep, tenant)
         if check.not_found:
-            holder, unreachable = _project_holding(lease, _other_projects(item.openai_project), item.resource_type,
+            holder, unreachable = _project_holding(lease, other_projects(item.openai_project), item.resource_type,
                                                    item.openai_id)
             if holder is not None:
-                # Recorded under the wrong project (reported without one, say): corrected, then asked there.
-                _ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id).update(
-                    openai_project=holder)
-                item.openai_project = holder
+                # Recorded under the wrong project (reported without one, say): asked there, and the ledger
+                # corrected, except by a dry run, which changes nothing and says what it found.
+                recorded, item.openai_project = item.openai_project, holder
+                if not sweep.dry_run:
+                    _project_correct(item.resource_type, item.openai_id, holder, actor_label=f"sweep {sweep.pk}")
                 provider = lease(holder)
                 check = _recheck(provider, item, sweep, tenant)
+                if sweep.dry_run:
+                    check.detail = (f"{check.detail}; " if check.detail else "") + (
+                        f"in OpenAI project {holder}, recorded under {recorded}: a real sweep corrects the ledger")
             elif unreachable:
                 return _finish_item(item, Outcome.FAILED, f"kept: not found in OpenAI project {item.openai_project}, "
                                     f"and {', '.join(unreachable)} could not be asked (no API key, or a refused one)",
@@ -1315,8 +1288,8 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     except _ClaimLost:
         raise
     except Exception as exc:
-        if _is_transient(exc):
-            raise _Transient(str(exc), rate_limited=_status_code(exc) == 429) from exc
+        if is_transient(exc):
+            raise _Transient(str(exc), rate_limited=error_status(exc) == 429) from exc
         logger.exception("sweep %s: %s %s failed", sweep.pk, item.resource_type, item.openai_id)
         return _finish_item(item, Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:500], now)
     if outcome == Outcome.ALREADY_GONE:

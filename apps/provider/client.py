@@ -60,6 +60,31 @@ class ProviderConflict(ProviderError):
     """409 after every retry."""
 
 
+# How callers read an error from the provider, or from the SDK or a stand-in raising its own classes: by the
+# HTTP status it carries (as `status_code`, `status` or `response.status_code`), else by its class name.
+def error_status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return error_status(exc) == 404 or type(exc).__name__ in ("NotFoundError", "NotFound", "ResourceNotFound")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A rate limit, a timeout, a conflict or OpenAI down: asking again later may succeed."""
+    code = error_status(exc)
+    if code is not None:
+        return code in (408, 409, 429) or code >= 500
+    name = type(exc).__name__
+    return any(word in name for word in ("RateLimit", "Timeout", "Connection", "Transient", "Unavailable"))
+
+
 class DeleteOutcome(enum.StrEnum):
     DELETED = "deleted"
     ALREADY_GONE = "already_gone"  # OpenAI answered 404: someone (or OpenAI's own retention) got there first

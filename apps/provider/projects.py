@@ -4,16 +4,20 @@ and where their keys are is configuration (apps.reconciliation.projects); this t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from django.conf import settings
 
-from apps.reconciliation.projects import ProjectKeyMissing, project_config
+from apps.reconciliation.projects import ProjectKeyMissing, object_project_ids, project_config
 
-from .client import OpenAIProvider
+from .client import OpenAIProvider, ProviderError, is_not_found, is_transient
 
-__all__ = ["ProjectKeyMissing", "ProjectProviders"]
+__all__ = ["ProjectKeyMissing", "ProjectProviders", "other_projects", "project_holding"]
 
 logger = logging.getLogger(__name__)
+
+Fetched = TypeVar("Fetched")
 
 
 class ProjectProviders:
@@ -54,3 +58,38 @@ class ProjectProviders:
             # not the project's, so a sweep's batch fails and another worker can take it on.
             return self._default if self._default is not None else OpenAIProvider.default()
         return config.provider(admin=False)
+
+
+def other_projects(asked: str) -> list[str]:
+    """Every project RunLedger can reach but `asked`: where else to look after a 404 there."""
+    return [project_id for project_id in object_project_ids() if project_id != asked]
+
+
+def project_holding(lease: Callable[[str], object], project_ids: Iterable[str], fetch: Callable[[object], Fetched]
+                    ) -> tuple[str | None, Fetched | None, dict[str, str]]:
+    """Which of `project_ids` holds an object: the first project whose provider (`lease(project_id)`) fetches
+    it without a 404, what `fetch(provider)` returned there, and the projects that could not be asked (no
+    key, or a key OpenAI refuses), each with why. OpenAI answers 404 for another project's objects, so a 404
+    is "gone" only once every project says so. A transient error (a rate limit, OpenAI down) is raised as
+    it came, its message naming the project: the caller retries later."""
+    unreachable: dict[str, str] = {}
+    for project_id in project_ids:
+        try:
+            provider = lease(project_id)
+        except ProjectKeyMissing as exc:
+            unreachable[project_id] = str(exc)
+            continue
+        try:
+            fetched = fetch(provider)
+        except Exception as exc:
+            if is_not_found(exc):
+                continue
+            if not isinstance(exc, ProviderError):
+                raise
+            if is_transient(exc):
+                raise type(exc)(f"OpenAI project {project_id}: {exc}", status_code=exc.status_code, code=exc.code,
+                                request_id=exc.request_id, attempts=exc.attempts, operation=exc.operation) from exc
+            unreachable[project_id] = str(exc)
+            continue
+        return project_id, fetched, unreachable
+    return None, None, unreachable

@@ -82,6 +82,52 @@ def test_collect_runs_refreshes_each_run_with_its_own_projects_key(tenant, sandb
     assert Run.objects.for_tenant(tenant).get().status == "completed"
 
 
+def test_a_run_recorded_under_the_wrong_project_is_refreshed_from_the_one_that_holds_it(
+        tenant, sandbox, provider, second_project):
+    client = second_project.client
+    assistant = client.beta.assistants.create(model="gpt-5.4")
+    thread = client.beta.threads.create()
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    response = client.responses.create(model="gpt-5.4", input="hi", background=True)
+    # Reported without their project: recorded under the default one, where OpenAI answers 404.
+    ingest_events(events=[{"tenant": "acme", "object": obj.to_dict()} for obj in (run, response)])
+    sandbox.advance(10)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.checked, result.updated, result.not_found, result.found_elsewhere) == (2, 2, 0, 2)
+    stored = {r.openai_id: (r.status, r.openai_project) for r in Run.objects.for_tenant(tenant)}
+    assert stored == {run.id: ("completed", "proj_second"), response.id: ("completed", "proj_second")}
+    assert ledger_check() == []  # the runs' shares moved to the project's rollup rows with them
+
+
+def test_thread_runs_of_a_thread_recorded_under_the_wrong_project_are_listed_where_it_is(
+        tenant, sandbox, provider, second_project):
+    client = second_project.client
+    assistant = client.beta.assistants.create(model="gpt-5.4")
+    thread = client.beta.threads.create()
+    ingest_events(events=[{"tenant": "acme", "object": thread.to_dict()}])  # under the default project
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    sandbox.advance(10)
+
+    result = collect_thread_runs(limit=50, active_since=timezone.now() - dt.timedelta(days=1), provider=provider)
+
+    assert (result.checked, result.created, result.not_found, result.found_elsewhere) == (1, 1, 0, 1)
+    assert Run.objects.for_tenant(tenant).get(openai_id=run.id).openai_project == "proj_second"
+
+
+def test_a_run_no_project_holds_is_counted_not_found(tenant, sandbox, openai_client, provider, second_project):
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
+    openai_client.beta.threads.delete(thread.id)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.checked, result.not_found, result.found_elsewhere) == (1, 1, 0)
+
+
 def test_runs_of_a_project_runledger_cannot_reach_are_counted_and_go_to_the_back_of_the_queue(
         tenant, sandbox, openai_client, provider):
     elsewhere = sandbox.client(project="proj_unknown")

@@ -217,6 +217,39 @@ def test_a_404_in_the_recorded_project_asks_the_other_projects_and_corrects_the_
     assert (item.outcome, item.openai_project) == (Outcome.DELETED, "proj_second")
     assert thread.id not in sandbox.state.threads
     assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).openai_project == "proj_second"
+    corrected = AuditEvent.objects.get(action="lifecycle.resource.project_correct")
+    assert (corrected.target_id, corrected.actor_label, corrected.tenant_id) == (thread.id, f"sweep {sweep.pk}",
+                                                                               retention.pk)
+    assert (corrected.data["previous"], corrected.data["openai_project"]) == ("proj_default", "proj_second")
+
+
+def test_a_dry_run_that_finds_a_thread_in_another_project_changes_nothing_and_says_where_it_is(
+        sandbox, provider, second_project, retention):
+    thread = second_project.client.beta.threads.create()
+    _ingest(retention, thread.to_dict(), "proj_default")  # reported under the wrong project
+    sandbox.advance(31 * DAY)
+
+    sweep = services.sweep_create(kind="threads", as_of=sandbox.clock.datetime(), dry_run=True)
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda s: None)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert (item.outcome, item.openai_project) == (Outcome.WOULD_DELETE, "proj_second")
+    assert "in OpenAI project proj_second, recorded under proj_default" in item.detail
+    assert Thread.objects.for_tenant(retention).get(openai_id=thread.id).openai_project == "proj_default"
+    assert not AuditEvent.objects.filter(action="lifecycle.resource.project_correct").exists()
+    assert thread.id in sandbox.state.threads
+
+
+def test_a_project_corrected_once_is_audited_once(tenant):
+    store = {"id": "vs_moved", "object": "vector_store", "created_at": 1_760_000_000, "name": "moved",
+             "usage_bytes": 0, "status": "completed", "file_counts": {}, "metadata": {}}
+    services.resources_record(tenant=tenant, openai_project="proj_default", obj=store)
+
+    for _ in range(2):  # two workers finding it in the same project
+        services._project_correct("vector_store", "vs_moved", "proj_second", actor_label="sweep 1")
+
+    assert VectorStore.objects.for_tenant(tenant).get(openai_id="vs_moved").openai_project == "proj_second"
+    assert AuditEvent.objects.filter(action="lifecycle.resource.project_correct", target_id="vs_moved").count() == 1
 
 
 def test_a_404_is_not_gone_while_a_configured_project_cannot_be_asked(sandbox, openai_client, provider, retention,
@@ -309,6 +342,9 @@ def test_staff_delete_of_a_store_recorded_under_the_wrong_project_deletes_it_in_
     row.refresh_from_db()
     assert (outcome, row.status, row.openai_project) == (Outcome.DELETED, "deleted", "proj_second")
     assert store.id not in sandbox.state.vector_stores
+    corrected = AuditEvent.objects.get(action="lifecycle.resource.project_correct")
+    assert (corrected.target_id, corrected.actor_id, corrected.data["previous"]) == (store.id, staff_user.pk,
+                                                                                     "proj_default")
 
 
 def test_recheck_gone_continues_after_a_limit_and_leaves_out_a_project_whose_key_is_refused(
