@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -75,14 +76,23 @@ def _fetch_anywhere(providers: ProjectProviders, project_id: str, fetch: Callabl
                     ) -> tuple[OpenAIProvider, str, object]:
     """(provider, project, what `fetch(provider)` returned) from the recorded project, or, after a 404 there,
     from the first other project that holds the object: OpenAI answers another project's key 404, so a run
-    recorded under the wrong project would otherwise stay unrefreshed for ever. ProviderNotFound when no
-    project has it."""
+    recorded under the wrong project would otherwise stay unrefreshed for ever. ProviderNotFound when every
+    project answers 404. A ProviderError (not a rate limit) when another project could not be asked or
+    failed: the caller passes over this object only, since stopping the pass would leave it at the front
+    of the queue, stopping every later pass on it too."""
+    project_id = project_id or settings.OPENAI_PROJECT_ID
     provider = _reachable(providers, project_id, result)
     try:
         return provider, project_id, fetch(provider)
-    except ProviderNotFound:
-        holder, fetched, _ = project_holding(providers.for_project, other_projects(project_id), fetch)
+    except ProviderNotFound as not_found:
+        try:
+            holder, fetched, unreachable = project_holding(providers.for_project, other_projects(project_id), fetch)
+        except ProviderError as exc:
+            raise ProviderError(f"not found in OpenAI project {project_id}; asking the others failed: {exc}") from exc
         if holder is None:
+            if unreachable:
+                raise ProviderError(f"not found in OpenAI project {project_id}, and {', '.join(unreachable)} could "
+                                    "not be asked (no API key, or a refused one)") from not_found
             raise
     result.found_elsewhere += 1
     return providers.for_project(holder), holder, fetched

@@ -128,6 +128,46 @@ def test_a_run_no_project_holds_is_counted_not_found(tenant, sandbox, openai_cli
     assert (result.checked, result.not_found, result.found_elsewhere) == (1, 1, 0)
 
 
+def test_another_projects_rate_limit_passes_over_that_run_only_and_the_pass_goes_on(
+        tenant, sandbox, openai_client, provider, second_project):
+    elsewhere = second_project.client.responses.create(model="gpt-5.4", input="hi", background=True)
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    healthy = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    # The response recorded under the default project (404 there); its own project is rate limited.
+    ingest_events(events=[{"tenant": "acme", "object": obj.to_dict()} for obj in (elsewhere, healthy)])
+    Run.objects.for_tenant(tenant).filter(openai_id=elsewhere.id).update(updated_at=timezone.now() - dt.timedelta(hours=1))
+    sandbox.faults.not_found(path=rf"^/v1/responses/{elsewhere.id}$", times=1)  # the default project's answer
+    sandbox.faults.rate_limit(path=rf"^/v1/responses/{elsewhere.id}$", times=None, retry_after=0)
+    sandbox.advance(10)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.errors, result.not_found, result.stopped_early, result.updated) == (1, 0, "", 1)
+    stored = {r.openai_id: r for r in Run.objects.for_tenant(tenant)}
+    assert stored[healthy.id].status == "completed"
+    assert stored[elsewhere.id].status == "queued"
+    assert stored[elsewhere.id].updated_at > stored[healthy.id].created_at  # to the back of the queue
+
+
+def test_a_404_is_not_counted_not_found_while_another_project_cannot_be_asked(tenant, sandbox, openai_client,
+                                                                          provider, monkeypatch):
+    from apps.reconciliation.models import OpenAIProject
+
+    OpenAIProject.objects.create(project_id="proj_nokey", admin_key_env="RL_TEST_NOKEY_ADMIN",
+                                 api_key_env="RL_TEST_NOKEY_API", base_url=sandbox.base_url)
+    monkeypatch.delenv("RL_TEST_NOKEY_API", raising=False)
+    assistant = _assistant(openai_client)
+    thread = openai_client.beta.threads.create()
+    run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
+    openai_client.beta.threads.delete(thread.id)
+
+    result = collect_runs_refresh(provider=provider)
+
+    assert (result.checked, result.not_found, result.errors) == (0, 0, 1)
+
+
 def test_runs_of_a_project_runledger_cannot_reach_are_counted_and_go_to_the_back_of_the_queue(
         tenant, sandbox, openai_client, provider):
     elsewhere = sandbox.client(project="proj_unknown")
