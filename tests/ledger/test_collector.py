@@ -116,12 +116,17 @@ def test_thread_runs_of_a_thread_recorded_under_the_wrong_project_are_listed_whe
     assert Run.objects.for_tenant(tenant).get(openai_id=run.id).openai_project == "proj_second"
 
 
-def test_a_run_no_project_holds_is_counted_not_found(tenant, sandbox, openai_client, provider, second_project):
+def _recorded_then_deleted_at_openai(openai_client) -> None:
+    """A run recorded in the default project whose thread is then deleted there: every project answers 404."""
     assistant = _assistant(openai_client)
     thread = openai_client.beta.threads.create()
     run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
     ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
     openai_client.beta.threads.delete(thread.id)
+
+
+def test_a_run_no_project_holds_is_counted_not_found(tenant, sandbox, openai_client, provider, second_project):
+    _recorded_then_deleted_at_openai(openai_client)
 
     result = collect_runs_refresh(provider=provider)
 
@@ -157,11 +162,7 @@ def test_a_404_is_not_counted_not_found_while_another_project_cannot_be_asked(te
     OpenAIProject.objects.create(project_id="proj_nokey", admin_key_env="RL_TEST_NOKEY_ADMIN",
                                  api_key_env="RL_TEST_NOKEY_API", base_url=sandbox.base_url)
     monkeypatch.delenv("RL_TEST_NOKEY_API", raising=False)
-    assistant = _assistant(openai_client)
-    thread = openai_client.beta.threads.create()
-    run = openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
-    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()}])
-    openai_client.beta.threads.delete(thread.id)
+    _recorded_then_deleted_at_openai(openai_client)
 
     result = collect_runs_refresh(provider=provider)
 
