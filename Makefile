@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-installed
 PORT   ?= 8000
+SANDBOX_PORT ?= 8765
 PYTEST_ARGS ?=
 
 .PHONY: help setup migrate run test lint audit lock bench clean
@@ -34,7 +35,7 @@ migrate: setup
 	$(BIN)/python manage.py createcachetable
 
 run: migrate
-	$(BIN)/python manage.py run_stack --port $(PORT)
+	$(BIN)/python manage.py run_stack --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

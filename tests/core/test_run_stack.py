@@ -14,6 +14,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,22 @@ def _embedded_environment(var_dir: Path) -> dict:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("DJANGO_", "OPENAI_", "RUNLEDGER_")) and key not in {"DATABASE_URL", "REDIS_URL"}}
     return {**env, "RUNLEDGER_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "config.settings.local"}
+
+
+@pytest.mark.parametrize("taken", ["web", "sandbox"])
+def test_a_port_in_use_stops_the_stack_at_once_saying_what_to_run_instead(taken, settings):
+    settings.SANDBOX_ENABLED = True
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy, free = holder.getsockname()[1], _free_port()
+        ports = {"port": busy, "sandbox_port": free} if taken == "web" else {"port": free, "sandbox_port": busy}
+        started = time.monotonic()
+        with pytest.raises(CommandError) as refused:
+            call_command("run_stack", **ports)
+    assert time.monotonic() - started < 5  # nothing was started, nothing waited for
+    variable = "PORT" if taken == "web" else "SANDBOX_PORT"
+    assert f"port {busy} for" in str(refused.value) and f"make run {variable}=" in str(refused.value)
 
 
 @pytest.mark.slow

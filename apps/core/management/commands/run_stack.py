@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,31 @@ def _wait_for(url: str, seconds: float, what: str) -> None:
     raise CommandError(f"{what} did not answer at {url} within {seconds:.0f}s; see its output above.")
 
 
+def _in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port` (binding it is the only sure test)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports(port: int, sandbox_port: int) -> None:
+    """Refuse at once, saying what to run instead, when a port is taken: the sandbox or web server would
+    otherwise fail in their own output, after the demo seeding, and the stack would wait a minute for them."""
+    if port == sandbox_port:
+        raise CommandError(f"the web app and the OpenAI sandbox cannot share port {port}: "
+                           "pick two ports (make run PORT=... SANDBOX_PORT=...).")
+    for number, what, variable, option in ((port, "the web app", "PORT", "--port"),
+                                           (sandbox_port, "the OpenAI sandbox", "SANDBOX_PORT", "--sandbox-port")):
+        if _in_use(number):
+            raise CommandError(f"port {number} for {what} is already in use (another RunLedger, or another "
+                               f"program): run `make run {variable}=<a free port>` (manage.py run_stack "
+                               f"{option} <port>).")
+
+
 class Command(BaseCommand):
     help = "Run the whole product locally: sandbox, demo data, web app, worker and beat."
 
@@ -43,6 +69,7 @@ class Command(BaseCommand):
     def handle(self, *args, port, sandbox_port, seed, no_demo, **options):
         if not settings.SANDBOX_ENABLED:
             raise CommandError("run_stack is for local use; SANDBOX_ENABLED is off in these settings.")
+        _check_ports(port, sandbox_port)
         python = sys.executable
         sandbox_url = f"http://127.0.0.1:{sandbox_port}/v1"
         # Every process (and the seeding below) talks to this sandbox, whatever port was chosen.
