@@ -187,7 +187,9 @@ class StatementView(JsonErrorsMixin, TenantScopedAPIMixin, APIView):
         tenant = self.get_tenant(slug)
         month = _parse_period(period)
         rendered = selectors.statement_rendered(tenant=tenant, period=month)
-        headers = {"X-Statement-Status": rendered.status}
+        # str(): a model choice is a str subclass, and WSGI servers such as wsgiref (runserver) refuse any
+        # header value that is not exactly str (a 500).
+        headers = {"X-Statement-Status": str(rendered.status)}
         if as_csv:
             headers["Content-Disposition"] = f'attachment; filename="{tenant.slug}-{month:%Y-%m}.csv"'
             return etag_response(request, rendered.csv.encode(), "text/csv; charset=utf-8", headers=headers)
@@ -237,7 +239,7 @@ class StatementCloseView(TenantScopedAPIMixin, APIView):
             return Response(error_body(error.code, error.message), status=status.HTTP_409_CONFLICT)
         response = HttpResponse(statement.frozen_json.encode(), content_type="application/json")
         response["ETag"] = etag_for(statement.frozen_json.encode())
-        response["X-Statement-Status"] = statement.status
+        response["X-Statement-Status"] = str(statement.status)  # exactly str, as above
         response["X-Closed-Now"] = "true" if closed_now else "false"
         return response
 

@@ -114,6 +114,18 @@ def test_deep_json_is_a_400_not_a_recursion_error(api_client, ingest_key, tenant
     _assert_ledger_sound()
 
 
+@pytest.mark.parametrize("method, path", [
+    ("post", "/api/v1/tenants/"), ("patch", "/api/v1/tenants/acme/"), ("post", "/api/v1/prices/"),
+    ("post", "/api/v1/tenants/acme/statements/2026-01/close"),
+])
+def test_deep_json_sent_to_any_write_endpoint_is_a_400_parse_error(api_client, admin_key, tenant, method, path):
+    deep = '{"name": ' + "[" * 1000 + "]" * 1000 + "}"  # 2 KB; deeper than Python's JSON parser recurses
+
+    response = getattr(api_client, method)(path, data=deep, content_type="application/json", **bearer(admin_key))
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "parse_error")
+
+
 def test_a_10_mb_body_is_a_413_before_it_is_parsed(api_client, ingest_key, tenant):
     event = {"tenant": "acme", "object": builders.response(created_at=WHEN)}
     body = json.dumps({"events": [event], "pad": "x" * (10 * 1024 * 1024)}).encode()
