@@ -33,7 +33,7 @@ from apps.ledger import selectors as ledger_selectors
 from .models import Statement
 
 MAX_USAGE_DAYS = 366
-PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD_PATTERN = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")  # [0-9]: \d also takes other scripts' digits
 TOOL_UNITS = {"code_interpreter": "session", "file_search": "call", "web_search": "call"}
 TOOL_DESCRIPTIONS = {
     "code_interpreter": "Code interpreter sessions",

@@ -174,7 +174,7 @@ def etag_response(request, content: bytes, content_type: str, *, headers: dict |
     return response
 
 
-_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # [0-9]: \d also takes other scripts' digits ("２０２６")
 _OUT_OF_RANGE = f"Use a date from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 
 

@@ -212,7 +212,7 @@ def test_closing_a_month_with_unpriced_runs_needs_allow_unpriced(api_client, adm
 def test_only_admin_keys_close_and_bad_periods_are_400(api_client, billing_key, ingest_key, admin_key, tenant, ledger):
     assert close(api_client, billing_key, "acme", "2026-01").status_code == 403
     assert close(api_client, ingest_key, "acme", "2026-01").status_code == 403
-    for bad in ("2026-13", "2026-1", "26-01", "january"):
+    for bad in ("2026-13", "2026-1", "26-01", "january", "\uff12\uff10\uff12\uff16-01"):  # the last: fullwidth digits
         answer = api_client.get(url("acme", bad), **bearer(billing_key))
         assert answer.status_code == 400 and answer.json()["error"]["field"] == "period", bad
     answer = close(api_client, admin_key, "acme", "2026-00")

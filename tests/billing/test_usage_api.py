@@ -115,6 +115,7 @@ def test_usage_money_is_decimal_strings_and_end_is_exclusive(api_client, billing
         ({"start": "9999-01-01", "end": "9999-12-31", "group_by": "user"}, "start"),
         ({"start": "1969-12-01"}, "start"),
         ({"start": "2026-3-1"}, "start"),
+        ({"start": "\uff12026-01-01"}, "start"),  # a fullwidth digit: \d matched it, and it read as 2026
     ],
 )
 def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):

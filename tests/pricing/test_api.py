@@ -61,6 +61,7 @@ def test_the_same_model_and_date_twice_is_409(api_client, admin_key):
     ("change", "field"),
     [({"model": ""}, "model"), ({"input_usd_per_1m": "-1"}, "input_usd_per_1m"),
      ({"output_usd_per_1m": "1.1234567"}, "output_usd_per_1m"), ({"effective_from": "June"}, "effective_from"),
+     ({"effective_from": "\uff11\uff19\uff17\uff10-01-01"}, "effective_from"),  # fullwidth digits
      ({"cached_input_usd_per_1m": "x"}, "cached_input_usd_per_1m")],
 )
 def test_bad_prices_are_400_naming_the_field(api_client, admin_key, change, field):
