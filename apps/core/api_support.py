@@ -3,6 +3,8 @@ and the query-parameter validation that names the offending field."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -12,14 +14,16 @@ from urllib import parse
 import orjson
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Q
 from django.http import HttpResponse
 from django.utils.http import parse_etags, quote_etag
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.utils.urls import replace_query_param
 
 from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
 
@@ -47,18 +51,18 @@ class Conflict(APIException):
 
 
 class ApiCursorPagination(CursorPagination):
-    """Opaque `cursor` links; `limit` from 1 to 500. Stable under inserts, unlike page numbers. Anything but a
-    cursor this API wrote, or a `limit` that is not a whole number in range, is a 400 naming the parameter."""
+    """Opaque `cursor` links; `limit` from 1 to 500. A cursor is the position of the last row returned in every
+    ordering field (keyset pagination), so a walk never repeats or skips a row whatever is inserted
+    meanwhile. DRF's own cursor is a position in the first ordering field plus how many rows at that
+    position were already returned: runs share `created_at` seconds, and a run inserted at that second
+    shifted the count, so the next page repeated a run (a client summing costs counted it twice). Anything
+    but a cursor this API wrote, or a `limit` that is not a whole number in range, is a 400 naming the
+    parameter. Every ordering field must be non-null and the last one unique (views end on `id`, `slug`...)."""
 
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
     ordering = "-id"
-    # A cursor is a position in the first ordering field plus how many rows at that position were already
-    # returned. OpenAI's created_at has whole seconds, and a busy organisation can start more than DRF's
-    # default 1,000 runs in one second: past the cap the offset was cut and pages repeated rows forever. The
-    # cap stays (a crafted cursor's OFFSET costs a scan of that many rows), at ten times DRF's.
-    offset_cutoff = 10_000
 
     def _invalid_cursor(self) -> ValidationError:
         return ValidationError({self.cursor_query_param: "Invalid cursor; use the next/previous links as given."})
@@ -72,25 +76,80 @@ class ApiCursorPagination(CursorPagination):
             raise ValidationError({self.page_size_query_param: f"A whole number from 1 to {self.max_page_size}."})
         return int(raw)
 
-    def decode_cursor(self, request):
-        # DRF answers some garbled cursors with 404 and reads others (base64 that skips bad characters, unknown
-        # keys) as the first page. A cursor is valid only if it is exactly what encode_cursor writes for what
-        # it decodes to; anything else is bad input.
-        given = request.query_params.get(self.cursor_query_param)
-        try:
-            cursor = super().decode_cursor(request)
-        except NotFound as error:
-            raise self._invalid_cursor() from error
-        if cursor is None:
+    def _paginate(self, queryset, request, view=None):
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        self.ordering = self.get_ordering(request, queryset, view)
+        self._fields = [queryset.model._meta.get_field(name.lstrip("-")) for name in self.ordering]
+        backwards, position = self.decode_cursor(request) or (False, None)
+        order = [name[1:] if name.startswith("-") else f"-{name}" for name in self.ordering] if backwards else list(self.ordering)
+        queryset = queryset.order_by(*order)
+        if position is not None:
+            queryset = queryset.filter(self._after(order, position))
+        rows = list(queryset[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        self.page = rows[: self.page_size]
+        if backwards:
+            self.page.reverse()
+        # Going forward there is a previous page once a cursor brought us here; coming back, there is a next one.
+        self.has_next = more if not backwards else True
+        self.has_previous = (position is not None) if not backwards else more
+        return self.page
+
+    def _after(self, order: list[str], position: list) -> Q:
+        """Rows strictly after `position` in `order`: the first field's range inclusive (an index range
+        PostgreSQL can scan), minus the rows of that first value not past the rest of the position."""
+        name, value = order[0].lstrip("-"), position[0]
+        beyond = "lt" if order[0].startswith("-") else "gt"
+        inclusive = Q(**{f"{name}__{beyond}e": value})
+        if len(order) == 1:
+            return Q(**{f"{name}__{beyond}": value})
+        return inclusive & (Q(**{f"{name}__{beyond}": value}) | (Q(**{name: value}) & self._after(order[1:], position[1:])))
+
+    def _position(self, row) -> list:
+        return [getattr(row, field.attname) for field in self._fields]
+
+    def get_next_link(self):
+        if not self.has_next or not self.page:
             return None
-        written = parse.parse_qs(parse.urlsplit(self.encode_cursor(cursor)).query).get(self.cursor_query_param)
-        if written != [given] or "\x00" in (cursor.position or ""):
+        return self._link(False, self._position(self.page[-1]))
+
+    def get_previous_link(self):
+        if not self.has_previous or not self.page:
+            return None
+        return self._link(True, self._position(self.page[0]))
+
+    def _link(self, backwards: bool, position: list) -> str:
+        values = [value.isoformat() if isinstance(value, dt.date) else value for value in position]
+        token = base64.urlsafe_b64encode(orjson.dumps({"b": int(backwards), "p": values})).decode()
+        return replace_query_param(self.base_url, self.cursor_query_param, token)
+
+    def decode_cursor(self, request) -> tuple[bool, list] | None:
+        """(backwards, position in the ordering's fields) of the cursor given, None without one. A cursor is
+        valid only if it is exactly what _link writes for what it decodes to."""
+        given = request.query_params.get(self.cursor_query_param)
+        if given is None:
+            return None
+        try:
+            decoded = orjson.loads(base64.urlsafe_b64decode(given.encode("ascii")))
+            backwards, values = decoded["b"], decoded["p"]
+            if set(decoded) != {"b", "p"} or backwards not in (0, 1) or len(values) != len(self._fields):
+                raise ValueError("not a cursor")
+            position = [field.to_python(value) for field, value in zip(self._fields, values, strict=True)]
+            if any(value is None for value in position) or "\x00" in "".join(map(str, values)):
+                raise ValueError("not a cursor")
+            rewritten = parse.parse_qs(parse.urlsplit(self._link(bool(backwards), position)).query)
+        except (ValueError, TypeError, KeyError, UnicodeError, OverflowError, DjangoValidationError, binascii.Error,
+                orjson.JSONDecodeError) as error:
+            raise self._invalid_cursor() from error
+        if rewritten.get(self.cursor_query_param) != [given]:
             raise self._invalid_cursor()
-        return cursor
+        return bool(backwards), position
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
-            return super().paginate_queryset(queryset, request, view)
+            return self._paginate(queryset, request, view)
         except (DjangoValidationError, ValueError, OverflowError) as error:
             # A well-formed cursor whose position is not a value of the ordering field (a crafted one).
             if request.query_params.get(self.cursor_query_param) is None:

@@ -114,6 +114,42 @@ def test_cursor_pages_walk_every_run_once_with_a_constant_number_of_queries(
     assert created == sorted(created, reverse=True)
 
 
+def test_a_run_inserted_at_the_cursors_second_while_walking_is_neither_repeated_nor_skipped(
+        api_client, billing_key, tenant):
+    # Runs share created_at seconds. A cursor that counted rows at its second repeated one when a run was
+    # inserted at that second between two pages (a client summing costs counted it twice).
+    when = at(2026, 5, 1)
+    ingest(tenant, *[builders.response(response_id=f"resp_same_{index}", created_at=when, model="gpt-4.1")
+                     for index in range(3)])
+    first = api_client.get("/api/v1/runs/", {"limit": 2}, **bearer(billing_key)).json()
+    ingest(tenant, builders.response(response_id="resp_same_9", created_at=when, model="gpt-4.1"),
+           builders.response(response_id="resp_newer", created_at=when + dt.timedelta(hours=1), model="gpt-4.1"))
+
+    second = api_client.get(first["next"], **bearer(billing_key)).json()
+
+    assert [run["id"] for run in first["results"]] == ["resp_same_2", "resp_same_1"]
+    assert [run["id"] for run in second["results"]] == ["resp_same_0"]  # past the cursor's run, in id order
+    back = api_client.get(second["previous"], **bearer(billing_key)).json()
+    assert [run["id"] for run in back["results"]] == ["resp_same_2", "resp_same_1"]
+
+
+def test_previous_links_walk_back_to_the_first_page(api_client, billing_key, tenant):
+    ingest(tenant, *[builders.response(response_id=f"resp_walk_{index:02d}", created_at=at(2026, 5, 1, 12, index),
+                                       model="gpt-4.1") for index in range(7)])
+    pages = [api_client.get("/api/v1/runs/", {"limit": 3}, **bearer(billing_key)).json()]
+    while pages[-1]["next"]:
+        pages.append(api_client.get(pages[-1]["next"], **bearer(billing_key)).json())
+    backwards = [pages[-1]]
+    while backwards[-1]["previous"]:
+        backwards.append(api_client.get(backwards[-1]["previous"], **bearer(billing_key)).json())
+
+    forward_ids = [[run["id"] for run in page["results"]] for page in pages]
+    assert forward_ids == [["resp_walk_06", "resp_walk_05", "resp_walk_04"],
+                           ["resp_walk_03", "resp_walk_02", "resp_walk_01"], ["resp_walk_00"]]
+    assert [[run["id"] for run in page["results"]] for page in backwards][1:] == forward_ids[:-1][::-1]
+    assert pages[0]["previous"] is None and pages[-1]["next"] is None
+
+
 def test_run_detail_by_openai_id(api_client, billing_key, ledger):
     run = ledger["acme_jan"][1]
     answer = api_client.get(f"/api/v1/runs/{run.openai_id}/", **bearer(billing_key))
