@@ -126,6 +126,13 @@ def test_deep_json_sent_to_any_write_endpoint_is_a_400_parse_error(api_client, a
     assert (response.status_code, response.json()["error"]["code"]) == (400, "parse_error")
 
 
+def test_a_chunked_body_without_content_length_is_a_411_not_an_empty_body(api_client, ingest_key, tenant):
+    response = api_client.generic("POST", "/api/v1/ingest/", b"", content_type="application/json",
+                                  HTTP_TRANSFER_ENCODING="chunked", **bearer(ingest_key))
+
+    assert (response.status_code, response.json()["error"]["code"]) == (411, "length_required")
+
+
 def test_a_10_mb_body_is_a_413_before_it_is_parsed(api_client, ingest_key, tenant):
     event = {"tenant": "acme", "object": builders.response(created_at=WHEN)}
     body = json.dumps({"events": [event], "pad": "x" * (10 * 1024 * 1024)}).encode()
