@@ -559,19 +559,35 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
     return tenant
 
 
-def _check_text(record, prefix: str = "object") -> None:
+# Where a normalized record's fields come from in the event, when not from `object.<the same name>`.
+_EVENT_PATHS = {"openai_id": "object.id", "prompt_id": "object.prompt.id", "error_code": "object.error.code",
+                "incomplete_reason": "object.incomplete_details.reason"}
+
+
+def _event_path(record, name: str, attribution) -> str:
+    """The event's field a record's field was read from, for the rejection to name what the sender sent."""
+    if name in ATTRIBUTION_FIELDS:
+        sent = isinstance(attribution, dict) and attribution.get(name) is not None
+        return f"attribution.{name}" if sent else f"object.metadata.{name}"
+    if name == "thread_openai_id":
+        return "object.conversation.id" if getattr(record, "api", "") == "responses" else "object.thread_id"
+    return _EVENT_PATHS.get(name, f"object.{name}")
+
+
+def _check_text(record, attribution=None) -> None:
     """PostgreSQL stores neither NUL characters nor lone surrogates: refuse them per event, not per batch."""
     strings = [value for value in vars(record).values() if isinstance(value, str) and value]
     if strings and unstorable_text("".join(strings)):
         for name, value in vars(record).items():
             if isinstance(value, str) and value and unstorable_text(value):
-                raise _Rejected(f"{prefix}.{name}", "must not contain NUL characters or invalid Unicode")
+                raise _Rejected(_event_path(record, name, attribution),
+                                "must not contain NUL characters or invalid Unicode")
     metadata = getattr(record, "metadata", None)
     if metadata:
         # Keys and string values directly (metadata values are scalars): no JSON encoding per event.
         texts = [str(key) for key in metadata] + [value for value in metadata.values() if isinstance(value, str)]
         if unstorable_text("".join(texts)):
-            raise _Rejected(f"{prefix}.metadata", "must not contain NUL characters or invalid Unicode")
+            raise _Rejected("object.metadata", "must not contain NUL characters or invalid Unicode")
 
 
 def _text_ok(fields: dict) -> bool:
@@ -620,7 +636,7 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                     # precise error (field and reason) for a bad one.
                     record = normalize_run_object(obj, steps=event.get("steps"))
                     apply_attribution(record, event.get("attribution"))
-                    _check_text(record)
+                    _check_text(record, event.get("attribution"))
                     metadata_tenant = record.metadata_tenant
                     state = {name: getattr(record, name) for name in _RECORD_FIELDS}
                 tenant = _resolve_tenant(event, metadata_tenant, tenants, key_tenant)
@@ -804,7 +820,8 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
     for event in run_events:
         if event.state.get("thread_openai_id"):
             wanted[event.state["thread_openai_id"]].append(
-                (event.index, event.state["tenant_id"], event.state["openai_id"], "object.thread_id"))
+                (event.index, event.state["tenant_id"], event.state["openai_id"],
+                 "object.conversation.id" if event.state["api"] == "responses" else "object.thread_id"))
     for event in thread_events:
         wanted[event.record.openai_id].append((event.index, event.tenant_id, event.record.openai_id, "object.id"))
     if not wanted:

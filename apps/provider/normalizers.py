@@ -227,7 +227,7 @@ def _expect_object_type(obj: Any, expected: str, prefix: str) -> dict:
 
 def _status(obj: dict, allowed: frozenset[str], prefix: str) -> str:
     status = _get(obj, "status", prefix, required=True)
-    if status not in allowed:
+    if type(status) is not str or status not in allowed:  # a list or dict is no status (nor hashable)
         raise NormalizationError(f"{prefix}.status", f"must be one of {', '.join(sorted(allowed))}")
     return status
 

@@ -142,6 +142,33 @@ def test_thread_of_another_tenant_cannot_be_claimed(tenant, other_tenant):
     assert not Run.objects.for_tenant(other_tenant).exists()
 
 
+def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation(tenant, other_tenant):
+    ingest_events(events=[_event(builders.conversation(conversation_id="conv_owned", created_at=WHEN))])
+    intruder = builders.response(response_id="resp_intruder", conversation_id="conv_owned", created_at=WHEN)
+
+    result = ingest_events(events=[_event(intruder, tenant="globex")])
+
+    assert result.results[0].error == {"field": "object.conversation.id",
+                                       "message": "this thread is recorded for another tenant"}
+
+
+def _with(obj: dict, **changes) -> dict:
+    return {**obj, **changes}
+
+
+@pytest.mark.parametrize(("event", "field"), [
+    ({"object": builders.response(created_at=WHEN), "attribution": {"user_id": "u\x00"}}, "attribution.user_id"),
+    ({"object": _with(builders.response(created_at=WHEN), metadata={"user_id": "u\x00"})}, "object.metadata.user_id"),
+    ({"object": builders.response(response_id="resp_\ud800x", created_at=WHEN)}, "object.id"),
+    ({"object": _with(builders.response(created_at=WHEN), status=["completed"])}, "object.status"),
+    ({"object": _with(builders.assistants_run(created_at=WHEN), status={"s": 1})}, "object.status"),
+])
+def test_a_rejection_names_the_field_as_the_event_sent_it(tenant, event, field):
+    result = ingest_events(events=[{"tenant": tenant.slug, **event}])
+
+    assert (result.results[0].outcome, result.results[0].error["field"]) == ("rejected", field)
+
+
 def test_unknown_model_is_unpriced_alerted_once_then_rated_when_priced(tenant):
     runs = [builders.response(response_id=f"resp_new_{i}", created_at=WHEN, model="gpt-7-nova-2026-11-01",
                               input_tokens=1_000_000, output_tokens=100_000) for i in range(3)]
