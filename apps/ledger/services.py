@@ -604,8 +604,10 @@ def _openai_project(event: dict) -> str:
     project = event.get("openai_project")
     if project is None:
         return settings.OPENAI_PROJECT_ID
-    if not isinstance(project, str) or len(project) > 100 or unstorable_text(project):
+    if not isinstance(project, str) or len(project) > 100:
         raise _Rejected("openai_project", "must be a string of at most 100 characters")
+    if unstorable_text(project):
+        raise _Rejected("openai_project", "must not contain NUL characters or invalid Unicode")
     return project
 
 

@@ -2,7 +2,7 @@
 
 Runs (`thread.run`) and responses (`response`) become a RunRecord; threads, conversations, vector stores,
 files and containers become a ResourceRecord. Anything malformed raises NormalizationError naming the
-field, e.g. "object.usage.prompt_tokens: must be a non-negative integer".
+field, e.g. "object.usage.prompt_tokens: must be a whole number from 0 to 10**12".
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _count(obj: dict | None, key: str, prefix: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_TOKENS:
-        raise NormalizationError(f"{prefix}.{key}", "must be a non-negative integer")
+        raise NormalizationError(f"{prefix}.{key}", "must be a whole number from 0 to 10**12")
     return value
 
 

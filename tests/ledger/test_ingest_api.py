@@ -53,7 +53,7 @@ def test_mixed_batch_stores_good_events_and_names_each_bad_one(api_client, inges
     assert response.status_code == 200
     assert (body["created"], body["rejected"]) == (2, 6)
     errors = {r["index"]: r["error"] for r in body["results"] if r["outcome"] == "rejected"}
-    assert errors[1] == {"field": "object.usage.prompt_tokens", "message": "must be a non-negative integer"}
+    assert errors[1] == {"field": "object.usage.prompt_tokens", "message": "must be a whole number from 0 to 10**12"}
     assert errors[2]["message"] == "each event must be an object"
     assert errors[3]["field"] == "tenant" and "unknown tenant" in errors[3]["message"]
     assert errors[5]["field"] == "object.status"

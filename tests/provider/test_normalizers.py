@@ -95,8 +95,8 @@ def test_response_incomplete_and_failed_reasons():
 
 
 @pytest.mark.parametrize(("mutate", "field", "message"), [
-    (lambda o: o["usage"].update(prompt_tokens=-1), "object.usage.prompt_tokens", "must be a non-negative integer"),
-    (lambda o: o["usage"].update(prompt_tokens="12"), "object.usage.prompt_tokens", "must be a non-negative integer"),
+    (lambda o: o["usage"].update(prompt_tokens=-1), "object.usage.prompt_tokens", "must be a whole number from 0 to 10**12"),
+    (lambda o: o["usage"].update(prompt_tokens="12"), "object.usage.prompt_tokens", "must be a whole number from 0 to 10**12"),
     (lambda o: o.update(status="running"), "object.status", None),
     (lambda o: o.pop("id"), "object.id", "required"),
     (lambda o: o.update(created_at=1.5), "object.created_at", "must be Unix seconds (an integer)"),
