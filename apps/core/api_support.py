@@ -83,19 +83,29 @@ class ApiCursorPagination(CursorPagination):
         self.ordering = self.get_ordering(request, queryset, view)
         self._fields = [queryset.model._meta.get_field(name.lstrip("-")) for name in self.ordering]
         backwards, position = self.decode_cursor(request) or (False, None)
+        rows, more = self._rows(queryset, backwards, position)
+        if backwards and not rows:
+            # Nothing before the cursor any more (those rows were deleted): the list now starts where the
+            # cursor points, so this is its first page, not an empty one that would read as the end.
+            backwards, position = False, None
+            rows, more = self._rows(queryset, backwards, position)
+        self.page = rows
+        # Going forward there is a previous page once a cursor brought us here; coming back, there is a next one.
+        self.has_next = more if not backwards else True
+        self.has_previous = (position is not None) if not backwards else more
+        return self.page
+
+    def _rows(self, queryset, backwards: bool, position: list | None) -> tuple[list, bool]:
+        """A page of rows in the list's order after (or, backwards, before) `position`, and whether more follow."""
         order = [name[1:] if name.startswith("-") else f"-{name}" for name in self.ordering] if backwards else list(self.ordering)
         queryset = queryset.order_by(*order)
         if position is not None:
             queryset = queryset.filter(self._after(order, position))
         rows = list(queryset[: self.page_size + 1])
-        more = len(rows) > self.page_size
-        self.page = rows[: self.page_size]
+        page = rows[: self.page_size]
         if backwards:
-            self.page.reverse()
-        # Going forward there is a previous page once a cursor brought us here; coming back, there is a next one.
-        self.has_next = more if not backwards else True
-        self.has_previous = (position is not None) if not backwards else more
-        return self.page
+            page.reverse()
+        return page, len(rows) > self.page_size
 
     def _after(self, order: list[str], position: list) -> Q:
         """Rows strictly after `position` in `order`: the first field's range inclusive (an index range
@@ -139,6 +149,8 @@ class ApiCursorPagination(CursorPagination):
             position = [field.to_python(value) for field, value in zip(self._fields, values, strict=True)]
             if any(value is None for value in position) or "\x00" in "".join(map(str, values)):
                 raise ValueError("not a cursor")
+            if not all(map(self._written_by_us, self._fields, position)):
+                raise ValueError("not a cursor")
             rewritten = parse.parse_qs(parse.urlsplit(self._link(bool(backwards), position)).query)
         except (ValueError, TypeError, KeyError, UnicodeError, OverflowError, DjangoValidationError, binascii.Error,
                 orjson.JSONDecodeError) as error:
@@ -146,6 +158,19 @@ class ApiCursorPagination(CursorPagination):
         if rewritten.get(self.cursor_query_param) != [given]:
             raise self._invalid_cursor()
         return bool(backwards), position
+
+    @staticmethod
+    def _written_by_us(field, value) -> bool:
+        """Whether a value could be a stored row's: times in UTC (as the database gives them back), whole
+        numbers in BIGINT's range, text within the column's length. A cursor holding anything else was not
+        written by this API, however well it decodes."""
+        if isinstance(value, dt.datetime):
+            return value.utcoffset() == dt.timedelta(0)
+        if isinstance(value, int):
+            return -(2**63) <= value < 2**63
+        if isinstance(value, str):
+            return field.max_length is None or len(value) <= field.max_length
+        return True
 
     def paginate_queryset(self, queryset, request, view=None):
         try:

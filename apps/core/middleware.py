@@ -1,4 +1,4 @@
-"""Request id on every log line, NUL characters refused, a retryable 503 when the database is down, the viewer's
+"""Request id on every log line, NUL characters and unread chunked bodies refused, a retryable 503 when the database is down, the viewer's
 timezone."""
 
 import logging
@@ -7,7 +7,7 @@ import uuid
 import zoneinfo
 
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils import timezone
 
 from .logging import request_id_var
@@ -58,6 +58,30 @@ class NulRefusedMiddleware:
                         return JsonResponse({"error": {"code": "invalid", "message": message, "field": name}},
                                             status=400)
                     return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
+
+
+class LengthRequiredMiddleware:
+    """A chunked request body without a Content-Length is refused with 411. Django reads a WSGI body only up
+    to its Content-Length, so behind a server that passes chunked bodies on (gunicorn) such a body read as
+    empty: a PATCH answered 200 having changed nothing (a requested legal hold silently not set), ingest said
+    "not valid JSON". Every client library sends Content-Length when asked to."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            if declared <= 0:
+                message = "Send the body with a Content-Length header; chunked request bodies are not read."
+                if request.path.startswith("/api/"):
+                    return JsonResponse({"error": {"code": "length_required", "message": message, "field": "body"}},
+                                        status=411)
+                return HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 
 

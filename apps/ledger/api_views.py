@@ -106,7 +106,7 @@ class IngestView(APIView):
             400: OpenApiResponse(_error_schema, description="Malformed body (not JSON, not UTF-8, no events list)."),
             401: OpenApiResponse(_error_schema, description="Missing or unknown API key."),
             403: OpenApiResponse(_error_schema, description="The key's scope does not allow ingesting."),
-            411: OpenApiResponse(_error_schema, description="A chunked body without Content-Length."),
+            411: OpenApiResponse(_error_schema, description="A chunked body without Content-Length (every write)."),
             413: OpenApiResponse(_error_schema, description="Body or event count over the limit."),
         },
         examples=[OpenApiExample("One run", request_only=True, value={"events": [{
@@ -126,11 +126,6 @@ class IngestView(APIView):
             declared = 0
         if limit and declared > limit:
             return _too_large(f"The body is over {limit} bytes; send fewer events per request.")
-        if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Django reads a WSGI body up to its Content-Length only: a chunked body would read as empty ("not
-            # valid JSON", and never a 413 however big).
-            return Response(error_body("length_required", "Send the body with a Content-Length header; chunked "
-                                       "request bodies are not read.", "body"), status=status.HTTP_411_LENGTH_REQUIRED)
         try:
             body = request.body
         except RequestDataTooBig:

@@ -560,28 +560,34 @@ def _resolve_tenant(event: dict, metadata_tenant: str, tenants: dict[str, Tenant
 
 
 # Where a normalized record's fields come from in the event, when not from `object.<the same name>`.
-_EVENT_PATHS = {"openai_id": "object.id", "prompt_id": "object.prompt.id", "error_code": "object.error.code",
+_EVENT_PATHS = {"openai_id": "object.id", "prompt_id": "object.prompt.id", "metadata_tenant": "object.metadata.tenant",
                 "incomplete_reason": "object.incomplete_details.reason"}
 
 
-def _event_path(record, name: str, attribution) -> str:
+def _event_path(record, name: str, event: dict) -> str:
     """The event's field a record's field was read from, for the rejection to name what the sender sent."""
     if name in ATTRIBUTION_FIELDS:
+        attribution = event.get("attribution")
         sent = isinstance(attribution, dict) and attribution.get(name) is not None
         return f"attribution.{name}" if sent else f"object.metadata.{name}"
+    responses = getattr(record, "api", "") == "responses"
     if name == "thread_openai_id":
-        return "object.conversation.id" if getattr(record, "api", "") == "responses" else "object.thread_id"
+        if not responses:
+            return "object.thread_id"
+        conversation = (event.get("object") or {}).get("conversation")
+        return "object.conversation.id" if isinstance(conversation, dict) else "object.conversation"
+    if name == "error_code":
+        return "object.error.code" if responses else "object.last_error.code"
     return _EVENT_PATHS.get(name, f"object.{name}")
 
 
-def _check_text(record, attribution=None) -> None:
+def _check_text(record, event: dict) -> None:
     """PostgreSQL stores neither NUL characters nor lone surrogates: refuse them per event, not per batch."""
     strings = [value for value in vars(record).values() if isinstance(value, str) and value]
     if strings and unstorable_text("".join(strings)):
         for name, value in vars(record).items():
             if isinstance(value, str) and value and unstorable_text(value):
-                raise _Rejected(_event_path(record, name, attribution),
-                                "must not contain NUL characters or invalid Unicode")
+                raise _Rejected(_event_path(record, name, event), "must not contain NUL characters or invalid Unicode")
     metadata = getattr(record, "metadata", None)
     if metadata:
         # Keys and string values directly (metadata values are scalars): no JSON encoding per event.
@@ -638,7 +644,7 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                     # precise error (field and reason) for a bad one.
                     record = normalize_run_object(obj, steps=event.get("steps"))
                     apply_attribution(record, event.get("attribution"))
-                    _check_text(record, event.get("attribution"))
+                    _check_text(record, event)
                     metadata_tenant = record.metadata_tenant
                     state = {name: getattr(record, name) for name in _RECORD_FIELDS}
                 tenant = _resolve_tenant(event, metadata_tenant, tenants, key_tenant)
@@ -650,7 +656,7 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                 if event.get("attribution") is not None:
                     raise _Rejected("attribution", "only runs and responses carry attribution")
                 record = normalize_resource(obj)
-                _check_text(record)
+                _check_text(record, event)
                 tenant = _resolve_tenant(event, record.metadata_tenant, tenants, key_tenant)
                 if kind in THREAD_KINDS:
                     thread_events.append(_ThreadEvent(index, tenant.pk, record, _openai_project(event)))

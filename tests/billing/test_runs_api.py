@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
@@ -84,9 +85,20 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def _keyset(**cursor) -> str:
+    """A cursor shaped like the ones the API writes, holding what the test says."""
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
+
+
 @pytest.mark.parametrize("cursor", [
     "!!!", "%%%", "Zm9v", "abc", _b64("p=garbage"), _b64("p=2026-13-01"), _b64("r=1&p=x"),
     _b64("p=9999-12-31T23:00:00-05:00"), _b64("p=2026-05-01 00:10:00+00:00&x=1"), _b64("p=a\x00b"),
+    _keyset(b=0, p=["2026-05-01T00:10:00", 5]), _keyset(b=0, p=["2026-05-01T05:40:00+05:30", 5]),
+    _keyset(b=0, p=["2026-05-01T00:10:00+00:00", 2**63]), _keyset(b=0, p=["2026-05-01T00:10:00+00:00"]),
+    _keyset(b=2, p=["2026-05-01T00:10:00+00:00", 5]), _keyset(b=0, p=["2026-05-01T00:10:00+00:00", 5], x=1),
+    _keyset(b=0, p=[None, 5]), _keyset(b=0, p=[["2026"], 5]), _keyset(b=False, p=["2026-05-01T00:10:00+00:00", 5]),
 ])
 def test_a_cursor_this_api_did_not_write_is_400_naming_it(api_client, billing_key, ledger, cursor):
     answer = api_client.get("/api/v1/runs/", {"cursor": cursor}, **bearer(billing_key))
@@ -148,6 +160,20 @@ def test_previous_links_walk_back_to_the_first_page(api_client, billing_key, ten
                            ["resp_walk_03", "resp_walk_02", "resp_walk_01"], ["resp_walk_00"]]
     assert [[run["id"] for run in page["results"]] for page in backwards][1:] == forward_ids[:-1][::-1]
     assert pages[0]["previous"] is None and pages[-1]["next"] is None
+
+
+def test_a_previous_link_to_deleted_runs_answers_the_lists_first_page(api_client, billing_key, tenant):
+    ingest(tenant, *[builders.response(response_id=f"resp_gone_{index}", created_at=at(2026, 5, 1, 12, index),
+                                       model="gpt-4.1") for index in range(4)])
+    first = api_client.get("/api/v1/runs/", {"limit": 2}, **bearer(billing_key)).json()
+    second = api_client.get(first["next"], **bearer(billing_key)).json()
+    Run.objects.for_tenant(tenant).filter(openai_id__in=["resp_gone_3", "resp_gone_2"]).delete()
+
+    back = api_client.get(second["previous"], **bearer(billing_key)).json()
+
+    # Nothing is before the cursor now: the list starts there (not an empty page that reads as its end).
+    assert [run["id"] for run in back["results"]] == ["resp_gone_1", "resp_gone_0"]
+    assert back["previous"] is None and back["next"] is None
 
 
 def test_run_detail_by_openai_id(api_client, billing_key, ledger):

@@ -162,6 +162,9 @@ def _with(obj: dict, **changes) -> dict:
     ({"object": builders.response(response_id="resp_\ud800x", created_at=WHEN)}, "object.id"),
     ({"object": _with(builders.response(created_at=WHEN), status=["completed"])}, "object.status"),
     ({"object": _with(builders.assistants_run(created_at=WHEN), status={"s": 1})}, "object.status"),
+    ({"object": _with(builders.response(created_at=WHEN), metadata={"tenant": "acme\x00"})}, "object.metadata.tenant"),
+    ({"object": _with(builders.assistants_run(created_at=WHEN), status="failed",
+                      last_error={"code": "server\x00error", "message": "x"})}, "object.last_error.code"),
 ])
 def test_a_rejection_names_the_field_as_the_event_sent_it(tenant, event, field):
     result = ingest_events(events=[{"tenant": tenant.slug, **event}])

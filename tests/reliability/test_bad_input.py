@@ -126,11 +126,20 @@ def test_deep_json_sent_to_any_write_endpoint_is_a_400_parse_error(api_client, a
     assert (response.status_code, response.json()["error"]["code"]) == (400, "parse_error")
 
 
-def test_a_chunked_body_without_content_length_is_a_411_not_an_empty_body(api_client, ingest_key, tenant):
-    response = api_client.generic("POST", "/api/v1/ingest/", b"", content_type="application/json",
-                                  HTTP_TRANSFER_ENCODING="chunked", **bearer(ingest_key))
+@pytest.mark.parametrize(("method", "path", "length"), [
+    ("POST", "/api/v1/ingest/", "0"), ("POST", "/api/v1/ingest/", "-1"), ("PATCH", "/api/v1/tenants/acme/", ""),
+    ("POST", "/api/v1/prices/", "0"),
+])
+def test_a_chunked_body_without_content_length_is_a_411_not_an_empty_body(api_client, admin_key, tenant, method,
+                                                                          path, length):
+    # Django reads a WSGI body up to its Content-Length: a chunked PATCH of legal_hold answered 200 behind
+    # gunicorn having changed nothing.
+    response = api_client.generic(method, path, b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked",
+                                  CONTENT_LENGTH=length, **bearer(admin_key))
 
     assert (response.status_code, response.json()["error"]["code"]) == (411, "length_required")
+    tenant.refresh_from_db()
+    assert not tenant.legal_hold
 
 
 def test_a_10_mb_body_is_a_413_before_it_is_parsed(api_client, ingest_key, tenant):
