@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from .rating import ModelRate, ToolRate
 
 # A dated snapshot ends in -YYYY-MM-DD (gpt-5.4-2026-03-05) or -MMDD style digits (gpt-4o-0613).
-_SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+_SNAPSHOT_SUFFIX = re.compile(r"-([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4})$")  # ASCII digits: OpenAI's snapshots
 
 
 def model_family(model: str) -> str | None:

@@ -48,6 +48,7 @@ def test_dated_snapshot_rates_at_family_price_unless_priced_itself():
                       _rate("gpt-5.4-2026-06-01", dt.date(2026, 6, 1), "3")], [])
     assert model_family("gpt-5.4-2026-03-05") == "gpt-5.4"
     assert model_family("gpt-5.4") is None
+    assert model_family("gpt-5.4-\uff12\uff10\uff12\uff16-03-05") is None  # fullwidth digits: no OpenAI snapshot
     assert book.model_rate("gpt-5.4-2026-03-05", dt.date(2026, 4, 1)).model == "gpt-5.4"
     assert book.model_rate("gpt-5.4-2026-06-01", dt.date(2026, 6, 2)).input_usd_per_1m == Decimal("3")
     # before its own price exists the snapshot falls back to the family
