@@ -1,5 +1,5 @@
-"""Request id on every log line, NUL characters and unread chunked bodies refused, a retryable 503 when the database is down, the viewer's
-timezone."""
+"""Request id on every log line, NUL characters and unread chunked bodies refused, a retryable 503 when the
+database is down, the viewer's timezone."""
 
 import logging
 import re
