@@ -15,7 +15,13 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.provider.client import OpenAIProvider, ProviderError, ProviderNotFound, ProviderRateLimited
-from apps.provider.projects import ProjectKeyMissing, ProjectProviders, other_projects, project_holding
+from apps.provider.projects import (
+    ProjectKeyMissing,
+    ProjectProviders,
+    not_found_unasked,
+    other_projects,
+    project_holding,
+)
 
 from .models import TERMINAL_STATUSES, Api, Run, Thread, ThreadKind
 from .services import IngestResult, ingest_events
@@ -91,8 +97,7 @@ def _fetch_anywhere(providers: ProjectProviders, project_id: str, fetch: Callabl
             raise ProviderError(f"not found in OpenAI project {project_id}; asking the others failed: {exc}") from exc
         if holder is None:
             if unreachable:
-                raise ProviderError(f"not found in OpenAI project {project_id}, and {', '.join(unreachable)} could "
-                                    "not be asked (no API key, or a refused one)") from not_found
+                raise ProviderError(not_found_unasked(project_id, unreachable)) from not_found
             raise
     result.found_elsewhere += 1
     return providers.for_project(holder), holder, fetched

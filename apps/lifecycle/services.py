@@ -36,7 +36,13 @@ from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
 from apps.provider.client import ProviderError, error_status, is_not_found, is_transient
-from apps.provider.projects import ProjectKeyMissing, ProjectProviders, other_projects, project_holding
+from apps.provider.projects import (
+    ProjectKeyMissing,
+    ProjectProviders,
+    not_found_unasked,
+    other_projects,
+    project_holding,
+)
 from apps.reconciliation.projects import object_project_ids, project_q
 from apps.tenants.models import Tenant
 
@@ -575,9 +581,7 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
             _project_correct(resource_type, resource.openai_id, holder, actor=actor)
             outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
         elif unreachable:
-            raise LifecycleError(f"{resource.openai_id} was not found in OpenAI project {project}, and "
-                                 f"{', '.join(unreachable)} could not be asked (no API key, or a refused one): "
-                                 "nothing recorded.")
+            raise LifecycleError(f"{resource.openai_id}: {not_found_unasked(project, unreachable)}: nothing recorded.")
     now = timezone.now()
     reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
     _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
@@ -1261,9 +1265,8 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
                     check.detail = (f"{check.detail}; " if check.detail else "") + (
                         f"in OpenAI project {holder}, recorded under {recorded}: a real sweep corrects the ledger")
             elif unreachable:
-                return _finish_item(item, Outcome.FAILED, f"kept: not found in OpenAI project {item.openai_project}, "
-                                    f"and {', '.join(unreachable)} could not be asked (no API key, or a refused one)",
-                                    now)
+                return _finish_item(item, Outcome.FAILED,
+                                    f"kept: {not_found_unasked(item.openai_project, unreachable)}", now)
         if check.last_activity_at:
             item.last_activity_at = check.last_activity_at
         if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:

@@ -13,7 +13,7 @@ from apps.reconciliation.projects import ProjectKeyMissing, object_project_ids, 
 
 from .client import OpenAIProvider, ProviderError, is_not_found, is_transient
 
-__all__ = ["ProjectKeyMissing", "ProjectProviders", "other_projects", "project_holding"]
+__all__ = ["ProjectKeyMissing", "ProjectProviders", "not_found_unasked", "other_projects", "project_holding"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +93,10 @@ def project_holding(lease: Callable[[str], object], project_ids: Iterable[str], 
             continue
         return project_id, fetched, unreachable
     return None, None, unreachable
+
+
+def not_found_unasked(project_id: str, unreachable: dict[str, str]) -> str:
+    """Why a 404 is not "gone": what to say when `project_id` answered 404 and the `unreachable` projects
+    (from project_holding) could not be asked."""
+    return (f"not found in OpenAI project {project_id}, and {', '.join(unreachable)} could not be asked "
+            "(no API key, or a refused one)")
