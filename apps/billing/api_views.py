@@ -21,10 +21,10 @@ from apps.core.api_support import (
     NOT_MODIFIED,
     READ_ERRORS,
     ApiCursorPagination,
+    KnownQueryParametersMixin,
     etag_for,
     etag_response,
     json_bytes,
-    validate_query,
 )
 from apps.ledger import selectors as ledger_selectors
 from apps.ledger.models import Run
@@ -75,7 +75,9 @@ class JsonErrorsMixin:
 # --- usage ----------------------------------------------------------------------------------------------
 
 
-class TenantUsageView(TenantScopedAPIMixin, APIView):
+class TenantUsageView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
+    query_serializer_class = UsageQuerySerializer
+
     @extend_schema(
         operation_id="tenant_usage",
         summary="A tenant's usage and cost for a period, grouped by day, model, feature or end user",
@@ -85,7 +87,7 @@ class TenantUsageView(TenantScopedAPIMixin, APIView):
     )
     def get(self, request, slug: str):
         tenant = self.get_tenant(slug)
-        query = validate_query(UsageQuerySerializer, request)
+        query = self.validated_query()
         document = usage_document(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
         content = json_bytes(document)
         return etag_response(request, content, "application/json")
@@ -98,7 +100,8 @@ class RunPagination(ApiCursorPagination):
     ordering = ("-created_at", "-id")
 
 
-class RunListView(TenantScopedAPIMixin, GenericAPIView):
+class RunListView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericAPIView):
+    query_serializer_class = RunQuerySerializer
     scoped_model = Run
     serializer_class = RunSerializer
     pagination_class = RunPagination
@@ -111,7 +114,7 @@ class RunListView(TenantScopedAPIMixin, GenericAPIView):
         tags=["runs"],
     )
     def get(self, request):
-        query = validate_query(RunQuerySerializer, request)
+        query = self.validated_query()
         tenant = self.get_tenant(query["tenant"]) if query.get("tenant") else None
         runs = ledger_selectors.runs_search(
             scope=self.tenant_scope, tenant=tenant, status=query.get("status", ""), model=query.get("model", ""),
@@ -122,7 +125,7 @@ class RunListView(TenantScopedAPIMixin, GenericAPIView):
         return self.paginator.get_paginated_response(RunSerializer(page, many=True).data)
 
 
-class RunDetailView(TenantScopedAPIMixin, APIView):
+class RunDetailView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
     @extend_schema(
         operation_id="runs_retrieve",
         summary="One run by its OpenAI id",
@@ -165,7 +168,7 @@ _STATEMENT_EXAMPLE = OpenApiExample(
 )
 
 
-class StatementView(JsonErrorsMixin, TenantScopedAPIMixin, APIView):
+class StatementView(JsonErrorsMixin, KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
     renderer_classes = [renderers.JSONRenderer, CsvRenderer]
 
     @extend_schema(
@@ -210,7 +213,7 @@ class StatementCsvView(StatementView):
         return self._respond(request, slug, period, as_csv=True)
 
 
-class StatementCloseView(TenantScopedAPIMixin, APIView):
+class StatementCloseView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
     permission_classes = [IsAdminKey]
 
     @extend_schema(

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api import error_body
-from apps.core.api_support import json_bytes
+from apps.core.api_support import KnownQueryParametersMixin, json_bytes
 from apps.tenants.authentication import CanIngest
 
 from .services import ingest_events
@@ -86,7 +86,7 @@ _error_schema = inline_serializer(
 )
 
 
-class IngestView(APIView):
+class IngestView(KnownQueryParametersMixin, APIView):
     permission_classes = [CanIngest]
     parser_classes = [_RawBodyParser]
 

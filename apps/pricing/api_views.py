@@ -17,8 +17,8 @@ from apps.core.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
+    KnownQueryParametersMixin,
     LenientDateField,
-    validate_query,
 )
 from apps.tenants.authentication import CanRead
 
@@ -73,7 +73,8 @@ PriceCreatedSerializer = inline_serializer(
 )
 
 
-class PriceListView(GenericAPIView):
+class PriceListView(KnownQueryParametersMixin, GenericAPIView):
+    query_serializer_class = PriceQuerySerializer
     permission_classes = [CanRead]
     serializer_class = PriceSerializer
     pagination_class = PricePagination
@@ -86,7 +87,7 @@ class PriceListView(GenericAPIView):
         tags=["prices"],
     )
     def get(self, request):
-        query = validate_query(PriceQuerySerializer, request)
+        query = self.validated_query()
         prices = ModelPrice.objects.all()
         if query.get("model"):
             prices = prices.filter(model=query["model"])

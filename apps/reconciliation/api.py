@@ -12,11 +12,12 @@ from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.api import not_found
-from apps.core.api_support import LenientDateField
+from apps.core.api_support import KnownQueryParametersMixin, LenientDateField
 from apps.core.money import usd_string
 from apps.tenants.authentication import CanRead
 
@@ -60,8 +61,19 @@ def day_json(run: ReconciliationRun) -> dict:
     }
 
 
-class ReconciliationView(APIView):
-    permission_classes = [CanRead]
+class _KeyForEveryTenant(BasePermission):
+    """Reconciliation spans every tenant: a tenant-bound key gets the 404 of a page that is not there for it
+    (before its query parameters are read, so the answer is the same whatever they are)."""
+
+    def has_permission(self, request, view) -> bool:
+        if not request.user.tenant_scope.is_every_tenant:
+            raise NotFound()
+        return True
+
+
+class ReconciliationView(KnownQueryParametersMixin, APIView):
+    permission_classes = [CanRead, _KeyForEveryTenant]
+    query_serializer_class = ReconciliationQuerySerializer
 
     @extend_schema(
         operation_id="reconciliation_results",
@@ -73,11 +85,7 @@ class ReconciliationView(APIView):
         tags=["reconciliation"],
     )
     def get(self, request):
-        if not request.user.tenant_scope.is_every_tenant:
-            return not_found()
-        query = ReconciliationQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = self.validated_query()
         filters = ResultFilters(start=params["start"], end=params["end"], project_id=params.get("project") or None,
                                 flagged_only=params.get("status") == "flagged")
         runs = list(current_runs(filters))

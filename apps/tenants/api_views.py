@@ -18,6 +18,7 @@ from apps.core.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
+    KnownQueryParametersMixin,
 )
 
 from .api import TenantScopedAPIMixin
@@ -54,7 +55,7 @@ def _fields_reserved_for_operators(data) -> list[str]:
     return [name for name in data.keys() if name in writable and name not in ADMIN_POLICY_FIELDS and name != "slug"]
 
 
-class TenantListView(TenantScopedAPIMixin, GenericAPIView):
+class TenantListView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericAPIView):
     serializer_class = TenantSerializer
     pagination_class = TenantPagination
 
@@ -84,7 +85,7 @@ class TenantListView(TenantScopedAPIMixin, GenericAPIView):
         return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
 
-class TenantDetailView(TenantScopedAPIMixin, GenericAPIView):
+class TenantDetailView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericAPIView):
     serializer_class = TenantSerializer
 
     @extend_schema(
