@@ -103,6 +103,14 @@ def _fetch_anywhere(providers: ProjectProviders, project_id: str, fetch: Callabl
     return providers.for_project(holder), holder, fetched
 
 
+def _ingest_read(events: list[dict], result: CollectResult) -> None:
+    """Ingest what the collector read, 1,000 events a batch. Each run was read just now with its project's key,
+    so its project is confirmed: a run recorded under the wrong project moves to the right one at once, not
+    only when it next changes (each pass would otherwise find it elsewhere again, an extra request)."""
+    for start in range(0, len(events), 1000):
+        result.add(ingest_events(events=events[start:start + 1000], projects_confirmed=True))
+
+
 def _reachable(providers: ProjectProviders, project_id: str, result: CollectResult) -> OpenAIProvider:
     """The provider of the project; counts a run or thread of a project RunLedger has no key for (the
     providers log it once)."""
@@ -156,8 +164,7 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
         checked_ids.append(run["id"])
         events.append(_run_event(provider, obj, run["tenant__slug"], project))
     result.checked = len(checked_ids)
-    for start in range(0, len(events), 1000):
-        result.add(ingest_events(events=events[start:start + 1000]))
+    _ingest_read(events, result)
     if checked_ids or passed_ids:
         # Rotate: runs just checked (or passed over) go to the back of the queue even when nothing changed.
         Run.objects.unscoped().filter(pk__in=checked_ids + passed_ids).update(updated_at=timezone.now())
@@ -205,6 +212,5 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
     if len(threads) < limit and not result.stopped_early:
         cache.delete(DISCOVER_CURSOR_KEY)  # a full pass is done; start over next time
-    for start in range(0, len(events), 1000):
-        result.add(ingest_events(events=events[start:start + 1000]))
+    _ingest_read(events, result)
     return result

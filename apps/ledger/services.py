@@ -164,7 +164,9 @@ _RECORD_FIELDS = (
     "reasoning_tokens", "code_interpreter_sessions", "file_search_calls", "web_search_calls", "function_calls",
     "user_id", "session_id", "feature", "metadata",
 )
-_COMPARED_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "metadata")
+# What makes a report a change of the stored run (besides metadata): the project too, which only a newer state
+# or a confirmed project (ingest_events' projects_confirmed) replaces.
+_COMPARED_FIELDS = (*(name for name in _RECORD_FIELDS if name != "metadata"), "openai_project")
 ATTRIBUTION_FIELDS = ("user_id", "session_id", "feature")
 ROLLUP_KEY = ("tenant_id", "day", "openai_project", "model", "feature")
 ROLLUP_SUMS = (
@@ -204,6 +206,8 @@ def _merge(old: dict, new: dict) -> dict:
         winner["metadata"] = {**loser["metadata"], **(winner.get("metadata") or {})}
     if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
         winner["thread_openai_id"] = loser["thread_openai_id"]
+    if new.get("_project_confirmed"):
+        winner["openai_project"] = new["openai_project"]
     return winner
 
 
@@ -617,7 +621,8 @@ def _openai_project(event: dict) -> str:
     return project
 
 
-def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list[_RunEvent], list[_ThreadEvent], dict]:
+def _parse(events: list, key_tenant: Tenant | None, results: list, projects_confirmed: bool = False
+           ) -> tuple[list[_RunEvent], list[_ThreadEvent], dict]:
     tenants = _tenants_by_slug(events)
     run_events: list[_RunEvent] = []
     thread_events: list[_ThreadEvent] = []
@@ -650,6 +655,8 @@ def _parse(events: list, key_tenant: Tenant | None, results: list) -> tuple[list
                 tenant = _resolve_tenant(event, metadata_tenant, tenants, key_tenant)
                 state["tenant_id"] = tenant.pk
                 state["openai_project"] = _openai_project(event)
+                if projects_confirmed:
+                    state["_project_confirmed"] = True
                 state["status_rank"] = STATUS_RANK.get(state["status"], 0)
                 run_events.append(_RunEvent(index, state))
             elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
@@ -1062,7 +1069,8 @@ def _is_retryable(exc: Exception) -> bool:
     return "deadlock" in text or "could not serialize" in text or "database is locked" in text
 
 
-def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, partitioned: bool = False) -> IngestResult:
+def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, partitioned: bool = False,
+                  projects_confirmed: bool = False) -> IngestResult:
     """Record a batch of raw OpenAI objects (see issue #4 item 3 and docs/ledger.md).
 
     Each event: {"tenant": slug?, "object": {...}, "attribution": {...}?, "steps": [...]?, "openai_project": str?}.
@@ -1071,7 +1079,12 @@ def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, parti
 
     Batches write one at a time (INGEST_LOCK_KEY). `partitioned` is for callers that run several batches at
     once which never carry the same run (import_runs' workers split runs by id): such batches write
-    concurrently with each other, still never alongside an ordinary batch."""
+    concurrently with each other, still never alongside an ordinary batch.
+
+    `projects_confirmed` is for the run collector, which reads every run with a project's key just before it
+    reports it: each run's `openai_project` is where OpenAI holds it, so it replaces the recorded project
+    even when the state is no newer (the rollups' shares move with it). Otherwise a report's project is kept
+    only with a newer state, so a stale report cannot move a run."""
     if not isinstance(events, list):
         raise TypeError("events must be a list")
     # A batch allocates a few hundred thousand short-lived, acyclic objects; the cyclic collector would
@@ -1080,15 +1093,15 @@ def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, parti
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ingest_events(events, key_tenant, partitioned)
+        return _ingest_events(events, key_tenant, partitioned, projects_confirmed)
     finally:
         if collecting:
             gc.enable()
 
 
-def _ingest_events(events: list, key_tenant: Tenant | None, partitioned: bool) -> IngestResult:
+def _ingest_events(events: list, key_tenant: Tenant | None, partitioned: bool, projects_confirmed: bool) -> IngestResult:
     results: list[EventResult | None] = [None] * len(events)
-    run_events, thread_events, lifecycle = _parse(events, key_tenant, results)
+    run_events, thread_events, lifecycle = _parse(events, key_tenant, results, projects_confirmed)
     _mark_thread_outcomes(thread_events)
     book, thresholds = _rate_reported(run_events)
     now = timezone.now()

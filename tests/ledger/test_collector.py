@@ -101,6 +101,23 @@ def test_a_run_recorded_under_the_wrong_project_is_refreshed_from_the_one_that_h
     assert ledger_check() == []  # the runs' shares moved to the project's rollup rows with them
 
 
+def test_a_run_found_in_another_project_moves_there_at_once_even_unchanged(
+        tenant, sandbox, provider, second_project):
+    response = second_project.client.responses.create(model="gpt-5.4", input="hi", background=True)
+    ingest_events(events=[{"tenant": "acme", "object": response.to_dict()}])  # under the default project
+    # The sandbox's clock does not move: OpenAI still reports the state already recorded.
+
+    first = collect_runs_refresh(provider=provider)
+
+    assert (first.checked, first.updated, first.unchanged, first.found_elsewhere) == (1, 1, 0, 1)
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.status, stored.openai_project) == ("queued", "proj_second")
+    assert ledger_check() == []
+    # The next pass asks the right project straight away: no second lookup elsewhere.
+    again = collect_runs_refresh(provider=provider)
+    assert (again.checked, again.unchanged, again.found_elsewhere) == (1, 1, 0)
+
+
 def test_thread_runs_of_a_thread_recorded_under_the_wrong_project_are_listed_where_it_is(
         tenant, sandbox, provider, second_project):
     client = second_project.client

@@ -90,6 +90,45 @@ def test_attribution_arriving_later_is_filled_in_and_moves_the_rollup(tenant):
     assert ledger_check() == []
 
 
+def _project_costs(tenant) -> dict[str, Decimal]:
+    return {row.openai_project: row.cost_total_usd for row in DailyRollup.objects.for_tenant(tenant).filter(runs__gt=0)}
+
+
+def test_a_report_of_the_same_state_from_another_project_leaves_the_run_where_it_is(tenant):
+    done = builders.assistants_run(run_id="run_proj", created_at=WHEN, status="completed", prompt_tokens=20000)
+    ingest_events(events=[_event(done, openai_project="proj_a")])
+    # A stale or mislabelled report does not move a run: only a newer state carries its project.
+    assert ingest_events(events=[_event(done, openai_project="proj_b")]).unchanged == 1
+    assert Run.objects.for_tenant(tenant).get().openai_project == "proj_a"
+
+
+def test_a_confirmed_project_moves_the_run_and_its_cost_even_with_the_same_state(tenant):
+    done = builders.assistants_run(run_id="run_proj", created_at=WHEN, status="completed", prompt_tokens=20000)
+    ingest_events(events=[_event(done, openai_project="proj_a")])
+    cost = Run.objects.for_tenant(tenant).get().cost_total_usd
+    assert _project_costs(tenant) == {"proj_a": cost}
+
+    result = ingest_events(events=[_event(done, openai_project="proj_b")], projects_confirmed=True)
+
+    assert result.updated == 1
+    assert Run.objects.for_tenant(tenant).get().openai_project == "proj_b"
+    assert _project_costs(tenant) == {"proj_b": cost}
+    assert ledger_check() == []
+    # Confirmed again, where it now is: nothing to change.
+    assert ingest_events(events=[_event(done, openai_project="proj_b")], projects_confirmed=True).unchanged == 1
+
+
+def test_a_confirmed_project_wins_over_an_older_state_of_the_run(tenant):
+    running = builders.assistants_run(run_id="run_proj", created_at=WHEN, status="in_progress")
+    done = builders.assistants_run(run_id="run_proj", created_at=WHEN, status="completed", prompt_tokens=20000)
+    ingest_events(events=[_event(done, openai_project="proj_a")])
+    # An older state read from the project that holds the run: the state stays, the project moves.
+    assert ingest_events(events=[_event(running, openai_project="proj_b")], projects_confirmed=True).updated == 1
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.status, stored.openai_project) == ("completed", "proj_b")
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize("newest_first", [False, True])
 @pytest.mark.parametrize("one_batch", [False, True])
 def test_attribution_only_an_older_report_carries_lands_in_the_end_user_rollups(tenant, newest_first, one_batch):
