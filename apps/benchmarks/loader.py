@@ -10,6 +10,7 @@ import time
 
 from django.db import connection
 
+from apps.core.money import usd_as_units_sql
 from apps.ledger.models import (
     PROMPT_TOKEN_EDGES,
     DailyRollup,
@@ -21,7 +22,7 @@ from apps.ledger.models import (
     Thread,
     ToolUsageRollup,
 )
-from apps.ledger.services import ROLLUP_TABLES
+from apps.ledger.services import END_USER_MONEY, END_USER_SUMS, ROLLUP_TABLES
 
 from .common import Progress, bench_tenants, ledger_truncate, require_postgres
 
@@ -212,8 +213,7 @@ def _other_rollups(cursor) -> None:
     rollups by day and by month, prompt-size rollups (bins = PROMPT_TOKEN_EDGES), billable tool use per
     tool price version (none in the generated ledger today, but computed the same way as everything else)."""
     run_table = Run._meta.db_table
-    sums = ("runs, unpriced_runs, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_input_usd, "
-            "cost_cached_input_usd, cost_output_usd, cost_tools_usd, cost_total_usd")
+    sums = ", ".join(END_USER_SUMS)  # the end-user rollups' money is whole ledger units
     cursor.execute(f"""
         INSERT INTO {ToolUsageRollup._meta.db_table} (tenant_id, day, tool_price_id, code_interpreter_sessions,
                                                       billable_file_search_calls, web_search_calls)
@@ -227,8 +227,7 @@ def _other_rollups(cursor) -> None:
         INSERT INTO {EndUserDailyRollup._meta.db_table} (tenant_id, day, user_id, {sums})
         SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, user_id, count(*), count(*) FILTER (WHERE NOT priced),
                sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
-               sum(cost_input_usd), sum(cost_cached_input_usd), sum(cost_output_usd), sum(cost_tools_usd),
-               sum(cost_total_usd)
+               {", ".join(usd_as_units_sql(f"sum({name})") for name in END_USER_MONEY)}
         FROM {run_table} GROUP BY 1, 2, 3""")
     cursor.execute(f"""
         INSERT INTO {EndUserMonthlyRollup._meta.db_table} (tenant_id, month, user_id, {sums})

@@ -11,6 +11,11 @@ ZERO = Decimal("0")
 
 # Django field arguments for every money column in the ledger.
 MONEY_FIELD_KWARGS = {"max_digits": 24, "decimal_places": LEDGER_PLACES}
+
+# Whole ledger units (10**-LEDGER_PLACES USD) as integers: the same amounts exactly, kept where PostgreSQL
+# sums tens of thousands of rows per request (the end-user rollups, issue #9). Summing bigint is about a
+# third cheaper for it than summing numeric; a bigint holds up to ~922 million USD at this scale.
+LEDGER_UNITS_PER_USD = 10**LEDGER_PLACES
 PRICE_FIELD_KWARGS = {"max_digits": 14, "decimal_places": 6}
 
 
@@ -25,6 +30,33 @@ def to_decimal(value) -> Decimal:
 
 def quantize_ledger(amount: Decimal) -> Decimal:
     return amount.quantize(LEDGER_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def usd_to_units(amount: Decimal) -> int:
+    """A ledger amount as whole ledger units; ValueError for an amount finer than the ledger's scale (it
+    would not be exact)."""
+    units = amount.scaleb(LEDGER_PLACES)
+    whole = int(units)
+    if units != whole:
+        raise ValueError(f"{amount} has more than {LEDGER_PLACES} decimal places")
+    return whole
+
+
+def units_to_usd(units: int) -> Decimal:
+    """Whole ledger units back as a ledger amount (LEDGER_PLACES decimal places, as a money column reads)."""
+    return Decimal(units).scaleb(-LEDGER_PLACES)
+
+
+def units_as_usd_sql(expression: str) -> str:
+    """PostgreSQL: an integer (or integral numeric) SQL expression of ledger units as a numeric USD amount
+    at the ledger's scale, as a money column reads (a bigint sum is numeric; times 10**-10 exactly)."""
+    return f"({expression}) * {LEDGER_QUANTUM:f}"
+
+
+def usd_as_units_sql(expression: str) -> str:
+    """PostgreSQL: a numeric SQL expression of ledger amounts (at most LEDGER_PLACES decimals) as bigint
+    ledger units, exactly."""
+    return f"(({expression}) * {LEDGER_UNITS_PER_USD})::bigint"
 
 
 def round_cents(amount: Decimal) -> Decimal:

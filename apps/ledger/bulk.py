@@ -19,6 +19,8 @@ import orjson
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 
+from apps.core.money import usd_as_units_sql
+
 _SQLITE_MAX_VARIABLES = 30_000
 
 
@@ -198,15 +200,18 @@ def insert_select(table: str, columns: Sequence[Column], select: str, params: li
 
 def upsert_grouped(table: str, columns: Sequence[Column], stage_name: str, *, source: Sequence[int],
                    key: Sequence[str], add: Sequence[str], greatest: Sequence[str] = (),
-                   only_with: int | None = None) -> None:
+                   units: Sequence[str] = (), only_with: int | None = None) -> None:
     """PostgreSQL: one upsert of staged rows summed per key: column i of `columns` comes from staged column
     c<source[i]>; key columns are grouped on, `add` columns summed (and added to the stored row), `greatest`
-    columns take the maximum; keys whose sums and maxima are all zero are left out; with `only_with`, only
-    staged rows whose c<only_with> is not NULL count. Rows go in key order (writers lock rows in the same order)."""
+    columns take the maximum; `units` columns (among `add`) sum staged USD amounts into whole ledger units;
+    keys whose sums and maxima are all zero are left out; with `only_with`, only staged rows whose
+    c<only_with> is not NULL count. Rows go in key order (writers lock rows in the same order)."""
     names = [c.name for c in columns]
     expressions = []
     for name, index in zip(names, source, strict=True):
-        if name in add:
+        if name in units:
+            expressions.append(usd_as_units_sql(f"SUM(s.c{index})"))
+        elif name in add:
             expressions.append(f"SUM(s.c{index})")
         elif name in greatest:
             expressions.append(f"MAX(s.c{index})")

@@ -30,7 +30,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from apps.core.money import MONEY_FIELD_KWARGS, ZERO, usd_string_sql
+from apps.core.money import MONEY_FIELD_KWARGS, ZERO, units_as_usd_sql, units_to_usd, usd_string_sql
 from apps.core.timeutils import day_start, moment_shifted, month_start, next_month
 from apps.tenants.scoping import TenantScope
 
@@ -45,6 +45,7 @@ from .models import (
     Run,
     Thread,
     ToolUsageRollup,
+    end_user_units_column,
 )
 
 OTHERS_LABEL = "others"
@@ -543,10 +544,10 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_C
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
         return _signed_sums_by_user(sources, counts, money, start=start, end=end)
-    # SQLite sums decimals as floating point: add the stored rows up here, exactly.
+    # Added up here (the rollups' money is whole ledger units: integers, exact), then made USD amounts.
     totals: dict[str, dict] = {}
     for source, sign in sources:
-        for user_id, *values in source.values_list("user_id", *names):
+        for user_id, *values in source.values_list("user_id", *counts, *map(end_user_units_column, money)):
             if sign < 0:
                 values = [-value for value in values]
             current = totals.get(user_id)
@@ -556,7 +557,8 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_C
                 for name, value in zip(names, values, strict=True):
                     current[name] += value
     # A user whose runs all fall outside the range comes out at zero runs (and zero sums) here.
-    return {user_id: row for user_id, row in totals.items() if row["runs"]}
+    return {user_id: {**row, **{name: units_to_usd(row[name]) for name in money}}
+            for user_id, row in totals.items() if row["runs"]}
 
 
 def _signed_sums_by_user(sources: list[tuple[QuerySet, int]], counts: Sequence[str], money: Sequence[str], *,
@@ -576,23 +578,32 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
     """PostgreSQL: the statement (and its parameters) selecting user_id, counts (bigint) and money per user
     with runs in [start, end): the sources' rows (from _end_user_sources), negated where the sign says so,
     summed per user by the database. Each source is the scoped queryset compiled as is (tenancy stays the
-    ORM's); only the sum around them is written here. (None, []) when there is no source."""
+    ORM's); only the sum around them is written here. The rollups hold money as whole ledger units (bigint
+    sums cost PostgreSQL about a third less than numeric ones); each sum comes out as its USD amount, named
+    as in `money`. (None, []) when there is no source."""
     quote = connection.ops.quote_name
-    names = (*counts, *money)
+    columns = (*counts, *map(end_user_units_column, money))
     parts, params = [], []
     for index, (source, sign) in enumerate(sources):
-        sql, source_params = source.values_list("user_id", *names).order_by().query.sql_with_params()
-        columns = ", ".join(quote(name) if sign > 0 else f"-{quote(name)}" for name in names)
-        parts.append(f"SELECT {quote('user_id')}, {columns} FROM ({sql}) AS source_{index}")
+        sql, source_params = source.values_list("user_id", *columns).order_by().query.sql_with_params()
+        signed = ", ".join(quote(name) if sign > 0 else f"-{quote(name)}" for name in columns)
+        parts.append(f"SELECT {quote('user_id')}, {signed} FROM ({sql}) AS source_{index}")
         params.extend(source_params)
     if not parts:
         return None, []
+
+    def usd(name: str, summed: bool) -> str:
+        units = quote(end_user_units_column(name))
+        return f"{units_as_usd_sql(f'SUM({units})' if summed else units)} AS {quote(name)}"
+
     # One month of the monthly rollup, or one half-month, holds one row per user already: read as stored, no
     # GROUP BY.
     if len(sources) == 1 and sources[0][0].model in (EndUserMonthlyRollup, EndUserHalfMonthRollup):
-        return f"{parts[0]} WHERE {quote('runs')} <> 0", params
+        stored = [quote(name) for name in counts] + [usd(name, summed=False) for name in money]
+        return (f"SELECT {quote('user_id')}, {', '.join(stored)} FROM ({parts[0]}) AS period "
+                f"WHERE {quote('runs')} <> 0"), params
     sums = [f"SUM({quote(name)})::bigint AS {quote(name)}" for name in counts]
-    sums += [f"SUM({quote(name)}) AS {quote(name)}" for name in money]
+    sums += [usd(name, summed=True) for name in money]
     return (f"SELECT {quote('user_id')}, {', '.join(sums)} FROM ({' UNION ALL '.join(parts)}) AS signed "
             f"GROUP BY {quote('user_id')} HAVING SUM({quote('runs')}) <> 0"), params
 

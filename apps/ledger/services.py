@@ -31,7 +31,7 @@ from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.core.money import ZERO, quantize_ledger
+from apps.core.money import ZERO, quantize_ledger, usd_to_units
 from apps.pricing.pricebook import PriceBook
 from apps.pricing.rating import CostBreakdown, RatingError, Usage, billable_file_search_calls, rate_run
 from apps.provider.normalizers import (
@@ -58,6 +58,7 @@ from .models import (
     Run,
     Thread,
     ToolUsageRollup,
+    end_user_units_column,
     half_month_start,
 )
 
@@ -337,8 +338,9 @@ def _share_row(state: dict, sign: int = 1, openai_id: str | None = None) -> list
 @dataclass(frozen=True, eq=False)  # module-level singletons: identity hashing, cheap as dict keys
 class _RollupTable:
     """A rollup table maintained by deltas: its key (share columns of the same names), the columns that add
-    up, those kept with GREATEST, the share columns they come from when named otherwise, and the share
-    column that must be set for a row to count here at all."""
+    up, those kept with GREATEST, the share columns they come from when named otherwise, the share column
+    that must be set for a row to count here at all, and the sums that hold money as whole ledger units
+    (from a share's USD amount; apps.core.money.LEDGER_UNITS_PER_USD)."""
 
     model: type
     key: tuple[str, ...]
@@ -346,6 +348,7 @@ class _RollupTable:
     greatest: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()  # share columns of sums + greatest, when not named like them
     only_with: str | None = None
+    units: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -371,27 +374,40 @@ class _RollupTable:
     def _only_with_index(self) -> int | None:
         return None if self.only_with is None else SHARE_COLUMNS.index(self.only_with)
 
+    @functools.cached_property
+    def _unit_positions(self) -> tuple[int, ...]:
+        return tuple(self.columns.index(name) for name in self.units)
+
     def project(self, row: list) -> tuple[tuple, tuple] | None:
         """(key, values in `columns` order) of a share row in this table, or None if it has no share here."""
         if self._only_with_index is not None and row[self._only_with_index] is None:
             return None
-        return self._pick_key(row), self._pick_values(row)
+        values = self._pick_values(row)
+        if self._unit_positions:
+            values = list(values)
+            for position in self._unit_positions:
+                values[position] = usd_to_units(values[position])
+        return self._pick_key(row), values
 
 
 END_USER_KEY = ("tenant_id", "day", "user_id")
 END_USER_MONTH_KEY = ("tenant_id", "month", "user_id")
 END_USER_HALF_KEY = ("tenant_id", "half", "user_id")
-END_USER_SUMS = (
-    "runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
-    "cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd",
-)
+END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+
+
+END_USER_UNITS = tuple(end_user_units_column(name) for name in END_USER_MONEY)
+END_USER_SUMS = (*END_USER_COUNTS, *END_USER_UNITS)
 PROMPT_SIZE_KEY = ("tenant_id", "day", "size_bin")
 TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
 TOOL_USAGE_SUMS = ("code_interpreter_sessions", "billable_file_search_calls", "web_search_calls")
 DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
-END_USER_DAILY = _RollupTable(EndUserDailyRollup, END_USER_KEY, END_USER_SUMS)
-END_USER_MONTHLY = _RollupTable(EndUserMonthlyRollup, END_USER_MONTH_KEY, END_USER_SUMS)
-END_USER_HALF_MONTHLY = _RollupTable(EndUserHalfMonthRollup, END_USER_HALF_KEY, END_USER_SUMS)
+END_USER_DAILY, END_USER_MONTHLY, END_USER_HALF_MONTHLY = (
+    _RollupTable(model, key, END_USER_SUMS, sources=(*END_USER_COUNTS, *END_USER_MONEY), units=END_USER_UNITS)
+    for model, key in ((EndUserDailyRollup, END_USER_KEY), (EndUserMonthlyRollup, END_USER_MONTH_KEY),
+                       (EndUserHalfMonthRollup, END_USER_HALF_KEY))
+)
 PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
 TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS, only_with="tool_price_id", sources=(
     "billable_code_interpreter_sessions", "billable_file_search_calls", "billable_web_search_calls"))
@@ -447,7 +463,7 @@ def _write_shares(rows: list[list], *, staged: str | None = None) -> None:
         bulk.upsert_grouped(
             table.model._meta.db_table, bulk.columns_for(table.model, [*table.key, *table.columns]), staged,
             source=[SHARE_COLUMNS.index(name) for name in (*table.key, *table.value_sources)],
-            key=table.key, add=table.sums, greatest=table.greatest,
+            key=table.key, add=table.sums, greatest=table.greatest, units=table.units,
             only_with=None if table.only_with is None else SHARE_COLUMNS.index(table.only_with),
         )
 

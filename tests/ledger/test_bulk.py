@@ -11,17 +11,18 @@ from django.db import connection
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.ledger import bulk
-from apps.ledger.models import EndUserDailyRollup, EndUserMonthlyRollup, Thread
-from apps.ledger.services import END_USER_SUMS
+from apps.ledger.models import DailyRollup, EndUserDailyRollup, EndUserMonthlyRollup, Thread
+from apps.ledger.services import END_USER_SUMS, ROLLUP_KEY, ROLLUP_SUMS
 from apps.tenants.models import Tenant
 
 DAY = dt.date(2026, 11, 3)
 WHEN = dt.datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=dt.UTC)
 
 
-def _end_user_upsert(model, key_date: dt.date, tenant: Tenant, user_id: str, runs: int, cost: Decimal) -> None:
+def _end_user_upsert(model, key_date: dt.date, tenant: Tenant, user_id: str, runs: int, cost_units: int) -> None:
     key = ("tenant_id", "month" if model is EndUserMonthlyRollup else "day", "user_id")
-    values = {name: 0 for name in END_USER_SUMS} | {"runs": runs, "input_tokens": 1000 * runs, "cost_total_usd": cost}
+    values = {name: 0 for name in END_USER_SUMS} | {"runs": runs, "input_tokens": 1000 * runs,
+                                                    "cost_total_units": cost_units}
     bulk.upsert(model._meta.db_table, bulk.columns_for(model, [*key, *END_USER_SUMS]),
                 [[tenant.pk, key_date, user_id, *values.values()]], conflict=key, add=END_USER_SUMS)
 
@@ -37,9 +38,12 @@ THREAD_COLUMNS = ["tenant_id", "openai_id", "kind", "openai_project", "created_a
 
 @pytest.mark.django_db
 def test_upsert_adds_exact_decimals_and_integers(tenant):
-    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, Decimal("0.0000000001"))
-    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 2, Decimal("1.2345678901"))
-    row = EndUserDailyRollup.objects.unscoped().get(tenant=tenant, day=DAY, user_id="u_1")
+    columns = bulk.columns_for(DailyRollup, [*ROLLUP_KEY, *ROLLUP_SUMS])
+    for runs, cost in ((1, Decimal("0.0000000001")), (2, Decimal("1.2345678901"))):
+        values = {name: 0 for name in ROLLUP_SUMS} | {"runs": runs, "input_tokens": 1000 * runs, "cost_total_usd": cost}
+        bulk.upsert(DailyRollup._meta.db_table, columns, [[tenant.pk, DAY, "proj_x", "gpt-5.4", "", *values.values()]],
+                    conflict=ROLLUP_KEY, add=ROLLUP_SUMS)
+    row = DailyRollup.objects.unscoped().get(tenant=tenant, day=DAY)
     assert (row.runs, row.input_tokens, row.cost_total_usd) == (3, 3000, Decimal("1.2345678902"))
 
 
@@ -47,8 +51,8 @@ def test_upsert_adds_exact_decimals_and_integers(tenant):
 def test_one_staging_table_serves_two_writes_in_one_transaction(tenant):
     # The daily and monthly end-user rollups stage the same column types, so they share a staging table:
     # the second write must not see the first one's rows.
-    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, Decimal("0.5"))
-    _end_user_upsert(EndUserMonthlyRollup, DAY.replace(day=1), tenant, "u_2", 4, Decimal("2"))
+    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, 5_000_000_000)
+    _end_user_upsert(EndUserMonthlyRollup, DAY.replace(day=1), tenant, "u_2", 4, 20_000_000_000)
     assert list(EndUserDailyRollup.objects.unscoped().values_list("user_id", "runs")) == [("u_1", 1)]
     assert list(EndUserMonthlyRollup.objects.unscoped().values_list("user_id", "runs")) == [("u_2", 4)]
 
@@ -88,8 +92,8 @@ def test_update_from_values_replaces_json_unless_empty_and_keeps_extremes(tenant
 @pytest.mark.django_db(transaction=True)
 def test_writes_outside_a_transaction_are_stored(tenant):
     assert connection.get_autocommit()
-    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, Decimal("0.5"))
-    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, Decimal("0.5"))
+    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, 5_000_000_000)
+    _end_user_upsert(EndUserDailyRollup, DAY, tenant, "u_1", 1, 5_000_000_000)
     assert EndUserDailyRollup.objects.unscoped().get(user_id="u_1").runs == 2
 
 

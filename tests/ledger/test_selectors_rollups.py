@@ -8,11 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 from decimal import Decimal
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from django.apps import apps as django_apps
 from django.db import connection
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
@@ -34,6 +32,7 @@ from apps.ledger.models import (
 from apps.ledger.services import ingest_events, ledger_check, runs_reprice
 from apps.pricing.rating import ONE_THOUSAND
 from tests import builders
+from tests.ledger.migrations import migrate_ledger_to, migrate_ledger_to_latest
 from tests.ledger.test_properties import scenarios
 
 # --- the raw-run queries the rollup readers replaced (reference implementations) -------------------
@@ -275,12 +274,21 @@ def test_repricing_moves_tool_fees_and_end_user_costs_with_the_runs(tenant, spre
     _assert_readers_match_runs(tenant, dt.date(2026, 10, 1), dt.date(2026, 12, 1))
 
 
-def test_backfill_migration_rebuilds_the_new_rollups_from_the_runs(tenant, spread):
-    migration = importlib.import_module("apps.ledger.migrations.0005_backfill_new_rollups")
-    for model in (EndUserDailyRollup, EndUserMonthlyRollup, PromptSizeRollup, ToolUsageRollup):
-        model.objects.unscoped().delete()
-    assert ledger_check() != []
-    migration.backfill(django_apps, SimpleNamespace(connection=connection))  # only .connection is used
+@pytest.mark.django_db(transaction=True)  # migrations change the schema: SQLite refuses inside a transaction
+def test_backfill_migrations_rebuild_the_new_rollups_from_the_runs(tenant, spread):
+    # Each backfill runs against the schema it was written for (0009: money in numeric columns), and 0010 then
+    # turns the end-user rollups' money into ledger units; the result must be what ingest keeps.
+    historical = migrate_ledger_to("0009_enduser_half_month_rollup")
+    try:
+        for name in ("EndUserDailyRollup", "EndUserMonthlyRollup", "EndUserHalfMonthRollup", "PromptSizeRollup",
+                     "ToolUsageRollup"):
+            historical.get_model("ledger", name)._default_manager.all().delete()
+        with connection.schema_editor() as schema_editor:
+            importlib.import_module("apps.ledger.migrations.0005_backfill_new_rollups").backfill(historical, schema_editor)
+            importlib.import_module("apps.ledger.migrations.0009_enduser_half_month_rollup").backfill(historical,
+                                                                                                     schema_editor)
+    finally:
+        migrate_ledger_to_latest()
     assert ledger_check() == []
 
 
