@@ -12,11 +12,12 @@ from django.db import connection
 
 from apps.core.money import usd_as_units_sql
 from apps.ledger.models import (
+    MONTH_PART_FIRST_DAYS,
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
-    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
     Thread,
@@ -214,6 +215,9 @@ def _other_rollups(cursor) -> None:
     tool price version (none in the generated ledger today, but computed the same way as everything else)."""
     run_table = Run._meta.db_table
     sums = ", ".join(END_USER_SUMS)  # the end-user rollups' money is whole ledger units
+    # Days from the month's first day to the first day of the day's part (MONTH_PART_FIRST_DAYS).
+    part_offset = "CASE " + " ".join(f"WHEN extract(day FROM day) >= {first} THEN {first - 1}"
+                                     for first in reversed(MONTH_PART_FIRST_DAYS[1:])) + " ELSE 0 END"
     cursor.execute(f"""
         INSERT INTO {ToolUsageRollup._meta.db_table} (tenant_id, day, tool_price_id, code_interpreter_sessions,
                                                       billable_file_search_calls, web_search_calls)
@@ -234,9 +238,8 @@ def _other_rollups(cursor) -> None:
         SELECT tenant_id, date_trunc('month', day)::date, user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
         FROM {EndUserDailyRollup._meta.db_table} GROUP BY 1, 2, 3""")
     cursor.execute(f"""
-        INSERT INTO {EndUserHalfMonthRollup._meta.db_table} (tenant_id, half, user_id, {sums})
-        SELECT tenant_id, date_trunc('month', day)::date + CASE WHEN extract(day FROM day) >= 16 THEN 15 ELSE 0 END,
-               user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
+        INSERT INTO {EndUserMonthPartRollup._meta.db_table} (tenant_id, part, user_id, {sums})
+        SELECT tenant_id, date_trunc('month', day)::date + {part_offset}, user_id, {", ".join(f"sum({name})" for name in sums.split(", "))}
         FROM {EndUserDailyRollup._meta.db_table} GROUP BY 1, 2, 3""")
     edges = ",".join(map(str, PROMPT_TOKEN_EDGES))
     cursor.execute(f"""

@@ -1,9 +1,12 @@
 """The ledger: one row per run (Assistants run or Responses response), per thread (thread or
 conversation), and daily rollups per (tenant, day, model, feature) that charts and billing read."""
 
+import bisect
+
 from django.db import models
 
 from apps.core.money import MONEY_FIELD_KWARGS
+from apps.core.timeutils import next_month
 from apps.tenants.scoping import TenantOwnedModel
 
 
@@ -273,28 +276,36 @@ class EndUserMonthlyRollup(_EndUserSums):
         return f"{self.tenant_id} {self.month:%Y-%m} {self.user_id}"
 
 
-HALF_MONTH_SECOND_DAY = 16
+# The first days of the four parts of every month: days 1-8, 9-15, 16-23 and 24 to the month's end.
+MONTH_PART_FIRST_DAYS = (1, 9, 16, 24)
 
 
-def half_month_start(day):
-    """The first day of the half-month holding `day`: the 1st (days 1-15) or the 16th (16 to the month's end)."""
-    return day.replace(day=1 if day.day < HALF_MONTH_SECOND_DAY else HALF_MONTH_SECOND_DAY)
+def month_part_start(day):
+    """The first day of the part of the month holding `day` (MONTH_PART_FIRST_DAYS)."""
+    return day.replace(day=MONTH_PART_FIRST_DAYS[bisect.bisect_right(MONTH_PART_FIRST_DAYS, day.day) - 1])
 
 
-class EndUserHalfMonthRollup(_EndUserSums):
-    """The same sums per (tenant, half-month of created_at, end user); `half` is the 1st or the 16th. A range
-    whose ends fall mid-month then reads a half-month row per user and at most a week of daily rows at each
-    end, instead of up to two weeks of daily rows (issue #9: usage by end user, 30 days to mid last month)."""
+def month_parts(month) -> list[tuple]:
+    """(first day, day after the last) of each part of the month whose first day is `month`."""
+    starts = [month.replace(day=first) for first in MONTH_PART_FIRST_DAYS]
+    return list(zip(starts, [*starts[1:], next_month(month)], strict=True))
 
-    half = models.DateField()
+
+class EndUserMonthPartRollup(_EndUserSums):
+    """The same sums per (tenant, part of a month of created_at, end user); `part` is the part's first day (the
+    1st, 9th, 16th or 24th). A range whose ends fall mid-month then reads a part's row per user and at most
+    four days of daily rows at each end, instead of up to two weeks of them (issue #9: usage by end user over
+    30 days ragged in two months; half-months, migration 0009, still left a week at each end)."""
+
+    part = models.DateField()
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "half", "user_id"], name="enduser_half_unique_key"),
+            models.UniqueConstraint(fields=["tenant", "part", "user_id"], name="enduser_part_unique_key"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id} {self.half} {self.user_id}"
+        return f"{self.tenant_id} {self.part} {self.user_id}"
 
 
 class ToolUsageRollup(TenantOwnedModel):

@@ -35,17 +35,17 @@ from apps.core.timeutils import day_start, moment_shifted, month_start, next_mon
 from apps.tenants.scoping import TenantScope
 
 from .models import (
-    HALF_MONTH_SECOND_DAY,
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
-    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
     Thread,
     ToolUsageRollup,
     end_user_units_column,
+    month_parts,
 )
 
 OTHERS_LABEL = "others"
@@ -460,86 +460,111 @@ _USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "c
 _END_USER_COUNTS = ("runs", "unpriced_runs", *_USAGE_COUNTS)
 
 
-# What reading one period's rows (a month's or a half-month's) costs, counted in days of daily rows: such a
-# period holds about one row per end user active in it, and for a big tenant (5,000 end users, ~2,500 of
-# them active on a given day) that is about two days' worth.
+# What reading one period's rows (a month's or a part's) costs, counted in days of daily rows: such a period
+# holds about one row per end user active in it, and for a big tenant (5,000 end users, ~2,500 of them active
+# on a given day) that is about two days' worth.
 _PERIOD_ROWS_IN_DAYS = 2
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How to read some days of the end-user rollups: the cost (in days of daily rows), the period rows read
+    (model, period's first day, sign) and the day ranges read (first day, day after, sign). Signs: +1 adds
+    the rows, -1 takes them back."""
+
+    cost: int = 0
+    periods: tuple[tuple[type, dt.date, int], ...] = ()
+    days: tuple[tuple[dt.date, dt.date, int], ...] = ()
+
+    def __add__(self, other: _Reading) -> _Reading:
+        return _Reading(self.cost + other.cost, self.periods + other.periods, self.days + other.days)
+
+
+def _days_between(ranges: Sequence[tuple[dt.date, dt.date]]) -> int:
+    return sum((high - low).days for low, high in ranges)
 
 
 def _end_user_sources(tenant, start: dt.date, end: dt.date) -> list[tuple[QuerySet, int]]:
     """Rollup rows, each source with a sign (+1 add, -1 subtract), whose signed sums are exactly those of the
     tenant's runs created from `start` to `end` (exclusive). Per month the range touches: its monthly row
     when the range covers the month whole (or covers every run of it: a month-to-date range when no run is
-    dated later that month); otherwise whichever reads fewest rows of: the daily rows of the days inside
-    the range; the monthly row minus the daily rows of the days outside it; or per half-month (days 1-15,
-    16 to the end) its row, its row minus its outside days, or its inside days. The last 30 days cover most
-    of the month they start in (monthly minus ~4 days of rows); a range from mid-month to mid-month reads
-    two half-month rows per user instead of two weeks of daily rows."""
+    dated later that month); otherwise whichever reads fewest rows of: the month's parts (days 1-8, 9-15,
+    16-23, 24-end) inside the range, or the monthly row minus the parts outside it. A part only partly in
+    (or out) is its row minus its other days, or its days, whichever is fewer (its row alone when its other
+    days hold no run). So a ragged end reads a part's row and at most four days of daily rows."""
     daily = EndUserDailyRollup.objects.for_tenant(tenant)
 
-    def runs_only_inside(period_start: dt.date, period_end: dt.date, low: dt.date, high: dt.date) -> bool:
-        # One exists() per side, each a short index range that stops at its first row: "in the period but not
-        # in the range" as one condition made PostgreSQL walk every row of the range first (~10 ms a big month).
-        return not any(daily.filter(day__gte=side_start, day__lt=side_end).exists()
-                       for side_start, side_end in ((period_start, low), (high, period_end)) if side_start < side_end)
+    def runs_between(low: dt.date, high: dt.date) -> bool:
+        # A short index range that stops at its first row: "in the period but not in the range" as one
+        # condition made PostgreSQL walk every row of the range first (~10 ms a big month).
+        return low < high and daily.filter(day__gte=low, day__lt=high).exists()
 
-    def days(low: dt.date, high: dt.date) -> list[tuple[dt.date, dt.date]]:
-        return [(low, high)] if low < high else []
+    def part_reading(part_start: dt.date, part_end: dt.date, wanted: list[tuple[dt.date, dt.date]], sign: int,
+                     *, check_runs: bool) -> _Reading:
+        """The `wanted` days of one part (ranges inside it), added (sign +1) or taken back (-1)."""
+        row = ((EndUserMonthPartRollup, part_start, sign),)
+        rest = _complement(part_start, part_end, wanted)
+        if not rest or (check_runs and not any(runs_between(low, high) for low, high in rest)):
+            return _Reading(_PERIOD_ROWS_IN_DAYS, row)
+        by_days = _Reading(_days_between(wanted), days=tuple((low, high, sign) for low, high in wanted))
+        by_row = _Reading(_PERIOD_ROWS_IN_DAYS + _days_between(rest), row,
+                          tuple((low, high, -sign) for low, high in rest))
+        return min(by_days, by_row, key=lambda reading: reading.cost)
 
-    # An option: (cost in days of rows, periods read whole, day ranges added, day ranges taken back).
-    def ragged(model: type, period_start: dt.date, period_end: dt.date, low: dt.date, high: dt.date) -> list[tuple]:
-        """The two ways to read [low, high) of a period with runs outside it: its days, or its row minus the rest."""
-        return [((high - low).days, [], days(low, high), []),
-                (_PERIOD_ROWS_IN_DAYS + (low - period_start).days + (period_end - high).days, [(model, period_start)],
-                 [], [*days(period_start, low), *days(high, period_end)])]
-
-    def cheapest(options: list[tuple]) -> tuple:
-        return min(options, key=lambda option: option[0])
-
-    periods: list[tuple[type, dt.date]] = []  # (rollup model, period start)
-    inside: list[tuple[dt.date, dt.date]] = []
-    outside: list[tuple[dt.date, dt.date]] = []
+    reading = _Reading()
     for month in _months_of(start, end):
         after = next_month(month)
         low, high = max(start, month), min(end, after)
-        if runs_only_inside(month, after, low, high):
-            periods.append((EndUserMonthlyRollup, month))
+        if not runs_between(month, low) and not runs_between(high, after):
+            reading += _Reading(_PERIOD_ROWS_IN_DAYS, ((EndUserMonthlyRollup, month, 1),))
             continue
-        by_halves: tuple[int, list, list, list] = (0, [], [], [])
-        second = month.replace(day=HALF_MONTH_SECOND_DAY)
-        for half_start, half_end in ((month, second), (second, after)):
-            half_low, half_high = max(low, half_start), min(high, half_end)
-            if half_low >= half_high:
-                continue
-            if runs_only_inside(half_start, half_end, half_low, half_high):
-                choice = (_PERIOD_ROWS_IN_DAYS, [(EndUserHalfMonthRollup, half_start)], [], [])
-            else:
-                choice = cheapest(ragged(EndUserHalfMonthRollup, half_start, half_end, half_low, half_high))
-            by_halves = tuple(a + b for a, b in zip(by_halves, choice, strict=True))
-        _, chosen_periods, chosen_inside, chosen_outside = cheapest(
-            [*ragged(EndUserMonthlyRollup, month, after, low, high), by_halves])
-        periods.extend(chosen_periods)
-        inside.extend(chosen_inside)
-        outside.extend(chosen_outside)
-    # One source per month or half-month: a single one then holds one row per user, read without GROUP BY.
+        inside, outside = _Reading(), _Reading(_PERIOD_ROWS_IN_DAYS, ((EndUserMonthlyRollup, month, 1),))
+        for part_start, part_end in month_parts(month):
+            wanted = _intersection(part_start, part_end, [(low, high)])
+            if wanted:
+                inside += part_reading(part_start, part_end, wanted, 1, check_runs=True)
+            unwanted = _complement(part_start, part_end, wanted)
+            if unwanted:
+                outside += part_reading(part_start, part_end, unwanted, -1, check_runs=False)
+        reading += min(inside, outside, key=lambda option: option.cost)
+    # One source per period: a single one then holds one row per user, read without GROUP BY.
     sources: list[tuple[QuerySet, int]] = [
-        (model.objects.for_tenant(tenant).filter(**{"month" if model is EndUserMonthlyRollup else "half": period}), 1)
-        for model, period in periods
+        (model.objects.for_tenant(tenant).filter(**{"month" if model is EndUserMonthlyRollup else "part": period}),
+         sign)
+        for model, period, sign in reading.periods
     ]
-    for ranges, sign in ((inside, 1), (outside, -1)):
+    for wanted_sign in (1, -1):
+        ranges = [(low, high) for low, high, sign in reading.days if sign == wanted_sign]
         if ranges:
             condition = Q()
             for low, high in ranges:
                 condition |= Q(day__gte=low, day__lt=high)
-            sources.append((daily.filter(condition), sign))
+            sources.append((daily.filter(condition), wanted_sign))
     return sources
+
+
+def _intersection(low: dt.date, high: dt.date, ranges: Sequence[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    """The parts of `ranges` within [low, high)."""
+    return [(max(low, a), min(high, b)) for a, b in ranges if max(low, a) < min(high, b)]
+
+
+def _complement(low: dt.date, high: dt.date, ranges: Sequence[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    """The days of [low, high) outside `ranges` (sorted, disjoint, within it), as ranges."""
+    rest, at = [], low
+    for a, b in sorted(ranges):
+        if at < a:
+            rest.append((at, a))
+        at = max(at, b)
+    if at < high:
+        rest.append((at, high))
+    return rest
 
 
 def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
                      money=_USAGE_MONEY) -> dict[str, dict]:
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
     users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after a few
-    short exists() per ragged month (one per side of the month and of each half-month it touches)."""
+    short exists() per ragged month (one per side of the month and of each part it touches partly)."""
     names = (*counts, *money)
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
@@ -596,9 +621,9 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
         units = quote(end_user_units_column(name))
         return f"{units_as_usd_sql(f'SUM({units})' if summed else units)} AS {quote(name)}"
 
-    # One month of the monthly rollup, or one half-month, holds one row per user already: read as stored, no
-    # GROUP BY.
-    if len(sources) == 1 and sources[0][0].model in (EndUserMonthlyRollup, EndUserHalfMonthRollup):
+    # One month of the monthly rollup, or one part of a month, holds one row per user already: read as stored,
+    # no GROUP BY.
+    if len(sources) == 1 and sources[0][1] > 0 and sources[0][0].model in (EndUserMonthlyRollup, EndUserMonthPartRollup):
         stored = [quote(name) for name in counts] + [usd(name, summed=False) for name in money]
         return (f"SELECT {quote('user_id')}, {', '.join(stored)} FROM ({parts[0]}) AS period "
                 f"WHERE {quote('runs')} <> 0"), params

@@ -52,14 +52,14 @@ from .models import (
     WASTED_STATUSES,
     DailyRollup,
     EndUserDailyRollup,
-    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
     Thread,
     ToolUsageRollup,
     end_user_units_column,
-    half_month_start,
+    month_part_start,
 )
 
 logger = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ def _billable_tools(state: dict) -> list[int] | None:
 # server-side (one INSERT ... SELECT ... GROUP BY per table from one staging table); SQLite and ledger_check
 # add them up in Python with the same declarations (_add_shares).
 
-SHARE_KEYS = ("tenant_id", "day", "month", "half", "openai_project", "model", "feature", "user_id", "size_bin",
+SHARE_KEYS = ("tenant_id", "day", "month", "part", "openai_project", "model", "feature", "user_id", "size_bin",
               "tool_price_id")
 SHARE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd",
                "wasted_cost_usd")
@@ -296,7 +296,7 @@ SHARE_VALUES = (
 SHARE_COLUMNS = ("openai_id", *SHARE_KEYS, *SHARE_VALUES)
 SHARE_STAGE = [
     bulk.Column(name, "text" if name in ("openai_id", "openai_project", "model", "feature", "user_id")
-                else "date" if name in ("day", "month", "half") else "numeric" if name in SHARE_MONEY else "bigint")
+                else "date" if name in ("day", "month", "part") else "numeric" if name in SHARE_MONEY else "bigint")
     for name in SHARE_COLUMNS
 ]
 _NO_TOOLS = (0, 0, 0)
@@ -329,7 +329,7 @@ def _share_row(state: dict, sign: int = 1, openai_id: str | None = None) -> list
         values.append(0)
         values.extend(-count for count in (billable or _NO_TOOLS))
     return [
-        openai_id, state["tenant_id"], day, day.replace(day=1), half_month_start(day), state["openai_project"],
+        openai_id, state["tenant_id"], day, day.replace(day=1), month_part_start(day), state["openai_project"],
         state["model"], state["feature"], state["user_id"] or "", prompt_size_bin(state["input_tokens"]),
         None if billable is None else state["tool_price_id"], *values,
     ]
@@ -392,7 +392,7 @@ class _RollupTable:
 
 END_USER_KEY = ("tenant_id", "day", "user_id")
 END_USER_MONTH_KEY = ("tenant_id", "month", "user_id")
-END_USER_HALF_KEY = ("tenant_id", "half", "user_id")
+END_USER_PART_KEY = ("tenant_id", "part", "user_id")
 END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
 END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
 
@@ -403,15 +403,15 @@ PROMPT_SIZE_KEY = ("tenant_id", "day", "size_bin")
 TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
 TOOL_USAGE_SUMS = ("code_interpreter_sessions", "billable_file_search_calls", "web_search_calls")
 DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
-END_USER_DAILY, END_USER_MONTHLY, END_USER_HALF_MONTHLY = (
+END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS = (
     _RollupTable(model, key, END_USER_SUMS, sources=(*END_USER_COUNTS, *END_USER_MONEY), units=END_USER_UNITS)
     for model, key in ((EndUserDailyRollup, END_USER_KEY), (EndUserMonthlyRollup, END_USER_MONTH_KEY),
-                       (EndUserHalfMonthRollup, END_USER_HALF_KEY))
+                       (EndUserMonthPartRollup, END_USER_PART_KEY))
 )
 PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
 TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS, only_with="tool_price_id", sources=(
     "billable_code_interpreter_sessions", "billable_file_search_calls", "billable_web_search_calls"))
-ROLLUP_TABLES = (DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_HALF_MONTHLY, PROMPT_SIZE, TOOL_USAGE)
+ROLLUP_TABLES = (DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS, PROMPT_SIZE, TOOL_USAGE)
 
 
 def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], rows: list[list]) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from apps.ledger.models import EndUserDailyRollup, EndUserHalfMonthRollup, EndUserMonthlyRollup
+from apps.ledger.models import EndUserDailyRollup, EndUserMonthlyRollup, EndUserMonthPartRollup
 from tests.ledger.migrations import migrate_ledger_to, migrate_ledger_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)  # SQLite refuses schema changes inside a transaction
@@ -29,7 +29,7 @@ PERIODS = {"enduserdailyrollup": {"day": DAY}, "endusermonthlyrollup": {"month":
            "enduserhalfmonthrollup": {"half": DAY.replace(day=16)}}
 
 
-def test_0010_turns_end_user_money_into_ledger_units_exactly_and_back(tenant):
+def test_0010_turns_end_user_money_into_ledger_units_exactly_and_back_and_0011_sums_parts_of_months(tenant):
     before = migrate_ledger_to("0009_enduser_half_month_rollup")
     try:
         for model_name, period in PERIODS.items():
@@ -37,12 +37,14 @@ def test_0010_turns_end_user_money_into_ledger_units_exactly_and_back(tenant):
                 tenant_id=tenant.pk, user_id="u_1", runs=3, input_tokens=10, **period, **AMOUNTS)
 
         migrate_ledger_to_latest()
-        for model in (EndUserDailyRollup, EndUserMonthlyRollup, EndUserHalfMonthRollup):
+        # 0011 then fills the rollup by part of a month from the daily rows (November 16-23 holds the 20th).
+        for model in (EndUserDailyRollup, EndUserMonthlyRollup, EndUserMonthPartRollup):
             row = model.objects.unscoped().values("runs", "input_tokens", *UNITS).get()
             assert row == {"runs": 3, "input_tokens": 10, **UNITS}, model.__name__
+        assert EndUserMonthPartRollup.objects.unscoped().get().part == dt.date(2026, 11, 16)
 
         after_undo = migrate_ledger_to("0009_enduser_half_month_rollup")
-        for model_name in PERIODS:
+        for model_name in ("enduserdailyrollup", "endusermonthlyrollup"):  # undoing 0011 leaves halves empty
             row = after_undo.get_model("ledger", model_name)._default_manager.values(*AMOUNTS).get()
             assert row == AMOUNTS, model_name
     finally:

@@ -23,8 +23,8 @@ from apps.ledger.models import (
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
-    EndUserHalfMonthRollup,
     EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
     ToolUsageRollup,
@@ -188,8 +188,8 @@ def test_whole_months_read_monthly_rows_and_ragged_ones_the_fewest_rows(tenant, 
     monthly, daily = EndUserMonthlyRollup, EndUserDailyRollup
     assert models(dt.date(2026, 11, 1), dt.date(2026, 12, 1)) == [(monthly, 1)]
     assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 21)) == [(monthly, 1)]
-    # 9 days in, 21 out, and no run in the rest of the first half: that half-month's rows.
-    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 10)) == [(EndUserHalfMonthRollup, 1)]
+    # 9 days in, 21 out, and no run in the rest of the second part of the month: the first two parts' rows.
+    assert models(dt.date(2026, 11, 1), dt.date(2026, 11, 10)) == [(EndUserMonthPartRollup, 1)] * 2
     assert models(dt.date(2026, 10, 31), dt.date(2026, 12, 1)) == [(monthly, 1), (daily, 1)]
     # Most of November: the month minus its first two days (u2's only November run is on the 1st).
     assert models(dt.date(2026, 11, 3), dt.date(2026, 12, 1)) == [(monthly, 1), (daily, -1)]
@@ -205,11 +205,12 @@ def every_day(tenant):
         day += dt.timedelta(days=1)
 
 
-EDGES = [dt.date(2026, 10, d) for d in (1, 2, 8, 15, 16, 17, 24, 31)] + [
-    dt.date(2026, 11, d) for d in (1, 2, 9, 15, 16, 17, 23, 30)] + [dt.date(2026, 12, 1)]
+# Month and part edges (1, 9, 16, 24), the days beside them, and days inside parts.
+EDGES = [dt.date(2026, 10, d) for d in (1, 2, 4, 8, 9, 12, 15, 16, 17, 20, 23, 24, 25, 28, 31)] + [
+    dt.date(2026, 11, d) for d in (1, 2, 5, 8, 9, 10, 13, 15, 16, 19, 23, 24, 27, 30)] + [dt.date(2026, 12, 1)]
 
 
-def test_every_range_between_month_half_and_day_edges_sums_exactly_the_runs(tenant, every_day):
+def test_every_range_between_month_part_and_day_edges_sums_exactly_the_runs(tenant, every_day):
     for start in EDGES:
         for end in EDGES:
             if start < end:
@@ -218,19 +219,21 @@ def test_every_range_between_month_half_and_day_edges_sums_exactly_the_runs(tena
                 assert lines == expected, (start, end)
 
 
-def test_a_range_from_mid_month_to_mid_month_reads_half_month_rows(tenant, every_day):
+def test_a_range_from_mid_month_to_mid_month_reads_rows_of_parts_of_months(tenant, every_day):
     def plan(start, end):
         return [(source.model, sign) for source, sign in selectors._end_user_sources(tenant, start, end)]
 
-    half, daily, monthly = EndUserHalfMonthRollup, EndUserDailyRollup, EndUserMonthlyRollup
-    # The 30 days to mid November: October's second half and November's first, no daily rows.
-    assert plan(dt.date(2026, 10, 16), dt.date(2026, 11, 16)) == [(half, 1), (half, 1)]
-    # One day short at the end: November's first half minus its last day.
-    assert plan(dt.date(2026, 10, 16), dt.date(2026, 11, 15)) == [(half, 1), (half, 1), (daily, -1)]
-    # A week into a half: its row minus the days outside, or the days inside, whichever is fewer.
-    assert plan(dt.date(2026, 10, 20), dt.date(2026, 11, 4)) == [(half, 1), (daily, 1), (daily, -1)]
+    part, daily, monthly = EndUserMonthPartRollup, EndUserDailyRollup, EndUserMonthlyRollup
+    # The 30 days to mid November: October's last two parts and November's first two, no daily rows.
+    assert plan(dt.date(2026, 10, 16), dt.date(2026, 11, 16)) == [(part, 1)] * 4
+    # One day short at the end: November's second part minus its last day.
+    assert plan(dt.date(2026, 10, 16), dt.date(2026, 11, 15)) == [(part, 1)] * 4 + [(daily, -1)]
+    # Four days into a part: its four days (October 20-23), not its row minus four; November 1-3 likewise.
+    assert plan(dt.date(2026, 10, 20), dt.date(2026, 11, 4)) == [(part, 1), (daily, 1)]
     # Near the start of a month the monthly row minus a few days stays the cheapest.
     assert plan(dt.date(2026, 10, 4), dt.date(2026, 11, 1)) == [(monthly, 1), (daily, -1)]
+    # Near the end: the monthly row minus the last part and the two days before it.
+    assert plan(dt.date(2026, 10, 1), dt.date(2026, 10, 22)) == [(monthly, 1), (part, -1), (daily, -1)]
 
 
 def test_tool_fees_per_kind_add_up_to_the_runs_tool_cost_and_assistants_file_search_is_free(tenant, spread):
