@@ -334,6 +334,9 @@ class KnownQueryParametersMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        # OPTIONS describes the endpoint whatever it is asked, and a method the endpoint lacks is a 405 first.
+        if request.method == "OPTIONS" or not hasattr(self, request.method.lower()):
+            return
         known = self.query_parameter_names()
         unknown = sorted(set(request.query_params) - known)
         if unknown:

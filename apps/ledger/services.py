@@ -1109,10 +1109,48 @@ def ingest_events(*, events: list[dict], key_tenant: Tenant | None = None, parti
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _ingest_events(events, key_tenant, partitioned, projects_confirmed)
+        try:
+            return _ingest_events(events, key_tenant, partitioned, projects_confirmed)
+        except _LedgerOverflow:
+            # Some run would take a total past what its column holds. Rare and never retryable as it is:
+            # each event goes in on its own, so only those runs are refused, not the records beside them.
+            return _ingest_one_by_one(events, key_tenant, projects_confirmed)
     finally:
         if collecting:
             gc.enable()
+
+
+class _LedgerOverflow(Exception):
+    """A write would take a stored total past what its column holds (PostgreSQL's numeric_value_out_of_range,
+    SQLite's integer overflow)."""
+
+
+# Said of a run whose cost cannot be added to the totals: a bigint of ledger units holds about 922 million USD
+# per end user and period (apps.core.money.LEDGER_UNITS_PER_USD), the daily rollups' numeric 10**14 USD.
+OVERFLOW_MESSAGE = ("its cost would take a stored total (such as its end user's for the month, at most about 922 "
+                    "million USD) past what the ledger can hold; check the token counts")
+
+
+def _is_overflow(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc
+    text = str(exc)
+    return (getattr(cause, "sqlstate", None) == "22003" or "bigint out of range" in text
+            or "numeric field overflow" in text or "integer overflow" in text)
+
+
+def _ingest_one_by_one(events: list, key_tenant: Tenant | None, projects_confirmed: bool) -> IngestResult:
+    results = []
+    for index, event in enumerate(events):
+        try:
+            (result,) = _ingest_events([event], key_tenant, False, projects_confirmed).results
+            results.append(EventResult(index=index, id=result.id, outcome=result.outcome, error=result.error))
+        except _LedgerOverflow:
+            obj = event.get("object") if isinstance(event, dict) else None
+            openai_id = obj.get("id") if isinstance(obj, dict) else None
+            logger.warning("ingest: event %s (%s) refused: a total would overflow", index, openai_id)
+            results.append(EventResult(index=index, id=openai_id if isinstance(openai_id, str) else None,
+                                       outcome="rejected", error={"field": "object.usage", "message": OVERFLOW_MESSAGE}))
+    return IngestResult(results=results)
 
 
 def _ingest_events(events: list, key_tenant: Tenant | None, partitioned: bool, projects_confirmed: bool) -> IngestResult:
@@ -1126,7 +1164,11 @@ def _ingest_events(events: list, key_tenant: Tenant | None, partitioned: bool, p
             final = _ingest_once(run_events, thread_events, lifecycle, results, now, book, thresholds,
                                  shared=partitioned)
             break
+        except OverflowError as exc:  # SQLite: a Python int past 64 bits, refused when bound
+            raise _LedgerOverflow(str(exc)) from exc
         except (OperationalError, DatabaseError, *_driver_errors()) as exc:
+            if _is_overflow(exc):
+                raise _LedgerOverflow(str(exc)) from exc
             if partitioned and _is_unique_violation(exc):
                 # Two "partitioned" batches carried the same new run after all (say, two imports of
                 # overlapping files at once): this one writes again alone, as an ordinary batch.

@@ -115,3 +115,8 @@ def test_authentication_and_permissions_come_before_the_parameters(api_client, i
     answer = api_client.get("/api/v1/reconciliation/?bogus=1", **bearer(tenant_billing_key))
     assert answer.status_code == 404
     assert answer.json() == {"error": {"code": "not_found", "message": "Not found."}}
+
+
+def test_a_method_the_endpoint_lacks_is_a_405_and_options_answers_whatever_it_is_asked(api_client, admin_key):
+    assert api_client.post("/api/v1/runs/?bogus=1", {}, format="json", **bearer(admin_key)).status_code == 405
+    assert api_client.options("/api/v1/runs/?bogus=1", **bearer(admin_key)).status_code == 200

@@ -315,3 +315,42 @@ def test_an_id_with_a_slash_or_a_control_character_is_rejected_and_the_events_be
     assert result["results"][0]["outcome"] == "rejected" and result["results"][0]["error"]["field"] == field
     assert result["results"][1]["outcome"] == "created"
     assert list(Run.objects.unscoped().values_list("openai_id", flat=True)) == ["resp_good"]
+
+
+def _priced_at_a_thousand_dollars_per_million_output_tokens() -> str:
+    ModelPrice.objects.create(model="gpt-huge", effective_from=dt.date(2026, 1, 1), input_usd_per_1m=Decimal("1"),
+                              cached_input_usd_per_1m=Decimal("1"), output_usd_per_1m=Decimal("1000"))
+    return "gpt-huge"
+
+
+def _huge(run_id: str, output_tokens: int) -> dict:
+    # 10**12 output tokens (the most ingest takes) at $1,000 per million: a billion USD.
+    return _event(builders.response(response_id=run_id, created_at=WHEN, model="gpt-huge", input_tokens=1,
+                                    output_tokens=output_tokens), attribution={"user_id": "u_big"})
+
+
+def test_a_run_whose_cost_overflows_a_total_is_refused_and_the_records_beside_it_are_stored(tenant, other_tenant):
+    _priced_at_a_thousand_dollars_per_million_output_tokens()
+    batch = [_event(builders.response(response_id="resp_before", created_at=WHEN)),
+             _huge("resp_huge", 10**12),  # past the ~922 million USD an end user's rollup holds for a month
+             _event(builders.response(response_id="resp_after", created_at=WHEN), tenant="globex")]
+
+    result = ingest_events(events=batch)
+
+    assert [r.outcome for r in result.results] == ["created", "rejected", "created"]
+    assert result.results[1].id == "resp_huge"
+    assert result.results[1].error["field"] == "object.usage"
+    assert "past what the ledger can hold" in result.results[1].error["message"]
+    assert sorted(Run.objects.unscoped().values_list("openai_id", flat=True)) == ["resp_after", "resp_before"]
+    assert ledger_check() == []
+
+
+@pytest.mark.postgres  # SQLite turns an integer sum past 64 bits into a float without a word (docs/ledger.md)
+def test_the_run_that_would_take_an_end_users_month_past_the_limit_is_the_one_refused(tenant):
+    _priced_at_a_thousand_dollars_per_million_output_tokens()
+    # Half a billion USD each: the first fits, the second would take u_big's November past ~922 million.
+    result = ingest_events(events=[_huge("resp_half_1", 5 * 10**11), _huge("resp_half_2", 5 * 10**11)])
+
+    assert [r.outcome for r in result.results] == ["created", "rejected"]
+    assert Run.objects.for_tenant(tenant).get().cost_total_usd == Decimal("500000000.000001")
+    assert ledger_check() == []

@@ -13,10 +13,10 @@ from tests.ledger.migrations import migrate_ledger_to, migrate_ledger_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)  # SQLite refuses schema changes inside a transaction
 
-DAY = dt.date(2026, 11, 20)
 # The smallest amount, one with every decimal place, a large one, zero. SQLite keeps a decimal as a float (15
-# significant digits, which is all the app ever read back there), so only PostgreSQL gets one of 18 digits.
-LARGE = Decimal("98765432.1098765432") if connection.vendor == "postgresql" else Decimal("98765.4321098765")
+# significant digits, which is all the app ever read back there): only PostgreSQL gets 18 digits, and on
+# SQLite even four times the total stays within 15.
+LARGE = Decimal("98765432.1098765432") if connection.vendor == "postgresql" else Decimal("9876.5432109876")
 AMOUNTS = {
     "cost_input_usd": Decimal("0.0000000001"),
     "cost_cached_input_usd": Decimal("1.2345678901"),
@@ -25,27 +25,41 @@ AMOUNTS = {
     "cost_total_usd": LARGE + Decimal("1.2345678902"),
 }
 UNITS = {name.removesuffix("_usd") + "_units": int(amount.scaleb(10)) for name, amount in AMOUNTS.items()}
-PERIODS = {"enduserdailyrollup": {"day": DAY}, "endusermonthlyrollup": {"month": DAY.replace(day=1)},
-           "enduserhalfmonthrollup": {"half": DAY.replace(day=16)}}
+# One daily row on each of these November days, every part of the month (1-8, 9-15, 16-23, 24-30) and both
+# halves (1-15, 16-30) holding some, and their edges.
+DAYS = (3, 9, 15, 16, 23, 24, 30)
 
 
-def test_0010_turns_end_user_money_into_ledger_units_exactly_and_back_and_0011_sums_parts_of_months(tenant):
+def _times(amounts: dict, count: int) -> dict:
+    return {name: amount * count for name, amount in amounts.items()}
+
+
+def test_0010_turns_end_user_money_into_ledger_units_and_0011_sums_the_parts_of_months_and_both_undo(tenant):
     before = migrate_ledger_to("0009_enduser_half_month_rollup")
     try:
-        for model_name, period in PERIODS.items():
-            before.get_model("ledger", model_name)._default_manager.create(
-                tenant_id=tenant.pk, user_id="u_1", runs=3, input_tokens=10, **period, **AMOUNTS)
+        daily = before.get_model("ledger", "EndUserDailyRollup")._default_manager
+        for day in DAYS:
+            daily.create(tenant_id=tenant.pk, user_id="u_1", runs=1, input_tokens=10, day=dt.date(2026, 11, day),
+                         **AMOUNTS)
+        before.get_model("ledger", "EndUserMonthlyRollup")._default_manager.create(
+            tenant_id=tenant.pk, user_id="u_1", runs=1, input_tokens=10, month=dt.date(2026, 11, 1), **AMOUNTS)
 
         migrate_ledger_to_latest()
-        # 0011 then fills the rollup by part of a month from the daily rows (November 16-23 holds the 20th).
-        for model in (EndUserDailyRollup, EndUserMonthlyRollup, EndUserMonthPartRollup):
-            row = model.objects.unscoped().values("runs", "input_tokens", *UNITS).get()
-            assert row == {"runs": 3, "input_tokens": 10, **UNITS}, model.__name__
-        assert EndUserMonthPartRollup.objects.unscoped().get().part == dt.date(2026, 11, 16)
+        for model in (EndUserDailyRollup, EndUserMonthlyRollup):
+            rows = list(model.objects.unscoped().values("runs", "input_tokens", *UNITS))
+            assert rows == [{"runs": 1, "input_tokens": 10, **UNITS}] * len(rows), model.__name__
+        parts = {row.pop("part"): row for row in EndUserMonthPartRollup.objects.unscoped().values("part", "runs", *UNITS)}
+        assert parts == {dt.date(2026, 11, first): {"runs": count, **_times(UNITS, count)}
+                         for first, count in ((1, 1), (9, 2), (16, 2), (24, 2))}
 
-        after_undo = migrate_ledger_to("0009_enduser_half_month_rollup")
-        for model_name in ("enduserdailyrollup", "endusermonthlyrollup"):  # undoing 0011 leaves halves empty
-            row = after_undo.get_model("ledger", model_name)._default_manager.values(*AMOUNTS).get()
-            assert row == AMOUNTS, model_name
+        undone = migrate_ledger_to("0009_enduser_half_month_rollup")
+        for model_name in ("enduserdailyrollup", "endusermonthlyrollup"):
+            rows = list(undone.get_model("ledger", model_name)._default_manager.values(*AMOUNTS))
+            assert rows == [AMOUNTS] * len(rows), model_name
+        # Undoing 0011 fills the half-month rollup again from the daily rows (the code of 0010 reads it).
+        halves = {row.pop("half"): row for row in
+                  undone.get_model("ledger", "EndUserHalfMonthRollup")._default_manager.values("half", "runs", *AMOUNTS)}
+        assert halves == {dt.date(2026, 11, 1): {"runs": 3, **_times(AMOUNTS, 3)},
+                          dt.date(2026, 11, 16): {"runs": 4, **_times(AMOUNTS, 4)}}
     finally:
         migrate_ledger_to_latest()

@@ -279,17 +279,15 @@ def test_repricing_moves_tool_fees_and_end_user_costs_with_the_runs(tenant, spre
 
 @pytest.mark.django_db(transaction=True)  # migrations change the schema: SQLite refuses inside a transaction
 def test_backfill_migrations_rebuild_the_new_rollups_from_the_runs(tenant, spread):
-    # Each backfill runs against the schema it was written for (0009: money in numeric columns), and 0010 then
-    # turns the end-user rollups' money into ledger units; the result must be what ingest keeps.
+    # 0005's backfill runs against the schema it was written for (money in numeric columns); migrating on, 0010
+    # turns the end-user rollups' money into ledger units and 0011 sums the parts of months from the daily
+    # rows. The result must be what ingest keeps.
     historical = migrate_ledger_to("0009_enduser_half_month_rollup")
     try:
-        for name in ("EndUserDailyRollup", "EndUserMonthlyRollup", "EndUserHalfMonthRollup", "PromptSizeRollup",
-                     "ToolUsageRollup"):
+        for name in ("EndUserDailyRollup", "EndUserMonthlyRollup", "PromptSizeRollup", "ToolUsageRollup"):
             historical.get_model("ledger", name)._default_manager.all().delete()
         with connection.schema_editor() as schema_editor:
             importlib.import_module("apps.ledger.migrations.0005_backfill_new_rollups").backfill(historical, schema_editor)
-            importlib.import_module("apps.ledger.migrations.0009_enduser_half_month_rollup").backfill(historical,
-                                                                                                     schema_editor)
     finally:
         migrate_ledger_to_latest()
     assert ledger_check() == []

@@ -9,23 +9,23 @@ from django.db import migrations, models
 
 SUMS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
         "cost_input_units", "cost_cached_input_units", "cost_output_units", "cost_tools_units", "cost_total_units")
-FIRST_DAYS = (1, 9, 16, 24)  # apps.ledger.models.MONTH_PART_FIRST_DAYS when this was written
+PART_FIRST_DAYS = (1, 9, 16, 24)  # apps.ledger.models.MONTH_PART_FIRST_DAYS when this was written
+HALF_FIRST_DAYS = (1, 16)
 
 
-def _part_start(day):
-    return day.replace(day=max(first for first in FIRST_DAYS if first <= day.day))
-
-
-def backfill(apps, schema_editor):
+def _fill_from_daily(apps, schema_editor, model_name: str, period: str, first_days: tuple[int, ...]) -> None:
+    """Sum the end-user daily rollup into `model_name`'s rows, one per (tenant, period, user): the period
+    starting on the greatest of `first_days` not after the day. PostgreSQL leaves room on its pages for
+    ingest's in-place updates, like the monthly rollup (0008)."""
     daily = apps.get_model("ledger", "EndUserDailyRollup")
-    parts = apps.get_model("ledger", "EndUserMonthPartRollup")
+    model = apps.get_model("ledger", model_name)
     if schema_editor.connection.vendor == "postgresql":
-        table = schema_editor.quote_name(parts._meta.db_table)
+        table = schema_editor.quote_name(model._meta.db_table)
         schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
         offset = "CASE " + " ".join(f"WHEN extract(day FROM day) >= {first} THEN {first - 1}"
-                                    for first in reversed(FIRST_DAYS[1:])) + " ELSE 0 END"
+                                    for first in reversed(first_days[1:])) + " ELSE 0 END"
         schema_editor.execute(
-            f"INSERT INTO {table} (tenant_id, part, user_id, {', '.join(SUMS)}) "
+            f"INSERT INTO {table} (tenant_id, {period}, user_id, {', '.join(SUMS)}) "
             f"SELECT tenant_id, date_trunc('month', day)::date + {offset}, user_id, "
             f"{', '.join(f'sum({name})' for name in SUMS)} "
             f"FROM {schema_editor.quote_name(daily._meta.db_table)} GROUP BY 1, 2, 3"
@@ -34,12 +34,22 @@ def backfill(apps, schema_editor):
     totals: dict[tuple, list] = {}
     for row in daily._default_manager.values_list("tenant_id", "day", "user_id", *SUMS).iterator(chunk_size=5000):
         tenant_id, day, user_id, *values = row
-        key = (tenant_id, _part_start(day), user_id)
+        key = (tenant_id, day.replace(day=max(first for first in first_days if first <= day.day)), user_id)
         current = totals.get(key)
         totals[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
-    parts._default_manager.bulk_create(
-        [parts(tenant_id=key[0], part=key[1], user_id=key[2], **dict(zip(SUMS, values, strict=True)))
+    model._default_manager.bulk_create(
+        [model(tenant_id=key[0], **{period: key[1]}, user_id=key[2], **dict(zip(SUMS, values, strict=True)))
          for key, values in totals.items()], batch_size=1000)
+
+
+def backfill(apps, schema_editor):
+    _fill_from_daily(apps, schema_editor, "EndUserMonthPartRollup", "part", PART_FIRST_DAYS)
+
+
+def refill_halves(apps, schema_editor):
+    """Undone: the half-month table (recreated empty just before) is filled again, so the code of 0010 reads
+    right numbers at once."""
+    _fill_from_daily(apps, schema_editor, "EndUserHalfMonthRollup", "half", HALF_FIRST_DAYS)
 
 
 class Migration(migrations.Migration):
@@ -79,7 +89,6 @@ class Migration(migrations.Migration):
                 ("unscoped_objects", django.db.models.manager.Manager()),
             ],
         ),
-        migrations.RunPython(backfill, migrations.RunPython.noop),
-        # Undone, the half-month table comes back empty: `manage.py ledger_check --fix` refills it.
+        migrations.RunPython(backfill, refill_halves),
         migrations.DeleteModel(name="EndUserHalfMonthRollup"),
     ]
