@@ -312,8 +312,9 @@ def test_end_user_readers_use_a_bounded_number_of_queries(tenant):
     for number in range(30):
         _ingest(tenant, builders.response(created_at=_at(11, 1 + number % 20), input_tokens=100 * number),
                 user=f"user-{number:02d}")
-    # Ragged: an exists() for the month and one for its first half, then the half-month's rows minus six days
-    # (one statement on PostgreSQL, one read per source on SQLite, which sums them in Python).
+    # Ragged: an exists() for the rest of the month and one for the rest of its second part, then the first
+    # part's rows and the 9th's daily rows (one statement on PostgreSQL, one read per source on SQLite, which
+    # sums them in Python).
     start, end = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
     reads = 3 if connection.vendor == "postgresql" else 4
     with CaptureQueriesContext(connection) as queries:
