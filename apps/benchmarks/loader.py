@@ -12,6 +12,7 @@ from django.db import connection
 
 from apps.core.money import usd_as_units_sql
 from apps.ledger.models import (
+    END_USER_MONEY,
     MONTH_PART_FIRST_DAYS,
     PROMPT_TOKEN_EDGES,
     DailyRollup,
@@ -23,7 +24,7 @@ from apps.ledger.models import (
     Thread,
     ToolUsageRollup,
 )
-from apps.ledger.services import END_USER_MONEY, END_USER_SUMS, ROLLUP_TABLES
+from apps.ledger.services import END_USER_SUMS, ROLLUP_TABLES
 
 from .common import Progress, bench_tenants, ledger_truncate, require_postgres
 

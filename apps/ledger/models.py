@@ -245,6 +245,13 @@ def end_user_units_column(money: str) -> str:
     return money.removesuffix("_usd") + "_units"
 
 
+# What the end-user rollups sum: counts, and amounts (named as share rows and usage lines name them; stored in
+# the END_USER_UNITS columns).
+END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
+END_USER_UNITS = tuple(map(end_user_units_column, END_USER_MONEY))
+
+
 class EndUserDailyRollup(_EndUserSums):
     """Sums of runs per (tenant, UTC day of created_at, end user), maintained by ingest as deltas like
     DailyRollup. Read for the ragged ends of a period and for an end user's last active day."""

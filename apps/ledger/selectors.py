@@ -35,6 +35,8 @@ from apps.core.timeutils import day_start, moment_shifted, month_start, next_mon
 from apps.tenants.scoping import TenantScope
 
 from .models import (
+    END_USER_COUNTS,
+    END_USER_MONEY,
     PROMPT_TOKEN_EDGES,
     DailyRollup,
     EndUserDailyRollup,
@@ -454,10 +456,10 @@ def _median_bin(counts: list[int]) -> int | None:
 
 # --- end users (rollups by day and by month) -------------------------------------------------------
 
-# What a usage line sums (the end-user lines read these from the end-user rollups).
+# What a usage line by day, model or feature sums from the daily rollups (by end user: models.END_USER_COUNTS
+# and END_USER_MONEY, the same names, from the end-user rollups).
 _USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
 _USAGE_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
-_END_USER_COUNTS = ("runs", "unpriced_runs", *_USAGE_COUNTS)
 
 
 # What reading one period's rows (a month's or a part's) costs, counted in days of daily rows: such a period
@@ -560,8 +562,8 @@ def _complement(low: dt.date, high: dt.date, ranges: Sequence[tuple[dt.date, dt.
     return rest
 
 
-def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=_END_USER_COUNTS,
-                     money=_USAGE_MONEY) -> dict[str, dict]:
+def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=END_USER_COUNTS,
+                     money=END_USER_MONEY) -> dict[str, dict]:
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
     users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after a few
     short exists() per ragged month (one per side of the month and of each part it touches partly)."""
@@ -641,7 +643,7 @@ def end_user_usage_text(*, tenant, start: dt.date, end: dt.date) -> tuple[list[t
     Decimals cost more than the query. None on other databases: use usage_lines there."""
     if connection.vendor != "postgresql":
         return None
-    counts, money = _END_USER_COUNTS, _USAGE_MONEY
+    counts, money = END_USER_COUNTS, END_USER_MONEY
     lines_sql, params = _signed_sums_sql(_end_user_sources(tenant, start, end), counts, money, start=start, end=end)
     if lines_sql is None:  # an empty range
         return [], (0,) * len(counts) + ("0.00",) * len(money)

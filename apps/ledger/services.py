@@ -14,6 +14,7 @@ lock shared. docs/ledger.md walks through it.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -47,6 +48,9 @@ from apps.tenants.models import Tenant
 
 from . import bulk
 from .models import (
+    END_USER_COUNTS,
+    END_USER_MONEY,
+    END_USER_UNITS,
     PROMPT_TOKEN_EDGES,
     STATUS_RANK,
     WASTED_STATUSES,
@@ -58,7 +62,6 @@ from .models import (
     Run,
     Thread,
     ToolUsageRollup,
-    end_user_units_column,
     month_part_start,
 )
 
@@ -393,11 +396,6 @@ class _RollupTable:
 END_USER_KEY = ("tenant_id", "day", "user_id")
 END_USER_MONTH_KEY = ("tenant_id", "month", "user_id")
 END_USER_PART_KEY = ("tenant_id", "part", "user_id")
-END_USER_COUNTS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
-END_USER_MONEY = ("cost_input_usd", "cost_cached_input_usd", "cost_output_usd", "cost_tools_usd", "cost_total_usd")
-
-
-END_USER_UNITS = tuple(end_user_units_column(name) for name in END_USER_MONEY)
 END_USER_SUMS = (*END_USER_COUNTS, *END_USER_UNITS)
 PROMPT_SIZE_KEY = ("tenant_id", "day", "size_bin")
 TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
@@ -1143,7 +1141,7 @@ def _ingest_one_by_one(events: list, key_tenant: Tenant | None, projects_confirm
     for index, event in enumerate(events):
         try:
             (result,) = _ingest_events([event], key_tenant, False, projects_confirmed).results
-            results.append(EventResult(index=index, id=result.id, outcome=result.outcome, error=result.error))
+            results.append(dataclasses.replace(result, index=index))
         except _LedgerOverflow:
             obj = event.get("object") if isinstance(event, dict) else None
             openai_id = obj.get("id") if isinstance(obj, dict) else None
