@@ -32,7 +32,7 @@ from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.core.money import ZERO, quantize_ledger, usd_to_units
+from apps.core.money import ZERO, money_text, quantize_ledger, usd_to_units
 from apps.pricing.pricebook import PriceBook
 from apps.pricing.rating import CostBreakdown, RatingError, Usage, billable_file_search_calls, rate_run
 from apps.provider.normalizers import (
@@ -1241,6 +1241,22 @@ class RepriceResult:
 REPRICE_BATCH = 2000
 
 
+class RepriceOverflow(ValueError):
+    """Re-pricing stopped: at the current price book a run would cost more than a stored total can hold (an
+    absurd price, or one meant per token entered per million). The batch holding it is not applied."""
+
+    def __init__(self, run: dict, slugs: dict[int, str]):
+        self.openai_id, self.model = run["openai_id"], run["model"]
+        # Which part of the price made it: "input", "cached_input", "output" or "tools".
+        self.largest_part = max(COST_FIELDS[:-1], key=lambda name: Decimal(run[name])).removeprefix("cost_").removesuffix("_usd")
+        super().__init__(
+            f"Re-pricing stopped: at the current prices run {run['openai_id']} (model {run['model']}, tenant "
+            f"{slugs.get(run['tenant_id'], '?')}) would cost {money_text(Decimal(run['cost_total_usd']))}, "
+            f"which would take a stored total (such as its end user's for the month, at most about 922 million USD) "
+            f"past what the ledger can hold. Check the price of {run['model']}, correct it, and re-price again."
+        )
+
+
 def runs_reprice(
     *,
     start: dt.date | None = None,
@@ -1308,11 +1324,17 @@ def runs_reprice(
                 key = bulk.columns_for(Run, ["id"])[0]
                 names = [*COST_FIELDS, "priced", "model_price_id", "tool_price_id", "is_high_cost", "updated_at"]
                 now = timezone.now()
-                bulk.update_from_values(
-                    Run._meta.db_table, key, bulk.columns_for(Run, names),
-                    [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
-                )
-                deltas.write()
+                try:
+                    bulk.update_from_values(
+                        Run._meta.db_table, key, bulk.columns_for(Run, names),
+                        [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
+                    )
+                    deltas.write()
+                except (OverflowError, DatabaseError, *_driver_errors()) as exc:
+                    if not isinstance(exc, OverflowError) and not _is_overflow(exc):
+                        raise
+                    # The batch rolls back whole; the ones before it stay applied (each its own transaction).
+                    raise RepriceOverflow(max(updates, key=lambda s: Decimal(s["cost_total_usd"])), slugs) from exc
                 from apps.alerts.services import alerts_for_run_changes
 
                 alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})

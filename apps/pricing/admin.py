@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from apps.core.admin import AuditedAdminMixin
+from apps.ledger.services import RepriceOverflow
 
 from .models import ModelPrice, ToolPrice
 from .services import unpriced_runs_rate
@@ -21,7 +22,13 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             # A new price rates the runs that were stored unpriced for this model (and its snapshots).
-            newly = unpriced_runs_rate(model=obj.model, actor=request.user)
+            try:
+                newly = unpriced_runs_rate(model=obj.model, actor=request.user)
+            except RepriceOverflow as error:
+                # The admin saved the price in its own transaction; say so, and how to finish the job.
+                self.message_user(request, f"The price was saved, but the unpriced runs were not all rated. {error} "
+                                  "Then run `manage.py reprice --unpriced`.", level=messages.ERROR)
+                return
             if newly:
                 self.message_user(request, f"{newly} unpriced runs are now rated.")
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
@@ -20,6 +20,7 @@ from apps.core.api_support import (
     KnownQueryParametersMixin,
     LenientDateField,
 )
+from apps.ledger.services import RepriceOverflow
 from apps.tenants.authentication import CanRead
 
 from .models import ModelPrice
@@ -111,11 +112,19 @@ class PriceListView(KnownQueryParametersMixin, GenericAPIView):
         if ModelPrice.objects.filter(model=data["model"], effective_from=data["effective_from"]).exists():
             raise Conflict(f"{data['model']} already has a price from {data['effective_from']}; prices are versions, add a later date.")
         try:
-            price = model_price_create(actor=request.user, **data)
+            # The price and the re-rating of its unpriced runs land together or not at all: a price that would
+            # overflow the ledger's totals must not stay half applied. (The ingest lock is held until the end;
+            # a new model's unpriced backlog is small.)
+            with transaction.atomic():
+                price = model_price_create(actor=request.user, **data)
+                repriced_runs = unpriced_runs_rate(model=price.model, actor=request.user)
         except DjangoValidationError as error:
             raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
         except IntegrityError as error:
             raise Conflict("This model already has a price from that date.") from error
+        except RepriceOverflow as error:
+            field = f"{error.largest_part}_usd_per_1m" if error.largest_part != "tools" else "model"
+            raise exceptions.ValidationError({field: [f"{error} Nothing was stored."]}) from error
         body = PriceSerializer(price).data
-        body["repriced_runs"] = unpriced_runs_rate(model=price.model, actor=request.user)
+        body["repriced_runs"] = repriced_runs
         return Response(body, status=status.HTTP_201_CREATED)

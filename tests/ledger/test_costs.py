@@ -5,12 +5,14 @@ import datetime as dt
 import random
 from decimal import ROUND_HALF_UP, Decimal
 
+import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db.models import Sum
 
 from apps.core.models import AuditEvent
 from apps.ledger.models import DailyRollup, Run
-from apps.ledger.services import ingest_events, ledger_check
+from apps.ledger.services import RepriceOverflow, ingest_events, ledger_check, runs_reprice
 from apps.pricing.models import ModelPrice, ToolPrice
 from tests import builders
 
@@ -128,3 +130,47 @@ def test_reprice_outside_the_period_or_for_another_tenant_changes_nothing(tenant
     call_command("reprice", "--start", "2026-10-01", "--end", "2026-10-31", "--tenant", "globex")
     costs = dict(Run.objects.unscoped().values_list("tenant__slug", "cost_total_usd"))
     assert costs == {"acme": Decimal("2.0008"), "globex": Decimal("3.0008")}  # + 100 output x $8/1M
+
+
+def _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch) -> None:
+    """A small run and one of 10**12 output tokens (the most ingest takes), stored unpriced; then a price of
+    $1,000 per million output tokens, which makes the big one cost a billion USD: past the ~922 million an end
+    user's month can hold. Re-pricing goes one run a batch, so the small run's batch comes first."""
+    monkeypatch.setattr("apps.ledger.services.REPRICE_BATCH", 1)
+    when = dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
+    for run_id, output_tokens in (("resp_small", 1_000_000), ("resp_huge", 10**12)):  # in this order of id
+        ingest_events(events=[{"tenant": "acme", "attribution": {"user_id": "u_big"}, "object": builders.response(
+            response_id=run_id, created_at=when, model="gpt-huge", input_tokens=1, output_tokens=output_tokens)}])
+    ModelPrice.objects.create(model="gpt-huge", effective_from=dt.date(2026, 1, 1), input_usd_per_1m=Decimal("0"),
+                              output_usd_per_1m=Decimal("1000"))
+
+
+def test_a_reprice_that_would_overflow_a_total_stops_naming_the_run_and_keeps_the_batches_before_it(
+        tenant, monkeypatch):
+
+
+    _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
+
+    with pytest.raises(RepriceOverflow) as stopped:
+        runs_reprice(unpriced_only=True)
+
+    assert "run resp_huge (model gpt-huge, tenant acme)" in str(stopped.value)
+    assert "Check the price of gpt-huge" in str(stopped.value)
+    priced = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "cost_total_usd"))
+    assert priced == {"resp_small": Decimal("1000"), "resp_huge": Decimal("0")}  # the batch before it is applied
+    assert ledger_check() == []
+    # Corrected, the same re-price finishes the job.
+    ModelPrice.objects.filter(model="gpt-huge").update(output_usd_per_1m=Decimal("0.1"))
+    runs_reprice(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31))
+    priced = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "cost_total_usd"))
+    assert priced == {"resp_small": Decimal("0.1"), "resp_huge": Decimal("100000")}
+    assert ledger_check() == []
+
+
+def test_the_reprice_command_turns_an_overflow_into_an_error_saying_what_to_do(tenant, monkeypatch):
+
+    _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
+
+    with pytest.raises(CommandError, match=r"run resp_huge .* correct it, and re-price again\. The batches before"):
+        call_command("reprice", "--unpriced")
+    assert ledger_check() == []

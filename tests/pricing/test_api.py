@@ -98,3 +98,24 @@ def test_a_tenant_bound_admin_key_cannot_add_a_price_that_would_re_rate_other_te
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "permission_denied"
     assert not ModelPrice.objects.filter(model="gpt-zz-unpriced").exists()
     assert Run.objects.for_tenant(other_tenant).get().priced is False
+
+
+def test_a_price_whose_re_rating_would_overflow_the_ledger_is_a_400_naming_it_and_nothing_is_stored(
+        api_client, admin_key, tenant):
+    # 10**12 output tokens (the most ingest takes) at $1,000 per million: a billion USD, past the ~922 million
+    # an end user's month can hold.
+    huge = builders.response(created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test",
+                             input_tokens=1, output_tokens=10**12)
+    small = builders.response(created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test")
+    ingest_events(events=[{"tenant": "acme", "object": small}, {"tenant": "acme", "object": huge}])
+
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "output_usd_per_1m": "1000"}, format="json",
+                             **bearer(admin_key))
+
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["field"] == "output_usd_per_1m"  # the part of the price that made the cost
+    assert f"run {huge['id']} (model gpt-7-test, tenant acme)" in error["message"]
+    assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
+    assert not AuditEvent.objects.filter(action="price.create").exists()
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()  # not even the small run's batch

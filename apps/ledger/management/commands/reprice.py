@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from apps.core.money import money_text
 from apps.ledger.models import Run
-from apps.ledger.services import runs_reprice
+from apps.ledger.services import RepriceOverflow, runs_reprice
 from apps.tenants.models import Tenant
 
 
@@ -48,8 +48,12 @@ class Command(BaseCommand):
         if unpriced:
             total = total.filter(priced=False)
         with tqdm(total=total.count(), unit="run", disable=None, file=self.stderr) as bar:
-            result = runs_reprice(start=start_day, end=end_day, tenant=tenant_obj, unpriced_only=unpriced,
-                                  dry_run=dry_run, progress=bar.update)
+            try:
+                result = runs_reprice(start=start_day, end=end_day, tenant=tenant_obj, unpriced_only=unpriced,
+                                      dry_run=dry_run, progress=bar.update)
+            except RepriceOverflow as error:
+                raise CommandError(f"{error} The batches before it are applied; running again re-prices only "
+                                   "what still differs.") from error
         self.stdout.write(f"{'tenant':<24}{'runs':>10}{'changed':>10}{'old total':>18}{'new total':>18}{'difference':>16}")
         for diff in result.tenants:
             self.stdout.write(

@@ -1,0 +1,54 @@
+"""The price admin: a new price rates the runs stored unpriced for its model, and says so."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.messages import get_messages
+
+from apps.ledger.models import Run
+from apps.ledger.services import ingest_events, ledger_check
+from apps.pricing.models import ModelPrice
+from tests import builders
+
+FORM = {"model": "admin-model", "effective_from": "2026-01-01", "input_usd_per_1m": "1.00",
+        "cached_input_usd_per_1m": "", "output_usd_per_1m": "4.00", "source": "test", "source_date": "2026-01-01"}
+
+
+def _superuser_login(client, staff_user) -> None:
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+
+
+def _unpriced(tenant, output_tokens: int) -> None:
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="admin-model", input_tokens=1,
+        output_tokens=output_tokens)}])
+
+
+def test_a_new_price_rates_the_unpriced_runs_and_says_how_many(client, staff_user, tenant):
+    _unpriced(tenant, 1_000_000)
+    _superuser_login(client, staff_user)
+
+    response = client.post("/admin/pricing/modelprice/add/", FORM, follow=True)
+
+    assert response.status_code == 200
+    assert "1 unpriced runs are now rated." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert Run.objects.for_tenant(tenant).get().priced is True
+
+
+def test_a_price_whose_re_rating_would_overflow_is_saved_with_an_error_saying_what_to_do(client, staff_user, tenant):
+    # 10**12 output tokens (the most ingest takes) at $1,000 per million: a billion USD, past what an end user's
+    # month can hold. The admin saves the price itself; the error says the runs were not rated and what next.
+    _unpriced(tenant, 10**12)
+    _superuser_login(client, staff_user)
+
+    response = client.post("/admin/pricing/modelprice/add/", {**FORM, "output_usd_per_1m": "1000"}, follow=True)
+
+    assert response.status_code == 200
+    [error] = [str(m) for m in get_messages(response.wsgi_request) if m.level_tag == "error"]
+    assert "the unpriced runs were not all rated" in error and "manage.py reprice --unpriced" in error
+    assert ModelPrice.objects.filter(model="admin-model").exists()
+    assert Run.objects.for_tenant(tenant).get().priced is False
+    assert ledger_check() == []
