@@ -250,6 +250,16 @@ def _check_token_consistency(record: RunRecord, prefix: str, input_key: str, out
 # --- runs and responses ----------------------------------------------------------------------------
 
 
+def _short_code(obj: dict, key: str, prefix: str) -> str:
+    """An error code or incomplete reason: a string (or absent), kept to the column's 64 characters."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise NormalizationError(f"{prefix}.{key}", "must be a string")
+    return value[:64]
+
+
 def _apply_outcome_and_usage(record: RunRecord, obj: dict, prefix: str, *, error_key: str,
                              input_key: str, output_key: str) -> None:
     """Error code, incomplete reason, metadata attribution and token usage: the same shape in a run and a
@@ -257,10 +267,10 @@ def _apply_outcome_and_usage(record: RunRecord, obj: dict, prefix: str, *, error
     reasoning tokens are not in the Assistants SDK type but are read when a server sends them."""
     error = _object(obj, error_key, prefix)
     if error:
-        record.error_code = str(error.get("code") or "")[:64]
+        record.error_code = _short_code(error, "code", f"{prefix}.{error_key}")
     incomplete = _object(obj, "incomplete_details", prefix)
     if incomplete:
-        record.incomplete_reason = str(incomplete.get("reason") or "")[:64]
+        record.incomplete_reason = _short_code(incomplete, "reason", f"{prefix}.incomplete_details")
     _apply_metadata_attribution(record, _metadata(obj, prefix))
 
     usage = _object(obj, "usage", prefix)
@@ -660,7 +670,11 @@ def _code(details, key: str):
         return "" if details is None or type(details) is dict else None
     if type(details) is not dict:
         return None
-    return str(details.get(key) or "")[:64]
+    value = details.get(key)
+    if value is None:
+        return ""
+    # A code is a string (OpenAI's are short words); anything else goes to the detailed path, which refuses it.
+    return value[:64] if type(value) is str else None
 
 
 def _base_fields() -> dict:

@@ -153,6 +153,22 @@ def test_nul_characters_are_rejected_per_event(api_client, ingest_key, tenant):
     assert [r["outcome"] for r in body["results"]] == ["rejected", "created"]
 
 
+@pytest.mark.parametrize("obj", [
+    {**builders.assistants_run(run_id="run_bad_code", created_at=WHEN, status="failed"),
+     "last_error": {"code": ["server_error"], "message": "boom"}},
+    {**builders.response(response_id="resp_bad_code", created_at=WHEN), "status": "failed",
+     "error": {"code": 500, "message": "boom"}},
+])
+def test_an_error_code_that_is_not_a_string_is_rejected_naming_it_and_the_event_beside_it_stored(
+        api_client, ingest_key, tenant, obj):
+    ok = builders.assistants_run(run_id="run_ok", created_at=WHEN)
+    body = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj},
+                                                      {"tenant": "acme", "object": ok}]}).json()
+    assert [r["outcome"] for r in body["results"]] == ["rejected", "created"]
+    assert body["results"][0]["error"]["field"] in ("object.last_error.code", "object.error.code")
+    assert list(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == ["run_ok"]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=False)
     | st.text(max_size=20),

@@ -106,6 +106,11 @@ def test_response_incomplete_and_failed_reasons():
     (lambda o: o.update(thread_id=None), "object.thread_id", "required"),
     (lambda o: o.update(usage={"prompt_tokens": 5, "completion_tokens": 1,
                                "prompt_tokens_details": {"cached_tokens": 9}}), "object.usage.prompt_tokens", None),
+    # Stored as text: a list or a number would be written as its Python repr.
+    (lambda o: o.update(status="failed", last_error={"code": ["server_error"], "message": "x"}),
+     "object.last_error.code", "must be a string"),
+    (lambda o: o.update(status="incomplete", incomplete_details={"reason": 7}),
+     "object.incomplete_details.reason", "must be a string"),
 ])
 def test_invalid_runs_name_the_field(mutate, field, message):
     obj = builders.assistants_run(created_at=WHEN)
