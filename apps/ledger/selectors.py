@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -570,7 +570,7 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=END_USER_CO
     names = (*counts, *money)
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
-        return _signed_sums_by_user(sources, counts, money, start=start, end=end)
+        return _signed_sums_by_user(sources, counts, money)
     # Added up here (the rollups' money is whole ledger units: integers, exact), then made USD amounts.
     totals: dict[str, dict] = {}
     for source, sign in sources:
@@ -588,26 +588,44 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=END_USER_CO
             for user_id, row in totals.items() if row["runs"]}
 
 
-def _signed_sums_by_user(sources: list[tuple[QuerySet, int]], counts: Sequence[str], money: Sequence[str], *,
-                         start: dt.date, end: dt.date) -> dict[str, dict]:
+def _signed_sums_by_user(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
+                         money: Sequence[str]) -> dict[str, dict]:
     """PostgreSQL: _end_user_totals in one statement. psycopg's ints and Decimals come back without Django's
     per-value converters: with thousands of users the merging and converting in Python cost more than the
     queries."""
-    names = (*counts, *money)
-    statement, params = _signed_sums_sql(sources, counts, money, start=start, end=end)
-    if statement is None:
+    if not sources:
         return {}
-    return {user_id: dict(zip(names, values, strict=True)) for user_id, *values in _fetch_serial(statement, params)}
+    names = (*counts, *money)
+    rows = _read_signed_sums(lambda bigint_sum: _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum))
+    return {user_id: dict(zip(names, values, strict=True)) for user_id, *values in rows}
+
+
+# PostgreSQL's SUM(bigint) adds in 128 bits and answers numeric. ledger_bigint_sum (migration ledger.0012) stays
+# bigint: over the tens of thousands of rollup rows a 30-day usage by end user groups, that takes about a fifth
+# off the statement (docs/benchmarks.md, session 12). It raises on overflow, which takes an end user past ~922
+# million USD over the range (or on the way there, adding a month before taking back its days): the read is
+# then made again with SUM, so the answer is exact either way.
+_BIGINT_SUM = "ledger_bigint_sum"
+
+
+def _read_signed_sums(statement: Callable[[bool], tuple[str, list]]) -> list[tuple]:
+    """The rows of `statement(bigint_sum)`: with ledger_bigint_sum, or with SUM when a sum went past bigint."""
+    try:
+        return _fetch_serial(*statement(True))
+    except DataError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "22003":  # numeric_value_out_of_range
+            raise
+        return _fetch_serial(*statement(False))
 
 
 def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str], money: Sequence[str], *,
-                     start: dt.date, end: dt.date) -> tuple[str | None, list]:
+                     bigint_sum: bool) -> tuple[str, list]:
     """PostgreSQL: the statement (and its parameters) selecting user_id, counts (bigint) and money per user
-    with runs in [start, end): the sources' rows (from _end_user_sources), negated where the sign says so,
-    summed per user by the database. Each source is the scoped queryset compiled as is (tenancy stays the
-    ORM's); only the sum around them is written here. The rollups hold money as whole ledger units (bigint
-    sums cost PostgreSQL about a third less than numeric ones); each sum comes out as its USD amount, named
-    as in `money`. (None, []) when there is no source."""
+    with runs in the range the sources (from _end_user_sources, at least one) read: their rows, negated where
+    the sign says so, summed per user by the database, with ledger_bigint_sum or (not `bigint_sum`) SUM. Each
+    source is the scoped queryset compiled as is (tenancy stays the ORM's); only the sum around them is
+    written here. The rollups hold money as whole ledger units (bigint sums cost PostgreSQL about a third less
+    than numeric ones); each sum comes out as its USD amount, named as in `money`."""
     quote = connection.ops.quote_name
     columns = (*counts, *map(end_user_units_column, money))
     parts, params = [], []
@@ -616,23 +634,26 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
         signed = ", ".join(quote(name) if sign > 0 else f"-{quote(name)}" for name in columns)
         parts.append(f"SELECT {quote('user_id')}, {signed} FROM ({sql}) AS source_{index}")
         params.extend(source_params)
-    if not parts:
-        return None, []
 
-    def usd(name: str, summed: bool) -> str:
-        units = quote(end_user_units_column(name))
-        return f"{units_as_usd_sql(f'SUM({units})' if summed else units)} AS {quote(name)}"
+    def summed(name: str, *, as_bigint: bool) -> str:
+        if bigint_sum:
+            return f"{_BIGINT_SUM}({quote(name)})"
+        return f"SUM({quote(name)})::bigint" if as_bigint else f"SUM({quote(name)})"
+
+    def usd(name: str, summed_: bool) -> str:
+        units = end_user_units_column(name)
+        return f"{units_as_usd_sql(summed(units, as_bigint=False) if summed_ else quote(units))} AS {quote(name)}"
 
     # One month of the monthly rollup, or one part of a month, holds one row per user already: read as stored,
     # no GROUP BY.
     if len(sources) == 1 and sources[0][1] > 0 and sources[0][0].model in (EndUserMonthlyRollup, EndUserMonthPartRollup):
-        stored = [quote(name) for name in counts] + [usd(name, summed=False) for name in money]
+        stored = [quote(name) for name in counts] + [usd(name, summed_=False) for name in money]
         return (f"SELECT {quote('user_id')}, {', '.join(stored)} FROM ({parts[0]}) AS period "
                 f"WHERE {quote('runs')} <> 0"), params
-    sums = [f"SUM({quote(name)})::bigint AS {quote(name)}" for name in counts]
-    sums += [usd(name, summed=True) for name in money]
+    sums = [f"{summed(name, as_bigint=True)} AS {quote(name)}" for name in counts]
+    sums += [usd(name, summed_=True) for name in money]
     return (f"SELECT {quote('user_id')}, {', '.join(sums)} FROM ({' UNION ALL '.join(parts)}) AS signed "
-            f"GROUP BY {quote('user_id')} HAVING SUM({quote('runs')}) <> 0"), params
+            f"GROUP BY {quote('user_id')} HAVING {summed('runs', as_bigint=False)} <> 0"), params
 
 
 def end_user_usage_text(*, tenant, start: dt.date, end: dt.date) -> tuple[list[tuple], tuple] | None:
@@ -644,19 +665,24 @@ def end_user_usage_text(*, tenant, start: dt.date, end: dt.date) -> tuple[list[t
     if connection.vendor != "postgresql":
         return None
     counts, money = END_USER_COUNTS, END_USER_MONEY
-    lines_sql, params = _signed_sums_sql(_end_user_sources(tenant, start, end), counts, money, start=start, end=end)
-    if lines_sql is None:  # an empty range
+    sources = _end_user_sources(tenant, start, end)
+    if not sources:  # an empty range
         return [], (0,) * len(counts) + ("0.00",) * len(money)
     quote = connection.ops.quote_name
     line = [quote(name) for name in counts] + [usd_string_sql(quote(name)) for name in money]
+    # The totals add the lines' amounts with SUM: a tenant's can go past what a bigint of units holds.
     total = [f"COALESCE(SUM({quote(name)}), 0)::bigint" for name in counts]
     total += [usd_string_sql(f"COALESCE(SUM({quote(name)}), 0)") for name in money]
-    # "C": code-point order, as the Decimal path sorts in Python, whatever the database's collation; the
-    # totals row (no user) sorts last.
-    statement = (f"WITH lines AS MATERIALIZED ({lines_sql}) "
-                 f"SELECT {quote('user_id')} COLLATE \"C\", {', '.join(line)} FROM lines "
-                 f"UNION ALL SELECT NULL, {', '.join(total)} FROM lines ORDER BY 1 NULLS LAST")
-    rows = _fetch_serial(statement, params)
+
+    def statement(bigint_sum: bool) -> tuple[str, list]:
+        lines_sql, params = _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum)
+        # "C": code-point order, as the Decimal path sorts in Python, whatever the database's collation; the
+        # totals row (no user) sorts last.
+        return (f"WITH lines AS MATERIALIZED ({lines_sql}) "
+                f"SELECT {quote('user_id')} COLLATE \"C\", {', '.join(line)} FROM lines "
+                f"UNION ALL SELECT NULL, {', '.join(total)} FROM lines ORDER BY 1 NULLS LAST"), params
+
+    rows = _read_signed_sums(statement)
     return rows, rows.pop()[1:]
 
 

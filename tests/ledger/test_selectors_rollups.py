@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 
+from apps.core.money import usd_string
 from apps.core.timeutils import day_start
 from apps.ledger import selectors
 from apps.ledger.models import (
@@ -342,8 +343,35 @@ def test_postgres_end_user_sums_are_read_without_parallel_workers(tenant):
             read()
         statements = [query["sql"] for query in queries.captured_queries]
         setting = next(i for i, sql in enumerate(statements) if "max_parallel_workers_per_gather = 0" in sql)
-        summing = next(i for i, sql in enumerate(statements) if "SUM(" in sql)
+        summing = next(i for i, sql in enumerate(statements) if "ledger_bigint_sum(" in sql)
         assert setting < summing
+
+
+def test_an_end_user_past_what_a_bigint_sum_holds_over_two_months_still_reads_exactly(tenant):
+    """ledger_bigint_sum raises past bigint (PostgreSQL); the read is made again with SUM. Each month stays
+    under the ~922 million USD an end user's month holds, the two together do not."""
+    from apps.pricing.models import ModelPrice
+
+    ModelPrice.objects.create(model="gpt-huge", effective_from=dt.date(2026, 1, 1), input_usd_per_1m=Decimal("1"),
+                              output_usd_per_1m=Decimal("1000"))
+    for when in (_at(10, 31), _at(11, 1)):  # half a billion USD each, one in each month
+        _ingest(tenant, builders.response(created_at=when, model="gpt-huge", input_tokens=1, output_tokens=5 * 10**11),
+                user="u_big")
+    _ingest(tenant, builders.response(created_at=_at(11, 2), input_tokens=100), user="u_small")
+    start, end = dt.date(2026, 10, 20), dt.date(2026, 11, 10)  # ragged in both months
+
+    _assert_readers_match_runs(tenant, start, end)
+    [big, small] = selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user")
+    assert (big["key"], big["runs"], big["cost_total_usd"]) == ("u_big", 2, Decimal("1000000000.000002"))
+    assert small["key"] == "u_small"
+    if connection.vendor == "postgresql":
+        with CaptureQueriesContext(connection) as queries:
+            rows, totals = selectors.end_user_usage_text(tenant=tenant, start=start, end=end)
+        summing = [query["sql"] for query in queries.captured_queries if "GROUP BY" in query["sql"]]
+        assert ["ledger_bigint_sum(" in sql for sql in summing] == [True, False]  # overflowed, then SUM
+        assert [(row[0], row[1], row[-1]) for row in rows] == [("u_big", 2, "1000000000.000002"),
+                                                               ("u_small", 1, usd_string(small["cost_total_usd"]))]
+        assert totals[0] == 3
 
 
 @pytest.mark.parametrize("group_by", ["day", "model", "feature"])
