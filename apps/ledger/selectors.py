@@ -6,13 +6,14 @@ Money comes back as exact Decimal; days are UTC dates (the rollups' day boundary
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import DataError, connection, transaction
+from django.db import DataError, ProgrammingError, connection, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -52,6 +53,8 @@ from .models import (
 
 OTHERS_LABEL = "others"
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
+
+logger = logging.getLogger(__name__)
 
 
 def _zero_money() -> Value:
@@ -609,11 +612,15 @@ _BIGINT_SUM = "ledger_bigint_sum"
 
 
 def _read_signed_sums(statement: Callable[[bool], tuple[str, list]]) -> list[tuple]:
-    """The rows of `statement(bigint_sum)`: with ledger_bigint_sum, or with SUM when a sum went past bigint."""
+    """The rows of `statement(bigint_sum)`: with ledger_bigint_sum, or with SUM when a sum went past bigint
+    (or the aggregate is missing: code deployed before `migrate`, a database built without migrations)."""
     try:
         return _fetch_serial(*statement(True))
-    except DataError as error:
-        if getattr(error.__cause__, "sqlstate", None) != "22003":  # numeric_value_out_of_range
+    except (DataError, ProgrammingError) as error:
+        state = getattr(error.__cause__, "sqlstate", None)
+        if state == "42883":  # undefined_function
+            logger.warning("ledger_bigint_sum is missing (run `manage.py migrate`); summing with SUM")
+        elif state != "22003":  # numeric_value_out_of_range
             raise
         return _fetch_serial(*statement(False))
 

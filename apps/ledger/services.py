@@ -1220,6 +1220,13 @@ class TenantRepriceDiff:
     def difference_usd(self) -> Decimal:
         return self.new_total_usd - self.old_total_usd
 
+    def add(self, other: TenantRepriceDiff) -> None:
+        self.runs += other.runs
+        self.changed_runs += other.changed_runs
+        self.newly_priced_runs += other.newly_priced_runs
+        self.old_total_usd += other.old_total_usd
+        self.new_total_usd += other.new_total_usd
+
 
 @dataclass
 class RepriceResult:
@@ -1243,18 +1250,30 @@ REPRICE_BATCH = 2000
 
 class RepriceOverflow(ValueError):
     """Re-pricing stopped: at the current price book a run would cost more than a stored total can hold (an
-    absurd price, or one meant per token entered per million). The batch holding it is not applied."""
+    absurd price, or one meant per token entered per million), alone or added to its end user's month. The
+    batch holding it is not applied; the batches before it are (each its own transaction), and audited:
+    `applied` is their result, `applied_days` the first and last creation day of the runs they changed."""
 
-    def __init__(self, run: dict, slugs: dict[int, str]):
+    def __init__(self, run: dict, slugs: dict[int, str], applied: RepriceResult,
+                 applied_days: tuple[dt.date, dt.date] | None):
         self.openai_id, self.model = run["openai_id"], run["model"]
-        # Which part of the price made it: "input", "cached_input", "output" or "tools".
-        self.largest_part = max(COST_FIELDS[:-1], key=lambda name: Decimal(run[name])).removeprefix("cost_").removesuffix("_usd")
+        self.applied, self.applied_days = applied, applied_days
         super().__init__(
             f"Re-pricing stopped: at the current prices run {run['openai_id']} (model {run['model']}, tenant "
             f"{slugs.get(run['tenant_id'], '?')}) would cost {money_text(Decimal(run['cost_total_usd']))}, "
-            f"which would take a stored total (such as its end user's for the month, at most about 922 million USD) "
-            f"past what the ledger can hold. Check the price of {run['model']}, correct it, and re-price again."
+            f"which would take a stored total (its own, or its end user's for the month, at most about 922 "
+            f"million USD) past what the ledger can hold. Check the price of {run['model']}."
         )
+
+    def next_step(self) -> str:
+        """What finishes the job once the price is corrected (runs already rated stay rated: an unpriced-only
+        re-price would not look at them again)."""
+        if self.applied_days is None:
+            return "Nothing was changed: correct the price and run the same re-price again."
+        first, last = self.applied_days
+        return (f"The batches before it were applied at these prices (runs created {first} to {last}, audited): "
+                f"after correcting the price, re-rate them with `manage.py reprice --start {first} --end {last}`"
+                f"{'' if not self.applied.unpriced_only else ', then `manage.py reprice --unpriced` for the rest'}.")
 
 
 def runs_reprice(
@@ -1268,13 +1287,13 @@ def runs_reprice(
     actor=None,
     actor_label: str = "command:reprice",
     progress: Callable[[int], None] | None = None,
+    book: PriceBook | None = None,
 ) -> RepriceResult:
-    """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book; with
+    """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book (or `book`); with
     `unpriced_only`, only runs that had no price. Applies the differences to runs, threads and rollups in
     bounded batches (each its own transaction, so a long re-price is resumable) unless `dry_run`, and
-    writes one audit record with the per-tenant diff."""
-    from apps.core.services import audit_record
-
+    writes one audit record with the per-tenant diff. Raises RepriceOverflow (the batches before it applied
+    and audited) when a price would take a stored total past what the ledger holds."""
     queryset = Run.objects.unscoped() if tenant is None else Run.objects.for_tenant(tenant)
     if start:
         queryset = queryset.filter(created_at__gte=dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC))
@@ -1289,76 +1308,116 @@ def runs_reprice(
     slugs = dict(Tenant.objects.values_list("pk", "slug"))
     thresholds = dict(Tenant.objects.values_list("pk", "high_cost_run_usd"))
     diffs: dict[int, TenantRepriceDiff] = {}
-    book = PriceBook.load()
+    changed_days: list[dt.date] = []  # first and last creation day of the runs changed so far
+    book = book or PriceBook.load()
     last_pk = 0
-    while True:
-        with transaction.atomic():
-            # Re-pricing writes runs, threads and rollups like an ingest batch does: it takes its turn under the
-            # same lock, so the two never interleave (or deadlock: they lock runs in different orders).
-            bulk.advisory_xact_lock(INGEST_LOCK_KEY)
-            rows = list(
-                queryset.filter(pk__gt=last_pk).order_by("pk").select_for_update().values("id", *RUN_FIELDS)[:REPRICE_BATCH]
-            )
-            if not rows:
-                break
-            last_pk = rows[-1]["id"]
-            deltas = _Deltas()
-            updates, changes = [], []
-            for old in rows:
-                new = dict(old)
-                _rate_state(new, book, thresholds)
-                diff = diffs.setdefault(old["tenant_id"], TenantRepriceDiff(old["tenant_id"], slugs.get(old["tenant_id"], "?")))
-                diff.runs += 1
-                diff.old_total_usd += Decimal(old["cost_total_usd"])
-                diff.new_total_usd += Decimal(new["cost_total_usd"])
-                if any(Decimal(new[n]) != Decimal(old[n]) for n in COST_FIELDS) or any(
-                    new[n] != old[n] for n in ("priced", "model_price_id", "tool_price_id", "is_high_cost")
-                ):
-                    diff.changed_runs += 1
-                    if new["priced"] and not old["priced"]:
-                        diff.newly_priced_runs += 1
-                    updates.append(new)
-                    deltas.apply(old, new)
-                    changes.append({"old": old, "new": new})
-            if updates and not dry_run:
-                key = bulk.columns_for(Run, ["id"])[0]
-                names = [*COST_FIELDS, "priced", "model_price_id", "tool_price_id", "is_high_cost", "updated_at"]
-                now = timezone.now()
-                try:
-                    bulk.update_from_values(
-                        Run._meta.db_table, key, bulk.columns_for(Run, names),
-                        [[s["id"], *[s[n] for n in names[:-1]], now] for s in updates],
-                    )
-                    deltas.write()
-                except (OverflowError, DatabaseError, *_driver_errors()) as exc:
-                    if not isinstance(exc, OverflowError) and not _is_overflow(exc):
-                        raise
-                    # The batch rolls back whole; the ones before it stay applied (each its own transaction).
-                    raise RepriceOverflow(max(updates, key=lambda s: Decimal(s["cost_total_usd"])), slugs) from exc
-                from apps.alerts.services import alerts_for_run_changes
-
-                alerts_for_run_changes(changes=changes, tenant_ids={s["tenant_id"] for s in updates})
+    try:
+        while True:
+            with transaction.atomic():
+                # Re-pricing writes runs, threads and rollups like an ingest batch does: it takes its turn under
+                # the same lock, so the two never interleave (or deadlock: they lock runs in different orders).
+                bulk.advisory_xact_lock(INGEST_LOCK_KEY)
+                rows = list(queryset.filter(pk__gt=last_pk).order_by("pk").select_for_update()
+                            .values("id", *RUN_FIELDS)[:REPRICE_BATCH])
+                if not rows:
+                    break
+                last_pk = rows[-1]["id"]
+                batch = _reprice_batch(rows, book, thresholds, slugs)
+                if batch.updates and not dry_run:
+                    try:
+                        batch.write()
+                    except (OverflowError, DatabaseError, *_driver_errors()) as exc:
+                        if not isinstance(exc, OverflowError) and not _is_overflow(exc):
+                            raise
+                        # This batch rolls back whole; the ones before it stay applied and are audited below.
+                        costliest = max(batch.updates, key=lambda state: Decimal(state["cost_total_usd"]))
+                        result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
+                        raise RepriceOverflow(costliest, slugs, result,
+                                              (min(changed_days), max(changed_days)) if changed_days else None) from exc
+            # Counted once the batch is in: a batch that fails is not part of what was applied.
+            for tenant_id, batch_diff in batch.diffs.items():
+                diffs.setdefault(tenant_id, TenantRepriceDiff(tenant_id, batch_diff.tenant_slug)).add(batch_diff)
+            if batch.updates:
+                days = [state["created_at"].astimezone(dt.UTC).date() for state in batch.updates]
+                changed_days = [min(changed_days + days), max(changed_days + days)]
             if progress:
                 progress(len(rows))
+    except RepriceOverflow as stopped:
+        _reprice_audit(stopped.applied, start, end, unpriced_only, tenant, actor, actor_label, stopped=str(stopped))
+        raise
     result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
-    if not dry_run and result.changed_runs:
-        audit_record(
-            action="ledger.reprice", target_type="runs",
-            target_id=f"{start or '-'}..{end or '-'}{' unpriced' if unpriced_only else ''}",
-            actor=actor, actor_label=actor_label if actor is None else "",
-            tenant_id=tenant.pk if tenant else None,
-            data={
-                "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
-                "unpriced_only": unpriced_only,
-                "tenants": [
-                    {"tenant": d.tenant_slug, "runs": d.runs, "changed_runs": d.changed_runs,
-                     "old_total_usd": str(d.old_total_usd), "new_total_usd": str(d.new_total_usd),
-                     "difference_usd": str(d.difference_usd)}
-                    for d in result.tenants if d.changed_runs
-                ],
-            },
-        )
+    _reprice_audit(result, start, end, unpriced_only, tenant, actor, actor_label)
     return result
+
+
+@dataclass
+class _RepriceBatch:
+    """One batch of runs re-rated: the new states that differ, the changes for alerts, the rollup deltas and
+    the per-tenant diff."""
+
+    updates: list[dict] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)
+    deltas: _Deltas = field(default_factory=lambda: _Deltas())
+    diffs: dict[int, TenantRepriceDiff] = field(default_factory=dict)
+
+    def write(self) -> None:
+        key = bulk.columns_for(Run, ["id"])[0]
+        names = [*COST_FIELDS, "priced", "model_price_id", "tool_price_id", "is_high_cost", "updated_at"]
+        now = timezone.now()
+        bulk.update_from_values(Run._meta.db_table, key, bulk.columns_for(Run, names),
+                                [[state["id"], *[state[n] for n in names[:-1]], now] for state in self.updates])
+        self.deltas.write()
+        from apps.alerts.services import alerts_for_run_changes
+
+        alerts_for_run_changes(changes=self.changes, tenant_ids={state["tenant_id"] for state in self.updates})
+
+
+def _reprice_batch(rows: list[dict], book: PriceBook, thresholds: dict, slugs: dict[int, str]) -> _RepriceBatch:
+    batch = _RepriceBatch()
+    for old in rows:
+        new = dict(old)
+        _rate_state(new, book, thresholds)
+        diff = batch.diffs.setdefault(old["tenant_id"], TenantRepriceDiff(old["tenant_id"], slugs.get(old["tenant_id"], "?")))
+        diff.runs += 1
+        diff.old_total_usd += Decimal(old["cost_total_usd"])
+        diff.new_total_usd += Decimal(new["cost_total_usd"])
+        if any(Decimal(new[n]) != Decimal(old[n]) for n in COST_FIELDS) or any(
+            new[n] != old[n] for n in ("priced", "model_price_id", "tool_price_id", "is_high_cost")
+        ):
+            diff.changed_runs += 1
+            if new["priced"] and not old["priced"]:
+                diff.newly_priced_runs += 1
+            batch.updates.append(new)
+            batch.deltas.apply(old, new)
+            batch.changes.append({"old": old, "new": new})
+    return batch
+
+
+def _reprice_audit(result: RepriceResult, start, end, unpriced_only: bool, tenant, actor, actor_label: str, *,
+                   stopped: str = "") -> None:
+    """One ledger.reprice record with the per-tenant diff of what was applied (none for a dry run or when
+    nothing changed); `stopped` says why a re-price ended early."""
+    from apps.core.services import audit_record
+
+    if result.dry_run or not result.changed_runs:
+        return
+    audit_record(
+        action="ledger.reprice", target_type="runs",
+        target_id=f"{start or '-'}..{end or '-'}{' unpriced' if unpriced_only else ''}",
+        actor=actor, actor_label=actor_label if actor is None else "",
+        tenant_id=tenant.pk if tenant else None,
+        data={
+            "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
+            "unpriced_only": unpriced_only,
+            **({"stopped": stopped} if stopped else {}),
+            "tenants": [
+                {"tenant": d.tenant_slug, "runs": d.runs, "changed_runs": d.changed_runs,
+                 "old_total_usd": str(d.old_total_usd), "new_total_usd": str(d.new_total_usd),
+                 "difference_usd": str(d.difference_usd)}
+                for d in result.tenants if d.changed_runs
+            ],
+        },
+    )
 
 
 def _wrongly_flagged(tenant_id: int, threshold: Decimal | None) -> QuerySet:
@@ -1404,6 +1463,15 @@ def runs_reprice_unpriced(*, models: Iterable[str] | None = None, actor=None,
                           actor_label: str = "service:price-added") -> RepriceResult:
     """Rate every unpriced run that a price now covers; call after adding a price (the prices API does)."""
     return runs_reprice(unpriced_only=True, models=_with_snapshots(models), actor=actor, actor_label=actor_label)
+
+
+def run_models_of_family(family: str, *, since: dt.date) -> list[str]:
+    """The model names of runs created on or after `since` that a price for `family` covers: the family
+    itself and its dated snapshots (read from the daily rollup, which names each model a day saw)."""
+    from apps.pricing.pricebook import model_family
+
+    names = DailyRollup.objects.unscoped().filter(day__gte=since).values_list("model", flat=True).distinct()
+    return sorted({family} | {name for name in names if model_family(name) == family})
 
 
 def _with_snapshots(models: Iterable[str] | None) -> list[str] | None:

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 
 from apps.core.admin import AuditedAdminMixin
 from apps.ledger.services import RepriceOverflow
@@ -16,19 +17,23 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     date_hierarchy = "effective_from"
     readonly_fields = ("created_at", "created_by")
 
+    def add_view(self, request, form_url="", extra_context=None):
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except RepriceOverflow as error:
+            self.message_user(request, f"The price was not added (nothing changed). {error} Add a corrected one.",
+                              level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
         if not change:
             # A new price rates the runs that were stored unpriced for this model (and its snapshots).
-            try:
-                newly = unpriced_runs_rate(model=obj.model, actor=request.user)
-            except RepriceOverflow as error:
-                # The admin saved the price in its own transaction; say so, and how to finish the job.
-                self.message_user(request, f"The price was saved, but the unpriced runs were not all rated. {error} "
-                                  "Then run `manage.py reprice --unpriced`.", level=messages.ERROR)
-                return
+            # RepriceOverflow leaves through the admin's transaction (it undoes the price and every batch rated
+            # with it) to add_view, which says so.
+            newly = unpriced_runs_rate(model=obj.model, actor=request.user)
             if newly:
                 self.message_user(request, f"{newly} unpriced runs are now rated.")
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
@@ -24,8 +24,9 @@ from apps.ledger.services import RepriceOverflow
 from apps.tenants.authentication import CanRead
 
 from .models import ModelPrice
-from .services import model_price_create, unpriced_runs_rate
+from .services import model_price_add
 
+_PRICE_AMOUNTS = ("input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")
 _PRICE = {"max_digits": 14, "decimal_places": 6, "min_value": Decimal("0"), "coerce_to_string": True}
 
 
@@ -112,19 +113,16 @@ class PriceListView(KnownQueryParametersMixin, GenericAPIView):
         if ModelPrice.objects.filter(model=data["model"], effective_from=data["effective_from"]).exists():
             raise Conflict(f"{data['model']} already has a price from {data['effective_from']}; prices are versions, add a later date.")
         try:
-            # The price and the re-rating of its unpriced runs land together or not at all: a price that would
-            # overflow the ledger's totals must not stay half applied. (The ingest lock is held until the end;
-            # a new model's unpriced backlog is small.)
-            with transaction.atomic():
-                price = model_price_create(actor=request.user, **data)
-                repriced_runs = unpriced_runs_rate(model=price.model, actor=request.user)
+            price, repriced_runs = model_price_add(actor=request.user, **data)
         except DjangoValidationError as error:
             raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
         except IntegrityError as error:
             raise Conflict("This model already has a price from that date.") from error
         except RepriceOverflow as error:
-            field = f"{error.largest_part}_usd_per_1m" if error.largest_part != "tools" else "model"
-            raise exceptions.ValidationError({field: [f"{error} Nothing was stored."]}) from error
+            # Named: the largest amount sent, which is what an absurd price (per token entered per million) is.
+            field = max((name for name in _PRICE_AMOUNTS if data.get(name) is not None), key=lambda name: data[name])
+            raise exceptions.ValidationError(
+                {field: [f"{error} The price was not added (nothing changed); post a corrected one."]}) from error
         body = PriceSerializer(price).data
         body["repriced_runs"] = repriced_runs
         return Response(body, status=status.HTTP_201_CREATED)

@@ -66,6 +66,38 @@ def model_price_create(
     return price
 
 
+def model_price_add(*, actor=None, **fields) -> tuple[ModelPrice, int]:
+    """Add a price version and rate the runs stored unpriced for its model; (the price, runs newly priced).
+    A price that would take a stored total past what the ledger holds is withdrawn again, the runs it had
+    rated put back as they were, and RepriceOverflow raised: the price is refused as a whole. (Rating goes in
+    batches that each take the ingest lock for a moment, so ingest is never held up for the whole backlog.)"""
+    from apps.ledger.services import RepriceOverflow
+
+    price = model_price_create(actor=actor, **fields)
+    try:
+        return price, unpriced_runs_rate(model=price.model, actor=actor)
+    except RepriceOverflow:
+        _model_price_withdraw(price, actor=actor)
+        raise
+
+
+def _model_price_withdraw(price: ModelPrice, *, actor=None) -> None:
+    """Undo a price version just added: re-rate its model's runs (and its snapshots') since its date with the
+    price book as it was without it, which puts the runs it rated back as before; then delete it. Audited."""
+    from apps.ledger.services import run_models_of_family, runs_reprice
+
+    from .pricebook import PriceBook
+    from .selectors import model_rates_all, tool_rates_all
+
+    without = PriceBook([rate for rate in model_rates_all() if rate.price_id != price.pk], tool_rates_all())
+    runs_reprice(start=price.effective_from, models=run_models_of_family(price.model, since=price.effective_from),
+                 book=without, actor=actor, actor_label="" if actor is not None else "service:price-withdrawn")
+    with transaction.atomic():
+        audit_record(action="price.withdraw", target_type="model_price", target_id=price.version, actor=actor,
+                     data={"reason": "re-rating its unpriced runs would overflow a stored total"})
+        price.delete()
+
+
 def unpriced_runs_rate(*, model: str, actor=None) -> int:
     """Rate the runs stored unpriced for this model (and its dated snapshots) now that a price covers
     them; returns how many runs became priced. The ledger owns run rows, so it does the re-rating."""

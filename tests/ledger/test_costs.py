@@ -147,8 +147,6 @@ def _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch) -> None:
 
 def test_a_reprice_that_would_overflow_a_total_stops_naming_the_run_and_keeps_the_batches_before_it(
         tenant, monkeypatch):
-
-
     _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
 
     with pytest.raises(RepriceOverflow) as stopped:
@@ -159,18 +157,40 @@ def test_a_reprice_that_would_overflow_a_total_stops_naming_the_run_and_keeps_th
     priced = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "cost_total_usd"))
     assert priced == {"resp_small": Decimal("1000"), "resp_huge": Decimal("0")}  # the batch before it is applied
     assert ledger_check() == []
-    # Corrected, the same re-price finishes the job.
+    # What was applied is audited, with why it stopped.
+    audit = AuditEvent.objects.get(action="ledger.reprice")
+    assert audit.data["tenants"][0]["changed_runs"] == 1 and "resp_huge" in audit.data["stopped"]
+    # The next step it names finishes the job once the price is corrected: the run rated at the absurd price
+    # is re-rated too (an unpriced-only re-price would not look at it again).
+    assert stopped.value.next_step().startswith("The batches before it were applied")
+    assert "`manage.py reprice --start 2026-10-20 --end 2026-10-20`" in stopped.value.next_step()
     ModelPrice.objects.filter(model="gpt-huge").update(output_usd_per_1m=Decimal("0.1"))
-    runs_reprice(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31))
+    call_command("reprice", "--start", "2026-10-20", "--end", "2026-10-20")
     priced = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "cost_total_usd"))
     assert priced == {"resp_small": Decimal("0.1"), "resp_huge": Decimal("100000")}
     assert ledger_check() == []
 
 
-def test_the_reprice_command_turns_an_overflow_into_an_error_saying_what_to_do(tenant, monkeypatch):
-
+def test_the_reprice_command_prints_what_was_applied_and_says_what_to_do_next(tenant, monkeypatch, capsys):
     _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
 
-    with pytest.raises(CommandError, match=r"run resp_huge .* correct it, and re-price again\. The batches before"):
+    with pytest.raises(CommandError) as stopped:
         call_command("reprice", "--unpriced")
+
+    assert "run resp_huge (model gpt-huge, tenant acme)" in str(stopped.value)
+    assert "re-rate them with `manage.py reprice --start 2026-10-20 --end 2026-10-20`" in str(stopped.value)
+    out = capsys.readouterr().out
+    assert "Applied before it stopped:" in out and "acme" in out and "+1000.0000000000" in out
     assert ledger_check() == []
+
+
+def test_a_reprice_stopped_in_its_first_batch_changes_nothing_and_says_to_run_it_again(tenant, monkeypatch):
+    _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
+    monkeypatch.setattr("apps.ledger.services.REPRICE_BATCH", 2)  # both runs in one batch
+
+    with pytest.raises(RepriceOverflow) as stopped:
+        runs_reprice(unpriced_only=True)
+
+    assert stopped.value.next_step() == "Nothing was changed: correct the price and run the same re-price again."
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
+    assert not AuditEvent.objects.filter(action="ledger.reprice").exists()

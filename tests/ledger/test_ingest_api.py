@@ -153,19 +153,21 @@ def test_nul_characters_are_rejected_per_event(api_client, ingest_key, tenant):
     assert [r["outcome"] for r in body["results"]] == ["rejected", "created"]
 
 
-@pytest.mark.parametrize("obj", [
-    {**builders.assistants_run(run_id="run_bad_code", created_at=WHEN, status="failed"),
-     "last_error": {"code": ["server_error"], "message": "boom"}},
-    {**builders.response(response_id="resp_bad_code", created_at=WHEN), "status": "failed",
-     "error": {"code": 500, "message": "boom"}},
+@pytest.mark.parametrize(("obj", "field"), [
+    ({**builders.assistants_run(run_id="run_bad_code", created_at=WHEN, status="failed"),
+      "last_error": {"code": ["server_error"], "message": "boom"}}, "object.last_error.code"),
+    ({**builders.response(response_id="resp_bad_code", created_at=WHEN), "status": "failed",
+      "error": {"code": 500, "message": "boom"}}, "object.error.code"),
+    ({**builders.response(response_id="resp_bad_reason", created_at=WHEN), "status": "incomplete",
+      "incomplete_details": {"reason": ["max_output_tokens"]}}, "object.incomplete_details.reason"),
 ])
 def test_an_error_code_that_is_not_a_string_is_rejected_naming_it_and_the_event_beside_it_stored(
-        api_client, ingest_key, tenant, obj):
+        api_client, ingest_key, tenant, obj, field):
     ok = builders.assistants_run(run_id="run_ok", created_at=WHEN)
     body = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj},
                                                       {"tenant": "acme", "object": ok}]}).json()
     assert [r["outcome"] for r in body["results"]] == ["rejected", "created"]
-    assert body["results"][0]["error"]["field"] in ("object.last_error.code", "object.error.code")
+    assert body["results"][0]["error"]["field"] == field
     assert list(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == ["run_ok"]
 
 

@@ -347,6 +347,19 @@ def test_postgres_end_user_sums_are_read_without_parallel_workers(tenant):
         assert setting < summing
 
 
+@pytest.mark.postgres
+def test_end_user_sums_fall_back_to_sum_when_the_aggregate_is_missing(tenant, spread):
+    """Code deployed before `migrate` (or a database built without migrations) still answers, with SUM."""
+    start, end = dt.date(2026, 10, 20), dt.date(2026, 11, 10)
+    expected = raw_usage_by_user(tenant, start, end)
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("DROP AGGREGATE ledger_bigint_sum(bigint)")
+    lines = selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user")
+    assert [line["key"] for line in lines] == [line["key"] for line in expected]
+    rows, _ = selectors.end_user_usage_text(tenant=tenant, start=start, end=end)
+    assert [row[0] for row in rows] == [line["key"] for line in expected]
+
+
 def test_an_end_user_past_what_a_bigint_sum_holds_over_two_months_still_reads_exactly(tenant):
     """ledger_bigint_sum raises past bigint (PostgreSQL); the read is made again with SUM. Each month stays
     under the ~922 million USD an end user's month holds, the two together do not."""

@@ -6,6 +6,7 @@ import datetime as dt
 
 from django.contrib.messages import get_messages
 
+from apps.core.models import AuditEvent
 from apps.ledger.models import Run
 from apps.ledger.services import ingest_events, ledger_check
 from apps.pricing.models import ModelPrice
@@ -38,17 +39,22 @@ def test_a_new_price_rates_the_unpriced_runs_and_says_how_many(client, staff_use
     assert Run.objects.for_tenant(tenant).get().priced is True
 
 
-def test_a_price_whose_re_rating_would_overflow_is_saved_with_an_error_saying_what_to_do(client, staff_user, tenant):
-    # 10**12 output tokens (the most ingest takes) at $1,000 per million: a billion USD, past what an end user's
-    # month can hold. The admin saves the price itself; the error says the runs were not rated and what next.
+def test_a_price_whose_re_rating_would_overflow_is_not_added_and_nothing_changes(client, staff_user, tenant,
+                                                                                   monkeypatch):
+    # A small run, then one of 10**12 output tokens (the most ingest takes): at $1,000 per million a billion
+    # USD, past what an end user's month can hold. One run a batch, so the small one is rated first.
+    monkeypatch.setattr("apps.ledger.services.REPRICE_BATCH", 1)
+    _unpriced(tenant, 1_000_000)
     _unpriced(tenant, 10**12)
     _superuser_login(client, staff_user)
 
     response = client.post("/admin/pricing/modelprice/add/", {**FORM, "output_usd_per_1m": "1000"}, follow=True)
 
     assert response.status_code == 200
-    [error] = [str(m) for m in get_messages(response.wsgi_request) if m.level_tag == "error"]
-    assert "the unpriced runs were not all rated" in error and "manage.py reprice --unpriced" in error
-    assert ModelPrice.objects.filter(model="admin-model").exists()
-    assert Run.objects.for_tenant(tenant).get().priced is False
+    shown = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+    assert [level for level, _ in shown] == ["error"]  # and no "was added successfully"
+    assert "The price was not added (nothing changed)" in shown[0][1] and "Add a corrected one" in shown[0][1]
+    assert not ModelPrice.objects.filter(model="admin-model").exists()
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
+    assert not AuditEvent.objects.filter(action__in=["admin.modelprice.create", "ledger.reprice"]).exists()
     assert ledger_check() == []

@@ -9,7 +9,7 @@ import pytest
 
 from apps.core.models import AuditEvent
 from apps.ledger.models import Run
-from apps.ledger.services import ingest_events
+from apps.ledger.services import ingest_events, ledger_check
 from apps.pricing.models import ModelPrice
 from apps.tenants.models import ApiKey
 from tests import builders
@@ -100,22 +100,42 @@ def test_a_tenant_bound_admin_key_cannot_add_a_price_that_would_re_rate_other_te
     assert Run.objects.for_tenant(other_tenant).get().priced is False
 
 
-def test_a_price_whose_re_rating_would_overflow_the_ledger_is_a_400_naming_it_and_nothing_is_stored(
-        api_client, admin_key, tenant):
-    # 10**12 output tokens (the most ingest takes) at $1,000 per million: a billion USD, past the ~922 million
-    # an end user's month can hold.
-    huge = builders.response(created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test",
-                             input_tokens=1, output_tokens=10**12)
-    small = builders.response(created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test")
-    ingest_events(events=[{"tenant": "acme", "object": small}, {"tenant": "acme", "object": huge}])
+def _unpriced_small_then_huge_run(monkeypatch) -> dict:
+    """Two unpriced runs of gpt-7-test, rated one a batch: a small one first, then 10**12 output tokens (the most
+    ingest takes), which at $1,000 per million costs a billion USD, past the ~922 million an end user's month
+    can hold."""
+    monkeypatch.setattr("apps.ledger.services.REPRICE_BATCH", 1)
+    when = dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(created_at=when, model="gpt-7-test")}])
+    huge = builders.response(created_at=when, model="gpt-7-test", input_tokens=1, output_tokens=10**12)
+    ingest_events(events=[{"tenant": "acme", "object": huge}])
+    return huge
+
+
+def test_a_price_whose_re_rating_would_overflow_the_ledger_is_a_400_naming_it_and_nothing_stays(
+        api_client, admin_key, tenant, monkeypatch):
+    huge = _unpriced_small_then_huge_run(monkeypatch)
 
     answer = api_client.post("/api/v1/prices/", {**PRICE, "output_usd_per_1m": "1000"}, format="json",
                              **bearer(admin_key))
 
     assert answer.status_code == 400, answer.content
     error = answer.json()["error"]
-    assert error["field"] == "output_usd_per_1m"  # the part of the price that made the cost
+    assert error["field"] == "output_usd_per_1m"
     assert f"run {huge['id']} (model gpt-7-test, tenant acme)" in error["message"]
+    assert "The price was not added" in error["message"]
     assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
-    assert not AuditEvent.objects.filter(action="price.create").exists()
-    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()  # not even the small run's batch
+    # The small run's batch was rated before the huge one stopped it: withdrawing the price put it back.
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
+    assert set(AuditEvent.objects.values_list("action", flat=True)) >= {"price.create", "price.withdraw"}
+    assert ledger_check() == []
+
+
+def test_an_overflow_names_the_largest_price_sent_never_one_left_out(api_client, admin_key, tenant, monkeypatch):
+    _unpriced_small_then_huge_run(monkeypatch)
+    price = {"model": "gpt-7-test", "input_usd_per_1m": "3.00", "output_usd_per_1m": "1000",
+             "effective_from": "2026-06-01"}  # no cached price: cached tokens bill at the input price
+
+    answer = api_client.post("/api/v1/prices/", price, format="json", **bearer(admin_key))
+
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "output_usd_per_1m"

@@ -52,16 +52,26 @@ class Command(BaseCommand):
                 result = runs_reprice(start=start_day, end=end_day, tenant=tenant_obj, unpriced_only=unpriced,
                                       dry_run=dry_run, progress=bar.update)
             except RepriceOverflow as error:
-                raise CommandError(f"{error} The batches before it are applied; running again re-prices only "
-                                   "what still differs.") from error
+                stopped = error
+                result = error.applied
+            else:
+                stopped = None
+        if stopped is not None:
+            if result.changed_runs:
+                self.stdout.write("Applied before it stopped:")
+                self._table(result)
+            raise CommandError(f"{stopped} {stopped.next_step()}")
+        self._table(result)
+        summary = f"{result.changed_runs} runs change, difference {money_text(result.difference_usd)}."
+        if dry_run:
+            self.stdout.write(self.style.WARNING(f"Dry run: {summary} Nothing was changed; run again without --dry-run."))
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Applied: {summary}"))
+
+    def _table(self, result) -> None:
         self.stdout.write(f"{'tenant':<24}{'runs':>10}{'changed':>10}{'old total':>18}{'new total':>18}{'difference':>16}")
         for diff in result.tenants:
             self.stdout.write(
                 f"{diff.tenant_slug:<24}{diff.runs:>10}{diff.changed_runs:>10}{diff.old_total_usd:>18.10f}"
                 f"{diff.new_total_usd:>18.10f}{diff.difference_usd:>+16.10f}"
             )
-        summary = f"{result.changed_runs} runs change, difference {money_text(result.difference_usd)}."
-        if dry_run:
-            self.stdout.write(self.style.WARNING(f"Dry run: {summary} Nothing was changed; run again without --dry-run."))
-        else:
-            self.stdout.write(self.style.SUCCESS(f"Applied: {summary}"))
