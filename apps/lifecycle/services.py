@@ -638,6 +638,11 @@ def sweep_create(
             raise SweepRefused("A confirmation is a real run.")
         if preview_of.confirmations.exists():
             raise SweepRefused("That preview was already confirmed; start a new dry run.")
+        if tenant is not None and tenant.pk != preview_of.tenant_id:
+            # A confirmation deletes exactly the preview's list: never more tenants than were asked for.
+            covers = f"tenant {preview_of.tenant.slug}" if preview_of.tenant_id else "every tenant"
+            raise SweepRefused(f"Dry run {preview_of.pk} covers {covers}, not {tenant.slug}: confirm it without a "
+                               f"tenant, or start a dry run for {tenant.slug} and confirm that.")
         tenant, as_of = preview_of.tenant, preview_of.as_of
     if tenant is not None and tenant.legal_hold:
         raise SweepRefused(f"{tenant.slug} is on legal hold: nothing of it is ever swept.")

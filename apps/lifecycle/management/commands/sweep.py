@@ -29,6 +29,10 @@ class Command(BaseCommand):
             if tenant_obj is None:
                 raise CommandError(f"No tenant with slug {tenant!r}; list them with the admin or GET /api/v1/tenants/.")
         if resume:
+            # A resumed sweep carries on as it was created: other flags would only seem to apply.
+            given = [flag for flag, value in (("--tenant", tenant), ("--dry-run", dry_run), ("--confirm", confirm)) if value]
+            if given:
+                raise CommandError(f"--resume carries on sweep {resume} as it was created; leave out {', '.join(given)}.")
             sweep = services.Sweep.objects.unscoped().filter(pk=resume, kind=kind).first()
             if sweep is None:
                 raise CommandError(f"No {kind} sweep {resume}.")
@@ -44,7 +48,9 @@ class Command(BaseCommand):
             except services.LifecycleError as exc:
                 raise CommandError(str(exc)) from exc
         label = "dry run" if sweep.dry_run else "sweep"
-        self.stdout.write(f"{label} {sweep.pk}: {kind}, tenant {tenant_obj.slug if tenant_obj else 'all (not on legal hold)'}, as of {sweep.as_of:%Y-%m-%d %H:%M:%S} UTC")
+        # The sweep's own scope (a confirmation takes its dry run's), not the arguments.
+        scope = sweep.tenant.slug if sweep.tenant_id else "all (not on legal hold)"
+        self.stdout.write(f"{label} {sweep.pk}: {kind}, tenant {scope}, as of {sweep.as_of:%Y-%m-%d %H:%M:%S} UTC")
         if enqueue:
             from apps.lifecycle.tasks import sweep_batch
 
@@ -59,8 +65,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){' — waiting after a rate limit' if result.status == 'retry_later' else ''}")
 
         result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        if result.status == services.Sweep.Status.FAILED:
+            sweep.refresh_from_db()
+            reason = sweep.errors[-1].get("error", "") if sweep.errors else ""
+            raise CommandError(f"{label} {sweep.pk} failed{f': {reason}' if reason else ''}. A failed sweep stays "
+                               f"failed; fix the cause, then start a new one (a dry run first: --dry-run).")
         if result.status != "finished":
-            raise CommandError(f"sweep {sweep.pk} is {result.status}; resume it with --resume {sweep.pk}.")
+            raise CommandError(f"{label} {sweep.pk} is {result.status}; resume it with --resume {sweep.pk}.")
         wanted = Outcome.WOULD_DELETE if sweep.dry_run else Outcome.DELETED
         for item in SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant"):
             self.stdout.write(f"  {wanted}: {item.resource_type} {item.openai_id} ({item.tenant.slug if item.tenant else 'unassigned'}) — {item.rule}")

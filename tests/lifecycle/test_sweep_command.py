@@ -1,0 +1,78 @@
+"""`manage.py sweep`: a confirmation deletes exactly its dry run's list, for the tenants the dry run covered
+(never more than the command line asks for); a resumed sweep carries on as it was created; a failed one
+says what to do next. Against the sandbox through the real SDK."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.ledger.services import ingest_events
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, SweepItem
+
+DAY = 86400
+
+
+def _thread(openai_client, tenant) -> str:
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hello"}])
+    assert ingest_events(events=[{"tenant": tenant.slug, "object": thread.to_dict()}]).rejected == 0
+    return thread.id
+
+
+@pytest.fixture
+def expired_threads(sandbox, openai_client, provider, tenant, other_tenant):
+    """One thread each for acme and globex, both past a 30-day retention, and a finished dry run over every
+    tenant listing them."""
+    for each in (tenant, other_tenant):
+        each.thread_retention_days = 30
+        each.save()
+    ids = {"acme": _thread(openai_client, tenant), "globex": _thread(openai_client, other_tenant)}
+    sandbox.advance(40 * DAY)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=sandbox.clock.datetime())
+    services.sweep_run_to_completion(sweep_id=preview.pk, provider=provider, sleep=lambda s: None)
+    return preview, ids
+
+
+def test_confirming_an_every_tenant_dry_run_for_one_tenant_is_refused_and_deletes_nothing(expired_threads):
+    preview, _ = expired_threads
+
+    with pytest.raises(CommandError, match=rf"Dry run {preview.pk} covers every tenant, not acme"):
+        call_command("sweep", "--kind", "threads", "--tenant", "acme", "--confirm", str(preview.pk), stdout=io.StringIO())
+
+    assert not SweepItem.objects.unscoped().filter(sweep__preview_of=preview).exists()
+
+
+def test_a_confirmation_prints_the_scope_of_its_dry_run(expired_threads, sandbox, provider, tenant, settings):
+    _, ids = expired_threads
+    acme_preview = services.sweep_create(kind="threads", tenant=tenant, dry_run=True, as_of=sandbox.clock.datetime())
+    services.sweep_run_to_completion(sweep_id=acme_preview.pk, provider=provider, sleep=lambda s: None)
+    out = io.StringIO()
+
+    call_command("sweep", "--kind", "threads", "--confirm", str(acme_preview.pk), stdout=out)
+
+    assert out.getvalue().splitlines()[0].startswith(f"sweep {acme_preview.pk + 1}: threads, tenant acme,")
+    deleted = set(SweepItem.objects.unscoped().filter(sweep__preview_of=acme_preview, outcome=Outcome.DELETED)
+                  .values_list("openai_id", flat=True))
+    assert deleted == {ids["acme"]}
+
+
+@pytest.mark.parametrize("flags", [["--dry-run"], ["--tenant", "acme"], ["--confirm", "1"]])
+def test_resume_refuses_flags_it_would_ignore(sandbox, provider, tenant, flags):
+    sweep = services.sweep_create(kind="threads")  # a real sweep over every tenant
+
+    with pytest.raises(CommandError, match=rf"--resume carries on sweep {sweep.pk} as it was created; leave out"):
+        call_command("sweep", "--kind", "threads", "--resume", str(sweep.pk), *flags, stdout=io.StringIO())
+
+
+def test_a_failed_sweep_says_to_start_a_new_one_not_to_resume_it(sandbox, provider, tenant):
+    sweep = services.sweep_create(kind="threads")
+    services.sweep_fail(sweep=sweep, reason="3 batches failed in a row")
+
+    with pytest.raises(CommandError) as failed:
+        call_command("sweep", "--kind", "threads", "--resume", str(sweep.pk), stdout=io.StringIO())
+
+    assert "failed: 3 batches failed in a row" in str(failed.value)
+    assert "start a new one" in str(failed.value) and "--resume" not in str(failed.value)
