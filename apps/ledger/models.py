@@ -86,6 +86,33 @@ class Thread(TenantOwnedModel):
         return self.openai_id
 
 
+class ThreadToolResource(TenantOwnedModel):
+    """A vector store or file that a thread's tool_resources name (file_search.vector_store_ids,
+    code_interpreter.file_ids), recorded when the thread is ingested: whether or not the store or file is in
+    the ledger yet, a sweep never deletes one that a live thread uses."""
+
+    class Kind(models.TextChoices):
+        VECTOR_STORE = "vector_store"
+        FILE = "file"
+
+    # Derived from thread reports, like a rollup row (see _rollup_tenant): no index of its own, no constraint.
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False,
+                               db_constraint=False)
+    thread_openai_id = models.CharField(max_length=100)
+    resource_openai_id = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Leads with the resource: a sweep asks "which threads name this store or file?".
+            models.UniqueConstraint(fields=["resource_openai_id", "thread_openai_id"], name="thread_tool_resource_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.thread_openai_id} -> {self.resource_openai_id}"
+
+
 class Run(TenantOwnedModel):
     # Every run index leads with tenant (run_tenant_created, run_tenant_cost), so the FK's own index would be a
     # redundant copy of their prefix: at 10M rows it costs ~200 MB and slows every insert (issue #9).

@@ -61,6 +61,7 @@ from .models import (
     PromptSizeRollup,
     Run,
     Thread,
+    ThreadToolResource,
     ToolUsageRollup,
     month_part_start,
 )
@@ -769,6 +770,23 @@ def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: 
     return _Plan(outcome_by_index, current, existing)
 
 
+def _record_tool_resources(thread_events: list[_ThreadEvent]) -> None:
+    """The vector stores and files each reported thread's tool_resources name (ThreadToolResource): the sweeps
+    keep them while the thread lives, whether or not they are in the ledger yet. Links are only added: a store
+    a live thread once named is kept until the thread goes."""
+    links = {
+        (resource_id, event.record.openai_id): ThreadToolResource(
+            tenant_id=event.tenant_id, thread_openai_id=event.record.openai_id, resource_openai_id=resource_id,
+            kind=kind)
+        for event in thread_events
+        for kind, ids in ((ThreadToolResource.Kind.VECTOR_STORE, event.record.vector_store_ids),
+                          (ThreadToolResource.Kind.FILE, event.record.file_ids))
+        for resource_id in ids
+    }
+    if links:
+        ThreadToolResource.objects.unscoped().bulk_create([links[key] for key in sorted(links)], ignore_conflicts=True)
+
+
 def _ensure_threads(
     run_states: Iterable[dict], thread_events: list[_ThreadEvent], results: list, now: dt.datetime,
     deltas: _Deltas, stored: dict[str, tuple[int, int]],
@@ -1024,6 +1042,7 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         outcomes = dict(plan.outcome_by_index)
         thread_pks = _ensure_threads(list(plan.final.values()), thread_events, results, now, deltas,
                                      stored_threads)
+        _record_tool_resources(thread_events)
         for _attempt in range(3):
             new_changes, lost = _write_runs(plan, book, thresholds, thread_pks, now, deltas, serialized=serialized,
                                             prestaged=prestaged if _attempt == 0 else None)

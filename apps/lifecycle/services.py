@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal
@@ -34,7 +34,7 @@ from django.utils import timezone
 from apps.core.money import ZERO, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
-from apps.ledger.models import Run, RunStatus, Thread, ThreadKind
+from apps.ledger.models import Run, RunStatus, Thread, ThreadKind, ThreadToolResource
 from apps.provider.client import ProviderError, error_status, is_not_found, is_transient
 from apps.provider.projects import (
     ProjectKeyMissing,
@@ -751,6 +751,21 @@ def _live_thread_ids(candidates: Iterable[str]) -> set[str]:
     )
 
 
+def _threads_naming(resource_id: str) -> set[str]:
+    return set(ThreadToolResource.objects.unscoped().filter(resource_openai_id=resource_id)
+               .values_list("thread_openai_id", flat=True))
+
+
+def _threads_of(rows: Sequence[VectorStore | StoredFile]) -> dict[str, set[str]]:
+    """openai_id -> the threads that use each store or file: those recorded on its row (from a sweep's
+    re-check or the resource itself) and those whose tool_resources named it when ingested."""
+    threads = {row.openai_id: set(row.thread_openai_ids or []) for row in rows}
+    named = ThreadToolResource.objects.unscoped().filter(resource_openai_id__in=list(threads))
+    for resource_id, thread_id in named.values_list("resource_openai_id", "thread_openai_id"):
+        threads[resource_id].add(thread_id)
+    return threads
+
+
 def _vector_store_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int, SweepItem]]:
     tenants = {t.pk: t for t in _eligible_tenants(sweep)}
     rule = Q()
@@ -765,10 +780,11 @@ def _vector_store_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tu
         VectorStore.objects.unscoped().annotate(activity=Coalesce("last_active_at", "created_at"))
         .filter(status=ResourceStatus.ACTIVE, pk__gt=after_pk).filter(rule).order_by("pk")[:limit]
     )
-    live = _live_thread_ids(t for row in rows for t in (row.thread_openai_ids or []))
+    threads = _threads_of(rows)
+    live = _live_thread_ids(t for ids in threads.values() for t in ids)
     out = []
     for row in rows:
-        if live.intersection(row.thread_openai_ids or []):
+        if live.intersection(threads[row.openai_id]):
             out.append((row.pk, None))  # a live thread uses it: never a candidate
             continue
         days = tenants[row.tenant_id].vector_store_idle_days if row.tenant_id else unassigned_days
@@ -793,10 +809,11 @@ def _file_candidates(sweep: Sweep, after_pk: int, limit: int) -> list[tuple[int,
     live_stores = set(VectorStore.objects.unscoped().filter(
         status=ResourceStatus.ACTIVE, openai_id__in=[v for row in rows for v in row.vector_store_openai_ids or []]
     ).values_list("openai_id", flat=True))
-    live_threads = _live_thread_ids(t for row in rows for t in row.thread_openai_ids or [])
+    threads = _threads_of(rows)
+    live_threads = _live_thread_ids(t for ids in threads.values() for t in ids)
     out = []
     for row in rows:
-        if live_stores.intersection(row.vector_store_openai_ids or []) or live_threads.intersection(row.thread_openai_ids or []):
+        if live_stores.intersection(row.vector_store_openai_ids or []) or live_threads.intersection(threads[row.openai_id]):
             out.append((row.pk, None))
             continue
         out.append((row.pk, SweepItem(
@@ -1074,7 +1091,8 @@ def _recheck_vector_store(provider, item: SweepItem, cutoff: dt.datetime) -> _Ch
     last = _moment(store_obj.get("last_active_at")) or _moment(store_obj.get("created_at"))
     item.usage_bytes = int(store_obj.get("usage_bytes") or item.usage_bytes)
     verdict = _active_verdict(last, cutoff, "last active")
-    if verdict.outcome is None and store is not None and _live_thread_ids(store.thread_openai_ids or []):
+    threads = _threads_of([store])[store.openai_id] if store is not None else _threads_naming(item.openai_id)
+    if verdict.outcome is None and _live_thread_ids(threads):
         return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live thread", last)
     return verdict
 
@@ -1089,7 +1107,7 @@ def _recheck_file(provider, item: SweepItem) -> _Check:
     live_store = VectorStore.objects.unscoped().filter(
         status=ResourceStatus.ACTIVE, openai_id__in=file.vector_store_openai_ids or []
     ).exists()
-    if live_store or _live_thread_ids(file.thread_openai_ids or []):
+    if live_store or _live_thread_ids(_threads_of([file])[file.openai_id]):
         return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live vector store or thread")
     # The ledger's attachments are as old as the last inventory sync (hourly): ask OpenAI whether any live
     # store the file could be in holds it now. A file in a store of its own tenant, or any store when the file

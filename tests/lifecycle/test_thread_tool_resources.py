@@ -1,0 +1,75 @@
+"""A vector store or file that a live thread's tool_resources name is never swept, whether the thread was
+reported before or after the store or file reached the ledger; once the thread is gone, it is swept as any
+other. Against the sandbox through the real SDK."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.ledger.models import Thread, ThreadToolResource
+from apps.ledger.services import ingest_events
+from apps.lifecycle import services
+from apps.lifecycle.models import Outcome, SweepItem
+
+DAY = 86400
+
+
+def _ingest(tenant, *objects) -> None:
+    for obj in objects:
+        assert ingest_events(events=[{"tenant": tenant.slug, "object": obj.to_dict()}]).rejected == 0
+
+
+def _sweep(sandbox, provider, kind: str) -> dict[str, str]:
+    sweep = services.sweep_create(kind=kind, as_of=sandbox.clock.datetime())
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda s: None)
+    return dict(SweepItem.objects.unscoped().filter(sweep=sweep).values_list("openai_id", "outcome"))
+
+
+@pytest.fixture
+def policies(tenant):
+    tenant.thread_retention_days = 60
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    return tenant
+
+
+@pytest.mark.parametrize("thread_first", [False, True], ids=["store then thread", "thread then store"])
+def test_a_store_a_live_thread_uses_is_kept_past_its_idle_days(sandbox, openai_client, provider, policies,
+                                                                 thread_first):
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": policies.slug})
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hello"}],
+                                               tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    _ingest(policies, *((thread, store) if thread_first else (store, thread)))
+    assert ThreadToolResource.objects.for_tenant(policies).filter(resource_openai_id=store.id).exists()
+    sandbox.advance(35 * DAY)  # idle past 30 days; the thread (60) lives on
+    services.inventory_sync(provider=provider)
+
+    outcomes = _sweep(sandbox, provider, "vector_stores")
+
+    assert outcomes.get(store.id) != Outcome.DELETED
+    assert store.id in sandbox.state.vector_stores
+
+
+def test_a_file_a_live_threads_code_interpreter_uses_is_kept(sandbox, openai_client, provider, policies):
+    file = openai_client.files.create(file=("data.csv", b"a,b\n1,2\n"), purpose="assistants")
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "analyse"}],
+                                               tool_resources={"code_interpreter": {"file_ids": [file.id]}})
+    _ingest(policies, thread, file)
+    sandbox.advance(8 * DAY)  # past the files' 7 days
+
+    outcomes = _sweep(sandbox, provider, "files")
+
+    assert outcomes.get(file.id) != Outcome.DELETED
+    assert file.id in sandbox.state.files
+
+
+def test_once_the_thread_is_gone_its_store_is_swept_as_any_other(sandbox, openai_client, provider, policies):
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": policies.slug})
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hello"}],
+                                               tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    _ingest(policies, store, thread)
+    Thread.objects.for_tenant(policies).filter(openai_id=thread.id).update(status=Thread.Status.DELETED)
+    sandbox.advance(35 * DAY)
+    services.inventory_sync(provider=provider)
+
+    assert _sweep(sandbox, provider, "vector_stores")[store.id] == Outcome.DELETED
