@@ -1062,7 +1062,14 @@ def _recheck_conversation(provider, item: SweepItem, sweep: Sweep, cutoff: dt.da
     baseline = item.fingerprint or _earlier_fingerprint(item)
     item.fingerprint = fingerprint
     if baseline and baseline != fingerprint:
-        return _Check(Outcome.SKIPPED_ACTIVE, "new items since RunLedger last looked at it", timezone.now())
+        seen = max(timezone.now(), sweep.as_of)
+        if ledger is not None and not sweep.dry_run:
+            # Activity RunLedger was not told about: the conversation's retention restarts from when a sweep saw
+            # it. Otherwise the next sweep, taking this new fingerprint as its baseline, would delete a
+            # conversation in use. (A dry run writes nothing; its confirmation deletes only what it listed.)
+            Thread.objects.unscoped().filter(pk=ledger.pk, last_activity_at__lt=seen).update(last_activity_at=seen)
+        return _Check(Outcome.SKIPPED_ACTIVE, "new items since RunLedger last looked at it: retention restarts now",
+                      seen)
     candidates = [ledger.last_activity_at if ledger else None, _moment(conversation.get("created_at")),
                   _newest_timestamp(newest)]
     last = max((c for c in candidates if c), default=None)

@@ -129,6 +129,32 @@ def test_conversation_used_after_its_dry_run_survives_the_confirmation(sandbox, 
     assert conversation.id in sandbox.state.conversations
 
 
+def test_a_conversation_found_in_use_restarts_its_retention_so_later_sweeps_keep_it(
+        sandbox, openai_client, provider, retention):
+    """Used without RunLedger hearing of it: the sweep that sees its new items keeps it and moves its last
+    activity to then, so the next nightly sweeps (which take that new item as their baseline) keep it too."""
+    tenant = retention
+    conversation = openai_client.conversations.create(items=[{"type": "message", "role": "user", "content": "hi"}])
+    _record(tenant, conversation.to_dict())
+    sandbox.advance(31 * DAY)
+    first = services.sweep_create(kind="threads", as_of=_as_of(sandbox))
+    _run(first, provider)
+    assert first.items.get().outcome == Outcome.SKIPPED_ACTIVE  # a first look keeps it
+    openai_client.responses.create(model="gpt-6.1-sol", conversation=conversation.id, input="still talking")
+    sandbox.advance(DAY)
+    second = services.sweep_create(kind="threads", as_of=_as_of(sandbox))
+    _run(second, provider)
+    assert second.items.get().outcome == Outcome.SKIPPED_ACTIVE
+    assert Thread.objects.for_tenant(tenant).get(openai_id=conversation.id).last_activity_at == second.as_of
+
+    for _night in range(3):
+        sandbox.advance(DAY)
+        later = services.sweep_create(kind="threads", as_of=_as_of(sandbox))
+        _run(later, provider)
+        assert not later.items.filter(outcome=Outcome.DELETED).exists()
+    assert conversation.id in sandbox.state.conversations
+
+
 class _KilledAfterDelete(BaseException):
     """What a SIGKILL looks like to the code after it: nothing after this line runs."""
 
