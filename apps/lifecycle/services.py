@@ -632,6 +632,8 @@ def sweep_create(
         preview_of.refresh_from_db()
         if not preview_of.dry_run or preview_of.kind != kind:
             raise SweepRefused("preview_of must be a dry run of the same kind.")
+        if preview_of.status == Sweep.Status.FAILED:
+            raise SweepRefused("That dry run failed, so it has no list to confirm; start a new dry run.")
         if preview_of.status != Sweep.Status.FINISHED:
             raise SweepRefused("That dry run has not finished yet; wait for its preview, then confirm.")
         if dry_run:
@@ -963,7 +965,7 @@ def _recheck(provider, item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> 
     cutoff = _cutoff_for(item, sweep, tenant)
     try:
         if item.resource_type == ResourceType.THREAD:
-            return _recheck_thread(provider, item, cutoff)
+            return _recheck_thread(provider, item, sweep, cutoff)
         if item.resource_type == ResourceType.CONVERSATION:
             return _recheck_conversation(provider, item, sweep, cutoff)
         if item.resource_type == ResourceType.VECTOR_STORE:
@@ -1033,12 +1035,12 @@ def _active_verdict(last: dt.datetime | None, cutoff: dt.datetime, what: str) ->
     return _Check(None, last_activity_at=last)
 
 
-def _recheck_thread(provider, item: SweepItem, cutoff: dt.datetime) -> _Check:
+def _recheck_thread(provider, item: SweepItem, sweep: Sweep, cutoff: dt.datetime) -> _Check:
     ledger = _ledger_thread(item.openai_id)
     if ledger is not None and ledger.status == Thread.Status.DELETED:
         return _Check(Outcome.ALREADY_GONE, "already deleted in the ledger")
     thread_obj = _as_dict(provider.retrieve_thread(item.openai_id))
-    if ledger is not None:
+    if ledger is not None and not sweep.dry_run:  # a dry run writes nothing but its own list
         _thread_attachments_record(ledger, thread_obj)
     candidates = [ledger.last_activity_at if ledger else None, _moment(thread_obj.get("created_at")),
                   _newest_timestamp(_first(provider.list_thread_runs(item.openai_id), 100)),

@@ -76,3 +76,11 @@ def test_a_failed_sweep_says_to_start_a_new_one_not_to_resume_it(sandbox, provid
 
     assert "failed: 3 batches failed in a row" in str(failed.value)
     assert "start a new one" in str(failed.value) and "--resume" not in str(failed.value)
+
+
+def test_confirming_a_failed_dry_run_says_to_start_a_new_one(sandbox, provider, tenant):
+    preview = services.sweep_create(kind="threads", dry_run=True)
+    services.sweep_fail(sweep=preview, reason="the OpenAI key was revoked")
+
+    with pytest.raises(CommandError, match="That dry run failed, so it has no list to confirm; start a new dry run."):
+        call_command("sweep", "--kind", "threads", "--confirm", str(preview.pk), stdout=io.StringIO())

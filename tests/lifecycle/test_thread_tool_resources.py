@@ -73,3 +73,24 @@ def test_once_the_thread_is_gone_its_store_is_swept_as_any_other(sandbox, openai
     services.inventory_sync(provider=provider)
 
     assert _sweep(sandbox, provider, "vector_stores")[store.id] == Outcome.DELETED
+
+
+def test_a_dry_run_records_nothing_on_the_stores_its_threads_use(sandbox, openai_client, provider, tenant):
+    """Its re-check of an expired thread reads the thread's tool_resources; only a real sweep records them
+    (and gives an orphan store the thread's tenant)."""
+    from apps.lifecycle.models import VectorStore
+
+    tenant.thread_retention_days = 30
+    tenant.save()
+    store = openai_client.vector_stores.create(name="no tenant")  # no metadata: an orphan once listed
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hi"}],
+                                               tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    _ingest(tenant, thread)
+    services.inventory_sync(provider=provider)
+    fields = ("tenant_id", "tenant_source", "thread_openai_ids")
+    before = VectorStore.objects.unscoped().values(*fields).get(openai_id=store.id)
+    sandbox.advance(31 * DAY)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=sandbox.clock.datetime())
+    services.sweep_run_to_completion(sweep_id=preview.pk, provider=provider, sleep=lambda s: None)
+
+    assert VectorStore.objects.unscoped().values(*fields).get(openai_id=store.id) == before

@@ -94,3 +94,18 @@ def test_daily_task_tries_a_failed_project_again_later_with_backoff_then_stops(f
     queued.clear()
     reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=3)
     assert queued == []  # the next day's 7-day re-check takes it from here
+
+
+def test_a_bad_date_on_the_command_line_is_one_line_saying_the_format_not_a_traceback():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    done = subprocess.run([sys.executable, "manage.py", "reconcile", "--date", "nope"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "--date must be YYYY-MM-DD, got 'nope'." in done.stderr

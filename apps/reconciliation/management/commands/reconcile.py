@@ -3,6 +3,7 @@ OpenAI's Costs and Usage API, day by day, showing progress."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
@@ -16,10 +17,12 @@ from apps.reconciliation.services import (
 
 
 def _date(value: str) -> dt.date:
+    # argparse turns ArgumentTypeError into a one-line usage error; a CommandError raised while parsing the
+    # command line would print a traceback.
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise CommandError(f"--date must be YYYY-MM-DD, got {value!r}.") from exc
+        raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {value!r}.") from exc
 
 
 class Command(BaseCommand):
