@@ -1162,7 +1162,10 @@ def _archive(provider, item: SweepItem) -> int | None:
         rows = _first(provider.list_conversation_items(item.openai_id), limit + 1)
     if len(rows) > limit:
         return None
-    data = [_as_dict(row) for row in rows]
+    # OpenAI lists newest first: reversed, they are oldest first. Conversation items carry no timestamp, so
+    # that order is the only one there is; thread messages are then sorted by time, and the stable sort keeps
+    # messages of the same second in the order they were written.
+    data = [_as_dict(row) for row in reversed(rows)]
     data.sort(key=lambda d: (d.get("created_at") or 0))
     ArchivedItem.objects.bulk_create([
         ArchivedItem(

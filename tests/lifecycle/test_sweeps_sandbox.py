@@ -111,6 +111,27 @@ def test_archive_before_delete_copies_messages_into_runledger(sandbox, openai_cl
     _run(services.sweep_create(kind="threads", as_of=_as_of(sandbox)), provider)
     archived = list(ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id=thread_id).order_by("position"))
     assert len(archived) == 2 and thread_id not in sandbox.state.threads
+    # Oldest first, though both were written in the same second.
+    assert [item.data["content"][0]["text"]["value"] for item in archived][1] == "second"
+
+
+def test_an_archived_conversation_keeps_its_items_oldest_first(sandbox, openai_client, provider, retention):
+    """Conversation items carry no timestamp: the archive is the only record of their order once deleted."""
+    tenant = retention
+    tenant.archive_before_delete = True
+    tenant.save()
+    conversation = openai_client.conversations.create(items=[{"type": "message", "role": "user", "content": "first"}])
+    openai_client.responses.create(model="gpt-6.1-sol", conversation=conversation.id, input="second")
+    _record(tenant, conversation.to_dict())
+    sandbox.advance(31 * DAY)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=_as_of(sandbox))
+    _run(preview, provider)
+    _run(services.sweep_create(kind="threads", preview_of=preview), provider)
+
+    archived = list(ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id=conversation.id)
+                    .order_by("position"))
+    assert [(item.data.get("role"), item.data["content"][0].get("text")) for item in archived][:2] == [
+        ("user", "first"), ("user", "second")]
 
 
 def test_conversation_used_after_its_dry_run_survives_the_confirmation(sandbox, openai_client, provider, retention):
