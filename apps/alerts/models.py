@@ -13,6 +13,7 @@ class Alert(models.Model):
         REQUIRES_ACTION_EXPIRING = "requires_action_expiring"
         WASTED_SPEND = "wasted_spend"
         RECONCILIATION_DRIFT = "reconciliation_drift"
+        RECONCILIATION_FAILED = "reconciliation_failed"
         ORPHANED_RESOURCE = "orphaned_resource"
 
     class Severity(models.TextChoices):

@@ -22,7 +22,7 @@ from apps.core.money import usd_string
 from apps.tenants.authentication import CanRead
 
 from .models import ReconciliationRun
-from .selectors import ResultFilters, current_lines, current_runs, line_row
+from .selectors import ResultFilters, current_lines, current_runs, failed_attempts, line_row
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 7
@@ -89,6 +89,7 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
         filters = ResultFilters(start=params["start"], end=params["end"], project_id=params.get("project") or None,
                                 flagged_only=params.get("status") == "flagged")
         runs = list(current_runs(filters))
+        failed = failed_attempts(filters)
         results = [line_row(line) for line in current_lines(filters)]
         for row in results:
             row["day"] = row["day"].isoformat()
@@ -100,11 +101,16 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
             "status": params.get("status", "all"),
             "summary": {
                 "project_days": len(runs),
+                "failed_project_days": len(failed),
                 "flagged_lines": sum(run.flagged_count for run in runs),
                 "ledger_total_usd": usd_string(sum((run.ledger_total_usd for run in runs), zero)),
                 "openai_total_usd": usd_string(sum((run.openai_total_usd for run in runs), zero)),
                 "unattributed_usd": usd_string(sum((run.unattributed_usd for run in runs), zero)),
             },
             "days": [day_json(run) for run in runs],
+            # The latest attempt per day and project, where it failed after the result above (or there is none).
+            "failed": [{"day": run.day.isoformat(), "project": run.openai_project, "error": run.error,
+                        "started_at": run.started_at.isoformat().replace("+00:00", "Z"), "trigger": run.trigger}
+                       for run in failed],
             "results": results,
         })

@@ -216,6 +216,20 @@ def current_runs(filters: ResultFilters) -> QuerySet:
     return runs.order_by("day", "openai_project")
 
 
+def failed_attempts(filters: ResultFilters) -> list[ReconciliationRun]:
+    """Per (day, project) in the range, the latest attempt when it failed after the current result (or when
+    the day has none): a revoked admin key or a Costs API down for days must not look like a green page."""
+    attempts = ReconciliationRun.objects.filter(day__gte=filters.start, day__lt=filters.end)
+    if filters.project_id:
+        attempts = attempts.filter(openai_project=filters.project_id)
+    latest: dict[tuple, ReconciliationRun] = {}
+    for run in attempts.exclude(status=ReconciliationRun.Status.RUNNING).order_by("started_at", "pk").only(
+            "day", "openai_project", "status", "error", "started_at", "trigger"):
+        latest[(run.day, run.openai_project)] = run  # the last one wins
+    return sorted((run for run in latest.values() if run.status == ReconciliationRun.Status.FAILED),
+                  key=lambda run: (run.day, run.openai_project))
+
+
 def current_lines(filters: ResultFilters) -> QuerySet:
     lines = ReconciliationLine.objects.filter(run__is_current=True, day__gte=filters.start, day__lt=filters.end)
     if filters.project_id:

@@ -321,5 +321,24 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
         )
 
 
+def reconciliation_failure_alert(*, project_id: str, end_day: dt.date, days: int, error: str) -> None:
+    """Raise one critical alert for a project whose daily reconciliation still failed after its retries: a
+    revoked admin key or a Costs API down for days would otherwise stop reconciliation without a word."""
+    from apps.alerts.services import alert_raise
+
+    first_day = end_day - dt.timedelta(days=days - 1)
+    alert_raise(
+        kind="reconciliation_failed",
+        cause_key=f"reconciliation-failed:{project_id}:{end_day.isoformat()}"[:255],
+        tenant=None,
+        title=f"Reconciliation failed: {project_id}, {first_day.isoformat()} to {end_day.isoformat()}",
+        message=(f"{error or 'no error recorded'}. Fix the cause (often the project's admin key: Reconciliation › "
+                 f"OpenAI projects in the admin), then run: python manage.py reconcile --date {end_day.isoformat()} "
+                 f"--days {days} --project {project_id}"),
+        severity="critical",
+        data={"project": project_id, "end_day": end_day.isoformat(), "days": days, "error": error},
+    )
+
+
 def _plain(value) -> str:
     return format(value.normalize(), "f")

@@ -11,6 +11,7 @@ from .services import (
     RECHECK_DAYS,
     default_end_day,
     lock_ttl_seconds,
+    reconciliation_failure_alert,
     reconciliation_lock_owner,
     reconciliation_reconcile,
 )
@@ -50,6 +51,10 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
                 reconcile_daily.apply_async(
                     kwargs={"end_day": end.isoformat(), "days": days, "project_id": project, "attempt": attempt + 1},
                     countdown=FAILED_RETRY_MINUTES * 60 * (attempt + 1))
+        else:  # retries spent: someone has to look
+            for project in failed:
+                reconciliation_failure_alert(project_id=project, end_day=end, days=days,
+                                             error=summary[project]["error"])
     ours = [outcome.project_id for outcome in outcomes if outcome.skipped and task_id
             and reconciliation_lock_owner(project_id=outcome.project_id) in (task_id, None)]
     if ours:

@@ -21,6 +21,7 @@ from .selectors import (
     current_lines,
     current_runs,
     day_totals,
+    failed_attempts,
     reconciliation_project_ids,
     value_text,
 )
@@ -98,6 +99,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
         totals = day_totals(filters)
         runs = list(current_runs(filters))
         lines = list(current_lines(filters)[:LINES_ON_PAGE])
+        failed = failed_attempts(filters)
         query = self.request.GET.copy()
         query["format"] = "csv"
         try:
@@ -116,6 +118,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
             last_day=filters.end - dt.timedelta(days=1),
             figure=reconciliation_figure(totals),
             runs=runs,
+            failed=failed,
             lines=lines,
             lines_truncated=len(lines) == LINES_ON_PAGE,
             flagged_statuses=sorted(FLAGGED_STATUSES),

@@ -160,3 +160,38 @@ def test_page_days_outside_the_bounds_are_refused_not_an_overflow(client, staff_
     assert response.status_code == 200
     if "format=csv" not in query:
         assert "Use a date from Jan 1, 1970 to Dec 31, 9998." in response.content.decode()
+
+
+def _fail(day: dt.date, days: int = 1) -> None:
+    provider = FakeAdminProvider()
+    provider.fail_with = PermissionError("401: the admin key was revoked")
+    reconciliation_reconcile(end_day=day, days=days, trigger="test", provider_factory=lambda p: provider)
+
+
+def test_a_failed_attempt_after_a_result_shows_on_the_page_and_in_the_api_until_a_later_one_succeeds(
+        client, staff_user, api_client, billing_key, reconciled):
+    _fail(DAY)  # DAY had a result; its latest attempt now failed
+    client.force_login(staff_user)
+
+    html = client.get(f"{PAGE}?start=2026-11-02&end=2026-11-03").content.decode()
+    assert "Reconciliation failed for 1 project-day" in html
+    assert "the admin key was revoked" in html
+    assert "python manage.py reconcile --date 2026-11-03 --days 1 --project proj_default" in html
+    body = api_client.get(f"{API}?{_query(start='2026-11-02', end='2026-11-04')}", **bearer(billing_key)).json()
+    assert body["summary"]["failed_project_days"] == 1
+    assert [(f["day"], f["project"]) for f in body["failed"]] == [("2026-11-03", "proj_default")]
+    assert "revoked" in body["failed"][0]["error"]
+
+    provider = FakeAdminProvider().cost(DAY, "gpt-5.4, input", 2.5).completions(DAY, "gpt-5.4", 1_000_000, 0, 0)
+    reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda p: provider,
+                             raise_errors=True)
+    assert "Reconciliation failed" not in client.get(f"{PAGE}?start=2026-11-02&end=2026-11-03").content.decode()
+    body = api_client.get(f"{API}?{_query(start='2026-11-02', end='2026-11-04')}", **bearer(billing_key)).json()
+    assert body["summary"]["failed_project_days"] == 0 and body["failed"] == []
+
+
+def test_a_day_that_never_reconciled_shows_its_failure(client, staff_user, reconciled):
+    _fail(DAY + dt.timedelta(days=3))
+    client.force_login(staff_user)
+    html = client.get(f"{PAGE}?start=2026-11-01&end=2026-11-06&status=flagged").content.decode()
+    assert "Reconciliation failed for 1 project-day" in html and "Every line matched" not in html

@@ -96,6 +96,23 @@ def test_daily_task_tries_a_failed_project_again_later_with_backoff_then_stops(f
     assert queued == []  # the next day's 7-day re-check takes it from here
 
 
+def test_a_project_still_failing_after_its_retries_raises_one_alert_saying_what_to_run(fake_provider, monkeypatch):
+    from apps.alerts.models import Alert
+
+    fake_provider.fail_with = ConnectionError("connection refused")
+    monkeypatch.setattr(reconcile_daily, "apply_async", lambda **options: None)
+    reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=2)
+    assert not Alert.objects.unscoped().filter(kind="reconciliation_failed").exists()  # retries left: no alert yet
+
+    for _redelivered in range(2):
+        reconcile_daily(end_day="2026-11-03", days=1, project_id="proj_default", attempt=3)
+
+    [alert] = Alert.objects.unscoped().filter(kind="reconciliation_failed")
+    assert alert.severity == "critical" and "proj_default" in alert.title
+    assert "connection refused" in alert.message
+    assert "python manage.py reconcile --date 2026-11-03 --days 1 --project proj_default" in alert.message
+
+
 def test_a_bad_date_on_the_command_line_is_one_line_saying_the_format_not_a_traceback():
     import os
     import subprocess
