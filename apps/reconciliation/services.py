@@ -297,7 +297,9 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
     for line in lines:
         unit = "$" if line.unit == "usd" else ""
         kind = "Unattributed spend" if line.kind == KIND_UNATTRIBUTED else "Reconciliation drift"
-        cause = f"reconciliation:{line.openai_project}:{line.day.isoformat()}:{line.line}"
+        # The status is part of the cause: a line first flagged "missing at OpenAI" (its numbers not in yet)
+        # that later shows real drift raises again instead of hiding behind the first alert.
+        cause = f"reconciliation:{line.openai_project}:{line.day.isoformat()}:{line.line}:{line.status}"
         if len(cause) > 255:
             cause = f"reconciliation:{hashlib.sha256(cause.encode()).hexdigest()}"
         alert_raise(

@@ -198,5 +198,25 @@ def test_drift_raises_one_alert_per_day_project_and_line(tenant, django_capture_
     alerts = list(Alert.unscoped_objects.filter(kind="reconciliation_drift"))
     assert len(alerts) == 1
     assert alerts[0].tenant_id is None
-    assert alerts[0].cause_key == f"reconciliation:{PROJECT}:{DAY.isoformat()}:gpt-5.4, input"
+    assert alerts[0].cause_key == f"reconciliation:{PROJECT}:{DAY.isoformat()}:gpt-5.4, input:drift"
     assert alerts[0].data["difference"] == "1.25"
+
+
+def test_a_line_missing_at_openai_that_later_shows_drift_raises_again(tenant, django_capture_on_commit_callbacks):
+    """OpenAI's numbers arrive late: the first run sees the ledger's cost with nothing at OpenAI yet; when
+    OpenAI's number arrives and differs, that is news, not the same alert again."""
+    from apps.alerts.models import Alert
+
+    _rollup(tenant)
+    late = (FakeAdminProvider().cost(DAY, "gpt-5.4, output", 1.5)
+            .completions(DAY, "gpt-5.4", 1_000_000, 0, 100_000))  # the input line not in yet
+    with django_capture_on_commit_callbacks(execute=True):
+        _run(late)
+        assert _current_lines()["gpt-5.4, input"].status == "missing_at_openai"
+        arrived = _matching_provider()
+        arrived.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 5.0)
+        _run(arrived)
+    assert _current_lines()["gpt-5.4, input"].status == "drift"
+    messages = sorted(Alert.unscoped_objects.filter(kind="reconciliation_drift").values_list("message", flat=True))
+    assert len(messages) == 2
+    assert messages[0].startswith("drift:") and messages[1].startswith("missing at openai:")
