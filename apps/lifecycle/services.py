@@ -1684,6 +1684,12 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMet
     from apps.pricing.pricebook import PriceBook
     from apps.pricing.rating import bytes_to_gb, rate_vector_storage
 
+    if day > timezone.now().date():
+        raise LifecycleError(f"{day} has not begun yet (UTC): meter a day that has, at its end.")
+    if not snapshot and not (VectorStoreDay.objects.unscoped().filter(day=day).exists()
+                             or StorageMeter.objects.unscoped().filter(day=day).exists()):
+        # Rated from nothing, the day would be billed $0 and then count as metered, so never caught up.
+        raise LifecycleError(f"{day} has no storage snapshot to re-rate: meter it first (without --rerate).")
     with transaction.atomic():
         if snapshot:
             VectorStoreDay.objects.unscoped().filter(day=day).delete()

@@ -120,6 +120,22 @@ def test_re_metering_a_day_replaces_it(tenant):
     assert StorageMeter.objects.for_tenant(tenant).get(day=START).cost_usd == Decimal("0.9")
 
 
+def test_re_rating_a_day_never_metered_is_refused_so_the_nightly_catch_up_still_meters_it(tenant):
+    _store(tenant, usage_bytes=5 * GIB)
+    with pytest.raises(services.LifecycleError, match="no storage snapshot to re-rate: meter it first"):
+        services.storage_meter_day(day=START, snapshot=False)
+    assert not StorageMeter.objects.for_tenant(tenant).filter(day=START).exists()
+
+
+def test_a_day_that_has_not_begun_is_not_metered(tenant):
+    from django.core.management import CommandError, call_command
+
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    with pytest.raises(CommandError, match="has not begun yet"):
+        call_command("meter_storage", "--day", tomorrow.isoformat())
+    assert not StorageMeter.objects.for_tenant(tenant).exists()
+
+
 def _at(day: dt.date, hour: int = 0) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
 

@@ -21,7 +21,10 @@ class Command(BaseCommand):
             on = dt.date.fromisoformat(day) if day else timezone.now().date()
         except ValueError as exc:
             raise CommandError("--day must be YYYY-MM-DD.") from exc
-        rows = services.storage_meter_day(day=on, snapshot=not rerate)
+        try:
+            rows = services.storage_meter_day(day=on, snapshot=not rerate)
+        except services.LifecycleError as exc:
+            raise CommandError(str(exc)) from exc
         for row in rows:
             self.stdout.write(f"  {row.tenant.slug if row.tenant_id else 'unassigned'}: {row.gb_days} GB-days, "
                               f"${row.cost_usd} (free GB share {row.free_gb_share}), saved ${row.saved_usd}")
