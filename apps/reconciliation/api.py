@@ -38,10 +38,14 @@ class ReconciliationQuerySerializer(serializers.Serializer):
     def validate(self, attrs):
         end = attrs.get("end") or dt.datetime.now(dt.UTC).date()
         start = attrs.get("start") or (end - dt.timedelta(days=DEFAULT_RANGE_DAYS))
+        # Name the date the caller sent: with only one of them, the other is a default they never saw.
+        blamed = "end" if "end" in attrs else "start"
         if start >= end:
-            raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
+            message = ("end must be after start (end is exclusive)." if "end" in attrs
+                       else "start must be before end, which defaults to today (UTC).")
+            raise serializers.ValidationError({blamed: message})
         if (end - start).days > MAX_RANGE_DAYS:
-            raise serializers.ValidationError({"end": f"The range may span at most {MAX_RANGE_DAYS} days."})
+            raise serializers.ValidationError({blamed: f"The range may span at most {MAX_RANGE_DAYS} days."})
         return {**attrs, "start": start, "end": end}
 
 

@@ -45,6 +45,8 @@ class ReconciliationFilterForm(forms.Form):
     def clean(self):
         data = super().clean()
         start, end = data.get("start"), data.get("end")
+        if start and not end:  # To defaults to yesterday: the cap holds for that range too
+            end = timezone.now().astimezone(dt.UTC).date() - dt.timedelta(days=1)
         if start and end and start > end:
             self.add_error("start", "From must be on or before To.")
         elif start and end and (end - start).days >= MAX_DAYS:

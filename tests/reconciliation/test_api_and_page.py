@@ -90,7 +90,9 @@ def test_ingest_keys_and_anonymous_callers_are_refused(api_client, ingest_key, r
     ("params", "field"),
     [({"start": "2026-13-01"}, "start"), ({"start": "2026-11-05", "end": "2026-11-01"}, "end"),
      ({"start": "2024-01-01", "end": "2026-01-01"}, "end"),
-     ({"end": "0001-01-03"}, "end")],  # its default start, a week earlier, would overflow (a 500 before)
+     ({"end": "0001-01-03"}, "end"),  # its default start, a week earlier, would overflow (a 500 before)
+     # Only start sent: the error names it, not the default end the caller never sent.
+     ({"start": "2099-01-01"}, "start"), ({"start": "2000-01-01"}, "start")],
 )
 def test_bad_dates_are_a_400_naming_the_field(api_client, billing_key, params, field):
     response = api_client.get(f"{API}?{_query(**params)}", **bearer(billing_key))
@@ -195,3 +197,10 @@ def test_a_day_that_never_reconciled_shows_its_failure(client, staff_user, recon
     client.force_login(staff_user)
     html = client.get(f"{PAGE}?start=2026-11-01&end=2026-11-06&status=flagged").content.decode()
     assert "Reconciliation failed for 1 project-day" in html and "Every line matched" not in html
+
+
+def test_a_page_from_date_alone_is_held_to_the_same_cap_as_a_range(client, staff_user, reconciled):
+    """To defaults to yesterday: From alone must not open 26 years (and an unbounded CSV)."""
+    client.force_login(staff_user)
+    html = client.get("/reconciliation/?start=2000-01-01").content.decode()
+    assert "At most 366 days at a time." in html
