@@ -584,10 +584,36 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
             raise LifecycleError(f"{resource.openai_id}: {not_found_unasked(project, unreachable)}: nothing recorded.")
     now = timezone.now()
     reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
-    _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
-    audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
-                 actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
+    with transaction.atomic():
+        _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
+        _staff_delete_audit(resource, resource_type, outcome, reason, actor, now)
+        audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
+                     actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
     return outcome
+
+
+_SWEEP_KIND_OF = {ResourceType.THREAD: SweepKind.THREADS, ResourceType.CONVERSATION: SweepKind.THREADS,
+                  ResourceType.VECTOR_STORE: SweepKind.VECTOR_STORES, ResourceType.FILE: SweepKind.FILES,
+                  ResourceType.CONTAINER: SweepKind.CONTAINERS}
+
+
+def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str, actor, now: dt.datetime) -> None:
+    """A staff delete goes in the deletion audit (/lifecycle/audit/ and its CSV) beside the sweeps': as a
+    finished one-item sweep requested by that person."""
+    usage_bytes = int(getattr(resource, "usage_bytes", None) or getattr(resource, "bytes", None) or 0)
+    sweep = Sweep.objects.unscoped().create(
+        kind=_SWEEP_KIND_OF[resource_type], tenant_id=resource.tenant_id, dry_run=False, as_of=now,
+        status=Sweep.Status.FINISHED, planned_at=now, started_at=now, finished_at=now, planned_count=1,
+        counts={outcome: 1}, requested_by=actor if getattr(actor, "pk", None) else None,
+        requested_label="staff: delete now",
+    )
+    SweepItem.objects.unscoped().create(
+        sweep=sweep, tenant_id=resource.tenant_id, resource_type=resource_type, openai_id=resource.openai_id,
+        openai_project=resource.openai_project, rule="deleted by staff (delete now)", dry_run=False,
+        state=SweepItem.State.DONE, outcome=outcome, detail=reason, processed_at=now, usage_bytes=usage_bytes,
+        saved_usd_per_day=(_vector_store_saving(usage_bytes, now.date())
+                           if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO),
+    )
 
 
 def _provider_delete(provider, resource_type: str, openai_id: str) -> str:

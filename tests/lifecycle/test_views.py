@@ -110,6 +110,12 @@ def test_staff_assigns_and_deletes_orphans(world, staff_user, tenant):
     store.refresh_from_db()
     assert store.status == "deleted" and "vs_orphan" not in provider.vector_stores
     assert AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id="vs_orphan").exists()
+    # In the deletion audit beside the sweeps' deletions, page and CSV, with who asked.
+    item = SweepItem.objects.for_tenant(tenant).get(openai_id="vs_orphan")
+    assert (item.outcome, item.sweep.requested_by, item.sweep.status) == ("deleted", staff_user, "finished")
+    assert item.saved_usd_per_day > 0
+    assert "vs_orphan" in client.get("/lifecycle/audit/").content.decode()
+    assert "vs_orphan" in client.get("/lifecycle/audit/?format=csv&table=audit").getvalue().decode()
 
 
 def test_orphan_delete_that_openai_refuses_is_a_message_not_a_500(world, staff_user, monkeypatch):
