@@ -105,3 +105,20 @@ def test_tenant_member_gets_404_and_no_reconciliation_link(page, live_server, re
     assert "gpt-5.4" not in page.content()
     assert page.request.get(f"{live_server.url}/reconciliation/?format=csv").status == 404
     screenshot(page, "reconciliation-member-404", "desktop")
+
+
+def test_a_failed_latest_attempt_is_a_warning_card_with_the_command_to_run(page, live_server, reconciled):
+    last = reconciled["days"][-1]
+    revoked = FakeAdminProvider()
+    revoked.fail_with = PermissionError("401: the admin key was revoked")
+    reconciliation_reconcile(end_day=last, days=1, trigger="test", provider_factory=lambda p: revoked)
+    login(page, live_server, "ops", "ops-password-1")
+    for width_name, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.goto(f"{live_server.url}/reconciliation/").status == 200
+        card = page.locator("section[role=alert]")
+        assert "Reconciliation failed for 1 project-day" in card.inner_text()
+        assert f"python manage.py reconcile --date {last.isoformat()} --days 1 --project" in card.inner_text()
+        assert _background(card) == DANGER_SOFT
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+        screenshot(page, "reconciliation-failed", width_name)
