@@ -215,6 +215,9 @@ class SweepItem(MaybeUnassignedModel):
     fingerprint = models.CharField(max_length=120, blank=True, default="")
     # Transient failures (rate limits, 5xx) put an item back; after a few it is recorded as failed.
     attempts = models.PositiveSmallIntegerField(default=0)
+    # A delete call went out but OpenAI answered it with an error: a later "not found" is this sweep's own
+    # delete having gone through, not someone else's.
+    delete_sent = models.BooleanField(default=False)
     claimed_by = models.CharField(max_length=120, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)

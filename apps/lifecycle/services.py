@@ -1283,10 +1283,12 @@ class _LeasedProvider:
 
 
 class _Transient(Exception):
-    def __init__(self, message: str, *, rate_limited: bool = False):
+    def __init__(self, message: str, *, rate_limited: bool = False, delete_sent: bool = False):
         super().__init__(message)
         # A rate limit says nothing about the item: it only slows the sweep and never uses up its attempts.
         self.rate_limited = rate_limited
+        # The error answered the delete call itself, which OpenAI may have carried out all the same.
+        self.delete_sent = delete_sent
 
 
 def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep: Sweep, item: SweepItem,
@@ -1331,6 +1333,12 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
         if check.last_activity_at:
             item.last_activity_at = check.last_activity_at
         if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:
+            if item.delete_sent:  # our earlier delete went through; OpenAI only failed to say so
+                if item.resource_type == ResourceType.VECTOR_STORE:
+                    item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
+                return _finish_deleted(item, sweep, Outcome.DELETED,
+                                       "deleted: an earlier delete call went through, though OpenAI answered it "
+                                       "with an error", now)
             return _finish_deleted(item, sweep, check.outcome, check.detail, now)
         if check.outcome is not None:
             return _finish_item(item, check.outcome, check.detail, now)
@@ -1348,8 +1356,13 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             item.archived = True
         if item.resource_type == ResourceType.VECTOR_STORE:
             item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
-        outcome = _provider_delete(provider, item.resource_type, item.openai_id)
-    except _ClaimLost:
+        try:
+            outcome = _provider_delete(provider, item.resource_type, item.openai_id)
+        except Exception as exc:
+            if is_transient(exc):
+                raise _Transient(str(exc), rate_limited=error_status(exc) == 429, delete_sent=True) from exc
+            raise
+    except (_ClaimLost, _Transient):
         raise
     except Exception as exc:
         if is_transient(exc):
@@ -1551,7 +1564,8 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                     else:
                         SweepItem.objects.unscoped().filter(pk=item.pk, claimed_by=worker).update(
                             state=SweepItem.State.PENDING, claimed_by="", claimed_at=None, detail=str(exc)[:500],
-                            attempts=F("attempts") - (1 if exc.rate_limited else 0))
+                            attempts=F("attempts") - (1 if exc.rate_limited else 0),
+                            **({"delete_sent": True} if exc.delete_sent else {}))
                         status = "retry_later"
                         break
             processed += 1

@@ -298,3 +298,37 @@ def test_idle_vector_stores_orphan_files_and_idle_containers_are_cleaned_up(
     assert container.id not in sandbox.state.containers
     deleted = dict(SweepItem.objects.for_tenant(tenant).filter(outcome=Outcome.DELETED).values_list("openai_id", "resource_type"))
     assert deleted == {idle_store.id: "vector_store", loose_file.id: "file", container.id: "container"}
+
+
+def test_a_delete_openai_carried_out_but_answered_with_errors_is_recorded_as_ours(
+        sandbox, openai_client, provider, tenant, settings):
+    """The store is deleted on the first DELETE, but every retry of that call is answered 503: the next
+    batch's re-check finds it gone, and that is this sweep's own delete, with its saving, not someone else's."""
+    from apps.sandbox.api import SandboxError
+
+    settings.LIFECYCLE_TRANSIENT_RETRY_SECONDS = 0
+    tenant.vector_store_idle_days = 7
+    tenant.save()
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": tenant.slug})
+    services.inventory_sync(provider=provider)
+    VectorStore.objects.unscoped().filter(openai_id=store.id).update(usage_bytes=5 * 1024**3)
+    sandbox.advance(10 * DAY)
+    real, deletes = sandbox.sandbox.api.handle, []
+
+    def handle(request):
+        if request.method == "DELETE" and request.path.startswith("/v1/vector_stores/"):
+            deletes.append(request.path)
+            if len(deletes) == 1:
+                real(request)  # OpenAI deletes it...
+            if len(deletes) <= provider.max_attempts:
+                raise SandboxError(503, "The server had an error", type="server_error")  # ...and answers 503
+        return real(request)
+
+    sandbox.sandbox.api.handle = handle
+    sweep = services.sweep_create(kind="vector_stores", as_of=_as_of(sandbox))
+    _run(sweep, provider)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert item.outcome == Outcome.DELETED and "went through" in item.detail
+    assert item.saved_usd_per_day > 0
+    assert VectorStore.objects.unscoped().get(openai_id=store.id).deletion_reason.startswith("vector_store_idle_days=7")
