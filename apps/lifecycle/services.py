@@ -395,9 +395,10 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     gone = 0
     unreachable: dict[str, str] = {}
     listed_projects = []
+    files_of_store: dict[str, set[str]] = {}  # what each store listed this time holds
     for project_id in object_project_ids():
         try:
-            _inventory_project(providers.for_project(project_id), project_id, counts, say)
+            _inventory_project(providers.for_project(project_id), project_id, counts, say, files_of_store)
         except (ProjectKeyMissing, ProviderError) as exc:
             # One project's missing or refused key (or OpenAI down for it) leaves its rows alone, not the others'.
             unreachable[project_id] = str(exc)
@@ -414,10 +415,12 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
                 listed_here, status=ResourceStatus.ACTIVE, last_seen_at__lt=started,
             ).update(status=ResourceStatus.DELETED, deleted_at=timezone.now(),
                      deletion_reason=f"{GONE_REASON} (not listed)")
-    # Files now in no store: drop stale store ids so they become eligible once old enough.
+    # Files now in no store: drop the ids of stores that are gone, or that were listed without the file (it
+    # was removed from a store that lives on), so such files become eligible once old enough.
     live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
     for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
-        kept = [vs for vs in file.vector_store_openai_ids if vs in live_stores]
+        kept = [vs for vs in file.vector_store_openai_ids
+                if vs in live_stores and (vs not in files_of_store or file.openai_id in files_of_store[vs])]
         if kept != file.vector_store_openai_ids:
             file.vector_store_openai_ids = kept
             file.save(update_fields=["vector_store_openai_ids"])
@@ -430,8 +433,10 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable)
 
 
-def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None]) -> None:
-    """List one project's resources into the ledger, each recorded with the project and seen now."""
+def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None],
+                       files_of_store: dict[str, set[str]]) -> None:
+    """List one project's resources into the ledger, each recorded with the project and seen now; each listed
+    store's files go into `files_of_store`."""
     # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
     for resource_type, lister in (
         (ResourceType.FILE, provider.list_files),
@@ -451,6 +456,7 @@ def _inventory_project(provider, project_id: str, counts: dict[str, int], say: C
                 file_ids = [_as_dict(f).get("id") for f in provider.list_vector_store_files(obj["id"])]
                 _file_attach([f for f in file_ids if f], field="vector_store_openai_ids",
                              owner_id=store.openai_id, tenant_id=store.tenant_id)
+                files_of_store[store.openai_id] = {f for f in file_ids if f}
             if listed % 500 == 0:
                 say(f"{project_id} {resource_type}: {listed} listed")
         say(f"{project_id} {resource_type}: {listed} listed")

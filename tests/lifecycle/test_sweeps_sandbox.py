@@ -332,3 +332,23 @@ def test_a_delete_openai_carried_out_but_answered_with_errors_is_recorded_as_our
     assert item.outcome == Outcome.DELETED and "went through" in item.detail
     assert item.saved_usd_per_day > 0
     assert VectorStore.objects.unscoped().get(openai_id=store.id).deletion_reason.startswith("vector_store_idle_days=7")
+
+
+def test_a_file_removed_from_a_store_that_lives_on_becomes_a_candidate(sandbox, openai_client, provider, tenant,
+                                                                         settings):
+    """The inventory rebuilds a file's stores from the stores' own listings: a stale attachment to a live
+    store kept the file from ever being swept."""
+    settings.LIFECYCLE_FILE_MIN_AGE_DAYS = 3
+    file = openai_client.files.create(file=("a.txt", b"x" * 2048), purpose="assistants")
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": tenant.slug}, file_ids=[file.id])
+    services.inventory_sync(provider=provider)
+    assert StoredFile.objects.unscoped().get(openai_id=file.id).vector_store_openai_ids == [store.id]
+    openai_client.vector_stores.files.delete(file.id, vector_store_id=store.id)  # the store stays live
+    sandbox.advance(10 * DAY)
+    sandbox.state.touch_vector_store(store.id, sandbox.clock.now())
+    services.inventory_sync(provider=provider)
+
+    assert StoredFile.objects.unscoped().get(openai_id=file.id).vector_store_openai_ids == []
+    sweep = services.sweep_create(kind="files", as_of=_as_of(sandbox))
+    _run(sweep, provider)
+    assert SweepItem.objects.unscoped().get(sweep=sweep, openai_id=file.id).outcome == Outcome.DELETED
