@@ -1097,10 +1097,16 @@ def _recheck_conversation(provider, item: SweepItem, sweep: Sweep, cutoff: dt.da
     item.fingerprint = fingerprint
     if baseline and baseline != fingerprint:
         seen = max(timezone.now(), sweep.as_of)
-        if ledger is not None and not sweep.dry_run:
+        if sweep.dry_run:
+            # A dry run writes nothing, so it must not become the baseline of activity it did not act on either:
+            # the next real sweep would find this fingerprint unchanged and delete a conversation in use.
+            item.fingerprint = baseline
+            return _Check(Outcome.SKIPPED_ACTIVE, "new items since RunLedger last looked at it: a real sweep "
+                          "restarts its retention", seen)
+        if ledger is not None:
             # Activity RunLedger was not told about: the conversation's retention restarts from when a sweep saw
             # it. Otherwise the next sweep, taking this new fingerprint as its baseline, would delete a
-            # conversation in use. (A dry run writes nothing; its confirmation deletes only what it listed.)
+            # conversation in use.
             Thread.objects.unscoped().filter(pk=ledger.pk, last_activity_at__lt=seen).update(last_activity_at=seen)
         return _Check(Outcome.SKIPPED_ACTIVE, "new items since RunLedger last looked at it: retention restarts now",
                       seen)

@@ -176,6 +176,28 @@ def test_a_conversation_found_in_use_restarts_its_retention_so_later_sweeps_keep
     assert conversation.id in sandbox.state.conversations
 
 
+def test_a_dry_run_that_finds_a_conversation_in_use_does_not_let_the_next_sweep_delete_it(
+        sandbox, openai_client, provider, retention):
+    """The dry run keeps its hands off the ledger, so it must not become the baseline of the new items either."""
+    tenant = retention
+    conversation = openai_client.conversations.create(items=[{"type": "message", "role": "user", "content": "hi"}])
+    _record(tenant, conversation.to_dict())
+    sandbox.advance(31 * DAY)
+    _run(services.sweep_create(kind="threads", as_of=_as_of(sandbox)), provider)  # a first look keeps it
+    openai_client.responses.create(model="gpt-6.1-sol", conversation=conversation.id, input="still talking")
+    sandbox.advance(DAY // 2)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=_as_of(sandbox))
+    _run(preview, provider)
+    assert "a real sweep restarts its retention" in preview.items.get().detail
+    sandbox.advance(DAY // 2)
+
+    nightly = services.sweep_create(kind="threads", as_of=_as_of(sandbox))
+    _run(nightly, provider)
+
+    assert nightly.items.get().outcome == Outcome.SKIPPED_ACTIVE
+    assert conversation.id in sandbox.state.conversations
+
+
 class _KilledAfterDelete(BaseException):
     """What a SIGKILL looks like to the code after it: nothing after this line runs."""
 
