@@ -14,6 +14,7 @@ lock shared. docs/ledger.md walks through it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -32,7 +33,8 @@ from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.core.money import ZERO, money_text, quantize_ledger, usd_to_units
+from apps.core.money import MONEY_FIELD_KWARGS, ZERO, money_text, quantize_ledger, usd_to_units
+from apps.core.timeutils import month_start
 from apps.pricing.pricebook import PriceBook
 from apps.pricing.rating import CostBreakdown, RatingError, Usage, billable_file_search_calls, rate_run
 from apps.provider.normalizers import (
@@ -63,6 +65,7 @@ from .models import (
     Thread,
     ThreadToolResource,
     ToolUsageRollup,
+    end_user_units_column,
     month_part_start,
 )
 
@@ -1274,9 +1277,9 @@ class RepriceOverflow(ValueError):
     `applied` is their result, `applied_days` the first and last creation day of the runs they changed."""
 
     def __init__(self, run: dict, slugs: dict[int, str], applied: RepriceResult,
-                 applied_days: tuple[dt.date, dt.date] | None):
+                 applied_days: tuple[dt.date, dt.date] | None, tenant_slug: str | None = None):
         self.openai_id, self.model = run["openai_id"], run["model"]
-        self.applied, self.applied_days = applied, applied_days
+        self.applied, self.applied_days, self.tenant_slug = applied, applied_days, tenant_slug
         super().__init__(
             f"Re-pricing stopped: at the current prices run {run['openai_id']} (model {run['model']}, tenant "
             f"{slugs.get(run['tenant_id'], '?')}) would cost {money_text(Decimal(run['cost_total_usd']))}, "
@@ -1290,9 +1293,14 @@ class RepriceOverflow(ValueError):
         if self.applied_days is None:
             return "Nothing was changed: correct the price and run the same re-price again."
         first, last = self.applied_days
-        return (f"The batches before it were applied at these prices (runs created {first} to {last}, audited): "
-                f"after correcting the price, re-rate them with `manage.py reprice --start {first} --end {last}`"
-                f"{'' if not self.applied.unpriced_only else ', then `manage.py reprice --unpriced` for the rest'}.")
+        applied = f"The batches before it were applied at these prices (runs created {first} to {last}, audited)"
+        if not self.applied.unpriced_only:
+            # The same range again re-rates those runs too (they now differ from the corrected price).
+            return f"{applied}: after correcting the price, run the same re-price again."
+        tenant = f" --tenant {self.tenant_slug}" if self.tenant_slug else ""
+        return (f"{applied}: after correcting the price, re-rate them with `manage.py reprice --start {first} "
+                f"--end {last}{tenant}` (an --unpriced re-price would skip them, as they are priced now), then "
+                f"`manage.py reprice --unpriced{tenant}` for the rest.")
 
 
 def runs_reprice(
@@ -1307,6 +1315,7 @@ def runs_reprice(
     actor_label: str = "command:reprice",
     progress: Callable[[int], None] | None = None,
     book: PriceBook | None = None,
+    rated_by_price: int | None = None,
 ) -> RepriceResult:
     """Re-rate runs created in [start, end] (inclusive UTC dates) with the current price book (or `book`); with
     `unpriced_only`, only runs that had no price. Applies the differences to runs, threads and rollups in
@@ -1323,6 +1332,8 @@ def runs_reprice(
         queryset = queryset.filter(priced=False)
     if models is not None:
         queryset = queryset.filter(model__in=list(models))
+    if rated_by_price is not None:
+        queryset = queryset.filter(model_price_id=rated_by_price)
     result = RepriceResult(start=start, end=end, dry_run=dry_run, unpriced_only=unpriced_only)
     slugs = dict(Tenant.objects.values_list("pk", "slug"))
     thresholds = dict(Tenant.objects.values_list("pk", "high_cost_run_usd"))
@@ -1352,7 +1363,8 @@ def runs_reprice(
                         costliest = max(batch.updates, key=lambda state: Decimal(state["cost_total_usd"]))
                         result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
                         raise RepriceOverflow(costliest, slugs, result,
-                                              (min(changed_days), max(changed_days)) if changed_days else None) from exc
+                                              (min(changed_days), max(changed_days)) if changed_days else None,
+                                              tenant.slug if tenant else None) from exc
             # Counted once the batch is in: a batch that fails is not part of what was applied.
             for tenant_id, batch_diff in batch.diffs.items():
                 diffs.setdefault(tenant_id, TenantRepriceDiff(tenant_id, batch_diff.tenant_slug)).add(batch_diff)
@@ -1484,6 +1496,55 @@ def runs_reprice_unpriced(*, models: Iterable[str] | None = None, actor=None,
     return runs_reprice(unpriced_only=True, models=_with_snapshots(models), actor=actor, actor_label=actor_label)
 
 
+@contextlib.contextmanager
+def ingest_paused():
+    """A transaction holding the ingest lock: no batch of ingest (or re-pricing) writes until it ends."""
+    with transaction.atomic():
+        bulk.advisory_xact_lock(INGEST_LOCK_KEY)
+        yield
+
+
+# What the ledger holds, per run (numeric(24, 10)) and per end user and month (a bigint of ledger units).
+_MAX_RUN_COST = Decimal(10) ** (MONEY_FIELD_KWARGS["max_digits"] - MONEY_FIELD_KWARGS["decimal_places"])
+_MAX_UNITS = 2**63 - 1
+
+
+def reprice_overflow_check(*, models: Iterable[str], book: PriceBook) -> RepriceOverflow | None:
+    """Would rating the unpriced runs of `models` with `book` take a stored total past what the ledger holds
+    (a run's own cost, or its end user's month)? The RepriceOverflow it would raise, naming the run, or None.
+    Reads only, in bounded batches and without the ingest lock: a price can be refused before anyone sees it.
+    Runs arriving meanwhile are not covered; the re-rating itself still stops on an overflow."""
+    slugs = dict(Tenant.objects.values_list("pk", "slug"))
+    queryset = Run.objects.unscoped().filter(priced=False, model__in=list(models)).order_by("pk")
+    added: dict[tuple, int] = defaultdict(int)  # (tenant, month, user) -> units the rating adds
+    costliest: dict[tuple, dict] = {}
+    last_pk = 0
+    while rows := list(queryset.filter(pk__gt=last_pk).values("id", *RUN_FIELDS)[:REPRICE_BATCH]):
+        last_pk = rows[-1]["id"]
+        for old in rows:
+            new = dict(old)
+            _rate_state(new, book, {})
+            cost = Decimal(new["cost_total_usd"])
+            if cost >= _MAX_RUN_COST:
+                return RepriceOverflow(new, slugs, RepriceResult(None, None, True, True), None)
+            key = (old["tenant_id"], month_start(old["created_at"].astimezone(dt.UTC).date()), old["user_id"])
+            added[key] += usd_to_units(cost) - usd_to_units(Decimal(old["cost_total_usd"]))
+            if key not in costliest or cost > Decimal(costliest[key]["cost_total_usd"]):
+                costliest[key] = new
+    keys = sorted(added)
+    for index in range(0, len(keys), 500):
+        chunk = keys[index:index + 500]
+        condition = Q()
+        for tenant_id, month, user_id in chunk:
+            condition |= Q(tenant_id=tenant_id, month=month, user_id=user_id)
+        stored = {(row[0], row[1], row[2]): row[3] for row in EndUserMonthlyRollup.objects.unscoped().filter(condition)
+                  .values_list("tenant_id", "month", "user_id", end_user_units_column("cost_total_usd"))}
+        for key in chunk:
+            if stored.get(key, 0) + added[key] > _MAX_UNITS:
+                return RepriceOverflow(costliest[key], slugs, RepriceResult(None, None, True, True), None)
+    return None
+
+
 def run_models_of_family(family: str, *, since: dt.date) -> list[str]:
     """The model names of runs created on or after `since` that a price for `family` covers: the family
     itself and its dated snapshots (read from the daily rollup, which names each model a day saw)."""
@@ -1491,6 +1552,11 @@ def run_models_of_family(family: str, *, since: dt.date) -> list[str]:
 
     names = DailyRollup.objects.unscoped().filter(day__gte=since).values_list("model", flat=True).distinct()
     return sorted({family} | {name for name in names if model_family(name) == family})
+
+
+def models_unpriced_of_family(family: str) -> list[str]:
+    """The model names of unpriced runs that a price for `family` would rate: itself and its snapshots."""
+    return _with_snapshots([family])
 
 
 def _with_snapshots(models: Iterable[str] | None) -> list[str] | None:

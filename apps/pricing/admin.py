@@ -17,9 +17,10 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     date_hierarchy = "effective_from"
     readonly_fields = ("created_at", "created_by")
 
-    def add_view(self, request, form_url="", extra_context=None):
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # Both ways of adding a price (the add form, and "save as new" on a change form) end here.
         try:
-            return super().add_view(request, form_url, extra_context)
+            return super().changeform_view(request, object_id, form_url, extra_context)
         except RepriceOverflow as error:
             self.message_user(request, f"The price was not added (nothing changed). {error} Add a corrected one.",
                               level=messages.ERROR)

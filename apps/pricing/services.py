@@ -68,11 +68,21 @@ def model_price_create(
 
 def model_price_add(*, actor=None, **fields) -> tuple[ModelPrice, int]:
     """Add a price version and rate the runs stored unpriced for its model; (the price, runs newly priced).
-    A price that would take a stored total past what the ledger holds is withdrawn again, the runs it had
-    rated put back as they were, and RepriceOverflow raised: the price is refused as a whole. (Rating goes in
-    batches that each take the ingest lock for a moment, so ingest is never held up for the whole backlog.)"""
-    from apps.ledger.services import RepriceOverflow
+    All or nothing: a price that would take a stored total past what the ledger holds raises RepriceOverflow.
+    It is checked first, by rating the backlog without writing, so such a price is normally refused before
+    anyone sees it. If runs that arrived meanwhile still overflow the real rating, the price is withdrawn
+    and the runs it rated put back. (Rating goes in batches that each hold the ingest lock for a moment, so
+    ingest never waits for the whole backlog.)"""
+    from apps.ledger.services import RepriceOverflow, models_unpriced_of_family, reprice_overflow_check
 
+    from .pricebook import PriceBook
+    from .selectors import model_rate_from_price, model_rates_all, tool_rates_all
+
+    candidate = model_rate_from_price(ModelPrice(**fields))
+    book = PriceBook([*model_rates_all(), candidate], tool_rates_all())
+    stopped = reprice_overflow_check(models=models_unpriced_of_family(fields["model"]), book=book)
+    if stopped is not None:
+        raise stopped
     price = model_price_create(actor=actor, **fields)
     try:
         return price, unpriced_runs_rate(model=price.model, actor=actor)
@@ -82,17 +92,25 @@ def model_price_add(*, actor=None, **fields) -> tuple[ModelPrice, int]:
 
 
 def _model_price_withdraw(price: ModelPrice, *, actor=None) -> None:
-    """Undo a price version just added: re-rate its model's runs (and its snapshots') since its date with the
-    price book as it was without it, which puts the runs it rated back as before; then delete it. Audited."""
-    from apps.ledger.services import run_models_of_family, runs_reprice
+    """Undo a price version just added: re-rate the runs it rated with the price book as it was without it,
+    which puts them back as before (unpriced, or at the version before it); then delete it. The last pass
+    and the delete hold the ingest lock, so no batch rates a run with it after that. Audited."""
+    from apps.ledger.services import ingest_paused, run_models_of_family, runs_reprice
 
     from .pricebook import PriceBook
     from .selectors import model_rates_all, tool_rates_all
 
     without = PriceBook([rate for rate in model_rates_all() if rate.price_id != price.pk], tool_rates_all())
-    runs_reprice(start=price.effective_from, models=run_models_of_family(price.model, since=price.effective_from),
-                 book=without, actor=actor, actor_label="" if actor is not None else "service:price-withdrawn")
-    with transaction.atomic():
+    models = run_models_of_family(price.model, since=price.effective_from)
+    label = "" if actor is not None else "service:price-withdrawn"
+
+    def rerate() -> None:
+        runs_reprice(start=price.effective_from, models=models, rated_by_price=price.pk, book=without,
+                     actor=actor, actor_label=label)
+
+    rerate()  # in batches, ingest going on between them
+    with ingest_paused():
+        rerate()  # whatever ingest rated with it meanwhile
         audit_record(action="price.withdraw", target_type="model_price", target_id=price.version, actor=actor,
                      data={"reason": "re-rating its unpriced runs would overflow a stored total"})
         price.delete()

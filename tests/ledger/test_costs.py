@@ -194,3 +194,14 @@ def test_a_reprice_stopped_in_its_first_batch_changes_nothing_and_says_to_run_it
     assert stopped.value.next_step() == "Nothing was changed: correct the price and run the same re-price again."
     assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
     assert not AuditEvent.objects.filter(action="ledger.reprice").exists()
+
+
+def test_a_stopped_ranged_reprice_says_to_run_the_same_range_again(tenant, monkeypatch):
+    """A ranged re-price re-rates runs already priced too: the same range again finishes the job, the runs
+    applied before the stop included (naming only their days would leave the rest of the range)."""
+    _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch)
+
+    with pytest.raises(RepriceOverflow) as stopped:
+        runs_reprice(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31))
+
+    assert stopped.value.next_step().endswith("after correcting the price, run the same re-price again.")

@@ -58,3 +58,22 @@ def test_a_price_whose_re_rating_would_overflow_is_not_added_and_nothing_changes
     assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
     assert not AuditEvent.objects.filter(action__in=["admin.modelprice.create", "ledger.reprice"]).exists()
     assert ledger_check() == []
+
+
+def test_save_as_new_with_an_overflowing_price_is_refused_the_same_way(client, staff_user, tenant):
+    existing = ModelPrice.objects.create(model="admin-model", effective_from=dt.date(2026, 1, 1),
+                                         input_usd_per_1m=1, output_usd_per_1m=4)
+    _unpriced(tenant, 10**12)  # priced by `existing` at $4 per million: 4 million USD
+    ModelPrice.objects.filter(pk=existing.pk).update(effective_from=dt.date(2026, 7, 1))  # so June is unpriced
+    Run.objects.for_tenant(tenant).update(priced=False, model_price_id=None, cost_input_usd=0, cost_output_usd=0,
+                                          cost_cached_input_usd=0, cost_tools_usd=0, cost_total_usd=0)
+    ledger_check(fix=True)
+    _superuser_login(client, staff_user)
+
+    response = client.post(f"/admin/pricing/modelprice/{existing.pk}/change/",
+                           {**FORM, "output_usd_per_1m": "1000", "_saveasnew": "1"}, follow=True)
+
+    assert response.status_code == 200
+    assert [m.level_tag for m in get_messages(response.wsgi_request)] == ["error"]
+    assert list(ModelPrice.objects.values_list("pk", flat=True).filter(model="admin-model")) == [existing.pk]
+    assert ledger_check() == []

@@ -124,6 +124,24 @@ def test_a_price_whose_re_rating_would_overflow_the_ledger_is_a_400_naming_it_an
     assert error["field"] == "output_usd_per_1m"
     assert f"run {huge['id']} (model gpt-7-test, tenant acme)" in error["message"]
     assert "The price was not added" in error["message"]
+    # Refused before it was stored: checked by rating the backlog without writing.
+    assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
+    assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
+    assert not AuditEvent.objects.filter(action__startswith="price.").exists()
+    assert ledger_check() == []
+
+
+def test_when_runs_arriving_after_the_check_overflow_the_price_is_withdrawn_and_its_runs_put_back(
+        api_client, admin_key, tenant, monkeypatch):
+    """The check reads the backlog as it is; a run reported just after it can still overflow the rating. The
+    price is then withdrawn, and the runs it had rated go back to how they were."""
+    huge = _unpriced_small_then_huge_run(monkeypatch)
+    monkeypatch.setattr("apps.ledger.services.reprice_overflow_check", lambda **kwargs: None)  # the race
+
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "output_usd_per_1m": "1000"}, format="json",
+                             **bearer(admin_key))
+
+    assert answer.status_code == 400 and f"run {huge['id']}" in answer.json()["error"]["message"]
     assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
     # The small run's batch was rated before the huge one stopped it: withdrawing the price put it back.
     assert not Run.objects.for_tenant(tenant).filter(priced=True).exists()
