@@ -792,11 +792,14 @@ def _threads_naming(resource_id: str) -> set[str]:
 
 def _threads_of(rows: Sequence[VectorStore | StoredFile]) -> dict[str, set[str]]:
     """openai_id -> the threads that use each store or file: those recorded on its row (from a sweep's
-    re-check or the resource itself) and those whose tool_resources named it when ingested."""
+    re-check or the resource itself) and those whose tool_resources named it when ingested, of its own
+    tenant only (one tenant's report naming another's store must not keep it), or of any for an orphan."""
     threads = {row.openai_id: set(row.thread_openai_ids or []) for row in rows}
+    owners = {row.openai_id: row.tenant_id for row in rows}
     named = ThreadToolResource.objects.unscoped().filter(resource_openai_id__in=list(threads))
-    for resource_id, thread_id in named.values_list("resource_openai_id", "thread_openai_id"):
-        threads[resource_id].add(thread_id)
+    for resource_id, thread_id, tenant_id in named.values_list("resource_openai_id", "thread_openai_id", "tenant_id"):
+        if owners[resource_id] is None or owners[resource_id] == tenant_id:
+            threads[resource_id].add(thread_id)
     return threads
 
 

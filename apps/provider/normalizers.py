@@ -479,13 +479,14 @@ def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) ->
 
 def normalize_thread(obj: dict, *, prefix: str = "object") -> ResourceRecord:
     obj, record = _resource(obj, "thread", prefix)
+    # The stores and files the thread uses are kept from the sweeps for it (ledger.ThreadToolResource): ids
+    # it could not store are refused naming them, not dropped (nor a string read as its characters).
     resources = _object(obj, "tool_resources", prefix) or {}
-    code_interpreter = resources.get("code_interpreter") or {}
-    file_search = resources.get("file_search") or {}
-    if isinstance(code_interpreter, dict):
-        record.file_ids = [str(x) for x in code_interpreter.get("file_ids") or [] if isinstance(x, str)]
-    if isinstance(file_search, dict):
-        record.vector_store_ids = [str(x) for x in file_search.get("vector_store_ids") or [] if isinstance(x, str)]
+    tools = f"{prefix}.tool_resources"
+    code_interpreter = _object(resources, "code_interpreter", tools) or {}
+    file_search = _object(resources, "file_search", tools) or {}
+    record.file_ids = resource_id_list(code_interpreter, "file_ids", f"{tools}.code_interpreter") or []
+    record.vector_store_ids = resource_id_list(file_search, "vector_store_ids", f"{tools}.file_search") or []
     record.last_active_at = record.created_at
     return record
 

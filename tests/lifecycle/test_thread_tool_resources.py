@@ -4,6 +4,8 @@ other. Against the sandbox through the real SDK."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from apps.ledger.models import Thread, ThreadToolResource
@@ -94,3 +96,34 @@ def test_a_dry_run_records_nothing_on_the_stores_its_threads_use(sandbox, openai
     services.sweep_run_to_completion(sweep_id=preview.pk, provider=provider, sleep=lambda s: None)
 
     assert VectorStore.objects.unscoped().values(*fields).get(openai_id=store.id) == before
+
+
+def test_another_tenants_thread_naming_a_store_does_not_keep_it(sandbox, openai_client, provider, policies,
+                                                                other_tenant):
+    other_tenant.thread_retention_days = 60
+    other_tenant.save()
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": policies.slug})
+    thread = openai_client.beta.threads.create(messages=[{"role": "user", "content": "hello"}],
+                                               tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    _ingest(policies, store)
+    _ingest(other_tenant, thread)  # globex's thread names acme's store
+    sandbox.advance(35 * DAY)
+    services.inventory_sync(provider=provider)
+
+    assert _sweep(sandbox, provider, "vector_stores")[store.id] == Outcome.DELETED
+
+
+@pytest.mark.parametrize(("tool_resources", "field"), [
+    ({"file_search": {"vector_store_ids": "vs_abc"}}, "object.tool_resources.file_search.vector_store_ids"),
+    ({"code_interpreter": {"file_ids": ["file_" + "x" * 200]}}, "object.tool_resources.code_interpreter.file_ids"),
+    ({"code_interpreter": ["file_abc"]}, "object.tool_resources.code_interpreter"),
+])
+def test_a_thread_whose_tool_resources_ids_cannot_be_stored_is_refused_naming_them(tenant, tool_resources, field):
+    from tests import builders
+
+    bad = {**builders.thread(thread_id="thread_bad", created_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC)),
+           "tool_resources": tool_resources}
+    good = builders.thread(thread_id="thread_good", created_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    result = ingest_events(events=[{"tenant": tenant.slug, "object": bad}, {"tenant": tenant.slug, "object": good}])
+    assert [r.outcome for r in result.results] == ["rejected", "created"]
+    assert result.results[0].error["field"] == field
