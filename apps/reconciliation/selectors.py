@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
 from apps.core.money import MONEY_FIELD_KWARGS, usd_string
@@ -218,16 +218,18 @@ def current_runs(filters: ResultFilters) -> QuerySet:
 
 def failed_attempts(filters: ResultFilters) -> list[ReconciliationRun]:
     """Per (day, project) in the range, the latest attempt when it failed after the current result (or when
-    the day has none): a revoked admin key or a Costs API down for days must not look like a green page."""
-    attempts = ReconciliationRun.objects.filter(day__gte=filters.start, day__lt=filters.end)
+    the day has none): a revoked admin key or a Costs API down for days must not look like a green page. One
+    query: a failed attempt with no finished attempt started after it."""
+    finished = [ReconciliationRun.Status.COMPLETE, ReconciliationRun.Status.FAILED]
+    later = ReconciliationRun.objects.filter(
+        day=OuterRef("day"), openai_project=OuterRef("openai_project"), status__in=finished,
+    ).filter(Q(started_at__gt=OuterRef("started_at")) | Q(started_at=OuterRef("started_at"), pk__gt=OuterRef("pk")))
+    failed = ReconciliationRun.objects.filter(day__gte=filters.start, day__lt=filters.end,
+                                              status=ReconciliationRun.Status.FAILED)
     if filters.project_id:
-        attempts = attempts.filter(openai_project=filters.project_id)
-    latest: dict[tuple, ReconciliationRun] = {}
-    for run in attempts.exclude(status=ReconciliationRun.Status.RUNNING).order_by("started_at", "pk").only(
-            "day", "openai_project", "status", "error", "started_at", "trigger"):
-        latest[(run.day, run.openai_project)] = run  # the last one wins
-    return sorted((run for run in latest.values() if run.status == ReconciliationRun.Status.FAILED),
-                  key=lambda run: (run.day, run.openai_project))
+        failed = failed.filter(openai_project=filters.project_id)
+    return list(failed.filter(~Exists(later)).order_by("day", "openai_project")
+                .only("day", "openai_project", "status", "error", "started_at", "trigger"))
 
 
 def current_lines(filters: ResultFilters) -> QuerySet:
