@@ -1670,6 +1670,21 @@ def sweep_run_to_completion(*, sweep_id: int, provider=None, progress: Callable[
             sleep(1.0)
 
 
+def sweep_cancel(*, sweep_id: int, actor=None, actor_label: str = "") -> Sweep:
+    """Stop a pending or running sweep (one started by mistake, say): it is failed, audited, and a worker
+    running it stops after the item in hand (its next heartbeat finds the sweep no longer its own). What was
+    deleted stays in the audit; nothing else is."""
+    sweep = Sweep.objects.unscoped().filter(pk=sweep_id).first()
+    if sweep is None:
+        raise LifecycleError(f"No sweep {sweep_id}.")
+    if sweep.is_done:
+        raise SweepRefused(f"Sweep {sweep_id} is already {sweep.status}; there is nothing to stop.")
+    who = getattr(actor, "username", "") or actor_label or "someone"
+    sweep_fail(sweep=sweep, reason=f"cancelled by {who}", actor=actor)
+    sweep.refresh_from_db()
+    return sweep
+
+
 def sweep_fail(*, sweep: Sweep, reason: str, actor=None) -> None:
     Sweep.objects.unscoped().filter(pk=sweep.pk, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).update(
         status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="",

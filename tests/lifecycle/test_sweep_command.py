@@ -84,3 +84,16 @@ def test_confirming_a_failed_dry_run_says_to_start_a_new_one(sandbox, provider, 
 
     with pytest.raises(CommandError, match="That dry run failed, so it has no list to confirm; start a new dry run."):
         call_command("sweep", "--kind", "threads", "--confirm", str(preview.pk), stdout=io.StringIO())
+
+
+def test_cancel_stops_a_pending_sweep_and_says_so(sandbox, provider, tenant):
+    sweep = services.sweep_create(kind="threads")
+    out = io.StringIO()
+
+    call_command("sweep", "--kind", "threads", "--cancel", str(sweep.pk), stdout=out)
+
+    sweep.refresh_from_db()
+    assert f"sweep {sweep.pk} cancelled" in out.getvalue()
+    assert sweep.status == "failed" and sweep.errors[-1]["error"] == "cancelled by command:sweep"
+    with pytest.raises(CommandError, match="already failed; there is nothing to stop"):
+        call_command("sweep", "--kind", "threads", "--cancel", str(sweep.pk), stdout=io.StringIO())

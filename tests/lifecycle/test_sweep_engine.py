@@ -383,3 +383,36 @@ def test_a_batch_that_only_planned_frees_the_sweep_for_the_next_task(policies, p
     sweep = services.sweep_create(kind="threads", as_of=NOW)
     assert services.sweep_run_batch(sweep_id=sweep.pk, worker="A", provider=provider, batch_size=10).status == "more"
     assert services.sweep_run_batch(sweep_id=sweep.pk, worker="B", provider=provider, batch_size=10).status == "more"
+
+
+class _CancellingProvider(FakeProvider):
+    """Someone cancels the sweep right after its first delete."""
+
+    def __init__(self, sweep_id_holder: list):
+        super().__init__()
+        self.sweep_id_holder = sweep_id_holder
+
+    def delete_thread(self, thread_id):
+        outcome = super().delete_thread(thread_id)
+        if len(self.deletes) == 1:
+            services.sweep_cancel(sweep_id=self.sweep_id_holder[0], actor_label="test")
+        return outcome
+
+
+def test_a_cancelled_sweep_stops_after_the_item_in_hand(policies):
+    tenant, _ = policies
+    holder: list = []
+    provider = _CancellingProvider(holder)
+    for index in range(3):
+        _thread(tenant, f"thread_old_{index}", days_idle=40, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    holder.append(sweep.pk)
+
+    result = _run(sweep, provider)
+
+    assert len(provider.deletes) == 1
+    sweep.refresh_from_db()
+    assert sweep.status == Sweep.Status.FAILED and sweep.errors[-1]["error"] == "cancelled by test"
+    assert result.status == "failed"
+    with pytest.raises(services.SweepRefused, match="already failed"):
+        services.sweep_cancel(sweep_id=sweep.pk)

@@ -20,9 +20,19 @@ class Command(BaseCommand):
         parser.add_argument("--confirm", type=int, metavar="SWEEP_ID",
                             help="Delete exactly what this finished dry run listed (each re-checked first).")
         parser.add_argument("--resume", type=int, metavar="SWEEP_ID", help="Carry on an unfinished sweep.")
+        parser.add_argument("--cancel", type=int, metavar="SWEEP_ID",
+                            help="Stop a pending or running sweep; a worker running it stops after the item in hand.")
         parser.add_argument("--enqueue", action="store_true", help="Run it on the Celery workers.")
 
-    def handle(self, *args, kind, tenant=None, dry_run=False, confirm=None, resume=None, enqueue=False, **options):
+    def handle(self, *args, kind, tenant=None, dry_run=False, confirm=None, resume=None, enqueue=False, cancel=None,
+               **options):
+        if cancel:
+            try:
+                stopped = services.sweep_cancel(sweep_id=cancel, actor_label="command:sweep")
+            except services.LifecycleError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(self.style.SUCCESS(f"sweep {stopped.pk} cancelled: {services.sweep_counts(stopped)}"))
+            return
         tenant_obj = None
         if tenant:
             tenant_obj = Tenant.objects.filter(slug=tenant).first()
