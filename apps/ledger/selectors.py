@@ -647,18 +647,18 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
             return f"{_BIGINT_SUM}({quote(name)})"
         return f"SUM({quote(name)})::bigint" if as_bigint else f"SUM({quote(name)})"
 
-    def usd(name: str, summed_: bool) -> str:
-        units = end_user_units_column(name)
-        return f"{units_as_usd_sql(summed(units, as_bigint=False) if summed_ else quote(units))} AS {quote(name)}"
+    def usd(name: str, units: str) -> str:
+        return f"{units_as_usd_sql(units)} AS {quote(name)}"
 
     # One month of the monthly rollup, or one part of a month, holds one row per user already: read as stored,
     # no GROUP BY.
     if len(sources) == 1 and sources[0][1] > 0 and sources[0][0].model in (EndUserMonthlyRollup, EndUserMonthPartRollup):
-        stored = [quote(name) for name in counts] + [usd(name, summed_=False) for name in money]
+        stored = [quote(name) for name in counts]
+        stored += [usd(name, quote(end_user_units_column(name))) for name in money]
         return (f"SELECT {quote('user_id')}, {', '.join(stored)} FROM ({parts[0]}) AS period "
                 f"WHERE {quote('runs')} <> 0"), params
     sums = [f"{summed(name, as_bigint=True)} AS {quote(name)}" for name in counts]
-    sums += [usd(name, summed_=True) for name in money]
+    sums += [usd(name, summed(end_user_units_column(name), as_bigint=False)) for name in money]
     return (f"SELECT {quote('user_id')}, {', '.join(sums)} FROM ({' UNION ALL '.join(parts)}) AS signed "
             f"GROUP BY {quote('user_id')} HAVING {summed('runs', as_bigint=False)} <> 0"), params
 

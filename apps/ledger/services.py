@@ -34,7 +34,6 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, money_text, quantize_ledger, usd_to_units
-from apps.core.timeutils import month_start
 from apps.pricing.pricebook import PriceBook
 from apps.pricing.rating import CostBreakdown, RatingError, Usage, billable_file_search_calls, rate_run
 from apps.provider.normalizers import (
@@ -1515,8 +1514,12 @@ def reprice_overflow_check(*, models: Iterable[str], book: PriceBook) -> Reprice
     Reads only, in bounded batches and without the ingest lock: a price can be refused before anyone sees it.
     Runs arriving meanwhile are not covered; the re-rating itself still stops on an overflow."""
     slugs = dict(Tenant.objects.values_list("pk", "slug"))
+    nothing_applied = RepriceResult(start=None, end=None, dry_run=True, unpriced_only=True)
     queryset = Run.objects.unscoped().filter(priced=False, model__in=list(models)).order_by("pk")
-    added: dict[tuple, int] = defaultdict(int)  # (tenant, month, user) -> units the rating adds
+    # The change to each end user's month, keyed and counted as the write would count it: the monthly
+    # rollup's projection of the run's share rows (old taken back, new added).
+    total_at = END_USER_MONTHLY.columns.index(end_user_units_column("cost_total_usd"))
+    added: dict[tuple, int] = defaultdict(int)  # END_USER_MONTH_KEY -> units the rating adds
     costliest: dict[tuple, dict] = {}
     last_pk = 0
     while rows := list(queryset.filter(pk__gt=last_pk).values("id", *RUN_FIELDS)[:REPRICE_BATCH]):
@@ -1526,9 +1529,10 @@ def reprice_overflow_check(*, models: Iterable[str], book: PriceBook) -> Reprice
             _rate_state(new, book, {})
             cost = Decimal(new["cost_total_usd"])
             if cost >= _MAX_RUN_COST:
-                return RepriceOverflow(new, slugs, RepriceResult(None, None, True, True), None)
-            key = (old["tenant_id"], month_start(old["created_at"].astimezone(dt.UTC).date()), old["user_id"])
-            added[key] += usd_to_units(cost) - usd_to_units(Decimal(old["cost_total_usd"]))
+                return RepriceOverflow(new, slugs, nothing_applied, None)
+            for state, sign in ((old, -1), (new, 1)):
+                key, values = END_USER_MONTHLY.project(_share_row(state, sign))
+                added[key] += values[total_at]
             if key not in costliest or cost > Decimal(costliest[key]["cost_total_usd"]):
                 costliest[key] = new
     keys = sorted(added)
@@ -1541,7 +1545,7 @@ def reprice_overflow_check(*, models: Iterable[str], book: PriceBook) -> Reprice
                   .values_list("tenant_id", "month", "user_id", end_user_units_column("cost_total_usd"))}
         for key in chunk:
             if stored.get(key, 0) + added[key] > _MAX_UNITS:
-                return RepriceOverflow(costliest[key], slugs, RepriceResult(None, None, True, True), None)
+                return RepriceOverflow(costliest[key], slugs, nothing_applied, None)
     return None
 
 

@@ -357,9 +357,9 @@ def _file_attach(file_ids: Iterable[str], *, field: str, owner_id: str, tenant_i
 def _thread_attachments_record(thread: Thread, thread_obj: dict) -> None:
     """A thread's tool_resources name the vector store and files it uses; record them so a store or file a
     live thread needs is never swept, and an orphan store inherits the thread's tenant."""
-    resources = thread_obj.get("tool_resources") or {}
-    store_ids = (resources.get("file_search") or {}).get("vector_store_ids") or []
-    file_ids = (resources.get("code_interpreter") or {}).get("file_ids") or []
+    from apps.provider.normalizers import thread_tool_resource_ids
+
+    store_ids, file_ids = thread_tool_resource_ids(thread_obj)
     for store in VectorStore.objects.unscoped().filter(openai_id__in=store_ids):
         if thread.openai_id not in (store.thread_openai_ids or []) or store.tenant_id is None:
             store.thread_openai_ids = _ids([*(store.thread_openai_ids or []), thread.openai_id])

@@ -33,7 +33,7 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if not change:
             # A new price rates the runs that were stored unpriced for this model (and its snapshots).
             # RepriceOverflow leaves through the admin's transaction (it undoes the price and every batch rated
-            # with it) to add_view, which says so.
+            # with it) to changeform_view, which says so.
             newly = unpriced_runs_rate(model=obj.model, actor=request.user)
             if newly:
                 self.message_user(request, f"{newly} unpriced runs are now rated.")

@@ -477,16 +477,22 @@ def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) ->
     return obj, record
 
 
-def normalize_thread(obj: dict, *, prefix: str = "object") -> ResourceRecord:
-    obj, record = _resource(obj, "thread", prefix)
-    # The stores and files the thread uses are kept from the sweeps for it (ledger.ThreadToolResource): ids
-    # it could not store are refused naming them, not dropped (nor a string read as its characters).
+def thread_tool_resource_ids(obj: dict, prefix: str = "object") -> tuple[list[str], list[str]]:
+    """(vector store ids, file ids) a thread's tool_resources name (file_search, code_interpreter). The
+    sweeps keep those stores and files for the thread (ledger.ThreadToolResource), so ids that could not be
+    stored are refused naming them, not dropped (nor a string read as its characters). Ingest and the
+    lifecycle's re-check of a thread both read them here."""
     resources = _object(obj, "tool_resources", prefix) or {}
     tools = f"{prefix}.tool_resources"
-    code_interpreter = _object(resources, "code_interpreter", tools) or {}
     file_search = _object(resources, "file_search", tools) or {}
-    record.file_ids = resource_id_list(code_interpreter, "file_ids", f"{tools}.code_interpreter") or []
-    record.vector_store_ids = resource_id_list(file_search, "vector_store_ids", f"{tools}.file_search") or []
+    code_interpreter = _object(resources, "code_interpreter", tools) or {}
+    return (resource_id_list(file_search, "vector_store_ids", f"{tools}.file_search") or [],
+            resource_id_list(code_interpreter, "file_ids", f"{tools}.code_interpreter") or [])
+
+
+def normalize_thread(obj: dict, *, prefix: str = "object") -> ResourceRecord:
+    obj, record = _resource(obj, "thread", prefix)
+    record.vector_store_ids, record.file_ids = thread_tool_resource_ids(obj, prefix)
     record.last_active_at = record.created_at
     return record
 

@@ -9,7 +9,6 @@ import datetime as dt
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import Http404, HttpResponse
-from django.utils import timezone
 from django.views.generic import TemplateView
 
 from apps.core.forms import BoundedDateField
@@ -25,6 +24,7 @@ from .selectors import (
     reconciliation_project_ids,
     value_text,
 )
+from .services import default_end_day
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -46,7 +46,7 @@ class ReconciliationFilterForm(forms.Form):
         data = super().clean()
         start, end = data.get("start"), data.get("end")
         if start and not end:  # To defaults to yesterday: the cap holds for that range too
-            end = timezone.now().astimezone(dt.UTC).date() - dt.timedelta(days=1)
+            end = default_end_day()
         if start and end and start > end:
             self.add_error("start", "From must be on or before To.")
         elif start and end and (end - start).days >= MAX_DAYS:
@@ -63,7 +63,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
         return super().dispatch(request, *args, **kwargs)
 
     def _filters(self) -> tuple[ReconciliationFilterForm, ResultFilters]:
-        yesterday = timezone.now().astimezone(dt.UTC).date() - dt.timedelta(days=1)
+        yesterday = default_end_day()
         form = ReconciliationFilterForm(self.request.GET or None, project_ids=reconciliation_project_ids())
         data = form.cleaned_data if form.is_bound and form.is_valid() else {}
         end = data.get("end") or yesterday
