@@ -192,3 +192,16 @@ def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch
     cache.delete(tasks.INVENTORY_LOCK)
     assert "counts" in tasks.inventory_sync() and calls == [1]
     assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
+
+
+def test_a_staff_delete_of_an_orphan_stays_out_of_a_members_audit_and_sweeps(world, staff_user, member_user):
+    _, provider = world
+    store = VectorStore.objects.unassigned().get()
+    provider.vector_stores["vs_orphan"] = {"id": "vs_orphan"}
+    _client(staff_user).post(f"/lifecycle/orphans/vector_store/{store.pk}/delete/")
+    item = SweepItem.objects.unscoped().get(openai_id="vs_orphan")
+
+    member = _client(member_user)
+    assert "vs_orphan" not in member.get("/lifecycle/audit/").content.decode()
+    assert "vs_orphan" not in member.get("/lifecycle/audit/?format=csv&table=audit").getvalue().decode()
+    assert member.get(f"/lifecycle/sweeps/{item.sweep_id}/").status_code == 404
