@@ -42,6 +42,26 @@ def usd_to_units(amount: Decimal) -> int:
     return whole
 
 
+def allocate(total: Decimal, weights: dict) -> dict:
+    """Split `total` (at the ledger scale) across the keys of `weights` (non-negative integers) in proportion
+    to them, at the ledger scale, so that the parts add up to the total exactly: each key gets its floor share
+    of ledger units and the units left over go to the largest remainders (ties by the key's text). With no
+    weight at all every part is zero."""
+    weight_sum = sum(weights.values())
+    if not weights or weight_sum == 0 or total == ZERO:
+        return {key: ZERO for key in weights}
+    sign = -1 if total < ZERO else 1
+    units = usd_to_units(abs(total))
+    shares, remainders = {}, []
+    for key, weight in weights.items():
+        share, remainder = divmod(units * weight, weight_sum)  # integers: exact at any size
+        shares[key] = share
+        remainders.append((-remainder, str(key), key))
+    for _remainder, _name, key in sorted(remainders)[:units - sum(shares.values())]:
+        shares[key] += 1
+    return {key: units_to_usd(sign * share) for key, share in shares.items()}
+
+
 def units_to_usd(units: int) -> Decimal:
     """Whole ledger units back as a ledger amount (LEDGER_PLACES decimal places, as a money column reads)."""
     return Decimal(units).scaleb(-LEDGER_PLACES)

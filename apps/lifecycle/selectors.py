@@ -7,9 +7,10 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, QuerySet, Sum
 
-from apps.core.money import ZERO
+from apps.core.money import ZERO, allocate
 from apps.tenants.scoping import TenantScope
 
 from .models import (
@@ -21,6 +22,7 @@ from .models import (
     Sweep,
     SweepItem,
     VectorStore,
+    VectorStoreDay,
 )
 
 AUDIT_OUTCOMES = (Outcome.DELETED, Outcome.ALREADY_GONE, Outcome.SKIPPED_ACTIVE, Outcome.SKIPPED_ATTACHED,
@@ -125,6 +127,29 @@ def storage_by_day(*, scope: TenantScope, start: dt.date, end: dt.date, tenant=N
         rows = rows.filter(tenant=tenant)
     sums = rows.values("day").annotate(gb=Sum("gb_days"), cost=Sum("cost_usd"), saved=Sum("saved_usd")).order_by("day")
     return [StorageDay(r["day"], r["gb"] or ZERO, r["cost"] or ZERO, r["saved"] or ZERO) for r in sums]
+
+
+def storage_cost_by_project(*, scope: TenantScope, start: dt.date, end: dt.date) -> dict[tuple[dt.date, str], Decimal]:
+    """Metered vector-storage cost per (UTC day, OpenAI project) in [start, end), over the scope's tenants.
+    OpenAI bills storage per project while the meter rates tenants: each tenant's day is split across the
+    projects holding its stores, in proportion to their bytes that day (the meter's own rule, cost follows
+    bytes), so the projects add up to the meter exactly. A store recorded without its project, and a day
+    metered with no store snapshot left, count in the deployment's default project (OPENAI_PROJECT_ID)."""
+    bytes_by_project: dict[tuple[dt.date, int], dict[str, int]] = {}
+    for row in (VectorStoreDay.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
+                .values("day", "tenant_id", "vector_store__openai_project").annotate(usage_bytes=Sum("usage_bytes"))
+                .order_by()):
+        project = row["vector_store__openai_project"] or settings.OPENAI_PROJECT_ID
+        weights = bytes_by_project.setdefault((row["day"], row["tenant_id"]), {})
+        weights[project] = weights.get(project, 0) + row["usage_bytes"]
+    costs: dict[tuple[dt.date, str], Decimal] = {}
+    for day, tenant_id, cost_usd in (StorageMeter.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
+                                     .values_list("day", "tenant_id", "cost_usd")):
+        weights = bytes_by_project.get((day, tenant_id)) or {}
+        parts = allocate(cost_usd, weights) if sum(weights.values()) else {settings.OPENAI_PROJECT_ID: cost_usd}
+        for project, amount in parts.items():
+            costs[(day, project)] = costs.get((day, project), ZERO) + amount
+    return costs
 
 
 def storage_by_tenant(*, scope: TenantScope, start: dt.date, end: dt.date) -> list[dict]:

@@ -31,7 +31,7 @@ from django.db.models import Case, CharField, Count, Exists, F, Func, OuterRef, 
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
-from apps.core.money import ZERO, quantize_ledger
+from apps.core.money import ZERO, allocate, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind, ThreadToolResource
@@ -1718,27 +1718,6 @@ def sweeps_reap() -> list[int]:
 # --- vector-storage metering -------------------------------------------------------------------------
 
 
-def _allocate(total: Decimal, weights: dict) -> dict:
-    """Split `total` (already at the ledger scale) across keys in proportion to integer weights, at the
-    ledger scale, so the parts add up to the total exactly (largest remainder; ties by key order)."""
-    weight_sum = sum(weights.values())
-    if not weights or weight_sum == 0 or total == ZERO:
-        return {key: ZERO for key in weights}
-    quantum = Decimal(1).scaleb(-10)
-    units = int(total / quantum)
-    shares = {}
-    remainders = []
-    for key, weight in weights.items():
-        exact_units = Decimal(units) * Decimal(weight) / Decimal(weight_sum)
-        floor_units = int(exact_units)
-        shares[key] = floor_units
-        remainders.append((exact_units - floor_units, str(key), key))
-    leftover = units - sum(shares.values())
-    for _rem, _name, key in sorted(remainders, key=lambda r: (-r[0], r[1]))[:leftover]:
-        shares[key] += 1
-    return {key: Decimal(value) * quantum for key, value in shares.items()}
-
-
 FREE_GB_RULE = ("OpenAI's free GB applies once to the organisation's total; each tenant (and the unassigned "
                 "stores) bears the day's cost and the free GB in proportion to its bytes.")
 
@@ -1784,7 +1763,7 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMet
         total_bytes = sum(bytes_by_tenant.values())
         total_gb = bytes_to_gb(total_bytes)
         org_cost = quantize_ledger(rate_vector_storage(total_gb, 1, rate)) if rate else ZERO
-        cost_shares = _allocate(org_cost, {k: v for k, v in bytes_by_tenant.items()})
+        cost_shares = allocate(org_cost, bytes_by_tenant)
         free_total = min(total_gb, rate.vector_storage_free_gb) if rate else ZERO
         StorageMeter.objects.unscoped().filter(day=day).delete()
         rows = []

@@ -12,7 +12,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.db.models import Count, DecimalField, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
@@ -111,18 +110,14 @@ def ledger_observations(*, start: dt.date, end: dt.date, project_id: str) -> tup
     for day, tool, amount in _tool_costs(start=start, end=end, project_id=project_id):
         observations.add(day, project_id, tool, amount, cost(""))
 
-    storage = storage_cost_by_day(start=start, end=end)
+    storage = storage_cost_by_project(start=start, end=end)
     if storage is None:
         for day in _each_day(start, end):
             notes[day].append("Vector storage is not metered yet (lifecycle app): the ledger counts it as $0.")
-    elif project_id == settings.OPENAI_PROJECT_ID:
-        for day, amount in storage.items():
-            observations.add(day, project_id, "vector storage", amount, cost(""))
     else:
-        for day in _each_day(start, end):
-            notes[day].append(
-                "Storage meters are per tenant, not per project: vector storage is compared on the default project only."
-            )
+        for (day, project), amount in storage.items():
+            if project == project_id:
+                observations.add(day, project_id, "vector storage", amount, cost(""))
     return observations, dict(notes)
 
 
@@ -182,12 +177,12 @@ def _tool_costs(*, start: dt.date, end: dt.date, project_id: str):
             yield day, "web search", Decimal(row["web_search"]) * row["tool_price__web_search_call_usd_per_1k"] / ONE_THOUSAND
 
 
-def storage_cost_by_day(*, start: dt.date, end: dt.date) -> dict[dt.date, Decimal] | None:
-    """Vector-storage cost attributed to tenants per day, from the lifecycle app's meters (stores with no
-    tenant are left out: their cost is unattributed spend). None when that app offers no meter, and the
-    reconciliation then says so rather than pretending storage was checked."""
+def storage_cost_by_project(*, start: dt.date, end: dt.date) -> dict[tuple[dt.date, str], Decimal] | None:
+    """Vector-storage cost attributed to tenants per (day, OpenAI project), from the lifecycle app's meters
+    (stores with no tenant are left out: their cost is unattributed spend). None when that app offers no
+    meter, and the reconciliation then says so rather than pretending storage was checked."""
     try:
-        from apps.lifecycle.selectors import storage_by_day
+        from apps.lifecycle.selectors import storage_cost_by_project as metered_by_project
     except ImportError:
         return None
     from apps.tenants.models import Tenant
@@ -195,7 +190,7 @@ def storage_cost_by_day(*, start: dt.date, end: dt.date) -> dict[dt.date, Decima
 
     # Every tenant by id (not "every tenant"), so the unassigned stores' meter rows are excluded.
     every_tenant = TenantScope.of(Tenant.objects.values_list("id", flat=True))
-    return {row.day: row.cost_usd for row in storage_by_day(scope=every_tenant, start=start, end=end)}
+    return metered_by_project(scope=every_tenant, start=start, end=end)
 
 
 # --- results -------------------------------------------------------------------------------------

@@ -156,11 +156,25 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
         if web_searches:
             atoms[(project_id, "web search", key_id)] = [
                 EXACT.divide(EXACT.multiply(web_searches, tools.web_search_per_1k), 1000), Decimal(web_searches), "calls"]
-    for project_id, total_bytes in _storage_bytes(state, bucket, bucket + 86400, project_ids).items():
-        billable, amount = vector_storage_cost(total_bytes, tools)
+    for project_id, (billable, amount) in _storage_costs(state, bucket, tools, project_ids).items():
         if amount:
             atoms[(project_id, "vector storage", None)] = [amount, billable, "gibibyte_days"]
     return atoms
+
+
+def _storage_costs(state: SandboxState, bucket: int, tools, project_ids: list[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    """(billable GB, cost) of vector storage per project for one day. The free GB is the organization's, once
+    (the price list's "first GB free"; OpenAI does not say how its Costs API splits it between projects):
+    the organization's bill is split across its projects in proportion to their bytes, whichever projects
+    the request asks about."""
+    by_project = _storage_bytes(state, bucket, bucket + 86400, [])
+    total_bytes = sum(by_project.values())
+    if not total_bytes:
+        return {}
+    billable, amount = vector_storage_cost(total_bytes, tools)
+    return {project_id: (EXACT.divide(EXACT.multiply(billable, size), total_bytes),
+                         EXACT.divide(EXACT.multiply(amount, size), total_bytes))
+            for project_id, size in by_project.items() if not project_ids or project_id in project_ids}
 
 
 def apply_drift(atoms: dict[tuple, list], drift_rules, day: dt.date, project_ids: list[str]) -> None:

@@ -106,7 +106,7 @@ def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int
 
 
 def vector_storage_cost(total_bytes: int, tool: ToolPrice) -> tuple[Decimal, Decimal]:
-    """(billable GB, cost) for one project-day: max(0, GB − free GB) × $/GB-day, GB = bytes / 2^30."""
+    """(billable GB, cost) for one organization-day: max(0, GB − free GB) × $/GB-day, GB = bytes / 2^30."""
     gigabytes = EXACT.divide(Decimal(total_bytes), BYTES_PER_GB)
     billable = max(Decimal(0), EXACT.subtract(gigabytes, tool.vector_storage_free_gb))
     return billable, EXACT.multiply(billable, tool.vector_storage_per_gb_day)

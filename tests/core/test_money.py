@@ -1,11 +1,13 @@
 """usd_string: the API's money text — no exponent, trailing zeros dropped down to cents, exact; money_text:
 the text people read on pages, charts and alerts."""
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
-from apps.core.money import money_text, usd_string
+from apps.core.money import allocate, money_text, usd_string
 
 
 @pytest.mark.parametrize("amount, text", [
@@ -69,3 +71,42 @@ def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
     assert money_text(Decimal("0")) == "$0.00"
     assert money_text(Decimal("-0.25")) == "-$0.25"
     assert money_text(None) == "—"
+
+
+# --- allocate ------------------------------------------------------------------------------------------
+
+
+def test_allocate_splits_in_proportion_and_the_parts_add_up_to_the_total_exactly():
+    parts = allocate(Decimal("1.0000000000"), {"a": 1, "b": 1, "c": 1})
+    # 10^10 units in thirds: one unit left over, to the first key by text (all remainders are equal).
+    assert parts == {"a": Decimal("0.3333333334"), "b": Decimal("0.3333333333"), "c": Decimal("0.3333333333")}
+    assert sum(parts.values()) == Decimal("1")
+
+
+def test_allocate_gives_leftover_units_to_the_largest_remainders():
+    # 10 units split 1:2:4 → 1.43, 2.86, 5.71: floors 1, 2, 5 and the two left over go to b (.86) and c (.71).
+    assert allocate(Decimal("1E-9"), {"a": 1, "b": 2, "c": 4}) == {
+        "a": Decimal("1E-10"), "b": Decimal("3E-10"), "c": Decimal("6E-10")}
+
+
+def test_allocate_stays_exact_with_weights_and_totals_far_past_a_decimal_context():
+    # 28 significant digits would not hold units × weight here; integers do.
+    total = Decimal("987654321.1234567891")
+    weights = {"big": 10**15 + 7, "small": 3, "middle": 123_456_789_012}
+    parts = allocate(total, weights)
+    assert sum(parts.values()) == total
+    weight_sum = sum(weights.values())
+    for key, weight in weights.items():  # each part is its exact share, floored or one ledger unit above
+        exact = Fraction(total) * weight / weight_sum
+        assert 0 <= Fraction(parts[key]) - math.floor(exact * 10**10) / Fraction(10**10) <= Fraction(1, 10**10)
+
+
+def test_allocate_of_nothing_or_by_no_weight_is_zero_everywhere():
+    assert allocate(Decimal("0"), {"a": 2}) == {"a": Decimal("0")}
+    assert allocate(Decimal("5"), {"a": 0, "b": 0}) == {"a": Decimal("0"), "b": Decimal("0")}
+    assert allocate(Decimal("5"), {}) == {}
+
+
+def test_allocate_splits_a_negative_total_as_the_mirror_of_the_positive_one():
+    assert allocate(Decimal("-1E-9"), {"a": 1, "b": 2, "c": 4}) == {
+        "a": Decimal("-1E-10"), "b": Decimal("-3E-10"), "c": Decimal("-6E-10")}

@@ -8,10 +8,12 @@ import random
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from django.test import override_settings
 
-from apps.lifecycle import services
-from apps.lifecycle.models import StorageMeter, VectorStore
+from apps.lifecycle import selectors, services
+from apps.lifecycle.models import StorageMeter, VectorStore, VectorStoreDay
 from apps.tenants.models import Tenant
+from apps.tenants.scoping import TenantScope
 from tests import builders
 from tests.golden import golden_examples
 
@@ -23,10 +25,11 @@ def _cents(amount: Decimal) -> Decimal:
     return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def _store(tenant, *, usage_bytes: int, created: dt.date = START, store_id: str | None = None) -> VectorStore:
+def _store(tenant, *, usage_bytes: int, created: dt.date = START, store_id: str | None = None,
+           project: str = "") -> VectorStore:
     obj = builders.vector_store(vector_store_id=store_id, usage_bytes=usage_bytes,
                                 created_at=dt.datetime(created.year, created.month, created.day, tzinfo=dt.UTC))
-    services.resources_record(tenant=tenant, obj=obj)
+    services.resources_record(tenant=tenant, obj=obj, openai_project=project)
     return VectorStore.objects.unscoped().get(openai_id=obj["id"])
 
 
@@ -252,3 +255,56 @@ def _deleted_store_saving_per_day(tenant) -> Decimal:
     from apps.lifecycle.models import SweepItem
 
     return SweepItem.objects.unscoped().get(tenant=tenant, dry_run=False, outcome="deleted").saved_usd_per_day
+
+
+# --- by OpenAI project (what reconciliation compares with OpenAI's per-project Costs) ------------------------
+
+
+def _by_project(scope, day=START) -> dict[str, Decimal]:
+    return {project: amount for (d, project), amount in
+            selectors.storage_cost_by_project(scope=scope, start=day, end=day + dt.timedelta(days=1)).items()}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_each_tenants_day_is_split_across_its_stores_projects_by_bytes_and_adds_up_to_the_meter(tenant, other_tenant):
+    _store(tenant, usage_bytes=3 * GIB, project="proj_default")
+    _store(tenant, usage_bytes=1 * GIB, project="proj_second")
+    _store(other_tenant, usage_bytes=2 * GIB, project="proj_second")
+    meters = {row.tenant_id: row.cost_usd for row in services.storage_meter_day(day=START)}
+    # 6 GiB in all, 5 billable at $0.10: $0.50; acme 4/6 of it, split 3:1 by project; globex 2/6, all second.
+    assert meters == {tenant.pk: Decimal("0.3333333333"), other_tenant.pk: Decimal("0.1666666667")}
+
+    both = TenantScope.of([tenant.pk, other_tenant.pk])
+    # acme's 3,333,333,333 ledger units split 3:1 → 2,499,999,999.75 and 833,333,333.25: the unit left over
+    # goes to the larger remainder.
+    assert _by_project(both) == {"proj_default": Decimal("0.2500000000"), "proj_second": Decimal("0.2500000000")}
+    assert sum(_by_project(both).values()) == sum(meters.values())
+    # A tenant's own scope sees only its own split.
+    assert _by_project(TenantScope.of([other_tenant.pk])) == {"proj_second": Decimal("0.1666666667")}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_a_store_recorded_without_its_project_counts_in_the_default_project(tenant):
+    _store(tenant, usage_bytes=2 * GIB)
+    _store(tenant, usage_bytes=2 * GIB, project="proj_default")
+    services.storage_meter_day(day=START)
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_default": Decimal("0.3000000000")}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_a_metered_day_whose_store_snapshot_is_gone_counts_in_the_default_project(tenant):
+    store = _store(tenant, usage_bytes=3 * GIB, project="proj_second")
+    services.storage_meter_day(day=START)
+    VectorStoreDay.objects.unscoped().filter(vector_store=store).delete()  # as a store's row removed by staff
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_default": Decimal("0.2000000000")}
+
+
+@pytest.mark.django_db
+def test_the_unassigned_stores_stay_out_of_a_scope_of_tenants(tenant):
+    _store(tenant, usage_bytes=2 * GIB, project="proj_default")
+    _store(None, usage_bytes=2 * GIB, project="proj_default")
+    services.storage_meter_day(day=START)
+    assert sum(_by_project(TenantScope.of([tenant.pk])).values()) == Decimal("0.1500000000")

@@ -230,3 +230,26 @@ def test_admin_pages_carry_next_page_until_the_end(openai_client, sandbox):
                                                             page=page.next_page)
         seen += len(page.data)
     assert page.next_page is None and seen == 20
+
+
+def test_vector_storage_takes_the_free_gb_once_for_the_organization_and_splits_the_bill_by_project_bytes(
+        sandbox, provider):
+    from apps.sandbox import objects
+
+    gib = 1024**3
+    day_start = (int(sandbox.clock.now()) // DAY - 2) * DAY  # a whole UTC day, two days back
+    for project, size in (("proj_default", 1 * gib), ("proj_other", 3 * gib)):
+        store = objects.vector_store(vector_store_id=sandbox.state.new_id("vs_"), created_at=day_start - DAY,
+                                     name=project, usage_bytes=size, file_counts={}, last_active_at=day_start - DAY)
+        sandbox.state.add_vector_store(store, project_id=project)
+
+    def storage(**filters) -> dict[str, Decimal]:
+        return {result["project_id"]: Decimal(repr(result["amount"]["value"]))
+                for bucket in provider.costs(day_start, day_start + DAY, group_by=["line_item", "project_id"], **filters)
+                for result in bucket["results"] if result["line_item"] == "vector storage"}
+
+    # 4 GiB, 1 free, 3 billable at $0.10: $0.30 for the organization, 1:3 by bytes. A free GB per project
+    # would bill 0 and 0.20.
+    assert storage() == {"proj_default": Decimal("0.075"), "proj_other": Decimal("0.225")}
+    # Asked about one project, its share is the same: the free GB is still the organization's.
+    assert storage(project_ids=["proj_other"]) == {"proj_other": Decimal("0.225")}
