@@ -247,7 +247,7 @@ class _EndUserSums(TenantOwnedModel):
     """What the usage API and the tenant page show per end user (attribution user_id, "" = unknown). Money is
     kept in whole ledger units (apps.core.money.LEDGER_UNITS_PER_USD, 10**-10 USD: the ledger's amounts
     exactly), not numeric: usage by end user sums tens of thousands of these rows per request, and
-    PostgreSQL sums bigint about a third faster than numeric (issue #9, docs/benchmarks.md)."""
+    PostgreSQL sums bigint about a third faster than numeric (issue #9, docs/benchmarks-history.md)."""
 
     tenant = _rollup_tenant()
     user_id = models.CharField(max_length=200, blank=True, default="")

@@ -605,7 +605,7 @@ def _signed_sums_by_user(sources: list[tuple[QuerySet, int]], counts: Sequence[s
 
 # PostgreSQL's SUM(bigint) adds in 128 bits and answers numeric. ledger_bigint_sum (migration ledger.0012) stays
 # bigint: over the tens of thousands of rollup rows a 30-day usage by end user groups, that takes about a fifth
-# off the statement (docs/benchmarks.md, session 12). It raises on overflow, which takes an end user past ~922
+# off the statement (docs/benchmarks-history.md, session 12). It raises on overflow, which takes an end user past ~922
 # million USD over the range (or on the way there, adding a month before taking back its days): the read is
 # then made again with SUM, so the answer is exact either way.
 _BIGINT_SUM = "ledger_bigint_sum"

@@ -3,7 +3,7 @@
 Ingest adds each batch's sums to rollup rows that already exist (the day's, the month's). A full page forces
 every such update to write the new row version on another page and a new entry in each of the table's
 indexes; with room on the page PostgreSQL updates in place (a HOT update: the sums are in no index). Measured
-with `bench ingest --profile` (docs/benchmarks.md, session 8): the write phase under the ingest lock went
+with `bench ingest --profile` (docs/benchmarks-history.md, session 8): the write phase under the ingest lock went
 from 88 to 81-83 µs a report. The end-user daily rollup is left full: nearly all its writes are new rows.
 
 Only pages written from now on keep the room; existing rows are not rewritten (no table lock)."""
