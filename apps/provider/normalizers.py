@@ -161,11 +161,15 @@ def _storable_text(value) -> bool:
     return True
 
 
-def _count(obj: dict | None, key: str, prefix: str) -> int:
+def _count(obj: dict | None, key: str, prefix: str, *, required: bool = False) -> int:
+    """A token count; absent or null is 0 unless `required` (a usage object's own input and output counts:
+    stored as 0, a run sent with them missing would be billed nothing without a word)."""
     if obj is None:
         return 0
     value = obj.get(key)
     if value is None:
+        if required:
+            raise NormalizationError(f"{prefix}.{key}", "is required in usage: a whole number from 0 to 10**12")
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_TOKENS:
         raise NormalizationError(f"{prefix}.{key}", "must be a whole number from 0 to 10**12")
@@ -279,8 +283,8 @@ def _apply_outcome_and_usage(record: RunRecord, obj: dict, prefix: str, *, error
     usage_prefix = f"{prefix}.usage"
     input_details_key, output_details_key = f"{input_key}_details", f"{output_key}_details"
     record.has_usage = True
-    record.input_tokens = _count(usage, input_key, usage_prefix)
-    record.output_tokens = _count(usage, output_key, usage_prefix)
+    record.input_tokens = _count(usage, input_key, usage_prefix, required=True)
+    record.output_tokens = _count(usage, output_key, usage_prefix, required=True)
     input_details = _object(usage, input_details_key, usage_prefix)
     output_details = _object(usage, output_details_key, usage_prefix)
     record.cached_input_tokens = _count(input_details, "cached_tokens", f"{usage_prefix}.{input_details_key}")
@@ -656,6 +660,8 @@ def _usage_fast(fields: dict, usage, input_key: str, output_key: str, input_deta
     completion = usage.get(output_details)
     if (prompt is not None and type(prompt) is not dict) or (completion is not None and type(completion) is not dict):
         return False
+    if usage.get(input_key) is None or usage.get(output_key) is None:
+        return False  # required: the detailed path names the field
     counts = (_tokens(usage, input_key), _tokens(usage, output_key), _tokens(prompt, "cached_tokens"),
               _tokens(prompt, "cache_write_tokens"), _tokens(completion, "reasoning_tokens"))
     if -1 in counts:

@@ -160,8 +160,13 @@ def test_nul_characters_are_rejected_per_event(api_client, ingest_key, tenant):
       "error": {"code": 500, "message": "boom"}}, "object.error.code"),
     ({**builders.response(response_id="resp_bad_reason", created_at=WHEN), "status": "incomplete",
       "incomplete_details": {"reason": ["max_output_tokens"]}}, "object.incomplete_details.reason"),
+    # Stored as 0, a usage object without its own counts would bill the run nothing.
+    ({**builders.assistants_run(run_id="run_null_tokens", created_at=WHEN),
+      "usage": {"prompt_tokens": None, "completion_tokens": 5, "total_tokens": 5}}, "object.usage.prompt_tokens"),
+    ({**builders.response(response_id="resp_no_output_tokens", created_at=WHEN),
+      "usage": {"input_tokens": 12, "total_tokens": 12}}, "object.usage.output_tokens"),
 ])
-def test_an_error_code_that_is_not_a_string_is_rejected_naming_it_and_the_event_beside_it_stored(
+def test_a_malformed_error_code_or_token_count_is_rejected_naming_it_and_the_event_beside_it_stored(
         api_client, ingest_key, tenant, obj, field):
     ok = builders.assistants_run(run_id="run_ok", created_at=WHEN)
     body = _post(api_client, ingest_key, {"events": [{"tenant": "acme", "object": obj},

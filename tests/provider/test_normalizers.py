@@ -97,6 +97,11 @@ def test_response_incomplete_and_failed_reasons():
 @pytest.mark.parametrize(("mutate", "field", "message"), [
     (lambda o: o["usage"].update(prompt_tokens=-1), "object.usage.prompt_tokens", "must be a whole number from 0 to 10**12"),
     (lambda o: o["usage"].update(prompt_tokens="12"), "object.usage.prompt_tokens", "must be a whole number from 0 to 10**12"),
+    # A usage object without its own counts would be billed nothing without a word.
+    (lambda o: o["usage"].update(prompt_tokens=None), "object.usage.prompt_tokens",
+     "is required in usage: a whole number from 0 to 10**12"),
+    (lambda o: o["usage"].pop("completion_tokens"), "object.usage.completion_tokens",
+     "is required in usage: a whole number from 0 to 10**12"),
     (lambda o: o.update(status="running"), "object.status", None),
     (lambda o: o.pop("id"), "object.id", "required"),
     (lambda o: o.update(created_at=1.5), "object.created_at", "must be Unix seconds (an integer)"),
@@ -155,3 +160,21 @@ def test_resource_normalizers():
     with pytest.raises(NormalizationError) as error:
         normalize_vector_store({**builders.vector_store(created_at=WHEN), "usage_bytes": -1})
     assert error.value.field == "object.usage_bytes"
+
+
+@pytest.mark.parametrize("key", ["input_tokens", "output_tokens"])
+def test_a_response_whose_usage_lacks_its_own_counts_names_the_field(key):
+    obj = builders.response(created_at=WHEN)
+    obj["usage"][key] = None
+    with pytest.raises(NormalizationError) as error:
+        normalize_response(obj)
+    assert error.value.field == f"object.usage.{key}"
+
+
+def test_usage_detail_counts_may_be_absent_or_null():
+    obj = builders.response(created_at=WHEN)
+    obj["usage"]["input_tokens_details"] = {"cached_tokens": None}
+    obj["usage"].pop("output_tokens_details", None)
+    record = normalize_response(obj)
+    assert (record.cached_input_tokens, record.reasoning_tokens) == (0, 0)
+    assert record.input_tokens == obj["usage"]["input_tokens"]
