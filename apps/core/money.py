@@ -57,7 +57,7 @@ def allocate(total: Decimal, weights: dict) -> dict:
         share, remainder = divmod(units * weight, weight_sum)  # integers: exact at any size
         shares[key] = share
         remainders.append((-remainder, str(key), key))
-    for _remainder, _name, key in sorted(remainders)[:units - sum(shares.values())]:
+    for _remainder, _name, key in sorted(remainders, key=lambda item: item[:2])[:units - sum(shares.values())]:
         shares[key] += 1
     return {key: units_to_usd(sign * share) for key, share in shares.items()}
 

@@ -131,22 +131,29 @@ def storage_by_day(*, scope: TenantScope, start: dt.date, end: dt.date, tenant=N
 
 def storage_cost_by_project(*, scope: TenantScope, start: dt.date, end: dt.date) -> dict[tuple[dt.date, str], Decimal]:
     """Metered vector-storage cost per (UTC day, OpenAI project) in [start, end), over the scope's tenants.
-    OpenAI bills storage per project while the meter rates tenants: each tenant's day is split across the
-    projects holding its stores, in proportion to their bytes that day (the meter's own rule, cost follows
-    bytes), so the projects add up to the meter exactly. A store recorded without its project, and a day
-    metered with no store snapshot left, count in the deployment's default project (OPENAI_PROJECT_ID)."""
-    bytes_by_project: dict[tuple[dt.date, int], dict[str, int]] = {}
+    OpenAI bills storage per project while the meter rates tenants: each tenant's day is split across projects
+    in proportion to the bytes the meter counted in each, by largest remainder, so the projects add up to the
+    meter exactly. A byte counts in the project now recorded for its store (OpenAI objects never move between
+    projects, so a corrected project re-attributes past days when they are reconciled again); a store recorded
+    without one, and bytes the day's snapshot no longer accounts for, count in the default project
+    (OPENAI_PROJECT_ID). Two queries; rows per tenant-day with storage."""
+    default = settings.OPENAI_PROJECT_ID
+    snapshot: dict[tuple[dt.date, int], dict[str, int]] = {}
     for row in (VectorStoreDay.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
                 .values("day", "tenant_id", "vector_store__openai_project").annotate(usage_bytes=Sum("usage_bytes"))
                 .order_by()):
-        project = row["vector_store__openai_project"] or settings.OPENAI_PROJECT_ID
-        weights = bytes_by_project.setdefault((row["day"], row["tenant_id"]), {})
+        project = row["vector_store__openai_project"] or default
+        weights = snapshot.setdefault((row["day"], row["tenant_id"]), {})
         weights[project] = weights.get(project, 0) + row["usage_bytes"]
     costs: dict[tuple[dt.date, str], Decimal] = {}
-    for day, tenant_id, cost_usd in (StorageMeter.objects.in_scope(scope).filter(day__gte=start, day__lt=end)
-                                     .values_list("day", "tenant_id", "cost_usd")):
-        weights = bytes_by_project.get((day, tenant_id)) or {}
-        parts = allocate(cost_usd, weights) if sum(weights.values()) else {settings.OPENAI_PROJECT_ID: cost_usd}
+    for day, tenant_id, usage_bytes, cost_usd in (StorageMeter.objects.in_scope(scope)
+                                                  .filter(day__gte=start, day__lt=end)
+                                                  .values_list("day", "tenant_id", "usage_bytes", "cost_usd")):
+        weights = dict(snapshot.get((day, tenant_id), {}))
+        unaccounted = usage_bytes - sum(weights.values())
+        if unaccounted > 0:
+            weights[default] = weights.get(default, 0) + unaccounted
+        parts = allocate(cost_usd, weights) if sum(weights.values()) else {default: cost_usd}
         for project, amount in parts.items():
             costs[(day, project)] = costs.get((day, project), ZERO) + amount
     return costs

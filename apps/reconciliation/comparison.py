@@ -116,6 +116,8 @@ class Observations:
     specs: dict[str, LineSpec] = field(default_factory=dict)
     # Informational: OpenAI's vector-store bytes per day (the Costs "vector storage" line is what is compared).
     storage_bytes: dict[dt.date, int] = field(default_factory=dict)
+    # The organization's vector-store bytes per day and project, this project's included.
+    storage_bytes_by_project: dict[dt.date, dict[str, int]] = field(default_factory=dict)
     # OpenAI spend on line items no ledger line can hold: (day, project) → {line item: USD}.
     unmapped: dict[tuple[dt.date, str], dict[str, Decimal]] = field(default_factory=lambda: defaultdict(dict))
 

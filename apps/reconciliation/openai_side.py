@@ -115,14 +115,21 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
     _add_counts(observations, provider.usage_file_search_calls, FILE_SEARCH_CALLS_LINE,
                 "num_requests", UNIT_CALLS, start_time, end_time, start, end, project_id, project_ids)
 
+    # Every project's, not only this one's: OpenAI's free GB is taken to be the organization's (docs/lifecycle.md),
+    # so stores in projects RunLedger cannot list change this project's share of the bill (a day note says so).
     say("fetching vector-store usage")
-    storage_bytes: dict[dt.date, int] = {}
-    for day, result in _project_results(
-            provider.usage_vector_stores(start_time, end_time, group_by=["project_id"], bucket_width="1d",
-                                         project_ids=project_ids, page_limit=USAGE_PAGE_DAYS),
-            start, end, project_id):
-        storage_bytes[day] = storage_bytes.get(day, 0) + int(_field(result, "usage_bytes", 0) or 0)
-    observations.storage_bytes = storage_bytes  # informational: the Costs "vector storage" line is what is compared
+    for bucket in _buckets(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
+                                                        bucket_width="1d", page_limit=USAGE_PAGE_DAYS)):
+        day = _bucket_day(bucket)
+        if not _in_range(day, start, end):
+            continue
+        for result in _field(bucket, "results", []) or []:
+            by_project = observations.storage_bytes_by_project.setdefault(day, {})
+            owner = _project(result, project_id)
+            by_project[owner] = by_project.get(owner, 0) + int(_field(result, "usage_bytes", 0) or 0)
+    observations.storage_bytes = {day: by_project[project_id]
+                                  for day, by_project in observations.storage_bytes_by_project.items()
+                                  if project_id in by_project}
     return observations
 
 

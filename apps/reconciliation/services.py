@@ -27,7 +27,7 @@ from apps.core.services import audit_record
 from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals, unattributed_explanation
 from .models import ReconciliationLine, ReconciliationRun
 from .openai_side import openai_observations
-from .projects import ProjectConfig
+from .projects import ProjectConfig, object_project_ids
 from .selectors import ledger_observations, reconciliation_projects
 
 logger = logging.getLogger(__name__)
@@ -247,6 +247,20 @@ def _mark_abandoned(*, project_id: str, now: dt.datetime) -> None:
              error="Abandoned: the worker stopped before finishing; a later attempt replaced it.")
 
 
+def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:
+    """Vector storage in projects RunLedger cannot list is never metered, yet shares the organization's free
+    GB (docs/lifecycle.md, "Free-GB rule"): every project's storage line then reads lower in the ledger than
+    at OpenAI. Says so, and what to do, rather than leaving a daily drift unexplained."""
+    listed = set(object_project_ids())
+    unlisted = {project: size for project, size in bytes_by_project.items() if project not in listed and size > 0}
+    if not unlisted:
+        return ""
+    names = ", ".join(sorted(unlisted))
+    return (f"OpenAI reports {sum(unlisted.values())} bytes of vector storage in projects RunLedger cannot list "
+            f"({names}). The free GB is shared with them, so vector storage reads lower in the ledger than at "
+            f"OpenAI: configure those projects with an API key (admin: OpenAI projects) so their stores are metered.")
+
+
 def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observations, ledger: Observations,
              notes: list[str]) -> ReconciliationRun:
     results = compare_day(day=run.day, project=project.project_id, ledger=ledger, openai=openai,
@@ -259,6 +273,9 @@ def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observat
     storage_bytes = openai.storage_bytes.get(run.day)
     if storage_bytes is not None:
         day_notes.append(f"OpenAI reports {storage_bytes} bytes of vector storage.")
+    unlisted_note = _unlisted_storage_note(openai.storage_bytes_by_project.get(run.day, {}))
+    if unlisted_note:
+        day_notes.append(unlisted_note)
     lines = [
         ReconciliationLine(
             run=run, day=result.day, openai_project=result.openai_project, line=result.line, kind=result.kind,

@@ -295,11 +295,54 @@ def test_a_store_recorded_without_its_project_counts_in_the_default_project(tena
 
 @pytest.mark.django_db
 @override_settings(OPENAI_PROJECT_ID="proj_default")
-def test_a_metered_day_whose_store_snapshot_is_gone_counts_in_the_default_project(tenant):
+def test_bytes_the_days_snapshot_no_longer_accounts_for_count_in_the_default_project(tenant):
+    # RunLedger never deletes a store's rows; only an edit of the database loses snapshot rows. Lost in part or
+    # in whole, the meter's bytes they held go to the default project, and the split still adds up.
+    first = _store(tenant, usage_bytes=1 * GIB, project="proj_second")
+    second = _store(tenant, usage_bytes=3 * GIB, project="proj_third")
+    services.storage_meter_day(day=START)  # 4 GiB, 3 billable: $0.30
+    VectorStoreDay.objects.unscoped().filter(vector_store=second).delete()
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_second": Decimal("0.0750000000"),
+                                                        "proj_default": Decimal("0.2250000000")}
+    VectorStoreDay.objects.unscoped().filter(vector_store=first).delete()
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_default": Decimal("0.3000000000")}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_a_day_is_split_for_the_tenant_the_meter_billed_even_after_the_store_changes_hands(tenant, other_tenant):
     store = _store(tenant, usage_bytes=3 * GIB, project="proj_second")
     services.storage_meter_day(day=START)
-    VectorStoreDay.objects.unscoped().filter(vector_store=store).delete()  # as a store's row removed by staff
+    VectorStore.objects.unscoped().filter(pk=store.pk).update(tenant=other_tenant)  # staff re-assign it later
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_second": Decimal("0.2000000000")}
+    assert _by_project(TenantScope.of([other_tenant.pk])) == {}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_a_corrected_project_re_attributes_past_days(tenant):
+    # OpenAI objects never move between projects: a project recorded later (the inventory lists the store in
+    # its own project) is the one it always had.
+    store = _store(tenant, usage_bytes=3 * GIB)
+    services.storage_meter_day(day=START)
     assert _by_project(TenantScope.of([tenant.pk])) == {"proj_default": Decimal("0.2000000000")}
+    VectorStore.objects.unscoped().filter(pk=store.pk).update(openai_project="proj_second")
+    assert _by_project(TenantScope.of([tenant.pk])) == {"proj_second": Decimal("0.2000000000")}
+
+
+@pytest.mark.django_db
+@override_settings(OPENAI_PROJECT_ID="proj_default")
+def test_the_split_takes_two_queries_however_many_days_tenants_and_projects(tenant, other_tenant,
+                                                                           django_assert_num_queries):
+    for offset in range(3):
+        _store(tenant, usage_bytes=(offset + 1) * GIB, project=f"proj_{offset}")
+        _store(other_tenant, usage_bytes=2 * GIB, project=f"proj_{offset}")
+    for offset in range(4):
+        services.storage_meter_day(day=START + dt.timedelta(days=offset))
+    scope = TenantScope.of([tenant.pk, other_tenant.pk])
+    with django_assert_num_queries(2):
+        costs = selectors.storage_cost_by_project(scope=scope, start=START, end=START + dt.timedelta(days=4))
+    assert {day for day, _ in costs} == {START + dt.timedelta(days=offset) for offset in range(4)}
 
 
 @pytest.mark.django_db
