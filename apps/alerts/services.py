@@ -295,11 +295,14 @@ def requires_action_spec(run: dict, now: dt.datetime, warn_after: dt.timedelta) 
     )
 
 
-def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
-    from django.db.models import Sum
+def alerts_for_budgets(*, months: dict[int, set[dt.date]]) -> list[int]:
+    """Budget alerts for these tenants' months ({tenant id: {first day of month}}), for spend that reached
+    the ledger without a run: the nightly vector-storage meter. Ingest checks budgets itself."""
+    return _alerts_insert(_budget_specs(months))
 
-    from apps.core.timeutils import next_month
-    from apps.ledger.models import DailyRollup
+
+def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
+    from apps.ledger.selectors import tenant_month_spend
     from apps.tenants.models import Tenant
 
     if not months:
@@ -311,12 +314,7 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
     specs = []
     for tenant_id, tenant in budgets.items():
         for month in sorted(months[tenant_id]):
-            spent = (
-                DailyRollup.objects.for_tenant(tenant_id)
-                .filter(day__gte=month, day__lt=next_month(month))
-                .aggregate(total=Sum("cost_total_usd"))["total"]
-                or ZERO
-            )
+            spent = tenant_month_spend(tenant=tenant, month=month)  # runs and metered vector storage
             for percent in BUDGET_THRESHOLDS:
                 if spent >= tenant.monthly_budget_usd * percent / 100:
                     specs.append(AlertSpec(

@@ -73,6 +73,33 @@ def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
     return DailyRollup.objects.in_scope(scope)
 
 
+def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    """Tenants' metered vector storage per day (the lifecycle app's meters), in the same scope as _rollups.
+    A tenant's spend is its runs' cost plus its storage, as its statement bills it; the unassigned stores'
+    meter belongs to no tenant and stays out (lifecycle's orphans page shows it)."""
+    from apps.lifecycle.models import StorageMeter
+
+    if tenant is not None:
+        return StorageMeter.objects.for_tenant(tenant)
+    if scope is None:
+        raise ValueError("Pass a scope or a tenant.")
+    return StorageMeter.objects.in_scope(scope).filter(tenant__isnull=False)
+
+
+def _add_rows(into: dict, rows, key: Callable[[dict], object], value: str = "cost_usd") -> dict:
+    for row in rows:
+        into[key(row)] = into.get(key(row), ZERO) + row[value]
+    return into
+
+
+def tenant_month_spend(*, tenant, month: dt.date) -> Decimal:
+    """A tenant's spend in one month: its runs' cost and its metered vector storage (what budgets count)."""
+    window = {"day__gte": month_start(month), "day__lt": next_month(month)}
+    runs = _rollups(tenant=tenant).filter(**window).aggregate(total=_sum_money("cost_total_usd"))["total"]
+    storage = _storage_meters(tenant=tenant).filter(**window).aggregate(total=_sum_money("cost_usd"))["total"]
+    return runs + storage
+
+
 # --- spend over months ---------------------------------------------------------------------------
 
 
@@ -100,8 +127,8 @@ _MIN_ELAPSED_TODAY = Decimal(1) / 24
 
 def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.date,
                   now: dt.datetime | None = None) -> SpendSummary:
-    """This month to date, last month (whole and to the same point), and a straight-line projection of this
-    month from the time elapsed so far. With `now`, today counts as the part of it that has passed: the
+    """Spend (runs and metered vector storage) this month to date, last month (whole and to the same point),
+    and a straight-line projection of this month from the time elapsed so far. With `now`, today counts as the part of it that has passed: the
     comparison takes last month's earlier days and that share of its same day (the rollups are daily, so
     that share is pro rata), and the projection divides by the fractional days elapsed. Without `now`,
     today counts as a whole day. Otherwise, at 01:00 UTC a month running exactly like the last one read
@@ -113,12 +140,17 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
     if now is not None:
         seconds = Decimal(int((now - day_start(today)).total_seconds()))
         today_share = min(Decimal(1), max(Decimal(0), seconds / 86400))
-    totals = _rollups(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
-        month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
-        last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
-        before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),
-        same_day=_sum_money("cost_total_usd", filter=Q(day=same_day) & Q(day__lt=this_start)),
-    )
+    def sums(rows: QuerySet, amount: str) -> dict:
+        return rows.filter(day__gte=last_start, day__lte=today).aggregate(
+            month_to_date=_sum_money(amount, filter=Q(day__gte=this_start)),
+            last_month=_sum_money(amount, filter=Q(day__lt=this_start)),
+            before_same_day=_sum_money(amount, filter=Q(day__lt=min(same_day, this_start))),
+            same_day=_sum_money(amount, filter=Q(day=same_day) & Q(day__lt=this_start)),
+        )
+
+    runs = sums(_rollups(scope=scope, tenant=tenant), "cost_total_usd")
+    storage = sums(_storage_meters(scope=scope, tenant=tenant), "cost_usd")
+    totals = {name: runs[name] + storage[name] for name in runs}
     same_point = totals["before_same_day"] + totals["same_day"] * today_share
     days_in_month = (next_month(today) - this_start).days
     projected = totals["month_to_date"] / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
@@ -162,34 +194,43 @@ def _fill(days: list[dt.date], rows, key_name: str, value_name: str = "cost_usd"
 def cost_by_day_by_tenant(
     *, scope: TenantScope, start: dt.date, end: dt.date, top: int = 5
 ) -> DailySeries:
-    """Cost per day (start..end inclusive) for the `top` tenants by cost in the period; the rest summed as
-    "others". Series are keyed by tenant slug and ordered by cost, largest first."""
-    rollups = _rollups(scope=scope).filter(day__gte=start, day__lte=end)
-    ranking = list(
-        rollups.values("tenant_id", "tenant__slug").annotate(cost_usd=_sum_money("cost_total_usd")).order_by("-cost_usd", "tenant__slug")
-    )
-    top_ids = {row["tenant_id"]: row["tenant__slug"] for row in ranking[:top]}
+    """Spend per day (runs and metered vector storage, start..end inclusive) for the `top` tenants by spend in
+    the period; the rest summed as "others". Series are keyed by tenant slug and ordered by spend, largest
+    first."""
+    sources = ((_rollups(scope=scope).filter(day__gte=start, day__lte=end), "cost_total_usd"),
+               (_storage_meters(scope=scope).filter(day__gte=start, day__lte=end), "cost_usd"))
+    spend: dict[tuple[int, str], Decimal] = {}
+    for rows, amount in sources:
+        _add_rows(spend, rows.values("tenant_id", "tenant__slug").order_by().annotate(cost_usd=_sum_money(amount)),
+                  key=lambda row: (row["tenant_id"], row["tenant__slug"]))
+    ranking = sorted(spend.items(), key=lambda item: (-item[1], item[0][1]))
+    top_ids = dict(key for key, _ in ranking[:top])
     # The database sums the tenants outside the top into one series (series NULL): read per tenant and day,
     # 90 days of 1,000 tenants were ~73,000 rows to make into dicts and add up in Python (~25 ms).
     series = Case(When(tenant_id__in=list(top_ids), then=F("tenant_id")), default=Value(None),
                   output_field=BigIntegerField())
-    per_day = (rollups.annotate(series=series).values("series", "day").order_by()
-               .annotate(cost_usd=_sum_money("cost_total_usd")))
     days = _days(start, end)
     buckets: dict[str, dict[dt.date, Decimal]] = {slug: {} for slug in top_ids.values()}
-    for row in per_day:
-        name = top_ids.get(row["series"], OTHERS_LABEL)
-        bucket = buckets.setdefault(name, {})
-        bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
+    for rows, amount in sources:
+        for row in rows.annotate(series=series).values("series", "day").order_by().annotate(cost_usd=_sum_money(amount)):
+            bucket = buckets.setdefault(top_ids.get(row["series"], OTHERS_LABEL), {})
+            bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
     return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()})
 
 
+STORAGE_SERIES = "vector storage"
+
+
 def cost_by_day_by_model(*, tenant, start: dt.date, end: dt.date) -> DailySeries:
-    """One tenant's cost per day split by model, models ordered by cost in the period."""
+    """One tenant's spend per day split by model, plus its metered vector storage as one more series (so the
+    days add up to its spend), series ordered by cost in the period."""
     rows = list(
         _rollups(tenant=tenant).filter(day__gte=start, day__lte=end)
         .values("model", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
     )
+    rows += [{"model": STORAGE_SERIES, "day": row["day"], "cost_usd": row["cost_usd"]}
+             for row in _storage_meters(tenant=tenant).filter(day__gte=start, day__lte=end, cost_usd__gt=0)
+             .values("day", "cost_usd")]
     days = _days(start, end)
     grouped = _fill(days, rows, "model")
     ordered = sorted(grouped, key=lambda name: (-sum(grouped[name].values(), ZERO), name))
@@ -267,21 +308,26 @@ def models_and_features(*, scope: TenantScope, start: dt.date, end: dt.date) -> 
 
 
 def month_to_date_by_tenant(*, scope: TenantScope, today: dt.date) -> dict[int, Decimal]:
-    return {
-        row["tenant_id"]: row["cost_usd"]
-        for row in _rollups(scope=scope).filter(day__gte=month_start(today), day__lte=today)
-        .values("tenant_id").annotate(cost_usd=_sum_money("cost_total_usd"))
-    }
+    """Each tenant's spend this month to date: its runs' cost and its metered vector storage."""
+    spend: dict[int, Decimal] = {}
+    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
+        _add_rows(spend, rows.filter(day__gte=month_start(today), day__lte=today).values("tenant_id").order_by()
+                  .annotate(cost_usd=_sum_money(amount)), key=lambda row: row["tenant_id"])
+    return spend
 
 
 def tenants_with_spend(tenants: QuerySet, *, scope: TenantScope, today: dt.date) -> QuerySet:
     """Annotate a Tenant queryset with month_to_date_usd and budget_used_percent (NULL without a budget),
     as subqueries so the list can be sorted and paginated in the database."""
-    month_cost = (
-        _rollups(scope=scope).filter(tenant_id=OuterRef("pk"), day__gte=month_start(today), day__lte=today)
-        .order_by().values("tenant_id").annotate(cost_usd=Sum("cost_total_usd")).values("cost_usd")
-    )
-    annotated = tenants.annotate(month_to_date_usd=Coalesce(Subquery(month_cost, output_field=_MONEY), _zero_money()))
+    def month_to_date(rows: QuerySet, amount: str) -> Coalesce:
+        summed = (rows.filter(tenant_id=OuterRef("pk"), day__gte=month_start(today), day__lte=today)
+                  .order_by().values("tenant_id").annotate(cost_usd=Sum(amount)).values("cost_usd"))
+        return Coalesce(Subquery(summed, output_field=_MONEY), _zero_money())
+
+    # Runs and metered vector storage, as month_to_date_by_tenant adds them.
+    annotated = tenants.annotate(month_to_date_usd=ExpressionWrapper(
+        month_to_date(_rollups(scope=scope), "cost_total_usd") + month_to_date(_storage_meters(scope=scope), "cost_usd"),
+        output_field=_MONEY))
     return annotated.annotate(
         budget_used_percent=Case(
             When(monthly_budget_usd__gt=0, then=ExpressionWrapper(
@@ -292,15 +338,15 @@ def tenants_with_spend(tenants: QuerySet, *, scope: TenantScope, today: dt.date)
 
 
 def daily_cost_for_tenants(*, scope: TenantScope, tenant_ids, start: dt.date, end: dt.date) -> dict[int, list[Decimal]]:
-    """Per tenant, cost per day from start to end (zeros filled): the data of a trend sparkline."""
+    """Per tenant, spend per day (runs and metered vector storage) from start to end (zeros filled): the data
+    of a trend sparkline."""
     days = _days(start, end)
-    values: dict[int, dict[dt.date, Decimal]] = defaultdict(dict)
-    for row in (
-        _rollups(scope=scope).filter(tenant_id__in=list(tenant_ids), day__gte=start, day__lte=end)
-        .values("tenant_id", "day").annotate(cost_usd=_sum_money("cost_total_usd"))
-    ):
-        values[row["tenant_id"]][row["day"]] = row["cost_usd"]
-    return {tenant_id: [values[tenant_id].get(day, ZERO) for day in days] for tenant_id in tenant_ids}
+    values: dict[tuple[int, dt.date], Decimal] = {}
+    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
+        _add_rows(values, rows.filter(tenant_id__in=list(tenant_ids), day__gte=start, day__lte=end)
+                  .values("tenant_id", "day").order_by().annotate(cost_usd=_sum_money(amount)),
+                  key=lambda row: (row["tenant_id"], row["day"]))
+    return {tenant_id: [values.get((tenant_id, day), ZERO) for day in days] for tenant_id in tenant_ids}
 
 
 # --- runs -------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from apps.core.money import ZERO, allocate, quantize_ledger
 from apps.core.services import audit_record
-from apps.core.timeutils import day_start, from_unix, moment_shifted
+from apps.core.timeutils import day_start, from_unix, moment_shifted, month_start
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind, ThreadToolResource
 from apps.provider.client import ProviderError, error_status, is_not_found, is_transient
 from apps.provider.projects import (
@@ -1777,6 +1777,11 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMet
                 price_version=rate.version if rate else "unpriced", rule=FREE_GB_RULE[:300],
             ))
         StorageMeter.objects.bulk_create(rows)
+    # Storage is part of a tenant's spend: the day's cost can take it past a budget threshold.
+    from apps.alerts.services import alerts_for_budgets
+
+    alerts_for_budgets(months={row.tenant_id: {month_start(day)} for row in rows
+                               if row.tenant_id is not None and row.cost_usd > ZERO})
     return rows
 
 

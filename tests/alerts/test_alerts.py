@@ -155,3 +155,24 @@ def test_failed_webhook_is_retried_and_recorded_once_delivered(tenant, webhook_s
     with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"):
         deliver_alert.apply(args=[alert.pk])  # already delivered: not posted again
     assert len(hook.received) == delivered
+
+
+def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_its_crossing(tenant):
+    from apps.lifecycle.models import VectorStore
+    from apps.lifecycle.services import resources_record, storage_meter_day
+
+    tenant.monthly_budget_usd = Decimal("10.00")
+    tenant.save()
+    obj = builders.response(response_id="resp_runs", created_at=WHEN, model="gpt-5.4", input_tokens=2_000_000,
+                            output_tokens=0)
+    ingest_events(events=[{"tenant": "acme", "object": obj}])  # $5.00 of runs: 50%
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50"]
+    store = builders.vector_store(usage_bytes=41 * 1024**3, created_at=WHEN - dt.timedelta(days=1))
+    resources_record(tenant=tenant, obj=store)
+    assert VectorStore.objects.for_tenant(tenant).count() == 1
+
+    storage_meter_day(day=WHEN.date())  # 41 GiB, 40 billable at $0.10: $4.00, so $9.00 in all: 90%
+
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)]
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80")
+    assert crossed.message == "Spend $9.00 of a $10.00 monthly budget."

@@ -221,3 +221,51 @@ def test_thread_retention_status_on_both_sides_of_the_boundary(tenant):
     assert status(overdue, held=True)["state"] == "held"
     ordered = list(selectors.threads_with_retention(tenant=tenant))
     assert ordered == [overdue, due_tomorrow, fresh]
+
+
+# --- spend counts metered vector storage, as the statement bills it ---------------------------------------
+
+
+def _storage(tenant, day: dt.date, cost: str) -> None:
+    """A day of the lifecycle meter for `tenant` (None: the unassigned stores)."""
+    from apps.lifecycle.models import StorageMeter
+
+    StorageMeter.objects.create(tenant=tenant, day=day, usage_bytes=1, cost_usd=Decimal(cost))
+
+
+def test_spend_adds_each_tenants_metered_vector_storage_to_its_runs(tenant, other_tenant):
+    run_row(tenant, created_at=at(dt.date(2026, 11, 3)), cost="1.00")
+    _storage(tenant, dt.date(2026, 11, 3), "0.25")
+    _storage(tenant, dt.date(2026, 11, 4), "0.50")  # a day with storage and no run
+    _storage(tenant, dt.date(2026, 10, 4), "2.00")  # last month, before the same point
+    _storage(other_tenant, dt.date(2026, 11, 3), "40.00")  # makes globex the costlier tenant
+    _storage(None, dt.date(2026, 11, 3), "900.00")  # the unassigned stores belong to no tenant
+
+    summary = selectors.spend_summary(tenant=tenant, today=TODAY)
+    assert (summary.month_to_date_usd, summary.last_month_usd) == (Decimal("1.75"), Decimal("2.00"))
+    assert summary.last_month_same_point_usd == Decimal("2.00")
+    everyone = TenantScope.every_tenant()
+    assert selectors.spend_summary(scope=everyone, today=TODAY).month_to_date_usd == Decimal("41.75")
+    assert selectors.spend_summary(scope=TenantScope.of([tenant]), today=TODAY).month_to_date_usd == Decimal("1.75")
+
+    assert selectors.month_to_date_by_tenant(scope=everyone, today=TODAY) == {
+        tenant.pk: Decimal("1.75"), other_tenant.pk: Decimal("40.00")}
+    listed = selectors.tenants_with_spend(Tenant.objects.all(), scope=everyone, today=TODAY).order_by("-month_to_date_usd")
+    assert [(t.slug, t.month_to_date_usd) for t in listed] == [("globex", Decimal("40.00")), ("acme", Decimal("1.75"))]
+
+    by_tenant = selectors.cost_by_day_by_tenant(scope=everyone, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 4))
+    assert by_tenant.series == {"globex": [Decimal("40.00"), Decimal("0")], "acme": [Decimal("1.25"), Decimal("0.50")]}
+    trends = selectors.daily_cost_for_tenants(scope=everyone, tenant_ids=[tenant.pk], start=dt.date(2026, 11, 3),
+                                              end=dt.date(2026, 11, 4))
+    assert trends == {tenant.pk: [Decimal("1.25"), Decimal("0.50")]}
+    by_model = selectors.cost_by_day_by_model(tenant=tenant, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 4))
+    assert by_model.series[selectors.STORAGE_SERIES] == [Decimal("0.25"), Decimal("0.50")]
+    assert by_model.total_usd == Decimal("1.75")
+
+
+def test_a_tenants_scope_never_adds_another_tenants_storage(tenant, other_tenant):
+    _storage(other_tenant, dt.date(2026, 11, 3), "40.00")
+    mine = TenantScope.of([tenant])
+    assert selectors.spend_summary(scope=mine, today=TODAY).month_to_date_usd == Decimal("0")
+    assert selectors.month_to_date_by_tenant(scope=mine, today=TODAY) == {}
+    assert selectors.cost_by_day_by_tenant(scope=mine, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 3)).series == {}
