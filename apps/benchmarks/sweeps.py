@@ -198,6 +198,10 @@ def measure_memory(*, threads: int, max_items: int, stream) -> dict:
             process.wait()
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [tenant.pk])
+            if connection.vendor == "postgresql" and not connection.in_atomic_block:
+                # As autovacuum would (off on this server): a million dead thread rows left the planner reading
+                # dead index entries, ~15 ms of planning on every run-detail query of a `bench pages` after this.
+                cursor.execute(f"VACUUM ANALYZE {table}")
     rss = [s["rss_mb"] for s in samples]
     planning = next((s["planning_seconds"] for s in samples if s.get("planning_seconds") is not None), None)
     # Re-checks per second once the items are planned (the sandbox unthrottled): what claiming an item costs
@@ -264,7 +268,7 @@ def child_memory(*, tenant_slug: str, max_items: int, stdout) -> None:
             # otherwise slow whatever reads sweep items next — the audit page took ~90 ms instead of ~3 ms
             # in a `bench pages` run after this bench.
             with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM {SweepItem._meta.db_table}")
+                cursor.execute(f"VACUUM ANALYZE {SweepItem._meta.db_table}")
 
 
 def run(*, threads: int, items: int, rpm: int, window: float, keep: bool, stream) -> list:

@@ -104,6 +104,8 @@ class OverviewView(LifecycleView):
                     Column("saved_usd", "Saved by deletions", "money"),
                 ],
                 empty="No storage metered yet: the meter runs nightly (manage.py meter_storage).",
+                # One row per tenant with storage: a deployment's thousand tenants were a thousand rows here.
+                paginate_by=20, page_param="storage_page",
             ),
         }
         return tables

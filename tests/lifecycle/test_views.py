@@ -205,3 +205,22 @@ def test_a_staff_delete_of_an_orphan_stays_out_of_a_members_audit_and_sweeps(wor
     assert "vs_orphan" not in member.get("/lifecycle/audit/").content.decode()
     assert "vs_orphan" not in member.get("/lifecycle/audit/?format=csv&table=audit").getvalue().decode()
     assert member.get(f"/lifecycle/sweeps/{item.sweep_id}/").status_code == 404
+
+
+def test_the_storage_by_tenant_table_is_paginated(staff_user, db):
+    # One row per tenant with storage: a deployment's thousand tenants were a thousand rows on one page.
+    from decimal import Decimal
+
+    from apps.lifecycle.models import StorageMeter
+    from apps.tenants.models import Tenant
+
+    today = dt.datetime.now(dt.UTC).date()
+    for index in range(25):
+        owner = Tenant.objects.create(slug=f"store-{index:02d}", name=f"Store {index}")
+        StorageMeter.objects.create(tenant=owner, day=today, usage_bytes=1, cost_usd=Decimal(index + 1))
+    client = _client(staff_user)
+    first = client.get("/lifecycle/").context["tables"]["storage_by_tenant"]
+    assert (first.page.paginator.count, len(first.page_rows)) == (25, 20)
+    assert first.page_rows[0]["tenant__slug"] == "store-24"  # costliest first
+    second = client.get("/lifecycle/?storage_page=2").context["tables"]["storage_by_tenant"]
+    assert [row["tenant__slug"] for row in second.page_rows] == [f"store-{i:02d}" for i in range(4, -1, -1)]
