@@ -8,6 +8,7 @@ import datetime as dt
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.views.generic import TemplateView
 
@@ -28,7 +29,8 @@ from .services import default_end_day
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
-LINES_ON_PAGE = 2000
+# Lines a page: 30 days of one busy project are well over a thousand (every model's cost and usage lines).
+LINES_PER_PAGE = 100
 
 
 class ReconciliationFilterForm(forms.Form):
@@ -100,9 +102,10 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
         form, filters = self._filters()
         totals = day_totals(filters)
         runs = list(current_runs(filters))
-        lines = list(current_lines(filters)[:LINES_ON_PAGE])
+        lines_page = Paginator(current_lines(filters), LINES_PER_PAGE).get_page(self.request.GET.get("lines_page"))
         failed = failed_attempts(filters)
         query = self.request.GET.copy()
+        query.pop("lines_page", None)
         query["format"] = "csv"
         try:
             from apps.dashboard.nav import nav_for
@@ -121,8 +124,8 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
             figure=reconciliation_figure(totals),
             runs=runs,
             failed=failed,
-            lines=lines,
-            lines_truncated=len(lines) == LINES_ON_PAGE,
+            lines=lines_page.object_list,
+            lines_page=lines_page,
             flagged_statuses=sorted(FLAGGED_STATUSES),
             matched=LineStatus.MATCHED,
             csv_query=query.urlencode(),

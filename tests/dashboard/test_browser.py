@@ -37,6 +37,10 @@ def ledger(django_user_model):
                          cause_key="budget:acme:80", title="Acme Corp reached 80% of its monthly budget")
     Alert.objects.create(tenant=globex, kind=Alert.Kind.HIGH_COST_RUN, severity=Alert.Severity.CRITICAL,
                          cause_key="run:globex", title="Globex Inc run over $0.10")
+    # Alert titles carry whole OpenAI ids (52 characters here), which do not break at a space.
+    Alert.objects.create(tenant=globex, kind=Alert.Kind.WASTED_SPEND, severity=Alert.Severity.INFO,
+                         cause_key="wasted_spend:long", title=f"Run resp_{'9ae957afb50b5b1088' * 3}ab failed after "
+                                                          "spending $0.009590")
     staff = django_user_model.objects.create_user("ops", password="ops-password-1", is_staff=True)
     member = django_user_model.objects.create_user("acme-viewer", password="member-password-1")
     Membership.objects.create(user=member, tenant=acme, role=Membership.Role.VIEWER)

@@ -204,3 +204,25 @@ def test_a_page_from_date_alone_is_held_to_the_same_cap_as_a_range(client, staff
     client.force_login(staff_user)
     html = client.get("/reconciliation/?start=2000-01-01").content.decode()
     assert "At most 366 days at a time." in html
+
+
+def test_the_page_lists_lines_a_page_at_a_time_and_the_csv_keeps_them_all(client, staff_user, reconciled, monkeypatch):
+    # 30 days of one busy project are over a thousand lines: they used to be one page tens of thousands of px tall.
+    from apps.reconciliation import views
+
+    monkeypatch.setattr(views, "LINES_PER_PAGE", 3)
+    client.force_login(staff_user)
+    query = f"{PAGE}?start=2026-11-02&end=2026-11-03&status=all"
+    every = list(csv.DictReader(io.StringIO(client.get(f"{query}&format=csv").content.decode())))
+    first = client.get(query)
+    page = first.context["lines_page"]
+    assert (page.paginator.count, len(page.object_list)) == (len(every), 3) and len(every) > 3
+    html = first.content.decode()
+    assert f"{len(every)} lines · page 1 of {page.paginator.num_pages}" in html
+    assert "lines_page=2" in html and 'rel="next"' in html
+    shown = []
+    for number in range(1, page.paginator.num_pages + 1):
+        shown += [(line.day.isoformat(), line.line) for line in client.get(f"{query}&lines_page={number}").context["lines"]]
+    assert shown == [(row["day"], row["line"]) for row in every]
+    # The export link drops the page: it always exports every line the filters select.
+    assert "lines_page" not in client.get(f"{query}&lines_page=2").context["csv_query"]
