@@ -382,8 +382,9 @@ class TenantDetailView(DashboardView):
                            value=lambda t: retention(t)["deletes_at"] or t.deleted_at),
                     Column("days_left", "Days left", "int", value=lambda t: retention(t)["days_left"]),
                 ],
-                empty="No threads recorded. Report each thread or conversation id with its runs so it can be "
-                      "deleted on time.",
+                empty="No thread or conversation of this tenant has been deleted yet." if threads_status == "deleted"
+                else "No threads recorded. Report each thread or conversation id with its runs so it can be "
+                     "deleted on time.",
             ),
             "alerts": _alerts_table(alerts_recent(tenant=tenant), with_tenant=False, paginate_by=10),
         }

@@ -829,7 +829,8 @@ def threads_with_retention(*, tenant, status: str = Thread.Status.ACTIVE) -> Que
 
 def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: bool, now: dt.datetime) -> dict:
     """When the retention sweep will delete this thread: {deletes_at, days_left, state} where state is
-    deleted | held | overdue | due_soon (within 7 days) | ok."""
+    deleted | held | overdue | due_soon (within 7 days) | ok. Overdue, days_left counts the whole days past
+    due as a negative number (-58: 58 days overdue; 0 in its first day), so the page says how late it is."""
     # The sweep's own clamped date arithmetic: a retention beyond year 9999 reads "ok", never a 500.
     if thread.status == Thread.Status.DELETED:
         return {"deletes_at": None, "days_left": None, "state": "deleted"}
@@ -837,7 +838,7 @@ def thread_retention_status(thread: Thread, *, retention_days: int, legal_hold: 
     if legal_hold:
         return {"deletes_at": None, "days_left": None, "state": "held"}
     if deletes_at <= now:
-        return {"deletes_at": deletes_at, "days_left": 0, "state": "overdue"}
+        return {"deletes_at": deletes_at, "days_left": -((now - deletes_at) // dt.timedelta(days=1)), "state": "overdue"}
     # Whole days rounded up: "1 day left" until the moment it is due.
     days_left = math.ceil((deletes_at - now) / dt.timedelta(days=1))
     state = "due_soon" if deletes_at - now <= dt.timedelta(days=7) else "ok"

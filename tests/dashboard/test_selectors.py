@@ -215,7 +215,9 @@ def test_thread_retention_status_on_both_sides_of_the_boundary(tenant):
         return selectors.thread_retention_status(thread, retention_days=retention, legal_hold=held, now=now)
 
     assert status(due_tomorrow) == {"deletes_at": now + dt.timedelta(days=1), "days_left": 1, "state": "due_soon"}
-    assert status(overdue)["state"] == "overdue" and status(overdue)["days_left"] == 0
+    assert status(overdue)["state"] == "overdue" and status(overdue)["days_left"] == -1  # due a day ago
+    long_overdue = Thread(last_activity_at=now - dt.timedelta(days=118, hours=5))  # unsaved: not in `ordered`
+    assert status(long_overdue)["days_left"] == -58  # 58 whole days past due (and 5 hours)
     assert status(fresh)["state"] == "ok" and status(fresh)["days_left"] == 50
     assert status(deleted)["state"] == "deleted"
     assert status(overdue, held=True)["state"] == "held"

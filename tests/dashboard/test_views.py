@@ -154,6 +154,10 @@ def test_threads_table_says_when_active_threads_will_be_deleted_and_when_deleted
     active = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
     deleted = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads&threads=deleted"))
     assert active[0][6] == "Deletes on" and deleted[0][6] == "Deleted on"
+    # With threads recorded but none deleted, the deleted view says so (it used to say none were recorded).
+    page = staff_client.get("/tenants/acme/?threads=deleted")
+    assert not page.context["tables"]["threads"].page_rows
+    assert "has been deleted yet" in page.content.decode() and "No threads recorded" not in page.content.decode()
 
 
 def test_runs_page_filters_by_every_field_and_exports_the_same_rows(staff_client, ledger):
