@@ -247,6 +247,12 @@ def _mark_abandoned(*, project_id: str, now: dt.datetime) -> None:
              error="Abandoned: the worker stopped before finishing; a later attempt replaced it.")
 
 
+def _storage_text(usage_bytes: int) -> str:
+    """Bytes as people read them, with the exact count beside: "60.80 GiB (65,282,036,896 bytes)". GiB, as
+    OpenAI meters vector storage."""
+    return f"{usage_bytes / 1024**3:,.2f} GiB ({usage_bytes:,} bytes)"
+
+
 def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:
     """Vector storage in projects RunLedger cannot list is never metered, yet shares the organization's free
     GB (docs/lifecycle.md, "Free-GB rule"): every project's storage line then reads lower in the ledger than
@@ -256,7 +262,7 @@ def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:
     if not unlisted:
         return ""
     names = ", ".join(sorted(unlisted))
-    return (f"OpenAI reports {sum(unlisted.values())} bytes of vector storage in projects RunLedger cannot list "
+    return (f"OpenAI reports {_storage_text(sum(unlisted.values()))} of vector storage in projects RunLedger cannot list "
             f"({names}). The free GB is shared with them, so vector storage reads lower in the ledger than at "
             f"OpenAI: configure those projects with an API key (admin: OpenAI projects) so their stores are metered.")
 
@@ -272,7 +278,7 @@ def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observat
         day_notes.append(explanation)
     storage_bytes = openai.storage_bytes.get(run.day)
     if storage_bytes is not None:
-        day_notes.append(f"OpenAI reports {storage_bytes} bytes of vector storage.")
+        day_notes.append(f"OpenAI reports {_storage_text(storage_bytes)} of vector storage.")
     unlisted_note = _unlisted_storage_note(openai.storage_bytes_by_project.get(run.day, {}))
     if unlisted_note:
         day_notes.append(unlisted_note)

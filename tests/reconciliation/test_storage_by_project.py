@@ -76,7 +76,7 @@ def test_storage_in_a_project_runledger_cannot_list_is_named_in_a_day_note(sandb
     assert abs(line.openai_value - Decimal("0.18")) < Decimal("1E-9")  # 2/10 of (10 − 1) × $0.10
     unlisted = [note for note in run.notes if "cannot list" in note]
     assert unlisted == [
-        f"OpenAI reports {8 * GIB} bytes of vector storage in projects RunLedger cannot list (proj_other_team). "
+        f"OpenAI reports 8.00 GiB ({8 * GIB:,} bytes) of vector storage in projects RunLedger cannot list (proj_other_team). "
         "The free GB is shared with them, so vector storage reads lower in the ledger than at OpenAI: configure "
         "those projects with an API key (admin: OpenAI projects) so their stores are metered."]
 
@@ -91,4 +91,5 @@ def test_no_storage_note_when_every_project_holding_stores_is_listed(sandbox, pr
     outcome = reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda project: provider,
                                        raise_errors=True)
     notes = [note for result in outcome for run in result.runs for note in run.notes]
-    assert notes and not [note for note in notes if "cannot list" in note]
+    assert f"OpenAI reports 2.00 GiB ({2 * GIB:,} bytes) of vector storage." in notes
+    assert not [note for note in notes if "cannot list" in note]
