@@ -5,7 +5,8 @@ plotted values are floats because that is what plotly.js draws."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 from apps.core.money import ZERO, money_text
@@ -111,6 +112,28 @@ def horizontal_cost_bar_figure(rows: Sequence[dict], *, label_key: str, empty_la
     }
 
 
+def log_axis_ticks(values: Iterable[float], *, label: Callable[[float], str]) -> dict:
+    """Tick positions and labels for a log axis over `values` (positive ones): 1, 2 and 5 of each decade while
+    the data spans at most three decades, powers of ten beyond. Plotly's own choice on a log axis was either one
+    label for data inside a decade ("$0.1" for runs of $0.10–$0.53) or bare digits ("2", "5") for the minor
+    ticks, with no unit and no decade. Empty without positive values (Plotly's default then)."""
+    positive = [value for value in values if value > 0]
+    if not positive:
+        return {}
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1, 2, 5) if high - low <= 3 else (1,)
+    ticks = [step * 10.0**power for power in range(low, max(high, low + 1) + 1) for step in steps]
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": [label(tick) for tick in ticks]}
+
+
+def _usd_tick(value: float) -> str:
+    return f"${value:,.0f}" if value >= 1 else f"${value:.{max(0, -math.floor(math.log10(value)))}f}"
+
+
+def _count_tick(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1 else ""
+
+
 def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
     """Runs per prompt-size bin on a log count axis, so a handful of huge prompts stay visible; the long tail's
     bins (those the page counts as the tail) in the second colour."""
@@ -124,7 +147,9 @@ def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
                                  for edge in histogram.edges]},
         }],
         "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
-                          xaxis={"type": "category"}, yaxis={"type": "log", "rangemode": "normal", "dtick": "D2"},
+                          xaxis={"type": "category"},
+                          yaxis={"type": "log", "rangemode": "normal",
+                                 **log_axis_ticks([count for count in histogram.counts if count >= 1], label=_count_tick)},
                           bargap=0.08),
     }
 
@@ -136,13 +161,14 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
     traces = []
+    costs = []
     for index, (model, model_rows) in enumerate(sorted(by_model.items())):
         traces.append({
             "type": "scattergl" if len(model_rows) > 2000 else "scatter",
             "mode": "markers",
             "name": _escape(model),
             "x": [max(row["input_tokens"], 1) for row in model_rows],
-            "y": [_float(row["cost_total_usd"]) for row in model_rows],
+            "y": (model_costs := [_float(row["cost_total_usd"]) for row in model_rows]),
             "customdata": [
                 [f"{run_url_prefix}{row['openai_id']}/", row["openai_id"], row.get("tenant__slug", ""),
                  money_text(row["cost_total_usd"]), row.get("feature") or "(none)"]
@@ -153,11 +179,12 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
             "marker": {"color": PALETTE[index % len(PALETTE)], "size": 8, "opacity": 0.8,
                        "line": {"width": 0.5, "color": "#ffffff"}},
         })
+        costs += model_costs
     return {
         "data": traces,
         "layout": _layout(x_title="prompt tokens (log scale)", y_title="run cost (USD, log scale)",
-                          xaxis={"type": "log", "dtick": 1}, yaxis={"type": "log", "dtick": 1, "tickprefix": "$",
-                                                                  "rangemode": "normal"}),
+                          xaxis={"type": "log", "dtick": 1},
+                          yaxis={"type": "log", "rangemode": "normal", **log_axis_ticks(costs, label=_usd_tick)}),
     }
 
 

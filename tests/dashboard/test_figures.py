@@ -35,6 +35,8 @@ def test_prompt_token_histogram_figure_uses_a_log_count_axis():
     assert trace["x"][1] == "100–200" and trace["x"][-1] == "≥1M"
     assert trace["y"] == histogram.counts
     assert figure["layout"]["yaxis"]["type"] == "log"
+    # Whole run counts on the axis (Plotly's minor labels read a bare "5" for 500).
+    assert figure["layout"]["yaxis"]["ticktext"][:4] == ["1", "2", "5", "10"]
     # The bins the page counts as the long tail are the ones drawn in the tail colour, from its first edge.
     tail_colour, body_colour = figures.PALETTE[1], figures.PALETTE[0]
     assert trace["marker"]["color"] == [tail_colour if edge >= 1_000 else body_colour for edge in PROMPT_TOKEN_EDGES]
@@ -55,6 +57,19 @@ def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():
     assert by_name["gpt-5.4"]["customdata"][0][:2] == ["/runs/resp_1/", "resp_1"]
     assert by_name["gpt-5-mini"]["x"] == [1]  # zero tokens cannot sit on a log axis
     assert figure["layout"]["xaxis"]["type"] == "log" and figure["layout"]["yaxis"]["type"] == "log"
+    # $0.0031 to $0.42 spans three decades: every 1, 2 and 5 is labelled, in dollars.
+    yaxis = figure["layout"]["yaxis"]
+    assert yaxis["ticktext"][:6] == ["$0.001", "$0.002", "$0.005", "$0.01", "$0.02", "$0.05"]
+    assert dict(zip(yaxis["tickvals"], yaxis["ticktext"], strict=True))[0.2] == "$0.2"
+
+
+def test_log_axis_ticks_label_one_two_and_five_of_each_decade_over_a_narrow_range_and_decades_over_a_wide_one():
+    # Runs of $0.10-$0.53 all sit inside one decade: Plotly labelled only "$0.1".
+    narrow = figures.log_axis_ticks([0.1, 0.53], label=figures._usd_tick)
+    assert narrow["ticktext"][:3] == ["$0.1", "$0.2", "$0.5"] and narrow["tickvals"][:3] == [0.1, 0.2, 0.5]
+    wide = figures.log_axis_ticks([0.00001, 50], label=figures._usd_tick)
+    assert wide["ticktext"] == ["$0.00001", "$0.0001", "$0.001", "$0.01", "$0.1", "$1", "$10", "$100"]
+    assert figures.log_axis_ticks([0, -1], label=figures._usd_tick) == {}
 
 
 def test_horizontal_bar_figure_puts_the_costliest_row_on_top_and_labels_blank_keys():
