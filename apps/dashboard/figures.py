@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
@@ -45,8 +46,25 @@ def _layout(*, y_title: str = "", x_title: str = "", **extra) -> dict:
     return layout
 
 
-def _color(index: int, name: str) -> str:
-    return OTHERS_COLOR if name == OTHERS_LABEL else PALETTE[index % len(PALETTE)]
+def series_colors(names: Sequence[str]) -> dict[str, str]:
+    """A colour per series name that stays the same from chart to chart: a model is the same colour on every
+    tenant's page, a tenant on every range of the overview (by rank, gpt-6-astra was orange on one page and
+    blue on the next). Each name starts at a slot chosen by a stable hash of it and takes the next free one when
+    an earlier series of the same chart holds it, so no two series of a chart share a colour while the palette
+    lasts. "others" is always grey."""
+    colors, taken = {}, set()
+    for name in names:
+        if name == OTHERS_LABEL:
+            colors[name] = OTHERS_COLOR
+            continue
+        slot = zlib.crc32(name.encode()) % len(PALETTE)
+        for step in range(len(PALETTE)):
+            if (slot + step) % len(PALETTE) not in taken:
+                slot = (slot + step) % len(PALETTE)
+                break
+        taken.add(slot)
+        colors[name] = PALETTE[slot]
+    return colors
 
 
 def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str] | None = None) -> dict:
@@ -57,7 +75,8 @@ def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str
     if OTHERS_LABEL in series.series:
         names.append(OTHERS_LABEL)
     traces = []
-    for index, name in enumerate(names):
+    colors = series_colors(names)
+    for name in names:
         values = series.series[name]
         label = labels.get(name, name) or "(none)"
         traces.append({
@@ -67,7 +86,7 @@ def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str
             "y": [_float(value) for value in values],
             "customdata": [money_text(value) for value in values],
             "hovertemplate": f"{_escape(label)}<br>%{{x}}: %{{customdata}}<extra></extra>",
-            "marker": {"color": _color(index, name)},
+            "marker": {"color": colors[name]},
         })
     return {
         "data": traces,
@@ -162,7 +181,8 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
         by_model.setdefault(row["model"], []).append(row)
     traces = []
     costs = []
-    for index, (model, model_rows) in enumerate(sorted(by_model.items())):
+    colors = series_colors(sorted(by_model))
+    for model, model_rows in sorted(by_model.items()):
         traces.append({
             "type": "scattergl" if len(model_rows) > 2000 else "scatter",
             "mode": "markers",
@@ -176,7 +196,7 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
             ],
             "hovertemplate": ("%{customdata[1]}<br>tenant %{customdata[2]} · %{customdata[4]}<br>"
                               "%{x:,} prompt tokens · %{customdata[3]}<extra>" + _escape(model) + "</extra>"),
-            "marker": {"color": PALETTE[index % len(PALETTE)], "size": 8, "opacity": 0.8,
+            "marker": {"color": colors[model], "size": 8, "opacity": 0.8,
                        "line": {"width": 0.5, "color": "#ffffff"}},
         })
         costs += model_costs

@@ -109,3 +109,13 @@ def test_sparkline_points_scale_to_the_peak():
 def test_hover_templates_escape_user_chosen_names():
     series = DailySeries(days=[D1], series={"<img src=x>": [Decimal("1")]})
     assert "<img" not in figures.daily_stacked_cost_figure(series)["data"][0]["hovertemplate"]
+
+
+def test_a_series_keeps_its_colour_from_chart_to_chart_and_no_two_series_of_a_chart_share_one():
+    # By rank, gpt-6-astra was orange on one tenant's page and blue on the next.
+    first = figures.series_colors(["gpt-6-astra", "gpt-6.1-sol", figures.OTHERS_LABEL])
+    second = figures.series_colors(["gpt-6.1-sol", "gpt-6-astra"])
+    assert first["gpt-6-astra"] == second["gpt-6-astra"] and first["gpt-6.1-sol"] == second["gpt-6.1-sol"]
+    assert first[figures.OTHERS_LABEL] == figures.OTHERS_COLOR
+    many = [f"model-{index}" for index in range(len(figures.PALETTE))]
+    assert len(set(figures.series_colors(many).values())) == len(figures.PALETTE)
