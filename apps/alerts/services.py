@@ -302,7 +302,7 @@ def alerts_for_budgets(*, months: dict[int, set[dt.date]]) -> list[int]:
 
 
 def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
-    from apps.ledger.selectors import tenant_month_spend
+    from apps.ledger.selectors import month_spend_by_tenant
     from apps.tenants.models import Tenant
 
     if not months:
@@ -311,10 +311,16 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
         t.pk: t for t in Tenant.objects.filter(pk__in=list(months), monthly_budget_usd__isnull=False)
         if t.monthly_budget_usd > 0
     }
+    tenants_by_month: dict[dt.date, list[int]] = defaultdict(list)
+    for tenant_id in budgets:
+        for month in months[tenant_id]:
+            tenants_by_month[month].append(tenant_id)
     specs = []
-    for tenant_id, tenant in budgets.items():
-        for month in sorted(months[tenant_id]):
-            spent = tenant_month_spend(tenant=tenant, month=month)  # runs and metered vector storage
+    for month in sorted(tenants_by_month):
+        # Runs and metered vector storage, two grouped queries a month whatever the number of tenants.
+        spend = month_spend_by_tenant(tenant_ids=sorted(tenants_by_month[month]), month=month)
+        for tenant_id in sorted(tenants_by_month[month]):
+            tenant, spent = budgets[tenant_id], spend[tenant_id]
             for percent in BUDGET_THRESHOLDS:
                 if spent >= tenant.monthly_budget_usd * percent / 100:
                     specs.append(AlertSpec(

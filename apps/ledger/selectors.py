@@ -1,5 +1,6 @@
 """Read-side queries over the ledger (runs, threads, daily rollups). Every function takes a TenantScope or a
-tenant, so nothing here can read a tenant it was not given. Charts that span days read DailyRollup only.
+tenant, so nothing here can read a tenant it was not given. Charts that span days read the daily rollups,
+never raw runs, and spend adds the tenants' daily vector-storage meters (through the lifecycle app's selector).
 
 Money comes back as exact Decimal; days are UTC dates (the rollups' day boundary)."""
 
@@ -74,16 +75,11 @@ def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
 
 
 def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
-    """Tenants' metered vector storage per day (the lifecycle app's meters), in the same scope as _rollups.
-    A tenant's spend is its runs' cost plus its storage, as its statement bills it; the unassigned stores'
-    meter belongs to no tenant and stays out (lifecycle's orphans page shows it)."""
-    from apps.lifecycle.models import StorageMeter
+    """Tenants' metered vector storage per day, in the same scope as _rollups: a tenant's spend is its runs'
+    cost plus its storage, as its statement bills it. Read through the lifecycle app's selector."""
+    from apps.lifecycle.selectors import tenant_storage_meters
 
-    if tenant is not None:
-        return StorageMeter.objects.for_tenant(tenant)
-    if scope is None:
-        raise ValueError("Pass a scope or a tenant.")
-    return StorageMeter.objects.in_scope(scope).filter(tenant__isnull=False)
+    return tenant_storage_meters(scope=scope, tenant=tenant)
 
 
 def _add_rows(into: dict, rows, key: Callable[[dict], object], value: str = "cost_usd") -> dict:
@@ -92,12 +88,16 @@ def _add_rows(into: dict, rows, key: Callable[[dict], object], value: str = "cos
     return into
 
 
-def tenant_month_spend(*, tenant, month: dt.date) -> Decimal:
-    """A tenant's spend in one month: its runs' cost and its metered vector storage (what budgets count)."""
-    window = {"day__gte": month_start(month), "day__lt": next_month(month)}
-    runs = _rollups(tenant=tenant).filter(**window).aggregate(total=_sum_money("cost_total_usd"))["total"]
-    storage = _storage_meters(tenant=tenant).filter(**window).aggregate(total=_sum_money("cost_usd"))["total"]
-    return runs + storage
+def month_spend_by_tenant(*, tenant_ids: Sequence[int], month: dt.date) -> dict[int, Decimal]:
+    """Each tenant's spend in one month (runs' cost and metered vector storage): what budgets count. Two
+    grouped queries, whatever the number of tenants."""
+    window = {"tenant_id__in": list(tenant_ids), "day__gte": month_start(month), "day__lt": next_month(month)}
+    spend = dict.fromkeys(tenant_ids, ZERO)
+    scope = TenantScope.of(tenant_ids)
+    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
+        _add_rows(spend, rows.filter(**window).values("tenant_id").order_by().annotate(cost_usd=_sum_money(amount)),
+                  key=lambda row: row["tenant_id"])
+    return spend
 
 
 # --- spend over months ---------------------------------------------------------------------------
@@ -128,7 +128,8 @@ _MIN_ELAPSED_TODAY = Decimal(1) / 24
 def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.date,
                   now: dt.datetime | None = None) -> SpendSummary:
     """Spend (runs and metered vector storage) this month to date, last month (whole and to the same point),
-    and a straight-line projection of this month from the time elapsed so far. With `now`, today counts as the part of it that has passed: the
+    and a straight-line projection of this month from the time elapsed so far (storage: from the days metered
+    so far, see below). With `now`, today counts as the part of it that has passed: the
     comparison takes last month's earlier days and that share of its same day (the rollups are daily, so
     that share is pro rata), and the projection divides by the fractional days elapsed. Without `now`,
     today counts as a whole day. Otherwise, at 01:00 UTC a month running exactly like the last one read
@@ -140,20 +141,32 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
     if now is not None:
         seconds = Decimal(int((now - day_start(today)).total_seconds()))
         today_share = min(Decimal(1), max(Decimal(0), seconds / 86400))
-    def sums(rows: QuerySet, amount: str) -> dict:
-        return rows.filter(day__gte=last_start, day__lte=today).aggregate(
-            month_to_date=_sum_money(amount, filter=Q(day__gte=this_start)),
-            last_month=_sum_money(amount, filter=Q(day__lt=this_start)),
-            before_same_day=_sum_money(amount, filter=Q(day__lt=min(same_day, this_start))),
-            same_day=_sum_money(amount, filter=Q(day=same_day) & Q(day__lt=this_start)),
-        )
-
-    runs = sums(_rollups(scope=scope, tenant=tenant), "cost_total_usd")
-    storage = sums(_storage_meters(scope=scope, tenant=tenant), "cost_usd")
-    totals = {name: runs[name] + storage[name] for name in runs}
-    same_point = totals["before_same_day"] + totals["same_day"] * today_share
+    runs = _rollups(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
+        month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
+        last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
+        before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),
+        same_day=_sum_money("cost_total_usd", filter=Q(day=same_day) & Q(day__lt=this_start)),
+    )
     days_in_month = (next_month(today) - this_start).days
-    projected = totals["month_to_date"] / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
+    runs_same_point = runs["before_same_day"] + runs["same_day"] * today_share
+    runs_projected = runs["month_to_date"] / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
+    # Storage has its own clock: a day is metered whole, once, at its end (23:50 UTC), never part of a day. It is
+    # compared and projected by the days metered so far; counted like runs, pro rata of a day it has no row for
+    # yet, a month storing exactly like the last read -92% at noon on the 1st.
+    storage_rows = _storage_meters(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today)
+    metered_through = storage_rows.filter(day__gte=this_start).aggregate(last=Max("day"))["last"]
+    metered_days = (metered_through - this_start).days + 1 if metered_through else 0
+    last_month_point = last_start + dt.timedelta(days=metered_days)  # exclusive; past its end when it is shorter
+    storage = storage_rows.aggregate(
+        month_to_date=_sum_money("cost_usd", filter=Q(day__gte=this_start)),
+        last_month=_sum_money("cost_usd", filter=Q(day__lt=this_start)),
+        same_point=_sum_money("cost_usd", filter=Q(day__lt=min(last_month_point, this_start))),
+    )
+    storage_projected = storage["month_to_date"] / metered_days * days_in_month if metered_days else ZERO
+    totals = {"month_to_date": runs["month_to_date"] + storage["month_to_date"],
+              "last_month": runs["last_month"] + storage["last_month"]}
+    same_point = runs_same_point + storage["same_point"]
+    projected = runs_projected + storage_projected
     return SpendSummary(
         today=today,
         month_to_date_usd=totals["month_to_date"],

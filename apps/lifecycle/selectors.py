@@ -119,6 +119,17 @@ class StorageDay:
     saved_usd: Decimal
 
 
+def tenant_storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    """The tenants' daily storage meters (one row per tenant and metered UTC day: day, cost_usd, ...) in a
+    scope or of one tenant, for the ledger's spend figures. The unassigned stores' meter belongs to no tenant
+    and is left out (the orphans page shows it)."""
+    if tenant is not None:
+        return StorageMeter.objects.for_tenant(tenant)
+    if scope is None:
+        raise ValueError("Pass a scope or a tenant.")
+    return StorageMeter.objects.in_scope(scope).filter(tenant__isnull=False)
+
+
 def storage_by_day(*, scope: TenantScope, start: dt.date, end: dt.date, tenant=None) -> list[StorageDay]:
     """GB-days, cost and money saved per UTC day in [start, end), summed over the viewer's tenants (staff
     also count the unassigned stores)."""

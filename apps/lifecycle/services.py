@@ -1722,7 +1722,7 @@ FREE_GB_RULE = ("OpenAI's free GB applies once to the organisation's total; each
                 "stores) bears the day's cost and the free GB in proportion to its bytes.")
 
 
-def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMeter]:
+def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: bool = True) -> list[StorageMeter]:
     """Meter vector storage for one UTC day. With `snapshot`, each store that existed at some moment of the
     day is recorded at its latest known usage_bytes (run it at the end of the day, after a sync); then the day
     is rated from the snapshot. Re-metering a day replaces its rows.
@@ -1777,12 +1777,28 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True) -> list[StorageMet
                 price_version=rate.version if rate else "unpriced", rule=FREE_GB_RULE[:300],
             ))
         StorageMeter.objects.bulk_create(rows)
-    # Storage is part of a tenant's spend: the day's cost can take it past a budget threshold.
+    if check_budgets:
+        _storage_budgets_check(rows)
+    return rows
+
+
+def _storage_budgets_check(rows: list[StorageMeter]) -> None:
+    """Storage is part of a tenant's spend: metered days can take a tenant past a budget threshold. Only the
+    months the nightly meter can still be filling (this one, and the last while its end is caught up): a day
+    of a long-past month re-rated by hand would otherwise raise that month's alerts, critical included, when
+    its statement is long closed. A failure here is logged and leaves the meter as written: the next night's
+    meter checks the same months again."""
     from apps.alerts.services import alerts_for_budgets
 
-    alerts_for_budgets(months={row.tenant_id: {month_start(day)} for row in rows
-                               if row.tenant_id is not None and row.cost_usd > ZERO})
-    return rows
+    recent = month_start(timezone.now().date() - dt.timedelta(days=METER_CATCH_UP_DAYS))
+    months: dict[int, set[dt.date]] = {}
+    for row in rows:
+        if row.tenant_id is not None and row.cost_usd > ZERO and row.day >= recent:
+            months.setdefault(row.tenant_id, set()).add(month_start(row.day))
+    try:
+        alerts_for_budgets(months=months)
+    except Exception:  # noqa: BLE001 - the meter is written; alerts must not undo or stop it
+        logger.exception("storage meter: checking budgets failed; the next meter checks them again")
 
 
 # How far back the nightly meter fills in days nobody metered (worker or broker down): reconciliation
@@ -1805,8 +1821,9 @@ def storage_meter_scheduled(*, now: dt.datetime) -> list[StorageMeter]:
     for offset in range(METER_CATCH_UP_DAYS, 0, -1):
         day = scheduled - dt.timedelta(days=offset)
         if day not in metered:
-            rows.extend(storage_meter_day(day=day))
-    rows.extend(storage_meter_day(day=scheduled))
+            rows.extend(storage_meter_day(day=day, check_budgets=False))
+    rows.extend(storage_meter_day(day=scheduled, check_budgets=False))
+    _storage_budgets_check(rows)  # once for the whole catch-up
     return rows
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from . import objects
-from .pricing import token_line_costs
+from .pricing import token_line_costs, vector_storage_cost
 from .state import BillingEvent, SandboxState
 
 TENANT_NAMES = [
@@ -238,10 +238,14 @@ class _Generator:
             **self.counts,
         }
         served = self.served_by_tenant()
+        storage = self.storage_by_tenant_per_day()
         month_days = 30
         tenant_rows = []
         for tenant in tenants:
-            recent = served.get(tenant["slug"], Decimal(0)) * Decimal(month_days) / Decimal(max(1, config.days))
+            # A month of the tenant's spend as its statement bills it: tokens at their rate over the scenario's
+            # days, and a month of its vector storage today (storage is often most of it).
+            recent = (served.get(tenant["slug"], Decimal(0)) * Decimal(month_days) / Decimal(max(1, config.days))
+                      + storage.get(tenant["slug"], Decimal(0)) * month_days)
             budget = max(Decimal(10), (recent * Decimal(str(tenant["budget_factor"]))).quantize(Decimal("1")))
             tenant_rows.append({"slug": tenant["slug"], "name": tenant["name"], "monthly_budget_usd": f"{budget:.2f}",
                                 "features": tenant["features"], "end_users": tenant["users"]})
@@ -266,6 +270,20 @@ class _Generator:
                                      cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens)
             totals[slug] = totals.get(slug, Decimal(0)) + sum(costs.values())
         return totals
+
+    def storage_by_tenant_per_day(self) -> dict[str, Decimal]:
+        """A day of each tenant's live vector storage at today's price, its share of the organization's bill by
+        bytes (the free GB taken once, as the sandbox's Costs bill it), to size budgets."""
+        bytes_by_tenant: dict[str, int] = {}
+        for store in self.state.vector_stores.values():
+            slug = (store.get("metadata") or {}).get("tenant")
+            if slug and store.get("status") != "expired":
+                bytes_by_tenant[slug] = bytes_by_tenant.get(slug, 0) + int(store.get("usage_bytes") or 0)
+        total = sum(bytes_by_tenant.values())
+        if not total:
+            return {}
+        _billable, bill = vector_storage_cost(total, self.state.price_book.tool_price(self.today))
+        return {slug: bill * size / total for slug, size in bytes_by_tenant.items()}
 
     def _session(self, tenant: dict, kind: str, moment: float, sessions: dict) -> tuple[dict, bool]:
         """Reuse one of the tenant's recent sessions (a thread or conversation) or start a new one."""

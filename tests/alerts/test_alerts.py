@@ -157,9 +157,15 @@ def test_failed_webhook_is_retried_and_recorded_once_delivered(tenant, webhook_s
     assert len(hook.received) == delivered
 
 
+def _storage_store(tenant, gib: int) -> None:
+    from apps.lifecycle.services import resources_record
+
+    resources_record(tenant=tenant, obj=builders.vector_store(usage_bytes=gib * 1024**3,
+                                                             created_at=WHEN - dt.timedelta(days=40)))
+
+
 def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_its_crossing(tenant):
-    from apps.lifecycle.models import VectorStore
-    from apps.lifecycle.services import resources_record, storage_meter_day
+    from apps.lifecycle.services import storage_meter_day
 
     tenant.monthly_budget_usd = Decimal("10.00")
     tenant.save()
@@ -167,12 +173,55 @@ def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_it
                             output_tokens=0)
     ingest_events(events=[{"tenant": "acme", "object": obj}])  # $5.00 of runs: 50%
     assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50"]
-    store = builders.vector_store(usage_bytes=41 * 1024**3, created_at=WHEN - dt.timedelta(days=1))
-    resources_record(tenant=tenant, obj=store)
-    assert VectorStore.objects.for_tenant(tenant).count() == 1
+    _storage_store(tenant, 41)
 
-    storage_meter_day(day=WHEN.date())  # 41 GiB, 40 billable at $0.10: $4.00, so $9.00 in all: 90%
+    with time_machine.travel(WHEN + dt.timedelta(hours=15), tick=False):
+        storage_meter_day(day=WHEN.date())  # 41 GiB, 40 billable at $0.10: $4.00, so $9.00 in all: 90%
 
     assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)]
     crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80")
-    assert crossed.message == "Spend $9.00 of a $10.00 monthly budget."
+    assert (crossed.severity, crossed.message) == ("warning", "Spend $9.00 of a $10.00 monthly budget.")
+    with time_machine.travel(WHEN + dt.timedelta(days=1, hours=15), tick=False):
+        storage_meter_day(day=WHEN.date() + dt.timedelta(days=1))  # $13.00: 100%, critical
+        storage_meter_day(day=WHEN.date() + dt.timedelta(days=1))  # metered again: nothing new
+    assert Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100").severity == "critical"
+    assert len(_causes("budget")) == 3
+
+
+def test_re_rating_a_long_past_month_raises_no_budget_alert_for_it(tenant):
+    from apps.lifecycle.services import storage_meter_day
+
+    tenant.monthly_budget_usd = Decimal("1.00")
+    tenant.save()
+    _storage_store(tenant, 41)
+    with time_machine.travel(WHEN - dt.timedelta(days=20), tick=False):  # October 21: metered that night
+        storage_meter_day(day=(WHEN - dt.timedelta(days=20)).date())
+    assert len(_causes("budget")) == 3  # October's three thresholds, when it was the current month
+    Alert.objects.unscoped().all().delete()
+    with time_machine.travel(WHEN + dt.timedelta(days=40), tick=False):  # December: re-rated by hand
+        storage_meter_day(day=(WHEN - dt.timedelta(days=20)).date(), snapshot=False)
+    assert _causes("budget") == []
+
+
+def test_a_budget_check_that_fails_leaves_the_meter_written_and_the_nightly_catch_up_going(tenant, monkeypatch, caplog):
+    from apps.alerts import services as alert_services
+    from apps.lifecycle.models import StorageMeter
+    from apps.lifecycle.services import storage_meter_scheduled
+
+    tenant.monthly_budget_usd = Decimal("1.00")
+    tenant.save()
+    _storage_store(tenant, 41)
+    calls = []
+
+    def broken(*, months):
+        calls.append(months)
+        raise RuntimeError("alerts table locked")
+
+    monkeypatch.setattr(alert_services, "alerts_for_budgets", broken)
+    with time_machine.travel(WHEN.replace(hour=23, minute=50), tick=False):
+        storage_meter_scheduled(now=WHEN.replace(hour=23, minute=50))
+    # The whole catch-up is metered (7 days before and the day itself), and budgets were checked once for it.
+    days = set(StorageMeter.objects.for_tenant(tenant).values_list("day", flat=True))
+    assert days == {WHEN.date() - dt.timedelta(days=offset) for offset in range(8)}
+    assert calls == [{tenant.pk: {dt.date(2026, 11, 1)}}]
+    assert "checking budgets failed" in caplog.text

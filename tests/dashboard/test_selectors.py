@@ -257,6 +257,9 @@ def test_spend_adds_each_tenants_metered_vector_storage_to_its_runs(tenant, othe
 
     by_tenant = selectors.cost_by_day_by_tenant(scope=everyone, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 4))
     assert by_tenant.series == {"globex": [Decimal("40.00"), Decimal("0")], "acme": [Decimal("1.25"), Decimal("0.50")]}
+    assert list(by_tenant.series) == ["globex", "acme"]  # ranked by spend: storage makes globex the costlier
+    top_one = selectors.cost_by_day_by_tenant(scope=everyone, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 4), top=1)
+    assert list(top_one.series) == ["globex", selectors.OTHERS_LABEL]  # on runs alone acme would lead
     trends = selectors.daily_cost_for_tenants(scope=everyone, tenant_ids=[tenant.pk], start=dt.date(2026, 11, 3),
                                               end=dt.date(2026, 11, 4))
     assert trends == {tenant.pk: [Decimal("1.25"), Decimal("0.50")]}
@@ -271,3 +274,20 @@ def test_a_tenants_scope_never_adds_another_tenants_storage(tenant, other_tenant
     assert selectors.spend_summary(scope=mine, today=TODAY).month_to_date_usd == Decimal("0")
     assert selectors.month_to_date_by_tenant(scope=mine, today=TODAY) == {}
     assert selectors.cost_by_day_by_tenant(scope=mine, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 3)).series == {}
+
+
+def test_storage_is_compared_and_projected_by_the_days_metered_so_far(tenant):
+    # Storage is metered once a day, at its end. A month storing exactly like the last ($24 a day), at noon on
+    # the 2nd with the 1st metered: counted pro rata like runs, it read -50% and projected $360.
+    for day in (dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 11, 1)):
+        _storage(tenant, day, "24")
+    noon = dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC)
+    summary = selectors.spend_summary(tenant=tenant, today=noon.date(), now=noon)
+    assert summary.month_to_date_usd == Decimal("24") == summary.last_month_same_point_usd
+    assert summary.change_vs_same_point == 0
+    assert summary.projected_month_end_usd == Decimal("720")  # $24 a metered day for 30 days
+    # Nothing metered yet this month: no storage to compare or project (runs still count as they come).
+    first = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    early = selectors.spend_summary(tenant=tenant, today=first.date(), now=first)
+    assert (early.month_to_date_usd, early.last_month_same_point_usd, early.projected_month_end_usd) == (0, 0, 0)
+    assert early.last_month_usd == Decimal("24")

@@ -122,3 +122,23 @@ def test_assistants_traffic_fades_out_before_the_sunset_and_stops_on_it():
 def test_a_scenario_entirely_after_the_sunset_has_no_assistants_runs():
     export = _export(6, tenants=2, days=20)
     assert export["runs"] == [] and export["responses"]
+
+
+def test_budgets_are_sized_from_a_month_of_tokens_and_vector_storage():
+    # Storage is often most of a tenant's bill; sized from tokens alone, storage-heavy tenants started the demo
+    # at several times their budget.
+    from decimal import Decimal
+
+    sandbox = Sandbox(clock=SandboxClock(frozen_at=FROZEN))
+    sandbox.load_demo(seed=1)  # the demo `make run` seeds: storage is most of several tenants' bills
+    gib = {}
+    for store in sandbox.state.vector_stores.values():
+        slug = (store.get("metadata") or {}).get("tenant")
+        if slug and store["status"] != "expired":
+            gib[slug] = gib.get(slug, 0) + Decimal(store["usage_bytes"]) / 1024**3
+    billable = sum(gib.values()) - 1  # the organization's free GB, once
+    assert billable > 0
+    for row in sandbox.export()["tenants"]:
+        # A month of its share of the storage bill at $0.10 a GiB-day, times a budget factor of at least 0.7.
+        storage_month = billable * gib.get(row["slug"], 0) / sum(gib.values()) * Decimal("0.10") * 30
+        assert Decimal(row["monthly_budget_usd"]) >= (storage_month * Decimal("0.7")).quantize(Decimal("1")) - 1, row

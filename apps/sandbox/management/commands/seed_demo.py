@@ -17,10 +17,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Sum
 from tqdm import tqdm
 
-from apps.ledger.models import DailyRollup
+from apps.alerts.services import alerts_for_budgets
+from apps.core.timeutils import month_start
+from apps.ledger.selectors import daily_cost_for_tenants
 from apps.lifecycle.models import Sweep
 from apps.lifecycle.services import inventory_sync, sweep_create, sweep_run_to_completion
 from apps.reconciliation.services import reconciliation_reconcile
@@ -34,6 +35,7 @@ from apps.sandbox.demo import (
     storage_meter_range,
 )
 from apps.tenants.models import Membership
+from apps.tenants.scoping import TenantScope
 from apps.tenants.services import membership_set
 
 # Days the seed reconciles, ending yesterday: the daily job's window (yesterday and the 7 days before) and
@@ -98,13 +100,14 @@ class Command(BaseCommand):
         say(f"ingest: {totals.as_dict()} in {time.monotonic() - started:.1f}s")
         marked = export_deletions_record(export)
 
-        self._set_budgets(tenants, today=export_today(export))
         inventory = inventory_sync()
         say(f"inventory sync: {inventory}" + (f"; {marked} vector stores deleted at OpenAI recorded" if marked else ""))
         today = export_today(export)
         first_day = export_first_day(export)
         metered = storage_meter_range(first_day=first_day, last_day=today)
         say(f"metered vector storage for {metered} days ({first_day.isoformat()} to {today.isoformat()})")
+        # After metering: a tenant's spend, and so its budget, includes its vector storage.
+        self._set_budgets(tenants, today=today)
         yesterday = today - dt.timedelta(days=1)
         days = max(1, min(RECONCILED_DAYS, (yesterday - first_day).days + 1))
         outcomes = reconciliation_reconcile(end_day=yesterday, days=days, trigger="seed_demo")
@@ -124,15 +127,15 @@ class Command(BaseCommand):
         say(self.style.SUCCESS(f"demo ready: {len(tenants)} tenants"))
 
     def _set_budgets(self, tenants, *, today: dt.date) -> None:
-        """Budgets scaled from each tenant's own last 30 days, so some run close to or over budget."""
-        since = today - dt.timedelta(days=30)
+        """Budgets scaled from each tenant's own last 30 days of spend (runs and vector storage), so some run
+        close to or over budget; then this month's budget alerts, as ingest and the meter raise them."""
+        since = today - dt.timedelta(days=29)
         for tenant, spec in tenants:
             if tenant.monthly_budget_usd is not None:
                 continue
-            spent = (
-                DailyRollup.objects.for_tenant(tenant).filter(day__gte=since).aggregate(total=Sum("cost_total_usd"))["total"]
-                or Decimal("0")
-            )
+            spent = sum(daily_cost_for_tenants(scope=TenantScope.of([tenant]), tenant_ids=[tenant.pk], start=since,
+                                               end=today)[tenant.pk], Decimal("0"))
             budget = (spent * Decimal(str(spec.get("budget_factor", 1.5)))).quantize(Decimal("1"), ROUND_HALF_UP)
             tenant.monthly_budget_usd = max(budget, Decimal("10"))
             tenant.save(update_fields=["monthly_budget_usd"])
+        alerts_for_budgets(months={tenant.pk: {month_start(today)} for tenant, _spec in tenants})
