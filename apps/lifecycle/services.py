@@ -766,9 +766,13 @@ def _thread_candidates(sweep: Sweep) -> QuerySet | None:
 
 
 def _confirmed_candidates(sweep: Sweep) -> QuerySet:
-    """A confirmation's items: its preview's "would delete" list, copied as the preview planned it."""
+    """A confirmation's items: its preview's "would delete" list, copied as the preview planned it, and the
+    items the preview found already gone at OpenAI: the real sweep records those gone in the ledger (a dry run
+    writes nothing), or the threads OpenAI already deleted stayed "overdue" on the tenant page after the
+    confirmed sweep."""
     return (
-        SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id, outcome=Outcome.WOULD_DELETE)
+        SweepItem.objects.unscoped().filter(sweep_id=sweep.preview_of_id,
+                                            outcome__in=[Outcome.WOULD_DELETE, Outcome.ALREADY_GONE])
         .annotate(
             item_tenant_id=F("tenant_id"), item_resource_type=F("resource_type"), item_openai_id=F("openai_id"),
             item_openai_project=F("openai_project"), item_rule=F("rule"),

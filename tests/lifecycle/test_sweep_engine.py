@@ -97,6 +97,26 @@ def test_dry_run_deletes_nothing_and_its_confirmation_deletes_exactly_its_list(p
     assert set(provider.deletes) == listed == {f"thread_{i}" for i in range(5)}
 
 
+def test_a_confirmation_records_in_the_ledger_the_threads_its_preview_found_already_gone(policies, provider):
+    # A dry run writes nothing to the ledger; confirmed, only its "would delete" list used to be swept, so a
+    # thread OpenAI had already deleted stayed "overdue" on the tenant page until some later full sweep.
+    tenant, _ = policies
+    _thread(tenant, "thread_live", days_idle=40, provider=provider)
+    _thread(tenant, "thread_gone", days_idle=40, provider=provider)
+    del provider.threads["thread_gone"]  # deleted at OpenAI by the application (or the Assistants sunset)
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    outcomes = dict(SweepItem.objects.unscoped().filter(sweep=preview).values_list("openai_id", "outcome"))
+    assert outcomes == {"thread_live": Outcome.WOULD_DELETE, "thread_gone": Outcome.ALREADY_GONE}
+    assert Thread.objects.for_tenant(tenant).get(openai_id="thread_gone").status == "active"
+
+    _run(services.sweep_create(kind="threads", preview_of=preview), provider)
+
+    assert provider.deletes == ["thread_live"]  # still only what the preview listed for deletion
+    assert set(Thread.objects.for_tenant(tenant).filter(status="deleted").values_list("openai_id", flat=True)) == {
+        "thread_live", "thread_gone"}
+
+
 def test_thread_used_during_the_sweep_survives_the_recheck(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_revived", days_idle=45, provider=provider)
