@@ -134,3 +134,7 @@ class TenantPolicyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if not staff:
             del self.fields["markup_percent"]
+        # The model's validators hold the bounds; the browser's number inputs should say the same (a positive
+        # integer field's own min is 0, which the server then refuses).
+        for name in ("thread_retention_days", "vector_store_idle_days"):
+            self.fields[name].widget.attrs["min"] = 1

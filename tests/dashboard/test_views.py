@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal
 
 import pytest
@@ -232,8 +233,14 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
 
 def test_tenant_admin_changes_policy_and_the_change_is_audited(client, tenant_admin_user, tenant):
     client.force_login(tenant_admin_user)
-    form = client.get("/tenants/acme/").context["policy_form"]
+    page = client.get("/tenants/acme/")
+    form = page.context["policy_form"]
     assert "markup_percent" not in form.fields  # a commercial term: staff only
+    # The inputs say what the server accepts, and each help text is the one its input's aria-describedby names.
+    html = page.content.decode()
+    for name in ("thread_retention_days", "vector_store_idle_days"):
+        assert 'min="1"' in re.search(rf'<input[^>]*name="{name}"[^>]*>', html).group(0)
+    assert 'aria-describedby="id_monthly_budget_usd_helptext"' in html and 'id="id_monthly_budget_usd_helptext"' in html
     response = client.post("/tenants/acme/settings/", {
         "monthly_budget_usd": "250.00", "high_cost_run_usd": "0.25", "thread_retention_days": "30",
         "vector_store_idle_days": "14", "archive_before_delete": "on", "markup_percent": "99",
