@@ -302,8 +302,10 @@ def alerts_for_budgets(*, months: dict[int, set[dt.date]]) -> list[int]:
 
 
 def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
-    from apps.ledger.selectors import month_spend_by_tenant
+    from apps.core.timeutils import next_month
+    from apps.ledger.selectors import spend_by_tenant
     from apps.tenants.models import Tenant
+    from apps.tenants.scoping import TenantScope
 
     if not months:
         return []
@@ -318,9 +320,9 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
     specs = []
     for month in sorted(tenants_by_month):
         # Runs and metered vector storage, two grouped queries a month whatever the number of tenants.
-        spend = month_spend_by_tenant(tenant_ids=sorted(tenants_by_month[month]), month=month)
+        spend = spend_by_tenant(scope=TenantScope.of(tenants_by_month[month]), start=month, end=next_month(month))
         for tenant_id in sorted(tenants_by_month[month]):
-            tenant, spent = budgets[tenant_id], spend[tenant_id]
+            tenant, spent = budgets[tenant_id], spend.get(tenant_id, ZERO)
             for percent in BUDGET_THRESHOLDS:
                 if spent >= tenant.monthly_budget_usd * percent / 100:
                     specs.append(AlertSpec(

@@ -168,7 +168,7 @@ def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
         "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
                           xaxis={"type": "category"},
                           yaxis={"type": "log", "rangemode": "normal",
-                                 **log_axis_ticks([count for count in histogram.counts if count >= 1], label=_count_tick)},
+                                 **log_axis_ticks(histogram.counts, label=_count_tick)},
                           bargap=0.08),
     }
 

@@ -82,21 +82,26 @@ def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySe
     return tenant_storage_meters(scope=scope, tenant=tenant)
 
 
+def _spend_sources(*, scope: TenantScope | None = None, tenant=None) -> tuple[tuple[QuerySet, str], ...]:
+    """What a tenant's spend adds up, as (rows, amount column): its runs' cost from the daily rollups and its
+    metered vector storage. Both have a tenant and a day, so every spend read filters and groups them alike."""
+    return ((_rollups(scope=scope, tenant=tenant), "cost_total_usd"),
+            (_storage_meters(scope=scope, tenant=tenant), "cost_usd"))
+
+
 def _add_rows(into: dict, rows, key: Callable[[dict], object], value: str = "cost_usd") -> dict:
     for row in rows:
         into[key(row)] = into.get(key(row), ZERO) + row[value]
     return into
 
 
-def month_spend_by_tenant(*, tenant_ids: Sequence[int], month: dt.date) -> dict[int, Decimal]:
-    """Each tenant's spend in one month (runs' cost and metered vector storage): what budgets count. Two
-    grouped queries, whatever the number of tenants."""
-    window = {"tenant_id__in": list(tenant_ids), "day__gte": month_start(month), "day__lt": next_month(month)}
-    spend = dict.fromkeys(tenant_ids, ZERO)
-    scope = TenantScope.of(tenant_ids)
-    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
-        _add_rows(spend, rows.filter(**window).values("tenant_id").order_by().annotate(cost_usd=_sum_money(amount)),
-                  key=lambda row: row["tenant_id"])
+def spend_by_tenant(*, scope: TenantScope, start: dt.date, end: dt.date) -> dict[int, Decimal]:
+    """Each tenant's spend (runs' cost and metered vector storage) over the UTC days [start, end): what budgets
+    count. Tenants with none are absent. Two grouped queries, whatever the number of tenants."""
+    spend: dict[int, Decimal] = {}
+    for rows, amount in _spend_sources(scope=scope):
+        _add_rows(spend, rows.filter(day__gte=start, day__lt=end).values("tenant_id").order_by()
+                  .annotate(cost_usd=_sum_money(amount)), key=lambda row: row["tenant_id"])
     return spend
 
 
@@ -210,8 +215,7 @@ def cost_by_day_by_tenant(
     """Spend per day (runs and metered vector storage, start..end inclusive) for the `top` tenants by spend in
     the period; the rest summed as "others". Series are keyed by tenant slug and ordered by spend, largest
     first."""
-    sources = ((_rollups(scope=scope).filter(day__gte=start, day__lte=end), "cost_total_usd"),
-               (_storage_meters(scope=scope).filter(day__gte=start, day__lte=end), "cost_usd"))
+    sources = [(rows.filter(day__gte=start, day__lte=end), amount) for rows, amount in _spend_sources(scope=scope)]
     spend: dict[tuple[int, str], Decimal] = {}
     for rows, amount in sources:
         _add_rows(spend, rows.values("tenant_id", "tenant__slug").order_by().annotate(cost_usd=_sum_money(amount)),
@@ -320,15 +324,6 @@ def models_and_features(*, scope: TenantScope, start: dt.date, end: dt.date) -> 
 # --- tenants ----------------------------------------------------------------------------------------
 
 
-def month_to_date_by_tenant(*, scope: TenantScope, today: dt.date) -> dict[int, Decimal]:
-    """Each tenant's spend this month to date: its runs' cost and its metered vector storage."""
-    spend: dict[int, Decimal] = {}
-    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
-        _add_rows(spend, rows.filter(day__gte=month_start(today), day__lte=today).values("tenant_id").order_by()
-                  .annotate(cost_usd=_sum_money(amount)), key=lambda row: row["tenant_id"])
-    return spend
-
-
 def tenants_with_spend(tenants: QuerySet, *, scope: TenantScope, today: dt.date) -> QuerySet:
     """Annotate a Tenant queryset with month_to_date_usd and budget_used_percent (NULL without a budget),
     as subqueries so the list can be sorted and paginated in the database."""
@@ -337,10 +332,10 @@ def tenants_with_spend(tenants: QuerySet, *, scope: TenantScope, today: dt.date)
                   .order_by().values("tenant_id").annotate(cost_usd=Sum(amount)).values("cost_usd"))
         return Coalesce(Subquery(summed, output_field=_MONEY), _zero_money())
 
-    # Runs and metered vector storage, as month_to_date_by_tenant adds them.
+    # Runs and metered vector storage, as spend_by_tenant adds them.
+    (runs, runs_amount), (storage, storage_amount) = _spend_sources(scope=scope)
     annotated = tenants.annotate(month_to_date_usd=ExpressionWrapper(
-        month_to_date(_rollups(scope=scope), "cost_total_usd") + month_to_date(_storage_meters(scope=scope), "cost_usd"),
-        output_field=_MONEY))
+        month_to_date(runs, runs_amount) + month_to_date(storage, storage_amount), output_field=_MONEY))
     return annotated.annotate(
         budget_used_percent=Case(
             When(monthly_budget_usd__gt=0, then=ExpressionWrapper(
@@ -355,7 +350,7 @@ def daily_cost_for_tenants(*, scope: TenantScope, tenant_ids, start: dt.date, en
     of a trend sparkline."""
     days = _days(start, end)
     values: dict[tuple[int, dt.date], Decimal] = {}
-    for rows, amount in ((_rollups(scope=scope), "cost_total_usd"), (_storage_meters(scope=scope), "cost_usd")):
+    for rows, amount in _spend_sources(scope=scope):
         _add_rows(values, rows.filter(tenant_id__in=list(tenant_ids), day__gte=start, day__lte=end)
                   .values("tenant_id", "day").order_by().annotate(cost_usd=_sum_money(amount)),
                   key=lambda row: (row["tenant_id"], row["day"]))

@@ -61,16 +61,22 @@ def _in_range(day: dt.date, start: dt.date, end: dt.date) -> bool:
     return start <= day < end
 
 
-def _project_results(pages, start: dt.date, end: dt.date, project_id: str):
-    """(day, result) for every result of this project in a bucket inside [start, end): an admin key sees the
-    whole organization, and a page may hold buckets outside the asked range."""
+def _results(pages, start: dt.date, end: dt.date):
+    """(day, result) for every result in a bucket inside [start, end): a page may hold buckets outside the
+    asked range."""
     for bucket in _buckets(pages):
         day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            if _project(result, project_id) == project_id:
+        if _in_range(day, start, end):
+            for result in _field(bucket, "results", []) or []:
                 yield day, result
+
+
+def _project_results(pages, start: dt.date, end: dt.date, project_id: str):
+    """(day, result) for every result of this project in [start, end): an admin key sees the whole
+    organization."""
+    for day, result in _results(pages, start, end):
+        if _project(result, project_id) == project_id:
+            yield day, result
 
 
 def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: str, progress=None) -> Observations:
@@ -118,15 +124,12 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
     # Every project's, not only this one's: OpenAI's free GB is taken to be the organization's (docs/lifecycle.md),
     # so stores in projects RunLedger cannot list change this project's share of the bill (a day note says so).
     say("fetching vector-store usage")
-    for bucket in _buckets(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
-                                                        bucket_width="1d", page_limit=USAGE_PAGE_DAYS)):
-        day = _bucket_day(bucket)
-        if not _in_range(day, start, end):
-            continue
-        for result in _field(bucket, "results", []) or []:
-            by_project = observations.storage_bytes_by_project.setdefault(day, {})
-            owner = _project(result, project_id)
-            by_project[owner] = by_project.get(owner, 0) + int(_field(result, "usage_bytes", 0) or 0)
+    for day, result in _results(provider.usage_vector_stores(start_time, end_time, group_by=["project_id"],
+                                                             bucket_width="1d", page_limit=USAGE_PAGE_DAYS),
+                                start, end):
+        by_project = observations.storage_bytes_by_project.setdefault(day, {})
+        owner = _project(result, project_id)
+        by_project[owner] = by_project.get(owner, 0) + int(_field(result, "usage_bytes", 0) or 0)
     observations.storage_bytes = {day: by_project[project_id]
                                   for day, by_project in observations.storage_bytes_by_project.items()
                                   if project_id in by_project}

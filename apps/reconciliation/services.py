@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.services import audit_record
+from apps.pricing.rating import bytes_to_gb
 
 from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals, unattributed_explanation
 from .models import ReconciliationLine, ReconciliationRun
@@ -250,7 +251,7 @@ def _mark_abandoned(*, project_id: str, now: dt.datetime) -> None:
 def _storage_text(usage_bytes: int) -> str:
     """Bytes as people read them, with the exact count beside: "60.80 GiB (65,282,036,896 bytes)". GiB, as
     OpenAI meters vector storage."""
-    return f"{usage_bytes / 1024**3:,.2f} GiB ({usage_bytes:,} bytes)"
+    return f"{bytes_to_gb(usage_bytes):,.2f} GiB ({usage_bytes:,} bytes)"
 
 
 def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:

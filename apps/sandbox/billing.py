@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
-from .pricing import EXACT, token_line_costs, vector_storage_cost
+from .pricing import EXACT, token_line_costs, vector_storage_shares
 from .state import SandboxError, SandboxState, bad_request
 
 BUCKET_SECONDS = {"1m": 60, "1h": 3600, "1d": 86400}
@@ -167,14 +167,8 @@ def _storage_costs(state: SandboxState, bucket: int, tools, project_ids: list[st
     (the price list's "first GB free"; OpenAI does not say how its Costs API splits it between projects):
     the organization's bill is split across its projects in proportion to their bytes, whichever projects
     the request asks about."""
-    by_project = _storage_bytes(state, bucket, bucket + 86400, [])
-    total_bytes = sum(by_project.values())
-    if not total_bytes:
-        return {}
-    billable, amount = vector_storage_cost(total_bytes, tools)
-    return {project_id: (EXACT.divide(EXACT.multiply(billable, size), total_bytes),
-                         EXACT.divide(EXACT.multiply(amount, size), total_bytes))
-            for project_id, size in by_project.items() if not project_ids or project_id in project_ids}
+    shares = vector_storage_shares(_storage_bytes(state, bucket, bucket + 86400, []), tools)
+    return {project_id: share for project_id, share in shares.items() if not project_ids or project_id in project_ids}
 
 
 def apply_drift(atoms: dict[tuple, list], drift_rules, day: dt.date, project_ids: list[str]) -> None:

@@ -105,6 +105,19 @@ def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int
     }
 
 
+def vector_storage_shares(bytes_by_key: dict, tool: ToolPrice) -> dict:
+    """The organization's vector storage for one day, split by bytes: key → (billable GB, cost), each its
+    share of vector_storage_cost of the total (the free GB taken once, for the organization). Keys are projects
+    for the Costs API, tenants for sizing budgets."""
+    total_bytes = sum(bytes_by_key.values())
+    if not total_bytes:
+        return {}
+    billable, amount = vector_storage_cost(total_bytes, tool)
+    return {key: (EXACT.divide(EXACT.multiply(billable, size), total_bytes),
+                  EXACT.divide(EXACT.multiply(amount, size), total_bytes))
+            for key, size in bytes_by_key.items()}
+
+
 def vector_storage_cost(total_bytes: int, tool: ToolPrice) -> tuple[Decimal, Decimal]:
     """(billable GB, cost) for one organization-day: max(0, GB − free GB) × $/GB-day, GB = bytes / 2^30."""
     gigabytes = EXACT.divide(Decimal(total_bytes), BYTES_PER_GB)

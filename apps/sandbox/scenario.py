@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from . import objects
-from .pricing import token_line_costs, vector_storage_cost
+from .pricing import token_line_costs, vector_storage_shares
 from .state import BillingEvent, SandboxState
 
 TENANT_NAMES = [
@@ -279,11 +279,8 @@ class _Generator:
             slug = (store.get("metadata") or {}).get("tenant")
             if slug and store.get("status") != "expired":
                 bytes_by_tenant[slug] = bytes_by_tenant.get(slug, 0) + int(store.get("usage_bytes") or 0)
-        total = sum(bytes_by_tenant.values())
-        if not total:
-            return {}
-        _billable, bill = vector_storage_cost(total, self.state.price_book.tool_price(self.today))
-        return {slug: bill * size / total for slug, size in bytes_by_tenant.items()}
+        shares = vector_storage_shares(bytes_by_tenant, self.state.price_book.tool_price(self.today))
+        return {slug: amount for slug, (_billable, amount) in shares.items()}
 
     def _session(self, tenant: dict, kind: str, moment: float, sessions: dict) -> tuple[dict, bool]:
         """Reuse one of the tenant's recent sessions (a thread or conversation) or start a new one."""

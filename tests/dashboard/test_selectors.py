@@ -250,7 +250,8 @@ def test_spend_adds_each_tenants_metered_vector_storage_to_its_runs(tenant, othe
     assert selectors.spend_summary(scope=everyone, today=TODAY).month_to_date_usd == Decimal("41.75")
     assert selectors.spend_summary(scope=TenantScope.of([tenant]), today=TODAY).month_to_date_usd == Decimal("1.75")
 
-    assert selectors.month_to_date_by_tenant(scope=everyone, today=TODAY) == {
+    month_to_date = {"start": dt.date(2026, 11, 1), "end": TODAY + dt.timedelta(days=1)}
+    assert selectors.spend_by_tenant(scope=everyone, **month_to_date) == {
         tenant.pk: Decimal("1.75"), other_tenant.pk: Decimal("40.00")}
     listed = selectors.tenants_with_spend(Tenant.objects.all(), scope=everyone, today=TODAY).order_by("-month_to_date_usd")
     assert [(t.slug, t.month_to_date_usd) for t in listed] == [("globex", Decimal("40.00")), ("acme", Decimal("1.75"))]
@@ -272,7 +273,7 @@ def test_a_tenants_scope_never_adds_another_tenants_storage(tenant, other_tenant
     _storage(other_tenant, dt.date(2026, 11, 3), "40.00")
     mine = TenantScope.of([tenant])
     assert selectors.spend_summary(scope=mine, today=TODAY).month_to_date_usd == Decimal("0")
-    assert selectors.month_to_date_by_tenant(scope=mine, today=TODAY) == {}
+    assert selectors.spend_by_tenant(scope=mine, start=dt.date(2026, 11, 1), end=TODAY + dt.timedelta(days=1)) == {}
     assert selectors.cost_by_day_by_tenant(scope=mine, start=dt.date(2026, 11, 3), end=dt.date(2026, 11, 3)).series == {}
 
 

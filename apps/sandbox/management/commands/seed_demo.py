@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from apps.alerts.services import alerts_for_budgets
 from apps.core.timeutils import month_start
-from apps.ledger.selectors import daily_cost_for_tenants
+from apps.ledger.selectors import spend_by_tenant
 from apps.lifecycle.models import Sweep
 from apps.lifecycle.services import inventory_sync, sweep_create, sweep_run_to_completion
 from apps.reconciliation.services import reconciliation_reconcile
@@ -129,12 +129,12 @@ class Command(BaseCommand):
     def _set_budgets(self, tenants, *, today: dt.date) -> None:
         """Budgets scaled from each tenant's own last 30 days of spend (runs and vector storage), so some run
         close to or over budget; then this month's budget alerts, as ingest and the meter raise them."""
-        since = today - dt.timedelta(days=29)
+        spend = spend_by_tenant(scope=TenantScope.of([tenant for tenant, _spec in tenants]),
+                                start=today - dt.timedelta(days=29), end=today + dt.timedelta(days=1))
         for tenant, spec in tenants:
             if tenant.monthly_budget_usd is not None:
                 continue
-            spent = sum(daily_cost_for_tenants(scope=TenantScope.of([tenant]), tenant_ids=[tenant.pk], start=since,
-                                               end=today)[tenant.pk], Decimal("0"))
+            spent = spend.get(tenant.pk, Decimal("0"))
             budget = (spent * Decimal(str(spec.get("budget_factor", 1.5)))).quantize(Decimal("1"), ROUND_HALF_UP)
             tenant.monthly_budget_usd = max(budget, Decimal("10"))
             tenant.save(update_fields=["monthly_budget_usd"])
