@@ -84,6 +84,11 @@ class OverviewView(LifecycleView):
     page_title = "Lifecycle"
     export_basename = "lifecycle"
 
+    @property
+    def storage_window(self) -> dict[str, dt.date]:
+        """The last STORAGE_DAYS UTC days, today included (start inclusive, end exclusive)."""
+        return {"start": self.today - dt.timedelta(days=STORAGE_DAYS - 1), "end": self.today + dt.timedelta(days=1)}
+
     def get_tables(self):
         tables = {
             "upcoming": Table(
@@ -95,8 +100,7 @@ class OverviewView(LifecycleView):
             "sweeps": _sweeps_table(selectors.sweeps_visible(scope=self.scope)),
             "storage_by_tenant": Table(
                 name="storage_by_tenant", title=f"Vector storage, last {STORAGE_DAYS} days",
-                rows=selectors.storage_by_tenant(scope=self.scope, start=self.today - dt.timedelta(days=STORAGE_DAYS),
-                                                 end=self.today + dt.timedelta(days=1)),
+                rows=selectors.storage_by_tenant(scope=self.scope, **self.storage_window),
                 columns=[
                     Column("tenant__slug", "Tenant", value=lambda r: r["tenant__slug"] or "unassigned"),
                     Column("gb_days", "GB-days", "number"),
@@ -112,8 +116,7 @@ class OverviewView(LifecycleView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        start = self.today - dt.timedelta(days=STORAGE_DAYS)
-        days = selectors.storage_by_day(scope=self.scope, start=start, end=self.today + dt.timedelta(days=1))
+        days = selectors.storage_by_day(scope=self.scope, **self.storage_window)
         orphans = selectors.orphans(scope=self.scope, on_date=self.today)
         context.update(
             tables=self.render_tables(),

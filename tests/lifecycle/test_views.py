@@ -224,3 +224,22 @@ def test_the_storage_by_tenant_table_is_paginated(staff_user, db):
     assert first.page_rows[0]["tenant__slug"] == "store-24"  # costliest first
     second = client.get("/lifecycle/?storage_page=2").context["tables"]["storage_by_tenant"]
     assert [row["tenant__slug"] for row in second.page_rows] == [f"store-{i:02d}" for i in range(4, -1, -1)]
+
+
+def test_the_storage_window_is_the_last_30_days_today_included(staff_user, db):
+    # It read from 30 days before today to today: 31 days under a "last 30 days" title.
+    from decimal import Decimal
+
+    from apps.lifecycle.models import StorageMeter
+    from apps.tenants.models import Tenant
+
+    today = dt.datetime.now(dt.UTC).date()
+    owner = Tenant.objects.create(slug="stored", name="Stored")
+    for days_ago, cost in ((0, "1.00"), (29, "2.00"), (30, "40.00")):
+        StorageMeter.objects.create(tenant=owner, day=today - dt.timedelta(days=days_ago), usage_bytes=1,
+                                    cost_usd=Decimal(cost))
+    response = _client(staff_user).get("/lifecycle/")
+    (row,) = response.context["tables"]["storage_by_tenant"].page_rows
+    assert row["cost_usd"] == Decimal("3.00")
+    assert response.context["storage_cost_usd"] == Decimal("3.00")
+    assert "Vector storage, last 30 days" in response.content.decode()
