@@ -22,6 +22,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.money import money_text
 from apps.core.services import audit_record
 from apps.pricing.rating import bytes_to_gb
 
@@ -228,8 +229,8 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
         run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger, notes=notes.get(day, []))
         outcome.runs.append(run)
         say(f"{project.project_id} {day.isoformat()}: {run.line_count} lines, {run.flagged_count} flagged, "
-            f"ledger ${run.ledger_total_usd:.2f} vs OpenAI ${run.openai_total_usd:.2f}, "
-            f"unattributed ${run.unattributed_usd:.2f}")
+            f"ledger {money_text(run.ledger_total_usd)} vs OpenAI {money_text(run.openai_total_usd)}, "
+            f"unattributed {money_text(run.unattributed_usd)}")
     audit_record(
         action="reconciliation.run", target_type="openai_project", target_id=project.project_id,
         actor_label=trigger or "reconciliation",

@@ -36,9 +36,18 @@ def test_command_reconciles_the_given_days_and_shows_progress(fake_provider):
     text = out.getvalue()
     assert "proj_default: reconciling 2026-11-02 to 2026-11-03 (2 days)" in text
     assert "fetching Costs grouped by line item and project" in text
-    assert "proj_default 2026-11-03: 3 lines, 0 flagged" in text
+    assert "proj_default 2026-11-03: 3 lines, 0 flagged, ledger $2.50 vs OpenAI $2.50, unattributed $0.00" in text
     assert "2 project-days reconciled, 0 lines flagged" in text
     assert ReconciliationRun.objects.filter(is_current=True).count() == 2
+
+
+def test_progress_writes_money_as_the_pages_do(fake_provider):
+    # It formatted with :.2f, which wrote a negative zero or a sub-cent refund as "$-0.00".
+    fake_provider.cost(dt.date(2026, 11, 2), "gpt-5.4, input", -0.004)
+    out = io.StringIO()
+    call_command("reconcile", "--date", "2026-11-03", "--days", "2", stdout=out)
+    assert "unattributed -$0.004" in out.getvalue()
+    assert "$-" not in out.getvalue()
 
 
 def test_command_refuses_bad_arguments_with_what_to_do(fake_provider):
