@@ -97,7 +97,40 @@ class DashboardView(LoginRequiredMixin, TemplateView):
     def get_tables(self) -> dict[str, Table]:
         return {}
 
+    # The cached properties that read a query parameter through offered(): get() reads them first, so a
+    # value they ignored is known before the page or the export is made.
+    offered_params: tuple[str, ...] = ()
+
+    @cached_property
+    def ignored_params(self) -> dict[str, str]:
+        """{parameter: what the page shows instead} for values that name nothing the page offers."""
+        return {}
+
+    def offered(self, name: str, choices, default, *, parse=str, instead: str, empty=None):
+        """The query parameter `name` parsed, if it is one of `choices`; otherwise `default`, and the value is
+        noted in ignored_params (a page says so above its content; an export answers 400 naming it) rather
+        than silently replaced: ?days=15 showed 30 days under a link that said 15. Absent, or present and
+        empty: `default` (or `empty`, when given, for the latter)."""
+        raw = self.request.GET.get(name, "")
+        if raw == "":
+            return default if empty is None or name not in self.request.GET else empty
+        try:
+            value = parse(raw)
+        except ValueError:
+            value = None
+        if value in choices:
+            return value
+        self.ignored_params[name] = f"Ignored {name}={raw[:40]!r}: {instead}."
+        return default
+
     def get(self, request, *args, **kwargs):
+        for name in self.offered_params:
+            getattr(self, name)
+        if request.GET.get("format") == "csv" and self.ignored_params:
+            field, message = next(iter(self.ignored_params.items()))
+            return JsonResponse({"error": {"code": "invalid", "message": message, "field": field}}, status=400)
+        for message in self.ignored_params.values():
+            messages.warning(request, message)
         if request.GET.get("format") == "csv":
             tables = self.get_tables()
             name = request.GET.get("table") or next(iter(tables), "")
@@ -133,14 +166,12 @@ class OverviewView(DashboardView):
     page_title = "Overview"
     export_basename = "overview"
     PERIODS = (7, 30, 90)
+    offered_params = ("days",)
 
     @cached_property
     def days(self) -> int:
-        try:
-            days = int(self.request.GET.get("days", 30))
-        except ValueError:
-            days = 30
-        return days if days in self.PERIODS else 30
+        return self.offered("days", self.PERIODS, 30, parse=int,
+                            instead="the chart covers 7, 30 or 90 days; showing the last 30")
 
     def get_tables(self):
         top_tenants = ledger.tenants_with_spend(
@@ -193,10 +224,12 @@ class TenantListView(DashboardView):
     page_title = "Tenants"
     export_basename = "tenants"
 
+    offered_params = ("sort",)
+
     @cached_property
     def sort(self) -> str:
-        sort = self.request.GET.get("sort", "-mtd")
-        return sort if sort in TENANT_SORTS else "-mtd"
+        return self.offered("sort", TENANT_SORTS, "-mtd",
+                            instead="not a sort this table offers; sorted by month to date, highest first")
 
     @cached_property
     def search_form(self) -> TenantSearchForm:
@@ -308,6 +341,13 @@ class TenantDetailView(DashboardView):
     def period(self):
         return self.period_form.period()
 
+    offered_params = ("threads_status",)
+
+    @cached_property
+    def threads_status(self) -> str:
+        return self.offered("threads", ("active", "deleted", ""), "active", empty="",  # "": every thread
+                            instead="threads are active or deleted; showing the active ones")
+
     def get(self, request, *args, **kwargs):
         self.tenant  # noqa: B018  (404 before anything else when the slug is not visible)
         if not self.period_form.is_valid():
@@ -327,10 +367,7 @@ class TenantDetailView(DashboardView):
             return ledger.thread_retention_status(
                 thread, retention_days=tenant.thread_retention_days, legal_hold=tenant.legal_hold, now=now)
 
-        threads_status = self.request.GET.get("threads", "active")  # "": every thread
-        if threads_status not in {"active", "deleted", ""}:
-            threads_status = "active"
-
+        threads_status = self.threads_status
         return {
             "features": Table(
                 name="features", title="Cost by feature", rows=ledger.cost_by_feature(tenant=tenant, start=start, end=end),
@@ -422,7 +459,7 @@ class TenantDetailView(DashboardView):
             if wasted.total_usd else None,
             can_edit_policy=can_edit,
             policy_form=kwargs.get("policy_form") or (TenantPolicyForm(instance=tenant, staff=self.is_staff) if can_edit else None),
-            threads_filter=self.request.GET.get("threads", "active"),
+            threads_filter=self.threads_status,
             runs_link=reverse("dashboard:runs") + f"?tenant={tenant.slug}&start={start}&end={end}",
         )
         return context
@@ -485,10 +522,12 @@ class RunListView(DashboardView):
             models=models, features=features,
         )
 
+    offered_params = ("sort",)
+
     @cached_property
     def sort(self) -> str:
-        sort = self.request.GET.get("sort", "-cost")
-        return sort if sort in ledger.RUN_ORDERINGS else "-cost"
+        return self.offered("sort", ledger.RUN_ORDERINGS, "-cost",
+                            instead="not a sort this table offers; sorted by cost, highest first")
 
     @cached_property
     def filters(self) -> ledger.RunFilters | None:

@@ -173,11 +173,18 @@ class AuditView(LifecycleView):
     page_title = "Deletion audit"
     export_basename = "deletion-audit"
 
+    offered_params = ("outcome", "resource_type")
+
+    @cached_property
+    def outcome(self) -> str:
+        return self.offered("outcome", Outcome.values, "", instead="not an outcome the audit records; showing every outcome")
+
+    @cached_property
+    def resource_type(self) -> str:
+        return self.offered("type", ResourceType.values, "", instead="not a kind of resource; showing every kind")
+
     def get_tables(self):
-        outcome = self.request.GET.get("outcome", "")
-        resource_type = self.request.GET.get("type", "")
-        outcome = outcome if outcome in Outcome.values else ""
-        resource_type = resource_type if resource_type in ResourceType.values else ""
+        outcome, resource_type = self.outcome, self.resource_type
         return {"audit": Table(
             name="audit", title="Deletion audit", paginate_by=AUDIT_PAGE,
             rows=selectors.deletion_audit(scope=self.scope, outcome=outcome, resource_type=resource_type),
@@ -189,7 +196,7 @@ class AuditView(LifecycleView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context.update(tables=self.render_tables(), outcomes=selectors.AUDIT_OUTCOMES, types=ResourceType.values,
-                       outcome=self.request.GET.get("outcome", ""), type=self.request.GET.get("type", ""))
+                       outcome=self.outcome, type=self.resource_type)
         return context
 
 

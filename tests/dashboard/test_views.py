@@ -184,6 +184,47 @@ def test_runs_page_names_the_bad_field(staff_client, ledger):
     assert export.status_code == 400 and export.json()["error"]["field"] == "min_cost"
 
 
+@pytest.mark.parametrize(("path", "shown", "message"), [
+    ("/?days=15", "days", "Ignored days='15': the chart covers 7, 30 or 90 days; showing the last 30."),
+    ("/?days=week", "days", "Ignored days='week'"),
+    ("/tenants/?sort=bogus", "sort", "Ignored sort='bogus': not a sort this table offers; sorted by month to date"),
+    ("/runs/?sort=-tokens", "sort", "Ignored sort='-tokens': not a sort this table offers; sorted by cost"),
+    ("/tenants/acme/?threads=archived", "threads_filter", "Ignored threads='archived': threads are active or deleted"),
+])
+def test_a_choice_the_page_does_not_offer_is_named_above_what_it_shows_instead(staff_client, ledger, path, shown,
+                                                                                message):
+    # They fell back to the default silently: ?days=15 drew 30 days of chart with nothing saying so.
+    response = staff_client.get(path)
+    assert response.status_code == 200
+    assert response.context[shown] == {"days": 30, "sort": "-mtd" if "tenants" in path else "-cost",
+                                       "threads_filter": "active"}[shown]
+    html = response.content.decode()
+    assert 'class="message message-warning"' in html
+    assert message.replace("'", "&#x27;") in html
+
+
+def test_an_export_with_a_choice_the_table_does_not_offer_is_a_400_naming_it(staff_client, ledger):
+    export = staff_client.get("/tenants/?sort=bogus&format=csv&table=tenants")
+    assert export.status_code == 400 and export.json()["error"]["field"] == "sort"
+    assert "sorted by month to date" in export.json()["error"]["message"]
+    assert staff_client.get("/runs/?sort=-tokens&format=csv").json()["error"]["field"] == "sort"
+
+
+def test_offered_choices_and_no_choice_show_no_notice(staff_client, ledger):
+    for path in ("/?days=7", "/", "/tenants/?sort=-budget", "/runs/?sort=created", "/runs/?sort=",
+                 "/tenants/acme/?threads=deleted", "/tenants/acme/?threads=", "/lifecycle/audit/?outcome=deleted&type="):
+        assert "message-warning" not in staff_client.get(path).content.decode(), path
+    # An empty threads filter is every thread, as the comment in the view says.
+    assert staff_client.get("/tenants/acme/?threads=").context["threads_filter"] == ""
+
+
+def test_the_deletion_audit_names_an_outcome_or_type_it_does_not_know(staff_client, ledger):
+    page = staff_client.get("/lifecycle/audit/?outcome=exploded")
+    assert page.context["outcome"] == "" and "Ignored outcome=&#x27;exploded&#x27;" in page.content.decode()
+    export = staff_client.get("/lifecycle/audit/?type=spaceship&format=csv&table=audit")
+    assert export.status_code == 400 and export.json()["error"]["field"] == "type"
+
+
 def test_run_detail_shows_tokens_cost_versions_timeline_and_thread(staff_client, ledger):
     run = ledger["big"]
     response = staff_client.get(f"/runs/{run.openai_id}/")
