@@ -259,8 +259,8 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
                         f"unpriced runs are then re-rated.",
                 data={"model": new["model"], "first_run": openai_id},
             ))
-        if new["status"] in ("cancelled", "failed", "expired") and total > ZERO and not (
-            old and old["status"] == new["status"] and Decimal(old["cost_total_usd"]) > ZERO
+        if new["status"] in ("cancelled", "failed", "expired") and _worth_a_wasted_alert(total) and not (
+            old and old["status"] == new["status"] and _worth_a_wasted_alert(Decimal(old["cost_total_usd"]))
         ):
             specs.append(AlertSpec(
                 kind=Alert.Kind.WASTED_SPEND, cause_key=f"wasted_spend:{openai_id}", tenant_id=tenant_id,
@@ -276,6 +276,11 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
                 specs.append(spec)
     specs.extend(_budget_specs(months))
     return _alerts_insert(specs)
+
+
+def _worth_a_wasted_alert(cost: Decimal) -> bool:
+    """A failed or cancelled run that cost something, and at least WASTED_SPEND_ALERT_MIN_USD."""
+    return cost > ZERO and cost >= settings.WASTED_SPEND_ALERT_MIN_USD
 
 
 def requires_action_spec(run: dict, now: dt.datetime, warn_after: dt.timedelta) -> AlertSpec | None:

@@ -1,5 +1,6 @@
 """Settings shared by every environment; everything that differs is read from the environment."""
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -10,6 +11,21 @@ VAR_DIR = Path(environ.Env().str("RUNLEDGER_VAR_DIR", default=str(BASE_DIR / "va
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
+
+
+def env_usd(name: str, default: str) -> Decimal:
+    """A non-negative USD amount from the environment, or a start-up error naming the variable."""
+    text = env.str(name, default=default)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} must be an amount in USD of 0 or more, like {default}; it is {text!r}.")
+    return value
+
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-only-key-change-me-in-production-0123456789")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -197,6 +213,9 @@ ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="runledger@localhost")
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 REQUIRES_ACTION_WARN_MINUTES = env.int("REQUIRES_ACTION_WARN_MINUTES", default=7)
+# A failed or cancelled run raises a wasted-spend alert only when it cost at least this much: at any cost it
+# raised one per failed run, most under $0.001. Every one still counts in the tenant page's wasted spend.
+WASTED_SPEND_ALERT_MIN_USD = env_usd("WASTED_SPEND_ALERT_MIN_USD", default="0.05")
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="console")  # "json" in production

@@ -68,7 +68,8 @@ def test_budget_crossings_alert_once_per_threshold_per_month(tenant):
     assert crossed.message == "Spend $10.00 of a $10.00 monthly budget."
 
 
-def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant):
+def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant, settings):
+    settings.WASTED_SPEND_ALERT_MIN_USD = Decimal("0")
     failed = builders.assistants_run(run_id="run_failed", created_at=WHEN, status="failed")
     free_fail = builders.response(response_id="resp_free_fail", created_at=WHEN, status="failed", input_tokens=0,
                                   output_tokens=0)
@@ -79,6 +80,34 @@ def test_wasted_spend_alerts_for_failed_runs_that_cost_money_only(tenant):
     assert DailyRollup.objects.for_tenant(tenant).get(model="gpt-5.4").wasted_cost_usd == Decimal("0.004")
     # Under a cent, the title shows the amount as the dashboard does, not "after spending $0.00".
     assert Alert.objects.for_tenant(tenant).get(kind="wasted_spend").title == "Run run_failed failed after spending $0.004"
+
+
+def test_wasted_spend_alerts_only_from_the_configured_amount(tenant, settings):
+    # At any cost, every failed run raised an alert: the walkthrough's alert list was mostly failures under $0.001.
+    settings.WASTED_SPEND_ALERT_MIN_USD = Decimal("0.05")
+    cheap = builders.response(response_id="resp_cheap_fail", created_at=WHEN, status="failed", model="gpt-5.4",
+                              input_tokens=1000, output_tokens=100)  # $0.0025 + $0.0015
+    costly = builders.response(response_id="resp_costly_fail", created_at=WHEN, status="cancelled", model="gpt-5.4",
+                               input_tokens=20_000, output_tokens=2_000)  # $0.05 + $0.03
+    ingest_events(events=[{"tenant": "acme", "object": cheap}, {"tenant": "acme", "object": costly}])
+    assert _causes("wasted_spend") == ["wasted_spend:resp_costly_fail"]
+    from apps.ledger.models import DailyRollup
+
+    # The cheap failure still counts as wasted spend; it just raises no alert.
+    assert DailyRollup.objects.for_tenant(tenant).get(model="gpt-5.4").wasted_cost_usd == Decimal("0.084")
+
+
+def test_the_wasted_spend_minimum_is_read_as_usd_or_refused_naming_it(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.settings.base import env_usd
+
+    monkeypatch.setenv("WASTED_SPEND_ALERT_MIN_USD", "0.25")
+    assert env_usd("WASTED_SPEND_ALERT_MIN_USD", "0.05") == Decimal("0.25")
+    for bad in ("ten cents", "-1", "NaN"):
+        monkeypatch.setenv("WASTED_SPEND_ALERT_MIN_USD", bad)
+        with pytest.raises(ImproperlyConfigured, match="WASTED_SPEND_ALERT_MIN_USD must be an amount in USD"):
+            env_usd("WASTED_SPEND_ALERT_MIN_USD", "0.05")
 
 
 def test_requires_action_close_to_expiry_alerts_at_ingest_or_on_scan(tenant):
