@@ -115,6 +115,17 @@ def test_filtering_high_cost_runs_changes_the_table(page, live_server, ledger):
     screenshot(page, "runs-filtered", "desktop")
 
 
+def test_a_period_the_chart_does_not_offer_is_named_above_the_page(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/?days=15")
+    notice = page.get_by_role("status")
+    assert notice.inner_text() == "Ignored days='15': the chart covers 7, 30 or 90 days; showing the last 30."
+    assert notice.locator(".message-warning").evaluate("el => getComputedStyle(el).color") == "rgb(147, 55, 13)"
+    assert page.locator('[aria-current="true"]', has_text="30 days").count() == 1  # the period actually shown
+    screenshot(page, "overview-ignored-period", "desktop")
+
+
 def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
     login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/runs/?min_cost=0&tenant=acme")
