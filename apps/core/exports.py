@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from django.http import JsonResponse
 from django.utils import timezone
 
 from .money import usd_string
@@ -38,3 +39,15 @@ def _is_number(text: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def invalid_export_response(field: str, message: str) -> JsonResponse:
+    """A CSV export's answer to filters it cannot honour: 400 naming the field (docs/ui.md), never the rows of
+    other filters."""
+    return JsonResponse({"error": {"code": "invalid", "message": message, "field": field}}, status=400)
+
+
+def invalid_form_export_response(form) -> JsonResponse:
+    """invalid_export_response for the first field of a filter form that does not validate."""
+    field, errors = next(iter(form.errors.items()))
+    return invalid_export_response(field, errors[0])

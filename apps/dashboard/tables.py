@@ -91,9 +91,12 @@ class Table:
     _query: Any = field(default=None, init=False, repr=False)
     _rows_cache: list | None = field(default=None, init=False, repr=False)
 
-    def paginate(self, request) -> None:
-        """Evaluate one page of rows for HTML (the whole table when not paginated)."""
+    def paginate(self, request, *, drop: Iterable[str] = ()) -> None:
+        """Evaluate one page of rows for HTML (the whole table when not paginated). The table's links keep
+        the request's query parameters, less those named in `drop` (values the page ignored)."""
         self._query = request.GET.copy()
+        for name in drop:
+            self._query.pop(name, None)
         if self.paginate_by:
             paginator = (CappedPaginator(self.rows, self.paginate_by, cap=self.count_cap) if self.count_cap
                          else Paginator(self.rows, self.paginate_by))

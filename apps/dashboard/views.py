@@ -4,6 +4,7 @@ their output to pure figure builders, and lists its tables (HTML page or `?forma
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from functools import cached_property
 
 from django.contrib import messages
@@ -15,6 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.generic import TemplateView, View
 
+from apps.core.exports import invalid_export_response, invalid_form_export_response
 from apps.core.money import money_text
 from apps.core.timeutils import UTC
 from apps.ledger import selectors as ledger
@@ -60,10 +62,22 @@ def _alert_run_url(alert) -> str | None:
     return _run_page_url(run)
 
 
-def _invalid_filter_response(form) -> JsonResponse:
-    """A CSV export's answer to filters that do not parse: 400 naming the first bad field (docs/ui.md)."""
-    field, errors = next(iter(form.errors.items()))
-    return JsonResponse({"error": {"code": "invalid", "message": errors[0], "field": field}}, status=400)
+@dataclass(frozen=True)
+class IgnoredParam:
+    """A query parameter whose value names nothing the page offers (DashboardView.offered)."""
+
+    name: str
+    value: str
+    instead: str  # what the page shows instead, as a clause
+    offered: tuple[str, ...]
+
+    @property
+    def notice(self) -> str:
+        return f"Ignored {self.name}={self.value[:40]!r}: {self.instead}."
+
+    @property
+    def export_error(self) -> str:
+        return f"{self.name}={self.value[:40]!r} is not offered here; use one of: {', '.join(self.offered)}."
 
 
 def _tenant_url(slug: str) -> str:
@@ -97,13 +111,14 @@ class DashboardView(LoginRequiredMixin, TemplateView):
     def get_tables(self) -> dict[str, Table]:
         return {}
 
-    # The cached properties that read a query parameter through offered(): get() reads them first, so a
-    # value they ignored is known before the page or the export is made.
+    # The cached properties that read a query parameter through offered(): offered_response reads them first,
+    # so a value they ignored is known before the page or the export is made.
     offered_params: tuple[str, ...] = ()
 
     @cached_property
-    def ignored_params(self) -> dict[str, str]:
-        """{parameter: what the page shows instead} for values that name nothing the page offers."""
+    def ignored_params(self) -> dict[str, IgnoredParam]:
+        """{parameter: what was asked and what the page shows instead} for values that name nothing the page
+        offers."""
         return {}
 
     def offered(self, name: str, choices, default, *, parse=str, instead: str, empty=None):
@@ -120,17 +135,26 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             value = None
         if value in choices:
             return value
-        self.ignored_params[name] = f"Ignored {name}={raw[:40]!r}: {instead}."
+        self.ignored_params[name] = IgnoredParam(name, raw, instead, tuple(str(c) for c in choices if c != ""))
         return default
 
-    def get(self, request, *args, **kwargs):
+    @cached_property
+    def offered_response(self) -> JsonResponse | None:
+        """Once per request, before any page or export is made (every get() starts here): an export asking
+        for a choice the page does not offer is a 400 naming it, never rows of another choice; a page shows
+        the default with a notice per ignored value. None: go on."""
         for name in self.offered_params:
             getattr(self, name)
-        if request.GET.get("format") == "csv" and self.ignored_params:
-            field, message = next(iter(self.ignored_params.items()))
-            return JsonResponse({"error": {"code": "invalid", "message": message, "field": field}}, status=400)
-        for message in self.ignored_params.values():
-            messages.warning(request, message)
+        if self.request.GET.get("format") == "csv" and self.ignored_params:
+            ignored = next(iter(self.ignored_params.values()))
+            return invalid_export_response(ignored.name, ignored.export_error)
+        for ignored in self.ignored_params.values():
+            messages.warning(self.request, ignored.notice)
+        return None
+
+    def get(self, request, *args, **kwargs):
+        if self.offered_response is not None:
+            return self.offered_response
         if request.GET.get("format") == "csv":
             tables = self.get_tables()
             name = request.GET.get("table") or next(iter(tables), "")
@@ -142,7 +166,8 @@ class DashboardView(LoginRequiredMixin, TemplateView):
     def render_tables(self) -> dict[str, Table]:
         tables = self.get_tables()
         for table in tables.values():
-            table.paginate(self.request)
+            # Without the values the page ignored, its links (export, pages, sorts) ask for what it shows.
+            table.paginate(self.request, drop=self.ignored_params)
         return tables
 
     def get_context_data(self, **kwargs):
@@ -235,9 +260,21 @@ class TenantListView(DashboardView):
     def search_form(self) -> TenantSearchForm:
         return TenantSearchForm(self.request.GET)
 
+    def get(self, request, *args, **kwargs):
+        if self.offered_response is not None:
+            return self.offered_response
+        if not self.search_form.is_valid():
+            # Only a hand-made URL gets here (the input holds 100 characters); it listed every tenant.
+            if request.GET.get("format") == "csv":
+                return invalid_form_export_response(self.search_form)
+            return self.render_to_response(self.get_context_data(**kwargs), status=400)
+        return super().get(request, *args, **kwargs)
+
     def tenant_rows(self):
         tenants = tenants_visible(self.scope)
-        query = self.search_form.cleaned_data.get("q", "").strip() if self.search_form.is_valid() else ""
+        if not self.search_form.is_valid():
+            return tenants.none()
+        query = self.search_form.cleaned_data.get("q", "").strip()
         if query:
             tenants = tenants.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(external_id__icontains=query))
         ordering = TENANT_SORTS[self.sort]
@@ -350,11 +387,13 @@ class TenantDetailView(DashboardView):
 
     def get(self, request, *args, **kwargs):
         self.tenant  # noqa: B018  (404 before anything else when the slug is not visible)
+        if self.offered_response is not None:
+            return self.offered_response
         if not self.period_form.is_valid():
             # An export is data for the period asked: never another one. The page still shows the last 30
             # days under the error, so it is not a dead end.
             if request.GET.get("format") == "csv":
-                return _invalid_filter_response(self.period_form)
+                return invalid_form_export_response(self.period_form)
             return self.render_to_response(self.get_context_data(**kwargs), status=400)
         return super().get(request, *args, **kwargs)
 
@@ -555,11 +594,13 @@ class RunListView(DashboardView):
         }
 
     def get(self, request, *args, **kwargs):
+        if self.offered_response is not None:
+            return self.offered_response
         if request.GET.get("format") != "csv" and not self.form.is_valid():
             context = self.get_context_data(**kwargs)
             return self.render_to_response(context, status=400)
         if request.GET.get("format") == "csv" and not self.form.is_valid():
-            return _invalid_filter_response(self.form)
+            return invalid_form_export_response(self.form)
         return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):

@@ -31,7 +31,7 @@ from django.db.models import Case, CharField, Count, Exists, F, Func, OuterRef, 
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
-from apps.core.money import ZERO, allocate, quantize_ledger
+from apps.core.money import ZERO, allocate, money_text, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted, month_start
 from apps.ledger.models import Run, RunStatus, Thread, ThreadKind, ThreadToolResource
@@ -1872,8 +1872,10 @@ def runs_requires_action_watch(*, now: dt.datetime | None = None) -> dict[str, i
         tenant_id=run["tenant_id"], kind="wasted_spend", severity="warning",
         cause_key=f"wasted_spend:{run['openai_id']}",
         title=f"Run {run['openai_id']} expired waiting for tool outputs",
+        # Whatever it cost (unlike a failed run's wasted-spend alert, WASTED_SPEND_ALERT_MIN_USD): a run lost
+        # waiting for tool outputs is an integration that stopped answering, which matters at $0 too.
         message=(f"It sat in requires_action past its expiry at {run['expires_at']:%Y-%m-%d %H:%M:%S} UTC; "
-                 f"what it cost (${run['cost_total_usd']}) is wasted spend."),
+                 f"what it cost ({money_text(run['cost_total_usd'])}) is wasted spend."),
         data={"run": run["openai_id"], "status": "expired", "expires_at": run["expires_at"].isoformat(),
               "cost_usd": str(run["cost_total_usd"])},
     ) for run in overdue)

@@ -177,7 +177,8 @@ class AuditView(LifecycleView):
 
     @cached_property
     def outcome(self) -> str:
-        return self.offered("outcome", Outcome.values, "", instead="not an outcome the audit records; showing every outcome")
+        return self.offered("outcome", selectors.AUDIT_OUTCOMES, "",
+                            instead="not an outcome the audit records; showing every outcome")
 
     @cached_property
     def resource_type(self) -> str:

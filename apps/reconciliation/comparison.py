@@ -246,10 +246,15 @@ def compare_day(
     return results
 
 
+def _usd4(amount: Decimal) -> str:
+    """To the hundredth of a cent, the sign before the dollar ("-$0.0040", not "$-0.0040")."""
+    return f"{'-' if amount < 0 else ''}${abs(amount):.4f}"
+
+
 def unattributed_explanation(results: Iterable[LineResult], unmapped: Mapping[str, Decimal]) -> str:
     """Where a day's unattributed spend comes from, for the run's notes."""
-    parts = [f"{line} ${amount:.4f}" for line, amount in sorted(unmapped.items()) if amount]
-    parts += [f"{r.line} ({r.status.replace('_', ' ')}) ${r.difference:.4f}" for r in results
+    parts = [f"{line} {_usd4(amount)}" for line, amount in sorted(unmapped.items()) if amount]
+    parts += [f"{r.line} ({r.status.replace('_', ' ')}) {_usd4(r.difference)}" for r in results
               if r.kind == KIND_COST and r.is_flagged]
     return "Unattributed spend comes from: " + "; ".join(parts) + "." if parts else ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from functools import cached_property
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -12,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.views.generic import TemplateView
 
+from apps.core.exports import invalid_form_export_response
 from apps.core.forms import BoundedDateField
 
 from .figures import reconciliation_figure
@@ -64,6 +66,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
             raise Http404("Not found.")
         return super().dispatch(request, *args, **kwargs)
 
+    @cached_property
     def _filters(self) -> tuple[ReconciliationFilterForm, ResultFilters]:
         yesterday = default_end_day()
         form = ReconciliationFilterForm(self.request.GET or None, project_ids=reconciliation_project_ids())
@@ -75,12 +78,19 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
                                    flagged_only=flagged_only)
 
     def get(self, request, *args, **kwargs):
+        form, _ = self._filters
+        if form.is_bound and not form.is_valid():
+            # One bad field dropped every filter: the export was the default 30 days of flagged lines. The page
+            # shows the errors over the defaults, so it is not a dead end.
+            if request.GET.get("format") == "csv":
+                return invalid_form_export_response(form)
+            return self.render_to_response(self.get_context_data(**kwargs), status=400)
         if request.GET.get("format") == "csv":
             return self._csv()
         return super().get(request, *args, **kwargs)
 
     def _csv(self) -> HttpResponse:
-        _, filters = self._filters()
+        _, filters = self._filters
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         name = f"reconciliation-{filters.start.isoformat()}-{(filters.end - dt.timedelta(days=1)).isoformat()}.csv"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -99,7 +109,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        form, filters = self._filters()
+        form, filters = self._filters
         totals = day_totals(filters)
         runs = list(current_runs(filters))
         lines_page = Paginator(current_lines(filters), LINES_PER_PAGE).get_page(self.request.GET.get("lines_page"))

@@ -98,6 +98,14 @@ def test_tenant_list_sorts_searches_and_paginates_in_the_url(staff_client, ledge
     assert 'aria-sort="descending"' in html and "?sort=mtd" in html
 
 
+def test_a_tenant_search_too_long_to_type_is_a_400_not_every_tenant(staff_client, ledger):
+    page = staff_client.get(f"/tenants/?q={'a' * 101}")
+    assert page.status_code == 400 and page.context["tables"]["tenants"].page.paginator.count == 0
+    assert "at most 100 characters" in page.content.decode()
+    export = staff_client.get(f"/tenants/?q={'a' * 101}&format=csv&table=tenants")
+    assert export.status_code == 400 and export.json()["error"]["field"] == "q"
+
+
 def test_tenant_list_csv_exports_every_row_with_the_same_search(staff_client, ledger):
     rows = csv_rows(staff_client.get("/tenants/?q=ac&format=csv&table=tenants"))
     assert rows == [["Tenant", "Month to date", "Budget used", "Budget", "Slug", "Status"],
@@ -205,9 +213,33 @@ def test_a_choice_the_page_does_not_offer_is_named_above_what_it_shows_instead(s
 
 def test_an_export_with_a_choice_the_table_does_not_offer_is_a_400_naming_it(staff_client, ledger):
     export = staff_client.get("/tenants/?sort=bogus&format=csv&table=tenants")
-    assert export.status_code == 400 and export.json()["error"]["field"] == "sort"
-    assert "sorted by month to date" in export.json()["error"]["message"]
+    assert export.status_code == 400
+    assert export.json()["error"] == {"code": "invalid", "field": "sort", "message": "sort='bogus' is not offered "
+                                      "here; use one of: name, -name, mtd, -mtd, budget, -budget."}
     assert staff_client.get("/runs/?sort=-tokens&format=csv").json()["error"]["field"] == "sort"
+    assert staff_client.get("/?days=15&format=csv&table=alerts").json()["error"]["message"] == (
+        "days='15' is not offered here; use one of: 7, 30, 90.")
+
+
+def test_a_pages_links_leave_out_the_value_it_ignored(staff_client, ledger):
+    # The export buttons kept ?days=15 or ?threads=archived and every export then failed with a 400.
+    for path, table in (("/?days=15", "alerts"), ("/tenants/acme/?threads=archived&start=2026-11-01", "runs"),
+                        ("/tenants/?sort=bogus&q=ac", "tenants")):
+        link = staff_client.get(path).context["tables"][table].csv_query
+        assert "days" not in link and "threads" not in link and "sort" not in link, link
+        export = staff_client.get(f"{path.split('?')[0]}{link}")
+        assert export.status_code == 200, (path, export.content[:200])
+    assert "start=2026-11-01" in staff_client.get("/tenants/acme/?threads=archived&start=2026-11-01") \
+        .context["tables"]["runs"].csv_query  # the filters it honours stay
+
+
+def test_the_notice_stays_on_a_page_that_also_refuses_another_filter(staff_client, ledger):
+    for path in ("/tenants/acme/?threads=archived&start=garbage", "/runs/?sort=-tokens&min_cost=cheap"):
+        response = staff_client.get(path)
+        assert response.status_code == 400
+        assert "Ignored " in response.content.decode(), path
+    # Shown once, on the page it concerns, not carried to the next one.
+    assert "message-warning" not in staff_client.get("/tenants/acme/").content.decode()
 
 
 def test_offered_choices_and_no_choice_show_no_notice(staff_client, ledger):
@@ -221,6 +253,9 @@ def test_offered_choices_and_no_choice_show_no_notice(staff_client, ledger):
 def test_the_deletion_audit_names_an_outcome_or_type_it_does_not_know(staff_client, ledger):
     page = staff_client.get("/lifecycle/audit/?outcome=exploded")
     assert page.context["outcome"] == "" and "Ignored outcome=&#x27;exploded&#x27;" in page.content.decode()
+    # A dry run's outcome is an outcome, but never one the audit (real sweeps only) lists.
+    assert "Ignored outcome=&#x27;would_delete&#x27;" in staff_client.get("/lifecycle/audit/?outcome=would_delete") \
+        .content.decode()
     export = staff_client.get("/lifecycle/audit/?type=spaceship&format=csv&table=audit")
     assert export.status_code == 400 and export.json()["error"]["field"] == "type"
 
@@ -408,3 +443,26 @@ def test_export_file_names_keep_only_header_safe_characters(staff_client, ledger
     response = staff_client.get('/runs/resp_a"b;c/?format=csv&table=tokens')
     assert response.status_code == 200
     assert response["Content-Disposition"] == f'attachment; filename="resp_a_b_c-tokens-{TODAY}.csv"'
+
+
+def test_every_property_reading_an_offered_choice_is_listed_in_offered_params():
+    # One left out would be read after offered_response: its notice lost, its export made with the default.
+    import inspect
+    from functools import cached_property
+
+    from apps.dashboard.views import DashboardView
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    import apps.lifecycle.views  # noqa: F401  (its views subclass DashboardView)
+
+    checked = 0
+    for view in subclasses(DashboardView):
+        for name, member in vars(view).items():
+            if isinstance(member, cached_property) and "self.offered(" in inspect.getsource(member.func):
+                assert name in view.offered_params, f"{view.__name__}.{name}"
+                checked += 1
+    assert checked >= 6

@@ -28,6 +28,9 @@ def test_a_new_overdue_run_is_alerted_behind_a_full_page_of_older_alerted_ones(t
     assert services.runs_requires_action_watch(now=now)["expired"] == 1
     alert = Alert.unscoped_objects.get(cause_key="wasted_spend:run_new")
     assert (alert.kind, alert.tenant_id, alert.data["run"]) == ("wasted_spend", tenant.pk, "run_new")
+    # A run lost at $0 is still an alert (an integration stopped answering), its cost written as pages write
+    # money: the message read "what it cost ($0E-10)".
+    assert alert.message.endswith("what it cost ($0.00) is wasted spend.")
 
 
 def test_overdue_runs_are_alerted_with_a_few_queries_whatever_their_number(tenant, other_tenant,

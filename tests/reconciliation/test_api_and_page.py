@@ -156,12 +156,30 @@ def test_figure_pairs_ledger_and_openai_per_day_and_rings_days_with_drift():
 @pytest.mark.parametrize("query", ["end=9999-12-31", "end=0001-01-05", "start=0001-01-01&end=0001-01-02",
                                    "end=9999-12-31&format=csv"])
 def test_page_days_outside_the_bounds_are_refused_not_an_overflow(client, staff_user, reconciled, query):
-    """Bounded like the API: the page then shows its default days instead of adding a day to 9999-12-31."""
+    """Bounded like the API: a 400 naming the bound, the page showing its default days under it, instead of
+    adding a day to 9999-12-31; an export answers the 400 alone."""
     client.force_login(staff_user)
     response = client.get(f"/reconciliation/?{query}")
-    assert response.status_code == 200
-    if "format=csv" not in query:
+    assert response.status_code == 400
+    if "format=csv" in query:
+        assert response.json()["error"]["field"] == "end"
+    else:
         assert "Use a date from Jan 1, 1970 to Dec 31, 9998." in response.content.decode()
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("status=all&start=garbage", "start"), ("project=proj_nobody", "project"),
+    ("start=2026-11-05&end=2026-11-01", "start"), ("status=some", "status"),
+])
+def test_an_export_with_a_filter_it_cannot_honour_is_a_400_never_the_default_lines(client, staff_user, reconciled,
+                                                                                    query, field):
+    # One bad field dropped every filter: ?status=all&start=garbage exported the default 30 days of flagged
+    # lines only, as a 200.
+    client.force_login(staff_user)
+    export = client.get(f"/reconciliation/?{query}&format=csv")
+    assert export.status_code == 400 and export.json()["error"]["field"] == field
+    page = client.get(f"/reconciliation/?{query}")
+    assert page.status_code == 400 and "Showing the defaults instead." in page.content.decode()
 
 
 def _fail(day: dt.date, days: int = 1) -> None:

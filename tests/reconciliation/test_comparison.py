@@ -17,6 +17,7 @@ from apps.reconciliation.comparison import (
     compare_day,
     is_ledger_line,
     line_status,
+    unattributed_explanation,
 )
 
 DAY = dt.date(2026, 11, 3)
@@ -109,6 +110,15 @@ def test_compare_day_reports_value_difference_percent_and_unattributed_spend():
     # The full amount is shown; the flag stays on the line that explains it, so one cause raises one flag.
     assert (unattributed.ledger_value, unattributed.openai_value, unattributed.status) == (
         Decimal("0"), Decimal("2.50"), "matched")
+
+
+def test_the_unattributed_explanation_writes_a_negative_amount_with_its_sign_before_the_dollar():
+    ledger = _obs([("gpt-5.4, input", "10.00", USD)])
+    openai = _obs([("gpt-5.4, input", "7.00", USD)])
+    results = compare_day(day=DAY, project=P, ledger=ledger, openai=openai, tolerance=Tolerance())
+    text = unattributed_explanation(results, {"credit": Decimal("-0.004"), "unattributed usage": Decimal("1.25")})
+    assert text == ("Unattributed spend comes from: credit -$0.0040; unattributed usage $1.2500; "
+                    "gpt-5.4, input (drift) -$3.0000.")
 
 
 def test_spend_on_line_items_no_ledger_line_holds_is_flagged_as_unattributed():
