@@ -122,3 +122,14 @@ def test_a_failed_latest_attempt_is_a_warning_card_with_the_command_to_run(page,
         assert _background(card) == DANGER_SOFT
         assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
         screenshot(page, "reconciliation-failed", width_name)
+
+
+def test_a_filter_that_does_not_validate_is_named_over_the_default_days(page, live_server, reconciled):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    response = page.goto(f"{live_server.url}/reconciliation/?status=all&start=garbage")
+    assert response.status == 400
+    error = page.get_by_role("alert")
+    assert "start" in error.inner_text() and "Showing the defaults instead." in error.inner_text()
+    assert page.locator("#reconciliation-chart, .js-plotly-plot").count() >= 1  # not a dead end: the defaults drawn
+    screenshot(page, "reconciliation-bad-filter", "desktop")
