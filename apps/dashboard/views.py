@@ -152,9 +152,20 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             messages.warning(self.request, ignored.notice)
         return None
 
+    def filter_form(self):
+        """The page's filter form, if it has one. One that does not validate makes the page a 400 showing its
+        errors over the default view (not a dead end), and an export a 400 naming the field: an export is
+        data for the filters asked, never another's."""
+        return None
+
     def get(self, request, *args, **kwargs):
         if self.offered_response is not None:
             return self.offered_response
+        form = self.filter_form()
+        if form is not None and not form.is_valid():
+            if request.GET.get("format") == "csv":
+                return invalid_form_export_response(form)
+            return self.render_to_response(self.get_context_data(**kwargs), status=400)
         if request.GET.get("format") == "csv":
             tables = self.get_tables()
             name = request.GET.get("table") or next(iter(tables), "")
@@ -260,15 +271,9 @@ class TenantListView(DashboardView):
     def search_form(self) -> TenantSearchForm:
         return TenantSearchForm(self.request.GET)
 
-    def get(self, request, *args, **kwargs):
-        if self.offered_response is not None:
-            return self.offered_response
-        if not self.search_form.is_valid():
-            # Only a hand-made URL gets here (the input holds 100 characters); it listed every tenant.
-            if request.GET.get("format") == "csv":
-                return invalid_form_export_response(self.search_form)
-            return self.render_to_response(self.get_context_data(**kwargs), status=400)
-        return super().get(request, *args, **kwargs)
+    def filter_form(self):
+        # Invalid only from a hand-made URL (the input holds 100 characters): it listed every tenant.
+        return self.search_form
 
     def tenant_rows(self):
         tenants = tenants_visible(self.scope)
@@ -385,16 +390,11 @@ class TenantDetailView(DashboardView):
         return self.offered("threads", ("active", "deleted", ""), "active", empty="",  # "": every thread
                             instead="threads are active or deleted; showing the active ones")
 
+    def filter_form(self):
+        return self.period_form  # a bad period: the page shows the last 30 days under the error
+
     def get(self, request, *args, **kwargs):
         self.tenant  # noqa: B018  (404 before anything else when the slug is not visible)
-        if self.offered_response is not None:
-            return self.offered_response
-        if not self.period_form.is_valid():
-            # An export is data for the period asked: never another one. The page still shows the last 30
-            # days under the error, so it is not a dead end.
-            if request.GET.get("format") == "csv":
-                return invalid_form_export_response(self.period_form)
-            return self.render_to_response(self.get_context_data(**kwargs), status=400)
         return super().get(request, *args, **kwargs)
 
     def get_tables(self):
@@ -593,15 +593,8 @@ class RunListView(DashboardView):
             )
         }
 
-    def get(self, request, *args, **kwargs):
-        if self.offered_response is not None:
-            return self.offered_response
-        if request.GET.get("format") != "csv" and not self.form.is_valid():
-            context = self.get_context_data(**kwargs)
-            return self.render_to_response(context, status=400)
-        if request.GET.get("format") == "csv" and not self.form.is_valid():
-            return invalid_form_export_response(self.form)
-        return super().get(request, *args, **kwargs)
+    def filter_form(self):
+        return self.form
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
