@@ -18,7 +18,7 @@ from .fakes import FakeAdminProvider
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 DAYS = 5
