@@ -216,6 +216,7 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
                                      progress=lambda message: say(f"{project.project_id}: {message}"))
         say(f"{project.project_id}: reading the ledger")
         ledger, notes = ledger_observations(start=start, end=end, project_id=project.project_id)
+        listed_projects = set(object_project_ids())  # once, not per day: every day's storage note reads it
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         ReconciliationRun.objects.filter(pk__in=[run.pk for run in runs.values()]).update(
@@ -226,7 +227,8 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
 
     outcome = ProjectOutcome(project_id=project.project_id)
     for day in days:
-        run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger, notes=notes.get(day, []))
+        run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger, notes=notes.get(day, []),
+                       listed_projects=listed_projects)
         outcome.runs.append(run)
         say(f"{project.project_id} {day.isoformat()}: {run.line_count} lines, {run.flagged_count} flagged, "
             f"ledger {money_text(run.ledger_total_usd)} vs OpenAI {money_text(run.openai_total_usd)}, "
@@ -255,12 +257,12 @@ def _storage_text(usage_bytes: int) -> str:
     return f"{bytes_to_gb(usage_bytes):,.2f} GiB ({usage_bytes:,} bytes)"
 
 
-def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:
+def _unlisted_storage_note(bytes_by_project: dict[str, int], listed_projects: set[str]) -> str:
     """Vector storage in projects RunLedger cannot list is never metered, yet shares the organization's free
     GB (docs/lifecycle.md, "Free-GB rule"): every project's storage line then reads lower in the ledger than
     at OpenAI. Says so, and what to do, rather than leaving a daily drift unexplained."""
-    listed = set(object_project_ids())
-    unlisted = {project: size for project, size in bytes_by_project.items() if project not in listed and size > 0}
+    unlisted = {project: size for project, size in bytes_by_project.items()
+                if project not in listed_projects and size > 0}
     if not unlisted:
         return ""
     names = ", ".join(sorted(unlisted))
@@ -270,7 +272,7 @@ def _unlisted_storage_note(bytes_by_project: dict[str, int]) -> str:
 
 
 def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observations, ledger: Observations,
-             notes: list[str]) -> ReconciliationRun:
+             notes: list[str], listed_projects: set[str]) -> ReconciliationRun:
     results = compare_day(day=run.day, project=project.project_id, ledger=ledger, openai=openai,
                           tolerance=project.tolerance)
     totals = day_totals(results)
@@ -281,7 +283,7 @@ def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observat
     storage_bytes = openai.storage_bytes.get(run.day)
     if storage_bytes is not None:
         day_notes.append(f"OpenAI reports {_storage_text(storage_bytes)} of vector storage.")
-    unlisted_note = _unlisted_storage_note(openai.storage_bytes_by_project.get(run.day, {}))
+    unlisted_note = _unlisted_storage_note(openai.storage_bytes_by_project.get(run.day, {}), listed_projects)
     if unlisted_note:
         day_notes.append(unlisted_note)
     lines = [
