@@ -96,11 +96,15 @@ def usd_string(amount: Decimal | None) -> str | None:
     return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
-def usd_string_sql(expression: str) -> str:
-    """PostgreSQL's spelling of usd_string for a numeric SQL expression (text out, NULL for NULL): the
-    amount rounded to its own last significant digit, but to at least cents. For documents whose thousands
-    of amounts the database formats as it sums them (usage by end user); a test holds the two equal."""
-    return f"round({expression}, greatest(scale(trim_scale({expression})), 2))::text"
+def units_usd_string_sql(units: str) -> str:
+    """PostgreSQL's spelling of usd_string for an SQL expression of whole ledger units (bigint, or the
+    numeric a SUM of them gives; text out, NULL for NULL): the amount to its own last significant digit, but
+    to at least cents. For documents whose thousands of amounts the database formats as it sums them (usage
+    by end user); a test holds the two equal. An amount with nothing past the cents is a whole number of
+    cents' worth of units, an integer test: about a third cheaper than asking numeric for its scale."""
+    amount = units_as_usd_sql(units)
+    return (f"(CASE WHEN mod({units}, {LEDGER_UNITS_PER_USD // 100}) = 0 THEN round({amount}, 2) "
+            f"ELSE trim_scale({amount}) END)::text")
 
 
 def money_text(amount: Decimal | None) -> str:

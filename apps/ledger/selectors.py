@@ -32,7 +32,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from apps.core.money import MONEY_FIELD_KWARGS, ZERO, units_as_usd_sql, units_to_usd, usd_string_sql
+from apps.core.money import MONEY_FIELD_KWARGS, ZERO, units_as_usd_sql, units_to_usd, units_usd_string_sql
 from apps.core.timeutils import day_start, moment_shifted, month_start, next_month
 from apps.tenants.scoping import TenantScope
 
@@ -680,13 +680,14 @@ def _read_signed_sums(statement: Callable[[bool], tuple[str, list]]) -> list[tup
 
 
 def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str], money: Sequence[str], *,
-                     bigint_sum: bool) -> tuple[str, list]:
+                     bigint_sum: bool, money_as_units: bool = False) -> tuple[str, list]:
     """PostgreSQL: the statement (and its parameters) selecting user_id, counts (bigint) and money per user
     with runs in the range the sources (from _end_user_sources, at least one) read: their rows, negated where
     the sign says so, summed per user by the database, with ledger_bigint_sum or (not `bigint_sum`) SUM. Each
     source is the scoped queryset compiled as is (tenancy stays the ORM's); only the sum around them is
     written here. The rollups hold money as whole ledger units (bigint sums cost PostgreSQL about a third less
-    than numeric ones); each sum comes out as its USD amount, named as in `money`."""
+    than numeric ones); each sum comes out as its USD amount, named as in `money`, or with `money_as_units`
+    as its units, named as the rollups' unit columns (end_user_units_column)."""
     quote = connection.ops.quote_name
     columns = (*counts, *map(end_user_units_column, money))
     parts, params = [], []
@@ -702,6 +703,8 @@ def _signed_sums_sql(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
         return f"SUM({quote(name)})::bigint" if as_bigint else f"SUM({quote(name)})"
 
     def usd(name: str, units: str) -> str:
+        if money_as_units:
+            return f"{units} AS {quote(end_user_units_column(name))}"
         return f"{units_as_usd_sql(units)} AS {quote(name)}"
 
     # One month of the monthly rollup, or one part of a month, holds one row per user already: read as stored,
@@ -730,13 +733,16 @@ def end_user_usage_text(*, tenant, start: dt.date, end: dt.date) -> tuple[list[t
     if not sources:  # an empty range
         return [], (0,) * len(counts) + ("0.00",) * len(money)
     quote = connection.ops.quote_name
-    line = [quote(name) for name in counts] + [usd_string_sql(quote(name)) for name in money]
-    # The totals add the lines' amounts with SUM: a tenant's can go past what a bigint of units holds.
+    units = [quote(end_user_units_column(name)) for name in money]
+    line = [quote(name) for name in counts] + [units_usd_string_sql(column) for column in units]
+    # The totals add the lines' units with SUM (numeric): a tenant's can go past what a bigint holds.
     total = [f"COALESCE(SUM({quote(name)}), 0)::bigint" for name in counts]
-    total += [usd_string_sql(f"COALESCE(SUM({quote(name)}), 0)") for name in money]
+    total += [units_usd_string_sql(f"COALESCE(SUM({column}), 0)") for column in units]
 
     def statement(bigint_sum: bool) -> tuple[str, list]:
-        lines_sql, params = _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum)
+        # The lines keep their money as units and are formatted from them: one multiplication per amount
+        # fewer, and an integer test for the amounts with nothing past the cents (issue #9).
+        lines_sql, params = _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum, money_as_units=True)
         # "C": code-point order, as the Decimal path sorts in Python, whatever the database's collation; the
         # totals row (no user) sorts last.
         return (f"WITH lines AS MATERIALIZED ({lines_sql}) "

@@ -42,26 +42,31 @@ def test_usd_string_equals_the_fixed_point_text_of_any_amount():
 
 @pytest.mark.postgres
 @pytest.mark.django_db
-def test_usd_string_sql_formats_every_amount_as_usd_string_does():
-    # The usage document by end user takes its money text from PostgreSQL; it must be the same text.
+def test_units_usd_string_sql_formats_every_amount_as_usd_string_does():
+    # The usage document by end user takes its money text from PostgreSQL, formatted from the rollups' whole
+    # ledger units (bigint) and from their totals (SUM of bigint: numeric, past what a bigint holds); it must
+    # be usd_string's text of the same amount, whole cents, sub-cent amounts and negatives included.
     import random
 
     from django.db import connection
 
-    from apps.core.money import usd_string_sql
+    from apps.core.money import LEDGER_UNITS_PER_USD, units_to_usd, units_usd_string_sql
 
     rng = random.Random(11)
-    amounts = [Decimal(text) for text in ("0", "1.5", "0.0123", "100", "-1.23", "0.0000000001", "12.345",
-                                           "99999999999999.9999999999", "-0.0000001")]
-    amounts += [Decimal(rng.randint(-10**13, 10**13)).scaleb(-rng.randint(0, 10)) for _ in range(2000)]
+    units = [0, 1, -1, 10**8, -10**8, 15 * 10**9, 123 * 10**10, 10**8 + 1, 9 * 10**7, 2**63 - 1, -(2**63)]
+    units += [rng.randint(-10**15, 10**15) * 10**rng.randint(0, 10) // 10**rng.randint(0, 4) for _ in range(3000)]
+    units = [value for value in units if -(2**63) <= value < 2**63]
+    huge = [10**25 + 5 * 10**8, -(10**25), 10**25 + 7]  # totals: numeric sums of many bigints
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {usd_string_sql('amount')} FROM unnest(%s::numeric(24, 10)[]) AS amount",
-                       [amounts])
+        cursor.execute(f"SELECT {units_usd_string_sql('value')} FROM unnest(%s::bigint[]) AS value", [units])
         texts = [text for (text,) in cursor.fetchall()]
-        cursor.execute(f"SELECT {usd_string_sql('NULL::numeric')}")
+        cursor.execute(f"SELECT {units_usd_string_sql('value')} FROM unnest(%s::numeric[]) AS value", [huge])
+        huge_texts = [text for (text,) in cursor.fetchall()]
+        cursor.execute(f"SELECT {units_usd_string_sql('NULL::bigint')}")
         assert cursor.fetchone() == (None,)
-    # numeric(24, 10) stores each amount at ten places, as the ledger's columns do.
-    assert texts == [usd_string(amount.quantize(Decimal("1E-10"))) for amount in amounts]
+    assert texts == [usd_string(units_to_usd(value)) for value in units]
+    assert huge_texts == [usd_string(units_to_usd(value)) for value in huge]
+    assert usd_string(units_to_usd(LEDGER_UNITS_PER_USD // 100)) == "0.01"
 
 
 def test_money_text_rounds_to_cents_but_keeps_sub_cent_amounts_visible():
