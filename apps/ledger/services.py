@@ -1018,6 +1018,19 @@ def _thresholds_refreshed(run_events: list[_RunEvent], thresholds: dict[int, Dec
     return True
 
 
+def _rerate_with_current_book(run_events: list[_RunEvent], thresholds: dict[int, Decimal]) -> PriceBook:
+    """Under the ingest lock: the batch was rated with the price book read before it, and a price version was
+    added or removed since. Adding one re-rates the runs stored unpriced at that moment, which cannot include
+    this batch's (not written yet): rated with the old book they would stay unpriced for good. So the batch
+    is rated again with the book as it is now. A version added after this check is no such loss: its
+    re-rating takes this lock too, so it runs once the batch's runs are stored. Returns the book, for the
+    stored runs the batch re-rates later."""
+    book = PriceBook.load()
+    for event in run_events:
+        _rate_state(event.state, book, thresholds)
+    return book
+
+
 def _ingest_once(run_events, thread_events, lifecycle, results_template, now, book, thresholds, *, shared: bool):
     results = list(results_template)
     with transaction.atomic():
@@ -1030,9 +1043,14 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         # waiting on each other's row locks and retrying deadlocks. Everything before this point — reading
         # the body, normalizing, rating, staging — still runs in parallel across workers.
         serialized = bulk.advisory_xact_lock(INGEST_LOCK_KEY, shared=shared)
-        if run_events and _thresholds_refreshed(run_events, thresholds) and prestaged is not None:
-            prestaged.take([])  # its staged rows carry the old flags: dropped, the runs go in the ordinary way
-            prestaged = None
+        if run_events:
+            rerated = _thresholds_refreshed(run_events, thresholds)
+            if book.is_stale():
+                book = _rerate_with_current_book(run_events, thresholds)
+                rerated = True
+            if rerated and prestaged is not None:
+                prestaged.take([])  # its staged rows carry the old costs or flags: the runs go in the ordinary way
+                prestaged = None
         stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
         thread_events = [e for e in thread_events if results[e.index] is None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import Count, Max
+
 from .models import ModelPrice, ToolPrice
 from .pricebook import PriceBook
 from .rating import ModelRate, ToolRate
@@ -37,6 +39,15 @@ def model_rates_all() -> list[ModelRate]:
 
 def tool_rates_all() -> list[ToolRate]:
     return [tool_rate_from_price(price) for price in ToolPrice.objects.all()]
+
+
+def price_book_version() -> tuple:
+    """Which price versions exist, in two small aggregates: (count, highest id) of the model prices and of the
+    tool prices. Adding a version or removing one — what re-rates stored runs by itself — always changes it
+    (ids only grow). Editing a version in place does not; that is re-rated by `manage.py reprice`."""
+    return tuple((totals["versions"], totals["highest"])
+                 for totals in (ModelPrice.objects.aggregate(versions=Count("id"), highest=Max("id")),
+                                ToolPrice.objects.aggregate(versions=Count("id"), highest=Max("id"))))
 
 
 def price_book_current() -> PriceBook:

@@ -233,6 +233,48 @@ def test_unknown_model_is_unpriced_alerted_once_then_rated_when_priced(tenant):
     assert ledger_check() == []
 
 
+def _rate_then(change, monkeypatch):
+    """Make the next batch run `change` after it has rated its runs and before it takes the ingest lock."""
+    from apps.ledger import services
+
+    real = services._rate_reported
+
+    def rate_then_change(run_events):
+        rated = real(run_events)
+        change()
+        return rated
+
+    monkeypatch.setattr(services, "_rate_reported", rate_then_change)
+
+
+def test_a_batch_rated_before_a_price_was_added_is_rated_again_with_it(tenant, monkeypatch):
+    # Adding the price re-rated the runs stored unpriced at that moment; this batch's were not stored yet.
+    from apps.pricing.services import model_price_add
+
+    _rate_then(lambda: model_price_add(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1),
+                                       input_usd_per_1m=Decimal("3"), output_usd_per_1m=Decimal("12")), monkeypatch)
+    ingest_events(events=[_event(builders.response(response_id="resp_race", created_at=WHEN, model="gpt-7-nova",
+                                                   input_tokens=1_000_000, output_tokens=100_000))])
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.priced, stored.cost_total_usd) == (True, Decimal("4.2"))  # 1M x $3 + 100k x $12
+    assert stored.model_price_id == ModelPrice.objects.get(model="gpt-7-nova").pk
+    rollup = DailyRollup.objects.for_tenant(tenant).get()
+    assert (rollup.unpriced_runs, rollup.cost_total_usd) == (0, Decimal("4.2"))
+    assert ledger_check() == []
+
+
+def test_a_batch_rated_with_a_price_removed_before_it_writes_does_not_keep_that_price(tenant, monkeypatch):
+    correction = ModelPrice.objects.create(model="gpt-5.4", effective_from=dt.date(2026, 11, 5),
+                                           input_usd_per_1m=Decimal("99"), output_usd_per_1m=Decimal("99"))
+    _rate_then(lambda: ModelPrice.objects.filter(pk=correction.pk).delete(), monkeypatch)
+    ingest_events(events=[_event(builders.response(response_id="resp_withdrawn", created_at=WHEN, model="gpt-5.4",
+                                                   input_tokens=1_000_000, output_tokens=0))])
+    stored = Run.objects.for_tenant(tenant).get()
+    shipped = ModelPrice.objects.get(model="gpt-5.4")
+    assert (stored.model_price_id, stored.cost_total_usd) == (shipped.pk, Decimal("2.5"))
+    assert ledger_check() == []
+
+
 def test_high_cost_flag_uses_the_tenants_threshold(tenant):
     tenant.high_cost_run_usd = Decimal("0.05")
     tenant.save()

@@ -61,3 +61,25 @@ def test_unknown_model_has_no_rate(db):
     assert book.model_rate("gpt-6.2-sol", dt.date(2026, 11, 16)) is None  # before its effective date
     assert book.model_rate("gpt-6.2-sol", dt.date(2026, 11, 17)).input_usd_per_1m == Decimal("2")
     assert book.tool_rate(dt.date(2026, 11, 17)).code_interpreter_session_usd == Decimal("0.03")
+
+
+def test_a_loaded_book_is_stale_once_a_price_version_is_added_or_removed(db):
+    # Ingest rates a batch before it takes the ingest lock and checks this under it (ledger.services).
+    book = PriceBook.load()
+    assert not book.is_stale()
+    added = ModelPrice.objects.create(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1),
+                                      input_usd_per_1m=Decimal("3"), output_usd_per_1m=Decimal("12"))
+    assert book.is_stale()
+    book = PriceBook.load()
+    added.delete()
+    assert book.is_stale()
+    book = PriceBook.load()
+    ToolPrice.objects.order_by("pk").last().delete()
+    assert book.is_stale()
+
+
+def test_a_book_built_from_given_rates_is_never_stale(db):
+    book = PriceBook([_rate("gpt-x", dt.date(2026, 1, 1), "1")], [])
+    ModelPrice.objects.create(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1),
+                              input_usd_per_1m=Decimal("3"), output_usd_per_1m=Decimal("12"))
+    assert not book.is_stale()
