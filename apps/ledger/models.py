@@ -33,10 +33,13 @@ TERMINAL_STATUSES = frozenset(
 # Runs that cost money but produced nothing usable: counted as wasted spend.
 WASTED_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.EXPIRED})
 # How far along a run is; a state never overwrites one with a higher rank (an older report arriving late).
+# An Assistants run goes back from requires_action to in_progress when its tool outputs are submitted, and
+# may wait again: the two share a rank, and their order is the run's expires_at, which each of those moves
+# sets later (services._progress_key).
 STATUS_RANK = {
     RunStatus.QUEUED: 0,
     RunStatus.IN_PROGRESS: 1,
-    RunStatus.REQUIRES_ACTION: 2,
+    RunStatus.REQUIRES_ACTION: 1,
     RunStatus.CANCELLING: 3,
     RunStatus.CANCELLED: 4,
     RunStatus.FAILED: 4,

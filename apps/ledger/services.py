@@ -61,6 +61,7 @@ from .models import (
     EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
+    RunStatus,
     Thread,
     ThreadToolResource,
     ToolUsageRollup,
@@ -189,8 +190,13 @@ def _progress_key(state: dict) -> tuple:
     """How far along a run state is. A state replaces another only if its key is strictly greater, so the
     final row is the same whatever order the reports arrive in (an older state never overwrites a newer)."""
     ended = state.get("completed_at") or state.get("failed_at") or state.get("cancelled_at")
+    rank = STATUS_RANK.get(state["status"], 0)
+    # Between states of the live rank (in_progress, requires_action: a run goes to and fro between them),
+    # the later deadline is the later state; other ranks do not look at it.
+    expires = state.get("expires_at") if rank == STATUS_RANK[RunStatus.IN_PROGRESS] else None
     return (
-        STATUS_RANK.get(state["status"], 0),
+        rank,
+        expires.timestamp() if expires else 0.0,
         state["input_tokens"] + state["output_tokens"],
         state["code_interpreter_sessions"] + state["file_search_calls"] + state["web_search_calls"]
         + state["function_calls"],

@@ -233,6 +233,49 @@ def test_unknown_model_is_unpriced_alerted_once_then_rated_when_priced(tenant):
     assert ledger_check() == []
 
 
+def _waiting_round_trip(run_id):
+    """An Assistants run's reports through two tool rounds: in progress, waiting for tool outputs, resumed once
+    they were submitted, waiting again; each wait (and the resume) sets a later expires_at, as OpenAI does."""
+    def state(status, minutes):
+        obj = builders.assistants_run(run_id=run_id, created_at=WHEN, status=status)
+        obj["expires_at"] = int((WHEN + dt.timedelta(minutes=minutes)).timestamp())
+        return obj
+
+    return [state("in_progress", 10), state("requires_action", 11), state("in_progress", 13),
+            state("requires_action", 18)]
+
+
+def test_a_run_resumed_after_its_tool_outputs_is_in_progress_again(tenant):
+    _, waiting, resumed, _ = _waiting_round_trip("run_resumed")
+    ingest_events(events=[_event(waiting)])
+    assert ingest_events(events=[_event(resumed)]).results[0].outcome == "updated"
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.status, stored.expires_at) == ("in_progress", WHEN + dt.timedelta(minutes=13))
+
+
+def test_a_second_tool_round_keeps_its_own_deadline_in_any_arrival_order(tenant):
+    from apps.lifecycle.services import runs_requires_action_watch
+
+    reports = _waiting_round_trip("run_two_rounds")
+    for order in (reports, list(reversed(reports)), [reports[3], reports[1], reports[0], reports[2]]):
+        Run.objects.unscoped().delete()
+        for report in order:
+            ingest_events(events=[_event(report)])
+        stored = Run.objects.for_tenant(tenant).get()
+        assert (stored.status, stored.expires_at) == ("requires_action", WHEN + dt.timedelta(minutes=18))
+    # Past the first round's deadline the run is still waiting in its second: no "expired" alert for it.
+    runs_requires_action_watch(now=WHEN + dt.timedelta(minutes=12))
+    assert not Alert.unscoped_objects.filter(cause_key="wasted_spend:run_two_rounds").exists()
+
+
+def test_a_terminal_state_still_outranks_every_live_one(tenant):
+    reports = _waiting_round_trip("run_done")
+    done = builders.assistants_run(run_id="run_done", created_at=WHEN, status="completed")
+    ingest_events(events=[_event(done)])
+    assert all(ingest_events(events=[_event(r)]).results[0].outcome == "unchanged" for r in reports)
+    assert Run.objects.for_tenant(tenant).get().status == "completed"
+
+
 def _rate_then(change, monkeypatch):
     """Make the next batch run `change` after it has rated its runs and before it takes the ingest lock."""
     from apps.ledger import services
