@@ -52,8 +52,9 @@ _event_schema = inline_serializer(
         }),
         "steps": serializers.ListField(child=serializers.JSONField(), required=False,
                                        help_text="Optional run steps of an Assistants run, for exact tool counts."),
-        "openai_project": serializers.CharField(required=False, help_text="OpenAI project id; default: the "
-                                                "server's OPENAI_PROJECT_ID."),
+        "openai_project": serializers.CharField(required=False, help_text="OpenAI project id. Left out: a run "
+                                                "first seen keeps the server's OPENAI_PROJECT_ID, a recorded one "
+                                                "stays where it is."),
     },
 )
 _request_schema = inline_serializer(

@@ -221,6 +221,11 @@ def _merge(old: dict, new: dict) -> dict:
         winner["thread_openai_id"] = loser["thread_openai_id"]
     if new.get("_project_confirmed"):
         winner["openai_project"] = new["openai_project"]
+    elif winner.get("_project_unnamed") and not loser.get("_project_unnamed"):
+        # A report that names no project says nothing about where the run is: the default project it was
+        # given is only for a run first seen that way, never a move away from a project another report named.
+        winner["openai_project"] = loser["openai_project"]
+        del winner["_project_unnamed"]
     return winner
 
 
@@ -678,6 +683,8 @@ def _parse(events: list, key_tenant: Tenant | None, results: list, projects_conf
                 tenant = _resolve_tenant(event, metadata_tenant, tenants, key_tenant)
                 state["tenant_id"] = tenant.pk
                 state["openai_project"] = _openai_project(event)
+                if event.get("openai_project") is None:
+                    state["_project_unnamed"] = True
                 if projects_confirmed:
                     state["_project_confirmed"] = True
                 state["status_rank"] = STATUS_RANK.get(state["status"], 0)

@@ -276,6 +276,30 @@ def test_a_terminal_state_still_outranks_every_live_one(tenant):
     assert Run.objects.for_tenant(tenant).get().status == "completed"
 
 
+def test_a_newer_report_naming_no_project_leaves_the_run_where_another_report_put_it(tenant):
+    running = builders.response(response_id="resp_project", created_at=WHEN, status="in_progress")
+    done = builders.response(response_id="resp_project", created_at=WHEN, status="completed")
+    # The collector confirms the run in proj_other; the app's own later report names no project.
+    ingest_events(events=[_event(running, openai_project="proj_other")], projects_confirmed=True)
+    assert ingest_events(events=[_event(done)]).results[0].outcome == "updated"
+    assert Run.objects.for_tenant(tenant).get().openai_project == "proj_other"
+    projects = DailyRollup.objects.for_tenant(tenant).filter(runs__gt=0).values_list("openai_project", flat=True)
+    assert set(projects) == {"proj_other"}
+    assert ledger_check() == []
+
+
+def test_in_one_batch_a_named_project_beats_an_unnamed_newer_report(tenant):
+    running = builders.response(response_id="resp_named", created_at=WHEN, status="in_progress")
+    done = builders.response(response_id="resp_named", created_at=WHEN, status="completed")
+    ingest_events(events=[_event(done), _event(running, openai_project="proj_other")])
+    assert Run.objects.for_tenant(tenant).values_list("status", "openai_project").get() == ("completed", "proj_other")
+
+
+def test_a_run_first_seen_without_a_project_is_in_the_default_one(tenant, settings):
+    ingest_events(events=[_event(builders.response(response_id="resp_default", created_at=WHEN))])
+    assert Run.objects.for_tenant(tenant).get().openai_project == settings.OPENAI_PROJECT_ID
+
+
 def _rate_then(change, monkeypatch):
     """Make the next batch run `change` after it has rated its runs and before it takes the ingest lock."""
     from apps.ledger import services
