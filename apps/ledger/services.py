@@ -198,20 +198,49 @@ def _progress_key(state: dict) -> tuple:
         rank,
         expires.timestamp() if expires else 0.0,
         state["input_tokens"] + state["output_tokens"],
-        state["code_interpreter_sessions"] + state["file_search_calls"] + state["web_search_calls"]
-        + state["function_calls"],
+        sum(state[name] for name in TOOL_COUNT_FIELDS),  # at _TOOLS_IN_KEY
         state.get("started_at") is not None,
         ended.timestamp() if ended else 0.0,
         state["status"],
     )
 
 
+TOOL_COUNT_FIELDS = ("code_interpreter_sessions", "file_search_calls", "web_search_calls", "function_calls")
+_TOOLS_IN_KEY = 3  # where _progress_key holds the tool calls
+
+
+def _same_stage(key: tuple, other: tuple) -> bool:
+    """Two progress keys that differ at most in their tool calls: the same stage of the run."""
+    return key[:_TOOLS_IN_KEY] == other[:_TOOLS_IN_KEY] and key[_TOOLS_IN_KEY + 1:] == other[_TOOLS_IN_KEY + 1:]
+
+
+def _take_exact_tool_counts(winner: dict, old: dict, new: dict) -> None:
+    """Two reports of the same stage of a run told apart by their tool counts only. An Assistants report
+    without run steps guesses them (one code-interpreter session if the tool was enabled, other calls
+    unknown); counts from steps are exact. So the new report's counts stand unless they are a guess, in
+    which case the other state's do (a stored row's may be exact): exact counts win whichever report came
+    first, and no later guess undoes them."""
+    source = old if new.get("_tools_guessed") else new
+    counts = [source[name] for name in TOOL_COUNT_FIELDS]
+    if [winner[name] for name in TOOL_COUNT_FIELDS] != counts:
+        winner.update(zip(TOOL_COUNT_FIELDS, counts, strict=True))
+        winner.pop("_rated", None)  # its costs were worked out for the other counts: rated again
+    if source.get("_tools_guessed"):
+        winner["_tools_guessed"] = True
+    else:
+        winner.pop("_tools_guessed", None)
+
+
 def _merge(old: dict, new: dict) -> dict:
-    """The newer of two states, with attribution that only the other one carries filled in."""
-    if _progress_key(new) > _progress_key(old):
+    """The newer of two states, with attribution that only the other one carries filled in, and the exact
+    tool counts of either when they are the same stage of the run."""
+    old_key, new_key = _progress_key(old), _progress_key(new)
+    if new_key > old_key:
         winner, loser = dict(new), old
     else:
         winner, loser = dict(old), new
+    if _same_stage(old_key, new_key):
+        _take_exact_tool_counts(winner, old, new)
     for name in ATTRIBUTION_FIELDS:
         if not winner.get(name) and loser.get(name):
             winner[name] = loser[name]
@@ -688,6 +717,8 @@ def _parse(events: list, key_tenant: Tenant | None, results: list, projects_conf
                 if projects_confirmed:
                     state["_project_confirmed"] = True
                 state["status_rank"] = STATUS_RANK.get(state["status"], 0)
+                if kind == "thread.run" and event.get("steps") is None:
+                    state["_tools_guessed"] = True  # see _take_exact_tool_counts
                 run_events.append(_RunEvent(index, state))
             elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
                 if event.get("attribution") is not None:

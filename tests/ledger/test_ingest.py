@@ -300,6 +300,44 @@ def test_a_run_first_seen_without_a_project_is_in_the_default_one(tenant, settin
     assert Run.objects.for_tenant(tenant).get().openai_project == settings.OPENAI_PROJECT_ID
 
 
+def _steps(function_calls: int) -> list[dict]:
+    """An Assistants run's steps (as the run-steps list returns them) in which no code ran."""
+    steps = [{"object": "thread.run.step", "step_details": {"type": "message_creation",
+                                                            "message_creation": {"message_id": "msg_1"}}}]
+    if function_calls:
+        steps.append({"object": "thread.run.step", "step_details": {"type": "tool_calls", "tool_calls": [
+            {"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}", "output": "ok"}}
+            for i in range(function_calls)]}})
+    return steps
+
+
+@pytest.mark.parametrize("function_calls", [0, 1])
+def test_exact_tool_counts_from_steps_replace_the_guess_whichever_report_comes_first(tenant, function_calls):
+    # Without steps a finished run with code_interpreter enabled is billed one session (the documented guess);
+    # its steps show no code ran. The exact counts must stand in either order, with the costs that go with them.
+    run = builders.assistants_run(run_id="run_steps", created_at=WHEN, code_interpreter=True)
+    guessed, exact = _event(run), _event(run, steps=_steps(function_calls))
+    for order in ([guessed, exact], [exact, guessed], [guessed, exact, guessed]):
+        Run.objects.unscoped().delete()
+        DailyRollup.objects.unscoped().delete()
+        EndUserDailyRollup.objects.unscoped().delete()
+        outcomes = [ingest_events(events=[event]).results[0].outcome for event in order]
+        stored = Run.objects.for_tenant(tenant).get()
+        assert (stored.code_interpreter_sessions, stored.function_calls, stored.cost_tools_usd) == (
+            0, function_calls, Decimal("0")), order
+        assert outcomes[1] == ("updated" if order[0] is guessed else "unchanged")
+        assert DailyRollup.objects.for_tenant(tenant).get().cost_tools_usd == 0
+
+
+def test_exact_tool_counts_in_the_same_batch_as_the_guess_win_too(tenant):
+    run = builders.assistants_run(run_id="run_steps_batch", created_at=WHEN, code_interpreter=True)
+    ingest_events(events=[_event(run, steps=_steps(0)), _event(run)])
+    ingest_events(events=[_event(run), _event(run, steps=_steps(0))])
+    assert Run.objects.for_tenant(tenant).values_list("code_interpreter_sessions", "cost_tools_usd").get() == (
+        0, Decimal("0"))
+    assert ledger_check() == []
+
+
 def _rate_then(change, monkeypatch):
     """Make the next batch run `change` after it has rated its runs and before it takes the ingest lock."""
     from apps.ledger import services
