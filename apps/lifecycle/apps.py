@@ -6,6 +6,9 @@ class LifecycleConfig(AppConfig):
     label = "lifecycle"
 
     def ready(self):
+        from .conf import check_environment
+
+        check_environment()
         # The ingest API hands vector stores, files and containers to this app (the one place they are stored).
         from apps.ledger.services import resource_handler_register
 

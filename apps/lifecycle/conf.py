@@ -1,8 +1,12 @@
-"""Lifecycle settings with their defaults; each can be overridden in Django settings or the environment."""
+"""Lifecycle settings with their defaults; each can be overridden in Django settings or the environment
+(a variable of the same name: `LIFECYCLE_SWEEP_UNASSIGNED=true`, `LIFECYCLE_SWEEP_BATCH_SIZE=100`)."""
 
 from __future__ import annotations
 
+import os
+
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 _DEFAULTS = {
     # Files attached to nothing live are deleted once they are at least this old.
@@ -45,5 +49,32 @@ _DEFAULTS = {
 }
 
 
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
 def setting(name: str):
-    return getattr(settings, name, _DEFAULTS[name])
+    """Django settings first (tests override there), then the environment, then the default."""
+    if hasattr(settings, name):
+        return getattr(settings, name)
+    default = _DEFAULTS[name]
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    return _parsed(name, text.strip(), default)
+
+
+def _parsed(name: str, text: str, default):
+    if isinstance(default, bool):
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ImproperlyConfigured(f"{name} must be true or false; it is {text!r}.")
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, like {default}; it is {text!r}.")
+
+
+def check_environment() -> None:
+    """Read every setting once at start-up, so a bad value stops the process naming its variable instead of
+    failing a sweep hours later."""
+    for name in _DEFAULTS:
+        setting(name)
