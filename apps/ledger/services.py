@@ -40,6 +40,7 @@ from apps.provider.normalizers import (
     NormalizationError,
     ResourceRecord,
     apply_attribution,
+    metadata_attribution,
     normalize_resource,
     normalize_run_object,
     run_fields_fast,
@@ -231,9 +232,24 @@ def _take_exact_tool_counts(winner: dict, old: dict, new: dict) -> None:
         winner.pop("_tools_guessed", None)
 
 
+_NOTHING_EXPLICIT: frozenset[str] = frozenset()
+
+
+def _explicit_attribution(state: dict) -> frozenset[str]:
+    """The attribution fields of a state that were sent beside the object (`attribution`) rather than read
+    from its metadata. A report knows (_parse marks it); for a stored row they are the values that differ
+    from what its metadata gives."""
+    marked = state.get("_explicit_attribution")
+    if marked is not None:
+        return marked
+    from_metadata = metadata_attribution(state.get("metadata") or {})
+    return frozenset(name for name in ATTRIBUTION_FIELDS if state.get(name) and state[name] != from_metadata[name])
+
+
 def _merge(old: dict, new: dict) -> dict:
-    """The newer of two states, with attribution that only the other one carries filled in, and the exact
-    tool counts of either when they are the same stage of the run."""
+    """The newer of two states, with attribution that only the other one carries filled in (or that the other
+    was sent beside its object, which overrides metadata), and the exact tool counts of either when they are
+    the same stage of the run."""
     old_key, new_key = _progress_key(old), _progress_key(new)
     if new_key > old_key:
         winner, loser = dict(new), old
@@ -241,9 +257,13 @@ def _merge(old: dict, new: dict) -> dict:
         winner, loser = dict(old), new
     if _same_stage(old_key, new_key):
         _take_exact_tool_counts(winner, old, new)
+    explicit, loser_explicit = _explicit_attribution(winner), _explicit_attribution(loser)
     for name in ATTRIBUTION_FIELDS:
-        if not winner.get(name) and loser.get(name):
+        if name in loser_explicit and name not in explicit:
+            winner[name] = loser[name]  # sent beside the object: it overrides metadata, however new
+        elif not winner.get(name) and loser.get(name):
             winner[name] = loser[name]
+    winner["_explicit_attribution"] = explicit | loser_explicit
     if loser.get("metadata"):
         winner["metadata"] = {**loser["metadata"], **(winner.get("metadata") or {})}
     if not winner.get("thread_openai_id") and loser.get("thread_openai_id"):
@@ -719,6 +739,9 @@ def _parse(events: list, key_tenant: Tenant | None, results: list, projects_conf
                 state["status_rank"] = STATUS_RANK.get(state["status"], 0)
                 if kind == "thread.run" and event.get("steps") is None:
                     state["_tools_guessed"] = True  # see _take_exact_tool_counts
+                attribution = event.get("attribution")
+                state["_explicit_attribution"] = _NOTHING_EXPLICIT if attribution is None else frozenset(
+                    name for name in ATTRIBUTION_FIELDS if attribution.get(name) is not None)
                 run_events.append(_RunEvent(index, state))
             elif kind in THREAD_KINDS or kind in LIFECYCLE_KINDS:
                 if event.get("attribution") is not None:

@@ -236,11 +236,16 @@ def _status(obj: dict, allowed: frozenset[str], prefix: str) -> str:
     return status
 
 
+def metadata_attribution(metadata: dict) -> dict[str, str]:
+    """The attribution (user_id, session_id, feature) a run's metadata gives, cut to its columns: what a run
+    carries unless `attribution` was sent beside the object."""
+    return {key: _meta_str(metadata, key, limit) for key, limit in _ATTRIBUTION_LIMITS}
+
+
 def _apply_metadata_attribution(record: RunRecord, metadata: dict) -> None:
     record.metadata = metadata
-    record.user_id = _meta_str(metadata, "user_id", 200)
-    record.session_id = _meta_str(metadata, "session_id", 200)
-    record.feature = _meta_str(metadata, "feature", 100)
+    for key, value in metadata_attribution(metadata).items():
+        setattr(record, key, value)
     record.metadata_tenant = _meta_str(metadata, "tenant", 63)
 
 

@@ -338,6 +338,38 @@ def test_exact_tool_counts_in_the_same_batch_as_the_guess_win_too(tenant):
     assert ledger_check() == []
 
 
+def _attributed(status, metadata):
+    return builders.response(response_id="resp_attributed", created_at=WHEN, status=status, metadata=metadata)
+
+
+def test_attribution_sent_beside_the_object_outlives_a_newer_report_of_the_metadata(tenant):
+    # The app's report names the user and feature; the collector's later, final one carries only the metadata.
+    metadata = {"feature": "chat", "user_id": "anonymous"}
+    ingest_events(events=[_event(_attributed("in_progress", metadata),
+                                 attribution={"feature": "doc-qa", "user_id": "u_42"})])
+    ingest_events(events=[_event(_attributed("completed", metadata))], projects_confirmed=True)
+    stored = Run.objects.for_tenant(tenant).get()
+    assert (stored.status, stored.feature, stored.user_id) == ("completed", "doc-qa", "u_42")
+    assert set(EndUserDailyRollup.objects.for_tenant(tenant).filter(runs__gt=0).values_list("user_id", flat=True)) == {
+        "u_42"}
+    assert ledger_check() == []
+
+
+def test_attribution_sent_after_the_metadata_report_still_overrides_it(tenant):
+    metadata = {"feature": "chat", "user_id": "anonymous"}
+    ingest_events(events=[_event(_attributed("completed", metadata))])
+    result = ingest_events(events=[_event(_attributed("in_progress", metadata), attribution={"feature": "doc-qa"})])
+    assert result.results[0].outcome == "updated"
+    assert Run.objects.for_tenant(tenant).values_list("feature", "user_id").get() == ("doc-qa", "anonymous")
+    assert ledger_check() == []
+
+
+def test_a_newer_report_of_changed_metadata_still_moves_the_attribution_metadata_gave(tenant):
+    ingest_events(events=[_event(_attributed("in_progress", {"feature": "chat"}))])
+    ingest_events(events=[_event(_attributed("completed", {"feature": "search"}))])
+    assert Run.objects.for_tenant(tenant).values_list("feature", flat=True).get() == "search"
+
+
 def _rate_then(change, monkeypatch):
     """Make the next batch run `change` after it has rated its runs and before it takes the ingest lock."""
     from apps.ledger import services
