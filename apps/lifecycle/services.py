@@ -2,7 +2,9 @@
 delete, audit), orphan actions, vector-storage metering and the requires_action watch.
 
 Safety rules every sweep follows (see docs/lifecycle.md):
-- a tenant on legal hold is never swept (checked when planning and again right before each delete);
+- a tenant on legal hold is never swept (checked when planning, when an item is processed and again right
+  before its archive and delete), and an item is judged by its resource's tenant now: one whose tenant
+  changed since planning is kept for the next sweep;
 - the last activity of a thread/conversation/store/container is re-checked at OpenAI right before the
   delete, so something used during the sweep survives;
 - each item is claimed with a conditional UPDATE before it is touched, the claim is renewed before every
@@ -1031,12 +1033,40 @@ def _ledger_model(resource_type: str):
     return Thread if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION) else RESOURCE_MODELS[resource_type]
 
 
-def _recorded_project(item: SweepItem) -> str:
-    """The project the ledger has for the item's resource now (the inventory or a later report may have
-    corrected it since the sweep was planned), else the item's own; "" reads as the default project."""
-    recorded = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
-                .values_list("openai_project", flat=True).first())
-    return recorded or item.openai_project or settings.OPENAI_PROJECT_ID
+@dataclass(frozen=True)
+class _Recorded:
+    """What the ledger has for an item's resource now: its tenant (None: an orphan), whether that tenant is on
+    legal hold, and the OpenAI project it lives in."""
+
+    tenant_id: int | None
+    legal_hold: bool
+    openai_project: str
+
+
+def _recorded(item: SweepItem) -> _Recorded:
+    """The ledger's tenant (with its legal hold) and project for the item's resource now, in one query by the
+    resource's unique OpenAI id. Since the sweep was planned, staff may have re-assigned the resource, ingest
+    adopted an orphan or a file followed its store into a tenant; the inventory or a later report may have
+    corrected the project. A resource no longer in the ledger keeps what the item was planned with; the
+    project falls back to the item's own, and "" reads as the default project."""
+    row = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
+           .values_list("tenant_id", "tenant__legal_hold", "openai_project").first())
+    if row is None:
+        held = item.tenant_id is not None and Tenant.objects.filter(pk=item.tenant_id, legal_hold=True).exists()
+        row = (item.tenant_id, held, "")
+    tenant_id, legal_hold, project = row
+    return _Recorded(tenant_id, bool(legal_hold), project or item.openai_project or settings.OPENAI_PROJECT_ID)
+
+
+def _ownership_verdict(item: SweepItem, recorded: _Recorded) -> tuple[str, str] | None:
+    """(outcome, detail) when who owns the item's resource now forbids deleting it, else None."""
+    if recorded.tenant_id != item.tenant_id:
+        # The cutoff, legal hold and archiving the item was planned (or previewed) under were another tenant's,
+        # or none: the simplest safe answer is to keep it and let the next sweep plan it under its tenant now.
+        return Outcome.SKIPPED_ACTIVE, "its tenant changed since the sweep was planned: the next sweep decides"
+    if recorded.legal_hold:
+        return Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold"
+    return None
 
 
 def _project_holding(lease: Callable, project_ids: Iterable[str], resource_type: str,
@@ -1312,19 +1342,22 @@ class _Transient(Exception):
 
 def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep: Sweep, item: SweepItem,
                   tenants: dict[int, Tenant]) -> str:
+    now = timezone.now()
+    recorded = _recorded(item)
+    kept = _ownership_verdict(item, recorded)
+    if kept is not None:
+        return _finish_item(item, *kept, now)
+    # The tenant is the item's (checked just above): its policy as it is now decides the cutoff and archiving.
     tenant = tenants.get(item.tenant_id) if item.tenant_id else None
     if item.tenant_id and tenant is None:
         tenant = tenants[item.tenant_id] = Tenant.objects.get(pk=item.tenant_id)
     if tenant is not None:
-        tenant.refresh_from_db(fields=["legal_hold", "archive_before_delete", "thread_retention_days",
-                                       "vector_store_idle_days"])
-    now = timezone.now()
-    if tenant is not None and tenant.legal_hold:
-        return _finish_item(item, Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold", now)
+        tenant.refresh_from_db(fields=["archive_before_delete", "thread_retention_days", "vector_store_idle_days"])
+
     def lease(project_id: str) -> _LeasedProvider:
         return _LeasedProvider(providers.for_project(project_id), renew)
 
-    item.openai_project = _recorded_project(item)
+    item.openai_project = recorded.openai_project
     try:
         # Only the resource's own project's key reaches it: with any other, OpenAI answers 404 ("gone").
         provider = lease(item.openai_project)
@@ -1365,6 +1398,12 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             if item.resource_type == ResourceType.VECTOR_STORE:
                 item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
+        # Checked again right before anything is archived or deleted: the re-check (and then the archive's
+        # listing) can take minutes of calls, and a hold placed or a re-assignment made meanwhile must still
+        # stop the delete. One query by the resource's unique id each time.
+        kept = _ownership_verdict(item, _recorded(item))
+        if kept is not None:
+            return _finish_item(item, *kept, now)
         if (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
                 and tenant is not None and tenant.archive_before_delete):
             archived = _archive(provider, item)
@@ -1373,6 +1412,9 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
                                     "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
             item.detail = f"archived {archived} items"
             item.archived = True
+            kept = _ownership_verdict(item, _recorded(item))
+            if kept is not None:  # the archive stays: it is a copy, and the hold wants the thread kept as well
+                return _finish_item(item, *kept, now)
         if item.resource_type == ResourceType.VECTOR_STORE:
             item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
         try:

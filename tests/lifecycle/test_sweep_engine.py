@@ -9,11 +9,14 @@ import pytest
 
 from apps.ledger.models import Thread
 from apps.lifecycle import services
-from apps.lifecycle.models import Outcome, Sweep, SweepItem
+from apps.lifecycle.models import Outcome, Sweep, SweepItem, VectorStore
+from apps.tenants.models import Tenant
+from tests import builders
 
 from .fakes import FakeProvider
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+GIB = 1024**3
 
 
 def _thread(tenant, openai_id, *, days_idle: float, provider: FakeProvider, kind="thread"):
@@ -79,6 +82,117 @@ def test_legal_hold_set_after_planning_is_honoured_before_delete(policies, provi
     tenant.save()
     _run(sweep, provider)
     assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+
+
+def _idle_store(tenant, provider, store_id: str, *, days_idle: int = 60) -> VectorStore:
+    idle_since = NOW - dt.timedelta(days=days_idle)
+    services.resources_record(tenant=tenant, obj=builders.vector_store(
+        vector_store_id=store_id, usage_bytes=GIB, created_at=idle_since, last_active_at=idle_since))
+    provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": GIB,
+                                        "created_at": int(idle_since.timestamp()),
+                                        "last_active_at": int(idle_since.timestamp())}
+    return VectorStore.objects.unscoped().get(openai_id=store_id)
+
+
+def test_a_store_reassigned_to_a_held_tenant_after_its_dry_run_is_kept_by_the_confirmation(policies, provider):
+    """The confirmation copies the preview's tenant; the resource's tenant now decides, not that copy."""
+    tenant, held = policies
+    store = _idle_store(tenant, provider, "vs_evidence")
+    preview = services.sweep_create(kind="vector_stores", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    assert SweepItem.objects.unscoped().get(sweep=preview).outcome == Outcome.WOULD_DELETE
+    services.resource_assign(resource_type="vector_store", pk=store.pk, tenant=held, actor=None)
+
+    confirmation = services.sweep_create(kind="vector_stores", preview_of=preview)
+    _run(confirmation, provider)
+
+    assert provider.deletes == []
+    item = SweepItem.objects.unscoped().get(sweep=confirmation)
+    assert item.outcome == Outcome.SKIPPED_ACTIVE and "tenant changed since the sweep was planned" in item.detail
+    assert VectorStore.objects.unscoped().get(openai_id="vs_evidence").status == "active"
+
+
+def test_an_orphan_adopted_by_a_held_tenant_after_planning_is_kept(policies, provider, settings):
+    _, held = policies
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    _idle_store(None, provider, "vs_orphan")
+    sweep = services.sweep_create(kind="vector_stores", as_of=NOW)
+    services._plan_step(sweep)
+    # The application reports the store with its ingest key: ingest gives an orphan the reporting tenant.
+    services.resources_record(tenant=held, obj=provider.vector_stores["vs_orphan"])
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
+
+
+class _OrphanAssignedDuringRecheck(FakeProvider):
+    """Staff assign the orphan store to a tenant while its re-check is at OpenAI."""
+
+    def __init__(self, tenant):
+        super().__init__()
+        self.tenant = tenant
+
+    def retrieve_vector_store(self, vs_id):
+        store = VectorStore.objects.unscoped().get(openai_id=vs_id)
+        services.resource_assign(resource_type="vector_store", pk=store.pk, tenant=self.tenant, actor=None)
+        return super().retrieve_vector_store(vs_id)
+
+
+def test_an_orphan_assigned_to_a_held_tenant_while_it_is_rechecked_is_kept(policies, settings):
+    _, held = policies
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    provider = _OrphanAssignedDuringRecheck(held)
+    _idle_store(None, provider, "vs_orphan")
+    sweep = services.sweep_create(kind="vector_stores", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
+
+
+class _HoldPlacedWhileListingMessages(FakeProvider):
+    """Ops put the tenant on legal hold while the sweep lists a thread's messages for the `on_listing`-th time
+    (1: the re-check; 2: the archive's copy), calls that can take minutes of 429 retries."""
+
+    def __init__(self, tenant, *, on_listing: int):
+        super().__init__()
+        self.tenant_pk, self.on_listing, self.listings = tenant.pk, on_listing, 0
+
+    def list_thread_messages(self, thread_id):
+        self.listings += 1
+        if self.listings == self.on_listing:
+            Tenant.objects.filter(pk=self.tenant_pk).update(legal_hold=True)
+        return super().list_thread_messages(thread_id)
+
+
+def test_a_hold_placed_while_an_item_is_rechecked_stops_its_delete(policies):
+    tenant, _ = policies
+    provider = _HoldPlacedWhileListingMessages(tenant, on_listing=1)
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+    assert Thread.objects.unscoped().get(openai_id="thread_old").status == "active"
+
+
+def test_a_hold_placed_while_a_thread_is_archived_stops_its_delete(policies):
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    provider = _HoldPlacedWhileListingMessages(tenant, on_listing=2)
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.listings == 2 and provider.deletes == []
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
 
 
