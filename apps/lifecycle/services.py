@@ -10,7 +10,8 @@ Safety rules every sweep follows (see docs/lifecycle.md):
 - each item is claimed with a conditional UPDATE before it is touched, the claim is renewed before every
   provider call, every write is conditional on still holding it, and a re-processed item is re-checked
   first (a 404 then reads "already gone"), so nothing is deleted twice or audited twice;
-- a dry run runs the same code path with the delete left out, so it lists exactly what a real run deletes.
+- a dry run runs the same code path with the archive copy and the delete left out, so it lists exactly what a
+  real run deletes.
 """
 
 from __future__ import annotations
@@ -1226,17 +1227,20 @@ def _recheck_container(provider, item: SweepItem, cutoff: dt.datetime) -> _Check
     return _active_verdict(last, cutoff, "last active")
 
 
-def _archive(provider, item: SweepItem) -> int | None:
-    """Copy the thread's messages (or conversation's items) into RunLedger, oldest first, before deleting;
-    the number copied, or None (nothing copied) when there are more than LIFECYCLE_ARCHIVE_MAX_ITEMS: an
-    archive cut short would lose the oldest ones for good once the thread is deleted."""
+def _archive_rows(provider, item: SweepItem) -> list | None:
+    """The thread's messages (or conversation's items) to archive before deleting it, newest first as OpenAI
+    lists them, or None when there are more than LIFECYCLE_ARCHIVE_MAX_ITEMS: an archive cut short would lose
+    the oldest ones for good once the thread is deleted. Reads only, at most the limit + 1 rows."""
     limit = setting("LIFECYCLE_ARCHIVE_MAX_ITEMS")
     if item.resource_type == ResourceType.THREAD:
         rows = _first(provider.list_thread_messages(item.openai_id), limit + 1)
     else:
         rows = _first(provider.list_conversation_items(item.openai_id), limit + 1)
-    if len(rows) > limit:
-        return None
+    return None if len(rows) > limit else rows
+
+
+def _archive_store(item: SweepItem, rows: list) -> int:
+    """Copy the rows _archive_rows read into RunLedger, oldest first; the number copied."""
     # OpenAI lists newest first: reversed, they are oldest first. Conversation items carry no timestamp, so
     # that order is the only one there is; thread messages are then sorted by time, and the stable sort keeps
     # messages of the same second in the order they were written.
@@ -1394,27 +1398,27 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             return _finish_deleted(item, sweep, check.outcome, check.detail, now)
         if check.outcome is not None:
             return _finish_item(item, check.outcome, check.detail, now)
+        archiving = (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
+                     and tenant is not None and tenant.archive_before_delete)
+        # A dry run reads what the archive would copy too (the same bounded listing, nothing written): a thread
+        # with more than the archive holds is kept by the real run, so its preview must not list it to delete.
+        archive_rows = _archive_rows(provider, item) if archiving else None
+        if archiving and archive_rows is None:
+            return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
+                                "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
+        # Checked again after the last read at OpenAI, right before anything is archived or deleted: the
+        # re-check and the archive's listing can take minutes of calls, and a hold placed or a re-assignment
+        # made meanwhile must still stop the delete. One query by the resource's unique id.
+        kept = _ownership_verdict(item, _recorded(item))
+        if kept is not None:
+            return _finish_item(item, *kept, now)
         if sweep.dry_run:
             if item.resource_type == ResourceType.VECTOR_STORE:
                 item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
-        # Checked again right before anything is archived or deleted: the re-check (and then the archive's
-        # listing) can take minutes of calls, and a hold placed or a re-assignment made meanwhile must still
-        # stop the delete. One query by the resource's unique id each time.
-        kept = _ownership_verdict(item, _recorded(item))
-        if kept is not None:
-            return _finish_item(item, *kept, now)
-        if (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
-                and tenant is not None and tenant.archive_before_delete):
-            archived = _archive(provider, item)
-            if archived is None:
-                return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
-                                    "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
-            item.detail = f"archived {archived} items"
+        if archiving:
+            item.detail = f"archived {_archive_store(item, archive_rows)} items"
             item.archived = True
-            kept = _ownership_verdict(item, _recorded(item))
-            if kept is not None:  # the archive stays: it is a copy, and the hold wants the thread kept as well
-                return _finish_item(item, *kept, now)
         if item.resource_type == ResourceType.VECTOR_STORE:
             item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
         try:

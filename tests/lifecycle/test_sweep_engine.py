@@ -351,6 +351,36 @@ def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived
     assert ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id="thread_short").count() == 2
 
 
+def test_a_dry_run_records_the_archive_limit_failure_the_real_run_would(policies, provider, settings):
+    """The preview lists exactly what its confirmation deletes: a thread too long to archive is not offered."""
+    from apps.lifecycle.models import ArchivedItem
+
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    settings.LIFECYCLE_ARCHIVE_MAX_ITEMS = 2
+    _thread(tenant, "thread_long", days_idle=45, provider=provider)
+    _thread(tenant, "thread_short", days_idle=45, provider=provider)
+    old = int((NOW - dt.timedelta(days=45)).timestamp())
+    provider.messages["thread_long"] = [{"id": f"msg_{n}", "created_at": old} for n in range(3)]
+    provider.messages["thread_short"] = [{"id": f"msg_s{n}", "created_at": old} for n in range(2)]
+
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    previewed = {item.openai_id: item for item in SweepItem.objects.unscoped().filter(sweep=preview)}
+    assert previewed["thread_long"].outcome == Outcome.FAILED
+    assert previewed["thread_short"].outcome == Outcome.WOULD_DELETE
+    assert not ArchivedItem.objects.for_tenant(tenant).exists()  # a dry run copies nothing
+
+    _run(services.sweep_create(kind="threads", preview_of=preview), provider)
+    assert provider.deletes == ["thread_short"]
+    real = services.sweep_create(kind="threads", as_of=NOW)
+    _run(real, provider)
+    refused = SweepItem.objects.unscoped().get(sweep=real, openai_id="thread_long")
+    assert (refused.outcome, refused.detail) == (Outcome.FAILED, previewed["thread_long"].detail)
+    assert provider.deletes == ["thread_short"]
+
+
 def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_gone", days_idle=45, provider=provider)
