@@ -1665,6 +1665,10 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
         # Another worker resumed this sweep (our heartbeat or lease looked dead): it carries on, we stop.
         logger.warning("%s; stopping this batch", exc)
         mine.update(claimed_by="")
+        # Cancelled while this worker had an item in hand: sweep_fail counted before that item's outcome was
+        # written, so count again. Counting only reads the items, so a repeat writes the same; a sweep still
+        # running belongs to its new holder, which writes its own counts.
+        Sweep.objects.unscoped().filter(pk=sweep.pk, status=Sweep.Status.FAILED).update(counts=sweep_counts(sweep))
         return BatchResult(sweep.pk, "busy", processed, sweep.counts)
     except Exception as exc:
         # An error outside the per-item handling (no API key on this worker, a database error writing an
@@ -1736,8 +1740,10 @@ def sweep_cancel(*, sweep_id: int, actor=None, actor_label: str = "") -> Sweep:
 
 
 def sweep_fail(*, sweep: Sweep, reason: str, actor=None) -> None:
+    # The counts too: a batch writes them only when it ends, so a sweep cancelled or failed mid-batch would
+    # otherwise show its last finished batch's, not what it deleted.
     Sweep.objects.unscoped().filter(pk=sweep.pk, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).update(
-        status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="",
+        status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="", counts=sweep_counts(sweep),
         errors=[*sweep.errors, {"error": reason}],
     )
     audit_record(action="lifecycle.sweep.fail", target_type="sweep", target_id=sweep.pk, actor=actor,

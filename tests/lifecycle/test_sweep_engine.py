@@ -580,3 +580,41 @@ def test_a_cancelled_sweep_stops_after_the_item_in_hand(policies):
     assert result.status == "failed"
     with pytest.raises(services.SweepRefused, match="already failed"):
         services.sweep_cancel(sweep_id=sweep.pk)
+
+
+def test_a_sweep_cancelled_while_an_item_is_in_hand_records_that_items_outcome_in_its_counts(policies):
+    """"Recent sweeps" shows Sweep.counts: it must say what the sweep deleted, the item in hand included."""
+    tenant, _ = policies
+    holder: list = []
+    provider = _CancellingProvider(holder)
+    for index in range(3):
+        _thread(tenant, f"thread_old_{index}", days_idle=40, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    holder.append(sweep.pk)
+
+    _run(sweep, provider)
+
+    sweep.refresh_from_db()
+    assert sweep.counts == services.sweep_counts(sweep) == {Outcome.DELETED: 1, SweepItem.State.PENDING: 2}
+
+
+def test_a_sweep_failed_mid_batch_records_the_counts_of_what_it_did(policies, provider, monkeypatch, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_MAX_BATCH_FAILURES = 1
+    for index in range(3):
+        _thread(tenant, f"thread_old_{index}", days_idle=40, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    claim_next_item, claims = services._claim_next_item, []
+
+    def database_lost_on_the_third_claim(*args):
+        claims.append(args)
+        if len(claims) == 3:
+            raise RuntimeError("database connection lost")
+        return claim_next_item(*args)
+
+    monkeypatch.setattr(services, "_claim_next_item", database_lost_on_the_third_claim)
+    assert services.sweep_run_batch(sweep_id=sweep.pk, provider=provider).status == "failed"
+
+    sweep.refresh_from_db()
+    assert len(provider.deletes) == 2
+    assert sweep.counts == services.sweep_counts(sweep) == {Outcome.DELETED: 2, SweepItem.State.PENDING: 1}
