@@ -1425,7 +1425,10 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             outcome = _provider_delete(provider, item.resource_type, item.openai_id)
         except Exception as exc:
             if is_transient(exc):
-                raise _Transient(str(exc), rate_limited=error_status(exc) == 429, delete_sent=True) from exc
+                rate_limited = error_status(exc) == 429
+                # A 429 is a refusal: OpenAI did not carry the delete out, so a 404 after it is someone else's
+                # delete (already_gone), not ours going through (deleted, with its saving).
+                raise _Transient(str(exc), rate_limited=rate_limited, delete_sent=not rate_limited) from exc
             raise
     except (_ClaimLost, _Transient):
         raise

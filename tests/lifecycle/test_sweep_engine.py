@@ -13,7 +13,7 @@ from apps.lifecycle.models import Outcome, Sweep, SweepItem, VectorStore
 from apps.tenants.models import Tenant
 from tests import builders
 
-from .fakes import FakeProvider
+from .fakes import FakeProvider, FakeRateLimited
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 GIB = 1024**3
@@ -428,6 +428,37 @@ def test_transient_rate_limit_retries_the_item_later_instead_of_failing_it(polic
     assert result.status == "finished" and provider.deletes == ["thread_old"]
     assert len(sleeps) == 2
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.DELETED
+
+
+class _RateLimitedFirstDelete(FakeProvider):
+    """OpenAI answers the first delete call with a 429 after every retry: a refusal, nothing deleted."""
+
+    def __init__(self):
+        super().__init__()
+        self.delete_calls = 0
+
+    def delete_thread(self, thread_id):
+        self.delete_calls += 1
+        if self.delete_calls == 1:
+            raise FakeRateLimited("429")
+        return super().delete_thread(thread_id)
+
+
+def test_a_thread_someone_else_deletes_after_our_delete_was_rate_limited_is_already_gone_not_ours(policies):
+    tenant, _ = policies
+    provider = _RateLimitedFirstDelete()
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    def application_deletes_it_during_the_wait(seconds):
+        provider.threads.pop("thread_old", None)
+
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=application_deletes_it_during_the_wait)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert provider.deletes == [] and not item.delete_sent
+    assert item.outcome == Outcome.ALREADY_GONE
+    assert Thread.objects.unscoped().get(openai_id="thread_old").deletion_reason.startswith(services.GONE_REASON)
 
 
 def test_only_one_real_sweep_per_kind_at_a_time(policies, provider):
