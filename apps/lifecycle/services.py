@@ -594,8 +594,12 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
     now = timezone.now()
     reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
     with transaction.atomic():
+        # Valued while the store still counts as live: the saving is the bill with it minus the bill without
+        # it, and once marked deleted it is no longer in the total (a 1 GiB store beside 0.5 GiB read $0).
+        saved_usd_per_day = (_vector_store_saving(resource.usage_bytes, now.date())
+                             if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO)
         _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
-        _staff_delete_audit(resource, resource_type, outcome, reason, actor, now)
+        _staff_delete_audit(resource, resource_type, outcome, reason, actor, now, saved_usd_per_day)
         audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
                      actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
     return outcome
@@ -606,7 +610,8 @@ _SWEEP_KIND_OF = {ResourceType.THREAD: SweepKind.THREADS, ResourceType.CONVERSAT
                   ResourceType.CONTAINER: SweepKind.CONTAINERS}
 
 
-def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str, actor, now: dt.datetime) -> None:
+def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str, actor, now: dt.datetime,
+                        saved_usd_per_day: Decimal) -> None:
     """A staff delete goes in the deletion audit (/lifecycle/audit/ and its CSV) beside the sweeps': as a
     finished one-item sweep requested by that person."""
     usage_bytes = int(getattr(resource, "usage_bytes", None) or getattr(resource, "bytes", None) or 0)
@@ -620,8 +625,7 @@ def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str,
         sweep=sweep, tenant_id=resource.tenant_id, resource_type=resource_type, openai_id=resource.openai_id,
         openai_project=resource.openai_project, rule="deleted by staff (delete now)", dry_run=False,
         state=SweepItem.State.DONE, outcome=outcome, detail=reason, processed_at=now, usage_bytes=usage_bytes,
-        saved_usd_per_day=(_vector_store_saving(usage_bytes, now.date())
-                           if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO),
+        saved_usd_per_day=saved_usd_per_day,
     )
 
 
