@@ -2,13 +2,16 @@
 delete, audit), orphan actions, vector-storage metering and the requires_action watch.
 
 Safety rules every sweep follows (see docs/lifecycle.md):
-- a tenant on legal hold is never swept (checked when planning and again right before each delete);
+- a tenant on legal hold is never swept (checked when planning, when an item is processed and again right
+  before its archive and delete), and an item is judged by its resource's tenant now: one whose tenant
+  changed since planning is kept for the next sweep;
 - the last activity of a thread/conversation/store/container is re-checked at OpenAI right before the
   delete, so something used during the sweep survives;
 - each item is claimed with a conditional UPDATE before it is touched, the claim is renewed before every
   provider call, every write is conditional on still holding it, and a re-processed item is re-checked
   first (a 404 then reads "already gone"), so nothing is deleted twice or audited twice;
-- a dry run runs the same code path with the delete left out, so it lists exactly what a real run deletes.
+- a dry run runs the same code path with the archive copy and the delete left out, so it lists exactly what a
+  real run deletes.
 """
 
 from __future__ import annotations
@@ -591,8 +594,12 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
     now = timezone.now()
     reason = "deleted by staff" if outcome == Outcome.DELETED else f"{GONE_REASON} (staff delete)"
     with transaction.atomic():
+        # Valued while the store still counts as live: the saving is the bill with it minus the bill without
+        # it, and once marked deleted it is no longer in the total (a 1 GiB store beside 0.5 GiB read $0).
+        saved_usd_per_day = (_vector_store_saving(resource.usage_bytes, now.date())
+                             if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO)
         _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
-        _staff_delete_audit(resource, resource_type, outcome, reason, actor, now)
+        _staff_delete_audit(resource, resource_type, outcome, reason, actor, now, saved_usd_per_day)
         audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
                      actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
     return outcome
@@ -603,7 +610,8 @@ _SWEEP_KIND_OF = {ResourceType.THREAD: SweepKind.THREADS, ResourceType.CONVERSAT
                   ResourceType.CONTAINER: SweepKind.CONTAINERS}
 
 
-def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str, actor, now: dt.datetime) -> None:
+def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str, actor, now: dt.datetime,
+                        saved_usd_per_day: Decimal) -> None:
     """A staff delete goes in the deletion audit (/lifecycle/audit/ and its CSV) beside the sweeps': as a
     finished one-item sweep requested by that person."""
     usage_bytes = int(getattr(resource, "usage_bytes", None) or getattr(resource, "bytes", None) or 0)
@@ -617,8 +625,7 @@ def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str,
         sweep=sweep, tenant_id=resource.tenant_id, resource_type=resource_type, openai_id=resource.openai_id,
         openai_project=resource.openai_project, rule="deleted by staff (delete now)", dry_run=False,
         state=SweepItem.State.DONE, outcome=outcome, detail=reason, processed_at=now, usage_bytes=usage_bytes,
-        saved_usd_per_day=(_vector_store_saving(usage_bytes, now.date())
-                           if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO),
+        saved_usd_per_day=saved_usd_per_day,
     )
 
 
@@ -1031,12 +1038,40 @@ def _ledger_model(resource_type: str):
     return Thread if resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION) else RESOURCE_MODELS[resource_type]
 
 
-def _recorded_project(item: SweepItem) -> str:
-    """The project the ledger has for the item's resource now (the inventory or a later report may have
-    corrected it since the sweep was planned), else the item's own; "" reads as the default project."""
-    recorded = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
-                .values_list("openai_project", flat=True).first())
-    return recorded or item.openai_project or settings.OPENAI_PROJECT_ID
+@dataclass(frozen=True)
+class _Recorded:
+    """What the ledger has for an item's resource now: its tenant (None: an orphan), whether that tenant is on
+    legal hold, and the OpenAI project it lives in."""
+
+    tenant_id: int | None
+    legal_hold: bool
+    openai_project: str
+
+
+def _recorded(item: SweepItem) -> _Recorded:
+    """The ledger's tenant (with its legal hold) and project for the item's resource now, in one query by the
+    resource's unique OpenAI id. Since the sweep was planned, staff may have re-assigned the resource, ingest
+    adopted an orphan or a file followed its store into a tenant; the inventory or a later report may have
+    corrected the project. A resource no longer in the ledger keeps what the item was planned with; the
+    project falls back to the item's own, and "" reads as the default project."""
+    row = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
+           .values_list("tenant_id", "tenant__legal_hold", "openai_project").first())
+    if row is None:
+        held = item.tenant_id is not None and Tenant.objects.filter(pk=item.tenant_id, legal_hold=True).exists()
+        row = (item.tenant_id, held, "")
+    tenant_id, legal_hold, project = row
+    return _Recorded(tenant_id, bool(legal_hold), project or item.openai_project or settings.OPENAI_PROJECT_ID)
+
+
+def _ownership_verdict(item: SweepItem, recorded: _Recorded) -> tuple[str, str] | None:
+    """(outcome, detail) when who owns the item's resource now forbids deleting it, else None."""
+    if recorded.tenant_id != item.tenant_id:
+        # The cutoff, legal hold and archiving the item was planned (or previewed) under were another tenant's,
+        # or none: the simplest safe answer is to keep it and let the next sweep plan it under its tenant now.
+        return Outcome.SKIPPED_ACTIVE, "its tenant changed since the sweep was planned: the next sweep decides"
+    if recorded.legal_hold:
+        return Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold"
+    return None
 
 
 def _project_holding(lease: Callable, project_ids: Iterable[str], resource_type: str,
@@ -1196,17 +1231,20 @@ def _recheck_container(provider, item: SweepItem, cutoff: dt.datetime) -> _Check
     return _active_verdict(last, cutoff, "last active")
 
 
-def _archive(provider, item: SweepItem) -> int | None:
-    """Copy the thread's messages (or conversation's items) into RunLedger, oldest first, before deleting;
-    the number copied, or None (nothing copied) when there are more than LIFECYCLE_ARCHIVE_MAX_ITEMS: an
-    archive cut short would lose the oldest ones for good once the thread is deleted."""
+def _archive_rows(provider, item: SweepItem) -> list | None:
+    """The thread's messages (or conversation's items) to archive before deleting it, newest first as OpenAI
+    lists them, or None when there are more than LIFECYCLE_ARCHIVE_MAX_ITEMS: an archive cut short would lose
+    the oldest ones for good once the thread is deleted. Reads only, at most the limit + 1 rows."""
     limit = setting("LIFECYCLE_ARCHIVE_MAX_ITEMS")
     if item.resource_type == ResourceType.THREAD:
         rows = _first(provider.list_thread_messages(item.openai_id), limit + 1)
     else:
         rows = _first(provider.list_conversation_items(item.openai_id), limit + 1)
-    if len(rows) > limit:
-        return None
+    return None if len(rows) > limit else rows
+
+
+def _archive_store(item: SweepItem, rows: list) -> int:
+    """Copy the rows _archive_rows read into RunLedger, oldest first; the number copied."""
     # OpenAI lists newest first: reversed, they are oldest first. Conversation items carry no timestamp, so
     # that order is the only one there is; thread messages are then sorted by time, and the stable sort keeps
     # messages of the same second in the order they were written.
@@ -1312,19 +1350,22 @@ class _Transient(Exception):
 
 def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep: Sweep, item: SweepItem,
                   tenants: dict[int, Tenant]) -> str:
+    now = timezone.now()
+    recorded = _recorded(item)
+    kept = _ownership_verdict(item, recorded)
+    if kept is not None:
+        return _finish_item(item, *kept, now)
+    # The tenant is the item's (checked just above): its policy as it is now decides the cutoff and archiving.
     tenant = tenants.get(item.tenant_id) if item.tenant_id else None
     if item.tenant_id and tenant is None:
         tenant = tenants[item.tenant_id] = Tenant.objects.get(pk=item.tenant_id)
     if tenant is not None:
-        tenant.refresh_from_db(fields=["legal_hold", "archive_before_delete", "thread_retention_days",
-                                       "vector_store_idle_days"])
-    now = timezone.now()
-    if tenant is not None and tenant.legal_hold:
-        return _finish_item(item, Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold", now)
+        tenant.refresh_from_db(fields=["archive_before_delete", "thread_retention_days", "vector_store_idle_days"])
+
     def lease(project_id: str) -> _LeasedProvider:
         return _LeasedProvider(providers.for_project(project_id), renew)
 
-    item.openai_project = _recorded_project(item)
+    item.openai_project = recorded.openai_project
     try:
         # Only the resource's own project's key reaches it: with any other, OpenAI answers 404 ("gone").
         provider = lease(item.openai_project)
@@ -1361,17 +1402,26 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             return _finish_deleted(item, sweep, check.outcome, check.detail, now)
         if check.outcome is not None:
             return _finish_item(item, check.outcome, check.detail, now)
+        archiving = (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
+                     and tenant is not None and tenant.archive_before_delete)
+        # A dry run reads what the archive would copy too (the same bounded listing, nothing written): a thread
+        # with more than the archive holds is kept by the real run, so its preview must not list it to delete.
+        archive_rows = _archive_rows(provider, item) if archiving else None
+        if archiving and archive_rows is None:
+            return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
+                                "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
+        # Checked again after the last read at OpenAI, right before anything is archived or deleted: the
+        # re-check and the archive's listing can take minutes of calls, and a hold placed or a re-assignment
+        # made meanwhile must still stop the delete. One query by the resource's unique id.
+        kept = _ownership_verdict(item, _recorded(item))
+        if kept is not None:
+            return _finish_item(item, *kept, now)
         if sweep.dry_run:
             if item.resource_type == ResourceType.VECTOR_STORE:
                 item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
-        if (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
-                and tenant is not None and tenant.archive_before_delete):
-            archived = _archive(provider, item)
-            if archived is None:
-                return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
-                                    "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
-            item.detail = f"archived {archived} items"
+        if archiving:
+            item.detail = f"archived {_archive_store(item, archive_rows)} items"
             item.archived = True
         if item.resource_type == ResourceType.VECTOR_STORE:
             item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
@@ -1379,7 +1429,10 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             outcome = _provider_delete(provider, item.resource_type, item.openai_id)
         except Exception as exc:
             if is_transient(exc):
-                raise _Transient(str(exc), rate_limited=error_status(exc) == 429, delete_sent=True) from exc
+                rate_limited = error_status(exc) == 429
+                # A 429 is a refusal: OpenAI did not carry the delete out, so a 404 after it is someone else's
+                # delete (already_gone), not ours going through (deleted, with its saving).
+                raise _Transient(str(exc), rate_limited=rate_limited, delete_sent=not rate_limited) from exc
             raise
     except (_ClaimLost, _Transient):
         raise
@@ -1619,6 +1672,10 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
         # Another worker resumed this sweep (our heartbeat or lease looked dead): it carries on, we stop.
         logger.warning("%s; stopping this batch", exc)
         mine.update(claimed_by="")
+        # Cancelled while this worker had an item in hand: sweep_fail counted before that item's outcome was
+        # written, so count again. Counting only reads the items, so a repeat writes the same; a sweep still
+        # running belongs to its new holder, which writes its own counts.
+        Sweep.objects.unscoped().filter(pk=sweep.pk, status=Sweep.Status.FAILED).update(counts=sweep_counts(sweep))
         return BatchResult(sweep.pk, "busy", processed, sweep.counts)
     except Exception as exc:
         # An error outside the per-item handling (no API key on this worker, a database error writing an
@@ -1690,8 +1747,10 @@ def sweep_cancel(*, sweep_id: int, actor=None, actor_label: str = "") -> Sweep:
 
 
 def sweep_fail(*, sweep: Sweep, reason: str, actor=None) -> None:
+    # The counts too: a batch writes them only when it ends, so a sweep cancelled or failed mid-batch would
+    # otherwise show its last finished batch's, not what it deleted.
     Sweep.objects.unscoped().filter(pk=sweep.pk, status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).update(
-        status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="",
+        status=Sweep.Status.FAILED, finished_at=timezone.now(), claimed_by="", counts=sweep_counts(sweep),
         errors=[*sweep.errors, {"error": reason}],
     )
     audit_record(action="lifecycle.sweep.fail", target_type="sweep", target_id=sweep.pk, actor=actor,

@@ -251,6 +251,26 @@ def test_a_store_a_sweep_deleted_saves_its_cost_from_the_day_after_its_deletion(
     assert next_day.saved_usd == _deleted_store_saving_per_day(tenant)
 
 
+def test_a_staff_delete_records_the_drop_in_the_bill_across_the_free_gb(tenant):
+    """$0.10/GB-day with 1 GB free: a 1 GiB orphan beside a 0.5 GiB store takes the bill from $0.05 to $0."""
+    import time_machine
+
+    from apps.lifecycle.models import SweepItem
+
+    from .fakes import FakeProvider
+
+    orphan = _store(None, usage_bytes=GIB, store_id="vs_orphan")
+    _store(tenant, usage_bytes=GIB // 2, store_id="vs_small")
+    provider = FakeProvider()
+    provider.vector_stores["vs_orphan"] = {"id": "vs_orphan", "object": "vector_store"}
+
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        services.resource_delete(resource_type="vector_store", pk=orphan.pk, actor=None, provider=provider)
+
+    assert provider.deletes == ["vs_orphan"]
+    assert SweepItem.objects.unscoped().get(openai_id="vs_orphan").saved_usd_per_day == Decimal("0.0500000000")
+
+
 def _deleted_store_saving_per_day(tenant) -> Decimal:
     from apps.lifecycle.models import SweepItem
 

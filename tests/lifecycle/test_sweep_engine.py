@@ -9,11 +9,14 @@ import pytest
 
 from apps.ledger.models import Thread
 from apps.lifecycle import services
-from apps.lifecycle.models import Outcome, Sweep, SweepItem
+from apps.lifecycle.models import Outcome, Sweep, SweepItem, VectorStore
+from apps.tenants.models import Tenant
+from tests import builders
 
-from .fakes import FakeProvider
+from .fakes import FakeProvider, FakeRateLimited
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+GIB = 1024**3
 
 
 def _thread(tenant, openai_id, *, days_idle: float, provider: FakeProvider, kind="thread"):
@@ -79,6 +82,117 @@ def test_legal_hold_set_after_planning_is_honoured_before_delete(policies, provi
     tenant.save()
     _run(sweep, provider)
     assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+
+
+def _idle_store(tenant, provider, store_id: str, *, days_idle: int = 60) -> VectorStore:
+    idle_since = NOW - dt.timedelta(days=days_idle)
+    services.resources_record(tenant=tenant, obj=builders.vector_store(
+        vector_store_id=store_id, usage_bytes=GIB, created_at=idle_since, last_active_at=idle_since))
+    provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": GIB,
+                                        "created_at": int(idle_since.timestamp()),
+                                        "last_active_at": int(idle_since.timestamp())}
+    return VectorStore.objects.unscoped().get(openai_id=store_id)
+
+
+def test_a_store_reassigned_to_a_held_tenant_after_its_dry_run_is_kept_by_the_confirmation(policies, provider):
+    """The confirmation copies the preview's tenant; the resource's tenant now decides, not that copy."""
+    tenant, held = policies
+    store = _idle_store(tenant, provider, "vs_evidence")
+    preview = services.sweep_create(kind="vector_stores", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    assert SweepItem.objects.unscoped().get(sweep=preview).outcome == Outcome.WOULD_DELETE
+    services.resource_assign(resource_type="vector_store", pk=store.pk, tenant=held, actor=None)
+
+    confirmation = services.sweep_create(kind="vector_stores", preview_of=preview)
+    _run(confirmation, provider)
+
+    assert provider.deletes == []
+    item = SweepItem.objects.unscoped().get(sweep=confirmation)
+    assert item.outcome == Outcome.SKIPPED_ACTIVE and "tenant changed since the sweep was planned" in item.detail
+    assert VectorStore.objects.unscoped().get(openai_id="vs_evidence").status == "active"
+
+
+def test_an_orphan_adopted_by_a_held_tenant_after_planning_is_kept(policies, provider, settings):
+    _, held = policies
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    _idle_store(None, provider, "vs_orphan")
+    sweep = services.sweep_create(kind="vector_stores", as_of=NOW)
+    services._plan_step(sweep)
+    # The application reports the store with its ingest key: ingest gives an orphan the reporting tenant.
+    services.resources_record(tenant=held, obj=provider.vector_stores["vs_orphan"])
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
+
+
+class _OrphanAssignedDuringRecheck(FakeProvider):
+    """Staff assign the orphan store to a tenant while its re-check is at OpenAI."""
+
+    def __init__(self, tenant):
+        super().__init__()
+        self.tenant = tenant
+
+    def retrieve_vector_store(self, vs_id):
+        store = VectorStore.objects.unscoped().get(openai_id=vs_id)
+        services.resource_assign(resource_type="vector_store", pk=store.pk, tenant=self.tenant, actor=None)
+        return super().retrieve_vector_store(vs_id)
+
+
+def test_an_orphan_assigned_to_a_held_tenant_while_it_is_rechecked_is_kept(policies, settings):
+    _, held = policies
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    provider = _OrphanAssignedDuringRecheck(held)
+    _idle_store(None, provider, "vs_orphan")
+    sweep = services.sweep_create(kind="vector_stores", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ACTIVE
+
+
+class _HoldPlacedWhileListingMessages(FakeProvider):
+    """Ops put the tenant on legal hold while the sweep lists a thread's messages for the `on_listing`-th time
+    (1: the re-check; 2: the archive's copy), calls that can take minutes of 429 retries."""
+
+    def __init__(self, tenant, *, on_listing: int):
+        super().__init__()
+        self.tenant_pk, self.on_listing, self.listings = tenant.pk, on_listing, 0
+
+    def list_thread_messages(self, thread_id):
+        self.listings += 1
+        if self.listings == self.on_listing:
+            Tenant.objects.filter(pk=self.tenant_pk).update(legal_hold=True)
+        return super().list_thread_messages(thread_id)
+
+
+def test_a_hold_placed_while_an_item_is_rechecked_stops_its_delete(policies):
+    tenant, _ = policies
+    provider = _HoldPlacedWhileListingMessages(tenant, on_listing=1)
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.deletes == []
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+    assert Thread.objects.unscoped().get(openai_id="thread_old").status == "active"
+
+
+def test_a_hold_placed_while_a_thread_is_archived_stops_its_delete(policies):
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    provider = _HoldPlacedWhileListingMessages(tenant, on_listing=2)
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.listings == 2 and provider.deletes == []
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
 
 
@@ -237,6 +351,36 @@ def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived
     assert ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id="thread_short").count() == 2
 
 
+def test_a_dry_run_records_the_archive_limit_failure_the_real_run_would(policies, provider, settings):
+    """The preview lists exactly what its confirmation deletes: a thread too long to archive is not offered."""
+    from apps.lifecycle.models import ArchivedItem
+
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    settings.LIFECYCLE_ARCHIVE_MAX_ITEMS = 2
+    _thread(tenant, "thread_long", days_idle=45, provider=provider)
+    _thread(tenant, "thread_short", days_idle=45, provider=provider)
+    old = int((NOW - dt.timedelta(days=45)).timestamp())
+    provider.messages["thread_long"] = [{"id": f"msg_{n}", "created_at": old} for n in range(3)]
+    provider.messages["thread_short"] = [{"id": f"msg_s{n}", "created_at": old} for n in range(2)]
+
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    previewed = {item.openai_id: item for item in SweepItem.objects.unscoped().filter(sweep=preview)}
+    assert previewed["thread_long"].outcome == Outcome.FAILED
+    assert previewed["thread_short"].outcome == Outcome.WOULD_DELETE
+    assert not ArchivedItem.objects.for_tenant(tenant).exists()  # a dry run copies nothing
+
+    _run(services.sweep_create(kind="threads", preview_of=preview), provider)
+    assert provider.deletes == ["thread_short"]
+    real = services.sweep_create(kind="threads", as_of=NOW)
+    _run(real, provider)
+    refused = SweepItem.objects.unscoped().get(sweep=real, openai_id="thread_long")
+    assert (refused.outcome, refused.detail) == (Outcome.FAILED, previewed["thread_long"].detail)
+    assert provider.deletes == ["thread_short"]
+
+
 def test_thread_gone_at_openai_counts_as_already_deleted(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_gone", days_idle=45, provider=provider)
@@ -284,6 +428,37 @@ def test_transient_rate_limit_retries_the_item_later_instead_of_failing_it(polic
     assert result.status == "finished" and provider.deletes == ["thread_old"]
     assert len(sleeps) == 2
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.DELETED
+
+
+class _RateLimitedFirstDelete(FakeProvider):
+    """OpenAI answers the first delete call with a 429 after every retry: a refusal, nothing deleted."""
+
+    def __init__(self):
+        super().__init__()
+        self.delete_calls = 0
+
+    def delete_thread(self, thread_id):
+        self.delete_calls += 1
+        if self.delete_calls == 1:
+            raise FakeRateLimited("429")
+        return super().delete_thread(thread_id)
+
+
+def test_a_thread_someone_else_deletes_after_our_delete_was_rate_limited_is_already_gone_not_ours(policies):
+    tenant, _ = policies
+    provider = _RateLimitedFirstDelete()
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    def application_deletes_it_during_the_wait(seconds):
+        provider.threads.pop("thread_old", None)
+
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=application_deletes_it_during_the_wait)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert provider.deletes == [] and not item.delete_sent
+    assert item.outcome == Outcome.ALREADY_GONE
+    assert Thread.objects.unscoped().get(openai_id="thread_old").deletion_reason.startswith(services.GONE_REASON)
 
 
 def test_only_one_real_sweep_per_kind_at_a_time(policies, provider):
@@ -436,3 +611,41 @@ def test_a_cancelled_sweep_stops_after_the_item_in_hand(policies):
     assert result.status == "failed"
     with pytest.raises(services.SweepRefused, match="already failed"):
         services.sweep_cancel(sweep_id=sweep.pk)
+
+
+def test_a_sweep_cancelled_while_an_item_is_in_hand_records_that_items_outcome_in_its_counts(policies):
+    """"Recent sweeps" shows Sweep.counts: it must say what the sweep deleted, the item in hand included."""
+    tenant, _ = policies
+    holder: list = []
+    provider = _CancellingProvider(holder)
+    for index in range(3):
+        _thread(tenant, f"thread_old_{index}", days_idle=40, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    holder.append(sweep.pk)
+
+    _run(sweep, provider)
+
+    sweep.refresh_from_db()
+    assert sweep.counts == services.sweep_counts(sweep) == {Outcome.DELETED: 1, SweepItem.State.PENDING: 2}
+
+
+def test_a_sweep_failed_mid_batch_records_the_counts_of_what_it_did(policies, provider, monkeypatch, settings):
+    tenant, _ = policies
+    settings.LIFECYCLE_MAX_BATCH_FAILURES = 1
+    for index in range(3):
+        _thread(tenant, f"thread_old_{index}", days_idle=40, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    claim_next_item, claims = services._claim_next_item, []
+
+    def database_lost_on_the_third_claim(*args):
+        claims.append(args)
+        if len(claims) == 3:
+            raise RuntimeError("database connection lost")
+        return claim_next_item(*args)
+
+    monkeypatch.setattr(services, "_claim_next_item", database_lost_on_the_third_claim)
+    assert services.sweep_run_batch(sweep_id=sweep.pk, provider=provider).status == "failed"
+
+    sweep.refresh_from_db()
+    assert len(provider.deletes) == 2
+    assert sweep.counts == services.sweep_counts(sweep) == {Outcome.DELETED: 2, SweepItem.State.PENDING: 1}
