@@ -701,8 +701,9 @@ def _parse(events: list, key_tenant: Tenant | None, results: list, projects_conf
             _reject(results, index, openai_id, exc.field, exc.message)
         except _Rejected as exc:
             _reject(results, index, openai_id, exc.field, exc.message)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-            # A shape no check above anticipated: this event is refused, the batch goes on.
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
+            # A shape no check above anticipated (or nesting deeper than Python recurses, which orjson reads up
+            # to 1,024 levels): this event is refused, the batch goes on.
             logger.warning("ingest event %s unreadable: %r", index, exc)
             _reject(results, index, openai_id, "object", f"could not be read ({type(exc).__name__})")
     return run_events, thread_events, lifecycle

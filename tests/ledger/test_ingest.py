@@ -10,6 +10,7 @@ import pytest
 from apps.alerts.models import Alert
 from apps.ledger.models import DailyRollup, EndUserDailyRollup, Run, Thread
 from apps.ledger.services import ingest_events, ledger_check, runs_reprice_unpriced
+from apps.lifecycle.models import Container, StoredFile, VectorStore
 from apps.pricing.models import ModelPrice
 from tests import builders
 
@@ -193,6 +194,80 @@ def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation
 
 def _with(obj: dict, **changes) -> dict:
     return {**obj, **changes}
+
+
+# Every string ingest stores in a column: (object kind, where the event carries it, model, column).
+_STORED_STRINGS = [
+    ("thread.run", "object.id", Run, "openai_id"),
+    ("thread.run", "object.model", Run, "model"),
+    ("thread.run", "object.status", Run, "status"),
+    ("thread.run", "object.assistant_id", Run, "assistant_id"),
+    ("thread.run", "object.thread_id", Run, "thread_openai_id"),
+    ("thread.run", "object.last_error.code", Run, "error_code"),
+    ("thread.run", "object.incomplete_details.reason", Run, "incomplete_reason"),
+    ("thread.run", "object.metadata.user_id", Run, "user_id"),
+    ("thread.run", "object.metadata.session_id", Run, "session_id"),
+    ("thread.run", "object.metadata.feature", Run, "feature"),
+    ("thread.run", "attribution.user_id", Run, "user_id"),
+    ("thread.run", "attribution.session_id", Run, "session_id"),
+    ("thread.run", "attribution.feature", Run, "feature"),
+    ("thread.run", "openai_project", Run, "openai_project"),
+    ("response", "object.conversation.id", Run, "thread_openai_id"),
+    ("response", "object.prompt.id", Run, "prompt_id"),
+    ("response", "object.service_tier", Run, "service_tier"),
+    ("thread", "object.id", Thread, "openai_id"),
+    ("thread", "openai_project", Thread, "openai_project"),
+    ("conversation", "object.id", Thread, "openai_id"),
+    ("vector_store", "object.id", VectorStore, "openai_id"),
+    ("vector_store", "object.name", VectorStore, "name"),
+    ("vector_store", "object.status", VectorStore, "openai_status"),
+    ("vector_store", "openai_project", VectorStore, "openai_project"),
+    ("file", "object.filename", StoredFile, "filename"),
+    ("file", "object.purpose", StoredFile, "purpose"),
+    ("container", "object.name", Container, "name"),
+    ("container", "object.status", Container, "openai_status"),
+]
+_OBJECTS = {
+    "thread.run": lambda openai_id: builders.assistants_run(run_id=openai_id, created_at=WHEN),
+    "response": lambda openai_id: builders.response(response_id=openai_id, created_at=WHEN),
+    "thread": lambda openai_id: builders.thread(thread_id=openai_id, created_at=WHEN),
+    "conversation": lambda openai_id: builders.conversation(conversation_id=openai_id, created_at=WHEN),
+    "vector_store": lambda openai_id: builders.vector_store(vector_store_id=openai_id, created_at=WHEN),
+    "file": lambda openai_id: builders.file(file_id=openai_id, created_at=WHEN),
+    "container": lambda openai_id: builders.container(container_id=openai_id, created_at=WHEN),
+}
+
+
+def _set_path(event: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    target = event
+    for key in parents:
+        if not isinstance(target.get(key), dict):
+            target[key] = {}
+        target = target[key]
+    target[last] = value
+    return event
+
+
+def test_every_string_ingest_stores_is_refused_naming_it_or_cut_to_its_column_when_longer(tenant):
+    """The normalizers' length limits against the columns: a string one character past its column's max_length
+    is either rejected naming where the event carries it or stored cut to fit. PostgreSQL refuses a longer
+    string (a 500 for the whole batch); SQLite stores it, so the stored length is what is compared."""
+    too_long = [model._meta.get_field(column).max_length + 1 for _, _, model, column in _STORED_STRINGS]
+    events = [_set_path(_event(_OBJECTS[kind](f"obj_{number}")), path, "x" * length)
+              for number, ((kind, path, _, _), length) in enumerate(zip(_STORED_STRINGS, too_long, strict=True))]
+
+    results = ingest_events(events=events).results
+
+    def refused_naming_it_or_cut_to_fit(case, length, event, result) -> bool:
+        _, path, model, column = case
+        stored = model.objects.unscoped().filter(openai_id=event["object"]["id"]).values_list(column, flat=True)
+        return ((result.outcome, (result.error or {}).get("field")) == ("rejected", path)
+                or (result.outcome == "created" and [len(value) < length for value in stored] == [True]))
+
+    assert [(case[:2], result.outcome) for case, length, event, result
+            in zip(_STORED_STRINGS, too_long, events, results, strict=True)
+            if not refused_naming_it_or_cut_to_fit(case, length, event, result)] == []
 
 
 @pytest.mark.parametrize(("event", "field"), [
