@@ -361,6 +361,56 @@ def test_import_runs_is_safe_to_rerun(tenant, tmp_path, capsys):
     assert Run.objects.for_tenant(tenant).count() == 6
 
 
+def test_import_runs_rejects_a_line_nested_too_deeply_to_read_and_imports_the_rest(tenant, tmp_path, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    # 100,000 levels: orjson refuses past 1,024 and json's fallback recursed into a RecursionError that ended the
+    # import on that line, the valid line before it (same batch) unstored, at every re-run.
+    lines = [json.dumps(builders.response(response_id="resp_before_deep", created_at=WHEN)),
+             "[" * 100_000 + "]" * 100_000,
+             json.dumps(builders.response(response_id="resp_after_deep", created_at=WHEN))]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    call_command("import_runs", str(path), "--tenant", "acme")
+
+    captured = capsys.readouterr()
+    assert "2 created, 0 updated, 0 unchanged, 1 rejected." in captured.out
+    assert "line 2: not JSON (nested too deeply)" in captured.err
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {
+        "resp_before_deep", "resp_after_deep"}
+
+
+def test_import_runs_that_crashes_stores_the_lines_it_read_and_says_how_far_it_got(tenant, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import json
+
+    from django.core.management import call_command
+
+    from apps.ledger.management.commands import import_runs
+
+    lines = [json.dumps(builders.response(response_id=f"resp_crash_{i}", created_at=WHEN)) for i in range(4)]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    event_from = import_runs._event_from
+
+    def crash_on_the_third_line(item, default_slug):
+        if item["id"] == "resp_crash_2":
+            raise RuntimeError("unexpected")
+        return event_from(item, default_slug)
+
+    monkeypatch.setattr(import_runs, "_event_from", crash_on_the_third_line)
+
+    with pytest.raises(RuntimeError, match="unexpected"):
+        call_command("import_runs", str(path), "--tenant", "acme")  # one batch of 1,000: nothing written yet
+
+    assert "Import stopped after reading line 3: 2 created, 0 updated, 0 unchanged, 0 rejected." in (
+        capsys.readouterr().out)
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {"resp_crash_0", "resp_crash_1"}
+
+
 def test_rollup_upserts_batch_many_keys(tenant):
     # Many runs across days, models and features in one batch: each rollup key written once.
     events = []
