@@ -880,8 +880,9 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
     for thread_id, uses in wanted.items():
         owner = stored[thread_id][1] if thread_id in stored else None
         if owner is None:
-            # A thread first seen in this batch belongs to the first tenant that reports it.
-            owner = uses[0][1]
+            # A thread first seen in this batch belongs to the first tenant that reports it: the lowest event
+            # index (`uses` lists the run events before the thread events, not in batch order).
+            owner = min(uses)[1]
         for index, tenant_id, openai_id, field_name in uses:
             if tenant_id != owner and results[index] is None:
                 _reject(results, index, openai_id, field_name, "this thread is recorded for another tenant")

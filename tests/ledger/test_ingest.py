@@ -192,6 +192,27 @@ def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation
                                        "message": "this thread is recorded for another tenant"}
 
 
+@pytest.mark.parametrize(("order", "outcomes", "owner"), [
+    (("conversation", "response"),
+     {"conv_new": ("created", None), "resp_in_conv": ("rejected", "object.conversation.id")}, "acme"),
+    (("response", "conversation"),
+     {"resp_in_conv": ("created", None), "conv_new": ("rejected", "object.id")}, "globex"),
+], ids=["conversation-first", "response-first"])
+def test_a_conversation_new_to_the_ledger_belongs_to_the_first_event_in_the_batch_that_reports_it(
+        tenant, other_tenant, order, outcomes, owner):
+    # Reported for acme as an object and for globex as a response's conversation, in one batch.
+    events = {
+        "conversation": _event(builders.conversation(conversation_id="conv_new", created_at=WHEN)),
+        "response": _event(builders.response(response_id="resp_in_conv", created_at=WHEN, conversation_id="conv_new"),
+                            tenant="globex"),
+    }
+
+    result = ingest_events(events=[events[kind] for kind in order])
+
+    assert {r.id: (r.outcome, (r.error or {}).get("field")) for r in result.results} == outcomes
+    assert Thread.objects.unscoped().get(openai_id="conv_new").tenant.slug == owner
+
+
 def _with(obj: dict, **changes) -> dict:
     return {**obj, **changes}
 
