@@ -134,8 +134,9 @@ class IngestView(KnownQueryParametersMixin, APIView):
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            # orjson refuses a few bodies json accepts (lone surrogate escapes, which ingest rejects per event
-            # instead); json also gives the precise message for a malformed body.
+            # orjson refuses a few bodies json accepts (lone surrogate escapes, numbers past a float such as
+            # 1e400, read as inf: ingest rejects either per event instead, naming the field); json also gives the
+            # precise message for a malformed body.
             payload = _UNPARSED
         if payload is _UNPARSED:
             try:

@@ -768,8 +768,9 @@ def _parse(events: list, key_tenant: Tenant | None, results: list, projects_conf
             _reject(results, index, openai_id, exc.field, exc.message)
         except _Rejected as exc:
             _reject(results, index, openai_id, exc.field, exc.message)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-            # A shape no check above anticipated: this event is refused, the batch goes on.
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
+            # A shape no check above anticipated (or nesting deeper than Python recurses, which orjson reads up
+            # to 1,024 levels): this event is refused, the batch goes on.
             logger.warning("ingest event %s unreadable: %r", index, exc)
             _reject(results, index, openai_id, "object", f"could not be read ({type(exc).__name__})")
     return run_events, thread_events, lifecycle
@@ -946,8 +947,9 @@ def _thread_conflicts(run_events: list[_RunEvent], thread_events: list[_ThreadEv
     for thread_id, uses in wanted.items():
         owner = stored[thread_id][1] if thread_id in stored else None
         if owner is None:
-            # A thread first seen in this batch belongs to the first tenant that reports it.
-            owner = uses[0][1]
+            # A thread first seen in this batch belongs to the first tenant that reports it: the lowest event
+            # index (`uses` lists the run events before the thread events, not in batch order).
+            owner = min(uses)[1]
         for index, tenant_id, openai_id, field_name in uses:
             if tenant_id != owner and results[index] is None:
                 _reject(results, index, openai_id, field_name, "this thread is recorded for another tenant")

@@ -221,8 +221,12 @@ def resources_record(*, tenant: Tenant | None, obj: dict, seen_at: dt.datetime |
                         last_seen_at=seen_at, raw=obj, **fields,
                     )
                 return "created"
-            except IntegrityError:  # recorded concurrently: update it below
-                existing = model.objects.unscoped().select_for_update().get(openai_id=openai_id)
+            except IntegrityError:
+                # Recorded concurrently: update it below. With no such row, the insert broke some other
+                # constraint (SQLite's JSON_VALID on a value no JSON holds, say): that error, not a DoesNotExist.
+                existing = model.objects.unscoped().select_for_update().filter(openai_id=openai_id).first()
+                if existing is None:
+                    raise
         restored = False
         if existing.status == ResourceStatus.DELETED:
             if not (listed and existing.deletion_reason.startswith(GONE_REASON)):

@@ -28,6 +28,7 @@ _MAX_UNIX = 32_503_680_000
 _MAX_ID = 100
 _MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
 _MAX_MINUTES = 2_147_483_647  # a container's expiry is stored in an integer column
+_MAX_RESOURCE_STATUS = 20  # a vector store's or container's status is stored whole in a 20-character column
 
 
 class NormalizationError(ValueError):
@@ -150,15 +151,37 @@ def unstorable_text(text: str) -> bool:
     return "\x00" in text
 
 
-def _storable_text(value) -> bool:
-    """No string in `value` (keys included, at any depth) is unstorable_text."""
-    if isinstance(value, str):
-        return not unstorable_text(value)
-    if isinstance(value, dict):
-        return all(_storable_text(key) and _storable_text(item) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_storable_text(item) for item in value)
-    return True
+# Far deeper than any object OpenAI returns (a vector store's chunking_strategy is two levels) and far below the
+# ~1,000 frames at which Python's recursion (json encoding the stored row, for one) gives out: orjson reads JSON
+# nested up to 1,024 levels, so the depth is capped here, not left to a RecursionError.
+MAX_STORED_DEPTH = 32
+
+
+def _unstorable_value(value: dict, prefix: str) -> NormalizationError | None:
+    """The first thing in `value` (a resource object, stored whole as JSON) that its column cannot hold, naming
+    where it is, or None: text PostgreSQL refuses (unstorable_text, keys included), a number no float holds
+    (JSON's 1e400 reads as inf, which no JSON column takes), or nesting deeper than MAX_STORED_DEPTH. An
+    explicit stack, not recursion: the depth is the sender's to choose."""
+    stack = [(value, prefix, 1, "")]
+    while stack:
+        node, path, depth, top_field = stack.pop()
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(key, str) and unstorable_text(key):
+                return NormalizationError(path, "must not contain NUL characters or invalid Unicode (in a key)")
+            if isinstance(item, str):
+                if unstorable_text(item):
+                    return NormalizationError(f"{path}.{key}", "must not contain NUL characters or invalid Unicode")
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    return NormalizationError(f"{path}.{key}", "must be a finite number (this one does not fit a float)")
+            elif isinstance(item, dict | list):
+                item_path = f"{path}.{key}"
+                if depth >= MAX_STORED_DEPTH:
+                    # Names the field the sender nested, not a path of dozens of ".0".
+                    return NormalizationError(top_field or item_path,
+                                              f"must not be nested more than {MAX_STORED_DEPTH} levels deep")
+                stack.append((item, item_path, depth + 1, top_field or item_path))
+    return None
 
 
 def _count(obj: dict | None, key: str, prefix: str, *, required: bool = False) -> int:
@@ -211,6 +234,9 @@ def _metadata(obj: dict, prefix: str) -> dict:
     for key, item in value.items():
         if not isinstance(item, str | int | float | bool) and item is not None:
             raise NormalizationError(f"{prefix}.metadata.{key}", "must be a string")
+        if isinstance(item, float) and not math.isfinite(item):
+            # JSON's 1e400 reads as inf: no JSON column stores it (PostgreSQL refuses it, orjson writes null).
+            raise NormalizationError(f"{prefix}.metadata.{key}", "must be a finite number (this one does not fit a float)")
     return value
 
 
@@ -515,7 +541,7 @@ def normalize_conversation(obj: dict, *, prefix: str = "object") -> ResourceReco
 def normalize_vector_store(obj: dict, *, prefix: str = "object") -> ResourceRecord:
     obj, record = _resource(obj, "vector_store", prefix)
     record.name = _string(obj, "name", prefix, max_length=512)
-    record.status = _string(obj, "status", prefix, max_length=32)
+    record.status = _string(obj, "status", prefix, max_length=_MAX_RESOURCE_STATUS)
     record.usage_bytes = _count(obj, "usage_bytes", prefix)
     record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
     record.expires_at = _timestamp(obj, "expires_at", prefix)
@@ -539,7 +565,7 @@ def normalize_file(obj: dict, *, prefix: str = "object") -> ResourceRecord:
 def normalize_container(obj: dict, *, prefix: str = "object") -> ResourceRecord:
     obj, record = _resource(obj, "container", prefix)
     record.name = _string(obj, "name", prefix, max_length=512)
-    record.status = _string(obj, "status", prefix, max_length=32)
+    record.status = _string(obj, "status", prefix, max_length=_MAX_RESOURCE_STATUS)
     record.last_active_at = _timestamp(obj, "last_active_at", prefix) or record.created_at
     record.expires_after_minutes = container_expiry_minutes(obj, prefix)
     return record
@@ -562,11 +588,11 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
     if normalizer is None:
         raise NormalizationError(f"{prefix}.object", f"must be one of {', '.join(RESOURCE_NORMALIZERS)}")
     record = normalizer(obj, prefix=prefix)
-    # A resource is stored whole (its `raw` JSON), and PostgreSQL's jsonb holds neither NUL characters nor lone
-    # surrogates, in keys or values at any depth: refused for this event, not a failed batch. Checked after the
-    # fields, so a field's own error names it.
-    if not _storable_text(obj):
-        raise NormalizationError(prefix, "must not contain NUL characters or invalid Unicode anywhere")
+    # A resource is stored whole (its `raw` JSON): what no JSON column holds, at any depth, is refused for this
+    # event, not a failed batch. Checked after the fields, so a field's own error names it.
+    error = _unstorable_value(obj, prefix)
+    if error is not None:
+        raise error
     return record
 
 
@@ -580,7 +606,9 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
 # (tests/ledger/test_fast_parse.py compares the two).
 
 _ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Metadata values the fast path takes as they are; a float is taken only when finite (JSON's 1e400 reads as inf),
+# checked apart so that string values, nearly all of them, cost one set lookup as before.
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _opt_str(value, max_length: int = _MAX_ID):
@@ -636,7 +664,7 @@ def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:
     elif type(metadata) is not dict:
         return None
     for value in metadata.values():
-        if type(value) not in _SCALARS:
+        if type(value) not in _SCALARS and (type(value) is not float or not math.isfinite(value)):
             return None
     get = metadata.get
     for key, limit in (("user_id", 200), ("session_id", 200), ("feature", 100), ("tenant", 63)):

@@ -80,6 +80,24 @@ def test_import_runs_with_workers_partitions_runs_and_is_safe_to_rerun(tmp_path)
 
 
 @pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_import_runs_with_workers_rejects_a_line_nested_too_deeply_to_read_and_imports_the_rest(tmp_path):
+    # The parent reads every line: orjson refuses past 1,024 levels and json's fallback raised RecursionError,
+    # which ended the import there, the lines before it still waiting in the parent's batches unstored.
+    Tenant.objects.create(slug="acme", name="Acme Corp")
+    lines = [json.dumps(builders.response(response_id=f"resp_deep_{i}", created_at=WHEN)) for i in range(3)]
+    lines.insert(2, "[" * 100_000 + "]" * 100_000)
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    captured = _import_runs(str(path), "--tenant", "acme", "--workers", "2")
+
+    assert "3 created, 0 updated, 0 unchanged, 1 rejected. (2 worker processes)" in captured.stdout, captured
+    assert "line 3: not JSON (nested too deeply)" in captured.stderr
+    assert Run.objects.unscoped().count() == 3
+
+
+@pytest.mark.postgres
 @pytest.mark.timeout(120)
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_that_dies_stops_the_import_with_a_message_instead_of_hanging(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from apps.alerts.models import Alert
 from apps.ledger.models import DailyRollup, EndUserDailyRollup, Run, Thread
 from apps.ledger.services import ingest_events, ledger_check, runs_reprice_unpriced
+from apps.lifecycle.models import Container, StoredFile, VectorStore
 from apps.pricing.models import ModelPrice
 from tests import builders
 
@@ -191,8 +192,103 @@ def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation
                                        "message": "this thread is recorded for another tenant"}
 
 
+@pytest.mark.parametrize(("order", "outcomes", "owner"), [
+    (("conversation", "response"),
+     {"conv_new": ("created", None), "resp_in_conv": ("rejected", "object.conversation.id")}, "acme"),
+    (("response", "conversation"),
+     {"resp_in_conv": ("created", None), "conv_new": ("rejected", "object.id")}, "globex"),
+], ids=["conversation-first", "response-first"])
+def test_a_conversation_new_to_the_ledger_belongs_to_the_first_event_in_the_batch_that_reports_it(
+        tenant, other_tenant, order, outcomes, owner):
+    # Reported for acme as an object and for globex as a response's conversation, in one batch.
+    events = {
+        "conversation": _event(builders.conversation(conversation_id="conv_new", created_at=WHEN)),
+        "response": _event(builders.response(response_id="resp_in_conv", created_at=WHEN, conversation_id="conv_new"),
+                            tenant="globex"),
+    }
+
+    result = ingest_events(events=[events[kind] for kind in order])
+
+    assert {r.id: (r.outcome, (r.error or {}).get("field")) for r in result.results} == outcomes
+    assert Thread.objects.unscoped().get(openai_id="conv_new").tenant.slug == owner
+
+
 def _with(obj: dict, **changes) -> dict:
     return {**obj, **changes}
+
+
+# Every string ingest stores in a column: (object kind, where the event carries it, model, column).
+_STORED_STRINGS = [
+    ("thread.run", "object.id", Run, "openai_id"),
+    ("thread.run", "object.model", Run, "model"),
+    ("thread.run", "object.status", Run, "status"),
+    ("thread.run", "object.assistant_id", Run, "assistant_id"),
+    ("thread.run", "object.thread_id", Run, "thread_openai_id"),
+    ("thread.run", "object.last_error.code", Run, "error_code"),
+    ("thread.run", "object.incomplete_details.reason", Run, "incomplete_reason"),
+    ("thread.run", "object.metadata.user_id", Run, "user_id"),
+    ("thread.run", "object.metadata.session_id", Run, "session_id"),
+    ("thread.run", "object.metadata.feature", Run, "feature"),
+    ("thread.run", "attribution.user_id", Run, "user_id"),
+    ("thread.run", "attribution.session_id", Run, "session_id"),
+    ("thread.run", "attribution.feature", Run, "feature"),
+    ("thread.run", "openai_project", Run, "openai_project"),
+    ("response", "object.conversation.id", Run, "thread_openai_id"),
+    ("response", "object.prompt.id", Run, "prompt_id"),
+    ("response", "object.service_tier", Run, "service_tier"),
+    ("thread", "object.id", Thread, "openai_id"),
+    ("thread", "openai_project", Thread, "openai_project"),
+    ("conversation", "object.id", Thread, "openai_id"),
+    ("vector_store", "object.id", VectorStore, "openai_id"),
+    ("vector_store", "object.name", VectorStore, "name"),
+    ("vector_store", "object.status", VectorStore, "openai_status"),
+    ("vector_store", "openai_project", VectorStore, "openai_project"),
+    ("file", "object.filename", StoredFile, "filename"),
+    ("file", "object.purpose", StoredFile, "purpose"),
+    ("container", "object.name", Container, "name"),
+    ("container", "object.status", Container, "openai_status"),
+]
+_OBJECTS = {
+    "thread.run": lambda openai_id: builders.assistants_run(run_id=openai_id, created_at=WHEN),
+    "response": lambda openai_id: builders.response(response_id=openai_id, created_at=WHEN),
+    "thread": lambda openai_id: builders.thread(thread_id=openai_id, created_at=WHEN),
+    "conversation": lambda openai_id: builders.conversation(conversation_id=openai_id, created_at=WHEN),
+    "vector_store": lambda openai_id: builders.vector_store(vector_store_id=openai_id, created_at=WHEN),
+    "file": lambda openai_id: builders.file(file_id=openai_id, created_at=WHEN),
+    "container": lambda openai_id: builders.container(container_id=openai_id, created_at=WHEN),
+}
+
+
+def _set_path(event: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    target = event
+    for key in parents:
+        if not isinstance(target.get(key), dict):
+            target[key] = {}
+        target = target[key]
+    target[last] = value
+    return event
+
+
+def test_every_string_ingest_stores_is_refused_naming_it_or_cut_to_its_column_when_longer(tenant):
+    """The normalizers' length limits against the columns: a string one character past its column's max_length
+    is either rejected naming where the event carries it or stored cut to fit. PostgreSQL refuses a longer
+    string (a 500 for the whole batch); SQLite stores it, so the stored length is what is compared."""
+    too_long = [model._meta.get_field(column).max_length + 1 for _, _, model, column in _STORED_STRINGS]
+    events = [_set_path(_event(_OBJECTS[kind](f"obj_{number}")), path, "x" * length)
+              for number, ((kind, path, _, _), length) in enumerate(zip(_STORED_STRINGS, too_long, strict=True))]
+
+    results = ingest_events(events=events).results
+
+    def refused_naming_it_or_cut_to_fit(case, length, event, result) -> bool:
+        _, path, model, column = case
+        stored = model.objects.unscoped().filter(openai_id=event["object"]["id"]).values_list(column, flat=True)
+        return ((result.outcome, (result.error or {}).get("field")) == ("rejected", path)
+                or (result.outcome == "created" and [len(value) < length for value in stored] == [True]))
+
+    assert [(case[:2], result.outcome) for case, length, event, result
+            in zip(_STORED_STRINGS, too_long, events, results, strict=True)
+            if not refused_naming_it_or_cut_to_fit(case, length, event, result)] == []
 
 
 @pytest.mark.parametrize(("event", "field"), [
@@ -463,6 +559,56 @@ def test_import_runs_is_safe_to_rerun(tenant, tmp_path, capsys):
     call_command("import_runs", str(path), "--tenant", "acme")
     assert "0 created, 0 updated, 6 unchanged, 1 rejected" in capsys.readouterr().out
     assert Run.objects.for_tenant(tenant).count() == 6
+
+
+def test_import_runs_rejects_a_line_nested_too_deeply_to_read_and_imports_the_rest(tenant, tmp_path, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    # 100,000 levels: orjson refuses past 1,024 and json's fallback recursed into a RecursionError that ended the
+    # import on that line, the valid line before it (same batch) unstored, at every re-run.
+    lines = [json.dumps(builders.response(response_id="resp_before_deep", created_at=WHEN)),
+             "[" * 100_000 + "]" * 100_000,
+             json.dumps(builders.response(response_id="resp_after_deep", created_at=WHEN))]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    call_command("import_runs", str(path), "--tenant", "acme")
+
+    captured = capsys.readouterr()
+    assert "2 created, 0 updated, 0 unchanged, 1 rejected." in captured.out
+    assert "line 2: not JSON (nested too deeply)" in captured.err
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {
+        "resp_before_deep", "resp_after_deep"}
+
+
+def test_import_runs_that_crashes_stores_the_lines_it_read_and_says_how_far_it_got(tenant, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import json
+
+    from django.core.management import call_command
+
+    from apps.ledger.management.commands import import_runs
+
+    lines = [json.dumps(builders.response(response_id=f"resp_crash_{i}", created_at=WHEN)) for i in range(4)]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    event_from = import_runs._event_from
+
+    def crash_on_the_third_line(item, default_slug):
+        if item["id"] == "resp_crash_2":
+            raise RuntimeError("unexpected")
+        return event_from(item, default_slug)
+
+    monkeypatch.setattr(import_runs, "_event_from", crash_on_the_third_line)
+
+    with pytest.raises(RuntimeError, match="unexpected"):
+        call_command("import_runs", str(path), "--tenant", "acme")  # one batch of 1,000: nothing written yet
+
+    assert "Import stopped after reading line 3: 2 created, 0 updated, 0 unchanged, 0 rejected." in (
+        capsys.readouterr().out)
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {"resp_crash_0", "resp_crash_1"}
 
 
 def test_rollup_upserts_batch_many_keys(tenant):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import DatabaseError
 
 from apps.lifecycle import services
 from apps.lifecycle.models import Container, StoredFile, VectorStore
@@ -32,3 +33,12 @@ def test_a_file_report_without_attachments_keeps_the_ones_recorded(tenant):
                               | {"vector_store_ids": ["vs_1"]})
     services.resources_record(tenant=tenant, obj=builders.file(file_id="file-a", created_at=WHEN))
     assert StoredFile.objects.unscoped().get().vector_store_openai_ids == ["vs_1"]
+
+
+def test_an_insert_refused_for_another_reason_than_a_concurrent_record_is_raised_as_it_is(tenant):
+    # `raw` holding inf (no JSON column takes it; ingest's normalizer refuses it, a direct caller need not): the
+    # insert fails, no concurrent insert of the same id exists, so the error is the database's, not DoesNotExist.
+    obj = builders.vector_store(vector_store_id="vs_unstorable", created_at=WHEN) | {"limits": [float("inf")]}
+    with pytest.raises(DatabaseError):
+        services.resources_record(tenant=tenant, obj=obj)
+    assert not VectorStore.objects.unscoped().exists()

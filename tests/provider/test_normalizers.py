@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from apps.provider.normalizers import (
+    MAX_STORED_DEPTH,
     NormalizationError,
     apply_attribution,
     normalize_assistants_run,
@@ -16,6 +17,7 @@ from apps.provider.normalizers import (
     normalize_run_object,
     normalize_thread,
     normalize_vector_store,
+    run_fields_fast,
 )
 from tests import builders
 
@@ -178,3 +180,73 @@ def test_usage_detail_counts_may_be_absent_or_null():
     record = normalize_response(obj)
     assert (record.cached_input_tokens, record.reasoning_tokens) == (0, 0)
     assert record.input_tokens == obj["usage"]["input_tokens"]
+
+
+def _nested(depth: int):
+    """A list `depth` levels deep, built without recursion."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+RESOURCES = {
+    "thread": lambda: builders.thread(created_at=WHEN),
+    "conversation": lambda: builders.conversation(created_at=WHEN),
+    "vector_store": lambda: builders.vector_store(created_at=WHEN),
+    "file": lambda: builders.file(created_at=WHEN),
+    "container": lambda: builders.container(created_at=WHEN),
+}
+
+
+@pytest.mark.parametrize("kind", RESOURCES)
+def test_a_resource_nested_deeper_than_the_cap_is_refused_naming_its_field_not_a_recursion_error(kind):
+    # 600 levels: orjson reads up to 1,024, Python's recursion gives out near 1,000 frames (500 levels at two each).
+    obj = RESOURCES[kind]() | {"chunking_strategy": _nested(600)}
+    with pytest.raises(NormalizationError) as error:
+        normalize_resource(obj)
+    assert (error.value.field, error.value.message) == (
+        "object.chunking_strategy", f"must not be nested more than {MAX_STORED_DEPTH} levels deep")
+
+
+def test_a_resource_nested_right_up_to_the_cap_is_accepted():
+    # The object itself is the first level: MAX_STORED_DEPTH - 1 more fit beneath it, one more does not.
+    fits = builders.vector_store(created_at=WHEN) | {"chunking_strategy": _nested(MAX_STORED_DEPTH - 1)}
+    assert normalize_resource(fits).kind == "vector_store"
+    too_deep = builders.vector_store(created_at=WHEN) | {"chunking_strategy": _nested(MAX_STORED_DEPTH)}
+    with pytest.raises(NormalizationError, match="^object.chunking_strategy: must not be nested"):
+        normalize_resource(too_deep)
+
+
+@pytest.mark.parametrize(("kind", "extra", "field"), [
+    ("vector_store", {"metadata": {"size": float("inf")}}, "object.metadata.size"),
+    ("thread", {"metadata": {"score": float("-inf")}}, "object.metadata.score"),
+    ("conversation", {"items": [{"score": 1.5}, {"score": float("inf")}]}, "object.items.1.score"),
+    ("file", {"status_details": {"progress": [0.5, float("inf")]}}, "object.status_details.progress.1"),
+    ("container", {"memory_limit": float("nan")}, "object.memory_limit"),
+], ids=["store-metadata", "thread-metadata", "conversation-list", "file-nested", "container-nan"])
+def test_a_number_no_float_holds_in_a_resource_is_refused_naming_where_it_is(kind, extra, field):
+    # JSON's 1e400 reads as inf; no JSON column stores it (PostgreSQL refuses it, SQLite's JSON_VALID check too).
+    with pytest.raises(NormalizationError) as error:
+        normalize_resource(RESOURCES[kind]() | extra)
+    assert (error.value.field, error.value.message) == (field, "must be a finite number (this one does not fit a float)")
+
+
+@pytest.mark.parametrize("obj", [builders.response(created_at=WHEN, metadata={"score": float("inf")}),
+                                 builders.assistants_run(created_at=WHEN, metadata={"score": float("inf")})],
+                         ids=["response", "assistants-run"])
+def test_a_number_no_float_holds_in_run_metadata_is_refused_naming_the_key(obj):
+    assert run_fields_fast(obj) is None  # the fast path leaves it to the detailed one, which names it
+    with pytest.raises(NormalizationError) as error:
+        normalize_run_object(obj)
+    assert error.value.field == "object.metadata.score"
+    assert run_fields_fast(builders.response(created_at=WHEN, metadata={"score": 0.5}))["metadata"] == {"score": 0.5}
+
+
+@pytest.mark.parametrize("normalizer", [normalize_vector_store, normalize_container])
+def test_a_status_longer_than_its_20_character_column_is_refused_naming_it(normalizer):
+    kind = normalizer.__name__.removeprefix("normalize_")
+    assert normalizer(RESOURCES[kind]() | {"status": "s" * 20}).status == "s" * 20
+    with pytest.raises(NormalizationError) as error:
+        normalizer(RESOURCES[kind]() | {"status": "s" * 21})
+    assert (error.value.field, error.value.message) == ("object.status", "must be at most 20 characters")

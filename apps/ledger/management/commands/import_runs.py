@@ -26,12 +26,19 @@ MAX_WORKERS = 8
 _DONE = None
 
 
-def _parse_line(raw: bytes):
+def _parse_line(raw: bytes) -> tuple[object, bool]:
+    """A line's JSON, and whether it took `json` to read it (a worker then reads it the same way). ValueError
+    for any line that is not readable JSON, so that one line is rejected and the import goes on."""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), False
     except orjson.JSONDecodeError:
-        # orjson refuses lone surrogate escapes that json reads (ingest then rejects the event with its field).
-        return json.loads(raw)
+        pass
+    # orjson refuses lone surrogate escapes that json reads (ingest then rejects the event with its field).
+    try:
+        return json.loads(raw), True
+    except RecursionError:
+        # orjson refuses nesting past 1,024 levels, and json recurses until Python's limit stops it.
+        raise ValueError("nested too deeply") from None
 
 
 def _event_from(item, default_slug: str | None) -> dict:
@@ -109,20 +116,30 @@ class Command(BaseCommand):
         self.totals = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
         self.printed = 0
         self.show_errors = show_errors
+        self.lines_read = 0
         size = path.stat().st_size
-        with path.open("rb") as handle, tqdm(total=size, unit="B", unit_scale=True, disable=None,
-                                             file=self.stderr) as bar:
-            if workers == 1:
-                self._import_here(handle, bar, default_slug, batch_size)
-            else:
-                self._import_parallel(handle, bar, default_slug, batch_size, workers)
+        try:
+            with path.open("rb") as handle, tqdm(total=size, unit="B", unit_scale=True, disable=None,
+                                                 file=self.stderr) as bar:
+                if workers == 1:
+                    self._import_here(handle, bar, default_slug, batch_size)
+                else:
+                    self._import_parallel(handle, bar, default_slug, batch_size, workers)
+        except Exception:
+            # Whatever stopped it, say how far it got: what is counted is stored, and a re-run skips it.
+            self.stdout.write(self.style.ERROR(
+                f"Import stopped after reading line {self.lines_read}: {self._counts()} Run it again to finish; "
+                "stored lines come back unchanged."))
+            raise
         self.stdout.write(self.style.SUCCESS(
-            f"{self.totals['created']} created, {self.totals['updated']} updated, {self.totals['unchanged']} "
-            f"unchanged, {self.totals['rejected']} rejected."
-            + (f" ({workers} worker processes)" if workers > 1 else "")
+            self._counts() + (f" ({workers} worker processes)" if workers > 1 else "")
         ))
         if self.totals["rejected"]:
             self.stdout.write("Fix the rejected lines and run the import again; stored ones are skipped.")
+
+    def _counts(self) -> str:
+        return (f"{self.totals['created']} created, {self.totals['updated']} updated, {self.totals['unchanged']} "
+                f"unchanged, {self.totals['rejected']} rejected.")
 
     def _workers(self, requested: int) -> int:
         if connection.vendor != "postgresql" or connection.in_atomic_block:
@@ -155,23 +172,29 @@ class Command(BaseCommand):
         def flush():
             nonlocal pending
             if batch:
-                self._note(*_ingest_batch(batch, self.show_errors))
-                batch.clear()
+                ready = batch.copy()
+                batch.clear()  # before ingesting: a batch whose ingest failed is not sent again below
+                self._note(*_ingest_batch(ready, self.show_errors))
             bar.update(pending)
             pending = 0
 
-        for line_number, raw in enumerate(handle, start=1):
-            pending += len(raw)
-            if not raw.strip():
-                continue
-            try:
-                item = _parse_line(raw)
-            except ValueError as exc:
-                self._bad_line(line_number, exc)
-                continue
-            batch.append((line_number, _event_from(item, default_slug)))
-            if len(batch) >= batch_size:
-                flush()
+        try:
+            for line_number, raw in enumerate(handle, start=1):
+                self.lines_read = line_number
+                pending += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    item, _ = _parse_line(raw)
+                except ValueError as exc:
+                    self._bad_line(line_number, exc)
+                    continue
+                batch.append((line_number, _event_from(item, default_slug)))
+                if len(batch) >= batch_size:
+                    flush()
+        except Exception:
+            flush()  # the lines read before the crash are stored all the same: a re-run starts past them
+            raise
         flush()
 
     def _import_parallel(self, handle, bar, default_slug, batch_size, workers) -> None:
@@ -234,34 +257,8 @@ class Command(BaseCommand):
             pending[worker] = []
             sizes[worker] = 0
 
-        try:
-            skipped = 0
-            for line_number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    skipped += len(raw)
-                    continue
-                size = len(raw)
-                try:
-                    item = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    try:
-                        item = json.loads(raw)
-                    except ValueError as exc:
-                        self._bad_line(line_number, exc)
-                        skipped += size
-                        continue
-                    raw = b"\x00" + raw  # tells the worker to read it with json, as here
-                obj = item.get("object") if isinstance(item, dict) and isinstance(item.get("object"), dict) else item
-                openai_id = obj.get("id") if isinstance(obj, dict) else None
-                worker = zlib.crc32(openai_id.encode("utf-8", "surrogatepass")) % workers \
-                    if isinstance(openai_id, str) else 0
-                pending[worker].append((line_number, raw))
-                sizes[worker] += size
-                if len(pending[worker]) >= batch_size:
-                    send(worker)
-                    collect(until=in_flight)
-                    check()
-            bar.update(skipped)
+        def finish() -> None:
+            """The last batches to their workers, then wait for every worker to write what it was given."""
             for worker in range(workers):
                 if pending[worker]:
                     send(worker)
@@ -269,6 +266,41 @@ class Command(BaseCommand):
                 put(worker, _DONE)
             collect(until=0)
             check()
+
+        try:
+            try:
+                skipped = 0
+                for line_number, raw in enumerate(handle, start=1):
+                    self.lines_read = line_number
+                    if not raw.strip():
+                        skipped += len(raw)
+                        continue
+                    size = len(raw)
+                    try:
+                        item, read_by_json = _parse_line(raw)
+                    except ValueError as exc:
+                        self._bad_line(line_number, exc)
+                        skipped += size
+                        continue
+                    if read_by_json:
+                        raw = b"\x00" + raw  # tells the worker to read it with json, as here
+                    obj = item.get("object") if isinstance(item, dict) and isinstance(item.get("object"), dict) \
+                        else item
+                    openai_id = obj.get("id") if isinstance(obj, dict) else None
+                    worker = zlib.crc32(openai_id.encode("utf-8", "surrogatepass")) % workers \
+                        if isinstance(openai_id, str) else 0
+                    pending[worker].append((line_number, raw))
+                    sizes[worker] += size
+                    if len(pending[worker]) >= batch_size:
+                        send(worker)
+                        collect(until=in_flight)
+                        check()
+                bar.update(skipped)
+            except Exception:
+                if failure is None:
+                    finish()  # the workers are sound: the lines read before the crash are stored all the same
+                raise
+            finish()
         except BaseException:
             failure = failure or "stopped"
             raise
