@@ -936,6 +936,15 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
     return kinds
 
 
+def tool_price_rated(*, tool_price_id: int) -> bool:
+    """Whether any run, of any tenant, was rated with this tool price version (Run.tool_price): then the
+    version's fees are what that run's cost_tools_usd was computed from and must not change in place. Reads
+    across tenants but answers only about the price book. Run.tool_price has no index: this is the query
+    Django's PROTECT already makes before a version is deleted (it stops at the first run found), for the
+    rare price-book edit, never for a request's data."""
+    return Run.objects.unscoped().filter(tool_price_id=tool_price_id).exists()
+
+
 def runs_search(
     *,
     scope: TenantScope,
