@@ -903,12 +903,29 @@ def _usage_lines_added_here(daily: QuerySet, group_by: str) -> list[dict]:
             for key in sorted(totals)]
 
 
+class ToolPriceVersionMissing(LookupError):
+    """Tool use in the rollups counted against a tool price version that no longer exists: it cannot be
+    priced, and billing it at any other fee would be wrong. A version is deleted only once no run names it
+    (Run.tool_price is PROTECT), so the rollups disagree with the runs, or the version was removed behind
+    Django's back."""
+
+    def __init__(self, *, tenant, start: dt.date, end: dt.date, tool_price_id: int):
+        self.tool_price_id = tool_price_id
+        super().__init__(
+            f"The tool-usage rollups of tenant {tenant.slug} from {start} to {end} (exclusive) count tool use rated "
+            f"with tool price version id {tool_price_id}, which no longer exists. Compare them with the runs: "
+            f"`manage.py ledger_check` (--fix rewrites them); if runs still name that version, restore it "
+            f"(same id) or re-rate them with `manage.py reprice`."
+        )
+
+
 def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dict]:
     """Tool use of one tenant's runs created from `start` to `end` (exclusive): per kind (code_interpreter
     sessions, file_search calls, web_search calls) the quantity (every run, priced or not, from the daily
     rollups) and its exact cost: each tool price version's billable quantity (tool-usage rollups: priced runs,
     file-search calls only under the Responses API) times that version's fee, by the same rules as rating,
-    so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs."""
+    so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs. Raises
+    ToolPriceVersionMissing if tool use was rated with a version that no longer exists."""
     from apps.pricing.models import ToolPrice
     from apps.pricing.rating import ONE_THOUSAND
 
@@ -925,11 +942,16 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
                   file_search=Coalesce(Sum("billable_file_search_calls"), 0),
                   web_search=Coalesce(Sum("web_search_calls"), 0))
     )
+    # A version whose runs were all re-rated to another keeps its rows at zero, and may since have been
+    # deleted (they do not block it): nothing of its is billed, so its fees are not needed.
+    billable = [row for row in billable if row["sessions"] or row["file_search"] or row["web_search"]]
     if not billable:
         return kinds
     fees = ToolPrice.objects.in_bulk([row["tool_price_id"] for row in billable])
     for row in billable:
-        price = fees[row["tool_price_id"]]
+        price = fees.get(row["tool_price_id"])
+        if price is None:
+            raise ToolPriceVersionMissing(tenant=tenant, start=start, end=end, tool_price_id=row["tool_price_id"])
         kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * price.code_interpreter_session_usd
         kinds["file_search"]["cost_usd"] += Decimal(row["file_search"]) * price.file_search_call_usd_per_1k / ONE_THOUSAND
         kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * price.web_search_call_usd_per_1k / ONE_THOUSAND

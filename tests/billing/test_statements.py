@@ -139,6 +139,31 @@ def test_closed_statement_is_byte_for_byte_the_same_after_late_runs_and_next_mon
     assert frozen_exact + adjusted_exact == january_now
 
 
+def test_a_statement_still_answers_after_a_tool_price_version_no_run_uses_any_more_is_deleted(
+        api_client, billing_key, tenant):
+    from apps.ledger.services import runs_reprice
+    from apps.pricing.models import ToolPrice
+
+    mistaken = ToolPrice.objects.create(
+        effective_from=at(2026, 1, 10).date(), code_interpreter_session_usd=Decimal("0.03"),
+        file_search_call_usd_per_1k=Decimal("2.50"), web_search_call_usd_per_1k=Decimal("99.00"),
+        vector_storage_usd_per_gb_day=Decimal("0.10"), vector_storage_free_gb=Decimal("1"))
+    run = response(tenant, at(2026, 1, 12), model="gpt-4.1", web_search_calls=2)
+    assert run.tool_price_id == mistaken.pk
+    # Replaced as docs/pricing.md says: moved past today, January re-rated, then deleted (its tool-usage
+    # rollup row stays behind at zero).
+    mistaken.effective_from = at(2027, 6, 1).date()
+    mistaken.save()
+    runs_reprice(start=at(2026, 1, 1).date(), end=at(2026, 1, 31).date())
+    mistaken.delete()
+    run.refresh_from_db()
+
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+
+    [web_search] = [line for line in lines_of(document, "tool") if line["tool"] == "web_search"]
+    assert Decimal(web_search["exact_amount_usd"]) == run.cost_tools_usd == Decimal("0.02")
+
+
 def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billing_key, admin_key, tenant, ledger):
     assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
     first_late = response(tenant, at(2026, 1, 15), model="gpt-4.1", input_tokens=100_000, output_tokens=1_000)
