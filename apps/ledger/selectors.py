@@ -868,7 +868,11 @@ USAGE_GROUPINGS = ("day", "model", "feature", "user")
 def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
     """One tenant's usage from `start` to `end` (exclusive, UTC days) grouped by day, model, feature or
     end user: rows {key, runs, unpriced_runs, <tokens by kind>, <cost by component>} ordered by key.
-    day/model/feature read the daily rollups; user the end-user rollups (_end_user_sources)."""
+    day/model/feature read the daily rollups; user the end-user rollups (_end_user_sources).
+
+    Only groups with runs: rollup rows are never deleted, so when a later report of a run changes its model
+    or feature the old key's row stays at zero runs; listed, it would be a "0 runs" line that a statement
+    freezes at close."""
     if group_by not in USAGE_GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPINGS)}")
     if group_by == "user":
@@ -883,6 +887,7 @@ def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[
     rows = (
         daily.values(group_by).order_by(group_by)
         .annotate(runs=Coalesce(Sum("runs"), 0), unpriced_runs=Coalesce(Sum("unpriced_runs"), 0), **sums)
+        .exclude(runs=0)  # HAVING: only groups with runs
     )
     lines = []
     for row in rows:
@@ -900,7 +905,7 @@ def _usage_lines_added_here(daily: QuerySet, group_by: str) -> list[dict]:
         current = totals.get(key)
         totals[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
     return [{"key": key.isoformat() if isinstance(key, dt.date) else key, **dict(zip(names, totals[key], strict=True))}
-            for key in sorted(totals)]
+            for key in sorted(totals) if totals[key][0]]  # totals[key][0] is runs: only groups with runs
 
 
 class ToolPriceVersionMissing(LookupError):

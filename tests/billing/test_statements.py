@@ -15,9 +15,10 @@ from apps.billing.models import Statement
 from apps.core.models import AuditEvent
 from apps.core.money import round_cents
 from apps.ledger.models import Run
+from tests import builders
 from tests.conftest import bearer
 
-from .conftest import assistants_run, at, response
+from .conftest import assistants_run, at, ingest, response
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +163,22 @@ def test_a_statement_still_answers_after_a_tool_price_version_no_run_uses_any_mo
 
     [web_search] = [line for line in lines_of(document, "tool") if line["tool"] == "web_search"]
     assert Decimal(web_search["exact_amount_usd"]) == run.cost_tools_usd == Decimal("0.02")
+
+
+def test_a_model_whose_runs_all_moved_to_another_model_has_no_line_and_closing_freezes_none(
+        api_client, billing_key, admin_key, tenant):
+    ingest(tenant, builders.response(response_id="resp_model", created_at=at(2026, 1, 5), model="gpt-4.1",
+                                     status="in_progress"))
+    [run] = ingest(tenant, builders.response(response_id="resp_model", created_at=at(2026, 1, 5),
+                                             model="gpt-4.1-2025-04-14"))
+
+    closed = close(api_client, admin_key, "acme", "2026-01")
+
+    assert closed.status_code == 200
+    models = lines_of(json.loads(closed.content), "model")
+    assert [(line["model"], line["runs"]) for line in models] == [("gpt-4.1-2025-04-14", 1)]
+    assert Decimal(models[0]["exact_amount_usd"]) == run.cost_total_usd - run.cost_tools_usd
+    assert lines_of(get_json(api_client, billing_key, "acme", "2026-02"), "adjustment") == []
 
 
 def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billing_key, admin_key, tenant, ledger):
