@@ -181,6 +181,28 @@ def test_a_model_whose_runs_all_moved_to_another_model_has_no_line_and_closing_f
     assert lines_of(get_json(api_client, billing_key, "acme", "2026-02"), "adjustment") == []
 
 
+def test_a_negative_adjustment_under_half_a_cent_is_written_0_00_not_minus_0_00(
+        api_client, billing_key, admin_key, tenant):
+    import datetime as dt
+
+    from apps.ledger.services import runs_reprice
+    from apps.pricing.models import ModelPrice
+
+    response(tenant, at(2026, 1, 5), model="gpt-4.1", input_tokens=2_000, output_tokens=0)  # $0.004 at $2 per 1M
+    assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
+    ModelPrice.objects.filter(model="gpt-4.1", effective_from=dt.date(2024, 1, 1)).update(input_usd_per_1m=Decimal("1"))
+    runs_reprice(start=dt.date(2026, 1, 1), end=dt.date(2026, 1, 31))  # January now $0.002
+
+    february = get_json(api_client, billing_key, "acme", "2026-02")
+    csv_rows = list(csv.DictReader(io.StringIO(api_client.get(url("acme", "2026-02", ".csv"), **bearer(billing_key))
+                                               .content.decode())))
+
+    [adjustment] = lines_of(february, "adjustment")
+    assert (adjustment["exact_amount_usd"], adjustment["amount_usd"]) == ("-0.002", "0.00")
+    assert (adjustment["cost_input_usd"], february["total_usd"]) == ("-0.002", "0.00")
+    assert [row["amount_usd"] for row in csv_rows if row["type"] == "adjustment"] == ["0.00"]
+
+
 def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billing_key, admin_key, tenant, ledger):
     assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
     first_late = response(tenant, at(2026, 1, 15), model="gpt-4.1", input_tokens=100_000, output_tokens=1_000)
