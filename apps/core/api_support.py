@@ -327,6 +327,11 @@ class KnownQueryParametersMixin:
     401/403/429 come first) and before the handler, so an unknown parameter answers the same 400 whether the
     tenant in the path exists, is visible to the key or not (nothing about it is disclosed).
 
+    A parameter the endpoint reads but given more than once is a 400 naming it, at the same point: DRF reads
+    the last value, so `?group_by=model&group_by=day` answered by day, and `?start=2026-01-01&start=` (an
+    empty value counts as not given) answered for this month, when a client appended a parameter to a URL
+    that already carried it.
+
     An endpoint reads the fields of its `query_serializer_class` (read them with `validated_query()`), its
     paginator's `cursor` and `limit`, and DRF's `format`."""
 
@@ -338,11 +343,16 @@ class KnownQueryParametersMixin:
         if request.method == "OPTIONS" or not hasattr(self, request.method.lower()):
             return
         known = self.query_parameter_names()
-        unknown = sorted(set(request.query_params) - known)
-        if unknown:
-            reads = ", ".join(sorted(known))
-            message = f"Unknown query parameter; this endpoint reads: {reads}."
-            raise ValidationError({name: [message] for name in unknown})
+        given = request.query_params
+        unknown_message = f"Unknown query parameter; this endpoint reads: {', '.join(sorted(known))}."
+        errors = {}
+        for name in sorted(given):  # the error's `field` is the first in name order
+            if name not in known:
+                errors[name] = [unknown_message]
+            elif len(given.getlist(name)) > 1:
+                errors[name] = ["Query parameter given more than once; give it once."]
+        if errors:
+            raise ValidationError(errors)
 
     def query_parameter_names(self) -> set[str]:
         names = {api_settings.URL_FORMAT_OVERRIDE}

@@ -110,13 +110,17 @@ class ServiceUnavailableMiddleware:
 
 
 class ViewerTimezoneMiddleware:
-    """Pages show times in the viewer's timezone (a cookie set by the browser); storage stays UTC."""
+    """Pages show times in the viewer's timezone (a cookie set by the browser); storage stays UTC. The API
+    always writes UTC (docs/api.md): a caller on the dashboard's origin (the Swagger page's "Try it out")
+    carries the cookie too, and a billing client must not get other offsets from it."""
+
+    API_PATH_PREFIX = "/api/"
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        name = request.COOKIES.get("tz", "")
+        name = "" if request.path_info.startswith(self.API_PATH_PREFIX) else request.COOKIES.get("tz", "")
         try:
             timezone.activate(zoneinfo.ZoneInfo(name)) if name else timezone.deactivate()
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

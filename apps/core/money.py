@@ -84,11 +84,16 @@ def round_cents(amount: Decimal) -> Decimal:
 
 
 def usd_string(amount: Decimal | None) -> str | None:
-    """Decimal string for the API: no exponent, trailing zeros dropped down to cents ("1.50", "0.0123").
+    """Decimal string for the API: no exponent, trailing zeros dropped down to cents ("1.50", "0.0123"), and
+    a zero never signed ("0.00", not "-0.00").
     Trims the text rather than calling Decimal.normalize(): half the time (a month of usage by end user
     formats tens of thousands of amounts), and no rounding to the context's 28 digits."""
     if amount is None:
         return None
+    if not amount:
+        # Decimal keeps the sign of a zero (round_cents(Decimal("-0.002")) is Decimal("-0.00")), and "-0.00"
+        # on a statement line is read inconsistently by invoicing systems and spreadsheets.
+        amount = abs(amount)
     text = str(amount)  # exact, and faster than format(amount, "f"), but may carry an exponent ("0E-10")
     if "E" in text or "e" in text:
         text = format(amount, "f")

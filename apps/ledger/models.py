@@ -349,9 +349,11 @@ class ToolUsageRollup(TenantOwnedModel):
     """Billable tool use of priced runs per (tenant, UTC day of created_at, tool price version the runs were
     rated with): code-interpreter sessions, file-search calls under the Responses API (Assistants
     file_search had no per-call fee) and web-search calls. Statements price each kind as quantity times
-    that version's fee, exactly as rating does, without reading the runs. Quantities, not amounts: a price
-    version corrected in place (price_book_load --overwrite) then re-rated keeps these right, since deltas
-    never depend on a fee. Unpriced runs are not here (DailyRollup counts all tool use)."""
+    that version's fee, exactly as rating does, without reading the runs. That equals the runs' stored
+    cost_tools_usd only while the fee is the one they were rated with, so a version any run was rated with
+    never has its fees changed in place (the admin shows them read-only, load_price_book refuses): a
+    correction is a new version and `manage.py reprice`, which moves the runs and these rows by deltas.
+    Unpriced runs are not here (DailyRollup counts all tool use)."""
 
     tenant = _rollup_tenant()
     day = models.DateField()

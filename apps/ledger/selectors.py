@@ -868,7 +868,11 @@ USAGE_GROUPINGS = ("day", "model", "feature", "user")
 def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[dict]:
     """One tenant's usage from `start` to `end` (exclusive, UTC days) grouped by day, model, feature or
     end user: rows {key, runs, unpriced_runs, <tokens by kind>, <cost by component>} ordered by key.
-    day/model/feature read the daily rollups; user the end-user rollups (_end_user_sources)."""
+    day/model/feature read the daily rollups; user the end-user rollups (_end_user_sources).
+
+    Only groups with runs: rollup rows are never deleted, so when a later report of a run changes its model
+    or feature the old key's row stays at zero runs; listed, it would be a "0 runs" line that a statement
+    freezes at close."""
     if group_by not in USAGE_GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPINGS)}")
     if group_by == "user":
@@ -883,6 +887,7 @@ def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[
     rows = (
         daily.values(group_by).order_by(group_by)
         .annotate(runs=Coalesce(Sum("runs"), 0), unpriced_runs=Coalesce(Sum("unpriced_runs"), 0), **sums)
+        .exclude(runs=0)  # HAVING: only groups with runs
     )
     lines = []
     for row in rows:
@@ -900,7 +905,23 @@ def _usage_lines_added_here(daily: QuerySet, group_by: str) -> list[dict]:
         current = totals.get(key)
         totals[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
     return [{"key": key.isoformat() if isinstance(key, dt.date) else key, **dict(zip(names, totals[key], strict=True))}
-            for key in sorted(totals)]
+            for key in sorted(totals) if totals[key][0]]  # totals[key][0] is runs: only groups with runs
+
+
+class ToolPriceVersionMissing(LookupError):
+    """Tool use in the rollups counted against a tool price version that no longer exists: it cannot be
+    priced, and billing it at any other fee would be wrong. A version is deleted only once no run names it
+    (Run.tool_price is PROTECT), so the rollups disagree with the runs, or the version was removed behind
+    Django's back."""
+
+    def __init__(self, *, tenant, start: dt.date, end: dt.date, tool_price_id: int):
+        self.tool_price_id = tool_price_id
+        super().__init__(
+            f"The tool-usage rollups of tenant {tenant.slug} from {start} to {end} (exclusive) count tool use rated "
+            f"with tool price version id {tool_price_id}, which no longer exists. Compare them with the runs: "
+            f"`manage.py ledger_check` (--fix rewrites them); if runs still name that version, restore it "
+            f"(same id) or re-rate them with `manage.py reprice`."
+        )
 
 
 def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dict]:
@@ -908,7 +929,8 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
     sessions, file_search calls, web_search calls) the quantity (every run, priced or not, from the daily
     rollups) and its exact cost: each tool price version's billable quantity (tool-usage rollups: priced runs,
     file-search calls only under the Responses API) times that version's fee, by the same rules as rating,
-    so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs."""
+    so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs. Raises
+    ToolPriceVersionMissing if tool use was rated with a version that no longer exists."""
     from apps.pricing.models import ToolPrice
     from apps.pricing.rating import ONE_THOUSAND
 
@@ -925,15 +947,29 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
                   file_search=Coalesce(Sum("billable_file_search_calls"), 0),
                   web_search=Coalesce(Sum("web_search_calls"), 0))
     )
+    # A version whose runs were all re-rated to another keeps its rows at zero, and may since have been
+    # deleted (they do not block it): nothing of its is billed, so its fees are not needed.
+    billable = [row for row in billable if row["sessions"] or row["file_search"] or row["web_search"]]
     if not billable:
         return kinds
     fees = ToolPrice.objects.in_bulk([row["tool_price_id"] for row in billable])
     for row in billable:
-        price = fees[row["tool_price_id"]]
+        price = fees.get(row["tool_price_id"])
+        if price is None:
+            raise ToolPriceVersionMissing(tenant=tenant, start=start, end=end, tool_price_id=row["tool_price_id"])
         kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * price.code_interpreter_session_usd
         kinds["file_search"]["cost_usd"] += Decimal(row["file_search"]) * price.file_search_call_usd_per_1k / ONE_THOUSAND
         kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * price.web_search_call_usd_per_1k / ONE_THOUSAND
     return kinds
+
+
+def tool_price_rated(*, tool_price_id: int) -> bool:
+    """Whether any run, of any tenant, was rated with this tool price version (Run.tool_price): then the
+    version's fees are what that run's cost_tools_usd was computed from and must not change in place. Reads
+    across tenants but answers only about the price book. Run.tool_price has no index: this is the query
+    Django's PROTECT already makes before a version is deleted (it stops at the first run found), for the
+    rare price-book edit, never for a request's data."""
+    return Run.objects.unscoped().filter(tool_price_id=tool_price_id).exists()
 
 
 def runs_search(

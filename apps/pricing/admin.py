@@ -2,9 +2,10 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 
 from apps.core.admin import AuditedAdminMixin
+from apps.ledger.selectors import tool_price_rated
 from apps.ledger.services import RepriceOverflow
 
-from .models import ModelPrice, ToolPrice
+from .models import REPRICE_COMMAND, TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED, ModelPrice, ToolPrice
 from .services import unpriced_runs_rate
 
 
@@ -38,7 +39,7 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
             if newly:
                 self.message_user(request, f"{newly} unpriced runs are now rated.")
         else:
-            self.message_user(request, "Price changed: re-rate its period with `manage.py reprice --start … --end …`.")
+            self.message_user(request, f"Price changed: re-rate its period with {REPRICE_COMMAND}.")
 
 
 @admin.register(ToolPrice)
@@ -47,7 +48,28 @@ class ToolPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
                     "web_search_call_usd_per_1k", "vector_storage_usd_per_gb_day", "vector_storage_free_gb", "verify")
     readonly_fields = ("created_at", "created_by")
 
+    def _fees_locked(self, obj) -> bool:
+        if obj is None or obj.pk is None:
+            return False
+        # Kept on the instance: one change page asks several times, and the answer is a scan of the runs.
+        if not hasattr(obj, "_runs_rated_with_it"):
+            obj._runs_rated_with_it = tool_price_rated(tool_price_id=obj.pk)
+        return obj._runs_rated_with_it
+
+    def get_readonly_fields(self, request, obj=None):
+        # Asked again when the form is posted, so a form opened before the first run was rated with the
+        # version cannot change its fees either.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, *TOOL_RUN_FEE_FIELDS) if self._fees_locked(obj) else fields
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if change and self._fees_locked(obj):
+            self.message_user(request, TOOL_RUN_FEES_LOCKED, level=messages.WARNING)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        if change:
+            self.message_user(request, f"Price changed: re-rate its period with {REPRICE_COMMAND}.")

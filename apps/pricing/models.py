@@ -8,6 +8,20 @@ from apps.core.money import PRICE_FIELD_KWARGS
 
 _non_negative = [MinValueValidator(0)]
 
+# How a price book change reaches stored runs: an explicit, audited re-rating of a period (docs/pricing.md).
+REPRICE_COMMAND = "`manage.py reprice --start … --end …`"
+
+# The fees rating multiplies into a run's cost_tools_usd. Statements and reconciliation price a version's
+# billable tool use (ToolUsageRollup, Run.tool_price) at the fees the version holds, so once a run was rated
+# with it a fee edited in place would bill the change, closed months included, with the ledger unchanged.
+# Storage prices are not among them: the daily meter stores what it charged.
+TOOL_RUN_FEE_FIELDS = ("code_interpreter_session_usd", "file_search_call_usd_per_1k", "web_search_call_usd_per_1k")
+TOOL_RUN_FEES_LOCKED = (
+    "Runs were rated with this tool price version, so its fees (code interpreter, file search, web search) "
+    "cannot change in place: statements bill its tool use at them. Add a new version effective from the date "
+    f"the fees change, then re-rate that period with {REPRICE_COMMAND}."
+)
+
 
 class ModelPrice(models.Model):
     """USD per 1M tokens for one model (or model family) from `effective_from` (UTC date) on.

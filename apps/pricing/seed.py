@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from .models import TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED
 
 PRICE_BOOK_FILE = Path(__file__).resolve().parent / "data" / "price_book.json"
 
@@ -32,6 +35,8 @@ class LoadResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # Versions the file would change but that were left as they are: label -> why, and what to do instead.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def read_price_book(path: Path | str = PRICE_BOOK_FILE) -> dict:
@@ -71,14 +76,18 @@ def _common(entry: dict, where: str) -> dict:
     }
 
 
-def _apply(model_cls, lookup: dict, values: dict, result: LoadResult, label: str, overwrite: bool) -> None:
+def _apply(model_cls, lookup: dict, values: dict, result: LoadResult, label: str, overwrite: bool,
+           fees_locked: Callable[[object, dict], bool] = lambda existing, changed: False) -> None:
     existing = model_cls.objects.filter(**lookup).first()
     if existing is None:
         model_cls.objects.create(**lookup, **values)
         result.created.append(label)
         return
     changed = {name: value for name, value in values.items() if getattr(existing, name) != value}
-    if changed and overwrite:
+    if changed and overwrite and fees_locked(existing, changed):
+        # Nothing of the version changes, not even its other fields: half a version from the file is neither.
+        result.refused[label] = TOOL_RUN_FEES_LOCKED
+    elif changed and overwrite:
         for name, value in changed.items():
             setattr(existing, name, value)
         existing.save(update_fields=list(changed))
@@ -87,8 +96,17 @@ def _apply(model_cls, lookup: dict, values: dict, result: LoadResult, label: str
         result.unchanged.append(label)
 
 
-def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: bool = True) -> LoadResult:
-    """Create missing price versions; with overwrite, bring existing ones in line with the file."""
+def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: bool = False,
+                     tool_price_rated: Callable[[object], bool] | None = None) -> LoadResult:
+    """Create missing price versions; with overwrite, bring existing ones in line with the file, except a
+    tool price version whose run fees the file changes while `tool_price_rated(version)` says runs were
+    rated with it: that one is left as it is and listed in `refused` (see models.TOOL_RUN_FEES_LOCKED)."""
+    if overwrite and tool_price_rated is None:
+        raise ValueError("overwrite needs tool_price_rated: a rated tool price version's fees never change in place")
+
+    def tool_fees_locked(existing, changed: dict) -> bool:
+        return any(name in changed for name in TOOL_RUN_FEE_FIELDS) and tool_price_rated(existing)
+
     result = LoadResult()
     for index, entry in enumerate(data.get("models", [])):
         where = f"models[{index}]"
@@ -107,5 +125,6 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         lookup = {"effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
         values = {name: _amount(entry.get(name), f"{where}.{name}", nullable=False) for name in TOOL_PRICE_FIELDS}
         values.update(_common(entry, where))
-        _apply(tool_price_cls, lookup, values, result, f"tools@{lookup['effective_from']}", overwrite)
+        _apply(tool_price_cls, lookup, values, result, f"tools@{lookup['effective_from']}", overwrite,
+               fees_locked=tool_fees_locked)
     return result

@@ -15,14 +15,19 @@ from .seed import PRICE_BOOK_FILE, LoadResult, price_book_apply, read_price_book
 @transaction.atomic
 def price_book_load(*, path: Path | str = PRICE_BOOK_FILE, overwrite: bool = True, actor=None,
                     actor_label: str = "command:load_price_book") -> LoadResult:
-    """Load a price book file idempotently: new versions are created, changed ones updated (with overwrite)."""
+    """Load a price book file idempotently: new versions are created, changed ones updated (with overwrite),
+    except a tool price version runs were rated with whose fees the file changes: it is left as it is and
+    listed in the result's `refused`, with the reason and what to do instead."""
+    from apps.ledger.selectors import tool_price_rated
+
     data = read_price_book(path)
-    result = price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=overwrite)
-    if result.created or result.updated:
+    result = price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=overwrite,
+                              tool_price_rated=lambda price: tool_price_rated(tool_price_id=price.pk))
+    if result.created or result.updated or result.refused:
         audit_record(
             action="price_book.load", target_type="price_book", target_id=str(path), actor=actor,
             actor_label=actor_label if actor is None else "",
-            data={"created": result.created, "updated": result.updated},
+            data={"created": result.created, "updated": result.updated, "refused": sorted(result.refused)},
         )
     return result
 

@@ -15,9 +15,10 @@ from apps.billing.models import Statement
 from apps.core.models import AuditEvent
 from apps.core.money import round_cents
 from apps.ledger.models import Run
+from tests import builders
 from tests.conftest import bearer
 
-from .conftest import assistants_run, at, response
+from .conftest import assistants_run, at, ingest, response
 
 pytestmark = pytest.mark.django_db
 
@@ -137,6 +138,69 @@ def test_closed_statement_is_byte_for_byte_the_same_after_late_runs_and_next_mon
     frozen_exact = sum((Decimal(line["exact_amount_usd"]) for line in document["lines"]), Decimal(0))
     adjusted_exact = sum((Decimal(line["exact_amount_usd"]) for line in adjustments.values()), Decimal(0))
     assert frozen_exact + adjusted_exact == january_now
+
+
+def test_a_statement_still_answers_after_a_tool_price_version_no_run_uses_any_more_is_deleted(
+        api_client, billing_key, tenant):
+    from apps.ledger.services import runs_reprice
+    from apps.pricing.models import ToolPrice
+
+    mistaken = ToolPrice.objects.create(
+        effective_from=at(2026, 1, 10).date(), code_interpreter_session_usd=Decimal("0.03"),
+        file_search_call_usd_per_1k=Decimal("2.50"), web_search_call_usd_per_1k=Decimal("99.00"),
+        vector_storage_usd_per_gb_day=Decimal("0.10"), vector_storage_free_gb=Decimal("1"))
+    run = response(tenant, at(2026, 1, 12), model="gpt-4.1", web_search_calls=2)
+    assert run.tool_price_id == mistaken.pk
+    # Replaced as docs/pricing.md says: moved past today, January re-rated, then deleted (its tool-usage
+    # rollup row stays behind at zero).
+    mistaken.effective_from = at(2027, 6, 1).date()
+    mistaken.save()
+    runs_reprice(start=at(2026, 1, 1).date(), end=at(2026, 1, 31).date())
+    mistaken.delete()
+    run.refresh_from_db()
+
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+
+    [web_search] = [line for line in lines_of(document, "tool") if line["tool"] == "web_search"]
+    assert Decimal(web_search["exact_amount_usd"]) == run.cost_tools_usd == Decimal("0.02")
+
+
+def test_a_model_whose_runs_all_moved_to_another_model_has_no_line_and_closing_freezes_none(
+        api_client, billing_key, admin_key, tenant):
+    ingest(tenant, builders.response(response_id="resp_model", created_at=at(2026, 1, 5), model="gpt-4.1",
+                                     status="in_progress"))
+    [run] = ingest(tenant, builders.response(response_id="resp_model", created_at=at(2026, 1, 5),
+                                             model="gpt-4.1-2025-04-14"))
+
+    closed = close(api_client, admin_key, "acme", "2026-01")
+
+    assert closed.status_code == 200
+    models = lines_of(json.loads(closed.content), "model")
+    assert [(line["model"], line["runs"]) for line in models] == [("gpt-4.1-2025-04-14", 1)]
+    assert Decimal(models[0]["exact_amount_usd"]) == run.cost_total_usd - run.cost_tools_usd
+    assert lines_of(get_json(api_client, billing_key, "acme", "2026-02"), "adjustment") == []
+
+
+def test_a_negative_adjustment_under_half_a_cent_is_written_0_00_not_minus_0_00(
+        api_client, billing_key, admin_key, tenant):
+    import datetime as dt
+
+    from apps.ledger.services import runs_reprice
+    from apps.pricing.models import ModelPrice
+
+    response(tenant, at(2026, 1, 5), model="gpt-4.1", input_tokens=2_000, output_tokens=0)  # $0.004 at $2 per 1M
+    assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
+    ModelPrice.objects.filter(model="gpt-4.1", effective_from=dt.date(2024, 1, 1)).update(input_usd_per_1m=Decimal("1"))
+    runs_reprice(start=dt.date(2026, 1, 1), end=dt.date(2026, 1, 31))  # January now $0.002
+
+    february = get_json(api_client, billing_key, "acme", "2026-02")
+    csv_rows = list(csv.DictReader(io.StringIO(api_client.get(url("acme", "2026-02", ".csv"), **bearer(billing_key))
+                                               .content.decode())))
+
+    [adjustment] = lines_of(february, "adjustment")
+    assert (adjustment["exact_amount_usd"], adjustment["amount_usd"]) == ("-0.002", "0.00")
+    assert (adjustment["cost_input_usd"], february["total_usd"]) == ("-0.002", "0.00")
+    assert [row["amount_usd"] for row in csv_rows if row["type"] == "adjustment"] == ["0.00"]
 
 
 def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billing_key, admin_key, tenant, ledger):

@@ -100,6 +100,23 @@ def test_usage_money_is_decimal_strings_and_end_is_exclusive(api_client, billing
     }]
 
 
+@pytest.mark.parametrize("group_by", ["day", "model", "feature"])
+def test_usage_lists_only_groups_with_runs_after_a_run_moves_to_another_model_and_feature(
+        api_client, billing_key, tenant, group_by):
+    # Reported in progress as gpt-4.1 / chat, then completed as the dated snapshot / search: the first
+    # report's rollup keys stay behind at zero runs.
+    ingest(tenant, builders.response(response_id="resp_moves", created_at=at(2026, 1, 5), model="gpt-4.1",
+                                     status="in_progress"), feature="chat")
+    [run] = ingest(tenant, builders.response(response_id="resp_moves", created_at=at(2026, 1, 5),
+                                             model="gpt-4.1-2025-04-14"), feature="search")
+
+    body = usage(api_client, billing_key, start="2026-01-01", end="2026-02-01", group_by=group_by).json()
+
+    key = {"day": "2026-01-05", "model": "gpt-4.1-2025-04-14", "feature": "search"}[group_by]
+    assert [(line["key"], line["runs"], line["cost_usd"]) for line in body["lines"]] == [
+        (key, 1, str(run.cost_total_usd.normalize()))]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -1,6 +1,7 @@
-"""KnownQueryParametersMixin: on every /api/v1/ endpoint a query parameter it does not read is a 400 naming it
-(a typo such as `grup_by` or `ende` used to answer for the default grouping or period without a word), after
-authentication and permissions, and the same whatever tenant the path names."""
+"""KnownQueryParametersMixin: on every /api/v1/ endpoint a query parameter it does not read, or one given more than
+once, is a 400 naming it (a typo such as `grup_by` or `ende` used to answer for the default grouping or period
+without a word, a repeated one for its last value), after authentication and permissions, and the same whatever
+tenant the path names."""
 
 from __future__ import annotations
 
@@ -78,6 +79,33 @@ def test_every_unknown_parameter_is_listed_the_first_in_name_order_named(api_cli
     error = answer.json()["error"]
     assert error["field"] == "ende"
     assert sorted(error["details"]) == ["ende", "zeta"]
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("start=2026-01-01&end=2026-02-01&group_by=model&group_by=day", "group_by"),  # DRF read the last: by day
+    ("start=2026-01-01&start=", "start"),  # the empty last value counted as not given: this month
+    ("group_by=model&group_by=model", "group_by"),  # the same value twice is refused alike: nothing is guessed
+])
+def test_a_parameter_given_more_than_once_is_a_400_naming_it(api_client, billing_key, tenant, query, field):
+    answer = api_client.get(f"/api/v1/tenants/acme/usage/?{query}", **bearer(billing_key))
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", field)
+    assert error["message"] == "Query parameter given more than once; give it once."
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_a_parameter_given_twice_is_a_400_on_every_endpoint(api_client, admin_key, tenant, method, path):
+    answer = call(api_client, method, f"{path}?format=json&format=json", admin_key)
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"]["field"] == "format"
+
+
+def test_unknown_and_repeated_parameters_are_all_listed(api_client, billing_key, tenant):
+    answer = api_client.get("/api/v1/runs/?zeta=1&model=a&model=b", **bearer(billing_key))
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["field"] == "model" and sorted(error["details"]) == ["model", "zeta"]
 
 
 @pytest.mark.parametrize("path", [

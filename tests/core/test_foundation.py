@@ -1,4 +1,4 @@
-"""Project-wide plumbing: health check, request ids, login throttling, plotly served offline."""
+"""Project-wide plumbing: health check, request ids, login throttling, plotly served offline, API times in UTC."""
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -63,3 +63,16 @@ def test_json_bytes_escape_a_lone_surrogate_that_neither_orjson_nor_drf_can_enco
     from apps.core.api_support import json_bytes
 
     assert json_bytes({"id": "resp_\ud800", "ok": "café"}) == b'{"id":"resp_\\ud800","ok":"caf\\u00e9"}'
+
+
+def test_the_api_writes_utc_whatever_tz_cookie_the_caller_carries(api_client, billing_key, tenant):
+    from tests.billing.conftest import at, response
+    from tests.conftest import bearer
+
+    run = response(tenant, at(2026, 3, 4, 10), model="gpt-4.1")
+    api_client.cookies["tz"] = "Asia/Tokyo"  # the dashboard's viewer timezone, sent along by the Swagger page
+
+    detail = api_client.get(f"/api/v1/runs/{run.openai_id}/", **bearer(billing_key)).json()
+    [listed] = api_client.get("/api/v1/runs/", **bearer(billing_key)).json()["results"]
+
+    assert detail["created_at"] == listed["created_at"] == "2026-03-04T10:00:00Z"

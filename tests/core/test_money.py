@@ -7,16 +7,26 @@ from fractions import Fraction
 
 import pytest
 
-from apps.core.money import allocate, money_text, usd_string
+from apps.core.money import allocate, money_text, round_cents, usd_string
 
 
 @pytest.mark.parametrize("amount, text", [
     ("1.5000000000", "1.50"), ("0.0123000000", "0.0123"), ("100", "100.00"), ("1E+2", "100.00"),
-    ("1.23E+5", "123000.00"), ("0E-10", "0.00"), ("-0E-10", "-0.00"), ("-1.2300", "-1.23"), ("12.345", "12.345"),
+    ("1.23E+5", "123000.00"), ("0E-10", "0.00"), ("-1.2300", "-1.23"), ("12.345", "12.345"),
     ("0.0000000001", "0.0000000001"), ("7", "7.00"), ("123456789012345.6789012345", "123456789012345.6789012345"),
 ])
 def test_usd_string_formats_amounts_without_exponent_and_with_at_least_cents(amount, text):
     assert usd_string(Decimal(amount)) == text
+
+
+@pytest.mark.parametrize("amount", ["-0E-10", "-0.00", "-0"])
+def test_usd_string_writes_a_negative_zero_without_its_sign(amount):
+    # This pinned "-0E-10" -> "-0.00" before: Decimal keeps a zero's sign, and a sub-cent negative adjustment
+    # rounded to cents (round_cents(Decimal("-0.002")) is Decimal("-0.00")) reached statements as "-0.00",
+    # which invoicing systems and spreadsheets read inconsistently. A zero amount is "0.00" however it was
+    # reached.
+    assert usd_string(Decimal(amount)) == "0.00"
+    assert usd_string(round_cents(Decimal("-0.002"))) == "0.00"
 
 
 def test_usd_string_keeps_every_digit_of_a_long_sum():

@@ -248,6 +248,44 @@ def test_tool_fees_per_kind_add_up_to_the_runs_tool_cost_and_assistants_file_sea
     assert ToolUsageRollup.objects.for_tenant(tenant).filter(day=dt.date(2026, 11, 1)).get().billable_file_search_calls == 0
 
 
+def _mistaken_tool_price(effective_from: dt.date):
+    from apps.pricing.models import ToolPrice
+
+    return ToolPrice.objects.create(
+        effective_from=effective_from, code_interpreter_session_usd=Decimal("0.03"),
+        file_search_call_usd_per_1k=Decimal("2.50"), web_search_call_usd_per_1k=Decimal("99.00"),
+        vector_storage_usd_per_gb_day=Decimal("0.10"), vector_storage_free_gb=Decimal("1"))
+
+
+def test_tool_fees_leave_out_a_removed_version_whose_runs_were_all_re_rated_away(tenant):
+    mistaken = _mistaken_tool_price(dt.date(2026, 11, 10))
+    _ingest(tenant, builders.response(created_at=_at(11, 12), web_search_calls=2))
+    assert Run.objects.for_tenant(tenant).get().tool_price_id == mistaken.pk
+    # Replaced as docs/pricing.md says: moved out of the way, the period re-rated, then deleted; its rollup
+    # row stays behind at zero.
+    mistaken.effective_from = dt.date(2027, 6, 1)
+    mistaken.save()
+    runs_reprice(start=dt.date(2026, 11, 1), end=dt.date(2026, 11, 30), actor_label="test")
+    mistaken_id = mistaken.pk
+    mistaken.delete()
+    assert ToolUsageRollup.objects.for_tenant(tenant).filter(tool_price_id=mistaken_id, web_search_calls=0).exists()
+
+    kinds = selectors.tool_usage_by_kind(tenant=tenant, start=dt.date(2026, 11, 1), end=dt.date(2026, 12, 1))
+
+    assert kinds["web_search"] == {"quantity": 2, "cost_usd": Decimal("0.02")}  # at the 2024 version's $10 per 1k
+    assert kinds["web_search"]["cost_usd"] == Run.objects.for_tenant(tenant).get().cost_tools_usd
+    assert ledger_check() == []
+
+
+def test_tool_use_rated_with_a_version_that_no_longer_exists_is_a_clear_error_naming_it(tenant):
+    ToolUsageRollup.objects.create(tenant=tenant, day=dt.date(2026, 11, 5), tool_price_id=987_654, web_search_calls=3)
+
+    with pytest.raises(selectors.ToolPriceVersionMissing, match="tool price version id 987654, which no longer "
+                                                                "exists.*manage.py ledger_check") as missing:
+        selectors.tool_usage_by_kind(tenant=tenant, start=dt.date(2026, 11, 1), end=dt.date(2026, 12, 1))
+    assert missing.value.tool_price_id == 987_654 and "tenant acme from 2026-11-01 to 2026-12-01" in str(missing.value)
+
+
 def test_largest_prompt_survives_a_run_growing_into_a_bigger_bin(tenant):
     run = builders.response(created_at=_at(11, 3), input_tokens=150, status="in_progress")
     _ingest(tenant, run)

@@ -1,15 +1,18 @@
-"""The price admin: a new price rates the runs stored unpriced for its model, and says so."""
+"""The price admin: a new price rates the runs stored unpriced for its model, and says so; a tool price version
+a run was rated with keeps its fees."""
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from django.contrib.messages import get_messages
 
 from apps.core.models import AuditEvent
 from apps.ledger.models import Run
+from apps.ledger.selectors import tool_usage_by_kind
 from apps.ledger.services import ingest_events, ledger_check
-from apps.pricing.models import ModelPrice
+from apps.pricing.models import TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED, ModelPrice, ToolPrice
 from tests import builders
 
 FORM = {"model": "admin-model", "effective_from": "2026-01-01", "input_usd_per_1m": "1.00",
@@ -77,3 +80,62 @@ def test_save_as_new_with_an_overflowing_price_is_refused_the_same_way(client, s
     assert [m.level_tag for m in get_messages(response.wsgi_request)] == ["error"]
     assert list(ModelPrice.objects.values_list("pk", flat=True).filter(model="admin-model")) == [existing.pk]
     assert ledger_check() == []
+
+
+# --- tool price versions: fees fixed once a run was rated with them --------------------------------------
+
+TOOL_FORM = {"effective_from": "2024-01-01", "code_interpreter_session_usd": "0.03",
+             "file_search_call_usd_per_1k": "2.50", "web_search_call_usd_per_1k": "25.00",
+             "vector_storage_usd_per_gb_day": "0.10", "vector_storage_free_gb": "1", "source": "corrected"}
+
+
+def _web_search_run(tenant) -> Run:
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        response_id="resp_tools", created_at=dt.datetime(2026, 1, 12, tzinfo=dt.UTC), model="gpt-4.1",
+        web_search_calls=4)}])
+    return Run.objects.for_tenant(tenant).get(openai_id="resp_tools")
+
+
+def test_a_tool_price_version_a_run_was_rated_with_shows_its_fees_read_only_and_says_to_add_a_version(
+        client, staff_user, tenant):
+    run = _web_search_run(tenant)
+    price = ToolPrice.objects.get(pk=run.tool_price_id)
+    _superuser_login(client, staff_user)
+
+    page = client.get(f"/admin/pricing/toolprice/{price.pk}/change/")
+    shown = [(m.level_tag, str(m)) for m in get_messages(page.wsgi_request)]
+    assert shown == [("warning", TOOL_RUN_FEES_LOCKED)]
+    assert "Add a new version effective from the date" in TOOL_RUN_FEES_LOCKED
+    assert "manage.py reprice" in TOOL_RUN_FEES_LOCKED
+    form = page.context["adminform"].form
+    assert not set(TOOL_RUN_FEE_FIELDS) & set(form.fields)
+    assert "vector_storage_usd_per_gb_day" in form.fields  # storage is metered and stored per day
+
+    saved = client.post(f"/admin/pricing/toolprice/{price.pk}/change/", TOOL_FORM, follow=True)
+
+    assert saved.status_code == 200
+    price.refresh_from_db()
+    assert price.web_search_call_usd_per_1k == Decimal("10.000000")  # the posted 25.00 is not read
+    assert price.source == "corrected"
+    assert run.cost_tools_usd == Decimal("0.04") == tool_usage_by_kind(
+        tenant=tenant, start=dt.date(2026, 1, 1), end=dt.date(2026, 2, 1))["web_search"]["cost_usd"]
+
+
+def test_a_tool_price_version_no_run_was_rated_with_can_have_its_fees_corrected(client, staff_user, tenant):
+    _web_search_run(tenant)  # rated with the 2024 version, not this one
+    future = ToolPrice.objects.create(effective_from=dt.date(2027, 1, 1), code_interpreter_session_usd=Decimal("0.03"),
+                                      file_search_call_usd_per_1k=Decimal("2.50"),
+                                      web_search_call_usd_per_1k=Decimal("99.00"),
+                                      vector_storage_usd_per_gb_day=Decimal("0.10"), vector_storage_free_gb=1)
+    _superuser_login(client, staff_user)
+
+    assert client.get(f"/admin/pricing/toolprice/{future.pk}/change/").context["adminform"].form.fields.keys() >= set(
+        TOOL_RUN_FEE_FIELDS)
+    saved = client.post(f"/admin/pricing/toolprice/{future.pk}/change/",
+                        {**TOOL_FORM, "effective_from": "2027-01-01"}, follow=True)
+
+    assert saved.status_code == 200
+    future.refresh_from_db()
+    assert future.web_search_call_usd_per_1k == Decimal("25.000000")
+    assert "Price changed: re-rate its period with `manage.py reprice --start … --end …`." in [
+        str(m) for m in get_messages(saved.wsgi_request)]

@@ -1,15 +1,25 @@
-"""The price book: seeded in every database, effective dates, snapshot families, never $0 for unknown models."""
+"""The price book: seeded in every database, loaded from a file without changing the fees runs were rated with,
+effective dates, snapshot families, never $0 for unknown models."""
 
 import datetime as dt
+import json
 from decimal import Decimal
+from pathlib import Path
 
-from django.core.management import call_command
+import pytest
+from django.core.management import CommandError, call_command
 
-from apps.pricing.models import ModelPrice, ToolPrice
+from apps.core.models import AuditEvent
+from apps.ledger.models import Run
+from apps.ledger.selectors import tool_usage_by_kind
+from apps.ledger.services import ingest_events
+from apps.pricing.models import TOOL_RUN_FEES_LOCKED, ModelPrice, ToolPrice
 from apps.pricing.pricebook import PriceBook, model_family
 from apps.pricing.rating import ModelRate
 from apps.pricing.seed import PRICE_BOOK_FILE, read_price_book
 from apps.pricing.selectors import price_book_current
+from apps.pricing.services import price_book_load
+from tests import builders
 
 
 def _rate(model, day, price):
@@ -33,6 +43,56 @@ def test_load_price_book_is_idempotent_and_refreshes_changed_values(db, capsys):
     assert "1 updated" in capsys.readouterr().out
     assert ModelPrice.objects.get(model="gpt-5.4").input_usd_per_1m == Decimal("2.50")
     assert ModelPrice.objects.count() == len(read_price_book(PRICE_BOOK_FILE)["models"])
+
+
+def _book_with_changed_fees(tmp_path, **tool_fees) -> Path:
+    """The shipped price book with gpt-5.4's input price and the 2024 tool version's fees changed."""
+    data = read_price_book(PRICE_BOOK_FILE)
+    next(entry for entry in data["models"] if entry["model"] == "gpt-5.4")["input_usd_per_1m"] = "9.00"
+    data["tools"][0].update(tool_fees)
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_load_price_book_refuses_to_change_the_fees_of_a_tool_price_version_a_run_was_rated_with(
+        db, tenant, tmp_path, capsys):
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        response_id="resp_tools", created_at=dt.datetime(2026, 1, 12, tzinfo=dt.UTC), model="gpt-4.1",
+        web_search_calls=4)}])
+    path = _book_with_changed_fees(tmp_path, web_search_call_usd_per_1k="25.00", source="corrected")
+
+    with pytest.raises(CommandError, match="1 price versions were left as they are"):
+        call_command("load_price_book", str(path))
+
+    output = capsys.readouterr()
+    assert f"refused  tools@2024-01-01: {TOOL_RUN_FEES_LOCKED}" in output.err
+    assert "1 updated" in output.out and "1 refused" in output.out
+    tools = ToolPrice.objects.get(effective_from=dt.date(2024, 1, 1))
+    assert (tools.web_search_call_usd_per_1k, tools.source) == (Decimal("10.000000"), read_price_book()["tools"][0]["source"])
+    assert ModelPrice.objects.get(model="gpt-5.4").input_usd_per_1m == Decimal("9.00")  # the rest of the file loads
+    run = Run.objects.for_tenant(tenant).get(openai_id="resp_tools")
+    assert run.cost_tools_usd == Decimal("0.04") == tool_usage_by_kind(
+        tenant=tenant, start=dt.date(2026, 1, 1), end=dt.date(2026, 2, 1))["web_search"]["cost_usd"]
+    [audit] = AuditEvent.objects.filter(action="price_book.load")
+    assert audit.data["refused"] == ["tools@2024-01-01"]
+
+
+def test_price_book_load_changes_a_tool_price_version_no_run_was_rated_with(db, tmp_path):
+    result = price_book_load(path=_book_with_changed_fees(tmp_path, web_search_call_usd_per_1k="25.00"))
+
+    assert (result.updated, result.refused) == (["gpt-5.4@2024-01-01", "tools@2024-01-01"], {})
+    assert ToolPrice.objects.get().web_search_call_usd_per_1k == Decimal("25.00")
+
+
+def test_price_book_load_still_refreshes_what_is_not_a_run_fee_on_a_rated_tool_price_version(db, tenant, tmp_path):
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        created_at=dt.datetime(2026, 1, 12, tzinfo=dt.UTC), model="gpt-4.1", web_search_calls=1)}])
+
+    result = price_book_load(path=_book_with_changed_fees(tmp_path, vector_storage_usd_per_gb_day="0.20"))
+
+    assert "tools@2024-01-01" in result.updated and result.refused == {}
+    assert ToolPrice.objects.get().vector_storage_usd_per_gb_day == Decimal("0.20")
 
 
 def test_latest_price_on_or_before_the_date_applies():

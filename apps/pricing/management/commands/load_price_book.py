@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.pricing.models import REPRICE_COMMAND
 from apps.pricing.seed import PRICE_BOOK_FILE, PriceBookFileError
 from apps.pricing.services import price_book_load
 
@@ -23,8 +24,14 @@ class Command(BaseCommand):
             self.stdout.write(f"created  {label}")
         for label in result.updated:
             self.stdout.write(f"updated  {label}")
-        self.stdout.write(self.style.SUCCESS(
-            f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged."
-        ))
+        for label, reason in result.refused.items():
+            self.stderr.write(f"refused  {label}: {reason}")
+        counts = (f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged, "
+                  f"{len(result.refused)} refused.")
+        self.stdout.write(counts if result.refused else self.style.SUCCESS(counts))
         if result.updated:
-            self.stdout.write("Prices changed: re-rate affected runs with `manage.py reprice --start ... --end ...`.")
+            self.stdout.write(f"Prices changed: re-rate affected runs with {REPRICE_COMMAND}.")
+        if result.refused:
+            # The rest of the file is loaded and committed; a non-zero exit so a script notices what was not.
+            raise CommandError(f"{len(result.refused)} price versions were left as they are (see above); "
+                               "the rest of the file is loaded.")
