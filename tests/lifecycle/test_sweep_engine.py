@@ -328,11 +328,10 @@ def test_a_file_with_more_live_stores_to_ask_than_the_bound_is_kept(policies, pr
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_ATTACHED
 
 
-def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived_in_part(policies, provider,
-                                                                                        settings):
-    """Deleting after a cut-short archive would lose the oldest messages for good."""
-    from apps.lifecycle.models import ArchivedItem
-
+@pytest.fixture
+def archive_too_small(policies, provider, settings):
+    """An archiving tenant's two idle threads, the archive holding 2 items: thread_long has 3 messages,
+    thread_short 2. The tenant."""
     tenant, _ = policies
     tenant.archive_before_delete = True
     tenant.save()
@@ -342,6 +341,15 @@ def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived
     old = int((NOW - dt.timedelta(days=45)).timestamp())
     provider.messages["thread_long"] = [{"id": f"msg_{n}", "created_at": old} for n in range(3)]
     provider.messages["thread_short"] = [{"id": f"msg_s{n}", "created_at": old} for n in range(2)]
+    return tenant
+
+
+def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived_in_part(archive_too_small,
+                                                                                        provider):
+    """Deleting after a cut-short archive would lose the oldest messages for good."""
+    from apps.lifecycle.models import ArchivedItem
+
+    tenant = archive_too_small
     sweep = services.sweep_create(kind="threads", as_of=NOW)
     _run(sweep, provider)
     long_item = SweepItem.objects.unscoped().get(sweep=sweep, openai_id="thread_long")
@@ -351,19 +359,11 @@ def test_a_thread_with_more_messages_than_the_archive_holds_is_kept_not_archived
     assert ArchivedItem.objects.for_tenant(tenant).filter(thread_openai_id="thread_short").count() == 2
 
 
-def test_a_dry_run_records_the_archive_limit_failure_the_real_run_would(policies, provider, settings):
+def test_a_dry_run_records_the_archive_limit_failure_the_real_run_would(archive_too_small, provider):
     """The preview lists exactly what its confirmation deletes: a thread too long to archive is not offered."""
     from apps.lifecycle.models import ArchivedItem
 
-    tenant, _ = policies
-    tenant.archive_before_delete = True
-    tenant.save()
-    settings.LIFECYCLE_ARCHIVE_MAX_ITEMS = 2
-    _thread(tenant, "thread_long", days_idle=45, provider=provider)
-    _thread(tenant, "thread_short", days_idle=45, provider=provider)
-    old = int((NOW - dt.timedelta(days=45)).timestamp())
-    provider.messages["thread_long"] = [{"id": f"msg_{n}", "created_at": old} for n in range(3)]
-    provider.messages["thread_short"] = [{"id": f"msg_s{n}", "created_at": old} for n in range(2)]
+    tenant = archive_too_small
 
     preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
     _run(preview, provider)
