@@ -1063,7 +1063,7 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     """Rate every reported state up front, outside the transaction: a run's cost depends only on its own
     reported fields, the price book and its tenant's high-cost threshold, and rating is most of the batch's
     CPU — done here, it overlaps with the other workers' write phases instead of lengthening them."""
-    book = PriceBook.load()
+    book = PriceBook.load(track_changes=True)  # checked again under the ingest lock (_ingest_once)
     tenant_ids = {e.state["tenant_id"] for e in run_events}
     thresholds = _high_cost_thresholds(tenant_ids)
     for event in run_events:

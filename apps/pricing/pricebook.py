@@ -31,23 +31,25 @@ class PriceBook:
         self._tools = sorted(tool_rates, key=lambda r: r.effective_from)
         self._tool_dates = [r.effective_from for r in self._tools]
 
-    # selectors.price_book_version() as it was when the book was loaded; None for a book built from given rates.
+    # selectors.price_book_version() as it was when the book was loaded with track_changes; else None.
     version: tuple | None = None
 
     @classmethod
-    def load(cls) -> PriceBook:
-        """Every price version from the database (a few hundred rows at most)."""
+    def load(cls, *, track_changes: bool = False) -> PriceBook:
+        """Every price version from the database (a few hundred rows at most). With `track_changes`, also which
+        versions exist (two more small queries), so that is_stale() can tell one was added or removed since."""
         from .selectors import model_rates_all, price_book_version, tool_rates_all
 
         # Read before the rates: a version added in between makes the book look stale (reloaded for
         # nothing), never current.
-        version = price_book_version()
+        version = price_book_version() if track_changes else None
         book = cls(model_rates_all(), tool_rates_all())
         book.version = version
         return book
 
     def is_stale(self) -> bool:
-        """A price version was added or removed since this book was loaded (see price_book_version)."""
+        """A price version was added or removed since this book was loaded with track_changes (see
+        price_book_version); always False for a book loaded without it or built from given rates."""
         from .selectors import price_book_version
 
         return self.version is not None and price_book_version() != self.version

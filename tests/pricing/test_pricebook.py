@@ -125,21 +125,23 @@ def test_unknown_model_has_no_rate(db):
 
 def test_a_loaded_book_is_stale_once_a_price_version_is_added_or_removed(db):
     # Ingest rates a batch before it takes the ingest lock and checks this under it (ledger.services).
-    book = PriceBook.load()
+    book = PriceBook.load(track_changes=True)
     assert not book.is_stale()
     added = ModelPrice.objects.create(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1),
                                       input_usd_per_1m=Decimal("3"), output_usd_per_1m=Decimal("12"))
     assert book.is_stale()
-    book = PriceBook.load()
+    book = PriceBook.load(track_changes=True)
     added.delete()
     assert book.is_stale()
-    book = PriceBook.load()
+    book = PriceBook.load(track_changes=True)
     ToolPrice.objects.order_by("pk").last().delete()
     assert book.is_stale()
 
 
-def test_a_book_built_from_given_rates_is_never_stale(db):
-    book = PriceBook([_rate("gpt-x", dt.date(2026, 1, 1), "1")], [])
+def test_a_book_that_does_not_track_changes_is_never_stale_and_costs_no_extra_query(db, django_assert_num_queries):
+    built = PriceBook([_rate("gpt-x", dt.date(2026, 1, 1), "1")], [])
+    with django_assert_num_queries(2):  # the model and the tool price versions: pages load the book this way
+        loaded = PriceBook.load()
     ModelPrice.objects.create(model="gpt-7-nova", effective_from=dt.date(2026, 11, 1),
                               input_usd_per_1m=Decimal("3"), output_usd_per_1m=Decimal("12"))
-    assert not book.is_stale()
+    assert not built.is_stale() and not loaded.is_stale()
