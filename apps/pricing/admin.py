@@ -46,6 +46,9 @@ class ModelPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
 class ToolPriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("effective_from", "code_interpreter_session_usd", "file_search_call_usd_per_1k",
                     "web_search_call_usd_per_1k", "vector_storage_usd_per_gb_day", "vector_storage_free_gb", "verify")
+    # In the model's order whether the fees are editable or not: read-only fields otherwise move to the end.
+    fields = ("effective_from", *TOOL_RUN_FEE_FIELDS, "vector_storage_usd_per_gb_day", "vector_storage_free_gb",
+              "source", "source_date", "verify", "created_at", "created_by")
     readonly_fields = ("created_at", "created_by")
 
     def _fees_locked(self, obj) -> bool:
