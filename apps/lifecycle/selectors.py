@@ -92,15 +92,16 @@ def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
     while idle (file bytes are billed through the stores that hold them)."""
     if not scope.is_every_tenant:
         return []
-    from .services import _storage_daily_cost
+    from .services import storage_daily_cost, storage_rate
 
     total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(s=Sum("usage_bytes"))["s"] or 0
-    full = _storage_daily_cost(total, on_date)
+    rate = storage_rate(on_date)  # once for every store (the price book read per store was 2 queries each)
+    full = storage_daily_cost(total, rate)
     rows: list[Orphan] = []
     for store in VectorStore.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-usage_bytes", "pk"):
         rows.append(Orphan("vector_store", store.pk, store.openai_id, store.openai_project, store.name,
                            store.usage_bytes, store.created_at,
-                           store.last_active_at, full - _storage_daily_cost(total - store.usage_bytes, on_date)))
+                           store.last_active_at, full - storage_daily_cost(total - store.usage_bytes, rate)))
     for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-bytes", "pk"):
         rows.append(Orphan("file", file.pk, file.openai_id, file.openai_project, file.filename, file.bytes,
                            file.created_at, None, ZERO))

@@ -1264,11 +1264,19 @@ def _archive_store(item: SweepItem, rows: list) -> int:
     return len(data)
 
 
-def _storage_daily_cost(total_bytes: int, on_date: dt.date) -> Decimal:
+def storage_rate(on_date: dt.date):
+    """The tool price version in effect on the date (its vector-storage price and free GB), or None: one
+    query, read once by whatever prices many stores."""
     from apps.pricing.pricebook import PriceBook
+    from apps.pricing.selectors import tool_rates_all
+
+    return PriceBook([], tool_rates_all()).tool_rate(on_date)
+
+
+def storage_daily_cost(total_bytes: int, rate) -> Decimal:
+    """The organisation's storage bill for a day with `total_bytes` stored, at `rate` (storage_rate)."""
     from apps.pricing.rating import bytes_to_gb, rate_vector_storage
 
-    rate = PriceBook.load().tool_rate(on_date)
     if rate is None:
         return ZERO
     return rate_vector_storage(bytes_to_gb(total_bytes), 1, rate)
@@ -1280,7 +1288,8 @@ def _vector_store_saving(usage_bytes: int, on_date: dt.date) -> Decimal:
     total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(
         total=Coalesce(Sum("usage_bytes"), 0))["total"]
     total = max(total, usage_bytes)
-    return quantize_ledger(_storage_daily_cost(total, on_date) - _storage_daily_cost(total - usage_bytes, on_date))
+    rate = storage_rate(on_date)
+    return quantize_ledger(storage_daily_cost(total, rate) - storage_daily_cost(total - usage_bytes, rate))
 
 
 class _ClaimLost(Exception):

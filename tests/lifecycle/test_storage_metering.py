@@ -371,3 +371,29 @@ def test_the_unassigned_stores_stay_out_of_a_scope_of_tenants(tenant):
     _store(None, usage_bytes=2 * GIB, project="proj_default")
     services.storage_meter_day(day=START)
     assert sum(_by_project(TenantScope.of([tenant.pk])).values()) == Decimal("0.1500000000")
+
+
+def test_orphan_stores_are_priced_with_one_read_of_the_price_book_however_many(tenant):
+    # The orphans page and the lifecycle overview list every store with no tenant and what it costs a day.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for(count: int) -> int:
+        VectorStore.objects.unscoped().delete()
+        _store(tenant, usage_bytes=2 * GIB, store_id=f"vs_owned_{count}")
+        for index in range(count):
+            _store(None, usage_bytes=GIB, store_id=f"vs_orphan_{count}_{index}")
+        with CaptureQueriesContext(connection) as captured:
+            listed = selectors.orphans(scope=TenantScope.every_tenant(), on_date=START)
+        assert len(listed) == count
+        return len(captured.captured_queries)
+
+    assert queries_for(5) == queries_for(50)
+
+
+def test_an_orphan_store_costs_its_share_of_the_bill_above_the_free_gb(tenant):
+    # 1 GiB owned + 1 GiB orphan with 1 free GB at $0.10 per GB-day: the orphan is what the bill drops by.
+    _store(tenant, usage_bytes=GIB, store_id="vs_owned")
+    _store(None, usage_bytes=GIB, store_id="vs_orphan")
+    (orphan,) = selectors.orphans(scope=TenantScope.every_tenant(), on_date=START)
+    assert orphan.cost_usd_per_day == Decimal("0.1")  # (2 - 1) GB x $0.10 - (1 - 1) GB x $0.10
