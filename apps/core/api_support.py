@@ -241,17 +241,15 @@ def json_bytes(data) -> bytes:
 
 
 def etag_response(request, content: bytes, content_type: str, *, headers: dict | None = None) -> HttpResponse:
-    """200 with the content and a strong ETag, or 304 when If-None-Match already names it."""
+    """200 with the content and a strong ETag, or 304 when If-None-Match already names it. `headers` go on
+    both: a 304 stands for the 200 the client holds, and describes it as that would (X-Statement-Status)."""
     etag = etag_for(content)
     wanted = request.META.get("HTTP_IF_NONE_MATCH", "")
-    if wanted:
-        candidates = {tag.removeprefix("W/") for tag in parse_etags(wanted)}
-        if "*" in candidates or etag in candidates:
-            response = HttpResponse(status=304)
-            response["ETag"] = etag
-            response["Cache-Control"] = "private, no-cache"
-            return response
-    response = HttpResponse(content, content_type=content_type)
+    candidates = {tag.removeprefix("W/") for tag in parse_etags(wanted)} if wanted else set()
+    if "*" in candidates or etag in candidates:
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(content, content_type=content_type)
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     for name, value in (headers or {}).items():

@@ -245,6 +245,7 @@ def test_if_none_match_gives_304_until_the_statement_changes(api_client, billing
     etag = first["ETag"]
     again = api_client.get(url("acme", "2026-01"), HTTP_IF_NONE_MATCH=etag, **bearer(billing_key))
     assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    assert again["X-Statement-Status"] == first["X-Statement-Status"] == "open"  # the 304 describes what it stands for
     response(tenant, at(2026, 1, 12), model="gpt-4.1")
     changed = api_client.get(url("acme", "2026-01"), HTTP_IF_NONE_MATCH=etag, **bearer(billing_key))
     assert changed.status_code == 200 and changed["ETag"] != etag
