@@ -17,11 +17,17 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.api_support import KnownQueryParametersMixin, LenientDateField
+from apps.core.api_support import (
+    ERROR_400,
+    ERROR_404,
+    READ_ERRORS,
+    KnownQueryParametersMixin,
+    LenientDateField,
+)
 from apps.core.money import usd_string
 from apps.tenants.authentication import CanRead
 
-from .models import ReconciliationRun
+from .models import LineKind, LineStatus, ReconciliationRun
 from .selectors import ResultFilters, current_lines, current_runs, failed_attempts, line_row
 
 MAX_RANGE_DAYS = 366
@@ -47,6 +53,72 @@ class ReconciliationQuerySerializer(serializers.Serializer):
         if (end - start).days > MAX_RANGE_DAYS:
             raise serializers.ValidationError({blamed: f"The range may span at most {MAX_RANGE_DAYS} days."})
         return {**attrs, "start": start, "end": end}
+
+
+# The answer's shape, for the OpenAPI schema (the view builds the document itself).
+def _money(help_text: str) -> serializers.CharField:
+    return serializers.CharField(help_text=f"{help_text} USD, a decimal string.")
+
+
+class ReconciliationSummarySerializer(serializers.Serializer):
+    project_days = serializers.IntegerField(help_text="Days x projects with a complete result in the range.")
+    failed_project_days = serializers.IntegerField(help_text="Days x projects whose latest attempt failed.")
+    flagged_lines = serializers.IntegerField()
+    ledger_total_usd = _money("The ledger's cost,")
+    openai_total_usd = _money("OpenAI's cost (Costs API),")
+    unattributed_usd = _money("Cost OpenAI bills that no tenant's runs account for,")
+
+
+class ReconciliationToleranceSerializer(serializers.Serializer):
+    percent = serializers.CharField()
+    usd = serializers.CharField()
+
+
+class ReconciliationDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    project = serializers.CharField()
+    run_id = serializers.IntegerField()
+    reconciled_at = serializers.DateTimeField(allow_null=True)
+    tolerance = ReconciliationToleranceSerializer()
+    ledger_total_usd = _money("The ledger's cost,")
+    openai_total_usd = _money("OpenAI's cost,")
+    unattributed_usd = _money("Unattributed cost,")
+    line_count = serializers.IntegerField()
+    flagged_count = serializers.IntegerField()
+    notes = serializers.ListField(child=serializers.JSONField(), help_text="What this day could not check, and why.")
+
+
+class ReconciliationFailureSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    project = serializers.CharField()
+    error = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    trigger = serializers.CharField(allow_blank=True)
+
+
+class ReconciliationLineSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    project = serializers.CharField()
+    line = serializers.CharField()
+    kind = serializers.ChoiceField(choices=LineKind.choices)
+    unit = serializers.CharField()
+    model = serializers.CharField(allow_blank=True)
+    ledger_value = serializers.CharField(allow_null=True, help_text="USD for cost lines, a count for usage lines.")
+    openai_value = serializers.CharField(allow_null=True)
+    difference = serializers.CharField(allow_null=True, help_text="OpenAI minus the ledger.")
+    difference_percent = serializers.CharField(allow_null=True, help_text="Of OpenAI's value; null when that is 0.")
+    status = serializers.ChoiceField(choices=LineStatus.choices)
+
+
+class ReconciliationSerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField(help_text="Exclusive.")
+    project = serializers.CharField(allow_blank=True, help_text="\"\": every project.")
+    status = serializers.ChoiceField(choices=["all", "flagged"])
+    summary = ReconciliationSummarySerializer()
+    days = ReconciliationDaySerializer(many=True)
+    failed = ReconciliationFailureSerializer(many=True)
+    results = ReconciliationLineSerializer(many=True)
 
 
 def day_json(run: ReconciliationRun) -> dict:
@@ -83,7 +155,7 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
         operation_id="reconciliation_results",
         summary="Ledger vs OpenAI's Costs/Usage API per day, project and line",
         parameters=[ReconciliationQuerySerializer],
-        responses={200: dict},
+        responses={200: ReconciliationSerializer, **ERROR_400, **READ_ERRORS, **ERROR_404},
         description="From the latest complete reconciliation of each day. Needs a billing or admin key bound "
                     "to no tenant; tenant-bound keys get 404.",
         tags=["reconciliation"],

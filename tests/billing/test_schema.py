@@ -5,26 +5,10 @@ content types, headers and bodies. Bounded (few examples per operation) to stay 
 from __future__ import annotations
 
 import pytest
-import schemathesis
-from django.core import signals
-from django.core.wsgi import get_wsgi_application
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
+from tests.api_schema import CHECKS, keep_test_connection, schema  # noqa: F401  (a fixture)
 from tests.conftest import bearer
-
-schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application()).include(
-    path_regex=r"^/api/v1/(tenants|runs|prices)"
-)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
 
 
 def test_the_schema_documents_every_billing_operation(api_client):
@@ -47,21 +31,11 @@ def test_the_schema_documents_every_billing_operation(api_client):
     assert api_client.get("/api/docs/").status_code == 200
 
 
-@pytest.fixture
-def keep_test_connection():
-    """Django's WSGI handler closes "old" connections around each request; inside a test's transaction that
-    would close it (PostgreSQL). The test client skips this; so must a raw WSGI caller."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
-
-
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @pytest.mark.django_db
-def test_api_conforms_to_its_schema(case, admin_key, ledger, keep_test_connection):
+@pytest.mark.usefixtures("keep_test_connection")
+def test_api_conforms_to_its_schema(case, admin_key, ledger):
     # Half the generated slugs / run ids name real objects, so success bodies get validated too.
     parameters = case.path_parameters or {}
     if "slug" in parameters and len(str(parameters["slug"])) % 2 == 0:

@@ -14,6 +14,7 @@ from apps.ledger.models import DailyRollup
 from apps.reconciliation.figures import reconciliation_figure
 from apps.reconciliation.selectors import DayTotals
 from apps.reconciliation.services import reconciliation_reconcile
+from tests.api_schema import keep_test_connection  # noqa: F401  (a fixture)
 from tests.conftest import bearer
 
 from .fakes import FakeAdminProvider
@@ -208,6 +209,18 @@ def test_a_failed_attempt_after_a_result_shows_on_the_page_and_in_the_api_until_
     assert "Reconciliation failed" not in client.get(f"{PAGE}?start=2026-11-02&end=2026-11-03").content.decode()
     body = api_client.get(f"{API}?{_query(start='2026-11-02', end='2026-11-04')}", **bearer(billing_key)).json()
     assert body["summary"]["failed_project_days"] == 0 and body["failed"] == []
+
+
+@pytest.mark.usefixtures("keep_test_connection")
+def test_an_answer_with_days_failures_and_lines_matches_the_documented_schema(reconciled, billing_key):
+    from tests.api_schema import CHECKS, schema
+
+    _fail(DAY)
+    case = schema[API]["GET"].Case(query={"start": "2026-11-02", "end": "2026-11-04"})
+    response = case.call(headers={"Authorization": bearer(billing_key)["HTTP_AUTHORIZATION"]})
+    body = response.json()
+    assert body["days"] and body["failed"] and body["results"]  # every part of the answer is checked
+    case.validate_response(response, checks=CHECKS)
 
 
 def test_a_day_that_never_reconciled_shows_its_failure(client, staff_user, reconciled):
