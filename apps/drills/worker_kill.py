@@ -96,8 +96,13 @@ def run_step(name: str, data: dict) -> dict:
 
 
 def _step_setup(data: dict) -> dict:
+    from apps.core.broker import broker_queues_declare
     from apps.ledger.services import ingest_events
     from apps.tenants.models import Tenant
+
+    # Before any worker starts: a worker and the next step's send declaring the queue at once raced on the
+    # SQLAlchemy broker's queue table (apps/core/broker.py).
+    broker_queues_declare()
 
     tenant, _ = Tenant.objects.get_or_create(slug=TENANT, defaults={"name": "Worker-kill drill"})
     tenant.thread_retention_days = RETENTION_DAYS

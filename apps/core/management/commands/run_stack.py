@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
+from apps.core.broker import broker_queues_declare
+
 DEMO_USERNAME = "ops"
 DEMO_PASSWORD = "runledger-demo"
 
@@ -104,6 +106,7 @@ class Command(BaseCommand):
                 self.stdout.write("==> seeding demo data (safe to repeat)")
                 with override_settings(OPENAI_BASE_URL=sandbox_url):
                     call_command("seed_demo", seed=seed, username=DEMO_USERNAME, password=DEMO_PASSWORD)
+            broker_queues_declare()  # before the worker and beat declare them at once (apps/core/broker.py)
             start("web app", [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"])
             start("celery worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                                      "--concurrency", "2", "--hostname", "runledger@%h"])
