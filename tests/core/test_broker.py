@@ -15,10 +15,12 @@ def sqlite_broker(tmp_path):
     from config.celery import app
 
     path = tmp_path / "broker.sqlite3"
-    before = app.conf.broker_url
-    app.conf.broker_url = f"sqla+sqlite:///{path}"
+    before = app.conf.broker_url, app.conf.broker_transport_options
+    # As the settings make it without REDIS_URL: kombu hands the SQLAlchemy transport's options to
+    # create_engine(), which takes none of Redis's (visibility_timeout).
+    app.conf.broker_url, app.conf.broker_transport_options = f"sqla+sqlite:///{path}", {}
     yield path
-    app.conf.broker_url = before
+    app.conf.broker_url, app.conf.broker_transport_options = before
 
 
 def test_the_task_queue_is_declared_once_however_often_it_is_asked(sqlite_broker):
