@@ -1066,10 +1066,14 @@ def _rate_reported(run_events: list[_RunEvent]) -> tuple[PriceBook, dict[int, De
     book = PriceBook.load(track_changes=True)  # checked again under the ingest lock (_ingest_once)
     tenant_ids = {e.state["tenant_id"] for e in run_events}
     thresholds = _high_cost_thresholds(tenant_ids)
+    _rate_states(run_events, book, thresholds)
+    return book, thresholds
+
+
+def _rate_states(run_events: list[_RunEvent], book: PriceBook, thresholds: dict[int, Decimal]) -> None:
     for event in run_events:
         _rate_state(event.state, book, thresholds)
         event.state["_rated"] = True
-    return book, thresholds
 
 
 def _thresholds_refreshed(run_events: list[_RunEvent], thresholds: dict[int, Decimal]) -> bool:
@@ -1095,8 +1099,7 @@ def _rerate_with_current_book(run_events: list[_RunEvent], thresholds: dict[int,
     re-rating takes this lock too, so it runs once the batch's runs are stored. Returns the book, for the
     stored runs the batch re-rates later."""
     book = PriceBook.load()
-    for event in run_events:
-        _rate_state(event.state, book, thresholds)
+    _rate_states(run_events, book, thresholds)
     return book
 
 
