@@ -1806,8 +1806,7 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
     "Existed during the day" is how OpenAI bills storage: a store created, deleted or expiring during the
     day is billed for that day; one deleted or expired before the day began is not (an expired store keeps
     its bytes but stops being billed at `expires_at`)."""
-    from apps.pricing.pricebook import PriceBook
-    from apps.pricing.rating import bytes_to_gb, rate_vector_storage
+    from apps.pricing.rating import bytes_to_gb
 
     if day > timezone.now().date():
         raise LifecycleError(f"{day} has not begun yet (UTC): meter a day that has, at its end.")
@@ -1835,10 +1834,10 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
             bytes_by_tenant[tenant_id] = bytes_by_tenant.get(tenant_id, 0) + usage_bytes
             stores_by_tenant[tenant_id] = stores_by_tenant.get(tenant_id, 0) + 1
         saved_by_tenant = _savings_by_tenant(day)
-        rate = PriceBook.load().tool_rate(day)
+        rate = storage_rate(day)
         total_bytes = sum(bytes_by_tenant.values())
         total_gb = bytes_to_gb(total_bytes)
-        org_cost = quantize_ledger(rate_vector_storage(total_gb, 1, rate)) if rate else ZERO
+        org_cost = quantize_ledger(storage_daily_cost(total_bytes, rate))
         cost_shares = allocate(org_cost, bytes_by_tenant)
         free_total = min(total_gb, rate.vector_storage_free_gb) if rate else ZERO
         StorageMeter.objects.unscoped().filter(day=day).delete()
