@@ -29,6 +29,10 @@ _MAX_ID = 100
 _MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
 _MAX_MINUTES = 2_147_483_647  # a container's expiry is stored in an integer column
 _MAX_RESOURCE_STATUS = 20  # a vector store's or container's status is stored whole in a 20-character column
+# Metadata keys read as attribution, with the length each is kept to (its column), and the tenant slug's.
+_ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
+_MAX_METADATA_TENANT = 63
+_METADATA_READ = (*_ATTRIBUTION_LIMITS, ("tenant", _MAX_METADATA_TENANT))
 
 
 class NormalizationError(ValueError):
@@ -272,7 +276,7 @@ def _apply_metadata_attribution(record: RunRecord, metadata: dict) -> None:
     record.metadata = metadata
     for key, value in metadata_attribution(metadata).items():
         setattr(record, key, value)
-    record.metadata_tenant = _meta_str(metadata, "tenant", 63)
+    record.metadata_tenant = _meta_str(metadata, "tenant", _MAX_METADATA_TENANT)
 
 
 def _check_token_consistency(record: RunRecord, prefix: str, input_key: str, output_key: str) -> None:
@@ -457,8 +461,7 @@ def apply_attribution(record: RunRecord, attribution: Any, prefix: str = "attrib
         return
     if not isinstance(attribution, dict):
         raise NormalizationError(prefix, "must be an object")
-    limits = {"user_id": 200, "session_id": 200, "feature": 100}
-    for key, limit in limits.items():
+    for key, limit in _ATTRIBUTION_LIMITS:
         value = attribution.get(key)
         if value is None:
             continue
@@ -506,7 +509,7 @@ def _resource(obj: Any, kind: str, prefix: str, *, allow_float: bool = False) ->
         kind=kind,
         created_at=_timestamp(obj, "created_at", prefix, required=True, allow_float=allow_float),
         metadata=metadata,
-        metadata_tenant=_meta_str(metadata, "tenant", 63),
+        metadata_tenant=_meta_str(metadata, "tenant", _MAX_METADATA_TENANT),
         raw=obj,
     )
     return obj, record
@@ -605,7 +608,6 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
 # bad one. The fast path only ever accepts a subset of what the detailed path accepts, with equal fields
 # (tests/ledger/test_fast_parse.py compares the two).
 
-_ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
 # Metadata values the fast path takes as they are; a float is taken only when finite (JSON's 1e400 reads as inf),
 # checked apart so that string values, nearly all of them, cost one set lookup as before.
 _SCALARS = frozenset({str, int, bool, type(None)})
@@ -667,7 +669,7 @@ def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:
         if type(value) not in _SCALARS and (type(value) is not float or not math.isfinite(value)):
             return None
     get = metadata.get
-    for key, limit in (("user_id", 200), ("session_id", 200), ("feature", 100), ("tenant", 63)):
+    for key, limit in _METADATA_READ:
         value = get(key)
         fields["metadata_tenant" if key == "tenant" else key] = "" if value is None else str(value)[:limit]
     fields["metadata"] = metadata
