@@ -16,6 +16,12 @@ logger = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def is_api_request(request) -> bool:
+    """A request to the REST API (everything under /api/): it answers in the API's JSON error shape and
+    writes times in UTC, whatever the pages do."""
+    return request.path_info.startswith("/api/")
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -42,7 +48,7 @@ class NulRefusedMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        api = request.path.startswith("/api/")
+        api = is_api_request(request)
         if "\x00" in request.path:
             if api:
                 return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
@@ -78,7 +84,7 @@ class LengthRequiredMiddleware:
                 declared = 0
             if declared <= 0:
                 message = "Send the body with a Content-Length header; chunked request bodies are not read."
-                if request.path.startswith("/api/"):
+                if is_api_request(request):
                     return JsonResponse({"error": {"code": "length_required", "message": message, "field": "body"}},
                                         status=411)
                 return HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
@@ -114,13 +120,11 @@ class ViewerTimezoneMiddleware:
     always writes UTC (docs/api.md): a caller on the dashboard's origin (the Swagger page's "Try it out")
     carries the cookie too, and a billing client must not get other offsets from it."""
 
-    API_PATH_PREFIX = "/api/"
-
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        name = "" if request.path_info.startswith(self.API_PATH_PREFIX) else request.COOKIES.get("tz", "")
+        name = "" if is_api_request(request) else request.COOKIES.get("tz", "")
         try:
             timezone.activate(zoneinfo.ZoneInfo(name)) if name else timezone.deactivate()
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

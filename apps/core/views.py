@@ -7,6 +7,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 
+from .middleware import is_api_request
+
 logger = logging.getLogger(__name__)
 
 LOGIN_ATTEMPTS_PER_WINDOW = 10
@@ -58,7 +60,7 @@ def api_not_found(request, *args, **kwargs):
 def server_error(request, *args, **kwargs):
     """A last resort that still speaks JSON to API clients and names the request id for support."""
     request_id = getattr(request, "request_id", "")
-    if request.path.startswith("/api/"):
+    if is_api_request(request):
         return JsonResponse({"error": {"code": "server_error", "message": "Internal error.",
                                        "request_id": request_id}}, status=500)
     return HttpResponse(f"Internal error (request {request_id}).", status=500, content_type="text/plain")
