@@ -1429,15 +1429,13 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
         kept = _ownership_verdict(item, _recorded(item))
         if kept is not None:
             return _finish_item(item, *kept, now)
+        if item.resource_type == ResourceType.VECTOR_STORE:  # what deleting it saves, previewed or done
+            item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
         if sweep.dry_run:
-            if item.resource_type == ResourceType.VECTOR_STORE:
-                item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
         if archiving:
             item.detail = f"archived {_archive_store(item, archive_rows)} items"
             item.archived = True
-        if item.resource_type == ResourceType.VECTOR_STORE:
-            item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
         try:
             outcome = _provider_delete(provider, item.resource_type, item.openai_id)
         except Exception as exc:
