@@ -8,7 +8,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from apps.core.singleton import singleton, singleton_key
+from apps.core.singleton import singleton, singleton_key, singleton_renew
 
 from . import services
 from .models import SweepKind
@@ -54,13 +54,17 @@ def sweep_reap() -> list[int]:
 
 
 INVENTORY_LOCK = singleton_key("lifecycle.inventory_sync")
+# The sync renews its lock at each progress report (every 500 listed objects and each listing's end), so a
+# lock outlives a live sync however long it lists, and a killed worker's lock blocks the hourly sync for at
+# most this long (it was 6 hours: longer than any sync, with no renewal).
+INVENTORY_LEASE_SECONDS = 30 * 60
 
 
 @shared_task(name="lifecycle.inventory_sync", acks_late=True, ignore_result=True)
-@singleton("lifecycle.inventory_sync", seconds=6 * 3600,  # longer than any sync
+@singleton("lifecycle.inventory_sync", seconds=INVENTORY_LEASE_SECONDS,
            skipped={"skipped": "another inventory sync is running"})
 def inventory_sync() -> dict:
-    result = services.inventory_sync()
+    result = services.inventory_sync(progress=lambda message: singleton_renew())
     return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable}
 
 

@@ -2,7 +2,7 @@
 
 from django.core.cache import cache
 
-from apps.core.singleton import singleton, singleton_key
+from apps.core.singleton import singleton, singleton_key, singleton_renew
 
 
 def test_a_copy_finding_the_lock_held_returns_skipped_and_the_holder_releases_it():
@@ -26,3 +26,33 @@ def test_a_copy_that_outlived_its_lock_leaves_the_newer_copys_lock_alone():
     assert slow() == {"done": True}
     assert cache.get(singleton_key("test.slow")) == "a-newer-copy"
     cache.delete(singleton_key("test.slow"))
+
+
+def test_renewing_gives_the_lock_its_full_time_again_from_now(time_machine):
+    time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
+
+    @singleton("test.long", seconds=60)
+    def long_job():
+        time_machine.shift(50)
+        assert singleton_renew()
+        time_machine.shift(50)  # 100 s after it started: held only because it was renewed at 50 s
+        held = cache.get(singleton_key("test.long"))
+        time_machine.shift(61)  # not renewed since: lapsed, so a dead worker's lock frees itself
+        return {"held_after_renewal": held is not None, "lapsed": cache.get(singleton_key("test.long")) is None}
+
+    assert long_job() == {"held_after_renewal": True, "lapsed": True}
+
+
+def test_renewing_a_lapsed_lock_leaves_the_newer_copys_lock_alone():
+    @singleton("test.lapsed", seconds=60)
+    def lapsed():
+        cache.set(singleton_key("test.lapsed"), "a-newer-copy", 5)
+        return singleton_renew()
+
+    assert lapsed() is False
+    assert cache.get(singleton_key("test.lapsed")) == "a-newer-copy"
+    cache.delete(singleton_key("test.lapsed"))
+
+
+def test_renewing_outside_a_singleton_task_does_nothing():
+    assert singleton_renew() is False

@@ -186,12 +186,38 @@ def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch
     from apps.lifecycle import tasks
 
     calls = []
-    monkeypatch.setattr(services, "inventory_sync", lambda: calls.append(1) or services.InventoryResult(counts={}, orphans=0, gone=0))
+    monkeypatch.setattr(services, "inventory_sync",
+                        lambda **kwargs: calls.append(1) or services.InventoryResult(counts={}, orphans=0, gone=0))
     cache.add(tasks.INVENTORY_LOCK, "another-worker", 60)
     assert tasks.inventory_sync() == {"skipped": "another inventory sync is running"} and calls == []
     cache.delete(tasks.INVENTORY_LOCK)
     assert "counts" in tasks.inventory_sync() and calls == [1]
     assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
+
+
+def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_reporting_progress(monkeypatch, time_machine):
+    """A killed worker's lock blocks the hourly sync for one lease at most, yet a live sync that lists for
+    longer keeps it: each progress report renews it."""
+    from django.core.cache import cache
+
+    from apps.lifecycle import tasks
+
+    time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
+    held = []
+
+    def listing_for_an_hour(*, progress):
+        for _ in range(4):
+            time_machine.shift(tasks.INVENTORY_LEASE_SECONDS * 3 // 4)
+            progress("vector_store: 500 listed")
+            held.append(cache.get(tasks.INVENTORY_LOCK) is not None)
+        time_machine.shift(tasks.INVENTORY_LEASE_SECONDS + 1)  # as if the worker died: no progress
+        held.append(cache.get(tasks.INVENTORY_LOCK) is not None)
+        return services.InventoryResult(counts={}, orphans=0, gone=0)
+
+    monkeypatch.setattr(services, "inventory_sync", listing_for_an_hour)
+    assert "counts" in tasks.inventory_sync()
+    assert held == [True, True, True, True, False]
+    assert tasks.INVENTORY_LEASE_SECONDS <= 30 * 60
 
 
 def test_a_staff_delete_of_an_orphan_stays_out_of_a_members_audit_and_sweeps(world, staff_user, member_user):
