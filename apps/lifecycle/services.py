@@ -389,6 +389,9 @@ class InventoryResult:
     unreachable: dict = dataclass_field(default_factory=dict)
 
 
+INVENTORY_FILE_PAGE = 2000
+
+
 def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = None) -> InventoryResult:
     """List every vector store (and its files), file and container at OpenAI, in every project RunLedger can
     reach (the default one and each configured with an API key), and record each with its project and tenant
@@ -425,12 +428,17 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     # Files now in no store: drop the ids of stores that are gone, or that were listed without the file (it
     # was removed from a store that lives on), so such files become eligible once old enough.
     live_stores = set(VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).values_list("openai_id", flat=True))
-    for file in StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[]):
-        kept = [vs for vs in file.vector_store_openai_ids
-                if vs in live_stores and (vs not in files_of_store or file.openai_id in files_of_store[vs])]
-        if kept != file.vector_store_openai_ids:
-            file.vector_store_openai_ids = kept
-            file.save(update_fields=["vector_store_openai_ids"])
+    in_stores = (StoredFile.objects.unscoped().filter(status=ResourceStatus.ACTIVE).exclude(vector_store_openai_ids=[])
+                 .only("openai_id", "vector_store_openai_ids").order_by("pk"))
+    last_pk = 0
+    while page := list(in_stores.filter(pk__gt=last_pk)[:INVENTORY_FILE_PAGE]):  # pages: memory stays flat
+        for file in page:
+            kept = [vs for vs in file.vector_store_openai_ids
+                    if vs in live_stores and (vs not in files_of_store or file.openai_id in files_of_store[vs])]
+            if kept != file.vector_store_openai_ids:
+                file.vector_store_openai_ids = kept
+                file.save(update_fields=["vector_store_openai_ids"])
+        last_pk = page[-1].pk
     orphans = sum(
         model.objects.unassigned().filter(status=ResourceStatus.ACTIVE).count() for model in RESOURCE_MODELS.values()
     )

@@ -374,3 +374,18 @@ def test_a_file_removed_from_a_store_that_lives_on_becomes_a_candidate(sandbox, 
     sweep = services.sweep_create(kind="files", as_of=_as_of(sandbox))
     _run(sweep, provider)
     assert SweepItem.objects.unscoped().get(sweep=sweep, openai_id=file.id).outcome == Outcome.DELETED
+
+
+def test_the_inventory_rebuilds_files_stores_page_by_page(sandbox, openai_client, provider, tenant, monkeypatch):
+    """The files in stores are read in pages of INVENTORY_FILE_PAGE (memory stays flat however many there
+    are): every file of every page is rebuilt, not only the first page's."""
+    monkeypatch.setattr(services, "INVENTORY_FILE_PAGE", 2)
+    files = [openai_client.files.create(file=(f"{n}.txt", b"x" * 64), purpose="assistants") for n in range(5)]
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": tenant.slug},
+                                               file_ids=[file.id for file in files])
+    services.inventory_sync(provider=provider)
+    for file in files:
+        openai_client.vector_stores.files.delete(file.id, vector_store_id=store.id)
+    services.inventory_sync(provider=provider)
+
+    assert list(StoredFile.objects.unscoped().values_list("vector_store_openai_ids", flat=True)) == [[]] * 5
