@@ -1444,14 +1444,23 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
         if archiving:
             item.detail = f"archived {_archive_store(item, archive_rows)} items"
             item.archived = True
+        # Recorded before the call: a worker killed after OpenAI carried the delete out, before the outcome
+        # is written, leaves the item claimed; the worker that takes it over finds the resource gone, and this
+        # says the delete was ours (deleted, with its saving), not someone else's (already_gone). Only a worker
+        # killed between this write and the call while someone else deletes the resource would take their
+        # delete for ours, a far narrower window than the one it closes.
+        sent_before = item.delete_sent
+        _item_delete_sent(item, True)
         try:
             outcome = _provider_delete(provider, item.resource_type, item.openai_id)
         except Exception as exc:
+            # A 429 is a refusal, as is any error that is not transient: OpenAI did not carry the delete out,
+            # so a 404 after it is someone else's delete (already_gone), not ours going through.
+            refused = not is_transient(exc) or error_status(exc) == 429
+            if refused and not sent_before:
+                _item_delete_sent(item, False)
             if is_transient(exc):
-                rate_limited = error_status(exc) == 429
-                # A 429 is a refusal: OpenAI did not carry the delete out, so a 404 after it is someone else's
-                # delete (already_gone), not ours going through (deleted, with its saving).
-                raise _Transient(str(exc), rate_limited=rate_limited, delete_sent=not rate_limited) from exc
+                raise _Transient(str(exc), rate_limited=error_status(exc) == 429, delete_sent=not refused) from exc
             raise
     except (_ClaimLost, _Transient):
         raise
@@ -1463,6 +1472,16 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     if outcome == Outcome.ALREADY_GONE:
         item.saved_usd_per_day = ZERO
     return _finish_deleted(item, sweep, outcome, item.detail, now)
+
+
+def _item_delete_sent(item: SweepItem, sent: bool) -> None:
+    """Whether a delete call for the item may have reached OpenAI, written while this worker holds its claim
+    (else _ClaimLost: another worker has the item, and this one must not call OpenAI for it)."""
+    if not SweepItem.objects.unscoped().filter(
+        pk=item.pk, state=SweepItem.State.CLAIMED, claimed_by=item.claimed_by,
+    ).update(delete_sent=sent):
+        raise _ClaimLost(f"item {item.pk} ({item.openai_id}) is no longer claimed by {item.claimed_by}")
+    item.delete_sent = sent
 
 
 def _finish_deleted(item: SweepItem, sweep: Sweep, outcome: str, detail: str, now: dt.datetime) -> str:

@@ -411,10 +411,13 @@ def test_sweep_killed_after_a_delete_resumes_without_double_delete_or_skipped_it
     assert result.status == "finished"
     assert sorted(provider.deletes) == ids  # each exactly once
     outcomes = dict(SweepItem.objects.unscoped().filter(sweep=sweep).values_list("openai_id", "outcome"))
-    # The one deleted at OpenAI just before the crash is found gone on resume, not deleted again.
-    assert sorted(outcomes) == ids
-    assert list(outcomes.values()).count(Outcome.ALREADY_GONE) == 1
-    assert list(outcomes.values()).count(Outcome.DELETED) == 9
+    # The one deleted at OpenAI just before the crash is found gone on resume, not deleted again, and recorded
+    # as this sweep's delete (the item said its delete call was sent), not as someone else's (already_gone).
+    assert outcomes == dict.fromkeys(ids, Outcome.DELETED)
+    killed_on = provider.deletes[4]
+    item = SweepItem.objects.unscoped().get(sweep=sweep, openai_id=killed_on)
+    assert "an earlier delete call went through" in item.detail
+    assert Thread.objects.unscoped().get(openai_id=killed_on).deletion_reason.startswith("thread_retention_days=")
     assert Thread.objects.for_tenant(tenant).filter(status="active").count() == 0
 
 
