@@ -186,6 +186,34 @@ def test_failed_webhook_is_retried_and_recorded_once_delivered(tenant, webhook_s
     assert len(hook.received) == delivered
 
 
+def test_a_mail_server_that_is_down_holds_back_neither_the_webhook_nor_the_other_alerts(tenant, webhook_server,
+                                                                                      monkeypatch):
+    import smtplib
+
+    from apps.alerts import services
+
+    url, hook = webhook_server
+
+    def mail_server_down(**kwargs):
+        raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+    with override_settings(ALERT_EMAILS=["ops@example.com"], ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"):
+        first = alert_raise(kind="budget", cause_key="budget:mail-down:1", tenant=tenant, title="first")
+        second = alert_raise(kind="budget", cause_key="budget:mail-down:2", tenant=tenant, title="second")
+        monkeypatch.setattr(services, "send_mail", mail_server_down)
+        result = services.alerts_deliver_pending(grace=dt.timedelta(0))
+        assert result.as_dict() == {"delivered": 0, "failed": 2, "skipped": 0}
+        assert sorted(json.loads(body)["cause_key"] for _headers, body in hook.received) == [
+            "budget:mail-down:1", "budget:mail-down:2"]
+        monkeypatch.undo()  # the mail server is back: the next catch-up emails them, and posts nothing twice
+        assert services.alerts_deliver_pending(grace=dt.timedelta(0)).as_dict() == {
+            "delivered": 2, "failed": 0, "skipped": 0}
+    assert len(hook.received) == 2 and len(mail.outbox) == 2
+    for alert in (first, second):
+        alert.refresh_from_db()
+        assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 2
+
+
 def _storage_store(tenant, gib: int) -> None:
     from apps.lifecycle.services import resources_record
 
