@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import urllib.error
@@ -189,8 +190,10 @@ def _post_webhook(url: str, body: bytes, signature: str) -> None:
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
             if not 200 <= response.status < 300:
                 raise DeliveryError(f"webhook answered {response.status}")
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"webhook failed: {exc}") from exc
+    # http.client's errors (a garbled or truncated answer) are not OSErrors: without them the catch-up stopped at
+    # the first alert, on every run, and the outbox behind it was never delivered.
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"webhook failed: {type(exc).__name__}: {exc}") from exc
 
 
 def alert_deliver(*, alert: Alert) -> bool:

@@ -214,6 +214,33 @@ def test_a_mail_server_that_is_down_holds_back_neither_the_webhook_nor_the_other
         assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 2
 
 
+class _BrokenHook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.wfile.write(b"this is not HTTP\r\n\r\n")  # a proxy or endpoint answering garbage
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_answering_garbage_is_a_failed_delivery_not_a_crash_of_the_catch_up(tenant):
+    from apps.alerts.services import alerts_deliver_pending
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _BrokenHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with override_settings(ALERT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook",
+                               ALERT_WEBHOOK_SECRET="k"):
+            alert_raise(kind="budget", cause_key="budget:garbage:1", tenant=tenant, title="first")
+            alert_raise(kind="budget", cause_key="budget:garbage:2", tenant=tenant, title="second")
+            result = alerts_deliver_pending(grace=dt.timedelta(0))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.as_dict() == {"delivered": 0, "failed": 2, "skipped": 0}
+    assert list(Alert.unscoped_objects.order_by("cause_key").values_list("delivery_attempts", flat=True)) == [1, 1]
+
+
 def _storage_store(tenant, gib: int) -> None:
     from apps.lifecycle.services import resources_record
 
