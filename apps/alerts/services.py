@@ -212,7 +212,9 @@ def alert_deliver(*, alert: Alert) -> bool:
     if settings.ALERT_EMAILS and alert.emailed_at is None:
         try:
             send_mail(
-                subject=f"[RunLedger {alert.severity}] {alert.title}",
+                # One line: a title can carry what a tenant's application reported (an unpriced model's name),
+                # and a newline in a subject is refused (BadHeaderError), so that alert was never emailed.
+                subject=" ".join(f"[RunLedger {alert.severity}] {alert.title}".split()),
                 message=f"{alert.message}\n\ncause: {alert.cause_key}\n",
                 from_email=settings.DEFAULT_FROM_EMAIL,
                 recipient_list=list(settings.ALERT_EMAILS),

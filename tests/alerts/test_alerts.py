@@ -214,6 +214,19 @@ def test_a_mail_server_that_is_down_holds_back_neither_the_webhook_nor_the_other
         assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 2
 
 
+def test_an_alert_titled_with_a_reported_newline_is_emailed_with_a_one_line_subject(tenant):
+    from apps.alerts.services import alerts_deliver_pending
+
+    run = builders.response(response_id="resp_newline_model", created_at=WHEN, model="gpt-x\nBcc: someone@example.com",
+                            input_tokens=10, output_tokens=0)
+    ingest_events(events=[{"tenant": "acme", "object": run}])
+    with override_settings(ALERT_EMAILS=["ops@example.com"]):
+        assert alerts_deliver_pending(grace=dt.timedelta(0)).as_dict() == {"delivered": 1, "failed": 0, "skipped": 0}
+    assert [message.subject for message in mail.outbox] == [
+        "[RunLedger warning] No price for model gpt-x Bcc: someone@example.com"]
+    assert mail.outbox[0].to == ["ops@example.com"] and not mail.outbox[0].bcc
+
+
 class _BrokenHook(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers["Content-Length"]))
