@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import urllib.error
@@ -189,8 +190,10 @@ def _post_webhook(url: str, body: bytes, signature: str) -> None:
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
             if not 200 <= response.status < 300:
                 raise DeliveryError(f"webhook answered {response.status}")
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"webhook failed: {exc}") from exc
+    # http.client's errors (a garbled or truncated answer) are not OSErrors: without them the catch-up stopped at
+    # the first alert, on every run, and the outbox behind it was never delivered.
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"webhook failed: {type(exc).__name__}: {exc}") from exc
 
 
 def alert_deliver(*, alert: Alert) -> bool:
@@ -202,26 +205,37 @@ def alert_deliver(*, alert: Alert) -> bool:
     if not claimed:
         return False
     alert.delivery_attempts += 1
-    ok = True
+    # Each channel is tried whatever the other did, and a failure is a DeliveryError like the webhook's: a mail
+    # server that is down must neither keep the webhook from being posted nor abort the catch-up at the first
+    # alert, leaving every later one in the outbox undelivered on every channel.
+    failures = []
     if settings.ALERT_EMAILS and alert.emailed_at is None:
-        send_mail(
-            subject=f"[RunLedger {alert.severity}] {alert.title}",
-            message=f"{alert.message}\n\ncause: {alert.cause_key}\n",
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            recipient_list=list(settings.ALERT_EMAILS),
-        )
-        alert.emailed_at = timezone.now()
-        Alert.unscoped_objects.filter(pk=alert.pk).update(emailed_at=alert.emailed_at)
+        try:
+            send_mail(
+                # One line: a title can carry what a tenant's application reported (an unpriced model's name),
+                # and a newline in a subject is refused (BadHeaderError), so that alert was never emailed.
+                subject=" ".join(f"[RunLedger {alert.severity}] {alert.title}".split()),
+                message=f"{alert.message}\n\ncause: {alert.cause_key}\n",
+                from_email=settings.DEFAULT_FROM_EMAIL,
+                recipient_list=list(settings.ALERT_EMAILS),
+            )
+        except OSError as exc:  # smtplib's errors, refused and timed-out connections
+            failures.append(f"email failed: {type(exc).__name__}: {exc}")
+        else:
+            alert.emailed_at = timezone.now()
+            Alert.unscoped_objects.filter(pk=alert.pk).update(emailed_at=alert.emailed_at)
     if settings.ALERT_WEBHOOK_URL and alert.webhook_delivered_at is None:
         body = json.dumps(alert_payload(alert), cls=DjangoJSONEncoder, separators=(",", ":")).encode()
         try:
             _post_webhook(settings.ALERT_WEBHOOK_URL, body, webhook_signature(body, settings.ALERT_WEBHOOK_SECRET))
-        except DeliveryError:
-            ok = False
-            raise
-        alert.webhook_delivered_at = timezone.now()
-        Alert.unscoped_objects.filter(pk=alert.pk).update(webhook_delivered_at=alert.webhook_delivered_at)
-    return ok
+        except DeliveryError as exc:
+            failures.append(str(exc))
+        else:
+            alert.webhook_delivered_at = timezone.now()
+            Alert.unscoped_objects.filter(pk=alert.pk).update(webhook_delivered_at=alert.webhook_delivered_at)
+    if failures:
+        raise DeliveryError("; ".join(failures))
+    return True
 
 
 # --- causes from the ledger -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from apps.core.money import to_decimal
+from apps.core.money import quantize_ledger, to_decimal
 from apps.core.timeutils import day_start, from_unix, to_unix
 
 from .comparison import (
@@ -92,15 +92,18 @@ def openai_observations(*, provider, start: dt.date, end: dt.date, project_id: s
     for day, result in _project_results(provider.costs(start_time, end_time, group_by=["line_item", "project_id"],
                                                        project_ids=project_ids, page_limit=COSTS_PAGE_DAYS),
                                         start, end, project_id):
-        amount = _field(_field(result, "amount"), "value", 0) or 0
+        # OpenAI sends dollars as floats: 2.5000000000000004, or a residue like 1.4e-17 for a line that nets to
+        # nothing. Read at the ledger's scale, as the ledger's own amounts are, so the stored line is the one
+        # compared (a residue is $0, not a drift whose percentage of it overflows the column).
+        amount = quantize_ledger(to_decimal(_field(_field(result, "amount"), "value", 0) or 0))
         line, model = canonical_line_item(_field(result, "line_item"))
         if model and line == model_cost_line(model, "cache write"):
             # The ledger's input cost includes cache writes (see apps/pricing/rating.py): compare them together.
             line = model_cost_line(model, "input")
         if not is_ledger_line(line, model):
-            observations.add_unmapped(day, project_id, line, to_decimal(amount))
+            observations.add_unmapped(day, project_id, line, amount)
             continue
-        observations.add(day, project_id, line, to_decimal(amount), LineSpec(KIND_COST, UNIT_USD, model))
+        observations.add(day, project_id, line, amount, LineSpec(KIND_COST, UNIT_USD, model))
 
     say("fetching completions usage grouped by model and project")
     for day, result in _project_results(

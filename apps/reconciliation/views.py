@@ -13,7 +13,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.views.generic import TemplateView
 
-from apps.core.exports import invalid_form_export_response
+from apps.core.exports import csv_value, invalid_form_export_response
 from apps.core.forms import BoundedDateField
 
 from .figures import reconciliation_figure
@@ -98,8 +98,11 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
         writer.writerow(["day", "project", "line", "kind", "unit", "model", "ledger_value", "openai_value",
                          "difference", "difference_percent", "status", "run_id"])
         for line in current_lines(filters).iterator(chunk_size=2000):
+            # Line names carry model names, which ingest takes from what a tenant's application reports: escaped
+            # like every other export's text, so "=HYPERLINK(…)" is text in the spreadsheet, not a formula.
             writer.writerow([
-                line.day.isoformat(), line.openai_project, line.line, line.kind, line.unit, line.model,
+                line.day.isoformat(), csv_value(line.openai_project, "text"), csv_value(line.line, "text"),
+                line.kind, line.unit, csv_value(line.model, "text"),
                 value_text(line.ledger_value, line.unit), value_text(line.openai_value, line.unit),
                 value_text(line.difference, line.unit),
                 "" if line.difference_pct is None else format(line.difference_pct.normalize(), "f"),

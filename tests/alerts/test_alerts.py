@@ -186,6 +186,74 @@ def test_failed_webhook_is_retried_and_recorded_once_delivered(tenant, webhook_s
     assert len(hook.received) == delivered
 
 
+def test_a_mail_server_that_is_down_holds_back_neither_the_webhook_nor_the_other_alerts(tenant, webhook_server,
+                                                                                      monkeypatch):
+    import smtplib
+
+    from apps.alerts import services
+
+    url, hook = webhook_server
+
+    def mail_server_down(**kwargs):
+        raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+    with override_settings(ALERT_EMAILS=["ops@example.com"], ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"):
+        first = alert_raise(kind="budget", cause_key="budget:mail-down:1", tenant=tenant, title="first")
+        second = alert_raise(kind="budget", cause_key="budget:mail-down:2", tenant=tenant, title="second")
+        monkeypatch.setattr(services, "send_mail", mail_server_down)
+        result = services.alerts_deliver_pending(grace=dt.timedelta(0))
+        assert result.as_dict() == {"delivered": 0, "failed": 2, "skipped": 0}
+        assert sorted(json.loads(body)["cause_key"] for _headers, body in hook.received) == [
+            "budget:mail-down:1", "budget:mail-down:2"]
+        monkeypatch.undo()  # the mail server is back: the next catch-up emails them, and posts nothing twice
+        assert services.alerts_deliver_pending(grace=dt.timedelta(0)).as_dict() == {
+            "delivered": 2, "failed": 0, "skipped": 0}
+    assert len(hook.received) == 2 and len(mail.outbox) == 2
+    for alert in (first, second):
+        alert.refresh_from_db()
+        assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 2
+
+
+def test_an_alert_titled_with_a_reported_newline_is_emailed_with_a_one_line_subject(tenant):
+    from apps.alerts.services import alerts_deliver_pending
+
+    run = builders.response(response_id="resp_newline_model", created_at=WHEN, model="gpt-x\nBcc: someone@example.com",
+                            input_tokens=10, output_tokens=0)
+    ingest_events(events=[{"tenant": "acme", "object": run}])
+    with override_settings(ALERT_EMAILS=["ops@example.com"]):
+        assert alerts_deliver_pending(grace=dt.timedelta(0)).as_dict() == {"delivered": 1, "failed": 0, "skipped": 0}
+    assert [message.subject for message in mail.outbox] == [
+        "[RunLedger warning] No price for model gpt-x Bcc: someone@example.com"]
+    assert mail.outbox[0].to == ["ops@example.com"] and not mail.outbox[0].bcc
+
+
+class _BrokenHook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.wfile.write(b"this is not HTTP\r\n\r\n")  # a proxy or endpoint answering garbage
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_answering_garbage_is_a_failed_delivery_not_a_crash_of_the_catch_up(tenant):
+    from apps.alerts.services import alerts_deliver_pending
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _BrokenHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with override_settings(ALERT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook",
+                               ALERT_WEBHOOK_SECRET="k"):
+            alert_raise(kind="budget", cause_key="budget:garbage:1", tenant=tenant, title="first")
+            alert_raise(kind="budget", cause_key="budget:garbage:2", tenant=tenant, title="second")
+            result = alerts_deliver_pending(grace=dt.timedelta(0))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.as_dict() == {"delivered": 0, "failed": 2, "skipped": 0}
+    assert list(Alert.unscoped_objects.order_by("cause_key").values_list("delivery_attempts", flat=True)) == [1, 1]
+
+
 def _storage_store(tenant, gib: int) -> None:
     from apps.lifecycle.services import resources_record
 

