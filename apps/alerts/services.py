@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import http.client
 import json
 import logging
+import operator
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -396,10 +398,17 @@ def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: d
         missing |= Q(emailed_at__isnull=True)
     if settings.ALERT_WEBHOOK_URL:
         missing |= Q(webhook_delivered_at__isnull=True)
+    # Each failed attempt doubles the wait, counted from the alert's raise: grace × 2^attempts (2 min, 4, 8, …,
+    # 68 hours at 11 attempts). The catch-up runs every 5 minutes; without the backoff an alert used its 20
+    # attempts within the first ~100 minutes of an outage and was never delivered after it, though it was
+    # meant to be chased for PENDING_MAX_AGE.
+    due = functools.reduce(operator.or_, (
+        Q(delivery_attempts=attempts, created_at__lte=now - grace * 2**attempts)
+        for attempts in range(PENDING_MAX_ATTEMPTS)
+    ))
     return (
         Alert.unscoped_objects.select_related("tenant")
-        .filter(missing, created_at__lte=now - grace, created_at__gte=now - PENDING_MAX_AGE,
-                delivery_attempts__lt=PENDING_MAX_ATTEMPTS)
+        .filter(missing, due, created_at__gte=now - PENDING_MAX_AGE)
         .order_by("pk")[:limit]
     )
 

@@ -214,6 +214,30 @@ def test_a_mail_server_that_is_down_holds_back_neither_the_webhook_nor_the_other
         assert alert.emailed_at and alert.webhook_delivered_at and alert.delivery_attempts == 2
 
 
+def test_the_catch_up_backs_off_so_an_alert_outlives_a_long_webhook_outage(tenant, webhook_server):
+    """Each failed attempt doubles the wait (2 min × 2^attempts from the raise). Every 5 minutes with no backoff,
+    an alert used its 20 attempts in the first 100 minutes of an outage and was never delivered after it."""
+    from apps.alerts.services import alerts_deliver_pending
+
+    url, hook = webhook_server
+    with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"), \
+            time_machine.travel(WHEN, tick=False) as traveller:
+        alert = alert_raise(kind="budget", cause_key="budget:outage", tenant=tenant, title="Budget 80%")
+        hook.status = 503  # the receiving end is down for six hours
+        for _ in range(6 * 12):  # beat's catch-up, every 5 minutes
+            traveller.shift(dt.timedelta(minutes=5))
+            alerts_deliver_pending()
+        alert.refresh_from_db()
+        assert alert.webhook_delivered_at is None and alert.delivery_attempts == 8  # at 2, 4, 8, … 256 min
+        hook.status = 204
+        for _ in range(3 * 12):
+            traveller.shift(dt.timedelta(minutes=5))
+            alerts_deliver_pending()
+    alert.refresh_from_db()
+    assert alert.webhook_delivered_at == WHEN + dt.timedelta(minutes=515)  # due at 512 min, caught at 515
+    assert alert.delivery_attempts == 9 and len(hook.received) == 9
+
+
 def test_an_alert_titled_with_a_reported_newline_is_emailed_with_a_one_line_subject(tenant):
     from apps.alerts.services import alerts_deliver_pending
 
