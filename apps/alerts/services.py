@@ -323,12 +323,17 @@ def alerts_for_budgets(*, months: dict[int, set[dt.date]]) -> list[int]:
 
 
 def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
-    from apps.core.timeutils import next_month
+    from apps.core.timeutils import next_month, previous_month
     from apps.ledger.selectors import spend_by_tenant
     from apps.tenants.models import Tenant
     from apps.tenants.scoping import TenantScope
 
-    if not months:
+    # Only this month and the last (runs reported late, after the month turned): an older month's spend can no
+    # longer be steered and its statement is closed or about to be, so a backfill (`import_runs` of last year) or
+    # a `reprice` of old runs would raise stale alerts, critical ones included, for every month it touches.
+    oldest = previous_month(timezone.now().date())
+    months = {tenant_id: {month for month in wanted if month >= oldest} for tenant_id, wanted in months.items()}
+    if not any(months.values()):
         return []
     budgets = {
         t.pk: t for t in Tenant.objects.filter(pk__in=list(months), monthly_budget_usd__isnull=False)

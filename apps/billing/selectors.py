@@ -27,7 +27,7 @@ from django.db.models import Sum
 
 from apps.core.exports import csv_value
 from apps.core.money import ZERO, round_cents, usd_string
-from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY, next_month
+from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY, next_month, previous_month
 from apps.ledger import selectors as ledger_selectors
 
 from .models import Statement
@@ -59,10 +59,6 @@ def parse_period(text: str) -> dt.date:
     if not match or not EARLIEST_DAY.year <= int(match.group(1)) <= LATEST_DAY.year:
         raise PeriodError("Use a month as YYYY-MM (for example 2026-03).")
     return dt.date(int(match.group(1)), int(match.group(2)), 1)
-
-
-def previous_month(period: dt.date) -> dt.date:
-    return (period - dt.timedelta(days=1)).replace(day=1)
 
 
 # --- usage --------------------------------------------------------------------------------------------

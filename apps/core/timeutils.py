@@ -33,6 +33,11 @@ def next_month(day: dt.date) -> dt.date:
     return (first + dt.timedelta(days=32)).replace(day=1)
 
 
+def previous_month(day: dt.date) -> dt.date:
+    """The first day of the month before `day`'s."""
+    return (day.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+
+
 def days_between(start: dt.date, end: dt.date):
     """Each date from start (inclusive) to end (exclusive)."""
     current = start

@@ -45,7 +45,14 @@ def test_high_cost_run_alerts_once_even_when_reported_again(tenant):
     assert alert.title == "High-cost run run_costly: $0.13"
 
 
-def test_budget_crossings_alert_once_per_threshold_per_month(tenant):
+@pytest.fixture
+def in_november():
+    """Budget alerts are raised for this month and the last only: the tests that spend in November run then."""
+    with time_machine.travel(WHEN, tick=False):
+        yield
+
+
+def test_budget_crossings_alert_once_per_threshold_per_month(tenant, in_november):
     tenant.monthly_budget_usd = Decimal("10.00")
     tenant.save()
 
@@ -285,7 +292,20 @@ def _storage_store(tenant, gib: int) -> None:
                                                              created_at=WHEN - dt.timedelta(days=40)))
 
 
-def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_its_crossing(tenant):
+def test_runs_reported_for_a_month_before_last_raise_no_budget_alert(tenant, in_november):
+    """A backfill (`import_runs` of last year) or a reprice of old runs: that month's spend can no longer be
+    steered. Last month's late runs still count (reported after the month turned)."""
+    tenant.monthly_budget_usd = Decimal("1.00")
+    tenant.save()
+    for run_id, when in (("resp_august", dt.datetime(2026, 8, 20, tzinfo=dt.UTC)),
+                         ("resp_october", dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC))):
+        obj = builders.response(response_id=run_id, created_at=when, model="gpt-5.4", input_tokens=2_000_000,
+                                output_tokens=0)  # $5.00: 500% of the budget
+        ingest_events(events=[{"tenant": "acme", "object": obj}])
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-10:{p}" for p in (100, 50, 80)]
+
+
+def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_its_crossing(tenant, in_november):
     from apps.lifecycle.services import storage_meter_day
 
     tenant.monthly_budget_usd = Decimal("10.00")
