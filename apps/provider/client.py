@@ -4,6 +4,7 @@ requests-per-minute limit on management calls across every worker process."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import enum
 import logging
@@ -114,10 +115,16 @@ def retry_after_seconds(headers) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        # Neither seconds nor an HTTP date ("soon"): no hint, so the usual backoff. parsedate_to_datetime raises
+        # for it, and raised here it escaped the retry loop as a ValueError in place of the 429 or 503.
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)  # "-0000" (RFC 5322's "UTC, source unknown") parses naive
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 class OpenAIProvider:
