@@ -121,6 +121,16 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         return any(name in changed for name in TOOL_RUN_FEE_FIELDS) and tool_price_rated(existing)
 
     result = LoadResult()
+    # A version given twice would be written twice, the later entry winning: every load then "updated" it
+    # (back and forth) and asked for a re-price, and which price the file meant was anyone's guess.
+    seen: dict[str, str] = {}
+
+    def once(label: str, where: str) -> None:
+        if label in seen:
+            raise PriceBookFileError(f"{where}.effective_from: {label} is already given at {seen[label]}; "
+                                     "keep one entry per version")
+        seen[label] = where
+
     for index, entry in enumerate(data.get("models", [])):
         where = f"models[{index}]"
         if not isinstance(entry, dict) or not entry.get("model"):
@@ -133,7 +143,9 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
             name: _amount(entry.get(name), f"{where}.{name}", nullable=name in NULLABLE) for name in MODEL_PRICE_FIELDS
         }
         values.update(_common(entry, where))
-        _apply(model_price_cls, lookup, values, result, f"{lookup['model']}@{lookup['effective_from']}", overwrite)
+        label = f"{lookup['model']}@{lookup['effective_from']}"
+        once(label, where)
+        _apply(model_price_cls, lookup, values, result, label, overwrite)
     for index, entry in enumerate(data.get("tools", [])):
         where = f"tools[{index}]"
         if not isinstance(entry, dict):
@@ -141,6 +153,7 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         lookup = {"effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
         values = {name: _amount(entry.get(name), f"{where}.{name}", nullable=False) for name in TOOL_PRICE_FIELDS}
         values.update(_common(entry, where))
-        _apply(tool_price_cls, lookup, values, result, f"tools@{lookup['effective_from']}", overwrite,
-               fees_locked=tool_fees_locked)
+        label = f"tools@{lookup['effective_from']}"
+        once(label, where)
+        _apply(tool_price_cls, lookup, values, result, label, overwrite, fees_locked=tool_fees_locked)
     return result

@@ -119,6 +119,24 @@ def test_load_price_book_refuses_an_amount_or_name_its_column_cannot_hold_and_ch
     assert ModelPrice.objects.count() == versions
 
 
+@pytest.mark.parametrize(("section", "changed", "message"), [
+    ("models", "output_usd_per_1m", r"models\[1\]\.effective_from: gpt-5.5@2024-01-01 is already given at models\[0\]"),
+    ("tools", "web_search_call_usd_per_1k", r"tools\[1\]\.effective_from: tools@2024-01-01 is already given at tools\[0\]"),
+])
+def test_load_price_book_refuses_a_version_given_twice_and_changes_nothing(db, tmp_path, section, changed, message):
+    # Loaded, the later entry won, and every load after "updated" the version twice and asked for a re-price.
+    data = read_price_book(PRICE_BOOK_FILE)
+    data[section] = [data[section][0], {**data[section][0], changed: "11"}, *data[section][1:]]
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    with pytest.raises(CommandError, match=message):
+        call_command("load_price_book", str(path))
+
+    assert ModelPrice.objects.get(model="gpt-5.5").output_usd_per_1m == Decimal("25")
+    assert ToolPrice.objects.get().web_search_call_usd_per_1k == Decimal("10")
+
+
 def test_load_price_book_keeps_an_amount_with_trailing_zeros_past_six_places(db, tmp_path):
     data = read_price_book(PRICE_BOOK_FILE)
     data["models"] = [{**data["models"][0], "effective_from": "2026-12-01", "input_usd_per_1m": "2.500000000"}]
