@@ -131,8 +131,8 @@ class OpenAIProvider:
     """OpenAI for one project and key. Every method returns plain dicts (or iterators of them).
 
     The SDK's own retries are off (`max_retries=0`); `_call` retries 408/409/429/5xx, timeouts and connection
-    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long,
-    else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
+    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
+    (more than 0), else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str, admin_key: str | None = None,
                  project_id: str | None = None, timeout: float = 30.0, max_attempts: int = 5,
@@ -198,7 +198,9 @@ class OpenAIProvider:
                     f"{operation}: could not reach OpenAI ({error})", attempts=attempt, operation=operation), True, None
             if not retryable or attempt == self.max_attempts:
                 raise failure
-            delay = min(hint, self.retry_after_cap) if hint is not None else self._backoff(attempt - 1)
+            # A Retry-After of 0 (or a date already past) is no wait at all: taken as it came, every attempt
+            # went within milliseconds and the call gave up at once. As the SDK does, only a positive hint wins.
+            delay = min(hint, self.retry_after_cap) if hint else self._backoff(attempt - 1)
             logger.info("openai %s failed (%s), retry %d/%d in %.2fs", operation, failure,
                         attempt, self.max_attempts - 1, delay)
             self.retries_made += 1

@@ -3,6 +3,7 @@ Retry-After, typed errors, deletes that tell "deleted" from "already gone", and 
 
 from __future__ import annotations
 
+import random
 import threading
 import warnings
 
@@ -136,6 +137,18 @@ def test_retry_after_ms_wins_and_is_capped(sandbox, openai_client):
     sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=90)
     provider.retrieve_thread(thread.id)
     assert sleep.calls == [0.25, 2.0]
+
+
+def test_a_retry_after_of_zero_is_no_hint_and_the_retries_back_off(sandbox, openai_client):
+    # Taken as a wait of 0 s, all five attempts went at once and the call gave up within milliseconds.
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, rng=random.Random(7), backoff_base=0.5, backoff_cap=8.0)
+    thread = openai_client.beta.threads.create()
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=0)
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=None, retry_after_ms=0)
+    assert provider.retrieve_thread(thread.id)["id"] == thread.id
+    backoff = random.Random(7)
+    assert sleep.calls == [backoff.uniform(0, 0.5), backoff.uniform(0, 1.0)]
 
 
 def test_5xx_is_retried_with_full_jitter_backoff(sandbox, openai_client):
