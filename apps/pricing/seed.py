@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from apps.core.money import PRICE_FIELD_KWARGS
+
 from .models import TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED
 
 PRICE_BOOK_FILE = Path(__file__).resolve().parent / "data" / "price_book.json"
@@ -24,6 +26,13 @@ TOOL_PRICE_FIELDS = (
     "vector_storage_free_gb",
 )
 NULLABLE = {"cached_input_usd_per_1m", "cache_write_usd_per_1m"}
+# What a price column holds (PRICE_FIELD_KWARGS). The database does not refuse a finer amount, it rounds it:
+# $0.0000004 would be stored as a $0 price, and every later load would "update" it again. A larger one fails
+# on PostgreSQL (numeric overflow, a traceback) and on SQLite is stored but cannot be read back. So an amount
+# the column cannot hold exactly is refused here, naming the field, as the API and the admin refuse it.
+PRICE_PLACES = PRICE_FIELD_KWARGS["decimal_places"]
+PRICE_LIMIT = Decimal(10) ** (PRICE_FIELD_KWARGS["max_digits"] - PRICE_PLACES)
+MODEL_NAME_LENGTH = 100  # ModelPrice.model
 
 
 class PriceBookFileError(ValueError):
@@ -65,6 +74,10 @@ def _amount(value, where: str, nullable: bool) -> Decimal | None:
         raise PriceBookFileError(f"{where}: must be a decimal amount") from exc
     if not amount.is_finite() or amount < 0:
         raise PriceBookFileError(f"{where}: must be a non-negative amount")
+    if amount >= PRICE_LIMIT:
+        raise PriceBookFileError(f"{where}: must be less than {PRICE_LIMIT:f}")
+    if amount != amount.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
+        raise PriceBookFileError(f"{where}: must have at most {PRICE_PLACES} decimal places")
     return amount
 
 
@@ -108,16 +121,31 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         return any(name in changed for name in TOOL_RUN_FEE_FIELDS) and tool_price_rated(existing)
 
     result = LoadResult()
+    # A version given twice would be written twice, the later entry winning: every load then "updated" it
+    # (back and forth) and asked for a re-price, and which price the file meant was anyone's guess.
+    seen: dict[str, str] = {}
+
+    def once(label: str, where: str) -> None:
+        if label in seen:
+            raise PriceBookFileError(f"{where}.effective_from: {label} is already given at {seen[label]}; "
+                                     "keep one entry per version")
+        seen[label] = where
+
     for index, entry in enumerate(data.get("models", [])):
         where = f"models[{index}]"
         if not isinstance(entry, dict) or not entry.get("model"):
             raise PriceBookFileError(f"{where}.model: required")
-        lookup = {"model": str(entry["model"]), "effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
+        model = entry["model"]
+        if not isinstance(model, str) or not model.strip() or len(model) > MODEL_NAME_LENGTH:
+            raise PriceBookFileError(f"{where}.model: must be a model name of at most {MODEL_NAME_LENGTH} characters")
+        lookup = {"model": model, "effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
         values = {
             name: _amount(entry.get(name), f"{where}.{name}", nullable=name in NULLABLE) for name in MODEL_PRICE_FIELDS
         }
         values.update(_common(entry, where))
-        _apply(model_price_cls, lookup, values, result, f"{lookup['model']}@{lookup['effective_from']}", overwrite)
+        label = f"{lookup['model']}@{lookup['effective_from']}"
+        once(label, where)
+        _apply(model_price_cls, lookup, values, result, label, overwrite)
     for index, entry in enumerate(data.get("tools", [])):
         where = f"tools[{index}]"
         if not isinstance(entry, dict):
@@ -125,6 +153,7 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         lookup = {"effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
         values = {name: _amount(entry.get(name), f"{where}.{name}", nullable=False) for name in TOOL_PRICE_FIELDS}
         values.update(_common(entry, where))
-        _apply(tool_price_cls, lookup, values, result, f"tools@{lookup['effective_from']}", overwrite,
-               fees_locked=tool_fees_locked)
+        label = f"tools@{lookup['effective_from']}"
+        once(label, where)
+        _apply(tool_price_cls, lookup, values, result, label, overwrite, fees_locked=tool_fees_locked)
     return result

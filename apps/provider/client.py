@@ -4,6 +4,7 @@ requests-per-minute limit on management calls across every worker process."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import enum
 import logging
@@ -114,18 +115,24 @@ def retry_after_seconds(headers) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        # Neither seconds nor an HTTP date ("soon"): no hint, so the usual backoff. parsedate_to_datetime raises
+        # for it, and raised here it escaped the retry loop as a ValueError in place of the 429 or 503.
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)  # "-0000" (RFC 5322's "UTC, source unknown") parses naive
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 class OpenAIProvider:
     """OpenAI for one project and key. Every method returns plain dicts (or iterators of them).
 
     The SDK's own retries are off (`max_retries=0`); `_call` retries 408/409/429/5xx, timeouts and connection
-    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long,
-    else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
+    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
+    (more than 0), else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str, admin_key: str | None = None,
                  project_id: str | None = None, timeout: float = 30.0, max_attempts: int = 5,
@@ -191,7 +198,9 @@ class OpenAIProvider:
                     f"{operation}: could not reach OpenAI ({error})", attempts=attempt, operation=operation), True, None
             if not retryable or attempt == self.max_attempts:
                 raise failure
-            delay = min(hint, self.retry_after_cap) if hint is not None else self._backoff(attempt - 1)
+            # A Retry-After of 0 (or a date already past) is no wait at all: taken as it came, every attempt
+            # went within milliseconds and the call gave up at once. As the SDK does, only a positive hint wins.
+            delay = min(hint, self.retry_after_cap) if hint else self._backoff(attempt - 1)
             logger.info("openai %s failed (%s), retry %d/%d in %.2fs", operation, failure,
                         attempt, self.max_attempts - 1, delay)
             self.retries_made += 1

@@ -132,6 +132,16 @@ def test_reprice_outside_the_period_or_for_another_tenant_changes_nothing(tenant
     assert costs == {"acme": Decimal("2.0008"), "globex": Decimal("3.0008")}  # + 100 output x $8/1M
 
 
+@pytest.mark.parametrize(("option", "value"), [("--end", "9999-12-31"), ("--start", "0001-01-01")])
+def test_reprice_refuses_a_date_out_of_range_naming_the_option(tenant, option, value):
+    # --end 9999-12-31 ("everything") overflowed into a traceback working out the day after it.
+    period = {"--start": "2026-10-01", "--end": "2026-10-31", option: value}
+    with pytest.raises(CommandError, match=f"{option} {value} is out of range: use a date from 1970-01-01"):
+        call_command("reprice", *[word for pair in period.items() for word in pair])
+    with pytest.raises(CommandError, match="--start '2026-13-01' is not a date; use YYYY-MM-DD"):
+        call_command("reprice", "--start", "2026-13-01", "--end", "2026-10-31")
+
+
 def _unpriced_runs_of_a_model_then_an_absurd_price(monkeypatch) -> None:
     """A small run and one of 10**12 output tokens (the most ingest takes), stored unpriced; then a price of
     $1,000 per million output tokens, which makes the big one cost a billion USD: past the ~922 million an end

@@ -95,6 +95,59 @@ def test_price_book_load_still_refreshes_what_is_not_a_run_fee_on_a_rated_tool_p
     assert ToolPrice.objects.get().vector_storage_usd_per_gb_day == Decimal("0.20")
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    # Finer than the column's 6 places: the database would round it ($0 here), and "update" it on every load.
+    ({"input_usd_per_1m": "0.0000004"}, r"models\[0\]\.input_usd_per_1m: must have at most 6 decimal places"),
+    ({"cached_input_usd_per_1m": "2.5000001"}, r"models\[0\]\.cached_input_usd_per_1m: must have at most 6 decimal"),
+    # Past the column's 8 whole digits: a numeric overflow traceback on PostgreSQL, unreadable on SQLite.
+    ({"output_usd_per_1m": "1e9"}, r"models\[0\]\.output_usd_per_1m: must be less than 100000000"),
+    ({"model": "m" * 101}, r"models\[0\]\.model: must be a model name of at most 100 characters"),
+    ({"model": ["gpt-5.4"]}, r"models\[0\]\.model: must be a model name"),
+])
+def test_load_price_book_refuses_an_amount_or_name_its_column_cannot_hold_and_changes_nothing(
+        db, tmp_path, change, message):
+    data = read_price_book(PRICE_BOOK_FILE)
+    data["models"] = [{**data["models"][0], "effective_from": "2026-12-01", **change}, *data["models"]]
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    versions = ModelPrice.objects.count()
+
+    with pytest.raises(CommandError, match=message) as raised:
+        call_command("load_price_book", str(path))
+
+    assert str(raised.value).endswith("Fix the file and run the command again.")
+    assert ModelPrice.objects.count() == versions
+
+
+@pytest.mark.parametrize(("section", "changed", "message"), [
+    ("models", "output_usd_per_1m", r"models\[1\]\.effective_from: gpt-5.5@2024-01-01 is already given at models\[0\]"),
+    ("tools", "web_search_call_usd_per_1k", r"tools\[1\]\.effective_from: tools@2024-01-01 is already given at tools\[0\]"),
+])
+def test_load_price_book_refuses_a_version_given_twice_and_changes_nothing(db, tmp_path, section, changed, message):
+    # Loaded, the later entry won, and every load after "updated" the version twice and asked for a re-price.
+    data = read_price_book(PRICE_BOOK_FILE)
+    data[section] = [data[section][0], {**data[section][0], changed: "11"}, *data[section][1:]]
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    with pytest.raises(CommandError, match=message):
+        call_command("load_price_book", str(path))
+
+    assert ModelPrice.objects.get(model="gpt-5.5").output_usd_per_1m == Decimal("25")
+    assert ToolPrice.objects.get().web_search_call_usd_per_1k == Decimal("10")
+
+
+def test_load_price_book_keeps_an_amount_with_trailing_zeros_past_six_places(db, tmp_path):
+    data = read_price_book(PRICE_BOOK_FILE)
+    data["models"] = [{**data["models"][0], "effective_from": "2026-12-01", "input_usd_per_1m": "2.500000000"}]
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    assert price_book_load(path=path).created == [f"{data['models'][0]['model']}@2026-12-01"]
+    assert price_book_load(path=path).unchanged[0] == f"{data['models'][0]['model']}@2026-12-01"
+    assert ModelPrice.objects.get(effective_from=dt.date(2026, 12, 1)).input_usd_per_1m == Decimal("2.5")
+
+
 def test_latest_price_on_or_before_the_date_applies():
     book = PriceBook([_rate("m", dt.date(2026, 1, 1), "1"), _rate("m", dt.date(2026, 3, 15), "2")], [])
     assert book.model_rate("m", dt.date(2025, 12, 31)) is None

@@ -3,6 +3,7 @@ Retry-After, typed errors, deletes that tell "deleted" from "already gone", and 
 
 from __future__ import annotations
 
+import random
 import threading
 import warnings
 
@@ -94,11 +95,12 @@ def test_a_files_attachment_to_a_store_is_found_or_not_found(provider, openai_cl
         provider.retrieve_vector_store_file(store.id, loose.id)
 
 
-def _status_error(status: int):
+def _status_error(status: int, headers: dict | None = None):
     import httpx2 as httpx  # the HTTP client the openai SDK (3.x) builds on
     import openai
 
-    response = httpx.Response(status, request=httpx.Request("DELETE", "https://api.openai.com/v1/vector_stores/vs_1"))
+    response = httpx.Response(status, headers=headers,
+                              request=httpx.Request("DELETE", "https://api.openai.com/v1/vector_stores/vs_1"))
     return openai.APIStatusError(f"status {status}", response=response, body=None)
 
 
@@ -135,6 +137,18 @@ def test_retry_after_ms_wins_and_is_capped(sandbox, openai_client):
     sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=90)
     provider.retrieve_thread(thread.id)
     assert sleep.calls == [0.25, 2.0]
+
+
+def test_a_retry_after_of_zero_is_no_hint_and_the_retries_back_off(sandbox, openai_client):
+    # Taken as a wait of 0 s, all five attempts went at once and the call gave up within milliseconds.
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, rng=random.Random(7), backoff_base=0.5, backoff_cap=8.0)
+    thread = openai_client.beta.threads.create()
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=0)
+    sandbox.faults.rate_limit(path=r"^/v1/threads/", times=1, retry_after=None, retry_after_ms=0)
+    assert provider.retrieve_thread(thread.id)["id"] == thread.id
+    backoff = random.Random(7)
+    assert sleep.calls == [backoff.uniform(0, 0.5), backoff.uniform(0, 1.0)]
 
 
 def test_5xx_is_retried_with_full_jitter_backoff(sandbox, openai_client):
@@ -263,3 +277,34 @@ def test_retry_after_parsing_accepts_seconds_milliseconds_and_dates():
     assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({}) is None
+
+
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_no_hint_and_the_call_is_retried_with_backoff(sandbox):
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({"retry-after": "Wed, 32 Foo 2026 99:99:99 GMT"}) is None
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep, backoff_base=0.5, backoff_cap=8.0)
+    answers = [_status_error(429, {"retry-after": "soon"}), _status_error(503, {"retry-after": "later"})]
+
+    def call():
+        if answers:
+            raise answers.pop(0)
+        return {"id": "vs_1"}
+
+    assert provider._get("retrieve_vector_store", call) == {"id": "vs_1"}
+    assert len(sleep.calls) == 2 and all(0 <= delay <= 8.0 for delay in sleep.calls)
+
+
+def test_an_http_date_in_utc_source_unknown_form_is_read_as_utc_whatever_the_hosts_time_zone(monkeypatch):
+    import email.utils
+    import time
+
+    # A worker host on New York time read "-0000" (which parses to a naive time) as local: 4-5 hours off.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        in_a_minute = email.utils.formatdate(time.time() + 60).replace("+0000", "-0000")
+        assert 55 <= retry_after_seconds({"retry-after": in_a_minute}) <= 60
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -55,6 +55,9 @@ def test_command_refuses_bad_arguments_with_what_to_do(fake_provider):
         call_command("reconcile", "--date", "03/11/2026")
     with pytest.raises(CommandError, match="between 1 and 366"):
         call_command("reconcile", "--days", "0")
+    # The days before a --date near Python's first date were an OverflowError traceback.
+    with pytest.raises(CommandError, match="--date must be 1970-01-01 or later"):
+        call_command("reconcile", "--date", "0001-01-01")
     with pytest.raises(CommandError, match="admin"):
         call_command("reconcile", "--date", "2026-11-03", "--project", "proj_unknown")
 

@@ -6,16 +6,21 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from apps.core.money import money_text
+from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
 from apps.ledger.models import Run
 from apps.ledger.services import RepriceOverflow, runs_reprice
 from apps.tenants.models import Tenant
 
 
-def _date(value: str) -> dt.date:
+def _date(value: str, option: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise CommandError(f"'{value}' is not a date; use YYYY-MM-DD.") from exc
+        raise CommandError(f"{option} '{value}' is not a date; use YYYY-MM-DD.") from exc
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        # The period ends before the day after --end: 9999-12-31, "everything", overflowed into a traceback.
+        raise CommandError(f"{option} {value} is out of range: use a date from {EARLIEST_DAY} to {LATEST_DAY}.")
+    return day
 
 
 class Command(BaseCommand):
@@ -31,8 +36,8 @@ class Command(BaseCommand):
     def handle(self, *args, start, end, tenant, dry_run, unpriced, **options):
         if not unpriced and not (start and end):
             raise CommandError("Give --start and --end (or --unpriced to rate the runs that had no price).")
-        start_day = _date(start) if start else None
-        end_day = _date(end) if end else None
+        start_day = _date(start, "--start") if start else None
+        end_day = _date(end, "--end") if end else None
         if start_day and end_day and end_day < start_day:
             raise CommandError("--end is before --start.")
         tenant_obj = None

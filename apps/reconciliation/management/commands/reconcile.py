@@ -8,6 +8,7 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.timeutils import EARLIEST_DAY
 from apps.reconciliation.services import (
     RECHECK_DAYS,
     ReconciliationError,
@@ -20,9 +21,13 @@ def _date(value: str) -> dt.date:
     # argparse turns ArgumentTypeError into a one-line usage error; a CommandError raised while parsing the
     # command line would print a traceback.
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {value!r}.") from exc
+    if day < EARLIEST_DAY:
+        # The days before it (--days) would start before Python's first date: a traceback, not an answer.
+        raise argparse.ArgumentTypeError(f"--date must be {EARLIEST_DAY} or later, got {value!r}.")
+    return day
 
 
 class Command(BaseCommand):
