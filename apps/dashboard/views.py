@@ -604,7 +604,7 @@ class RunListView(DashboardView):
             tables=tables,
             form=self.form,
             sort=self.sort,
-            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url_prefix=reverse("dashboard:runs"))
+            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url=_run_page_url)
             if scatter_rows else None,
             scatter_limited=len(scatter_rows) >= SCATTER_POINTS,
             scatter_limit=SCATTER_POINTS,
