@@ -283,9 +283,11 @@ class TenantListView(DashboardView):
         if query:
             tenants = tenants.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(external_id__icontains=query))
         ordering = TENANT_SORTS[self.sort]
-        if self.sort == "-budget":  # tenants without a budget last either way
-            return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(
-                F("budget_used_percent").desc(nulls_last=True), "slug")
+        if self.sort in ("budget", "-budget"):
+            # Tenants without a budget last either way, said on both databases: SQLite sorts NULL first going
+            # up, so ?sort=budget opened on a page of tenants with no budget at all.
+            budget = F("budget_used_percent")
+            ordering = (budget.desc(nulls_last=True) if self.sort == "-budget" else budget.asc(nulls_last=True), "slug")
         return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(*ordering)
 
     def get_tables(self):

@@ -98,6 +98,16 @@ def test_tenant_list_sorts_searches_and_paginates_in_the_url(staff_client, ledge
     assert 'aria-sort="descending"' in html and "?sort=mtd" in html
 
 
+@pytest.mark.parametrize("sort", ["budget", "-budget"])
+def test_tenants_without_a_budget_sort_last_by_budget_used_either_way(staff_client, ledger, sort):
+    # SQLite put them first going up: ?sort=budget opened on tenants with no budget to compare.
+    Tenant.objects.filter(slug="globex").update(monthly_budget_usd=Decimal("100"))
+    Tenant.objects.create(slug="initech", name="Initech")
+    rows = staff_client.get(f"/tenants/?sort={sort}").context["tables"]["tenants"].page_rows
+    with_budget = ["globex", "acme"] if sort == "budget" else ["acme", "globex"]  # 3.0% and 5.2% used
+    assert [t.slug for t in rows] == [*with_budget, "initech"]
+
+
 def test_a_tenant_search_too_long_to_type_is_a_400_not_every_tenant(staff_client, ledger):
     page = staff_client.get(f"/tenants/?q={'a' * 101}")
     assert page.status_code == 400 and page.context["tables"]["tenants"].page.paginator.count == 0
