@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.generic import TemplateView, View
 
 from apps.core.exports import invalid_export_response, invalid_form_export_response
@@ -720,7 +721,9 @@ class PriceListView(DashboardView):
             "book": Table(
                 name="book", title="Price book (in effect today)", rows=price_book_current(today=self.today),
                 columns=[
-                    Column("model", "Model", "code", link=lambda p: reverse("dashboard:prices") + f"?model={p.model}#history"),
+                    # Quoted: a model name is free text ("gpt-x+audio" asked for "gpt-x audio", an empty history).
+                    Column("model", "Model", "code",
+                           link=lambda p: reverse("dashboard:prices") + f"?{urlencode({'model': p.model})}#history"),
                     Column("effective_from", "Since", "date"),
                     Column("input_usd_per_1m", f"Input ({per_1m})", "price"),
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),

@@ -317,6 +317,19 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert cached["name"] == "cached input (= input price)" and cached["line"]["dash"] == "dot"
 
 
+def test_a_models_link_in_the_price_book_opens_that_models_history(staff_client, frozen_now):
+    # The name went into the link unquoted: "+" read as a space, "&" or "#" cut it short.
+    from apps.pricing.models import ModelPrice
+
+    ModelPrice.objects.create(model="gpt-x+audio&v#2", effective_from=dt.date(2025, 1, 1), input_usd_per_1m="1",
+                              output_usd_per_1m="2")
+    book = staff_client.get("/prices/").context["tables"]["book"]
+    link = next(row[0].url for row in book.html_rows if row[0].value == "gpt-x+audio&v#2")
+    history = staff_client.get(link.split("#history")[0])
+    assert history.context["model"] == "gpt-x+audio&v#2"
+    assert [p.model for p in history.context["tables"]["history"].page_rows] == ["gpt-x+audio&v#2"]
+
+
 def test_tenant_admin_changes_policy_and_the_change_is_audited(client, tenant_admin_user, tenant):
     client.force_login(tenant_admin_user)
     page = client.get("/tenants/acme/")
