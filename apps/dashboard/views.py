@@ -502,6 +502,11 @@ class TenantDetailView(DashboardView):
             can_edit_policy=can_edit,
             policy_form=kwargs.get("policy_form") or (TenantPolicyForm(instance=tenant, staff=self.is_staff) if can_edit else None),
             threads_filter=self.threads_status,
+            # The period form sends the page's other choices again (the threads shown), less the values the
+            # page ignored and the tables' page numbers: a new period starts every table on its first page.
+            period_keep=[(name, value) for name, values in self.request.GET.lists()
+                         if name not in {"start", "end", *self.ignored_params, *(t.page_param for t in tables.values())}
+                         for value in values],
             runs_link=reverse("dashboard:runs") + f"?tenant={tenant.slug}&start={start}&end={end}",
         )
         return context

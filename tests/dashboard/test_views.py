@@ -168,6 +168,19 @@ def test_tenant_detail_csv_exports(staff_client, ledger):
     assert staff_client.get("/tenants/acme/?format=csv&table=nope").status_code == 404
 
 
+def test_a_new_period_keeps_the_threads_shown_and_starts_the_tables_on_their_first_page(staff_client, ledger):
+    # The period form sent only start and end: applying a period with the deleted threads shown showed the
+    # active ones again.
+    html = staff_client.get("/tenants/acme/?threads=deleted&threads_page=2&runs_page=3").content.decode()
+    period_form = re.search(r'<form method="get"[^>]*aria-label="Period">(.*?)</form>', html, re.S).group(1)
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', period_form)
+    assert hidden == [("threads", "deleted")]
+    # A value the page ignored is not sent again either (the page shows the active threads instead).
+    html = staff_client.get("/tenants/acme/?threads=bogus").content.decode()
+    period_form = re.search(r'<form method="get"[^>]*aria-label="Period">(.*?)</form>', html, re.S).group(1)
+    assert 'type="hidden"' not in period_form
+
+
 def test_threads_table_says_when_active_threads_will_be_deleted_and_when_deleted_ones_were(staff_client, ledger):
     # A future retention date under "Deleted on" read as if the customer's data were already gone.
     active = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=threads"))
