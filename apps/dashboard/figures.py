@@ -115,7 +115,9 @@ def horizontal_cost_bar_figure(rows: Sequence[dict], *, label_key: str, empty_la
                                limit: int = 15) -> dict:
     """The costliest `limit` rows as horizontal bars, largest at the top."""
     shown = list(rows)[:limit]
-    labels = [str(row[label_key]) or empty_label for row in shown]
+    # Features and end-user ids come from the tenant's metadata, and Plotly draws its tick labels and hover
+    # text as HTML: a user_id of <a href=...> was a live link on the staff page.
+    labels = [_escape(row[label_key]) or empty_label for row in shown]
     values = [row["cost_usd"] for row in shown]
     return {
         "data": [{
@@ -173,9 +175,9 @@ def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
     }
 
 
-def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
+def cost_scatter_figure(rows: Iterable[dict], *, run_url: Callable[[str], str | None]) -> dict:
     """Cost against prompt tokens, one point per run, a trace per model; clicking a point opens the run
-    (its URL is in customdata[0])."""
+    (its URL, `run_url(openai_id)`, is in customdata[0]; empty for an id no page could have)."""
     by_model: dict[str, list[dict]] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
@@ -190,8 +192,10 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url_prefix: str) -> dict:
             "x": [max(row["input_tokens"], 1) for row in model_rows],
             "y": (model_costs := [_float(row["cost_total_usd"]) for row in model_rows]),
             "customdata": [
-                [f"{run_url_prefix}{row['openai_id']}/", row["openai_id"], row.get("tenant__slug", ""),
-                 money_text(row["cost_total_usd"]), row.get("feature") or "(none)"]
+                # The URL quoted as the run's table link is (an id may hold "#" or "?"); the texts escaped, as
+                # the hover template draws them as HTML and the id and feature are what ingest was sent.
+                [run_url(row["openai_id"]) or "", _escape(row["openai_id"]), _escape(row.get("tenant__slug", "")),
+                 money_text(row["cost_total_usd"]), _escape(row.get("feature") or "(none)")]
                 for row in model_rows
             ],
             "hovertemplate": ("%{customdata[1]}<br>tenant %{customdata[2]} · %{customdata[4]}<br>"

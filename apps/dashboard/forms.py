@@ -32,8 +32,10 @@ class PeriodForm(forms.Form):
             data["end"] = today.isoformat()
         if not data.get("start"):
             try:
-                start = dt.date.fromisoformat(data["end"]) - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
-            except (ValueError, OverflowError):  # the end field reports it
+                # Read as the end field reads it (it also takes 10/01/2026): by ISO alone, such an end got a start
+                # 30 days before today, and a 400 about a start nobody gave.
+                start = self.base_fields["end"].to_python(data["end"]) - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+            except (ValidationError, OverflowError):  # the end field reports it
                 start = today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
             data["start"] = start.isoformat()
         super().__init__(data, **kwargs)

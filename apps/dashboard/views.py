@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.generic import TemplateView, View
 
 from apps.core.exports import invalid_export_response, invalid_form_export_response
@@ -283,9 +284,11 @@ class TenantListView(DashboardView):
         if query:
             tenants = tenants.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(external_id__icontains=query))
         ordering = TENANT_SORTS[self.sort]
-        if self.sort == "-budget":  # tenants without a budget last either way
-            return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(
-                F("budget_used_percent").desc(nulls_last=True), "slug")
+        if self.sort in ("budget", "-budget"):
+            # Tenants without a budget last either way, said on both databases: SQLite sorts NULL first going
+            # up, so ?sort=budget opened on a page of tenants with no budget at all.
+            budget = F("budget_used_percent")
+            ordering = (budget.desc(nulls_last=True) if self.sort == "-budget" else budget.asc(nulls_last=True), "slug")
         return ledger.tenants_with_spend(tenants, scope=self.scope, today=self.today).order_by(*ordering)
 
     def get_tables(self):
@@ -499,6 +502,11 @@ class TenantDetailView(DashboardView):
             can_edit_policy=can_edit,
             policy_form=kwargs.get("policy_form") or (TenantPolicyForm(instance=tenant, staff=self.is_staff) if can_edit else None),
             threads_filter=self.threads_status,
+            # The period form sends the page's other choices again (the threads shown), less the values the
+            # page ignored and the tables' page numbers: a new period starts every table on its first page.
+            period_keep=[(name, value) for name, values in self.request.GET.lists()
+                         if name not in {"start", "end", *self.ignored_params, *(t.page_param for t in tables.values())}
+                         for value in values],
             runs_link=reverse("dashboard:runs") + f"?tenant={tenant.slug}&start={start}&end={end}",
         )
         return context
@@ -604,7 +612,7 @@ class RunListView(DashboardView):
             tables=tables,
             form=self.form,
             sort=self.sort,
-            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url_prefix=reverse("dashboard:runs"))
+            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url=_run_page_url)
             if scatter_rows else None,
             scatter_limited=len(scatter_rows) >= SCATTER_POINTS,
             scatter_limit=SCATTER_POINTS,
@@ -718,7 +726,9 @@ class PriceListView(DashboardView):
             "book": Table(
                 name="book", title="Price book (in effect today)", rows=price_book_current(today=self.today),
                 columns=[
-                    Column("model", "Model", "code", link=lambda p: reverse("dashboard:prices") + f"?model={p.model}#history"),
+                    # Quoted: a model name is free text ("gpt-x+audio" asked for "gpt-x audio", an empty history).
+                    Column("model", "Model", "code",
+                           link=lambda p: reverse("dashboard:prices") + f"?{urlencode({'model': p.model})}#history"),
                     Column("effective_from", "Since", "date"),
                     Column("input_usd_per_1m", f"Input ({per_1m})", "price"),
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),

@@ -52,7 +52,9 @@ from .models import (
     month_parts,
 )
 
-OTHERS_LABEL = "others"
+# The series of the tenants outside a chart's top ones. Not a name a tenant can have (slugs are letters, digits and
+# dashes): as "others", a tenant of that slug in the top had the rest's spend added to its own bar, drawn grey.
+OTHERS_LABEL = "(others)"
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
 
 logger = logging.getLogger(__name__)

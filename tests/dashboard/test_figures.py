@@ -50,7 +50,7 @@ def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():
         {"openai_id": "resp_2", "tenant__slug": "acme", "model": "gpt-5-mini", "feature": "", "status": "failed",
          "input_tokens": 0, "cost_total_usd": Decimal("0.0031")},
     ]
-    figure = figures.cost_scatter_figure(rows, run_url_prefix="/runs/")
+    figure = figures.cost_scatter_figure(rows, run_url=lambda openai_id: f"/runs/{openai_id}/")
     by_name = {trace["name"]: trace for trace in figure["data"]}
     assert set(by_name) == {"gpt-5.4", "gpt-5-mini"}
     assert by_name["gpt-5.4"]["x"] == [12000] and by_name["gpt-5.4"]["y"] == [0.42]
@@ -76,6 +76,34 @@ def test_horizontal_bar_figure_puts_the_costliest_row_on_top_and_labels_blank_ke
     rows = [{"feature": "chat", "cost_usd": Decimal("3")}, {"feature": "", "cost_usd": Decimal("1")}]
     trace = figures.horizontal_cost_bar_figure(rows, label_key="feature")["data"][0]
     assert trace["y"] == ["(none)", "chat"] and trace["x"] == [1.0, 3.0]
+
+
+def test_labels_from_tenant_metadata_are_drawn_as_text_not_as_html():
+    # Plotly draws tick labels and hover text as HTML: a user_id or feature holding a link was a live link on
+    # the staff pages (the tenant's cost-by-user and cost-by-feature bars, the runs scatter's hover).
+    link = '<a href="https://evil.example/">pay here</a>'
+    bars = figures.horizontal_cost_bar_figure([{"user_id": link, "cost_usd": Decimal("1")}], label_key="user_id")
+    assert bars["data"][0]["y"] == ['&lt;a href="https://evil.example/"&gt;pay here&lt;/a&gt;']
+    run = {"openai_id": "resp_<b>1</b>", "tenant__slug": "acme", "model": "gpt-5.4", "feature": link,
+           "status": "completed", "input_tokens": 10, "cost_total_usd": Decimal("0.42")}
+    point = figures.cost_scatter_figure([run], run_url=lambda openai_id: "/runs/x/")["data"][0]["customdata"][0]
+    assert "<" not in json.dumps(point[1:])
+    assert point[1] == "resp_&lt;b&gt;1&lt;/b&gt;" and point[4].startswith("&lt;a href=")
+
+
+def test_a_scatter_point_opens_its_run_even_when_the_id_holds_a_url_character():
+    # The URL was the id pasted after /runs/: a click on "resp_a#b" opened /runs/resp_a/, someone else's 404.
+    from urllib.parse import unquote
+
+    from django.urls import resolve
+
+    from apps.dashboard.views import _run_page_url
+
+    rows = [{"openai_id": "resp_a#b?c%d", "tenant__slug": "acme", "model": "gpt-5.4", "feature": "",
+             "status": "completed", "input_tokens": 10, "cost_total_usd": Decimal("0.42")}]
+    url = figures.cost_scatter_figure(rows, run_url=_run_page_url)["data"][0]["customdata"][0][0]
+    assert url == "/runs/resp_a%23b%3Fc%25d/"
+    assert resolve(unquote(url)).kwargs == {"openai_id": "resp_a#b?c%d"}  # the path the server sees
 
 
 def test_price_history_figure_steps_through_versions_and_bills_missing_cached_price_at_input():

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from apps.dashboard.templatetags.dashboard import budget_pct, pct
+from apps.dashboard.templatetags.dashboard import budget_pct, pct, signed_pct
 
 
 @pytest.mark.parametrize(("value", "places", "text"), [
@@ -22,3 +22,12 @@ def test_percentages_round_half_up_like_money(value, places, text):
 def test_a_budget_share_reads_80_or_100_percent_only_once_reached(value, text):
     # The bar turns amber at 80 and red at 100 on the exact share; its label must not say 100% before.
     assert budget_pct(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Decimal("12.5"), "+13%"), (Decimal("-12.5"), "-13%"), (Decimal("2.5"), "+3%"), (Decimal("-0.4"), "0%"),
+    (Decimal("0.4"), "0%"), (Decimal("1234.5"), "+1,235%"), (None, "—"),
+])
+def test_a_change_vs_last_month_rounds_half_up_and_a_change_of_nothing_has_no_sign(value, text):
+    # format() rounded half to even ("+12%" for 12.5%) and wrote a small fall as "-0%".
+    assert signed_pct(value) == text

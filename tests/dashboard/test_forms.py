@@ -28,3 +28,16 @@ def test_the_run_filters_use_it_for_their_long_lists():
 
     form_fields = RunFilterForm.base_fields
     assert all(isinstance(form_fields[name].widget, ManyOptionsSelect) for name in ("tenant", "model", "feature"))
+
+
+def test_a_period_with_only_an_end_spans_the_30_days_to_it_in_any_format_the_end_takes():
+    # An end the field reads but ISO does not (10/01/2026) got a start 30 days before today: a 400 about a start
+    # nobody gave.
+    import datetime as dt
+
+    from django.http import QueryDict
+
+    from apps.dashboard.forms import PeriodForm
+
+    form = PeriodForm(QueryDict("end=10/01/2026"), today=dt.date(2026, 11, 20))
+    assert form.period() == (dt.date(2026, 9, 2), dt.date(2026, 10, 1))

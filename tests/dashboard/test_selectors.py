@@ -91,8 +91,20 @@ def test_cost_by_day_by_tenant_keeps_the_top_tenants_and_groups_the_rest(tenant,
     assert list(series.series) == ["acme", "globex", selectors.OTHERS_LABEL]
     assert series.series["acme"] == [Decimal("5"), Decimal("0"), Decimal("0")]
     assert series.series["globex"] == [Decimal("0"), Decimal("2"), Decimal("0")]
-    assert series.series["others"] == [Decimal("0.75"), Decimal("0.25"), Decimal("0")]
+    assert series.series[selectors.OTHERS_LABEL] == [Decimal("0.75"), Decimal("0.25"), Decimal("0")]
     assert series.total_usd == Decimal("8")
+
+
+def test_a_tenant_called_others_keeps_its_own_series_apart_from_the_rest(tenant, other_tenant):
+    # Its spend and the rest's were one grey "others" bar on the overview.
+    others = Tenant.objects.create(slug="others", name="Others Ltd")
+    run_row(others, created_at=at(TODAY), cost="5")
+    run_row(tenant, created_at=at(TODAY), cost="3")
+    run_row(other_tenant, created_at=at(TODAY), cost="1")
+
+    series = selectors.cost_by_day_by_tenant(scope=TenantScope.every_tenant(), start=TODAY, end=TODAY, top=2)
+
+    assert series.series == {"others": [Decimal("5")], "acme": [Decimal("3")], selectors.OTHERS_LABEL: [Decimal("1")]}
 
 
 def test_cost_by_day_by_tenant_only_sees_the_scope(tenant, other_tenant):

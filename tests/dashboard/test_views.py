@@ -98,6 +98,16 @@ def test_tenant_list_sorts_searches_and_paginates_in_the_url(staff_client, ledge
     assert 'aria-sort="descending"' in html and "?sort=mtd" in html
 
 
+@pytest.mark.parametrize("sort", ["budget", "-budget"])
+def test_tenants_without_a_budget_sort_last_by_budget_used_either_way(staff_client, ledger, sort):
+    # SQLite put them first going up: ?sort=budget opened on tenants with no budget to compare.
+    Tenant.objects.filter(slug="globex").update(monthly_budget_usd=Decimal("100"))
+    Tenant.objects.create(slug="initech", name="Initech")
+    rows = staff_client.get(f"/tenants/?sort={sort}").context["tables"]["tenants"].page_rows
+    with_budget = ["globex", "acme"] if sort == "budget" else ["acme", "globex"]  # 3.0% and 5.2% used
+    assert [t.slug for t in rows] == [*with_budget, "initech"]
+
+
 def test_a_tenant_search_too_long_to_type_is_a_400_not_every_tenant(staff_client, ledger):
     page = staff_client.get(f"/tenants/?q={'a' * 101}")
     assert page.status_code == 400 and page.context["tables"]["tenants"].page.paginator.count == 0
@@ -156,6 +166,19 @@ def test_tenant_detail_csv_exports(staff_client, ledger):
     assert users[1][:2] == ["alice", "1"] and users[1][3] == "0.50"
     assert users[1][2].startswith("2026-11-")  # the last UTC day with a run of alice, from the rollups
     assert staff_client.get("/tenants/acme/?format=csv&table=nope").status_code == 404
+
+
+def test_a_new_period_keeps_the_threads_shown_and_starts_the_tables_on_their_first_page(staff_client, ledger):
+    # The period form sent only start and end: applying a period with the deleted threads shown showed the
+    # active ones again.
+    html = staff_client.get("/tenants/acme/?threads=deleted&threads_page=2&runs_page=3").content.decode()
+    period_form = re.search(r'<form method="get"[^>]*aria-label="Period">(.*?)</form>', html, re.S).group(1)
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', period_form)
+    assert hidden == [("threads", "deleted")]
+    # A value the page ignored is not sent again either (the page shows the active threads instead).
+    html = staff_client.get("/tenants/acme/?threads=bogus").content.decode()
+    period_form = re.search(r'<form method="get"[^>]*aria-label="Period">(.*?)</form>', html, re.S).group(1)
+    assert 'type="hidden"' not in period_form
 
 
 def test_threads_table_says_when_active_threads_will_be_deleted_and_when_deleted_ones_were(staff_client, ledger):
@@ -305,6 +328,19 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert [cell.value for cell in cells[2:4]] == [Decimal("2.00"), "$2.00 (input price)"]
     cached = response.context["history_figure"]["data"][1]
     assert cached["name"] == "cached input (= input price)" and cached["line"]["dash"] == "dot"
+
+
+def test_a_models_link_in_the_price_book_opens_that_models_history(staff_client, frozen_now):
+    # The name went into the link unquoted: "+" read as a space, "&" or "#" cut it short.
+    from apps.pricing.models import ModelPrice
+
+    ModelPrice.objects.create(model="gpt-x+audio&v#2", effective_from=dt.date(2025, 1, 1), input_usd_per_1m="1",
+                              output_usd_per_1m="2")
+    book = staff_client.get("/prices/").context["tables"]["book"]
+    link = next(row[0].url for row in book.html_rows if row[0].value == "gpt-x+audio&v#2")
+    history = staff_client.get(link.split("#history")[0])
+    assert history.context["model"] == "gpt-x+audio&v#2"
+    assert [p.model for p in history.context["tables"]["history"].page_rows] == ["gpt-x+audio&v#2"]
 
 
 def test_tenant_admin_changes_policy_and_the_change_is_audited(client, tenant_admin_user, tenant):

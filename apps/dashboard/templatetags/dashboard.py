@@ -37,10 +37,14 @@ def budget_pct(value):
 
 @register.filter
 def signed_pct(value):
+    """A change in whole percent, rounded half up as pct is (format() read +12.5% as "+12%"); a change that
+    rounds to nothing reads 0%, not "-0%"."""
     if value is None:
         return "—"
-    value = Decimal(value)
-    return f"{'+' if value > 0 else ''}{value:,.0f}%"
+    rounded = Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    if not rounded:
+        return "0%"
+    return f"{'+' if rounded > 0 else ''}{rounded:,}%"
 
 
 @register.filter
