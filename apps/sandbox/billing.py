@@ -124,7 +124,7 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
     tokens: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     tool_counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for event in events:
-        sums = tokens[(event.project_id, event.api_key_id, event.model)]
+        sums = tokens[(event.project_id, event.api_key_id, event.model, event.service_tier)]
         sums[0] += event.input_tokens
         sums[1] += event.cached_tokens
         sums[2] += event.cache_write_tokens
@@ -135,17 +135,20 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
             counts[1] += event.file_search_calls
         counts[2] += event.web_search_calls
     atoms: dict[tuple, list] = {}
-    for (project_id, key_id, model), (input_tokens, cached, cache_write, output) in tokens.items():
+    for (project_id, key_id, model, tier), (input_tokens, cached, cache_write, output) in tokens.items():
         price = state.price_book.model_price(model, day)
         if price is None:
             raise SandboxError(500, f"sandbox: no list price for {model} on {day}", type="server_error")
         costs = token_line_costs(price, input_tokens=input_tokens, cached_tokens=cached,
-                                 cache_write_tokens=cache_write, output_tokens=output)
+                                 cache_write_tokens=cache_write, output_tokens=output, service_tier=tier)
         quantities = {"input": input_tokens - cached - cache_write, "cached input": cached,
                       "cache write": cache_write, "output": output}
         for kind, amount in costs.items():
             if quantities[kind]:
-                atoms[(project_id, f"{model}, {kind}", key_id)] = [amount, Decimal(quantities[kind]), "tokens"]
+                # One line item per model and token kind, whatever the tiers its tokens were served on.
+                atom = atoms.setdefault((project_id, f"{model}, {kind}", key_id), [Decimal(0), Decimal(0), "tokens"])
+                atom[0] += amount
+                atom[1] += quantities[kind]
     for (project_id, key_id), (sessions, file_searches, web_searches) in tool_counts.items():
         if sessions:
             atoms[(project_id, "code interpreter", key_id)] = [

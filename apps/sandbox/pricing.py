@@ -11,6 +11,11 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
+# OpenAI's naming of snapshots and its tier pricing, as the ledger reads them: the sandbox computes its bills on
+# its own, but these are facts about OpenAI, kept in one place.
+from apps.pricing.pricebook import model_family
+from apps.pricing.rating import SERVICE_TIER_MULTIPLIERS
+
 PRICE_BOOK_PATH = Path(__file__).resolve().parent.parent / "pricing" / "data" / "price_book.json"
 PER_MILLION = Decimal(1_000_000)
 BYTES_PER_GB = Decimal(2) ** 30
@@ -73,7 +78,11 @@ class PriceBook:
         )
 
     def model_price(self, model: str, day: dt.date) -> ModelPrice | None:
+        """The model's list price on `day`, else its family's: OpenAI serves and bills a dated snapshot
+        (gpt-5.4-2026-03-05) as it does its family, and the price book lists families."""
         effective = [price for price in self.models.get(model, []) if price.effective_from <= day]
+        if not effective and (family := model_family(model)):
+            effective = [price for price in self.models.get(family, []) if price.effective_from <= day]
         return effective[-1] if effective else None
 
     def tool_price(self, day: dt.date) -> ToolPrice:
@@ -91,17 +100,19 @@ def load_price_book(path: str = str(PRICE_BOOK_PATH)) -> PriceBook:
 
 
 def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int, cache_write_tokens: int,
-                     output_tokens: int) -> dict[str, Decimal]:
+                     output_tokens: int, service_tier: str) -> dict[str, Decimal]:
     """Cost per token kind. `input_tokens` includes cached and cache-write tokens; reasoning tokens are
-    part of `output_tokens`; a null cached/cache-write price bills at the input price."""
+    part of `output_tokens`; a null cached/cache-write price bills at the input price; the service tier the
+    response was served on scales every token price (flex at half, priority at double)."""
     uncached = input_tokens - cached_tokens - cache_write_tokens
     cached_price = price.cached_input if price.cached_input is not None else price.input
     write_price = price.cache_write if price.cache_write is not None else price.input
+    tier = SERVICE_TIER_MULTIPLIERS.get(service_tier.lower(), Decimal(1))
     return {
-        "input": EXACT.divide(uncached * price.input, PER_MILLION),
-        "cached input": EXACT.divide(cached_tokens * cached_price, PER_MILLION),
-        "cache write": EXACT.divide(cache_write_tokens * write_price, PER_MILLION),
-        "output": EXACT.divide(output_tokens * price.output, PER_MILLION),
+        "input": EXACT.divide(EXACT.multiply(uncached * price.input, tier), PER_MILLION),
+        "cached input": EXACT.divide(EXACT.multiply(cached_tokens * cached_price, tier), PER_MILLION),
+        "cache write": EXACT.divide(EXACT.multiply(cache_write_tokens * write_price, tier), PER_MILLION),
+        "output": EXACT.divide(EXACT.multiply(output_tokens * price.output, tier), PER_MILLION),
     }
 
 

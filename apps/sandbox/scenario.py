@@ -267,7 +267,8 @@ class _Generator:
             day = dt.datetime.fromtimestamp(event.at, tz=dt.UTC).date()
             price = self.state.price_book.model_price(event.model, day)
             costs = token_line_costs(price, input_tokens=event.input_tokens, cached_tokens=event.cached_tokens,
-                                     cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens)
+                                     cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens,
+                                     service_tier=event.service_tier)
             totals[slug] = totals.get(slug, Decimal(0)) + sum(costs.values())
         return totals
 
@@ -509,7 +510,8 @@ def demo_drift(state: SandboxState, *, project_id: str | None = None) -> list[di
             price = state.price_book.model_price(event.model, day)
             served[day] += sum(token_line_costs(price, input_tokens=event.input_tokens, cached_tokens=event.cached_tokens,
                                                 cache_write_tokens=event.cache_write_tokens,
-                                                output_tokens=event.output_tokens).values())
+                                                output_tokens=event.output_tokens,
+                                                service_tier=event.service_tier).values())
     return [{"day": day, "amount_usd": max(Decimal("0.50"), (served[day] * DEMO_DRIFT_SHARE).quantize(Decimal("0.01"))),
              "project_id": project_id or state.default_project, "unattributed": True}
             for day in sorted(days)]

@@ -253,3 +253,18 @@ def test_vector_storage_takes_the_free_gb_once_for_the_organization_and_splits_t
     assert storage() == {"proj_default": Decimal("0.075"), "proj_other": Decimal("0.225")}
     # Asked about one project, its share is the same: the free GB is still the organization's.
     assert storage(project_ids=["proj_other"]) == {"proj_other": Decimal("0.225")}
+
+
+def test_costs_bill_each_tier_at_its_multiple_and_a_snapshot_at_its_familys_price(openai_client, sandbox, provider):
+    """As OpenAI bills them and the ledger rates them: flex at half the list price, priority at double; a dated
+    snapshot is served and billed at its family's price (the sandbox refused it as an unknown model)."""
+    models, _ = _prices()
+    price = Decimal(_price(models, "gpt-6-luna", _day(sandbox.clock.now()))["input_usd_per_1m"])
+    for model, tier in (("gpt-6-luna", "default"), ("gpt-6-luna", "flex"), ("gpt-6-luna-2026-03-05", "priority")):
+        openai_client.responses.create(model=model, input="x", service_tier=tier,
+                                       extra_body={"sandbox": {"input_tokens": 1_000_000, "output_tokens": 0}})
+    now = int(sandbox.clock.now())
+    lines = {result["line_item"]: Decimal(repr(result["amount"]["value"]))
+             for bucket in provider.costs(now - DAY, now + 1, group_by=["line_item"]) for result in bucket["results"]
+             if result["line_item"].endswith(", input")}
+    assert lines == {"gpt-6-luna, input": price * Decimal("1.5"), "gpt-6-luna-2026-03-05, input": price * 2}
