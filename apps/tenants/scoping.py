@@ -52,7 +52,12 @@ class TenantScope:
 def _tenant_id(tenant) -> int:
     if tenant is None:
         raise TenantScopeError("A tenant is required here; got None.")
-    return tenant if isinstance(tenant, int) else tenant.pk
+    tenant_id = tenant if isinstance(tenant, int) else tenant.pk
+    if tenant_id is None:
+        # An unsaved tenant: its None would match the rows that belong to no tenant (staff-only alerts, orphan
+        # resources) instead of none.
+        raise TenantScopeError("A saved tenant is required here; got one without a primary key.")
+    return tenant_id
 
 
 class TenantScopedManager(models.Manager):

@@ -33,6 +33,15 @@ def test_for_tenant_returns_only_that_tenants_rows(tenant, other_tenant):
     assert [t.openai_id for t in Thread.objects.for_tenant(other_tenant.pk)] == ["thread_b"]
 
 
+def test_for_tenant_refuses_an_unsaved_tenant_rather_than_match_the_rows_of_no_tenant(db):
+    from apps.alerts.models import Alert
+    from apps.tenants.models import Tenant
+
+    Alert.unscoped_objects.create(tenant=None, kind=Alert.Kind.UNPRICED_MODEL, cause_key="staff-only", title="staff only")
+    with pytest.raises(TenantScopeError, match="saved tenant"):
+        list(Alert.objects.for_tenant(Tenant(slug="unsaved")))
+
+
 def test_in_scope_limits_to_the_scope_and_every_tenant_sees_all(tenant, other_tenant):
     _thread(tenant, "thread_a")
     _thread(other_tenant, "thread_b")
