@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from rest_framework.throttling import BaseThrottle
 
 from .middleware import is_api_request
 
@@ -23,7 +24,9 @@ class ThrottledLoginView(auth_views.LoginView):
 
     def _keys(self, request) -> list[str]:
         username = (request.POST.get("username") or "").lower()[:150]
-        address = request.META.get("REMOTE_ADDR", "")
+        # The client's address as DRF's throttles read it: REMOTE_ADDR, or behind DJANGO_NUM_PROXIES proxies the
+        # address the outermost one saw, so one client's failures do not lock out everyone behind the proxy.
+        address = BaseThrottle().get_ident(request)
         return [f"login-fail:user:{username}", f"login-fail:addr:{address}"]
 
     def post(self, request, *args, **kwargs):

@@ -160,6 +160,10 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["apps.core.api.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the app that append the client's address to X-Forwarded-For: 0 reads REMOTE_ADDR,
+    # and behind a proxy every client would then share the proxy's address (the login throttle counts failures
+    # per address). Never trusted beyond that count, so a client cannot pick its own address.
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RunLedger API",

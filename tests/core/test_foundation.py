@@ -28,6 +28,22 @@ def test_login_is_throttled_after_repeated_failures(client, staff_user):
     assert client.post("/accounts/login/", {"username": "ops", "password": "ops-password-1"}).status_code == 429
 
 
+def test_behind_a_proxy_one_clients_failed_logins_lock_out_that_client_not_everyone(client, staff_user, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request arrives from the proxy
+    for number in range(10):
+        assert client.post("/accounts/login/", {"username": f"guess{number}", "password": "wrong"},
+                           HTTP_X_FORWARDED_FOR="203.0.113.7", **proxy).status_code == 200
+    assert client.post("/accounts/login/", {"username": "guess99", "password": "wrong"},
+                       HTTP_X_FORWARDED_FOR="203.0.113.7", **proxy).status_code == 429
+    # Another client behind the same proxy signs in; a forged first entry does not make the first one someone else.
+    assert client.post("/accounts/login/", {"username": "ops", "password": "ops-password-1"},
+                       HTTP_X_FORWARDED_FOR="198.51.100.4", **proxy).status_code == 302
+    client.logout()
+    assert client.post("/accounts/login/", {"username": "ops", "password": "ops-password-1"},
+                       HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.7", **proxy).status_code == 429
+
+
 def test_plotly_js_is_served_from_the_installed_package():
     path = finders.find("vendor/plotly.min.js")
     assert path and path.endswith("plotly.min.js")
