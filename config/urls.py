@@ -17,6 +17,10 @@ api_v1 = [
     re_path(r"^.*$", core_views.api_not_found),
 ]
 
+# The admin is RunLedger's, not a stock "Django administration" beside the product's own pages.
+admin.site.site_header = "RunLedger administration"
+admin.site.site_title = "RunLedger admin"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", core_views.ThrottledLoginView.as_view(), name="login"),

@@ -749,7 +749,7 @@ class PriceListView(DashboardView):
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
                     _or_input_price_column("cache_write_usd_per_1m", "Cache write"),
                     Column("output_usd_per_1m", "Output", "price"),
-                    Column("source", "Source"),
+                    Column("source", "Source", "longtext"),  # free text: wraps, so the columns after it stay on screen
                     Column("source_date", "Checked", "date"),
                     Column("version", "Version", "code"),
                 ],
@@ -764,7 +764,7 @@ class PriceListView(DashboardView):
                     Column("web_search_call_usd_per_1k", "Web search (per 1k calls)", "price"),
                     Column("vector_storage_usd_per_gb_day", "Vector storage (per GB-day)", "price"),
                     Column("vector_storage_free_gb", "Free GB", "number"),
-                    Column("source", "Source"),
+                    Column("source", "Source", "longtext"),  # free text: wraps, so the columns after it stay on screen
                 ],
                 empty="No tool prices yet.",
             ),

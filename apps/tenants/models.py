@@ -111,6 +111,7 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API key"  # the admin read "Api keys"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…, {self.scope})"

@@ -307,6 +307,16 @@ def test_times_render_in_the_viewer_timezone_from_the_tz_cookie(staff_client, le
     assert rows[1][1] == "2026-11-20T18:00:00+09:00"
 
 
+def test_footer_names_the_viewer_timezone_not_todays_abbreviation(staff_client, ledger):
+    # In November Berlin is CET, but the pages also show August times, which are CEST (+2): a footer reading
+    # "Times in CET" mislabelled them. The zone's name is right for every date on the page.
+    staff_client.cookies["tz"] = "Europe/Berlin"
+    html = staff_client.get("/").content.decode()
+    assert "Times in <span data-tz-label>Europe/Berlin</span>" in html
+    staff_client.cookies.pop("tz")
+    assert "Times in <span data-tz-label>UTC</span>" in staff_client.get("/").content.decode()
+
+
 def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_now):
     from apps.pricing.models import ModelPrice
 

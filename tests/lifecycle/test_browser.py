@@ -150,3 +150,23 @@ def test_tenant_member_sees_only_their_tenant_and_cannot_act(page, live_server, 
         assert page.goto(f"{live_server.url}{path}").status == 404, path
     assert page.get_by_role("heading", name="Page not found").is_visible()
     screenshot(page, "not-found", "desktop")
+
+
+def test_every_orphans_actions_are_on_screen_at_1280_without_scrolling_sideways(page, live_server, world):
+    """An OpenAI-length file id, a project and a long tenant name in the picker: as separate Assign and Delete
+    columns, Delete sat past the table's right edge at 1280 px, reachable only by scrolling the table."""
+    Tenant.objects.create(slug="wayne", name="Wayne Enterprises")
+    services.resources_record(tenant=None, openai_project="proj_default", obj=builders.file(
+        file_id="file-YbbYpPTBfJq9DeEEvcNp8G", created_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
+        size_bytes=2_500_000, filename="upload-14.csv"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/lifecycle/orphans/")
+    region = page.get_by_role("region", name="Resources with no tenant")
+    right_edge = region.bounding_box()["x"] + region.bounding_box()["width"]
+    for button in ("Assign", "Delete file-YbbYpPTBfJq9DeEEvcNp8G"):
+        box = page.get_by_role("button", name=button).first.bounding_box()
+        assert box["x"] + box["width"] <= right_edge, button
+    assert page.evaluate("() => { const s = document.querySelector('.table-scroll'); "
+                         "return s.scrollWidth - s.clientWidth; }") <= 1
+    screenshot(page, "lifecycle-orphans-actions", "desktop")

@@ -167,6 +167,16 @@ def test_storage_figure_is_a_pure_function_of_the_days():
     assert figure["data"][0]["y"] == [0.4] and figure["data"][0]["text"] == ["$0.40"]
 
 
+def test_storage_figure_gb_days_axis_has_its_own_round_ticks():
+    """plotly.js syncs an overlaying axis's ticks to the main axis's gridlines by default, so GB-days read
+    20.9, 41.8, 62.8 beside $2, $4, $6; "auto" gives the right-hand axis round ticks of its own."""
+    from decimal import Decimal
+
+    figure = storage_figure([StorageDay(dt.date(2026, 6, 1), Decimal("62.8"), Decimal("6.28"), Decimal("0"))])
+    assert figure["layout"]["yaxis2"]["tickmode"] == "auto"
+    assert figure["layout"]["yaxis2"]["title"]["text"] == "GB-days"
+
+
 def test_sweep_command_dry_run_lists_and_deletes_nothing(tenant, monkeypatch, capsys):
     provider = FakeProvider()
     monkeypatch.setattr(services, "_default_provider", lambda: provider)
