@@ -391,6 +391,15 @@ PENDING_MAX_AGE = dt.timedelta(days=7)
 PENDING_MAX_ATTEMPTS = 20
 
 
+def pending_wait(grace: dt.timedelta, attempts: int) -> dt.timedelta:
+    """How long after its raise the catch-up tries an alert that failed `attempts` times: grace × 2^attempts, but
+    never later than the attempt's even share of PENDING_MAX_AGE. Uncapped, the 13th attempt came at 5.7 days
+    and the 14th at 11.4, past PENDING_MAX_AGE: a receiver back on day 6 never got the alert, and 7 of the
+    20 attempts could never be made."""
+    share = PENDING_MAX_AGE * (attempts + 1) / (PENDING_MAX_ATTEMPTS + 1)
+    return max(grace, min(grace * 2**attempts, share))
+
+
 def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: dt.timedelta = PENDING_GRACE):
     """Alerts some configured channel has not received yet: the outbox."""
     from django.db.models import Q
@@ -408,7 +417,7 @@ def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: d
     # attempts within the first ~100 minutes of an outage and was never delivered after it, though it was
     # meant to be chased for PENDING_MAX_AGE.
     due = functools.reduce(operator.or_, (
-        Q(delivery_attempts=attempts, created_at__lte=now - grace * 2**attempts)
+        Q(delivery_attempts=attempts, created_at__lte=now - pending_wait(grace, attempts))
         for attempts in range(PENDING_MAX_ATTEMPTS)
     ))
     return (

@@ -245,6 +245,28 @@ def test_the_catch_up_backs_off_so_an_alert_outlives_a_long_webhook_outage(tenan
     assert alert.delivery_attempts == 9 and len(hook.received) == 9
 
 
+def test_an_alert_of_a_six_day_outage_is_still_delivered_within_the_seven_days_it_is_chased(tenant, webhook_server):
+    """The doubling wait is capped: uncapped (grace x 2^attempts from the raise), the 13th attempt fell at 5.7 days and
+    the 14th at 11.4, past the 7 days an alert is chased, so a receiver back on day 6 never got it (and the 20
+    attempts were never reached)."""
+    from apps.alerts.services import PENDING_MAX_AGE, alerts_deliver_pending
+
+    url, hook = webhook_server
+    with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"), \
+            time_machine.travel(WHEN, tick=False) as traveller:
+        alert = alert_raise(kind="budget", cause_key="budget:long-outage", tenant=tenant, title="Budget 100%")
+        hook.status = 503  # down for six days
+        for _ in range(6 * 24 * 4):  # beat's catch-up, every 15 minutes here
+            traveller.shift(dt.timedelta(minutes=15))
+            alerts_deliver_pending()
+        hook.status = 204
+        while timezone.now() < WHEN + PENDING_MAX_AGE:
+            traveller.shift(dt.timedelta(minutes=15))
+            alerts_deliver_pending()
+    alert.refresh_from_db()
+    assert alert.webhook_delivered_at is not None and alert.webhook_delivered_at <= WHEN + PENDING_MAX_AGE
+
+
 def test_an_alert_titled_with_a_reported_newline_is_emailed_with_a_one_line_subject(tenant):
     from apps.alerts.services import alerts_deliver_pending
 
