@@ -15,6 +15,8 @@ from . import billing, objects
 from .faults import FaultInjector
 from .state import REQUIRES_ACTION_SECONDS, ResponseSim, RunSim, SandboxError, SandboxState, bad_request
 
+# The Responses API's service tiers (a response says which one served it).
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 MISSING_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer "
     "auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're "
@@ -382,6 +384,13 @@ class SandboxApi:
         model = body.get("model")
         if not model:
             raise bad_request("Missing required parameter: 'model'.", param="model")
+        service_tier = body.get("service_tier") or "default"
+        if service_tier not in SERVICE_TIERS:
+            # Costs scale by the tier each response was served on: one that is not a tier OpenAI offers (5, a
+            # list) was accepted here and made every Costs request over its day a 500.
+            raise bad_request(f"Invalid value: {json.dumps(service_tier)}. Supported values are: "
+                              f"{', '.join(repr(tier) for tier in SERVICE_TIERS)}.", param="service_tier",
+                              code="invalid_value")
         now = state.now()
         state.check_model(model, now)
         conversation = body.get("conversation")
@@ -428,7 +437,7 @@ class SandboxApi:
         final = objects.response(
             response_id=response_id, created_at=round(now, 3), model=model, status=status, output=output,
             metadata=_metadata(body), usage_block=usage_block, tools=tools, conversation_id=conversation_id,
-            instructions=instructions, service_tier=body.get("service_tier") or "default", background=background,
+            instructions=instructions, service_tier=service_tier, background=background,
             previous_response_id=previous_id, max_output_tokens=body.get("max_output_tokens"),
             completed_at=round(now + 1.0, 3) if status == "completed" else None,
             error={"code": "server_error", "message": "The model failed to generate a response."} if status == "failed" else None,

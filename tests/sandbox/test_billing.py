@@ -268,3 +268,22 @@ def test_costs_bill_each_tier_at_its_multiple_and_a_snapshot_at_its_familys_pric
              for bucket in provider.costs(now - DAY, now + 1, group_by=["line_item"]) for result in bucket["results"]
              if result["line_item"].endswith(", input")}
     assert lines == {"gpt-6-luna, input": price * Decimal("1.5"), "gpt-6-luna-2026-03-05, input": price * 2}
+
+
+@pytest.mark.parametrize("tier", [5, ["flex"], "turbo"])
+def test_a_service_tier_openai_does_not_offer_is_a_400_naming_it_and_costs_still_answer(openai_client, sandbox,
+                                                                                        provider, tier):
+    """Costs now scale by the tier each response was served on: a response created with a tier that is not a
+    string (or none OpenAI offers) was accepted, and every Costs request over its day was a 500 after it."""
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.responses.create(model="gpt-6-luna", input="x", extra_body={
+            "service_tier": tier, "sandbox": {"input_tokens": 1_000, "output_tokens": 0}})
+    assert refused.value.param == "service_tier"
+    openai_client.responses.create(model="gpt-6-luna", input="x", service_tier="flex",
+                                   extra_body={"sandbox": {"input_tokens": 1_000, "output_tokens": 0}})
+    now = int(sandbox.clock.now())
+    lines = [result["line_item"] for bucket in provider.costs(now - DAY, now + 1, group_by=["line_item"])
+             for result in bucket["results"]]
+    assert "gpt-6-luna, input" in lines
