@@ -392,14 +392,18 @@ class InventoryResult:
 INVENTORY_FILE_PAGE = 2000
 
 
-def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = None) -> InventoryResult:
+def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = None,
+                   heartbeat: Callable[[], object] | None = None) -> InventoryResult:
     """List every vector store (and its files), file and container at OpenAI, in every project RunLedger can
     reach (the default one and each configured with an API key), and record each with its project and tenant
     or as an orphan. A resource RunLedger had as live but its project no longer lists is marked deleted
     ("gone at OpenAI"), only after every listing completed, so a failed listing never deletes rows; a
-    project that cannot be listed leaves its rows as they are."""
+    project that cannot be listed leaves its rows as they are. `heartbeat` is called as the work goes on
+    (each listed object, each page of a store's files, each page of the rebuild), where `progress` is told
+    only every 500 objects: a lease renewed there keeps up with stores whose files take long to list."""
     providers = _providers(provider)
     say = progress or (lambda message: None)
+    beat = heartbeat or (lambda: None)
     started = timezone.now()
     counts: dict[str, int] = {}
     gone = 0
@@ -408,7 +412,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     files_of_store: dict[str, set[str]] = {}  # what each store listed this time holds
     for project_id in object_project_ids():
         try:
-            _inventory_project(providers.for_project(project_id), project_id, counts, say, files_of_store)
+            _inventory_project(providers.for_project(project_id), project_id, counts, say, files_of_store, beat)
         except (ProjectKeyMissing, ProviderError) as exc:
             # One project's missing or refused key (or OpenAI down for it) leaves its rows alone, not the others'.
             unreachable[project_id] = str(exc)
@@ -432,6 +436,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
                  .only("openai_id", "vector_store_openai_ids").order_by("pk"))
     last_pk = 0
     while page := list(in_stores.filter(pk__gt=last_pk)[:INVENTORY_FILE_PAGE]):  # pages: memory stays flat
+        beat()
         for file in page:
             kept = [vs for vs in file.vector_store_openai_ids
                     if vs in live_stores and (vs not in files_of_store or file.openai_id in files_of_store[vs])]
@@ -449,7 +454,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
 
 
 def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None],
-                       files_of_store: dict[str, set[str]]) -> None:
+                       files_of_store: dict[str, set[str]], beat: Callable[[], object] = lambda: None) -> None:
     """List one project's resources into the ledger, each recorded with the project and seen now; each listed
     store's files go into `files_of_store`."""
     # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.
@@ -460,6 +465,7 @@ def _inventory_project(provider, project_id: str, counts: dict[str, int], say: C
     ):
         listed = 0
         for raw in lister():
+            beat()
             obj = _as_dict(raw)
             obj.setdefault("object", resource_type)
             outcome = resources_record(tenant=None, obj=obj, seen_at=timezone.now(), openai_project=project_id,
@@ -468,7 +474,12 @@ def _inventory_project(provider, project_id: str, counts: dict[str, int], say: C
             listed += 1
             if resource_type == ResourceType.VECTOR_STORE:
                 store = VectorStore.objects.unscoped().get(openai_id=obj["id"])
-                file_ids = [_as_dict(f).get("id") for f in provider.list_vector_store_files(obj["id"])]
+                file_ids = []
+                for position, listed_file in enumerate(provider.list_vector_store_files(obj["id"]), 1):
+                    file_ids.append(_as_dict(listed_file).get("id"))
+                    if position % 100 == 0:  # a page of them (a store holds up to 10,000)
+                        beat()
+                beat()
                 _file_attach([f for f in file_ids if f], field="vector_store_openai_ids",
                              owner_id=store.openai_id, tenant_id=store.tenant_id)
                 files_of_store[store.openai_id] = {f for f in file_ids if f}

@@ -4,6 +4,7 @@ themselves, so a sweep of a million threads is many short tasks, each safe to ru
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.utils import timezone
@@ -54,17 +55,31 @@ def sweep_reap() -> list[int]:
 
 
 INVENTORY_LOCK = singleton_key("lifecycle.inventory_sync")
-# The sync renews its lock at each progress report (every 500 listed objects and each listing's end), so a
-# lock outlives a live sync however long it lists, and a killed worker's lock blocks the hourly sync for at
-# most this long (it was 6 hours: longer than any sync, with no renewal).
+# The sync renews its lock as it goes (each listed object, each page of a store's files, at most every 3
+# minutes), so a lock outlives a live sync however long it lists, and a killed worker's lock blocks the hourly
+# sync for at most this long (it was 6 hours: longer than any sync, with no renewal).
 INVENTORY_LEASE_SECONDS = 30 * 60
+
+
+def _renewing(*, every: float):
+    """singleton_renew, at most once per `every` seconds however often it is called (it costs two cache
+    round trips, and the sync calls it for each object it lists)."""
+    renewed = time.time()
+
+    def renew() -> None:
+        nonlocal renewed
+        if time.time() - renewed >= every:
+            singleton_renew()
+            renewed = time.time()
+
+    return renew
 
 
 @shared_task(name="lifecycle.inventory_sync", acks_late=True, ignore_result=True)
 @singleton("lifecycle.inventory_sync", seconds=INVENTORY_LEASE_SECONDS,
            skipped={"skipped": "another inventory sync is running"})
 def inventory_sync() -> dict:
-    result = services.inventory_sync(progress=lambda message: singleton_renew())
+    result = services.inventory_sync(heartbeat=_renewing(every=INVENTORY_LEASE_SECONDS / 10))
     return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable}
 
 

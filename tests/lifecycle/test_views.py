@@ -205,10 +205,10 @@ def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch
     assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
 
 
-def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_reporting_progress(monkeypatch, time_machine,
-                                                                                    settings):
+def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_its_heartbeat(monkeypatch, time_machine,
+                                                                                 settings):
     """A killed worker's lock blocks the hourly sync for one lease at most, yet a live sync that lists for
-    longer keeps it: each progress report renews it."""
+    longer keeps it: its heartbeat renews it."""
     from django.core.cache import cache
 
     from apps.lifecycle import tasks
@@ -218,10 +218,10 @@ def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_reporting_pro
     time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
     held = []
 
-    def listing_for_an_hour(*, progress):
+    def listing_for_an_hour(*, heartbeat):
         for _ in range(4):
             time_machine.shift(tasks.INVENTORY_LEASE_SECONDS * 3 // 4)
-            progress("vector_store: 500 listed")
+            heartbeat()
             held.append(cache.get(tasks.INVENTORY_LOCK) is not None)
         time_machine.shift(tasks.INVENTORY_LEASE_SECONDS + 1)  # as if the worker died: no progress
         held.append(cache.get(tasks.INVENTORY_LOCK) is not None)
@@ -231,6 +231,35 @@ def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_reporting_pro
     assert "counts" in tasks.inventory_sync()
     assert held == [True, True, True, True, False]
     assert tasks.INVENTORY_LEASE_SECONDS <= 30 * 60
+
+
+def test_an_inventory_sync_keeps_its_lock_while_it_lists_the_files_of_few_big_stores(monkeypatch, time_machine,
+                                                                                     settings, db):
+    """Progress is reported every 500 listed objects, but each store listed also lists its files (up to 10,000:
+    100 pages each): three stores whose files take 20 minutes each went an hour without a renewal, and the
+    lease lapsed under a live sync, letting the next hour's run in beside it."""
+    from django.core.cache import cache
+
+    from apps.lifecycle import tasks
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
+    held = []
+
+    class BigStores(FakeProvider):
+        def list_vector_store_files(self, vs_id):
+            for page in range(4):  # 20 minutes of pages
+                time_machine.shift(5 * 60)
+                yield {"id": f"file-{vs_id}-{page}"}
+            held.append(cache.get(tasks.INVENTORY_LOCK) is not None)
+
+    provider = BigStores()
+    for number in range(3):
+        provider.vector_stores[f"vs_{number}"] = {"id": f"vs_{number}", "object": "vector_store", "name": "kb",
+                                                  "created_at": 1_790_000_000, "usage_bytes": 0}
+    monkeypatch.setattr(services, "_default_provider", lambda: provider)
+    assert "counts" in tasks.inventory_sync()
+    assert held == [True, True, True]
 
 
 def test_a_staff_delete_of_an_orphan_stays_out_of_a_members_audit_and_sweeps(world, staff_user, member_user):
