@@ -15,8 +15,8 @@ from . import billing, objects
 from .faults import FaultInjector
 from .state import REQUIRES_ACTION_SECONDS, ResponseSim, RunSim, SandboxError, SandboxState, bad_request
 
-# The Responses API's service tiers (a response says which one served it).
-SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+# The Responses API's service tiers, as a Response object names the one that served it (reference: openai-api.md).
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
 MISSING_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer "
     "auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're "
