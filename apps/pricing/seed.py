@@ -136,8 +136,10 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         if not isinstance(entry, dict) or not entry.get("model"):
             raise PriceBookFileError(f"{where}.model: required")
         model = entry["model"]
-        if not isinstance(model, str) or not model.strip() or len(model) > MODEL_NAME_LENGTH:
-            raise PriceBookFileError(f"{where}.model: must be a model name of at most {MODEL_NAME_LENGTH} characters")
+        # Stripped of nothing: " gpt-5 " would be stored as given and never match a run's model.
+        if not isinstance(model, str) or not model.strip() or model != model.strip() or len(model) > MODEL_NAME_LENGTH:
+            raise PriceBookFileError(f"{where}.model: must be a model name of at most {MODEL_NAME_LENGTH} characters, "
+                                     "without surrounding spaces")
         lookup = {"model": model, "effective_from": _date(entry.get("effective_from"), f"{where}.effective_from")}
         values = {
             name: _amount(entry.get(name), f"{where}.{name}", nullable=name in NULLABLE) for name in MODEL_PRICE_FIELDS

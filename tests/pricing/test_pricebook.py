@@ -103,6 +103,8 @@ def test_price_book_load_still_refreshes_what_is_not_a_run_fee_on_a_rated_tool_p
     ({"output_usd_per_1m": "1e9"}, r"models\[0\]\.output_usd_per_1m: must be less than 100000000"),
     ({"model": "m" * 101}, r"models\[0\]\.model: must be a model name of at most 100 characters"),
     ({"model": ["gpt-5.4"]}, r"models\[0\]\.model: must be a model name"),
+    # Stored as given, " gpt-5.4 " would never match a run's model.
+    ({"model": " gpt-5.4 "}, r"models\[0\]\.model: must be a model name .*without surrounding spaces"),
 ])
 def test_load_price_book_refuses_an_amount_or_name_its_column_cannot_hold_and_changes_nothing(
         db, tmp_path, change, message):
