@@ -221,7 +221,8 @@ def alert_deliver(*, alert: Alert) -> bool:
                 from_email=settings.DEFAULT_FROM_EMAIL,
                 recipient_list=list(settings.ALERT_EMAILS),
             )
-        except OSError as exc:  # smtplib's errors, refused and timed-out connections
+        except Exception as exc:  # noqa: BLE001 - smtplib's, sockets', a backend's encoding errors: all a failed email
+            # that must not stop the webhook or the catch-up behind it; the alert stays pending and is retried.
             failures.append(f"email failed: {type(exc).__name__}: {exc}")
         else:
             alert.emailed_at = timezone.now()

@@ -207,7 +207,8 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url: Callable[[str], str | 
     return {
         "data": traces,
         "layout": _layout(x_title="prompt tokens (log scale)", y_title="run cost (USD, log scale)",
-                          xaxis={"type": "log", "dtick": 1},
+                          # "~s" for every decade: Plotly's default read "100", "1000", then "10k", "100k".
+                          xaxis={"type": "log", "dtick": 1, "tickformat": "~s"},
                           yaxis={"type": "log", "rangemode": "normal", **log_axis_ticks(costs, label=_usd_tick)}),
     }
 

@@ -241,6 +241,9 @@ class OverviewView(DashboardView):
             periods=self.PERIODS,
             period_start=start,
             daily_figure=figures.daily_stacked_cost_figure(series) if series.total_usd else None,
+            # Said only when there is a rest: a member of one tenant read "the rest are grouped" under one bar.
+            daily_caption=("Top five tenants by spend in the period; the rest are grouped as “(others)”."
+                           if ledger.OTHERS_LABEL in series.series else "Spend per tenant per day."),
             period_total=series.total_usd,
         )
         return context

@@ -267,6 +267,20 @@ def test_an_alert_of_a_six_day_outage_is_still_delivered_within_the_seven_days_i
     assert alert.webhook_delivered_at is not None and alert.webhook_delivered_at <= WHEN + PENDING_MAX_AGE
 
 
+def test_an_email_the_backend_cannot_encode_is_a_failed_delivery_not_a_crash_of_the_catch_up(tenant, monkeypatch):
+    from apps.alerts import services
+
+    def cannot_encode(**kwargs):
+        raise UnicodeEncodeError("ascii", "caf\u00e9", 3, 4, "ordinal not in range(128)")
+
+    with override_settings(ALERT_EMAILS=["ops@example.com"]):
+        alert_raise(kind="budget", cause_key="budget:encoding:1", tenant=tenant, title="first")
+        alert_raise(kind="budget", cause_key="budget:encoding:2", tenant=tenant, title="second")
+        monkeypatch.setattr(services, "send_mail", cannot_encode)
+        assert services.alerts_deliver_pending(grace=dt.timedelta(0)).as_dict() == {
+            "delivered": 0, "failed": 2, "skipped": 0}
+
+
 def test_an_alert_titled_with_a_reported_newline_is_emailed_with_a_one_line_subject(tenant):
     from apps.alerts.services import alerts_deliver_pending
 

@@ -57,6 +57,7 @@ def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():
     assert by_name["gpt-5.4"]["customdata"][0][:2] == ["/runs/resp_1/", "resp_1"]
     assert by_name["gpt-5-mini"]["x"] == [1]  # zero tokens cannot sit on a log axis
     assert figure["layout"]["xaxis"]["type"] == "log" and figure["layout"]["yaxis"]["type"] == "log"
+    assert figure["layout"]["xaxis"]["tickformat"] == "~s"  # 100, 1k, 10k: one format for every decade
     # $0.0031 to $0.42 spans three decades: every 1, 2 and 5 is labelled, in dollars.
     yaxis = figure["layout"]["yaxis"]
     assert yaxis["ticktext"][:6] == ["$0.001", "$0.002", "$0.005", "$0.01", "$0.02", "$0.05"]

@@ -75,6 +75,16 @@ def test_overview_shows_month_spend_projection_chart_and_top_tenants(staff_clien
     assert 'aria-current="page">Overview' in html and "vendor/plotly.min.js" in html
 
 
+def test_overview_chart_caption_mentions_the_grouped_rest_only_when_there_is_one(staff_client, ledger, monkeypatch):
+    from apps.dashboard import views
+
+    html = staff_client.get("/").content.decode()
+    assert "Spend per tenant per day." in html and "the rest are grouped" not in html  # two tenants, both shown
+    monkeypatch.setattr(views, "TOP_TENANTS_IN_CHART", 1)
+    html = staff_client.get("/").content.decode()
+    assert "the rest are grouped as “(others)”" in html
+
+
 def test_overview_empty_state_explains_how_to_send_runs(staff_client, tenant):
     html = staff_client.get("/").content.decode()
     assert "No spend recorded" in html and "POST /api/v1/ingest/" in html
