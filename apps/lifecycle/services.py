@@ -1466,8 +1466,10 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             outcome = _provider_delete(provider, item.resource_type, item.openai_id)
         except Exception as exc:
             # A 429 is a refusal, as is any error that is not transient: OpenAI did not carry the delete out,
-            # so a 404 after it is someone else's delete (already_gone), not ours going through.
-            refused = not is_transient(exc) or error_status(exc) == 429
+            # so a 404 after it is someone else's delete (already_gone), not ours going through. Unless an
+            # earlier try of the same call was answered with a 5xx or lost: that one may have deleted it.
+            refused = not is_transient(exc) or (error_status(exc) == 429
+                                                and not getattr(exc, "maybe_carried_out", False))
             if refused and not sent_before:
                 _item_delete_sent(item, False)
             if is_transient(exc):

@@ -25,7 +25,9 @@ _USE_SETTINGS = object()
 
 class ProviderError(Exception):
     """OpenAI could not do what was asked. `status_code`, `code` and `request_id` come from OpenAI's answer
-    (None for connection problems); `attempts` is how many tries were made."""
+    (None for connection problems); `attempts` is how many tries were made. `maybe_carried_out` (deletes):
+    an earlier try failed in a way that does not say OpenAI did nothing (a 5xx, a timeout, a dropped
+    connection), so the object may be deleted though the last answer (a 429, say) refused it."""
 
     def __init__(self, message: str, *, status_code: int | None = None, code: str | None = None,
                  request_id: str | None = None, attempts: int = 1, operation: str = ""):
@@ -35,6 +37,7 @@ class ProviderError(Exception):
         self.request_id = request_id
         self.attempts = attempts
         self.operation = operation
+        self.maybe_carried_out = False
 
 
 class ProviderNotFound(ProviderError):
@@ -250,6 +253,9 @@ class OpenAIProvider:
             self._call(operation, attempt)
         except ProviderNotFound:
             return DeleteOutcome.DELETED if maybe_done else DeleteOutcome.ALREADY_GONE
+        except ProviderError as error:
+            error.maybe_carried_out = maybe_done  # a last 429 does not undo an earlier try that may have deleted it
+            raise
         return DeleteOutcome.DELETED
 
     def _paginate(self, operation: str, fetch: Callable[[str | None], Any], *, use_last_id: bool = False) -> Iterator[dict]:

@@ -357,6 +357,42 @@ def test_a_delete_openai_carried_out_but_answered_with_errors_is_recorded_as_our
     assert VectorStore.objects.unscoped().get(openai_id=store.id).deletion_reason.startswith("vector_store_idle_days=7")
 
 
+def test_a_delete_carried_out_then_rate_limited_on_every_retry_is_recorded_as_ours(
+        sandbox, openai_client, provider, tenant, settings):
+    """The first DELETE deletes the store and is answered 503; every retry of that call is answered 429 and the
+    provider gives up on the 429. That last answer refuses only the retry: the next batch finds the store gone,
+    and the delete is this sweep's (deleted, with its saving), not someone else's."""
+    from apps.sandbox.api import SandboxError
+
+    settings.LIFECYCLE_TRANSIENT_RETRY_SECONDS = 0
+    tenant.vector_store_idle_days = 7
+    tenant.save()
+    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": tenant.slug})
+    services.inventory_sync(provider=provider)
+    VectorStore.objects.unscoped().filter(openai_id=store.id).update(usage_bytes=5 * 1024**3)
+    sandbox.advance(10 * DAY)
+    real, deletes = sandbox.sandbox.api.handle, []
+
+    def handle(request):
+        if request.method == "DELETE" and request.path.startswith("/v1/vector_stores/"):
+            deletes.append(request.path)
+            if len(deletes) == 1:
+                real(request)  # OpenAI deletes it...
+                raise SandboxError(503, "The server had an error", type="server_error")  # ...and answers 503
+            if len(deletes) <= provider.max_attempts:
+                raise SandboxError(429, "Rate limit reached", type="requests", code="rate_limit_exceeded")
+        return real(request)
+
+    sandbox.sandbox.api.handle = handle
+    sweep = services.sweep_create(kind="vector_stores", as_of=_as_of(sandbox))
+    _run(sweep, provider)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert len(deletes) >= provider.max_attempts
+    assert item.outcome == Outcome.DELETED and "went through" in item.detail
+    assert item.saved_usd_per_day > 0
+
+
 def test_a_file_removed_from_a_store_that_lives_on_becomes_a_candidate(sandbox, openai_client, provider, tenant,
                                                                          settings):
     """The inventory rebuilds a file's stores from the stores' own listings: a stale attachment to a live
