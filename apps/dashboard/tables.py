@@ -28,6 +28,7 @@ class Column:
     value: Callable[[Any], Any] | None = None
     link: Callable[[Any], str | None] | None = None
     csv: bool = True
+    page: bool = True  # False: a CSV-only column (the page shows it merged into another)
     # The CSV cell when it is not the page's (the page's words around a value, the CSV the value itself), and
     # the kind it is written as.
     csv_get: Callable[[Any], Any] | None = None
@@ -131,7 +132,7 @@ class Table:
     def headers(self) -> list[dict]:
         """Each column's header, with a link that sorts by it (flipping direction when already sorted)."""
         headers = []
-        for column in self.columns:
+        for column in self.page_columns:
             header = {"column": column, "href": "", "aria_sort": ""}
             if column.sort and self.sort:
                 base = column.sort.lstrip("-")
@@ -142,6 +143,10 @@ class Table:
                     header["href"] = self.sort_query(column.sort)
             headers.append(header)
         return headers
+
+    @property
+    def page_columns(self) -> list[Column]:
+        return [column for column in self.columns if column.page]
 
     @property
     def page_rows(self) -> list:
@@ -156,7 +161,7 @@ class Table:
             rows.append([
                 Cell(value=column.get(row), kind=column.kind, url=column.link(row) if column.link else None,
                      align_right=column.align_right)
-                for column in self.columns
+                for column in self.page_columns
             ])
         return rows
 

@@ -170,3 +170,22 @@ def test_every_orphans_actions_are_on_screen_at_1280_without_scrolling_sideways(
     assert page.evaluate("() => { const s = document.querySelector('.table-scroll'); "
                          "return s.scrollWidth - s.clientWidth; }") <= 1
     screenshot(page, "lifecycle-orphans-actions", "desktop")
+
+
+def test_upcoming_deletions_fit_at_1280_without_scrolling_sideways(page, live_server, world):
+    """A dry run's rows, each with its rule and its re-check's detail: as two wrapped columns of at least 220 px,
+    the table ran past the screen's edge at 1280 px (the CSV keeps them apart)."""
+    long_id = "thread_00c790104f9e04980b538b5a9e1c6d2f0a7b3c4d5e6f7a8b"
+    last = dt.datetime.now(dt.UTC) - dt.timedelta(days=200)
+    Thread.objects.create(tenant=world["acme"], openai_id=long_id, kind="thread", created_at=last,
+                          last_activity_at=last)
+    world["provider"].add_thread(long_id, last)
+    preview = services.sweep_create(kind="threads", dry_run=True)
+    services.sweep_run_to_completion(sweep_id=preview.pk, provider=world["provider"])
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/lifecycle/")
+    region = page.get_by_role("region", name="Upcoming deletions (latest dry run of each kind)")
+    assert region.get_by_text("thread_retention_days=", exact=False).first.is_visible()
+    assert region.evaluate("(s) => s.scrollWidth - s.clientWidth") <= 1
+    screenshot(page, "lifecycle-upcoming-deletions", "desktop")

@@ -61,6 +61,17 @@ def test_member_sees_own_sweep_and_audit_but_not_other_tenants(world, member_use
     assert client.get("/lifecycle/orphans/").status_code == 404
 
 
+def test_the_audit_shows_rule_and_detail_in_one_column_and_exports_them_apart(world, staff_user):
+    import csv as csv_module
+
+    client = _client(staff_user)
+    page = client.get("/lifecycle/audit/")
+    headers = [header["column"].header for header in page.context["tables"]["audit"].headers]
+    assert "Rule · detail" in headers and "Rule" not in headers and "Detail" not in headers
+    rows = list(csv_module.reader(client.get("/lifecycle/audit/?format=csv&table=audit").getvalue().decode().splitlines()))
+    assert "Rule" in rows[0] and "Detail" in rows[0] and "Rule · detail" not in rows[0]
+
+
 def test_member_cannot_start_confirm_or_touch_orphans(world, member_user):
     client = _client(member_user)
     store = VectorStore.objects.unassigned().get()
