@@ -14,7 +14,7 @@ from pathlib import Path
 # OpenAI's naming of snapshots and its tier pricing, as the ledger reads them: the sandbox computes its bills on
 # its own, but these are facts about OpenAI, kept in one place.
 from apps.pricing.pricebook import model_family
-from apps.pricing.rating import SERVICE_TIER_MULTIPLIERS
+from apps.pricing.rating import tier_multiplier
 
 PRICE_BOOK_PATH = Path(__file__).resolve().parent.parent / "pricing" / "data" / "price_book.json"
 PER_MILLION = Decimal(1_000_000)
@@ -107,7 +107,7 @@ def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int
     uncached = input_tokens - cached_tokens - cache_write_tokens
     cached_price = price.cached_input if price.cached_input is not None else price.input
     write_price = price.cache_write if price.cache_write is not None else price.input
-    tier = SERVICE_TIER_MULTIPLIERS.get(service_tier.lower(), Decimal(1))
+    tier = tier_multiplier(service_tier)
     return {
         "input": EXACT.divide(EXACT.multiply(uncached * price.input, tier), PER_MILLION),
         "cached input": EXACT.divide(EXACT.multiply(cached_tokens * cached_price, tier), PER_MILLION),
