@@ -454,7 +454,7 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
 
 
 def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None],
-                       files_of_store: dict[str, set[str]], beat: Callable[[], object] = lambda: None) -> None:
+                       files_of_store: dict[str, set[str]], beat: Callable[[], object]) -> None:
     """List one project's resources into the ledger, each recorded with the project and seen now; each listed
     store's files go into `files_of_store`."""
     # Files first: listing a store then attaches its (already recorded) files and hands them its tenant.

@@ -323,9 +323,15 @@ def test_idle_vector_stores_orphan_files_and_idle_containers_are_cleaned_up(
     assert deleted == {idle_store.id: "vector_store", loose_file.id: "file", container.id: "container"}
 
 
+@pytest.mark.parametrize("retry_answer", [
+    # Every retry answered 503 too: the provider gives up on a 5xx.
+    (503, "The server had an error", {"type": "server_error"}),
+    # Every retry answered 429: the provider gives up on the 429, which refuses only the retry, not the first try.
+    (429, "Rate limit reached", {"type": "requests", "code": "rate_limit_exceeded"}),
+], ids=["retries-503", "retries-429"])
 def test_a_delete_openai_carried_out_but_answered_with_errors_is_recorded_as_ours(
-        sandbox, openai_client, provider, tenant, settings):
-    """The store is deleted on the first DELETE, but every retry of that call is answered 503: the next
+        sandbox, openai_client, provider, tenant, settings, retry_answer):
+    """The store is deleted on the first DELETE, answered 503, and every retry of that call fails too: the next
     batch's re-check finds it gone, and that is this sweep's own delete, with its saving, not someone else's."""
     from apps.sandbox.api import SandboxError
 
@@ -337,41 +343,7 @@ def test_a_delete_openai_carried_out_but_answered_with_errors_is_recorded_as_our
     VectorStore.objects.unscoped().filter(openai_id=store.id).update(usage_bytes=5 * 1024**3)
     sandbox.advance(10 * DAY)
     real, deletes = sandbox.sandbox.api.handle, []
-
-    def handle(request):
-        if request.method == "DELETE" and request.path.startswith("/v1/vector_stores/"):
-            deletes.append(request.path)
-            if len(deletes) == 1:
-                real(request)  # OpenAI deletes it...
-            if len(deletes) <= provider.max_attempts:
-                raise SandboxError(503, "The server had an error", type="server_error")  # ...and answers 503
-        return real(request)
-
-    sandbox.sandbox.api.handle = handle
-    sweep = services.sweep_create(kind="vector_stores", as_of=_as_of(sandbox))
-    _run(sweep, provider)
-
-    item = SweepItem.objects.unscoped().get(sweep=sweep)
-    assert item.outcome == Outcome.DELETED and "went through" in item.detail
-    assert item.saved_usd_per_day > 0
-    assert VectorStore.objects.unscoped().get(openai_id=store.id).deletion_reason.startswith("vector_store_idle_days=7")
-
-
-def test_a_delete_carried_out_then_rate_limited_on_every_retry_is_recorded_as_ours(
-        sandbox, openai_client, provider, tenant, settings):
-    """The first DELETE deletes the store and is answered 503; every retry of that call is answered 429 and the
-    provider gives up on the 429. That last answer refuses only the retry: the next batch finds the store gone,
-    and the delete is this sweep's (deleted, with its saving), not someone else's."""
-    from apps.sandbox.api import SandboxError
-
-    settings.LIFECYCLE_TRANSIENT_RETRY_SECONDS = 0
-    tenant.vector_store_idle_days = 7
-    tenant.save()
-    store = openai_client.vector_stores.create(name="kb", metadata={"tenant": tenant.slug})
-    services.inventory_sync(provider=provider)
-    VectorStore.objects.unscoped().filter(openai_id=store.id).update(usage_bytes=5 * 1024**3)
-    sandbox.advance(10 * DAY)
-    real, deletes = sandbox.sandbox.api.handle, []
+    retry_status, retry_message, retry_error = retry_answer
 
     def handle(request):
         if request.method == "DELETE" and request.path.startswith("/v1/vector_stores/"):
@@ -380,7 +352,7 @@ def test_a_delete_carried_out_then_rate_limited_on_every_retry_is_recorded_as_ou
                 real(request)  # OpenAI deletes it...
                 raise SandboxError(503, "The server had an error", type="server_error")  # ...and answers 503
             if len(deletes) <= provider.max_attempts:
-                raise SandboxError(429, "Rate limit reached", type="requests", code="rate_limit_exceeded")
+                raise SandboxError(retry_status, retry_message, **retry_error)
         return real(request)
 
     sandbox.sandbox.api.handle = handle
@@ -391,6 +363,7 @@ def test_a_delete_carried_out_then_rate_limited_on_every_retry_is_recorded_as_ou
     assert len(deletes) >= provider.max_attempts
     assert item.outcome == Outcome.DELETED and "went through" in item.detail
     assert item.saved_usd_per_day > 0
+    assert VectorStore.objects.unscoped().get(openai_id=store.id).deletion_reason.startswith("vector_store_idle_days=7")
 
 
 def test_a_file_removed_from_a_store_that_lives_on_becomes_a_candidate(sandbox, openai_client, provider, tenant,
