@@ -3,8 +3,9 @@ keep every attempt as history, and raise one drift alert per (day, project, line
 
 The order matters for a worker killed at any moment: an attempt row is committed first (status running);
 then everything is fetched and computed in memory; only then, per day, one transaction writes the lines,
-demotes the previous current run and promotes this one. A partial day is never visible; an abandoned
-attempt stays 'running' until the next attempt (which holds the project's lock) marks it failed. The lock has a
+demotes the previous current run and promotes this one. A partial day is never visible. An error marks the
+attempt's unfinished days failed at once; a killed worker's attempt stays 'running' until the next attempt
+(which holds the project's lock) marks it failed. The lock has a
 short TTL refreshed by a heartbeat, so a killed worker's lock lapses within LOCK_TTL_SECONDS."""
 
 from __future__ import annotations
@@ -218,21 +219,23 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
         ledger, notes = ledger_observations(start=start, end=end, project_id=project.project_id)
         listed_projects = set(object_project_ids())  # once, not per day: every day's storage note reads it
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        ReconciliationRun.objects.filter(pk__in=[run.pk for run in runs.values()]).update(
-            status=ReconciliationRun.Status.FAILED, finished_at=timezone.now(), error=message[:5000],
-        )
-        say(f"{project.project_id}: failed: {message}")
+        _mark_failed(runs.values(), exc, project_id=project.project_id, say=say)
         raise
 
     outcome = ProjectOutcome(project_id=project.project_id)
-    for day in days:
-        run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger, notes=notes.get(day, []),
-                       listed_projects=listed_projects)
-        outcome.runs.append(run)
-        say(f"{project.project_id} {day.isoformat()}: {run.line_count} lines, {run.flagged_count} flagged, "
-            f"ledger {money_text(run.ledger_total_usd)} vs OpenAI {money_text(run.openai_total_usd)}, "
-            f"unattributed {money_text(run.unattributed_usd)}")
+    try:
+        for day in days:
+            run = _swap_in(run=runs[day], project=project, openai=openai, ledger=ledger,
+                           notes=notes.get(day, []), listed_projects=listed_projects)
+            outcome.runs.append(run)
+            say(f"{project.project_id} {day.isoformat()}: {run.line_count} lines, {run.flagged_count} flagged, "
+                f"ledger {money_text(run.ledger_total_usd)} vs OpenAI {money_text(run.openai_total_usd)}, "
+                f"unattributed {money_text(run.unattributed_usd)}")
+    except Exception as exc:
+        # The day whose save failed (its transaction rolled back) and the days after it were never swapped
+        # in. Left 'running', the page would show them in progress until the next attempt noticed.
+        _mark_failed(list(runs.values())[len(outcome.runs):], exc, project_id=project.project_id, say=say)
+        raise
     audit_record(
         action="reconciliation.run", target_type="openai_project", target_id=project.project_id,
         actor_label=trigger or "reconciliation",
@@ -240,6 +243,15 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
               "flagged": sum(run.flagged_count for run in outcome.runs)},
     )
     return outcome
+
+
+def _mark_failed(runs, exc: Exception, *, project_id: str, say: Callable[[str], None]) -> None:
+    """This attempt's runs that an error stopped: failed, with the error, their lines never written."""
+    message = f"{type(exc).__name__}: {exc}"
+    ReconciliationRun.objects.filter(pk__in=[run.pk for run in runs]).update(
+        status=ReconciliationRun.Status.FAILED, finished_at=timezone.now(), error=message[:5000],
+    )
+    say(f"{project_id}: failed: {message}")
 
 
 def _mark_abandoned(*, project_id: str, now: dt.datetime) -> None:

@@ -141,7 +141,40 @@ def test_a_crash_while_swapping_leaves_no_partial_day(tenant, monkeypatch):
     monkeypatch.undo()
     assert ReconciliationRun.objects.get(is_current=True) == good
     attempt = ReconciliationRun.objects.exclude(pk=good.pk).get()
-    assert attempt.status == "running" and not attempt.lines.exists()
+    assert attempt.status == "failed" and "worker killed" in attempt.error and not attempt.lines.exists()
+
+
+def test_a_day_that_fails_to_save_fails_with_the_days_after_it_and_the_days_before_stay_swapped_in(
+        tenant, monkeypatch):
+    # Not left 'running' (in progress on the page) until the next attempt: nothing is working on them.
+    days = [DAY - dt.timedelta(days=offset) for offset in (2, 1, 0)]
+    provider = FakeAdminProvider()
+    for day in days:
+        _rollup(tenant, day=day)
+        provider.cost(day, "gpt-5.4, input", 2.5).cost(day, "gpt-5.4, output", 1.5)
+        provider.completions(day, "gpt-5.4", 1_000_000, 0, 100_000)
+    _run(provider, days=3)
+    earlier = {run.day: run for run in ReconciliationRun.objects.filter(is_current=True)}
+
+    from apps.reconciliation import services
+
+    original_swap_in = services._swap_in
+
+    def failing_on_the_middle_day(*, run, **kwargs):
+        if run.day == days[1]:
+            raise RuntimeError("database went away")
+        return original_swap_in(run=run, **kwargs)
+
+    monkeypatch.setattr(services, "_swap_in", failing_on_the_middle_day)
+    with pytest.raises(RuntimeError):
+        _run(provider, days=3)
+    attempt = {run.day: run for run in ReconciliationRun.objects.exclude(pk__in=[r.pk for r in earlier.values()])}
+    assert attempt[days[0]].status == "complete" and attempt[days[0]].is_current
+    for day in days[1:]:
+        assert attempt[day].status == "failed" and "database went away" in attempt[day].error
+        assert attempt[day].finished_at is not None and not attempt[day].lines.exists()
+        assert ReconciliationRun.objects.get(day=day, is_current=True) == earlier[day]
+    assert not ReconciliationRun.objects.filter(status="running").exists()
 
 
 def test_eight_days_are_reconciled_by_default_with_one_fetch_per_endpoint(tenant):
