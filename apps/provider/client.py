@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import enum
+import json
 import logging
 import random
 import time
@@ -248,6 +249,10 @@ class OpenAIProvider:
             except openai.APIConnectionError:  # timeouts included
                 maybe_done = True
                 raise
+            except json.JSONDecodeError:
+                # The SDK reads a 2xx's JSON body after OpenAI carried the delete out: an unreadable one is
+                # still the success it answered, not a failure to record (and a delete without its audit).
+                return None
 
         try:
             self._call(operation, attempt)

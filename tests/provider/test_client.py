@@ -119,6 +119,23 @@ def test_a_404_after_a_failed_delete_attempt_reads_as_ours_only_when_the_attempt
     assert provider._delete("delete_vector_store", delete) == outcome
 
 
+def test_a_delete_answered_with_an_unreadable_success_is_deleted(sandbox):
+    # OpenAI carried the delete out and said so with a 2xx whose JSON body cannot be read (a proxy's page, a
+    # truncated body): the unmodified SDK raises while reading it. Taken as a failure, the sweep recorded the
+    # item failed, and the deletion had no audit record of its own.
+    import httpx2  # the HTTP library the openai SDK is built on (requirements.lock)
+    import openai
+
+    def answer(request):
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=b"<html>deleted</html>")
+
+    client = openai.OpenAI(api_key="sk-test", base_url="http://openai.invalid/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+    provider = _provider(sandbox, sleep=lambda seconds: None)
+    assert provider._delete("delete_vector_store", lambda: client.vector_stores.delete("vs_1")) == "deleted"
+    assert provider.attempts_made == 1
+
+
 def test_429_is_retried_after_the_servers_retry_after(sandbox, openai_client):
     sleep = RecordingSleep()
     provider = _provider(sandbox, sleep=sleep)
