@@ -3,6 +3,7 @@
 import logging
 
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import UsernameField
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
@@ -23,7 +24,10 @@ class ThrottledLoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def _keys(self, request) -> list[str]:
-        username = (request.POST.get("username") or "").lower()[:150]
+        # The name as the login form reads it before authenticating (stripped, NFKC-normalized): counted as
+        # typed, " ops" and "ｏｐｓ" each had ten tries of their own at the password of "ops", so an attacker
+        # rotating addresses was never stopped by the per-username limit.
+        username = UsernameField(max_length=150).to_python(request.POST.get("username") or "").lower()[:150]
         # The client's address as DRF's throttles read it: REMOTE_ADDR, or behind DJANGO_NUM_PROXIES proxies the
         # address the outermost one saw, so one client's failures do not lock out everyone behind the proxy.
         address = BaseThrottle().get_ident(request)
