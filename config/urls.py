@@ -22,6 +22,8 @@ admin.site.site_header = "RunLedger administration"
 admin.site.site_title = "RunLedger admin"
 
 urlpatterns = [
+    # Before the admin's own URLs, so its sign-in form is throttled like the product's.
+    path("admin/login/", core_views.throttled_admin_login),
     path("admin/", admin.site.urls),
     path("accounts/login/", core_views.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

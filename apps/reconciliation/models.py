@@ -1,6 +1,8 @@
 """Reconciliation: the OpenAI projects ops configured, one ReconciliationRun per attempt at a (day, project),
 and the per-line comparison of the ledger with OpenAI's Costs and Usage API that each complete run holds."""
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -53,6 +55,13 @@ class OpenAIProject(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.project_id})" if self.name else self.project_id
+
+    def clean(self):
+        # The keys this row names are sent to base_url: outside the sandbox it would let whoever edits the row
+        # read any environment variable of the workers (projects.ProjectConfig.resolved_base_url ignores it too).
+        if self.base_url and not settings.SANDBOX_ENABLED:
+            raise ValidationError({"base_url": "Only for the sandbox: leave it empty. This deployment reaches OpenAI "
+                                               "at OPENAI_BASE_URL."})
 
 
 class ReconciliationRun(models.Model):

@@ -6,6 +6,7 @@ admin key; the sweeps, the inventory and the run collector reach each project's 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,6 +15,8 @@ from django.conf import settings
 from django.db.models import Q
 
 from .comparison import Tolerance
+
+logger = logging.getLogger(__name__)
 
 
 class ProjectKeyMissing(RuntimeError):
@@ -55,6 +58,14 @@ class ProjectConfig:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def resolved_base_url(self) -> str:
+        """Where this project's keys are sent. The override is for the sandbox only (settings.SANDBOX_ENABLED,
+        never in production): honoured anywhere, anyone who may edit a project row in the admin could send the
+        key variable it names (OPENAI_ADMIN_KEY, or DATABASE_URL: any variable name passes) to a host of their
+        choosing with the next reconciliation. A row saved with one before is ignored here, and said so."""
+        if self.base_url and not settings.SANDBOX_ENABLED:
+            logger.warning("OpenAI project %s: base URL override %r ignored (sandbox only); using OPENAI_BASE_URL",
+                           self.project_id, self.base_url)
+            return settings.OPENAI_BASE_URL
         return self.base_url or settings.OPENAI_BASE_URL
 
     def provider(self, *, admin: bool):

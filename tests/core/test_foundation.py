@@ -28,6 +28,37 @@ def test_login_is_throttled_after_repeated_failures(client, staff_user):
     assert client.post("/accounts/login/", {"username": "ops", "password": "ops-password-1"}).status_code == 429
 
 
+@pytest.mark.parametrize("spelling", [" ops", "ops\t", "ＯＰＳ", "ｏｐｓ"])
+def test_a_locked_username_stays_locked_however_the_form_would_spell_it(client, staff_user, spelling):
+    # The form strips and NFKC-normalizes the username before authenticating, so each of these signs in as "ops":
+    # counted apart, an attacker rotating addresses had a fresh ten guesses for every spelling.
+    for number in range(10):
+        client.post("/accounts/login/", {"username": "ops", "password": "wrong"}, REMOTE_ADDR=f"198.51.100.{number}")
+    response = client.post("/accounts/login/", {"username": spelling, "password": "ops-password-1"},
+                           REMOTE_ADDR="203.0.113.50")
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_admin_sign_in_counts_failures_with_the_product_sign_in_and_locks_the_same(client, staff_user):
+    # /admin/login/ is a second form for the same (staff) passwords: it had no limit at all.
+    for number in range(5):
+        assert client.post("/admin/login/", {"username": "ops", "password": "wrong"},
+                           REMOTE_ADDR=f"198.51.100.{number}").status_code == 200
+    for number in range(5, 10):
+        client.post("/accounts/login/", {"username": "ops", "password": "wrong"}, REMOTE_ADDR=f"198.51.100.{number}")
+    response = client.post("/admin/login/", {"username": "ops", "password": "ops-password-1"}, REMOTE_ADDR="203.0.113.50")
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    # Below the limit the admin's form signs staff in as it always did.
+    assert client.post("/admin/login/", {"username": "ops2", "password": "x"}, REMOTE_ADDR="203.0.113.51").status_code == 200
+    staff_user.username = "ops2"
+    staff_user.save()
+    response = client.post("/admin/login/?next=/admin/", {"username": "ops2", "password": "ops-password-1"},
+                           REMOTE_ADDR="203.0.113.51")
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
 def test_behind_a_proxy_one_clients_failed_logins_lock_out_that_client_not_everyone(client, staff_user, settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
     proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request arrives from the proxy

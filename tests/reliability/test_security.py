@@ -191,3 +191,30 @@ def test_api_keys_are_stored_hashed_and_compared_in_constant_time(tenant):
     stored = ApiKey.objects.get(pk=key.pk)
     assert plaintext not in str(stored.__dict__) and len(stored.key_hash) == 64
     assert "hmac.compare_digest" in inspect.getsource(services.api_key_authenticate)
+
+
+def test_a_projects_base_url_override_is_refused_and_ignored_outside_the_sandbox(settings, monkeypatch):
+    """The keys a project row names go to its base URL: in production an admin edit pointing it elsewhere
+    would hand any environment variable of the workers (the org admin key, DATABASE_URL) to that host."""
+    from django.core.exceptions import ValidationError
+
+    from apps.reconciliation.models import OpenAIProject
+    from apps.reconciliation.projects import project_config
+
+    settings.SANDBOX_ENABLED = False
+    settings.OPENAI_BASE_URL = ""
+    monkeypatch.setenv("RL_TEST_PROJ_X_API", "sk-proj-x")
+    project = OpenAIProject(project_id="proj_x", admin_key_env="OPENAI_ADMIN_KEY", api_key_env="RL_TEST_PROJ_X_API",
+                            base_url="https://collector.example.net/v1")
+    with pytest.raises(ValidationError) as refused:
+        project.full_clean()
+    assert list(refused.value.message_dict) == ["base_url"]
+    # A row saved before (or past the admin) is not followed either: the deployment's own OpenAI endpoint.
+    project.save()
+    config = project_config("proj_x")
+    assert config.resolved_base_url() == ""
+    assert config.provider(admin=False).base_url is None
+    # The sandbox (local, tests, demo) keeps the override.
+    settings.SANDBOX_ENABLED = True
+    project.full_clean()
+    assert project_config("proj_x").resolved_base_url() == "https://collector.example.net/v1"
