@@ -1,4 +1,4 @@
-"""Request id on every log line, NUL characters and unread chunked bodies refused, a retryable 503 when the
+"""Request id on every log line, /healthz for health checks whatever the host, NUL characters and unread chunked bodies refused, a retryable 503 when the
 database is down, the viewer's timezone."""
 
 import logging
@@ -91,6 +91,44 @@ class LengthRequiredMiddleware:
         return self.get_response(request)
 
 
+def _database_unavailable(exception: Exception) -> HttpResponse | None:
+    """The 503 (with Retry-After) for an exception that says the database cannot be reached, else None."""
+    if isinstance(exception, (OperationalError, InterfaceError)) or (
+        isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
+    ):
+        logger.warning("database unavailable: %s", exception)
+        response = JsonResponse(
+            {"error": {"code": "service_unavailable", "message": "Database unavailable; retry shortly."}},
+            status=503,
+        )
+        response["Retry-After"] = "5"
+        return response
+    return None
+
+
+class HealthCheckMiddleware:
+    """/healthz, answered before the host check and the HTTPS redirect of the middleware after this one. Health
+    checks call it by address over plain HTTP (docker-compose's asks http://127.0.0.1:8000/healthz inside the
+    web container): production answered them 400, 127.0.0.1 not being an allowed host (or, allowed, a redirect
+    to https), so the web container never read healthy. It tells nothing but that the app reaches its database."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info != "/healthz" or request.method not in ("GET", "HEAD"):
+            return self.get_response(request)
+        from .views import healthz  # views import this module's helpers
+
+        try:
+            return healthz(request)
+        except DatabaseError as exc:
+            response = _database_unavailable(exc)
+            if response is None:
+                raise
+            return response
+
+
 class ServiceUnavailableMiddleware:
     """A lost database connection is the server's problem, not the client's and not a bug: answer 503
     with Retry-After so well-behaved clients (the ingest SDKs, the billing system) try again."""
@@ -102,17 +140,7 @@ class ServiceUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)) or (
-            isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
-        ):
-            logger.warning("database unavailable: %s", exception)
-            response = JsonResponse(
-                {"error": {"code": "service_unavailable", "message": "Database unavailable; retry shortly."}},
-                status=503,
-            )
-            response["Retry-After"] = "5"
-            return response
-        return None
+        return _database_unavailable(exception)
 
 
 class ViewerTimezoneMiddleware:

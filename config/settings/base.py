@@ -55,9 +55,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    # Before SecurityMiddleware, whose host check and HTTPS redirect a container's health check cannot pass.
+    "apps.core.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.NulRefusedMiddleware",
     "apps.core.middleware.LengthRequiredMiddleware",
     "apps.core.middleware.ServiceUnavailableMiddleware",

@@ -11,6 +11,32 @@ def test_healthz(client):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
+def test_healthz_answers_a_health_check_by_address_over_http_under_production_settings(client, settings):
+    # docker-compose's web health check asks http://127.0.0.1:8000/healthz inside the container: production
+    # answered 400 (127.0.0.1 is not an allowed host), so the web container never read healthy.
+    settings.ALLOWED_HOSTS = ["runledger.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    settings.DEBUG = False
+    response = client.get("/healthz", HTTP_HOST="127.0.0.1:8000")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert len(response["X-Request-Id"]) == 32
+    # Only the health check: every other path still refuses the host, and the allowed one is sent to https.
+    assert client.get("/accounts/login/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    redirect = client.get("/accounts/login/", HTTP_HOST="runledger.example.com")
+    assert redirect.status_code == 301 and redirect["Location"].startswith("https://runledger.example.com/")
+
+
+def test_healthz_answers_503_while_the_database_is_unreachable(client, monkeypatch):
+    from django.db import OperationalError, connection
+
+    def unreachable():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", unreachable)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+
+
 def test_every_response_carries_a_request_id_and_echoes_a_safe_one(client):
     assert len(client.get("/healthz")["X-Request-Id"]) == 32
     assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")["X-Request-Id"] == "abc-123"
