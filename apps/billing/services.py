@@ -31,8 +31,9 @@ def statement_close(
     Idempotent: closing a closed month returns the stored statement unchanged. The JSON and CSV are
     rendered once here and stored with their hash; nothing ever re-renders a closed statement. Runs that
     reach the ledger later for this month are billed as adjustments on the next open month.
-    A month with unpriced runs (no price for their model yet) is refused unless `allow_unpriced`,
-    because those runs would be billed at $0 now and only as an adjustment later."""
+    A month with unpriced runs (no price for their model yet), its own or late ones of earlier months that it
+    carries as adjustments, is refused unless `allow_unpriced`, because those runs would be billed at $0 now
+    and only as an adjustment later."""
     now = now or timezone.now()
     period = period.replace(day=1)
     existing = selectors.statement_get_closed(tenant=tenant, period=period)
@@ -44,10 +45,14 @@ def statement_close(
         )
     data = selectors.statement_data(tenant=tenant, period=period)
     document = selectors.statement_document(data, status=Statement.Status.CLOSED, closed_at=now)
-    if document["unpriced_runs"] and not allow_unpriced:
+    # Late unpriced runs of closed months ride on this statement as adjustments, billed at $0 just as the
+    # month's own would be: they need the same consent (the document's unpriced_runs counts only the month's).
+    late_unpriced = sum(max(entry.get("unpriced_runs", 0), 0) for entry in data.adjustments)
+    if (document["unpriced_runs"] or late_unpriced) and not allow_unpriced:
+        late = f" and {late_unpriced} late run(s) of earlier months carried as adjustments" if late_unpriced else ""
         raise StatementCloseError(
             "unpriced_runs",
-            f"{document['unpriced_runs']} run(s) in {period:%Y-%m} use a model with no price. Add the price "
+            f"{document['unpriced_runs']} run(s) in {period:%Y-%m}{late} use a model with no price. Add the price "
             f"(POST /api/v1/prices/) and close again, or close with allow_unpriced=true to bill them later as an adjustment.",
         )
     frozen_json = selectors.render_json(document)

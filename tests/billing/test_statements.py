@@ -274,6 +274,31 @@ def test_closing_a_month_with_unpriced_runs_needs_allow_unpriced(api_client, adm
     assert closed.status_code == 200 and json.loads(closed.content)["unpriced_runs"] == 1
 
 
+def test_closing_a_month_that_carries_a_late_unpriced_run_as_an_adjustment_needs_allow_unpriced(
+        api_client, admin_key, billing_key, tenant, ledger):
+    assert close(api_client, admin_key, "acme", "2026-01").status_code == 200
+    assistants_run(tenant, at(2026, 1, 10), model="gpt-unknown-model")  # late, and no price for its model
+    [adjustment] = lines_of(get_json(api_client, billing_key, "acme", "2026-02"), "adjustment")
+    assert (adjustment["model"], adjustment["runs"], adjustment["amount_usd"]) == ("gpt-unknown-model", 1, "0.00")
+
+    refused = close(api_client, admin_key, "acme", "2026-02")
+
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "unpriced_runs"
+    assert "1 late run(s)" in refused.json()["error"]["message"]
+    assert not Statement.objects.for_tenant(tenant).filter(period="2026-02-01").exists()
+    closed = close(api_client, admin_key, "acme", "2026-02", allow_unpriced=True)
+    assert closed.status_code == 200 and lines_of(json.loads(closed.content), "adjustment") == [adjustment]
+
+
+def test_a_late_run_of_a_month_closed_with_its_unpriced_runs_allowed_is_not_asked_about_again(
+        api_client, admin_key, tenant, ledger):
+    assistants_run(tenant, at(2026, 1, 10), model="gpt-unknown-model")
+    assert close(api_client, admin_key, "acme", "2026-01", allow_unpriced=True).status_code == 200
+    response(tenant, at(2026, 1, 11), model="gpt-4.1")  # late and priced: the adjustment has no new unpriced run
+
+    assert close(api_client, admin_key, "acme", "2026-02").status_code == 200
+
+
 def test_only_admin_keys_close_and_bad_periods_are_400(api_client, billing_key, ingest_key, admin_key, tenant, ledger):
     assert close(api_client, billing_key, "acme", "2026-01").status_code == 403
     assert close(api_client, ingest_key, "acme", "2026-01").status_code == 403

@@ -117,6 +117,26 @@ def test_usage_lists_only_groups_with_runs_after_a_run_moves_to_another_model_an
         (key, 1, str(run.cost_total_usd.normalize()))]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("group_by", ["model", "feature"])
+def test_usage_lines_sort_by_key_in_code_point_order_whatever_the_databases_collation(
+        api_client, billing_key, tenant, group_by):
+    from django.db import connection
+
+    # docker-compose's postgres:16 creates the database with an en_US locale, where "_x" < "chat" < "Search";
+    # the test database is C. The column given a linguistic collation (rolled back with the test) stands for it.
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE ledger_dailyrollup ALTER COLUMN "{group_by}" TYPE varchar(100) COLLATE "en-x-icu"')
+    for name in ("chat", "Search", "_x"):
+        ingest(tenant, builders.response(created_at=at(2026, 1, 5), model=f"gpt-4.1{name}" if group_by == "model" else "gpt-4.1"),
+               feature=name)
+
+    body = usage(api_client, billing_key, start="2026-01-01", end="2026-02-01", group_by=group_by).json()
+
+    keys = [line["key"] for line in body["lines"]]
+    assert keys == sorted(keys) and len(keys) == 3  # code-point order, as SQLite's path and usage by end user give
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
