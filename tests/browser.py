@@ -44,3 +44,19 @@ def charts_have_data(page) -> dict:
 def screenshot(page, name: str, width_name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+
+
+def select_options_cut_off(page) -> list[str]:
+    """Every option of every <select> on the page that, chosen, would not fit its box (its text cut off), as
+    "name: option text". Measured with a copy of the select beside it, sized to that one option."""
+    return page.evaluate("""() => [...document.querySelectorAll('select')].flatMap(select => [...select.options]
+        .filter((option, index) => {
+            const copy = select.cloneNode(true);
+            Object.assign(copy.style, {width: 'auto', minWidth: '0', maxWidth: 'none', position: 'absolute',
+                                       visibility: 'hidden'});
+            [...copy.options].forEach((other, j) => { if (j !== index) other.remove(); });
+            select.parentElement.appendChild(copy);
+            const natural = copy.offsetWidth;
+            copy.remove();
+            return natural > select.offsetWidth + 1;
+        }).map(option => `${select.name}: ${option.text}`))""")

@@ -35,6 +35,9 @@ class Column:
     csv_kind: str | None = None
     sort: str = ""  # the ?sort= value that orders by this column, if sortable
     numeric: bool = False
+    # May wrap at its spaces when the table is tight (cells do not by default): for short values with words
+    # after them ("$2.50 (input price)"), which need no minimum width of their own as longtext has.
+    wrap: bool = False
 
     def get(self, row) -> Any:
         if self.value is not None:
@@ -54,6 +57,15 @@ class Cell:
     kind: str
     url: str | None = None
     align_right: bool = False
+    wrap: bool = False
+
+    @property
+    def css_class(self) -> str:
+        """The cell's classes: right-aligned numbers; wrapping text (longtext is left-aligned prose)."""
+        classes = ["num"] if self.align_right else []
+        if self.wrap or (self.kind == "longtext" and not self.align_right):
+            classes.append("wrap")
+        return " ".join(classes)
 
 
 class CappedPaginator(Paginator):
@@ -160,7 +172,7 @@ class Table:
         for row in self.page_rows:
             rows.append([
                 Cell(value=column.get(row), kind=column.kind, url=column.link(row) if column.link else None,
-                     align_right=column.align_right)
+                     align_right=column.align_right, wrap=column.wrap)
                 for column in self.page_columns
             ])
         return rows

@@ -706,10 +706,12 @@ def _or_input_price_column(attribute: str, header: str) -> Column:
 
     def shown(model_price) -> str:
         billed = price(model_price.billed_per_1m(attribute))
-        return billed if getattr(model_price, attribute) is not None else f"{billed} (input price)"
+        return billed if getattr(model_price, attribute) is not None else f"{billed} (input\u00a0price)"
 
+    # wrap: "(input price)" may go under the amount when the table is tight; two such columns on one line
+    # pushed the price history's last column off the screen at 1280 px.
     return Column(attribute, header, value=shown, numeric=True, csv_get=lambda model_price: getattr(model_price, attribute),
-                  csv_kind="price")
+                  csv_kind="price", wrap=True)
 
 
 class PriceListView(DashboardView):
@@ -746,7 +748,11 @@ class PriceListView(DashboardView):
                 name="history", title="Price history", rows=model_price_versions(model=self.model), paginate_by=50,
                 page_param="history_page",
                 columns=[
-                    Column("model", "Model", "code"),
+                    # On the page the version (model@effective date, what a run's page says it was rated with)
+                    # stands in for the model: as a column of its own after the wrapped Source, it sat past the
+                    # table's right edge at 1280 px. The CSV keeps its columns as they were.
+                    Column("version", "Version", "code", csv=False),
+                    Column("model", "Model", "code", page=False),
                     Column("effective_from", "Effective from", "date"),
                     Column("input_usd_per_1m", "Input", "price"),
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
@@ -754,7 +760,7 @@ class PriceListView(DashboardView):
                     Column("output_usd_per_1m", "Output", "price"),
                     Column("source", "Source", "longtext"),  # free text: wraps, so the columns after it stay on screen
                     Column("source_date", "Checked", "date"),
-                    Column("version", "Version", "code"),
+                    Column("version", "Version", "code", page=False),
                 ],
                 empty="No price versions for this model.",
             ),

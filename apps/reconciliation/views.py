@@ -39,7 +39,7 @@ class ReconciliationFilterForm(forms.Form):
     start = BoundedDateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
     end = BoundedDateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (inclusive)")
     project = forms.ChoiceField(required=False, label="OpenAI project")
-    status = forms.ChoiceField(required=False, choices=[("flagged", "Flagged lines only"), ("all", "Every line")],
+    status = forms.ChoiceField(required=False, choices=[("flagged", "Flagged only"), ("all", "Every line")],
                                label="Lines")
 
     def __init__(self, *args, project_ids=(), **kwargs):

@@ -229,3 +229,24 @@ def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_fo
     header_bottom = page.locator(".site-header").evaluate("el => el.getBoundingClientRect().bottom")
     assert page.locator("#table-runs").evaluate("el => el.getBoundingClientRect().top") >= header_bottom
     screenshot(page, "runs-keyboard", "desktop")
+
+
+def test_price_history_of_every_model_fits_at_1280_with_each_version_on_screen(page, live_server, ledger):
+    """Every model's history, with prices billed at the input price and a long free-text source: the Version
+    column, last after the wrapped Source, sat past the table's right edge at 1280 px (107 px of it hidden
+    with the demo's price book). The version (model@date) now leads each row in place of the bare model."""
+    from apps.pricing.models import ModelPrice
+
+    for name in ("gpt-9.2-astra-preview", "gpt-9.2-sol-preview"):
+        ModelPrice.objects.create(model=name, effective_from=dt.date(2026, 11, 17), input_usd_per_1m="10.00",
+                                  output_usd_per_1m="40.00", source_date=dt.date(2026, 11, 18),
+                                  source="LaoZhang docs, AgentCompass v0.6.8, LiteLLM discussion #52347")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/prices/")
+    region = page.get_by_role("region", name="Price history")
+    assert region.evaluate("(s) => s.scrollWidth - s.clientWidth") <= 1
+    version = region.get_by_text("gpt-9.2-astra-preview@2026-11-17", exact=True)
+    box, edge = version.bounding_box(), region.bounding_box()
+    assert box["x"] >= edge["x"] and box["x"] + box["width"] <= edge["x"] + edge["width"]
+    screenshot(page, "prices-history-every-model", "desktop")

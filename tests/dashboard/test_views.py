@@ -345,7 +345,13 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert rows[2][:5] == ["test-model", "2025-01-01", "2.50", "", "3.10"]  # written as the other prices are
     # The page says what an empty cached price bills at, instead of a dash read as "free".
     cells = response.context["tables"]["history"].html_rows[0]
-    assert [cell.value for cell in cells[2:4]] == [Decimal("2.00"), "$2.00 (input price)"]
+    # "(input price)" is one unbreakable phrase: a tight table may put it under the amount, never split it.
+    assert [cell.value for cell in cells[2:4]] == [Decimal("2.00"), "$2.00 (input\u00a0price)"]
+    assert [cell.css_class for cell in cells[2:4]] == ["num", "num wrap"]
+    # The page leads with the version (what a run says it was rated with); the CSV keeps its columns.
+    assert cells[0].value == "test-model@2026-06-01"
+    assert rows[0] == ["Model", "Effective from", "Input", "Cached input", "Cache write", "Output", "Source",
+                       "Checked", "Version"]
     cached = response.context["history_figure"]["data"][1]
     assert cached["name"] == "cached input (= input price)" and cached["line"]["dash"] == "dot"
 

@@ -180,6 +180,14 @@ def test_upcoming_deletions_fit_at_1280_without_scrolling_sideways(page, live_se
     Thread.objects.create(tenant=world["acme"], openai_id=long_id, kind="thread", created_at=last,
                           last_activity_at=last)
     world["provider"].add_thread(long_id, last)
+    # The demo's rows: a conversation (its badge is wider than a thread's) of a tenant with a longer slug; with
+    # its two times unwrapped the table still ran 27 px past the edge there.
+    umbrella = Tenant.objects.create(slug="umbrella", name="Umbrella Health")
+    conversation_id = "conv_00c790104f9e04980b538b5a9e1c6d2f0a7b3c4d5e6f7a8b"
+    Thread.objects.create(tenant=umbrella, openai_id=conversation_id, kind="conversation", created_at=last,
+                          last_activity_at=last)
+    world["provider"].conversations[conversation_id] = {
+        "id": conversation_id, "object": "conversation", "created_at": int(last.timestamp()), "metadata": {}}
     preview = services.sweep_create(kind="threads", dry_run=True)
     services.sweep_run_to_completion(sweep_id=preview.pk, provider=world["provider"])
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -187,5 +195,9 @@ def test_upcoming_deletions_fit_at_1280_without_scrolling_sideways(page, live_se
     page.goto(f"{live_server.url}/lifecycle/")
     region = page.get_by_role("region", name="Upcoming deletions (latest dry run of each kind)")
     assert region.get_by_text("thread_retention_days=", exact=False).first.is_visible()
+    assert region.get_by_text("conversation", exact=True).count() == 1
     assert region.evaluate("(s) => s.scrollWidth - s.clientWidth") <= 1
+    # A time that wraps breaks before its clock time only: its date stays on one line.
+    day = region.locator("time .day").first
+    assert day.evaluate("(el) => el.getClientRects().length") == 1
     screenshot(page, "lifecycle-upcoming-deletions", "desktop")

@@ -12,7 +12,7 @@ import pytest
 from apps.ledger.models import DailyRollup
 from apps.reconciliation.services import reconciliation_reconcile
 from apps.tenants.models import Membership, Tenant
-from tests.browser import WIDTHS, login, screenshot
+from tests.browser import WIDTHS, login, screenshot, select_options_cut_off
 
 from .fakes import FakeAdminProvider
 
@@ -94,6 +94,16 @@ def test_the_default_view_lists_only_flagged_lines_and_the_toggle_keeps_the_filt
     assert f"start={reconciled['days'][DRIFT_OFFSET].isoformat()}" in page.url
     assert page.locator("table[data-table=lines] tbody tr").count() > 1
     screenshot(page, "reconciliation-every-line", "desktop")
+
+
+def test_every_filter_option_fits_its_box_on_a_phone(page, live_server, reconciled):
+    """At 390 px the filters sit two to a row: "Flagged lines only" read "Flagged lines or" in the Lines box."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/reconciliation/")
+    assert select_options_cut_off(page) == []
+    assert page.get_by_label("Lines").locator("option").all_inner_texts() == ["Flagged only", "Every line"]
+    screenshot(page, "reconciliation-filters", "mobile")
 
 
 def test_tenant_member_gets_404_and_no_reconciliation_link(page, live_server, reconciled):
