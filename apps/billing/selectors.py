@@ -1,5 +1,5 @@
-"""Reads for the billing API: usage by period, monthly statements (live or frozen), and the hooks through which
-the lifecycle app's storage metering feeds statements without billing depending on it.
+"""Reads for the billing API: usage by period, monthly statements (live or frozen) with the vector storage the
+lifecycle app meters.
 
 Statement arithmetic. A statement is built from *components*, each with exact (unrounded) numbers:
 `model:<name>` (runs, tokens by kind, token cost by kind), `tool:<kind>` (sessions or calls and their
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Sum
+from django.db.models.functions import TruncMonth
 
 from apps.core.exports import csv_value
 from apps.core.money import ZERO, round_cents, usd_string
@@ -92,59 +93,49 @@ def tenant_usage(*, tenant, start: dt.date, end: dt.date, group_by: str) -> dict
 # --- hooks other apps fill in -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StorageUsage:
-    gb_days: Decimal
-    cost_usd: Decimal
+def vector_storage_by_month(*, tenant, start: dt.date, end: dt.date) -> dict[dt.date, tuple[Decimal, Decimal]]:
+    """(GB-days, cost) of a tenant's metered vector storage (the lifecycle app's daily StorageMeter rows) per
+    month from `start` to `end` (first days of months; end exclusive), months without metering left out."""
+    from apps.lifecycle.models import StorageMeter
 
-
-def vector_storage_usage(*, tenant, start: dt.date, end: dt.date) -> StorageUsage:
-    """Vector-storage GB-days and their cost for a tenant from `start` to `end` (exclusive).
-
-    The lifecycle app meters storage. Preferred hook: `apps.lifecycle.selectors.vector_storage_usage(*, tenant,
-    start, end) -> {"gb_days": Decimal, "cost_usd": Decimal}`; failing that, the sums of its daily
-    StorageMeter rows; with neither (or no metering yet) the line is 0 GB-days."""
-    try:
-        from apps.lifecycle import selectors as lifecycle_selectors
-    except ImportError:
-        lifecycle_selectors = None
-    metering = getattr(lifecycle_selectors, "vector_storage_usage", None)
-    if metering is not None:
-        result = metering(tenant=tenant, start=start, end=end)
-        return StorageUsage(gb_days=Decimal(result["gb_days"]), cost_usd=Decimal(result["cost_usd"]))
-    try:
-        from apps.lifecycle.models import StorageMeter
-    except ImportError:
-        return StorageUsage(gb_days=ZERO, cost_usd=ZERO)
-    totals = StorageMeter.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end).aggregate(
-        gb_days=Sum("gb_days"), cost_usd=Sum("cost_usd")
-    )
-    return StorageUsage(gb_days=totals["gb_days"] or ZERO, cost_usd=totals["cost_usd"] or ZERO)
+    rows = (StorageMeter.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+            .annotate(month=TruncMonth("day")).values("month").order_by()
+            .annotate(gb_days=Sum("gb_days"), cost_usd=Sum("cost_usd")))
+    return {row["month"]: (row["gb_days"] or ZERO, row["cost_usd"] or ZERO) for row in rows}
 
 
 # --- statement components -----------------------------------------------------------------------------
 
 
-def period_components(*, tenant, period: dt.date) -> dict[str, dict]:
-    """The exact components of one tenant's usage in one month (see the module docstring)."""
-    start, end = period, next_month(period)
-    components: dict[str, dict] = {}
-    for row in ledger_selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="model"):
-        components[f"model:{row['key']}"] = {
-            "kind": "model", "model": row["key"],
-            **{name: row[name] for name in MODEL_COUNT_FIELDS},
-            "cost_input_usd": row["cost_input_usd"],
-            "cost_cached_input_usd": row["cost_cached_input_usd"],
-            "cost_output_usd": row["cost_output_usd"],
-            "cost_usd": row["cost_input_usd"] + row["cost_cached_input_usd"] + row["cost_output_usd"],
-        }
-    for kind, usage in ledger_selectors.tool_usage_by_kind(tenant=tenant, start=start, end=end).items():
-        components[f"tool:{kind}"] = {
-            "kind": "tool", "tool": kind, "quantity": Decimal(usage["quantity"]), "cost_usd": usage["cost_usd"],
-        }
-    storage = vector_storage_usage(tenant=tenant, start=start, end=end)
-    components["vector_storage"] = {"kind": "vector_storage", "quantity": storage.gb_days, "cost_usd": storage.cost_usd}
-    return components
+def components_by_month(*, tenant, first: dt.date, last: dt.date) -> dict[dt.date, dict[str, dict]]:
+    """The exact components of one tenant's usage (see the module docstring) in every month from `first` to
+    `last` (inclusive), in the same few queries whatever the number of months: an open statement works out
+    every closed month before it, and a query or four per month made one with a few years of closed months
+    take half a second."""
+    start, end = first, next_month(last)
+    lines = ledger_selectors.usage_lines_by_month(tenant=tenant, start=start, end=end, group_by="model")
+    tools = ledger_selectors.tool_usage_by_kind_by_month(tenant=tenant, start=start, end=end)
+    storage = vector_storage_by_month(tenant=tenant, start=start, end=end)
+    months: dict[dt.date, dict[str, dict]] = {}
+    for month in tools:  # every month of the range
+        components: dict[str, dict] = {}
+        for row in lines.get(month, []):
+            components[f"model:{row['key']}"] = {
+                "kind": "model", "model": row["key"],
+                **{name: row[name] for name in MODEL_COUNT_FIELDS},
+                "cost_input_usd": row["cost_input_usd"],
+                "cost_cached_input_usd": row["cost_cached_input_usd"],
+                "cost_output_usd": row["cost_output_usd"],
+                "cost_usd": row["cost_input_usd"] + row["cost_cached_input_usd"] + row["cost_output_usd"],
+            }
+        for kind, usage in tools[month].items():
+            components[f"tool:{kind}"] = {
+                "kind": "tool", "tool": kind, "quantity": Decimal(usage["quantity"]), "cost_usd": usage["cost_usd"],
+            }
+        gb_days, cost_usd = storage.get(month, (ZERO, ZERO))
+        components["vector_storage"] = {"kind": "vector_storage", "quantity": gb_days, "cost_usd": cost_usd}
+        months[month] = components
+    return months
 
 
 _NUMERIC_INT = set(MODEL_COUNT_FIELDS)
@@ -218,6 +209,7 @@ def statement_data(*, tenant, period: dt.date) -> StatementData:
         sources.append(month)
         month = previous_month(month)
     adjustments = []
+    everything = components_by_month(tenant=tenant, first=sources[-1] if sources else period, last=period)
     for source in reversed(sources):
         source_key = source.strftime("%Y-%m")
         frozen = {key: _from_jsonable(value) for key, value in closed[source].document.get("components", {}).items()}
@@ -226,7 +218,7 @@ def statement_data(*, tenant, period: dt.date) -> StatementData:
             for entry in statement.document.get("adjustments", []):
                 if entry["source_period"] == source_key:
                     carried.setdefault(entry["component"], []).append(_from_jsonable(entry))
-        current = period_components(tenant=tenant, period=source)
+        current = everything[source]
         for key in sorted(set(current) | set(frozen) | set(carried)):
             delta = _difference(current.get(key), frozen.get(key), carried.get(key, []))
             if delta is not None:
@@ -234,7 +226,7 @@ def statement_data(*, tenant, period: dt.date) -> StatementData:
                 delta.pop("component", None)
                 adjustments.append({"source_period": source_key, "component": key, **delta})
     return StatementData(
-        tenant=tenant, period=period, components=period_components(tenant=tenant, period=period), adjustments=adjustments
+        tenant=tenant, period=period, components=everything[period], adjustments=adjustments
     )
 
 

@@ -30,7 +30,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncMonth
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, units_as_usd_sql, units_to_usd, units_usd_string_sql
 from apps.core.timeutils import day_start, moment_shifted, month_start, next_month
@@ -882,35 +882,61 @@ def usage_lines(*, tenant, start: dt.date, end: dt.date, group_by: str) -> list[
         totals = _end_user_totals(tenant, start, end)
         return [{"key": user_id, **totals[user_id]} for user_id in sorted(totals)]
     daily = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+    return _daily_usage_lines(daily, group_by, by_month=False).get(None, [])
+
+
+def usage_lines_by_month(*, tenant, start: dt.date, end: dt.date, group_by: str) -> dict[dt.date, list[dict]]:
+    """usage_lines for each month from `start` to `end` (first days of months; end exclusive), by model or
+    feature: {month: lines}, months without runs left out. In one read, whatever the number of months: an open
+    statement works out every closed month before it (billing.selectors.statement_data)."""
+    if group_by not in ("model", "feature"):
+        raise ValueError("group_by must be model or feature")
+    daily = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+    return _daily_usage_lines(daily, group_by, by_month=True)
+
+
+def _daily_usage_lines(daily: QuerySet, group_by: str, *, by_month: bool) -> dict[dt.date | None, list[dict]]:
+    """The daily rollups' usage_lines, {None: lines} or with `by_month` {month: lines}: lines in code-point order
+    of key, only groups with runs."""
     if connection.vendor != "postgresql":
-        return _usage_lines_added_here(daily, group_by)
+        return _usage_lines_added_here(daily, group_by, by_month=by_month)
     sums = {name: Coalesce(Sum(name), 0) for name in _USAGE_COUNTS}
     sums.update({name: _sum_money(name) for name in _USAGE_MONEY})
+    groups = (group_by, "month") if by_month else (group_by,)
+    if by_month:
+        daily = daily.annotate(month=TruncMonth("day"))
     rows = (
-        daily.values(group_by).order_by()
+        daily.values(*groups).order_by()
         .annotate(runs=Coalesce(Sum("runs"), 0), unpriced_runs=Coalesce(Sum("unpriced_runs"), 0), **sums)
         .exclude(runs=0)  # HAVING: only groups with runs
     )
-    lines = []
+    lines: dict[dt.date | None, list[dict]] = defaultdict(list)
     for row in rows:
         key = row.pop(group_by)
-        lines.append({"key": key.isoformat() if isinstance(key, dt.date) else key, **row})
+        month = row.pop("month") if by_month else None
+        lines[month].append({"key": key.isoformat() if isinstance(key, dt.date) else key, **row})
     # Sorted here, in code-point order as on SQLite and by end user: ORDER BY follows the database's collation,
     # and one created with an en_US locale (docker-compose's postgres:16) put "_x" < "chat" < "Search".
-    lines.sort(key=lambda line: line["key"])
-    return lines
+    for month_lines in lines.values():
+        month_lines.sort(key=lambda line: line["key"])
+    return dict(lines)
 
 
-def _usage_lines_added_here(daily: QuerySet, group_by: str) -> list[dict]:
-    """usage_lines on SQLite, which adds decimals up as floating point (the 10th decimal of a large sum was
-    lost): the stored rows added up here, exactly, as _end_user_totals does for end users."""
+def _usage_lines_added_here(daily: QuerySet, group_by: str, *, by_month: bool) -> dict[dt.date | None, list[dict]]:
+    """_daily_usage_lines on SQLite, which adds decimals up as floating point (the 10th decimal of a large sum
+    was lost): the stored rows added up here, exactly, as _end_user_totals does for end users."""
     names = ("runs", "unpriced_runs", *_USAGE_COUNTS, *_USAGE_MONEY)
     totals: dict = {}
-    for key, *values in daily.values_list(group_by, *names):
-        current = totals.get(key)
-        totals[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
-    return [{"key": key.isoformat() if isinstance(key, dt.date) else key, **dict(zip(names, totals[key], strict=True))}
-            for key in sorted(totals) if totals[key][0]]  # totals[key][0] is runs: only groups with runs
+    for day, key, *values in daily.values_list("day", group_by, *names):
+        group = (day.replace(day=1) if by_month else None, key)
+        current = totals.get(group)
+        totals[group] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
+    lines: dict[dt.date | None, list[dict]] = defaultdict(list)
+    for month, key in sorted(totals, key=lambda group: group[1]):
+        if totals[(month, key)][0]:  # runs: only groups with runs
+            lines[month].append({"key": key.isoformat() if isinstance(key, dt.date) else key,
+                                 **dict(zip(names, totals[(month, key)], strict=True))})
+    return dict(lines)
 
 
 class ToolPriceVersionMissing(LookupError):
@@ -936,18 +962,43 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
     file-search calls only under the Responses API) times that version's fee, by the same rules as rating,
     so the kinds add up to the runs' cost_tools_usd. Three small queries, none on the runs. Raises
     ToolPriceVersionMissing if tool use was rated with a version that no longer exists."""
+    return _tool_usage(tenant, start, end, by_month=False)[None]
+
+
+def tool_usage_by_kind_by_month(*, tenant, start: dt.date, end: dt.date) -> dict[dt.date, dict[str, dict]]:
+    """tool_usage_by_kind for every month from `start` to `end` (first days of months; end exclusive), each
+    month present, in the same three queries whatever the number of months."""
+    kinds = _tool_usage(tenant, start, end, by_month=True)
+    months, month = {}, start
+    while month < end:
+        months[month] = kinds.get(month) or _no_tool_use()
+        month = next_month(month)
+    return months
+
+
+def _no_tool_use() -> dict[str, dict]:
+    return {kind: {"quantity": 0, "cost_usd": ZERO} for kind in ("code_interpreter", "file_search", "web_search")}
+
+
+def _tool_usage(tenant, start: dt.date, end: dt.date, *, by_month: bool) -> dict[dt.date | None, dict[str, dict]]:
+    """tool_usage_by_kind as {None: kinds}, or with `by_month` {month: kinds} for the months with rollup rows."""
     from apps.pricing.models import ToolPrice
     from apps.pricing.rating import ONE_THOUSAND
 
-    quantities = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end).aggregate(
-        code_interpreter=Coalesce(Sum("code_interpreter_sessions"), 0),
-        file_search=Coalesce(Sum("file_search_calls"), 0),
-        web_search=Coalesce(Sum("web_search_calls"), 0),
-    )
-    kinds = {kind: {"quantity": quantities[kind], "cost_usd": ZERO} for kind in ("code_interpreter", "file_search", "web_search")}
+    def grouped(queryset: QuerySet, *names: str) -> QuerySet:
+        if by_month:
+            return queryset.annotate(month=TruncMonth("day")).values("month", *names)
+        return queryset.values(*names)
+
+    daily = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
+    quantities = {None: daily.aggregate(**_TOOL_QUANTITIES)} if not by_month else {
+        row.pop("month"): row for row in grouped(daily).order_by().annotate(**_TOOL_QUANTITIES)}
+    usage = {month: {kind: {"quantity": row[kind], "cost_usd": ZERO} for kind in ("code_interpreter", "file_search",
+                                                                                   "web_search")}
+             for month, row in quantities.items()}
     billable = list(
-        ToolUsageRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
-        .values("tool_price_id").order_by("tool_price_id")
+        grouped(ToolUsageRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end), "tool_price_id")
+        .order_by("tool_price_id")
         .annotate(sessions=Coalesce(Sum("code_interpreter_sessions"), 0),
                   file_search=Coalesce(Sum("billable_file_search_calls"), 0),
                   web_search=Coalesce(Sum("web_search_calls"), 0))
@@ -956,16 +1007,24 @@ def tool_usage_by_kind(*, tenant, start: dt.date, end: dt.date) -> dict[str, dic
     # deleted (they do not block it): nothing of its is billed, so its fees are not needed.
     billable = [row for row in billable if row["sessions"] or row["file_search"] or row["web_search"]]
     if not billable:
-        return kinds
-    fees = ToolPrice.objects.in_bulk([row["tool_price_id"] for row in billable])
+        return usage
+    fees = ToolPrice.objects.in_bulk({row["tool_price_id"] for row in billable})
     for row in billable:
         price = fees.get(row["tool_price_id"])
         if price is None:
             raise ToolPriceVersionMissing(tenant=tenant, start=start, end=end, tool_price_id=row["tool_price_id"])
+        kinds = usage.setdefault(row.get("month"), _no_tool_use())
         kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * price.code_interpreter_session_usd
         kinds["file_search"]["cost_usd"] += Decimal(row["file_search"]) * price.file_search_call_usd_per_1k / ONE_THOUSAND
         kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * price.web_search_call_usd_per_1k / ONE_THOUSAND
-    return kinds
+    return usage
+
+
+_TOOL_QUANTITIES = {
+    "code_interpreter": Coalesce(Sum("code_interpreter_sessions"), 0),
+    "file_search": Coalesce(Sum("file_search_calls"), 0),
+    "web_search": Coalesce(Sum("web_search_calls"), 0),
+}
 
 
 def tool_price_rated(*, tool_price_id: int) -> bool:

@@ -4,6 +4,7 @@ adjustment on the next open month, CSV, ETags and the close rules."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from decimal import Decimal
@@ -14,6 +15,7 @@ from django.utils import timezone
 from apps.billing.models import Statement
 from apps.core.models import AuditEvent
 from apps.core.money import round_cents
+from apps.core.timeutils import previous_month
 from apps.ledger.models import Run
 from tests import builders
 from tests.conftest import bearer
@@ -225,6 +227,38 @@ def test_an_adjustment_is_billed_once_however_many_months_pass(api_client, billi
     assert adjustments[("2026-01", "gpt-4.1")]["runs"] == 1
     assert Decimal(adjustments[("2026-01", "gpt-4.1")]["exact_amount_usd"]) == second_late.cost_total_usd
     assert Decimal(adjustments[("2026-02", "gpt-5.4")]["exact_amount_usd"]) == late_feb.cost_total_usd
+
+
+def test_an_open_statement_reads_the_ledger_in_the_same_queries_however_many_months_are_closed_before_it(
+        api_client, billing_key, tenant):
+    # Each closed month before the open one is worked out again for its adjustments: read month by month (a
+    # query or four each), the open statement of a tenant with three years closed took half a second.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.billing.services import statement_close
+
+    late_runs = {}
+
+    def open_statement_queries(closed_months: int) -> tuple[int, dict]:
+        month = dt.date(2026, 10, 1)
+        for _ in range(closed_months):
+            month = previous_month(month)
+            if not Statement.objects.for_tenant(tenant).filter(period=month).exists():
+                response(tenant, at(month.year, month.month, 5), model="gpt-4.1")
+                statement_close(tenant=tenant, period=month)
+        # A late run of the earliest closed month, owed by the open one.
+        late_runs[f"{month:%Y-%m}"] = response(tenant, at(month.year, month.month, 6), model="gpt-4.1").cost_total_usd
+        get_json(api_client, billing_key, "acme", "2026-10")  # the key's first use records its last_used_at
+        with CaptureQueriesContext(connection) as queries:
+            document = get_json(api_client, billing_key, "acme", "2026-10")
+        return len(queries), document
+
+    few, _ = open_statement_queries(2)
+    many, document = open_statement_queries(14)
+    assert many == few
+    owed = {line["source_period"]: Decimal(line["exact_amount_usd"]) for line in lines_of(document, "adjustment")}
+    assert owed == late_runs and set(owed) == {"2025-08", "2026-08"}
 
 
 def test_csv_has_the_same_lines_and_total_by_path_and_by_format(api_client, billing_key, tenant, ledger):
