@@ -90,7 +90,7 @@ def tenant_usage(*, tenant, start: dt.date, end: dt.date, group_by: str) -> dict
     }
 
 
-# --- hooks other apps fill in -------------------------------------------------------------------------
+# --- vector storage, metered by the lifecycle app ------------------------------------------------------
 
 
 def vector_storage_by_month(*, tenant, start: dt.date, end: dt.date) -> dict[dt.date, tuple[Decimal, Decimal]]:

@@ -9,6 +9,7 @@ import pytest
 
 from apps.billing import selectors as billing_selectors
 from apps.billing.serializers import UsageSerializer, usage_representation
+from apps.core.timeutils import next_month
 from apps.ledger import selectors as ledger_selectors
 from tests.conftest import bearer
 from tests.ledger.test_selectors_rollups import raw_tool_usage_by_kind, raw_usage_by_user
@@ -24,8 +25,14 @@ def test_statements_are_identical_to_the_raw_run_figures(api_client, billing_key
     paths = ["/api/v1/tenants/acme/statements/2026-01/", "/api/v1/tenants/acme/statements/2026-01.csv",
              "/api/v1/tenants/acme/statements/2026-02/", "/api/v1/tenants/globex/statements/2026-01/"]
     from_rollups = [_statement(api_client, billing_key, path) for path in paths]
-    monkeypatch.setattr(ledger_selectors, "tool_usage_by_kind",
-                        lambda *, tenant, start, end: raw_tool_usage_by_kind(tenant, start, end))
+    def raw_by_month(*, tenant, start, end):
+        months, month = {}, start
+        while month < end:
+            months[month] = raw_tool_usage_by_kind(tenant, month, next_month(month))
+            month = next_month(month)
+        return months
+
+    monkeypatch.setattr(ledger_selectors, "tool_usage_by_kind_by_month", raw_by_month)
     from_runs = [_statement(api_client, billing_key, path) for path in paths]
     assert from_rollups == from_runs
     assert b"Code interpreter sessions" in from_rollups[0] and b"Web search calls" in from_rollups[0]
