@@ -192,6 +192,25 @@ def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation
                                        "message": "this thread is recorded for another tenant"}
 
 
+def test_a_report_refused_as_another_tenants_run_does_not_claim_a_new_thread_from_the_good_report_beside_it(
+        tenant, other_tenant):
+    ingest_events(events=[_event(builders.assistants_run(run_id="run_acme", thread_id="thread_old", created_at=WHEN))])
+    # The first report naming thread_new (so its owner, were it stored) is globex's report of acme's run: refused,
+    # it used to take thread_new to globex and acme's own run in that thread was refused with it.
+    result = ingest_events(events=[
+        _event(builders.assistants_run(run_id="run_acme", thread_id="thread_new", created_at=WHEN), tenant="globex"),
+        _event(builders.assistants_run(run_id="run_acme_2", thread_id="thread_new", created_at=WHEN)),
+    ])
+
+    assert [(r.outcome, r.error) for r in result.results] == [
+        ("rejected", {"field": "object.id", "message": "this run is recorded for another tenant"}), ("created", None)]
+    assert dict(Thread.objects.unscoped().values_list("openai_id", "tenant__slug")) == {
+        "thread_old": "acme", "thread_new": "acme"}
+    assert Run.objects.for_tenant(tenant).get(openai_id="run_acme").thread_openai_id == "thread_old"
+    assert not Run.objects.for_tenant(other_tenant).exists()
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize(("order", "outcomes", "owner"), [
     (("conversation", "response"),
      {"conv_new": ("created", None), "resp_in_conv": ("rejected", "object.conversation.id")}, "acme"),
