@@ -816,6 +816,18 @@ class _Plan:
     existing: dict[str, dict]  # openai_id -> stored state before this batch
 
 
+RUN_OF_ANOTHER_TENANT = "this run is recorded for another tenant"
+
+
+def _runs_of_other_tenants(run_events: list[_RunEvent], existing: dict[str, dict], results: list) -> None:
+    """Reject the reports of runs recorded for another tenant (_plan_runs also refuses a run reported for two
+    tenants within the batch)."""
+    for event in run_events:
+        stored = existing.get(event.state["openai_id"])
+        if stored is not None and stored["tenant_id"] != event.state["tenant_id"]:
+            _reject(results, event.index, event.state["openai_id"], "object.id", RUN_OF_ANOTHER_TENANT)
+
+
 def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: list) -> _Plan:
     """Replay the batch's reports in order against the stored rows: outcome per event, final state per run."""
     outcome_by_index: dict[int, str] = {}
@@ -825,7 +837,7 @@ def _plan_runs(run_events: list[_RunEvent], existing: dict[str, dict], results: 
         openai_id = state["openai_id"]
         before = current.get(openai_id) or existing.get(openai_id)
         if before is not None and before["tenant_id"] != state["tenant_id"]:
-            _reject(results, event.index, openai_id, "object.id", "this run is recorded for another tenant")
+            _reject(results, event.index, openai_id, "object.id", RUN_OF_ANOTHER_TENANT)
             continue
         if before is None:
             current[openai_id] = state
@@ -1123,11 +1135,16 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
             if rerated and prestaged is not None:
                 prestaged.take([])  # its staged rows carry the old costs or flags: the runs go in the ordinary way
                 prestaged = None
+        existing = _lock_existing_runs(e.state["openai_id"] for e in run_events)
+        # Reports of a run recorded for another tenant go first: a thread first seen in this batch belongs to
+        # the tenant of the first report naming it, and a refused report must not claim it (the good reports
+        # of its real tenant would be refused with it).
+        _runs_of_other_tenants(run_events, existing, results)
+        run_events = [e for e in run_events if results[e.index] is None]
         stored_threads = _thread_conflicts(run_events, thread_events, results)
         run_events = [e for e in run_events if results[e.index] is None]
         thread_events = [e for e in thread_events if results[e.index] is None]
         tenant_ids = {e.state["tenant_id"] for e in run_events}
-        existing = _lock_existing_runs(e.state["openai_id"] for e in run_events)
         deltas = _Deltas()
         changes: list[dict] = []
         plan = _plan_runs(run_events, existing, results)

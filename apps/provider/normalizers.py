@@ -33,6 +33,12 @@ _MAX_RESOURCE_STATUS = 20  # a vector store's or container's status is stored wh
 _ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
 _MAX_METADATA_TENANT = 63
 _METADATA_READ = (*_ATTRIBUTION_LIMITS, ("tenant", _MAX_METADATA_TENANT))
+# The integers the ledger's JSON encoder (orjson, bulk._json_text) writes: a signed or unsigned 64-bit one. A
+# larger one only arrives when a body is read by Python's json (orjson itself reads it as a float), and would
+# fail the whole batch at its write.
+_MIN_JSON_INT = -(2**63)
+_MAX_JSON_INT = 2**64 - 1
+_TOO_BIG = "must be a number that fits 64 bits (this one does not fit the stored JSON)"
 
 
 class NormalizationError(ValueError):
@@ -178,6 +184,9 @@ def _unstorable_value(value: dict, prefix: str) -> NormalizationError | None:
             elif isinstance(item, float):
                 if not math.isfinite(item):
                     return NormalizationError(f"{path}.{key}", "must be a finite number (this one does not fit a float)")
+            elif isinstance(item, int):
+                if not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
+                    return NormalizationError(f"{path}.{key}", _TOO_BIG)
             elif isinstance(item, dict | list):
                 item_path = f"{path}.{key}"
                 if depth >= MAX_STORED_DEPTH:
@@ -241,6 +250,8 @@ def _metadata(obj: dict, prefix: str) -> dict:
         if isinstance(item, float) and not math.isfinite(item):
             # JSON's 1e400 reads as inf: no JSON column stores it (PostgreSQL refuses it, orjson writes null).
             raise NormalizationError(f"{prefix}.metadata.{key}", "must be a finite number (this one does not fit a float)")
+        if isinstance(item, int) and not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
+            raise NormalizationError(f"{prefix}.metadata.{key}", _TOO_BIG)
     return value
 
 
@@ -608,8 +619,8 @@ def normalize_resource(obj: Any, *, prefix: str = "object") -> ResourceRecord:
 # bad one. The fast path only ever accepts a subset of what the detailed path accepts, with equal fields
 # (tests/ledger/test_fast_parse.py compares the two).
 
-# Metadata values the fast path takes as they are; a float is taken only when finite (JSON's 1e400 reads as inf),
-# checked apart so that string values, nearly all of them, cost one set lookup as before.
+# Metadata values the fast path takes as they are; a float is taken only when finite (JSON's 1e400 reads as inf)
+# and an int only within 64 bits, checked apart so that string values, nearly all of them, cost one set lookup.
 _SCALARS = frozenset({str, int, bool, type(None)})
 
 
@@ -666,7 +677,11 @@ def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:
     elif type(metadata) is not dict:
         return None
     for value in metadata.values():
-        if type(value) not in _SCALARS and (type(value) is not float or not math.isfinite(value)):
+        kind = type(value)
+        if kind not in _SCALARS:
+            if kind is not float or not math.isfinite(value):
+                return None
+        elif kind is int and not _MIN_JSON_INT <= value <= _MAX_JSON_INT:
             return None
     get = metadata.get
     for key, limit in _METADATA_READ:

@@ -192,6 +192,25 @@ def test_a_conversation_of_another_tenant_is_named_as_the_responses_conversation
                                        "message": "this thread is recorded for another tenant"}
 
 
+def test_a_report_refused_as_another_tenants_run_does_not_claim_a_new_thread_from_the_good_report_beside_it(
+        tenant, other_tenant):
+    ingest_events(events=[_event(builders.assistants_run(run_id="run_acme", thread_id="thread_old", created_at=WHEN))])
+    # The first report naming thread_new (so its owner, were it stored) is globex's report of acme's run: refused,
+    # it used to take thread_new to globex and acme's own run in that thread was refused with it.
+    result = ingest_events(events=[
+        _event(builders.assistants_run(run_id="run_acme", thread_id="thread_new", created_at=WHEN), tenant="globex"),
+        _event(builders.assistants_run(run_id="run_acme_2", thread_id="thread_new", created_at=WHEN)),
+    ])
+
+    assert [(r.outcome, r.error) for r in result.results] == [
+        ("rejected", {"field": "object.id", "message": "this run is recorded for another tenant"}), ("created", None)]
+    assert dict(Thread.objects.unscoped().values_list("openai_id", "tenant__slug")) == {
+        "thread_old": "acme", "thread_new": "acme"}
+    assert Run.objects.for_tenant(tenant).get(openai_id="run_acme").thread_openai_id == "thread_old"
+    assert not Run.objects.for_tenant(other_tenant).exists()
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize(("order", "outcomes", "owner"), [
     (("conversation", "response"),
      {"conv_new": ("created", None), "resp_in_conv": ("rejected", "object.conversation.id")}, "acme"),
@@ -679,3 +698,26 @@ def test_the_run_that_would_take_an_end_users_month_past_the_limit_is_the_one_re
     assert [r.outcome for r in result.results] == ["created", "rejected"]
     assert Run.objects.for_tenant(tenant).get().cost_total_usd == Decimal("500000000.000001")
     assert ledger_check() == []
+
+
+def test_import_runs_gives_its_tenant_to_event_lines_that_send_tenant_null_or_empty(tenant, other_tenant, tmp_path,
+                                                                                      capsys):
+    import json
+
+    from django.core.management import call_command
+
+    # A null or empty `tenant` names none (the API then reads metadata's, then the key's): --tenant must apply,
+    # as it does to a line without the field. A line whose metadata names a tenant keeps it.
+    lines = [json.dumps({"tenant": None, "object": builders.assistants_run(run_id="run_null_tenant", created_at=WHEN)}),
+             json.dumps({"tenant": "", "object": builders.response(response_id="resp_empty_tenant", created_at=WHEN)}),
+             json.dumps({"tenant": None, "object": builders.response(response_id="resp_theirs", created_at=WHEN,
+                                                                     metadata={"tenant": "globex"})})]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    call_command("import_runs", str(path), "--tenant", "acme")
+
+    assert "3 created, 0 updated, 0 unchanged, 0 rejected." in capsys.readouterr().out
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {
+        "run_null_tenant", "resp_empty_tenant"}
+    assert list(Run.objects.for_tenant(other_tenant).values_list("openai_id", flat=True)) == ["resp_theirs"]

@@ -44,7 +44,9 @@ def _parse_line(raw: bytes) -> tuple[object, bool]:
 def _event_from(item, default_slug: str | None) -> dict:
     event = item if isinstance(item, dict) and "object" in item and isinstance(item["object"], dict) \
         else {"object": item}
-    if default_slug is not None and "tenant" not in event:
+    # A line names no tenant when it has none or sends it null or empty (as the API reads it: then metadata's,
+    # then the key's): --tenant is for those lines.
+    if default_slug is not None and event.get("tenant") in (None, ""):
         metadata = event["object"].get("metadata") if isinstance(event["object"], dict) else None
         if not (isinstance(metadata, dict) and metadata.get("tenant")):
             event["tenant"] = default_slug
