@@ -1,10 +1,18 @@
 """Production: every secret and host from the environment, secure cookies, HSTS, JSON logs, no sandbox."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F401,F403
 from .base import LOGGING, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+if SECRET_KEY.startswith("generate-with-"):
+    # .env.example's placeholder, copied unchanged: a secret everyone who has read the repository knows.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is still .env.example's placeholder. Set it to a secret of your own: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SANDBOX_ENABLED = False

@@ -180,6 +180,12 @@ def test_production_settings_secure_cookies_hsts_and_no_secret_defaults():
     out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
                          text=True, cwd=settings.BASE_DIR, timeout=60)
     assert out.returncode != 0 and "DJANGO_SECRET_KEY" in out.stderr
+    # Nor with .env.example's placeholder left in: a secret anyone who read the repository knows.
+    placeholder = next(line.split("=", 1)[1] for line in (settings.BASE_DIR / ".env.example").read_text().splitlines()
+                       if line.startswith("DJANGO_SECRET_KEY="))
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+                         env={**env, "DJANGO_SECRET_KEY": placeholder}, cwd=settings.BASE_DIR, timeout=60)
+    assert out.returncode != 0 and "placeholder" in out.stderr
 
 
 def test_api_keys_are_stored_hashed_and_compared_in_constant_time(tenant):
