@@ -8,6 +8,8 @@ import zoneinfo
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.utils import timezone
 
 from .logging import request_id_var
@@ -114,6 +116,11 @@ class HealthCheckMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
+        # Answered here, the response skips every middleware after this one, and with them the headers the
+        # rest of the site carries (HSTS, nosniff, Referrer-Policy, COOP, X-Frame-Options, Content-Length).
+        # Their response halves read neither the host nor the scheme's redirect: run those here.
+        self._header_steps = (SecurityMiddleware(get_response).process_response,
+                              XFrameOptionsMiddleware(get_response).process_response)
 
     def __call__(self, request):
         if request.path_info != "/healthz" or request.method not in ("GET", "HEAD"):
@@ -121,12 +128,15 @@ class HealthCheckMiddleware:
         from .views import healthz  # views import this module's helpers
 
         try:
-            return healthz(request)
+            response = healthz(request)
         except DatabaseError as exc:
             response = _database_unavailable(exc)
             if response is None:
                 raise
-            return response
+        for step in self._header_steps:
+            response = step(request, response)
+        response.headers.setdefault("Content-Length", str(len(response.content)))  # as CommonMiddleware sets it
+        return response
 
 
 class ServiceUnavailableMiddleware:

@@ -26,6 +26,25 @@ def test_healthz_answers_a_health_check_by_address_over_http_under_production_se
     assert redirect.status_code == 301 and redirect["Location"].startswith("https://runledger.example.com/")
 
 
+_SECURITY_HEADERS = ("Strict-Transport-Security", "X-Content-Type-Options", "Referrer-Policy",
+                     "Cross-Origin-Opener-Policy", "X-Frame-Options")
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_healthz_carries_the_security_headers_of_every_other_page(client, settings, method):
+    # Answered before SecurityMiddleware, /healthz lost HSTS, nosniff, Referrer-Policy, COOP and X-Frame-Options
+    # (and its Content-Length), which it had and which the rest of the site still sends.
+    settings.ALLOWED_HOSTS = ["runledger.example.com"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 3600
+    secure = {"HTTP_HOST": "runledger.example.com", "HTTP_X_FORWARDED_PROTO": "https"}
+    page = client.get("/accounts/login/", **secure)
+    health = getattr(client, method)("/healthz", **secure)
+    assert health.status_code == 200
+    assert {name: health.get(name) for name in _SECURITY_HEADERS} == {name: page[name] for name in _SECURITY_HEADERS}
+    assert health["Strict-Transport-Security"] == "max-age=3600" and health["Content-Length"] == "16"
+
+
 def test_healthz_answers_503_while_the_database_is_unreachable(client, monkeypatch):
     from django.db import OperationalError, connection
 
@@ -35,6 +54,7 @@ def test_healthz_answers_503_while_the_database_is_unreachable(client, monkeypat
     monkeypatch.setattr(connection, "cursor", unreachable)
     response = client.get("/healthz")
     assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
 
 
 def test_every_response_carries_a_request_id_and_echoes_a_safe_one(client):
