@@ -49,10 +49,12 @@ def statement_close(
     # month's own would be: they need the same consent (the document's unpriced_runs counts only the month's).
     late_unpriced = sum(max(entry.get("unpriced_runs", 0), 0) for entry in data.adjustments)
     if (document["unpriced_runs"] or late_unpriced) and not allow_unpriced:
-        late = f" and {late_unpriced} late run(s) of earlier months carried as adjustments" if late_unpriced else ""
+        which = [f"{document['unpriced_runs']} run(s) in {period:%Y-%m}"] if document["unpriced_runs"] else []
+        if late_unpriced:
+            which.append(f"{late_unpriced} late run(s) of earlier months carried as adjustments")
         raise StatementCloseError(
             "unpriced_runs",
-            f"{document['unpriced_runs']} run(s) in {period:%Y-%m}{late} use a model with no price. Add the price "
+            f"{' and '.join(which)} use a model with no price. Add the price "
             f"(POST /api/v1/prices/) and close again, or close with allow_unpriced=true to bill them later as an adjustment.",
         )
     frozen_json = selectors.render_json(document)

@@ -318,7 +318,7 @@ def test_closing_a_month_that_carries_a_late_unpriced_run_as_an_adjustment_needs
     refused = close(api_client, admin_key, "acme", "2026-02")
 
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "unpriced_runs"
-    assert "1 late run(s)" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["message"].startswith("1 late run(s) of earlier months")  # not "0 run(s) in ..."
     assert not Statement.objects.for_tenant(tenant).filter(period="2026-02-01").exists()
     closed = close(api_client, admin_key, "acme", "2026-02", allow_unpriced=True)
     assert closed.status_code == 200 and lines_of(json.loads(closed.content), "adjustment") == [adjustment]
