@@ -1011,9 +1011,11 @@ def _tool_usage(tenant, start: dt.date, end: dt.date, *, by_month: bool) -> dict
     fees = ToolPrice.objects.in_bulk({row["tool_price_id"] for row in billable})
     for row in billable:
         price = fees.get(row["tool_price_id"])
-        if price is None:
-            raise ToolPriceVersionMissing(tenant=tenant, start=start, end=end, tool_price_id=row["tool_price_id"])
-        kinds = usage.setdefault(row.get("month"), _no_tool_use())
+        month = row.get("month")
+        if price is None:  # named with the month it was found in, when read by month
+            raise ToolPriceVersionMissing(tenant=tenant, start=month or start, end=next_month(month) if month else end,
+                                          tool_price_id=row["tool_price_id"])
+        kinds = usage.setdefault(month, _no_tool_use())
         kinds["code_interpreter"]["cost_usd"] += Decimal(row["sessions"]) * price.code_interpreter_session_usd
         kinds["file_search"]["cost_usd"] += Decimal(row["file_search"]) * price.file_search_call_usd_per_1k / ONE_THOUSAND
         kinds["web_search"]["cost_usd"] += Decimal(row["web_search"]) * price.web_search_call_usd_per_1k / ONE_THOUSAND

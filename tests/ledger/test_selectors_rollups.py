@@ -284,6 +284,10 @@ def test_tool_use_rated_with_a_version_that_no_longer_exists_is_a_clear_error_na
                                                                 "exists.*manage.py ledger_check") as missing:
         selectors.tool_usage_by_kind(tenant=tenant, start=dt.date(2026, 11, 1), end=dt.date(2026, 12, 1))
     assert missing.value.tool_price_id == 987_654 and "tenant acme from 2026-11-01 to 2026-12-01" in str(missing.value)
+    # Read month by month (an open statement's closed months), the error names the month it was found in.
+    with pytest.raises(selectors.ToolPriceVersionMissing) as missing:
+        selectors.tool_usage_by_kind_by_month(tenant=tenant, start=dt.date(2026, 6, 1), end=dt.date(2027, 1, 1))
+    assert "tenant acme from 2026-11-01 to 2026-12-01" in str(missing.value)
 
 
 def test_largest_prompt_survives_a_run_growing_into_a_bigger_bin(tenant):
