@@ -402,3 +402,23 @@ def test_a_budget_check_that_fails_leaves_the_meter_written_and_the_nightly_catc
     assert days == {WHEN.date() - dt.timedelta(days=offset) for offset in range(8)}
     assert calls == [{tenant.pk: {dt.date(2026, 11, 1)}}]
     assert "checking budgets failed" in caplog.text
+
+
+def test_a_budget_lowered_below_this_months_spend_alerts_at_once_not_at_the_next_run(
+        tenant, in_november, django_capture_on_commit_callbacks):
+    from apps.tenants.services import tenant_update
+
+    tenant.monthly_budget_usd = Decimal("100.00")
+    tenant.save()
+    obj = builders.response(response_id="resp_spent", created_at=WHEN, model="gpt-5.4", input_tokens=2_000_000,
+                            output_tokens=0)  # $5.00: 5% of 100
+    ingest_events(events=[{"tenant": "acme", "object": obj}])
+    assert _causes("budget") == []
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_update(tenant=tenant, monthly_budget_usd=Decimal("6.00"))  # $5.00 is now 83%
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)]
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80")
+    assert crossed.message == "Spend $5.00 of a $6.00 monthly budget."
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_update(tenant=tenant, monthly_budget_usd=None)  # no budget: nothing to check, nothing raised
+    assert len(_causes("budget")) == 2
