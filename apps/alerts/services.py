@@ -183,13 +183,24 @@ class DeliveryError(RuntimeError):
     pass
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib follows a 301/302/303 answer to a POST with a GET without the body: a receiver that redirected
+    # (http to https, a moved endpoint) never got the alert, yet the GET's 200 recorded it delivered. A redirect
+    # is a failed delivery (HTTPError below) until ALERT_WEBHOOK_URL names where the receiver really is.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_webhook_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def _post_webhook(url: str, body: bytes, signature: str) -> None:
     request = urllib.request.Request(
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature, "User-Agent": "RunLedger-Alerts/1"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with _webhook_opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
             if not 200 <= response.status < 300:
                 raise DeliveryError(f"webhook answered {response.status}")
     # http.client's errors (a garbled or truncated answer) are not OSErrors: without them the catch-up stopped at

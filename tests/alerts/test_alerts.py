@@ -422,3 +422,43 @@ def test_a_budget_lowered_below_this_months_spend_alerts_at_once_not_at_the_next
     with django_capture_on_commit_callbacks(execute=True):
         tenant_update(tenant=tenant, monthly_budget_usd=None)  # no budget: nothing to check, nothing raised
     assert len(_causes("budget")) == 2
+
+
+class _RedirectingHook(http.server.BaseHTTPRequestHandler):
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802
+        type(self).requests.append(("POST", self.path))
+        self.send_response(302)
+        self.send_header("Location", "/moved")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802
+        type(self).requests.append(("GET", self.path))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_answering_a_redirect_is_a_failed_delivery_not_a_bodiless_get_recorded_as_delivered(tenant):
+    from apps.alerts.services import alerts_deliver_pending
+
+    _RedirectingHook.requests = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _RedirectingHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        alert = alert_raise(kind="unpriced_model", cause_key="unpriced_model:moved", title="No price")
+        with override_settings(ALERT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook",
+                               ALERT_WEBHOOK_SECRET="k"):
+            result = alerts_deliver_pending(grace=dt.timedelta(0))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.as_dict() == {"delivered": 0, "failed": 1, "skipped": 0}
+    assert _RedirectingHook.requests == [("POST", "/hook")]
+    alert.refresh_from_db()
+    assert alert.webhook_delivered_at is None  # still in the outbox
