@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F401,F403
-from .base import LOGGING, env
+from .base import ALERT_WEBHOOK_SECRET, ALERT_WEBHOOK_URL, LOGGING, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
@@ -12,6 +12,13 @@ if SECRET_KEY.startswith("generate-with-"):
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is still .env.example's placeholder. Set it to a secret of your own: "
         "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
+    # Without a secret every alert is "signed" with an empty key: a signature anyone can compute, so the receiver
+    # cannot tell RunLedger's alerts from forged ones (.env.example leaves the secret empty beside the URL).
+    raise ImproperlyConfigured(
+        "ALERT_WEBHOOK_URL is set without ALERT_WEBHOOK_SECRET: alerts would be signed with an empty key. Set it to "
+        "a secret shared with the receiver: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
     )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])

@@ -462,3 +462,24 @@ def test_a_webhook_answering_a_redirect_is_a_failed_delivery_not_a_bodiless_get_
     assert _RedirectingHook.requests == [("POST", "/hook")]
     alert.refresh_from_db()
     assert alert.webhook_delivered_at is None  # still in the outbox
+
+
+def test_production_refuses_a_webhook_url_without_a_secret_to_sign_with():
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "k" * 60,
+           "DJANGO_ALLOWED_HOSTS": "runledger.example.com", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
+           "ALERT_WEBHOOK_URL": "https://hooks.example.com/runledger", "ALERT_WEBHOOK_SECRET": ""}
+
+    def start(**overrides):
+        return subprocess.run([sys.executable, "-c", "import django; django.setup()"], env={**env, **overrides},
+                              capture_output=True, text=True, cwd=settings.BASE_DIR, timeout=60)
+
+    unsigned = start()
+    assert unsigned.returncode != 0 and "ALERT_WEBHOOK_SECRET" in unsigned.stderr
+    assert start(ALERT_WEBHOOK_SECRET="a-shared-secret").returncode == 0
+    assert start(ALERT_WEBHOOK_URL="").returncode == 0  # no webhook: no secret needed
