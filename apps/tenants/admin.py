@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from apps.core.admin import AuditedAdminMixin
 
 from .models import ApiKey, Membership, Tenant
-from .services import api_key_create, api_key_revoke
+from .services import api_key_create, api_key_revoke, tenant_policy_announce
 
 
 class MembershipInline(admin.TabularInline):
@@ -19,6 +19,13 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "legal_hold")
     search_fields = ("slug", "name", "external_id")
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and form.changed_data:
+            # Saved here, not through tenant_update: without this, a high-cost threshold changed in the admin
+            # left the tenant's runs flagged at the old one, and a lowered budget raised no alert.
+            tenant_policy_announce(tenant=obj, changed=set(form.changed_data))
 
 
 @admin.register(Membership)

@@ -11,3 +11,41 @@ def test_admin_index_is_branded_and_names_api_keys(client, staff_user, db):
     assert "RunLedger administration" in html and "Django administration" not in html
     assert "<title>Site administration | RunLedger admin</title>" in html
     assert ">API keys</a>" in html and "Api keys" not in html
+
+
+def test_a_policy_changed_in_the_admin_acts_as_through_the_api(client, staff_user, tenant,
+                                                                django_capture_on_commit_callbacks):
+    # The admin saved the row itself, not through tenant_update: a new high-cost threshold left the tenant's
+    # runs flagged at the old one, and a budget lowered below the month's spend raised no alert.
+    import datetime as dt
+
+    import time_machine
+
+    from apps.alerts.models import Alert
+    from apps.ledger.models import Run
+    from apps.ledger.services import ingest_events
+    from tests import builders
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    when = dt.datetime(2026, 11, 10, 9, tzinfo=dt.UTC)
+    with time_machine.travel(when, tick=False):
+        ingest_events(events=[{"tenant": "acme", "object": builders.response(
+            response_id=f"resp_{tokens}", created_at=when, model="gpt-5.4", input_tokens=tokens, output_tokens=0)}
+            for tokens in (20_000, 2_000_000)])  # $0.05 and $5.00 at $2.50 per 1M input tokens
+        assert sorted(Run.objects.for_tenant(tenant).filter(is_high_cost=True).values_list("openai_id", flat=True)) == [
+            "resp_2000000"]  # over the default $0.10
+        form = {field: getattr(tenant, field) for field in ("slug", "name", "external_id", "status",
+                                                             "thread_retention_days", "vector_store_idle_days")}
+        form.update({"high_cost_run_usd": "0.02", "monthly_budget_usd": "6.00", "markup_percent": "",
+                     "memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0})
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+        assert response.status_code == 302, response.content[:2000]
+
+    assert sorted(Run.objects.for_tenant(tenant).filter(is_high_cost=True).values_list("openai_id", flat=True)) == [
+        "resp_20000", "resp_2000000"]
+    budget = Alert.objects.for_tenant(tenant).filter(cause_key__startswith="budget:")
+    assert sorted(budget.values_list("cause_key", flat=True)) == [
+        f"budget:{tenant.pk}:2026-11:{percent}" for percent in (50, 80)]  # $5.00 of $6.00: 83%
