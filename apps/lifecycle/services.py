@@ -1434,6 +1434,11 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             return _finish_deleted(item, sweep, check.outcome, check.detail, now)
         if check.outcome is not None:
             return _finish_item(item, check.outcome, check.detail, now)
+        if sweep.preview_of_id and _previewed_gone(sweep, item):
+            # The preview offered it as already gone, not for deletion, yet OpenAI answers for it now (a project
+            # whose key was configured since, say). A confirmation deletes only what its preview listed to delete.
+            return _finish_item(item, Outcome.SKIPPED_ACTIVE, "its dry run found it already gone at OpenAI, so "
+                                "did not list it to delete; it is there now: the next sweep decides", now)
         archiving = (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
                      and tenant is not None and tenant.archive_before_delete)
         # A dry run reads what the archive would copy too (the same bounded listing, nothing written): a thread
@@ -1485,6 +1490,15 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     if outcome == Outcome.ALREADY_GONE:
         item.saved_usd_per_day = ZERO
     return _finish_deleted(item, sweep, outcome, item.detail, now)
+
+
+def _previewed_gone(sweep: Sweep, item: SweepItem) -> bool:
+    """Whether the dry run this sweep confirms found the item's resource already gone (one query by the
+    preview item's unique key)."""
+    return SweepItem.objects.unscoped().filter(
+        sweep_id=sweep.preview_of_id, resource_type=item.resource_type, openai_id=item.openai_id,
+        outcome=Outcome.ALREADY_GONE,
+    ).exists()
 
 
 def _item_delete_sent(item: SweepItem, sent: bool) -> None:
