@@ -1201,7 +1201,10 @@ def _recheck_vector_store(provider, item: SweepItem, cutoff: dt.datetime) -> _Ch
     if store is not None and store.status == ResourceStatus.DELETED:
         return _Check(Outcome.ALREADY_GONE, "already deleted")
     last = _moment(store_obj.get("last_active_at")) or _moment(store_obj.get("created_at"))
-    item.usage_bytes = int(store_obj.get("usage_bytes") or item.usage_bytes)
+    if store_obj.get("usage_bytes") is not None:
+        # OpenAI's figure now, 0 included (a store emptied since the last listing saves nothing); the planned
+        # (ledger) bytes only when OpenAI does not say.
+        item.usage_bytes = int(store_obj["usage_bytes"])
     verdict = _active_verdict(last, cutoff, "last active")
     threads = _threads_of([store])[store.openai_id] if store is not None else _threads_naming(item.openai_id)
     if verdict.outcome is None and _live_thread_ids(threads):

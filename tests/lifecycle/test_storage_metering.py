@@ -271,6 +271,36 @@ def test_a_staff_delete_records_the_drop_in_the_bill_across_the_free_gb(tenant):
     assert SweepItem.objects.unscoped().get(openai_id="vs_orphan").saved_usd_per_day == Decimal("0.0500000000")
 
 
+def test_a_store_openai_reports_empty_at_its_recheck_saves_nothing_whatever_the_ledger_last_listed(tenant):
+    """The ledger's usage_bytes is as old as the last inventory listing: a store whose files were removed since
+    answers usage_bytes 0 at the sweep's re-check, and deleting it takes nothing off the bill. $0.10/GB-day with
+    1 GB free; the ledger still has it at 3 GiB beside another 3 GiB store (the stale figure read $0.30)."""
+    import time_machine
+
+    from apps.lifecycle.models import SweepItem
+
+    from .fakes import FakeProvider
+
+    old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    provider = FakeProvider()
+    for store_id, last_active in (("vs_emptied", old), ("vs_busy", dt.datetime(2026, 11, 19, tzinfo=dt.UTC))):
+        services.resources_record(tenant=tenant, obj=builders.vector_store(
+            vector_store_id=store_id, usage_bytes=3 * GIB, created_at=old, last_active_at=last_active))
+        provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": 3 * GIB,
+                                            "created_at": int(old.timestamp()),
+                                            "last_active_at": int(last_active.timestamp())}
+    provider.vector_stores["vs_emptied"]["usage_bytes"] = 0
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        sweep = services.sweep_create(kind="vector_stores")
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+
+    assert provider.deletes == ["vs_emptied"]
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert (item.usage_bytes, item.saved_usd_per_day) == (0, Decimal("0"))
+
+
 def _deleted_store_saving_per_day(tenant) -> Decimal:
     from apps.lifecycle.models import SweepItem
 
