@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
 
 from apps.core.money import ZERO, allocate
 from apps.tenants.scoping import TenantScope
@@ -94,14 +95,19 @@ def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
         return []
     from .services import storage_daily_cost, storage_rate
 
-    total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(s=Sum("usage_bytes"))["s"] or 0
+    # OpenAI stops billing a store at its expires_at: an expired one costs nothing, nor counts in the bill.
+    now = timezone.now()
+    billed = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    total = (VectorStore.objects.unscoped().filter(billed, status=ResourceStatus.ACTIVE)
+             .aggregate(s=Sum("usage_bytes"))["s"] or 0)
     rate = storage_rate(on_date)  # once for every store (the price book read per store was 2 queries each)
     full = storage_daily_cost(total, rate)
     rows: list[Orphan] = []
     for store in VectorStore.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-usage_bytes", "pk"):
+        expired = store.expires_at is not None and store.expires_at <= now
         rows.append(Orphan("vector_store", store.pk, store.openai_id, store.openai_project, store.name,
-                           store.usage_bytes, store.created_at,
-                           store.last_active_at, full - storage_daily_cost(total - store.usage_bytes, rate)))
+                           store.usage_bytes, store.created_at, store.last_active_at,
+                           ZERO if expired else full - storage_daily_cost(total - store.usage_bytes, rate)))
     for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-bytes", "pk"):
         rows.append(Orphan("file", file.pk, file.openai_id, file.openai_project, file.filename, file.bytes,
                            file.created_at, None, ZERO))

@@ -619,7 +619,7 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
     with transaction.atomic():
         # Valued while the store still counts as live: the saving is the bill with it minus the bill without
         # it, and once marked deleted it is no longer in the total (a 1 GiB store beside 0.5 GiB read $0).
-        saved_usd_per_day = (_vector_store_saving(resource.usage_bytes, now.date())
+        saved_usd_per_day = (_vector_store_saving(resource.usage_bytes, now, openai_id=resource.openai_id)
                              if resource_type == ResourceType.VECTOR_STORE and outcome == Outcome.DELETED else ZERO)
         _resource_mark_deleted(resource_type=resource_type, openai_id=resource.openai_id, reason=reason, at=now)
         _staff_delete_audit(resource, resource_type, outcome, reason, actor, now, saved_usd_per_day)
@@ -1015,6 +1015,7 @@ class _Check:
     detail: str = ""
     last_activity_at: dt.datetime | None = None
     not_found: bool = False  # OpenAI answered 404 (in the project asked)
+    expired: bool = False  # a vector store OpenAI has as expired: no longer billed, so deleting it saves nothing
 
 
 def _cutoff_for(item: SweepItem, sweep: Sweep, tenant: Tenant | None) -> dt.datetime:
@@ -1201,8 +1202,13 @@ def _recheck_vector_store(provider, item: SweepItem, cutoff: dt.datetime) -> _Ch
     if store is not None and store.status == ResourceStatus.DELETED:
         return _Check(Outcome.ALREADY_GONE, "already deleted")
     last = _moment(store_obj.get("last_active_at")) or _moment(store_obj.get("created_at"))
-    item.usage_bytes = int(store_obj.get("usage_bytes") or item.usage_bytes)
+    if store_obj.get("usage_bytes") is not None:
+        # OpenAI's figure now, 0 included (a store emptied since the last listing saves nothing); the planned
+        # (ledger) bytes only when OpenAI does not say.
+        item.usage_bytes = int(store_obj["usage_bytes"])
     verdict = _active_verdict(last, cutoff, "last active")
+    expires_at = _moment(store_obj.get("expires_at"))
+    verdict.expired = store_obj.get("status") == "expired" or (expires_at is not None and expires_at <= timezone.now())
     threads = _threads_of([store])[store.openai_id] if store is not None else _threads_naming(item.openai_id)
     if verdict.outcome is None and _live_thread_ids(threads):
         return _Check(Outcome.SKIPPED_ATTACHED, "attached to a live thread", last)
@@ -1301,13 +1307,19 @@ def storage_daily_cost(total_bytes: int, rate) -> Decimal:
     return rate_vector_storage(bytes_to_gb(total_bytes), 1, rate)
 
 
-def _vector_store_saving(usage_bytes: int, on_date: dt.date) -> Decimal:
-    """The drop in the organisation's daily storage bill from deleting `usage_bytes` (free GB applied)."""
+def _vector_store_saving(usage_bytes: int, at: dt.datetime, *, openai_id: str, expired: bool = False) -> Decimal:
+    """The drop in the organisation's daily storage bill from deleting the store `openai_id` of `usage_bytes`
+    at `at` (free GB applied). OpenAI stops billing a store at its expires_at (the meter leaves it out from
+    then): an expired store (`expired`: OpenAI says so; or its recorded expires_at has passed) saves nothing,
+    and expired stores are no part of the bill it drops from."""
+    billed = Q(expires_at__isnull=True) | Q(expires_at__gt=at)
+    if expired or VectorStore.objects.unscoped().filter(openai_id=openai_id, expires_at__lte=at).exists():
+        return ZERO
     # Summed by the database: one row back, not one per live store (this runs for every store a sweep handles).
-    total = VectorStore.objects.unscoped().filter(status=ResourceStatus.ACTIVE).aggregate(
+    total = VectorStore.objects.unscoped().filter(billed, status=ResourceStatus.ACTIVE).aggregate(
         total=Coalesce(Sum("usage_bytes"), 0))["total"]
     total = max(total, usage_bytes)
-    rate = storage_rate(on_date)
+    rate = storage_rate(at.date())
     return quantize_ledger(storage_daily_cost(total, rate) - storage_daily_cost(total - usage_bytes, rate))
 
 
@@ -1427,13 +1439,18 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
         if check.outcome == Outcome.ALREADY_GONE and not sweep.dry_run:
             if item.delete_sent:  # our earlier delete went through; OpenAI only failed to say so
                 if item.resource_type == ResourceType.VECTOR_STORE:
-                    item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
+                    item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now, openai_id=item.openai_id)
                 return _finish_deleted(item, sweep, Outcome.DELETED,
                                        "deleted: an earlier delete call went through, though OpenAI answered it "
                                        "with an error", now)
             return _finish_deleted(item, sweep, check.outcome, check.detail, now)
         if check.outcome is not None:
             return _finish_item(item, check.outcome, check.detail, now)
+        if sweep.preview_of_id and _previewed_gone(sweep, item):
+            # The preview offered it as already gone, not for deletion, yet OpenAI answers for it now (a project
+            # whose key was configured since, say). A confirmation deletes only what its preview listed to delete.
+            return _finish_item(item, Outcome.SKIPPED_ACTIVE, "its dry run found it already gone at OpenAI, so "
+                                "did not list it to delete; it is there now: the next sweep decides", now)
         archiving = (item.resource_type in (ResourceType.THREAD, ResourceType.CONVERSATION)
                      and tenant is not None and tenant.archive_before_delete)
         # A dry run reads what the archive would copy too (the same bounded listing, nothing written): a thread
@@ -1449,7 +1466,8 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
         if kept is not None:
             return _finish_item(item, *kept, now)
         if item.resource_type == ResourceType.VECTOR_STORE:  # what deleting it saves, previewed or done
-            item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now.date())
+            item.saved_usd_per_day = _vector_store_saving(item.usage_bytes, now, openai_id=item.openai_id,
+                                                          expired=check.expired)
         if sweep.dry_run:
             return _finish_item(item, Outcome.WOULD_DELETE, check.detail, now)
         if archiving:
@@ -1485,6 +1503,15 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
     if outcome == Outcome.ALREADY_GONE:
         item.saved_usd_per_day = ZERO
     return _finish_deleted(item, sweep, outcome, item.detail, now)
+
+
+def _previewed_gone(sweep: Sweep, item: SweepItem) -> bool:
+    """Whether the dry run this sweep confirms found the item's resource already gone (one query by the
+    preview item's unique key)."""
+    return SweepItem.objects.unscoped().filter(
+        sweep_id=sweep.preview_of_id, resource_type=item.resource_type, openai_id=item.openai_id,
+        outcome=Outcome.ALREADY_GONE,
+    ).exists()
 
 
 def _item_delete_sent(item: SweepItem, sent: bool) -> None:

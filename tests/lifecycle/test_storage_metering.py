@@ -271,6 +271,71 @@ def test_a_staff_delete_records_the_drop_in_the_bill_across_the_free_gb(tenant):
     assert SweepItem.objects.unscoped().get(openai_id="vs_orphan").saved_usd_per_day == Decimal("0.0500000000")
 
 
+def test_a_store_openai_reports_empty_at_its_recheck_saves_nothing_whatever_the_ledger_last_listed(tenant):
+    """The ledger's usage_bytes is as old as the last inventory listing: a store whose files were removed since
+    answers usage_bytes 0 at the sweep's re-check, and deleting it takes nothing off the bill. $0.10/GB-day with
+    1 GB free; the ledger still has it at 3 GiB beside another 3 GiB store (the stale figure read $0.30)."""
+    import time_machine
+
+    from apps.lifecycle.models import SweepItem
+
+    from .fakes import FakeProvider
+
+    old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    provider = FakeProvider()
+    for store_id, last_active in (("vs_emptied", old), ("vs_busy", dt.datetime(2026, 11, 19, tzinfo=dt.UTC))):
+        services.resources_record(tenant=tenant, obj=builders.vector_store(
+            vector_store_id=store_id, usage_bytes=3 * GIB, created_at=old, last_active_at=last_active))
+        provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": 3 * GIB,
+                                            "created_at": int(old.timestamp()),
+                                            "last_active_at": int(last_active.timestamp())}
+    provider.vector_stores["vs_emptied"]["usage_bytes"] = 0
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        sweep = services.sweep_create(kind="vector_stores")
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+
+    assert provider.deletes == ["vs_emptied"]
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert (item.usage_bytes, item.saved_usd_per_day) == (0, Decimal("0"))
+
+
+def test_an_expired_store_is_out_of_the_bill_so_deleting_it_or_beside_it_saves_only_what_is_billed(tenant):
+    """OpenAI stops billing a store at its expires_at (the meter leaves it out from then), so deleting an
+    expired store saves nothing, and an expired store beside one being deleted is not part of the bill whose
+    drop is the saving. $0.10/GB-day, 1 GB free: the only billed store is 0.5 GiB, so the bill is $0 with or
+    without it (counted in, the expired 3 GiB stores read $0.30 and $0.05 saved per day)."""
+    import time_machine
+
+    from apps.lifecycle.models import SweepItem
+
+    from .fakes import FakeProvider
+
+    old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    recent = dt.datetime(2026, 11, 17, tzinfo=dt.UTC)
+    expired = dt.datetime(2026, 11, 18, tzinfo=dt.UTC)
+    provider = FakeProvider()
+    for store_id, size, last_active, expires_at in (("vs_expired_idle", 3 * GIB, old, expired),
+                                                   ("vs_expired_recent", 3 * GIB, recent, expired),
+                                                   ("vs_small", GIB // 2, old, None)):
+        obj = builders.vector_store(vector_store_id=store_id, usage_bytes=size, created_at=old,
+                                    last_active_at=last_active)
+        if expires_at is not None:
+            obj.update(status="expired", expires_at=int(expires_at.timestamp()))
+        services.resources_record(tenant=tenant, obj=obj)
+        provider.vector_stores[store_id] = dict(obj)
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        sweep = services.sweep_create(kind="vector_stores")
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+
+    assert sorted(provider.deletes) == ["vs_expired_idle", "vs_small"]
+    saved = dict(SweepItem.objects.unscoped().filter(sweep=sweep).values_list("openai_id", "saved_usd_per_day"))
+    assert saved == {"vs_expired_idle": Decimal("0"), "vs_small": Decimal("0")}
+
+
 def _deleted_store_saving_per_day(tenant) -> Decimal:
     from apps.lifecycle.models import SweepItem
 
@@ -397,3 +462,19 @@ def test_an_orphan_store_costs_its_share_of_the_bill_above_the_free_gb(tenant):
     _store(None, usage_bytes=GIB, store_id="vs_orphan")
     (orphan,) = selectors.orphans(scope=TenantScope.every_tenant(), on_date=START)
     assert orphan.cost_usd_per_day == Decimal("0.1")  # (2 - 1) GB x $0.10 - (1 - 1) GB x $0.10
+
+
+def test_an_expired_store_costs_nothing_on_the_orphans_page_nor_raises_the_others_cost(tenant):
+    # OpenAI stops billing a store at its expires_at: 1 GiB of live orphan is inside the 1 free GB, so nothing
+    # here costs anything (counted in, the expired 3 GiB owned store made each orphan read $0.10 a day).
+    expired = int(dt.datetime(2026, 5, 31, tzinfo=dt.UTC).timestamp())
+    for tenant_of, store_id, size, expires_at in ((tenant, "vs_owned_expired", 3 * GIB, expired),
+                                                 (None, "vs_orphan_expired", GIB, expired),
+                                                 (None, "vs_orphan_live", GIB, None)):
+        obj = builders.vector_store(vector_store_id=store_id, usage_bytes=size,
+                                    created_at=dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+        if expires_at:
+            obj.update(status="expired", expires_at=expires_at)
+        services.resources_record(tenant=tenant_of, obj=obj)
+    costs = {o.openai_id: o.cost_usd_per_day for o in selectors.orphans(scope=TenantScope.every_tenant(), on_date=START)}
+    assert costs == {"vs_orphan_expired": Decimal("0"), "vs_orphan_live": Decimal("0")}

@@ -231,6 +231,28 @@ def test_a_confirmation_records_in_the_ledger_the_threads_its_preview_found_alre
         "thread_live", "thread_gone"}
 
 
+def test_a_confirmation_never_deletes_what_its_preview_found_already_gone_if_it_answers_again(policies, provider):
+    """The preview offered "thread_back" as already gone, not for deletion. If OpenAI answers for it by the
+    time of the confirmation (a project whose key was configured since, a 404 that was not the object's), the
+    confirmation must keep it: it deletes only what its preview listed to delete."""
+    tenant, _ = policies
+    _thread(tenant, "thread_live", days_idle=40, provider=provider)
+    _thread(tenant, "thread_back", days_idle=40, provider=provider)
+    back = provider.threads.pop("thread_back")
+    preview = services.sweep_create(kind="threads", dry_run=True, as_of=NOW)
+    _run(preview, provider)
+    assert SweepItem.objects.unscoped().get(sweep=preview, openai_id="thread_back").outcome == Outcome.ALREADY_GONE
+    provider.threads["thread_back"] = back
+
+    confirmation = services.sweep_create(kind="threads", preview_of=preview)
+    _run(confirmation, provider)
+
+    assert provider.deletes == ["thread_live"]
+    kept = SweepItem.objects.unscoped().get(sweep=confirmation, openai_id="thread_back")
+    assert kept.outcome == Outcome.SKIPPED_ACTIVE and "dry run" in kept.detail
+    assert Thread.objects.for_tenant(tenant).get(openai_id="thread_back").status == "active"
+
+
 def test_thread_used_during_the_sweep_survives_the_recheck(policies, provider):
     tenant, _ = policies
     _thread(tenant, "thread_revived", days_idle=45, provider=provider)
