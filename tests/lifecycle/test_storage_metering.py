@@ -33,6 +33,16 @@ def _store(tenant, *, usage_bytes: int, created: dt.date = START, store_id: str 
     return VectorStore.objects.unscoped().get(openai_id=obj["id"])
 
 
+def _store_in_ledger_and_at_openai(tenant, provider, store_id: str, *, usage_bytes: int, created: dt.datetime,
+                                   last_active: dt.datetime) -> None:
+    """A vector store the ledger lists and the fake OpenAI answers for, alike."""
+    services.resources_record(tenant=tenant, obj=builders.vector_store(
+        vector_store_id=store_id, usage_bytes=usage_bytes, created_at=created, last_active_at=last_active))
+    provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": usage_bytes,
+                                        "created_at": int(created.timestamp()),
+                                        "last_active_at": int(last_active.timestamp())}
+
+
 def _golden_storage_examples() -> list[dict]:
     data = golden_examples()
     return [e for e in data["examples"] if "stored_gb" in e]
@@ -229,10 +239,7 @@ def test_a_store_a_sweep_deleted_saves_its_cost_from_the_day_after_its_deletion(
     old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     provider = FakeProvider()
     for store_id, size in (("vs_keep", 3 * GIB), ("vs_old", 2 * GIB)):
-        services.resources_record(tenant=tenant, obj=builders.vector_store(
-            vector_store_id=store_id, usage_bytes=size, created_at=old, last_active_at=old))
-        provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": size,
-                                            "created_at": int(old.timestamp()), "last_active_at": int(old.timestamp())}
+        _store_in_ledger_and_at_openai(tenant, provider, store_id, usage_bytes=size, created=old, last_active=old)
     recent = dt.datetime(2026, 11, 19, tzinfo=dt.UTC)
     VectorStore.objects.unscoped().filter(openai_id="vs_keep").update(last_active_at=recent)
     provider.vector_stores["vs_keep"]["last_active_at"] = int(recent.timestamp())
@@ -284,11 +291,8 @@ def test_a_store_openai_reports_empty_at_its_recheck_saves_nothing_whatever_the_
     old = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     provider = FakeProvider()
     for store_id, last_active in (("vs_emptied", old), ("vs_busy", dt.datetime(2026, 11, 19, tzinfo=dt.UTC))):
-        services.resources_record(tenant=tenant, obj=builders.vector_store(
-            vector_store_id=store_id, usage_bytes=3 * GIB, created_at=old, last_active_at=last_active))
-        provider.vector_stores[store_id] = {"id": store_id, "object": "vector_store", "usage_bytes": 3 * GIB,
-                                            "created_at": int(old.timestamp()),
-                                            "last_active_at": int(last_active.timestamp())}
+        _store_in_ledger_and_at_openai(tenant, provider, store_id, usage_bytes=3 * GIB, created=old,
+                                       last_active=last_active)
     provider.vector_stores["vs_emptied"]["usage_bytes"] = 0
     tenant.vector_store_idle_days = 30
     tenant.save()
