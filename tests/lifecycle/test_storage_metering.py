@@ -43,6 +43,18 @@ def _store_in_ledger_and_at_openai(tenant, provider, store_id: str, *, usage_byt
                                         "last_active_at": int(last_active.timestamp())}
 
 
+def _sweep_stores_idle_30_days(tenant, provider):
+    """A vector-store sweep run to its end on 2026-11-19 10:00 UTC against `provider`, stores idle 30 days due."""
+    import time_machine
+
+    tenant.vector_store_idle_days = 30
+    tenant.save()
+    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
+        sweep = services.sweep_create(kind="vector_stores")
+        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+    return sweep
+
+
 def _golden_storage_examples() -> list[dict]:
     data = golden_examples()
     return [e for e in data["examples"] if "stored_gb" in e]
@@ -230,7 +242,6 @@ def test_the_nightly_meter_fills_in_missed_days_of_the_last_week_and_leaves_mete
 
 def test_a_store_a_sweep_deleted_saves_its_cost_from_the_day_after_its_deletion(tenant):
     """The deletion day still bills the store (it existed that day), so it saves nothing until the next day."""
-    import time_machine
 
     from apps.lifecycle.models import VectorStoreDay
 
@@ -243,11 +254,7 @@ def test_a_store_a_sweep_deleted_saves_its_cost_from_the_day_after_its_deletion(
     recent = dt.datetime(2026, 11, 19, tzinfo=dt.UTC)
     VectorStore.objects.unscoped().filter(openai_id="vs_keep").update(last_active_at=recent)
     provider.vector_stores["vs_keep"]["last_active_at"] = int(recent.timestamp())
-    tenant.vector_store_idle_days = 30
-    tenant.save()
-    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
-        sweep = services.sweep_create(kind="vector_stores")
-        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+    _sweep_stores_idle_30_days(tenant, provider)
     assert provider.deletes == ["vs_old"]
     deletion_day = services.storage_meter_day(day=dt.date(2026, 11, 19))[0]
     assert "vs_old" in set(VectorStoreDay.objects.unscoped().filter(day=dt.date(2026, 11, 19))
@@ -282,7 +289,6 @@ def test_a_store_openai_reports_empty_at_its_recheck_saves_nothing_whatever_the_
     """The ledger's usage_bytes is as old as the last inventory listing: a store whose files were removed since
     answers usage_bytes 0 at the sweep's re-check, and deleting it takes nothing off the bill. $0.10/GB-day with
     1 GB free; the ledger still has it at 3 GiB beside another 3 GiB store (the stale figure read $0.30)."""
-    import time_machine
 
     from apps.lifecycle.models import SweepItem
 
@@ -294,11 +300,7 @@ def test_a_store_openai_reports_empty_at_its_recheck_saves_nothing_whatever_the_
         _store_in_ledger_and_at_openai(tenant, provider, store_id, usage_bytes=3 * GIB, created=old,
                                        last_active=last_active)
     provider.vector_stores["vs_emptied"]["usage_bytes"] = 0
-    tenant.vector_store_idle_days = 30
-    tenant.save()
-    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
-        sweep = services.sweep_create(kind="vector_stores")
-        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+    sweep = _sweep_stores_idle_30_days(tenant, provider)
 
     assert provider.deletes == ["vs_emptied"]
     item = SweepItem.objects.unscoped().get(sweep=sweep)
@@ -310,7 +312,6 @@ def test_an_expired_store_is_out_of_the_bill_so_deleting_it_or_beside_it_saves_o
     expired store saves nothing, and an expired store beside one being deleted is not part of the bill whose
     drop is the saving. $0.10/GB-day, 1 GB free: the only billed store is 0.5 GiB, so the bill is $0 with or
     without it (counted in, the expired 3 GiB stores read $0.30 and $0.05 saved per day)."""
-    import time_machine
 
     from apps.lifecycle.models import SweepItem
 
@@ -329,11 +330,7 @@ def test_an_expired_store_is_out_of_the_bill_so_deleting_it_or_beside_it_saves_o
             obj.update(status="expired", expires_at=int(expires_at.timestamp()))
         services.resources_record(tenant=tenant, obj=obj)
         provider.vector_stores[store_id] = dict(obj)
-    tenant.vector_store_idle_days = 30
-    tenant.save()
-    with time_machine.travel(dt.datetime(2026, 11, 19, 10, 0, tzinfo=dt.UTC), tick=False):
-        sweep = services.sweep_create(kind="vector_stores")
-        services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda seconds: None)
+    sweep = _sweep_stores_idle_30_days(tenant, provider)
 
     assert sorted(provider.deletes) == ["vs_expired_idle", "vs_small"]
     saved = dict(SweepItem.objects.unscoped().filter(sweep=sweep).values_list("openai_id", "saved_usd_per_day"))
