@@ -977,7 +977,7 @@ def tool_usage_by_kind_by_month(*, tenant, start: dt.date, end: dt.date) -> dict
 
 
 def _no_tool_use() -> dict[str, dict]:
-    return {kind: {"quantity": 0, "cost_usd": ZERO} for kind in ("code_interpreter", "file_search", "web_search")}
+    return {kind: {"quantity": 0, "cost_usd": ZERO} for kind in _TOOL_QUANTITIES}
 
 
 def _tool_usage(tenant, start: dt.date, end: dt.date, *, by_month: bool) -> dict[dt.date | None, dict[str, dict]]:
@@ -993,8 +993,7 @@ def _tool_usage(tenant, start: dt.date, end: dt.date, *, by_month: bool) -> dict
     daily = DailyRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end)
     quantities = {None: daily.aggregate(**_TOOL_QUANTITIES)} if not by_month else {
         row.pop("month"): row for row in grouped(daily).order_by().annotate(**_TOOL_QUANTITIES)}
-    usage = {month: {kind: {"quantity": row[kind], "cost_usd": ZERO} for kind in ("code_interpreter", "file_search",
-                                                                                   "web_search")}
+    usage = {month: {kind: {"quantity": row[kind], "cost_usd": ZERO} for kind in _TOOL_QUANTITIES}
              for month, row in quantities.items()}
     billable = list(
         grouped(ToolUsageRollup.objects.for_tenant(tenant).filter(day__gte=start, day__lt=end), "tool_price_id")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from apps.core.money import ZERO, allocate
@@ -93,13 +93,11 @@ def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
     while idle (file bytes are billed through the stores that hold them)."""
     if not scope.is_every_tenant:
         return []
-    from .services import storage_daily_cost, storage_rate
+    from .services import billed_storage_bytes, storage_daily_cost, storage_rate
 
     # OpenAI stops billing a store at its expires_at: an expired one costs nothing, nor counts in the bill.
     now = timezone.now()
-    billed = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    total = (VectorStore.objects.unscoped().filter(billed, status=ResourceStatus.ACTIVE)
-             .aggregate(s=Sum("usage_bytes"))["s"] or 0)
+    total = billed_storage_bytes(now)
     rate = storage_rate(on_date)  # once for every store (the price book read per store was 2 queries each)
     full = storage_daily_cost(total, rate)
     rows: list[Orphan] = []

@@ -1307,18 +1307,26 @@ def storage_daily_cost(total_bytes: int, rate) -> Decimal:
     return rate_vector_storage(bytes_to_gb(total_bytes), 1, rate)
 
 
+def billed_stores(at: dt.datetime) -> Q:
+    """The vector stores OpenAI bills at `at`: it stops at a store's expires_at (an expired store keeps its
+    bytes)."""
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=at)
+
+
+def billed_storage_bytes(at: dt.datetime) -> int:
+    """The bytes of every live store OpenAI bills at `at`: the bill the free GB comes off. Summed by the
+    database: one row back, not one per live store (a sweep asks for every store it handles)."""
+    return VectorStore.objects.unscoped().filter(billed_stores(at), status=ResourceStatus.ACTIVE).aggregate(
+        total=Coalesce(Sum("usage_bytes"), 0))["total"]
+
+
 def _vector_store_saving(usage_bytes: int, at: dt.datetime, *, openai_id: str, expired: bool = False) -> Decimal:
     """The drop in the organisation's daily storage bill from deleting the store `openai_id` of `usage_bytes`
-    at `at` (free GB applied). OpenAI stops billing a store at its expires_at (the meter leaves it out from
-    then): an expired store (`expired`: OpenAI says so; or its recorded expires_at has passed) saves nothing,
-    and expired stores are no part of the bill it drops from."""
-    billed = Q(expires_at__isnull=True) | Q(expires_at__gt=at)
+    at `at` (free GB applied). An expired store (`expired`: OpenAI says so; or its recorded expires_at has
+    passed) is no longer billed, so it saves nothing, and expired stores are no part of the bill it drops from."""
     if expired or VectorStore.objects.unscoped().filter(openai_id=openai_id, expires_at__lte=at).exists():
         return ZERO
-    # Summed by the database: one row back, not one per live store (this runs for every store a sweep handles).
-    total = VectorStore.objects.unscoped().filter(billed, status=ResourceStatus.ACTIVE).aggregate(
-        total=Coalesce(Sum("usage_bytes"), 0))["total"]
-    total = max(total, usage_bytes)
+    total = max(billed_storage_bytes(at), usage_bytes)
     rate = storage_rate(at.date())
     return quantize_ledger(storage_daily_cost(total, rate) - storage_daily_cost(total - usage_bytes, rate))
 
@@ -1886,7 +1894,7 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
             end = start + dt.timedelta(days=1)
             existed = (
                 Q(status=ResourceStatus.ACTIVE) | Q(status=ResourceStatus.DELETED, deleted_at__gt=start)
-            ) & (Q(expires_at__isnull=True) | Q(expires_at__gt=start))
+            ) & billed_stores(start)
             VectorStoreDay.objects.bulk_create([
                 VectorStoreDay(day=day, vector_store_id=pk, tenant_id=tenant_id, usage_bytes=usage_bytes)
                 for pk, tenant_id, usage_bytes in VectorStore.objects.unscoped()

@@ -167,6 +167,16 @@ def unstorable_text(text: str) -> bool:
 MAX_STORED_DEPTH = 32
 
 
+def _unstorable_number(item) -> str | None:
+    """Why a number cannot go into a JSON column, or None. JSON's 1e400 reads as inf, which no JSON column takes
+    (PostgreSQL refuses it, orjson writes null); an integer past 64 bits the ledger's JSON encoder refuses."""
+    if isinstance(item, float) and not math.isfinite(item):
+        return "must be a finite number (this one does not fit a float)"
+    if isinstance(item, int) and not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
+        return _TOO_BIG
+    return None
+
+
 def _unstorable_value(value: dict, prefix: str) -> NormalizationError | None:
     """The first thing in `value` (a resource object, stored whole as JSON) that its column cannot hold, naming
     where it is, or None: text PostgreSQL refuses (unstorable_text, keys included), a number no float holds
@@ -181,12 +191,9 @@ def _unstorable_value(value: dict, prefix: str) -> NormalizationError | None:
             if isinstance(item, str):
                 if unstorable_text(item):
                     return NormalizationError(f"{path}.{key}", "must not contain NUL characters or invalid Unicode")
-            elif isinstance(item, float):
-                if not math.isfinite(item):
-                    return NormalizationError(f"{path}.{key}", "must be a finite number (this one does not fit a float)")
-            elif isinstance(item, int):
-                if not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
-                    return NormalizationError(f"{path}.{key}", _TOO_BIG)
+            elif isinstance(item, int | float):
+                if problem := _unstorable_number(item):
+                    return NormalizationError(f"{path}.{key}", problem)
             elif isinstance(item, dict | list):
                 item_path = f"{path}.{key}"
                 if depth >= MAX_STORED_DEPTH:
@@ -247,11 +254,8 @@ def _metadata(obj: dict, prefix: str) -> dict:
     for key, item in value.items():
         if not isinstance(item, str | int | float | bool) and item is not None:
             raise NormalizationError(f"{prefix}.metadata.{key}", "must be a string")
-        if isinstance(item, float) and not math.isfinite(item):
-            # JSON's 1e400 reads as inf: no JSON column stores it (PostgreSQL refuses it, orjson writes null).
-            raise NormalizationError(f"{prefix}.metadata.{key}", "must be a finite number (this one does not fit a float)")
-        if isinstance(item, int) and not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
-            raise NormalizationError(f"{prefix}.metadata.{key}", _TOO_BIG)
+        if problem := _unstorable_number(item):
+            raise NormalizationError(f"{prefix}.metadata.{key}", problem)
     return value
 
 
