@@ -334,6 +334,13 @@ def alerts_for_budgets(*, months: dict[int, set[dt.date]]) -> list[int]:
     return _alerts_insert(_budget_specs(months))
 
 
+def budget_cause_key(tenant_id: int, month: dt.date, percent: int, budget: Decimal) -> str:
+    """A threshold fires once per month *and budget*: a budget raised mid-month warns again at 80% of the new
+    amount (a key without it had fired already at the old one). The amount is written in its shortest form,
+    so the budget read back from the database ("100.00") and the one a form just saved ("100") match."""
+    return f"budget:{tenant_id}:{month:%Y-%m}:{percent}:{budget.normalize():f}"
+
+
 def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
     from apps.core.timeutils import next_month, previous_month
     from apps.ledger.selectors import spend_by_tenant
@@ -364,7 +371,8 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
             for percent in BUDGET_THRESHOLDS:
                 if spent >= tenant.monthly_budget_usd * percent / 100:
                     specs.append(AlertSpec(
-                        kind=Alert.Kind.BUDGET, cause_key=f"budget:{tenant_id}:{month:%Y-%m}:{percent}",
+                        kind=Alert.Kind.BUDGET,
+                        cause_key=budget_cause_key(tenant_id, month, percent, tenant.monthly_budget_usd),
                         tenant_id=tenant_id,
                         severity=Alert.Severity.CRITICAL if percent >= 100 else (
                             Alert.Severity.WARNING if percent >= 80 else Alert.Severity.INFO),

@@ -62,16 +62,16 @@ def test_budget_crossings_alert_once_per_threshold_per_month(tenant, in_november
         ingest_events(events=[{"tenant": "acme", "object": obj}])
 
     spend("resp_b1", 2_000_000)  # $5.00: exactly 50%
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50"]
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50:10"]
     spend("resp_b2", 1_000_000)  # $7.50
     spend("resp_b3", 1_000_000)  # $10.00
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (100, 50, 80)]
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}:10" for p in (100, 50, 80)]
     spend("resp_b4", 1_000_000)  # still over 100%: nothing new
     spend("resp_b5", 2_000_000, when=WHEN + dt.timedelta(days=30))  # December: 50% again, its own cause
     assert len(_causes("budget")) == 4
     severities = dict(Alert.objects.for_tenant(tenant).filter(kind="budget").values_list("cause_key", "severity"))
-    assert severities[f"budget:{tenant.pk}:2026-11:100"] == "critical"
-    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100")
+    assert severities[f"budget:{tenant.pk}:2026-11:100:10"] == "critical"
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100:10")
     assert crossed.message == "Spend $10.00 of a $10.00 monthly budget."
 
 
@@ -338,7 +338,7 @@ def test_runs_reported_for_a_month_before_last_raise_no_budget_alert(tenant, in_
         obj = builders.response(response_id=run_id, created_at=when, model="gpt-5.4", input_tokens=2_000_000,
                                 output_tokens=0)  # $5.00: 500% of the budget
         ingest_events(events=[{"tenant": "acme", "object": obj}])
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-10:{p}" for p in (100, 50, 80)]
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-10:{p}:1" for p in (100, 50, 80)]
 
 
 def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_its_crossing(tenant, in_november):
@@ -349,19 +349,19 @@ def test_metered_vector_storage_counts_toward_the_budget_and_the_meter_raises_it
     obj = builders.response(response_id="resp_runs", created_at=WHEN, model="gpt-5.4", input_tokens=2_000_000,
                             output_tokens=0)
     ingest_events(events=[{"tenant": "acme", "object": obj}])  # $5.00 of runs: 50%
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50"]
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:50:10"]
     _storage_store(tenant, 41)
 
     with time_machine.travel(WHEN + dt.timedelta(hours=15), tick=False):
         storage_meter_day(day=WHEN.date())  # 41 GiB, 40 billable at $0.10: $4.00, so $9.00 in all: 90%
 
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)]
-    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80")
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}:10" for p in (50, 80)]
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80:10")
     assert (crossed.severity, crossed.message) == ("warning", "Spend $9.00 of a $10.00 monthly budget.")
     with time_machine.travel(WHEN + dt.timedelta(days=1, hours=15), tick=False):
         storage_meter_day(day=WHEN.date() + dt.timedelta(days=1))  # $13.00: 100%, critical
         storage_meter_day(day=WHEN.date() + dt.timedelta(days=1))  # metered again: nothing new
-    assert Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100").severity == "critical"
+    assert Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:100:10").severity == "critical"
     assert len(_causes("budget")) == 3
 
 
@@ -416,12 +416,63 @@ def test_a_budget_lowered_below_this_months_spend_alerts_at_once_not_at_the_next
     assert _causes("budget") == []
     with django_capture_on_commit_callbacks(execute=True):
         tenant_update(tenant=tenant, monthly_budget_usd=Decimal("6.00"))  # $5.00 is now 83%
-    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)]
-    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80")
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}:6" for p in (50, 80)]
+    crossed = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80:6")
     assert crossed.message == "Spend $5.00 of a $6.00 monthly budget."
     with django_capture_on_commit_callbacks(execute=True):
         tenant_update(tenant=tenant, monthly_budget_usd=None)  # no budget: nothing to check, nothing raised
     assert len(_causes("budget")) == 2
+
+
+def test_a_budget_raised_mid_month_warns_again_at_the_new_amount(tenant, in_november,
+                                                                  django_capture_on_commit_callbacks):
+    from apps.tenants.services import tenant_update
+
+    def spend(run_id, dollars):
+        obj = builders.response(response_id=run_id, created_at=WHEN, model="gpt-5.4",
+                                input_tokens=dollars * 400_000, output_tokens=0)  # $2.50 per 1M input tokens
+        ingest_events(events=[{"tenant": "acme", "object": obj}])
+
+    tenant.monthly_budget_usd = Decimal("10.00")
+    tenant.save()
+    spend("resp_first", 9)  # $9 of $10
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}:10" for p in (50, 80)]
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_update(tenant=tenant, monthly_budget_usd=Decimal("20"))  # $9 of $20: 45%, nothing new
+    assert len(_causes("budget")) == 2
+    spend("resp_second", 8)  # $17 of $20: 85%, the 50% and 80% of the new budget
+    assert _causes("budget") == [f"budget:{tenant.pk}:2026-11:{p}:{b}" for p, b in ((50, 10), (50, 20), (80, 10), (80, 20))]
+    warning = Alert.objects.for_tenant(tenant).get(cause_key=f"budget:{tenant.pk}:2026-11:80:20")
+    assert (warning.severity, warning.message) == ("warning", "Spend $17.00 of a $20.00 monthly budget.")
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_update(tenant=tenant, monthly_budget_usd=Decimal("20.00"))  # the same budget spelled otherwise
+    spend("resp_third", 1)
+    assert len(_causes("budget")) == 4
+
+
+def test_the_upgrade_names_the_budget_in_the_keys_of_alerts_already_raised(tenant, in_november):
+    """Without it the first check after the upgrade would raise this month's crossings a second time."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("apps.alerts.migrations.0003_budget_cause_keys_name_the_budget")
+    tenant.monthly_budget_usd = Decimal("10.00")
+    tenant.save()
+    for percent in (50, 80):
+        alert_raise(kind="budget", cause_key=f"budget:{tenant.pk}:2026-11:{percent}", tenant=tenant, title="old",
+                    data={"month": "2026-11", "percent": percent, "spent_usd": "9.00", "budget_usd": "10.00"})
+    alert_raise(kind="budget", cause_key="budget:test", tenant=tenant, title="not a crossing")
+    migration.name_the_budget(apps, None)
+    assert _causes("budget") == [*(f"budget:{tenant.pk}:2026-11:{p}:10" for p in (50, 80)), "budget:test"]
+
+    obj = builders.response(response_id="resp_after_upgrade", created_at=WHEN, model="gpt-5.4",
+                            input_tokens=3_600_000, output_tokens=0)  # $9 of $10: the same two crossings
+    ingest_events(events=[{"tenant": "acme", "object": obj}])
+    assert len(_causes("budget")) == 3
+
+    migration.drop_the_budget(apps, None)
+    assert _causes("budget") == [*(f"budget:{tenant.pk}:2026-11:{p}" for p in (50, 80)), "budget:test"]
 
 
 class _RedirectingHook(http.server.BaseHTTPRequestHandler):

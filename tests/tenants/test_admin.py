@@ -48,4 +48,4 @@ def test_a_policy_changed_in_the_admin_acts_as_through_the_api(client, staff_use
         "resp_20000", "resp_2000000"]
     budget = Alert.objects.for_tenant(tenant).filter(cause_key__startswith="budget:")
     assert sorted(budget.values_list("cause_key", flat=True)) == [
-        f"budget:{tenant.pk}:2026-11:{percent}" for percent in (50, 80)]  # $5.00 of $6.00: 83%
+        f"budget:{tenant.pk}:2026-11:{percent}:6" for percent in (50, 80)]  # $5.00 of $6.00: 83%
