@@ -91,6 +91,21 @@ def test_drift_is_found_on_its_day_and_line_with_its_amount(tenant):
     assert lines["unattributed spend"].openai_value == Decimal("1.25")  # shown, explained by the line above
 
 
+def test_spend_on_a_model_named_longer_than_the_ledger_holds_is_a_line_missing_in_ledger_not_a_failed_day(tenant):
+    # A fine-tuned model's id carries the organisation and a suffix of up to 64 characters: 140 here.
+    fine_tuned = "ft:gpt-4.1-mini-2025-04-14:acme-corporation-europe:" + "s" * 64 + ":AbCdEf12"
+    _rollup(tenant)
+    provider = _matching_provider().cost(DAY, f"{fine_tuned}, input", 2.5).completions(DAY, fine_tuned, 1_000, 0, 10)
+    _run(provider)
+    run = ReconciliationRun.objects.get(day=DAY)
+    assert (run.status, run.is_current, run.error) == ("complete", True, "")
+    lines = _current_lines()
+    missing = lines[f"{fine_tuned}, input"]
+    assert (missing.status, missing.model, missing.openai_value) == ("missing_in_ledger", fine_tuned, Decimal("2.5"))
+    assert lines[f"{fine_tuned}, input tokens"].status == "missing_in_ledger"
+    assert lines["gpt-5.4, input"].status == "matched"
+
+
 def test_rerunning_a_day_replaces_it_and_keeps_the_history(tenant):
     _rollup(tenant)
     provider = _matching_provider()
