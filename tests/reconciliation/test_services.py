@@ -267,6 +267,20 @@ def test_drift_raises_one_alert_per_day_project_and_line(tenant, django_capture_
     assert alerts[0].data["difference"] == "1.25"
 
 
+def test_a_drift_alert_writes_dollars_as_the_pages_do_and_keeps_the_exact_values_in_its_data(
+        tenant, django_capture_on_commit_callbacks):
+    from apps.alerts.models import Alert
+
+    _rollup(tenant)
+    provider = _matching_provider()
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 1.25)  # the ledger carries $2.50
+    with django_capture_on_commit_callbacks(execute=True):
+        _run(provider)
+    alert = Alert.unscoped_objects.get(kind="reconciliation_drift", data__line="gpt-5.4, input")
+    assert alert.message.startswith("drift: ledger $2.50 vs OpenAI $1.25 (usd); difference -$1.25 (-100.0000%).")
+    assert (alert.data["ledger_value"], alert.data["difference"]) == ("2.5", "-1.25")
+
+
 def test_a_line_missing_at_openai_that_later_shows_drift_raises_again(tenant, django_capture_on_commit_callbacks):
     """OpenAI's numbers arrive late: the first run sees the ledger's cost with nothing at OpenAI yet; when
     OpenAI's number arrives and differs, that is news, not the same alert again."""
