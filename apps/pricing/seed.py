@@ -46,6 +46,9 @@ class LoadResult:
     unchanged: list[str] = field(default_factory=list)
     # Versions the file would change but that were left as they are: label -> why, and what to do instead.
     refused: dict[str, str] = field(default_factory=dict)
+    # The models a created price version is for, and how many runs stored unpriced they rated (price_book_load).
+    created_models: list[str] = field(default_factory=list)
+    newly_priced_runs: int = 0
 
 
 def read_price_book(path: Path | str = PRICE_BOOK_FILE) -> dict:
@@ -148,6 +151,8 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         label = f"{lookup['model']}@{lookup['effective_from']}"
         once(label, where)
         _apply(model_price_cls, lookup, values, result, label, overwrite)
+        if result.created and result.created[-1] == label:
+            result.created_models.append(model)
     for index, entry in enumerate(data.get("tools", [])):
         where = f"tools[{index}]"
         if not isinstance(entry, dict):

@@ -17,8 +17,12 @@ def price_book_load(*, path: Path | str = PRICE_BOOK_FILE, overwrite: bool = Tru
                     actor_label: str = "command:load_price_book") -> LoadResult:
     """Load a price book file idempotently: new versions are created, changed ones updated (with overwrite),
     except a tool price version runs were rated with whose fees the file changes: it is left as it is and
-    listed in the result's `refused`, with the reason and what to do instead."""
+    listed in the result's `refused`, with the reason and what to do instead. A model price version it
+    creates rates the runs stored unpriced for its model, as one added in the admin or the API does; all or
+    nothing: a price that would take a stored total past what the ledger holds raises RepriceOverflow and
+    nothing of the file is loaded."""
     from apps.ledger.selectors import tool_price_rated
+    from apps.ledger.services import runs_reprice_unpriced
 
     data = read_price_book(path)
     result = price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=overwrite,
@@ -29,6 +33,11 @@ def price_book_load(*, path: Path | str = PRICE_BOOK_FILE, overwrite: bool = Tru
             actor_label=actor_label if actor is None else "",
             data={"created": result.created, "updated": result.updated, "refused": sorted(result.refused)},
         )
+    if result.created_models:
+        # The unpriced-model alert says "add its price; unpriced runs are then re-rated": a price added from a
+        # file left them unpriced (billed $0) until someone thought of `reprice --unpriced`.
+        rated = runs_reprice_unpriced(models=result.created_models, actor=actor, actor_label=actor_label)
+        result.newly_priced_runs = sum(diff.newly_priced_runs for diff in rated.tenants)
     return result
 
 

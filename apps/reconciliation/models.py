@@ -130,10 +130,13 @@ class ReconciliationLine(models.Model):
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="lines")
     day = models.DateField()
     openai_project = models.CharField(max_length=100)
-    line = models.CharField(max_length=200)
+    # Text, not a bounded CharField: line and model names come from OpenAI's Costs and Usage API as sent, and a
+    # fine-tuned model's id ("ft:<base>:<org>:<suffix of up to 64 characters>:<id>") runs past 100 characters.
+    # A column too short for it failed the day (and every day after it) on PostgreSQL, each time it was re-run.
+    line = models.TextField()
     kind = models.CharField(max_length=16, choices=LineKind.choices)
     unit = models.CharField(max_length=16)
-    model = models.CharField(max_length=100, blank=True, default="")
+    model = models.TextField(blank=True, default="")
     ledger_value = models.DecimalField(**VALUE_FIELD_KWARGS)
     openai_value = models.DecimalField(**VALUE_FIELD_KWARGS)
     difference = models.DecimalField(**VALUE_FIELD_KWARGS)

@@ -334,7 +334,6 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
         logger.warning("alerts app has no alert_raise yet; %d drift lines not alerted", len(lines))
         return
     for line in lines:
-        unit = "$" if line.unit == "usd" else ""
         kind = "Unattributed spend" if line.kind == KIND_UNATTRIBUTED else "Reconciliation drift"
         # The status is part of the cause: a line first flagged "missing at OpenAI" (its numbers not in yet)
         # that later shows real drift raises again instead of hiding behind the first alert.
@@ -347,8 +346,8 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
             tenant=None,
             title=f"{kind}: {line.line} on {line.day.isoformat()} ({line.openai_project})",
             message=(
-                f"{line.status.replace('_', ' ')}: ledger {unit}{_plain(line.ledger_value)} vs OpenAI "
-                f"{unit}{_plain(line.openai_value)} ({line.unit}); difference {unit}{_plain(line.difference)}"
+                f"{line.status.replace('_', ' ')}: ledger {_text(line.ledger_value, line.unit)} vs OpenAI "
+                f"{_text(line.openai_value, line.unit)} ({line.unit}); difference {_text(line.difference, line.unit)}"
                 + (f" ({line.difference_pct}%)" if line.difference_pct is not None else "")
                 + ". See /reconciliation/ for the day."
             ),
@@ -379,6 +378,12 @@ def reconciliation_failure_alert(*, project_id: str, end_day: dt.date, days: int
         severity="critical",
         data={"project": project_id, "end_day": end_day.isoformat(), "days": days, "error": error},
     )
+
+
+def _text(value, unit: str) -> str:
+    """A line's value in an alert's text: dollars as every page and alert writes them (money_text: "-$1.25",
+    where "$-1.25" was written), counts as plain numbers. The alert's data keeps the exact values."""
+    return money_text(value) if unit == "usd" else _plain(value)
 
 
 def _plain(value) -> str:

@@ -139,6 +139,46 @@ def test_load_price_book_refuses_a_version_given_twice_and_changes_nothing(db, t
     assert ToolPrice.objects.get().web_search_call_usd_per_1k == Decimal("10")
 
 
+def _book_adding(tmp_path, model: str, output_usd_per_1m: str = "12.00") -> Path:
+    """The shipped price book plus a price for `model` from 2026-06-01."""
+    data = read_price_book(PRICE_BOOK_FILE)
+    data["models"].append({"model": model, "effective_from": "2026-06-01", "input_usd_per_1m": "3.00",
+                           "cached_input_usd_per_1m": "0.30", "output_usd_per_1m": output_usd_per_1m})
+    path = tmp_path / "price_book.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_a_price_the_file_adds_rates_the_runs_stored_unpriced_for_its_model_and_says_how_many(
+        db, tenant, tmp_path, capsys):
+    before = builders.response(created_at=dt.datetime(2026, 5, 31, 23, 59, tzinfo=dt.UTC), model="gpt-7-test")
+    after = builders.response(created_at=dt.datetime(2026, 6, 1, tzinfo=dt.UTC), model="gpt-7-test-2026-06-01",
+                              input_tokens=1_000_000, cached_tokens=200_000, output_tokens=100_000)
+    ingest_events(events=[{"tenant": tenant.slug, "object": before}, {"tenant": tenant.slug, "object": after}])
+
+    call_command("load_price_book", str(_book_adding(tmp_path, "gpt-7-test")))
+
+    assert "1 unpriced runs are now rated." in capsys.readouterr().out
+    rated = Run.objects.for_tenant(tenant).get(openai_id=after["id"])
+    # 800k uncached at $3, 200k cached at $0.30, 100k output at $12 (a dated snapshot bills at its family's price).
+    assert (rated.priced, rated.cost_total_usd) == (True, Decimal("2.40") + Decimal("0.06") + Decimal("1.20"))
+    assert Run.objects.for_tenant(tenant).get(openai_id=before["id"]).priced is False  # before the price's date
+    assert AuditEvent.objects.get(action="ledger.reprice").actor_label == "command:load_price_book"
+
+
+def test_a_file_whose_new_price_would_overflow_the_ledger_loads_nothing(db, tenant, tmp_path):
+    # 10**12 output tokens at $1,000 per million: a billion USD, past the ~922 million an end user's month holds.
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test", input_tokens=1, output_tokens=10**12)}])
+    versions = ModelPrice.objects.count()
+
+    with pytest.raises(CommandError, match=r"^Nothing was loaded: Re-pricing stopped: .*model gpt-7-test"):
+        call_command("load_price_book", str(_book_adding(tmp_path, "gpt-7-test", output_usd_per_1m="1000")))
+
+    assert ModelPrice.objects.count() == versions
+    assert Run.objects.for_tenant(tenant).get().priced is False
+
+
 def test_load_price_book_keeps_an_amount_with_trailing_zeros_past_six_places(db, tmp_path):
     data = read_price_book(PRICE_BOOK_FILE)
     data["models"] = [{**data["models"][0], "effective_from": "2026-12-01", "input_usd_per_1m": "2.500000000"}]

@@ -91,6 +91,21 @@ def test_drift_is_found_on_its_day_and_line_with_its_amount(tenant):
     assert lines["unattributed spend"].openai_value == Decimal("1.25")  # shown, explained by the line above
 
 
+def test_spend_on_a_model_named_longer_than_the_ledger_holds_is_a_line_missing_in_ledger_not_a_failed_day(tenant):
+    # A fine-tuned model's id carries the organisation and a suffix of up to 64 characters: 140 here.
+    fine_tuned = "ft:gpt-4.1-mini-2025-04-14:acme-corporation-europe:" + "s" * 64 + ":AbCdEf12"
+    _rollup(tenant)
+    provider = _matching_provider().cost(DAY, f"{fine_tuned}, input", 2.5).completions(DAY, fine_tuned, 1_000, 0, 10)
+    _run(provider)
+    run = ReconciliationRun.objects.get(day=DAY)
+    assert (run.status, run.is_current, run.error) == ("complete", True, "")
+    lines = _current_lines()
+    missing = lines[f"{fine_tuned}, input"]
+    assert (missing.status, missing.model, missing.openai_value) == ("missing_in_ledger", fine_tuned, Decimal("2.5"))
+    assert lines[f"{fine_tuned}, input tokens"].status == "missing_in_ledger"
+    assert lines["gpt-5.4, input"].status == "matched"
+
+
 def test_rerunning_a_day_replaces_it_and_keeps_the_history(tenant):
     _rollup(tenant)
     provider = _matching_provider()
@@ -250,6 +265,20 @@ def test_drift_raises_one_alert_per_day_project_and_line(tenant, django_capture_
     assert alerts[0].tenant_id is None
     assert alerts[0].cause_key == f"reconciliation:{PROJECT}:{DAY.isoformat()}:gpt-5.4, input:drift"
     assert alerts[0].data["difference"] == "1.25"
+
+
+def test_a_drift_alert_writes_dollars_as_the_pages_do_and_keeps_the_exact_values_in_its_data(
+        tenant, django_capture_on_commit_callbacks):
+    from apps.alerts.models import Alert
+
+    _rollup(tenant)
+    provider = _matching_provider()
+    provider.costs_rows[DAY][0] = (PROJECT, "gpt-5.4, input", 1.25)  # the ledger carries $2.50
+    with django_capture_on_commit_callbacks(execute=True):
+        _run(provider)
+    alert = Alert.unscoped_objects.get(kind="reconciliation_drift", data__line="gpt-5.4, input")
+    assert alert.message.startswith("drift: ledger $2.50 vs OpenAI $1.25 (usd); difference -$1.25 (-100.0000%).")
+    assert (alert.data["ledger_value"], alert.data["difference"]) == ("2.5", "-1.25")
 
 
 def test_a_line_missing_at_openai_that_later_shows_drift_raises_again(tenant, django_capture_on_commit_callbacks):

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.ledger.services import RepriceOverflow
 from apps.pricing.models import REPRICE_COMMAND
 from apps.pricing.seed import PRICE_BOOK_FILE, PriceBookFileError
 from apps.pricing.services import price_book_load
@@ -20,6 +21,8 @@ class Command(BaseCommand):
             result = price_book_load(path=file, overwrite=not keep_existing)
         except PriceBookFileError as exc:
             raise CommandError(f"{exc}. Fix the file and run the command again.") from exc
+        except RepriceOverflow as exc:
+            raise CommandError(f"Nothing was loaded: {exc} Correct it in the file and run the command again.") from exc
         for label in result.created:
             self.stdout.write(f"created  {label}")
         for label in result.updated:
@@ -29,6 +32,8 @@ class Command(BaseCommand):
         counts = (f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged, "
                   f"{len(result.refused)} refused.")
         self.stdout.write(counts if result.refused else self.style.SUCCESS(counts))
+        if result.newly_priced_runs:
+            self.stdout.write(f"{result.newly_priced_runs} unpriced runs are now rated.")
         if result.updated:
             self.stdout.write(f"Prices changed: re-rate affected runs with {REPRICE_COMMAND}.")
         if result.refused:
