@@ -148,7 +148,7 @@ def _usage_line_from_text(row: tuple) -> dict:
 class RunQuerySerializer(serializers.Serializer):
     tenant = serializers.CharField(required=False, help_text="Tenant slug.")
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    model = serializers.CharField(required=False, max_length=100)
+    model = serializers.CharField(required=False, max_length=255)
     # Blank is a value: "" selects runs without that attribution (the usage lines' "" key), not every run.
     feature = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                     help_text="Feature; empty: runs without one.")

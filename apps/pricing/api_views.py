@@ -33,7 +33,7 @@ _PRICE = {"max_digits": 14, "decimal_places": 6, "min_value": Decimal("0"), "coe
 class PriceSerializer(serializers.ModelSerializer):
     """USD per 1M tokens as decimal strings. A null cached (or cache-write) price bills those tokens at the input price."""
 
-    model = serializers.CharField(max_length=100, help_text="A model family (gpt-5.4) or a dated snapshot.")
+    model = serializers.CharField(max_length=255, help_text="A model family (gpt-5.4) or a dated snapshot.")
     input_usd_per_1m = serializers.DecimalField(**_PRICE)
     cached_input_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
     output_usd_per_1m = serializers.DecimalField(**_PRICE)
@@ -59,7 +59,7 @@ class PriceSerializer(serializers.ModelSerializer):
 
 
 class PriceQuerySerializer(serializers.Serializer):
-    model = serializers.CharField(required=False, max_length=100, help_text="Only this model's price versions.")
+    model = serializers.CharField(required=False, max_length=255, help_text="Only this model's price versions.")
 
 
 class PricePagination(ApiCursorPagination):

@@ -29,7 +29,7 @@ class ModelPrice(models.Model):
     Input tokens as OpenAI reports them include the cached and cache-write ones, and output tokens
     include reasoning: rating bills each token once, at the price of its kind (see rating.py)."""
 
-    model = models.CharField(max_length=100, help_text="A family (gpt-5.4) or a dated snapshot (gpt-5.4-2026-03-05).")
+    model = models.CharField(max_length=255, help_text="A family (gpt-5.4) or a dated snapshot (gpt-5.4-2026-03-05).")
     effective_from = models.DateField()
     input_usd_per_1m = models.DecimalField(**PRICE_FIELD_KWARGS, validators=_non_negative)
     cached_input_usd_per_1m = models.DecimalField(

@@ -26,6 +26,9 @@ ATTRIBUTION_KEYS = ("user_id", "session_id", "feature")
 _MIN_UNIX = 1_420_070_400  # 2015-01-01T00:00:00Z
 _MAX_UNIX = 32_503_680_000
 _MAX_ID = 100
+# A model name can be longer than an id: a fine-tuned model is "ft:<base>:<organization>:<suffix of up to 64
+# characters>:<job id>", past 100 characters with a long suffix. Its runs must not be refused.
+_MAX_MODEL = 255
 _MAX_TOKENS = 10**12  # far above any real run; keeps rollup sums inside BIGINT
 _MAX_MINUTES = 2_147_483_647  # a container's expiry is stored in an integer column
 _MAX_RESOURCE_STATUS = 20  # a vector store's or container's status is stored whole in a 20-character column
@@ -351,7 +354,7 @@ def normalize_assistants_run(obj: dict, *, steps: list[dict] | None = None, pref
     record = RunRecord(
         openai_id=_id(obj, "id", prefix, required=True),
         api="assistants",
-        model=_string(obj, "model", prefix, required=True),
+        model=_string(obj, "model", prefix, required=True, max_length=_MAX_MODEL),
         status=_status(obj, RUN_STATUSES, prefix),
         created_at=_timestamp(obj, "created_at", prefix, required=True),
         thread_openai_id=_id(obj, "thread_id", prefix, required=True),
@@ -409,7 +412,7 @@ def normalize_response(obj: dict, *, prefix: str = "object") -> RunRecord:
     record = RunRecord(
         openai_id=_id(obj, "id", prefix, required=True),
         api="responses",
-        model=_string(obj, "model", prefix, required=True),
+        model=_string(obj, "model", prefix, required=True, max_length=_MAX_MODEL),
         status=_status(obj, RESPONSE_STATUSES, prefix),
         created_at=_timestamp(obj, "created_at", prefix, required=True, allow_float=True),
         service_tier=_string(obj, "service_tier", prefix, max_length=16),
@@ -637,8 +640,8 @@ def _opt_str(value, max_length: int = _MAX_ID):
     return None
 
 
-def _req_str(value):
-    if type(value) is str and len(value) <= _MAX_ID and value.strip():
+def _req_str(value, max_length: int = _MAX_ID):
+    if type(value) is str and len(value) <= max_length and value.strip():
         return value
     return None
 
@@ -756,7 +759,7 @@ def _base_fields() -> dict:
 
 def _assistants_fast(obj: dict) -> dict | None:
     get = obj.get
-    openai_id, model, thread_id = _fast_id(get("id")), _req_str(get("model")), _fast_id(get("thread_id"))
+    openai_id, model, thread_id = _fast_id(get("id")), _req_str(get("model"), _MAX_MODEL), _fast_id(get("thread_id"))
     status, created = get("status"), get("created_at")
     assistant_id = _opt_str(get("assistant_id"))
     if (openai_id is None or model is None or thread_id is None or assistant_id is None
@@ -796,7 +799,7 @@ def _assistants_fast(obj: dict) -> dict | None:
 
 def _response_fast(obj: dict) -> dict | None:
     get = obj.get
-    openai_id, model = _fast_id(get("id")), _req_str(get("model"))
+    openai_id, model = _fast_id(get("id")), _req_str(get("model"), _MAX_MODEL)
     status, created, completed = get("status"), get("created_at"), get("completed_at")
     service_tier = _opt_str(get("service_tier"), 16)
     if (openai_id is None or model is None or service_tier is None or type(status) is not str

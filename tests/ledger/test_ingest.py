@@ -310,6 +310,20 @@ def test_every_string_ingest_stores_is_refused_naming_it_or_cut_to_its_column_wh
             if not refused_naming_it_or_cut_to_fit(case, length, event, result)] == []
 
 
+def test_a_fine_tuned_model_named_past_100_characters_is_recorded_not_refused(tenant):
+    """A fine-tuned model is "ft:<base>:<organization>:<suffix of up to 64 characters>:<job id>": with a long
+    suffix its name runs past 100 characters, and its runs were refused (lost) by both normalizer paths."""
+
+    model = f"ft:gpt-4.1-mini-2025-04-14:acme-analytics-incorporated:{'support-triage-' * 4}v2:BkX9a7Qz"
+    assert 120 < len(model) <= 255
+    events = [{"tenant": "acme", "object": builders.response(response_id="resp_ft", created_at=WHEN, model=model)},
+              {"tenant": "acme", "object": builders.assistants_run(run_id="run_ft", created_at=WHEN, model=model)}]
+
+    assert [result.outcome for result in ingest_events(events=events).results] == ["created", "created"]
+    assert set(Run.objects.for_tenant(tenant).values_list("model", flat=True)) == {model}
+    assert set(DailyRollup.objects.for_tenant(tenant).values_list("model", flat=True)) == {model}
+
+
 @pytest.mark.parametrize(("event", "field"), [
     ({"object": builders.response(created_at=WHEN), "attribution": {"user_id": "u\x00"}}, "attribution.user_id"),
     ({"object": _with(builders.response(created_at=WHEN), metadata={"user_id": "u\x00"})}, "object.metadata.user_id"),
