@@ -78,6 +78,10 @@ def error_status(exc: BaseException) -> int | None:
 
 
 def is_not_found(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderError):
+        # The provider has already read OpenAI's answer: a 404 for a path OpenAI does not serve is no word on
+        # the object (see _classify_status), so its class, not its status, says whether the object is gone.
+        return isinstance(exc, ProviderNotFound)
     return error_status(exc) == 404 or type(exc).__name__ in ("NotFoundError", "NotFound", "ResourceNotFound")
 
 
@@ -219,6 +223,13 @@ class OpenAIProvider:
                   "attempts": attempt, "operation": operation}
         hint = retry_after_seconds(error.response.headers if error.response is not None else None)
         if status == 404:
+            if str(body.get("message") or "").startswith("Invalid URL"):
+                # OpenAI answers a path it does not serve (OPENAI_BASE_URL without /v1, a proxy, an endpoint that
+                # is gone) with 404 "Invalid URL (…)". That says nothing about the object: read as "not found", a
+                # sweep recorded every live conversation it asked about as already gone, and conversations
+                # cannot be listed, so the ledger row was the only way to find one again to delete it.
+                return ProviderBadRequest(f"{message} (OpenAI does not serve this path: check OPENAI_BASE_URL and "
+                                          "the project's base URL)", **common), False, None
             return ProviderNotFound(message, **common), False, None
         if status == 429:
             return ProviderRateLimited(message, **common), True, hint

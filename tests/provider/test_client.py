@@ -14,9 +14,12 @@ from apps.provider.client import (
     DeleteOutcome,
     OpenAIProvider,
     ProviderAuthError,
+    ProviderBadRequest,
     ProviderNotFound,
     ProviderRateLimited,
     ProviderUnavailable,
+    is_not_found,
+    is_transient,
     retry_after_seconds,
 )
 from apps.provider.ratelimit import SharedRateLimiter
@@ -212,6 +215,19 @@ def test_404_is_not_retried(sandbox):
     with pytest.raises(ProviderNotFound):
         provider.retrieve_response("resp_missing")
     assert sleep.calls == [] and provider.attempts_made == 1
+
+
+def test_a_404_for_a_path_openai_does_not_serve_is_not_an_object_gone(sandbox, openai_client):
+    # A base URL without /v1: OpenAI answers 404 "Invalid URL (GET /conversations/…)" for every object. Read as
+    # "not found", a live conversation was "already gone" and a delete of it reported so.
+    conversation = openai_client.conversations.create()
+    wrong = OpenAIProvider(base_url=sandbox.url, api_key=sandbox.api_key, rate_limiter=None, sleep=RecordingSleep())
+    with pytest.raises(ProviderBadRequest, match="Invalid URL.*OPENAI_BASE_URL") as raised:
+        wrong.retrieve_conversation(conversation.id)
+    assert not is_not_found(raised.value) and not is_transient(raised.value)
+    with pytest.raises(ProviderBadRequest):
+        wrong.delete_conversation(conversation.id)
+    assert openai_client.conversations.retrieve(conversation.id).id == conversation.id
 
 
 def test_admin_calls_without_an_admin_key_fail_clearly(sandbox):
