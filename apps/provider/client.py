@@ -266,12 +266,19 @@ class OpenAIProvider:
                 return None
 
         try:
-            self._call(operation, attempt)
+            answer = self._call(operation, attempt)
         except ProviderNotFound:
             return DeleteOutcome.DELETED if maybe_done else DeleteOutcome.ALREADY_GONE
         except ProviderError as error:
             error.maybe_carried_out = maybe_done  # a last 429 does not undo an earlier try that may have deleted it
             raise
+        if getattr(answer, "deleted", None) is False:
+            # OpenAI says in its answer whether it deleted the object: "deleted": false is a refusal, not a
+            # deletion to audit (the ledger would stop tracking an object that is still there).
+            error = ProviderError(f"{operation}: OpenAI answered deleted: false (the object was not deleted)",
+                                  request_id=getattr(answer, "_request_id", None), operation=operation)
+            error.maybe_carried_out = maybe_done
+            raise error
         return DeleteOutcome.DELETED
 
     def _paginate(self, operation: str, fetch: Callable[[str | None], Any], *, use_last_id: bool = False) -> Iterator[dict]:

@@ -15,6 +15,7 @@ from apps.provider.client import (
     OpenAIProvider,
     ProviderAuthError,
     ProviderBadRequest,
+    ProviderError,
     ProviderNotFound,
     ProviderRateLimited,
     ProviderUnavailable,
@@ -136,6 +137,24 @@ def test_a_delete_answered_with_an_unreadable_success_is_deleted(sandbox):
                            http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
     provider = _provider(sandbox, sleep=lambda seconds: None)
     assert provider._delete("delete_vector_store", lambda: client.vector_stores.delete("vs_1")) == "deleted"
+    assert provider.attempts_made == 1
+
+
+def test_a_delete_openai_answers_with_deleted_false_is_not_a_deletion(sandbox):
+    # OpenAI's answer to a delete says whether it deleted the object. Ignored, a `deleted: false` was recorded as
+    # a deletion: the audit said the conversation was deleted and the ledger stopped tracking it.
+    import httpx2  # the HTTP library the openai SDK is built on (requirements.lock)
+    import openai
+
+    def answer(request):
+        return httpx2.Response(200, json={"id": "conv_1", "object": "conversation.deleted", "deleted": False})
+
+    client = openai.OpenAI(api_key="sk-test", base_url="http://openai.invalid/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+    provider = _provider(sandbox, sleep=lambda seconds: None)
+    with pytest.raises(ProviderError, match="deleted: false") as raised:
+        provider._delete("delete_conversation", lambda: client.conversations.delete("conv_1"))
+    assert not is_not_found(raised.value) and not is_transient(raised.value)
     assert provider.attempts_made == 1
 
 
