@@ -139,7 +139,7 @@ class OpenAIProvider:
     """OpenAI for one project and key. Every method returns plain dicts (or iterators of them).
 
     The SDK's own retries are off (`max_retries=0`); `_call` retries 408/409/429/5xx, timeouts and connection
-    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
+    errors (or what OpenAI's `x-should-retry` header says, as the SDK does) up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
     (more than 0), else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str, admin_key: str | None = None,
@@ -198,6 +198,11 @@ class OpenAIProvider:
                 return fn()
             except openai.APIStatusError as error:
                 failure, retryable, hint = self._classify_status(error, operation, attempt)
+                # OpenAI's own word wins over the status rules, as the SDK obeys it (its retries are off here): a
+                # 429 for an exhausted quota says "false", and retrying it only spent the item's lease sleeping.
+                should_retry = error.response.headers.get("x-should-retry") if error.response is not None else None
+                if should_retry in ("true", "false"):
+                    retryable = should_retry == "true"
             except openai.APITimeoutError as error:
                 failure, retryable, hint = ProviderUnavailable(
                     f"{operation}: OpenAI timed out ({error})", attempts=attempt, operation=operation), True, None

@@ -219,6 +219,34 @@ def test_persistent_5xx_raises_unavailable(sandbox):
     assert raised.value.status_code == 502
 
 
+def test_openais_x_should_retry_header_decides_whether_a_failure_is_retried(sandbox):
+    # The SDK obeys OpenAI's `x-should-retry` over its status rules; with the SDK's retries off, the provider
+    # retried an answer OpenAI said not to retry (a worker sleeping through every backoff to be told the same).
+    import httpx2  # the HTTP library the openai SDK is built on (requirements.lock)
+    import openai
+
+    answers = [
+        httpx2.Response(429, headers={"x-should-retry": "false", "retry-after": "1"},
+                        json={"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                                        "param": None, "code": "insufficient_quota"}}),
+        httpx2.Response(400, headers={"x-should-retry": "true"},
+                        json={"error": {"message": "Try again.", "type": "invalid_request_error", "param": None,
+                                        "code": None}}),
+        httpx2.Response(200, json={"id": "thread_1", "object": "thread", "created_at": 1764000000, "metadata": {},
+                                   "tool_resources": {}}),
+    ]
+    client = openai.OpenAI(api_key="sk-test", base_url="http://openai.invalid/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(lambda request: answers.pop(0))))
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep)
+    retrieve = lambda: client.beta.threads.retrieve("thread_1")  # noqa: E731
+    with pytest.raises(ProviderRateLimited, match="quota"):
+        provider._call("retrieve_thread", retrieve)
+    assert (provider.attempts_made, sleep.calls) == (1, [])
+    assert provider._call("retrieve_thread", retrieve).id == "thread_1"
+    assert provider.attempts_made == 3 and len(sleep.calls) == 1
+
+
 def test_connection_refused_raises_unavailable_after_retries():
     sleep = RecordingSleep()
     provider = OpenAIProvider(base_url="http://127.0.0.1:9/v1", api_key="sk-x", rate_limiter=None, sleep=sleep,
