@@ -78,6 +78,10 @@ def error_status(exc: BaseException) -> int | None:
 
 
 def is_not_found(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderError):
+        # The provider has already read OpenAI's answer: a 404 for a path OpenAI does not serve is no word on
+        # the object (see _classify_status), so its class, not its status, says whether the object is gone.
+        return isinstance(exc, ProviderNotFound)
     return error_status(exc) == 404 or type(exc).__name__ in ("NotFoundError", "NotFound", "ResourceNotFound")
 
 
@@ -135,7 +139,7 @@ class OpenAIProvider:
     """OpenAI for one project and key. Every method returns plain dicts (or iterators of them).
 
     The SDK's own retries are off (`max_retries=0`); `_call` retries 408/409/429/5xx, timeouts and connection
-    errors up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
+    errors (or what OpenAI's `x-should-retry` header says, as the SDK does) up to `max_attempts` tries, sleeping min(Retry-After, `retry_after_cap`) when OpenAI says how long
     (more than 0), else a full-jitter backoff uniform(0, min(`backoff_cap`, `backoff_base` × 2^attempt))."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str, admin_key: str | None = None,
@@ -194,6 +198,11 @@ class OpenAIProvider:
                 return fn()
             except openai.APIStatusError as error:
                 failure, retryable, hint = self._classify_status(error, operation, attempt)
+                # OpenAI's own word wins over the status rules, as the SDK obeys it (its retries are off here): a
+                # 429 for an exhausted quota says "false", and retrying it only spent the item's lease sleeping.
+                should_retry = error.response.headers.get("x-should-retry") if error.response is not None else None
+                if should_retry in ("true", "false"):
+                    retryable = should_retry == "true"
             except openai.APITimeoutError as error:
                 failure, retryable, hint = ProviderUnavailable(
                     f"{operation}: OpenAI timed out ({error})", attempts=attempt, operation=operation), True, None
@@ -219,6 +228,13 @@ class OpenAIProvider:
                   "attempts": attempt, "operation": operation}
         hint = retry_after_seconds(error.response.headers if error.response is not None else None)
         if status == 404:
+            if str(body.get("message") or "").startswith("Invalid URL"):
+                # OpenAI answers a path it does not serve (OPENAI_BASE_URL without /v1, a proxy, an endpoint that
+                # is gone) with 404 "Invalid URL (…)". That says nothing about the object: read as "not found", a
+                # sweep recorded every live conversation it asked about as already gone, and conversations
+                # cannot be listed, so the ledger row was the only way to find one again to delete it.
+                return ProviderBadRequest(f"{message} (OpenAI does not serve this path: check OPENAI_BASE_URL and "
+                                          "the project's base URL)", **common), False, None
             return ProviderNotFound(message, **common), False, None
         if status == 429:
             return ProviderRateLimited(message, **common), True, hint
@@ -255,12 +271,19 @@ class OpenAIProvider:
                 return None
 
         try:
-            self._call(operation, attempt)
+            answer = self._call(operation, attempt)
         except ProviderNotFound:
             return DeleteOutcome.DELETED if maybe_done else DeleteOutcome.ALREADY_GONE
         except ProviderError as error:
             error.maybe_carried_out = maybe_done  # a last 429 does not undo an earlier try that may have deleted it
             raise
+        if getattr(answer, "deleted", None) is False:
+            # OpenAI says in its answer whether it deleted the object: "deleted": false is a refusal, not a
+            # deletion to audit (the ledger would stop tracking an object that is still there).
+            error = ProviderError(f"{operation}: OpenAI answered deleted: false (the object was not deleted)",
+                                  request_id=getattr(answer, "_request_id", None), operation=operation)
+            error.maybe_carried_out = maybe_done
+            raise error
         return DeleteOutcome.DELETED
 
     def _paginate(self, operation: str, fetch: Callable[[str | None], Any], *, use_last_id: bool = False) -> Iterator[dict]:

@@ -198,6 +198,25 @@ def test_a_dry_run_that_finds_a_conversation_in_use_does_not_let_the_next_sweep_
     assert conversation.id in sandbox.state.conversations
 
 
+def test_a_sweep_whose_openai_base_url_is_wrong_keeps_every_conversation_on_record(sandbox, openai_client, retention):
+    """OPENAI_BASE_URL without /v1: OpenAI answers every path 404 "Invalid URL". Taken for "not found", the sweep
+    recorded the live conversation as already gone, and a conversation cannot be listed: RunLedger lost the only
+    way to delete it."""
+    tenant = retention
+    conversation = openai_client.conversations.create(items=[{"type": "message", "role": "user", "content": "hi"}])
+    _record(tenant, conversation.to_dict())
+    sandbox.advance(31 * DAY)
+    misconfigured = OpenAIProvider(base_url=sandbox.url, api_key=sandbox.api_key, project_id="proj_default",
+                                   backoff_base=0.01, backoff_cap=0.05, rate_limiter=None)
+    sweep = services.sweep_create(kind="threads", as_of=_as_of(sandbox))
+    _run(sweep, misconfigured)
+
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert item.outcome == Outcome.FAILED and "Invalid URL" in item.detail and "OPENAI_BASE_URL" in item.detail
+    assert Thread.objects.for_tenant(tenant).get(openai_id=conversation.id).status == "active"
+    assert conversation.id in sandbox.state.conversations
+
+
 class _KilledAfterDelete(BaseException):
     """What a SIGKILL looks like to the code after it: nothing after this line runs."""
 

@@ -14,9 +14,13 @@ from apps.provider.client import (
     DeleteOutcome,
     OpenAIProvider,
     ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
     ProviderNotFound,
     ProviderRateLimited,
     ProviderUnavailable,
+    is_not_found,
+    is_transient,
     retry_after_seconds,
 )
 from apps.provider.ratelimit import SharedRateLimiter
@@ -136,6 +140,24 @@ def test_a_delete_answered_with_an_unreadable_success_is_deleted(sandbox):
     assert provider.attempts_made == 1
 
 
+def test_a_delete_openai_answers_with_deleted_false_is_not_a_deletion(sandbox):
+    # OpenAI's answer to a delete says whether it deleted the object. Ignored, a `deleted: false` was recorded as
+    # a deletion: the audit said the conversation was deleted and the ledger stopped tracking it.
+    import httpx2  # the HTTP library the openai SDK is built on (requirements.lock)
+    import openai
+
+    def answer(request):
+        return httpx2.Response(200, json={"id": "conv_1", "object": "conversation.deleted", "deleted": False})
+
+    client = openai.OpenAI(api_key="sk-test", base_url="http://openai.invalid/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
+    provider = _provider(sandbox, sleep=lambda seconds: None)
+    with pytest.raises(ProviderError, match="deleted: false") as raised:
+        provider._delete("delete_conversation", lambda: client.conversations.delete("conv_1"))
+    assert not is_not_found(raised.value) and not is_transient(raised.value)
+    assert provider.attempts_made == 1
+
+
 def test_429_is_retried_after_the_servers_retry_after(sandbox, openai_client):
     sleep = RecordingSleep()
     provider = _provider(sandbox, sleep=sleep)
@@ -197,6 +219,34 @@ def test_persistent_5xx_raises_unavailable(sandbox):
     assert raised.value.status_code == 502
 
 
+def test_openais_x_should_retry_header_decides_whether_a_failure_is_retried(sandbox):
+    # The SDK obeys OpenAI's `x-should-retry` over its status rules; with the SDK's retries off, the provider
+    # retried an answer OpenAI said not to retry (a worker sleeping through every backoff to be told the same).
+    import httpx2  # the HTTP library the openai SDK is built on (requirements.lock)
+    import openai
+
+    answers = [
+        httpx2.Response(429, headers={"x-should-retry": "false", "retry-after": "1"},
+                        json={"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                                        "param": None, "code": "insufficient_quota"}}),
+        httpx2.Response(400, headers={"x-should-retry": "true"},
+                        json={"error": {"message": "Try again.", "type": "invalid_request_error", "param": None,
+                                        "code": None}}),
+        httpx2.Response(200, json={"id": "thread_1", "object": "thread", "created_at": 1764000000, "metadata": {},
+                                   "tool_resources": {}}),
+    ]
+    client = openai.OpenAI(api_key="sk-test", base_url="http://openai.invalid/v1", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(lambda request: answers.pop(0))))
+    sleep = RecordingSleep()
+    provider = _provider(sandbox, sleep=sleep)
+    retrieve = lambda: client.beta.threads.retrieve("thread_1")  # noqa: E731
+    with pytest.raises(ProviderRateLimited, match="quota"):
+        provider._call("retrieve_thread", retrieve)
+    assert (provider.attempts_made, sleep.calls) == (1, [])
+    assert provider._call("retrieve_thread", retrieve).id == "thread_1"
+    assert provider.attempts_made == 3 and len(sleep.calls) == 1
+
+
 def test_connection_refused_raises_unavailable_after_retries():
     sleep = RecordingSleep()
     provider = OpenAIProvider(base_url="http://127.0.0.1:9/v1", api_key="sk-x", rate_limiter=None, sleep=sleep,
@@ -212,6 +262,19 @@ def test_404_is_not_retried(sandbox):
     with pytest.raises(ProviderNotFound):
         provider.retrieve_response("resp_missing")
     assert sleep.calls == [] and provider.attempts_made == 1
+
+
+def test_a_404_for_a_path_openai_does_not_serve_is_not_an_object_gone(sandbox, openai_client):
+    # A base URL without /v1: OpenAI answers 404 "Invalid URL (GET /conversations/…)" for every object. Read as
+    # "not found", a live conversation was "already gone" and a delete of it reported so.
+    conversation = openai_client.conversations.create()
+    wrong = OpenAIProvider(base_url=sandbox.url, api_key=sandbox.api_key, rate_limiter=None, sleep=RecordingSleep())
+    with pytest.raises(ProviderBadRequest, match="Invalid URL.*OPENAI_BASE_URL") as raised:
+        wrong.retrieve_conversation(conversation.id)
+    assert not is_not_found(raised.value) and not is_transient(raised.value)
+    with pytest.raises(ProviderBadRequest):
+        wrong.delete_conversation(conversation.id)
+    assert openai_client.conversations.retrieve(conversation.id).id == conversation.id
 
 
 def test_admin_calls_without_an_admin_key_fail_clearly(sandbox):
