@@ -21,6 +21,11 @@ from .ratelimit import SharedRateLimiter
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = {408, 409, 429}
+# The calls of the Assistants API (sunset on 2026-08-26: OpenAI answers its paths 404), named as _call names them.
+_ASSISTANTS_OPERATIONS = frozenset({
+    "retrieve_assistant", "list_assistants", "retrieve_run", "list_thread_runs", "list_run_steps", "retrieve_thread",
+    "delete_thread", "list_thread_messages",
+})
 _USE_SETTINGS = object()
 
 
@@ -228,11 +233,15 @@ class OpenAIProvider:
                   "attempts": attempt, "operation": operation}
         hint = retry_after_seconds(error.response.headers if error.response is not None else None)
         if status == 404:
-            if str(body.get("message") or "").startswith("Invalid URL"):
+            if str(body.get("message") or "").startswith("Invalid URL") and operation not in _ASSISTANTS_OPERATIONS:
                 # OpenAI answers a path it does not serve (OPENAI_BASE_URL without /v1, a proxy, an endpoint that
                 # is gone) with 404 "Invalid URL (…)". That says nothing about the object: read as "not found", a
                 # sweep recorded every live conversation it asked about as already gone, and conversations
                 # cannot be listed, so the ledger row was the only way to find one again to delete it.
+                # The Assistants API's paths are the exception: it was sunset on 2026-08-26 and answers 404 from
+                # every endpoint, so a thread there cannot be reached or deleted any more. Failing it instead
+                # would fail every old thread in every nightly sweep, for ever. A wrong base URL still shows,
+                # on conversations, vector stores and files, and `recheck_gone` brings such threads back.
                 return ProviderBadRequest(f"{message} (OpenAI does not serve this path: check OPENAI_BASE_URL and "
                                           "the project's base URL)", **common), False, None
             return ProviderNotFound(message, **common), False, None

@@ -277,6 +277,17 @@ def test_a_404_for_a_path_openai_does_not_serve_is_not_an_object_gone(sandbox, o
     assert openai_client.conversations.retrieve(conversation.id).id == conversation.id
 
 
+def test_an_assistants_path_openai_no_longer_serves_is_a_thread_gone(sandbox, openai_client):
+    # The Assistants API was sunset on 2026-08-26 and OpenAI answers 404 from every one of its endpoints: a
+    # thread there cannot be reached or deleted any more. Failed instead of gone, every old thread would fail
+    # every nightly sweep for ever. (Only the path matters here: the sandbox answers a base URL without /v1 so.)
+    thread = openai_client.beta.threads.create()
+    wrong = OpenAIProvider(base_url=sandbox.url, api_key=sandbox.api_key, rate_limiter=None, sleep=RecordingSleep())
+    with pytest.raises(ProviderNotFound, match="Invalid URL"):
+        wrong.retrieve_thread(thread.id)
+    assert wrong.delete_thread(thread.id) is DeleteOutcome.ALREADY_GONE
+
+
 def test_admin_calls_without_an_admin_key_fail_clearly(sandbox):
     provider = OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, rate_limiter=None)
     with pytest.raises(ProviderAuthError, match="OPENAI_ADMIN_KEY"):
