@@ -59,6 +59,11 @@ class ThreadKind(models.TextChoices):
     CONVERSATION = "conversation"
 
 
+# Why a row is deleted when OpenAI, not RunLedger, made it go (a 404 to a sweep, or no longer listed). Such a
+# finding can be wrong (one spurious 404): a thread reported active after it is brought back by ingest.
+GONE_REASON = "gone at OpenAI"
+
+
 class Thread(TenantOwnedModel):
     """An Assistants thread or a Responses conversation. Conversations cannot be listed at OpenAI:
     this row is the only way anyone will ever find one again to delete it."""

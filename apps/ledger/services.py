@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, money_text, quantize_ledger, usd_to_units
@@ -53,6 +53,7 @@ from .models import (
     END_USER_COUNTS,
     END_USER_MONEY,
     END_USER_UNITS,
+    GONE_REASON,
     PROMPT_TOKEN_EDGES,
     STATUS_RANK,
     WASTED_STATUSES,
@@ -931,6 +932,31 @@ def _ensure_threads(
     return mapping
 
 
+def _threads_alive_again(thread_pks: Iterable[int]) -> None:
+    """Threads and conversations the ledger took for gone at OpenAI (a 404 to a sweep, or no longer listed)
+    that this batch reports activity in after that moment: OpenAI still holds them, so they are live again and
+    the sweeps keep their retention promise (a conversation cannot be listed: this row is the only way to find
+    it again). A thread RunLedger deleted itself stays deleted. Audited like `recheck_gone`'s restores."""
+    from apps.core.services import audit_record
+
+    pks = list(thread_pks)
+    if not pks:
+        return
+    revived = list(Thread.objects.unscoped().filter(
+        pk__in=pks, status=Thread.Status.DELETED, deletion_reason__startswith=GONE_REASON,
+        last_activity_at__gt=F("deleted_at"),
+    ).values("pk", "openai_id", "kind", "tenant_id", "deleted_at", "deletion_reason"))
+    if not revived:
+        return
+    Thread.objects.unscoped().filter(pk__in=[row["pk"] for row in revived]).update(
+        status=Thread.Status.ACTIVE, deleted_at=None, deletion_reason="")
+    for row in revived:
+        audit_record(action="lifecycle.thread.restore", target_type=row["kind"], target_id=row["openai_id"],
+                     actor_label="ingest", tenant_id=row["tenant_id"],
+                     data={"why": "activity reported after it was taken for gone at OpenAI",
+                           "was": row["deletion_reason"], "taken_for_gone_at": row["deleted_at"].isoformat()})
+
+
 def _stored_threads(openai_ids: list[str]) -> list[tuple[int, str, int]]:
     """(pk, openai_id, tenant id) of the stored threads among these ids, whichever tenant holds them: ingest
     checks ownership itself (_thread_conflicts)."""
@@ -1167,6 +1193,7 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
             raise OperationalError("ingest: runs kept conflicting with concurrent batches")
         # Thread and rollup deltas once per batch.
         deltas.write(staged_shares=_Prestaged.SHARES if prestaged else None)
+        _threads_alive_again(thread_pks.values())
         thread_outcomes = _thread_outcomes(thread_events)
         lifecycle_outcomes: dict[int, str] = {}
         for kind, (tenant_by_index, records, projects) in lifecycle.items():

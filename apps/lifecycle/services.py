@@ -37,7 +37,7 @@ from django.utils import timezone
 from apps.core.money import ZERO, allocate, money_text, quantize_ledger
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start, from_unix, moment_shifted, month_start
-from apps.ledger.models import Run, RunStatus, Thread, ThreadKind, ThreadToolResource
+from apps.ledger.models import GONE_REASON, Run, RunStatus, Thread, ThreadKind, ThreadToolResource
 from apps.provider.client import ProviderError, error_status, is_not_found, is_transient
 from apps.provider.projects import (
     ProjectKeyMissing,
@@ -168,8 +168,6 @@ def _first(iterable, limit: int):
     return out
 
 
-# Why a row is deleted when OpenAI, not RunLedger, made it go (a 404, or no longer listed).
-GONE_REASON = "gone at OpenAI"
 
 
 # --- recording resources --------------------------------------------------------------------------------

@@ -174,6 +174,37 @@ def test_conversation_without_a_response_and_threads_are_recorded(tenant):
     assert conv.created_at == WHEN
 
 
+def test_a_conversation_taken_for_gone_is_live_again_when_activity_after_that_is_reported(tenant):
+    """One spurious 404 to a sweep recorded a live conversation as gone at OpenAI; a new response in it is
+    proof it is not. Left deleted, no sweep would look at it again, and conversations cannot be listed."""
+    from apps.core.models import AuditEvent
+
+    def respond(response_id, conversation_id, when):
+        ingest_events(events=[_event(builders.response(response_id=response_id, created_at=when,
+                                                       conversation_id=conversation_id))])
+
+    for conversation_id in ("conv_spurious", "conv_late_report", "conv_swept"):
+        respond(f"resp_{conversation_id}", conversation_id, WHEN)
+    gone_at = WHEN + dt.timedelta(days=1)
+    threads = Thread.objects.for_tenant(tenant)
+    threads.filter(openai_id__in=["conv_spurious", "conv_late_report"]).update(
+        status="deleted", deleted_at=gone_at, deletion_reason="gone at OpenAI (sweep 7)")
+    threads.filter(openai_id="conv_swept").update(  # RunLedger deleted it itself: that is not a finding to doubt
+        status="deleted", deleted_at=gone_at, deletion_reason="idle past 30 days (sweep 7)")
+
+    respond("resp_after", "conv_spurious", gone_at + dt.timedelta(hours=2))
+    respond("resp_reported_late", "conv_late_report", gone_at - dt.timedelta(hours=2))  # ran before the 404
+    respond("resp_swept_after", "conv_swept", gone_at + dt.timedelta(hours=2))
+
+    assert dict(threads.values_list("openai_id", "status")) == {
+        "conv_spurious": "active", "conv_late_report": "deleted", "conv_swept": "deleted"}
+    revived = threads.get(openai_id="conv_spurious")
+    assert (revived.deleted_at, revived.deletion_reason, revived.run_count) == (None, "", 2)
+    audit = AuditEvent.objects.get(action="lifecycle.thread.restore")
+    assert (audit.target_id, audit.tenant_id, audit.data["was"]) == ("conv_spurious", tenant.pk,
+                                                                     "gone at OpenAI (sweep 7)")
+
+
 def test_thread_of_another_tenant_cannot_be_claimed(tenant, other_tenant):
     ingest_events(events=[_event(builders.thread(thread_id="thread_owned", created_at=WHEN))])
     intruder = builders.assistants_run(run_id="run_intruder", thread_id="thread_owned", created_at=WHEN)
