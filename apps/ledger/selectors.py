@@ -69,11 +69,17 @@ def _sum_money(expression: str, **kwargs) -> Coalesce:
 
 
 def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    """The daily rollup rows that hold runs. Rows are never deleted: when a later report of a run names another
+    model or feature, the old key's row stays at zero runs (and zero sums), and read as is it made a "0 runs"
+    feature line, a model in the cost chart's legend and filter choices the usage API does not list
+    (usage_lines leaves those groups out too)."""
     if tenant is not None:
-        return DailyRollup.objects.for_tenant(tenant)
-    if scope is None:
+        rows = DailyRollup.objects.for_tenant(tenant)
+    elif scope is None:
         raise ValueError("Pass a scope or a tenant.")
-    return DailyRollup.objects.in_scope(scope)
+    else:
+        rows = DailyRollup.objects.in_scope(scope)
+    return rows.exclude(runs=0)
 
 
 def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:

@@ -528,3 +528,31 @@ def test_every_property_reading_an_offered_choice_is_listed_in_offered_params():
                 assert name in view.offered_params, f"{view.__name__}.{name}"
                 checked += 1
     assert checked >= 6
+
+
+def test_a_feature_or_model_a_run_moved_away_from_is_not_listed_as_a_zero_run_line(staff_client, tenant, frozen_now):
+    # A later report of a run may name another feature or model: the rollup row of the old one stays at zero runs.
+    # The billing API leaves such groups out (ledger.selectors.usage_lines); the tenant page listed "trial, 0 runs,
+    # $0.00" in its table, bar chart and export, drew gpt-4o in the cost chart's legend, and offered both as filters.
+    from apps.ledger.selectors import usage_lines
+    from apps.ledger.services import ingest_events
+    from tests import builders
+
+    def report(status: str, model: str, feature: str) -> None:
+        obj = builders.response(response_id="resp_moved", created_at=NOW - dt.timedelta(hours=2), model=model,
+                                status=status, metadata={"feature": feature})
+        assert ingest_events(events=[{"tenant": "acme", "object": obj}]).results[0].outcome != "rejected"
+
+    report("in_progress", "gpt-4o", "trial")
+    report("completed", "gpt-5.4", "paid")
+    page = staff_client.get("/tenants/acme/")
+    assert [(row["feature"], row["runs"]) for row in page.context["tables"]["features"].page_rows] == [("paid", 1)]
+    assert page.context["feature_figure"]["data"][0]["y"] == ["paid"]
+    assert [trace["name"] for trace in page.context["model_figure"]["data"]] == ["gpt-5.4"]
+    assert [row[0] for row in csv_rows(staff_client.get("/tenants/acme/?format=csv&table=features"))] == ["Feature", "paid"]
+    form = staff_client.get("/runs/").context["form"]
+    assert [value for value, _ in form.fields["model"].choices] == ["", "gpt-5.4"]
+    assert [value for value, _ in form.fields["feature"].choices] == ["", "paid"]
+    # What the usage API lists for the same days.
+    lines = usage_lines(tenant=tenant, start=TODAY.replace(day=1), end=TODAY + dt.timedelta(days=1), group_by="feature")
+    assert [line["key"] for line in lines] == ["paid"]
