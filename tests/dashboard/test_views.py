@@ -556,3 +556,19 @@ def test_a_feature_or_model_a_run_moved_away_from_is_not_listed_as_a_zero_run_li
     # What the usage API lists for the same days.
     lines = usage_lines(tenant=tenant, start=TODAY.replace(day=1), end=TODAY + dt.timedelta(days=1), group_by="feature")
     assert [line["key"] for line in lines] == ["paid"]
+
+
+def test_runs_that_cost_nothing_are_said_to_be_left_off_the_log_scale_scatter(staff_client, ledger, tenant):
+    # A log axis cannot draw $0: with ?min_cost=0 an unpriced run (or one of no tokens) was listed in the table but
+    # silently missing from the scatter, and runs of an unpriced model drew blank axes above a table of them.
+    run_row(tenant, created_at=NOW - dt.timedelta(hours=4), cost="0", model="mystery-model", openai_id="resp_unpriced")
+    mixed = staff_client.get("/runs/?tenant=acme&min_cost=0")
+    assert len(mixed.context["tables"]["runs"].page_rows) == 3
+    plotted = [point for trace in mixed.context["scatter_figure"]["data"] for point in trace["customdata"]]
+    assert sorted(point[1] for point in plotted) == sorted([ledger["big"].openai_id, ledger["small"].openai_id])
+    assert mixed.context["scatter_unplotted"] == 1
+    assert "1 run that cost $0.00 (unpriced, or no tokens) is in the table but not plotted" in mixed.content.decode()
+    only_free = staff_client.get("/runs/?tenant=acme&min_cost=0&model=mystery-model")
+    assert len(only_free.context["tables"]["runs"].page_rows) == 1
+    assert only_free.context["scatter_figure"] is None
+    assert "1 run that cost $0.00 (unpriced, or no tokens) is in the table but not plotted" in only_free.content.decode()
