@@ -126,6 +126,9 @@ class SpendSummary:
     projected_month_end_usd: Decimal
     days_elapsed: int
     days_in_month: int
+    # This month's runs of a model with no price yet: in the spend at $0 until priced, as the month's statement
+    # counts them (its unpriced_runs).
+    unpriced_runs: int = 0
 
     @property
     def change_vs_same_point(self) -> Decimal | None:
@@ -159,6 +162,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
         last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
         before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),
         same_day=_sum_money("cost_total_usd", filter=Q(day=same_day) & Q(day__lt=this_start)),
+        unpriced_runs=Coalesce(Sum("unpriced_runs", filter=Q(day__gte=this_start)), 0),
     )
     days_in_month = (next_month(today) - this_start).days
     runs_same_point = runs["before_same_day"] + runs["same_day"] * today_share
@@ -188,6 +192,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
         projected_month_end_usd=projected.quantize(Decimal("0.0000000001")),
         days_elapsed=today.day,
         days_in_month=days_in_month,
+        unpriced_runs=runs["unpriced_runs"],
     )
 
 

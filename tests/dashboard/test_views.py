@@ -572,3 +572,20 @@ def test_runs_that_cost_nothing_are_said_to_be_left_off_the_log_scale_scatter(st
     assert len(only_free.context["tables"]["runs"].page_rows) == 1
     assert only_free.context["scatter_figure"] is None
     assert "1 run that cost $0.00 (unpriced, or no tokens) is in the table but not plotted" in only_free.content.decode()
+
+
+def test_the_month_spend_says_how_many_of_its_runs_are_unpriced_as_the_statement_counts_them(client, member_user, ledger,
+                                                                                            tenant):
+    # The statement counts a month's runs of a model with no price (unpriced_runs, and refuses to close over them);
+    # the pages added them at $0 without a word, so a member read a complete-looking month.
+    run_row(tenant, created_at=NOW - dt.timedelta(hours=5), cost="0", model="mystery-model")
+    run_row(tenant, created_at=NOW - dt.timedelta(days=25), cost="0", model="mystery-model")  # last month: not this one
+    client.force_login(member_user)
+    for path in ("/tenants/acme/", "/"):
+        response = client.get(path)
+        assert response.context["summary"].unpriced_runs == 1
+        assert "1 run this month has no price yet (counted at $0.00)" in response.content.decode()
+    from apps.billing.selectors import statement_data, statement_document
+
+    document = statement_document(statement_data(tenant=tenant, period=TODAY.replace(day=1)), status="open", closed_at=None)
+    assert document["unpriced_runs"] == 1
