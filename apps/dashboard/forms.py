@@ -38,6 +38,13 @@ class PeriodForm(forms.Form):
             except (ValidationError, OverflowError):  # the end field reports it
                 start = today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
             data["start"] = start.isoformat()
+        # Written back as ISO when the fields read them: <input type="date"> shows nothing else, and a shared
+        # ?start=10/01/2026 showed the right period over blank date pickers, whose Apply sent an empty start.
+        for name in ("start", "end"):
+            try:
+                data[name] = self.base_fields[name].to_python(data[name]).isoformat()
+            except (ValidationError, OverflowError):  # left as given: the field names it in its error
+                pass
         super().__init__(data, **kwargs)
 
     def clean(self):

@@ -611,12 +611,16 @@ class RunListView(DashboardView):
         context = super().get_context_data(**kwargs)
         tables = self.render_tables()
         scatter_rows = ledger.top_runs_for_scatter(self.runs(), limit=SCATTER_POINTS) if self.filters else []
+        # A log axis cannot draw $0 (an unpriced run, one of no tokens): Plotly dropped those points without a
+        # word, and runs of an unpriced model drew blank axes above the table listing them. Plotted: the rest;
+        # the page says how many are only in the table.
+        plotted = [row for row in scatter_rows if row["cost_total_usd"] > 0]
         context.update(
             tables=tables,
             form=self.form,
             sort=self.sort,
-            scatter_figure=figures.cost_scatter_figure(scatter_rows, run_url=_run_page_url)
-            if scatter_rows else None,
+            scatter_figure=figures.cost_scatter_figure(plotted, run_url=_run_page_url) if plotted else None,
+            scatter_unplotted=len(scatter_rows) - len(plotted),
             scatter_limited=len(scatter_rows) >= SCATTER_POINTS,
             scatter_limit=SCATTER_POINTS,
             has_filters=any(self.request.GET.get(name) for name in ("tenant", "model", "feature", "status", "start", "end", "min_cost")),

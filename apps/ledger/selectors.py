@@ -69,11 +69,17 @@ def _sum_money(expression: str, **kwargs) -> Coalesce:
 
 
 def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    """The daily rollup rows that hold runs. Rows are never deleted: when a later report of a run names another
+    model or feature, the old key's row stays at zero runs (and zero sums), and read as is it made a "0 runs"
+    feature line, a model in the cost chart's legend and filter choices the usage API does not list
+    (usage_lines leaves those groups out too)."""
     if tenant is not None:
-        return DailyRollup.objects.for_tenant(tenant)
-    if scope is None:
+        rows = DailyRollup.objects.for_tenant(tenant)
+    elif scope is None:
         raise ValueError("Pass a scope or a tenant.")
-    return DailyRollup.objects.in_scope(scope)
+    else:
+        rows = DailyRollup.objects.in_scope(scope)
+    return rows.exclude(runs=0)
 
 
 def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
@@ -120,6 +126,9 @@ class SpendSummary:
     projected_month_end_usd: Decimal
     days_elapsed: int
     days_in_month: int
+    # This month's runs of a model with no price yet: in the spend at $0 until priced, as the month's statement
+    # counts them (its unpriced_runs).
+    unpriced_runs: int = 0
 
     @property
     def change_vs_same_point(self) -> Decimal | None:
@@ -153,6 +162,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
         last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
         before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),
         same_day=_sum_money("cost_total_usd", filter=Q(day=same_day) & Q(day__lt=this_start)),
+        unpriced_runs=Coalesce(Sum("unpriced_runs", filter=Q(day__gte=this_start)), 0),
     )
     days_in_month = (next_month(today) - this_start).days
     runs_same_point = runs["before_same_day"] + runs["same_day"] * today_share
@@ -182,6 +192,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
         projected_month_end_usd=projected.quantize(Decimal("0.0000000001")),
         days_elapsed=today.day,
         days_in_month=days_in_month,
+        unpriced_runs=runs["unpriced_runs"],
     )
 
 

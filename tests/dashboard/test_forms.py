@@ -41,3 +41,23 @@ def test_a_period_with_only_an_end_spans_the_30_days_to_it_in_any_format_the_end
 
     form = PeriodForm(QueryDict("end=10/01/2026"), today=dt.date(2026, 11, 20))
     assert form.period() == (dt.date(2026, 9, 2), dt.date(2026, 10, 1))
+
+
+def test_a_period_in_another_format_the_fields_take_is_shown_in_the_date_inputs():
+    # <input type="date"> shows only an ISO value: a shared link with ?start=10/01/2026 showed the right period
+    # in the page's heading over two blank date pickers, and Apply then sent an empty start (the last 30 days).
+    import datetime as dt
+
+    from django.http import QueryDict
+
+    from apps.dashboard.forms import PeriodForm, RunFilterForm
+
+    form = PeriodForm(QueryDict("start=10/01/2026&end=10/31/26"), today=dt.date(2026, 11, 20))
+    assert form.period() == (dt.date(2026, 10, 1), dt.date(2026, 10, 31))
+    assert 'value="2026-10-01"' in str(form["start"]) and 'value="2026-10-31"' in str(form["end"])
+    runs = RunFilterForm(QueryDict("start=10/01/2026"), today=dt.date(2026, 11, 20), tenant_slugs=[], models=[],
+                         features=[])
+    assert 'value="2026-10-01"' in str(runs["start"]) and 'value="2026-11-20"' in str(runs["end"])
+    # A value no field reads is left as given, for the field to name in its error.
+    bad = PeriodForm(QueryDict("start=first-of-october"), today=dt.date(2026, 11, 20))
+    assert not bad.is_valid() and 'value="first-of-october"' in str(bad["start"])

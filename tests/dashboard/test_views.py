@@ -528,3 +528,64 @@ def test_every_property_reading_an_offered_choice_is_listed_in_offered_params():
                 assert name in view.offered_params, f"{view.__name__}.{name}"
                 checked += 1
     assert checked >= 6
+
+
+def test_a_feature_or_model_a_run_moved_away_from_is_not_listed_as_a_zero_run_line(staff_client, tenant, frozen_now):
+    # A later report of a run may name another feature or model: the rollup row of the old one stays at zero runs.
+    # The billing API leaves such groups out (ledger.selectors.usage_lines); the tenant page listed "trial, 0 runs,
+    # $0.00" in its table, bar chart and export, drew gpt-4o in the cost chart's legend, and offered both as filters.
+    from apps.ledger.selectors import usage_lines
+    from apps.ledger.services import ingest_events
+    from tests import builders
+
+    def report(status: str, model: str, feature: str) -> None:
+        obj = builders.response(response_id="resp_moved", created_at=NOW - dt.timedelta(hours=2), model=model,
+                                status=status, metadata={"feature": feature})
+        assert ingest_events(events=[{"tenant": "acme", "object": obj}]).results[0].outcome != "rejected"
+
+    report("in_progress", "gpt-4o", "trial")
+    report("completed", "gpt-5.4", "paid")
+    page = staff_client.get("/tenants/acme/")
+    assert [(row["feature"], row["runs"]) for row in page.context["tables"]["features"].page_rows] == [("paid", 1)]
+    assert page.context["feature_figure"]["data"][0]["y"] == ["paid"]
+    assert [trace["name"] for trace in page.context["model_figure"]["data"]] == ["gpt-5.4"]
+    assert [row[0] for row in csv_rows(staff_client.get("/tenants/acme/?format=csv&table=features"))] == ["Feature", "paid"]
+    form = staff_client.get("/runs/").context["form"]
+    assert [value for value, _ in form.fields["model"].choices] == ["", "gpt-5.4"]
+    assert [value for value, _ in form.fields["feature"].choices] == ["", "paid"]
+    # What the usage API lists for the same days.
+    lines = usage_lines(tenant=tenant, start=TODAY.replace(day=1), end=TODAY + dt.timedelta(days=1), group_by="feature")
+    assert [line["key"] for line in lines] == ["paid"]
+
+
+def test_runs_that_cost_nothing_are_said_to_be_left_off_the_log_scale_scatter(staff_client, ledger, tenant):
+    # A log axis cannot draw $0: with ?min_cost=0 an unpriced run (or one of no tokens) was listed in the table but
+    # silently missing from the scatter, and runs of an unpriced model drew blank axes above a table of them.
+    run_row(tenant, created_at=NOW - dt.timedelta(hours=4), cost="0", model="mystery-model", openai_id="resp_unpriced")
+    mixed = staff_client.get("/runs/?tenant=acme&min_cost=0")
+    assert len(mixed.context["tables"]["runs"].page_rows) == 3
+    plotted = [point for trace in mixed.context["scatter_figure"]["data"] for point in trace["customdata"]]
+    assert sorted(point[1] for point in plotted) == sorted([ledger["big"].openai_id, ledger["small"].openai_id])
+    assert mixed.context["scatter_unplotted"] == 1
+    assert "1 run that cost $0.00 (unpriced, or no tokens) is in the table but not plotted" in mixed.content.decode()
+    only_free = staff_client.get("/runs/?tenant=acme&min_cost=0&model=mystery-model")
+    assert len(only_free.context["tables"]["runs"].page_rows) == 1
+    assert only_free.context["scatter_figure"] is None
+    assert "1 run that cost $0.00 (unpriced, or no tokens) is in the table but not plotted" in only_free.content.decode()
+
+
+def test_the_month_spend_says_how_many_of_its_runs_are_unpriced_as_the_statement_counts_them(client, member_user, ledger,
+                                                                                            tenant):
+    # The statement counts a month's runs of a model with no price (unpriced_runs, and refuses to close over them);
+    # the pages added them at $0 without a word, so a member read a complete-looking month.
+    run_row(tenant, created_at=NOW - dt.timedelta(hours=5), cost="0", model="mystery-model")
+    run_row(tenant, created_at=NOW - dt.timedelta(days=25), cost="0", model="mystery-model")  # last month: not this one
+    client.force_login(member_user)
+    for path in ("/tenants/acme/", "/"):
+        response = client.get(path)
+        assert response.context["summary"].unpriced_runs == 1
+        assert "1 run this month has no price yet (counted at $0.00)" in response.content.decode()
+    from apps.billing.selectors import statement_data, statement_document
+
+    document = statement_document(statement_data(tenant=tenant, period=TODAY.replace(day=1)), status="open", closed_at=None)
+    assert document["unpriced_runs"] == 1
