@@ -194,6 +194,7 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         return result
     events: list[dict] = []
     beat = heartbeat or (lambda: None)
+    done_through = None  # the last thread this call finished with
     for thread in threads:
         beat()
 
@@ -205,7 +206,7 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
             events.extend(_run_event(provider, obj, thread["tenant__slug"], project) for obj in runs)
         except ProjectKeyMissing:
             # Counted by _reachable, not as checked; the cursor moves past the thread.
-            cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+            done_through = thread["id"]
             continue
         except ProviderNotFound:
             result.not_found += 1
@@ -216,8 +217,13 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
             result.errors += 1
             logger.warning("list runs of %s: %s", thread["openai_id"], exc)
         result.checked += 1
-        cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+        done_through = thread["id"]
+    _ingest_read(events, result)
+    # The cursor moves only once the runs read are stored: moved thread by thread before, a worker killed before
+    # the ingest (or an ingest that failed) left those threads' unreported runs behind until the next full pass,
+    # and a thread quiet for `active_since` by then was never listed again.
     if len(threads) < limit and not result.stopped_early:
         cache.delete(DISCOVER_CURSOR_KEY)  # a full pass is done; start over next time
-    _ingest_read(events, result)
+    elif done_through is not None:
+        cache.set(DISCOVER_CURSOR_KEY, done_through, None)
     return result

@@ -243,3 +243,26 @@ def test_a_collector_pass_slower_than_its_lock_keeps_it_so_beat_starts_no_second
     assert outcome["checked"] == 3 and outcome["unchanged"] == 3
     assert later_copies == [{"skipped": True}] * 3
 
+
+def test_threads_whose_runs_were_read_but_not_stored_are_listed_again_by_the_next_pass(tenant, sandbox, openai_client,
+                                                                                        provider, monkeypatch):
+    import pytest
+
+    from apps.ledger import collector
+
+    assistant = _assistant(openai_client)
+    threads = [openai_client.beta.threads.create() for _ in range(2)]
+    ingest_events(events=[{"tenant": "acme", "object": thread.to_dict()} for thread in threads])
+    unreported = openai_client.beta.threads.runs.create(threads[0].id, assistant_id=assistant.id)
+    sandbox.advance(10)
+    active_since = timezone.now() - dt.timedelta(days=1)
+
+    def ingest_fails(**kwargs):  # the worker killed, or the database gone, after the threads were listed
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError):
+        patched.setattr(collector, "ingest_events", ingest_fails)
+        collect_thread_runs(limit=1, active_since=active_since, provider=provider)
+
+    collect_thread_runs(limit=1, active_since=active_since, provider=provider)
+    assert Run.objects.for_tenant(tenant).filter(openai_id=unreported.id).exists()
