@@ -48,3 +48,16 @@ def test_each_parallel_test_worker_gets_its_own_redis_database():
     assert redis_url_for_worker("redis://127.0.0.1:6379/5", "gw1") == "redis://127.0.0.1:6379/7"
     assert redis_url_for_worker("redis://:secret@redis:6379", "gw0") == "redis://:secret@redis:6379/1"
     assert redis_url_for_worker("redis://127.0.0.1:6379/15", "gw0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_docker_image_never_contains_the_env_file_and_its_secrets():
+    # README: `cp .env.example .env`, then `docker compose up --build`; the Dockerfile's `COPY . .` takes every file
+    # of the build context that .dockerignore does not name, and docker-compose passes .env at run time anyway.
+    from fnmatch import fnmatch
+
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    ignored = [pattern for pattern in patterns if not pattern.startswith("!") and fnmatch(".env", pattern)]
+    re_included = [pattern for pattern in patterns if pattern.startswith("!") and fnmatch(".env", pattern[1:])]
+    assert ignored and not re_included, patterns
+
