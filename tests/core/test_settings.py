@@ -61,3 +61,10 @@ def test_the_docker_image_never_contains_the_env_file_and_its_secrets():
     re_included = [pattern for pattern in patterns if pattern.startswith("!") and fnmatch(".env", pattern[1:])]
     assert ignored and not re_included, patterns
 
+
+def test_every_variable_of_env_example_is_described_in_the_readme():
+    # .env.example sends its reader to README "Production" for what each variable means.
+    names = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
+             if "=" in line and not line.startswith("#")]
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in names if f"`{name}`" not in readme] == []
