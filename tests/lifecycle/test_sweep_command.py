@@ -97,3 +97,17 @@ def test_cancel_stops_a_pending_sweep_and_says_so(sandbox, provider, tenant):
     assert sweep.status == "failed" and sweep.errors[-1]["error"] == "cancelled by command:sweep"
     with pytest.raises(CommandError, match="already failed; there is nothing to stop"):
         call_command("sweep", "--kind", "threads", "--cancel", str(sweep.pk), stdout=io.StringIO())
+
+
+def test_a_batch_that_raises_stops_the_command_saying_what_failed_and_how_to_carry_on(sandbox, provider, tenant,
+                                                                                       settings):
+    settings.OPENAI_API_KEY = ""  # this process is not set up: every batch raises before it asks OpenAI anything
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as stopped:
+        call_command("sweep", "--kind", "threads", stdout=out)
+
+    sweep = services.Sweep.objects.unscoped().get()
+    assert "OPENAI_API_KEY is not set" in str(stopped.value)
+    assert f"--resume {sweep.pk}" in str(stopped.value)
+    assert sweep.status == "running" and sweep.batch_failures == 1  # left for a resume, as the message says

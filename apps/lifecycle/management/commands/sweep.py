@@ -74,7 +74,13 @@ class Command(BaseCommand):
             parts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()) if k not in ("pending", "claimed"))
             self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){' — waiting after a rate limit' if result.status == 'retry_later' else ''}")
 
-        result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        try:
+            result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - a batch that raised (no API key here, a database error)
+            # The sweep is left running for a resume (after LIFECYCLE_MAX_BATCH_FAILURES in a row it is failed): say
+            # so, rather than end in a traceback that names neither the sweep nor the way on.
+            raise CommandError(f"{label} {sweep.pk} stopped: {type(exc).__name__}: {str(exc).rstrip('.')}. Fix the cause, then carry it "
+                               f"on with --resume {sweep.pk} (the workers' reaper also resumes it).") from exc
         if result.status == services.Sweep.Status.FAILED:
             sweep.refresh_from_db()
             reason = sweep.errors[-1].get("error", "") if sweep.errors else ""
