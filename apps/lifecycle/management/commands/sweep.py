@@ -89,7 +89,9 @@ class Command(BaseCommand):
         if result.status != "finished":
             raise CommandError(f"{label} {sweep.pk} is {result.status}; resume it with --resume {sweep.pk}.")
         wanted = Outcome.WOULD_DELETE if sweep.dry_run else Outcome.DELETED
-        for item in SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant"):
+        # Streamed in pages: a sweep can hold a million items, too many to load at once just to print them.
+        listed = SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant")
+        for item in listed.iterator(chunk_size=2000):
             self.stdout.write(f"  {wanted}: {item.resource_type} {item.openai_id} ({item.tenant.slug if item.tenant else 'unassigned'}) — {item.rule}")
         self.stdout.write(self.style.SUCCESS(f"{label} {sweep.pk} finished: {result.counts}"))
         if sweep.dry_run:
