@@ -121,9 +121,11 @@ def _reachable(providers: ProjectProviders, project_id: str, result: CollectResu
         raise
 
 
-def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = None) -> CollectResult:
+def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = None,
+                         heartbeat: Callable[[], object] | None = None) -> CollectResult:
     """Retrieve up to `limit` non-terminal runs from OpenAI (least recently checked first), each with its own
-    project's key, and ingest them."""
+    project's key, and ingest them. `heartbeat` is called before each run is asked about (the task renews its
+    singleton lock there: a pass of slow answers outlasts the lock, and beat then started a copy every minute)."""
     providers = ProjectProviders(default=provider or OpenAIProvider.default())
     result = CollectResult()
     since = timezone.now() - REFRESH_MAX_AGE
@@ -137,7 +139,9 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     )
     events: list[dict] = []
     checked_ids, passed_ids = [], []  # passed: not checked (no key, an error), still to the back of the queue
+    beat = heartbeat or (lambda: None)
     for run in runs:
+        beat()
         if run["api"] == Api.ASSISTANTS:
             def fetch(provider, run=run):
                 return provider.retrieve_run(run["thread_openai_id"], run["openai_id"])
@@ -171,11 +175,11 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     return result
 
 
-def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider: OpenAIProvider | None = None
-                        ) -> CollectResult:
+def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider: OpenAIProvider | None = None,
+                        heartbeat: Callable[[], object] | None = None) -> CollectResult:
     """List the runs of recorded, active Assistants threads (a cursor rotates through them, `limit` threads per
     call), each with its project's key, and ingest every run, attributed to the thread's tenant. Runs already
-    recorded come back unchanged."""
+    recorded come back unchanged. `heartbeat` is called before each thread is listed, as collect_runs_refresh's."""
     providers = ProjectProviders(default=provider or OpenAIProvider.default())
     result = CollectResult()
     cursor = cache.get(DISCOVER_CURSOR_KEY) or 0
@@ -189,7 +193,11 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         cache.delete(DISCOVER_CURSOR_KEY)
         return result
     events: list[dict] = []
+    beat = heartbeat or (lambda: None)
+    done_through = None  # the last thread this call finished with
     for thread in threads:
+        beat()
+
         def first_runs(provider, thread=thread):
             return list(itertools.islice(provider.list_thread_runs(thread["openai_id"]), THREAD_RUNS_PER_THREAD))
 
@@ -198,7 +206,7 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
             events.extend(_run_event(provider, obj, thread["tenant__slug"], project) for obj in runs)
         except ProjectKeyMissing:
             # Counted by _reachable, not as checked; the cursor moves past the thread.
-            cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+            done_through = thread["id"]
             continue
         except ProviderNotFound:
             result.not_found += 1
@@ -209,8 +217,13 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
             result.errors += 1
             logger.warning("list runs of %s: %s", thread["openai_id"], exc)
         result.checked += 1
-        cache.set(DISCOVER_CURSOR_KEY, thread["id"], None)
+        done_through = thread["id"]
+    _ingest_read(events, result)
+    # The cursor moves only once the runs read are stored: moved thread by thread before, a worker killed before
+    # the ingest (or an ingest that failed) left those threads' unreported runs behind until the next full pass,
+    # and a thread quiet for `active_since` by then was never listed again.
     if len(threads) < limit and not result.stopped_early:
         cache.delete(DISCOVER_CURSOR_KEY)  # a full pass is done; start over next time
-    _ingest_read(events, result)
+    elif done_through is not None:
+        cache.set(DISCOVER_CURSOR_KEY, done_through, None)
     return result

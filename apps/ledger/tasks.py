@@ -9,7 +9,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from apps.core.singleton import singleton
+from apps.core.singleton import singleton, singleton_renew
 
 from .collector import collect_runs_refresh, collect_thread_runs
 
@@ -20,14 +20,18 @@ logger = logging.getLogger(__name__)
 @singleton("ledger.collect_runs")
 def collect_runs(limit: int = 500) -> dict:
     """Refresh up to `limit` non-terminal runs (oldest check first) until OpenAI reports them terminal."""
-    return collect_runs_refresh(limit=limit).as_dict()
+    # Renewed run by run: the lock (10 minutes) outlived only fast passes, so while OpenAI timed out (each run
+    # up to ~390 s with retries) beat's next copy took the lapsed lock and re-asked the same runs, minute after
+    # minute, until every worker slot was a collector.
+    return collect_runs_refresh(limit=limit, heartbeat=singleton_renew).as_dict()
 
 
 @shared_task(name="ledger.collect_thread_runs", acks_late=True, ignore_result=True)
 @singleton("ledger.collect_thread_runs")
 def collect_thread_runs_task(threads: int = 200, active_days: int = 7) -> dict:
     """List the runs of up to `threads` recently active Assistants threads to record unreported runs."""
-    return collect_thread_runs(limit=threads, active_since=timezone.now() - dt.timedelta(days=active_days)).as_dict()
+    return collect_thread_runs(limit=threads, active_since=timezone.now() - dt.timedelta(days=active_days),
+                               heartbeat=singleton_renew).as_dict()
 
 
 @shared_task(name="ledger.reflag_high_cost", acks_late=True, ignore_result=True)

@@ -27,6 +27,18 @@ def env_usd(name: str, default: str) -> Decimal:
     return value
 
 
+def env_minutes_before_expiry(name: str, default: int) -> int:
+    """Whole minutes a run waits for tool outputs before a warning, or a start-up error naming the variable. OpenAI
+    expires such a run at 10 minutes, so a warning due at 10 or later never fired, and nothing said so."""
+    text = env.str(name, default=str(default)).strip()
+    if not (text.isascii() and text.isdigit() and int(text) < 10):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} must be a whole number of minutes from 0 to 9 (OpenAI expires a run waiting "
+                                   f"for tool outputs at 10), like {default}; it is {text!r}.")
+    return int(text)
+
+
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-only-key-change-me-in-production-0123456789")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
@@ -218,7 +230,7 @@ ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
 ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="runledger@localhost")
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
-REQUIRES_ACTION_WARN_MINUTES = env.int("REQUIRES_ACTION_WARN_MINUTES", default=7)
+REQUIRES_ACTION_WARN_MINUTES = env_minutes_before_expiry("REQUIRES_ACTION_WARN_MINUTES", default=7)
 # A failed or cancelled run raises a wasted-spend alert only when it cost at least this much: at any cost it
 # raised one per failed run, most under $0.001. Every one still counts in the tenant page's wasted spend.
 WASTED_SPEND_ALERT_MIN_USD = env_usd("WASTED_SPEND_ALERT_MIN_USD", default="0.05")

@@ -20,6 +20,14 @@ if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
         "ALERT_WEBHOOK_URL is set without ALERT_WEBHOOK_SECRET: alerts would be signed with an empty key. Set it to "
         "a secret shared with the receiver: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
     )
+for _required in ("DATABASE_URL", "REDIS_URL"):
+    if not env.str(_required, default=""):
+        # base.py's fallbacks are for `make run`: an SQLite file and an SQLite broker under var/. Here they would give
+        # each container or machine a database and a task queue of its own, and nothing would say so.
+        raise ImproperlyConfigured(
+            f"{_required} is not set: production needs PostgreSQL (DATABASE_URL=postgres://user:pass@host:5432/runledger) "
+            f"and Redis (REDIS_URL=redis://host:6379/0); see README 'Production'."
+        )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SANDBOX_ENABLED = False

@@ -117,6 +117,25 @@ def test_the_wasted_spend_minimum_is_read_as_usd_or_refused_naming_it(monkeypatc
             env_usd("WASTED_SPEND_ALERT_MIN_USD", "0.05")
 
 
+def test_a_requires_action_warning_delay_of_ten_minutes_or_more_is_refused_at_start_up_naming_it():
+    # OpenAI expires a run waiting for tool outputs at 10 minutes: warned at 10 or later, it never was, silently.
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    def start(minutes: str):
+        return subprocess.run([sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+                              env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+                                   "REQUIRES_ACTION_WARN_MINUTES": minutes}, cwd=settings.BASE_DIR, timeout=60)
+
+    assert start("9").returncode == 0
+    for bad in ("10", "15", "-1", "seven"):
+        refused = start(bad)
+        assert refused.returncode != 0 and "REQUIRES_ACTION_WARN_MINUTES must be a whole number of minutes" in refused.stderr
+
+
 def test_requires_action_close_to_expiry_alerts_at_ingest_or_on_scan(tenant):
     now = timezone.now().replace(microsecond=0)
     close = builders.assistants_run(run_id="run_close", created_at=now - dt.timedelta(minutes=8),
@@ -524,7 +543,7 @@ def test_production_refuses_a_webhook_url_without_a_secret_to_sign_with():
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "k" * 60,
            "DJANGO_ALLOWED_HOSTS": "runledger.example.com", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
-           "ALERT_WEBHOOK_URL": "https://hooks.example.com/runledger", "ALERT_WEBHOOK_SECRET": ""}
+           "REDIS_URL": "redis://redis:6379/0", "ALERT_WEBHOOK_URL": "https://hooks.example.com/runledger", "ALERT_WEBHOOK_SECRET": ""}
 
     def start(**overrides):
         return subprocess.run([sys.executable, "-c", "import django; django.setup()"], env={**env, **overrides},

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# What production settings insist on; named only, since starting up connects to neither.
+PRODUCTION_SERVICES = {"DATABASE_URL": "postgres://runledger:secret@db:5432/runledger", "REDIS_URL": "redis://redis:6379/0"}
 
 
 def _clean_environment() -> dict:
@@ -22,6 +24,7 @@ def test_check_deploy_with_production_settings_is_clean():
         "DJANGO_SECRET_KEY": "x" * 30 + "a-long-random-production-secret-value-1234567890",
         "DJANGO_ALLOWED_HOSTS": "runledger.example.com",
         "DATABASE_URL": "sqlite:////tmp/runledger-check-deploy.sqlite3",
+        "REDIS_URL": "redis://redis:6379/0",  # named, never reached: the checks connect to nothing
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -33,7 +36,7 @@ def test_check_deploy_with_production_settings_is_clean():
 
 def test_production_settings_never_install_the_sandbox():
     env = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "s" * 60,
-           "DJANGO_ALLOWED_HOSTS": "x", "SANDBOX_ENABLED": "true"}
+           "DJANGO_ALLOWED_HOSTS": "x", "SANDBOX_ENABLED": "true", **PRODUCTION_SERVICES}
     code = "import django; django.setup(); from django.conf import settings; print('apps.sandbox' in settings.INSTALLED_APPS)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
@@ -48,3 +51,39 @@ def test_each_parallel_test_worker_gets_its_own_redis_database():
     assert redis_url_for_worker("redis://127.0.0.1:6379/5", "gw1") == "redis://127.0.0.1:6379/7"
     assert redis_url_for_worker("redis://:secret@redis:6379", "gw0") == "redis://:secret@redis:6379/1"
     assert redis_url_for_worker("redis://127.0.0.1:6379/15", "gw0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_docker_image_never_contains_the_env_file_and_its_secrets():
+    # README: `cp .env.example .env`, then `docker compose up --build`; the Dockerfile's `COPY . .` takes every file
+    # of the build context that .dockerignore does not name, and docker-compose passes .env at run time anyway.
+    from fnmatch import fnmatch
+
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    ignored = [pattern for pattern in patterns if not pattern.startswith("!") and fnmatch(".env", pattern)]
+    re_included = [pattern for pattern in patterns if pattern.startswith("!") and fnmatch(".env", pattern[1:])]
+    assert ignored and not re_included, patterns
+
+
+def test_every_variable_of_env_example_is_described_in_the_readme():
+    # .env.example sends its reader to README "Production" for what each variable means.
+    names = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
+             if "=" in line and not line.startswith("#")]
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in names if f"`{name}`" not in readme] == []
+
+
+def test_production_refuses_to_start_without_its_database_or_redis():
+    # README "Production": both required. Without them the local defaults applied silently: an SQLite file and an
+    # SQLite broker in the container's own var/, so web, worker and beat each kept a database and a queue of their own.
+    env = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "s" * 60,
+           "DJANGO_ALLOWED_HOSTS": "x", **PRODUCTION_SERVICES}
+
+    def start(**removed):
+        return subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True,
+                              env={key: value for key, value in env.items() if key not in removed}, text=True, timeout=60)
+
+    assert start().returncode == 0
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        refused = start(**{name: True})
+        assert refused.returncode != 0 and f"{name} is not set" in refused.stderr

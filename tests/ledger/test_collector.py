@@ -213,3 +213,56 @@ def test_collectors_without_the_deployments_api_key_fail_before_they_start(tenan
                     lambda: collect_thread_runs(active_since=timezone.now() - dt.timedelta(days=1))):
         with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
             collect()
+
+
+def test_a_collector_pass_slower_than_its_lock_keeps_it_so_beat_starts_no_second_copy(tenant, monkeypatch, settings,
+                                                                                      time_machine):
+    # Lock expiry read on the test's clock (Redis keeps its own, which time_machine cannot move).
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    time_machine.move_to("2026-11-02T12:00:00Z", tick=False)
+    from apps.provider.client import OpenAIProvider
+    from tests import builders
+
+    reported = {obj["id"]: obj for obj in (builders.response(created_at=timezone.now() - dt.timedelta(hours=1),
+                                                             status="in_progress") for _ in range(3))}
+    ingest_events(events=[{"tenant": "acme", "object": obj} for obj in reported.values()])
+    later_copies = []
+
+    class TimingOutOpenAI:
+        """Each answer comes after 6 minutes (timeouts retried): the pass outlasts the 10-minute lock."""
+
+        def retrieve_response(self, openai_id):
+            time_machine.shift(6 * 60)
+            if not later_copies or later_copies[-1] is not None:
+                later_copies.append(None)  # beat's next copy, sent while this pass is still running
+                later_copies[-1] = collect_runs.apply().get()
+            return reported[openai_id]
+
+    monkeypatch.setattr(OpenAIProvider, "default", classmethod(lambda cls, **overrides: TimingOutOpenAI()))
+    outcome = collect_runs.apply().get()
+    assert outcome["checked"] == 3 and outcome["unchanged"] == 3
+    assert later_copies == [{"skipped": True}] * 3
+
+
+def test_threads_whose_runs_were_read_but_not_stored_are_listed_again_by_the_next_pass(tenant, sandbox, openai_client,
+                                                                                        provider, monkeypatch):
+    import pytest
+
+    from apps.ledger import collector
+
+    assistant = _assistant(openai_client)
+    threads = [openai_client.beta.threads.create() for _ in range(2)]
+    ingest_events(events=[{"tenant": "acme", "object": thread.to_dict()} for thread in threads])
+    unreported = openai_client.beta.threads.runs.create(threads[0].id, assistant_id=assistant.id)
+    sandbox.advance(10)
+    active_since = timezone.now() - dt.timedelta(days=1)
+
+    def ingest_fails(**kwargs):  # the worker killed, or the database gone, after the threads were listed
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError):
+        patched.setattr(collector, "ingest_events", ingest_fails)
+        collect_thread_runs(limit=1, active_since=active_since, provider=provider)
+
+    collect_thread_runs(limit=1, active_since=active_since, provider=provider)
+    assert Run.objects.for_tenant(tenant).filter(openai_id=unreported.id).exists()

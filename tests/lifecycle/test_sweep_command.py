@@ -97,3 +97,52 @@ def test_cancel_stops_a_pending_sweep_and_says_so(sandbox, provider, tenant):
     assert sweep.status == "failed" and sweep.errors[-1]["error"] == "cancelled by command:sweep"
     with pytest.raises(CommandError, match="already failed; there is nothing to stop"):
         call_command("sweep", "--kind", "threads", "--cancel", str(sweep.pk), stdout=io.StringIO())
+
+
+def test_a_batch_that_raises_stops_the_command_saying_what_failed_and_how_to_carry_on(sandbox, provider, tenant,
+                                                                                       settings):
+    settings.OPENAI_API_KEY = ""  # this process is not set up: every batch raises before it asks OpenAI anything
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as stopped:
+        call_command("sweep", "--kind", "threads", stdout=out)
+
+    sweep = services.Sweep.objects.unscoped().get()
+    assert "OPENAI_API_KEY is not set" in str(stopped.value)
+    assert f"--resume {sweep.pk}" in str(stopped.value)
+    assert sweep.status == "running" and sweep.batch_failures == 1  # left for a resume, as the message says
+
+
+def test_listing_a_big_sweeps_items_holds_a_page_of_them_in_memory_not_all(tenant):
+    # A sweep of a million threads printed its list after loading every item (and its tenant) at once: gigabytes,
+    # after all the deleting was done. 20,000 items stand in for them.
+    import tracemalloc
+
+    from django.utils import timezone
+
+    sweep = services.sweep_create(kind="threads", dry_run=True)
+    SweepItem.objects.bulk_create(
+        SweepItem(sweep=sweep, tenant=tenant, resource_type="thread", openai_id=f"thread_{number:06d}", dry_run=True,
+                  rule="last activity 40 days ago, retention 30 days", state=SweepItem.State.DONE,
+                  outcome=Outcome.WOULD_DELETE, processed_at=timezone.now())
+        for number in range(20_000))
+    services.Sweep.objects.unscoped().filter(pk=sweep.pk).update(status="finished", finished_at=timezone.now())
+
+    class Discard:
+        lines = 0
+
+        def write(self, text):
+            self.lines += 1
+
+        def flush(self):
+            pass
+
+    out = Discard()
+    tracemalloc.start()
+    try:
+        call_command("sweep", "--kind", "threads", "--resume", str(sweep.pk), stdout=out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.lines > 20_000
+    assert peak < 15 * 1024 * 1024, f"peak {peak / 1024 / 1024:.1f} MiB"

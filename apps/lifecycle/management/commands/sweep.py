@@ -74,7 +74,13 @@ class Command(BaseCommand):
             parts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()) if k not in ("pending", "claimed"))
             self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){' — waiting after a rate limit' if result.status == 'retry_later' else ''}")
 
-        result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        try:
+            result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - a batch that raised (no API key here, a database error)
+            # The sweep is left running for a resume (after LIFECYCLE_MAX_BATCH_FAILURES in a row it is failed): say
+            # so, rather than end in a traceback that names neither the sweep nor the way on.
+            raise CommandError(f"{label} {sweep.pk} stopped: {type(exc).__name__}: {str(exc).rstrip('.')}. Fix the cause, then carry it "
+                               f"on with --resume {sweep.pk} (the workers' reaper also resumes it).") from exc
         if result.status == services.Sweep.Status.FAILED:
             sweep.refresh_from_db()
             reason = sweep.errors[-1].get("error", "") if sweep.errors else ""
@@ -83,7 +89,9 @@ class Command(BaseCommand):
         if result.status != "finished":
             raise CommandError(f"{label} {sweep.pk} is {result.status}; resume it with --resume {sweep.pk}.")
         wanted = Outcome.WOULD_DELETE if sweep.dry_run else Outcome.DELETED
-        for item in SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant"):
+        # Streamed in pages: a sweep can hold a million items, too many to load at once just to print them.
+        listed = SweepItem.objects.unscoped().filter(sweep=sweep, outcome=wanted).select_related("tenant")
+        for item in listed.iterator(chunk_size=2000):
             self.stdout.write(f"  {wanted}: {item.resource_type} {item.openai_id} ({item.tenant.slug if item.tenant else 'unassigned'}) — {item.rule}")
         self.stdout.write(self.style.SUCCESS(f"{label} {sweep.pk} finished: {result.counts}"))
         if sweep.dry_run:
