@@ -137,7 +137,7 @@ class TenantPolicyForm(forms.ModelForm):
             "vector_store_idle_days": "Delete vector stores idle for (days)",
             "markup_percent": "Markup on statements (%)",
         }
-        help_texts = {"monthly_budget_usd": "Empty: no budget alerts."}
+        help_texts = {"monthly_budget_usd": "This month's spend at cost, before any markup; alerts at 50%, 80% and 100%. Empty: no budget alerts."}
 
     def __init__(self, *args, staff: bool, **kwargs):
         super().__init__(*args, **kwargs)

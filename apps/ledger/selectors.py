@@ -84,7 +84,7 @@ def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
 
 def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
     """Tenants' metered vector storage per day, in the same scope as _rollups: a tenant's spend is its runs'
-    cost plus its storage, as its statement bills it. Read through the lifecycle app's selector."""
+    cost plus its storage, its statement's subtotal (before markup). Read through the lifecycle app's selector."""
     from apps.lifecycle.selectors import tenant_storage_meters
 
     return tenant_storage_meters(scope=scope, tenant=tenant)
