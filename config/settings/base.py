@@ -13,8 +13,8 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 env = environ.Env()
 
 
-def env_usd(name: str, default: str) -> Decimal:
-    """A non-negative USD amount from the environment, or a start-up error naming the variable."""
+def env_usd(name: str, default: str, *, what: str = "an amount in USD") -> Decimal:
+    """A non-negative USD amount (or `what` else) from the environment, or a start-up error naming the variable."""
     text = env.str(name, default=default)
     try:
         value = Decimal(text)
@@ -23,7 +23,7 @@ def env_usd(name: str, default: str) -> Decimal:
     if value is None or not value.is_finite() or value < 0:
         from django.core.exceptions import ImproperlyConfigured
 
-        raise ImproperlyConfigured(f"{name} must be an amount in USD of 0 or more, like {default}; it is {text!r}.")
+        raise ImproperlyConfigured(f"{name} must be {what} of 0 or more, like {default}; it is {text!r}.")
     return value
 
 
@@ -234,6 +234,10 @@ REQUIRES_ACTION_WARN_MINUTES = env_minutes_before_expiry("REQUIRES_ACTION_WARN_M
 # A failed or cancelled run raises a wasted-spend alert only when it cost at least this much: at any cost it
 # raised one per failed run, most under $0.001. Every one still counts in the tenant page's wasted spend.
 WASTED_SPEND_ALERT_MIN_USD = env_usd("WASTED_SPEND_ALERT_MIN_USD", default="0.05")
+# A reconciliation dollar line matches within the larger of this percent of OpenAI's value and this many dollars
+# (a project's own tolerance, set in the admin, wins).
+RECONCILIATION_TOLERANCE_PERCENT = env_usd("RECONCILIATION_TOLERANCE_PERCENT", default="1", what="a percentage")
+RECONCILIATION_TOLERANCE_USD = env_usd("RECONCILIATION_TOLERANCE_USD", default="0.01")
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="console")  # "json" in production

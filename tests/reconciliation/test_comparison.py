@@ -171,3 +171,26 @@ def test_in_tolerance_line_differences_may_add_up_to_the_days_tolerance_on_the_u
     unattributed = [r for r in compare_day(day=day, project="proj", ledger=ledger, openai=openai,
                                            tolerance=Tolerance()) if r.line == "unattributed spend"][0]
     assert (unattributed.openai_value, unattributed.status) == (Decimal("8.01"), "matched")
+
+
+def test_the_default_tolerance_is_read_from_the_environment_at_start_up_or_refused_naming_it():
+    # README lists every setting as an environment variable; the tolerance was a Django setting only.
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    def start(**variables):
+        return subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); from apps.reconciliation.projects import "
+             "default_tolerance as t; print(t().percent, t().usd)"],
+            capture_output=True, text=True, cwd=settings.BASE_DIR, timeout=60,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **variables})
+
+    assert start().stdout.split() == ["1", "0.01"]
+    assert start(RECONCILIATION_TOLERANCE_PERCENT="2.5", RECONCILIATION_TOLERANCE_USD="0.50").stdout.split() == [
+        "2.5", "0.50"]
+    refused = start(RECONCILIATION_TOLERANCE_PERCENT="-1")
+    assert refused.returncode != 0 and "RECONCILIATION_TOLERANCE_PERCENT must be a percentage of 0 or more" in (
+        refused.stderr)
