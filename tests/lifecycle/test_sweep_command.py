@@ -99,6 +99,24 @@ def test_cancel_stops_a_pending_sweep_and_says_so(sandbox, provider, tenant):
         call_command("sweep", "--kind", "threads", "--cancel", str(sweep.pk), stdout=io.StringIO())
 
 
+def test_resume_and_cancel_find_the_sweep_by_its_id_without_its_kind(sandbox, provider, tenant):
+    # The command's own messages say "carry it on with --resume N": with --kind required, that line failed in
+    # argparse. Starting a sweep still needs its kind, and a wrong kind given with the id is refused.
+    sweep = services.sweep_create(kind="threads")
+    with pytest.raises(CommandError, match=f"No vector_stores sweep {sweep.pk}"):
+        call_command("sweep", "--kind", "vector_stores", "--resume", str(sweep.pk), stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("sweep", "--resume", str(sweep.pk), stdout=out)
+    assert f"sweep {sweep.pk} finished" in out.getvalue()
+
+    pending = services.sweep_create(kind="threads")
+    call_command("sweep", "--cancel", str(pending.pk), stdout=io.StringIO())
+    pending.refresh_from_db()
+    assert pending.status == "failed"
+    with pytest.raises(CommandError, match="Name what to sweep: --kind threads"):
+        call_command("sweep", stdout=io.StringIO())
+
+
 def test_a_batch_that_raises_stops_the_command_saying_what_failed_and_how_to_carry_on(sandbox, provider, tenant,
                                                                                        settings):
     settings.OPENAI_API_KEY = ""  # this process is not set up: every batch raises before it asks OpenAI anything

@@ -1,4 +1,4 @@
-"""`manage.py sweep --kind threads|vector_stores|files|containers [--tenant SLUG] [--dry-run]`."""
+"""`manage.py sweep --kind threads|vector_stores|files|containers [--tenant SLUG] [--dry-run]`, `--resume ID`, `--cancel ID`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ class Command(BaseCommand):
             "deleted and deletes nothing; --enqueue hands the sweep to the Celery workers instead.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--kind", required=True, choices=SweepKind.values)
+        # Needed to start a sweep only: --resume and --cancel find the sweep by its id.
+        parser.add_argument("--kind", choices=SweepKind.values, help="What to sweep (to start one).")
         parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant (default: every tenant not on legal hold).")
         parser.add_argument("--dry-run", action="store_true", help="Re-check and list, delete nothing.")
         parser.add_argument("--confirm", type=int, metavar="SWEEP_ID",
@@ -24,7 +25,7 @@ class Command(BaseCommand):
                             help="Stop a pending or running sweep; a worker running it stops after the item in hand.")
         parser.add_argument("--enqueue", action="store_true", help="Run it on the Celery workers.")
 
-    def handle(self, *args, kind, tenant=None, dry_run=False, confirm=None, resume=None, enqueue=False, cancel=None,
+    def handle(self, *args, kind=None, tenant=None, dry_run=False, confirm=None, resume=None, enqueue=False, cancel=None,
                **options):
         if cancel:
             try:
@@ -33,6 +34,8 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
             self.stdout.write(self.style.SUCCESS(f"sweep {stopped.pk} cancelled: {services.sweep_counts(stopped)}"))
             return
+        if not kind and not resume:
+            raise CommandError(f"Name what to sweep: --kind {'|'.join(SweepKind.values)}.")
         tenant_obj = None
         if tenant:
             tenant_obj = Tenant.objects.filter(slug=tenant).first()
@@ -43,9 +46,9 @@ class Command(BaseCommand):
             given = [flag for flag, value in (("--tenant", tenant), ("--dry-run", dry_run), ("--confirm", confirm)) if value]
             if given:
                 raise CommandError(f"--resume carries on sweep {resume} as it was created; leave out {', '.join(given)}.")
-            sweep = services.Sweep.objects.unscoped().filter(pk=resume, kind=kind).first()
+            sweep = services.Sweep.objects.unscoped().filter(pk=resume, **({"kind": kind} if kind else {})).first()
             if sweep is None:
-                raise CommandError(f"No {kind} sweep {resume}.")
+                raise CommandError(f"No {kind or ''} sweep {resume}.".replace("No  ", "No "))
         else:
             preview = None
             if confirm:
