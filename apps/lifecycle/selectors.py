@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from apps.core.money import ZERO, allocate
 from apps.tenants.scoping import TenantScope
 
 from .models import (
+    ArchivedItem,
     Container,
     Outcome,
     ResourceStatus,
@@ -38,14 +39,29 @@ def sweep_get_visible(*, scope: TenantScope, pk: int) -> Sweep | None:
     return sweeps_visible(scope=scope).filter(pk=pk).first()
 
 
+def _with_archive_flag(items: QuerySet) -> QuerySet:
+    """Items with `has_archive`: a copy of the thread's messages (conversation's items) was kept before it was
+    deleted, so the page can link to it. By thread id: a retried delete keeps the first copy, made by the item
+    of an earlier attempt."""
+    return items.annotate(has_archive=Exists(
+        ArchivedItem.unscoped_objects.filter(thread_openai_id=OuterRef("openai_id"))))
+
+
 def sweep_items_visible(*, scope: TenantScope, sweep: Sweep) -> QuerySet:
     """A sweep's items the viewer may see (a member viewing a tenant-filtered sweep sees its items)."""
-    return SweepItem.objects.in_scope(scope).filter(sweep=sweep).select_related("tenant").order_by("pk")
+    return _with_archive_flag(SweepItem.objects.in_scope(scope).filter(sweep=sweep).select_related("tenant")
+                              .order_by("pk"))
+
+
+def archived_items_visible(*, scope: TenantScope, thread_openai_id: str) -> QuerySet:
+    """What was kept of one deleted thread or conversation (archive_before_delete), oldest first, if the viewer
+    may see its tenant (staff: any, orphans' too)."""
+    return ArchivedItem.objects.in_scope(scope).filter(thread_openai_id=thread_openai_id).order_by("position")
 
 
 def deletion_audit(*, scope: TenantScope, outcome: str = "", resource_type: str = "") -> QuerySet:
     """Everything real sweeps did, newest first: one row per resource per sweep."""
-    rows = (
+    rows = _with_archive_flag(
         SweepItem.objects.in_scope(scope).filter(dry_run=False, outcome__in=AUDIT_OUTCOMES)
         .select_related("tenant", "sweep").order_by("-processed_at", "-pk")
     )

@@ -11,10 +11,11 @@ from functools import cached_property
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
 from django.views import View
 
+from apps.core.api_support import json_bytes
 from apps.dashboard.tables import Column, Table
 from apps.dashboard.views import DashboardView
 from apps.provider.client import ProviderError
@@ -42,7 +43,10 @@ def _tenant_label(row) -> str:
 
 def _items_columns(*, with_sweep: bool) -> list[Column]:
     columns = [
-        Column("openai_id", "OpenAI id", "code"),
+        # A deleted thread whose messages were archived first links to that copy (archive_before_delete).
+        Column("openai_id", "OpenAI id", "code",
+               link=lambda i: reverse("lifecycle:archive", args=[i.openai_id]) if getattr(i, "has_archive", False)
+               else None),
         Column("resource_type", "Type", "status"),
         Column("tenant", "Tenant", value=_tenant_label),
         Column("outcome", "Outcome", "status", value=lambda i: i.outcome or i.state),
@@ -227,7 +231,10 @@ class OrphansView(StaffOnlyMixin, LifecycleView):
             name="orphans", title="Resources with no tenant", paginate_by=50,
             rows=selectors.orphans(scope=self.scope, on_date=self.today),
             columns=[
-                Column("openai_id", "OpenAI id", "code"),
+                # A deleted thread whose messages were archived first links to that copy (archive_before_delete).
+        Column("openai_id", "OpenAI id", "code",
+               link=lambda i: reverse("lifecycle:archive", args=[i.openai_id]) if getattr(i, "has_archive", False)
+               else None),
                 Column("resource_type", "Type", "status"),
                 Column("openai_project", "OpenAI project"),
                 Column("name", "Name"),
@@ -243,6 +250,32 @@ class OrphansView(StaffOnlyMixin, LifecycleView):
         context = super().get_context_data(**kwargs)
         context.update(tables=self.render_tables(), tenants=Tenant.objects.order_by("slug"))
         return context
+
+
+class ArchiveDownloadView(LoginRequiredMixin, View):
+    """What archive_before_delete kept of one deleted thread or conversation, as a JSON download: its messages
+    (items) oldest first, each as OpenAI answered it. Streamed, a page of rows at a time: an archive holds up to
+    LIFECYCLE_ARCHIVE_MAX_ITEMS of them. A thread outside the viewer's tenants is a 404, as a missing one."""
+
+    def get(self, request, openai_id: str):
+        rows = selectors.archived_items_visible(scope=scope_for_user(request.user), thread_openai_id=openai_id)
+        first = rows.first()
+        if first is None:
+            raise Http404("Not found.")
+        response = StreamingHttpResponse(_archive_json(openai_id, first, rows), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="archive-{openai_id}.json"'
+        return response
+
+
+def _archive_json(openai_id: str, first, rows):
+    head = {"thread": openai_id, "tenant": first.tenant.slug if first.tenant_id else None,
+            "archived_at": first.archived_at.isoformat()}
+    yield json_bytes(head)[:-1] + b',"items":['
+    for number, row in enumerate(rows.iterator(chunk_size=500)):
+        item = {"position": row.position, "id": row.item_openai_id,
+                "created_at": row.item_created_at.isoformat() if row.item_created_at else None, "data": row.data}
+        yield (b"," if number else b"") + json_bytes(item)
+    yield b"]}"
 
 
 class StaffActionView(LoginRequiredMixin, StaffOnlyMixin, View):

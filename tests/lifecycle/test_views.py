@@ -72,6 +72,37 @@ def test_the_audit_shows_rule_and_detail_in_one_column_and_exports_them_apart(wo
     assert "Rule" in rows[0] and "Detail" in rows[0] and "Rule · detail" not in rows[0]
 
 
+def test_what_archive_before_delete_kept_is_a_download_linked_from_the_audit_within_the_viewers_tenants(
+        world, member_user, staff_user):
+    import json
+
+    from apps.lifecycle.models import ArchivedItem
+
+    sweeps, _ = world
+    for item in SweepItem.objects.unscoped().filter(outcome=Outcome.DELETED):
+        for position, text in enumerate(("hello", "hi there")):  # stored oldest first, as the sweep copies them
+            ArchivedItem.objects.create(tenant_id=item.tenant_id, thread_openai_id=item.openai_id, sweep_item=item,
+                                        item_openai_id=f"msg_{item.openai_id}_{position}", position=position,
+                                        data={"role": "user", "content": text})
+    member = _client(member_user)
+
+    download = member.get("/lifecycle/archives/thread_acme.json")
+    assert download.status_code == 200 and download["Content-Disposition"] == (
+        'attachment; filename="archive-thread_acme.json"')
+    document = json.loads(b"".join(download.streaming_content))
+    assert (document["thread"], document["tenant"]) == ("thread_acme", "acme")
+    assert [(i["position"], i["id"], i["data"]["content"]) for i in document["items"]] == [
+        (0, "msg_thread_acme_0", "hello"), (1, "msg_thread_acme_1", "hi there")]
+    assert 'href="/lifecycle/archives/thread_acme.json"' in member.get("/lifecycle/audit/").content.decode()
+    assert 'href="/lifecycle/archives/thread_acme.json"' in member.get(
+        f"/lifecycle/sweeps/{sweeps['acme'].pk}/").content.decode()
+    # Another tenant's archive is a 404, the same as one that does not exist; staff read any.
+    assert member.get("/lifecycle/archives/thread_globex.json").status_code == 404
+    assert member.get("/lifecycle/archives/thread_nowhere.json").status_code == 404
+    assert _client(staff_user).get("/lifecycle/archives/thread_globex.json").status_code == 200
+    assert Client().get("/lifecycle/archives/thread_acme.json").status_code == 302
+
+
 def test_member_cannot_start_confirm_or_touch_orphans(world, member_user):
     client = _client(member_user)
     store = VectorStore.objects.unassigned().get()
