@@ -89,13 +89,18 @@ tenant_policy_changed = Signal()
 
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
+    """Set these fields and nothing else; returns the tenant as now stored."""
+    # The caller's copy may be stale (two PATCHes of different fields at once, a form opened before another
+    # change): saving all of its fields wrote the other change back to its old value, silently and with an audit
+    # "before" that was not the stored value. So: lock the row, read "before" from it, write only these fields.
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     old_values = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)
     # Only the fields being set (and the uniqueness rules): a value stored before a validator existed (a markup
     # outside 0..1000 from the admin) must not block an unrelated change, such as setting a legal hold.
     tenant.full_clean(exclude=[field.name for field in Tenant._meta.fields if field.name not in changes])
-    tenant.save()
+    tenant.save(update_fields=[*changes, "updated_at"])
     # Compared as values (0.1 and 0.1000 are one threshold), recorded as text.
     changed = {field for field in changes if getattr(tenant, field) != old_values[field]}
     before = {field: str(old_values[field]) for field in changes}
