@@ -62,6 +62,9 @@ def api_key_authenticate(plaintext: str) -> ApiKey | None:
     """The active key matching this plaintext, or None. Compared in constant time."""
     if not plaintext.startswith(KEY_PREFIX) or plaintext.count("_") < 2:
         return None
+    if not (plaintext.isascii() and plaintext.isprintable()):
+        # No key we issue has such a character, and a NUL sent to PostgreSQL in the lookup is a 500, not a 401.
+        return None
     prefix = plaintext[: plaintext.index("_", len(KEY_PREFIX))]
     key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(plaintext)) or key.revoked_at:
