@@ -49,3 +49,21 @@ def test_a_policy_changed_in_the_admin_acts_as_through_the_api(client, staff_use
     budget = Alert.objects.for_tenant(tenant).filter(cause_key__startswith="budget:")
     assert sorted(budget.values_list("cause_key", flat=True)) == [
         f"budget:{tenant.pk}:2026-11:{percent}:6" for percent in (50, 80)]  # $5.00 of $6.00: 83%
+
+
+def test_a_tenants_slug_cannot_be_changed_in_the_admin(client, staff_user, tenant):
+    """Apps tag their runs with the slug (metadata.tenant) and ingest resolves it: a slug renamed in the admin
+    made every later event for the tenant 'unknown tenant', and the API says a slug cannot be changed."""
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    form = {field: getattr(tenant, field) for field in ("name", "external_id", "status", "thread_retention_days",
+                                                         "vector_store_idle_days", "high_cost_run_usd")}
+    form.update({"slug": "acme-renamed", "monthly_budget_usd": "", "markup_percent": "",
+                 "memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    tenant.refresh_from_db()
+    assert tenant.slug == "acme"
+    add = client.get("/admin/tenants/tenant/add/").content.decode()
+    assert 'name="slug"' in add  # a new tenant still gets one
