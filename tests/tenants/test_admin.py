@@ -67,3 +67,27 @@ def test_a_tenants_slug_cannot_be_changed_in_the_admin(client, staff_user, tenan
     assert tenant.slug == "acme"
     add = client.get("/admin/tenants/tenant/add/").content.decode()
     assert 'name="slug"' in add  # a new tenant still gets one
+
+
+def test_a_role_changed_in_the_tenants_membership_inline_is_audited_with_its_old_and_new_value(
+        client, staff_user, tenant, member_user):
+    """A viewer made tenant admin on the tenant's admin page was audited as `changed: ["role"]`: who had which
+    role before could not be read from the log."""
+    from apps.core.models import AuditEvent
+    from apps.tenants.models import Membership
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    membership = Membership.objects.get(user=member_user, tenant=tenant)
+    form = {field: getattr(tenant, field) for field in ("name", "external_id", "status", "thread_retention_days",
+                                                         "vector_store_idle_days", "high_cost_run_usd")}
+    form.update({"monthly_budget_usd": "", "markup_percent": "",
+                 "memberships-TOTAL_FORMS": 1, "memberships-INITIAL_FORMS": 1,
+                 "memberships-0-id": membership.pk, "memberships-0-tenant": tenant.pk,
+                 "memberships-0-user": member_user.pk, "memberships-0-role": "admin"})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="admin.membership.update")
+    assert event.data["before"] == {"role": "viewer"} and event.data["after"] == {"role": "admin"}
+    assert event.actor == staff_user and event.tenant_id == tenant.pk
