@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from apps.core.services import audit_record
 
-from .models import ApiKey, Membership, Tenant
+from .models import STAFF_POLICY_FIELDS, ApiKey, Membership, Tenant
 
 KEY_PREFIX = "rl_"
 # last_used_at is a hint for humans; writing it once a minute per key keeps hot keys off the write path.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+TENANT_AUDITED_FIELDS = ["name", "external_id", *STAFF_POLICY_FIELDS]
 
 
 def _hash_key(plaintext: str) -> str:
@@ -81,7 +82,9 @@ def tenant_create(*, slug: str, name: str, actor=None, **policy) -> Tenant:
     tenant = Tenant(slug=slug, name=name, **policy)
     tenant.full_clean()
     tenant.save()
-    audit_record(action="tenant.create", target_type="tenant", target_id=slug, actor=actor, tenant_id=tenant.pk)
+    # With the values it starts with, as tenant.update records them: the log alone says what a policy was when.
+    audit_record(action="tenant.create", target_type="tenant", target_id=slug, actor=actor, tenant_id=tenant.pk,
+                 data={"after": {field: str(getattr(tenant, field)) for field in TENANT_AUDITED_FIELDS}})
     return tenant
 
 

@@ -57,6 +57,16 @@ def test_create_with_policies(api_client, admin_key):
     assert created["markup_percent"] == "10.00" and created["legal_hold"] is True and created["vector_store_idle_days"] == 7
 
 
+def test_a_created_tenant_is_audited_with_the_policies_it_starts_with(api_client, admin_key):
+    body = {"slug": "hooli", "name": "Hooli", "thread_retention_days": 30, "legal_hold": True,
+            "monthly_budget_usd": "1500.00"}
+    assert api_client.post("/api/v1/tenants/", body, format="json", **bearer(admin_key)).status_code == 201
+    after = AuditEvent.objects.get(action="tenant.create").data["after"]
+    assert after["thread_retention_days"] == "30" and after["legal_hold"] == "True"
+    assert after["monthly_budget_usd"] == "1500.00" and after["vector_store_idle_days"] == "30"
+    assert after["markup_percent"] == "None" and after["name"] == "Hooli"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
