@@ -64,11 +64,24 @@ class AuditedAdminMixin:
                                                                                   if hasattr(obj, name)])})
 
     def save_formset(self, request, form, formset, change):
+        # Read before saving, as save_model does: an inline change (a membership's role) logged only the field's
+        # name, so who had which role before could not be read from the log.
+        before = {}
+        for inline_form in formset.initial_forms:
+            if inline_form.instance.pk and inline_form.has_changed():
+                previous = type(inline_form.instance)._base_manager.filter(pk=inline_form.instance.pk).first()
+                if previous is not None:
+                    before[previous.pk] = previous
         super().save_formset(request, form, formset, change)
         for obj in formset.new_objects:
             self._audit(request, obj, "create", {"inline": True, "object": str(obj)})
         for obj, changed in formset.changed_objects:
-            self._audit(request, obj, "update", {"inline": True, "object": str(obj), "changed": list(changed)})
+            previous = before.get(obj.pk)
+            self._audit(request, obj, "update", {
+                "inline": True, "object": str(obj), "changed": list(changed),
+                "before": self._fields_data(previous, changed) if previous is not None else {},
+                "after": self._fields_data(obj, changed),
+            })
         for obj in formset.deleted_objects:
             self._audit(request, obj, "delete", {"inline": True, "object": str(obj)})
 

@@ -527,14 +527,15 @@ class TenantPolicyView(LoginRequiredMixin, View):
             raise PermissionDenied("Only this tenant's admins can change its settings.")
         staff = bool(request.user.is_staff or request.user.is_superuser)
         # The form validates against a copy, so tenant_update sees the real before/after for the audit.
-        form = TenantPolicyForm(request.POST, instance=Tenant.objects.get(pk=tenant.pk), staff=staff)
-        if not form.is_valid():
+        # The form validates against a copy (it writes cleaned values into its instance); `tenant` stays as stored.
+        form = TenantPolicyForm(request.POST.copy(), instance=Tenant.objects.get(pk=tenant.pk), staff=staff)
+        valid = form.is_valid()
+        if not valid or form.refuse_changes_made_meanwhile(tenant):
             view = TenantDetailView()
             view.setup(request, slug=slug)
             context = view.get_context_data(policy_form=form)
-            return view.render_to_response(context, status=400)
-        changes = {name: form.cleaned_data[name] for name in form.fields}
-        tenant_update(tenant=tenant, actor=request.user, **changes)
+            return view.render_to_response(context, status=400 if not valid else 409)
+        tenant_update(tenant=tenant, actor=request.user, **form.changes())
         messages.success(request, "Policy settings saved.")
         return HttpResponseRedirect(reverse("dashboard:tenant-detail", args=[tenant.slug]) + "#settings")
 

@@ -20,6 +20,11 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("slug", "name", "external_id")
     inlines = [MembershipInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Apps tag their runs with the slug (metadata.tenant) and ingest resolves it; renamed, every later event
+        # would be "unknown tenant". The API refuses a new slug too.
+        return ("slug",) if obj is not None else ()
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if change and form.changed_data:

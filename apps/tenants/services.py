@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from apps.core.services import audit_record
 
-from .models import ApiKey, Membership, Tenant
+from .models import STAFF_POLICY_FIELDS, ApiKey, Membership, Tenant
 
 KEY_PREFIX = "rl_"
 # last_used_at is a hint for humans; writing it once a minute per key keeps hot keys off the write path.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+TENANT_AUDITED_FIELDS = ["name", "external_id", *STAFF_POLICY_FIELDS]
 
 
 def _hash_key(plaintext: str) -> str:
@@ -62,6 +63,9 @@ def api_key_authenticate(plaintext: str) -> ApiKey | None:
     """The active key matching this plaintext, or None. Compared in constant time."""
     if not plaintext.startswith(KEY_PREFIX) or plaintext.count("_") < 2:
         return None
+    if not (plaintext.isascii() and plaintext.isprintable()):
+        # No key we issue has such a character, and a NUL sent to PostgreSQL in the lookup is a 500, not a 401.
+        return None
     prefix = plaintext[: plaintext.index("_", len(KEY_PREFIX))]
     key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(plaintext)) or key.revoked_at:
@@ -78,7 +82,9 @@ def tenant_create(*, slug: str, name: str, actor=None, **policy) -> Tenant:
     tenant = Tenant(slug=slug, name=name, **policy)
     tenant.full_clean()
     tenant.save()
-    audit_record(action="tenant.create", target_type="tenant", target_id=slug, actor=actor, tenant_id=tenant.pk)
+    # With the values it starts with, as tenant.update records them: the log alone says what a policy was when.
+    audit_record(action="tenant.create", target_type="tenant", target_id=slug, actor=actor, tenant_id=tenant.pk,
+                 data={"after": {field: str(getattr(tenant, field)) for field in TENANT_AUDITED_FIELDS}})
     return tenant
 
 
@@ -89,13 +95,18 @@ tenant_policy_changed = Signal()
 
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
+    """Set these fields and nothing else; returns the tenant as now stored."""
+    # The caller's copy may be stale (two PATCHes of different fields at once, a form opened before another
+    # change): saving all of its fields wrote the other change back to its old value, silently and with an audit
+    # "before" that was not the stored value. So: lock the row, read "before" from it, write only these fields.
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     old_values = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)
     # Only the fields being set (and the uniqueness rules): a value stored before a validator existed (a markup
     # outside 0..1000 from the admin) must not block an unrelated change, such as setting a legal hold.
     tenant.full_clean(exclude=[field.name for field in Tenant._meta.fields if field.name not in changes])
-    tenant.save()
+    tenant.save(update_fields=[*changes, "updated_at"])
     # Compared as values (0.1 and 0.1000 are one threshold), recorded as text.
     changed = {field for field in changes if getattr(tenant, field) != old_values[field]}
     before = {field: str(old_values[field]) for field in changes}

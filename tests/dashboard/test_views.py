@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.core.models import AuditEvent
 from apps.tenants.models import Tenant
+from apps.tenants.services import tenant_update
 
 from .conftest import NOW
 from .seed import run_row, thread_row
@@ -589,3 +590,58 @@ def test_the_month_spend_says_how_many_of_its_runs_are_unpriced_as_the_statement
 
     document = statement_document(statement_data(tenant=tenant, period=TODAY.replace(day=1)), status="open", closed_at=None)
     assert document["unpriced_runs"] == 1
+
+
+# A value the page showed (an empty one has no value attribute).
+HIDDEN_INITIAL = r'<input type="hidden" name="(initial-[a-z_]+)"(?: value="([^"]*)")?'
+
+
+def _settings_page_post(client, slug: str, **values) -> dict:
+    """What a browser sends from the settings form: each field's value and, beside it, the value it showed."""
+    page = client.get(f"/tenants/{slug}/")
+    shown = dict(re.findall(HIDDEN_INITIAL, page.content.decode()))
+    assert set(shown) >= {"initial-monthly_budget_usd", "initial-legal_hold", "initial-thread_retention_days"}
+    data = {name: value for name, value in shown.items()}
+    for name, value in shown.items():
+        field = name.removeprefix("initial-")
+        if field in ("legal_hold", "archive_before_delete"):
+            if value == "True":
+                data[field] = "on"
+        else:
+            data[field] = value
+    for field, value in values.items():
+        if value is False:
+            data.pop(field, None)
+        else:
+            data[field] = value
+    return data
+
+
+def test_a_settings_save_keeps_what_another_admin_changed_meanwhile_in_other_fields(tenant, tenant_admin_user):
+    client = Client()
+    client.force_login(tenant_admin_user)
+    form = _settings_page_post(client, tenant.slug, thread_retention_days="14")
+    tenant_update(tenant=tenant, monthly_budget_usd=Decimal("2500.00"), legal_hold=True)  # another admin, meanwhile
+    assert client.post(f"/tenants/{tenant.slug}/settings/", form).status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.thread_retention_days == 14
+    assert tenant.monthly_budget_usd == Decimal("2500.00") and tenant.legal_hold is True
+
+
+def test_a_settings_save_over_a_field_someone_else_changed_meanwhile_is_a_409_until_saved_again(
+        tenant, tenant_admin_user):
+    client = Client()
+    client.force_login(tenant_admin_user)
+    form = _settings_page_post(client, tenant.slug, monthly_budget_usd="100.00")
+    tenant_update(tenant=tenant, monthly_budget_usd=Decimal("2500.00"))  # another admin, meanwhile
+    refused = client.post(f"/tenants/{tenant.slug}/settings/", form)
+    assert refused.status_code == 409
+    assert "Someone else changed this to 2500.00" in refused.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.monthly_budget_usd == Decimal("2500.00")
+    # The page now shows 2500.00 as the value seen: saving again replaces it knowingly.
+    again = dict(re.findall(HIDDEN_INITIAL, refused.content.decode()))
+    assert again["initial-monthly_budget_usd"] == "2500.00"
+    assert client.post(f"/tenants/{tenant.slug}/settings/", {**form, **again}).status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.monthly_budget_usd == Decimal("100.00")

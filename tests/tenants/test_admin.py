@@ -49,3 +49,45 @@ def test_a_policy_changed_in_the_admin_acts_as_through_the_api(client, staff_use
     budget = Alert.objects.for_tenant(tenant).filter(cause_key__startswith="budget:")
     assert sorted(budget.values_list("cause_key", flat=True)) == [
         f"budget:{tenant.pk}:2026-11:{percent}:6" for percent in (50, 80)]  # $5.00 of $6.00: 83%
+
+
+def test_a_tenants_slug_cannot_be_changed_in_the_admin(client, staff_user, tenant):
+    """Apps tag their runs with the slug (metadata.tenant) and ingest resolves it: a slug renamed in the admin
+    made every later event for the tenant 'unknown tenant', and the API says a slug cannot be changed."""
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    form = {field: getattr(tenant, field) for field in ("name", "external_id", "status", "thread_retention_days",
+                                                         "vector_store_idle_days", "high_cost_run_usd")}
+    form.update({"slug": "acme-renamed", "monthly_budget_usd": "", "markup_percent": "",
+                 "memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    tenant.refresh_from_db()
+    assert tenant.slug == "acme"
+    add = client.get("/admin/tenants/tenant/add/").content.decode()
+    assert 'name="slug"' in add  # a new tenant still gets one
+
+
+def test_a_role_changed_in_the_tenants_membership_inline_is_audited_with_its_old_and_new_value(
+        client, staff_user, tenant, member_user):
+    """A viewer made tenant admin on the tenant's admin page was audited as `changed: ["role"]`: who had which
+    role before could not be read from the log."""
+    from apps.core.models import AuditEvent
+    from apps.tenants.models import Membership
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    membership = Membership.objects.get(user=member_user, tenant=tenant)
+    form = {field: getattr(tenant, field) for field in ("name", "external_id", "status", "thread_retention_days",
+                                                         "vector_store_idle_days", "high_cost_run_usd")}
+    form.update({"monthly_budget_usd": "", "markup_percent": "",
+                 "memberships-TOTAL_FORMS": 1, "memberships-INITIAL_FORMS": 1,
+                 "memberships-0-id": membership.pk, "memberships-0-tenant": tenant.pk,
+                 "memberships-0-user": member_user.pk, "memberships-0-role": "admin"})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="admin.membership.update")
+    assert event.data["before"] == {"role": "viewer"} and event.data["after"] == {"role": "admin"}
+    assert event.actor == staff_user and event.tenant_id == tenant.pk

@@ -57,6 +57,16 @@ def test_create_with_policies(api_client, admin_key):
     assert created["markup_percent"] == "10.00" and created["legal_hold"] is True and created["vector_store_idle_days"] == 7
 
 
+def test_a_created_tenant_is_audited_with_the_policies_it_starts_with(api_client, admin_key):
+    body = {"slug": "hooli", "name": "Hooli", "thread_retention_days": 30, "legal_hold": True,
+            "monthly_budget_usd": "1500.00"}
+    assert api_client.post("/api/v1/tenants/", body, format="json", **bearer(admin_key)).status_code == 201
+    after = AuditEvent.objects.get(action="tenant.create").data["after"]
+    assert after["thread_retention_days"] == "30" and after["legal_hold"] == "True"
+    assert after["monthly_budget_usd"] == "1500.00" and after["vector_store_idle_days"] == "30"
+    assert after["markup_percent"] == "None" and after["name"] == "Hooli"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -247,3 +257,26 @@ def test_a_batch_rated_before_a_threshold_change_is_flagged_with_the_new_one(ten
     assert Run.objects.for_tenant(tenant).get().is_high_cost
     assert sum(DailyRollup.objects.for_tenant(tenant).values_list("high_cost_runs", flat=True)) == 1
     assert services.ledger_check() == []
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    ("patch", "/api/v1/tenants/acme/", {"monthy_budget_usd": "100.00"}, "monthy_budget_usd"),  # a typo
+    ("patch", "/api/v1/tenants/acme/", {"legal_hold": True, "status": "suspended"}, "status"),  # admin only
+    ("post", "/api/v1/tenants/", {"slug": "initech", "name": "Initech", "budget": "10"}, "budget"),
+])
+def test_a_body_field_the_api_does_not_write_is_a_400_naming_it_and_nothing_changes(
+        api_client, admin_key, tenant, method, path, body, field):
+    """A 200 that silently ignored `monthy_budget_usd` left the caller believing a budget was set."""
+    answer = getattr(api_client, method)(path, body, format="json", **bearer(admin_key))
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == field
+    tenant.refresh_from_db()
+    assert tenant.monthly_budget_usd is None and tenant.legal_hold is False and tenant.status == "active"
+    assert not Tenant.objects.filter(slug="initech").exists()
+    assert not AuditEvent.objects.filter(action__startswith="tenant.").exists()
+
+
+def test_a_tenant_read_from_the_api_may_be_sent_back_as_a_patch(api_client, admin_key, tenant):
+    body = api_client.get("/api/v1/tenants/acme/", **bearer(admin_key)).json()
+    answer = api_client.patch("/api/v1/tenants/acme/", {**body, "thread_retention_days": 14}, format="json",
+                              **bearer(admin_key))
+    assert answer.status_code == 200 and answer.json()["thread_retention_days"] == 14

@@ -64,3 +64,12 @@ def test_revoke_api_key_command(db):
     key, plaintext = api_key_create(name="k", scope="ingest")
     call_command("revoke_api_key", key.prefix, stdout=io.StringIO())
     assert api_key_authenticate(plaintext) is None
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenants/", "/api/v1/ingest/"])
+@pytest.mark.parametrize("presented", ["rl_abc\x00_def", "rl_ab\x00cd_ef", "rl_abc_d\x00ef"])
+def test_a_key_with_a_nul_byte_is_a_401_not_a_500(api_client, tenant, path, presented):
+    """PostgreSQL refuses a NUL in a query parameter: looking the key's prefix up raised a DataError (500)."""
+    answer = api_client.get(path, HTTP_AUTHORIZATION=f"Bearer {presented}")
+    assert answer.status_code == 401
+    assert answer["WWW-Authenticate"] == "Bearer"
