@@ -526,7 +526,6 @@ class TenantPolicyView(LoginRequiredMixin, View):
         if not user_is_tenant_admin(request.user, tenant):
             raise PermissionDenied("Only this tenant's admins can change its settings.")
         staff = bool(request.user.is_staff or request.user.is_superuser)
-        # The form validates against a copy, so tenant_update sees the real before/after for the audit.
         # The form validates against a copy (it writes cleaned values into its instance); `tenant` stays as stored.
         form = TenantPolicyForm(request.POST.copy(), instance=Tenant.objects.get(pk=tenant.pk), staff=staff)
         valid = form.is_valid()
