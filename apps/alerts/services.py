@@ -341,8 +341,22 @@ def budget_cause_key(tenant_id: int, month: dt.date, percent: int, budget: Decim
     return f"budget:{tenant_id}:{month:%Y-%m}:{percent}:{budget.normalize():f}"
 
 
+def _budget_thresholds_raised(month: dt.date, tenant_ids: list[int]) -> set[tuple[int, int]]:
+    """(tenant, percent) of the thresholds a month that is over has raised, at whichever budget. Its late runs are
+    checked against the budget set today (a tenant keeps one), which is not that month's once it has been changed
+    since: keyed by budget alone, the same crossings were raised a second time, at the new amount."""
+    raised = set()
+    keys = Alert.unscoped_objects.filter(kind=Alert.Kind.BUDGET, tenant_id__in=tenant_ids,
+                                         cause_key__startswith="budget:", cause_key__contains=f":{month:%Y-%m}:")
+    for key in keys.values_list("cause_key", flat=True):
+        parts = key.split(":")  # budget:<tenant>:<YYYY-MM>:<percent>[:<budget>]
+        if len(parts) >= 4 and parts[2] == f"{month:%Y-%m}" and parts[1].isdigit() and parts[3].isdigit():
+            raised.add((int(parts[1]), int(parts[3])))
+    return raised
+
+
 def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
-    from apps.core.timeutils import next_month, previous_month
+    from apps.core.timeutils import month_start, next_month, previous_month
     from apps.ledger.selectors import spend_by_tenant
     from apps.tenants.models import Tenant
     from apps.tenants.scoping import TenantScope
@@ -350,7 +364,8 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
     # Only this month and the last (runs reported late, after the month turned): an older month's spend can no
     # longer be steered and its statement is closed or about to be, so a backfill (`import_runs` of last year) or
     # a `reprice` of old runs would raise stale alerts, critical ones included, for every month it touches.
-    oldest = previous_month(timezone.now().date())
+    this_month = month_start(timezone.now().date())
+    oldest = previous_month(this_month)
     months = {tenant_id: {month for month in wanted if month >= oldest} for tenant_id, wanted in months.items()}
     if not any(months.values()):
         return []
@@ -366,9 +381,12 @@ def _budget_specs(months: dict[int, set[dt.date]]) -> list[AlertSpec]:
     for month in sorted(tenants_by_month):
         # Runs and metered vector storage, two grouped queries a month whatever the number of tenants.
         spend = spend_by_tenant(scope=TenantScope.of(tenants_by_month[month]), start=month, end=next_month(month))
+        crossed = _budget_thresholds_raised(month, tenants_by_month[month]) if month < this_month else set()
         for tenant_id in sorted(tenants_by_month[month]):
             tenant, spent = budgets[tenant_id], spend.get(tenant_id, ZERO)
             for percent in BUDGET_THRESHOLDS:
+                if (tenant_id, percent) in crossed:
+                    continue
                 if spent >= tenant.monthly_budget_usd * percent / 100:
                     specs.append(AlertSpec(
                         kind=Alert.Kind.BUDGET,

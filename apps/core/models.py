@@ -11,7 +11,8 @@ class AuditEvent(models.Model):
     actor_label = models.CharField(max_length=120, blank=True)
     action = models.CharField(max_length=80, db_index=True)
     target_type = models.CharField(max_length=80)
-    target_id = models.CharField(max_length=120)
+    # Room for a price version, "<model>@<YYYY-MM-DD>", of a model named up to 255 characters (a fine-tuned id).
+    target_id = models.CharField(max_length=300)
     tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     data = models.JSONField(default=dict, blank=True)
 

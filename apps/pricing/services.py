@@ -12,7 +12,6 @@ from .models import ModelPrice, ToolPrice
 from .seed import PRICE_BOOK_FILE, LoadResult, price_book_apply, read_price_book
 
 
-@transaction.atomic
 def price_book_load(*, path: Path | str = PRICE_BOOK_FILE, overwrite: bool = True, actor=None,
                     actor_label: str = "command:load_price_book") -> LoadResult:
     """Load a price book file idempotently: new versions are created, changed ones updated (with overwrite),
@@ -20,19 +19,30 @@ def price_book_load(*, path: Path | str = PRICE_BOOK_FILE, overwrite: bool = Tru
     listed in the result's `refused`, with the reason and what to do instead. A model price version it
     creates rates the runs stored unpriced for its model, as one added in the admin or the API does; all or
     nothing: a price that would take a stored total past what the ledger holds raises RepriceOverflow and
-    nothing of the file is loaded."""
+    nothing of the file is loaded. That is checked before the load commits, by rating the backlog without
+    writing; the rating itself comes after it, in batches that each hold the ingest lock for a moment (inside
+    the load's transaction the first batch's lock was held until the whole backlog was rated, and ingest
+    waited for all of it)."""
     from apps.ledger.selectors import tool_price_rated
-    from apps.ledger.services import runs_reprice_unpriced
+    from apps.ledger.services import models_unpriced_of_family, reprice_overflow_check, runs_reprice_unpriced
 
-    data = read_price_book(path)
-    result = price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=overwrite,
-                              tool_price_rated=lambda price: tool_price_rated(tool_price_id=price.pk))
-    if result.created or result.updated or result.refused:
-        audit_record(
-            action="price_book.load", target_type="price_book", target_id=str(path), actor=actor,
-            actor_label=actor_label if actor is None else "",
-            data={"created": result.created, "updated": result.updated, "refused": sorted(result.refused)},
-        )
+    from .pricebook import PriceBook
+
+    with transaction.atomic():
+        data = read_price_book(path)
+        result = price_book_apply(data, model_price_cls=ModelPrice, tool_price_cls=ToolPrice, overwrite=overwrite,
+                                  tool_price_rated=lambda price: tool_price_rated(tool_price_id=price.pk))
+        if result.created or result.updated or result.refused:
+            audit_record(
+                action="price_book.load", target_type="price_book", target_id=str(path), actor=actor,
+                actor_label=actor_label if actor is None else "",
+                data={"created": result.created, "updated": result.updated, "refused": sorted(result.refused)},
+            )
+        if result.created_models:
+            models = sorted({name for model in result.created_models for name in models_unpriced_of_family(model)})
+            stopped = reprice_overflow_check(models=models, book=PriceBook.load())
+            if stopped is not None:
+                raise stopped
     if result.created_models:
         # The unpriced-model alert says "add its price; unpriced runs are then re-rated": a price added from a
         # file left them unpriced (billed $0) until someone thought of `reprice --unpriced`.

@@ -469,6 +469,29 @@ def test_a_budget_raised_mid_month_warns_again_at_the_new_amount(tenant, in_nove
     assert len(_causes("budget")) == 4
 
 
+def test_a_budget_changed_after_the_month_turned_raises_none_of_last_months_crossings_again(
+        tenant, in_november, django_capture_on_commit_callbacks):
+    """The budget read for last month's late runs is today's (a tenant keeps one): changed in December, it is not
+    November's, so a November threshold already crossed is not raised again, at the new amount, in December."""
+    from apps.tenants.services import tenant_update
+
+    def spend(run_id, dollars, when):
+        obj = builders.response(response_id=run_id, created_at=when, model="gpt-5.4",
+                                input_tokens=dollars * 400_000, output_tokens=0)  # $2.50 per 1M input tokens
+        ingest_events(events=[{"tenant": "acme", "object": obj}])
+
+    tenant.monthly_budget_usd = Decimal("10.00")
+    tenant.save()
+    spend("resp_november", 9, WHEN)  # $9 of $10
+    november = [f"budget:{tenant.pk}:2026-11:{p}:10" for p in (50, 80)]
+    assert _causes("budget") == november
+    with time_machine.travel(dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            tenant_update(tenant=tenant, monthly_budget_usd=Decimal("12"))  # December's budget
+        spend("resp_november_late", 1, dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC))  # $10: 83% of $12
+        assert _causes("budget") == november  # not 50% and 80% of $12 as well
+
+
 def test_the_upgrade_names_the_budget_in_the_keys_of_alerts_already_raised(tenant, in_november):
     """Without it the first check after the upgrade would raise this month's crossings a second time."""
     import importlib

@@ -157,3 +157,13 @@ def test_an_overflow_names_the_largest_price_sent_never_one_left_out(api_client,
     answer = api_client.post("/api/v1/prices/", price, format="json", **bearer(admin_key))
 
     assert answer.status_code == 400 and answer.json()["error"]["field"] == "output_usd_per_1m"
+
+
+def test_a_fine_tuned_model_named_past_100_characters_gets_a_price_audited_under_its_version(api_client, admin_key):
+    """Model names take 255 characters (a fine-tuned id runs past 100): its price version is audited, not a 500
+    from an audit target column of 120."""
+    model = f"ft:gpt-4.1-mini-2025-04-14:acme-analytics-incorporated:{'support-triage-' * 4}v2:BkX9a7Qz"
+    assert len(f"{model}@2026-06-01") > 120
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "model": model}, format="json", **bearer(admin_key))
+    assert answer.status_code == 201, answer.content
+    assert AuditEvent.objects.get(action="price.create").target_id == f"{model}@2026-06-01"

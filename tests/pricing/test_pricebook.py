@@ -179,6 +179,45 @@ def test_a_file_whose_new_price_would_overflow_the_ledger_loads_nothing(db, tena
     assert Run.objects.for_tenant(tenant).get().priced is False
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_runs_a_file_price_rates_go_in_batches_that_let_ingest_in_between(tenant, tmp_path, monkeypatch):
+    """As for a price added in the API: each batch of the re-rating holds the ingest lock for a moment. Rated
+    inside the load's own transaction, the lock the first batch took was held until the whole backlog was done,
+    and every ingest batch (webhooks, collectors) waited for it."""
+    import psycopg
+    from django.db import connection
+
+    from apps.ledger import bulk
+    from apps.ledger import services as ledger_services
+
+    settings = connection.settings_dict
+    dsn = psycopg.conninfo.make_conninfo(dbname=settings["NAME"], user=settings["USER"],
+                                         password=settings["PASSWORD"] or None, host=settings["HOST"] or None,
+                                         port=settings["PORT"] or None)
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        response_id=f"resp_backlog_{i}", created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test")}
+        for i in range(3)])
+    monkeypatch.setattr(ledger_services, "REPRICE_BATCH", 1)
+    free_before_batch = []
+    take_lock = bulk.advisory_xact_lock
+
+    def noting_whether_ingest_could_go_first(key, **kwargs):
+        if key == ledger_services.INGEST_LOCK_KEY:
+            with psycopg.connect(dsn, autocommit=True) as ingest:
+                free = ingest.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+                if free:
+                    ingest.execute("SELECT pg_advisory_unlock(%s)", [key])
+            free_before_batch.append(free)
+        return take_lock(key, **kwargs)
+
+    monkeypatch.setattr(bulk, "advisory_xact_lock", noting_whether_ingest_could_go_first)
+    call_command("load_price_book", str(_book_adding(tmp_path, "gpt-7-test")))
+
+    assert Run.objects.for_tenant(tenant).filter(priced=True).count() == 3
+    assert len(free_before_batch) >= 3 and all(free_before_batch)
+
+
 def test_load_price_book_keeps_an_amount_with_trailing_zeros_past_six_places(db, tmp_path):
     data = read_price_book(PRICE_BOOK_FILE)
     data["models"] = [{**data["models"][0], "effective_from": "2026-12-01", "input_usd_per_1m": "2.500000000"}]

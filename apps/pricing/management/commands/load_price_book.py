@@ -22,7 +22,11 @@ class Command(BaseCommand):
         except PriceBookFileError as exc:
             raise CommandError(f"{exc}. Fix the file and run the command again.") from exc
         except RepriceOverflow as exc:
-            raise CommandError(f"Nothing was loaded: {exc} Correct it in the file and run the command again.") from exc
+            if exc.applied.dry_run:  # refused by the check before the load committed
+                raise CommandError(f"Nothing was loaded: {exc} Correct it in the file and run the command again.") from exc
+            # Runs that came in between the check and the rating: the file is loaded, the rating stopped.
+            raise CommandError(f"The file was loaded, but rating its models' unpriced runs stopped: {exc} "
+                               f"{exc.next_step()}") from exc
         for label in result.created:
             self.stdout.write(f"created  {label}")
         for label in result.updated:
