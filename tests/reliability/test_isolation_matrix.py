@@ -58,6 +58,11 @@ def world(tenant, other_tenant, django_user_model):
     result = ingest_events(events=events)
     assert result.rejected == 0, result.as_dict()
     sweeps = {t.slug: lifecycle.sweep_create(kind="threads", tenant=t, dry_run=True) for t in (tenant, other_tenant)}
+    from apps.lifecycle.models import ArchivedItem
+
+    for t, mark in ((tenant, "acmeonly"), (other_tenant, MARKER)):  # what archive_before_delete kept of each
+        ArchivedItem.objects.create(tenant=t, thread_openai_id=f"conv_{mark}", item_openai_id=f"msg_{mark}",
+                                    position=0, data={"role": "user", "content": f"said by {mark}"})
     staff = django_user_model.objects.create_user("matrix-ops", password="x-password-1", is_staff=True)
     return {"tenant": tenant, "other": other_tenant, "sweeps": sweeps, "staff": staff}
 
@@ -69,6 +74,8 @@ def _fill(pattern: str, world: dict, whose: str) -> str | None:
     sweep = {"own": world["sweeps"]["acme"].pk, "other": world["sweeps"]["globex"].pk, "missing": 999999}[whose]
     values = {"slug": slug, "openai_id": f"resp_{mark}", "period": PERIOD, "pk": str(sweep),
               "resource_type": "threads", "action": "delete"}
+    if pattern.startswith("lifecycle/archives/"):  # a thread's or conversation's archive, not a run
+        values["openai_id"] = f"conv_{mark}"
 
     def replace(match):
         return values.get(match.group(2), "x")
