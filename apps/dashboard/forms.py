@@ -137,7 +137,12 @@ class TenantPolicyForm(forms.ModelForm):
             "vector_store_idle_days": "Delete vector stores idle for (days)",
             "markup_percent": "Markup on statements (%)",
         }
-        help_texts = {"monthly_budget_usd": "This month's spend at cost, before any markup; alerts at 50%, 80% and 100%. Empty: no budget alerts."}
+        help_texts = {
+            "monthly_budget_usd": "This month's spend at cost, before any markup; alerts at 50%, 80% and 100%. "
+                                  "Empty: no budget alerts.",
+            "archive_before_delete": "Copy a thread's messages/items into RunLedger before deleting it at OpenAI; "
+                                     "download the copy from the deletion audit.",
+        }
 
     def __init__(self, *args, staff: bool, **kwargs):
         super().__init__(*args, **kwargs)
