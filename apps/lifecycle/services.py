@@ -1869,6 +1869,12 @@ FREE_GB_RULE = ("OpenAI's free GB applies once to the organisation's total; each
                 "stores) bears the day's cost and the free GB in proportion to its bytes.")
 
 
+def storage_snapshot_exists(*, day: dt.date) -> bool:
+    """Whether the day has been metered (its stores' sizes recorded, or its meter rows written)."""
+    return (VectorStoreDay.objects.unscoped().filter(day=day).exists()
+            or StorageMeter.objects.unscoped().filter(day=day).exists())
+
+
 def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: bool = True) -> list[StorageMeter]:
     """Meter vector storage for one UTC day. With `snapshot`, each store that existed at some moment of the
     day is recorded at its latest known usage_bytes (run it at the end of the day, after a sync); then the day
@@ -1881,8 +1887,7 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
 
     if day > timezone.now().date():
         raise LifecycleError(f"{day} has not begun yet (UTC): meter a day that has, at its end.")
-    if not snapshot and not (VectorStoreDay.objects.unscoped().filter(day=day).exists()
-                             or StorageMeter.objects.unscoped().filter(day=day).exists()):
+    if not snapshot and not storage_snapshot_exists(day=day):
         # Rated from nothing, the day would be billed $0 and then count as metered, so never caught up.
         raise LifecycleError(f"{day} has no storage snapshot to re-rate: meter it first (without --rerate).")
     with transaction.atomic():

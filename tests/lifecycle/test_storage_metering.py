@@ -4,6 +4,7 @@ proportion to bytes, reproduced to the cent against an independent computation a
 from __future__ import annotations
 
 import datetime as dt
+import io
 import random
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -159,6 +160,25 @@ def test_a_day_that_has_not_begun_is_not_metered(tenant):
     with pytest.raises(CommandError, match="has not begun yet"):
         call_command("meter_storage", "--day", tomorrow.isoformat())
     assert not StorageMeter.objects.for_tenant(tenant).exists()
+
+
+def test_a_past_day_already_metered_is_re_rated_not_re_snapshotted_by_the_command(tenant):
+    """Re-snapshotting yesterday records the stores as they are today: the day would be billed at today's
+    sizes, and a closed month gain a storage adjustment that never happened."""
+    from django.core.management import CommandError, call_command
+
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    store = _store(tenant, usage_bytes=5 * GIB, created=day - dt.timedelta(days=3))
+    call_command("meter_storage", "--day", day.isoformat(), stdout=io.StringIO())
+    metered = StorageMeter.objects.for_tenant(tenant).get(day=day)
+    VectorStore.objects.unscoped().filter(pk=store.pk).update(usage_bytes=50 * GIB)  # it grew today
+
+    with pytest.raises(CommandError, match="already metered.*--rerate"):
+        call_command("meter_storage", "--day", day.isoformat(), stdout=io.StringIO())
+    call_command("meter_storage", "--day", day.isoformat(), "--rerate", stdout=io.StringIO())
+    again = StorageMeter.objects.for_tenant(tenant).get(day=day)
+    assert (again.gb_days, again.cost_usd) == (metered.gb_days, metered.cost_usd)
+    assert VectorStoreDay.objects.unscoped().get(day=day).usage_bytes == 5 * GIB
 
 
 def _at(day: dt.date, hour: int = 0) -> dt.datetime:

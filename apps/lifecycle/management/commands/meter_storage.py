@@ -21,6 +21,11 @@ class Command(BaseCommand):
             on = dt.date.fromisoformat(day) if day else timezone.now().date()
         except ValueError as exc:
             raise CommandError("--day must be YYYY-MM-DD.") from exc
+        if not rerate and on < timezone.now().date() and services.storage_snapshot_exists(day=on):
+            # A new snapshot records the stores as they are now: a past day would be billed at today's sizes, and
+            # a closed month then gain a storage adjustment that never happened.
+            raise CommandError(f"{on} is already metered: re-snapshotting it would bill it at today's store sizes. "
+                               f"Re-rate it from its own snapshot with --rerate.")
         try:
             rows = services.storage_meter_day(day=on, snapshot=not rerate)
         except services.LifecycleError as exc:
