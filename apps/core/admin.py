@@ -16,6 +16,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # The log is the record of what staff did, here included: whoever it names must not be able to erase it.
+        return False
+
 
 def _tenant_id_of(obj) -> int | None:
     from apps.tenants.models import Tenant
