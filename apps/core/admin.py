@@ -8,6 +8,8 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("at", "action", "target_type", "target_id", "actor", "actor_label", "tenant_id")
     list_filter = ("action", "target_type")
     search_fields = ("target_id", "actor_label", "action")
+    # The actor may be empty (a job, an API key), and Django joins only required foreign keys by itself.
+    list_select_related = ("actor",)
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
 
     def has_add_permission(self, request):

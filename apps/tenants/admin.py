@@ -103,6 +103,7 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "prefix", "scope", "tenant", "created_at", "last_used_at", "revoked_at")
     list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "prefix", "tenant__slug")
+    list_select_related = ("tenant",)  # may be empty (an unbound key): Django would not join it by itself
     readonly_fields = ("prefix", "key_hash", "created_at", "created_by", "last_used_at", "revoked_at")
     fields = ("name", "scope", "tenant", "prefix", "key_hash", "created_at", "created_by", "last_used_at",
               "revoked_at")

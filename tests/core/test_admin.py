@@ -23,3 +23,28 @@ def test_audit_events_cannot_be_deleted_in_the_admin(client, staff_user, tenant)
     assert client.get(f"/admin/core/auditevent/{event.pk}/delete/").status_code == 403
     page = client.get("/admin/core/auditevent/")
     assert page.status_code == 200 and 'value="delete_selected"' not in page.content.decode()
+
+
+def test_the_audit_and_key_lists_read_actors_and_tenants_in_the_page_query(client, staff_user, tenant,
+                                                                           other_tenant, django_user_model):
+    """AuditEvent.actor and ApiKey.tenant may be empty, and Django joins only required foreign keys on its own:
+    each row of the audit list read its actor, and each key its tenant, with one more query (100 per page)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.tenants.services import api_key_create
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    for n in range(4):
+        actor = django_user_model.objects.create_user(f"ops-{n}")
+        audit_record(action="tenant.update", target_type="tenant", target_id="acme", actor=actor)
+        api_key_create(name=f"key {n}", scope="billing", tenant=(tenant, other_tenant)[n % 2])
+
+    for url, table in (("/admin/core/auditevent/", "auth_user"), ("/admin/tenants/apikey/", "tenants_tenant")):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        one_by_one = [q["sql"] for q in queries.captured_queries
+                      if q["sql"].startswith(f'SELECT "{table}"."id"') and f'WHERE "{table}"."id" = ' in q["sql"]]
+        assert len(one_by_one) <= (1 if table == "auth_user" else 0), (url, one_by_one)  # the session's own user
