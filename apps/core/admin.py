@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from .models import AuditEvent
 
@@ -33,7 +35,13 @@ def _tenant_id_of(obj) -> int | None:
 
 def _value(obj, field: str) -> str:
     value = getattr(obj, field, None)
+    if hasattr(value, "all"):  # a many-to-many manager (a user's groups): the names, not the manager's repr
+        return _names(value.all())
     return "" if value is None else str(getattr(value, "pk", value))
+
+
+def _names(objects) -> str:
+    return ", ".join(sorted(str(item) for item in objects))
 
 
 class AuditedAdminMixin:
@@ -63,8 +71,11 @@ class AuditedAdminMixin:
         super().save_model(request, obj, form, change)
         if change:
             if form.changed_data:
-                self._audit(request, obj, "update",
-                            {"before": before, "after": self._fields_data(obj, form.changed_data)})
+                after = self._fields_data(obj, form.changed_data)
+                # Many-to-many values are saved after this (save_related): the form holds what they become.
+                after.update({field: _names(form.cleaned_data[field]) for field in form.changed_data
+                              if field in after and hasattr(getattr(obj, field, None), "all")})
+                self._audit(request, obj, "update", {"before": before, "after": after})
         elif not getattr(self, "audit_create_elsewhere", False):
             self._audit(request, obj, "create", {"after": self._fields_data(obj, [name for name in form.fields
                                                                                   if hasattr(obj, name)])})
@@ -99,3 +110,18 @@ class AuditedAdminMixin:
         for obj in queryset:
             self._audit(request, obj, "delete", {"object": str(obj)})
         super().delete_queryset(request, queryset)
+
+
+# Django's own user admin audited nothing: making someone staff or superuser, giving them a group or setting
+# their password left no AuditEvent. The same admin, audited (the password by the fact, never its value).
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, admin.utils.unquote(id))
+            self._audit(request, user, "password", {"changed": ["password"]})
+        return response

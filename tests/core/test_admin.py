@@ -48,3 +48,36 @@ def test_the_audit_and_key_lists_read_actors_and_tenants_in_the_page_query(clien
         one_by_one = [q["sql"] for q in queries.captured_queries
                       if q["sql"].startswith(f'SELECT "{table}"."id"') and f'WHERE "{table}"."id" = ' in q["sql"]]
         assert len(one_by_one) <= (1 if table == "auth_user" else 0), (url, one_by_one)  # the session's own user
+
+
+def test_a_user_made_superuser_or_given_a_new_password_in_the_admin_is_audited(client, staff_user,
+                                                                                 django_user_model):
+    """The user admin was Django's own: a staff user could make anyone (themselves included) a superuser, give
+    them a group, or set their password, and the audit log had no trace of it."""
+    from django.contrib.auth.models import Group
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    other = django_user_model.objects.create_user("night-shift", password="night-password-1", is_staff=True)
+    group = Group.objects.create(name="billing ops")
+    form = {"username": "night-shift", "first_name": "", "last_name": "", "email": "", "is_active": "on",
+            "is_staff": "on", "is_superuser": "on", "groups": [group.pk],
+            "last_login_0": "", "last_login_1": "", "date_joined_0": "2026-11-01", "date_joined_1": "09:00:00",
+            "initial-date_joined_0": "2026-11-01", "initial-date_joined_1": "09:00:00"}
+    other.date_joined = "2026-11-01T09:00:00Z"
+    other.save()
+    response = client.post(f"/admin/auth/user/{other.pk}/change/", form)
+    assert response.status_code == 302, response.content[:3000]
+    event = AuditEvent.objects.get(action="admin.user.update")
+    assert event.actor == staff_user and event.target_id == str(other.pk)
+    assert event.data == {"before": {"is_superuser": "False", "groups": ""},
+                          "after": {"is_superuser": "True", "groups": "billing ops"}}
+
+    response = client.post(f"/admin/auth/user/{other.pk}/password/",
+                           {"password1": "a-new-password-9", "password2": "a-new-password-9",
+                            "usable_password": "true"})
+    assert response.status_code == 302, response.content[:3000]
+    password = AuditEvent.objects.get(action="admin.user.password")
+    assert password.actor == staff_user and password.target_id == str(other.pk)
+    assert "a-new-password-9" not in str(password.data) and "pbkdf2" not in str(password.data)
