@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db import models
 
 from .models import AuditEvent
 
@@ -101,6 +102,19 @@ class AuditedAdminMixin:
             })
         for obj in formset.deleted_objects:
             self._audit(request, obj, "delete", {"inline": True, "object": str(obj)})
+
+    def get_deleted_objects(self, objs, request):
+        # Rows that PROTECT the object (a tenant's runs, the runs a price version rated) block the delete anyway;
+        # Django would load and list every one of them to say so, millions for a big tenant, in one request. One
+        # EXISTS per kind of row says the same.
+        relations = [rel for rel in self.model._meta.get_fields(include_hidden=True)
+                     if rel.auto_created and not rel.concrete and getattr(rel, "on_delete", None) is models.PROTECT]
+        held = [f"{obj}: {rel.related_model._meta.verbose_name_plural} refer to it"
+                for obj in objs for rel in relations
+                if rel.related_model._base_manager.filter(**{rel.field.name: obj}).exists()]
+        if held:
+            return [], {}, set(), held
+        return super().get_deleted_objects(objs, request)
 
     def delete_model(self, request, obj):
         self._audit(request, obj, "delete", {"object": str(obj)})

@@ -174,3 +174,47 @@ def test_a_tenant_field_changed_in_the_admin_and_by_someone_else_meanwhile_is_re
     tenant.refresh_from_db()
     assert (tenant.name, tenant.high_cost_run_usd) == ("Acme Corporation", Decimal("0.0200"))
     assert listener.call_args.kwargs["changed"] == {"name", "high_cost_run_usd"}
+
+
+def test_deleting_a_tenant_or_price_with_runs_in_the_admin_is_refused_without_loading_its_runs(
+        client, staff_user, tenant, other_tenant):
+    """The delete page of a tenant (or of the price version its runs were rated with) listed every protected run
+    by name: Django loads them all to say why it cannot delete, which for a big tenant is millions of rows in one
+    request. It now says which kinds of rows hold it, from one EXISTS each, and still refuses."""
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ledger.models import Run
+    from apps.ledger.services import ingest_events
+    from apps.tenants.models import Tenant
+    from tests import builders
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    when = dt.datetime(2026, 11, 10, 9, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id=f"resp_{n}", created_at=when, model="gpt-5.4")} for n in range(3)])
+    price_id = Run.objects.for_tenant(tenant).values_list("model_price_id", flat=True).first()
+    assert price_id is not None
+
+    for url in (f"/admin/tenants/tenant/{tenant.pk}/delete/", f"/admin/pricing/modelprice/{price_id}/delete/"):
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "resp_0" not in html and "runs" in html
+        run_rows = [q["sql"] for q in queries.captured_queries
+                    if 'FROM "ledger_run"' in q["sql"] and "LIMIT 1" not in q["sql"]]
+        assert run_rows == [], url
+
+    refused = client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
+    assert refused.status_code == 200 and "acme: runs refer to it" in refused.content.decode()
+    assert client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
+                                                  "post": "yes"}).status_code in (200, 302)
+    assert Tenant.objects.filter(pk=tenant.pk).exists() and Run.objects.for_tenant(tenant).count() == 3
+    # A tenant nothing refers to is deleted as before.
+    assert client.post(f"/admin/tenants/tenant/{other_tenant.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Tenant.objects.filter(pk=other_tenant.pk).exists()
