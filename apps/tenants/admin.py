@@ -109,6 +109,12 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
               "revoked_at")
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # The key was handed to the tenant it is bound to: re-bound (or unbound, every tenant) its holder would
+        # read other tenants' data. A key for another tenant is a new key.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "tenant") if obj is not None else fields
+
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)

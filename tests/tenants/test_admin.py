@@ -218,3 +218,23 @@ def test_deleting_a_tenant_or_price_with_runs_in_the_admin_is_refused_without_lo
     # A tenant nothing refers to is deleted as before.
     assert client.post(f"/admin/tenants/tenant/{other_tenant.pk}/delete/", {"post": "yes"}).status_code == 302
     assert not Tenant.objects.filter(pk=other_tenant.pk).exists()
+
+
+def test_an_issued_keys_tenant_cannot_be_changed_in_the_admin(client, staff_user, tenant, other_tenant):
+    """A key issued for one tenant (handed to that tenant's systems) could be re-bound in the admin to another
+    tenant, or unbound to see every tenant: whoever held it then read other tenants' runs and statements. A key
+    for another tenant is a new key; the binding is shown, not editable."""
+    from apps.tenants.models import ApiKey
+    from apps.tenants.services import api_key_create
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    key, _ = api_key_create(name="acme billing", scope="billing", tenant=tenant)
+    for rebound in (other_tenant.pk, ""):
+        response = client.post(f"/admin/tenants/apikey/{key.pk}/change/",
+                               {"name": "acme billing", "scope": "billing", "tenant": rebound})
+        assert response.status_code == 302, response.content[:2000]
+        assert ApiKey.objects.get(pk=key.pk).tenant_id == tenant.pk
+    add = client.get("/admin/tenants/apikey/add/").content.decode()
+    assert 'name="tenant"' in add  # a new key is still bound where it is created
