@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.db import models
 
 from .models import AuditEvent
@@ -127,8 +128,15 @@ class AuditedAdminMixin:
 
 
 # Django's own user admin audited nothing: making someone staff or superuser, giving them a group or setting
-# their password left no AuditEvent. The same admin, audited (the password by the fact, never its value).
+# their password left no AuditEvent. The same admin, audited (the password by the fact, never its value); and
+# the group admin, whose permissions every member gets.
 admin.site.unregister(get_user_model())
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    pass
 
 
 @admin.register(get_user_model())

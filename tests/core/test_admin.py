@@ -81,3 +81,20 @@ def test_a_user_made_superuser_or_given_a_new_password_in_the_admin_is_audited(c
     password = AuditEvent.objects.get(action="admin.user.password")
     assert password.actor == staff_user and password.target_id == str(other.pk)
     assert "a-new-password-9" not in str(password.data) and "pbkdf2" not in str(password.data)
+
+
+def test_a_groups_permissions_changed_in_the_admin_are_audited(client, staff_user):
+    """Giving a group (and so every user in it) a permission left no AuditEvent, like the user admin did."""
+    from django.contrib.auth.models import Group, Permission
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    group = Group.objects.create(name="billing ops")
+    permission = Permission.objects.get(codename="change_tenant")
+    response = client.post(f"/admin/auth/group/{group.pk}/change/", {"name": "billing ops",
+                                                                      "permissions": [permission.pk]})
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="admin.group.update")
+    assert event.actor == staff_user
+    assert event.data == {"before": {"permissions": ""}, "after": {"permissions": str(permission)}}
