@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from apps.core.admin import AuditedAdminMixin
+
 from .models import Alert
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "severity", "kind", "tenant", "title", "emailed_at", "webhook_delivered_at",
                     "acknowledged_at")
     list_filter = ("kind", "severity")
@@ -21,4 +23,9 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
-        queryset.filter(acknowledged_at__isnull=True).update(acknowledged_at=timezone.now())
+        now = timezone.now()
+        # One audit record per alert silenced, as a change made on its page is (who acknowledged what, when).
+        for alert in queryset.filter(acknowledged_at__isnull=True):
+            alert.acknowledged_at = now
+            alert.save(update_fields=["acknowledged_at"])
+            self._audit(request, alert, "acknowledge", {"after": {"acknowledged_at": str(now)}})

@@ -1,4 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db import models
 
 from .models import AuditEvent
 
@@ -8,12 +12,18 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("at", "action", "target_type", "target_id", "actor", "actor_label", "tenant_id")
     list_filter = ("action", "target_type")
     search_fields = ("target_id", "actor_label", "action")
+    # The actor may be empty (a job, an API key), and Django joins only required foreign keys by itself.
+    list_select_related = ("actor",)
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The log is the record of what staff did, here included: whoever it names must not be able to erase it.
         return False
 
 
@@ -27,7 +37,13 @@ def _tenant_id_of(obj) -> int | None:
 
 def _value(obj, field: str) -> str:
     value = getattr(obj, field, None)
+    if hasattr(value, "all"):  # a many-to-many manager (a user's groups): the names, not the manager's repr
+        return _names(value.all())
     return "" if value is None else str(getattr(value, "pk", value))
+
+
+def _names(objects) -> str:
+    return ", ".join(sorted(str(item) for item in objects))
 
 
 class AuditedAdminMixin:
@@ -57,8 +73,11 @@ class AuditedAdminMixin:
         super().save_model(request, obj, form, change)
         if change:
             if form.changed_data:
-                self._audit(request, obj, "update",
-                            {"before": before, "after": self._fields_data(obj, form.changed_data)})
+                after = self._fields_data(obj, form.changed_data)
+                # Many-to-many values are saved after this (save_related): the form holds what they become.
+                after.update({field: _names(form.cleaned_data[field]) for field in form.changed_data
+                              if field in after and hasattr(getattr(obj, field, None), "all")})
+                self._audit(request, obj, "update", {"before": before, "after": after})
         elif not getattr(self, "audit_create_elsewhere", False):
             self._audit(request, obj, "create", {"after": self._fields_data(obj, [name for name in form.fields
                                                                                   if hasattr(obj, name)])})
@@ -85,6 +104,19 @@ class AuditedAdminMixin:
         for obj in formset.deleted_objects:
             self._audit(request, obj, "delete", {"inline": True, "object": str(obj)})
 
+    def get_deleted_objects(self, objs, request):
+        # Rows that PROTECT the object (a tenant's runs, the runs a price version rated) block the delete anyway;
+        # Django would load and list every one of them to say so, millions for a big tenant, in one request. One
+        # EXISTS per kind of row says the same.
+        relations = [rel for rel in self.model._meta.get_fields(include_hidden=True)
+                     if rel.auto_created and not rel.concrete and getattr(rel, "on_delete", None) is models.PROTECT]
+        held = [f"{obj}: {rel.related_model._meta.verbose_name_plural} refer to it"
+                for obj in objs for rel in relations
+                if rel.related_model._base_manager.filter(**{rel.field.name: obj}).exists()]
+        if held:
+            return [], {}, set(), held
+        return super().get_deleted_objects(objs, request)
+
     def delete_model(self, request, obj):
         self._audit(request, obj, "delete", {"object": str(obj)})
         super().delete_model(request, obj)
@@ -93,3 +125,25 @@ class AuditedAdminMixin:
         for obj in queryset:
             self._audit(request, obj, "delete", {"object": str(obj)})
         super().delete_queryset(request, queryset)
+
+
+# Django's own user admin audited nothing: making someone staff or superuser, giving them a group or setting
+# their password left no AuditEvent. The same admin, audited (the password by the fact, never its value); and
+# the group admin, whose permissions every member gets.
+admin.site.unregister(get_user_model())
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    pass
+
+
+@admin.register(get_user_model())
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, admin.utils.unquote(id))
+            self._audit(request, user, "password", {"changed": ["password"]})
+        return response

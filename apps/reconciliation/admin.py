@@ -4,11 +4,14 @@ import os
 
 from django.contrib import admin
 
+from apps.core.admin import AuditedAdminMixin
+
 from .models import OpenAIProject, ReconciliationLine, ReconciliationRun
 
 
 @admin.register(OpenAIProject)
-class OpenAIProjectAdmin(admin.ModelAdmin):
+class OpenAIProjectAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    # Audited: which variable's key is sent to OpenAI, and how much drift passes unflagged, are ops decisions.
     list_display = ("project_id", "name", "admin_key_env", "admin_key_present", "base_url", "is_active")
     list_filter = ("is_active",)
     search_fields = ("project_id", "name")
@@ -49,6 +52,11 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Attempts are the history of a day's reconciliation: deleting the current one made the day read as never
+        # reconciled, its drift gone, with no trace. A day is reconciled again by re-running it, which keeps both.
         return False
 
     def get_readonly_fields(self, request, obj=None):

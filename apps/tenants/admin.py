@@ -1,9 +1,12 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.utils.functional import cached_property
 
 from apps.core.admin import AuditedAdminMixin
 
 from .models import ApiKey, Membership, Tenant
-from .services import api_key_create, api_key_revoke, tenant_policy_announce
+from .services import api_key_create, api_key_revoke, tenant_update
 
 
 class MembershipInline(admin.TabularInline):
@@ -12,8 +15,56 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class TenantAdminForm(forms.ModelForm):
+    """A tenant's change page also sends each value as it showed it (as the dashboard settings form does): the
+    page may be older than an API or dashboard change, and saving every field it shows put those back silently."""
+
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "external_id", "status", "thread_retention_days", "vector_store_idle_days",
+                  "high_cost_run_usd", "monthly_budget_usd", "legal_hold", "archive_before_delete", "markup_percent"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            for field in self.fields.values():
+                field.show_hidden_initial = True
+            if self.is_bound and not getattr(self.data, "_mutable", True):
+                self.data = self.data.copy()  # a refused field's seen value is replaced below
+
+    @cached_property
+    def changed_data(self):
+        # Against the value the page showed; a post without those values is compared with the stored row.
+        return [name for name in self.fields if (
+            self[name]._has_changed() if self[name].html_initial_name in self.data
+            else self.fields[name].has_changed(self[name].initial, self[name].data))]
+
+    def clean(self):
+        # self.instance is still the row as stored when the post arrived (the form's values go in after clean).
+        cleaned = super().clean()
+        if self.instance.pk is None:
+            return cleaned
+        for name in self.changed_data:
+            initial_name = self[name].html_initial_name
+            if initial_name not in self.data:
+                continue
+            field = self.fields[name]
+            try:
+                seen = field.to_python(field.hidden_widget().value_from_datadict(self.data, self.files, initial_name))
+            except ValidationError:
+                seen = None
+            now = getattr(self.instance, name)
+            if seen != now:
+                shown = "empty" if now is None else ("on" if now is True else "off" if now is False else now)
+                self.add_error(name, f"Someone else changed this to {shown} after you opened this page; save "
+                                     f"again to replace it with your value.")
+                self.data[initial_name] = "" if now is None else str(field.prepare_value(now))
+        return cleaned
+
+
 @admin.register(Tenant)
 class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = TenantAdminForm
     list_display = ("slug", "name", "status", "thread_retention_days", "vector_store_idle_days",
                     "high_cost_run_usd", "monthly_budget_usd", "legal_hold")
     list_filter = ("status", "legal_hold")
@@ -26,11 +77,16 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return ("slug",) if obj is not None else ()
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if change and form.changed_data:
-            # Saved here, not through tenant_update: without this, a high-cost threshold changed in the admin
-            # left the tenant's runs flagged at the old one, and a lowered budget raised no alert.
-            tenant_policy_announce(tenant=obj, changed=set(form.changed_data))
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Through tenant_update, as the API and the dashboard: only the fields changed on this page are written
+        # (the others may be older than the row), "before" is read from the locked row, and a policy change is
+        # announced (runs re-flagged at a new high-cost threshold, a lowered budget checked).
+        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        if changes:
+            tenant_update(tenant=obj, actor=request.user, audit_action="admin.tenant.update", **changes)
+        obj.refresh_from_db()
 
 
 @admin.register(Membership)
@@ -47,10 +103,17 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "prefix", "scope", "tenant", "created_at", "last_used_at", "revoked_at")
     list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "prefix", "tenant__slug")
+    list_select_related = ("tenant",)  # may be empty (an unbound key): Django would not join it by itself
     readonly_fields = ("prefix", "key_hash", "created_at", "created_by", "last_used_at", "revoked_at")
     fields = ("name", "scope", "tenant", "prefix", "key_hash", "created_at", "created_by", "last_used_at",
               "revoked_at")
     actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The key was handed to the tenant it is bound to: re-bound (or unbound, every tenant) its holder would
+        # read other tenants' data. A key for another tenant is a new key.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "tenant") if obj is not None else fields
 
     def save_model(self, request, obj, form, change):
         if change:

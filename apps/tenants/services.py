@@ -94,7 +94,7 @@ tenant_policy_changed = Signal()
 
 
 @transaction.atomic
-def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
+def tenant_update(*, tenant: Tenant, actor=None, audit_action: str = "tenant.update", **changes) -> Tenant:
     """Set these fields and nothing else; returns the tenant as now stored."""
     # The caller's copy may be stale (two PATCHes of different fields at once, a form opened before another
     # change): saving all of its fields wrote the other change back to its old value, silently and with an audit
@@ -113,7 +113,7 @@ def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
     after = {field: str(getattr(tenant, field)) for field in changes}
     if changed:
         audit_record(
-            action="tenant.update", target_type="tenant", target_id=tenant.slug, actor=actor,
+            action=audit_action, target_type="tenant", target_id=tenant.slug, actor=actor,
             tenant_id=tenant.pk, data={"before": before, "after": after},
         )
         tenant_policy_announce(tenant=tenant, changed=changed)
@@ -123,7 +123,7 @@ def tenant_update(*, tenant: Tenant, actor=None, **changes) -> Tenant:
 def tenant_policy_announce(*, tenant: Tenant, changed: set[str]) -> None:
     """Tell the listeners of tenant_policy_changed (runs re-flagged at a new high-cost threshold, budget
     crossings checked) which of the tenant's fields changed, once the change has committed. tenant_update calls
-    it; so does the admin, which saves the row itself."""
+    it (for the API, the dashboard and the admin)."""
     # robust: the change has committed; a listener's failure is logged, never the request's.
     transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
                           robust=True)

@@ -91,3 +91,150 @@ def test_a_role_changed_in_the_tenants_membership_inline_is_audited_with_its_old
     event = AuditEvent.objects.get(action="admin.membership.update")
     assert event.data["before"] == {"role": "viewer"} and event.data["after"] == {"role": "admin"}
     assert event.actor == staff_user and event.tenant_id == tenant.pk
+
+
+def _stale_change_form(client, tenant) -> dict:
+    """The tenant's admin change page as opened now: every field with the value shown, and the page's record of
+    that value (the hidden initial-<field> input the browser sends back)."""
+    import re
+
+    html = client.get(f"/admin/tenants/tenant/{tenant.pk}/change/").content.decode()
+    assert 'name="initial-monthly_budget_usd"' in html
+    data = {"memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0}
+    for field in ("name", "external_id", "status", "thread_retention_days", "vector_store_idle_days",
+                  "high_cost_run_usd", "monthly_budget_usd", "markup_percent"):
+        shown = "" if getattr(tenant, field) is None else str(getattr(tenant, field))
+        data[field] = data[f"initial-{field}"] = shown
+    for field in ("legal_hold", "archive_before_delete"):
+        if getattr(tenant, field):
+            data[field] = "on"
+        data[f"initial-{field}"] = str(getattr(tenant, field))
+    assert re.search(r'name="initial-status" value="active"', html)
+    return data
+
+
+def test_a_tenant_change_form_opened_before_an_api_change_does_not_put_the_old_values_back(
+        client, staff_user, tenant, django_capture_on_commit_callbacks):
+    """The admin saved every field it showed: a page opened before an API change of the budget, saved to rename
+    the tenant, silently set the budget back (and audited a 'before' that was not the stored value)."""
+    from decimal import Decimal
+
+    from apps.core.models import AuditEvent
+    from apps.tenants.services import tenant_update
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    form = _stale_change_form(client, tenant)
+    tenant_update(tenant=tenant, monthly_budget_usd=Decimal("500.00"), legal_hold=True)  # meanwhile, by the API
+
+    form["name"] = "Acme Corporation"
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    tenant.refresh_from_db()
+    assert (tenant.name, tenant.monthly_budget_usd, tenant.legal_hold) == ("Acme Corporation", Decimal("500.00"), True)
+    event = AuditEvent.objects.get(action="admin.tenant.update")
+    assert event.actor == staff_user
+    assert event.data == {"before": {"name": "Acme Corp"}, "after": {"name": "Acme Corporation"}}
+
+
+def test_a_tenant_field_changed_in_the_admin_and_by_someone_else_meanwhile_is_refused_then_replaceable(
+        client, staff_user, tenant, django_capture_on_commit_callbacks):
+    """Both changed the same field: the admin's save is refused naming the stored value, nothing is written; the
+    page now shows the stored value as the one seen, so saving again replaces it knowingly (and is announced)."""
+    from decimal import Decimal
+    from unittest import mock
+
+    from apps.tenants.services import tenant_policy_changed, tenant_update
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    form = _stale_change_form(client, tenant)
+    tenant_update(tenant=tenant, high_cost_run_usd=Decimal("0.50"))  # meanwhile, by the API
+
+    form.update({"high_cost_run_usd": "0.02", "name": "Acme Corporation"})
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Someone else changed this to 0.5000 after you opened this page" in html
+    assert 'name="initial-high_cost_run_usd" value="0.5000"' in html
+    tenant.refresh_from_db()
+    assert (tenant.name, tenant.high_cost_run_usd) == ("Acme Corp", Decimal("0.5000"))
+
+    form["initial-high_cost_run_usd"] = "0.5000"  # as the page now sends it
+    listener = mock.Mock()
+    tenant_policy_changed.connect(listener)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    finally:
+        tenant_policy_changed.disconnect(listener)
+    assert response.status_code == 302, response.content[:2000]
+    tenant.refresh_from_db()
+    assert (tenant.name, tenant.high_cost_run_usd) == ("Acme Corporation", Decimal("0.0200"))
+    assert listener.call_args.kwargs["changed"] == {"name", "high_cost_run_usd"}
+
+
+def test_deleting_a_tenant_or_price_with_runs_in_the_admin_is_refused_without_loading_its_runs(
+        client, staff_user, tenant, other_tenant):
+    """The delete page of a tenant (or of the price version its runs were rated with) listed every protected run
+    by name: Django loads them all to say why it cannot delete, which for a big tenant is millions of rows in one
+    request. It now says which kinds of rows hold it, from one EXISTS each, and still refuses."""
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ledger.models import Run
+    from apps.ledger.services import ingest_events
+    from apps.tenants.models import Tenant
+    from tests import builders
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    when = dt.datetime(2026, 11, 10, 9, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id=f"resp_{n}", created_at=when, model="gpt-5.4")} for n in range(3)])
+    price_id = Run.objects.for_tenant(tenant).values_list("model_price_id", flat=True).first()
+    assert price_id is not None
+
+    for url in (f"/admin/tenants/tenant/{tenant.pk}/delete/", f"/admin/pricing/modelprice/{price_id}/delete/"):
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "resp_0" not in html and "runs" in html
+        run_rows = [q["sql"] for q in queries.captured_queries
+                    if 'FROM "ledger_run"' in q["sql"] and "LIMIT 1" not in q["sql"]]
+        assert run_rows == [], url
+
+    refused = client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
+    assert refused.status_code == 200 and "acme: runs refer to it" in refused.content.decode()
+    assert client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
+                                                  "post": "yes"}).status_code in (200, 302)
+    assert Tenant.objects.filter(pk=tenant.pk).exists() and Run.objects.for_tenant(tenant).count() == 3
+    # A tenant nothing refers to is deleted as before.
+    assert client.post(f"/admin/tenants/tenant/{other_tenant.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Tenant.objects.filter(pk=other_tenant.pk).exists()
+
+
+def test_an_issued_keys_tenant_cannot_be_changed_in_the_admin(client, staff_user, tenant, other_tenant):
+    """A key issued for one tenant (handed to that tenant's systems) could be re-bound in the admin to another
+    tenant, or unbound to see every tenant: whoever held it then read other tenants' runs and statements. A key
+    for another tenant is a new key; the binding is shown, not editable."""
+    from apps.tenants.models import ApiKey
+    from apps.tenants.services import api_key_create
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    key, _ = api_key_create(name="acme billing", scope="billing", tenant=tenant)
+    for rebound in (other_tenant.pk, ""):
+        response = client.post(f"/admin/tenants/apikey/{key.pk}/change/",
+                               {"name": "acme billing", "scope": "billing", "tenant": rebound})
+        assert response.status_code == 302, response.content[:2000]
+        assert ApiKey.objects.get(pk=key.pk).tenant_id == tenant.pk
+    add = client.get("/admin/tenants/apikey/add/").content.decode()
+    assert 'name="tenant"' in add  # a new key is still bound where it is created
