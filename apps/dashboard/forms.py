@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import conditional_escape as escape
 from django.utils.safestring import mark_safe
 
-from apps.core.forms import BoundedDateField
+from apps.core.forms import BoundedDateField, SeenValuesFormMixin
 from apps.ledger.models import RunStatus
 from apps.tenants.models import STAFF_POLICY_FIELDS, Tenant
 
@@ -126,7 +126,7 @@ class TenantSearchForm(forms.Form):
 
 
 
-class TenantPolicyForm(forms.ModelForm):
+class TenantPolicyForm(SeenValuesFormMixin, forms.ModelForm):
     class Meta:
         model = Tenant
         fields = STAFF_POLICY_FIELDS
@@ -152,34 +152,13 @@ class TenantPolicyForm(forms.ModelForm):
         # integer field's own min is 0, which the server then refuses).
         for name in ("thread_retention_days", "vector_store_idle_days"):
             self.fields[name].widget.attrs["min"] = 1
-        # The page also sends each value as it showed it, so a save writes only what this person changed and
-        # notices what someone else changed meanwhile: saving every field put back another admin's edit silently.
-        for field in self.fields.values():
-            field.show_hidden_initial = True
+        self.send_seen_values()
 
     def changes(self) -> dict:
         """The fields this person changed (every field when the page's values were not sent, as before)."""
         return {name: self.cleaned_data[name] for name in self.fields
-                if self[name].html_initial_name not in self.data or name in self.changed_data}
+                if not self.sent_seen_value(name) or name in self.changed_data}
 
     def refuse_changes_made_meanwhile(self, stored: Tenant) -> bool:
-        """Mark each field this person changed that someone else changed too since the page was shown; the page
-        then shows the stored value as the one seen, so saving again replaces it knowingly. Needs mutable data."""
-        refused = False
-        for name in self.changes():
-            initial_name = self[name].html_initial_name
-            if initial_name not in self.data:
-                continue
-            field = self.fields[name]
-            try:
-                seen = field.to_python(field.hidden_widget().value_from_datadict(self.data, self.files, initial_name))
-            except ValidationError:
-                seen = None
-            now = getattr(stored, name)
-            if seen != now:
-                shown = "empty" if now is None else ("on" if now is True else "off" if now is False else now)
-                self.add_error(name, f"Someone else changed this to {shown} after you opened this page; save "
-                                     f"again to replace it with your value.")
-                self.data[initial_name] = "" if now is None else str(field.prepare_value(now))
-                refused = True
-        return refused
+        """Refuse each field this person changed that someone else changed too since the page was shown."""
+        return self.refuse_changed_meanwhile(self.changes(), stored)

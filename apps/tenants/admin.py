@@ -1,9 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.utils.functional import cached_property
 
 from apps.core.admin import AuditedAdminMixin
+from apps.core.forms import SeenValuesFormMixin
 
 from .models import ApiKey, Membership, Tenant
 from .services import api_key_create, api_key_revoke, tenant_update
@@ -15,7 +15,7 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class TenantAdminForm(forms.ModelForm):
+class TenantAdminForm(SeenValuesFormMixin, forms.ModelForm):
     """A tenant's change page also sends each value as it showed it (as the dashboard settings form does): the
     page may be older than an API or dashboard change, and saving every field it shows put those back silently."""
 
@@ -27,38 +27,20 @@ class TenantAdminForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
-            for field in self.fields.values():
-                field.show_hidden_initial = True
-            if self.is_bound and not getattr(self.data, "_mutable", True):
-                self.data = self.data.copy()  # a refused field's seen value is replaced below
+            self.send_seen_values()
 
     @cached_property
     def changed_data(self):
         # Against the value the page showed; a post without those values is compared with the stored row.
         return [name for name in self.fields if (
-            self[name]._has_changed() if self[name].html_initial_name in self.data
+            self[name]._has_changed() if self.sent_seen_value(name)
             else self.fields[name].has_changed(self[name].initial, self[name].data))]
 
     def clean(self):
         # self.instance is still the row as stored when the post arrived (the form's values go in after clean).
         cleaned = super().clean()
-        if self.instance.pk is None:
-            return cleaned
-        for name in self.changed_data:
-            initial_name = self[name].html_initial_name
-            if initial_name not in self.data:
-                continue
-            field = self.fields[name]
-            try:
-                seen = field.to_python(field.hidden_widget().value_from_datadict(self.data, self.files, initial_name))
-            except ValidationError:
-                seen = None
-            now = getattr(self.instance, name)
-            if seen != now:
-                shown = "empty" if now is None else ("on" if now is True else "off" if now is False else now)
-                self.add_error(name, f"Someone else changed this to {shown} after you opened this page; save "
-                                     f"again to replace it with your value.")
-                self.data[initial_name] = "" if now is None else str(field.prepare_value(now))
+        if self.instance.pk is not None:
+            self.refuse_changed_meanwhile(self.changed_data, self.instance)
         return cleaned
 
 
