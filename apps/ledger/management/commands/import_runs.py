@@ -10,6 +10,8 @@ import json
 import multiprocessing
 import os
 import queue
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -67,8 +69,22 @@ def _ingest_batch(batch: list[tuple[int, dict]], show_errors: int, *, partitione
     return counts, errors
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker once the command that started it is gone (kill -9, the OOM killer, a plain kill).
+    Nobody would send _DONE, and a batch the command was handing over when it died stays half-written in the
+    pipe, so the worker would wait for ever, holding a database connection. A batch being written is rolled
+    back with the connection; a re-run stores it."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)
+
+
 def _worker(inbox, outbox, default_slug: str | None, show_errors: int) -> None:
     """A worker process: batches of (line number, raw line) in, (bytes, counts, errors) out per batch."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # The parent's pid as the parent recorded it, not os.getppid() now: the command may already be gone.
+        threading.Thread(target=_exit_with_parent, args=(parent.pid,), daemon=True).start()
     try:
         while True:
             item = inbox.get()
