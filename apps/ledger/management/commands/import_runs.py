@@ -143,8 +143,9 @@ class Command(BaseCommand):
                     self._import_here(handle, bar, default_slug, batch_size)
                 else:
                     self._import_parallel(handle, bar, default_slug, batch_size, workers)
-        except Exception:
-            # Whatever stopped it, say how far it got: what is counted is stored, and a re-run skips it.
+        except (Exception, KeyboardInterrupt):
+            # Whatever stopped it, Ctrl-C included, say how far it got: what is counted is stored (a batch
+            # interrupted while being written is rolled back and not counted), and a re-run skips it.
             self.stdout.write(self.style.ERROR(
                 f"Import stopped after reading line {self.lines_read}: {self._counts()} Run it again to finish; "
                 "stored lines come back unchanged."))
