@@ -704,6 +704,35 @@ def test_import_runs_stopped_with_ctrl_c_says_how_far_it_got(tenant, tmp_path, c
         capsys.readouterr().out)
     assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {"resp_int_0", "resp_int_1"}
 
+def test_import_runs_progress_bar_redraws_in_place_on_a_terminal(tenant, tmp_path):
+    """On a terminal the bar went through Django's stderr wrapper, which ends every write with a newline: each
+    redraw became a new line (thousands over a long import), and rejected lines were printed into the bar's.
+    Now the bar redraws in place and a rejected line gets a line of its own above it."""
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = [json.dumps(builders.response(response_id=f"resp_bar_{i}", created_at=WHEN)) for i in range(6)]
+    lines.insert(3, "{broken")
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    terminal = Terminal()
+
+    call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "1", stderr=terminal,
+                 stdout=io.StringIO())
+
+    output = terminal.getvalue()
+    assert "100%" in output
+    # What each line of the terminal ends up showing: the text after its last carriage return.
+    shown = [line.rsplit("\r", 1)[-1] for line in output.split("\n") if line.strip()]
+    assert len(shown) == 2, output
+    assert shown[0].startswith("line 4: not JSON") and shown[1].startswith("100%"), output
+
 def test_rollup_upserts_batch_many_keys(tenant):
     # Many runs across days, models and features in one batch: each rollup key written once.
     events = []

@@ -137,8 +137,10 @@ class Command(BaseCommand):
         self.lines_read = 0
         size = path.stat().st_size
         try:
+            # The bar draws on the stream itself: Django's wrapper ends every write with a newline, which turned
+            # each redraw into a new line.
             with path.open("rb") as handle, tqdm(total=size, unit="B", unit_scale=True, disable=None,
-                                                 file=self.stderr) as bar:
+                                                 file=self.stderr._out) as bar:
                 if workers == 1:
                     self._import_here(handle, bar, default_slug, batch_size)
                 else:
@@ -175,14 +177,18 @@ class Command(BaseCommand):
             self.totals[name] += count
         for line in errors:
             if self.printed < self.show_errors:
-                self.stderr.write(line)
+                self._error_line(line)
                 self.printed += 1
 
     def _bad_line(self, line_number: int, exc: Exception) -> None:
         self.totals["rejected"] += 1
         if self.printed < self.show_errors:
-            self.stderr.write(f"line {line_number}: not JSON ({exc})")
+            self._error_line(f"line {line_number}: not JSON ({exc})")
             self.printed += 1
+
+    def _error_line(self, text: str) -> None:
+        """A rejected line, on a line of its own above the progress bar (which is redrawn below it)."""
+        tqdm.write(text, file=self.stderr._out)
 
     def _import_here(self, handle, bar, default_slug, batch_size) -> None:
         batch: list[tuple[int, dict]] = []
