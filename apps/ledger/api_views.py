@@ -109,6 +109,10 @@ class IngestView(KnownQueryParametersMixin, APIView):
             403: OpenApiResponse(_error_schema, description="The key's scope does not allow ingesting."),
             411: OpenApiResponse(_error_schema, description="A chunked body without Content-Length (every write)."),
             413: OpenApiResponse(_error_schema, description="Body or event count over the limit."),
+            # Ingest is the endpoint most likely to meet the per-key rate limit: a client generated from the
+            # schema must know to wait and re-send.
+            429: OpenApiResponse(_error_schema, description="Rate limit of this API key exceeded; re-send the "
+                                 "batch after the Retry-After header's seconds."),
         },
         examples=[OpenApiExample("One run", request_only=True, value={"events": [{
             "tenant": "acme", "attribution": {"user_id": "u_42", "feature": "doc-qa"},

@@ -1,6 +1,7 @@
 """import_runs with several worker processes (PostgreSQL): runs partitioned by id, same totals and ledger
 as one process, a run's later report still wins, safe to re-run."""
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -142,3 +143,44 @@ def test_a_killed_worker_stops_the_command_and_it_exits(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             raise
     assert process.returncode != 0 and "import stopped: " in stderr and "died" in stderr, (stdout, stderr[-2000:])
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (an exited process nobody reaped yet is a zombie: it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_workers_exit_when_the_command_itself_is_killed(tmp_path):
+    """`kill -9`, the OOM killer or a plain `kill` ends the command without telling its workers: they must
+    notice and exit, not wait for ever on their inboxes, each holding a database connection."""
+    Tenant.objects.create(slug="acme", name="Acme Corp")
+    run = json.dumps(builders.assistants_run(run_id="run_o_0", created_at=WHEN))
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(run.replace("run_o_0", f"run_o_{i}") + "\n" for i in range(60_000)))
+    with subprocess.Popen(_command(str(path), "--tenant", "acme", "--workers", "2"), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as process:
+        try:
+            workers: list[int] = []
+            deadline = time.monotonic() + 60
+            while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+                children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+                workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+                time.sleep(0.05)
+            assert len(workers) == 2, "the workers never started"
+            time.sleep(1)  # let them take batches
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not any(_running(pid) for pid in workers), "orphaned workers kept running"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # whatever is left of the group
+                os.killpg(process.pid, signal.SIGKILL)

@@ -675,6 +675,64 @@ def test_import_runs_that_crashes_stores_the_lines_it_read_and_says_how_far_it_g
     assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {"resp_crash_0", "resp_crash_1"}
 
 
+def test_import_runs_stopped_with_ctrl_c_says_how_far_it_got(tenant, tmp_path, capsys, monkeypatch):
+    """Ctrl-C used to end in a bare KeyboardInterrupt traceback: the operator learnt nothing of what was stored.
+    It now gets the same summary as any other stop (the batch being read is not written: the user asked to
+    stop), and the interrupt still ends the command."""
+    import json
+
+    from django.core.management import call_command
+
+    from apps.ledger.management.commands import import_runs
+
+    lines = [json.dumps(builders.response(response_id=f"resp_int_{i}", created_at=WHEN)) for i in range(5)]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    event_from = import_runs._event_from
+
+    def interrupt_on_the_fourth_line(item, default_slug):
+        if item["id"] == "resp_int_3":
+            raise KeyboardInterrupt
+        return event_from(item, default_slug)
+
+    monkeypatch.setattr(import_runs, "_event_from", interrupt_on_the_fourth_line)
+
+    with pytest.raises(KeyboardInterrupt):
+        call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "2")
+
+    assert "Import stopped after reading line 4: 2 created, 0 updated, 0 unchanged, 0 rejected." in (
+        capsys.readouterr().out)
+    assert set(Run.objects.for_tenant(tenant).values_list("openai_id", flat=True)) == {"resp_int_0", "resp_int_1"}
+
+def test_import_runs_progress_bar_redraws_in_place_on_a_terminal(tenant, tmp_path):
+    """On a terminal the bar went through Django's stderr wrapper, which ends every write with a newline: each
+    redraw became a new line (thousands over a long import), and rejected lines were printed into the bar's.
+    Now the bar redraws in place and a rejected line gets a line of its own above it."""
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = [json.dumps(builders.response(response_id=f"resp_bar_{i}", created_at=WHEN)) for i in range(6)]
+    lines.insert(3, "{broken")
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    terminal = Terminal()
+
+    call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "1", stderr=terminal,
+                 stdout=io.StringIO())
+
+    output = terminal.getvalue()
+    assert "100%" in output
+    # What each line of the terminal ends up showing: the text after its last carriage return.
+    shown = [line.rsplit("\r", 1)[-1] for line in output.split("\n") if line.strip()]
+    assert len(shown) == 2, output
+    assert shown[0].startswith("line 4: not JSON") and shown[1].startswith("100%"), output
+
 def test_rollup_upserts_batch_many_keys(tenant):
     # Many runs across days, models and features in one batch: each rollup key written once.
     events = []

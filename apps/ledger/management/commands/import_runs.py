@@ -10,6 +10,8 @@ import json
 import multiprocessing
 import os
 import queue
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -67,8 +69,22 @@ def _ingest_batch(batch: list[tuple[int, dict]], show_errors: int, *, partitione
     return counts, errors
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker once the command that started it is gone (kill -9, the OOM killer, a plain kill).
+    Nobody would send _DONE, and a batch the command was handing over when it died stays half-written in the
+    pipe, so the worker would wait for ever, holding a database connection. A batch being written is rolled
+    back with the connection; a re-run stores it."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)
+
+
 def _worker(inbox, outbox, default_slug: str | None, show_errors: int) -> None:
     """A worker process: batches of (line number, raw line) in, (bytes, counts, errors) out per batch."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # The parent's pid as the parent recorded it, not os.getppid() now: the command may already be gone.
+        threading.Thread(target=_exit_with_parent, args=(parent.pid,), daemon=True).start()
     try:
         while True:
             item = inbox.get()
@@ -121,14 +137,17 @@ class Command(BaseCommand):
         self.lines_read = 0
         size = path.stat().st_size
         try:
+            # The bar draws on the stream itself: Django's wrapper ends every write with a newline, which turned
+            # each redraw into a new line.
             with path.open("rb") as handle, tqdm(total=size, unit="B", unit_scale=True, disable=None,
-                                                 file=self.stderr) as bar:
+                                                 file=self.stderr._out) as bar:
                 if workers == 1:
                     self._import_here(handle, bar, default_slug, batch_size)
                 else:
                     self._import_parallel(handle, bar, default_slug, batch_size, workers)
-        except Exception:
-            # Whatever stopped it, say how far it got: what is counted is stored, and a re-run skips it.
+        except (Exception, KeyboardInterrupt):
+            # Whatever stopped it, Ctrl-C included, say how far it got: what is counted is stored (a batch
+            # interrupted while being written is rolled back and not counted), and a re-run skips it.
             self.stdout.write(self.style.ERROR(
                 f"Import stopped after reading line {self.lines_read}: {self._counts()} Run it again to finish; "
                 "stored lines come back unchanged."))
@@ -158,14 +177,18 @@ class Command(BaseCommand):
             self.totals[name] += count
         for line in errors:
             if self.printed < self.show_errors:
-                self.stderr.write(line)
+                self._error_line(line)
                 self.printed += 1
 
     def _bad_line(self, line_number: int, exc: Exception) -> None:
         self.totals["rejected"] += 1
         if self.printed < self.show_errors:
-            self.stderr.write(f"line {line_number}: not JSON ({exc})")
+            self._error_line(f"line {line_number}: not JSON ({exc})")
             self.printed += 1
+
+    def _error_line(self, text: str) -> None:
+        """A rejected line, on a line of its own above the progress bar (which is redrawn below it)."""
+        tqdm.write(text, file=self.stderr._out)
 
     def _import_here(self, handle, bar, default_slug, batch_size) -> None:
         batch: list[tuple[int, dict]] = []
