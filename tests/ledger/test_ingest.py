@@ -6,6 +6,7 @@ import random
 from decimal import Decimal
 
 import pytest
+from django.core.management import CommandError
 
 from apps.alerts.models import Alert
 from apps.ledger.models import DailyRollup, EndUserDailyRollup, Run, Thread
@@ -618,11 +619,18 @@ def test_import_runs_is_safe_to_rerun(tenant, tmp_path, capsys):
     lines.append("{broken")
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    call_command("import_runs", str(path), "--tenant", "acme")
+    # A rejected line makes the command fail (exit status 1) once it has stored the rest: a cron job or a CI
+    # step must notice lines it lost.
+    with pytest.raises(CommandError, match=r"1 line\(s\) rejected \(named above\): fix them"):
+        call_command("import_runs", str(path), "--tenant", "acme")
     assert "6 created, 0 updated, 0 unchanged, 1 rejected" in capsys.readouterr().out
-    call_command("import_runs", str(path), "--tenant", "acme")
+    with pytest.raises(CommandError, match="rejected"):
+        call_command("import_runs", str(path), "--tenant", "acme")
     assert "0 created, 0 updated, 6 unchanged, 1 rejected" in capsys.readouterr().out
     assert Run.objects.for_tenant(tenant).count() == 6
+    path.write_text("\n".join(lines[:-1]) + "\n")  # the broken line fixed (here: left out)
+    call_command("import_runs", str(path), "--tenant", "acme")
+    assert "0 created, 0 updated, 6 unchanged, 0 rejected" in capsys.readouterr().out
 
 
 def test_import_runs_rejects_a_line_nested_too_deeply_to_read_and_imports_the_rest(tenant, tmp_path, capsys):
@@ -638,7 +646,8 @@ def test_import_runs_rejects_a_line_nested_too_deeply_to_read_and_imports_the_re
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
-    call_command("import_runs", str(path), "--tenant", "acme")
+    with pytest.raises(CommandError, match="1 line"):
+        call_command("import_runs", str(path), "--tenant", "acme")
 
     captured = capsys.readouterr()
     assert "2 created, 0 updated, 0 unchanged, 1 rejected." in captured.out
@@ -723,8 +732,9 @@ def test_import_runs_progress_bar_redraws_in_place_on_a_terminal(tenant, tmp_pat
     path.write_text("\n".join(lines) + "\n")
     terminal = Terminal()
 
-    call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "1", stderr=terminal,
-                 stdout=io.StringIO())
+    with pytest.raises(CommandError, match="1 line"):
+        call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "1", stderr=terminal,
+                     stdout=io.StringIO())
 
     output = terminal.getvalue()
     assert "100%" in output
@@ -732,6 +742,7 @@ def test_import_runs_progress_bar_redraws_in_place_on_a_terminal(tenant, tmp_pat
     shown = [line.rsplit("\r", 1)[-1] for line in output.split("\n") if line.strip()]
     assert len(shown) == 2, output
     assert shown[0].startswith("line 4: not JSON") and shown[1].startswith("100%"), output
+
 
 def test_rollup_upserts_batch_many_keys(tenant):
     # Many runs across days, models and features in one batch: each rollup key written once.

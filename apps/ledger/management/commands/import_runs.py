@@ -156,7 +156,9 @@ class Command(BaseCommand):
             self._counts() + (f" ({workers} worker processes)" if workers > 1 else "")
         ))
         if self.totals["rejected"]:
-            self.stdout.write("Fix the rejected lines and run the import again; stored ones are skipped.")
+            # Exit status 1, as ledger_check's on differences: a cron job or a CI step must notice lost lines.
+            raise CommandError(f"{self.totals['rejected']} line(s) rejected (named above): fix them and run the "
+                               "import again; stored lines are skipped.")
 
     def _counts(self) -> str:
         return (f"{self.totals['created']} created, {self.totals['updated']} updated, {self.totals['unchanged']} "
