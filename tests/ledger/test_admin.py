@@ -35,6 +35,7 @@ def test_the_run_and_thread_admin_lists_do_not_scan_the_whole_ledger(client, sta
 
     html, sql = _runs_sql(client, "/admin/ledger/run/")
     assert "2+ runs" in html  # three runs, counted up to the cap
+    assert "2+ results" in html and "2 results" not in html  # beside the search box too
     counts = [q for q in sql if "COUNT(" in q]
     assert counts and all("LIMIT" in q for q in counts)
     assert not [q for q in sql if "DATE_TRUNC" in q.upper() or "DISTINCT" in q.upper()]
