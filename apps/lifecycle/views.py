@@ -231,10 +231,7 @@ class OrphansView(StaffOnlyMixin, LifecycleView):
             name="orphans", title="Resources with no tenant", paginate_by=50,
             rows=selectors.orphans(scope=self.scope, on_date=self.today),
             columns=[
-                # A deleted thread whose messages were archived first links to that copy (archive_before_delete).
-        Column("openai_id", "OpenAI id", "code",
-               link=lambda i: reverse("lifecycle:archive", args=[i.openai_id]) if getattr(i, "has_archive", False)
-               else None),
+                Column("openai_id", "OpenAI id", "code"),
                 Column("resource_type", "Type", "status"),
                 Column("openai_project", "OpenAI project"),
                 Column("name", "Name"),
