@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--resume carries on sweep {resume} as it was created; leave out {', '.join(given)}.")
             sweep = services.Sweep.objects.unscoped().filter(pk=resume, **({"kind": kind} if kind else {})).first()
             if sweep is None:
-                raise CommandError(f"No {kind or ''} sweep {resume}.".replace("No  ", "No "))
+                raise CommandError(f"No {kind + ' ' if kind else ''}sweep {resume}.")
         else:
             preview = None
             if confirm:
