@@ -116,27 +116,39 @@ def test_a_worker_that_dies_stops_the_import_with_a_message_instead_of_hanging(t
         call_command("import_runs", str(path), "--tenant", "acme", "--workers", "2", "--batch-size", "1")
 
 
+def _big_export(tmp_path, prefix: str) -> Path:
+    """60,000 Assistants runs, `<prefix>_0` on: enough that an import with two workers is still busy a second in."""
+    run = json.dumps(builders.assistants_run(run_id=f"{prefix}_0", created_at=WHEN))
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(run.replace(f"{prefix}_0", f"{prefix}_{i}") + "\n" for i in range(60_000)))
+    return path
+
+
+def _two_busy_workers(process) -> list[int]:
+    """The pids of the import command's two worker processes, once both have started and taken batches."""
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        time.sleep(0.05)
+    assert len(workers) == 2, "the workers never started"
+    time.sleep(1)  # let them take batches
+    return workers
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(180)
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_worker_stops_the_command_and_it_exits(tmp_path):
     """Its batches stay unread in its inbox; the command says so and exits (it used to wait for ever)."""
     Tenant.objects.create(slug="acme", name="Acme Corp")
-    run = json.dumps(builders.assistants_run(run_id="run_k_0", created_at=WHEN))
-    path = tmp_path / "export.jsonl"
-    path.write_text("".join(run.replace("run_k_0", f"run_k_{i}") + "\n" for i in range(60_000)))
+    path = _big_export(tmp_path, "run_k")
     with subprocess.Popen(_command(str(path), "--tenant", "acme", "--workers", "2"), cwd=ROOT, env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as process:
         try:
-            workers: list[int] = []
-            deadline = time.monotonic() + 60
-            while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-                children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-                workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
-                time.sleep(0.05)
-            assert len(workers) == 2, "the workers never started"
-            time.sleep(1)  # let them take batches
+            workers = _two_busy_workers(process)
             os.kill(workers[0], signal.SIGKILL)
             stdout, stderr = process.communicate(timeout=120)
         except BaseException:
@@ -161,20 +173,11 @@ def test_workers_exit_when_the_command_itself_is_killed(tmp_path):
     """`kill -9`, the OOM killer or a plain `kill` ends the command without telling its workers: they must
     notice and exit, not wait for ever on their inboxes, each holding a database connection."""
     Tenant.objects.create(slug="acme", name="Acme Corp")
-    run = json.dumps(builders.assistants_run(run_id="run_o_0", created_at=WHEN))
-    path = tmp_path / "export.jsonl"
-    path.write_text("".join(run.replace("run_o_0", f"run_o_{i}") + "\n" for i in range(60_000)))
+    path = _big_export(tmp_path, "run_o")
     with subprocess.Popen(_command(str(path), "--tenant", "acme", "--workers", "2"), cwd=ROOT, env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as process:
         try:
-            workers: list[int] = []
-            deadline = time.monotonic() + 60
-            while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-                children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-                workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
-                time.sleep(0.05)
-            assert len(workers) == 2, "the workers never started"
-            time.sleep(1)  # let them take batches
+            workers = _two_busy_workers(process)
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
             deadline = time.monotonic() + 30

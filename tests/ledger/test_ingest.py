@@ -656,25 +656,31 @@ def test_import_runs_rejects_a_line_nested_too_deeply_to_read_and_imports_the_re
         "resp_before_deep", "resp_after_deep"}
 
 
+def _raise_reading(monkeypatch, openai_id: str, error: BaseException) -> None:
+    """import_runs raises `error` when it reads the line of `openai_id`, and reads every other line as before."""
+    from apps.ledger.management.commands import import_runs
+
+    event_from = import_runs._event_from
+
+    def reading(item, default_slug):
+        if item["id"] == openai_id:
+            raise error
+        return event_from(item, default_slug)
+
+    monkeypatch.setattr(import_runs, "_event_from", reading)
+
+
 def test_import_runs_that_crashes_stores_the_lines_it_read_and_says_how_far_it_got(tenant, tmp_path, capsys,
                                                                                    monkeypatch):
     import json
 
     from django.core.management import call_command
 
-    from apps.ledger.management.commands import import_runs
 
     lines = [json.dumps(builders.response(response_id=f"resp_crash_{i}", created_at=WHEN)) for i in range(4)]
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    event_from = import_runs._event_from
-
-    def crash_on_the_third_line(item, default_slug):
-        if item["id"] == "resp_crash_2":
-            raise RuntimeError("unexpected")
-        return event_from(item, default_slug)
-
-    monkeypatch.setattr(import_runs, "_event_from", crash_on_the_third_line)
+    _raise_reading(monkeypatch, "resp_crash_2", RuntimeError("unexpected"))  # the third line
 
     with pytest.raises(RuntimeError, match="unexpected"):
         call_command("import_runs", str(path), "--tenant", "acme")  # one batch of 1,000: nothing written yet
@@ -692,19 +698,11 @@ def test_import_runs_stopped_with_ctrl_c_says_how_far_it_got(tenant, tmp_path, c
 
     from django.core.management import call_command
 
-    from apps.ledger.management.commands import import_runs
 
     lines = [json.dumps(builders.response(response_id=f"resp_int_{i}", created_at=WHEN)) for i in range(5)]
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    event_from = import_runs._event_from
-
-    def interrupt_on_the_fourth_line(item, default_slug):
-        if item["id"] == "resp_int_3":
-            raise KeyboardInterrupt
-        return event_from(item, default_slug)
-
-    monkeypatch.setattr(import_runs, "_event_from", interrupt_on_the_fourth_line)
+    _raise_reading(monkeypatch, "resp_int_3", KeyboardInterrupt())  # the fourth line
 
     with pytest.raises(KeyboardInterrupt):
         call_command("import_runs", str(path), "--tenant", "acme", "--batch-size", "2")
