@@ -116,17 +116,12 @@ def tenant_update(*, tenant: Tenant, actor=None, audit_action: str = "tenant.upd
             action=audit_action, target_type="tenant", target_id=tenant.slug, actor=actor,
             tenant_id=tenant.pk, data={"before": before, "after": after},
         )
-        tenant_policy_announce(tenant=tenant, changed=changed)
+        # The listeners of tenant_policy_changed (runs re-flagged at a new high-cost threshold, budget crossings
+        # checked) hear of it once it has committed; every change goes through here (API, dashboard, admin).
+        # robust: the change has committed; a listener's failure is logged, never the request's.
+        transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
+                              robust=True)
     return tenant
-
-
-def tenant_policy_announce(*, tenant: Tenant, changed: set[str]) -> None:
-    """Tell the listeners of tenant_policy_changed (runs re-flagged at a new high-cost threshold, budget
-    crossings checked) which of the tenant's fields changed, once the change has committed. tenant_update calls
-    it (for the API, the dashboard and the admin)."""
-    # robust: the change has committed; a listener's failure is logged, never the request's.
-    transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
-                          robust=True)
 
 
 def membership_set(*, user, tenant: Tenant, role: str = Membership.Role.VIEWER) -> Membership:
