@@ -5,7 +5,7 @@ from django.utils.functional import cached_property
 from apps.core.admin import AuditedAdminMixin
 from apps.core.forms import SeenValuesFormMixin
 
-from .models import ApiKey, Membership, Tenant
+from .models import STAFF_POLICY_FIELDS, ApiKey, Membership, Tenant
 from .services import api_key_create, api_key_revoke, tenant_update
 
 
@@ -21,8 +21,7 @@ class TenantAdminForm(SeenValuesFormMixin, forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "external_id", "status", "thread_retention_days", "vector_store_idle_days",
-                  "high_cost_run_usd", "monthly_budget_usd", "legal_hold", "archive_before_delete", "markup_percent"]
+        fields = ["slug", "name", "external_id", "status", *STAFF_POLICY_FIELDS]  # the policies as the dashboard's form
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
