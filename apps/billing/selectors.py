@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 
@@ -230,6 +231,21 @@ def statement_data(*, tenant, period: dt.date) -> StatementData:
     )
 
 
+def statement_data_at_one_moment(*, tenant, period: dt.date) -> StatementData:
+    """The statement's content as the ledger stood at one moment. It is read in several queries (usage by model,
+    tool quantities, tool fees, storage, closed statements); under PostgreSQL's default READ COMMITTED each sees
+    what committed before it, so a run ingested between two of them froze half on the statement (its tool use
+    without its run and tokens, for good) and half as the next month's adjustment. One REPEATABLE READ snapshot
+    for all of them (the close, and every answer of an open statement, whose JSON and CSV must add up too);
+    ingest is not blocked. Inside a caller's transaction (tests) its isolation stands."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # must be the transaction's first statement
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return statement_data(tenant=tenant, period=period)
+
+
 def statement_document_for_storage(data: StatementData) -> dict:
     """What a closed statement keeps to compute later adjustments against (exact values as strings)."""
     return {
@@ -367,5 +383,6 @@ def statement_rendered(*, tenant, period: dt.date) -> RenderedStatement:
     closed = statement_get_closed(tenant=tenant, period=period)
     if closed is not None:
         return RenderedStatement(json=closed.frozen_json, csv=closed.frozen_csv, status=closed.status)
-    document = statement_document(statement_data(tenant=tenant, period=period), status=Statement.Status.OPEN, closed_at=None)
+    document = statement_document(statement_data_at_one_moment(tenant=tenant, period=period),
+                                  status=Statement.Status.OPEN, closed_at=None)
     return RenderedStatement(json=render_json(document), csv=render_csv(document), status=Statement.Status.OPEN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.core.services import audit_record
@@ -21,20 +21,6 @@ class StatementCloseError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _statement_data_at_one_moment(*, tenant, period: dt.date) -> selectors.StatementData:
-    """The statement's content as the ledger stood at one moment. It is read in several queries (usage by model,
-    tool quantities, tool fees, storage, closed statements); under PostgreSQL's default READ COMMITTED each sees
-    what committed before it, so a run ingested between two of them froze half on the statement (its tool use
-    without its run and tokens, for good) and half as the next month's adjustment. One REPEATABLE READ snapshot
-    for all of them; ingest is not blocked. Inside a caller's transaction (tests) its isolation stands."""
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:  # must be the transaction's first statement
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return selectors.statement_data(tenant=tenant, period=period)
 
 
 def statement_close(
@@ -57,7 +43,7 @@ def statement_close(
         raise StatementCloseError(
             "period_not_ended", f"{period:%Y-%m} has not ended yet; it can be closed from {next_month(period).isoformat()} (UTC)."
         )
-    data = _statement_data_at_one_moment(tenant=tenant, period=period)
+    data = selectors.statement_data_at_one_moment(tenant=tenant, period=period)
     document = selectors.statement_document(data, status=Statement.Status.CLOSED, closed_at=now)
     # Late unpriced runs of closed months ride on this statement as adjustments, billed at $0 just as the
     # month's own would be: they need the same consent (the document's unpriced_runs counts only the month's).

@@ -26,12 +26,18 @@ from .services import ingest_events
 
 
 class _RawBodyParser(BaseParser):
-    """Accepts any content type and parses nothing: the view reads request.body itself."""
+    """Parses nothing: the view checks the content type and reads request.body itself."""
 
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
         return None
+
+
+def _is_json(content_type: str) -> bool:
+    """`application/json` or a `+json` type, any parameters (`; charset=utf-8`): what every other write accepts."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def _reject_constant(name: str):
@@ -109,6 +115,7 @@ class IngestView(KnownQueryParametersMixin, APIView):
             403: OpenApiResponse(_error_schema, description="The key's scope does not allow ingesting."),
             411: OpenApiResponse(_error_schema, description="A chunked body without Content-Length (every write)."),
             413: OpenApiResponse(_error_schema, description="Body or event count over the limit."),
+            415: OpenApiResponse(_error_schema, description="A Content-Type other than application/json."),
             # Ingest is the endpoint most likely to meet the per-key rate limit: a client generated from the
             # schema must know to wait and re-send.
             429: OpenApiResponse(_error_schema, description="Rate limit of this API key exceeded; re-send the "
@@ -124,6 +131,14 @@ class IngestView(KnownQueryParametersMixin, APIView):
         tags=["ingest"],
     )
     def post(self, request):
+        if not _is_json(request.content_type or ""):
+            # As on every other write (DRF's JSON parser): `curl -d @batch.json` without a header sends a form
+            # type, and a client that says form or multipart is not sending what this endpoint reads.
+            return Response(
+                error_body("unsupported_media_type", f'Unsupported media type "{request.content_type}" in request; '
+                           "send the events as JSON with Content-Type: application/json.", "Content-Type"),
+                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -412,3 +412,47 @@ def test_a_close_freezes_one_moment_of_the_ledger_while_a_run_of_the_month_is_in
     assert set(adjustments) == {"gpt-5.4", "code_interpreter"}
     assert (adjustments["gpt-5.4"]["runs"], adjustments["gpt-5.4"]["amount_usd"]) == (1, "2.50")
     assert (adjustments["code_interpreter"]["quantity"], adjustments["code_interpreter"]["amount_usd"]) == ("1", "0.03")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_open_statement_answers_one_moment_of_the_ledger_while_a_run_of_the_month_is_ingested_meanwhile(
+        api_client, billing_key, tenant, monkeypatch):
+    """An open statement is recomputed on every GET from the same separate queries as a close; a run committed
+    between them must not appear as its code-interpreter session without its run and tokens (a total that
+    matches no state the ledger was ever in)."""
+    import threading
+
+    from django.db import connection
+
+    from apps.billing import selectors
+
+    assistants_run(tenant, at(2026, 1, 5), model="gpt-5.4", prompt_tokens=1_000_000, completion_tokens=0,
+                   code_interpreter=True)
+    read_tools = selectors.ledger_selectors.tool_usage_by_kind_by_month
+
+    def ingest_elsewhere():
+        try:
+            assistants_run(tenant, at(2026, 1, 6), model="gpt-5.4", prompt_tokens=1_000_000, completion_tokens=0,
+                           code_interpreter=True)
+        finally:
+            connection.close()
+
+    def tools_after_a_concurrent_ingest(**kwargs):
+        other = threading.Thread(target=ingest_elsewhere)  # its own connection, committed before we go on
+        other.start()
+        other.join(timeout=60)
+        monkeypatch.setattr(selectors.ledger_selectors, "tool_usage_by_kind_by_month", read_tools)
+        return read_tools(**kwargs)
+
+    monkeypatch.setattr(selectors.ledger_selectors, "tool_usage_by_kind_by_month", tools_after_a_concurrent_ingest)
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+
+    assert Run.objects.for_tenant(tenant).count() == 2
+    [model] = lines_of(document, "model")
+    sessions = {line["tool"]: line for line in lines_of(document, "tool")}["code_interpreter"]
+    assert (model["runs"], model["input_tokens"], sessions["quantity"]) == (1, 1_000_000, "1")
+    assert (model["amount_usd"], sessions["amount_usd"], document["total_usd"]) == ("2.50", "0.03", "2.53")
+    # The next answer sees both runs, whole.
+    document = get_json(api_client, billing_key, "acme", "2026-01")
+    assert (lines_of(document, "model")[0]["runs"], document["total_usd"]) == (2, "5.06")

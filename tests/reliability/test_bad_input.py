@@ -230,12 +230,30 @@ def test_a_nul_character_in_an_api_parameter_is_a_400_naming_it(api_client, admi
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz"])
-def test_ingest_reads_its_own_body_whatever_the_content_type_says(api_client, ingest_key, tenant, content_type):
-    """The NUL middleware leaves API bodies alone: parsing them as a form consumed a multipart body (a 500) and
-    read a "%00" inside the JSON as a NUL parameter (the whole batch refused)."""
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz",
+                                          "text/plain", ""])
+def test_ingest_answers_a_body_that_is_not_said_to_be_json_with_a_415_naming_the_header(
+        api_client, ingest_key, tenant, content_type):
+    """As every other write does. The NUL middleware leaves the body alone whatever the type says: parsing it as a
+    form consumed a multipart body (a 500) and read a "%00" inside the JSON as a NUL parameter."""
     body = {"events": [{"tenant": "acme", "object": builders.response(
         created_at=WHEN, response_id="resp_form", metadata={"url": "https://x.test/?q=%00&a=1"})}]}
+    response = api_client.generic("POST", "/api/v1/ingest/", json.dumps(body), content_type=content_type,
+                                  **bearer(ingest_key))
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert response.json()["error"]["field"] == "Content-Type"
+    assert "application/json" in response.json()["error"]["message"]
+    assert not Run.objects.for_tenant(tenant).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON", "application/vnd.runledger+json"])
+def test_ingest_takes_json_with_any_parameters_and_a_percent_00_inside_a_string(
+        api_client, ingest_key, tenant, content_type):
+    body = {"events": [{"tenant": "acme", "object": builders.response(
+        created_at=WHEN, response_id="resp_json", metadata={"url": "https://x.test/?q=%00&a=1"})}]}
     response = api_client.generic("POST", "/api/v1/ingest/", json.dumps(body), content_type=content_type,
                                   **bearer(ingest_key))
     assert response.status_code == 200 and response.json()["created"] == 1
