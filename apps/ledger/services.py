@@ -31,6 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, money_text, quantize_ledger, usd_to_units
@@ -1390,6 +1391,9 @@ class RepriceResult:
     dry_run: bool
     unpriced_only: bool
     tenants: list[TenantRepriceDiff] = field(default_factory=list)
+    # The UTC creation days of the runs whose stored cost changed, per OpenAI project as the runs record it
+    # ("" for the deployment's default): what runs_repriced announces once the re-rating has committed.
+    changed_days: dict[str, set[dt.date]] = field(default_factory=dict)
 
     @property
     def changed_runs(self) -> int:
@@ -1401,6 +1405,20 @@ class RepriceResult:
 
 
 REPRICE_BATCH = 2000
+
+# Sent once a re-rating has committed (never for a dry run or one that changed nothing), with
+# `changed_days`: {OpenAI project as the runs record it: {UTC creation day, ...}}. Whatever kept a copy of the
+# ledger's costs for those days (reconciliation's results) refreshes it; the ledger need not know who listens.
+runs_repriced = Signal()
+
+
+def _announce_repriced(changed_days: dict[str, set[dt.date]]) -> None:
+    if not any(changed_days.values()):
+        return
+    announced = {project: frozenset(days) for project, days in changed_days.items() if days}
+    # After the commit: a listener must read the new costs, and a re-rating inside an enclosing transaction
+    # that rolls back must announce nothing. robust: the re-rating is in, a listener's error must not undo it.
+    transaction.on_commit(lambda: runs_repriced.send(sender=Run, changed_days=announced), robust=True)
 
 
 class RepriceOverflow(ValueError):
@@ -1504,13 +1522,18 @@ def runs_reprice(
             if batch.updates:
                 days = [state["created_at"].astimezone(dt.UTC).date() for state in batch.updates]
                 changed_days = [min(changed_days + days), max(changed_days + days)]
+                if not dry_run:
+                    for state, day in zip(batch.updates, days, strict=True):
+                        result.changed_days.setdefault(state["openai_project"], set()).add(day)
             if progress:
                 progress(len(rows))
     except RepriceOverflow as stopped:
         _reprice_audit(stopped.applied, start, end, unpriced_only, tenant, actor, actor_label, stopped=str(stopped))
+        _announce_repriced(result.changed_days)  # the batches before it did commit
         raise
     result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
     _reprice_audit(result, start, end, unpriced_only, tenant, actor, actor_label)
+    _announce_repriced(result.changed_days)
     return result
 
 

@@ -90,6 +90,14 @@ class ReconciliationRun(models.Model):
     line_count = models.PositiveIntegerField(default=0)
     flagged_count = models.PositiveIntegerField(default=0)
     notes = models.JSONField(default=list, blank=True, help_text="What this run could not check, and why.")
+    # OpenAI's side of the day that its lines do not hold: spend on line items no ledger line can hold
+    # ({"unmapped": {line item: "USD"}}) and the vector-store bytes per project ({"storage_bytes_by_project":
+    # {project: bytes}}). With the lines' openai_value, this is every OpenAI figure the day was compared with,
+    # so a re-rating can compare the day again without asking OpenAI. Empty on runs saved before it existed.
+    openai_extras = models.JSONField(null=True, blank=True)
+    # Set on a result computed again with the ledger after a re-rating, from this earlier run's OpenAI figures
+    # (no OpenAI call): such a run neither is nor hides a fresh look at OpenAI.
+    recompared_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-day", "openai_project", "-started_at", "-id"]

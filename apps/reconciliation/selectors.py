@@ -219,6 +219,8 @@ def failed_attempts(filters: ResultFilters) -> list[ReconciliationRun]:
     later = ReconciliationRun.objects.filter(
         day=OuterRef("day"), openai_project=OuterRef("openai_project"), status__in=finished,
     ).filter(Q(started_at__gt=OuterRef("started_at")) | Q(started_at=OuterRef("started_at"), pk__gt=OuterRef("pk")))
+    # A result compared again after a re-rating reused older OpenAI figures: it does not answer a failed fetch.
+    later = later.exclude(status=ReconciliationRun.Status.COMPLETE, recompared_from__isnull=False)
     failed = ReconciliationRun.objects.filter(day__gte=filters.start, day__lt=filters.end,
                                               status=ReconciliationRun.Status.FAILED)
     if filters.project_id:

@@ -15,8 +15,10 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
@@ -27,7 +29,17 @@ from apps.core.money import money_text
 from apps.core.services import audit_record
 from apps.pricing.rating import bytes_to_gb
 
-from .comparison import KIND_UNATTRIBUTED, Observations, compare_day, day_totals, unattributed_explanation
+from .comparison import (
+    KIND_COST,
+    KIND_UNATTRIBUTED,
+    ZERO,
+    LineSpec,
+    Observations,
+    Tolerance,
+    compare_day,
+    day_totals,
+    unattributed_explanation,
+)
 from .models import ReconciliationLine, ReconciliationRun
 from .openai_side import openai_observations
 from .projects import ProjectConfig, object_project_ids
@@ -321,9 +333,208 @@ def _swap_in(*, run: ReconciliationRun, project: ProjectConfig, openai: Observat
         run.line_count = len(lines)
         run.flagged_count = len(flagged)
         run.notes = day_notes
+        run.openai_extras = _openai_extras(openai, run.day, project.project_id)
         run.save()
         transaction.on_commit(lambda: _alert_drift(run=run, lines=flagged))
     return run
+
+
+def _openai_extras(openai: Observations, day: dt.date, project_id: str) -> dict:
+    """What of OpenAI's side of the day the lines do not hold (ReconciliationRun.openai_extras)."""
+    return {
+        "unmapped": {item: str(amount) for item, amount in sorted(openai.unmapped.get((day, project_id), {}).items())},
+        "storage_bytes_by_project": dict(sorted(openai.storage_bytes_by_project.get(day, {}).items())),
+    }
+
+
+# --- after a re-rating ---------------------------------------------------------------------------
+
+# A result compares OpenAI's figures with the ledger's cost as it was then. A re-rating (a price added or
+# changed: `reprice`, `load_price_book`, the prices API, the admin) changes the ledger's cost of past days, and
+# the daily run re-checks only the last RECHECK_DAYS + 1 days: an older result would keep showing drift that
+# is gone (or hide drift that is new). Every OpenAI figure a day was compared with is stored (the lines'
+# openai_value and the run's openai_extras), so such a day is compared again here, with the ledger as it is
+# now and without asking OpenAI.
+
+# Days of the ledger read at once: consecutive re-rated days share one read, a sparse set is read in spans.
+RECOMPARE_SPAN_DAYS = 31
+RECOMPARE_TRIGGER = "service:reprice"
+# Names the spend on line items the ledger cannot hold of a result saved before openai_extras itemised it.
+LEGACY_UNMAPPED_ITEM = "line items the ledger cannot hold"
+
+
+@dataclass
+class RecompareOutcome:
+    runs: list[ReconciliationRun] = field(default_factory=list)
+    locked: dict[str, list[dt.date]] = field(default_factory=dict)  # project -> days left for a retry
+
+
+def reconciliation_recompare(*, changed_days: dict[str, set[dt.date] | frozenset[dt.date] | list[dt.date]],
+                             trigger: str = RECOMPARE_TRIGGER, lock_owner: str = "") -> RecompareOutcome:
+    """Compare again, with the ledger as it is now, the current results of the re-rated days
+    ({OpenAI project as runs record it ("" for the default one): days}), from the OpenAI figures each
+    result stored: no OpenAI call. Each day gets a new attempt swapped in as a reconciliation swaps one in (its
+    history kept, its drift alerted once per cause), marked `recompared_from` the result whose figures it
+    reused; one `reconciliation.recompare` audit record per project. Days with no result are left alone (no
+    reconciliation has looked at them yet). A project another reconciliation holds is left out and
+    returned in `locked`, for a retry once it is free."""
+    by_project: dict[str, set[dt.date]] = defaultdict(set)
+    for project_id, days in changed_days.items():
+        # Runs recorded without a project belong to the default one (projects.project_q).
+        by_project[project_id or settings.OPENAI_PROJECT_ID].update(days)
+    outcome = RecompareOutcome()
+    for project_id, days in sorted(by_project.items()):
+        if not days or not project_id:
+            continue
+        results = _current_results_of(project_id, days)
+        if not results:
+            continue
+        lock = _ProjectLock(project_id, owner=lock_owner)
+        if not lock.acquire():
+            outcome.locked[project_id] = sorted(days)
+            continue
+        try:
+            # Read again under the lock: a reconciliation that just finished may have replaced them.
+            outcome.runs += _recompare_locked(project_id=project_id, results=_current_results_of(project_id, days),
+                                              trigger=trigger)
+        finally:
+            lock.release()
+    return outcome
+
+
+def _current_results_of(project_id: str, days: set[dt.date]) -> list[ReconciliationRun]:
+    runs = ReconciliationRun.objects.filter(
+        is_current=True, openai_project=project_id, day__gte=min(days), day__lte=max(days),
+    ).select_related("recompared_from").order_by("day")
+    return [run for run in runs if run.day in days]
+
+
+def _recompare_project(project_id: str, tolerance_of: ReconciliationRun) -> ProjectConfig:
+    """The project's configuration (its tolerance now, as the daily run would use); a project no longer
+    configured keeps the tolerance its result was computed with."""
+    configured = reconciliation_projects(project_id=project_id, include_inactive=True)
+    if configured:
+        return configured[0]
+    return ProjectConfig(project_id=project_id, name="", admin_key_env="", api_key_env="", base_url="",
+                         tolerance=Tolerance(percent=tolerance_of.tolerance_percent, usd=tolerance_of.tolerance_usd),
+                         configured=False)
+
+
+def _recompare_locked(*, project_id: str, results: list[ReconciliationRun], trigger: str) -> list[ReconciliationRun]:
+    if not results:
+        return []
+    project = _recompare_project(project_id, results[0])
+    listed_projects = set(object_project_ids())
+    started_at = timezone.now()
+    recompared: list[ReconciliationRun] = []
+    for span in _spans(results):
+        start, end = span[0].day, span[-1].day + dt.timedelta(days=1)
+        ledger, ledger_notes = ledger_observations(start=start, end=end, project_id=project_id)
+        lines: dict[int, list[ReconciliationLine]] = defaultdict(list)
+        for line in ReconciliationLine.objects.filter(run__in=span):
+            lines[line.run_id].append(line)
+        for earlier in span:
+            openai, kept_notes = _stored_openai_side(earlier, lines[earlier.pk])
+            attempt = ReconciliationRun.objects.create(
+                day=earlier.day, openai_project=project_id, trigger=trigger, started_at=started_at,
+                tolerance_percent=project.tolerance.percent, tolerance_usd=project.tolerance.usd,
+                # The run that fetched the figures: a result compared again twice still names that fetch.
+                recompared_from_id=earlier.recompared_from_id or earlier.pk,
+            )
+            notes = [*ledger_notes.get(earlier.day, []), *kept_notes, _recompare_note(earlier)]
+            try:
+                recompared.append(_swap_in(run=attempt, project=project, openai=openai, ledger=ledger, notes=notes,
+                                           listed_projects=listed_projects))
+            except Exception as exc:
+                # The failure card names the day and the command that fetches it anew.
+                _mark_failed([attempt], exc, project_id=project_id, say=lambda message: logger.error("%s", message))
+                raise
+    audit_record(
+        action="reconciliation.recompare", target_type="openai_project", target_id=project_id,
+        actor_label=trigger or RECOMPARE_TRIGGER,
+        data={"days": [run.day.isoformat() for run in recompared], "runs": [run.pk for run in recompared],
+              "recompared_from": [run.recompared_from_id for run in recompared],
+              "flagged": sum(run.flagged_count for run in recompared)},
+    )
+    return recompared
+
+
+def _spans(results: list[ReconciliationRun]) -> list[list[ReconciliationRun]]:
+    """Results (sorted by day) in groups spanning at most RECOMPARE_SPAN_DAYS days: one ledger read each."""
+    spans: list[list[ReconciliationRun]] = []
+    for run in results:
+        if spans and (run.day - spans[-1][0].day).days < RECOMPARE_SPAN_DAYS:
+            spans[-1].append(run)
+        else:
+            spans.append([run])
+    return spans
+
+
+def _stored_openai_side(run: ReconciliationRun, lines: list[ReconciliationLine]) -> tuple[Observations, list[str]]:
+    """OpenAI's side of the day as the run compared it, rebuilt from its lines and openai_extras; plus the
+    OpenAI-side notes to keep for a run saved before openai_extras existed. A line OpenAI did not report is
+    stored as 0, which the comparison treats as it treats nothing reported."""
+    day, project_id = run.day, run.openai_project
+    openai = Observations()
+    cost_total = ZERO
+    for line in lines:
+        if line.kind == KIND_UNATTRIBUTED:
+            continue
+        openai.add(day, project_id, line.line, line.openai_value, LineSpec(line.kind, line.unit, line.model))
+        if line.kind == KIND_COST:
+            cost_total += line.openai_value
+    extras = run.openai_extras
+    if extras is None:
+        # Saved before openai_extras: the spend on line items no ledger line holds is known only as a total
+        # (OpenAI's day total minus its lines), and the storage figures only as the notes that stated them.
+        unmapped = run.openai_total_usd - cost_total
+        if unmapped:
+            openai.add_unmapped(day, project_id, LEGACY_UNMAPPED_ITEM, unmapped)
+        kept = [note for note in run.notes if isinstance(note, str) and note.startswith("OpenAI reports")]
+        return openai, kept
+    for item, amount in (extras.get("unmapped") or {}).items():
+        openai.add_unmapped(day, project_id, item, Decimal(amount))
+    by_project = {project: int(size) for project, size in (extras.get("storage_bytes_by_project") or {}).items()}
+    if by_project:
+        openai.storage_bytes_by_project[day] = by_project
+        if project_id in by_project:
+            openai.storage_bytes[day] = by_project[project_id]
+    return openai, []
+
+
+def _recompare_note(earlier: ReconciliationRun) -> str:
+    fetch = earlier.recompared_from if earlier.recompared_from_id and earlier.recompared_from else earlier
+    fetched = fetch.finished_at or fetch.started_at
+    return (f"Compared again with the ledger after a re-rating, with OpenAI's figures as fetched "
+            f"{fetched.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC (no new call to OpenAI). To fetch them anew: python "
+            f"manage.py reconcile --date {earlier.day.isoformat()} --days 1 --project {earlier.openai_project}")
+
+
+def reconciliation_after_repricing(sender=None, *, changed_days: dict, **kwargs) -> None:
+    """Receiver of apps.ledger.services.runs_repriced (connected in apps.py): compare the re-rated days again
+    at once. The re-rating has committed whatever happens here, so nothing is raised to its caller; a project
+    another reconciliation holds, or an error, is handed to the recompare task, which retries."""
+    try:
+        outcome = reconciliation_recompare(changed_days=changed_days)
+    except Exception:  # noqa: BLE001 - the re-rating is in; its caller must not see it fail
+        logger.exception("comparing re-rated days again failed; handing them to the recompare task")
+        pending = {project: sorted(days) for project, days in changed_days.items()}
+    else:
+        pending = outcome.locked
+    if pending:
+        _recompare_later(pending)
+
+
+def _recompare_later(pending: dict[str, list[dt.date]]) -> None:
+    from .tasks import recompare_days
+
+    try:
+        recompare_days.apply_async(
+            kwargs={"changed_days": {project: [day.isoformat() for day in days] for project, days in pending.items()}},
+            countdown=lock_ttl_seconds() + 1)
+    except Exception:  # noqa: BLE001 - a broker outage: say which command brings the days back in line
+        logger.exception("could not queue the comparison of re-rated days %s; run `manage.py reconcile` for them",
+                         pending)
 
 
 def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> None:

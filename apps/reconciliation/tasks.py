@@ -13,6 +13,7 @@ from .services import (
     lock_ttl_seconds,
     reconciliation_failure_alert,
     reconciliation_lock_owner,
+    reconciliation_recompare,
     reconciliation_reconcile,
 )
 
@@ -65,3 +66,23 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
                                  "project_id": ours[0] if len(ours) == 1 else project_id, "attempt": attempt},
                          countdown=lock_ttl_seconds() + 1, max_retries=LOCKED_RETRIES)
     return summary
+
+
+@shared_task(bind=True, name="reconciliation.recompare_days", acks_late=True, ignore_result=True)
+def recompare_days(self, changed_days: dict[str, list[str]], attempt: int = 0) -> dict:
+    """Re-rated days that could not be compared again at once (another reconciliation held their project, or
+    it failed): compare them now from the OpenAI figures stored, retrying while a project stays locked.
+    Safe to repeat: each day's result is replaced atomically."""
+    days = {project: {dt.date.fromisoformat(day) for day in listed} for project, listed in changed_days.items()}
+    outcome = reconciliation_recompare(changed_days=days, lock_owner=self.request.id or "")
+    if outcome.locked:
+        if attempt >= LOCKED_RETRIES:
+            logger.error("re-rated days of %s still locked after %d tries; run `manage.py reconcile` for %s",
+                         ", ".join(outcome.locked), attempt, outcome.locked)
+        else:
+            recompare_days.apply_async(
+                kwargs={"changed_days": {project: [day.isoformat() for day in listed]
+                                         for project, listed in outcome.locked.items()},
+                        "attempt": attempt + 1},
+                countdown=lock_ttl_seconds() + 1)
+    return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked)}
