@@ -247,6 +247,47 @@ def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch
     assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
 
 
+def test_manage_py_inventory_sync_holds_the_hourly_tasks_lock_so_the_task_skips_meanwhile(monkeypatch, capsys):
+    """The command took no lock: run beside the hourly task, both listed everything (every OpenAI call twice)."""
+    from django.core.cache import cache
+
+    from apps.lifecycle import tasks
+
+    during = []
+
+    def listing(**kwargs):
+        during.append((cache.get(tasks.INVENTORY_LOCK) is not None, tasks.inventory_sync()))
+        return services.InventoryResult(counts={"files": 2}, orphans=0, gone=0)
+
+    monkeypatch.setattr(services, "inventory_sync", listing)
+    call_command("inventory_sync")
+    assert during == [(True, {"skipped": "another inventory sync is running"})]
+    assert cache.get(tasks.INVENTORY_LOCK) is None  # released when the command is done
+    assert "inventory synced" in capsys.readouterr().out
+
+
+def test_manage_py_inventory_sync_while_the_task_runs_exits_non_zero_naming_it_and_lists_nothing(monkeypatch,
+                                                                                                  capsys):
+    """A sync already running (the hourly task holds the lock): the command says which and what to do, exits
+    with status 1, and asks OpenAI nothing."""
+    from django.core.cache import cache
+    from django.core.management import ManagementUtility
+
+    from apps.lifecycle import tasks
+
+    calls = []
+    monkeypatch.setattr(services, "inventory_sync", lambda **kwargs: calls.append(1))
+    cache.add(tasks.INVENTORY_LOCK, "the-hourly-task", 60)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            ManagementUtility(["manage.py", "inventory_sync"]).execute()
+    finally:
+        cache.delete(tasks.INVENTORY_LOCK)
+    assert exited.value.code == 1 and calls == []
+    error = capsys.readouterr().err
+    assert "lifecycle.inventory_sync" in error and "Wait for it to finish, or run this again later" in error
+
+
 def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_its_heartbeat(monkeypatch, time_machine,
                                                                                  settings):
     """A killed worker's lock blocks the hourly sync for one lease at most, yet a live sync that lists for
@@ -260,7 +301,7 @@ def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_its_heartbeat
     time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
     held = []
 
-    def listing_for_an_hour(*, heartbeat):
+    def listing_for_an_hour(*, heartbeat, **_):
         for _ in range(4):
             time_machine.shift(tasks.INVENTORY_LEASE_SECONDS * 3 // 4)
             heartbeat()
