@@ -11,9 +11,9 @@ COPY apps ./apps
 COPY config ./config
 RUN pip install --no-cache-dir -c requirements.lock .
 COPY . .
-# collectstatic connects to neither; production settings only insist that they are named.
+# collectstatic connects to none of them; production settings only insist that they are named.
 RUN mkdir -p /app/var && DJANGO_SECRET_KEY=build-only DJANGO_ALLOWED_HOSTS=localhost \
-    DATABASE_URL=postgres://build-only@localhost/none REDIS_URL=redis://localhost:6379/0 \
+    DATABASE_URL=postgres://build-only@localhost/none REDIS_URL=redis://localhost:6379/0 OPENAI_API_KEY=build-only \
     python manage.py collectstatic --noinput && chown -R runledger /app/var
 USER runledger
 EXPOSE 8000

@@ -14,7 +14,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from apps.provider.client import OpenAIProvider, ProviderError, ProviderNotFound, ProviderRateLimited
+from apps.provider.client import (
+    OpenAIProvider,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderUnavailable,
+)
 from apps.provider.projects import (
     ProjectKeyMissing,
     ProjectProviders,
@@ -31,6 +37,9 @@ logger = logging.getLogger(__name__)
 REFRESH_MAX_AGE = dt.timedelta(days=7)
 THREAD_RUNS_PER_THREAD = 100
 DISCOVER_CURSOR_KEY = "ledger:collect_thread_runs:cursor"
+# Server-side failures in a row (5xx, timeouts, connection errors, each after the provider's retries) that stop a
+# pass: OpenAI is down, and asking about the rest of the batch would only spend requests (and minutes) for nothing.
+OUTAGE_STOP_AFTER = 3
 
 
 @dataclass
@@ -61,6 +70,36 @@ class CollectResult:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
+
+
+class _OutageWatch:
+    """Counts server-side failures in a row (ProviderUnavailable) so that a pass stops once OpenAI looks down,
+    as it already stops on a rate limit. Any other answer from OpenAI (the object, a 404, a refused key, a bad
+    request) shows it is up and starts the count again; a project without a key asks nothing and changes
+    nothing. Only the server side counts: a refused or missing key is one project's setup, and its items keep
+    being passed over one by one."""
+
+    def __init__(self, result: CollectResult, what: str):
+        self.result = result
+        self.what = what
+        self.in_a_row = 0
+
+    def answered(self) -> None:
+        self.in_a_row = 0
+
+    def failed(self, exc: ProviderError) -> bool:
+        """Count `exc` (already counted in `errors` by the caller); True when the pass must stop, with
+        `stopped_early` saying why (logged once, here)."""
+        if not isinstance(exc, ProviderUnavailable):
+            self.answered()
+            return False
+        self.in_a_row += 1
+        if self.in_a_row < OUTAGE_STOP_AFTER:
+            return False
+        self.result.stopped_early = (f"OpenAI unavailable: {self.in_a_row} server errors or timeouts in a row "
+                                     f"(last: {exc})")
+        logger.warning("%s stopped early, the rest left for the next pass: %s", self.what, self.result.stopped_early)
+        return True
 
 
 def _wants_steps(run: dict) -> bool:
@@ -140,6 +179,7 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
     events: list[dict] = []
     checked_ids, passed_ids = [], []  # passed: not checked (no key, an error), still to the back of the queue
     beat = heartbeat or (lambda: None)
+    outage = _OutageWatch(result, "collect_runs_refresh")
     for run in runs:
         beat()
         if run["api"] == Api.ASSISTANTS:
@@ -154,6 +194,7 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
             passed_ids.append(run["id"])  # or a project without a key would hold the front of the queue for ever
             continue
         except ProviderNotFound:
+            outage.answered()
             result.not_found += 1
             checked_ids.append(run["id"])
             continue
@@ -164,7 +205,10 @@ def collect_runs_refresh(*, limit: int = 500, provider: OpenAIProvider | None = 
             result.errors += 1
             logger.warning("collect %s: %s", run["openai_id"], exc)
             passed_ids.append(run["id"])  # a project whose key OpenAI refuses must not hold the queue either
+            if outage.failed(exc):
+                break  # the runs not asked about keep their place at the front of the queue
             continue
+        outage.answered()
         checked_ids.append(run["id"])
         events.append(_run_event(provider, obj, run["tenant__slug"], project))
     result.checked = len(checked_ids)
@@ -195,8 +239,10 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
     events: list[dict] = []
     beat = heartbeat or (lambda: None)
     done_through = None  # the last thread this call finished with
+    outage = _OutageWatch(result, "collect_thread_runs")
     for thread in threads:
         beat()
+        stop = False
 
         def first_runs(provider, thread=thread):
             return list(itertools.islice(provider.list_thread_runs(thread["openai_id"]), THREAD_RUNS_PER_THREAD))
@@ -204,11 +250,13 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         try:
             provider, project, runs = _fetch_anywhere(providers, thread["openai_project"], first_runs, result)
             events.extend(_run_event(provider, obj, thread["tenant__slug"], project) for obj in runs)
+            outage.answered()
         except ProjectKeyMissing:
             # Counted by _reachable, not as checked; the cursor moves past the thread.
             done_through = thread["id"]
             continue
         except ProviderNotFound:
+            outage.answered()
             result.not_found += 1
         except ProviderRateLimited:
             result.stopped_early = "rate limited"
@@ -216,8 +264,13 @@ def collect_thread_runs(*, limit: int = 200, active_since: dt.datetime, provider
         except ProviderError as exc:
             result.errors += 1
             logger.warning("list runs of %s: %s", thread["openai_id"], exc)
+            # Passed over as any failed thread is (the cursor moves past it); after an outage's last failure the
+            # threads not listed keep their place, as after a rate limit.
+            stop = outage.failed(exc)
         result.checked += 1
         done_through = thread["id"]
+        if stop:
+            break
     _ingest_read(events, result)
     # The cursor moves only once the runs read are stored: moved thread by thread before, a worker killed before
     # the ingest (or an ingest that failed) left those threads' unreported runs behind until the next full pass,

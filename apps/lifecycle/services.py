@@ -93,6 +93,11 @@ class SweepBusy(LifecycleError):
     pass
 
 
+class DeleteOutcomeUnknown(LifecycleError):
+    """A staff delete answered by a 5xx, a timeout or a lost connection (after every retry): OpenAI may have
+    carried it out all the same, so it is neither "deleted" nor "nothing changed". Nothing is recorded."""
+
+
 # --- talking to OpenAI through the one provider -------------------------------------------------------
 
 
@@ -599,7 +604,7 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
     providers = _providers(provider)
     project = resource.openai_project or settings.OPENAI_PROJECT_ID
     try:
-        outcome = _provider_delete(providers.for_project(project), resource_type, resource.openai_id)
+        outcome = _staff_provider_delete(providers.for_project(project), resource_type, resource.openai_id)
     except ProjectKeyMissing as exc:
         raise LifecycleError(f"{resource.openai_id} is in OpenAI project {project}, which RunLedger "
                              f"cannot reach: {exc}") from exc
@@ -609,7 +614,7 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
                                                resource.openai_id)
         if holder is not None:
             _project_correct(resource_type, resource.openai_id, holder, actor=actor)
-            outcome = _provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
+            outcome = _staff_provider_delete(providers.for_project(holder), resource_type, resource.openai_id)
         elif unreachable:
             raise LifecycleError(f"{resource.openai_id}: {not_found_unasked(project, unreachable)}: nothing recorded.")
     now = timezone.now()
@@ -648,6 +653,23 @@ def _staff_delete_audit(resource, resource_type: str, outcome: str, reason: str,
         state=SweepItem.State.DONE, outcome=outcome, detail=reason, processed_at=now, usage_bytes=usage_bytes,
         saved_usd_per_day=saved_usd_per_day,
     )
+
+
+def _staff_provider_delete(provider, resource_type: str, openai_id: str) -> str:
+    """_provider_delete for a staff delete: an error that may have come after OpenAI deleted the object (the
+    provider's `maybe_carried_out`: a 5xx, a timeout or a lost connection on this try or an earlier one) is
+    DeleteOutcomeUnknown, not the refusal ("nothing changed") a 4xx before anything happened is."""
+    try:
+        return _provider_delete(provider, resource_type, openai_id)
+    except ProviderError as exc:
+        if not exc.maybe_carried_out:
+            raise
+        raise DeleteOutcomeUnknown(
+            f"Whether OpenAI deleted {openai_id} is unknown: {exc}. A server error or timeout can come after the "
+            "delete was carried out. RunLedger's row stays as it was (not marked deleted, not audited); the hourly "
+            "inventory sync settles it, marking it gone if OpenAI no longer lists it. To delete it now, try "
+            "again later."
+        ) from exc
 
 
 def _provider_delete(provider, resource_type: str, openai_id: str) -> str:

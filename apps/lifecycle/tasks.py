@@ -75,11 +75,19 @@ def _renewing(*, every: float):
     return renew
 
 
+@singleton("lifecycle.inventory_sync", seconds=INVENTORY_LEASE_SECONDS, skipped=False)
+def inventory_sync_exclusive(*, progress=None) -> services.InventoryResult | bool:
+    """The inventory sync while holding its lock, renewed as it lists; False (nothing done) while another sync
+    holds it. The hourly task and `manage.py inventory_sync` both come through here: run side by side, two
+    syncs made every listing call twice."""
+    return services.inventory_sync(progress=progress, heartbeat=_renewing(every=INVENTORY_LEASE_SECONDS / 10))
+
+
 @shared_task(name="lifecycle.inventory_sync", acks_late=True, ignore_result=True)
-@singleton("lifecycle.inventory_sync", seconds=INVENTORY_LEASE_SECONDS,
-           skipped={"skipped": "another inventory sync is running"})
 def inventory_sync() -> dict:
-    result = services.inventory_sync(heartbeat=_renewing(every=INVENTORY_LEASE_SECONDS / 10))
+    result = inventory_sync_exclusive()
+    if result is False:
+        return {"skipped": "another inventory sync is running"}
     return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable}
 
 

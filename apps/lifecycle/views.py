@@ -333,10 +333,13 @@ class OrphanActionView(StaffActionView):
                 raise Http404("Not found.")
         except services.RESOURCE_MODELS[resource_type].DoesNotExist as exc:
             raise Http404("Not found.") from exc
+        except services.DeleteOutcomeUnknown as exc:
+            messages.warning(request, str(exc))  # not "nothing changed": OpenAI may have deleted it
         except services.LifecycleError as exc:
             messages.error(request, str(exc))
         except ProviderError as exc:
-            # OpenAI refused or stayed unavailable after the client's retries: nothing was deleted or recorded.
+            # OpenAI refused before doing anything (a 4xx, or a 429 after the client's retries with no 5xx or
+            # timeout before it): nothing was deleted or recorded.
             messages.error(request, f"OpenAI did not delete it ({exc}). Nothing changed; try again later.")
         return HttpResponseRedirect(reverse("lifecycle:orphans"))
 

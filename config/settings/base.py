@@ -39,6 +39,28 @@ def env_minutes_before_expiry(name: str, default: int) -> int:
     return int(text)
 
 
+def env_http_url(name: str, default: str = "", *, example: str) -> str:
+    """An http(s) URL with a host from the environment ("" when unset and no default), or a start-up error naming
+    the variable. A URL without a scheme or host (`api.openai.com/v1`, `localhost:8765`) was handed to the
+    SDK as it came and failed every request, in the workers, long after start-up said nothing."""
+    from urllib.parse import urlsplit
+
+    text = env.str(name, default=default).strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL with a host, like {example}, or unset; it is {text!r}.")
+    return text
+
+
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-only-key-change-me-in-production-0123456789")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
@@ -212,7 +234,8 @@ CELERY_BEAT_SCHEDULE = {}  # filled in config.beat, imported by config.celery
 # --- OpenAI -------------------------------------------------------------------------------------
 # Default project used by the collectors and sweeps; reconciliation projects are configured in the DB
 # and name the environment variables that hold their keys.
-OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+# Unset: OpenAI itself. Set only to point at a proxy or the sandbox.
+OPENAI_BASE_URL = env_http_url("OPENAI_BASE_URL", example="https://api.openai.com/v1 (the sandbox: http://127.0.0.1:8765/v1)")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_ADMIN_KEY = env.str("OPENAI_ADMIN_KEY", default="")
 OPENAI_PROJECT_ID = env.str("OPENAI_PROJECT_ID", default="proj_default")

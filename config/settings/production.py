@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F401,F403
-from .base import ALERT_WEBHOOK_SECRET, ALERT_WEBHOOK_URL, LOGGING, env
+from .base import ALERT_WEBHOOK_SECRET, ALERT_WEBHOOK_URL, LOGGING, OPENAI_API_KEY, env
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
@@ -28,6 +28,14 @@ for _required in ("DATABASE_URL", "REDIS_URL"):
             f"{_required} is not set: production needs PostgreSQL (DATABASE_URL=postgres://user:pass@host:5432/runledger) "
             f"and Redis (REDIS_URL=redis://host:6379/0); see README 'Production'."
         )
+if not OPENAI_API_KEY:
+    # base.py's empty default: every collector pass, sweep, inventory and staff delete then failed at OpenAI, one
+    # by one, in the workers' logs, while the web process started as if nothing were missing.
+    raise ImproperlyConfigured(
+        "OPENAI_API_KEY is not set: production reaches OpenAI with it (collectors, sweeps, inventory, staff deletes). "
+        "Set it to an API key of the default OpenAI project (OPENAI_PROJECT_ID), from "
+        "https://platform.openai.com/api-keys; see README 'Production'."
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SANDBOX_ENABLED = False

@@ -566,7 +566,7 @@ def test_production_refuses_a_webhook_url_without_a_secret_to_sign_with():
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "k" * 60,
            "DJANGO_ALLOWED_HOSTS": "runledger.example.com", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
-           "REDIS_URL": "redis://redis:6379/0", "ALERT_WEBHOOK_URL": "https://hooks.example.com/runledger", "ALERT_WEBHOOK_SECRET": ""}
+           "REDIS_URL": "redis://redis:6379/0", "OPENAI_API_KEY": "sk-proj-named-never-used", "ALERT_WEBHOOK_URL": "https://hooks.example.com/runledger", "ALERT_WEBHOOK_SECRET": ""}
 
     def start(**overrides):
         return subprocess.run([sys.executable, "-c", "import django; django.setup()"], env={**env, **overrides},

@@ -6,15 +6,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# What production settings insist on; named only, since starting up connects to neither.
-PRODUCTION_SERVICES = {"DATABASE_URL": "postgres://runledger:secret@db:5432/runledger", "REDIS_URL": "redis://redis:6379/0"}
+# What production settings insist on; named only, since starting up connects to none of them.
+PRODUCTION_SERVICES = {"DATABASE_URL": "postgres://runledger:secret@db:5432/runledger", "REDIS_URL": "redis://redis:6379/0",
+                       "OPENAI_API_KEY": "sk-proj-named-never-used"}
 
 
 def _clean_environment() -> dict:
     # Nothing the test process set for itself (DJANGO_ALLOW_ASYNC_UNSAFE from browser tests, the test
     # settings module, service URLs) may leak into the production check.
     return {key: value for key, value in os.environ.items()
-            if not key.startswith("DJANGO_") and key not in {"DATABASE_URL", "REDIS_URL"}}
+            if not key.startswith(("DJANGO_", "OPENAI_")) and key not in {"DATABASE_URL", "REDIS_URL"}}
 
 
 def test_check_deploy_with_production_settings_is_clean():
@@ -25,6 +26,7 @@ def test_check_deploy_with_production_settings_is_clean():
         "DJANGO_ALLOWED_HOSTS": "runledger.example.com",
         "DATABASE_URL": "sqlite:////tmp/runledger-check-deploy.sqlite3",
         "REDIS_URL": "redis://redis:6379/0",  # named, never reached: the checks connect to nothing
+        "OPENAI_API_KEY": PRODUCTION_SERVICES["OPENAI_API_KEY"],
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -93,3 +95,35 @@ def test_production_refuses_to_start_without_its_database_or_redis():
     for name in ("DATABASE_URL", "REDIS_URL"):
         refused = start(**{name: True})
         assert refused.returncode != 0 and f"{name} is not set" in refused.stderr
+
+
+def _start(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True,
+                          env=env, text=True, timeout=60)
+
+
+def test_production_refuses_to_start_without_an_openai_api_key_saying_what_to_set():
+    """Started without it, production came up and every collector pass, sweep and inventory then failed in the
+    workers, one by one; now start-up refuses, as without DATABASE_URL or REDIS_URL."""
+    env = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "s" * 60,
+           "DJANGO_ALLOWED_HOSTS": "x", **PRODUCTION_SERVICES}
+    for missing in ({key: value for key, value in env.items() if key != "OPENAI_API_KEY"}, {**env, "OPENAI_API_KEY": ""}):
+        refused = _start(missing)
+        assert refused.returncode != 0
+        assert "OPENAI_API_KEY is not set" in refused.stderr and "Set it to an API key" in refused.stderr
+
+
+def test_an_openai_base_url_that_is_not_an_http_url_with_a_host_stops_start_up_in_every_settings_module():
+    """A base URL without a scheme or host went to the SDK as it came, and every OpenAI call failed later in the
+    workers. Refused at start-up, naming the variable and its form; a valid one (or none) still starts."""
+    production = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.production",
+                  "DJANGO_SECRET_KEY": "s" * 60, "DJANGO_ALLOWED_HOSTS": "x", **PRODUCTION_SERVICES}
+    local = {**_clean_environment(), "DJANGO_SETTINGS_MODULE": "config.settings.local"}
+    for env, bad in ((production, "api.openai.com/v1"), (production, "ftp://api.openai.com/v1"),
+                     (local, "localhost:8765/v1"), (local, "http:///v1"), (local, "http://127.0.0.1:port/v1")):
+        refused = _start({**env, "OPENAI_BASE_URL": bad})
+        assert refused.returncode != 0, bad
+        assert "OPENAI_BASE_URL must be an http(s) URL with a host" in refused.stderr and repr(bad) in refused.stderr
+    assert _start({**production, "OPENAI_BASE_URL": "https://openai-proxy.internal:8443/v1"}).returncode == 0
+    assert _start(local).returncode == 0  # the sandbox's default URL (make run, the demo)
+    assert _start({**local, "OPENAI_BASE_URL": "http://127.0.0.1:8766/v1"}).returncode == 0

@@ -266,3 +266,97 @@ def test_threads_whose_runs_were_read_but_not_stored_are_listed_again_by_the_nex
 
     collect_thread_runs(limit=1, active_since=active_since, provider=provider)
     assert Run.objects.for_tenant(tenant).filter(openai_id=unreported.id).exists()
+
+
+def _quick_provider(sandbox, max_attempts=2):
+    """The sandbox's provider with two tries a request and no waiting between them."""
+    from apps.provider.client import OpenAIProvider
+
+    return OpenAIProvider(base_url=sandbox.base_url, api_key=sandbox.api_key, admin_key=sandbox.admin_key,
+                          project_id="proj_default", backoff_base=0.001, backoff_cap=0.001, rate_limiter=None,
+                          max_attempts=max_attempts)
+
+
+def _queued_runs(openai_client, tenant, count):
+    """`count` recorded, queued runs of their own threads, oldest check first in list order."""
+    assistant = _assistant(openai_client)
+    runs = []
+    for _ in range(count):
+        thread = openai_client.beta.threads.create()
+        runs.append(openai_client.beta.threads.runs.create(thread.id, assistant_id=assistant.id))
+    ingest_events(events=[{"tenant": "acme", "object": run.to_dict()} for run in runs])
+    for age, run in enumerate(reversed(runs), start=1):
+        Run.objects.for_tenant(tenant).filter(openai_id=run.id).update(
+            updated_at=timezone.now() - dt.timedelta(minutes=age))
+    return runs
+
+
+def test_collect_runs_stops_after_three_server_errors_in_a_row_and_leaves_the_rest_in_the_queue(
+        tenant, sandbox, openai_client, provider):
+    """OpenAI down (every answer 502): the pass stops after the third run instead of spending a request (and
+    its retries) on each of its `limit` runs; the runs not asked about keep their place at the front."""
+    runs = _queued_runs(openai_client, tenant, 5)
+    before = {r.openai_id: r.updated_at for r in Run.objects.for_tenant(tenant)}
+    sandbox.advance(10)
+    sandbox.faults.server_error(path=r"^/v1/threads/[^/]+/runs/", times=None, status=502)
+    down = _quick_provider(sandbox)
+
+    result = collect_runs_refresh(provider=down)
+
+    assert (result.checked, result.errors) == (0, 3)
+    assert result.stopped_early.startswith("OpenAI unavailable: 3 server errors or timeouts in a row")
+    assert down.attempts_made == 3 * 2  # three runs, two tries each; none for the other two
+    after = {r.openai_id: r for r in Run.objects.for_tenant(tenant)}
+    assert all(after[run.id].updated_at > before[run.id] for run in runs[:3])  # passed over: to the back
+    assert all(after[run.id].updated_at == before[run.id] for run in runs[3:])  # not asked: where they were
+    assert all(r.status == "queued" for r in after.values())
+
+    sandbox.faults.clear_faults()  # OpenAI is back: the next pass starts with the runs not asked about
+    again = collect_runs_refresh(limit=2, provider=_quick_provider(sandbox))
+    assert (again.checked, again.updated, again.stopped_early) == (2, 2, "")
+    assert {r.openai_id for r in Run.objects.for_tenant(tenant).filter(status="completed")} == {r.id for r in runs[3:]}
+
+
+def test_collect_runs_outage_count_starts_again_after_any_answer_and_ignores_refused_keys(
+        tenant, sandbox, openai_client, provider):
+    """Only server errors in a row stop a pass: a refused key (401) between them is OpenAI answering, and
+    its run is passed over as before; the pass goes on to the end."""
+    runs = _queued_runs(openai_client, tenant, 5)
+    for index, run in enumerate(runs):
+        status = 401 if index == 2 else 503
+        sandbox.faults.server_error(path=rf"^/v1/threads/{run.thread_id}/runs/", times=None, status=status)
+
+    result = collect_runs_refresh(provider=_quick_provider(sandbox))
+
+    assert (result.checked, result.errors, result.stopped_early) == (0, 5, "")
+
+
+def test_collect_thread_runs_stops_after_three_server_errors_in_a_row_and_keeps_its_cursor_before_the_rest(
+        tenant, sandbox, openai_client, provider):
+    """Listing threads' runs while OpenAI is down stops after three failures; the cursor moves past those three
+    only, so the next pass lists the threads not asked about."""
+    from django.core.cache import cache
+
+    from apps.ledger.collector import DISCOVER_CURSOR_KEY
+
+    assistant = _assistant(openai_client)
+    threads = [openai_client.beta.threads.create() for _ in range(5)]
+    ingest_events(events=[{"tenant": "acme", "object": thread.to_dict()} for thread in threads])
+    last = Thread.objects.for_tenant(tenant).order_by("pk").last()  # listed last: not asked in the outage
+    unreported = openai_client.beta.threads.runs.create(last.openai_id, assistant_id=assistant.id)
+    active_since = timezone.now() - dt.timedelta(days=1)
+    sandbox.faults.server_error(path=r"^/v1/threads/[^/]+/runs$", times=None, status=500)
+    down = _quick_provider(sandbox)
+
+    result = collect_thread_runs(limit=50, active_since=active_since, provider=down)
+
+    assert (result.checked, result.errors) == (3, 3)
+    assert result.stopped_early.startswith("OpenAI unavailable: 3 server errors")
+    assert down.attempts_made == 3 * 2
+    listed_first = list(Thread.objects.for_tenant(tenant).order_by("pk").values_list("pk", flat=True))[:3]
+    assert cache.get(DISCOVER_CURSOR_KEY) == listed_first[-1]
+
+    sandbox.faults.clear_faults()
+    again = collect_thread_runs(limit=50, active_since=active_since, provider=_quick_provider(sandbox))
+    assert (again.checked, again.created, again.stopped_early) == (2, 1, "")
+    assert Run.objects.for_tenant(tenant).filter(openai_id=unreported.id).exists()

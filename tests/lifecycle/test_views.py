@@ -161,12 +161,12 @@ def test_staff_assigns_and_deletes_orphans(world, staff_user, tenant):
 
 
 def test_orphan_delete_that_openai_refuses_is_a_message_not_a_500(world, staff_user, monkeypatch):
-    """OpenAI down after the client's retries: the page says so and nothing is marked deleted or audited."""
-    from apps.provider.client import ProviderUnavailable
+    """OpenAI refuses the delete (a 4xx): the page says so and nothing is marked deleted or audited."""
+    from apps.provider.client import ProviderBadRequest
 
     class Down:
         def _fail(self, openai_id):
-            raise ProviderUnavailable("delete: OpenAI answered 503 after 5 attempts", status_code=503)
+            raise ProviderBadRequest("delete: OpenAI answered 400: invalid id", status_code=400)
 
         delete_thread = delete_conversation = delete_vector_store = delete_file = delete_container = _fail
 
@@ -178,6 +178,52 @@ def test_orphan_delete_that_openai_refuses_is_a_message_not_a_500(world, staff_u
     store.refresh_from_db()
     assert store.status == "active"
     assert not AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id="vs_orphan").exists()
+
+
+def _sandbox_orphan_store(sandbox, openai_client, provider, monkeypatch):
+    """An orphan vector store at the sandbox and in the ledger; staff deletes reach it with the test's provider
+    (the real client: its retries, and its classification of a delete's failure)."""
+    store = openai_client.vector_stores.create(name="kb")
+    monkeypatch.setattr(services, "_default_provider", lambda: provider)
+    services.resources_record(tenant=None, obj=store.to_dict())
+    return store, VectorStore.objects.unassigned().get(openai_id=store.id)
+
+
+def test_staff_delete_answered_by_5xx_says_the_outcome_is_unknown_not_that_nothing_changed(
+        sandbox, openai_client, provider, staff_user, monkeypatch):
+    """A 5xx (or a timeout) can come after OpenAI deleted the object: "Nothing changed" was a guess. The page
+    says the outcome is unknown, that the row stays as it was and what settles it; nothing is recorded."""
+    store, row = _sandbox_orphan_store(sandbox, openai_client, provider, monkeypatch)
+    sandbox.faults.add("server_error", path=rf"^/v1/vector_stores/{store.id}$", method="DELETE", times=None, status=502)
+
+    response = _client(staff_user).post(f"/lifecycle/orphans/vector_store/{row.pk}/delete/", follow=True)
+
+    assert response.status_code == 200
+    shown = [(message.level_tag, str(message)) for message in response.context["messages"]]
+    assert len(shown) == 1 and shown[0][0] == "warning", shown
+    text = shown[0][1]
+    assert f"Whether OpenAI deleted {store.id} is unknown" in text and "502" in text
+    assert "row stays as it was" in text and "inventory sync settles it" in text
+    assert "Nothing changed" not in text
+    row.refresh_from_db()
+    assert row.status == "active"
+    assert not AuditEvent.objects.filter(action="lifecycle.resource.delete", target_id=store.id).exists()
+    assert not SweepItem.objects.unscoped().filter(openai_id=store.id).exists()
+
+
+def test_staff_delete_refused_with_a_4xx_still_says_nothing_changed(sandbox, openai_client, provider, staff_user,
+                                                                    monkeypatch):
+    """A 4xx refusal before anything happened: "Nothing changed" is true there, and stays."""
+    store, row = _sandbox_orphan_store(sandbox, openai_client, provider, monkeypatch)
+    sandbox.faults.add("server_error", path=rf"^/v1/vector_stores/{store.id}$", method="DELETE", times=None, status=403)
+
+    response = _client(staff_user).post(f"/lifecycle/orphans/vector_store/{row.pk}/delete/", follow=True)
+
+    shown = [(message.level_tag, str(message)) for message in response.context["messages"]]
+    assert len(shown) == 1 and shown[0][0] == "error" and "Nothing changed" in shown[0][1], shown
+    row.refresh_from_db()
+    assert row.status == "active"
+    assert openai_client.vector_stores.retrieve(store.id).id == store.id  # still there
 
 
 def test_starting_a_sweep_with_the_broker_down_creates_it_for_the_reaper(world, staff_user, monkeypatch):
@@ -247,6 +293,47 @@ def test_an_inventory_sync_delivered_while_another_runs_does_nothing(monkeypatch
     assert cache.get(tasks.INVENTORY_LOCK) is None  # released for the next hour's
 
 
+def test_manage_py_inventory_sync_holds_the_hourly_tasks_lock_so_the_task_skips_meanwhile(monkeypatch, capsys):
+    """The command took no lock: run beside the hourly task, both listed everything (every OpenAI call twice)."""
+    from django.core.cache import cache
+
+    from apps.lifecycle import tasks
+
+    during = []
+
+    def listing(**kwargs):
+        during.append((cache.get(tasks.INVENTORY_LOCK) is not None, tasks.inventory_sync()))
+        return services.InventoryResult(counts={"files": 2}, orphans=0, gone=0)
+
+    monkeypatch.setattr(services, "inventory_sync", listing)
+    call_command("inventory_sync")
+    assert during == [(True, {"skipped": "another inventory sync is running"})]
+    assert cache.get(tasks.INVENTORY_LOCK) is None  # released when the command is done
+    assert "inventory synced" in capsys.readouterr().out
+
+
+def test_manage_py_inventory_sync_while_the_task_runs_exits_non_zero_naming_it_and_lists_nothing(monkeypatch,
+                                                                                                  capsys):
+    """A sync already running (the hourly task holds the lock): the command says which and what to do, exits
+    with status 1, and asks OpenAI nothing."""
+    from django.core.cache import cache
+    from django.core.management import ManagementUtility
+
+    from apps.lifecycle import tasks
+
+    calls = []
+    monkeypatch.setattr(services, "inventory_sync", lambda **kwargs: calls.append(1))
+    cache.add(tasks.INVENTORY_LOCK, "the-hourly-task", 60)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            ManagementUtility(["manage.py", "inventory_sync"]).execute()
+    finally:
+        cache.delete(tasks.INVENTORY_LOCK)
+    assert exited.value.code == 1 and calls == []
+    error = capsys.readouterr().err
+    assert "lifecycle.inventory_sync" in error and "Wait for it to finish, or run this again later" in error
+
+
 def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_its_heartbeat(monkeypatch, time_machine,
                                                                                  settings):
     """A killed worker's lock blocks the hourly sync for one lease at most, yet a live sync that lists for
@@ -260,7 +347,7 @@ def test_an_inventory_sync_longer_than_its_lease_keeps_its_lock_by_its_heartbeat
     time_machine.move_to("2026-11-01T00:00:00Z", tick=False)
     held = []
 
-    def listing_for_an_hour(*, heartbeat):
+    def listing_for_an_hour(*, heartbeat, **_):
         for _ in range(4):
             time_machine.shift(tasks.INVENTORY_LEASE_SECONDS * 3 // 4)
             heartbeat()

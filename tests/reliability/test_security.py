@@ -168,7 +168,7 @@ def test_api_keys_and_passwords_never_reach_the_logs(api_client, tenant, caplog,
 def test_production_settings_secure_cookies_hsts_and_no_secret_defaults():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "k" * 60,
            "DJANGO_ALLOWED_HOSTS": "runledger.example.com", "DATABASE_URL": "sqlite:////tmp/x.sqlite3",
-           "REDIS_URL": "redis://redis:6379/0"}
+           "REDIS_URL": "redis://redis:6379/0", "OPENAI_API_KEY": "sk-proj-named-never-used"}
     code = ("from django.conf import settings as s; import json; print(json.dumps([s.SESSION_COOKIE_SECURE, "
             "s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT, "
             "s.DEBUG, 'apps.sandbox' in s.INSTALLED_APPS, 'apps.drills' in s.INSTALLED_APPS]))")

@@ -1,16 +1,24 @@
 """`manage.py inventory_sync`: list vector stores, files and containers at OpenAI (every project RunLedger can reach)
-and record each with its project and tenant."""
+and record each with its project and tenant. Holds the lock of the hourly task lifecycle.inventory_sync, so the
+two never list side by side."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from apps.lifecycle import services
+from apps.lifecycle.tasks import INVENTORY_LEASE_SECONDS, inventory_sync_exclusive
 
 
 class Command(BaseCommand):
     help = "List every vector store, file and container at OpenAI and record it with its tenant, or as an orphan."
 
     def handle(self, *args, **options):
-        result = services.inventory_sync(progress=self.stdout.write)
+        result = inventory_sync_exclusive(progress=self.stdout.write)
+        if result is False:
+            raise CommandError(
+                "Another inventory sync is running (the hourly Celery task lifecycle.inventory_sync, or another "
+                "`manage.py inventory_sync`) and holds its lock; nothing was listed. Wait for it to finish, or run "
+                f"this again later (a lock left by a killed worker lapses within {INVENTORY_LEASE_SECONDS // 60} "
+                "minutes)."
+            )
         for key, value in sorted(result.counts.items()):
             self.stdout.write(f"  {key}: {value}")
         self.stdout.write(self.style.SUCCESS(
