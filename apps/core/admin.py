@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
-from django.db import models
+from django.db import models, transaction
 
 from .models import AuditEvent
 
@@ -48,10 +48,14 @@ def _names(objects) -> str:
 
 class AuditedAdminMixin:
     """Every add, change and delete made in the Django admin writes an AuditEvent naming the staff user and,
-    for a change, each changed field before and after (prices, tenants and their policies, memberships, keys).
+    for a change, each changed field before and after (prices, tenants and their policies, memberships, keys);
+    a delete also writes one for each row `audit_cascade` names that is deleted with the object.
     Secrets never reach the log: fields listed in `audit_exclude` are recorded as changed, not by value."""
 
     audit_exclude: tuple[str, ...] = ("key_hash", "password")
+    # Rows deleted by cascade with the object, by related accessor, and the fields their delete record gives: a
+    # cascade deletes them without the admin's delete_model, so they would otherwise leave no record.
+    audit_cascade: dict[str, tuple[str, ...]] = {}
 
     def _audit(self, request, obj, verb: str, data: dict) -> None:
         from .services import audit_record
@@ -118,13 +122,43 @@ class AuditedAdminMixin:
         return super().get_deleted_objects(objs, request)
 
     def delete_model(self, request, obj):
-        self._audit(request, obj, "delete", {"object": str(obj)})
-        super().delete_model(request, obj)
+        with transaction.atomic():  # Django's delete page is atomic already; the audit and the delete are one
+            self._audit_deletion(request, [obj])
+            super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
-        for obj in queryset:
+        # The list's "delete selected" runs outside a transaction: a delete that failed (a run arrived meanwhile
+        # and PROTECTs the tenant) left audit records of deletions that never happened.
+        with transaction.atomic():
+            self._audit_deletion(request, list(queryset))
+            super().delete_queryset(request, queryset)
+
+    def _audit_deletion(self, request, objs) -> None:
+        """A delete record for each object and for each row listed in `audit_cascade` that goes with it.
+        The objects' rows are locked first: on PostgreSQL a row inserted meanwhile that refers to one of them (a
+        new key for the tenant) waits for the lock and then fails, so nothing is deleted without its record."""
+        if self.audit_cascade:
+            list(self.model._base_manager.select_for_update().filter(pk__in=[obj.pk for obj in objs]))
+        for obj in objs:
             self._audit(request, obj, "delete", {"object": str(obj)})
-        super().delete_queryset(request, queryset)
+            for accessor, fields in self.audit_cascade.items():
+                related = getattr(obj, accessor).all()
+                joined = [name for name in fields if related.model._meta.get_field(name).is_relation]
+                for row in related.select_related(*joined).select_for_update(of=("self",)).order_by("pk"):
+                    self._audit(request, row, "delete", {
+                        "object": str(row), "deleted_with": f"{obj._meta.model_name} {obj}",
+                        **self._cascade_fields(row, fields)})
+
+    @staticmethod
+    def _cascade_fields(row, fields) -> dict:
+        data = {}
+        for name in fields:
+            value = getattr(row, name)
+            if isinstance(value, models.Model):  # a user: the name to read, the id if it is renamed later
+                data[name], data[f"{name}_id"] = str(value), value.pk
+            else:
+                data[name] = "" if value is None else str(value)
+        return data
 
 
 # Django's own user admin audited nothing: making someone staff or superuser, giving them a group or setting

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q
 from django.http import HttpResponse
-from django.utils.http import parse_etags, quote_etag
+from django.utils.http import ETAG_MATCH, parse_etags, quote_etag
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
@@ -210,10 +210,40 @@ IF_NONE_MATCH = OpenApiParameter(
     description="An ETag from an earlier response: 304 Not Modified when the content is unchanged.",
 )
 NOT_MODIFIED = {304: OpenApiResponse(description="Not modified (the If-None-Match ETag still matches).")}
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="The ETag of the state this change is based on (from a GET or an earlier write): the change is made "
+                "only if the resource is still in that state, else 412. `*` matches any state. Without it the last "
+                "write wins.",
+)
+ERROR_412 = {412: _error("Changed since the If-Match ETag was read (`precondition_failed`); nothing was changed. "
+                         "GET it again, then decide and retry with the new ETag.")}
 
 
 def etag_for(content: bytes) -> str:
     return quote_etag(hashlib.sha256(content).hexdigest())
+
+
+def if_match_etags(request) -> frozenset[str] | None:
+    """The ETags a write's If-Match header names ({"*"} for `*`), or None without the header. Read before the
+    write, compared (if_match_passes) where the write holds its lock. A header that is not a list of quoted ETags
+    is a 400 naming it: Django's parse_etags drops what it cannot read, and an unquoted ETag (a client that
+    stripped the quotes) would otherwise be a 412 forever, however often the client read the resource again."""
+    given = request.META.get("HTTP_IF_MATCH")
+    if given is None:
+        return None
+    if given.strip() == "*":
+        return frozenset({"*"})
+    items = [item.strip() for item in given.split(",")]
+    if not items or not all(ETAG_MATCH.fullmatch(item) for item in items):
+        raise ValidationError({"If-Match": 'Send the ETag as the API gave it, in double quotes ("…"), or *.'})
+    return frozenset(items)
+
+
+def if_match_passes(wanted: frozenset[str], etag: str) -> bool:
+    """Strong comparison, as RFC 9110 requires for If-Match: a weak ETag (W/"…") never matches, since it does not
+    promise the same bytes. The API sends only strong ones."""
+    return "*" in wanted or etag in wanted
 
 
 def json_bytes(data) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -15,17 +16,26 @@ from apps.core.api_support import (
     ERROR_400,
     ERROR_404,
     ERROR_409,
+    ERROR_412,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    NOT_MODIFIED,
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
     KnownQueryParametersMixin,
+    etag_for,
+    etag_response,
+    if_match_etags,
+    if_match_passes,
+    json_bytes,
 )
 
 from .api import TenantScopedAPIMixin
 from .api_serializers import TenantSerializer, TenantUpdateSerializer
 from .models import ADMIN_POLICY_FIELDS
 from .selectors import tenants_visible
-from .services import tenant_create, tenant_update
+from .services import TenantChangedMeanwhile, tenant_create, tenant_update
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Tenant slug.")
 
@@ -53,6 +63,12 @@ def _fields_reserved_for_operators(data) -> list[str]:
         return []  # not an object: the serializer answers 400
     writable = {name for name, field in TenantUpdateSerializer().fields.items() if not field.read_only}
     return [name for name in data.keys() if name in writable and name not in ADMIN_POLICY_FIELDS and name != "slug"]
+
+
+def _representation(tenant) -> bytes:
+    """The tenant as the API shows it; its ETag is the ETag of the tenant's stored state (timestamps included, so
+    every write changes it)."""
+    return json_bytes(TenantSerializer(tenant).data)
 
 
 class TenantListView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericAPIView):
@@ -91,23 +107,25 @@ class TenantDetailView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericA
     @extend_schema(
         operation_id="tenants_retrieve",
         summary="One tenant",
-        parameters=[SLUG],
-        responses={200: TenantSerializer, **READ_ERRORS, **ERROR_404},
+        parameters=[SLUG, IF_NONE_MATCH],
+        responses={200: TenantSerializer, **NOT_MODIFIED, **READ_ERRORS, **ERROR_404},
         tags=["tenants"],
     )
     def get(self, request, slug: str):
-        return Response(TenantSerializer(self.get_tenant(slug)).data)
+        # With an ETag a billing system can PATCH "only if nobody changed it since I read it" (If-Match).
+        return etag_response(request, _representation(self.get_tenant(slug)), "application/json")
 
     @extend_schema(
         operation_id="tenants_partial_update",
-        summary="Change a tenant's name, billing id or policies (admin key)",
-        parameters=[SLUG],
+        summary="Change a tenant's name, billing id or policies (admin key); with If-Match, only if unchanged since read",
+        parameters=[SLUG, IF_MATCH],
         request=TenantUpdateSerializer,
-        responses={200: TenantSerializer, **ERROR_400, **READ_ERRORS, **ERROR_404},
+        responses={200: TenantSerializer, **ERROR_400, **READ_ERRORS, **ERROR_404, **ERROR_412},
         tags=["tenants"],
     )
     def patch(self, request, slug: str):
-        tenant = self.get_tenant(slug)
+        tenant = self.get_tenant(slug)  # first: another tenant's slug is a 404 whatever the headers say
+        wanted = if_match_etags(request)
         if not self.tenant_scope.is_every_tenant:
             refused = _fields_reserved_for_operators(request.data)
             if refused:
@@ -116,5 +134,15 @@ class TenantDetailView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericA
         serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {field: value for field, value in serializer.validated_data.items() if field != "slug"}
-        tenant = _saved(lambda: tenant_update(tenant=tenant, actor=request.user, **changes))
-        return Response(TenantSerializer(tenant).data)
+        # Compared by tenant_update on the row it has locked: checked here, two PATCHes with the same If-Match
+        # could both pass before either wrote. Without If-Match the last write wins, as before.
+        precondition = None if wanted is None else (
+            lambda stored: if_match_passes(wanted, etag_for(_representation(stored))))
+        try:
+            tenant = _saved(lambda: tenant_update(tenant=tenant, actor=request.user, precondition=precondition, **changes))
+        except TenantChangedMeanwhile:
+            message = "The tenant has changed since this ETag was read; nothing was changed. GET the tenant again."
+            return Response(error_body("precondition_failed", message, "If-Match"),
+                            status=status.HTTP_412_PRECONDITION_FAILED)
+        content = _representation(tenant)
+        return HttpResponse(content, content_type="application/json", headers={"ETag": etag_for(content)})

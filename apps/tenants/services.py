@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 
 from django.db import transaction
 from django.dispatch import Signal
@@ -93,13 +94,24 @@ def tenant_create(*, slug: str, name: str, actor=None, **policy) -> Tenant:
 tenant_policy_changed = Signal()
 
 
+class TenantChangedMeanwhile(Exception):
+    """The stored tenant is no longer in the state the caller based its change on (tenant_update's `precondition`
+    failed); nothing was written."""
+
+
 @transaction.atomic
-def tenant_update(*, tenant: Tenant, actor=None, audit_action: str = "tenant.update", **changes) -> Tenant:
-    """Set these fields and nothing else; returns the tenant as now stored."""
+def tenant_update(*, tenant: Tenant, actor=None, audit_action: str = "tenant.update",
+                  precondition: Callable[[Tenant], bool] | None = None, **changes) -> Tenant:
+    """Set these fields and nothing else; returns the tenant as now stored. With a `precondition`, the change is
+    made only if it holds for the stored row (an API If-Match), else TenantChangedMeanwhile and nothing changes."""
     # The caller's copy may be stale (two PATCHes of different fields at once, a form opened before another
     # change): saving all of its fields wrote the other change back to its old value, silently and with an audit
     # "before" that was not the stored value. So: lock the row, read "before" from it, write only these fields.
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    # Checked on the locked row, not before the lock: two writers holding the same ETag would both pass a check
+    # made before it, and the second would overwrite the first. Under the lock the second sees the first's write.
+    if precondition is not None and not precondition(tenant):
+        raise TenantChangedMeanwhile(tenant.slug)
     old_values = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)

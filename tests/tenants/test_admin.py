@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_admin_index_is_branded_and_names_api_keys(client, staff_user, db):
     staff_user.is_superuser = True
@@ -238,3 +240,91 @@ def test_an_issued_keys_tenant_cannot_be_changed_in_the_admin(client, staff_user
         assert ApiKey.objects.get(pk=key.pk).tenant_id == tenant.pk
     add = client.get("/admin/tenants/apikey/add/").content.decode()
     assert 'name="tenant"' in add  # a new key is still bound where it is created
+
+
+def _tenant_with_keys_and_members(tenant, django_user_model):
+    from apps.tenants.services import api_key_create, api_key_revoke, membership_set
+
+    billing, _ = api_key_create(name="acme billing", scope="billing", tenant=tenant)
+    ingest, _ = api_key_create(name="acme ingest", scope="ingest", tenant=tenant)
+    api_key_revoke(key=ingest)
+    alice = django_user_model.objects.create_user("alice", password="pw-alice-1")
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-1")
+    membership_set(user=alice, tenant=tenant, role="admin")
+    membership_set(user=bob, tenant=tenant, role="viewer")
+    return {billing.prefix: billing, ingest.prefix: ingest}, {"alice": alice, "bob": bob}
+
+
+@pytest.mark.parametrize("path", ["change page", "bulk action"])
+def test_deleting_a_tenant_in_the_admin_audits_each_key_and_membership_deleted_with_it(
+        client, staff_user, tenant, other_tenant, django_user_model, path):
+    """Its keys and memberships went by cascade with only the tenant's own deletion audited: which keys stopped
+    working and who lost access could not be read from the log. Each now has its record, from either delete."""
+    from apps.core.models import AuditEvent
+    from apps.tenants.models import ApiKey, Membership, Tenant
+    from apps.tenants.services import api_key_create, membership_set
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    keys, users = _tenant_with_keys_and_members(tenant, django_user_model)
+    kept_key, _ = api_key_create(name="globex billing", scope="billing", tenant=other_tenant)
+    unbound, _ = api_key_create(name="ops", scope="admin")
+    membership_set(user=users["alice"], tenant=other_tenant, role="viewer")
+
+    if path == "change page":
+        response = client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
+    else:
+        response = client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
+                                                          "post": "yes"})
+    assert response.status_code == 302, response.content[:2000]
+    assert not Tenant.objects.filter(pk=tenant.pk).exists()
+    assert set(ApiKey.objects.values_list("prefix", flat=True)) == {kept_key.prefix, unbound.prefix}
+    assert list(Membership.objects.values_list("tenant__slug", "user__username")) == [("globex", "alice")]
+
+    assert AuditEvent.objects.get(action="admin.tenant.delete").target_id == "acme"
+    key_events = {event.target_id: event for event in AuditEvent.objects.filter(action="admin.apikey.delete")}
+    assert set(key_events) == set(keys)
+    for prefix, key in keys.items():
+        event = key_events[prefix]
+        assert (event.target_type, event.tenant_id, event.actor) == ("apikey", tenant.pk, staff_user)
+        assert (event.data["name"], event.data["scope"], event.data["deleted_with"]) == (key.name, key.scope, "tenant acme")
+        assert bool(event.data["revoked_at"]) == (key.scope == "ingest")
+    members = {event.data["user"]: event for event in AuditEvent.objects.filter(action="admin.membership.delete")}
+    assert set(members) == {"alice", "bob"}
+    assert (members["alice"].data["role"], members["alice"].data["user_id"]) == ("admin", users["alice"].pk)
+    assert members["bob"].data["role"] == "viewer"
+    assert all(event.tenant_id == tenant.pk and event.actor == staff_user and event.data["deleted_with"] == "tenant acme"
+               for event in members.values())
+
+
+def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_that_did_not_happen(
+        client, staff_user, tenant, django_user_model, monkeypatch):
+    """The list's "delete selected" wrote its audit records outside any transaction: a delete refused at the last
+    moment (a run arrived after the confirmation page, and PROTECTs the tenant) left records of a tenant, keys
+    and memberships that were all still there. The records and the delete are now one transaction."""
+    import datetime as dt
+
+    from django.db.models import ProtectedError
+
+    from apps.core.models import AuditEvent
+    from apps.ledger.services import ingest_events
+    from apps.tenants.admin import TenantAdmin
+    from apps.tenants.models import ApiKey, Membership, Tenant
+    from tests import builders
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    _tenant_with_keys_and_members(tenant, django_user_model)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id="resp_late", created_at=dt.datetime(2026, 11, 10, 9, tzinfo=dt.UTC), model="gpt-5.4")}])
+    # As if the run arrived after the confirmation page checked that nothing refers to the tenant.
+    monkeypatch.setattr(TenantAdmin, "get_deleted_objects", lambda self, objs, request: ([], {}, set(), []))
+
+    with pytest.raises(ProtectedError):
+        client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
+                                               "post": "yes"})
+    assert Tenant.objects.filter(pk=tenant.pk).exists()
+    assert ApiKey.objects.filter(tenant=tenant).count() == 2 and Membership.objects.filter(tenant=tenant).count() == 2
+    assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
