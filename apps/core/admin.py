@@ -175,6 +175,9 @@ class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
 
 @admin.register(get_user_model())
 class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    # A user deleted here takes their tenant memberships with them by cascade: each says who lost which access.
+    audit_cascade = {"memberships": ("tenant", "role")}
+
     def user_change_password(self, request, id, form_url=""):
         response = super().user_change_password(request, id, form_url)
         if request.method == "POST" and response.status_code == 302:

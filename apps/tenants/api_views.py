@@ -33,7 +33,7 @@ from apps.core.api_support import (
 
 from .api import TenantScopedAPIMixin
 from .api_serializers import TenantSerializer, TenantUpdateSerializer
-from .models import ADMIN_POLICY_FIELDS
+from .models import ADMIN_POLICY_FIELDS, Tenant
 from .selectors import tenants_visible
 from .services import TenantChangedMeanwhile, tenant_create, tenant_update
 
@@ -52,6 +52,9 @@ def _saved(write):
         raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages) from error
     except IntegrityError as error:
         raise Conflict("A tenant with this slug or external billing id already exists.") from error
+    except Tenant.DoesNotExist as error:
+        # Deleted (in the admin) between the view's read and the write's row lock: gone, as a GET would now say.
+        raise exceptions.NotFound("Not found.") from error
 
 
 def _fields_reserved_for_operators(data) -> list[str]:

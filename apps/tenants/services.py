@@ -118,21 +118,25 @@ def tenant_update(*, tenant: Tenant, actor=None, audit_action: str = "tenant.upd
     # Only the fields being set (and the uniqueness rules): a value stored before a validator existed (a markup
     # outside 0..1000 from the admin) must not block an unrelated change, such as setting a legal hold.
     tenant.full_clean(exclude=[field.name for field in Tenant._meta.fields if field.name not in changes])
-    tenant.save(update_fields=[*changes, "updated_at"])
     # Compared as values (0.1 and 0.1000 are one threshold), recorded as text.
     changed = {field for field in changes if getattr(tenant, field) != old_values[field]}
+    if not changed:
+        # Nothing to write: saved anyway, updated_at moved and with it the API's ETag, so a PATCH that changed
+        # nothing (an empty body, the values already stored) failed every other client's If-Match.
+        tenant.refresh_from_db()
+        return tenant
+    tenant.save(update_fields=[*changes, "updated_at"])
     before = {field: str(old_values[field]) for field in changes}
     after = {field: str(getattr(tenant, field)) for field in changes}
-    if changed:
-        audit_record(
-            action=audit_action, target_type="tenant", target_id=tenant.slug, actor=actor,
-            tenant_id=tenant.pk, data={"before": before, "after": after},
-        )
-        # The listeners of tenant_policy_changed (runs re-flagged at a new high-cost threshold, budget crossings
-        # checked) hear of it once it has committed; every change goes through here (API, dashboard, admin).
-        # robust: the change has committed; a listener's failure is logged, never the request's.
-        transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
-                              robust=True)
+    audit_record(
+        action=audit_action, target_type="tenant", target_id=tenant.slug, actor=actor,
+        tenant_id=tenant.pk, data={"before": before, "after": after},
+    )
+    # The listeners of tenant_policy_changed (runs re-flagged at a new high-cost threshold, budget crossings
+    # checked) hear of it once it has committed; every change goes through here (API, dashboard, admin).
+    # robust: the change has committed; a listener's failure is logged, never the request's.
+    transaction.on_commit(lambda: tenant_policy_changed.send(sender=Tenant, tenant=tenant, changed=changed),
+                          robust=True)
     return tenant
 
 

@@ -328,3 +328,26 @@ def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_tha
     assert Tenant.objects.filter(pk=tenant.pk).exists()
     assert ApiKey.objects.filter(tenant=tenant).count() == 2 and Membership.objects.filter(tenant=tenant).count() == 2
     assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
+
+
+def test_deleting_a_user_in_the_admin_audits_each_membership_deleted_with_them(
+        client, staff_user, tenant, other_tenant, django_user_model):
+    """Their memberships went by cascade with only the user's own deletion audited: who lost access to which
+    tenant could not be read from the log."""
+    from apps.core.models import AuditEvent
+    from apps.tenants.services import membership_set
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    carol = django_user_model.objects.create_user(username="carol", password="x")
+    membership_set(user=carol, tenant=tenant, role="admin")
+    membership_set(user=carol, tenant=other_tenant, role="viewer")
+
+    response = client.post(f"/admin/auth/user/{carol.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302, response.content[:2000]
+    assert not django_user_model.objects.filter(pk=carol.pk).exists()
+    events = {event.data["tenant"]: event for event in AuditEvent.objects.filter(action="admin.membership.delete")}
+    assert {slug: event.data["role"] for slug, event in events.items()} == {str(tenant): "admin",
+                                                                            str(other_tenant): "viewer"}
+    assert all(event.data["deleted_with"] == "user carol" and event.actor == staff_user for event in events.values())

@@ -209,3 +209,31 @@ def test_the_schema_documents_if_match_and_its_412_on_patch_and_if_none_match_on
     assert "412" in patch["responses"] and "400" in patch["responses"]
     assert "If-None-Match" in {p["name"] for p in get["parameters"] if p["in"] == "header"}
     assert "304" in get["responses"]
+
+
+@pytest.mark.django_db
+def test_a_patch_that_changes_nothing_leaves_the_etag_so_another_clients_if_match_still_passes(
+        api_client, admin_key, tenant):
+    """A PATCH of the values already stored (or an empty body) saved the row anyway: updated_at, and with it the
+    ETag, moved, and every other client holding the ETag got a 412 although nothing it could see had changed."""
+    etag = _etag(api_client, admin_key)
+    stored = Tenant.objects.get(pk=tenant.pk).updated_at
+    for body in ({"thread_retention_days": tenant.thread_retention_days}, {}):
+        same = _patch(api_client, admin_key, body, if_match=etag)
+        assert same.status_code == 200 and same["ETag"] == etag
+    assert Tenant.objects.get(pk=tenant.pk).updated_at == stored and _updates() == 0
+    assert _patch(api_client, admin_key, {"thread_retention_days": 14}, if_match=etag).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_tenant_deleted_between_the_patchs_read_and_its_write_is_a_404_not_a_500(
+        api_client, admin_key, tenant, monkeypatch):
+    from apps.tenants import api_views
+
+    def deleted_first(*, tenant, **kwargs):
+        Tenant.objects.filter(pk=tenant.pk).delete()  # in the admin, by another staff member, meanwhile
+        return tenant_update(tenant=tenant, **kwargs)
+
+    monkeypatch.setattr(api_views, "tenant_update", deleted_first)
+    answer = _patch(api_client, admin_key, {"thread_retention_days": 14})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
