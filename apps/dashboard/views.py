@@ -535,7 +535,8 @@ class TenantPolicyView(LoginRequiredMixin, View):
             context = view.get_context_data(policy_form=form)
             return view.render_to_response(context, status=400 if not valid else 409)
         tenant_update(tenant=tenant, actor=request.user, **form.changes())
-        messages.success(request, "Policy settings saved.")
+        # Shown in the settings card: the redirect lands there (#settings), out of sight of the page's top.
+        messages.success(request, "Policy settings saved.", extra_tags="settings")
         return HttpResponseRedirect(reverse("dashboard:tenant-detail", args=[tenant.slug]) + "#settings")
 
 
