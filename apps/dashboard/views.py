@@ -601,7 +601,9 @@ class RunListView(DashboardView):
             "runs": Table(
                 name="runs", title="Runs", rows=self.runs(), paginate_by=25, sort=self.sort, count_cap=RUN_COUNT_CAP,
                 columns=_runs_columns(with_tenant=True),
-                empty="No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
+                # A filter that did not parse lists nothing (a 400): widening the dates would not help.
+                empty="No runs shown: correct the filter named above." if self.filters is None
+                else "No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
             )
         }
 

@@ -226,6 +226,13 @@ def test_runs_page_names_the_bad_field(staff_client, ledger):
     assert export.status_code == 400 and export.json()["error"]["field"] == "min_cost"
 
 
+def test_a_runs_filter_that_does_not_parse_says_to_correct_it_not_to_widen_the_dates(staff_client, ledger):
+    """A bad filter lists nothing; the chart and table said "lower the minimum cost or widen the dates"."""
+    html = staff_client.get("/runs/?min_cost=cheap").content.decode()
+    assert html.count("correct the filter named above") == 2  # the chart's empty state and the table's
+    assert "widen the dates" not in html.lower()
+
+
 @pytest.mark.parametrize(("path", "shown", "message"), [
     ("/?days=15", "days", "Ignored days='15': the chart covers 7, 30 or 90 days; showing the last 30."),
     ("/?days=week", "days", "Ignored days='week'"),
