@@ -60,3 +60,17 @@ def select_options_cut_off(page) -> list[str]:
             copy.remove();
             return natural > select.offsetWidth + 1;
         }).map(option => `${select.name}: ${option.text}`))""")
+
+
+def day_axis_drawn(page, chart_id: str) -> dict:
+    """How plotly drew a chart of days: its x tick labels (first line: the year plotly adds below is left out)
+    and the narrowest bar's share of the plot's width."""
+    chart = page.locator(f"#{chart_id}[data-rendered=true]")
+    chart.wait_for(timeout=15_000)
+    return chart.evaluate("""el => {
+        const plot = el.querySelector('.nsewdrag').getBoundingClientRect().width;
+        const bars = [...el.querySelectorAll('.bars .point path')].map(p => p.getBoundingClientRect().width)
+            .filter(w => w > 0);
+        return {ticks: [...el.querySelectorAll('.xtick text')].map(t => t.childNodes[0].textContent),
+                narrowest_bar: bars.length ? Math.min(...bars) / plot : 0};
+    }""")

@@ -535,7 +535,8 @@ class TenantPolicyView(LoginRequiredMixin, View):
             context = view.get_context_data(policy_form=form)
             return view.render_to_response(context, status=400 if not valid else 409)
         tenant_update(tenant=tenant, actor=request.user, **form.changes())
-        messages.success(request, "Policy settings saved.")
+        # Shown in the settings card: the redirect lands there (#settings), out of sight of the page's top.
+        messages.success(request, "Policy settings saved.", extra_tags="settings")
         return HttpResponseRedirect(reverse("dashboard:tenant-detail", args=[tenant.slug]) + "#settings")
 
 
@@ -600,7 +601,9 @@ class RunListView(DashboardView):
             "runs": Table(
                 name="runs", title="Runs", rows=self.runs(), paginate_by=25, sort=self.sort, count_cap=RUN_COUNT_CAP,
                 columns=_runs_columns(with_tenant=True),
-                empty="No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
+                # A filter that did not parse lists nothing (a 400): widening the dates would not help.
+                empty="No runs shown: correct the filter named above." if self.filters is None
+                else "No runs match these filters. Widen the dates, lower the minimum cost, or clear a filter.",
             )
         }
 

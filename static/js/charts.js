@@ -31,12 +31,47 @@
     return layout;
   }
 
+  var DAY_MS = 86400000;
+  var DAY = /^\d{4}-\d{2}-\d{2}$/;
+
+  // A chart of UTC days (every x a "YYYY-MM-DD") over a short period: plotly reads one day as one instant,
+  // so a single day's bars were a millisecond wide and the axis read "23:59:59.9996" to "00:00:00.0004", and
+  // two or three days got "12:00" ticks between the days. One tick per day, and one day's bars a day wide.
+  function fitDays(data, layout, element) {
+    var axis = layout.xaxis;
+    if (!axis || axis.type !== "date" || axis.dtick !== undefined) return;
+    var days = {};
+    var allDays = data.every(function (trace) {
+      return (trace.x || []).every(function (x) { days[x] = true; return typeof x === "string" && DAY.test(x); });
+    });
+    var sorted = Object.keys(days).sort();
+    if (!allDays || !sorted.length) return;
+    var first = Date.parse(sorted[0]);
+    var count = (Date.parse(sorted[sorted.length - 1]) - first) / DAY_MS + 1;
+    if (count > 14) return;  // plotly's own ticks over a longer period are whole days or weeks
+    // About 48 px a label: on a phone a fortnight is labelled every other or third day.
+    var plotWidth = Math.max(element.clientWidth - 80, 120);
+    axis.dtick = DAY_MS * Math.max(1, Math.ceil(count * 48 / plotWidth));
+    var bars = data.filter(function (trace) { return trace.type === "bar"; });
+    if (sorted.length === 1 && bars.length) {
+      var iso = function (ms) { return new Date(ms).toISOString().slice(0, 19).replace("T", " "); };
+      axis.range = [iso(first - DAY_MS / 2), iso(first + DAY_MS / 2)];
+      var group = layout.barmode === "group" ? bars.length : 1;
+      var width = 0.8 * DAY_MS / group;
+      bars.forEach(function (trace, index) {
+        trace.width = width;
+        if (group > 1) trace.offset = -0.4 * DAY_MS + index * width;
+      });
+    }
+  }
+
   function draw() {
     if (!window.Plotly) return;
     document.querySelectorAll("[data-figure]").forEach(function (element) {
       var source = document.getElementById(element.getAttribute("data-figure"));
       if (!source) return;
       var figure = JSON.parse(source.textContent);
+      if (figure.layout) fitDays(figure.data || [], figure.layout, element);
       var config = { responsive: true, displaylogo: false, displayModeBar: false };
       window.Plotly.newPlot(element, figure.data, fit(figure.layout, element), config).then(function () {
         element.setAttribute("data-rendered", "true");

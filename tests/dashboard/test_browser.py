@@ -14,7 +14,7 @@ import pytest
 from apps.alerts.models import Alert
 from apps.ledger.models import Run
 from apps.tenants.models import Membership, Tenant
-from tests.browser import WIDTHS, charts_have_data, login, screenshot
+from tests.browser import WIDTHS, charts_have_data, day_axis_drawn, login, screenshot
 
 from .seed import demo_ledger_ingested
 
@@ -125,6 +125,17 @@ def test_a_period_the_chart_does_not_offer_is_named_above_the_page(page, live_se
     assert page.locator('[aria-current="true"]', has_text="30 days").count() == 1  # the period actually shown
     screenshot(page, "overview-ignored-period", "desktop")
 
+
+def test_a_one_day_period_charts_its_day_as_a_day(page, live_server, ledger):
+    """start = end on a tenant: its stacked bars were a millisecond wide on an axis ticked "00:00:00"; now one
+    tick names the day and the bar fills most of the plot."""
+    login(page, live_server, "ops", "ops-password-1")
+    day = ledger["runs"]["acme"][0].created_at.astimezone(dt.UTC).date()  # a day with a run
+    page.goto(f"{live_server.url}/tenants/acme/?start={day.isoformat()}&end={day.isoformat()}")
+    for chart_id in ("chart-cost-by-model", "chart-wasted"):
+        drawn = day_axis_drawn(page, chart_id)
+        assert drawn["ticks"] == [f"{day:%b} {day.day}"], (chart_id, drawn)
+        assert drawn["narrowest_bar"] > 0.6, (chart_id, drawn)
 
 def test_csv_downloads_with_the_pages_filters(page, live_server, ledger):
     login(page, live_server, "ops", "ops-password-1")

@@ -226,6 +226,13 @@ def test_runs_page_names_the_bad_field(staff_client, ledger):
     assert export.status_code == 400 and export.json()["error"]["field"] == "min_cost"
 
 
+def test_a_runs_filter_that_does_not_parse_says_to_correct_it_not_to_widen_the_dates(staff_client, ledger):
+    """A bad filter lists nothing; the chart and table said "lower the minimum cost or widen the dates"."""
+    html = staff_client.get("/runs/?min_cost=cheap").content.decode()
+    assert html.count("correct the filter named above") == 2  # the chart's empty state and the table's
+    assert "widen the dates" not in html.lower()
+
+
 @pytest.mark.parametrize(("path", "shown", "message"), [
     ("/?days=15", "days", "Ignored days='15': the chart covers 7, 30 or 90 days; showing the last 30."),
     ("/?days=week", "days", "Ignored days='week'"),
@@ -402,6 +409,21 @@ def test_policy_form_errors_name_the_field_and_change_nothing(client, tenant_adm
     tenant.refresh_from_db()
     assert tenant.thread_retention_days == 60 and not AuditEvent.objects.filter(action="tenant.update").exists()
 
+
+def test_a_settings_save_is_confirmed_and_refused_where_the_form_is(client, tenant_admin_user, tenant):
+    """The save lands at #settings, the foot of a long page: "Policy settings saved." sat at the page's top, out
+    of sight, and a refused save (400) came back scrolled to the top with its errors at the foot."""
+    client.force_login(tenant_admin_user)
+    html = client.get("/tenants/acme/").content.decode()
+    assert 'action="/tenants/acme/settings/#settings"' in html
+    refused = client.post("/tenants/acme/settings/", {"high_cost_run_usd": "0.1", "thread_retention_days": "0",
+                                                     "vector_store_idle_days": "30"}).content.decode()
+    assert 'action="/tenants/acme/settings/#settings"' in refused  # saving again comes back to the form too
+    saved = client.post("/tenants/acme/settings/", {"high_cost_run_usd": "0.1", "thread_retention_days": "30",
+                                                   "vector_store_idle_days": "30"}, follow=True).content.decode()
+    settings_card = saved[saved.index('id="settings"'):]
+    assert '<p class="message message-success" role="status">Policy settings saved.</p>' in settings_card
+    assert '<ul class="messages"' not in saved  # not also at the top of the page
 
 def test_viewers_cannot_change_policy_and_see_it_read_only(client, member_user, tenant):
     client.force_login(member_user)

@@ -244,6 +244,15 @@ def test_a_day_that_never_reconciled_shows_its_failure(client, staff_user, recon
     assert "Reconciliation failed for 1 project-day" in html and "Every line matched" not in html
 
 
+def test_no_flagged_lines_beside_a_failed_day_reads_as_a_sentence(client, staff_user, reconciled):
+    """The empty state read "No flagged lines in the results there are; 1 project-day failed"."""
+    _fail(DAY - dt.timedelta(days=1))  # a day without drift whose latest attempt failed
+    client.force_login(staff_user)
+    html = client.get(f"{PAGE}?start=2026-11-02&end=2026-11-02&status=flagged").content.decode()
+    assert ("No flagged lines in the results shown, but 1 project-day failed (see above): its lines are older "
+            "or missing.") in html
+    assert "results there are" not in html
+
 def test_a_page_from_date_alone_is_held_to_the_same_cap_as_a_range(client, staff_user, reconciled):
     """To defaults to yesterday: From alone must not open 26 years (and an unbounded CSV)."""
     client.force_login(staff_user)

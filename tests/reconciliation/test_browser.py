@@ -12,7 +12,7 @@ import pytest
 from apps.ledger.models import DailyRollup
 from apps.reconciliation.services import reconciliation_reconcile
 from apps.tenants.models import Membership, Tenant
-from tests.browser import WIDTHS, login, screenshot, select_options_cut_off
+from tests.browser import WIDTHS, day_axis_drawn, login, screenshot, select_options_cut_off
 
 from .fakes import FakeAdminProvider
 
@@ -76,6 +76,23 @@ def test_staff_see_every_day_charted_and_the_drift_highlighted(page, live_server
         assert page.locator("[data-kpi=flagged]").inner_text() == "1"
         assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
         screenshot(page, "reconciliation", width_name)
+
+
+def test_one_day_is_charted_as_a_day_not_a_millisecond(page, live_server, reconciled):
+    """From = To: plotly read the one day as an instant, so its two bars were a millisecond wide and the axis
+    ticked "23:59:59.9996" to "00:00:00.0004". Now the day is one tick and its bars fill most of the plot; two
+    days are ticked by day, not at "12:00"."""
+    login(page, live_server, "ops", "ops-password-1")
+    drift_day, days = reconciled["drift_day"], reconciled["days"]
+    for width_name, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{live_server.url}/reconciliation/?start={drift_day.isoformat()}&end={drift_day.isoformat()}")
+        drawn = day_axis_drawn(page, "chart-reconciliation")
+        assert drawn["ticks"] == [f"{drift_day:%b} {drift_day.day}"], (width_name, drawn)
+        assert drawn["narrowest_bar"] > 0.3, (width_name, drawn)  # each of the pair: 40% of the day's width
+        screenshot(page, "reconciliation-one-day", width_name)
+        page.goto(f"{live_server.url}/reconciliation/?start={days[0].isoformat()}&end={days[1].isoformat()}")
+        assert not any(":" in tick for tick in day_axis_drawn(page, "chart-reconciliation")["ticks"]), width_name
 
 
 def test_the_default_view_lists_only_flagged_lines_and_the_toggle_keeps_the_filters(page, live_server, reconciled):

@@ -95,6 +95,14 @@ def spaced(value) -> str:
     return str(value).replace("_", " ")
 
 
+@register.filter
+def messages_placed(messages, place: str = "") -> list:
+    """The messages a view placed beside what they are about (`extra_tags=place`); with no place, the page's
+    own list at the top. A save at the foot of a long page lands there (#settings), where a notice at the top
+    of the page is out of sight."""
+    return [message for message in messages if (message.extra_tags or "") == place]
+
+
 @register.inclusion_tag("dashboard/_chart.html")
 def chart(figure, chart_id: str, label: str, caption: str = "", click_links: bool = False):
     # A figure that sets its own height (the bar lists: one bar per row) gets exactly that space; the rest keep
