@@ -320,9 +320,11 @@ class OrphanActionView(StaffActionView):
             raise Http404("Not found.")
         try:
             if action == "assign":
-                tenant = Tenant.objects.filter(slug=request.POST.get("tenant", "")).first()
+                slug = request.POST.get("tenant", "").strip()
+                tenant = Tenant.objects.filter(slug=slug).first() if slug else None
                 if tenant is None:
-                    messages.error(request, "Choose the tenant to assign it to.")
+                    messages.error(request, f"No tenant has the slug {slug[:100]!r}: choose one from the list."
+                                   if slug else "Choose the tenant to assign it to.")
                     return HttpResponseRedirect(reverse("lifecycle:orphans"))
                 resource = services.resource_assign(resource_type=resource_type, pk=pk, tenant=tenant, actor=request.user)
                 messages.success(request, f"{resource.openai_id} now belongs to {tenant.slug}.")

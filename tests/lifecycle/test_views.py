@@ -440,3 +440,39 @@ def test_the_storage_window_is_the_last_30_days_today_included(staff_user, db):
     assert row["cost_usd"] == Decimal("3.00")
     assert response.context["storage_cost_usd"] == Decimal("3.00")
     assert "Vector storage, last 30 days" in response.content.decode()
+
+
+def test_the_orphans_page_lists_the_tenants_once_for_every_rows_assign_field(world, staff_user, tenant):
+    """A select per orphan repeated every tenant: 50 rows of a deployment's 1,000 tenants were 50,000 options
+    on one page. One datalist serves every row's field, escaped like any text."""
+    from apps.tenants.models import Tenant
+
+    Tenant.objects.create(slug="evil", name="<b>Evil</b> & Co")
+    for number in range(3):
+        services.resources_record(tenant=None, obj=builders.vector_store(
+            vector_store_id=f"vs_more_{number}", created_at=NOW, usage_bytes=1))
+    page = _client(staff_user).get("/lifecycle/orphans/").content.decode()
+    assert page.count('<datalist id="orphan-tenants">') == 1
+    assert page.count('list="orphan-tenants"') == 4 and page.count('<option value="acme">') == 1
+    assert '<option value="evil">&lt;b&gt;Evil&lt;/b&gt; &amp; Co</option>' in page
+
+
+def test_assigning_an_orphan_to_a_slug_no_tenant_has_says_so_and_changes_nothing(world, staff_user):
+    client = _client(staff_user)
+    store = VectorStore.objects.unassigned().get()
+    answer = client.post(f"/lifecycle/orphans/vector_store/{store.pk}/assign/", {"tenant": "acmee"}, follow=True)
+    assert "No tenant has the slug &#x27;acmee&#x27;: choose one from the list." in answer.content.decode()
+    store.refresh_from_db()
+    assert store.tenant_id is None
+    answer = client.post(f"/lifecycle/orphans/vector_store/{store.pk}/assign/", {"tenant": " acme "}, follow=True)
+    store.refresh_from_db()
+    assert store.tenant.slug == "acme"
+
+
+def test_the_sweep_forms_tenant_list_names_each_tenant_not_on_legal_hold_once(world, staff_user, tenant):
+    from apps.tenants.models import Tenant
+
+    Tenant.objects.filter(pk=tenant.pk).update(legal_hold=True)
+    page = _client(staff_user).get("/lifecycle/").content.decode()
+    assert '<option value="globex">' in page and '<option value="acme">' not in page
+    assert "docs/lifecycle.md" not in page  # the chart's caption speaks to users, not to the repository

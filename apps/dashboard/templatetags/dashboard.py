@@ -4,6 +4,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
+from django.utils.html import format_html_join
 
 from apps.core.money import money_text
 from apps.dashboard.figures import sparkline_points
@@ -93,6 +94,17 @@ def price(value):
 @register.filter
 def spaced(value) -> str:
     return str(value).replace("_", " ")
+
+
+@register.simple_tag
+def tenant_options(tenants, with_slug: bool = False):
+    """`<option value="slug">name</option>` for each tenant, in one pass: a deployment's thousand tenants as a
+    template loop cost ~20 ms a list (a model per tenant, several lookups per option), and the orphans page
+    had a list in every row."""
+    rows = tenants.values_list("slug", "name") if hasattr(tenants, "values_list") else [(t.slug, t.name) for t in tenants]
+    if with_slug:
+        return format_html_join("", '<option value="{}">{} ({})</option>', ((slug, name, slug) for slug, name in rows))
+    return format_html_join("", '<option value="{}">{}</option>', rows)
 
 
 @register.filter
