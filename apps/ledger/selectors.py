@@ -433,14 +433,15 @@ def run_timeline(run: Run) -> list[tuple[str, dt.datetime]]:
 
 def run_tokens_by_kind(run: Run) -> list[tuple[str, int]]:
     """Each token billed once, in its own kind: input splits into uncached, cached and cache-write;
-    output into visible output and reasoning."""
+    output into visible output and reasoning. The labels say which side reasoning is on: the run page's
+    "Output tokens" (OpenAI's count, what bills as output) includes it, this "output" row does not."""
     uncached = max(run.input_tokens - run.cached_input_tokens - run.cache_write_tokens, 0)
     visible_output = max(run.output_tokens - run.reasoning_tokens, 0)
     return [
         ("input (uncached)", uncached),
         ("input (cached)", run.cached_input_tokens),
         ("input (cache write)", run.cache_write_tokens),
-        ("output", visible_output),
+        ("output (excl. reasoning)", visible_output),
         ("reasoning", run.reasoning_tokens),
     ]
 

@@ -200,7 +200,8 @@ def test_run_timeline_and_tokens_by_kind(tenant):
                   failed_at=at(TODAY) + dt.timedelta(seconds=9))
     assert [name for name, _ in selectors.run_timeline(run)] == ["created", "started", "failed"]
     assert selectors.run_tokens_by_kind(run) == [
-        ("input (uncached)", 3800), ("input (cached)", 1200), ("input (cache write)", 0), ("output", 500), ("reasoning", 400),
+        ("input (uncached)", 3800), ("input (cached)", 1200), ("input (cache write)", 0), ("output (excl. reasoning)", 500),
+        ("reasoning", 400),
     ]
 
 

@@ -316,6 +316,20 @@ def test_run_detail_shows_tokens_cost_versions_timeline_and_thread(staff_client,
     assert timeline[1] == ["created", run.created_at.isoformat()]
 
 
+def test_run_detail_says_which_output_count_includes_reasoning(staff_client, ledger):
+    """The tokens table's output row (reasoning left out) and the Output tokens card (reasoning in, as it bills)
+    differed with nothing saying why: each label now says which side reasoning is on."""
+    run = ledger["big"]
+    run.output_tokens, run.reasoning_tokens = 2602, 361
+    run.save(update_fields=["output_tokens", "reasoning_tokens"])
+    response = staff_client.get(f"/runs/{run.openai_id}/")
+    html = response.content.decode()
+    assert 'Output tokens (incl. reasoning)</p><p class="kpi-value">2,602</p>' in html
+    tokens = {row["kind"]: row["tokens"] for row in response.context["tables"]["tokens"].page_rows}
+    assert tokens["output (excl. reasoning)"] == 2241 and tokens["reasoning"] == 361
+    assert "output (excl. reasoning)" in html
+
+
 def test_times_render_in_the_viewer_timezone_from_the_tz_cookie(staff_client, ledger):
     staff_client.cookies["tz"] = "Asia/Tokyo"
     run = ledger["big"]  # 2026-11-20 09:00 UTC is 18:00 in Tokyo
