@@ -123,6 +123,7 @@ def test_a_tenant_search_too_long_to_type_is_a_400_not_every_tenant(staff_client
     page = staff_client.get(f"/tenants/?q={'a' * 101}")
     assert page.status_code == 400 and page.context["tables"]["tenants"].page.paginator.count == 0
     assert "at most 100 characters" in page.content.decode()
+    assert "<strong>Search tenants</strong>:" in page.content.decode()  # the field's label, not the URL's q
     export = staff_client.get(f"/tenants/?q={'a' * 101}&format=csv&table=tenants")
     assert export.status_code == 400 and export.json()["error"]["field"] == "q"
 
@@ -157,6 +158,7 @@ def test_tenant_detail_rejects_a_bad_period_with_a_400_and_still_shows_the_last_
     page = response.content.decode()
     assert response.status_code == 400
     assert "Start must be on or before end" in page and "Showing the last 30 days." in page
+    assert "<strong>From</strong>: Start must be" in page  # the field's label, not the URL's start
     assert response.context["period_end"] == TODAY
 
 
@@ -220,8 +222,12 @@ def test_runs_page_filters_by_every_field_and_exports_the_same_rows(staff_client
 
 
 def test_runs_page_names_the_bad_field(staff_client, ledger):
+    """By the label beside its input on the page ("Minimum cost (USD)", it read "min_cost"); by its parameter in
+    the export's JSON error."""
     response = staff_client.get("/runs/?min_cost=cheap")
-    assert response.status_code == 400 and "min_cost" in response.content.decode()
+    html = response.content.decode()
+    assert response.status_code == 400 and "<strong>Minimum cost (USD)</strong>: Enter a number." in html
+    assert "<strong>min_cost</strong>" not in html
     export = staff_client.get("/runs/?min_cost=-1&format=csv")
     assert export.status_code == 400 and export.json()["error"]["field"] == "min_cost"
 

@@ -197,6 +197,22 @@ def test_an_export_with_a_filter_it_cannot_honour_is_a_400_never_the_default_lin
     assert page.status_code == 400 and "Showing the defaults instead." in page.content.decode()
 
 
+@pytest.mark.parametrize(("query", "label", "param"), [
+    ("start=garbage", "From", "start"), ("end=garbage", "To (inclusive)", "end"),
+    ("project=proj_nobody", "OpenAI project", "project"), ("status=some", "Lines", "status"),
+])
+def test_the_page_names_a_bad_filter_by_its_label_the_export_by_its_parameter(client, staff_user, reconciled,
+                                                                               query, label, param):
+    """The page's error read "project: ..." (the URL's name); it now names the field as its form labels it.
+    The export's 400, like the API's, still names the parameter."""
+    client.force_login(staff_user)
+    html = client.get(f"/reconciliation/?{query}").content.decode()
+    error = html[html.index('class="form-error"'):]
+    error = error[:error.index("</p>")]
+    assert f"<strong>{label}</strong>:" in error and f"<strong>{param}</strong>" not in error
+    assert client.get(f"/reconciliation/?{query}&format=csv").json()["error"]["field"] == param
+
+
 def _fail(day: dt.date, days: int = 1) -> None:
     provider = FakeAdminProvider()
     provider.fail_with = PermissionError("401: the admin key was revoked")
