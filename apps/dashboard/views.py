@@ -240,7 +240,9 @@ class OverviewView(DashboardView):
             days=self.days,
             periods=self.PERIODS,
             period_start=start,
-            daily_figure=figures.daily_stacked_cost_figure(series) if series.total_usd else None,
+            # Tenants by name, as in the tables beside the chart; series stay keyed (and coloured) by slug.
+            daily_figure=(figures.daily_stacked_cost_figure(series, name_labels=series.labels)
+                          if series.total_usd else None),
             # Said only when there is a rest: a member of one tenant read "the rest are grouped" under one bar.
             daily_caption=("Top five tenants by spend in the period; the rest are grouped as “(others)”."
                            if ledger.OTHERS_LABEL in series.series else "Spend per tenant per day."),

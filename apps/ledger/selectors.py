@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -205,6 +205,8 @@ class DailySeries:
 
     days: list[dt.date]
     series: dict[str, list[Decimal]] = field(default_factory=dict)
+    # What a legend calls a series whose key is not for reading (a tenant's slug: its name); absent, the key.
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_usd(self) -> Decimal:
@@ -227,12 +229,15 @@ def cost_by_day_by_tenant(
 ) -> DailySeries:
     """Spend per day (runs and metered vector storage, start..end inclusive) for the `top` tenants by spend in
     the period; the rest summed as "others". Series are keyed by tenant slug and ordered by spend, largest
-    first."""
+    first; `labels` gives each its tenant's name (read in the same grouped query, not one per tenant)."""
     sources = [(rows.filter(day__gte=start, day__lte=end), amount) for rows, amount in _spend_sources(scope=scope)]
     spend: dict[tuple[int, str], Decimal] = {}
+    names: dict[str, str] = {}
     for rows, amount in sources:
-        _add_rows(spend, rows.values("tenant_id", "tenant__slug").order_by().annotate(cost_usd=_sum_money(amount)),
-                  key=lambda row: (row["tenant_id"], row["tenant__slug"]))
+        rows = list(rows.values("tenant_id", "tenant__slug", "tenant__name").order_by()
+                    .annotate(cost_usd=_sum_money(amount)))
+        names.update((row["tenant__slug"], row["tenant__name"]) for row in rows)
+        _add_rows(spend, rows, key=lambda row: (row["tenant_id"], row["tenant__slug"]))
     ranking = sorted(spend.items(), key=lambda item: (-item[1], item[0][1]))
     top_ids = dict(key for key, _ in ranking[:top])
     # The database sums the tenants outside the top into one series (series NULL): read per tenant and day,
@@ -245,7 +250,25 @@ def cost_by_day_by_tenant(
         for row in rows.annotate(series=series).values("series", "day").order_by().annotate(cost_usd=_sum_money(amount)):
             bucket = buckets.setdefault(top_ids.get(row["series"], OTHERS_LABEL), {})
             bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
-    return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()})
+    return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()},
+                       labels=_tenant_legend_names({slug: names[slug] for slug in top_ids.values()}))
+
+
+def _tenant_legend_names(names: dict[str, str]) -> dict[str, str]:
+    """{slug: name} → {slug: what the legend says}: the name, like the tables beside the chart, except that a
+    name two of these tenants share or one reading "(others)" (the grouped rest's label, which no tenant's
+    series may wear) carries its slug too, and a blank one is the slug (which has no parentheses)."""
+    seen = Counter(name.strip() for name in names.values())
+    labels = {}
+    for slug, name in names.items():
+        name = name.strip()
+        if not name:
+            labels[slug] = slug
+        elif name == OTHERS_LABEL or seen[name] > 1:
+            labels[slug] = f"{name} ({slug})"
+        else:
+            labels[slug] = name
+    return labels
 
 
 STORAGE_SERIES = "vector storage"

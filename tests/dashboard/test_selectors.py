@@ -93,6 +93,7 @@ def test_cost_by_day_by_tenant_keeps_the_top_tenants_and_groups_the_rest(tenant,
     assert series.series["globex"] == [Decimal("0"), Decimal("2"), Decimal("0")]
     assert series.series[selectors.OTHERS_LABEL] == [Decimal("0.75"), Decimal("0.25"), Decimal("0")]
     assert series.total_usd == Decimal("8")
+    assert series.labels == {"acme": "Acme Corp", "globex": "Globex Inc"}  # the legend's names, the rest unlabelled
 
 
 def test_a_tenant_called_others_keeps_its_own_series_apart_from_the_rest(tenant, other_tenant):
@@ -105,6 +106,12 @@ def test_a_tenant_called_others_keeps_its_own_series_apart_from_the_rest(tenant,
     series = selectors.cost_by_day_by_tenant(scope=TenantScope.every_tenant(), start=TODAY, end=TODAY, top=2)
 
     assert series.series == {"others": [Decimal("5")], "acme": [Decimal("3")], selectors.OTHERS_LABEL: [Decimal("1")]}
+
+
+def test_tenant_legend_names_never_read_others_or_alike():
+    """Names as the legend shows them: a name two tenants share, or "(others)", carries the slug; blank is the slug."""
+    assert selectors._tenant_legend_names({"a": "Acme", "b": "Acme", "c": " (others) ", "d": "", "e": "Beta"}) == {
+        "a": "Acme (a)", "b": "Acme (b)", "c": "(others) (c)", "d": "d", "e": "Beta"}
 
 
 def test_cost_by_day_by_tenant_only_sees_the_scope(tenant, other_tenant):

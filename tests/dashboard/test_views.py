@@ -66,14 +66,32 @@ def test_overview_shows_month_spend_projection_chart_and_top_tenants(staff_clien
     # At noon on the 20th, 19.5 days have passed (today counts as far as it has gone).
     assert summary.projected_month_end_usd == (Decimal("3.52") / Decimal("19.5") * 30).quantize(Decimal("1E-10"))
     traces = {trace["name"]: trace for trace in response.context["daily_figure"]["data"]}
-    assert set(traces) == {"acme", "globex"}
-    assert sum(traces["globex"]["y"]) == 3.0
+    assert set(traces) == {"Acme Corp", "Globex Inc"}  # by name, as the top tenants table beside it
+    assert sum(traces["Globex Inc"]["y"]) == 3.0
     top = response.context["tables"]["top_tenants"].page_rows
     assert [(t.slug, t.month_to_date_usd, t.budget_used_percent) for t in top] == [
         ("globex", Decimal("3.00"), None), ("acme", Decimal("0.52"), Decimal("5.2")),
     ]
     html = response.content.decode()
     assert 'aria-current="page">Overview' in html and "vendor/plotly.min.js" in html
+
+
+def test_overview_chart_legend_names_tenants_and_keeps_others_for_the_grouped_rest(staff_client, tenant, frozen_now,
+                                                                                    monkeypatch):
+    """The legend read slugs ("acme") beside a table of names ("Acme Corp"). Now names, and "(others)" still
+    means only the grouped rest: a tenant *named* "(others)" is shown with its slug."""
+    from apps.dashboard import views
+
+    monkeypatch.setattr(views, "TOP_TENANTS_IN_CHART", 2)
+    odd = Tenant.objects.create(slug="odd", name="(others)")
+    small = Tenant.objects.create(slug="small", name="Small <b>Co</b>")
+    run_row(tenant, created_at=NOW, cost="3")
+    run_row(odd, created_at=NOW, cost="2")
+    run_row(small, created_at=NOW, cost="1")
+    response = staff_client.get("/")
+    names = [trace["name"] for trace in response.context["daily_figure"]["data"]]
+    assert names == ["Acme Corp", "(others) (odd)", "(others)"]
+    assert "Acme Corp<br>" in response.context["daily_figure"]["data"][0]["hovertemplate"]
 
 
 def test_overview_chart_caption_mentions_the_grouped_rest_only_when_there_is_one(staff_client, ledger, monkeypatch):
@@ -460,7 +478,7 @@ def test_policy_form_requires_the_csrf_token(tenant_admin_user, tenant):
     assert client.post("/tenants/acme/settings/", {"thread_retention_days": "5"}).status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/tenants/", "/runs/?min_cost=0"])
+@pytest.mark.parametrize("path", ["/", "/tenants/", "/runs/?min_cost=0"])
 def test_list_pages_run_a_constant_number_of_queries(staff_client, tenant, frozen_now, path):
     def count_queries() -> int:
         with CaptureQueriesContext(connection) as queries:
