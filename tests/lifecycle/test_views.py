@@ -265,6 +265,26 @@ def test_storage_figure_gb_days_axis_has_its_own_round_ticks():
     assert figure["layout"]["yaxis2"]["title"]["text"] == "GB-days"
 
 
+def test_storage_figure_gb_days_line_rides_clear_of_the_bar_tops():
+    """Cost is GB-days times a price: with both axes autoscaled from zero, each day's GB-days point sat exactly
+    on its cost bar's top and the two series read as one. Each axis now has its own range, the line's point
+    well above its bar's top, and the line is dotted."""
+    from decimal import Decimal
+
+    days = [StorageDay(dt.date(2026, 6, day), Decimal(gb), Decimal(gb) * Decimal("0.1"), Decimal("0"))
+            for day, gb in ((1, "20"), (2, "62.8"), (3, "41"))]
+    figure = storage_figure(days)
+    usd_top, gb_top = figure["layout"]["yaxis"]["range"][1], figure["layout"]["yaxis2"]["range"][1]
+    bars, line = figure["data"][0]["y"], figure["data"][2]["y"]
+    # Heights on the plot as fractions of it: every point half as high again as its bar, the tallest well clear.
+    for bar, point in zip(bars, line, strict=True):
+        assert point / gb_top > 1.4 * (bar / usd_top)
+    assert max(line) / gb_top - max(bars) / usd_top > 0.3
+    assert figure["data"][2]["line"]["dash"] == "dot"
+    zero = storage_figure([StorageDay(dt.date(2026, 6, 1), Decimal("0"), Decimal("0"), Decimal("0"))])
+    assert "range" not in zero["layout"]["yaxis"] and "range" not in zero["layout"]["yaxis2"]  # never [0, 0]
+
+
 def test_sweep_command_dry_run_lists_and_deletes_nothing(tenant, monkeypatch, capsys):
     provider = FakeProvider()
     monkeypatch.setattr(services, "_default_provider", lambda: provider)
