@@ -23,7 +23,8 @@ from apps.core.exports import csv_value
 class Column:
     key: str
     header: str
-    # text | code | int | number | money | price | percent | datetime | date | status | bool | sparkline
+    # text | code | int | number | money | price | percent | datetime | date | status | bool | sparkline |
+    # longtext | idtext (an IdInText: longtext with one OpenAI id in it, shortened like a code cell)
     kind: str = "text"
     value: Callable[[Any], Any] | None = None
     link: Callable[[Any], str | None] | None = None
@@ -51,6 +52,27 @@ class Column:
         return self.numeric or self.kind in {"int", "money", "percent", "price", "number"}
 
 
+@dataclass(frozen=True)
+class IdInText:
+    """Prose naming one OpenAI id ("Run resp_… failed after spending $0.01"), the id given apart (an alert's
+    data["run"]), not found by pattern: the page shortens it as it does ids in code cells, full id in the
+    tooltip, where a 52-character id otherwise broke mid-id across lines of a narrow cell. An id the text does
+    not contain leaves the text whole."""
+
+    text: str
+    openai_id: str = ""
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        """(before, id, after); the id empty when the text does not contain it."""
+        if self.openai_id and self.openai_id in self.text:
+            return self.text.partition(self.openai_id)
+        return self.text, "", ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class Cell:
     value: Any
@@ -63,7 +85,7 @@ class Cell:
     def css_class(self) -> str:
         """The cell's classes: right-aligned numbers; wrapping text (longtext is left-aligned prose)."""
         classes = ["num"] if self.align_right else []
-        if self.wrap or (self.kind == "longtext" and not self.align_right):
+        if self.wrap or (self.kind in ("longtext", "idtext") and not self.align_right):
             classes.append("wrap")
         return " ".join(classes)
 

@@ -36,7 +36,7 @@ from .selectors import (
     price_version_counts,
     tool_price_versions,
 )
-from .tables import Column, Table, csv_response
+from .tables import Column, IdInText, Table, csv_response
 from .templatetags.dashboard import price
 
 TOP_TENANTS_IN_CHART = 5
@@ -55,12 +55,15 @@ def _run_url(run) -> str | None:
     return _run_page_url(run["openai_id"] if isinstance(run, dict) else run.openai_id)
 
 
-def _alert_run_url(alert) -> str | None:
-    """The page of the run an alert is about (high-cost run, wasted spend, requires_action), if it names one."""
+def _alert_run_id(alert) -> str:
+    """The id of the run an alert is about (high-cost run, wasted spend, requires_action), "" if none."""
     run = (alert.data or {}).get("run") if isinstance(alert.data, dict) else None
-    if not isinstance(run, str) or not run:
-        return None
-    return _run_page_url(run)
+    return run if isinstance(run, str) else ""
+
+
+def _alert_run_url(alert) -> str | None:
+    run = _alert_run_id(alert)
+    return _run_page_url(run) if run else None
 
 
 @dataclass(frozen=True)
@@ -334,8 +337,12 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
                   paginate_by: int | None = None) -> Table:
     # What happened right after when: on a phone the columns past the first few are off-screen until scrolled.
     columns = [
-        Column("created_at", "When", "datetime"),
-        Column("title", "Alert", "longtext", link=_alert_run_url),
+        # May break before its time: the run id in the text beside it is a 30-character unbroken block now.
+        Column("created_at", "When", "datetime", wrap=True),
+        # The run's id in the title shortened as in other tables (the full id in its tooltip, on the run's page
+        # the title links to, and in the CSV, which keeps the title as stored).
+        Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_run_url,
+               csv_get=lambda a: a.title, csv_kind="text"),
         Column("severity", "Severity", "status"),
     ]
     if with_kind:

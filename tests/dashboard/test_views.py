@@ -521,8 +521,28 @@ def test_an_alert_about_a_run_links_to_that_run(staff_client, tenant, frozen_now
                 data={"run": run.openai_id})
     alert_raise(kind="budget", cause_key="budget:x", tenant=tenant, title="Budget", data={"percent": 80})
     alert_raise(kind="wasted_spend", cause_key="odd:x", tenant=tenant, title="Odd", data={"run": "a/b"})
-    cells = {row[1].value: row[1].url for row in staff_client.get("/tenants/acme/").context["tables"]["alerts"].html_rows}
+    cells = {str(row[1].value): row[1].url
+             for row in staff_client.get("/tenants/acme/").context["tables"]["alerts"].html_rows}
     assert cells == {"High-cost run": f"/runs/{run.openai_id}/", "Budget": None, "Odd": None}
+
+
+@pytest.mark.parametrize("path", ["/", "/tenants/acme/"])
+def test_an_alerts_run_id_is_shortened_like_ids_in_tables_and_exported_whole(staff_client, tenant, frozen_now, path):
+    """The run id in an alert's text (52 characters) broke mid-id across lines on a narrow screen; it is now an
+    id cell (30 characters shown, 15 on a phone, the full id in its tooltip), found by the alert's data["run"],
+    not by pattern. Text naming no run, or a run it does not contain, is left as it was; the CSV keeps the title."""
+    from apps.alerts.services import alert_raise
+
+    run_id = f"resp_{'9ae957afb50b5b1088' * 2}"
+    alert_raise(kind="wasted_spend", cause_key="wasted_spend:long", tenant=tenant,
+                title=f"Run {run_id} failed after spending $0.009590", data={"run": run_id})
+    alert_raise(kind="budget", cause_key="budget:x", tenant=tenant, title=f"Budget <b>{run_id}</b>", data={})
+    html = staff_client.get(path).content.decode()
+    assert (f'<span class="wrap-text">Run <code class="id-cell" title="{run_id}">{run_id}</code> failed after '
+            f"spending $0.009590</span>") in html
+    assert f'<span class="wrap-text">Budget &lt;b&gt;{run_id}&lt;/b&gt;</span>' in html  # escaped, no id cell
+    titles = [row[1] for row in csv_rows(staff_client.get(f"{path}?format=csv&table=alerts"))[1:]]
+    assert f"Run {run_id} failed after spending $0.009590" in titles
 
 
 def test_run_filters_offer_the_models_of_an_earlier_period_asked_for(staff_client, tenant, frozen_now):
