@@ -90,6 +90,11 @@ def test_staff_open_every_lifecycle_page_and_the_storage_chart_draws_its_days(pa
     page.goto(f"{live_server.url}/lifecycle/")
     # Seven metered days, three series (cost, saved, GB-days).
     assert charts_have_data(page) == {"chart-storage": 21}
+    # The GB-days line is drawn above each day's cost bar, not on its top (they read as one series): pixels
+    # from the bar's top up to the line's point, per day, as plotly placed them.
+    gaps = page.locator("#chart-storage").evaluate("""el => { const L = el._fullLayout;
+        return el.data[0].y.map((cost, i) => L.yaxis.l2p(cost) - L.yaxis2.l2p(el.data[2].y[i])); }""")
+    assert min(gaps) >= 0 and max(gaps) > 40, gaps
     assert page.locator("[data-kpi=orphans]").inner_text().startswith("1")
     page.goto(f"{live_server.url}/lifecycle/audit/")
     audit = page.locator("#table-audit tbody")
