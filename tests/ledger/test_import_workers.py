@@ -187,3 +187,39 @@ def test_workers_exit_when_the_command_itself_is_killed(tmp_path):
         finally:
             with contextlib.suppress(ProcessLookupError):  # whatever is left of the group
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+_KEEPS_A_CONNECTION_OPEN = """
+import sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection, connections
+from apps.ledger.management.commands import import_runs
+
+connection.ensure_connection()
+# As when the connection lives where the command's close_all does not reach it (another asyncio context of
+# this thread: an embedding program's event loop, a test's browser): the workers are forked with it open.
+connections.close_all = lambda: None
+call_command("import_runs", sys.argv[1], workers=2, batch_size=5)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM ledger_run")
+    print("runs", cursor.fetchone()[0])
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_workers_never_use_a_connection_the_command_had_open_when_it_forked(tmp_path):
+    """A worker that used its copy of the command's open connection shared one socket with its sibling and
+    the command (each read the other's answers: "the last operation didn't produce records (command status:
+    BEGIN)"), and closing it at the end ended the command's own session."""
+    Tenant.objects.create(slug="acme", name="Acme Corp", external_id="cus_acme")
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(builders.assistants_run(run_id=f"run_open_{i}", created_at=WHEN,
+                                                               metadata={"tenant": "acme"})) + "\n"
+                            for i in range(40)))
+    done = subprocess.run([sys.executable, "-c", _KEEPS_A_CONNECTION_OPEN, str(path)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "runs 40"

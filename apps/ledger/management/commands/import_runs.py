@@ -10,8 +10,10 @@ import json
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
+import traceback
 import zlib
 from pathlib import Path
 
@@ -79,8 +81,26 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
+# A forked worker's copies of database connections that were open in the command when it forked.
+_INHERITED_CONNECTIONS: list = []
+
+
+def _forget_inherited_connections() -> None:
+    """Make a forked worker open its own database connections. The command closes its connections before it
+    forks, but that reaches only the ones its current context sees: Django keeps them per thread, and per
+    asyncio context where the thread has a running event loop (an embedding program's, or a test's browser).
+    A worker that used a copy of an open one shared the command's socket with its sibling: each read the
+    other's answers ("the last operation didn't produce records (command status: BEGIN)"). The copies are
+    kept referenced, never closed: closing or collecting one would end the command's own session."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None:
+            _INHERITED_CONNECTIONS.append(conn.connection)
+            conn.connection = None
+
+
 def _worker(inbox, outbox, default_slug: str | None, show_errors: int) -> None:
     """A worker process: batches of (line number, raw line) in, (bytes, counts, errors) out per batch."""
+    _forget_inherited_connections()
     parent = multiprocessing.parent_process()
     if parent is not None:
         # The parent's pid as the parent recorded it, not os.getppid() now: the command may already be gone.
@@ -96,6 +116,9 @@ def _worker(inbox, outbox, default_slug: str | None, show_errors: int) -> None:
             counts, errors = _ingest_batch(batch, show_errors, partitioned=True)
             outbox.put((size, counts, errors, None))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the import
+        # The traceback goes to stderr here: the parent gets only the one-line reason, and a worker's failure
+        # without where it happened cannot be reported or fixed.
+        traceback.print_exc(file=sys.stderr)
         outbox.put((0, {}, [], f"{type(exc).__name__}: {exc}"))
     finally:
         connections.close_all()
