@@ -366,61 +366,9 @@ def test_statement_csv_cells_from_ingest_are_escaped_as_text_and_closing_freezes
     assert [row for row in frozen if row["type"] == "model"] == [row]
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_close_freezes_one_moment_of_the_ledger_while_a_run_of_the_month_is_ingested_meanwhile(
-        tenant, monkeypatch):
-    """Closing reads usage by model, tool use and storage in separate queries; a run committed between them
-    must not land half on the frozen statement (its code-interpreter session without its run and tokens) and
-    half on the next month's adjustments."""
-    import threading
-
-    from django.db import connection
-
-    from apps.billing import selectors, services
-
-    assistants_run(tenant, at(2026, 1, 5), model="gpt-5.4", prompt_tokens=1_000_000, completion_tokens=0,
-                   code_interpreter=True)
-    read_tools = selectors.ledger_selectors.tool_usage_by_kind_by_month
-
-    def ingest_elsewhere():
-        try:
-            assistants_run(tenant, at(2026, 1, 6), model="gpt-5.4", prompt_tokens=1_000_000, completion_tokens=0,
-                           code_interpreter=True)
-        finally:
-            connection.close()
-
-    def tools_after_a_concurrent_ingest(**kwargs):
-        other = threading.Thread(target=ingest_elsewhere)  # its own connection, committed before we go on
-        other.start()
-        other.join(timeout=60)
-        monkeypatch.setattr(selectors.ledger_selectors, "tool_usage_by_kind_by_month", read_tools)
-        return read_tools(**kwargs)
-
-    monkeypatch.setattr(selectors.ledger_selectors, "tool_usage_by_kind_by_month", tools_after_a_concurrent_ingest)
-    statement, closed_now = services.statement_close(tenant=tenant, period=dt.date(2026, 1, 1))
-
-    assert closed_now and Run.objects.for_tenant(tenant).count() == 2
-    frozen = json.loads(statement.frozen_json)
-    [model] = lines_of(frozen, "model")
-    sessions = {line["tool"]: line for line in lines_of(frozen, "tool")}["code_interpreter"]
-    assert (model["runs"], model["input_tokens"], sessions["quantity"]) == (1, 1_000_000, "1")
-    assert (model["amount_usd"], sessions["amount_usd"], frozen["total_usd"]) == ("2.50", "0.03", "2.53")
-    february = selectors.statement_document(selectors.statement_data(tenant=tenant, period=dt.date(2026, 2, 1)),
-                                            status="open", closed_at=None)
-    adjustments = {line["model"] or line["tool"]: line for line in lines_of(february, "adjustment")}
-    assert set(adjustments) == {"gpt-5.4", "code_interpreter"}
-    assert (adjustments["gpt-5.4"]["runs"], adjustments["gpt-5.4"]["amount_usd"]) == (1, "2.50")
-    assert (adjustments["code_interpreter"]["quantity"], adjustments["code_interpreter"]["amount_usd"]) == ("1", "0.03")
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_an_open_statement_answers_one_moment_of_the_ledger_while_a_run_of_the_month_is_ingested_meanwhile(
-        api_client, billing_key, tenant, monkeypatch):
-    """An open statement is recomputed on every GET from the same separate queries as a close; a run committed
-    between them must not appear as its code-interpreter session without its run and tokens (a total that
-    matches no state the ledger was ever in)."""
+def _a_run_of_january_ingested_while_the_statement_reads_its_tool_use(tenant, monkeypatch) -> None:
+    """One run of January 2026 with a code-interpreter session stored; a second one, alike, ingested and
+    committed by another connection just before the statement reads its tool use (after its usage by model)."""
     import threading
 
     from django.db import connection
@@ -446,6 +394,42 @@ def test_an_open_statement_answers_one_moment_of_the_ledger_while_a_run_of_the_m
         return read_tools(**kwargs)
 
     monkeypatch.setattr(selectors.ledger_selectors, "tool_usage_by_kind_by_month", tools_after_a_concurrent_ingest)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_close_freezes_one_moment_of_the_ledger_while_a_run_of_the_month_is_ingested_meanwhile(
+        tenant, monkeypatch):
+    """Closing reads usage by model, tool use and storage in separate queries; a run committed between them
+    must not land half on the frozen statement (its code-interpreter session without its run and tokens) and
+    half on the next month's adjustments."""
+    from apps.billing import selectors, services
+
+    _a_run_of_january_ingested_while_the_statement_reads_its_tool_use(tenant, monkeypatch)
+    statement, closed_now = services.statement_close(tenant=tenant, period=dt.date(2026, 1, 1))
+
+    assert closed_now and Run.objects.for_tenant(tenant).count() == 2
+    frozen = json.loads(statement.frozen_json)
+    [model] = lines_of(frozen, "model")
+    sessions = {line["tool"]: line for line in lines_of(frozen, "tool")}["code_interpreter"]
+    assert (model["runs"], model["input_tokens"], sessions["quantity"]) == (1, 1_000_000, "1")
+    assert (model["amount_usd"], sessions["amount_usd"], frozen["total_usd"]) == ("2.50", "0.03", "2.53")
+    february = selectors.statement_document(selectors.statement_data(tenant=tenant, period=dt.date(2026, 2, 1)),
+                                            status="open", closed_at=None)
+    adjustments = {line["model"] or line["tool"]: line for line in lines_of(february, "adjustment")}
+    assert set(adjustments) == {"gpt-5.4", "code_interpreter"}
+    assert (adjustments["gpt-5.4"]["runs"], adjustments["gpt-5.4"]["amount_usd"]) == (1, "2.50")
+    assert (adjustments["code_interpreter"]["quantity"], adjustments["code_interpreter"]["amount_usd"]) == ("1", "0.03")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_open_statement_answers_one_moment_of_the_ledger_while_a_run_of_the_month_is_ingested_meanwhile(
+        api_client, billing_key, tenant, monkeypatch):
+    """An open statement is recomputed on every GET from the same separate queries as a close; a run committed
+    between them must not appear as its code-interpreter session without its run and tokens (a total that
+    matches no state the ledger was ever in)."""
+    _a_run_of_january_ingested_while_the_statement_reads_its_tool_use(tenant, monkeypatch)
     document = get_json(api_client, billing_key, "acme", "2026-01")
 
     assert Run.objects.for_tenant(tenant).count() == 2
