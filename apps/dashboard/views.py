@@ -536,14 +536,20 @@ class TenantPolicyView(LoginRequiredMixin, View):
             raise PermissionDenied("Only this tenant's admins can change its settings.")
         staff = bool(request.user.is_staff or request.user.is_superuser)
         # The form validates against a copy (it writes cleaned values into its instance); `tenant` stays as stored.
-        form = TenantPolicyForm(request.POST.copy(), instance=Tenant.objects.get(pk=tenant.pk), staff=staff)
+        stored = Tenant.objects.filter(pk=tenant.pk).first()
+        if stored is None:  # deleted in the admin since it was read: gone, as the page now is
+            raise Http404("No such tenant.")
+        form = TenantPolicyForm(request.POST.copy(), instance=stored, staff=staff)
         valid = form.is_valid()
         if not valid or form.refuse_changes_made_meanwhile(tenant):
             view = TenantDetailView()
             view.setup(request, slug=slug)
             context = view.get_context_data(policy_form=form)
             return view.render_to_response(context, status=400 if not valid else 409)
-        tenant_update(tenant=tenant, actor=request.user, **form.changes())
+        try:
+            tenant_update(tenant=tenant, actor=request.user, **form.changes())
+        except Tenant.DoesNotExist as gone:  # deleted between the form's read and the write's row lock
+            raise Http404("No such tenant.") from gone
         # Shown in the settings card: the redirect lands there (#settings), out of sight of the page's top.
         messages.success(request, "Policy settings saved.", extra_tags="settings")
         return HttpResponseRedirect(reverse("dashboard:tenant-detail", args=[tenant.slug]) + "#settings")

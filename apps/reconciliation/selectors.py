@@ -219,13 +219,17 @@ def failed_attempts(filters: ResultFilters) -> list[ReconciliationRun]:
     later = ReconciliationRun.objects.filter(
         day=OuterRef("day"), openai_project=OuterRef("openai_project"), status__in=finished,
     ).filter(Q(started_at__gt=OuterRef("started_at")) | Q(started_at=OuterRef("started_at"), pk__gt=OuterRef("pk")))
-    # A result compared again after a re-rating reused older OpenAI figures: it does not answer a failed fetch.
-    later = later.exclude(status=ReconciliationRun.Status.COMPLETE, recompared_from__isnull=False)
+    # A result compared again after a re-rating reused older OpenAI figures: it does not answer a failed fetch,
+    # only a failed re-compare (which a later one that succeeded settles, or the card would stay for good: the
+    # daily run never looks at days that old again).
+    later_fetch = later.exclude(status=ReconciliationRun.Status.COMPLETE, recompared_from__isnull=False)
     failed = ReconciliationRun.objects.filter(day__gte=filters.start, day__lt=filters.end,
                                               status=ReconciliationRun.Status.FAILED)
     if filters.project_id:
         failed = failed.filter(openai_project=filters.project_id)
-    return list(failed.filter(~Exists(later)).order_by("day", "openai_project")
+    unanswered = (Q(recompared_from__isnull=True) & ~Exists(later_fetch)) | (
+        Q(recompared_from__isnull=False) & ~Exists(later))
+    return list(failed.filter(unanswered).order_by("day", "openai_project")
                 .only("day", "openai_project", "status", "error", "started_at", "trigger"))
 
 

@@ -427,35 +427,40 @@ def _recompare_locked(*, project_id: str, results: list[ReconciliationRun], trig
     listed_projects = set(object_project_ids())
     started_at = timezone.now()
     recompared: list[ReconciliationRun] = []
-    for span in _spans(results):
-        start, end = span[0].day, span[-1].day + dt.timedelta(days=1)
-        ledger, ledger_notes = ledger_observations(start=start, end=end, project_id=project_id)
-        lines: dict[int, list[ReconciliationLine]] = defaultdict(list)
-        for line in ReconciliationLine.objects.filter(run__in=span):
-            lines[line.run_id].append(line)
-        for earlier in span:
-            openai, kept_notes = _stored_openai_side(earlier, lines[earlier.pk])
-            attempt = ReconciliationRun.objects.create(
-                day=earlier.day, openai_project=project_id, trigger=trigger, started_at=started_at,
-                tolerance_percent=project.tolerance.percent, tolerance_usd=project.tolerance.usd,
-                # The run that fetched the figures: a result compared again twice still names that fetch.
-                recompared_from_id=earlier.recompared_from_id or earlier.pk,
+    try:
+        for span in _spans(results):
+            start, end = span[0].day, span[-1].day + dt.timedelta(days=1)
+            ledger, ledger_notes = ledger_observations(start=start, end=end, project_id=project_id)
+            lines: dict[int, list[ReconciliationLine]] = defaultdict(list)
+            for line in ReconciliationLine.objects.filter(run__in=span):
+                lines[line.run_id].append(line)
+            for earlier in span:
+                openai, kept_notes = _stored_openai_side(earlier, lines[earlier.pk])
+                attempt = ReconciliationRun.objects.create(
+                    day=earlier.day, openai_project=project_id, trigger=trigger, started_at=started_at,
+                    tolerance_percent=project.tolerance.percent, tolerance_usd=project.tolerance.usd,
+                    # The run that fetched the figures: a result compared again twice still names that fetch.
+                    recompared_from_id=earlier.recompared_from_id or earlier.pk,
+                )
+                notes = [*ledger_notes.get(earlier.day, []), *kept_notes, _recompare_note(earlier)]
+                try:
+                    recompared.append(_swap_in(run=attempt, project=project, openai=openai, ledger=ledger,
+                                               notes=notes, listed_projects=listed_projects))
+                except Exception as exc:
+                    # The failure card names the day and the command that fetches it anew.
+                    _mark_failed([attempt], exc, project_id=project_id,
+                                 say=lambda message: logger.error("%s", message))
+                    raise
+    finally:
+        # Whatever stopped it, the days already swapped in are audited (each is its own committed change).
+        if recompared:
+            audit_record(
+                action="reconciliation.recompare", target_type="openai_project", target_id=project_id,
+                actor_label=trigger or RECOMPARE_TRIGGER,
+                data={"days": [run.day.isoformat() for run in recompared], "runs": [run.pk for run in recompared],
+                      "recompared_from": [run.recompared_from_id for run in recompared],
+                      "flagged": sum(run.flagged_count for run in recompared)},
             )
-            notes = [*ledger_notes.get(earlier.day, []), *kept_notes, _recompare_note(earlier)]
-            try:
-                recompared.append(_swap_in(run=attempt, project=project, openai=openai, ledger=ledger, notes=notes,
-                                           listed_projects=listed_projects))
-            except Exception as exc:
-                # The failure card names the day and the command that fetches it anew.
-                _mark_failed([attempt], exc, project_id=project_id, say=lambda message: logger.error("%s", message))
-                raise
-    audit_record(
-        action="reconciliation.recompare", target_type="openai_project", target_id=project_id,
-        actor_label=trigger or RECOMPARE_TRIGGER,
-        data={"days": [run.day.isoformat() for run in recompared], "runs": [run.pk for run in recompared],
-              "recompared_from": [run.recompared_from_id for run in recompared],
-              "flagged": sum(run.flagged_count for run in recompared)},
-    )
     return recompared
 
 
@@ -511,30 +516,36 @@ def _recompare_note(earlier: ReconciliationRun) -> str:
 
 
 def reconciliation_after_repricing(sender=None, *, changed_days: dict, **kwargs) -> None:
-    """Receiver of apps.ledger.services.runs_repriced (connected in apps.py): compare the re-rated days again
-    at once. The re-rating has committed whatever happens here, so nothing is raised to its caller; a project
-    another reconciliation holds, or an error, is handed to the recompare task, which retries."""
+    """Receiver of apps.ledger.services.runs_repriced (connected in apps.py): hand the re-rated days to the
+    recompare task, which compares them again in a worker. Done here, it ran inside the request that added a
+    price (the prices API, the admin), for as many days as the price re-rated, under the web server's timeout,
+    and a request killed midway left the rest stale. Only when the task cannot be queued (no broker) are the
+    days compared here. The re-rating has committed whatever happens, so nothing is raised to its caller."""
+    pending = {project: sorted(days) for project, days in changed_days.items() if days}
+    if not pending or _recompare_later(pending, countdown=0):
+        return
     try:
         outcome = reconciliation_recompare(changed_days=changed_days)
     except Exception:  # noqa: BLE001 - the re-rating is in; its caller must not see it fail
-        logger.exception("comparing re-rated days again failed; handing them to the recompare task")
-        pending = {project: sorted(days) for project, days in changed_days.items()}
-    else:
-        pending = outcome.locked
-    if pending:
-        _recompare_later(pending)
+        logger.exception("comparing re-rated days %s again failed; run `manage.py reconcile` for them", pending)
+        return
+    if outcome.locked:
+        logger.error("re-rated days %s are held by another reconciliation and no task could be queued; run "
+                     "`manage.py reconcile` for them", outcome.locked)
 
 
-def _recompare_later(pending: dict[str, list[dt.date]]) -> None:
+def _recompare_later(pending: dict[str, list[dt.date]], *, countdown: int) -> bool:
+    """Queue the recompare task for these days; False when the broker cannot take it (logged)."""
     from .tasks import recompare_days
 
     try:
         recompare_days.apply_async(
             kwargs={"changed_days": {project: [day.isoformat() for day in days] for project, days in pending.items()}},
-            countdown=lock_ttl_seconds() + 1)
-    except Exception:  # noqa: BLE001 - a broker outage: say which command brings the days back in line
-        logger.exception("could not queue the comparison of re-rated days %s; run `manage.py reconcile` for them",
-                         pending)
+            countdown=countdown)
+    except Exception:  # noqa: BLE001 - a broker outage: said, and the caller decides what else to do
+        logger.exception("could not queue the comparison of re-rated days %s", pending)
+        return False
+    return True
 
 
 def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> None:

@@ -128,12 +128,12 @@ class TenantDetailView(KnownQueryParametersMixin, TenantScopedAPIMixin, GenericA
     )
     def patch(self, request, slug: str):
         tenant = self.get_tenant(slug)  # first: another tenant's slug is a 404 whatever the headers say
-        wanted = if_match_etags(request)
         if not self.tenant_scope.is_every_tenant:
             refused = _fields_reserved_for_operators(request.data)
             if refused:
                 message = f"A tenant-bound key may change only its tenant's policies, not {refused[0]}."
                 return Response(error_body("permission_denied", message, refused[0]), status=status.HTTP_403_FORBIDDEN)
+        wanted = if_match_etags(request)  # after the 403, as docs/api.md orders the checks
         serializer = TenantUpdateSerializer(tenant, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {field: value for field, value in serializer.validated_data.items() if field != "slug"}

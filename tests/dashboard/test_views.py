@@ -725,3 +725,23 @@ def test_a_settings_save_over_a_field_someone_else_changed_meanwhile_is_a_409_un
     assert client.post(f"/tenants/{tenant.slug}/settings/", {**form, **again}).status_code == 302
     tenant.refresh_from_db()
     assert tenant.monthly_budget_usd == Decimal("100.00")
+
+
+@pytest.mark.django_db
+def test_a_settings_save_for_a_tenant_deleted_meanwhile_is_a_404_not_a_500(client, tenant_admin_user, tenant,
+                                                                          monkeypatch):
+    """Deleted in the admin between the form's read and the write's row lock (tenant_update found no row)."""
+    from apps.dashboard import views
+    from apps.tenants.models import Tenant
+    from apps.tenants.services import tenant_update
+
+    def deleted_first(*, tenant, **kwargs):
+        Tenant.objects.filter(pk=tenant.pk).delete()
+        return tenant_update(tenant=tenant, **kwargs)
+
+    monkeypatch.setattr(views, "tenant_update", deleted_first)
+    client.force_login(tenant_admin_user)
+    response = client.post("/tenants/acme/settings/", {
+        "monthly_budget_usd": "250.00", "high_cost_run_usd": "0.25", "thread_retention_days": "30",
+        "vector_store_idle_days": "14"})
+    assert response.status_code == 404

@@ -201,7 +201,39 @@ def test_a_re_compared_result_does_not_hide_a_failed_fetch_of_the_day(tenant, dj
     assert [run.error for run in failed] == ["RuntimeError: admin key revoked"]
 
 
-def test_a_day_another_reconciliation_holds_is_handed_to_the_retrying_task(tenant, monkeypatch):
+def test_a_re_rating_hands_its_days_to_the_task_instead_of_comparing_them_where_it_ran(tenant, monkeypatch):
+    """Compared in the receiver, the days were compared inside the request that added a price (the prices API,
+    the admin), for as many days as it re-rated, under the web server's timeout."""
+    from apps.reconciliation import tasks
+
+    _price("2")
+    _ingest()
+    clean = _reconcile(_provider(2.0))
+    queued = []
+    monkeypatch.setattr(tasks.recompare_days, "apply_async", lambda **kwargs: queued.append(kwargs))
+    reconciliation_after_repricing(changed_days={"": frozenset({DAY})})
+    assert ReconciliationRun.objects.get(is_current=True, day=DAY).pk == clean.pk
+    assert queued == [{"kwargs": {"changed_days": {"": [DAY.isoformat()]}}, "countdown": 0}]
+
+
+def test_without_a_broker_the_re_rated_days_are_compared_where_the_re_rating_ran(tenant, monkeypatch):
+    from apps.reconciliation import tasks
+
+    def no_broker(**kwargs):
+        raise ConnectionError("broker unreachable")
+
+    _price("2")
+    _ingest()
+    clean = _reconcile(_provider(2.0))
+    monkeypatch.setattr(tasks.recompare_days, "apply_async", no_broker)
+    _price("3", effective_from=DAY)
+    runs_reprice(start=DAY, end=DAY)  # (its own announcement is not run: no commit in this test)
+    reconciliation_after_repricing(changed_days={"": frozenset({DAY})})
+    run, lines = _current()
+    assert run.recompared_from_id == clean.pk and lines[f"{MODEL}, input"].status == "drift"
+
+
+def test_the_task_retries_a_day_another_reconciliation_holds_then_compares_it(tenant, monkeypatch):
     from apps.reconciliation import tasks
 
     _price("2")
@@ -212,15 +244,42 @@ def test_a_day_another_reconciliation_holds_is_handed_to_the_retrying_task(tenan
     lock = _ProjectLock(PROJECT, owner="another-task")
     assert lock.acquire()
     try:
-        reconciliation_after_repricing(changed_days={"": frozenset({DAY})})
+        tasks.recompare_days.run(changed_days={"": [DAY.isoformat()]})
     finally:
         lock.release()
     assert ReconciliationRun.objects.get(is_current=True, day=DAY).pk == clean.pk
-    assert [call["kwargs"] for call in queued] == [{"changed_days": {PROJECT: [DAY.isoformat()]}}]
+    assert [call["kwargs"] for call in queued] == [{"changed_days": {PROJECT: [DAY.isoformat()]}, "attempt": 1}]
+    assert queued[0]["countdown"] > 0
 
-    # The task, once the lock is free, compares the day again.
+    # Once the lock is free, the task compares the day again.
     _price("3", effective_from=DAY)
-    runs_reprice(start=DAY, end=DAY)  # (its own announcement is not run: no commit in this test)
-    tasks.recompare_days.run(changed_days={PROJECT: [DAY.isoformat()]})
+    runs_reprice(start=DAY, end=DAY)
+    tasks.recompare_days.run(**queued[0]["kwargs"])
     run, lines = _current()
     assert run.recompared_from_id == clean.pk and lines[f"{MODEL}, input"].status == "drift"
+
+
+def test_a_failed_re_compare_stops_being_a_failure_once_a_later_re_compare_of_the_day_succeeds(tenant, monkeypatch):
+    """A failed fetch stays on the failure card until a fetch succeeds; a failed re-compare stayed too, for
+    good: the daily run never looks at a day that old again."""
+    from apps.reconciliation import services
+
+    _price("2")
+    _ingest()
+    _reconcile(_provider(2.0))
+    _price("3", effective_from=DAY)
+    runs_reprice(start=DAY, end=DAY)
+    real_swap_in = services._swap_in
+
+    def failing_swap_in(**kwargs):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(services, "_swap_in", failing_swap_in)
+    with pytest.raises(RuntimeError):
+        services.reconciliation_recompare(changed_days={"": {DAY}})
+    window = ResultFilters(start=DAY, end=DAY + dt.timedelta(days=1))
+    assert [run.error for run in failed_attempts(window)] == ["RuntimeError: database hiccup"]
+
+    monkeypatch.setattr(services, "_swap_in", real_swap_in)
+    services.reconciliation_recompare(changed_days={"": {DAY}})
+    assert failed_attempts(window) == []

@@ -237,3 +237,12 @@ def test_a_tenant_deleted_between_the_patchs_read_and_its_write_is_a_404_not_a_5
     monkeypatch.setattr(api_views, "tenant_update", deleted_first)
     answer = _patch(api_client, admin_key, {"thread_retention_days": 14})
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_a_tenant_bound_key_changing_a_reserved_field_is_a_403_whatever_its_if_match_says(api_client, tenant):
+    """docs/api.md orders the checks: a reserved field is a 403 before the If-Match is read (a malformed one gave
+    a 400 first)."""
+    _, key = api_key_create(name="acme admin", scope="admin", tenant=tenant)
+    answer = _patch(api_client, key, {"name": "Renamed"}, if_match="not-quoted")
+    assert answer.status_code == 403 and answer.json()["error"]["field"] == "name"
