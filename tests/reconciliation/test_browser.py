@@ -157,6 +157,7 @@ def test_a_filter_that_does_not_validate_is_named_over_the_default_days(page, li
     response = page.goto(f"{live_server.url}/reconciliation/?status=all&start=garbage")
     assert response.status == 400
     error = page.get_by_role("alert")
-    assert "start" in error.inner_text() and "Showing the defaults instead." in error.inner_text()
+    # Named by the label beside its input, as the page shows it (the URL parameter is `start`).
+    assert error.inner_text().startswith("From:") and "Showing the defaults instead." in error.inner_text()
     assert page.locator("#reconciliation-chart, .js-plotly-plot").count() >= 1  # not a dead end: the defaults drawn
     screenshot(page, "reconciliation-bad-filter", "desktop")
