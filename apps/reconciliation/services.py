@@ -522,7 +522,7 @@ def reconciliation_after_repricing(sender=None, *, changed_days: dict, **kwargs)
     and a request killed midway left the rest stale. Only when the task cannot be queued (no broker) are the
     days compared here. The re-rating has committed whatever happens, so nothing is raised to its caller."""
     pending = {project: sorted(days) for project, days in changed_days.items() if days}
-    if not pending or _recompare_later(pending, countdown=0):
+    if not pending or recompare_later(pending, countdown=0):
         return
     try:
         outcome = reconciliation_recompare(changed_days=changed_days)
@@ -534,14 +534,16 @@ def reconciliation_after_repricing(sender=None, *, changed_days: dict, **kwargs)
                      "`manage.py reconcile` for them", outcome.locked)
 
 
-def _recompare_later(pending: dict[str, list[dt.date]], *, countdown: int) -> bool:
-    """Queue the recompare task for these days; False when the broker cannot take it (logged)."""
+def recompare_later(pending: dict[str, list[dt.date]], *, countdown: int, attempt: int = 0) -> bool:
+    """Queue the recompare task for these days (`attempt`: how many times they were found locked already);
+    False when the broker cannot take it (logged). The one place the task is queued from."""
     from .tasks import recompare_days
 
+    kwargs: dict = {"changed_days": {project: [day.isoformat() for day in days] for project, days in pending.items()}}
+    if attempt:
+        kwargs["attempt"] = attempt
     try:
-        recompare_days.apply_async(
-            kwargs={"changed_days": {project: [day.isoformat() for day in days] for project, days in pending.items()}},
-            countdown=countdown)
+        recompare_days.apply_async(kwargs=kwargs, countdown=countdown)
     except Exception:  # noqa: BLE001 - a broker outage: said, and the caller decides what else to do
         logger.exception("could not queue the comparison of re-rated days %s", pending)
         return False

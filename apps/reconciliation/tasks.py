@@ -11,6 +11,7 @@ from .services import (
     RECHECK_DAYS,
     default_end_day,
     lock_ttl_seconds,
+    recompare_later,
     reconciliation_failure_alert,
     reconciliation_lock_owner,
     reconciliation_recompare,
@@ -70,8 +71,8 @@ def reconcile_daily(self, end_day: str | None = None, days: int = RECHECK_DAYS +
 
 @shared_task(bind=True, name="reconciliation.recompare_days", acks_late=True, ignore_result=True)
 def recompare_days(self, changed_days: dict[str, list[str]], attempt: int = 0) -> dict:
-    """Re-rated days that could not be compared again at once (another reconciliation held their project, or
-    it failed): compare them now from the OpenAI figures stored, retrying while a project stays locked.
+    """Re-rated days (queued by reconciliation_after_repricing once the re-rating committed): compare them
+    again from the OpenAI figures stored, retrying while another reconciliation holds a project.
     Safe to repeat: each day's result is replaced atomically."""
     days = {project: {dt.date.fromisoformat(day) for day in listed} for project, listed in changed_days.items()}
     outcome = reconciliation_recompare(changed_days=days, lock_owner=self.request.id or "")
@@ -79,10 +80,7 @@ def recompare_days(self, changed_days: dict[str, list[str]], attempt: int = 0) -
         if attempt >= LOCKED_RETRIES:
             logger.error("re-rated days of %s still locked after %d tries; run `manage.py reconcile` for %s",
                          ", ".join(outcome.locked), attempt, outcome.locked)
-        else:
-            recompare_days.apply_async(
-                kwargs={"changed_days": {project: [day.isoformat() for day in listed]
-                                         for project, listed in outcome.locked.items()},
-                        "attempt": attempt + 1},
-                countdown=lock_ttl_seconds() + 1)
+        elif not recompare_later(outcome.locked, countdown=lock_ttl_seconds() + 1, attempt=attempt + 1):
+            logger.error("re-rated days %s could not be queued again; run `manage.py reconcile` for them",
+                         outcome.locked)
     return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked)}
