@@ -254,8 +254,11 @@ def drill_worker_kill(*, fast: bool = False, threads: int | None = None, say=pri
     threads = threads or (12 if fast else 40)
     # The drill's compressed clock: a worker silent for `stale` seconds is dead; its item claims lapse after
     # `lease`; a reconciliation lock lapses after `recon_lock` seconds without a heartbeat. The sweep's kind
-    # lock keeps production's 300 s: the resume must not wait for it.
-    stale, lease, recon_lock = (3, 4, 4) if fast else (5, 6, 10)
+    # lock keeps production's 300 s: the resume must not wait for it. The reconciliation lock must outlive the
+    # at-kill report (a fresh manage.py process, several seconds on a slow machine) or the drill cannot see who
+    # held it; 4 s was too short on CI's slowest machine.
+    stale, lease = (3, 4) if fast else (5, 6)
+    recon_lock = 10
     latency_ms = 100 if fast else 200
     end_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     recon_days = 3 if fast else 8
@@ -392,10 +395,12 @@ def _reconciliation_phase(drill, sandbox, log, day_list, *, end_day: dt.date, re
     killed_at = time.time()
     sandbox.faults.clear_faults()
     at_kill = drill.step("recon-report")
+    report_seconds = round(time.time() - killed_at, 1)
     running_at_kill = sum(1 for run in at_kill["runs"] if run["status"] == "running")
     partial_at_kill = _partial_days(at_kill, expected, day_list)
     say(f"  reconciliation: {worker.name} killed mid-fetch; {running_at_kill} attempt(s) left running, lock owner "
-        f"{at_kill['lock_owner']!r}, partial days right after the kill = {len(partial_at_kill)}")
+        f"{at_kill['lock_owner']!r} {report_seconds}s after the kill, partial days right after the kill = "
+        f"{len(partial_at_kill)}")
 
     drill.worker()
     if fast:
