@@ -1,8 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.db import models, transaction
+from django.db.models import ProtectedError
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from .models import AuditEvent
 
@@ -132,6 +135,31 @@ class AuditedAdminMixin:
         with transaction.atomic():
             self._audit_deletion(request, list(queryset))
             super().delete_queryset(request, queryset)
+
+    # A row that PROTECTs the object can arrive after the confirmation page checked (a run ingested meanwhile):
+    # the delete then raises ProtectedError inside its transaction, which rolls back the records with it. The
+    # staff user gets the reason on the page they came from, not a 500.
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ProtectedError as refused:
+            opts = self.model._meta
+            change_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id],
+                                 current_app=self.admin_site.name)
+            return self._delete_refused(request, refused, change_url)
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            return super().changelist_view(request, extra_context)
+        except ProtectedError as refused:  # "delete selected"
+            return self._delete_refused(request, refused, request.get_full_path())
+
+    def _delete_refused(self, request, refused: ProtectedError, back_to: str) -> HttpResponseRedirect:
+        kinds = sorted({str(type(row)._meta.verbose_name_plural) for row in refused.protected_objects})
+        self.message_user(request, f"Nothing was deleted: rows referring to it arrived after the confirmation "
+                                   f"({', '.join(kinds)}). Delete or move them first, then try again.",
+                          messages.ERROR)
+        return HttpResponseRedirect(back_to)
 
     def _audit_deletion(self, request, objs) -> None:
         """A delete record for each object and for each row listed in `audit_cascade` that goes with it.

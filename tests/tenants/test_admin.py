@@ -302,10 +302,9 @@ def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_tha
         client, staff_user, tenant, django_user_model, monkeypatch):
     """The list's "delete selected" wrote its audit records outside any transaction: a delete refused at the last
     moment (a run arrived after the confirmation page, and PROTECTs the tenant) left records of a tenant, keys
-    and memberships that were all still there. The records and the delete are now one transaction."""
+    and memberships that were all still there. The records and the delete are now one transaction, and the
+    refusal is a message on the list, not a 500."""
     import datetime as dt
-
-    from django.db.models import ProtectedError
 
     from apps.core.models import AuditEvent
     from apps.ledger.services import ingest_events
@@ -322,11 +321,42 @@ def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_tha
     # As if the run arrived after the confirmation page checked that nothing refers to the tenant.
     monkeypatch.setattr(TenantAdmin, "get_deleted_objects", lambda self, objs, request: ([], {}, set(), []))
 
-    with pytest.raises(ProtectedError):
-        client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
-                                               "post": "yes"})
+    response = client.post("/admin/tenants/tenant/", {"action": "delete_selected", "_selected_action": [tenant.pk],
+                                                      "post": "yes"}, follow=True)
+    assert response.redirect_chain == [("/admin/tenants/tenant/", 302)]
+    assert [str(message) for message in response.context["messages"]] == [
+        "Nothing was deleted: rows referring to it arrived after the confirmation (daily rollups, end user daily "
+        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs). Delete or move "
+        "them first, then try again."]
     assert Tenant.objects.filter(pk=tenant.pk).exists()
     assert ApiKey.objects.filter(tenant=tenant).count() == 2 and Membership.objects.filter(tenant=tenant).count() == 2
+    assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
+
+
+def test_a_tenant_delete_refused_at_the_last_moment_says_why_on_its_page_instead_of_a_500(
+        client, staff_user, tenant, monkeypatch):
+    import datetime as dt
+
+    from apps.core.models import AuditEvent
+    from apps.ledger.services import ingest_events
+    from apps.tenants.admin import TenantAdmin
+    from apps.tenants.models import Tenant
+    from tests import builders
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id="resp_late", created_at=dt.datetime(2026, 11, 10, 9, tzinfo=dt.UTC), model="gpt-5.4")}])
+    monkeypatch.setattr(TenantAdmin, "get_deleted_objects", lambda self, objs, request: ([], {}, set(), []))
+
+    response = client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"}, follow=True)
+    assert response.redirect_chain == [(f"/admin/tenants/tenant/{tenant.pk}/change/", 302)]
+    assert [str(message) for message in response.context["messages"]] == [
+        "Nothing was deleted: rows referring to it arrived after the confirmation (daily rollups, end user daily "
+        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs). Delete or move "
+        "them first, then try again."]
+    assert Tenant.objects.filter(pk=tenant.pk).exists()
     assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
 
 
