@@ -229,17 +229,32 @@ def cost_by_day_by_tenant(
 ) -> DailySeries:
     """Spend per day (runs and metered vector storage, start..end inclusive) for the `top` tenants by spend in
     the period; the rest summed as "others". Series are keyed by tenant slug and ordered by spend, largest
-    first; `labels` gives each its tenant's name (read in the same grouped query, not one per tenant)."""
+    first; `labels` gives each its tenant's name (one lookup of the few tenants that can rank)."""
+    from apps.tenants.models import Tenant
+
     sources = [(rows.filter(day__gte=start, day__lte=end), amount) for rows, amount in _spend_sources(scope=scope)]
-    spend: dict[tuple[int, str], Decimal] = {}
-    names: dict[str, str] = {}
+    spend: dict[int, Decimal] = {}
     for rows, amount in sources:
-        rows = list(rows.values("tenant_id", "tenant__slug", "tenant__name").order_by()
-                    .annotate(cost_usd=_sum_money(amount)))
-        names.update((row["tenant__slug"], row["tenant__name"]) for row in rows)
-        _add_rows(spend, rows, key=lambda row: (row["tenant_id"], row["tenant__slug"]))
-    ranking = sorted(spend.items(), key=lambda item: (-item[1], item[0][1]))
-    top_ids = dict(key for key, _ in ranking[:top])
+        # Summed per tenant id and named after: grouped by the tenant's slug and name, every row of the period
+        # was joined to its tenant before the sums. Over 90 days at 10M runs that cost ~28 ms (rollups) and
+        # ~15 ms (storage) of database time against ~17 and ~5 per id (issue #9).
+        _add_rows(spend, rows.values("tenant_id").order_by().annotate(cost_usd=_sum_money(amount)),
+                  key=lambda row: row["tenant_id"])
+    # Ranked by spend, then slug. Only the tenants that spent at least the top-th largest amount can rank (ties
+    # at the cut included), so only theirs are named: one short lookup, not a thousand ids. A tenant deleted
+    # since its rows were summed drops out of the top (the "others" series still counts it).
+    if top <= 0:
+        candidates = []
+    elif len(spend) <= top:
+        candidates = list(spend)
+    else:
+        cut = sorted(spend.values(), reverse=True)[top - 1]
+        candidates = [tenant_id for tenant_id, amount in spend.items() if amount >= cut]
+    tenants = {pk: (slug, name) for pk, slug, name in scope.apply(Tenant.objects.filter(pk__in=candidates), field="id")
+               .values_list("id", "slug", "name")} if candidates else {}
+    ranking = sorted((tenant_id for tenant_id in candidates if tenant_id in tenants),
+                     key=lambda tenant_id: (-spend[tenant_id], tenants[tenant_id][0]))
+    top_ids = {tenant_id: tenants[tenant_id][0] for tenant_id in ranking[:top]}
     # The database sums the tenants outside the top into one series (series NULL): read per tenant and day,
     # 90 days of 1,000 tenants were ~73,000 rows to make into dicts and add up in Python (~25 ms).
     series = Case(When(tenant_id__in=list(top_ids), then=F("tenant_id")), default=Value(None),
@@ -251,7 +266,7 @@ def cost_by_day_by_tenant(
             bucket = buckets.setdefault(top_ids.get(row["series"], OTHERS_LABEL), {})
             bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
     return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()},
-                       labels=_tenant_legend_names({slug: names[slug] for slug in top_ids.values()}))
+                       labels=_tenant_legend_names({tenants[tenant_id][0]: tenants[tenant_id][1] for tenant_id in top_ids}))
 
 
 def _tenant_legend_names(names: dict[str, str]) -> dict[str, str]:

@@ -96,6 +96,21 @@ def test_cost_by_day_by_tenant_keeps_the_top_tenants_and_groups_the_rest(tenant,
     assert series.labels == {"acme": "Acme Corp", "globex": "Globex Inc"}  # the legend's names, the rest unlabelled
 
 
+def test_tenants_that_spent_the_same_are_ranked_by_slug_and_the_cut_keeps_the_first(tenant, other_tenant):
+    # The ranking sums per tenant id and reads slugs and names after: the tie still breaks on the slug.
+    zeta = Tenant.objects.create(slug="zeta", name="Zeta")
+    beta = Tenant.objects.create(slug="beta", name="Beta")
+    for each in (zeta, beta, other_tenant):
+        run_row(each, created_at=at(TODAY), cost="2")
+    run_row(tenant, created_at=at(TODAY), cost="1")
+
+    series = selectors.cost_by_day_by_tenant(scope=TenantScope.every_tenant(), start=TODAY, end=TODAY, top=2)
+
+    assert list(series.series) == ["beta", "globex", selectors.OTHERS_LABEL]
+    assert series.series[selectors.OTHERS_LABEL] == [Decimal("3")]
+    assert series.labels == {"beta": "Beta", "globex": "Globex Inc"}
+
+
 def test_a_tenant_called_others_keeps_its_own_series_apart_from_the_rest(tenant, other_tenant):
     # Its spend and the rest's were one grey "others" bar on the overview.
     others = Tenant.objects.create(slug="others", name="Others Ltd")
