@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 
 from django.db import DataError, ProgrammingError, connection, transaction
 from django.db.models import (
@@ -680,21 +681,48 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=END_USER_CO
     sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
         return _signed_sums_by_user(sources, counts, money)
-    # Added up here (the rollups' money is whole ledger units: integers, exact), then made USD amounts.
     totals: dict[str, dict] = {}
+    for user_id, *values in _unit_sums_in_python(sources, counts=counts, money=money):
+        row = totals[user_id] = dict(zip(names, values, strict=True))
+        for name in money:
+            row[name] = units_to_usd(row[name])
+    return totals
+
+
+def _end_user_unit_sums(tenant, start: dt.date, end: dt.date, *, counts: Sequence[str],
+                        money: Sequence[str]) -> list[tuple]:
+    """Rows (user_id, *counts, *money) like _end_user_totals, unordered, with the money as whole ledger units
+    (ints): for a caller that ranks thousands of users and shows a page of them, which makes a Decimal (and a
+    dict) only for the rows it shows. At 5,000 users the Decimals, the dicts and a sort on Decimal keys cost
+    the biggest tenant's page more than the query (issue #9)."""
+    sources = _end_user_sources(tenant, start, end)
+    if connection.vendor != "postgresql":
+        return _unit_sums_in_python(sources, counts=counts, money=money)
+    if not sources:
+        return []
+    return _read_signed_sums(lambda bigint_sum: _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum,
+                                                                 money_as_units=True))
+
+
+def _unit_sums_in_python(sources: list[tuple[QuerySet, int]], *, counts: Sequence[str],
+                         money: Sequence[str]) -> list[tuple]:
+    """Not PostgreSQL: the sources' signed rows added up here (the rollups' money is whole ledger units:
+    integers, exact), as rows (user_id, *counts, *money units) of users with runs."""
+    names_count = len(counts) + len(money)
+    totals: dict[str, list] = {}
     for source, sign in sources:
         for user_id, *values in source.values_list("user_id", *counts, *map(end_user_units_column, money)):
             if sign < 0:
                 values = [-value for value in values]
             current = totals.get(user_id)
             if current is None:
-                totals[user_id] = dict(zip(names, values, strict=True))
+                totals[user_id] = values
             else:
-                for name, value in zip(names, values, strict=True):
-                    current[name] += value
+                for index in range(names_count):
+                    current[index] += values[index]
     # A user whose runs all fall outside the range comes out at zero runs (and zero sums) here.
-    return {user_id: {**row, **{name: units_to_usd(row[name]) for name in money}}
-            for user_id, row in totals.items() if row["runs"]}
+    runs_at = list(counts).index("runs")
+    return [(user_id, *values) for user_id, values in totals.items() if values[runs_at]]
 
 
 def _signed_sums_by_user(sources: list[tuple[QuerySet, int]], counts: Sequence[str],
@@ -831,27 +859,35 @@ LAST_ACTIVE_PROBES = 10_000
 
 class EndUserCosts(Sequence):
     """Rows {user_id, runs, cost_usd, last_active_day} of one tenant's end users, costliest first. A list
-    the paginator can count and slice; last_active_day (the last UTC day in the period with a run of that
-    user) is read for the rows actually taken, with one query per slice."""
+    the paginator can count and slice, made from (user_id, runs, cost units) tuples: a row's dict and Decimal
+    are made when it is taken (a page of 10 of 5,000 users), once, and last_active_day (the last UTC day in
+    the period with a run of that user) is read for the rows taken, with one query per slice."""
 
-    def __init__(self, rows: list[dict], *, tenant, start: dt.date, end: dt.date):
-        self._rows, self._tenant, self._start, self._end = rows, tenant, start, end
+    def __init__(self, ranked: list[tuple[str, int, int]], *, tenant, start: dt.date, end: dt.date):
+        self._ranked, self._tenant, self._start, self._end = ranked, tenant, start, end
+        self._rows: list[dict | None] = [None] * len(ranked)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._ranked)
+
+    def _taken(self, indexes: Sequence[int]) -> list[dict]:
+        rows = []
+        for index in indexes:
+            row = self._rows[index]
+            if row is None:
+                user_id, runs, cost_units = self._ranked[index]
+                row = self._rows[index] = {"user_id": user_id, "runs": runs, "cost_usd": units_to_usd(cost_units)}
+            rows.append(row)
+        self._fill(rows)
+        return rows
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            rows = self._rows[index]
-            self._fill(rows)
-            return rows
-        row = self._rows[index]
-        self._fill([row])
-        return row
+            return self._taken(range(len(self))[index])
+        return self._taken([range(len(self))[index]])[0]
 
     def __iter__(self):
-        self._fill(self._rows)
-        return iter(self._rows)
+        return iter(self._taken(range(len(self))))
 
     def _fill(self, rows: list[dict]) -> None:
         missing = [row for row in rows if "last_active_day" not in row]
@@ -876,10 +912,12 @@ def cost_by_end_user(*, tenant, start: dt.date, end: dt.date) -> EndUserCosts:
     """Rows {user_id, runs, cost_usd, last_active_day} per end user of one tenant (start..end inclusive),
     costliest first ("" = unknown), from the end-user rollups. last_active_day, not the last run's time: a
     rollup cannot keep an exact latest moment under deltas (a run's attribution can move to a user later)."""
-    totals = _end_user_totals(tenant, start, end + dt.timedelta(days=1), counts=("runs",), money=("cost_total_usd",))
-    rows = [{"user_id": user_id, "runs": row["runs"], "cost_usd": row["cost_total_usd"]} for user_id, row in totals.items()]
-    rows.sort(key=lambda row: (-row["cost_usd"], row["user_id"]))
-    return EndUserCosts(rows, tenant=tenant, start=start, end=end)
+    ranked = _end_user_unit_sums(tenant, start, end + dt.timedelta(days=1), counts=("runs",),
+                                 money=("cost_total_usd",))
+    # Costliest first, ties by user id (code-point order): two sorts on plain ints and strs, the second stable.
+    ranked.sort(key=itemgetter(0))
+    ranked.sort(key=itemgetter(2), reverse=True)
+    return EndUserCosts(ranked, tenant=tenant, start=start, end=end)
 
 
 # --- threads ------------------------------------------------------------------------------------------

@@ -369,6 +369,19 @@ def test_end_user_readers_use_a_bounded_number_of_queries(tenant):
     assert len(page) == 10 and all(row["last_active_day"] for row in page) and len(_reads(queries)) == reads + 1
 
 
+def test_end_user_costs_make_each_row_once_when_it_is_taken(tenant):
+    # 5,000 users ranked for a page of 10: rows stay (user_id, runs, units) tuples until taken; a row taken
+    # twice (the table's page, then the chart beside it) is the same dict, with its last active day.
+    rows = selectors.EndUserCosts([("b", 2, 30_000_000_000), ("a", 1, 5)], tenant=tenant,
+                                  start=dt.date(2026, 11, 1), end=dt.date(2026, 11, 30))
+    first = rows[0]
+    assert first == {"user_id": "b", "runs": 2, "cost_usd": Decimal("3.0000000000"), "last_active_day": None}
+    assert rows[0:1][0] is first and rows[-1]["cost_usd"] == Decimal("0.0000000005")
+    assert [row["user_id"] for row in rows] == ["b", "a"] and len(rows) == 2
+    with pytest.raises(IndexError):
+        rows[2]
+
+
 def _reads(queries) -> list[str]:
     # Not the savepoints and SET LOCAL around a PostgreSQL read that must not start parallel workers.
     return [query["sql"] for query in queries.captured_queries
