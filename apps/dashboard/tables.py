@@ -14,9 +14,18 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
+from django.template import Context
+from django.template.base import render_value_in_context
+from django.template.defaultfilters import date as date_filter
+from django.template.defaultfilters import floatformat
 from django.utils.functional import cached_property
+from django.utils.html import conditional_escape, strip_spaces_between_tags
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timezone import template_localtime
 
 from apps.core.exports import csv_value
+
+from .templatetags.dashboard import bar_width, budget_pct, price, spaced, sparkline, status_class, tokens, usd
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,59 @@ class IdInText:
         return self.text
 
 
+# What `{{ value }}` does in a template (local time, localized numbers, escaped), for cells made here.
+_TEMPLATE_CONTEXT = Context()
+
+
+def _text(value) -> str:
+    return render_value_in_context(value, _TEMPLATE_CONTEXT)
+
+
+def _day(value) -> str:
+    return conditional_escape(date_filter(template_localtime(value), "M j, Y"))
+
+
+def _percent_html(value) -> str:
+    level = " meter-over" if value >= 100 else " meter-warn" if value >= 80 else ""
+    return (f'<span class="meter"><span class="meter-bar{level}" style="width: {_text(bar_width(value))}%"></span>'
+            f"</span> {_text(budget_pct(value))}")
+
+
+def _datetime_html(value) -> str:
+    moment = template_localtime(value)
+    return (f'<time datetime="{conditional_escape(date_filter(moment, "c"))}"><span class="day">{_day(moment)}</span> '
+            f'{conditional_escape(date_filter(moment, "H:i"))}</time>')
+
+
+def _date_html(value) -> str:
+    return f'<time datetime="{conditional_escape(date_filter(template_localtime(value), "Y-m-d"))}">{_day(value)}</time>'
+
+
+def _id_in_text_html(value) -> str:
+    before, openai_id, after = getattr(value, "parts", ("", "", ""))
+    code = f'<code class="id-cell" title="{_text(openai_id)}">{_text(openai_id)}</code>' if openai_id else ""
+    return f'<span class="wrap-text">{_text(before)}{code}{_text(after)}</span>'
+
+
+_CELL_FORMATS: dict[str, Callable[[Any], str]] = {
+    "money": lambda value: _text(usd(value)),
+    "price": lambda value: _text(price(value)),
+    "int": lambda value: _text(tokens(value)),
+    "number": lambda value: _text(floatformat(value, "-2")),
+    "percent": _percent_html,
+    "datetime": _datetime_html,
+    "date": _date_html,
+    "status": lambda value: f'<span class="badge {_text(status_class(value))}">{_text(spaced(value))}</span>',
+    "bool": lambda value: "yes" if value else '<span class="muted">no</span>',
+    "code": lambda value: f'<code class="id-cell" title="{_text(value)}">{_text(value)}</code>',
+    "sparkline": lambda value: ('<svg class="sparkline" width="120" height="28" viewBox="0 0 120 28" role="img" '
+                                f'aria-label="daily cost trend"><polyline points="{_text(sparkline(value))}" '
+                                'fill="none" stroke="currentColor" stroke-width="1.5"/></svg>'),
+    "longtext": lambda value: f'<span class="wrap-text">{_text(value)}</span>',
+    "idtext": _id_in_text_html,
+}
+
+
 @dataclass
 class Cell:
     value: Any
@@ -80,6 +142,17 @@ class Cell:
     url: str | None = None
     align_right: bool = False
     wrap: bool = False
+
+    @property
+    def html(self) -> SafeString:
+        """The cell's content by its kind (money, dates, badges, ids...). Made here, not by a chain of {% if %}
+        in the table template: that chain cost the runs and audit pages ~0.4 ms a row (issue #9)."""
+        value = self.value
+        if value is None or value == "":
+            return mark_safe('<span class="muted">—</span>')
+        format_value = _CELL_FORMATS.get(self.kind, _text)
+        # As the template's {% spaceless %} around a cell did: no outer whitespace, none between tags.
+        return mark_safe(strip_spaces_between_tags(format_value(value).strip()))
 
     @property
     def css_class(self) -> str:
