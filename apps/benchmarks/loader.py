@@ -30,19 +30,25 @@ from .common import Progress, bench_tenants, ledger_truncate, require_postgres
 
 CHUNK = 1_000_000
 RUNS_PER_THREAD = 8
-# A tail of long prompts (retrieval-heavy agent runs): 2% of runs carry 8x the input tokens (up to ~320K). On
-# the dearer models most of them cost past the bench tenants' $0.10 high-cost threshold, about 1% of all runs,
-# so the high-cost run pages, their partial indexes and the prompt-size histogram's tail are measured with
-# rows in them: without it no run reached $0.07 and those pages were measured empty. The draw is made from
-# i*i, not i: _u is linear in its argument, so a draw from i is a shifted copy of every other draw from i
-# (the same model and token counts would all have landed in the tail).
+# A tail of long prompts (retrieval-heavy agent runs): 2% of runs carry 8x the input tokens (up to ~320K), so
+# the prompt-size histogram has a tail. With them and independent draws, ~5% of runs cost past the bench
+# tenants' $0.10 high-cost threshold; the high-cost run pages list real rows (before session 20 no run
+# reached $0.07 and those pages were measured empty).
 LONG_PROMPT_SHARE = 0.02
+# A product's features are each wired to a model, chosen per customer (plan, region): 97% of a tenant's runs of
+# a feature use its model, the rest any model (fallbacks, trials). The daily rollup then holds a few rows per
+# tenant and day, as real traffic makes, where independent draws made up to 36 (6 models x 6 features).
+FEATURE_MODEL_SHARE = 0.97
 LONG_PROMPT_FACTOR = 8
 MODELS = ("gpt-5.4", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-6.1-sol", "gpt-5-nano")
 FEATURES = ("doc-qa", "chat", "summarize", "search", "agent", "")
-# u(x, salt): a deterministic pseudo-random number in [0, 1) from an integer, so a reload gives the same ledger.
 END_USERS = 5000  # of the biggest tenant (the ingest bench's traffic: 5,000 per tenant)
-_U = "((mod(({x}) * 2654435761 + {salt} * 40503 + 12345, 2147483647))::float8 / 2147483647)"
+# u(x, salt): a deterministic pseudo-random number in [0, 1) from an integer, so a reload gives the same ledger;
+# PostgreSQL's own integer hash, seeded by the salt, so draws with different salts are independent. (Until
+# session 20 it was a linear congruence with one multiplier: u(x, a) and u(x, b) were the same sequence shifted,
+# and a run's model, tokens, status, cached share and day were all functions of one another — every failed run
+# in the last 15 days, two models per 15 days, the costliest runs all in one band of dates.)
+_U = "((hashint8extended(({x})::bigint, {salt}) & 2147483647)::float8 / 2147483648)"
 
 
 def _u(x: str, salt: int) -> str:
@@ -50,9 +56,9 @@ def _u(x: str, salt: int) -> str:
 
 
 def _user_draw(x: str, tenant_position: str) -> str:
-    """The run's end user: a number below its tenant's user count, drawn independently of the tenant. (_u is
-    linear in its argument, so a draw from the run number correlated with the tenant's draw from the thread
-    number, run / 4: the biggest tenant saw ~1,400 users a month instead of 5,000.) Users scale with the
+    """The run's end user: a number below its tenant's user count, drawn independently of the tenant (when _u
+    was a linear congruence, a draw from the run number correlated with the tenant's draw from the thread
+    number, run / 4: the biggest tenant saw ~1,400 users a month instead of 5,000). Users scale with the
     tenant's traffic — the biggest has END_USERS, the smallest at least 20 — so every tenant's users make
     about the same number of runs a month."""
     users = f"greatest(20, round({END_USERS} * (sqrt(({tenant_position}) + 1) - sqrt({tenant_position}))))::bigint"
@@ -127,9 +133,12 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
                     WITH p(position, model, price_id, rate_in, rate_cached, rate_out) AS (VALUES {prices}),
                     base AS (
                         SELECT i, i / {RUNS_PER_THREAD} AS th,
-                               floor({_u('i', 3)} * {len(MODELS)})::int AS model_position,
+                               CASE WHEN {_u('i', 3)} < {FEATURE_MODEL_SHARE}
+                                    THEN mod(i %% {len(FEATURES)} + {tenant_position(f'i / {RUNS_PER_THREAD}')},
+                                             {len(MODELS)})
+                                    ELSE floor({_u('i', 10)} * {len(MODELS)})::int END AS model_position,
                                (200 + floor({_u('i', 4)} * 40000)::bigint)
-                                   * CASE WHEN {_u('mod(i::bigint * i + 7, 2147483647)', 9)} < {LONG_PROMPT_SHARE}
+                                   * CASE WHEN {_u('i', 9)} < {LONG_PROMPT_SHARE}
                                           THEN {LONG_PROMPT_FACTOR} ELSE 1 END
                                    AS input_tokens,
                                20 + floor({_u('i', 5)} * 3000)::bigint AS output_tokens,

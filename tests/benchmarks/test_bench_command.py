@@ -84,12 +84,14 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     assert "overview /" in output and "usage by end user" in output and "p95" in output
     assert "usage by end user, 30 days to mid last month" in output  # the window that does not move with the date
     assert "pages/endpoints over target" in output
-    # The high-cost pages are measured with rows in them: a tail of long prompts costs past the threshold.
+    # The high-cost pages are measured with rows in them, and a run's draws are independent: failed runs fall
+    # on many days (with one linear draw for everything they all fell in one band of dates).
     from apps.ledger.models import Run
 
     runs = Run.objects.unscoped()
-    assert 0 < runs.filter(is_high_cost=True).count() < 0.02 * runs.count()
+    assert 0 < runs.filter(is_high_cost=True).count() < 0.1 * runs.count()
     assert runs.filter(input_tokens__gt=41_000).exists()
+    assert runs.filter(status="failed").dates("created_at", "day").count() > 5
     output = bench("storage", "--runs", "3000", "--tenants", "20", "--reuse")
     assert "run table + indexes per 1M runs" in output
 
