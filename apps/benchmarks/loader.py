@@ -21,6 +21,7 @@ from apps.ledger.models import (
     EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
+    TenantDailyRollup,
     Thread,
     ToolUsageRollup,
 )
@@ -249,10 +250,15 @@ def storage_meters_load(cursor) -> None:
 
 
 def _other_rollups(cursor) -> None:
-    """The rollups beside DailyRollup, computed from the runs as ingest would have added them: end-user
-    rollups by day and by month, prompt-size rollups (bins = PROMPT_TOKEN_EDGES), billable tool use per
-    tool price version (none in the generated ledger today, but computed the same way as everything else)."""
+    """The rollups beside DailyRollup, computed from the runs (or from it) as ingest would have added them:
+    tenant-days, end-user rollups by day and by month, prompt-size rollups (bins = PROMPT_TOKEN_EDGES),
+    billable tool use per tool price version (none in the generated ledger today, but computed the same way
+    as everything else)."""
     run_table = Run._meta.db_table
+    cursor.execute(f"""
+        INSERT INTO {TenantDailyRollup._meta.db_table} (tenant_id, day, runs, unpriced_runs, cost_total_usd)
+        SELECT tenant_id, day, sum(runs), sum(unpriced_runs), sum(cost_total_usd)
+        FROM {DailyRollup._meta.db_table} GROUP BY 1, 2""")
     sums = ", ".join(END_USER_SUMS)  # the end-user rollups' money is whole ledger units
     # Days from the month's first day to the first day of the day's part (MONTH_PART_FIRST_DAYS).
     part_offset = "CASE " + " ".join(f"WHEN extract(day FROM day) >= {first} THEN {first - 1}"

@@ -47,6 +47,7 @@ from .models import (
     EndUserMonthPartRollup,
     PromptSizeRollup,
     Run,
+    TenantDailyRollup,
     Thread,
     ToolUsageRollup,
     end_user_units_column,
@@ -91,10 +92,23 @@ def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySe
     return tenant_storage_meters(scope=scope, tenant=tenant)
 
 
+def _tenant_days(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
+    """Tenants' runs and spend per day (TenantDailyRollup), in the same scope as _rollups and, like them, the
+    rows that hold runs: for reads that need neither model nor feature."""
+    if tenant is not None:
+        rows = TenantDailyRollup.objects.for_tenant(tenant)
+    elif scope is None:
+        raise ValueError("Pass a scope or a tenant.")
+    else:
+        rows = TenantDailyRollup.objects.in_scope(scope)
+    return rows.exclude(runs=0)
+
+
 def _spend_sources(*, scope: TenantScope | None = None, tenant=None) -> tuple[tuple[QuerySet, str], ...]:
-    """What a tenant's spend adds up, as (rows, amount column): its runs' cost from the daily rollups and its
-    metered vector storage. Both have a tenant and a day, so every spend read filters and groups them alike."""
-    return ((_rollups(scope=scope, tenant=tenant), "cost_total_usd"),
+    """What a tenant's spend adds up, as (rows, amount column): its runs' cost per day (the tenant-day rollup,
+    one row per tenant and day whatever its models and features) and its metered vector storage. Both have a
+    tenant and a day, so every spend read filters and groups them alike."""
+    return ((_tenant_days(scope=scope, tenant=tenant), "cost_total_usd"),
             (_storage_meters(scope=scope, tenant=tenant), "cost_usd"))
 
 
@@ -158,7 +172,7 @@ def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.da
     if now is not None:
         seconds = Decimal(int((now - day_start(today)).total_seconds()))
         today_share = min(Decimal(1), max(Decimal(0), seconds / 86400))
-    runs = _rollups(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
+    runs = _tenant_days(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
         month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
         last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
         before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),

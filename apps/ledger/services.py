@@ -65,6 +65,7 @@ from .models import (
     PromptSizeRollup,
     Run,
     RunStatus,
+    TenantDailyRollup,
     Thread,
     ThreadToolResource,
     ToolUsageRollup,
@@ -466,6 +467,7 @@ PROMPT_SIZE_KEY = ("tenant_id", "day", "size_bin")
 TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
 TOOL_USAGE_SUMS = ("code_interpreter_sessions", "billable_file_search_calls", "web_search_calls")
 DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
+TENANT_DAILY = _RollupTable(TenantDailyRollup, ("tenant_id", "day"), ("runs", "unpriced_runs", "cost_total_usd"))
 END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS = (
     _RollupTable(model, key, END_USER_SUMS, sources=(*END_USER_COUNTS, *END_USER_MONEY), units=END_USER_UNITS)
     for model, key in ((EndUserDailyRollup, END_USER_KEY), (EndUserMonthlyRollup, END_USER_MONTH_KEY),
@@ -474,7 +476,7 @@ END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS = (
 PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
 TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS, only_with="tool_price_id", sources=(
     "billable_code_interpreter_sessions", "billable_file_search_calls", "billable_web_search_calls"))
-ROLLUP_TABLES = (DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS, PROMPT_SIZE, TOOL_USAGE)
+ROLLUP_TABLES = (DAILY, TENANT_DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS, PROMPT_SIZE, TOOL_USAGE)
 
 
 def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], rows: list[list]) -> None:

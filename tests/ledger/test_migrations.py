@@ -63,3 +63,28 @@ def test_0010_turns_end_user_money_into_ledger_units_and_0011_sums_the_parts_of_
                           dt.date(2026, 11, 16): {"runs": 4, **_times(AMOUNTS, 4)}}
     finally:
         migrate_ledger_to_latest()
+
+
+def test_0015_fills_the_tenant_day_rollup_with_each_tenant_days_sums_exactly(tenant, other_tenant):
+    from apps.ledger.models import TenantDailyRollup
+
+    before = migrate_ledger_to("0014_model_names_as_long_as_fine_tuned_ids")
+    try:
+        daily = before.get_model("ledger", "DailyRollup")._default_manager
+        for model, feature, runs in (("gpt-5.4", "chat", 2), ("gpt-5-mini", "chat", 1), ("gpt-5.4", "", 3)):
+            daily.create(tenant_id=tenant.pk, day=dt.date(2026, 11, 3), model=model, feature=feature, runs=runs,
+                         unpriced_runs=1, cost_total_usd=AMOUNTS["cost_cached_input_usd"])
+        daily.create(tenant_id=other_tenant.pk, day=dt.date(2026, 11, 3), model="gpt-5.4", runs=1,
+                     cost_total_usd=AMOUNTS["cost_input_usd"])
+
+        migrate_ledger_to_latest()
+        rows = {row.pop("tenant_id"): row for row in TenantDailyRollup.objects.unscoped().values(
+            "tenant_id", "day", "runs", "unpriced_runs", "cost_total_usd")}
+        assert rows == {
+            tenant.pk: {"day": dt.date(2026, 11, 3), "runs": 6, "unpriced_runs": 3,
+                        "cost_total_usd": AMOUNTS["cost_cached_input_usd"] * 3},
+            other_tenant.pk: {"day": dt.date(2026, 11, 3), "runs": 1, "unpriced_runs": 0,
+                              "cost_total_usd": AMOUNTS["cost_input_usd"]},
+        }
+    finally:
+        migrate_ledger_to_latest()

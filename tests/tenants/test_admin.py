@@ -326,8 +326,8 @@ def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_tha
     assert response.redirect_chain == [("/admin/tenants/tenant/", 302)]
     assert [str(message) for message in response.context["messages"]] == [
         "Nothing was deleted: rows referring to it arrived after the confirmation (daily rollups, end user daily "
-        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs). Delete or move "
-        "them first, then try again."]
+        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs, tenant daily "
+        "rollups). Delete or move them first, then try again."]
     assert Tenant.objects.filter(pk=tenant.pk).exists()
     assert ApiKey.objects.filter(tenant=tenant).count() == 2 and Membership.objects.filter(tenant=tenant).count() == 2
     assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
@@ -354,8 +354,8 @@ def test_a_tenant_delete_refused_at_the_last_moment_says_why_on_its_page_instead
     assert response.redirect_chain == [(f"/admin/tenants/tenant/{tenant.pk}/change/", 302)]
     assert [str(message) for message in response.context["messages"]] == [
         "Nothing was deleted: rows referring to it arrived after the confirmation (daily rollups, end user daily "
-        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs). Delete or move "
-        "them first, then try again."]
+        "rollups, end user month part rollups, end user monthly rollups, prompt size rollups, runs, tenant daily "
+        "rollups). Delete or move them first, then try again."]
     assert Tenant.objects.filter(pk=tenant.pk).exists()
     assert not AuditEvent.objects.filter(action__endswith=".delete").exists()
 
