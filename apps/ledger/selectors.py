@@ -75,13 +75,7 @@ def _rollups(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
     model or feature, the old key's row stays at zero runs (and zero sums), and read as is it made a "0 runs"
     feature line, a model in the cost chart's legend and filter choices the usage API does not list
     (usage_lines leaves those groups out too)."""
-    if tenant is not None:
-        rows = DailyRollup.objects.for_tenant(tenant)
-    elif scope is None:
-        raise ValueError("Pass a scope or a tenant.")
-    else:
-        rows = DailyRollup.objects.in_scope(scope)
-    return rows.exclude(runs=0)
+    return _rows_with_runs(DailyRollup, scope=scope, tenant=tenant)
 
 
 def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
@@ -95,12 +89,17 @@ def _storage_meters(*, scope: TenantScope | None = None, tenant=None) -> QuerySe
 def _tenant_days(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
     """Tenants' runs and spend per day (TenantDailyRollup), in the same scope as _rollups and, like them, the
     rows that hold runs: for reads that need neither model nor feature."""
+    return _rows_with_runs(TenantDailyRollup, scope=scope, tenant=tenant)
+
+
+def _rows_with_runs(model, *, scope: TenantScope | None, tenant) -> QuerySet:
+    """A rollup's rows of one tenant or of a scope, less those a later report of their runs left at zero."""
     if tenant is not None:
-        rows = TenantDailyRollup.objects.for_tenant(tenant)
+        rows = model.objects.for_tenant(tenant)
     elif scope is None:
         raise ValueError("Pass a scope or a tenant.")
     else:
-        rows = TenantDailyRollup.objects.in_scope(scope)
+        rows = model.objects.in_scope(scope)
     return rows.exclude(runs=0)
 
 
