@@ -244,8 +244,8 @@ def storage_meters_load(cursor) -> None:
                                                    cost_usd, saved_usd, price_version, rule, metered_at)
         SELECT tenant_id, day, bytes, 1 + tenant_id % 5, round(bytes::numeric / {gib}, 10), 0,
                round(bytes::numeric / {gib} * 0.10, 10), 0, 'bench', '', now()
-        FROM (SELECT DISTINCT tenant_id, day, ((tenant_id * 7919) % 50 + 1)::bigint * {gib // 10} AS bytes
-              FROM {DailyRollup._meta.db_table}) AS tenant_days""")
+        FROM (SELECT tenant_id, day, ((tenant_id * 7919) % 50 + 1)::bigint * {gib // 10} AS bytes
+              FROM {TenantDailyRollup._meta.db_table}) AS tenant_days""")
     cursor.execute(f"ANALYZE {StorageMeter._meta.db_table}")
 
 

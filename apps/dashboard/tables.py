@@ -90,8 +90,9 @@ def _text(value) -> str:
     return render_value_in_context(value, _TEMPLATE_CONTEXT)
 
 
-def _day(value) -> str:
-    return conditional_escape(date_filter(template_localtime(value), "M j, Y"))
+def _day(moment) -> str:
+    """A day as the tables write it, of a value already in local time (template_localtime)."""
+    return conditional_escape(date_filter(moment, "M j, Y"))
 
 
 def _percent_html(value) -> str:
@@ -107,7 +108,8 @@ def _datetime_html(value) -> str:
 
 
 def _date_html(value) -> str:
-    return f'<time datetime="{conditional_escape(date_filter(template_localtime(value), "Y-m-d"))}">{_day(value)}</time>'
+    moment = template_localtime(value)
+    return f'<time datetime="{conditional_escape(date_filter(moment, "Y-m-d"))}">{_day(moment)}</time>'
 
 
 def _id_in_text_html(value) -> str:

@@ -7,6 +7,7 @@ Money comes back as exact Decimal; days are UTC dates (the rollups' day boundary
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import math
 from collections import Counter, defaultdict
@@ -257,13 +258,8 @@ def cost_by_day_by_tenant(
     # Ranked by spend, then slug. Only the tenants that spent at least the top-th largest amount can rank (ties
     # at the cut included), so only theirs are named: one short lookup, not a thousand ids. A tenant deleted
     # since its rows were summed drops out of the top (the "others" series still counts it).
-    if top <= 0:
-        candidates = []
-    elif len(spend) <= top:
-        candidates = list(spend)
-    else:
-        cut = sorted(spend.values(), reverse=True)[top - 1]
-        candidates = [tenant_id for tenant_id, amount in spend.items() if amount >= cut]
+    leaders = heapq.nlargest(top, spend.values())
+    candidates = [tenant_id for tenant_id, amount in spend.items() if leaders and amount >= leaders[-1]]
     tenants = {pk: (slug, name) for pk, slug, name in scope.apply(Tenant.objects.filter(pk__in=candidates), field="id")
                .values_list("id", "slug", "name")} if candidates else {}
     ranking = sorted((tenant_id for tenant_id in candidates if tenant_id in tenants),
@@ -690,12 +686,11 @@ def _end_user_totals(tenant, start: dt.date, end: dt.date, *, counts=END_USER_CO
     """user_id -> {count and money sums} over the tenant's runs created from `start` to `end` (exclusive),
     users with at least one run only. One statement on PostgreSQL (a read per source on SQLite), after a few
     short exists() per ragged month (one per side of the month and of each part it touches partly)."""
-    names = (*counts, *money)
-    sources = _end_user_sources(tenant, start, end)
     if connection.vendor == "postgresql":
-        return _signed_sums_by_user(sources, counts, money)
+        return _signed_sums_by_user(_end_user_sources(tenant, start, end), counts, money)
+    names = (*counts, *money)
     totals: dict[str, dict] = {}
-    for user_id, *values in _unit_sums_in_python(sources, counts=counts, money=money):
+    for user_id, *values in _end_user_unit_sums(tenant, start, end, counts=counts, money=money):
         row = totals[user_id] = dict(zip(names, values, strict=True))
         for name in money:
             row[name] = units_to_usd(row[name])
@@ -709,18 +704,13 @@ def _end_user_unit_sums(tenant, start: dt.date, end: dt.date, *, counts: Sequenc
     dict) only for the rows it shows. At 5,000 users the Decimals, the dicts and a sort on Decimal keys cost
     the biggest tenant's page more than the query (issue #9)."""
     sources = _end_user_sources(tenant, start, end)
-    if connection.vendor != "postgresql":
-        return _unit_sums_in_python(sources, counts=counts, money=money)
-    if not sources:
-        return []
-    return _read_signed_sums(lambda bigint_sum: _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum,
-                                                                 money_as_units=True))
-
-
-def _unit_sums_in_python(sources: list[tuple[QuerySet, int]], *, counts: Sequence[str],
-                         money: Sequence[str]) -> list[tuple]:
-    """Not PostgreSQL: the sources' signed rows added up here (the rollups' money is whole ledger units:
-    integers, exact), as rows (user_id, *counts, *money units) of users with runs."""
+    if connection.vendor == "postgresql":
+        if not sources:
+            return []
+        return _read_signed_sums(lambda bigint_sum: _signed_sums_sql(sources, counts, money, bigint_sum=bigint_sum,
+                                                                     money_as_units=True))
+    # Not PostgreSQL: the sources' signed rows added up here (the rollups' money is whole ledger units:
+    # integers, exact).
     names_count = len(counts) + len(money)
     totals: dict[str, list] = {}
     for source, sign in sources:
