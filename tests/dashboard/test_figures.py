@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import pytest
+
 from apps.dashboard import figures
 from apps.ledger.selectors import OTHERS_LABEL, PROMPT_TOKEN_EDGES, DailySeries, TokenHistogram
 
@@ -148,3 +150,19 @@ def test_a_series_keeps_its_colour_from_chart_to_chart_and_no_two_series_of_a_ch
     assert first[figures.OTHERS_LABEL] == figures.OTHERS_COLOR
     many = [f"model-{index}" for index in range(len(figures.PALETTE))]
     assert len(set(figures.series_colors(many).values())) == len(figures.PALETTE)
+
+
+@pytest.mark.parametrize("openai_id", ["resp_abc123", "resp_a#b?c%d", "run ä ü", "a;b=c&d", "x~y:z@w", "résumé+1",
+                                       "'quoted'", "tab\tnewline\n", "resp_a/b", "", "runs", "RUNID"])
+def test_run_page_urls_for_many_runs_are_what_reverse_makes_for_each(openai_id):
+    """The scatter builds 1,000 run links from one reverse(); each must be the URL reverse() gives that id
+    (None where reverse() finds no page: empty, or a "/" in the id)."""
+    from django.urls import NoReverseMatch, reverse
+
+    from apps.dashboard.views import _run_page_urls
+
+    try:
+        expected = reverse("dashboard:run-detail", args=[openai_id])
+    except NoReverseMatch:
+        expected = None
+    assert _run_page_urls()(openai_id) == expected
