@@ -250,7 +250,8 @@ def storage_meters_load(cursor) -> None:
         SELECT tenant_id, day, bytes, 1 + tenant_id % 5, round(bytes::numeric / {gib}, 10), 0,
                round(bytes::numeric / {gib} * 0.10, 10), 0, 'bench', '', now()
         FROM (SELECT tenant_id, day, ((tenant_id * 7919) % 50 + 1)::bigint * {gib // 10} AS bytes
-              FROM {TenantDailyRollup._meta.db_table}) AS tenant_days""")
+              FROM {TenantDailyRollup._meta.db_table}) AS tenant_days
+        ORDER BY day, tenant_id""")
     cursor.execute(f"ANALYZE {StorageMeter._meta.db_table}")
 
 
@@ -260,10 +261,13 @@ def _other_rollups(cursor) -> None:
     billable tool use per tool price version (none in the generated ledger today, but computed the same way
     as everything else)."""
     run_table = Run._meta.db_table
+    # Day by day, as a live ledger writes them (a tenant's row appears with its first run of the day, the
+    # storage meter meters one day at a time): in the order a GROUP BY happened to give, a 30-day read of every
+    # tenant touched a third of the table's pages instead of the month's (overview: 1,352 pages for 30,000 rows).
     cursor.execute(f"""
         INSERT INTO {TenantDailyRollup._meta.db_table} (tenant_id, day, runs, unpriced_runs, cost_total_usd)
         SELECT tenant_id, day, sum(runs), sum(unpriced_runs), sum(cost_total_usd)
-        FROM {DailyRollup._meta.db_table} GROUP BY 1, 2""")
+        FROM {DailyRollup._meta.db_table} GROUP BY 1, 2 ORDER BY day, tenant_id""")
     sums = ", ".join(END_USER_SUMS)  # the end-user rollups' money is whole ledger units
     # Days from the month's first day to the first day of the day's part (MONTH_PART_FIRST_DAYS).
     part_offset = "CASE " + " ".join(f"WHEN extract(day FROM day) >= {first} THEN {first - 1}"
