@@ -253,9 +253,13 @@ class OverviewView(DashboardView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         start = self.today - dt.timedelta(days=self.days - 1)
-        series = ledger.cost_by_day_by_tenant(scope=self.scope, start=start, end=self.today, top=TOP_TENANTS_IN_CHART)
+        # Every tenant's spend per day, read once for the month's figures and the chart's days.
+        days = ledger.spend_days(scope=self.scope, start=min(start, ledger.spend_summary_start(self.today)),
+                                 end=self.today)
+        series = ledger.cost_by_day_by_tenant(scope=self.scope, start=start, end=self.today, top=TOP_TENANTS_IN_CHART,
+                                              days=days)
         context.update(
-            summary=ledger.spend_summary(scope=self.scope, today=self.today, now=self.now),
+            summary=ledger.spend_summary(scope=self.scope, today=self.today, now=self.now, days=days),
             tables=self.render_tables(),
             days=self.days,
             periods=self.PERIODS,

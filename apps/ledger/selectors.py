@@ -18,7 +18,6 @@ from operator import itemgetter
 
 from django.db import DataError, ProgrammingError, connection, transaction
 from django.db.models import (
-    BigIntegerField,
     Case,
     DecimalField,
     ExpressionWrapper,
@@ -156,58 +155,90 @@ class SpendSummary:
 _MIN_ELAPSED_TODAY = Decimal(1) / 24
 
 
+@dataclass(frozen=True)
+class SpendDays:
+    """Spend per UTC day from `start` to `end` (inclusive) of a scope or one tenant: the runs' cost and unpriced
+    runs of the days with runs, and the metered storage of the days metered (a day metered at $0 is a key).
+    Read once, it feeds both the month's figures and a chart of the period (the overview: issue #9)."""
+
+    start: dt.date
+    end: dt.date
+    runs_usd: dict[dt.date, Decimal]
+    unpriced_runs: dict[dt.date, int]
+    storage_usd: dict[dt.date, Decimal]
+
+    def covers(self, start: dt.date, end: dt.date) -> bool:
+        return self.start <= start and end <= self.end
+
+    def total(self, day: dt.date) -> Decimal:
+        return self.runs_usd.get(day, ZERO) + self.storage_usd.get(day, ZERO)
+
+
+def spend_days(*, scope: TenantScope | None = None, tenant=None, start: dt.date, end: dt.date) -> SpendDays:
+    """Two grouped reads (runs, storage), one row per day, whatever the number of tenants."""
+    (runs, runs_amount), (storage, storage_amount) = _spend_sources(scope=scope, tenant=tenant)
+    runs_usd, unpriced_runs = {}, {}
+    for row in (runs.filter(day__gte=start, day__lte=end).values("day").order_by()
+                .annotate(cost_usd=_sum_money(runs_amount), unpriced=Coalesce(Sum("unpriced_runs"), 0))):
+        runs_usd[row["day"]], unpriced_runs[row["day"]] = row["cost_usd"], row["unpriced"]
+    storage_usd = dict(storage.filter(day__gte=start, day__lte=end).values("day").order_by()
+                       .annotate(cost_usd=_sum_money(storage_amount)).values_list("day", "cost_usd"))
+    return SpendDays(start=start, end=end, runs_usd=runs_usd, unpriced_runs=unpriced_runs, storage_usd=storage_usd)
+
+
+def spend_summary_start(today: dt.date) -> dt.date:
+    """The first day spend_summary reads: the first of last month."""
+    return month_start(month_start(today) - dt.timedelta(days=1))
+
+
 def spend_summary(*, scope: TenantScope | None = None, tenant=None, today: dt.date,
-                  now: dt.datetime | None = None) -> SpendSummary:
+                  now: dt.datetime | None = None, days: SpendDays | None = None) -> SpendSummary:
     """Spend (runs and metered vector storage) this month to date, last month (whole and to the same point),
     and a straight-line projection of this month from the time elapsed so far (storage: from the days metered
     so far, see below). With `now`, today counts as the part of it that has passed: the
     comparison takes last month's earlier days and that share of its same day (the rollups are daily, so
     that share is pro rata), and the projection divides by the fractional days elapsed. Without `now`,
     today counts as a whole day. Otherwise, at 01:00 UTC a month running exactly like the last one read
-    about -48% on the 2nd and projected half its end."""
-    this_start = month_start(today)
-    last_start = month_start(this_start - dt.timedelta(days=1))
+    about -48% on the 2nd and projected half its end. `days`: the scope's spend per day already read, from
+    spend_summary_start(today) or earlier to today (read here otherwise)."""
+    this_start, last_start = month_start(today), spend_summary_start(today)
+    if days is None or not days.covers(last_start, today):
+        days = spend_days(scope=scope, tenant=tenant, start=last_start, end=today)
     same_day = last_start + dt.timedelta(days=today.day - 1)  # past last month's end when it is shorter
     today_share = Decimal(1)
     if now is not None:
         seconds = Decimal(int((now - day_start(today)).total_seconds()))
         today_share = min(Decimal(1), max(Decimal(0), seconds / 86400))
-    runs = _tenant_days(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today).aggregate(
-        month_to_date=_sum_money("cost_total_usd", filter=Q(day__gte=this_start)),
-        last_month=_sum_money("cost_total_usd", filter=Q(day__lt=this_start)),
-        before_same_day=_sum_money("cost_total_usd", filter=Q(day__lt=min(same_day, this_start))),
-        same_day=_sum_money("cost_total_usd", filter=Q(day=same_day) & Q(day__lt=this_start)),
-        unpriced_runs=Coalesce(Sum("unpriced_runs", filter=Q(day__gte=this_start)), 0),
-    )
+
+    def summed(amounts: dict, first: dt.date, before: dt.date):
+        return sum((amount for day, amount in amounts.items() if first <= day < before), ZERO)
+
+    after_today = today + dt.timedelta(days=1)
+    runs_month_to_date = summed(days.runs_usd, this_start, after_today)
+    runs_last_month = summed(days.runs_usd, last_start, this_start)
+    runs_same_point = summed(days.runs_usd, last_start, min(same_day, this_start))
+    if same_day < this_start:
+        runs_same_point += days.runs_usd.get(same_day, ZERO) * today_share
     days_in_month = (next_month(today) - this_start).days
-    runs_same_point = runs["before_same_day"] + runs["same_day"] * today_share
-    runs_projected = runs["month_to_date"] / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
+    runs_projected = runs_month_to_date / (today.day - 1 + max(today_share, _MIN_ELAPSED_TODAY)) * days_in_month
     # Storage has its own clock: a day is metered whole, once, at its end (23:50 UTC), never part of a day. It is
     # compared and projected by the days metered so far; counted like runs, pro rata of a day it has no row for
     # yet, a month storing exactly like the last read -92% at noon on the 1st.
-    storage_rows = _storage_meters(scope=scope, tenant=tenant).filter(day__gte=last_start, day__lte=today)
-    metered_through = storage_rows.filter(day__gte=this_start).aggregate(last=Max("day"))["last"]
+    metered_through = max((day for day in days.storage_usd if this_start <= day <= today), default=None)
     metered_days = (metered_through - this_start).days + 1 if metered_through else 0
     last_month_point = last_start + dt.timedelta(days=metered_days)  # exclusive; past its end when it is shorter
-    storage = storage_rows.aggregate(
-        month_to_date=_sum_money("cost_usd", filter=Q(day__gte=this_start)),
-        last_month=_sum_money("cost_usd", filter=Q(day__lt=this_start)),
-        same_point=_sum_money("cost_usd", filter=Q(day__lt=min(last_month_point, this_start))),
-    )
-    storage_projected = storage["month_to_date"] / metered_days * days_in_month if metered_days else ZERO
-    totals = {"month_to_date": runs["month_to_date"] + storage["month_to_date"],
-              "last_month": runs["last_month"] + storage["last_month"]}
-    same_point = runs_same_point + storage["same_point"]
-    projected = runs_projected + storage_projected
+    storage_month_to_date = summed(days.storage_usd, this_start, after_today)
+    storage_projected = storage_month_to_date / metered_days * days_in_month if metered_days else ZERO
+    same_point = runs_same_point + summed(days.storage_usd, last_start, min(last_month_point, this_start))
     return SpendSummary(
         today=today,
-        month_to_date_usd=totals["month_to_date"],
-        last_month_usd=totals["last_month"],
+        month_to_date_usd=runs_month_to_date + storage_month_to_date,
+        last_month_usd=runs_last_month + summed(days.storage_usd, last_start, this_start),
         last_month_same_point_usd=same_point.quantize(Decimal("0.0000000001")),
-        projected_month_end_usd=projected.quantize(Decimal("0.0000000001")),
+        projected_month_end_usd=(runs_projected + storage_projected).quantize(Decimal("0.0000000001")),
         days_elapsed=today.day,
         days_in_month=days_in_month,
-        unpriced_runs=runs["unpriced_runs"],
+        unpriced_runs=sum(count for day, count in days.unpriced_runs.items() if this_start <= day <= today),
     )
 
 
@@ -240,11 +271,12 @@ def _fill(days: list[dt.date], rows, key_name: str, value_name: str = "cost_usd"
 
 
 def cost_by_day_by_tenant(
-    *, scope: TenantScope, start: dt.date, end: dt.date, top: int = 5
+    *, scope: TenantScope, start: dt.date, end: dt.date, top: int = 5, days: SpendDays | None = None
 ) -> DailySeries:
     """Spend per day (runs and metered vector storage, start..end inclusive) for the `top` tenants by spend in
     the period; the rest summed as "others". Series are keyed by tenant slug and ordered by spend, largest
-    first; `labels` gives each its tenant's name (one lookup of the few tenants that can rank)."""
+    first; `labels` gives each its tenant's name (one lookup of the few tenants that can rank). `days`: the
+    scope's spend per day already read over the period or more (read here otherwise)."""
     from apps.tenants.models import Tenant
 
     sources = [(rows.filter(day__gte=start, day__lte=end), amount) for rows, amount in _spend_sources(scope=scope)]
@@ -265,17 +297,23 @@ def cost_by_day_by_tenant(
     ranking = sorted((tenant_id for tenant_id in candidates if tenant_id in tenants),
                      key=lambda tenant_id: (-spend[tenant_id], tenants[tenant_id][0]))
     top_ids = {tenant_id: tenants[tenant_id][0] for tenant_id in ranking[:top]}
-    # The database sums the tenants outside the top into one series (series NULL): read per tenant and day,
-    # 90 days of 1,000 tenants were ~73,000 rows to make into dicts and add up in Python (~25 ms).
-    series = Case(When(tenant_id__in=list(top_ids), then=F("tenant_id")), default=Value(None),
-                  output_field=BigIntegerField())
-    days = _days(start, end)
+    # The top tenants' days are a few hundred rows through the (tenant, day) keys; the rest of each day is the
+    # day's total less theirs. Summed per day by the database into one "others" series, the period's rows were
+    # read twice more (grouping 90 days of 1,000 tenants by a CASE; issue #9).
     buckets: dict[str, dict[dt.date, Decimal]] = {slug: {} for slug in top_ids.values()}
     for rows, amount in sources:
-        for row in rows.annotate(series=series).values("series", "day").order_by().annotate(cost_usd=_sum_money(amount)):
-            bucket = buckets.setdefault(top_ids.get(row["series"], OTHERS_LABEL), {})
+        for row in (rows.filter(tenant_id__in=list(top_ids)).values("tenant_id", "day").order_by()
+                    .annotate(cost_usd=_sum_money(amount))):
+            bucket = buckets[top_ids[row["tenant_id"]]]
             bucket[row["day"]] = bucket.get(row["day"], ZERO) + row["cost_usd"]
-    return DailySeries(days=days, series={name: [values.get(day, ZERO) for day in days] for name, values in buckets.items()},
+    period = _days(start, end)
+    series = {name: [values.get(day, ZERO) for day in period] for name, values in buckets.items()}
+    if len(spend) > len(top_ids):  # tenants outside the top (or deleted since) spent in the period
+        if days is None or not days.covers(start, end):
+            days = spend_days(scope=scope, start=start, end=end)
+        series[OTHERS_LABEL] = [days.total(day) - sum((values[index] for values in series.values()), ZERO)
+                                for index, day in enumerate(period)]
+    return DailySeries(days=period, series=series,
                        labels=_tenant_legend_names({tenants[tenant_id][0]: tenants[tenant_id][1] for tenant_id in top_ids}))
 
 

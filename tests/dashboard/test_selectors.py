@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from apps.ledger import selectors
-from apps.ledger.models import Thread
+from apps.ledger.models import Run, Thread
 from apps.tenants.models import Tenant
 from apps.tenants.scoping import TenantScope
 
@@ -327,3 +327,56 @@ def test_storage_is_compared_and_projected_by_the_days_metered_so_far(tenant):
     early = selectors.spend_summary(tenant=tenant, today=first.date(), now=first)
     assert (early.month_to_date_usd, early.last_month_same_point_usd, early.projected_month_end_usd) == (0, 0, 0)
     assert early.last_month_usd == Decimal("24")
+
+
+@pytest.fixture
+def two_months_of_spend(tenant, other_tenant):
+    """Runs of three tenants (one of them's of a model with no price) and one's storage meters, October and
+    November."""
+    from apps.lifecycle.models import StorageMeter
+
+    small = Tenant.objects.create(slug="small", name="Small")
+    for offset in range(0, 50, 3):
+        day = TODAY - dt.timedelta(days=offset)
+        run_row(tenant, created_at=at(day), cost=f"{1 + offset % 4}.25")
+        run_row(other_tenant, created_at=at(day, hour=3), cost="0.50", model="gpt-unpriced-1")
+        if offset % 2:
+            run_row(small, created_at=at(day), cost="0.125")
+        StorageMeter.objects.create(tenant=tenant, day=day, usage_bytes=1, store_count=1, gb_days=1,
+                                    cost_usd=Decimal("0.0300000000"), price_version="t")
+    return small
+
+
+@pytest.mark.parametrize("chart_days", [7, 30, 90])
+def test_the_overview_reads_spend_per_day_once_for_the_month_and_the_chart_with_the_same_figures(
+        tenant, other_tenant, two_months_of_spend, chart_days):
+    """The overview reads the scope's spend per day once (from the chart's start or last month's first day,
+    whichever is earlier) and hands it to both: the figures must be those each reads on its own, and the
+    chart's "others" (the day's total less the top tenants') what the rest of the tenants spent."""
+    everyone = TenantScope.every_tenant()
+    start = TODAY - dt.timedelta(days=chart_days - 1)
+    days = selectors.spend_days(scope=everyone, start=min(start, selectors.spend_summary_start(TODAY)), end=TODAY)
+    now = NOW
+    assert selectors.spend_summary(scope=everyone, today=TODAY, now=now, days=days) == \
+        selectors.spend_summary(scope=everyone, today=TODAY, now=now)
+    shared = selectors.cost_by_day_by_tenant(scope=everyone, start=start, end=TODAY, top=1, days=days)
+    assert shared == selectors.cost_by_day_by_tenant(scope=everyone, start=start, end=TODAY, top=1)
+    assert list(shared.series) == ["acme", selectors.OTHERS_LABEL]
+    rest = {day: Decimal(0) for day in shared.days}
+    for run in Run.objects.unscoped().exclude(tenant=tenant).filter(created_at__date__gte=start):
+        rest[run.created_at.date()] += run.cost_total_usd
+    assert shared.series[selectors.OTHERS_LABEL] == [rest[day] for day in shared.days]
+
+
+def test_a_summary_given_fewer_days_than_it_needs_reads_its_own(tenant, two_months_of_spend):
+    everyone = TenantScope.every_tenant()
+    last_week = selectors.spend_days(scope=everyone, start=TODAY - dt.timedelta(days=6), end=TODAY)
+    assert selectors.spend_summary(scope=everyone, today=TODAY, days=last_week) == \
+        selectors.spend_summary(scope=everyone, today=TODAY)
+    assert selectors.spend_summary(scope=everyone, today=TODAY).last_month_usd > 0
+
+
+def test_spend_days_only_see_the_scope(tenant, other_tenant, two_months_of_spend):
+    mine = selectors.spend_days(scope=TenantScope.of([other_tenant]), start=TODAY - dt.timedelta(days=60), end=TODAY)
+    assert set(mine.runs_usd.values()) == {Decimal("0.50")} and mine.storage_usd == {}
+    assert sum(mine.unpriced_runs.values()) == len(mine.runs_usd)  # its runs are of a model with no price
