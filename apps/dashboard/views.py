@@ -230,10 +230,18 @@ class OverviewView(DashboardView):
         return self.offered("days", self.PERIODS, 30, parse=int,
                             instead="the chart covers 7, 30 or 90 days; showing the last 30")
 
+    @cached_property
+    def chart_start(self) -> dt.date:
+        return self.today - dt.timedelta(days=self.days - 1)
+
+    @cached_property
+    def tenants_spend(self) -> ledger.TenantSpend:
+        """Each tenant's spend in the chart's period and this month: the chart's ranking and the top tenants."""
+        return ledger.tenant_spend(scope=self.scope, start=self.chart_start, end=self.today, today=self.today)
+
     def get_tables(self):
-        top_tenants = ledger.tenants_with_spend(
-            tenants_visible(self.scope), scope=self.scope, today=self.today
-        ).order_by("-month_to_date_usd", "slug")[:10]
+        top_tenants = ledger.top_tenants_this_month(scope=self.scope, today=self.today,
+                                                    month_to_date=self.tenants_spend.month_to_date)
         return {
             "top_tenants": Table(
                 name="top_tenants", title="Top tenants this month", rows=top_tenants,
@@ -252,12 +260,12 @@ class OverviewView(DashboardView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        start = self.today - dt.timedelta(days=self.days - 1)
-        # Every tenant's spend per day, read once for the month's figures and the chart's days.
+        start = self.chart_start
+        # The scope's spend per day, read once for the month's figures and the chart's days.
         days = ledger.spend_days(scope=self.scope, start=min(start, ledger.spend_summary_start(self.today)),
                                  end=self.today)
         series = ledger.cost_by_day_by_tenant(scope=self.scope, start=start, end=self.today, top=TOP_TENANTS_IN_CHART,
-                                              days=days)
+                                              days=days, tenants_spend=self.tenants_spend)
         context.update(
             summary=ledger.spend_summary(scope=self.scope, today=self.today, now=self.now, days=days),
             tables=self.render_tables(),

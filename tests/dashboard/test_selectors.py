@@ -380,3 +380,42 @@ def test_spend_days_only_see_the_scope(tenant, other_tenant, two_months_of_spend
     mine = selectors.spend_days(scope=TenantScope.of([other_tenant]), start=TODAY - dt.timedelta(days=60), end=TODAY)
     assert set(mine.runs_usd.values()) == {Decimal("0.50")} and mine.storage_usd == {}
     assert sum(mine.unpriced_runs.values()) == len(mine.runs_usd)  # its runs are of a model with no price
+
+
+def _listed(tenants) -> list[tuple[str, Decimal]]:
+    return [(t.slug, t.month_to_date_usd) for t in tenants]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 10])
+def test_top_tenants_this_month_are_those_the_full_ordering_lists_first(tenant, other_tenant, limit):
+    """Only the tenants whose month to date reaches the limit-th largest are annotated; the list must be the
+    one ordering every tenant gives: ties at the cut broken by slug, and tenants that spent nothing (or whose
+    spend is last month's) filling it by slug when fewer spent."""
+    for slug, cost in (("delta", "3"), ("alpha", "3"), ("gamma", "2"), ("beta", "1"), ("idle", None), ("old", "9")):
+        each = Tenant.objects.create(slug=slug, name=slug.title())
+        if cost:
+            run_row(each, created_at=at(dt.date(2026, 10, 30) if slug == "old" else TODAY), cost=cost)
+    run_row(tenant, created_at=at(TODAY), cost="2")
+    everyone = TenantScope.every_tenant()
+    spend = selectors.tenant_spend(scope=everyone, start=TODAY - dt.timedelta(days=29), end=TODAY, today=TODAY)
+    assert "old" not in {t.slug for t in Tenant.objects.filter(pk__in=spend.month_to_date)}
+    expected = selectors.tenants_with_spend(Tenant.objects.all(), scope=everyone, today=TODAY).order_by(
+        "-month_to_date_usd", "slug")[:limit]
+    listed = selectors.top_tenants_this_month(scope=everyone, today=TODAY, month_to_date=spend.month_to_date,
+                                              limit=limit)
+    assert _listed(listed) == _listed(expected)
+    assert [t.budget_used_percent for t in listed] == [t.budget_used_percent for t in expected]
+
+
+def test_top_tenants_this_month_see_only_the_scope_and_skip_a_tenant_gone_since(tenant, other_tenant):
+    run_row(tenant, created_at=at(TODAY), cost="1")
+    run_row(other_tenant, created_at=at(TODAY), cost="5")
+    mine = TenantScope.of([tenant])
+    spend = selectors.tenant_spend(scope=mine, start=TODAY, end=TODAY, today=TODAY)
+    assert spend.month_to_date == {tenant.pk: Decimal("1")}
+    assert _listed(selectors.top_tenants_this_month(scope=mine, today=TODAY, month_to_date=spend.month_to_date)) == [
+        ("acme", Decimal("1"))]
+    # Sums read before a tenant was deleted name an id that no longer exists: the list is still full.
+    stale = {**spend.month_to_date, 10**9: Decimal("99")}
+    listed = selectors.top_tenants_this_month(scope=TenantScope.every_tenant(), today=TODAY, month_to_date=stale, limit=2)
+    assert _listed(listed) == [("globex", Decimal("5")), ("acme", Decimal("1"))]
