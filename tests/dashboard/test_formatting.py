@@ -31,3 +31,17 @@ def test_a_budget_share_reads_80_or_100_percent_only_once_reached(value, text):
 def test_a_change_vs_last_month_rounds_half_up_and_a_change_of_nothing_has_no_sign(value, text):
     # format() rounded half to even ("+12%" for 12.5%) and wrote a small fall as "-0%".
     assert signed_pct(value) == text
+
+
+@pytest.mark.parametrize("figure", [
+    {"data": [{"x": [1, 2.5], "y": [0.1, 1e-7], "name": "gpt-5.4 <b>&</b> 'x' \"y\" </script>"}], "layout": {}},
+    {"data": [], "layout": {"title": "résumé — 東京 ✓ \u2028 <!-- -->", "height": 420}},
+    {"data": [{"customdata": [["/runs/resp_a%23b/", "resp_a&lt;", "acme", "$1.00", "(none)"]]}]},
+    None,
+])
+def test_a_figure_is_written_into_the_page_exactly_as_json_script_writes_it(figure):
+    from django.utils.html import json_script
+
+    from apps.dashboard.templatetags.dashboard import figure_json_script
+
+    assert figure_json_script(figure, "figure-x") == json_script(figure, "figure-x")

@@ -20,6 +20,10 @@ def test_many_options_select_writes_what_djangos_select_writes():
         djangos = forms.Select(choices=choices).render("tenant", value, attrs=attrs)
         assert _tight(ours) == _tight(djangos), value
     assert 'value="acme" selected>' in ManyOptionsSelect(choices=choices).render("tenant", "acme")
+    twice = [("a", "first"), ("Group", [("a", "again")]), (None, "none")]  # one selected, as Django selects
+    for value in ("a", "", None):
+        assert _tight(ManyOptionsSelect(choices=twice).render("x", value)) == _tight(
+            forms.Select(choices=twice).render("x", value)), value
     assert "<script>" not in ManyOptionsSelect(choices=choices).render("tenant", "")
 
 
