@@ -274,6 +274,25 @@ class Table:
             ])
         return rows
 
+    @property
+    def body_html(self) -> SafeString:
+        """The page's rows as the table template wrote them cell by cell: a row header, then cells with their
+        classes, each linked when it has a URL. Written by the template, its ~7 {% if %} a cell were ~20 ms of
+        the biggest tenant's page at 10M runs (issue #9)."""
+        rows = []
+        for cells in self.html_rows:
+            parts = []
+            for index, cell in enumerate(cells):
+                content = f'<a href="{conditional_escape(cell.url)}">{cell.html}</a>' if cell.url else cell.html
+                if index == 0:
+                    wrap = ' class="wrap"' if cell.wrap else ""
+                    parts.append(f'<th scope="row"{wrap}>{content}</th>')
+                else:
+                    css = cell.css_class
+                    parts.append(f'<td class="{conditional_escape(css)}">{content}</td>' if css else f"<td>{content}</td>")
+            rows.append("<tr>\n          " + "".join(parts) + "\n        </tr>")
+        return mark_safe("".join(rows))  # cell.html is safe; the URL and classes went through conditional_escape
+
     def csv_rows(self) -> Iterator[list[str]]:
         columns = [column for column in self.columns if column.csv]
         yield [column.header for column in columns]
