@@ -264,7 +264,12 @@ class StorageMeter(MaybeUnassignedModel):
                 fields=["day"], condition=models.Q(tenant__isnull=True), name="storagemeter_unique_unassigned_day"
             ),
         ]
-        indexes = [models.Index(fields=["day", "tenant"], name="storagemeter_day_tenant")]
+        # The pages that read every tenant's storage over a period (the overview's month and chart, the
+        # lifecycle page) sum these from the index alone (PostgreSQL; a day's rows are written once, so the
+        # columns carried cost no update its in-place path): read from the table, 30 days of 1,000 tenants
+        # were ~1,300 pages to visit per read (issue #9).
+        indexes = [models.Index(fields=["day", "tenant"], include=["cost_usd", "gb_days", "saved_usd"],
+                                name="storagemeter_day_tenant")]
 
     def __str__(self) -> str:
         return f"{self.tenant_id or 'unassigned'} {self.day} {self.gb_days} GB-days"
