@@ -46,6 +46,9 @@ SPARKLINE_DAYS = 30
 SCATTER_POINTS = 1000
 
 
+_URL_SENTINEL = "RUNID"
+
+
 def _run_page_urls() -> Callable[[str], str | None]:
     """Run page URLs for many runs from one reverse(): reverse() matches the URL patterns on every call (~65 µs)
     and the runs page's scatter links 1,000 runs (70 ms of the page at 10M runs, issue #9). The id is quoted
@@ -59,9 +62,6 @@ def _run_page_urls() -> Callable[[str], str | None]:
         return f"{head}{quote(openai_id, safe=RFC3986_SUBDELIMS + '/~:@')}{tail}"
 
     return url
-
-
-_URL_SENTINEL = "RUNID"
 
 
 def _run_page_url(openai_id: str) -> str | None:
