@@ -286,12 +286,13 @@ def tenant_spend(*, scope: TenantScope, start: dt.date, end: dt.date, today: dt.
     """One grouped read per source over both periods: the overview ranks its chart's tenants on the one and its
     top tenants this month on the other. Summed per tenant id and named after by callers: grouped by the
     tenant's slug and name, every row of the period was joined to its tenant before the sums (issue #9)."""
+    this_start = month_start(today)
     period = Q(day__gte=start, day__lte=end)
-    month = Q(day__gte=month_start(today), day__lte=today)
+    month = Q(day__gte=this_start, day__lte=today)
     in_period: dict[int, Decimal] = {}
     month_to_date: dict[int, Decimal] = {}
     for rows, amount in _spend_sources(scope=scope):
-        for row in (rows.filter(day__gte=min(start, month_start(today)), day__lte=max(end, today))
+        for row in (rows.filter(day__gte=min(start, this_start), day__lte=max(end, today))
                     .values("tenant_id").order_by()
                     .annotate(period_usd=_sum_money(amount, filter=period), period_rows=Count("pk", filter=period),
                               month_usd=_sum_money(amount, filter=month), month_rows=Count("pk", filter=month))):
@@ -309,9 +310,9 @@ def top_tenants_this_month(*, scope: TenantScope, today: dt.date, month_to_date:
     each tenant's month to date (TenantSpend.month_to_date). Only the tenants that can make the list are
     annotated: ordering all 1,000 by a subquery each took ~25-35 ms at 10M runs (issue #9). With fewer than
     `limit` that spent (or some deleted since), tenants that spent nothing fill the list by slug, so all are."""
-    from apps.tenants.models import Tenant
+    from apps.tenants.selectors import tenants_visible
 
-    tenants = scope.apply(Tenant.objects.all(), field="id")
+    tenants = tenants_visible(scope)
     spent = [amount for amount in month_to_date.values() if amount > 0]
     if len(spent) >= limit:
         cut = heapq.nlargest(limit, spent)[-1]
@@ -332,7 +333,7 @@ def cost_by_day_by_tenant(
     first; `labels` gives each its tenant's name (one lookup of the few tenants that can rank). `days` and
     `tenants_spend`: the scope's spend per day and per tenant already read for this period (read here
     otherwise)."""
-    from apps.tenants.models import Tenant
+    from apps.tenants.selectors import tenants_visible
 
     sources = [(rows.filter(day__gte=start, day__lte=end), amount) for rows, amount in _spend_sources(scope=scope)]
     if tenants_spend is None or (tenants_spend.start, tenants_spend.end) != (start, end):
@@ -343,7 +344,7 @@ def cost_by_day_by_tenant(
     # since its rows were summed drops out of the top (the "others" series still counts it).
     leaders = heapq.nlargest(top, spend.values())
     candidates = [tenant_id for tenant_id, amount in spend.items() if leaders and amount >= leaders[-1]]
-    tenants = {pk: (slug, name) for pk, slug, name in scope.apply(Tenant.objects.filter(pk__in=candidates), field="id")
+    tenants = {pk: (slug, name) for pk, slug, name in tenants_visible(scope).filter(pk__in=candidates)
                .values_list("id", "slug", "name")} if candidates else {}
     ranking = sorted((tenant_id for tenant_id in candidates if tenant_id in tenants),
                      key=lambda tenant_id: (-spend[tenant_id], tenants[tenant_id][0]))

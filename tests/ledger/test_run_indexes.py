@@ -16,6 +16,7 @@ from apps.ledger import selectors
 from apps.ledger.models import HIGH_COST_FILTER_COLUMNS
 from apps.tenants.scoping import TenantScope
 from tests.dashboard.seed import run_row
+from tests.plans import plan_of
 
 pytestmark = pytest.mark.postgres
 
@@ -33,15 +34,6 @@ def ledger(tenant, other_tenant):
         cursor.execute("ANALYZE ledger_run")
 
 
-def _plan(queryset) -> str:
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:  # SET LOCAL: undone with the test's transaction
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_bitmapscan = off")
-        cursor.execute(f"EXPLAIN {sql}", params)
-        return "\n".join(row[0] for row in cursor.fetchall())
-
-
 def _filters(tenant=None, **chosen) -> selectors.RunFilters:
     return selectors.RunFilters(start=(NOW - dt.timedelta(days=29)).date(), end=NOW.date(), tenant=tenant, **chosen)
 
@@ -54,7 +46,7 @@ def test_high_cost_runs_are_filtered_in_a_partial_index_not_on_the_table(tenant,
                                    ordering="-cost" if ordering == "count" else ordering)
     if ordering == "count":  # what the capped paginator counts
         runs = runs.order_by().values("id")[:10_001]
-    plan = _plan(runs)
+    plan = plan_of(runs)
     assert re.search(r"Index (Only )?Scan( Backward)? using run_high_cost_", plan), plan
     # Every filter is an index condition: none is tested on rows fetched from the table.
     assert "Filter:" not in plan, plan

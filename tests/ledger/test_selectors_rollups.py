@@ -35,6 +35,7 @@ from apps.pricing.rating import ONE_THOUSAND
 from tests import builders
 from tests.ledger.migrations import migrate_ledger_to, migrate_ledger_to_latest
 from tests.ledger.test_properties import scenarios
+from tests.plans import plan_of
 
 # --- the raw-run queries the rollup readers replaced (reference implementations) -------------------
 
@@ -503,8 +504,4 @@ def test_every_tenants_models_and_features_skip_through_the_pairs_instead_of_rea
     assert (models, features) == (["gpt-5.4", "gpt-5.4-mini"], ["chat", "search"])
     (statement,) = _reads(queries)
     assert statement.lstrip().startswith("WITH RECURSIVE")
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")  # a handful of rows: the planner would rather scan them
-        cursor.execute("EXPLAIN " + statement)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "rollup_model_feature_day" in plan
+    assert "rollup_model_feature_day" in plan_of(statement, switched_off=("seqscan",))
