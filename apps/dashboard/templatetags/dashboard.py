@@ -121,7 +121,8 @@ def messages_placed(messages, place: str = "") -> list:
 @register.filter
 def figure_json_script(figure, element_id: str):
     """What Django's json_script writes, made with three str.replace instead of its str.translate, which looks
-    every character of the text up in a dict: ~8 ms of the runs page for its 1,000-point scatter (issue #9). The same escapes: <, > and & as \\u003C, \\u003E and \\u0026, safe inside <script>."""
+    every character of the text up in a dict: ~8 ms of the runs page for its 1,000-point scatter (issue #9).
+    The same escapes: <, > and & as \\u003C, \\u003E and \\u0026, safe inside <script>."""
     text = (json.dumps(figure, cls=DjangoJSONEncoder)
             .replace("&", "\\u0026").replace("<", "\\u003C").replace(">", "\\u003E"))
     return format_html('<script id="{}" type="application/json">{}</script>', element_id, mark_safe(text))
