@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
-from .models import DailyRollup, Run, Thread
+from .models import DailyRollup, RollupCompaction, Run, Thread
 
 # The run and thread lists count at most this many matches, as the dashboard's run tables do (issue #9).
 ADMIN_COUNT_CAP = 10_000
@@ -71,3 +71,12 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     search_fields = ("tenant__slug", "model", "feature")
     list_select_related = ("tenant",)
     date_hierarchy = "day"
+
+
+@admin.register(RollupCompaction)
+class RollupCompactionAdmin(ReadOnlyAdmin):
+    """What the nightly compaction did (apps/ledger/compaction.py): a period with no finish stopped part way."""
+
+    list_display = ("table", "period", "rows_moved", "started_at", "finished_at")
+    list_filter = ("table",)
+    date_hierarchy = "period"

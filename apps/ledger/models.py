@@ -439,3 +439,23 @@ class PromptSizeRollup(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day} bin {self.size_bin}"
+
+
+class RollupCompaction(models.Model):
+    """One closed period of one end-user rollup table rewritten tenant by tenant (apps.ledger.compaction):
+    what the nightly compaction did, and how it knows a period is done (finished_at) or where to go on after
+    stopping part way (every tenant id below next_tenant_id is done). Ledger maintenance over every tenant,
+    not a tenant's data: staff see it in the admin."""
+
+    table = models.CharField(max_length=63)  # the rollup's database table
+    period = models.DateField()  # the day, the part's first day or the month's first day
+    next_tenant_id = models.BigIntegerField(default=0)
+    rows_moved = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["table", "period"], name="rollupcompaction_unique_period")]
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.period}"

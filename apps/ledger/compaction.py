@@ -1,0 +1,199 @@
+"""Rollup compaction: each closed period's end-user rollup rows rewritten together, tenant by tenant (issue #9).
+
+Ingest adds an end-user rollup row when a user's first run of the day, month part or month arrives, so a
+period's rows lie in arrival order, every tenant's interleaved with the others': on a 10M-run ledger of 1,000
+tenants the biggest tenant's 5,000 rows of one month part sat on ~4,000 of the table's pages, and usage by end
+user and the tenant page read a tenant's rows of a period, not the table's. Once a period is closed, moving
+its rows in (tenant, user) order (one DELETE ... RETURNING feeding an ordered INSERT) packs each tenant's rows
+onto a few dozen pages: the reads over whole months and parts took 10-15 ms less at 10M runs
+(docs/benchmarks.md). Runs reported after that still land: ingest updates their row where it is, or adds one.
+
+Bounded (at most `max_rows` a pass, a few tenants per transaction), resumable and idempotent (a
+RollupCompaction row per period and table records where it got to and when it finished), serialized with
+ingest (each move holds the ingest lock, so no batch adds to a row being moved), newest periods first (the
+most read). Only the physical order changes: every row's key and sums stay as they were. PostgreSQL only:
+the order of a table's pages is PostgreSQL's concern; SQLite keeps rows in rowid order and is not compacted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.utils import timezone
+
+from apps.core.timeutils import month_start, next_month
+
+from . import bulk
+from .models import (
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
+    RollupCompaction,
+    TenantDailyRollup,
+    month_part_start,
+    month_parts,
+)
+from .services import ingest_paused
+
+logger = logging.getLogger(__name__)
+
+# A period is compacted once this many days have passed since its last day: the runs of a day are reported
+# within minutes to hours of it (the collector refreshes the unfinished ones every minute).
+CLOSED_AFTER_DAYS = 2
+# Tenants whose rows one transaction moves (with the ingest lock held): a few thousand rows, a fraction of a
+# second of ingest waiting at 10M runs, and the unit a stopped pass resumes from.
+TENANTS_PER_MOVE = 50
+MAX_ROWS_PER_PASS = 3_000_000
+
+
+@dataclass(frozen=True)
+class _Table:
+    model: type
+    period_field: str
+
+    @property
+    def name(self) -> str:
+        return self.model._meta.db_table
+
+    def period_of(self, day: dt.date) -> dt.date:
+        if self.model is EndUserMonthlyRollup:
+            return month_start(day)
+        if self.model is EndUserMonthPartRollup:
+            return month_part_start(day)
+        return day
+
+    def period_end(self, period: dt.date) -> dt.date:
+        """The day after the period's last day."""
+        if self.model is EndUserMonthlyRollup:
+            return next_month(period)
+        if self.model is EndUserMonthPartRollup:
+            return dict(month_parts(month_start(period)))[period]
+        return period + dt.timedelta(days=1)
+
+
+COMPACTED_TABLES = (_Table(EndUserDailyRollup, "day"), _Table(EndUserMonthPartRollup, "part"),
+                    _Table(EndUserMonthlyRollup, "month"))
+
+
+@dataclass
+class CompactionResult:
+    dry_run: bool
+    # (table, period, rows) of every period moved (or, in a dry run, that would be), newest first.
+    periods: list[tuple[str, dt.date, int]] = field(default_factory=list)
+    rows_moved: int = 0
+    # False when the pass stopped at max_rows with closed periods left: the next pass goes on from there.
+    complete: bool = True
+    skipped: str = ""
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "periods": len(self.periods), "rows_moved": self.rows_moved,
+                "complete": self.complete, "skipped": self.skipped}
+
+
+def periods_to_compact(*, today: dt.date) -> list[tuple[_Table, dt.date]]:
+    """(table, period) of every closed period with runs that no pass has finished, newest first (by the
+    period's last day, then days before parts before months). The days come from the tenant-day rollup: one
+    row per tenant and day, a thousandth of the end-user rows."""
+    closed_before = today - dt.timedelta(days=CLOSED_AFTER_DAYS)  # a period ending (exclusive) by this is closed
+    days = (TenantDailyRollup.objects.unscoped().filter(day__lt=closed_before).order_by()
+            .values_list("day", flat=True).distinct())
+    done = set(RollupCompaction.objects.filter(finished_at__isnull=False).values_list("table", "period"))
+    todo = set()
+    for day in days:
+        for table in COMPACTED_TABLES:
+            period = table.period_of(day)
+            if table.period_end(period) <= closed_before and (table.name, period) not in done:
+                todo.add((table, period))
+    order = {table.name: index for index, table in enumerate(COMPACTED_TABLES)}
+    return sorted(todo, key=lambda item: (-item[0].period_end(item[1]).toordinal(), order[item[0].name]))
+
+
+def _tenant_ids() -> list[int]:
+    from apps.tenants.models import Tenant
+
+    return list(Tenant.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def _columns(table: _Table) -> list[str]:
+    return [f.column for f in table.model._meta.concrete_fields if not f.primary_key]
+
+
+def _count(table: _Table, period: dt.date, tenant_ids: list[int]) -> int:
+    # tenant_id = ANY(...) probes the (tenant, period, user) key once per tenant: the tables have no index that
+    # leads with the period, and a day's rows of every tenant are a thousandth of the daily table.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {bulk._quote(table.name)} "
+                       f"WHERE {bulk._quote(table.period_field)} = %s AND tenant_id = ANY(%s)", [period, tenant_ids])
+        return cursor.fetchone()[0]
+
+
+def _move(table: _Table, period: dt.date, tenant_ids: list[int]) -> int:
+    """Rewrite these tenants' rows of the period in (tenant, user) order; the rows moved. The deleted rows'
+    keys free up within the statement, so the re-inserted ones take them without a conflict."""
+    quote = bulk._quote
+    columns = ", ".join(quote(name) for name in _columns(table))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH moved AS (DELETE FROM {quote(table.name)} WHERE {quote(table.period_field)} = %s "
+            f"AND tenant_id = ANY(%s) RETURNING {columns}) "
+            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM moved "
+            f"ORDER BY tenant_id, user_id COLLATE \"C\"", [period, tenant_ids])
+        return cursor.rowcount
+
+
+def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_rows: int = MAX_ROWS_PER_PASS,
+                    progress: Callable[[str, dt.date, int], None] | None = None) -> CompactionResult:
+    """Compact every closed period not compacted yet, newest first, until `max_rows` rows have moved (the
+    period under way is finished first only if it fits; otherwise the pass stops between two groups of
+    tenants and the next one goes on from there). `dry_run`: the periods and their rows, nothing moved.
+    `progress(table, period, rows)` after each group of tenants."""
+    today = today or timezone.now().date()
+    result = CompactionResult(dry_run=dry_run)
+    if not bulk.is_postgres():
+        result.skipped = "PostgreSQL only: SQLite keeps a table's rows in rowid order"
+        return result
+    tenant_ids = _tenant_ids()
+    for table, period in periods_to_compact(today=today):
+        if dry_run:
+            result.periods.append((table.name, period, _count(table, period, tenant_ids)))
+            continue
+        if result.rows_moved >= max_rows:
+            result.complete = False
+            break
+        moved = _compact_period(table, period, tenant_ids, result, max_rows, progress)
+        result.periods.append((table.name, period, moved))
+        if not result.complete:
+            break
+    if not dry_run:
+        logger.info("rollup compaction: %s", result.as_dict())
+    return result
+
+
+def _compact_period(table: _Table, period: dt.date, tenant_ids: list[int], result: CompactionResult, max_rows: int,
+                    progress) -> int:
+    record, _ = RollupCompaction.objects.get_or_create(table=table.name, period=period,
+                                                      defaults={"started_at": timezone.now()})
+    moved = 0
+    pending = [tenant_id for tenant_id in tenant_ids if tenant_id >= record.next_tenant_id]
+    for index in range(0, len(pending), TENANTS_PER_MOVE):
+        if result.rows_moved >= max_rows:
+            result.complete = False
+            return moved
+        group = pending[index:index + TENANTS_PER_MOVE]
+        # Ingest adds deltas to these rows: it waits while they move (and a batch under way finishes first).
+        with ingest_paused():
+            rows = _move(table, period, group)
+            record.next_tenant_id = group[-1] + 1
+            record.rows_moved += rows
+            record.save(update_fields=["next_tenant_id", "rows_moved"])
+        moved += rows
+        result.rows_moved += rows
+        if progress:
+            progress(table.name, period, rows)
+    record.finished_at = timezone.now()
+    record.save(update_fields=["finished_at"])
+    return moved

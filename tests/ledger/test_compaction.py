@@ -1,0 +1,229 @@
+"""Rollup compaction (apps/ledger/compaction.py): a closed period's end-user rollup rows end up together tenant
+by tenant with every key and sum unchanged; only closed periods move, each once; a pass stops at its row budget
+and the next goes on from the tenant it reached; it waits for an ingest batch under way; the readers and
+ledger_check read the same before and after."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from apps.ledger import compaction, selectors
+from apps.ledger.compaction import rollups_compact
+from apps.ledger.models import (
+    EndUserDailyRollup,
+    EndUserMonthlyRollup,
+    EndUserMonthPartRollup,
+    RollupCompaction,
+    TenantDailyRollup,
+    month_part_start,
+)
+from apps.ledger.services import ingest_events, ingest_paused, ledger_check
+from apps.tenants.models import Tenant
+from tests import builders
+
+TODAY = dt.date(2026, 11, 20)
+CLOSED_DAY = dt.date(2026, 10, 5)  # its day, its part (Oct 1-8) and its month all ended weeks before TODAY
+TABLES = ((EndUserDailyRollup, "day", CLOSED_DAY), (EndUserMonthPartRollup, "part", dt.date(2026, 10, 1)),
+          (EndUserMonthlyRollup, "month", dt.date(2026, 10, 1)))
+SUMS = ("runs", "unpriced_runs", "input_tokens", "output_tokens", "cost_total_units")
+
+
+def _interleaved_rows(tenants, *, users: int, day: dt.date = CLOSED_DAY) -> None:
+    """The end-user rows of `day` (and its part and month) of several tenants, inserted user by user with the
+    tenants taking turns, as ingest adds them when each user's first run arrives; the tenant-day rows that say
+    which days hold runs."""
+    for tenant in tenants:
+        TenantDailyRollup.objects.create(tenant=tenant, day=day, runs=users)
+    for model, field, _ in TABLES:
+        period = {"day": day, "part": month_part_start(day), "month": day.replace(day=1)}[field]
+        model.objects.bulk_create(ignore_conflicts=True, objs=(
+            model(tenant=tenant, user_id=f"user-{user:04d}", runs=user + 1, input_tokens=user * 7,
+                  cost_total_units=user * 1_000_003 + tenant.pk, **{field: period})
+            for user, tenant in itertools.product(range(users), tenants)))
+        # (a second day of the same part or month finds its users' rows there already)
+
+
+def _pages(model, field: str, period: dt.date, tenant=None) -> int:
+    """The heap pages holding a tenant's rows of a period, or every tenant's (from each row's ctid: page, item)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(DISTINCT (ctid::text::point)[0]) FROM {model._meta.db_table} "
+                       f"WHERE {field} = %s AND (%s::bigint IS NULL OR tenant_id = %s)",
+                       [period, tenant and tenant.pk, tenant and tenant.pk])
+        return cursor.fetchone()[0]
+
+
+def _rows(model) -> set[tuple]:
+    return set(model.objects.unscoped().values_list("tenant_id", "user_id", *SUMS,
+                                                    *(f for f in ("day", "part", "month") if hasattr(model, f))))
+
+
+@pytest.fixture
+def tenants(tenant, other_tenant):
+    return [tenant, other_tenant, Tenant.objects.create(slug="initech", name="Initech")]
+
+
+@pytest.mark.postgres
+def test_a_closed_periods_rows_end_up_together_tenant_by_tenant_with_every_key_and_sum_unchanged(tenants):
+    _interleaved_rows(tenants, users=600)
+    before = {model: _rows(model) for model, _, _ in TABLES}
+    # Interleaved, each tenant's rows are on (nearly) every page the period's rows fill.
+    assert all(_pages(model, field, period, tenants[0]) > 20 for model, field, period in TABLES)
+
+    result = rollups_compact(today=TODAY)
+
+    assert result.complete and result.rows_moved == 3 * 3 * 600
+    assert {(table, period) for table, period, _ in result.periods} == {
+        (model._meta.db_table, period) for model, field, period in TABLES}
+    for model, field, period in TABLES:
+        assert _rows(model) == before[model]
+        packed = _pages(model, field, period) / len(tenants)  # each tenant's share of the period's pages
+        for tenant in tenants:
+            # Its share, and a page shared with the tenant before or after it at each end.
+            assert _pages(model, field, period, tenant) <= packed + 2, (model.__name__, tenant.slug)
+
+
+@pytest.mark.postgres
+def test_only_closed_periods_move_and_a_period_done_is_not_moved_again(tenants):
+    open_day = TODAY - dt.timedelta(days=compaction.CLOSED_AFTER_DAYS)  # ended yesterday: runs may still come
+    closed_day = open_day - dt.timedelta(days=1)
+    _interleaved_rows(tenants[:2], users=5, day=open_day)
+    _interleaved_rows(tenants[:2], users=5, day=closed_day)
+
+    planned = rollups_compact(today=TODAY, dry_run=True)
+    # Nov 17 is closed; Nov 18, the part of Nov 16-23 and November are not.
+    assert planned.periods == [("ledger_enduserdailyrollup", closed_day, 10)]
+    assert not RollupCompaction.objects.exists()  # a dry run moves and records nothing
+
+    assert rollups_compact(today=TODAY).periods == planned.periods
+    record = RollupCompaction.objects.get()
+    assert (record.table, record.period, record.rows_moved) == ("ledger_enduserdailyrollup", closed_day, 10)
+    assert record.finished_at is not None
+    assert rollups_compact(today=TODAY).periods == []  # done once
+    # Days later the part and the month close too (the day after open_day has rows nowhere, so moves nothing).
+    later = rollups_compact(today=dt.date(2026, 12, 3))
+    assert [(table, str(period), rows) for table, period, rows in later.periods] == [
+        ("ledger_endusermonthlyrollup", "2026-11-01", 10),
+        ("ledger_endusermonthpartrollup", "2026-11-16", 10),
+        ("ledger_enduserdailyrollup", "2026-11-18", 10),
+    ]
+
+
+@pytest.mark.postgres
+def test_a_pass_stops_at_its_row_budget_and_the_next_goes_on_from_the_tenant_it_reached(tenants):
+    _interleaved_rows(tenants, users=4)
+    before = _rows(EndUserDailyRollup)
+    with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):
+        first = rollups_compact(today=TODAY, max_rows=4)
+        assert not first.complete and first.rows_moved == 4
+        record = RollupCompaction.objects.get()
+        assert record.finished_at is None and record.next_tenant_id == tenants[0].pk + 1 and record.rows_moved == 4
+        rest = rollups_compact(today=TODAY)
+    assert rest.complete and rest.rows_moved == 3 * 3 * 4 - 4
+    assert RollupCompaction.objects.get(table="ledger_enduserdailyrollup").rows_moved == 12
+    assert RollupCompaction.objects.filter(finished_at__isnull=True).count() == 0
+    assert _rows(EndUserDailyRollup) == before
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_move_waits_for_the_ingest_batch_under_way(tenant):
+    """Ingest adds deltas to these rows: a row moved while a batch adds to it would lose the delta."""
+    _interleaved_rows([tenant], users=3)
+    paused, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def ingest_batch():
+        try:
+            with ingest_paused():
+                paused.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def compact():
+        try:
+            rollups_compact(today=TODAY)
+            done.set()
+        finally:
+            connection.close()
+
+    batch = threading.Thread(target=ingest_batch)
+    batch.start()
+    assert paused.wait(10)
+    mover = threading.Thread(target=compact)
+    mover.start()
+    assert not done.wait(1.5)  # blocked on the ingest lock
+    release.set()
+    batch.join(10)
+    mover.join(10)
+    assert done.is_set() and RollupCompaction.objects.filter(finished_at__isnull=False).count() == 3
+
+
+def _ingest(tenant, created_at, user):
+    result = ingest_events(events=[{"tenant": tenant.slug, "attribution": {"user_id": user},
+                                    "object": builders.response(created_at=created_at)}])
+    assert result.rejected == 0, result.as_dict()
+
+
+@pytest.mark.postgres
+def test_the_readers_and_ledger_check_read_the_same_before_and_after(tenant, other_tenant):
+    for day, hour, user in itertools.product((1, 8, 9, 30), (3, 15), ("ann", "bob", "cy")):
+        for owner in (tenant, other_tenant):
+            _ingest(owner, dt.datetime(2026, 10, day, hour, tzinfo=dt.UTC), user)
+    _ingest(tenant, dt.datetime(2026, 11, 19, 9, tzinfo=dt.UTC), "ann")  # an open day, part and month
+
+    def readings():
+        ranges = ((dt.date(2026, 10, 1), dt.date(2026, 11, 1)), (dt.date(2026, 10, 2), dt.date(2026, 10, 31)),
+                  (dt.date(2026, 10, 9), dt.date(2026, 11, 20)))
+        return [(selectors.usage_lines(tenant=tenant, start=start, end=end, group_by="user"),
+                 selectors.end_user_usage_text(tenant=tenant, start=start, end=end),
+                 list(selectors.cost_by_end_user(tenant=tenant, start=start, end=end - dt.timedelta(days=1))))
+                for start, end in ranges]
+
+    before = readings()
+    result = rollups_compact(today=TODAY)
+    assert result.complete and result.rows_moved > 0
+    assert readings() == before
+    assert ledger_check() == []
+    # A run reported late for a compacted day adds to its rows like any other.
+    _ingest(tenant, dt.datetime(2026, 10, 8, 23, tzinfo=dt.UTC), "ann")
+    assert ledger_check() == []
+
+
+def test_sqlite_is_left_as_it_is(tenant):
+    _interleaved_rows([tenant], users=2)
+    with mock.patch.object(compaction.bulk, "is_postgres", return_value=False):
+        result = rollups_compact(today=TODAY)
+    assert result.skipped.startswith("PostgreSQL only") and result.periods == [] and result.rows_moved == 0
+    assert not RollupCompaction.objects.exists()
+
+
+@pytest.mark.postgres
+def test_the_command_lists_a_dry_run_then_compacts(tenants, capsys):
+    _interleaved_rows(tenants[:2], users=3)
+    with mock.patch("apps.ledger.compaction.timezone.now",
+                    return_value=dt.datetime.combine(TODAY, dt.time(5), tzinfo=dt.UTC)):
+        call_command("compact_rollups", "--dry-run")
+        dry = capsys.readouterr().out
+        assert "ledger_endusermonthlyrollup       2026-10-01             6 rows" in dry
+        assert "Dry run: 3 closed periods to compact, 18 rows. Nothing was moved" in dry
+        assert not RollupCompaction.objects.exists()
+        call_command("compact_rollups")
+        assert "Compacted 3 periods, 18 rows moved." in capsys.readouterr().out
+        call_command("compact_rollups")
+        assert "Every closed period is compacted already." in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_the_nightly_task_compacts(tenants):
+    from apps.ledger.tasks import compact_rollups
+
+    _interleaved_rows(tenants[:1], users=2)
+    outcome = compact_rollups.apply().get()
+    assert outcome["rows_moved"] == 6 and outcome["complete"]
