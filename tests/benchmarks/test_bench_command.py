@@ -1,6 +1,7 @@
 """`manage.py bench`: each subcommand runs end to end at a tiny size and prints its figures; PostgreSQL-only
 benches refuse SQLite with a message that says what to do. (The timed figures live in docs/benchmarks.md.)"""
 
+import datetime as dt
 import re
 from io import StringIO
 
@@ -92,6 +93,12 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     assert 0 < runs.filter(is_high_cost=True).count() < 0.1 * runs.count()
     assert runs.filter(input_tokens__gt=41_000).exists()
     assert runs.filter(status="failed").dates("created_at", "day").count() > 5
+    # The closed periods' end-user rollups are compacted, as the nightly task leaves a live ledger's.
+    from apps.ledger.compaction import periods_to_compact
+    from apps.ledger.models import RollupCompaction
+
+    assert RollupCompaction.objects.filter(finished_at__isnull=False).count() > 5
+    assert periods_to_compact(today=dt.datetime.now(dt.UTC).date()) == []
     output = bench("storage", "--runs", "3000", "--tenants", "20", "--reuse")
     assert "run table + indexes per 1M runs" in output
 
