@@ -51,7 +51,9 @@ MAX_ROWS_PER_PASS = 3_000_000
 
 
 @dataclass(frozen=True)
-class _Table:
+class CompactedTable:
+    """An end-user rollup table and the field naming its period."""
+
     model: type
     period_field: str
 
@@ -75,8 +77,8 @@ class _Table:
         return period + dt.timedelta(days=1)
 
 
-COMPACTED_TABLES = (_Table(EndUserDailyRollup, "day"), _Table(EndUserMonthPartRollup, "part"),
-                    _Table(EndUserMonthlyRollup, "month"))
+COMPACTED_TABLES = (CompactedTable(EndUserDailyRollup, "day"), CompactedTable(EndUserMonthPartRollup, "part"),
+                    CompactedTable(EndUserMonthlyRollup, "month"))
 
 
 @dataclass
@@ -94,7 +96,7 @@ class CompactionResult:
                 "complete": self.complete, "skipped": self.skipped}
 
 
-def periods_to_compact(*, today: dt.date) -> list[tuple[_Table, dt.date]]:
+def periods_to_compact(*, today: dt.date) -> list[tuple[CompactedTable, dt.date]]:
     """(table, period) of every closed period with runs that no pass has finished, newest first (by the
     period's last day, then days before parts before months). The days come from the tenant-day rollup: one
     row per tenant and day, a thousandth of the end-user rows."""
@@ -118,23 +120,24 @@ def _tenant_ids() -> list[int]:
     return list(Tenant.objects.order_by("pk").values_list("pk", flat=True))
 
 
-def _columns(table: _Table) -> list[str]:
+def _columns(table: CompactedTable) -> list[str]:
     return [f.column for f in table.model._meta.concrete_fields if not f.primary_key]
 
 
-def _count(table: _Table, period: dt.date, tenant_ids: list[int]) -> int:
+def _count(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
     # tenant_id = ANY(...) probes the (tenant, period, user) key once per tenant: the tables have no index that
     # leads with the period, and a day's rows of every tenant are a thousandth of the daily table.
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {bulk._quote(table.name)} "
-                       f"WHERE {bulk._quote(table.period_field)} = %s AND tenant_id = ANY(%s)", [period, tenant_ids])
+        cursor.execute(f"SELECT count(*) FROM {quote(table.name)} "
+                       f"WHERE {quote(table.period_field)} = %s AND tenant_id = ANY(%s)", [period, tenant_ids])
         return cursor.fetchone()[0]
 
 
-def _move(table: _Table, period: dt.date, tenant_ids: list[int]) -> int:
+def _move(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
     """Rewrite these tenants' rows of the period in (tenant, user) order; the rows moved. The deleted rows'
     keys free up within the statement, so the re-inserted ones take them without a conflict."""
-    quote = bulk._quote
+    quote = connection.ops.quote_name
     columns = ", ".join(quote(name) for name in _columns(table))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -147,10 +150,9 @@ def _move(table: _Table, period: dt.date, tenant_ids: list[int]) -> int:
 
 def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_rows: int = MAX_ROWS_PER_PASS,
                     progress: Callable[[str, dt.date, int], None] | None = None) -> CompactionResult:
-    """Compact every closed period not compacted yet, newest first, until `max_rows` rows have moved (the
-    period under way is finished first only if it fits; otherwise the pass stops between two groups of
-    tenants and the next one goes on from there). `dry_run`: the periods and their rows, nothing moved.
-    `progress(table, period, rows)` after each group of tenants."""
+    """Compact every closed period not compacted yet, newest first. Once `max_rows` rows have moved the pass
+    stops, between two groups of tenants (`complete` False), and the next pass goes on from there. `dry_run`:
+    the periods and their rows, nothing moved. `progress(table, period, rows)` after each group of tenants."""
     today = today or timezone.now().date()
     result = CompactionResult(dry_run=dry_run)
     if not bulk.is_postgres():
@@ -173,7 +175,7 @@ def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_
     return result
 
 
-def _compact_period(table: _Table, period: dt.date, tenant_ids: list[int], result: CompactionResult, max_rows: int,
+def _compact_period(table: CompactedTable, period: dt.date, tenant_ids: list[int], result: CompactionResult, max_rows: int,
                     progress) -> int:
     record, _ = RollupCompaction.objects.get_or_create(table=table.name, period=period,
                                                       defaults={"started_at": timezone.now()})
