@@ -165,6 +165,51 @@ def test_a_move_waits_for_the_ingest_batch_under_way(tenant):
     assert done.is_set() and RollupCompaction.objects.filter(finished_at__isnull=False).count() == 3
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_runs_reported_late_while_their_period_moves_are_all_counted(tenant, other_tenant):
+    """Ingest batches of late runs for the periods being compacted, from another connection, for as long as the
+    compaction runs: not one delta may be lost or counted twice (ledger_check recomputes every rollup from the
+    runs)."""
+    with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):  # many short moves, so batches land between them
+        for day in range(1, 29):
+            for owner in (tenant, other_tenant):
+                ingest_events(events=[
+                    {"tenant": owner.slug, "attribution": {"user_id": f"u{user}"},
+                     "object": builders.response(created_at=dt.datetime(2026, 10, day, 9, tzinfo=dt.UTC))}
+                    for user in range(6)])
+        stop, errors, sent = threading.Event(), [], []
+
+        def late_runs():
+            try:
+                for index in itertools.count():
+                    if stop.is_set():
+                        return
+                    sent.append(index)
+                    owner = (tenant, other_tenant)[index % 2]
+                    result = ingest_events(events=[
+                        {"tenant": owner.slug, "attribution": {"user_id": f"u{index % 9}"},
+                         "object": builders.response(created_at=dt.datetime(2026, 10, 1 + index % 28, 18,
+                                                                            tzinfo=dt.UTC))}])
+                    assert result.rejected == 0
+            except Exception as error:  # noqa: BLE001 (reported by the main thread)
+                errors.append(error)
+            finally:
+                connection.close()
+
+        batches = threading.Thread(target=late_runs)
+        batches.start()
+        try:
+            result = rollups_compact(today=TODAY)
+        finally:
+            stop.set()
+            batches.join(30)
+    assert not errors, errors
+    assert len(sent) > 20  # batches landed between the moves
+    assert result.complete and len(result.periods) == 28 + 4 + 1
+    assert ledger_check() == []
+
+
 def _ingest(tenant, created_at, user):
     result = ingest_events(events=[{"tenant": tenant.slug, "attribution": {"user_id": user},
                                     "object": builders.response(created_at=created_at)}])
