@@ -292,16 +292,34 @@ def tenant_spend(*, scope: TenantScope, start: dt.date, end: dt.date, today: dt.
     in_period: dict[int, Decimal] = {}
     month_to_date: dict[int, Decimal] = {}
     for rows, amount in _spend_sources(scope=scope):
-        for row in (rows.filter(day__gte=min(start, this_start), day__lte=max(end, today))
-                    .values("tenant_id").order_by()
-                    .annotate(period_usd=_sum_money(amount, filter=period), period_rows=Count("pk", filter=period),
-                              month_usd=_sum_money(amount, filter=month), month_rows=Count("pk", filter=month))):
-            tenant_id = row["tenant_id"]
-            if row["period_rows"]:
-                in_period[tenant_id] = in_period.get(tenant_id, ZERO) + row["period_usd"]
-            if row["month_rows"]:
-                month_to_date[tenant_id] = month_to_date.get(tenant_id, ZERO) + row["month_usd"]
+        summed = (rows.filter(day__gte=min(start, this_start), day__lte=max(end, today)).values("tenant_id").order_by()
+                  .annotate(period_usd=_sum_money(amount, filter=period), period_rows=Count("pk", filter=period),
+                            month_usd=_sum_money(amount, filter=month), month_rows=Count("pk", filter=month)))
+        for tenant_id, period_usd, period_rows, month_usd, month_rows in _rows_as_read(
+                summed, ("tenant_id", "period_usd", "period_rows", "month_usd", "month_rows")):
+            if period_rows:
+                in_period[tenant_id] = in_period.get(tenant_id, ZERO) + period_usd
+            if month_rows:
+                month_to_date[tenant_id] = month_to_date.get(tenant_id, ZERO) + month_usd
     return TenantSpend(start=start, end=end, in_period=in_period, month_to_date=month_to_date)
+
+
+def _rows_as_read(queryset: QuerySet, names: Sequence[str]) -> list[tuple]:
+    """The rows of a values(...).annotate(...) queryset as tuples of `names`, which must be its columns in
+    order (its values, then its annotations). On PostgreSQL psycopg already returns the types those columns
+    convert to (int, Decimal, date), so the rows are read without Django's per-value converters: ~2.6 µs a row,
+    ~8 ms of the overview's 2,000 rows of tenants' spend (issue #9). Elsewhere through the ORM, whose converters
+    do work there (SQLite's decimals)."""
+    query = queryset.query
+    columns = [*query.values_select, *query.annotation_select]
+    if list(names) != columns:
+        raise ValueError(f"_rows_as_read: asked for {list(names)}, the query selects {columns}")
+    if connection.vendor != "postgresql":
+        return list(queryset.values_list(*names))
+    sql, params = query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def top_tenants_this_month(*, scope: TenantScope, today: dt.date, month_to_date: dict[int, Decimal],

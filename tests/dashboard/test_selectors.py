@@ -368,6 +368,22 @@ def test_the_overview_reads_spend_per_day_once_for_the_month_and_the_chart_with_
     assert shared.series[selectors.OTHERS_LABEL] == [rest[day] for day in shared.days]
 
 
+def test_rows_read_without_the_orms_converters_are_the_orms_rows_value_for_value(tenant, two_months_of_spend):
+    """tenant_spend reads its rows straight from the driver on PostgreSQL: the same values, of the same types,
+    as the ORM's; and names that are not the query's columns in order are refused, not read shifted."""
+    from django.db.models import Count
+
+    everyone = TenantScope.every_tenant()
+    for rows, amount in selectors._spend_sources(scope=everyone):
+        summed = rows.values("tenant_id").order_by().annotate(usd=selectors._sum_money(amount), days=Count("pk"))
+        read = selectors._rows_as_read(summed, ("tenant_id", "usd", "days"))
+        expected = list(summed.values_list("tenant_id", "usd", "days"))
+        assert sorted(read) == sorted(expected) and read
+        assert [tuple(map(type, row)) for row in sorted(read)] == [tuple(map(type, row)) for row in sorted(expected)]
+        with pytest.raises(ValueError, match="selects"):
+            selectors._rows_as_read(summed, ("usd", "tenant_id", "days"))
+
+
 def test_a_summary_given_fewer_days_than_it_needs_reads_its_own(tenant, two_months_of_spend):
     everyone = TenantScope.every_tenant()
     last_week = selectors.spend_days(scope=everyone, start=TODAY - dt.timedelta(days=6), end=TODAY)
