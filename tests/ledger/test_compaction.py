@@ -276,3 +276,21 @@ def test_the_nightly_task_compacts(tenants):
     _interleaved_rows(tenants[:1], users=2)
     outcome = compact_rollups.apply().get()
     assert outcome["rows_moved"] == 6 and outcome["complete"]
+
+
+@pytest.mark.postgres
+def test_staff_see_what_each_pass_did_in_the_admin_and_cannot_change_it(client, staff_user, tenants):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    _interleaved_rows(tenants[:1], users=2)
+    with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):
+        rollups_compact(today=TODAY, max_rows=1)  # stops after the first period's first tenant
+    response = client.get("/admin/ledger/rollupcompaction/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "ledger_endusermonthlyrollup" in html and "Oct. 1, 2026" in html
+    record = RollupCompaction.objects.get()
+    assert client.get(f"/admin/ledger/rollupcompaction/{record.pk}/change/").status_code == 200
+    assert client.post(f"/admin/ledger/rollupcompaction/{record.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert RollupCompaction.objects.filter(pk=record.pk).exists()
