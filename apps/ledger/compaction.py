@@ -26,10 +26,10 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.core.timeutils import month_start, next_month
+from apps.tenants.models import Tenant
 
 from . import bulk
 from .models import (
-    EndUserDailyRollup,
     EndUserMonthlyRollup,
     EndUserMonthPartRollup,
     RollupCompaction,
@@ -37,7 +37,7 @@ from .models import (
     month_part_start,
     month_parts,
 )
-from .services import ingest_paused
+from .services import END_USER_DAILY, END_USER_MONTH_PARTS, END_USER_MONTHLY, ingest_paused
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ MAX_ROWS_PER_PASS = 3_000_000
 
 @dataclass(frozen=True)
 class CompactedTable:
-    """An end-user rollup table and the field naming its period."""
+    """An end-user rollup table and the field naming its period (the middle of its key, as ingest keeps it)."""
 
     model: type
     period_field: str
@@ -77,8 +77,8 @@ class CompactedTable:
         return period + dt.timedelta(days=1)
 
 
-COMPACTED_TABLES = (CompactedTable(EndUserDailyRollup, "day"), CompactedTable(EndUserMonthPartRollup, "part"),
-                    CompactedTable(EndUserMonthlyRollup, "month"))
+COMPACTED_TABLES = tuple(CompactedTable(rollup.model, rollup.key[1])  # key: (tenant_id, period, user_id)
+                         for rollup in (END_USER_DAILY, END_USER_MONTH_PARTS, END_USER_MONTHLY))
 
 
 @dataclass
@@ -115,8 +115,6 @@ def periods_to_compact(*, today: dt.date) -> list[tuple[CompactedTable, dt.date]
 
 
 def _tenant_ids() -> list[int]:
-    from apps.tenants.models import Tenant
-
     return list(Tenant.objects.order_by("pk").values_list("pk", flat=True))
 
 
@@ -124,13 +122,17 @@ def _columns(table: CompactedTable) -> list[str]:
     return [f.column for f in table.model._meta.concrete_fields if not f.primary_key]
 
 
-def _count(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
-    # tenant_id = ANY(...) probes the (tenant, period, user) key once per tenant: the tables have no index that
-    # leads with the period, and a day's rows of every tenant are a thousandth of the daily table.
+def _period_rows(table: CompactedTable) -> str:
+    """FROM and WHERE for some tenants' rows of one period (parameters: the period, the tenant ids).
+    tenant_id = ANY(...) probes the (tenant, period, user) key once per tenant: the tables have no index that
+    leads with the period, and a day's rows of every tenant are a thousandth of the daily table."""
     quote = connection.ops.quote_name
+    return f"FROM {quote(table.name)} WHERE {quote(table.period_field)} = %s AND tenant_id = ANY(%s)"
+
+
+def _count(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {quote(table.name)} "
-                       f"WHERE {quote(table.period_field)} = %s AND tenant_id = ANY(%s)", [period, tenant_ids])
+        cursor.execute(f"SELECT count(*) {_period_rows(table)}", [period, tenant_ids])
         return cursor.fetchone()[0]
 
 
@@ -141,8 +143,7 @@ def _move(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
     columns = ", ".join(quote(name) for name in _columns(table))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH moved AS (DELETE FROM {quote(table.name)} WHERE {quote(table.period_field)} = %s "
-            f"AND tenant_id = ANY(%s) RETURNING {columns}) "
+            f"WITH moved AS (DELETE {_period_rows(table)} RETURNING {columns}) "
             f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM moved "
             f"ORDER BY tenant_id, user_id COLLATE \"C\"", [period, tenant_ids])
         return cursor.rowcount
