@@ -330,16 +330,18 @@ def top_tenants_this_month(*, scope: TenantScope, today: dt.date, month_to_date:
     `limit` that spent (or some deleted since), tenants that spent nothing fill the list by slug, so all are."""
     from apps.tenants.selectors import tenants_visible
 
+    def leaders(tenants: QuerySet) -> list:
+        return list(tenants_with_spend(tenants, scope=scope, today=today).order_by("-month_to_date_usd", "slug")[:limit])
+
     tenants = tenants_visible(scope)
     spent = [amount for amount in month_to_date.values() if amount > 0]
     if len(spent) >= limit:
         cut = heapq.nlargest(limit, spent)[-1]
-        candidates = [tenant_id for tenant_id, amount in month_to_date.items() if amount >= cut]
-        leaders = list(tenants_with_spend(tenants.filter(pk__in=candidates), scope=scope, today=today)
-                       .order_by("-month_to_date_usd", "slug")[:limit])
-        if len(leaders) == limit:
-            return leaders
-    return list(tenants_with_spend(tenants, scope=scope, today=today).order_by("-month_to_date_usd", "slug")[:limit])
+        ranked = leaders(tenants.filter(pk__in=[tenant_id for tenant_id, amount in month_to_date.items()
+                                                 if amount >= cut]))
+        if len(ranked) == limit:
+            return ranked
+    return leaders(tenants)
 
 
 def cost_by_day_by_tenant(
