@@ -29,8 +29,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "ledger-collect-thread-runs": entry("ledger.collect_thread_runs", crontab(minute="*/15"), 15 * MINUTE),
     # Runs flagged against a tenant's former high-cost threshold, when its re-flag task was never queued.
     "ledger-reflag-high-cost-check": entry("ledger.reflag_high_cost_check", crontab(minute=23), HOUR),
-    # Each closed period's end-user rollup rows rewritten tenant by tenant (apps/ledger/compaction.py), after the
-    # night's sweeps and reconciliation.
+    # End-user rollup rows rewritten tenant by tenant (apps/ledger/compaction.py: each closed period once, the
+    # open month and part every night), after the night's sweeps and reconciliation.
     "ledger-compact-rollups": entry("ledger.compact_rollups", crontab(hour=5, minute=0), DAY),
     # Alerts (apps/alerts): the outbox catch-up for alerts raised while the broker was down.
     "alerts-deliver-pending": entry("alerts.deliver_pending", crontab(minute="*/5"), 5 * MINUTE),

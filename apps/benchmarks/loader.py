@@ -9,6 +9,7 @@ import datetime as dt
 import time
 
 from django.db import connection
+from django.utils import timezone
 
 from apps.core.money import usd_as_units_sql
 from apps.ledger.models import (
@@ -224,7 +225,7 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
             WHERE t.id = s.thread_id""")
         timings["rollups"] = time.perf_counter() - started
         started = time.perf_counter()
-        compact_closed_periods(cursor, stream)
+        compact_periods(cursor, stream)
         timings["compaction"] = time.perf_counter() - started
         # VACUUM, as autovacuum does a table that takes inserts (PostgreSQL 13+): it marks the runs' pages visible
         # to all, so the high-cost indexes answer the runs pages without visiting the table. Without it the first
@@ -270,17 +271,39 @@ def storage_meters_load(cursor) -> None:
 _ARRIVAL = "md5(tenant_id::text || user_id)"
 
 
-def compact_closed_periods(cursor, stream) -> None:
-    """What the nightly compaction (apps/ledger/compaction.py) has done to a live ledger's closed periods, then
-    VACUUM FULL: the rows a night moves leave their old pages free, which the next days' rows fill, so a live
-    table does not grow by its whole history as one pass over all of it here makes it."""
+def compact_periods(cursor, stream) -> None:
+    """What the nightly compaction (apps/ledger/compaction.py) has left a live ledger as by this morning: its
+    closed periods compacted, its open months and month parts rewritten at 05:00. The rows ingest has added to
+    those since (users whose first run of the period came today) then go after them in arrival order, and
+    VACUUM FULL stands for the pages a night's moves leave free, which the next days' rows fill (one pass over
+    a whole history here would otherwise double the tables)."""
     from apps.ledger.compaction import COMPACTED_TABLES, rollups_compact
 
-    progress = Progress("compacting closed periods' end-user rollups", sum(
-        rows for _, _, rows in rollups_compact(dry_run=True).periods), stream)
+    progress = Progress("compacting end-user rollups as last night's pass left them", sum(
+        period.rows for period in rollups_compact(dry_run=True).periods), stream)
     while not rollups_compact(progress=lambda table, period, rows: progress.add(rows)).complete:
         pass
     progress.close()
+    today = timezone.now().date()
+    daily = EndUserDailyRollup._meta.db_table
+    for table in COMPACTED_TABLES:
+        period = table.period_of(today)
+        if table.rewritten_while_open and period < today:
+            columns = ", ".join(table.columns)
+            returned = ", ".join(f"t.{column}" for column in table.columns)
+            cursor.execute(f"""
+                WITH first_today AS (
+                    SELECT tenant_id, user_id FROM {daily} WHERE day >= %(period)s AND day <= %(today)s
+                    GROUP BY tenant_id, user_id HAVING min(day) = %(today)s
+                ), moved AS (
+                    DELETE FROM {table.name} AS t USING first_today AS f
+                    WHERE t.{table.period_field} = %(period)s AND t.tenant_id = f.tenant_id AND t.user_id = f.user_id
+                    RETURNING {returned}
+                )
+                INSERT INTO {table.name} ({columns}) SELECT {columns} FROM moved ORDER BY {_ARRIVAL}""",
+                {"period": period, "today": today})
+            stream.write(f"  {table.name} {period}: {cursor.rowcount:,} rows first reported today put after the "
+                         f"compacted ones\n")
     for table in COMPACTED_TABLES:
         cursor.execute(f"VACUUM FULL ANALYZE {table.name}")
 

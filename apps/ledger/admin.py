@@ -75,8 +75,9 @@ class DailyRollupAdmin(ReadOnlyAdmin):
 
 @admin.register(RollupCompaction)
 class RollupCompactionAdmin(ReadOnlyAdmin):
-    """What the nightly compaction did (apps/ledger/compaction.py): a period with no finish stopped part way."""
+    """What the nightly compaction did (apps/ledger/compaction.py): a closed period with no finish stopped part
+    way; an open one is rewritten each night (rewritten_at) until it closes."""
 
-    list_display = ("table", "period", "rows_moved", "started_at", "finished_at")
+    list_display = ("table", "period", "rows_moved", "started_at", "rewritten_at", "finished_at")
     list_filter = ("table",)
     date_hierarchy = "period"

@@ -1,4 +1,4 @@
-"""Rollup compaction: each closed period's end-user rollup rows rewritten together, tenant by tenant (issue #9).
+"""Rollup compaction: each period's end-user rollup rows rewritten together, tenant by tenant (issue #9).
 
 Ingest adds an end-user rollup row when a user's first run of the day, month part or month arrives, so a
 period's rows lie in arrival order, every tenant's interleaved with the others': on a 10M-run ledger of 1,000
@@ -7,6 +7,10 @@ user and the tenant page read a tenant's rows of a period, not the table's. Once
 its rows in (tenant, user) order (one DELETE ... RETURNING feeding an ordered INSERT) packs each tenant's rows
 onto a few dozen pages: the reads over whole months and parts took 10-15 ms less at 10M runs
 (docs/benchmarks.md). Runs reported after that still land: ingest updates their row where it is, or adds one.
+
+The open month and month part are rewritten every night too ("last 30 days" and "this month" read them, and by
+the month's end most of its rows are there), and once more, for good, when they close. An open day is not: a
+day's rows are read whole only by ranges that end within the last two days, and it closes two days later.
 
 Bounded (at most `max_rows` a pass, a few tenants per transaction), resumable and idempotent (a
 RollupCompaction row per period and table records where it got to and when it finished), serialized with
@@ -21,6 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.db import connection
 from django.utils import timezone
@@ -30,6 +35,7 @@ from apps.tenants.models import Tenant
 
 from . import bulk
 from .models import (
+    EndUserDailyRollup,
     EndUserMonthlyRollup,
     EndUserMonthPartRollup,
     RollupCompaction,
@@ -61,6 +67,15 @@ class CompactedTable:
     def name(self) -> str:
         return self.model._meta.db_table
 
+    @property
+    def columns(self) -> list[str]:
+        """Every column a move writes back (the surrogate id aside: moved rows take new ones)."""
+        return [f.column for f in self.model._meta.concrete_fields if not f.primary_key]
+
+    @property
+    def rewritten_while_open(self) -> bool:
+        return self.model is not EndUserDailyRollup
+
     def period_of(self, day: dt.date) -> dt.date:
         if self.model is EndUserMonthlyRollup:
             return month_start(day)
@@ -81,13 +96,26 @@ COMPACTED_TABLES = tuple(CompactedTable(rollup.model, rollup.key[1])  # key: (te
                          for rollup in (END_USER_DAILY, END_USER_MONTH_PARTS, END_USER_MONTHLY))
 
 
+class PeriodToCompact(NamedTuple):
+    table: CompactedTable
+    period: dt.date
+    closed: bool  # False: an open month or part, rewritten each night until a pass after it closes finishes it
+
+
+class PeriodMoved(NamedTuple):
+    table: str
+    period: dt.date
+    rows: int  # moved (in a dry run: that would be)
+    closed: bool
+
+
 @dataclass
 class CompactionResult:
     dry_run: bool
-    # (table, period, rows) of every period moved (or, in a dry run, that would be), newest first.
-    periods: list[tuple[str, dt.date, int]] = field(default_factory=list)
+    # Every period moved (or, in a dry run, that would be), newest first.
+    periods: list[PeriodMoved] = field(default_factory=list)
     rows_moved: int = 0
-    # False when the pass stopped at max_rows with closed periods left: the next pass goes on from there.
+    # False when the pass stopped at max_rows with periods left: the next pass goes on from there.
     complete: bool = True
     skipped: str = ""
 
@@ -96,30 +124,28 @@ class CompactionResult:
                 "complete": self.complete, "skipped": self.skipped}
 
 
-def periods_to_compact(*, today: dt.date) -> list[tuple[CompactedTable, dt.date]]:
-    """(table, period) of every closed period with runs that no pass has finished, newest first (by the
-    period's last day, then days before parts before months). The days come from the tenant-day rollup: one
-    row per tenant and day, a thousandth of the end-user rows."""
+def periods_to_compact(*, today: dt.date) -> list[PeriodToCompact]:
+    """Every closed period with runs that no pass has finished, and every open month and month part begun
+    before today, newest first (by the period's last day, then days before parts before months). The days
+    come from the tenant-day rollup: one row per tenant and day, a thousandth of the end-user rows."""
     closed_before = today - dt.timedelta(days=CLOSED_AFTER_DAYS)  # a period ending (exclusive) by this is closed
-    days = (TenantDailyRollup.objects.unscoped().filter(day__lt=closed_before).order_by()
-            .values_list("day", flat=True).distinct())
+    days = TenantDailyRollup.objects.unscoped().filter(day__lt=today).order_by().values_list("day", flat=True).distinct()
     done = set(RollupCompaction.objects.filter(finished_at__isnull=False).values_list("table", "period"))
     todo = set()
     for day in days:
         for table in COMPACTED_TABLES:
             period = table.period_of(day)
-            if table.period_end(period) <= closed_before and (table.name, period) not in done:
-                todo.add((table, period))
+            if table.period_end(period) <= closed_before:
+                if (table.name, period) not in done:
+                    todo.add(PeriodToCompact(table, period, closed=True))
+            elif table.rewritten_while_open:
+                todo.add(PeriodToCompact(table, period, closed=False))
     order = {table.name: index for index, table in enumerate(COMPACTED_TABLES)}
-    return sorted(todo, key=lambda item: (-item[0].period_end(item[1]).toordinal(), order[item[0].name]))
+    return sorted(todo, key=lambda item: (-item.table.period_end(item.period).toordinal(), order[item.table.name]))
 
 
 def _tenant_ids() -> list[int]:
     return list(Tenant.objects.order_by("pk").values_list("pk", flat=True))
-
-
-def _columns(table: CompactedTable) -> list[str]:
-    return [f.column for f in table.model._meta.concrete_fields if not f.primary_key]
 
 
 def _period_rows(table: CompactedTable) -> str:
@@ -140,7 +166,7 @@ def _move(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
     """Rewrite these tenants' rows of the period in (tenant, user) order; the rows moved. The deleted rows'
     keys free up within the statement, so the re-inserted ones take them without a conflict."""
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(name) for name in _columns(table))
+    columns = ", ".join(quote(name) for name in table.columns)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH moved AS (DELETE {_period_rows(table)} RETURNING {columns}) "
@@ -151,24 +177,25 @@ def _move(table: CompactedTable, period: dt.date, tenant_ids: list[int]) -> int:
 
 def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_rows: int = MAX_ROWS_PER_PASS,
                     progress: Callable[[str, dt.date, int], None] | None = None) -> CompactionResult:
-    """Compact every closed period not compacted yet, newest first. Once `max_rows` rows have moved the pass
-    stops, between two groups of tenants (`complete` False), and the next pass goes on from there. `dry_run`:
-    the periods and their rows, nothing moved. `progress(table, period, rows)` after each group of tenants."""
+    """Compact every closed period not compacted yet and rewrite the open months and parts, newest first. Once
+    `max_rows` rows have moved the pass stops, between two groups of tenants (`complete` False), and the next
+    pass goes on from there. `dry_run`: the periods and their rows, nothing moved. `progress(table, period,
+    rows)` after each group of tenants."""
     today = today or timezone.now().date()
     result = CompactionResult(dry_run=dry_run)
     if not bulk.is_postgres():
         result.skipped = "PostgreSQL only: SQLite keeps a table's rows in rowid order"
         return result
     tenant_ids = _tenant_ids()
-    for table, period in periods_to_compact(today=today):
+    for table, period, closed in periods_to_compact(today=today):
         if dry_run:
-            result.periods.append((table.name, period, _count(table, period, tenant_ids)))
+            result.periods.append(PeriodMoved(table.name, period, _count(table, period, tenant_ids), closed))
             continue
         if result.rows_moved >= max_rows:
             result.complete = False
             break
-        moved = _compact_period(table, period, tenant_ids, result, max_rows, progress)
-        result.periods.append((table.name, period, moved))
+        moved = _compact_period(table, period, closed, tenant_ids, result, max_rows, progress)
+        result.periods.append(PeriodMoved(table.name, period, moved, closed))
         if not result.complete:
             break
     if not dry_run:
@@ -176,10 +203,15 @@ def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_
     return result
 
 
-def _compact_period(table: CompactedTable, period: dt.date, tenant_ids: list[int], result: CompactionResult, max_rows: int,
-                    progress) -> int:
-    record, _ = RollupCompaction.objects.get_or_create(table=table.name, period=period,
-                                                      defaults={"started_at": timezone.now()})
+def _compact_period(table: CompactedTable, period: dt.date, closed: bool, tenant_ids: list[int],
+                    result: CompactionResult, max_rows: int, progress) -> int:
+    record, _ = RollupCompaction.objects.get_or_create(table=table.name, period=period, defaults={
+        "started_at": timezone.now(), "period_closed": closed})
+    if record.period_closed != closed:
+        # A pass begun while the period was open and stopped part way: the tenants it had done have rows added
+        # after them since, so the period's pass for good starts over.
+        record.period_closed, record.next_tenant_id = closed, 0
+        record.save(update_fields=["period_closed", "next_tenant_id"])
     moved = 0
     pending = [tenant_id for tenant_id in tenant_ids if tenant_id >= record.next_tenant_id]
     for index in range(0, len(pending), TENANTS_PER_MOVE):
@@ -197,6 +229,10 @@ def _compact_period(table: CompactedTable, period: dt.date, tenant_ids: list[int
         result.rows_moved += rows
         if progress:
             progress(table.name, period, rows)
-    record.finished_at = timezone.now()
-    record.save(update_fields=["finished_at"])
+    record.rewritten_at = timezone.now()
+    if closed:
+        record.finished_at = record.rewritten_at
+    else:
+        record.next_tenant_id = 0  # tomorrow's pass rewrites it whole again
+    record.save(update_fields=["rewritten_at", "finished_at", "next_tenant_id"])
     return moved

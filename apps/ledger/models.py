@@ -442,16 +442,22 @@ class PromptSizeRollup(TenantOwnedModel):
 
 
 class RollupCompaction(models.Model):
-    """One closed period of one end-user rollup table rewritten tenant by tenant (apps.ledger.compaction):
-    what the nightly compaction did, and how it knows a period is done (finished_at) or where to go on after
-    stopping part way (every tenant id below next_tenant_id is done). Ledger maintenance over every tenant,
-    not a tenant's data: staff see it in the admin."""
+    """One period of one end-user rollup table rewritten tenant by tenant (apps.ledger.compaction): what the
+    nightly compaction did, and how it knows a period is done (finished_at, set once the period is closed and
+    a pass has rewritten it whole) or where to go on after stopping part way (every tenant id below
+    next_tenant_id is done in the pass under way). An open month or month part is rewritten every night:
+    rewritten_at says when a pass last finished it. Ledger maintenance over every tenant, not a tenant's data:
+    staff see it in the admin."""
 
     table = models.CharField(max_length=63)  # the rollup's database table
     period = models.DateField()  # the day, the part's first day or the month's first day
     next_tenant_id = models.BigIntegerField(default=0)
-    rows_moved = models.BigIntegerField(default=0)
+    # Whether the pass under way (or the last one) began after the period closed: a pass begun while it was
+    # open is not resumed once it has closed, since rows added meanwhile sit after the tenants it had done.
+    period_closed = models.BooleanField(default=True)
+    rows_moved = models.BigIntegerField(default=0)  # over every pass
     started_at = models.DateTimeField()
+    rewritten_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

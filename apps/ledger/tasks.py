@@ -65,7 +65,7 @@ def reflag_high_cost_check() -> dict:
 @shared_task(name="ledger.compact_rollups", acks_late=True, ignore_result=True)
 @singleton("ledger.compact_rollups")
 def compact_rollups() -> dict:
-    """Nightly: put each closed period's end-user rollup rows tenant by tenant (apps/ledger/compaction.py)."""
+    """Nightly: put each period's end-user rollup rows tenant by tenant (apps/ledger/compaction.py)."""
     from .compaction import rollups_compact
 
     return rollups_compact(progress=lambda *_: singleton_renew()).as_dict()

@@ -1,7 +1,8 @@
-"""Rollup compaction (apps/ledger/compaction.py): a closed period's end-user rollup rows end up together tenant
-by tenant with every key and sum unchanged; only closed periods move, each once; a pass stops at its row budget
-and the next goes on from the tenant it reached; it waits for an ingest batch under way; the readers and
-ledger_check read the same before and after."""
+"""Rollup compaction (apps/ledger/compaction.py): a period's end-user rollup rows end up together tenant by
+tenant with every key and sum unchanged; closed periods move once, open months and parts every night until
+they close; a pass stops at its row budget and the next goes on from the tenant it reached (or starts over, when
+the period has closed since); it waits for an ingest batch under way; the readers and ledger_check read the
+same before and after."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_a_closed_periods_rows_end_up_together_tenant_by_tenant_with_every_key_a
     result = rollups_compact(today=TODAY)
 
     assert result.complete and result.rows_moved == 3 * 3 * 600
-    assert {(table, period) for table, period, _ in result.periods} == {
+    assert {(moved.table, moved.period) for moved in result.periods} == {
         (model._meta.db_table, period) for model, field, period in TABLES}
     for model, field, period in TABLES:
         assert _rows(model) == before[model]
@@ -90,29 +91,72 @@ def test_a_closed_periods_rows_end_up_together_tenant_by_tenant_with_every_key_a
 
 
 @pytest.mark.postgres
-def test_only_closed_periods_move_and_a_period_done_is_not_moved_again(tenants):
+def test_closed_periods_move_once_and_open_months_and_parts_every_night_until_they_close(tenants):
     open_day = TODAY - dt.timedelta(days=compaction.CLOSED_AFTER_DAYS)  # ended yesterday: runs may still come
     closed_day = open_day - dt.timedelta(days=1)
     _interleaved_rows(tenants[:2], users=5, day=open_day)
     _interleaved_rows(tenants[:2], users=5, day=closed_day)
 
     planned = rollups_compact(today=TODAY, dry_run=True)
-    # Nov 17 is closed; Nov 18, the part of Nov 16-23 and November are not.
-    assert planned.periods == [("ledger_enduserdailyrollup", closed_day, 10)]
+    # Nov 17 is closed; the part of Nov 16-23 and November are open, and rewritten; the open day Nov 18 is not.
+    assert planned.periods == [
+        ("ledger_endusermonthlyrollup", dt.date(2026, 11, 1), 10, False),
+        ("ledger_endusermonthpartrollup", dt.date(2026, 11, 16), 10, False),
+        ("ledger_enduserdailyrollup", closed_day, 10, True),
+    ]
     assert not RollupCompaction.objects.exists()  # a dry run moves and records nothing
 
     assert rollups_compact(today=TODAY).periods == planned.periods
-    record = RollupCompaction.objects.get()
-    assert (record.table, record.period, record.rows_moved) == ("ledger_enduserdailyrollup", closed_day, 10)
-    assert record.finished_at is not None
-    assert rollups_compact(today=TODAY).periods == []  # done once
-    # Days later the part and the month close too (the day after open_day has rows nowhere, so moves nothing).
-    later = rollups_compact(today=dt.date(2026, 12, 3))
-    assert [(table, str(period), rows) for table, period, rows in later.periods] == [
-        ("ledger_endusermonthlyrollup", "2026-11-01", 10),
-        ("ledger_endusermonthpartrollup", "2026-11-16", 10),
-        ("ledger_enduserdailyrollup", "2026-11-18", 10),
+    records = {(record.table, record.period): record for record in RollupCompaction.objects.all()}
+    day = records["ledger_enduserdailyrollup", closed_day]
+    assert day.rows_moved == 10 and day.period_closed and day.finished_at is not None
+    assert day.rewritten_at == day.finished_at
+    for open_period in (("ledger_endusermonthlyrollup", dt.date(2026, 11, 1)),
+                        ("ledger_endusermonthpartrollup", dt.date(2026, 11, 16))):
+        record = records[open_period]
+        assert record.rows_moved == 10 and record.rewritten_at is not None and record.finished_at is None
+        assert not record.period_closed and record.next_tenant_id == 0  # the next night starts over
+
+    # The next night: the day stays done, Nov 18 has closed, and the open part and month are rewritten whole,
+    # with the rows added to them since.
+    _interleaved_rows(tenants[2:], users=5, day=TODAY - dt.timedelta(days=1))
+    next_night = rollups_compact(today=TODAY + dt.timedelta(days=1))
+    assert next_night.periods == [
+        ("ledger_endusermonthlyrollup", dt.date(2026, 11, 1), 15, False),
+        ("ledger_endusermonthpartrollup", dt.date(2026, 11, 16), 15, False),
+        ("ledger_enduserdailyrollup", open_day, 10, True),
     ]
+    # Days later the part and the month close too: each is moved once more, for good.
+    later = rollups_compact(today=dt.date(2026, 12, 3))
+    assert later.periods == [
+        ("ledger_endusermonthlyrollup", dt.date(2026, 11, 1), 15, True),
+        ("ledger_endusermonthpartrollup", dt.date(2026, 11, 16), 15, True),
+        ("ledger_enduserdailyrollup", dt.date(2026, 11, 19), 5, True),
+    ]
+    assert not RollupCompaction.objects.filter(finished_at__isnull=True).exists()
+    assert RollupCompaction.objects.get(table="ledger_endusermonthlyrollup").rows_moved == 10 + 15 + 15
+    assert rollups_compact(today=dt.date(2026, 12, 3)).periods == []  # done once
+
+
+@pytest.mark.postgres
+def test_a_pass_stopped_part_way_through_an_open_period_starts_it_over_once_it_has_closed(tenants):
+    """The tenants it had done have rows added after them while the period was open."""
+    _interleaved_rows(tenants, users=2, day=dt.date(2026, 11, 18))
+    with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):
+        first = rollups_compact(today=TODAY, max_rows=2)  # the open month's first tenant, then the budget is spent
+        assert not first.complete
+        assert first.periods == [("ledger_endusermonthlyrollup", dt.date(2026, 11, 1), 2, False)]
+        record = RollupCompaction.objects.get()
+        assert record.next_tenant_id == tenants[0].pk + 1 and not record.period_closed
+        assert record.rewritten_at is None
+
+        later = rollups_compact(today=dt.date(2026, 12, 3))  # November has closed
+
+    assert later.complete
+    assert [period for period in later.periods if period.table == "ledger_endusermonthlyrollup"] == [
+        ("ledger_endusermonthlyrollup", dt.date(2026, 11, 1), 6, True)]  # the first tenant's rows again
+    record.refresh_from_db()
+    assert record.period_closed and record.finished_at is not None and record.rows_moved == 2 + 6
 
 
 @pytest.mark.postgres
@@ -167,10 +211,14 @@ def test_a_move_waits_for_the_ingest_batch_under_way(tenant):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_runs_reported_late_while_their_period_moves_are_all_counted(tenant, other_tenant):
-    """Ingest batches of late runs for the periods being compacted, from another connection, for as long as the
-    compaction runs: not one delta may be lost or counted twice (ledger_check recomputes every rollup from the
-    runs)."""
+@pytest.mark.parametrize(("today", "periods"), [
+    (TODAY, 28 + 4 + 1),  # October all closed: 28 days, 4 parts, the month
+    (dt.date(2026, 10, 29), 26 + 3 + 2),  # Oct 27-28 open days, left alone; the last part and the month open
+], ids=["closed", "open"])
+def test_runs_reported_while_their_period_moves_are_all_counted(tenant, other_tenant, today, periods):
+    """Ingest batches of runs for the periods being compacted (late ones for closed periods, the month's own
+    for the open month and part), from another connection, for as long as the compaction runs: not one delta
+    may be lost or counted twice (ledger_check recomputes every rollup from the runs)."""
     with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):  # many short moves, so batches land between them
         for day in range(1, 29):
             for owner in (tenant, other_tenant):
@@ -200,13 +248,13 @@ def test_runs_reported_late_while_their_period_moves_are_all_counted(tenant, oth
         batches = threading.Thread(target=late_runs)
         batches.start()
         try:
-            result = rollups_compact(today=TODAY)
+            result = rollups_compact(today=today)
         finally:
             stop.set()
             batches.join(30)
     assert not errors, errors
     assert len(sent) > 20  # batches landed between the moves
-    assert result.complete and len(result.periods) == 28 + 4 + 1
+    assert result.complete and len(result.periods) == periods
     assert ledger_check() == []
 
 
@@ -261,12 +309,17 @@ def test_the_command_lists_a_dry_run_then_compacts(tenants, capsys):
         call_command("compact_rollups", "--dry-run")
         dry = capsys.readouterr().out
         assert "ledger_endusermonthlyrollup       2026-10-01             6 rows" in dry
-        assert "Dry run: 3 closed periods to compact, 18 rows. Nothing was moved" in dry
+        assert "Dry run: 3 periods to compact, 18 rows. Nothing was moved" in dry
         assert not RollupCompaction.objects.exists()
         call_command("compact_rollups")
         assert "Compacted 3 periods, 18 rows moved." in capsys.readouterr().out
         call_command("compact_rollups")
-        assert "Every closed period is compacted already." in capsys.readouterr().out
+        assert "Every closed period is compacted already, and no month or part is open." in capsys.readouterr().out
+        _interleaved_rows(tenants[:1], users=1, day=TODAY - dt.timedelta(days=1))
+        call_command("compact_rollups")
+        out = capsys.readouterr().out
+        assert "ledger_endusermonthpartrollup     2026-11-16             1 rows  (open)" in out
+        assert "Compacted 2 periods, 2 rows moved." in out
 
 
 @pytest.mark.postgres

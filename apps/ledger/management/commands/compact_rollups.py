@@ -8,7 +8,8 @@ from apps.ledger.compaction import MAX_ROWS_PER_PASS, rollups_compact
 
 class Command(BaseCommand):
     help = ("Rewrite each closed period's end-user rollup rows tenant by tenant, so a tenant's rows of a period "
-            "sit together (apps/ledger/compaction.py). Newest periods first; stops after --max-rows rows.")
+            "sit together, and the open months and month parts again (apps/ledger/compaction.py). Newest periods "
+            "first; stops after --max-rows rows.")
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="list the periods and their rows; move nothing")
@@ -24,14 +25,16 @@ class Command(BaseCommand):
         if result.skipped:
             self.stdout.write(self.style.WARNING(f"Nothing to do: {result.skipped}."))
             return
-        for table, period, rows in result.periods:
-            self.stdout.write(f"{table:<34}{period.isoformat():<12}{rows:>12,} rows")
+        for table, period, rows, closed in result.periods:
+            self.stdout.write(f"{table:<34}{period.isoformat():<12}{rows:>12,} rows{'' if closed else '  (open)'}")
         if dry_run:
             self.stdout.write(self.style.WARNING(
-                f"Dry run: {len(result.periods)} closed periods to compact, "
-                f"{sum(rows for _, _, rows in result.periods):,} rows. Nothing was moved; run again without --dry-run."))
+                f"Dry run: {len(result.periods)} periods to compact, "
+                f"{sum(period.rows for period in result.periods):,} rows. Nothing was moved; run again without "
+                f"--dry-run."))
         elif not result.periods:
-            self.stdout.write(self.style.SUCCESS("Every closed period is compacted already."))
+            self.stdout.write(self.style.SUCCESS("Every closed period is compacted already, and no month or part "
+                                                 "is open."))
         elif result.complete:
             self.stdout.write(self.style.SUCCESS(
                 f"Compacted {len(result.periods)} periods, {result.rows_moved:,} rows moved."))
