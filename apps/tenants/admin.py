@@ -51,9 +51,10 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "legal_hold")
     search_fields = ("slug", "name", "external_id")
     inlines = [MembershipInline]
-    # A tenant deleted here (only one without runs can be) takes its keys and memberships with it by cascade;
-    # each leaves its own delete record: which key stopped working, who lost access.
-    audit_cascade = {"api_keys": ("name", "scope", "revoked_at"), "memberships": ("user", "role")}
+    # A tenant deleted here (only one without runs can be) takes its keys, memberships and alerts with it by
+    # cascade; each leaves its own delete record: which key stopped working, who lost access, which alerts went.
+    audit_cascade = {"api_keys": ("name", "scope", "revoked_at"), "memberships": ("user", "role"),
+                     "alerts": ("kind", "title", "created_at", "acknowledged_at")}
 
     def get_readonly_fields(self, request, obj=None):
         # Apps tag their runs with the slug (metadata.tenant) and ingest resolves it; renamed, every later event

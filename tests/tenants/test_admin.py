@@ -256,10 +256,13 @@ def _tenant_with_keys_and_members(tenant, django_user_model):
 
 
 @pytest.mark.parametrize("path", ["change page", "bulk action"])
-def test_deleting_a_tenant_in_the_admin_audits_each_key_and_membership_deleted_with_it(
+def test_deleting_a_tenant_in_the_admin_audits_each_key_membership_and_alert_deleted_with_it(
         client, staff_user, tenant, other_tenant, django_user_model, path):
-    """Its keys and memberships went by cascade with only the tenant's own deletion audited: which keys stopped
-    working and who lost access could not be read from the log. Each now has its record, from either delete."""
+    """Its keys, memberships and alerts went by cascade with only the tenant's own deletion audited: which keys
+    stopped working, who lost access and which alerts went could not be read from the log. Each now has its
+    record, from either delete."""
+    from apps.alerts.models import Alert
+    from apps.alerts.services import alert_raise
     from apps.core.models import AuditEvent
     from apps.tenants.models import ApiKey, Membership, Tenant
     from apps.tenants.services import api_key_create, membership_set
@@ -271,6 +274,8 @@ def test_deleting_a_tenant_in_the_admin_audits_each_key_and_membership_deleted_w
     kept_key, _ = api_key_create(name="globex billing", scope="billing", tenant=other_tenant)
     unbound, _ = api_key_create(name="ops", scope="admin")
     membership_set(user=users["alice"], tenant=other_tenant, role="viewer")
+    alert_raise(kind="budget", cause_key="budget:acme:2026-11:100", tenant=tenant, title="acme at 100% of budget")
+    alert_raise(kind="budget", cause_key="budget:globex:2026-11:100", tenant=other_tenant, title="globex at 100%")
 
     if path == "change page":
         response = client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
@@ -296,6 +301,12 @@ def test_deleting_a_tenant_in_the_admin_audits_each_key_and_membership_deleted_w
     assert members["bob"].data["role"] == "viewer"
     assert all(event.tenant_id == tenant.pk and event.actor == staff_user and event.data["deleted_with"] == "tenant acme"
                for event in members.values())
+    assert list(Alert.unscoped_objects.values_list("title", flat=True)) == ["globex at 100%"]
+    alert_event = AuditEvent.objects.get(action="admin.alert.delete")
+    assert (alert_event.tenant_id, alert_event.actor, alert_event.data["deleted_with"]) == (tenant.pk, staff_user,
+                                                                                          "tenant acme")
+    assert (alert_event.data["kind"], alert_event.data["title"], alert_event.data["acknowledged_at"]) == (
+        "budget", "acme at 100% of budget", "")
 
 
 def test_a_bulk_tenant_delete_that_fails_leaves_no_audit_record_of_deletions_that_did_not_happen(
