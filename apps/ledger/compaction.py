@@ -126,11 +126,15 @@ class CompactionResult:
 
 def periods_to_compact(*, today: dt.date) -> list[PeriodToCompact]:
     """Every closed period with runs that no pass has finished, and every open month and month part begun
-    before today, newest first (by the period's last day, then days before parts before months). The days
+    before today that no pass has rewritten today, newest first (by the period's last day, then days before parts before months). The days
     come from the tenant-day rollup: one row per tenant and day, a thousandth of the end-user rows."""
     closed_before = today - dt.timedelta(days=CLOSED_AFTER_DAYS)  # a period ending (exclusive) by this is closed
     days = TenantDailyRollup.objects.unscoped().filter(day__lt=today).order_by().values_list("day", flat=True).distinct()
     done = set(RollupCompaction.objects.filter(finished_at__isnull=False).values_list("table", "period"))
+    # Once a day: a second pass the same day (the command run again after one that stopped at its budget) goes
+    # on with the closed periods instead of rewriting the open ones again.
+    rewritten_today = set(RollupCompaction.objects.filter(finished_at__isnull=True, rewritten_at__date=today)
+                          .values_list("table", "period"))
     todo = set()
     for day in days:
         for table in COMPACTED_TABLES:
@@ -138,7 +142,7 @@ def periods_to_compact(*, today: dt.date) -> list[PeriodToCompact]:
             if table.period_end(period) <= closed_before:
                 if (table.name, period) not in done:
                     todo.add(PeriodToCompact(table, period, closed=True))
-            elif table.rewritten_while_open:
+            elif table.rewritten_while_open and (table.name, period) not in rewritten_today:
                 todo.add(PeriodToCompact(table, period, closed=False))
     order = {table.name: index for index, table in enumerate(COMPACTED_TABLES)}
     return sorted(todo, key=lambda item: (-item.table.period_end(item.period).toordinal(), order[item.table.name]))

@@ -139,6 +139,24 @@ def test_closed_periods_move_once_and_open_months_and_parts_every_night_until_th
 
 
 @pytest.mark.postgres
+def test_open_periods_are_rewritten_once_a_day_and_a_second_pass_goes_on_with_the_closed_ones(tenants):
+    _interleaved_rows(tenants, users=2)  # October: closed
+    _interleaved_rows(tenants, users=2, day=dt.date(2026, 11, 18))  # November and its part of Nov 16-23: open
+    at_five = dt.datetime.combine(TODAY, dt.time(5), tzinfo=dt.UTC)
+    with mock.patch("apps.ledger.compaction.timezone.now", return_value=at_five):
+        first = rollups_compact(today=TODAY, max_rows=12)  # the open month and part, then the budget is spent
+        assert not first.complete
+        assert [(moved.period, moved.rows, moved.closed) for moved in first.periods] == [
+            (dt.date(2026, 11, 1), 6, False), (dt.date(2026, 11, 16), 6, False)]
+        again = rollups_compact(today=TODAY)
+    assert again.complete and again.rows_moved == 3 * 6 and all(moved.closed for moved in again.periods)
+    next_day = rollups_compact(today=TODAY + dt.timedelta(days=1))
+    assert [(moved.table, moved.closed) for moved in next_day.periods] == [
+        ("ledger_endusermonthlyrollup", False), ("ledger_endusermonthpartrollup", False),
+        ("ledger_enduserdailyrollup", True)]  # Nov 18 has closed
+
+
+@pytest.mark.postgres
 def test_a_pass_stopped_part_way_through_an_open_period_starts_it_over_once_it_has_closed(tenants):
     """The tenants it had done have rows added after them while the period was open."""
     _interleaved_rows(tenants, users=2, day=dt.date(2026, 11, 18))
