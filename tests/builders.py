@@ -171,3 +171,14 @@ def container(*, container_id: str | None = None, created_at: dt.datetime,
             "created_at": _unix(created_at), "status": status,
             "last_active_at": _unix(last_active_at or created_at),
             "expires_after": {"anchor": "last_active_at", "minutes": 20}}
+
+
+def storage_meter(**fields):
+    """A tenant's (or, with tenant=None, the unassigned stores') storage meter row of a day, written as the
+    nightly meter writes it: with the day's total over every tenant refreshed (StorageDailyTotal)."""
+    from apps.lifecycle.models import StorageMeter
+    from apps.lifecycle.services import storage_daily_total_refresh
+
+    meter = StorageMeter.objects.create(**fields)
+    storage_daily_total_refresh(day=meter.day)
+    return meter

@@ -104,15 +104,16 @@ def bench_tenants(count: int, prefix: str = "bench-") -> list:
 
 
 def ledger_truncate() -> None:
-    """Empty the ledger (runs, threads, rollups and what compaction recorded of them), the storage meters beside
-    it and the alerts ingest raised: each measurement starts clean."""
+    """Empty the ledger (runs, threads, rollups and what compaction recorded of them), the storage meters (and
+    their day totals) beside it and the alerts ingest raised: each measurement starts clean."""
     from apps.alerts.models import Alert
     from apps.ledger.models import RollupCompaction, Run, Thread
     from apps.ledger.services import ROLLUP_TABLES
-    from apps.lifecycle.models import StorageMeter
+    from apps.lifecycle.models import StorageDailyTotal, StorageMeter
 
     tables = [Run._meta.db_table, Thread._meta.db_table, *(t.model._meta.db_table for t in ROLLUP_TABLES),
-              RollupCompaction._meta.db_table, StorageMeter._meta.db_table, Alert._meta.db_table]
+              RollupCompaction._meta.db_table, StorageMeter._meta.db_table, StorageDailyTotal._meta.db_table,
+              Alert._meta.db_table]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

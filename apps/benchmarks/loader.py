@@ -20,6 +20,7 @@ from apps.ledger.models import (
     EndUserDailyRollup,
     EndUserMonthlyRollup,
     EndUserMonthPartRollup,
+    EveryTenantDailyRollup,
     PromptSizeRollup,
     Run,
     TenantDailyRollup,
@@ -249,7 +250,7 @@ def storage_meters_load(cursor) -> None:
     """A vector-storage meter row for every tenant-day with runs, as the nightly meter would have written:
     the dashboard's spend, tenants list and budgets add storage to the runs' cost. 0.1 to 5 GiB a tenant,
     at $0.10 per GiB-day (the free GB left out: it changes the amounts, not the work)."""
-    from apps.lifecycle.models import StorageMeter
+    from apps.lifecycle.models import StorageDailyTotal, StorageMeter
 
     gib = 1024**3
     cursor.execute(f"""
@@ -260,6 +261,10 @@ def storage_meters_load(cursor) -> None:
         FROM (SELECT tenant_id, day, ((tenant_id * 7919) % 50 + 1)::bigint * {gib // 10} AS bytes
               FROM {TenantDailyRollup._meta.db_table}) AS tenant_days
         ORDER BY day, tenant_id""")
+    cursor.execute(f"""
+        INSERT INTO {StorageDailyTotal._meta.db_table} (day, cost_usd)
+        SELECT day, sum(cost_usd) FROM {StorageMeter._meta.db_table} WHERE tenant_id IS NOT NULL
+        GROUP BY day ORDER BY day""")
     # VACUUM too, as autovacuum does to a table that only takes inserts: the pages sum the meters from their
     # (day, tenant) index alone once the rows are marked visible to all.
     cursor.execute(f"VACUUM ANALYZE {StorageMeter._meta.db_table}")
@@ -321,6 +326,10 @@ def _other_rollups(cursor) -> None:
         INSERT INTO {TenantDailyRollup._meta.db_table} (tenant_id, day, runs, unpriced_runs, cost_total_usd)
         SELECT tenant_id, day, sum(runs), sum(unpriced_runs), sum(cost_total_usd)
         FROM {DailyRollup._meta.db_table} GROUP BY 1, 2 ORDER BY day, tenant_id""")
+    cursor.execute(f"""
+        INSERT INTO {EveryTenantDailyRollup._meta.db_table} (day, runs, unpriced_runs, cost_total_usd)
+        SELECT day, sum(runs), sum(unpriced_runs), sum(cost_total_usd)
+        FROM {TenantDailyRollup._meta.db_table} GROUP BY day ORDER BY day""")
     sums = ", ".join(END_USER_SUMS)  # the end-user rollups' money is whole ledger units
     # Days from the month's first day to the first day of the day's part (MONTH_PART_FIRST_DAYS).
     part_offset = "CASE " + " ".join(f"WHEN extract(day FROM day) >= {first} THEN {first - 1}"

@@ -292,6 +292,22 @@ class TenantDailyRollup(TenantOwnedModel):
         return f"{self.tenant_id} {self.day}"
 
 
+class EveryTenantDailyRollup(models.Model):
+    """Runs and spend per UTC day over every tenant: the tenant-day rollup's rows of a day, added up. The staff
+    overview's chart and month figures read it (90 rows for 90 days) instead of summing 90,000 tenant-days
+    (issue #9); a member's overview, which covers only their tenants, reads the tenant-day rows. Not a tenant's
+    data, so not tenant-owned: only a scope of every tenant may read it (apps.ledger.selectors.spend_days).
+    Maintained by the ingest path as deltas, with the others; `ledger_check` recomputes it from the runs."""
+
+    day = models.DateField(unique=True)
+    runs = models.BigIntegerField(default=0)
+    unpriced_runs = models.BigIntegerField(default=0)
+    cost_total_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+
+    def __str__(self) -> str:
+        return str(self.day)
+
+
 class _EndUserSums(TenantOwnedModel):
     """What the usage API and the tenant page show per end user (attribution user_id, "" = unknown). Money is
     kept in whole ledger units (apps.core.money.LEDGER_UNITS_PER_USD, 10**-10 USD: the ledger's amounts

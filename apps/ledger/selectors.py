@@ -46,6 +46,7 @@ from .models import (
     EndUserDailyRollup,
     EndUserMonthlyRollup,
     EndUserMonthPartRollup,
+    EveryTenantDailyRollup,
     PromptSizeRollup,
     Run,
     TenantDailyRollup,
@@ -176,7 +177,12 @@ class SpendDays:
 
 
 def spend_days(*, scope: TenantScope | None = None, tenant=None, start: dt.date, end: dt.date) -> SpendDays:
-    """Two grouped reads (runs, storage), one row per day, whatever the number of tenants."""
+    """Two reads (runs, storage), one row per day, whatever the number of tenants: for a scope of every tenant
+    (staff) the day totals kept over every tenant, 90 rows for 90 days; for one tenant or a member's tenants
+    their tenant-days, grouped by day (90,000 rows summed for 90 days of 1,000 tenants took ~20 ms per read
+    at 10M runs: issue #9)."""
+    if tenant is None and scope is not None and scope.is_every_tenant:
+        return _every_tenant_spend_days(start=start, end=end)
     (runs, runs_amount), (storage, storage_amount) = _spend_sources(scope=scope, tenant=tenant)
     runs_usd, unpriced_runs = {}, {}
     for row in (runs.filter(day__gte=start, day__lte=end).values("day").order_by()
@@ -185,6 +191,19 @@ def spend_days(*, scope: TenantScope | None = None, tenant=None, start: dt.date,
     storage_usd = dict(storage.filter(day__gte=start, day__lte=end).values("day").order_by()
                        .annotate(cost_usd=_sum_money(storage_amount)).values_list("day", "cost_usd"))
     return SpendDays(start=start, end=end, runs_usd=runs_usd, unpriced_runs=unpriced_runs, storage_usd=storage_usd)
+
+
+def _every_tenant_spend_days(*, start: dt.date, end: dt.date) -> SpendDays:
+    """spend_days over every tenant from the totals (the same days as keys: those with runs, those metered
+    for a tenant)."""
+    from apps.lifecycle.selectors import storage_daily_totals
+
+    runs_usd, unpriced_runs = {}, {}
+    for day, cost, unpriced in (EveryTenantDailyRollup.objects.filter(day__gte=start, day__lte=end)
+                                .exclude(runs=0).values_list("day", "cost_total_usd", "unpriced_runs")):
+        runs_usd[day], unpriced_runs[day] = cost, unpriced
+    return SpendDays(start=start, end=end, runs_usd=runs_usd, unpriced_runs=unpriced_runs,
+                     storage_usd=storage_daily_totals(start=start, end=end))
 
 
 def spend_summary_start(today: dt.date) -> dt.date:

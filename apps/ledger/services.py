@@ -62,6 +62,7 @@ from .models import (
     EndUserDailyRollup,
     EndUserMonthlyRollup,
     EndUserMonthPartRollup,
+    EveryTenantDailyRollup,
     PromptSizeRollup,
     RollupCompaction,
     Run,
@@ -428,12 +429,24 @@ class _RollupTable:
     def label(self) -> str:
         return self.model.__name__
 
+    @property
+    def per_tenant(self) -> bool:
+        """False for a total over every tenant (EveryTenantDailyRollup), which no tenant's runs alone add up to."""
+        return "tenant_id" in self.key
+
+    def rows(self) -> QuerySet:
+        """Every row of the table, whatever its tenant (the tenant-owned ones' manager asks to be told)."""
+        return self.model.objects.unscoped() if self.per_tenant else self.model.objects.all()
+
     @functools.cached_property
     def value_sources(self) -> tuple[str, ...]:
         return self.sources or self.columns
 
     @functools.cached_property
     def _pick_key(self) -> Callable:
+        if len(self.key) == 1:  # itemgetter of one index gives the value, not a 1-tuple
+            position = SHARE_COLUMNS.index(self.key[0])
+            return lambda row: (row[position],)
         return operator.itemgetter(*[SHARE_COLUMNS.index(name) for name in self.key])
 
     @functools.cached_property
@@ -469,6 +482,7 @@ TOOL_USAGE_KEY = ("tenant_id", "day", "tool_price_id")
 TOOL_USAGE_SUMS = ("code_interpreter_sessions", "billable_file_search_calls", "web_search_calls")
 DAILY = _RollupTable(DailyRollup, ROLLUP_KEY, ROLLUP_SUMS)
 TENANT_DAILY = _RollupTable(TenantDailyRollup, ("tenant_id", "day"), ("runs", "unpriced_runs", "cost_total_usd"))
+EVERY_TENANT_DAILY = _RollupTable(EveryTenantDailyRollup, ("day",), TENANT_DAILY.sums)
 END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS = (
     _RollupTable(model, key, END_USER_SUMS, sources=(*END_USER_COUNTS, *END_USER_MONEY), units=END_USER_UNITS)
     for model, key in ((EndUserDailyRollup, END_USER_KEY), (EndUserMonthlyRollup, END_USER_MONTH_KEY),
@@ -477,7 +491,8 @@ END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS = (
 PROMPT_SIZE = _RollupTable(PromptSizeRollup, PROMPT_SIZE_KEY, ("runs",), greatest=("max_input_tokens",))
 TOOL_USAGE = _RollupTable(ToolUsageRollup, TOOL_USAGE_KEY, TOOL_USAGE_SUMS, only_with="tool_price_id", sources=(
     "billable_code_interpreter_sessions", "billable_file_search_calls", "billable_web_search_calls"))
-ROLLUP_TABLES = (DAILY, TENANT_DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS, PROMPT_SIZE, TOOL_USAGE)
+ROLLUP_TABLES = (DAILY, TENANT_DAILY, END_USER_DAILY, END_USER_MONTHLY, END_USER_MONTH_PARTS, PROMPT_SIZE, TOOL_USAGE,
+                 EVERY_TENANT_DAILY)
 
 
 def _add_shares(tables: dict[_RollupTable, dict[tuple, list]], rows: list[list]) -> None:
@@ -1759,7 +1774,7 @@ def rollups_expected(*, tenant_ids: Iterable[int] | None = None) -> dict[_Rollup
 
 def _rollups_stored(table: _RollupTable, tenant_ids: list[int] | None = None) -> dict[tuple, list]:
     stored = {}
-    rollups = table.model.objects.unscoped()
+    rollups = table.rows()
     if tenant_ids is not None:
         rollups = rollups.filter(tenant_id__in=tenant_ids)
     for row in rollups.values(*table.key, *table.columns).iterator(chunk_size=5000):
@@ -1804,9 +1819,10 @@ def _table_differences(table: _RollupTable, expected: dict[tuple, list], stored:
 
 
 def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) -> list[RollupDifference]:
-    """Compare stored rollups (daily, end-user daily and monthly, prompt size, tool usage) with rollups recomputed from
-    runs; with fix, rewrite the stored ones. `tenant_ids` checks only those tenants' rollups and threads (a
-    sample of a very large ledger)."""
+    """Compare stored rollups (daily, tenant-day, end-user by day, part and month, prompt size, tool usage, the
+    day totals over every tenant) with rollups recomputed from runs; with fix, rewrite the stored ones.
+    `tenant_ids` checks only those tenants' rollups and threads (a sample of a very large ledger), not the
+    totals over every tenant."""
     tenant_ids = None if tenant_ids is None else sorted(set(tenant_ids))
     if fix and tenant_ids is not None:
         raise ValueError("ledger_check(fix=True) rewrites every rollup: call it without tenant_ids")
@@ -1817,12 +1833,14 @@ def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) 
         expected = rollups_expected(tenant_ids=tenant_ids)
         differences = []
         for table in ROLLUP_TABLES:
+            if tenant_ids is not None and not table.per_tenant:
+                continue  # a total over every tenant: a sample of tenants does not add up to it
             differences.extend(_table_differences(table, expected[table], _rollups_stored(table, tenant_ids)))
         thread_differences = _thread_differences(tenant_ids)
         differences.extend(thread_differences)
         if fix and differences:
             for table in ROLLUP_TABLES:
-                table.model.objects.unscoped().delete()
+                table.rows().delete()
             _write_rollups(expected)
             # Rewritten in the order they were recomputed: the nightly compaction puts them tenant by tenant again.
             RollupCompaction.objects.all().delete()

@@ -275,6 +275,20 @@ class StorageMeter(MaybeUnassignedModel):
         return f"{self.tenant_id or 'unassigned'} {self.day} {self.gb_days} GB-days"
 
 
+class StorageDailyTotal(models.Model):
+    """The tenants' metered vector storage cost of one UTC day, added up (the unassigned stores left out, as
+    the spend pages leave them): the staff overview's chart and month figures read it, 90 rows for 90 days,
+    instead of summing 90,000 tenant meters (issue #9). A row exists for each day with a tenant's meter row;
+    storage_meter_day writes it with them, in the same transaction. Not a tenant's data: only a scope of every
+    tenant reads it (apps.ledger.selectors.spend_days)."""
+
+    day = models.DateField(unique=True)
+    cost_usd = models.DecimalField(**MONEY_FIELD_KWARGS, default=0)
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.cost_usd}"
+
+
 class VectorStoreDay(MaybeUnassignedModel):
     """A store's size on a day, as metered: the input to StorageMeter, kept so any day can be re-rated."""
 

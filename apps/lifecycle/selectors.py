@@ -19,6 +19,7 @@ from .models import (
     Container,
     Outcome,
     ResourceStatus,
+    StorageDailyTotal,
     StorageMeter,
     StoredFile,
     Sweep,
@@ -149,6 +150,12 @@ def tenant_storage_meters(*, scope: TenantScope | None = None, tenant=None) -> Q
     if scope is None:
         raise ValueError("Pass a scope or a tenant.")
     return StorageMeter.objects.in_scope(scope).filter(tenant__isnull=False)
+
+
+def storage_daily_totals(*, start: dt.date, end: dt.date) -> dict[dt.date, Decimal]:
+    """{day: every tenant's storage cost} of the days metered for a tenant from start to end (inclusive): what
+    summing tenant_storage_meters of a scope of every tenant per day gives, from one row a day."""
+    return dict(StorageDailyTotal.objects.filter(day__gte=start, day__lte=end).values_list("day", "cost_usd"))
 
 
 def storage_by_day(*, scope: TenantScope, start: dt.date, end: dt.date, tenant=None) -> list[StorageDay]:

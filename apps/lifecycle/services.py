@@ -56,6 +56,7 @@ from .models import (
     Outcome,
     ResourceStatus,
     ResourceType,
+    StorageDailyTotal,
     StorageMeter,
     StoredFile,
     Sweep,
@@ -1950,9 +1951,20 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
                 price_version=rate.version if rate else "unpriced", rule=FREE_GB_RULE[:300],
             ))
         StorageMeter.objects.bulk_create(rows)
+        storage_daily_total_refresh(day=day)
     if check_budgets:
         _storage_budgets_check(rows)
     return rows
+
+
+def storage_daily_total_refresh(*, day: dt.date) -> None:
+    """The day's StorageDailyTotal from its tenants' meter rows, as they are now (none: no total row). Called
+    wherever a day's meter rows are written, in the same transaction."""
+    tenants_cost = list(StorageMeter.objects.unscoped().filter(day=day, tenant__isnull=False)
+                        .values_list("cost_usd", flat=True))
+    StorageDailyTotal.objects.filter(day=day).delete()
+    if tenants_cost:
+        StorageDailyTotal.objects.create(day=day, cost_usd=sum(tenants_cost, ZERO))
 
 
 def _storage_budgets_check(rows: list[StorageMeter]) -> None:

@@ -90,12 +90,10 @@ def test_markup_line_is_a_percentage_of_the_subtotal(api_client, billing_key, te
 
 
 def test_vector_storage_line_reads_the_lifecycle_metering(api_client, billing_key, tenant, other_tenant, ledger):
-    from apps.lifecycle.models import StorageMeter
-
-    StorageMeter.objects.create(tenant=tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
-    StorageMeter.objects.create(tenant=tenant, day=at(2026, 1, 4).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
-    StorageMeter.objects.create(tenant=tenant, day=at(2026, 2, 1).date(), gb_days=Decimal("9"), cost_usd=Decimal("0.8"))
-    StorageMeter.objects.create(tenant=other_tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("7"), cost_usd=Decimal("0.6"))
+    builders.storage_meter(tenant=tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
+    builders.storage_meter(tenant=tenant, day=at(2026, 1, 4).date(), gb_days=Decimal("2.5"), cost_usd=Decimal("0.15"))
+    builders.storage_meter(tenant=tenant, day=at(2026, 2, 1).date(), gb_days=Decimal("9"), cost_usd=Decimal("0.8"))
+    builders.storage_meter(tenant=other_tenant, day=at(2026, 1, 3).date(), gb_days=Decimal("7"), cost_usd=Decimal("0.6"))
     [storage] = lines_of(get_json(api_client, billing_key, "acme", "2026-01"), "vector_storage")
     assert storage["quantity"] == "5" and storage["exact_amount_usd"] == "0.30" and storage["amount_usd"] == "0.30"
 

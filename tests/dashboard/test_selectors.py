@@ -11,6 +11,7 @@ from apps.ledger import selectors
 from apps.ledger.models import Run, Thread
 from apps.tenants.models import Tenant
 from apps.tenants.scoping import TenantScope
+from tests import builders
 
 from .conftest import NOW
 from .seed import run_row, thread_row
@@ -265,9 +266,7 @@ def test_thread_retention_status_on_both_sides_of_the_boundary(tenant):
 
 def _storage(tenant, day: dt.date, cost: str) -> None:
     """A day of the lifecycle meter for `tenant` (None: the unassigned stores)."""
-    from apps.lifecycle.models import StorageMeter
-
-    StorageMeter.objects.create(tenant=tenant, day=day, usage_bytes=1, cost_usd=Decimal(cost))
+    builders.storage_meter(tenant=tenant, day=day, usage_bytes=1, cost_usd=Decimal(cost))
 
 
 def test_spend_adds_each_tenants_metered_vector_storage_to_its_runs(tenant, other_tenant):
@@ -333,7 +332,6 @@ def test_storage_is_compared_and_projected_by_the_days_metered_so_far(tenant):
 def two_months_of_spend(tenant, other_tenant):
     """Runs of three tenants (one of them's of a model with no price) and one's storage meters, October and
     November."""
-    from apps.lifecycle.models import StorageMeter
 
     small = Tenant.objects.create(slug="small", name="Small")
     for offset in range(0, 50, 3):
@@ -342,8 +340,8 @@ def two_months_of_spend(tenant, other_tenant):
         run_row(other_tenant, created_at=at(day, hour=3), cost="0.50", model="gpt-unpriced-1")
         if offset % 2:
             run_row(small, created_at=at(day), cost="0.125")
-        StorageMeter.objects.create(tenant=tenant, day=day, usage_bytes=1, store_count=1, gb_days=1,
-                                    cost_usd=Decimal("0.0300000000"), price_version="t")
+        builders.storage_meter(tenant=tenant, day=day, usage_bytes=1, store_count=1, gb_days=1,
+                               cost_usd=Decimal("0.0300000000"), price_version="t")
     return small
 
 

@@ -428,13 +428,12 @@ def test_the_storage_by_tenant_table_is_paginated(staff_user, db):
     # One row per tenant with storage: a deployment's thousand tenants were a thousand rows on one page.
     from decimal import Decimal
 
-    from apps.lifecycle.models import StorageMeter
     from apps.tenants.models import Tenant
 
     today = dt.datetime.now(dt.UTC).date()
     for index in range(25):
         owner = Tenant.objects.create(slug=f"store-{index:02d}", name=f"Store {index}")
-        StorageMeter.objects.create(tenant=owner, day=today, usage_bytes=1, cost_usd=Decimal(index + 1))
+        builders.storage_meter(tenant=owner, day=today, usage_bytes=1, cost_usd=Decimal(index + 1))
     client = _client(staff_user)
     first = client.get("/lifecycle/").context["tables"]["storage_by_tenant"]
     assert (first.page.paginator.count, len(first.page_rows)) == (25, 20)
@@ -447,14 +446,13 @@ def test_the_storage_window_is_the_last_30_days_today_included(staff_user, db):
     # It read from 30 days before today to today: 31 days under a "last 30 days" title.
     from decimal import Decimal
 
-    from apps.lifecycle.models import StorageMeter
     from apps.tenants.models import Tenant
 
     today = dt.datetime.now(dt.UTC).date()
     owner = Tenant.objects.create(slug="stored", name="Stored")
     for days_ago, cost in ((0, "1.00"), (29, "2.00"), (30, "40.00")):
-        StorageMeter.objects.create(tenant=owner, day=today - dt.timedelta(days=days_ago), usage_bytes=1,
-                                    cost_usd=Decimal(cost))
+        builders.storage_meter(tenant=owner, day=today - dt.timedelta(days=days_ago), usage_bytes=1,
+                               cost_usd=Decimal(cost))
     response = _client(staff_user).get("/lifecycle/")
     (row,) = response.context["tables"]["storage_by_tenant"].page_rows
     assert row["cost_usd"] == Decimal("3.00")
