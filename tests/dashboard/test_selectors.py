@@ -345,6 +345,23 @@ def two_months_of_spend(tenant, other_tenant):
     return small
 
 
+def test_every_tenants_spend_per_day_comes_from_the_day_totals_and_is_what_their_tenant_days_add_up_to(
+        tenant, other_tenant, two_months_of_spend):
+    """Staff (a scope of every tenant) read the day totals kept over every tenant, 90 rows for 90 days; a scope
+    naming the same tenants reads their tenant-days: the figures must be the same."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    start = TODAY - dt.timedelta(days=60)
+    with CaptureQueriesContext(connection) as queries:
+        from_totals = selectors.spend_days(scope=TenantScope.every_tenant(), start=start, end=TODAY)
+    tables = " ".join(query["sql"] for query in queries)
+    assert len(queries) == 2 and "ledger_tenantdailyrollup" not in tables and "lifecycle_storagemeter" not in tables
+    named = selectors.spend_days(scope=TenantScope.of(Tenant.objects.all()), start=start, end=TODAY)
+    assert from_totals == named
+    assert from_totals.runs_usd and from_totals.storage_usd and any(from_totals.unpriced_runs.values())
+
+
 @pytest.mark.parametrize("chart_days", [7, 30, 90])
 def test_the_overview_reads_spend_per_day_once_for_the_month_and_the_chart_with_the_same_figures(
         tenant, other_tenant, two_months_of_spend, chart_days):

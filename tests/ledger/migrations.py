@@ -1,5 +1,5 @@
-"""Moving the test database's ledger app to an earlier migration and back, for tests of data migrations (they
-need `django_db(transaction=True)`: SQLite refuses schema changes inside a transaction)."""
+"""Moving the test database's ledger app (or another) to an earlier migration and back, for tests of data
+migrations (they need `django_db(transaction=True)`: SQLite refuses schema changes inside a transaction)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from django.db.migrations.executor import MigrationExecutor
 
 def migrate_ledger_to(name: str) -> Apps:
     """Migrate the ledger app to migration `name` (forwards or backwards); the models as they were there."""
+    return migrate_app_to("ledger", name)
+
+
+def migrate_app_to(app: str, name: str) -> Apps:
+    """Migrate `app` to its migration `name` (forwards or backwards); the models as they were there."""
     executor = MigrationExecutor(connection)
-    executor.migrate([("ledger", name)])
+    executor.migrate([(app, name)])
     executor.loader.build_graph()
-    return executor.loader.project_state(("ledger", name)).apps
+    return executor.loader.project_state((app, name)).apps
 
 
 def migrate_ledger_to_latest() -> None:

@@ -499,3 +499,33 @@ def test_an_expired_store_costs_nothing_on_the_orphans_page_nor_raises_the_other
         services.resources_record(tenant=tenant_of, obj=obj)
     costs = {o.openai_id: o.cost_usd_per_day for o in selectors.orphans(scope=TenantScope.every_tenant(), on_date=START)}
     assert costs == {"vs_orphan_expired": Decimal("0"), "vs_orphan_live": Decimal("0")}
+
+
+def test_a_days_total_over_every_tenant_is_written_with_its_meters_and_leaves_the_unassigned_stores_out(
+        tenant, other_tenant):
+    """The staff overview reads a day's storage from StorageDailyTotal: it must be what summing the day's
+    tenant meters gives, after each re-metering too, and absent where no tenant was metered."""
+    from django.db.models import Sum
+
+    from apps.lifecycle.models import StorageDailyTotal
+
+    def summed_per_day() -> dict:
+        return {row["day"]: row["cost"] for row in selectors.tenant_storage_meters(scope=TenantScope.every_tenant())
+                .values("day").order_by("day").annotate(cost=Sum("cost_usd"))}
+
+    _store(tenant, usage_bytes=3 * GIB)
+    other = _store(other_tenant, usage_bytes=1 * GIB)
+    unassigned = _store(tenant, usage_bytes=4 * GIB, store_id="vs_unassigned")
+    VectorStore.objects.unscoped().filter(pk=unassigned.pk).update(tenant=None)
+    rows = services.storage_meter_day(day=START)
+    assert any(row.tenant_id is None and row.cost_usd for row in rows)  # the unassigned stores bear a share
+    assert StorageDailyTotal.objects.get(day=START).cost_usd == sum(row.cost_usd for row in rows if row.tenant_id)
+    VectorStore.objects.unscoped().filter(pk=other.pk).update(usage_bytes=9 * GIB)
+    services.storage_meter_day(day=START)  # metered again: replaced, not added to
+    assert selectors.storage_daily_totals(start=START, end=START) == summed_per_day() != {}
+
+    VectorStore.objects.unscoped().exclude(pk=unassigned.pk).update(tenant=None)
+    next_day = START + dt.timedelta(days=1)
+    services.storage_meter_day(day=next_day)  # only the unassigned stores: no tenant's day to total
+    assert selectors.storage_daily_totals(start=START, end=next_day) == summed_per_day()
+    assert not StorageDailyTotal.objects.filter(day=next_day).exists()
