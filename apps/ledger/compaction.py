@@ -126,10 +126,12 @@ class CompactionResult:
 
 def periods_to_compact(*, today: dt.date) -> list[PeriodToCompact]:
     """Every closed period with runs that no pass has finished, and every open month and month part begun
-    before today that no pass has rewritten today, newest first (by the period's last day, then days before parts before months). The days
-    come from the tenant-day rollup: one row per tenant and day, a thousandth of the end-user rows."""
+    before today that no pass has rewritten today, newest first (by the period's last day, then days before
+    parts before months). The days come from the tenant-day rollup: one row per tenant and day, a thousandth
+    of the end-user rows."""
     closed_before = today - dt.timedelta(days=CLOSED_AFTER_DAYS)  # a period ending (exclusive) by this is closed
-    days = TenantDailyRollup.objects.unscoped().filter(day__lt=today).order_by().values_list("day", flat=True).distinct()
+    days = (TenantDailyRollup.objects.unscoped().filter(day__lt=today).order_by()
+            .values_list("day", flat=True).distinct())
     done = set(RollupCompaction.objects.filter(finished_at__isnull=False).values_list("table", "period"))
     # Once a day: a second pass the same day (the command run again after one that stopped at its budget) goes
     # on with the closed periods instead of rewriting the open ones again.
