@@ -10,7 +10,8 @@ onto a few dozen pages: the reads over whole months and parts took 10-15 ms less
 
 The open month and month part are rewritten every night too ("last 30 days" and "this month" read them, and by
 the month's end most of its rows are there), and once more, for good, when they close. An open day is not: a
-day's rows are read whole only by ranges that end within the last two days, and it closes two days later.
+day's rows are read whole only by ranges that end within the last two days, and it is closed two days after
+it ends.
 
 Bounded (at most `max_rows` a pass, a few tenants per transaction), resumable and idempotent (a
 RollupCompaction row per period and table records where it got to and when it finished), serialized with
@@ -200,7 +201,7 @@ def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_
         if result.rows_moved >= max_rows:
             result.complete = False
             break
-        moved = _compact_period(table, period, closed, tenant_ids, result, max_rows, progress)
+        moved = _compact_period(table, period, closed, tenant_ids, result, max_rows, progress, today=today)
         result.periods.append(PeriodMoved(table.name, period, moved, closed))
         if not result.complete:
             break
@@ -210,14 +211,17 @@ def rollups_compact(*, today: dt.date | None = None, dry_run: bool = False, max_
 
 
 def _compact_period(table: CompactedTable, period: dt.date, closed: bool, tenant_ids: list[int],
-                    result: CompactionResult, max_rows: int, progress) -> int:
+                    result: CompactionResult, max_rows: int, progress, *, today: dt.date) -> int:
     record, _ = RollupCompaction.objects.get_or_create(table=table.name, period=period, defaults={
         "started_at": timezone.now(), "period_closed": closed})
-    if record.period_closed != closed:
-        # A pass begun while the period was open and stopped part way: the tenants it had done have rows added
-        # after them since, so the period's pass for good starts over.
-        record.period_closed, record.next_tenant_id = closed, 0
-        record.save(update_fields=["period_closed", "next_tenant_id"])
+    stopped_while_open = record.next_tenant_id and not record.period_closed
+    if stopped_while_open and (closed or record.started_at.date() != today):
+        # A pass stopped part way while the period was open, and the period has closed since or a day has
+        # passed: the tenants it had done have rows added after them meanwhile, so it starts over.
+        record.next_tenant_id = 0
+    if not record.next_tenant_id:  # a pass begins
+        record.started_at, record.period_closed = timezone.now(), closed
+        record.save(update_fields=["started_at", "period_closed", "next_tenant_id"])
     moved = 0
     pending = [tenant_id for tenant_id in tenant_ids if tenant_id >= record.next_tenant_id]
     for index in range(0, len(pending), TENANTS_PER_MOVE):

@@ -468,11 +468,12 @@ class RollupCompaction(models.Model):
     table = models.CharField(max_length=63)  # the rollup's database table
     period = models.DateField()  # the day, the part's first day or the month's first day
     next_tenant_id = models.BigIntegerField(default=0)
-    # Whether the pass under way (or the last one) began after the period closed: a pass begun while it was
-    # open is not resumed once it has closed, since rows added meanwhile sit after the tenants it had done.
+    # Whether the pass under way (or the last one) began after the period closed: a pass stopped while the
+    # period was open is not resumed once it has closed, nor on a later day, since rows added meanwhile sit
+    # after the tenants it had done.
     period_closed = models.BooleanField(default=True)
     rows_moved = models.BigIntegerField(default=0)  # over every pass
-    started_at = models.DateTimeField()
+    started_at = models.DateTimeField()  # when the pass under way (or the last one) began
     rewritten_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

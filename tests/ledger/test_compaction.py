@@ -157,6 +157,28 @@ def test_open_periods_are_rewritten_once_a_day_and_a_second_pass_goes_on_with_th
 
 
 @pytest.mark.postgres
+def test_a_pass_stopped_in_an_open_period_goes_on_the_same_day_and_starts_over_on_a_later_one(tenants):
+    """A later day's pass finds rows added after the tenants the stopped pass had done."""
+    _interleaved_rows(tenants, users=2, day=dt.date(2026, 11, 18))  # November: open until Dec 3
+
+    def night(day: dt.date, hour: int, **budget) -> list:
+        with mock.patch("apps.ledger.compaction.timezone.now",
+                        return_value=dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)):
+            return [(moved.period, moved.rows) for moved in rollups_compact(today=day, **budget).periods]
+
+    with mock.patch.object(compaction, "TENANTS_PER_MOVE", 1):
+        assert night(TODAY, 5, max_rows=2) == [(dt.date(2026, 11, 1), 2)]  # the month's first tenant
+        assert night(TODAY, 6, max_rows=2) == [(dt.date(2026, 11, 1), 2)]  # the same day: its second
+        record = RollupCompaction.objects.get(table="ledger_endusermonthlyrollup")
+        assert record.next_tenant_id == tenants[1].pk + 1 and record.rewritten_at is None
+        next_day = TODAY + dt.timedelta(days=1)
+        assert night(next_day, 5)[0] == (dt.date(2026, 11, 1), 6)  # started over: every tenant's rows
+    record.refresh_from_db()
+    assert record.rows_moved == 2 + 2 + 6 and record.next_tenant_id == 0 and record.finished_at is None
+    assert record.started_at.date() == record.rewritten_at.date() == next_day
+
+
+@pytest.mark.postgres
 def test_a_pass_stopped_part_way_through_an_open_period_starts_it_over_once_it_has_closed(tenants):
     """The tenants it had done have rows added after them while the period was open."""
     _interleaved_rows(tenants, users=2, day=dt.date(2026, 11, 18))
@@ -332,7 +354,7 @@ def test_the_command_lists_a_dry_run_then_compacts(tenants, capsys):
         call_command("compact_rollups")
         assert "Compacted 3 periods, 18 rows moved." in capsys.readouterr().out
         call_command("compact_rollups")
-        assert "Every closed period is compacted already, and no month or part is open." in capsys.readouterr().out
+        assert "Nothing to do: every closed period is compacted" in capsys.readouterr().out
         _interleaved_rows(tenants[:1], users=1, day=TODAY - dt.timedelta(days=1))
         call_command("compact_rollups")
         out = capsys.readouterr().out

@@ -10,6 +10,13 @@ def finished_passes_rewrote_their_period(apps, schema_editor):
     RollupCompaction.objects.filter(finished_at__isnull=False).update(rewritten_at=F("finished_at"))
 
 
+def open_passes_start_over(apps, schema_editor):
+    """Undone: the code before this migration knows closed periods only, and would resume a pass stopped in an
+    open one where it stopped (the rows added since after the tenants it had done): it starts it over."""
+    RollupCompaction = apps.get_model("ledger", "RollupCompaction")
+    RollupCompaction.objects.filter(period_closed=False).update(next_tenant_id=0)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -27,5 +34,5 @@ class Migration(migrations.Migration):
             name='rewritten_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
-        migrations.RunPython(finished_passes_rewrote_their_period, migrations.RunPython.noop),
+        migrations.RunPython(finished_passes_rewrote_their_period, open_passes_start_over),
     ]

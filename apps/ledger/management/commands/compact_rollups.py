@@ -33,8 +33,8 @@ class Command(BaseCommand):
                 f"{sum(period.rows for period in result.periods):,} rows. Nothing was moved; run again without "
                 f"--dry-run."))
         elif not result.periods:
-            self.stdout.write(self.style.SUCCESS("Every closed period is compacted already, and no month or part "
-                                                 "is open."))
+            self.stdout.write(self.style.SUCCESS("Nothing to do: every closed period is compacted, and the open "
+                                                 "months and parts (if any) were rewritten today."))
         elif result.complete:
             self.stdout.write(self.style.SUCCESS(
                 f"Compacted {len(result.periods)} periods, {result.rows_moved:,} rows moved."))
