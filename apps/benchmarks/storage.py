@@ -58,5 +58,6 @@ def run(*, runs: int, tenants: int, days: int, reuse: bool, keep: bool, stream) 
                      f"runs), {table['rows']:,} rows"))
     rollups = sum(measured[model._meta.db_table]["total"] for model in ROLLUP_MODELS)
     rows.append(("storage: all rollups per 1M runs", f"{rollups / run_table['rows'] * 1_000_000 / 1e6:,.0f} MB",
-                 "daily, end-user daily, by part of a month and monthly, prompt-size, tool usage; not part of the run-table target"))
+                 "daily, tenant-day, end-user daily, by part of a month and monthly, prompt-size, tool usage, day "
+                 "totals; not part of the run-table target"))
     return rows

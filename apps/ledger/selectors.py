@@ -36,7 +36,7 @@ from django.db.models.functions import Coalesce, TruncMonth
 
 from apps.core.money import MONEY_FIELD_KWARGS, ZERO, units_as_usd_sql, units_to_usd, units_usd_string_sql
 from apps.core.timeutils import day_start, moment_shifted, month_start, next_month
-from apps.tenants.scoping import TenantScope
+from apps.tenants.scoping import TenantScope, TenantScopeError
 
 from .models import (
     END_USER_COUNTS,
@@ -182,7 +182,7 @@ def spend_days(*, scope: TenantScope | None = None, tenant=None, start: dt.date,
     their tenant-days, grouped by day (90,000 rows summed for 90 days of 1,000 tenants took ~20 ms per read
     at 10M runs: issue #9)."""
     if tenant is None and scope is not None and scope.is_every_tenant:
-        return _every_tenant_spend_days(start=start, end=end)
+        return _every_tenant_spend_days(scope=scope, start=start, end=end)
     (runs, runs_amount), (storage, storage_amount) = _spend_sources(scope=scope, tenant=tenant)
     runs_usd, unpriced_runs = {}, {}
     for row in (runs.filter(day__gte=start, day__lte=end).values("day").order_by()
@@ -193,17 +193,19 @@ def spend_days(*, scope: TenantScope | None = None, tenant=None, start: dt.date,
     return SpendDays(start=start, end=end, runs_usd=runs_usd, unpriced_runs=unpriced_runs, storage_usd=storage_usd)
 
 
-def _every_tenant_spend_days(*, start: dt.date, end: dt.date) -> SpendDays:
+def _every_tenant_spend_days(*, scope: TenantScope, start: dt.date, end: dt.date) -> SpendDays:
     """spend_days over every tenant from the totals (the same days as keys: those with runs, those metered
-    for a tenant)."""
+    for a tenant). The totals hold every tenant's spend: a narrower scope is refused, never answered."""
     from apps.lifecycle.selectors import storage_daily_totals
 
+    if not scope.is_every_tenant:
+        raise TenantScopeError("The day totals over every tenant are for a scope of every tenant only.")
     runs_usd, unpriced_runs = {}, {}
     for day, cost, unpriced in (EveryTenantDailyRollup.objects.filter(day__gte=start, day__lte=end)
                                 .exclude(runs=0).values_list("day", "cost_total_usd", "unpriced_runs")):
         runs_usd[day], unpriced_runs[day] = cost, unpriced
     return SpendDays(start=start, end=end, runs_usd=runs_usd, unpriced_runs=unpriced_runs,
-                     storage_usd=storage_daily_totals(start=start, end=end))
+                     storage_usd=storage_daily_totals(scope=scope, start=start, end=end))
 
 
 def spend_summary_start(today: dt.date) -> dt.date:

@@ -1821,8 +1821,9 @@ def _table_differences(table: _RollupTable, expected: dict[tuple, list], stored:
 def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) -> list[RollupDifference]:
     """Compare stored rollups (daily, tenant-day, end-user by day, part and month, prompt size, tool usage, the
     day totals over every tenant) with rollups recomputed from runs; with fix, rewrite the stored ones.
-    `tenant_ids` checks only those tenants' rollups and threads (a sample of a very large ledger), not the
-    totals over every tenant."""
+    `tenant_ids` checks only those tenants' rollups and threads (a sample of a very large ledger), and the day
+    totals over every tenant against the tenant-day rows they add up. Either way the storage meters' day
+    totals are checked against the day's meters (and, with fix, written again from them)."""
     tenant_ids = None if tenant_ids is None else sorted(set(tenant_ids))
     if fix and tenant_ids is not None:
         raise ValueError("ledger_check(fix=True) rewrites every rollup: call it without tenant_ids")
@@ -1834,10 +1835,13 @@ def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) 
         differences = []
         for table in ROLLUP_TABLES:
             if tenant_ids is not None and not table.per_tenant:
-                continue  # a total over every tenant: a sample of tenants does not add up to it
+                # A sample of tenants does not add up to a total over every tenant: the stored tenant-days do.
+                differences.extend(_table_differences(table, _every_tenant_days_as_stored(), _rollups_stored(table)))
+                continue
             differences.extend(_table_differences(table, expected[table], _rollups_stored(table, tenant_ids)))
         thread_differences = _thread_differences(tenant_ids)
         differences.extend(thread_differences)
+        storage_differences = _storage_total_differences(fix=fix)
         if fix and differences:
             for table in ROLLUP_TABLES:
                 table.rows().delete()
@@ -1845,6 +1849,30 @@ def ledger_check(*, fix: bool = False, tenant_ids: Iterable[int] | None = None) 
             # Rewritten in the order they were recomputed: the nightly compaction puts them tenant by tenant again.
             RollupCompaction.objects.all().delete()
             _fix_threads()
+    return differences + storage_differences
+
+
+def _every_tenant_days_as_stored() -> dict[tuple, list]:
+    """EveryTenantDailyRollup's rows as the stored tenant-day rows add them up (in Python: exact Decimals)."""
+    totals: dict[tuple, list] = {}
+    for day, *values in (TenantDailyRollup.objects.unscoped().order_by().values_list("day", *TENANT_DAILY.sums)
+                         .iterator(chunk_size=5000)):
+        total = totals.setdefault((day,), [0] * len(values))
+        for index, value in enumerate(values):
+            total[index] += value
+    return totals
+
+
+def _storage_total_differences(*, fix: bool) -> list[RollupDifference]:
+    """The storage meters' day totals over every tenant (apps.lifecycle) that are not what the day's meters add
+    up to; with fix, each such day's total written again from its meters."""
+    from apps.lifecycle.services import storage_daily_total_differences, storage_daily_total_refresh
+
+    differences = [RollupDifference(("StorageDailyTotal", day), "cost_usd", stored, expected)
+                   for day, stored, expected in storage_daily_total_differences()]
+    if fix:
+        for difference in differences:
+            storage_daily_total_refresh(day=difference.key[1])
     return differences
 
 

@@ -12,7 +12,7 @@ from django.db.models import Count, Exists, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from apps.core.money import ZERO, allocate
-from apps.tenants.scoping import TenantScope
+from apps.tenants.scoping import TenantScope, TenantScopeError
 
 from .models import (
     ArchivedItem,
@@ -152,9 +152,12 @@ def tenant_storage_meters(*, scope: TenantScope | None = None, tenant=None) -> Q
     return StorageMeter.objects.in_scope(scope).filter(tenant__isnull=False)
 
 
-def storage_daily_totals(*, start: dt.date, end: dt.date) -> dict[dt.date, Decimal]:
+def storage_daily_totals(*, scope: TenantScope, start: dt.date, end: dt.date) -> dict[dt.date, Decimal]:
     """{day: every tenant's storage cost} of the days metered for a tenant from start to end (inclusive): what
-    summing tenant_storage_meters of a scope of every tenant per day gives, from one row a day."""
+    summing tenant_storage_meters of a scope of every tenant per day gives, from one row a day. Only for a
+    scope of every tenant: the totals hold every tenant's storage."""
+    if not scope.is_every_tenant:
+        raise TenantScopeError("The storage totals over every tenant are for a scope of every tenant only.")
     return dict(StorageDailyTotal.objects.filter(day__gte=start, day__lte=end).values_list("day", "cost_usd"))
 
 

@@ -1967,6 +1967,22 @@ def storage_daily_total_refresh(*, day: dt.date) -> None:
         StorageDailyTotal.objects.create(day=day, cost_usd=sum(tenants_cost, ZERO))
 
 
+def storage_daily_total_differences() -> list[tuple[dt.date, Decimal | None, Decimal | None]]:
+    """(day, stored total, what the day's tenant meters add up to; None: no row / no meter) of every day whose
+    StorageDailyTotal is wrong (ledger_check reports and fixes them)."""
+    expected: dict[dt.date, Decimal] = {}
+    for day, cost in (StorageMeter.objects.unscoped().filter(tenant__isnull=False).order_by()
+                      .values_list("day", "cost_usd").iterator(chunk_size=5000)):
+        expected[day] = expected.get(day, ZERO) + cost
+    stored = dict(StorageDailyTotal.objects.values_list("day", "cost_usd"))
+
+    def same(a: Decimal | None, b: Decimal | None) -> bool:
+        return a is b or (a is not None and b is not None and quantize_ledger(a) == quantize_ledger(b))
+
+    return [(day, stored.get(day), expected.get(day)) for day in sorted(set(stored) | set(expected))
+            if not same(stored.get(day), expected.get(day))]
+
+
 def _storage_budgets_check(rows: list[StorageMeter]) -> None:
     """Storage is part of a tenant's spend: metered days can take a tenant past a budget threshold. Only the
     months the nightly meter can still be filling (this one, and the last while its end is caught up): a day

@@ -10,7 +10,7 @@ import pytest
 from apps.ledger import selectors
 from apps.ledger.models import Run, Thread
 from apps.tenants.models import Tenant
-from apps.tenants.scoping import TenantScope
+from apps.tenants.scoping import TenantScope, TenantScopeError
 from tests import builders
 
 from .conftest import NOW
@@ -360,6 +360,8 @@ def test_every_tenants_spend_per_day_comes_from_the_day_totals_and_is_what_their
     named = selectors.spend_days(scope=TenantScope.of(Tenant.objects.all()), start=start, end=TODAY)
     assert from_totals == named
     assert from_totals.runs_usd and from_totals.storage_usd and any(from_totals.unpriced_runs.values())
+    with pytest.raises(TenantScopeError):  # every tenant's spend: never a member's answer, even if asked
+        selectors._every_tenant_spend_days(scope=TenantScope.of([tenant]), start=start, end=TODAY)
 
 
 @pytest.mark.parametrize("chart_days", [7, 30, 90])

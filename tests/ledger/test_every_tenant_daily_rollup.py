@@ -1,6 +1,7 @@
 """The day totals over every tenant (EveryTenantDailyRollup, apps/ledger/services.py): the tenant-day rollup's
 rows of each day added up, kept so by ingest (new runs, later reports), by re-pricing and by
-ledger_check --fix; ledger_check finds a wrong total, and a check of a sample of tenants leaves the totals out."""
+ledger_check --fix; ledger_check finds a wrong total (a sample's check, from the stored tenant-days), and a
+storage day total that is not its meters' sum."""
 
 from __future__ import annotations
 
@@ -56,16 +57,37 @@ def test_each_days_total_is_the_sum_of_its_tenant_days_through_reports_updates_a
     assert ledger_check() == []
 
 
-def test_ledger_check_finds_a_wrong_total_and_fix_rewrites_it_but_a_sample_of_tenants_leaves_totals_out(
+def test_ledger_check_finds_a_wrong_total_from_the_runs_or_from_a_samples_tenant_days_and_fix_rewrites_it(
         tenant, other_tenant):
     _report("acme", "resp_a1", DAY_ONE, input_tokens=1_000)
     _report("globex", "resp_g1", DAY_ONE, input_tokens=1_000)
     right = _totals()
     EveryTenantDailyRollup.objects.filter(day=DAY_ONE).update(runs=5)
 
-    assert ledger_check(tenant_ids=[tenant.pk]) == []  # one tenant's runs do not add up to every tenant's day
+    wrong = (("EveryTenantDailyRollup", DAY_ONE), "runs", 5, 2)
+    # A sample's runs do not add up to every tenant's day: its check compares the totals with the tenant-days.
+    [sampled] = ledger_check(tenant_ids=[tenant.pk])
     [difference] = ledger_check()
-    assert (difference.key, difference.field, difference.stored, difference.expected) == (
-        ("EveryTenantDailyRollup", DAY_ONE), "runs", 5, 2)
+    for found in (sampled, difference):
+        assert (found.key, found.field, found.stored, found.expected) == wrong
     assert ledger_check(fix=True)
-    assert _totals() == right and ledger_check() == []
+    assert _totals() == right and ledger_check() == [] and ledger_check(tenant_ids=[tenant.pk]) == []
+
+
+def test_ledger_check_finds_a_storage_day_total_that_is_not_its_meters_sum_and_fix_writes_it_again(
+        tenant, other_tenant):
+    from apps.lifecycle.models import StorageDailyTotal
+
+    builders.storage_meter(tenant=tenant, day=DAY_ONE, cost_usd=Decimal("0.25"))
+    builders.storage_meter(tenant=other_tenant, day=DAY_ONE, cost_usd=Decimal("0.5"))
+    builders.storage_meter(tenant=None, day=DAY_TWO, cost_usd=Decimal("9"))  # the unassigned stores: no total
+    assert ledger_check() == []
+    StorageDailyTotal.objects.filter(day=DAY_ONE).update(cost_usd=Decimal("1"))
+    StorageDailyTotal.objects.create(day=DAY_TWO, cost_usd=Decimal("9"))
+
+    found = [(d.key, d.field, d.stored, d.expected) for d in ledger_check(tenant_ids=[tenant.pk])]
+    assert found == [(("StorageDailyTotal", DAY_ONE), "cost_usd", Decimal("1"), Decimal("0.75")),
+                     (("StorageDailyTotal", DAY_TWO), "cost_usd", Decimal("9"), None)]
+    assert len(ledger_check(fix=True)) == 2
+    assert dict(StorageDailyTotal.objects.values_list("day", "cost_usd")) == {DAY_ONE: Decimal("0.75")}
+    assert ledger_check() == []

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from apps.ledger.models import EndUserDailyRollup, EndUserMonthlyRollup, EndUserMonthPartRollup
-from tests.ledger.migrations import migrate_app_to, migrate_ledger_to, migrate_ledger_to_latest
+from tests.ledger.migrations import migrate_ledger_to, migrate_ledger_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)  # SQLite refuses schema changes inside a transaction
 
@@ -112,19 +112,3 @@ def test_0020_adds_up_each_days_tenant_days_into_the_day_totals_over_every_tenan
     finally:
         migrate_ledger_to_latest()
 
-
-def test_lifecycle_0010_adds_up_each_metered_days_tenant_meters_leaving_the_unassigned_stores_out(tenant, other_tenant):
-    from apps.lifecycle.models import StorageDailyTotal
-
-    before = migrate_app_to("lifecycle", "0009_storage_meter_sums_from_the_index")
-    try:
-        meters = before.get_model("lifecycle", "StorageMeter")._default_manager
-        for owner, day, cost in ((tenant, 3, AMOUNTS["cost_cached_input_usd"]), (other_tenant, 3, LARGE),
-                                 (None, 3, Decimal("500")), (None, 4, Decimal("7"))):
-            meters.create(tenant_id=owner and owner.pk, day=dt.date(2026, 11, day), cost_usd=cost)
-
-        migrate_ledger_to_latest()
-        assert dict(StorageDailyTotal.objects.values_list("day", "cost_usd")) == {
-            dt.date(2026, 11, 3): AMOUNTS["cost_cached_input_usd"] + LARGE}
-    finally:
-        migrate_ledger_to_latest()

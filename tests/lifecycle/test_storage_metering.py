@@ -14,7 +14,7 @@ from django.test import override_settings
 from apps.lifecycle import selectors, services
 from apps.lifecycle.models import StorageMeter, VectorStore, VectorStoreDay
 from apps.tenants.models import Tenant
-from apps.tenants.scoping import TenantScope
+from apps.tenants.scoping import TenantScope, TenantScopeError
 from tests import builders
 from tests.golden import golden_examples
 
@@ -522,10 +522,12 @@ def test_a_days_total_over_every_tenant_is_written_with_its_meters_and_leaves_th
     assert StorageDailyTotal.objects.get(day=START).cost_usd == sum(row.cost_usd for row in rows if row.tenant_id)
     VectorStore.objects.unscoped().filter(pk=other.pk).update(usage_bytes=9 * GIB)
     services.storage_meter_day(day=START)  # metered again: replaced, not added to
-    assert selectors.storage_daily_totals(start=START, end=START) == summed_per_day() != {}
+    assert selectors.storage_daily_totals(scope=TenantScope.every_tenant(), start=START, end=START) == summed_per_day() != {}
 
     VectorStore.objects.unscoped().exclude(pk=unassigned.pk).update(tenant=None)
     next_day = START + dt.timedelta(days=1)
     services.storage_meter_day(day=next_day)  # only the unassigned stores: no tenant's day to total
-    assert selectors.storage_daily_totals(start=START, end=next_day) == summed_per_day()
+    assert selectors.storage_daily_totals(scope=TenantScope.every_tenant(), start=START, end=next_day) == summed_per_day()
     assert not StorageDailyTotal.objects.filter(day=next_day).exists()
+    with pytest.raises(TenantScopeError):  # every tenant's storage: never a member's answer
+        selectors.storage_daily_totals(scope=TenantScope.of([tenant]), start=START, end=next_day)

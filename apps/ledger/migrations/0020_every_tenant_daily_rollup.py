@@ -2,11 +2,22 @@
 
 from django.db import migrations, models
 
+# apps.ledger.services.INGEST_LOCK_KEY ("RLINGEST"), spelled out: a migration does not import the app's code.
+INGEST_LOCK_KEY = 0x524C494E47455354
+
 
 def add_up_the_tenant_days(apps, schema_editor):
-    """Each day's row from the tenant-day rollup, summed in Python (exact Decimals on SQLite too)."""
+    """Each day's row from the tenant-day rollup, summed in Python (exact Decimals on SQLite too). On
+    PostgreSQL under the ingest lock, so that no batch commits between the read and the migration's commit;
+    ingest workers still running the code before this migration write no totals at all: stop them while
+    migrating, or run `manage.py ledger_check --fix` afterwards (docs/ledger.md). Fillfactor 70, like the
+    other rollups: every batch updates today's row in place."""
     TenantDailyRollup = apps.get_model("ledger", "TenantDailyRollup")
     EveryTenantDailyRollup = apps.get_model("ledger", "EveryTenantDailyRollup")
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_LOCK_KEY])
+        schema_editor.execute(f"ALTER TABLE {schema_editor.quote_name(EveryTenantDailyRollup._meta.db_table)} "
+                              "SET (fillfactor = 70)")
     days: dict = {}
     for day, runs, unpriced, cost in (TenantDailyRollup._base_manager.order_by().values_list(
             "day", "runs", "unpriced_runs", "cost_total_usd").iterator(chunk_size=5000)):
