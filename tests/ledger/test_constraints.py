@@ -61,13 +61,13 @@ def test_a_tenant_with_runs_and_rollups_cannot_be_deleted(tenant):
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_rollups_that_ingest_updates_leave_room_on_their_pages_for_in_place_updates():
-    """Migrations ledger.0008, 0011 and 0015: fillfactor 70 on the rollups whose rows ingest keeps adding to; the end-user daily
-    rollup (almost only new rows) and the run table (its updates change indexed columns) stay full."""
+    """Migrations ledger.0008, 0011, 0015 and 0020: fillfactor 70 on the rollups whose rows ingest keeps adding to; the
+    end-user daily rollup (almost only new rows) and the run table (its updates change indexed columns) stay full."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' AND relname LIKE 'ledger\\_%'")
         options = {table: reloptions for table, reloptions in cursor.fetchall()}
     assert {table for table, reloptions in options.items() if reloptions} == {
         "ledger_dailyrollup", "ledger_endusermonthlyrollup", "ledger_endusermonthpartrollup", "ledger_promptsizerollup",
-        "ledger_toolusagerollup", "ledger_tenantdailyrollup",
+        "ledger_toolusagerollup", "ledger_tenantdailyrollup", "ledger_everytenantdailyrollup",
     }
     assert options["ledger_dailyrollup"] == ["fillfactor=70"]
