@@ -1957,23 +1957,29 @@ def storage_meter_day(*, day: dt.date, snapshot: bool = True, check_budgets: boo
     return rows
 
 
+def _tenants_storage_by_day(meters: QuerySet) -> dict[dt.date, Decimal]:
+    """{day: its tenants' meters' cost added up} (the unassigned stores left out), in Python: exact Decimals on
+    SQLite too. What a StorageDailyTotal holds."""
+    totals: dict[dt.date, Decimal] = {}
+    for day, cost in (meters.filter(tenant__isnull=False).order_by().values_list("day", "cost_usd")
+                      .iterator(chunk_size=5000)):
+        totals[day] = totals.get(day, ZERO) + cost
+    return totals
+
+
 def storage_daily_total_refresh(*, day: dt.date) -> None:
     """The day's StorageDailyTotal from its tenants' meter rows, as they are now (none: no total row). Called
     wherever a day's meter rows are written, in the same transaction."""
-    tenants_cost = list(StorageMeter.objects.unscoped().filter(day=day, tenant__isnull=False)
-                        .values_list("cost_usd", flat=True))
+    total = _tenants_storage_by_day(StorageMeter.objects.unscoped().filter(day=day)).get(day)
     StorageDailyTotal.objects.filter(day=day).delete()
-    if tenants_cost:
-        StorageDailyTotal.objects.create(day=day, cost_usd=sum(tenants_cost, ZERO))
+    if total is not None:
+        StorageDailyTotal.objects.create(day=day, cost_usd=total)
 
 
 def storage_daily_total_differences() -> list[tuple[dt.date, Decimal | None, Decimal | None]]:
     """(day, stored total, what the day's tenant meters add up to; None: no row / no meter) of every day whose
     StorageDailyTotal is wrong (ledger_check reports and fixes them)."""
-    expected: dict[dt.date, Decimal] = {}
-    for day, cost in (StorageMeter.objects.unscoped().filter(tenant__isnull=False).order_by()
-                      .values_list("day", "cost_usd").iterator(chunk_size=5000)):
-        expected[day] = expected.get(day, ZERO) + cost
+    expected = _tenants_storage_by_day(StorageMeter.objects.unscoped())
     stored = dict(StorageDailyTotal.objects.values_list("day", "cost_usd"))
 
     def same(a: Decimal | None, b: Decimal | None) -> bool:
