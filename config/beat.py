@@ -24,6 +24,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "lifecycle-requires-action-watch": entry("lifecycle.requires_action_watch", crontab(minute="*"), MINUTE),
     # Reconciliation (apps/reconciliation): yesterday and the 7 days before, after storage is metered.
     "reconciliation-daily": entry("reconciliation.reconcile_daily", crontab(hour=4, minute=15), DAY),
+    # Days older than that which runs reached late, compared again from the OpenAI figures stored.
+    "reconciliation-recompare-late-days": entry("reconciliation.recompare_late_days", crontab(minute=45), HOUR),
     # Ledger collector (apps/ledger): refresh non-terminal runs, then find runs nobody reported.
     "ledger-collect-runs": entry("ledger.collect_runs", crontab(minute="*"), MINUTE),
     "ledger-collect-thread-runs": entry("ledger.collect_thread_runs", crontab(minute="*/15"), 15 * MINUTE),

@@ -596,6 +596,12 @@ class _Deltas:
 
 # --- ingest ---------------------------------------------------------------------------------------
 
+# Sent inside each ingest transaction that changed stored runs, once they and the rollups are written, with
+# `changes`: [{"old": the stored state or None for a new run, "new": the state stored now}]. A listener's writes
+# commit or roll back with the batch (reconciliation marks the days its daily run no longer re-checks); it runs
+# under the ingest lock, so it must stay cheap for a batch of ordinary, recent runs.
+runs_ingested = Signal()
+
 
 @dataclass
 class _RunEvent:
@@ -1225,6 +1231,8 @@ def _ingest_once(run_events, thread_events, lifecycle, results_template, now, bo
         from apps.alerts.services import alerts_for_run_changes
 
         alerts_for_run_changes(changes=changes, tenant_ids=tenant_ids)
+        if changes:
+            runs_ingested.send(sender=Run, changes=changes)
     ids = {e.index: e.state["openai_id"] for e in run_events}
     ids.update({e.index: e.record.openai_id for e in thread_events})
     for records in (records for _, records, _ in lifecycle.values()):

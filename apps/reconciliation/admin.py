@@ -6,7 +6,7 @@ from django.contrib import admin
 
 from apps.core.admin import AuditedAdminMixin
 
-from .models import OpenAIProject, ReconciliationLine, ReconciliationRun
+from .models import LateLedgerDay, OpenAIProject, ReconciliationLine, ReconciliationRun
 
 
 @admin.register(OpenAIProject)
@@ -61,3 +61,22 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in ReconciliationRun._meta.fields]
+
+
+@admin.register(LateLedgerDay)
+class LateLedgerDayAdmin(admin.ModelAdmin):
+    """What the hourly task will compare again: read-only, since a mark deleted by hand would leave its day's
+    result comparing OpenAI with the ledger as it was before the late runs."""
+
+    list_display = ("day", "openai_project", "marked_at")
+    list_filter = ("openai_project",)
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

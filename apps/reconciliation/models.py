@@ -115,6 +115,25 @@ class ReconciliationRun(models.Model):
         return f"{self.day} {self.openai_project} #{self.pk} ({self.status})"
 
 
+class LateLedgerDay(models.Model):
+    """A day of an OpenAI project whose ledger runs changed after the daily run stopped re-checking it (runs
+    reported late, or a late report of an old run). Written by ingest, in the batch's own transaction, so no
+    committed change goes unmarked; the hourly `reconciliation.recompare_late_days` task compares the day's
+    current result again and deletes the mark (unless a newer change re-marked it meanwhile)."""
+
+    openai_project = models.CharField(max_length=100)
+    day = models.DateField()
+    # When a run of the day last changed: a mark changed since the task read it is kept for its next pass.
+    marked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["openai_project", "day"]
+        constraints = [models.UniqueConstraint(fields=["openai_project", "day"], name="latedays_one_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.openai_project} (marked {self.marked_at:%Y-%m-%d %H:%M} UTC)"
+
+
 class LineKind(models.TextChoices):
     COST = "cost", "cost (USD, Costs API)"
     USAGE = "usage", "usage (count, Usage API)"

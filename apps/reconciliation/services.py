@@ -23,10 +23,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.money import money_text
 from apps.core.services import audit_record
+from apps.core.timeutils import day_start
 from apps.pricing.rating import bytes_to_gb
 
 from .comparison import (
@@ -40,7 +42,7 @@ from .comparison import (
     day_totals,
     unattributed_explanation,
 )
-from .models import ReconciliationLine, ReconciliationRun
+from .models import LateLedgerDay, ReconciliationLine, ReconciliationRun
 from .openai_side import openai_observations
 from .projects import ProjectConfig, object_project_ids
 from .selectors import ledger_observations, reconciliation_projects
@@ -359,6 +361,10 @@ def _openai_extras(openai: Observations, day: dt.date, project_id: str) -> dict:
 # Days of the ledger read at once: consecutive re-rated days share one read, a sparse set is read in spans.
 RECOMPARE_SPAN_DAYS = 31
 RECOMPARE_TRIGGER = "service:reprice"
+# Days whose runs changed after the daily run stopped re-checking them (reported late) are compared again by
+# the hourly task under this trigger, at most this many marked days a pass (the oldest marks first).
+LATE_RUNS_TRIGGER = "task:reconciliation.recompare_late_days"
+LATE_DAYS_PER_PASS = 400
 # Names the spend on line items the ledger cannot hold of a result saved before openai_extras itemised it.
 LEGACY_UNMAPPED_ITEM = "line items the ledger cannot hold"
 
@@ -442,7 +448,7 @@ def _recompare_locked(*, project_id: str, results: list[ReconciliationRun], trig
                     # The run that fetched the figures: a result compared again twice still names that fetch.
                     recompared_from_id=earlier.recompared_from_id or earlier.pk,
                 )
-                notes = [*ledger_notes.get(earlier.day, []), *kept_notes, _recompare_note(earlier)]
+                notes = [*ledger_notes.get(earlier.day, []), *kept_notes, _recompare_note(earlier, trigger)]
                 try:
                     recompared.append(_swap_in(run=attempt, project=project, openai=openai, ledger=ledger,
                                                notes=notes, listed_projects=listed_projects))
@@ -507,10 +513,12 @@ def _stored_openai_side(run: ReconciliationRun, lines: list[ReconciliationLine])
     return openai, []
 
 
-def _recompare_note(earlier: ReconciliationRun) -> str:
+def _recompare_note(earlier: ReconciliationRun, trigger: str) -> str:
     fetch = earlier.recompared_from if earlier.recompared_from_id and earlier.recompared_from else earlier
     fetched = fetch.finished_at or fetch.started_at
-    return (f"Compared again with the ledger after a re-rating, with OpenAI's figures as fetched "
+    cause = ("runs of this day were reported late (after the daily run's re-checks)" if trigger == LATE_RUNS_TRIGGER
+             else "a re-rating")
+    return (f"Compared again with the ledger after {cause}, with OpenAI's figures as fetched "
             f"{fetched.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC (no new call to OpenAI). To fetch them anew: python "
             f"manage.py reconcile --date {earlier.day.isoformat()} --days 1 --project {earlier.openai_project}")
 
@@ -532,6 +540,58 @@ def reconciliation_after_repricing(sender=None, *, changed_days: dict, **kwargs)
     if outcome.locked:
         logger.error("re-rated days %s are held by another reconciliation and no task could be queued; run "
                      "`manage.py reconcile` for them", outcome.locked)
+
+
+def late_ledger_days_mark(sender=None, *, changes: list[dict], now: dt.datetime | None = None, **kwargs) -> None:
+    """Receiver of apps.ledger.services.runs_ingested (connected in apps.py), inside the ingest transaction:
+    mark each (project, day) of the changed runs that no daily run will fetch again, so that the hourly
+    `recompare_late_days` task compares its result with the ledger as it is now. Tomorrow's daily run re-checks
+    today and the RECHECK_DAYS days before it; anything older is marked. A batch of recent runs costs one
+    comparison per run and writes nothing."""
+    now = now or timezone.now()
+    cutoff = day_start(now.astimezone(dt.UTC).date() - dt.timedelta(days=RECHECK_DAYS))
+    days: set[tuple[str, dt.date]] = set()
+    for change in changes:
+        for state in (change["old"], change["new"]):
+            if state is not None and state["created_at"] < cutoff:
+                # Runs recorded without a project belong to the default one (projects.project_q).
+                days.add((state["openai_project"] or settings.OPENAI_PROJECT_ID,
+                          state["created_at"].astimezone(dt.UTC).date()))
+    if days:
+        LateLedgerDay.objects.bulk_create(
+            [LateLedgerDay(openai_project=project, day=day, marked_at=now) for project, day in sorted(days)],
+            update_conflicts=True, unique_fields=["openai_project", "day"], update_fields=["marked_at"])
+
+
+def reconciliation_recompare_late(*, lock_owner: str = "", limit: int = LATE_DAYS_PER_PASS) -> RecompareOutcome:
+    """Compare again the current results of the days marked by late runs (at most `limit` marks, the oldest
+    first), from the OpenAI figures each stored, as after a re-rating; then delete the marks handled. Days
+    with no result yet are only unmarked (a reconciliation will see their runs). A project another
+    reconciliation holds keeps its marks for the next pass, and so does a day re-marked meanwhile: this pass
+    may have read its ledger before the newer change committed. An error leaves every mark of the pass."""
+    marks = list(LateLedgerDay.objects.order_by("marked_at", "id")[:limit])
+    if not marks:
+        return RecompareOutcome()
+    changed: dict[str, set[dt.date]] = defaultdict(set)
+    for mark in marks:
+        changed[mark.openai_project].add(mark.day)
+    outcome = reconciliation_recompare(changed_days=changed, trigger=LATE_RUNS_TRIGGER, lock_owner=lock_owner)
+    handled = Q(pk__in=[])
+    for mark in marks:
+        if mark.day not in outcome.locked.get(mark.openai_project, ()):
+            handled |= Q(pk=mark.pk, marked_at=mark.marked_at)
+    LateLedgerDay.objects.filter(handled).delete()
+    return outcome
+
+
+def late_ledger_days_forget(*, results: list[ReconciliationRun]) -> int:
+    """Unmark the days these fresh results compared. Only for a caller that knows no run of those days changed
+    after their ledger was read: seed_demo, which loads months of history (every old day marked) and then
+    reconciles it, with nothing else running. Returns how many marks went."""
+    forget = Q(pk__in=[])
+    for result in results:
+        forget |= Q(openai_project=result.openai_project, day=result.day)
+    return LateLedgerDay.objects.filter(forget).delete()[0]
 
 
 def recompare_later(pending: dict[str, list[dt.date]], *, countdown: int, attempt: int = 0) -> bool:

@@ -1,4 +1,5 @@
-"""Celery task: the daily reconciliation (yesterday, re-checking the 7 days before). Thin: the work is in services."""
+"""Celery tasks: the daily reconciliation (yesterday, re-checking the 7 days before), the comparison of re-rated
+days and of days that runs reached late. Thin: the work is in services."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .services import (
     reconciliation_failure_alert,
     reconciliation_lock_owner,
     reconciliation_recompare,
+    reconciliation_recompare_late,
     reconciliation_reconcile,
 )
 
@@ -83,4 +85,16 @@ def recompare_days(self, changed_days: dict[str, list[str]], attempt: int = 0) -
         elif not recompare_later(outcome.locked, countdown=lock_ttl_seconds() + 1, attempt=attempt + 1):
             logger.error("re-rated days %s could not be queued again; run `manage.py reconcile` for them",
                          outcome.locked)
+    return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked)}
+
+
+@shared_task(bind=True, name="reconciliation.recompare_late_days", acks_late=True, ignore_result=True)
+def recompare_late_days(self) -> dict:
+    """Hourly: the days runs reached after the daily run stopped re-checking them (marked by ingest) are
+    compared again from the OpenAI figures stored. Safe to repeat: a mark goes only once its day is done, and
+    a day's result is replaced atomically. Days a running reconciliation holds wait for the next pass."""
+    outcome = reconciliation_recompare_late(lock_owner=self.request.id or "")
+    if outcome.locked:
+        logger.info("days reached by late runs of %s are held by another reconciliation; the next hourly pass "
+                    "compares them", ", ".join(outcome.locked))
     return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked)}

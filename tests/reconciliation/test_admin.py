@@ -44,3 +44,19 @@ def test_a_reconciliation_run_cannot_be_deleted_in_the_admin(client, staff_user,
     client.post("/admin/reconciliation/reconciliationrun/", {"action": "delete_selected",
                                                              "_selected_action": [run.pk], "post": "yes"})
     assert ReconciliationRun.objects.filter(pk=run.pk).exists()
+
+
+def test_late_ledger_days_are_listed_in_the_admin_and_cannot_be_deleted_there(client, staff_user, db):
+    """A mark deleted by hand would leave its day's result comparing OpenAI with the ledger before the late runs."""
+    from django.utils import timezone
+
+    from apps.reconciliation.models import LateLedgerDay
+
+    client = _superuser_client(client, staff_user)
+    mark = LateLedgerDay.objects.create(openai_project="proj_1", day=dt.date(2026, 10, 1), marked_at=timezone.now())
+    listing = client.get("/admin/reconciliation/lateledgerday/")
+    assert listing.status_code == 200 and "proj_1" in listing.content.decode()
+    client.post(f"/admin/reconciliation/lateledgerday/{mark.pk}/delete/", {"post": "yes"})
+    client.post("/admin/reconciliation/lateledgerday/", {"action": "delete_selected",
+                                                        "_selected_action": [mark.pk], "post": "yes"})
+    assert LateLedgerDay.objects.filter(pk=mark.pk).exists()

@@ -8,14 +8,13 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
 
 from apps.alerts.models import Alert
 from apps.core.models import AuditEvent
-from apps.ledger.services import ingest_events, runs_reprice
+from apps.ledger.services import runs_reprice
 from apps.pricing.models import ModelPrice
 from apps.pricing.services import model_price_add
-from apps.reconciliation.models import ReconciliationLine, ReconciliationRun
+from apps.reconciliation.models import ReconciliationRun
 from apps.reconciliation.selectors import ResultFilters, failed_attempts
 from apps.reconciliation.services import (
     LEGACY_UNMAPPED_ITEM,
@@ -23,62 +22,27 @@ from apps.reconciliation.services import (
     reconciliation_after_repricing,
     reconciliation_reconcile,
 )
-from tests import builders
 
-from .fakes import FakeAdminProvider
+from .one_day import DAY, MODEL, PROJECT, current, ingest, openai_bill, price, reconcile
 
 pytestmark = pytest.mark.django_db
-
-PROJECT = "proj_default"
-MODEL = "recon-model"
-# Twenty days back: outside the daily run's window (yesterday and the 7 days before).
-DAY = timezone.now().astimezone(dt.UTC).date() - dt.timedelta(days=20)
-
-
-def _price(input_per_1m: str, *, effective_from: dt.date = dt.date(2026, 1, 1)) -> ModelPrice:
-    return ModelPrice.objects.create(model=MODEL, effective_from=effective_from,
-                                     input_usd_per_1m=Decimal(input_per_1m), output_usd_per_1m=Decimal("8"))
-
-
-def _ingest(slug: str = "acme", *, model: str = MODEL) -> None:
-    created = dt.datetime(DAY.year, DAY.month, DAY.day, 12, tzinfo=dt.UTC)
-    result = ingest_events(events=[{"tenant": slug, "object": builders.response(
-        created_at=created, model=model, input_tokens=1_000_000, output_tokens=100_000)}])
-    assert result.created == 1
-
-
-def _provider(input_usd: float, *, runs: int = 1) -> FakeAdminProvider:
-    """OpenAI's bill for DAY: `runs` runs of 1M input and 100k output tokens, output at $8/1M."""
-    return (FakeAdminProvider().cost(DAY, f"{MODEL}, input", input_usd * runs).cost(DAY, f"{MODEL}, output", 0.8 * runs)
-            .completions(DAY, MODEL, 1_000_000 * runs, 0, 100_000 * runs))
-
-
-def _reconcile(provider: FakeAdminProvider) -> ReconciliationRun:
-    reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda project: provider,
-                             raise_errors=True)
-    return ReconciliationRun.objects.get(day=DAY, openai_project=PROJECT, is_current=True)
-
-
-def _current() -> tuple[ReconciliationRun, dict[str, ReconciliationLine]]:
-    run = ReconciliationRun.objects.get(day=DAY, openai_project=PROJECT, is_current=True)
-    return run, {line.line: line for line in run.lines.all()}
 
 
 def test_a_price_change_that_re_rates_a_clean_day_20_days_back_shows_its_new_drift_without_a_manual_reconcile(
         tenant, django_capture_on_commit_callbacks):
-    _price("2")
-    _ingest()
-    provider = _provider(2.0)
-    clean = _reconcile(provider)
+    price("2")
+    ingest()
+    provider = openai_bill(2.0)
+    clean = reconcile(provider)
     assert (clean.flagged_count, clean.ledger_total_usd, clean.openai_total_usd) == (0, Decimal("2.8"), Decimal("2.8"))
     calls = list(provider.calls)
 
     # A price correction effective before the day, then `manage.py reprice` over it.
-    _price("3", effective_from=DAY - dt.timedelta(days=5))
+    price("3", effective_from=DAY - dt.timedelta(days=5))
     with django_capture_on_commit_callbacks(execute=True):
         call_command("reprice", "--start", DAY.isoformat(), "--end", DAY.isoformat())
 
-    run, lines = _current()
+    run, lines = current()
     assert run.pk != clean.pk and run.recompared_from_id == clean.pk and run.status == "complete"
     line = lines[f"{MODEL}, input"]
     assert (line.ledger_value, line.openai_value, line.difference, line.status) == (
@@ -99,14 +63,14 @@ def test_a_price_change_that_re_rates_a_clean_day_20_days_back_shows_its_new_dri
 
 def test_a_drift_that_a_price_correction_explains_disappears_from_the_day_and_the_page(
         tenant, client, staff_user, django_capture_on_commit_callbacks):
-    _price("2")
-    _ingest()
-    drifting = _reconcile(_provider(3.0))  # OpenAI billed the new price; the ledger had the old one
+    price("2")
+    ingest()
+    drifting = reconcile(openai_bill(3.0))  # OpenAI billed the new price; the ledger had the old one
     assert drifting.flagged_count == 1
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     with django_capture_on_commit_callbacks(execute=True):
         runs_reprice(start=DAY, end=DAY)
-    run, lines = _current()
+    run, lines = current()
     assert run.flagged_count == 0 and {line.status for line in lines.values()} == {"matched"}
     assert lines[f"{MODEL}, input"].ledger_value == Decimal("3")
     client.force_login(staff_user)
@@ -116,21 +80,21 @@ def test_a_drift_that_a_price_correction_explains_disappears_from_the_day_and_th
 
 def test_a_price_added_for_unpriced_runs_through_the_prices_service_re_compares_their_day(
         tenant, django_capture_on_commit_callbacks):
-    _ingest()  # no price yet: the run is stored unpriced, the ledger shows $0
-    before = _reconcile(_provider(2.0))
+    ingest()  # no price yet: the run is stored unpriced, the ledger shows $0
+    before = reconcile(openai_bill(2.0))
     assert before.ledger_total_usd == Decimal("0") and before.flagged_count > 0
     with django_capture_on_commit_callbacks(execute=True):
         model_price_add(model=MODEL, effective_from=dt.date(2026, 1, 1), input_usd_per_1m=Decimal("2"),
                         output_usd_per_1m=Decimal("8"))
-    run, _ = _current()
+    run, _ = current()
     assert run.recompared_from_id == before.pk
     assert (run.ledger_total_usd, run.flagged_count) == (Decimal("2.8"), 0)
 
 
 def test_a_re_rating_that_changes_nothing_leaves_the_results_untouched(tenant, django_capture_on_commit_callbacks):
-    _price("2")
-    _ingest()
-    clean = _reconcile(_provider(2.0))
+    price("2")
+    ingest()
+    clean = reconcile(openai_bill(2.0))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         call_command("reprice", "--start", DAY.isoformat(), "--end", DAY.isoformat())
         call_command("reprice", "--start", DAY.isoformat(), "--end", DAY.isoformat(), "--dry-run")
@@ -143,33 +107,33 @@ def test_a_re_rating_of_one_tenant_re_compares_the_whole_day_which_belongs_to_no
         tenant, other_tenant, django_capture_on_commit_callbacks):
     """Tenancy is unchanged: the re-rating stays scoped to its tenant (the other tenant's run keeps its cost),
     and reconciliation, organization-level, compares the whole day's ledger: both tenants."""
-    _price("2")
-    _ingest("acme")
-    _ingest("globex")
-    clean = _reconcile(_provider(2.0, runs=2))
+    price("2")
+    ingest("acme")
+    ingest("globex")
+    clean = reconcile(openai_bill(2.0, runs=2))
     assert clean.flagged_count == 0
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     with django_capture_on_commit_callbacks(execute=True):
         call_command("reprice", "--start", DAY.isoformat(), "--end", DAY.isoformat(), "--tenant", "acme")
     from apps.ledger.models import Run
 
     assert Run.objects.for_tenant(other_tenant).get().cost_total_usd == Decimal("2.8")
-    run, lines = _current()
+    run, lines = current()
     assert lines[f"{MODEL}, input"].ledger_value == Decimal("5")  # acme at $3 + globex still at $2
     assert run.ledger_total_usd == Decimal("6.6")
 
 
 def test_spend_on_line_items_the_ledger_cannot_hold_is_kept_itemised_and_for_an_older_result_as_a_total(
         tenant, django_capture_on_commit_callbacks):
-    _price("2")
-    _ingest()
-    provider = _provider(2.0).cost(DAY, "fine-tuning training", 0.5)
-    first = _reconcile(provider)
+    price("2")
+    ingest()
+    provider = openai_bill(2.0).cost(DAY, "fine-tuning training", 0.5)
+    first = reconcile(provider)
     assert first.openai_extras["unmapped"] == {"fine-tuning training": "0.5000000000"}
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     with django_capture_on_commit_callbacks(execute=True):
         runs_reprice(start=DAY, end=DAY)
-    run, lines = _current()
+    run, lines = current()
     assert run.openai_total_usd == Decimal("3.3") and run.unattributed_usd == Decimal("-0.5")
     assert any("fine-tuning training $0.5000" in note for note in run.notes)
     assert run.openai_extras == first.openai_extras
@@ -179,7 +143,7 @@ def test_spend_on_line_items_the_ledger_cannot_hold_is_kept_itemised_and_for_an_
     ModelPrice.objects.filter(model=MODEL, effective_from=DAY).update(input_usd_per_1m=Decimal("2"))
     with django_capture_on_commit_callbacks(execute=True):
         runs_reprice(start=DAY, end=DAY)
-    legacy, _ = _current()
+    legacy, _ = current()
     assert legacy.recompared_from_id == first.pk  # names the run that fetched the figures
     assert (legacy.ledger_total_usd, legacy.openai_total_usd, legacy.flagged_count) == (
         Decimal("2.8"), Decimal("3.3"), 1)
@@ -187,16 +151,16 @@ def test_spend_on_line_items_the_ledger_cannot_hold_is_kept_itemised_and_for_an_
 
 
 def test_a_re_compared_result_does_not_hide_a_failed_fetch_of_the_day(tenant, django_capture_on_commit_callbacks):
-    _price("2")
-    _ingest()
-    _reconcile(_provider(2.0))
-    broken = _provider(2.0)
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0))
+    broken = openai_bill(2.0)
     broken.fail_with = RuntimeError("admin key revoked")
     reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda project: broken)
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     with django_capture_on_commit_callbacks(execute=True):
         runs_reprice(start=DAY, end=DAY)
-    assert _current()[0].recompared_from_id is not None
+    assert current()[0].recompared_from_id is not None
     failed = failed_attempts(ResultFilters(start=DAY, end=DAY + dt.timedelta(days=1)))
     assert [run.error for run in failed] == ["RuntimeError: admin key revoked"]
 
@@ -206,9 +170,9 @@ def test_a_re_rating_hands_its_days_to_the_task_instead_of_comparing_them_where_
     the admin), for as many days as it re-rated, under the web server's timeout."""
     from apps.reconciliation import tasks
 
-    _price("2")
-    _ingest()
-    clean = _reconcile(_provider(2.0))
+    price("2")
+    ingest()
+    clean = reconcile(openai_bill(2.0))
     queued = []
     monkeypatch.setattr(tasks.recompare_days, "apply_async", lambda **kwargs: queued.append(kwargs))
     reconciliation_after_repricing(changed_days={"": frozenset({DAY})})
@@ -222,23 +186,23 @@ def test_without_a_broker_the_re_rated_days_are_compared_where_the_re_rating_ran
     def no_broker(**kwargs):
         raise ConnectionError("broker unreachable")
 
-    _price("2")
-    _ingest()
-    clean = _reconcile(_provider(2.0))
+    price("2")
+    ingest()
+    clean = reconcile(openai_bill(2.0))
     monkeypatch.setattr(tasks.recompare_days, "apply_async", no_broker)
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     runs_reprice(start=DAY, end=DAY)  # (its own announcement is not run: no commit in this test)
     reconciliation_after_repricing(changed_days={"": frozenset({DAY})})
-    run, lines = _current()
+    run, lines = current()
     assert run.recompared_from_id == clean.pk and lines[f"{MODEL}, input"].status == "drift"
 
 
 def test_the_task_retries_a_day_another_reconciliation_holds_then_compares_it(tenant, monkeypatch):
     from apps.reconciliation import tasks
 
-    _price("2")
-    _ingest()
-    clean = _reconcile(_provider(2.0))
+    price("2")
+    ingest()
+    clean = reconcile(openai_bill(2.0))
     queued = []
     monkeypatch.setattr(tasks.recompare_days, "apply_async", lambda **kwargs: queued.append(kwargs))
     lock = _ProjectLock(PROJECT, owner="another-task")
@@ -252,10 +216,10 @@ def test_the_task_retries_a_day_another_reconciliation_holds_then_compares_it(te
     assert queued[0]["countdown"] > 0
 
     # Once the lock is free, the task compares the day again.
-    _price("3", effective_from=DAY)
+    price("3", effective_from=DAY)
     runs_reprice(start=DAY, end=DAY)
     tasks.recompare_days.run(**queued[0]["kwargs"])
-    run, lines = _current()
+    run, lines = current()
     assert run.recompared_from_id == clean.pk and lines[f"{MODEL}, input"].status == "drift"
 
 
@@ -264,10 +228,10 @@ def test_a_failed_re_compare_stops_being_a_failure_once_a_later_re_compare_of_th
     good: the daily run never looks at a day that old again."""
     from apps.reconciliation import services
 
-    _price("2")
-    _ingest()
-    _reconcile(_provider(2.0))
-    _price("3", effective_from=DAY)
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0))
+    price("3", effective_from=DAY)
     runs_reprice(start=DAY, end=DAY)
     real_swap_in = services._swap_in
 

@@ -24,7 +24,7 @@ from apps.core.timeutils import month_start
 from apps.ledger.selectors import spend_by_tenant
 from apps.lifecycle.models import Sweep
 from apps.lifecycle.services import inventory_sync, sweep_create, sweep_run_to_completion
-from apps.reconciliation.services import reconciliation_reconcile
+from apps.reconciliation.services import late_ledger_days_forget, reconciliation_reconcile
 from apps.sandbox.demo import (
     export_deletions_record,
     export_events,
@@ -111,6 +111,8 @@ class Command(BaseCommand):
         yesterday = today - dt.timedelta(days=1)
         days = max(1, min(RECONCILED_DAYS, (yesterday - first_day).days + 1))
         outcomes = reconciliation_reconcile(end_day=yesterday, days=days, trigger="seed_demo")
+        # The history just loaded marked its old days as reached by late runs; these results saw those runs.
+        late_ledger_days_forget(results=[run for outcome in outcomes for run in outcome.runs])
         flagged = [line for outcome in outcomes for run in outcome.runs
                    for line in run.lines.exclude(status="matched").values_list("day", "line")]
         errors = [f"{outcome.project_id}: {outcome.error}" for outcome in outcomes if outcome.error]

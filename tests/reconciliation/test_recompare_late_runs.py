@@ -1,0 +1,175 @@
+"""Runs reported after the daily run stopped re-checking their day leave no stale reconciliation result
+behind: ingest marks the day (in the batch's own transaction), and the hourly `recompare_late_days` task
+compares its current result again with the ledger as it is now, from the OpenAI figures it stored (no OpenAI
+call), as after a re-rating. Before, a day more than 8 days back kept comparing OpenAI with the ledger as it was
+before the late runs until someone ran `manage.py reconcile` for it."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.models import AuditEvent
+from apps.reconciliation import services, tasks
+from apps.reconciliation.models import LateLedgerDay, ReconciliationRun
+from apps.reconciliation.services import (
+    LATE_RUNS_TRIGGER,
+    RECHECK_DAYS,
+    _ProjectLock,
+    late_ledger_days_mark,
+    reconciliation_recompare_late,
+)
+from config.beat import BEAT_SCHEDULE
+
+from .one_day import DAY, MODEL, PROJECT, current, ingest, openai_bill, price, reconcile
+
+pytestmark = pytest.mark.django_db
+
+TODAY = timezone.now().astimezone(dt.UTC).date()
+
+
+def _marks() -> list[tuple[str, dt.date]]:
+    return list(LateLedgerDay.objects.values_list("openai_project", "day"))
+
+
+def test_a_run_reported_20_days_late_re_compares_its_day_at_the_next_hourly_pass(tenant):
+    price("2")
+    ingest()
+    provider = openai_bill(2.0, runs=2)  # OpenAI billed two runs; one had not reached the ledger yet
+    before = reconcile(provider)
+    assert (before.ledger_total_usd, before.openai_total_usd, before.flagged_count) == (
+        Decimal("2.8"), Decimal("5.6"), 4)
+    calls = list(provider.calls)
+
+    ingest()  # the second run, reported 20 days late
+    assert _marks() == [(PROJECT, DAY)]
+    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": []}
+
+    run, lines = current()
+    assert run.pk != before.pk and run.recompared_from_id == before.pk and run.trigger == LATE_RUNS_TRIGGER
+    assert (run.ledger_total_usd, run.openai_total_usd, run.unattributed_usd, run.flagged_count) == (
+        Decimal("5.6"), Decimal("5.6"), Decimal("0"), 0)
+    assert lines[f"{MODEL}, input"].ledger_value == Decimal("4")
+    assert {line.status for line in lines.values()} == {"matched"}
+    assert provider.calls == calls  # OpenAI was not asked again
+    note = next(note for note in run.notes if note.startswith("Compared again"))
+    assert "reported late" in note and f"manage.py reconcile --date {DAY.isoformat()} --days 1" in note
+    audit = AuditEvent.objects.get(action="reconciliation.recompare")
+    assert (audit.actor_label, audit.data["days"]) == (LATE_RUNS_TRIGGER, [DAY.isoformat()])
+    assert _marks() == []
+    # Nothing left to do: the next pass compares nothing.
+    assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": []}
+    assert ReconciliationRun.objects.filter(day=DAY).count() == 2
+
+
+def test_only_days_no_daily_run_will_fetch_again_are_marked(tenant):
+    """Tomorrow's daily run re-checks today and the 7 days before it; a run of any of those days marks
+    nothing, a run of the day before them marks its day."""
+    price("2")
+    ingest(day=TODAY)
+    ingest(day=TODAY - dt.timedelta(days=RECHECK_DAYS))
+    assert _marks() == []
+    ingest(day=TODAY - dt.timedelta(days=RECHECK_DAYS + 1))
+    assert _marks() == [(PROJECT, TODAY - dt.timedelta(days=RECHECK_DAYS + 1))]
+
+
+def test_the_boundary_is_the_start_of_the_oldest_day_tomorrows_run_fetches():
+    now = dt.datetime(2026, 12, 7, 23, 59, tzinfo=dt.UTC)
+    covered = {"old": None, "new": {"created_at": dt.datetime(2026, 11, 30, 0, 0, tzinfo=dt.UTC),
+                                    "openai_project": "proj_a"}}
+    late = {"old": None, "new": {"created_at": dt.datetime(2026, 11, 29, 23, 59, 59, tzinfo=dt.UTC),
+                                 "openai_project": "proj_a"}}
+    late_ledger_days_mark(changes=[covered], now=now)
+    assert _marks() == []
+    late_ledger_days_mark(changes=[covered, late], now=now)
+    assert _marks() == [("proj_a", dt.date(2026, 11, 29))]
+
+
+def test_a_late_report_of_an_old_run_marks_its_day_and_a_repeated_report_marks_nothing(tenant):
+    price("2")
+    run_id = ingest(status="in_progress")
+    LateLedgerDay.objects.all().delete()
+    ingest(response_id=run_id, status="in_progress")  # the same state again: nothing changed
+    assert _marks() == []
+    ingest(response_id=run_id, status="completed")
+    assert _marks() == [(PROJECT, DAY)]
+
+
+def test_a_run_moved_to_another_project_marks_the_day_in_both():
+    """The day's result in each project compared a ledger the move changed: one lost the run, one gained it."""
+    moved = {"created_at": dt.datetime(DAY.year, DAY.month, DAY.day, 12, tzinfo=dt.UTC), "openai_project": ""}
+    late_ledger_days_mark(changes=[{"old": {**moved, "openai_project": "proj_other"}, "new": moved}])
+    assert sorted(_marks()) == [(PROJECT, DAY), ("proj_other", DAY)]
+
+
+def test_a_batch_that_rolls_back_leaves_no_mark(tenant):
+    price("2")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ingest()
+        assert _marks() == [(PROJECT, DAY)]
+        raise RuntimeError("the request failed after the batch")
+    assert _marks() == []
+
+
+def test_a_marked_day_never_reconciled_is_only_unmarked(tenant):
+    price("2")
+    ingest()
+    assert reconciliation_recompare_late().runs == []
+    assert _marks() == [] and not ReconciliationRun.objects.exists()
+    assert not AuditEvent.objects.filter(action="reconciliation.recompare").exists()
+
+
+def test_a_day_another_reconciliation_holds_keeps_its_mark_for_the_next_pass(tenant):
+    price("2")
+    ingest()
+    before = reconcile(openai_bill(2.0, runs=2))
+    ingest()
+    lock = _ProjectLock(PROJECT, owner="the-daily-run")
+    assert lock.acquire()
+    try:
+        assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [PROJECT]}
+    finally:
+        lock.release()
+    assert _marks() == [(PROJECT, DAY)] and current()[0].pk == before.pk
+    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": []}
+    assert current()[0].flagged_count == 0 and _marks() == []
+
+
+def test_a_day_marked_again_while_the_pass_compared_it_keeps_its_mark(tenant, monkeypatch):
+    """The pass may have read the day's ledger before the newer late runs committed: they are compared by
+    the next pass, not dropped with the mark."""
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0, runs=3))
+    ingest()
+    compare = services.reconciliation_recompare
+
+    def compare_while_more_runs_arrive(**kwargs):
+        outcome = compare(**kwargs)
+        ingest()  # the third run, committed after this pass read the ledger
+        return outcome
+
+    monkeypatch.setattr(services, "reconciliation_recompare", compare_while_more_runs_arrive)
+    reconciliation_recompare_late()
+    assert current()[0].ledger_total_usd == Decimal("5.6")
+    assert _marks() == [(PROJECT, DAY)]
+    monkeypatch.setattr(services, "reconciliation_recompare", compare)
+    reconciliation_recompare_late()
+    run, _ = current()
+    assert (run.ledger_total_usd, run.flagged_count, _marks()) == (Decimal("8.4"), 0, [])
+
+
+def test_a_pass_takes_at_most_its_limit_of_marks_the_oldest_first(tenant):
+    now = timezone.now()
+    for offset, project in enumerate(["proj_c", "proj_a", "proj_b"]):
+        LateLedgerDay.objects.create(openai_project=project, day=DAY, marked_at=now + dt.timedelta(seconds=offset))
+    reconciliation_recompare_late(limit=2)
+    assert _marks() == [("proj_b", DAY)]
+
+
+def test_beat_runs_the_late_days_task_every_hour():
+    entry = BEAT_SCHEDULE["reconciliation-recompare-late-days"]
+    assert entry["task"] == tasks.recompare_late_days.name == "reconciliation.recompare_late_days"
+    assert entry["schedule"].minute == {45} and len(entry["schedule"].hour) == 24
