@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from decimal import Decimal
 
 from django.db import connection
 from django.utils import timezone
@@ -28,6 +29,7 @@ from apps.ledger.models import (
     ToolUsageRollup,
 )
 from apps.ledger.services import END_USER_SUMS, ROLLUP_TABLES
+from apps.pricing.rating import LongContextRate
 from apps.tenants.models import Tenant
 
 from .common import Progress, bench_tenants, ledger_truncate, require_postgres
@@ -77,7 +79,9 @@ def loaded_runs() -> int:
 
 
 def _price_rows() -> str:
-    """VALUES (position, model, price id, input, cached input, output USD per 1M) from today's price book."""
+    """VALUES (position, model, price id, input, cached input, output USD per 1M, long-context threshold and
+    input and output multipliers) from today's price book; a version without long-context pricing gets a
+    threshold no prompt passes and multipliers of 1."""
     from apps.pricing.pricebook import PriceBook
 
     book = PriceBook.load()
@@ -87,8 +91,12 @@ def _price_rows() -> str:
         rate = book.model_rate(model, today)
         if rate is None:
             raise RuntimeError(f"no price for {model}: load the price book (python manage.py migrate)")
+        long = rate.long_context or LongContextRate(above_input_tokens=2**62, input_multiplier=Decimal(1),
+                                                    output_multiplier=Decimal(1))
         rows.append(f"({position}, '{model}', {rate.price_id}, {rate.input_usd_per_1m}::numeric, "
-                    f"{rate.cached_input_usd_per_1m or rate.input_usd_per_1m}::numeric, {rate.output_usd_per_1m}::numeric)")
+                    f"{rate.cached_input_usd_per_1m or rate.input_usd_per_1m}::numeric, {rate.output_usd_per_1m}::numeric, "
+                    f"{long.above_input_tokens}::bigint, {long.input_multiplier}::numeric, "
+                    f"{long.output_multiplier}::numeric)")
     return ", ".join(rows)
 
 
@@ -134,7 +142,8 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
             for low in range(0, runs, CHUNK):
                 high = min(runs, low + CHUNK) - 1
                 cursor.execute(f"""
-                    WITH p(position, model, price_id, rate_in, rate_cached, rate_out) AS (VALUES {prices}),
+                    WITH p(position, model, price_id, rate_in, rate_cached, rate_out, long_above, long_in, long_out)
+                         AS (VALUES {prices}),
                     base AS (
                         SELECT i, i / {RUNS_PER_THREAD} AS th,
                                CASE WHEN {_u('i', 3)} < {FEATURE_MODEL_SHARE}
@@ -154,7 +163,13 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
                         SELECT b.*, (b.input_tokens * {_u('i', 8)} * 0.5)::bigint AS cached_tokens,
                                CASE WHEN b.status_draw < 0.03 THEN 'failed' WHEN b.status_draw < 0.05 THEN 'cancelled'
                                     WHEN b.status_draw < 0.06 THEN 'incomplete' ELSE 'completed' END AS status,
-                               p.model, p.price_id, p.rate_in, p.rate_cached, p.rate_out
+                               p.model, p.price_id,
+                               -- A prompt past the version's long-context threshold bills at its multiples.
+                               p.rate_in * CASE WHEN b.input_tokens > p.long_above THEN p.long_in ELSE 1 END AS rate_in,
+                               p.rate_cached * CASE WHEN b.input_tokens > p.long_above THEN p.long_in ELSE 1 END
+                                   AS rate_cached,
+                               p.rate_out * CASE WHEN b.input_tokens > p.long_above THEN p.long_out ELSE 1 END
+                                   AS rate_out
                         FROM base b JOIN p ON p.position = b.model_position
                     ),
                     c AS (

@@ -752,6 +752,16 @@ class RunDetailView(DashboardView):
 # --- prices ---------------------------------------------------------------------------------------
 
 
+def _long_context_columns(*, on_page: bool = True) -> list[Column]:
+    """The page says it in words; the CSV keeps the threshold and the multipliers as numbers."""
+    return [
+        *([Column("long_context_text", "Long context", "text", csv=False, wrap=True)] if on_page else []),
+        Column("long_context_above_tokens", "Long context above (input tokens)", "int", page=False),
+        Column("long_context_input_multiplier", "Long-context input multiplier", "number", page=False),
+        Column("long_context_output_multiplier", "Long-context output multiplier", "number", page=False),
+    ]
+
+
 def _or_input_price_column(attribute: str, header: str) -> Column:
     """A price table's cached-input or cache-write column. An empty price bills those tokens at the input
     price, which the page says ("$2.50 (input price)") instead of a bare dash, read as "free" or "not
@@ -792,6 +802,7 @@ class PriceListView(DashboardView):
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
                     _or_input_price_column("cache_write_usd_per_1m", "Cache write"),
                     Column("output_usd_per_1m", "Output", "price"),
+                    *_long_context_columns(),
                     Column("versions", "Versions", "int", value=lambda p: counts.get(p.model, 0)),
                     Column("verify", "Needs checking", "bool"),
                 ],
@@ -811,6 +822,9 @@ class PriceListView(DashboardView):
                     _or_input_price_column("cached_input_usd_per_1m", "Cached input"),
                     _or_input_price_column("cache_write_usd_per_1m", "Cache write"),
                     Column("output_usd_per_1m", "Output", "price"),
+                    # CSV only: one column more and every model's history no longer fit at 1280 px (the book
+                    # above says it for each version in effect).
+                    *_long_context_columns(on_page=False),
                     Column("source", "Source", "longtext"),  # free text: wraps, so the columns after it stay on screen
                     Column("source_date", "Checked", "date"),
                     Column("version", "Version", "code", page=False),

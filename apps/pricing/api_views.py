@@ -23,11 +23,13 @@ from apps.core.api_support import (
 from apps.ledger.services import RepriceOverflow
 from apps.tenants.authentication import CanRead
 
-from .models import ModelPrice
+from .models import LONG_CONTEXT_FIELDS, MULTIPLIER_FIELD_KWARGS, ModelPrice
 from .services import model_price_add
 
 _PRICE_AMOUNTS = ("input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")
 _PRICE = {"max_digits": 14, "decimal_places": 6, "min_value": Decimal("0"), "coerce_to_string": True}
+_MULTIPLIER = {**MULTIPLIER_FIELD_KWARGS, "min_value": Decimal("0"), "coerce_to_string": True, "required": False,
+               "allow_null": True}
 
 
 class PriceSerializer(serializers.ModelSerializer):
@@ -39,6 +41,14 @@ class PriceSerializer(serializers.ModelSerializer):
     output_usd_per_1m = serializers.DecimalField(**_PRICE)
     effective_from = LenientDateField(help_text="UTC date; applies to runs created on or after it.")
     cache_write_usd_per_1m = serializers.DecimalField(**_PRICE, required=False, allow_null=True)
+    long_context_above_tokens = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+        help_text="A request with more input tokens than this bills all its tokens at the long-context multipliers "
+                  "(OpenAI's current models: 272000). Null: no long-context pricing.")
+    long_context_input_multiplier = serializers.DecimalField(
+        **_MULTIPLIER, help_text="Multiplies the input, cached-input and cache-write prices of a long-context request.")
+    long_context_output_multiplier = serializers.DecimalField(
+        **_MULTIPLIER, help_text="Multiplies the output price of a long-context request.")
     source = serializers.CharField(max_length=300, required=False, allow_blank=True)
     verify = serializers.BooleanField(required=False)
 
@@ -46,7 +56,7 @@ class PriceSerializer(serializers.ModelSerializer):
         model = ModelPrice
         fields = [
             "model", "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "effective_from",
-            "cache_write_usd_per_1m", "source", "verify", "created_at",
+            "cache_write_usd_per_1m", *LONG_CONTEXT_FIELDS, "source", "verify", "created_at",
         ]
         read_only_fields = ["created_at"]
         validators = []  # model + effective_from clash is a 409 in the view, not a 400
@@ -56,6 +66,13 @@ class PriceSerializer(serializers.ModelSerializer):
         if not value:
             raise serializers.ValidationError("Name the model.")
         return value
+
+    def validate(self, attrs):
+        missing = [name for name in LONG_CONTEXT_FIELDS if attrs.get(name) is None]
+        if missing and len(missing) < len(LONG_CONTEXT_FIELDS):
+            raise serializers.ValidationError(
+                {name: ["Set with the other long-context fields, or leave all three null."] for name in missing})
+        return attrs
 
 
 class PriceQuerySerializer(serializers.Serializer):

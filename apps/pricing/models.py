@@ -1,12 +1,18 @@
 """The effective-dated price book. Each row is a price version; a run stores the versions it was rated with."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from apps.core.money import PRICE_FIELD_KWARGS
 
 _non_negative = [MinValueValidator(0)]
+# Price multipliers such as 2 or 1.5 (long context).
+MULTIPLIER_FIELD_KWARGS = {"max_digits": 6, "decimal_places": 3}
+# A version's long-context pricing (rating.LongContextRate): all three set, or none.
+LONG_CONTEXT_FIELDS = ("long_context_above_tokens", "long_context_input_multiplier", "long_context_output_multiplier")
 
 # How a price book change reaches stored runs: an explicit, audited re-rating of a period (docs/pricing.md).
 REPRICE_COMMAND = "`manage.py reprice --start … --end …`"
@@ -41,6 +47,20 @@ class ModelPrice(models.Model):
         **PRICE_FIELD_KWARGS, null=True, blank=True, validators=_non_negative,
         help_text="Empty: cache-write tokens bill at the input price.",
     )
+    # Long-context pricing (rating.LongContextRate): all three set, or none (the version has none).
+    long_context_above_tokens = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="A request with more input tokens than this bills all its tokens at the long-context multipliers "
+                  "(OpenAI's current models: 272000). Empty: no long-context pricing.",
+    )
+    long_context_input_multiplier = models.DecimalField(
+        **MULTIPLIER_FIELD_KWARGS, null=True, blank=True, validators=_non_negative,
+        help_text="Multiplies the input, cached-input and cache-write prices of a long-context request (e.g. 2).",
+    )
+    long_context_output_multiplier = models.DecimalField(
+        **MULTIPLIER_FIELD_KWARGS, null=True, blank=True, validators=_non_negative,
+        help_text="Multiplies the output price of a long-context request (e.g. 1.5).",
+    )
     source = models.CharField(max_length=300, blank=True)
     source_date = models.DateField(null=True, blank=True)
     verify = models.BooleanField(default=False, help_text="Quoted by third parties; check OpenAI's pricing page.")
@@ -51,14 +71,41 @@ class ModelPrice(models.Model):
         ordering = ["model", "-effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_model_date"),
+            models.CheckConstraint(
+                condition=(Q(long_context_above_tokens__isnull=True, long_context_input_multiplier__isnull=True,
+                             long_context_output_multiplier__isnull=True)
+                           | Q(long_context_above_tokens__isnull=False, long_context_input_multiplier__isnull=False,
+                               long_context_output_multiplier__isnull=False)),
+                name="modelprice_long_context_whole",
+                violation_error_message="Long-context pricing needs its threshold and both multipliers, or none of "
+                                        "them.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.model} from {self.effective_from}"
 
+    def clean(self):
+        super().clean()
+        missing = [name for name in LONG_CONTEXT_FIELDS if getattr(self, name) is None]
+        if missing and len(missing) < len(LONG_CONTEXT_FIELDS):
+            raise ValidationError({name: "Set with the other long-context fields, or leave all three empty."
+                                   for name in missing})
+
     @property
     def version(self) -> str:
         return f"{self.model}@{self.effective_from.isoformat()}"
+
+    @property
+    def long_context_text(self) -> str:
+        """The version's long-context pricing as the Prices page's narrow column shows it ("above 272K: ×2 in,
+        ×1.5 out"; "" for none)."""
+        tokens = self.long_context_above_tokens
+        if tokens is None:
+            return ""
+        threshold = f"{tokens // 1000:,}K" if tokens % 1000 == 0 and tokens else f"{tokens:,}"
+        return (f"above {threshold}: ×{self.long_context_input_multiplier.normalize():f} in, "
+                f"×{self.long_context_output_multiplier.normalize():f} out")
 
     def billed_per_1m(self, attribute: str):
         """What a token kind bills at: an empty cached-input or cache-write price means the input price (as

@@ -9,6 +9,9 @@ Counting rules (OpenAI's, see shared/reference/openai-api.md §4, §6, §8):
   Responses one session per distinct container. File-search calls carry a per-call fee only under the
   Responses API. Web-search calls are billed per call.
 - service tier modifiers on token costs: flex and batch 0.5x, priority and fast 2x, every other tier 1x.
+- long context: a price version may say that a request with more input tokens than a threshold bills all its
+  tokens at multiples of its prices (OpenAI's current models: above 272K input tokens, 2x input, cached input
+  and cache writes, 1.5x output), on top of the service tier's modifier.
 
 Nothing here rounds: amounts are exact and are only quantized to the ledger's 10 places when stored.
 """
@@ -21,6 +24,7 @@ from decimal import Decimal
 
 from apps.core.money import ZERO, quantize_ledger
 
+ONE = Decimal(1)
 ONE_MILLION = Decimal(1_000_000)
 ONE_THOUSAND = Decimal(1_000)
 
@@ -71,6 +75,23 @@ def billable_file_search_calls(*, api: str, calls: int) -> int:
 
 
 @dataclass(frozen=True)
+class LongContextRate:
+    """A request with more than `above_input_tokens` input tokens (cached and cache writes included, as OpenAI
+    counts the prompt) bills every token at these multiples of the version's prices: input, cached input and
+    cache writes at `input_multiplier`, output (reasoning included) at `output_multiplier`."""
+
+    above_input_tokens: int
+    input_multiplier: Decimal
+    output_multiplier: Decimal
+
+    def multipliers(self, input_tokens: int) -> tuple[Decimal, Decimal]:
+        """(input, output) multipliers of a request with `input_tokens` input tokens."""
+        if input_tokens > self.above_input_tokens:
+            return self.input_multiplier, self.output_multiplier
+        return ONE, ONE
+
+
+@dataclass(frozen=True)
 class ModelRate:
     """USD per 1M tokens for one model from `effective_from` on. `price_id` is the ModelPrice row."""
 
@@ -81,6 +102,7 @@ class ModelRate:
     cached_input_usd_per_1m: Decimal | None = None
     cache_write_usd_per_1m: Decimal | None = None
     price_id: int | None = None
+    long_context: LongContextRate | None = None
 
     @property
     def version(self) -> str:
@@ -140,13 +162,15 @@ def rate_tokens(usage: Usage, model_rate: ModelRate) -> tuple[Decimal, Decimal, 
     input_price = model_rate.input_usd_per_1m
     cached_price = model_rate.cached_input_usd_per_1m if model_rate.cached_input_usd_per_1m is not None else input_price
     write_price = model_rate.cache_write_usd_per_1m if model_rate.cache_write_usd_per_1m is not None else input_price
-    multiplier = tier_multiplier(usage.service_tier)
+    tier = tier_multiplier(usage.service_tier)
+    long_input, long_output = (model_rate.long_context.multipliers(usage.input_tokens)
+                               if model_rate.long_context is not None else (ONE, ONE))
     cost_input = (
         _per_million(usage.uncached_input_tokens, input_price) + _per_million(usage.cache_write_tokens, write_price)
-    ) * multiplier
-    cost_cached = _per_million(usage.cached_input_tokens, cached_price) * multiplier
+    ) * tier * long_input
+    cost_cached = _per_million(usage.cached_input_tokens, cached_price) * tier * long_input
     # Reasoning tokens are part of output_tokens: billed once, at the output price.
-    cost_output = _per_million(usage.output_tokens, model_rate.output_usd_per_1m) * multiplier
+    cost_output = _per_million(usage.output_tokens, model_rate.output_usd_per_1m) * tier * long_output
     return cost_input, cost_cached, cost_output
 
 

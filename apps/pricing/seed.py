@@ -13,7 +13,7 @@ from pathlib import Path
 
 from apps.core.money import PRICE_FIELD_KWARGS
 
-from .models import TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED
+from .models import LONG_CONTEXT_FIELDS, MULTIPLIER_FIELD_KWARGS, TOOL_RUN_FEE_FIELDS, TOOL_RUN_FEES_LOCKED
 
 PRICE_BOOK_FILE = Path(__file__).resolve().parent / "data" / "price_book.json"
 
@@ -26,6 +26,11 @@ TOOL_PRICE_FIELDS = (
     "vector_storage_free_gb",
 )
 NULLABLE = {"cached_input_usd_per_1m", "cache_write_usd_per_1m"}
+# An entry's optional "long_context": {"above_input_tokens": 272000, "input_multiplier": "2",
+# "output_multiplier": "1.5"} (rating.LongContextRate); absent or null: the version has none.
+MULTIPLIER_PLACES = MULTIPLIER_FIELD_KWARGS["decimal_places"]
+MULTIPLIER_LIMIT = Decimal(10) ** (MULTIPLIER_FIELD_KWARGS["max_digits"] - MULTIPLIER_PLACES)
+TOKENS_LIMIT = 2**31 - 1  # a PositiveIntegerField
 # What a price column holds (PRICE_FIELD_KWARGS). The database does not refuse a finer amount, it rounds it:
 # $0.0000004 would be stored as a $0 price, and every later load would "update" it again. A larger one fails
 # on PostgreSQL (numeric overflow, a traceback) and on SQLite is stored but cannot be read back. So an amount
@@ -82,6 +87,40 @@ def _amount(value, where: str, nullable: bool) -> Decimal | None:
     if amount != amount.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
         raise PriceBookFileError(f"{where}: must have at most {PRICE_PLACES} decimal places")
     return amount
+
+
+def _multiplier(value, where: str) -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise PriceBookFileError(f"{where}: must be a decimal number such as \"2\" or \"1.5\"") from exc
+    if not amount.is_finite() or amount < 0 or amount >= MULTIPLIER_LIMIT:
+        raise PriceBookFileError(f"{where}: must be at least 0 and less than {MULTIPLIER_LIMIT:f}")
+    if amount != amount.quantize(Decimal(1).scaleb(-MULTIPLIER_PLACES)):
+        raise PriceBookFileError(f"{where}: must have at most {MULTIPLIER_PLACES} decimal places")
+    return amount
+
+
+def _long_context(value, where: str) -> dict:
+    if value is None:
+        return dict.fromkeys(LONG_CONTEXT_FIELDS)
+    if not isinstance(value, dict):
+        raise PriceBookFileError(f"{where}: must be an object with above_input_tokens, input_multiplier and "
+                                 "output_multiplier, or null")
+    above = value.get("above_input_tokens")
+    if isinstance(above, bool) or not isinstance(above, int) or not 0 <= above <= TOKENS_LIMIT:
+        raise PriceBookFileError(f"{where}.above_input_tokens: must be a whole number of tokens (e.g. 272000)")
+    return {"long_context_above_tokens": above,
+            "long_context_input_multiplier": _multiplier(value.get("input_multiplier"), f"{where}.input_multiplier"),
+            "long_context_output_multiplier": _multiplier(value.get("output_multiplier"),
+                                                          f"{where}.output_multiplier")}
+
+
+def long_context_by_version(data: dict) -> dict[tuple[str, dt.date], dict]:
+    """(model, effective_from) -> the long-context fields the file gives that version (all None: none)."""
+    return {(entry["model"], _date(entry.get("effective_from"), f"models[{index}].effective_from")):
+            _long_context(entry.get("long_context"), f"models[{index}].long_context")
+            for index, entry in enumerate(data.get("models", [])) if isinstance(entry, dict) and entry.get("model")}
 
 
 def _common(entry: dict, where: str) -> dict:
@@ -147,7 +186,11 @@ def price_book_apply(data: dict, *, model_price_cls, tool_price_cls, overwrite: 
         values = {
             name: _amount(entry.get(name), f"{where}.{name}", nullable=name in NULLABLE) for name in MODEL_PRICE_FIELDS
         }
+        values.update(_long_context(entry.get("long_context"), f"{where}.long_context"))
         values.update(_common(entry, where))
+        # The data migration's historical model predates the long-context fields (a later migration adds them).
+        fields = {field.name for field in model_price_cls._meta.get_fields()}
+        values = {name: value for name, value in values.items() if name in fields}
         label = f"{lookup['model']}@{lookup['effective_from']}"
         once(label, where)
         _apply(model_price_cls, lookup, values, result, label, overwrite)

@@ -6,7 +6,7 @@ from django.db.models import Count, Max
 
 from .models import ModelPrice, ToolPrice
 from .pricebook import PriceBook
-from .rating import ModelRate, ToolRate
+from .rating import LongContextRate, ModelRate, ToolRate
 
 
 def model_rate_from_price(price: ModelPrice) -> ModelRate:
@@ -18,6 +18,11 @@ def model_rate_from_price(price: ModelPrice) -> ModelRate:
         cached_input_usd_per_1m=price.cached_input_usd_per_1m,
         cache_write_usd_per_1m=price.cache_write_usd_per_1m,
         price_id=price.pk,
+        long_context=None if price.long_context_above_tokens is None else LongContextRate(
+            above_input_tokens=price.long_context_above_tokens,
+            input_multiplier=price.long_context_input_multiplier,
+            output_multiplier=price.long_context_output_multiplier,
+        ),
     )
 
 

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from apps.core.services import audit_record
 
-from .models import ModelPrice, ToolPrice
+from .models import LONG_CONTEXT_FIELDS, ModelPrice, ToolPrice
 from .seed import PRICE_BOOK_FILE, LoadResult, price_book_apply, read_price_book
 
 
@@ -69,6 +69,9 @@ def model_price_create(
     output_usd_per_1m,
     cached_input_usd_per_1m=None,
     cache_write_usd_per_1m=None,
+    long_context_above_tokens: int | None = None,
+    long_context_input_multiplier=None,
+    long_context_output_multiplier=None,
     source: str = "",
     verify: bool = False,
     actor=None,
@@ -77,7 +80,9 @@ def model_price_create(
     price = ModelPrice(
         model=model, effective_from=effective_from, input_usd_per_1m=input_usd_per_1m,
         cached_input_usd_per_1m=cached_input_usd_per_1m, output_usd_per_1m=output_usd_per_1m,
-        cache_write_usd_per_1m=cache_write_usd_per_1m, source=source, verify=verify,
+        cache_write_usd_per_1m=cache_write_usd_per_1m, long_context_above_tokens=long_context_above_tokens,
+        long_context_input_multiplier=long_context_input_multiplier,
+        long_context_output_multiplier=long_context_output_multiplier, source=source, verify=verify,
         created_by=actor if getattr(actor, "pk", None) else None,
     )
     price.full_clean()
@@ -85,7 +90,8 @@ def model_price_create(
     audit_record(
         action="price.create", target_type="model_price", target_id=price.version, actor=actor,
         data={field: str(getattr(price, field)) for field in (
-            "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m")},
+            "input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m",
+            *LONG_CONTEXT_FIELDS)},
     )
     return price
 

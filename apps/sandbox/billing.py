@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
-from .pricing import EXACT, token_line_costs, vector_storage_shares
+from .pricing import EXACT, long_prompt, token_line_costs, vector_storage_shares
 from .state import SandboxError, SandboxState, bad_request
 
 BUCKET_SECONDS = {"1m": 60, "1h": 3600, "1d": 86400}
@@ -124,7 +124,11 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
     tokens: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     tool_counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for event in events:
-        sums = tokens[(event.project_id, event.api_key_id, event.model, event.service_tier)]
+        price = state.price_book.model_price(event.model, day)
+        # Long prompts bill at other multiples: their tokens are summed apart (keyed by it), as OpenAI rates each
+        # request on its own prompt.
+        long = price is not None and long_prompt(price, event.input_tokens)
+        sums = tokens[(event.project_id, event.api_key_id, event.model, event.service_tier, long)]
         sums[0] += event.input_tokens
         sums[1] += event.cached_tokens
         sums[2] += event.cache_write_tokens
@@ -135,12 +139,13 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
             counts[1] += event.file_search_calls
         counts[2] += event.web_search_calls
     atoms: dict[tuple, list] = {}
-    for (project_id, key_id, model, tier), (input_tokens, cached, cache_write, output) in tokens.items():
+    for (project_id, key_id, model, tier, long), (input_tokens, cached, cache_write, output) in tokens.items():
         price = state.price_book.model_price(model, day)
         if price is None:
             raise SandboxError(500, f"sandbox: no list price for {model} on {day}", type="server_error")
         costs = token_line_costs(price, input_tokens=input_tokens, cached_tokens=cached,
-                                 cache_write_tokens=cache_write, output_tokens=output, service_tier=tier)
+                                 cache_write_tokens=cache_write, output_tokens=output, service_tier=tier,
+                                 long_context=long)
         quantities = {"input": input_tokens - cached - cache_write, "cached input": cached,
                       "cache write": cache_write, "output": output}
         for kind, amount in costs.items():

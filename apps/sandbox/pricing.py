@@ -14,7 +14,7 @@ from pathlib import Path
 # OpenAI's naming of snapshots and its tier pricing, as the ledger reads them: the sandbox computes its bills on
 # its own, but these are facts about OpenAI, kept in one place.
 from apps.pricing.pricebook import model_family
-from apps.pricing.rating import tier_multiplier
+from apps.pricing.rating import LongContextRate, tier_multiplier
 
 PRICE_BOOK_PATH = Path(__file__).resolve().parent.parent / "pricing" / "data" / "price_book.json"
 PER_MILLION = Decimal(1_000_000)
@@ -35,6 +35,16 @@ class ModelPrice:
     cached_input: Decimal | None
     output: Decimal
     cache_write: Decimal | None
+    long_context: LongContextRate | None = None
+
+
+def _long_context(row: dict) -> LongContextRate | None:
+    given = row.get("long_context")
+    if not given:
+        return None
+    return LongContextRate(above_input_tokens=int(given["above_input_tokens"]),
+                           input_multiplier=Decimal(str(given["input_multiplier"])),
+                           output_multiplier=Decimal(str(given["output_multiplier"])))
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class PriceBook:
                 cached_input=_dec(row.get("cached_input_usd_per_1m")),
                 output=_dec(row["output_usd_per_1m"]),
                 cache_write=_dec(row.get("cache_write_usd_per_1m")),
+                long_context=_long_context(row),
             )
             self.models.setdefault(price.model, []).append(price)
         for prices in self.models.values():
@@ -99,20 +110,30 @@ def load_price_book(path: str = str(PRICE_BOOK_PATH)) -> PriceBook:
         return PriceBook(json.load(handle))
 
 
+def long_prompt(price: ModelPrice, input_tokens: int) -> bool:
+    """Whether one request of `input_tokens` input tokens bills at the price's long-context multiples."""
+    return price.long_context is not None and input_tokens > price.long_context.above_input_tokens
+
+
 def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int, cache_write_tokens: int,
-                     output_tokens: int, service_tier: str) -> dict[str, Decimal]:
+                     output_tokens: int, service_tier: str, long_context: bool) -> dict[str, Decimal]:
     """Cost per token kind. `input_tokens` includes cached and cache-write tokens; reasoning tokens are
     part of `output_tokens`; a null cached/cache-write price bills at the input price; the service tier the
-    response was served on scales every token price (flex at half, priority at double)."""
+    response was served on scales every token price (flex at half, priority at double), and the tokens of
+    requests whose prompts were past the model's long-context threshold (`long_context`, from long_prompt of
+    each request: the counts here may add up many) bill at its long-context multiples."""
     uncached = input_tokens - cached_tokens - cache_write_tokens
     cached_price = price.cached_input if price.cached_input is not None else price.input
     write_price = price.cache_write if price.cache_write is not None else price.input
-    tier = tier_multiplier(service_tier)
+    on_input = on_output = tier_multiplier(service_tier)
+    if long_context:
+        on_input *= price.long_context.input_multiplier
+        on_output *= price.long_context.output_multiplier
     return {
-        "input": EXACT.divide(EXACT.multiply(uncached * price.input, tier), PER_MILLION),
-        "cached input": EXACT.divide(EXACT.multiply(cached_tokens * cached_price, tier), PER_MILLION),
-        "cache write": EXACT.divide(EXACT.multiply(cache_write_tokens * write_price, tier), PER_MILLION),
-        "output": EXACT.divide(EXACT.multiply(output_tokens * price.output, tier), PER_MILLION),
+        "input": EXACT.divide(EXACT.multiply(uncached * price.input, on_input), PER_MILLION),
+        "cached input": EXACT.divide(EXACT.multiply(cached_tokens * cached_price, on_input), PER_MILLION),
+        "cache write": EXACT.divide(EXACT.multiply(cache_write_tokens * write_price, on_input), PER_MILLION),
+        "output": EXACT.divide(EXACT.multiply(output_tokens * price.output, on_output), PER_MILLION),
     }
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from . import objects
-from .pricing import token_line_costs, vector_storage_shares
+from .pricing import long_prompt, token_line_costs, vector_storage_shares
 from .state import BillingEvent, SandboxState
 
 TENANT_NAMES = [
@@ -268,7 +268,8 @@ class _Generator:
             price = self.state.price_book.model_price(event.model, day)
             costs = token_line_costs(price, input_tokens=event.input_tokens, cached_tokens=event.cached_tokens,
                                      cache_write_tokens=event.cache_write_tokens, output_tokens=event.output_tokens,
-                                     service_tier=event.service_tier)
+                                     service_tier=event.service_tier,
+                                     long_context=long_prompt(price, event.input_tokens))
             totals[slug] = totals.get(slug, Decimal(0)) + sum(costs.values())
         return totals
 
@@ -511,7 +512,8 @@ def demo_drift(state: SandboxState, *, project_id: str | None = None) -> list[di
             served[day] += sum(token_line_costs(price, input_tokens=event.input_tokens, cached_tokens=event.cached_tokens,
                                                 cache_write_tokens=event.cache_write_tokens,
                                                 output_tokens=event.output_tokens,
-                                                service_tier=event.service_tier).values())
+                                                service_tier=event.service_tier,
+                                                long_context=long_prompt(price, event.input_tokens)).values())
     return [{"day": day, "amount_usd": max(Decimal("0.50"), (served[day] * DEMO_DRIFT_SHARE).quantize(Decimal("0.01"))),
              "project_id": project_id or state.default_project, "unattributed": True}
             for day in sorted(days)]

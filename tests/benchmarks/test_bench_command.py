@@ -3,6 +3,7 @@ benches refuse SQLite with a message that says what to do. (The timed figures li
 
 import datetime as dt
 import re
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -94,6 +95,21 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     assert 0 < runs.filter(is_high_cost=True).count() < 0.1 * runs.count()
     assert runs.filter(input_tokens__gt=41_000).exists()
     assert runs.filter(status="failed").dates("created_at", "day").count() > 5
+    # Loaded runs cost what rating makes of them, the longest prompts (past gpt-6's long-context threshold) too.
+    from apps.pricing.rating import Usage, rate_tokens
+    from apps.pricing.selectors import price_book_current
+
+    book = price_book_current()
+    longest = list(runs.filter(priced=True).order_by("-input_tokens", "openai_id")[:200])
+    for run in longest:
+        usage = Usage(input_tokens=run.input_tokens, cached_input_tokens=run.cached_input_tokens,
+                      output_tokens=run.output_tokens, reasoning_tokens=run.reasoning_tokens, api=run.api,
+                      service_tier=run.service_tier)
+        rated = [value.quantize(Decimal("1E-10")) for value in rate_tokens(usage, book.model_rate(run.model,
+                                                                                              run.created_at))]
+        assert [run.cost_input_usd, run.cost_cached_input_usd, run.cost_output_usd] == rated, run.openai_id
+    print("long-context runs among them:",
+          sum(1 for run in longest if run.model.startswith("gpt-6") and run.input_tokens > 272_000))
     # The end-user rollups are compacted as the nightly task leaves a live ledger's: every closed period for
     # good, the open month and part as this morning's pass left them, then the rows of users first seen today.
     from apps.ledger.compaction import periods_to_compact

@@ -396,8 +396,9 @@ def test_prices_page_lists_the_book_and_a_models_history(staff_client, frozen_no
     assert [cell.css_class for cell in cells[2:4]] == ["num", "num wrap"]
     # The page leads with the version (what a run says it was rated with); the CSV keeps its columns.
     assert cells[0].value == "test-model@2026-06-01"
-    assert rows[0] == ["Model", "Effective from", "Input", "Cached input", "Cache write", "Output", "Source",
-                       "Checked", "Version"]
+    assert rows[0] == ["Model", "Effective from", "Input", "Cached input", "Cache write", "Output",
+                       "Long context above (input tokens)", "Long-context input multiplier",
+                       "Long-context output multiplier", "Source", "Checked", "Version"]
     cached = response.context["history_figure"]["data"][1]
     assert cached["name"] == "cached input (= input price)" and cached["line"]["dash"] == "dot"
 
@@ -745,3 +746,20 @@ def test_a_settings_save_for_a_tenant_deleted_meanwhile_is_a_404_not_a_500(clien
         "monthly_budget_usd": "250.00", "high_cost_run_usd": "0.25", "thread_retention_days": "30",
         "vector_store_idle_days": "14"})
     assert response.status_code == 404
+
+
+def test_prices_page_says_each_versions_long_context_pricing_and_its_csv_keeps_the_numbers(staff_client, frozen_now):
+    from apps.pricing.models import ModelPrice
+
+    ModelPrice.objects.create(model="test-model", effective_from=dt.date(2026, 6, 1), input_usd_per_1m="2.00",
+                              output_usd_per_1m="8", long_context_above_tokens=200_500,
+                              long_context_input_multiplier="2", long_context_output_multiplier="1.25")
+    response = staff_client.get("/prices/?model=test-model")
+    body = response.content.decode()
+    assert "above 200,500: ×2 in, ×1.25 out" in body
+    assert "above 272K: ×2 in, ×1.5 out" in body  # the shipped gpt-6 versions
+    rows = csv_rows(staff_client.get("/prices/?model=test-model&format=csv&table=history"))
+    assert rows[1][6] == "200500" and [Decimal(value) for value in rows[1][7:9]] == [Decimal("2"), Decimal("1.25")]
+    book = csv_rows(staff_client.get("/prices/?format=csv&table=book"))
+    gpt54 = next(row for row in book if row[0] == "gpt-5.4")
+    assert gpt54[book[0].index("Long context above (input tokens)")] == ""

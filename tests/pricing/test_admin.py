@@ -139,3 +139,18 @@ def test_a_tool_price_version_no_run_was_rated_with_can_have_its_fees_corrected(
     assert future.web_search_call_usd_per_1k == Decimal("25.000000")
     assert "Price changed: re-rate its period with `manage.py reprice --start … --end …`." in [
         str(m) for m in get_messages(saved.wsgi_request)]
+
+
+def test_long_context_pricing_added_in_the_admin_needs_all_three_fields(client, staff_user, db):
+    _superuser_login(client, staff_user)
+    half = {**FORM, "long_context_above_tokens": "272000", "long_context_input_multiplier": "2"}
+    response = client.post("/admin/pricing/modelprice/add/", half)
+    assert response.status_code == 200  # the form again, with the error on the missing field
+    assert response.context["adminform"].form.errors == {
+        "long_context_output_multiplier": ["Set with the other long-context fields, or leave all three empty."]}
+    assert not ModelPrice.objects.filter(model="admin-model").exists()
+
+    whole = {**half, "long_context_output_multiplier": "1.5"}
+    assert client.post("/admin/pricing/modelprice/add/", whole).status_code == 302
+    assert ModelPrice.objects.get(model="admin-model").long_context_text == (
+        "above 272K: ×2 in, ×1.5 out")

@@ -51,6 +51,32 @@ def test_a_new_price_is_audited_and_rates_only_unpriced_runs_created_on_or_after
     assert event.target_id == "gpt-7-test@2026-06-01" and event.actor_label.startswith("api-key:")
 
 
+def test_a_price_with_long_context_pricing_rates_the_unpriced_long_prompts_at_its_multiples(
+        api_client, admin_key, tenant):
+    long_prompt = builders.response(created_at=dt.datetime(2026, 6, 2, tzinfo=dt.UTC), model="gpt-7-test",
+                                    input_tokens=400_000, output_tokens=10_000)
+    ingest_events(events=[{"tenant": "acme", "object": long_prompt}])
+    body = {**PRICE, "long_context_above_tokens": 272_000, "long_context_input_multiplier": "2",
+            "long_context_output_multiplier": "1.5"}
+    answer = api_client.post("/api/v1/prices/", body, format="json", **bearer(admin_key))
+    assert answer.status_code == 201, answer.content
+    assert {name: answer.json()[name] for name in body if name.startswith("long_context")} == {
+        "long_context_above_tokens": 272_000, "long_context_input_multiplier": "2.000",
+        "long_context_output_multiplier": "1.500"}
+    # 400k input at $3 × 2, 10k output at $12 × 1.5.
+    assert Run.objects.for_tenant(tenant).get(openai_id=long_prompt["id"]).cost_total_usd == Decimal("2.58")
+    assert AuditEvent.objects.get(action="price.create").data["long_context_above_tokens"] == "272000"
+    listed = api_client.get("/api/v1/prices/", {"model": "gpt-6.1-sol"}, **bearer(admin_key)).json()["results"]
+    assert [price["long_context_above_tokens"] for price in listed] == [272_000]
+
+
+def test_long_context_pricing_without_all_of_its_fields_is_a_400_naming_the_missing_ones(api_client, admin_key):
+    body = {**PRICE, "long_context_above_tokens": 272_000, "long_context_output_multiplier": "1.5"}
+    answer = api_client.post("/api/v1/prices/", body, format="json", **bearer(admin_key))
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "long_context_input_multiplier"
+    assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
+
+
 def test_the_same_model_and_date_twice_is_409(api_client, admin_key):
     assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key)).status_code == 201
     again = api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key))

@@ -35,6 +35,26 @@ def test_fresh_database_holds_the_shipped_price_book(db):
     assert gpt54.source and not gpt54.verify
 
 
+def test_the_current_models_bill_long_prompts_at_their_long_context_multiples_and_older_ones_do_not(db, tenant):
+    """OpenAI's current models bill a request past 272K input tokens at 2x input and 1.5x output (shared
+    reference, section 6); the seeded book says so, and ingest rates by it."""
+    sol = ModelPrice.objects.get(model="gpt-6.1-sol")
+    assert (sol.long_context_above_tokens, sol.long_context_input_multiplier, sol.long_context_output_multiplier) == (
+        272_000, Decimal("2"), Decimal("1.5"))
+    assert sol.long_context_text == "above 272K: ×2 in, ×1.5 out"
+    assert ModelPrice.objects.get(model="gpt-5.4").long_context_above_tokens is None
+    created = dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": tenant.slug, "object": builders.response(
+        response_id=response_id, created_at=created, model=model, input_tokens=tokens, output_tokens=10_000,
+        service_tier="default")} for response_id, model, tokens in (
+            ("resp_long", "gpt-6.1-sol", 300_000), ("resp_short", "gpt-6.1-sol", 272_000),
+            ("resp_old_model", "gpt-5.4", 300_000))])
+    costs = dict(Run.objects.for_tenant(tenant).values_list("openai_id", "cost_total_usd"))
+    assert costs == {"resp_long": Decimal("1.35"),  # 300,000 × $2 / 1M × 2 + 10,000 × $10 / 1M × 1.5
+                     "resp_short": Decimal("0.644"),  # at the threshold: list prices
+                     "resp_old_model": Decimal("0.9")}  # gpt-5.4 has no long-context pricing
+
+
 def test_load_price_book_is_idempotent_and_refreshes_changed_values(db, capsys):
     call_command("load_price_book")
     assert "0 created, 0 updated" in capsys.readouterr().out
@@ -103,6 +123,13 @@ def test_price_book_load_still_refreshes_what_is_not_a_run_fee_on_a_rated_tool_p
     ({"output_usd_per_1m": "1e9"}, r"models\[0\]\.output_usd_per_1m: must be less than 100000000"),
     ({"model": "m" * 101}, r"models\[0\]\.model: must be a model name of at most 100 characters"),
     ({"model": ["gpt-5.4"]}, r"models\[0\]\.model: must be a model name"),
+    ({"long_context": {"above_input_tokens": "272k", "input_multiplier": "2", "output_multiplier": "1.5"}},
+     r"models\[0\]\.long_context\.above_input_tokens: must be a whole number of tokens"),
+    ({"long_context": {"above_input_tokens": 272000, "input_multiplier": "2"}},
+     r"models\[0\]\.long_context\.output_multiplier: must be a decimal number"),
+    ({"long_context": {"above_input_tokens": 272000, "input_multiplier": "1.0001", "output_multiplier": "1.5"}},
+     r"models\[0\]\.long_context\.input_multiplier: must have at most 3 decimal places"),
+    ({"long_context": "2x above 272k"}, r"models\[0\]\.long_context: must be an object"),
     # Stored as given, " gpt-5.4 " would never match a run's model.
     ({"model": " gpt-5.4 "}, r"models\[0\]\.model: must be a model name .*without surrounding spaces"),
 ])

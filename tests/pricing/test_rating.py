@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from apps.pricing.rating import (
+    LongContextRate,
     ModelRate,
     RatingError,
     ToolRate,
@@ -132,6 +133,42 @@ def test_service_tier_modifiers_apply_to_tokens_not_tools():
     assert default.total == Decimal("3.03")
     assert flex.total == Decimal("1.53")
     assert priority.total == Decimal("6.03")
+
+
+# gpt-6.1-sol's prices and OpenAI's long-context rule for its current models (shared reference, section 6).
+LONG_CONTEXT = ModelRate(model="gpt-6.1-sol", effective_from=dt.date(2026, 9, 1), input_usd_per_1m=Decimal("2"),
+                         cached_input_usd_per_1m=Decimal("0.10"), cache_write_usd_per_1m=Decimal("2.50"),
+                         output_usd_per_1m=Decimal("10"),
+                         long_context=LongContextRate(above_input_tokens=272_000, input_multiplier=Decimal("2"),
+                                                      output_multiplier=Decimal("1.5")))
+
+
+def test_a_prompt_past_the_long_context_threshold_bills_every_token_at_its_multiples():
+    # 300,000 input tokens: 40,000 cached, 10,000 cache writes, 250,000 uncached; 20,000 output (5,000 reasoning).
+    usage = Usage(input_tokens=300_000, cached_input_tokens=40_000, cache_write_tokens=10_000, output_tokens=20_000,
+                  reasoning_tokens=5_000, api="responses")
+    cost = rate_run(usage, LONG_CONTEXT, None)
+    assert cost.input == Decimal("1.05")  # (250,000 × $2 + 10,000 × $2.50) / 1M = $0.525, × 2
+    assert cost.cached_input == Decimal("0.008")  # 40,000 × $0.10 / 1M = $0.004, × 2
+    assert cost.output == Decimal("0.3")  # 20,000 × $10 / 1M = $0.20, × 1.5
+    assert cost.total == Decimal("1.358")
+
+
+def test_the_long_context_threshold_is_exclusive_and_counts_cached_tokens_in_the_prompt():
+    at = rate_run(Usage(input_tokens=272_000, output_tokens=1_000), LONG_CONTEXT, None)
+    assert (at.input, at.output) == (Decimal("0.544"), Decimal("0.01"))
+    past = rate_run(Usage(input_tokens=272_001, cached_input_tokens=272_000, output_tokens=1_000), LONG_CONTEXT, None)
+    assert (past.input, past.cached_input, past.output) == (Decimal("0.000004"), Decimal("0.0544"), Decimal("0.015"))
+
+
+def test_long_context_multiples_stack_on_the_service_tier_and_a_version_without_them_has_none():
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, api="responses", service_tier="priority")
+    assert rate_run(usage, LONG_CONTEXT, None).total == Decimal("11")  # ($2 × 2 × 2) + ($1 × 2 × 1.5)
+    flex = Usage(**{**usage.__dict__, "service_tier": "flex"})
+    assert rate_run(flex, LONG_CONTEXT, None).total == Decimal("2.75")  # ($2 × 0.5 × 2) + ($1 × 0.5 × 1.5)
+    plain = ModelRate(model="gpt-5.4", effective_from=dt.date(2024, 1, 1), input_usd_per_1m=Decimal("2"),
+                      output_usd_per_1m=Decimal("10"))
+    assert rate_run(Usage(input_tokens=1_000_000, output_tokens=100_000), plain, None).total == Decimal("3")
 
 
 def test_impossible_usage_is_refused():

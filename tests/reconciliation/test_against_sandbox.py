@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from apps.ledger.models import Run
 from apps.ledger.services import ingest_events
 from apps.reconciliation import openai_side
 from apps.reconciliation.models import ReconciliationLine, ReconciliationRun
@@ -27,6 +28,8 @@ TRAFFIC = [
     ("gpt-5.4", [{"type": "web_search"}], {"input_tokens": 90_000, "output_tokens": 8_000}),
     ("gpt-5.5", [], {"input_tokens": 40_000, "cached_tokens": 10_000, "output_tokens": 3_000}),
     ("gpt-6.1-sol", [], {"input_tokens": 250_000, "cached_tokens": 120_000, "output_tokens": 20_000}),
+    # Past 272K input tokens: billed at gpt-6.1-sol's long-context multiples, on the same lines as the one above.
+    ("gpt-6.1-sol", [], {"input_tokens": 300_000, "output_tokens": 10_000}),
 ]
 
 
@@ -79,6 +82,10 @@ def test_a_generated_month_without_drift_matches_every_line(month, provider):
     names = set(lines.values_list("line", flat=True))
     assert {"gpt-5.4, input", "gpt-5.4, cached input", "gpt-5.4, output", "gpt-5.5, input tokens",
             "gpt-6.1-sol, cached input tokens", "web search", "unattributed spend"} <= names
+    # The long prompt of the first day was rated at 2x input and 1.5x output (gpt-6.1-sol: $2 and $10 per 1M),
+    # and its day's lines still match what OpenAI billed for both of the model's requests.
+    long_prompt = Run.objects.unscoped().get(model="gpt-6.1-sol", input_tokens=300_000)
+    assert (long_prompt.cost_input_usd, long_prompt.cost_output_usd) == (Decimal("1.2"), Decimal("0.15"))
     # Both sides really were compared: every day has OpenAI dollars, and the month's totals agree to the cent.
     runs = ReconciliationRun.objects.filter(is_current=True)
     assert all(run.openai_total_usd > 0 for run in runs)

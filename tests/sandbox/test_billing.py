@@ -28,6 +28,14 @@ def _price(models, model: str, day: dt.date) -> dict:
     return max(rows, key=lambda row: row["effective_from"])
 
 
+def _long_context_multiples(price: dict, input_tokens: int) -> tuple[Decimal, Decimal]:
+    """A prompt past the price's long-context threshold bills at its multiples (input, output)."""
+    rule = price.get("long_context")
+    if rule and input_tokens > rule["above_input_tokens"]:
+        return Decimal(rule["input_multiplier"]), Decimal(rule["output_multiplier"])
+    return Decimal(1), Decimal(1)
+
+
 def _day(moment: float) -> dt.date:
     return dt.datetime.fromtimestamp(moment, tz=dt.UTC).date()
 
@@ -61,10 +69,12 @@ def served_costs(export: dict, now: float) -> dict[tuple[dt.date, str], Decimal]
         cached_price = Decimal(price["cached_input_usd_per_1m"] or price["input_usd_per_1m"])
         write_price = Decimal(price["cache_write_usd_per_1m"] or price["input_usd_per_1m"])
         model = response["model"]
-        costs[(day, f"{model}, input")] += (usage["input_tokens"] - cached - written) * input_price / MILLION
-        costs[(day, f"{model}, cached input")] += cached * cached_price / MILLION
-        costs[(day, f"{model}, cache write")] += written * write_price / MILLION
-        costs[(day, f"{model}, output")] += usage["output_tokens"] * Decimal(price["output_usd_per_1m"]) / MILLION
+        on_input, on_output = _long_context_multiples(price, usage["input_tokens"])
+        costs[(day, f"{model}, input")] += (usage["input_tokens"] - cached - written) * input_price * on_input / MILLION
+        costs[(day, f"{model}, cached input")] += cached * cached_price * on_input / MILLION
+        costs[(day, f"{model}, cache write")] += written * write_price * on_input / MILLION
+        costs[(day, f"{model}, output")] += (usage["output_tokens"] * Decimal(price["output_usd_per_1m"]) * on_output
+                                             / MILLION)
         output = response["output"]
         containers = {item["container_id"] for item in output if item["type"] == "code_interpreter_call"}
         costs[(day, "code interpreter")] += len(containers) * Decimal(tools["code_interpreter_session_usd"])
@@ -262,12 +272,37 @@ def test_costs_bill_each_tier_at_its_multiple_and_a_snapshot_at_its_familys_pric
     price = Decimal(_price(models, "gpt-6-luna", _day(sandbox.clock.now()))["input_usd_per_1m"])
     for model, tier in (("gpt-6-luna", "default"), ("gpt-6-luna", "flex"), ("gpt-6-luna-2026-03-05", "priority")):
         openai_client.responses.create(model=model, input="x", service_tier=tier,
-                                       extra_body={"sandbox": {"input_tokens": 1_000_000, "output_tokens": 0}})
+                                       extra_body={"sandbox": {"input_tokens": 200_000, "output_tokens": 0}})
     now = int(sandbox.clock.now())
     lines = {result["line_item"]: Decimal(repr(result["amount"]["value"]))
              for bucket in provider.costs(now - DAY, now + 1, group_by=["line_item"]) for result in bucket["results"]
              if result["line_item"].endswith(", input")}
-    assert lines == {"gpt-6-luna, input": price * Decimal("1.5"), "gpt-6-luna-2026-03-05, input": price * 2}
+    # 200k tokens (under the long-context threshold): 0.2 of the price per 1M at default, 0.1 at flex, 0.4 at priority.
+    assert lines == {"gpt-6-luna, input": price * Decimal("0.3"), "gpt-6-luna-2026-03-05, input": price * Decimal("0.4")}
+
+
+def test_costs_bill_a_prompt_past_272k_tokens_at_the_long_context_multiples(openai_client, sandbox, provider):
+    """As OpenAI bills its current models: above 272K input tokens the whole request at 2x input and 1.5x
+    output (shared reference, section 6), with the service tier's multiple on top; at 272K, the list price."""
+    models, _ = _prices()
+    price = _price(models, "gpt-6.1-sol", _day(sandbox.clock.now()))
+    input_price, output_price = Decimal(price["input_usd_per_1m"]), Decimal(price["output_usd_per_1m"])
+    for model, tokens, tier in (("gpt-6.1-sol", 272_000, "default"), ("gpt-6.1-sol-2026-09-30", 300_000, "default"),
+                                ("gpt-6.1-sol-2026-10-01", 300_000, "flex")):
+        openai_client.responses.create(model=model, input="x", service_tier=tier, extra_body={
+            "sandbox": {"input_tokens": tokens, "output_tokens": 10_000}})
+    now = int(sandbox.clock.now())
+    lines = {result["line_item"]: Decimal(repr(result["amount"]["value"]))
+             for bucket in provider.costs(now - DAY, now + 1, group_by=["line_item"]) for result in bucket["results"]
+             if result["line_item"].startswith("gpt-6.1-sol")}
+    assert lines == {
+        "gpt-6.1-sol, input": 272_000 * input_price / MILLION,
+        "gpt-6.1-sol, output": 10_000 * output_price / MILLION,
+        "gpt-6.1-sol-2026-09-30, input": 300_000 * input_price * 2 / MILLION,
+        "gpt-6.1-sol-2026-09-30, output": 10_000 * output_price * Decimal("1.5") / MILLION,
+        "gpt-6.1-sol-2026-10-01, input": 300_000 * input_price * 2 / 2 / MILLION,
+        "gpt-6.1-sol-2026-10-01, output": 10_000 * output_price * Decimal("1.5") / 2 / MILLION,
+    }
 
 
 @pytest.mark.parametrize("tier", [5, ["flex"], "turbo"])
