@@ -38,6 +38,11 @@ class Alert(models.Model):
     webhook_delivered_at = models.DateTimeField(null=True, blank=True)
     delivery_attempts = models.PositiveSmallIntegerField(default=0)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # Set when the cause went away (a price added, the day reconciled clean, the run answered): the alert stays
+    # as history; a cause that comes back opens it again (services.alerts_resolve, _alerts_insert).
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # db_default: alerts are inserted in bulk with raw SQL that names only the columns a new alert sets.
+    resolution = models.CharField(max_length=300, blank=True, db_default="", help_text="Why it was resolved.")
 
     unscoped_objects = models.Manager()
     objects = TenantScopedManager()
@@ -48,3 +53,10 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def state(self) -> str:
+        """open, acknowledged (someone has seen it) or resolved (its cause went away)."""
+        if self.resolved_at is not None:
+            return "resolved"
+        return "acknowledged" if self.acknowledged_at is not None else "open"

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.money import ZERO, money_text
+from apps.core.services import audit_record
 
 from .models import Alert
 
@@ -57,14 +58,44 @@ def alerts_raise_many(specs: Iterable[AlertSpec]) -> list[Alert]:
     return list(Alert.unscoped_objects.filter(pk__in=ids).order_by("pk")) if ids else []
 
 
-def _raised_causes(cause_keys: list[str]) -> set[str]:
-    """The cause keys among these that an alert has been raised for (any tenant: a cause is raised once)."""
+def _raised_causes(cause_keys: list[str]) -> dict[str, bool]:
+    """The cause keys among these that an alert has been raised for (any tenant: a cause is raised once), each
+    with whether that alert is resolved."""
     from apps.ledger import bulk
 
     if bulk.is_postgres():  # one array parameter instead of a placeholder per key (see bulk.select_by_key)
-        return {row["cause_key"] for row in bulk.select_by_key(Alert._meta.db_table, ["cause_key"], "cause_key",
-                                                                cause_keys)}
-    return set(Alert.unscoped_objects.filter(cause_key__in=cause_keys).values_list("cause_key", flat=True))
+        rows = bulk.select_by_key(Alert._meta.db_table, ["cause_key", "resolved_at"], "cause_key", cause_keys)
+        return {row["cause_key"]: row["resolved_at"] is not None for row in rows}
+    return {key: resolved is not None for key, resolved in
+            Alert.unscoped_objects.filter(cause_key__in=cause_keys).values_list("cause_key", "resolved_at")}
+
+
+def _reopen(cause_keys: list[str]) -> None:
+    """Alerts resolved once whose cause is back (the model unpriced again, the line drifting again): open again,
+    not sent again (their delivery happened when they were raised), audited."""
+    reopened = list(Alert.unscoped_objects.filter(cause_key__in=cause_keys, resolved_at__isnull=False)
+                    .values_list("pk", flat=True))
+    if reopened:
+        Alert.unscoped_objects.filter(pk__in=reopened).update(resolved_at=None, resolution="")
+        audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(reopened),
+                     actor_label="service:alerts", data={"alerts": reopened, "causes": sorted(cause_keys)})
+
+
+def _ids_text(ids: list[int]) -> str:
+    return ",".join(str(pk) for pk in ids)[:100]
+
+
+def alerts_resolve(*, alerts, reason: str) -> list[int]:
+    """Resolve the open alerts among `alerts` (a queryset of the manager that sees them all): their cause went
+    away. Kept as history with when and why; one audit record. Returns their ids."""
+    ids = list(alerts.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+    if not ids:
+        return []
+    Alert.unscoped_objects.filter(pk__in=ids, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolution=reason[:300])
+    audit_record(action="alert.resolve", target_type="alert", target_id=_ids_text(ids),
+                 actor_label="service:alerts", data={"alerts": ids, "reason": reason})
+    return ids
 
 
 def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
@@ -81,6 +112,8 @@ def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
     raised = _raised_causes(list(unique))
     for key in raised:
         del unique[key]
+    if any(raised.values()):
+        _reopen([key for key, resolved in raised.items() if resolved])
     if not unique:
         return []
     now = timezone.now()
@@ -264,6 +297,7 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
     warn_after = dt.timedelta(minutes=settings.REQUIRES_ACTION_WARN_MINUTES)
     now = timezone.now()
     months: dict[int, set[dt.date]] = defaultdict(set)
+    left_requires_action: dict[str, list[str]] = defaultdict(list)
     for change in changes:
         old, new = change["old"], change["new"]
         openai_id = new["openai_id"]
@@ -302,8 +336,30 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
             spec = requires_action_spec(new, now, warn_after)
             if spec:
                 specs.append(spec)
+        elif old and old["status"] == "requires_action":
+            left_requires_action[new["status"]].append(f"requires_action:{openai_id}")
     specs.extend(_budget_specs(months))
-    return _alerts_insert(specs)
+    raised = _alerts_insert(specs)
+    for status, cause_keys in sorted(left_requires_action.items()):
+        # The warning is moot: the tool outputs arrived (or the run ended without them, which its status says).
+        alerts_resolve(alerts=Alert.unscoped_objects.filter(cause_key__in=cause_keys),
+                       reason=f"The run left requires_action: it is {status.replace('_', ' ')}.")
+    return raised
+
+
+def alerts_resolve_priced_models() -> list[int]:
+    """Resolve the open unpriced-model alerts of models with no run stored unpriced any more (after a price
+    rated them); a model with unpriced runs left (created before its price's date) keeps its alert."""
+    from apps.ledger.selectors import models_with_unpriced_runs
+
+    open_alerts = dict(Alert.unscoped_objects.filter(kind=Alert.Kind.UNPRICED_MODEL, resolved_at__isnull=True)
+                       .values_list("pk", "data__model"))
+    if not open_alerts:
+        return []
+    still_unpriced = models_with_unpriced_runs(set(open_alerts.values()))
+    priced = [pk for pk, model in open_alerts.items() if model not in still_unpriced]
+    return alerts_resolve(alerts=Alert.unscoped_objects.filter(pk__in=priced),
+                          reason="Every run of this model is priced now.")
 
 
 def _worth_a_wasted_alert(cost: Decimal) -> bool:

@@ -373,6 +373,9 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
         Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_run_url,
                csv_get=lambda a: a.title, csv_kind="text"),
         Column("severity", "Severity", "status"),
+        # Resolved: its cause went away (a price added, the day reconciled clean); the reason is in the CSV.
+        Column("state", "State", "status"),
+        Column("resolution", "Resolution", "text", page=False),
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))

@@ -11,7 +11,7 @@ import heapq
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import itemgetter
@@ -1323,3 +1323,9 @@ def runs_search(
     if high_cost is not None:
         runs = runs.filter(is_high_cost=high_cost)
     return runs.select_related("tenant", "model_price", "tool_price").order_by("-created_at", "-id")
+
+
+def models_with_unpriced_runs(models: Iterable[str]) -> set[str]:
+    """Those of these models that still have runs stored unpriced (from the daily rollups' unpriced counts)."""
+    return set(DailyRollup.objects.unscoped().filter(model__in=list(models), unpriced_runs__gt=0)
+               .values_list("model", flat=True).distinct())

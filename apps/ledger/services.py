@@ -1560,6 +1560,10 @@ def runs_reprice(
     result.tenants = sorted(diffs.values(), key=lambda d: d.tenant_slug)
     _reprice_audit(result, start, end, unpriced_only, tenant, actor, actor_label)
     _announce_repriced(result.changed_days)
+    if not dry_run and any(diff.newly_priced_runs for diff in result.tenants):
+        from apps.alerts.services import alerts_resolve_priced_models
+
+        alerts_resolve_priced_models()
     return result
 
 

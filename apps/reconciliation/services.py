@@ -45,7 +45,7 @@ from .comparison import (
 from .models import LateLedgerDay, ReconciliationLine, ReconciliationRun
 from .openai_side import openai_observations
 from .projects import ProjectConfig, object_project_ids
-from .selectors import ledger_observations, reconciliation_projects
+from .selectors import ResultFilters, failed_attempts, ledger_observations, reconciliation_projects
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +256,7 @@ def _reconcile_locked(*, project, start, end, trigger, say, provider_factory, no
         data={"start": start.isoformat(), "end": end.isoformat(), "runs": [run.pk for run in outcome.runs],
               "flagged": sum(run.flagged_count for run in outcome.runs)},
     )
+    _resolve_failure_alerts(project.project_id)
     return outcome
 
 
@@ -457,6 +458,7 @@ def _recompare_locked(*, project_id: str, results: list[ReconciliationRun], trig
                     _mark_failed([attempt], exc, project_id=project_id,
                                  say=lambda message: logger.error("%s", message))
                     raise
+        _resolve_failure_alerts(project_id)  # a failed re-compare of a day is settled by one that succeeded
     finally:
         # Whatever stopped it, the days already swapped in are audited (each is its own committed change).
         if recompared:
@@ -610,23 +612,25 @@ def recompare_later(pending: dict[str, list[dt.date]], *, countdown: int, attemp
     return True
 
 
+def _drift_cause(line: ReconciliationLine) -> str:
+    # The status is part of the cause: a line first flagged "missing at OpenAI" (its numbers not in yet) that
+    # later shows real drift raises again instead of hiding behind the first alert.
+    cause = f"reconciliation:{line.openai_project}:{line.day.isoformat()}:{line.line}:{line.status}"
+    return cause if len(cause) <= 255 else f"reconciliation:{hashlib.sha256(cause.encode()).hexdigest()}"
+
+
 def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> None:
-    """One alert per (day, project, line) cause: re-running the day, or seeing it again tomorrow, adds none."""
-    try:
-        from apps.alerts.services import alert_raise
-    except ImportError:
-        logger.warning("alerts app has no alert_raise yet; %d drift lines not alerted", len(lines))
-        return
+    """One alert per (day, project, line) cause: re-running the day, or seeing it again tomorrow, adds none.
+    The day's drift alerts this result no longer flags are resolved (a late run, a price correction or
+    OpenAI's own late numbers explained them); one it flags again is opened again."""
+    from apps.alerts.models import Alert
+    from apps.alerts.services import alert_raise, alerts_resolve
+
     for line in lines:
         kind = "Unattributed spend" if line.kind == KIND_UNATTRIBUTED else "Reconciliation drift"
-        # The status is part of the cause: a line first flagged "missing at OpenAI" (its numbers not in yet)
-        # that later shows real drift raises again instead of hiding behind the first alert.
-        cause = f"reconciliation:{line.openai_project}:{line.day.isoformat()}:{line.line}:{line.status}"
-        if len(cause) > 255:
-            cause = f"reconciliation:{hashlib.sha256(cause.encode()).hexdigest()}"
         alert_raise(
             kind="reconciliation_drift",
-            cause_key=cause,
+            cause_key=_drift_cause(line),
             tenant=None,
             title=f"{kind}: {line.line} on {line.day.isoformat()} ({line.openai_project})",
             message=(
@@ -643,6 +647,27 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
                 "run_id": run.pk,
             },
         )
+    explained = (Alert.unscoped_objects.filter(kind=Alert.Kind.RECONCILIATION_DRIFT, data__day=run.day.isoformat(),
+                                               data__openai_project=run.openai_project)
+                 .exclude(cause_key__in=[_drift_cause(line) for line in lines]))
+    alerts_resolve(alerts=explained, reason=f"The day's result #{run.pk} no longer flags this line.")
+
+
+def _resolve_failure_alerts(project_id: str) -> None:
+    """Resolve the project's reconciliation-failed alerts none of whose days is still failing (the page's
+    failure card for them is gone: a later fetch, or a later re-compare of a failed re-compare, succeeded)."""
+    from apps.alerts.models import Alert
+    from apps.alerts.services import alerts_resolve
+
+    settled = []
+    for alert in Alert.unscoped_objects.filter(kind=Alert.Kind.RECONCILIATION_FAILED, resolved_at__isnull=True,
+                                               data__project=project_id):
+        end_day = dt.date.fromisoformat(alert.data["end_day"])
+        start = end_day - dt.timedelta(days=int(alert.data["days"]) - 1)
+        if not failed_attempts(ResultFilters(start=start, end=end_day + dt.timedelta(days=1), project_id=project_id)):
+            settled.append(alert.pk)
+    alerts_resolve(alerts=Alert.unscoped_objects.filter(pk__in=settled),
+                   reason="Every day it named has been reconciled since.")
 
 
 def reconciliation_failure_alert(*, project_id: str, end_day: dt.date, days: int, error: str) -> None:

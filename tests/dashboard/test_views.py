@@ -763,3 +763,23 @@ def test_prices_page_says_each_versions_long_context_pricing_and_its_csv_keeps_t
     book = csv_rows(staff_client.get("/prices/?format=csv&table=book"))
     gpt54 = next(row for row in book if row[0] == "gpt-5.4")
     assert gpt54[book[0].index("Long context above (input tokens)")] == ""
+
+
+def test_a_tenants_alerts_say_which_are_resolved_and_the_csv_says_why(staff_client, tenant, other_tenant, frozen_now):
+    from apps.alerts.models import Alert
+    from apps.alerts.services import alert_raise, alerts_resolve
+
+    alert_raise(kind="high_cost_run", cause_key="high_cost_run:run_open", tenant=tenant, title="High-cost run open")
+    alert_raise(kind="requires_action_expiring", cause_key="requires_action:run_done", tenant=tenant,
+                title="Run run_done waits for tool outputs")
+    alert_raise(kind="requires_action_expiring", cause_key="requires_action:run_other", tenant=other_tenant,
+                title="Run run_other waits for tool outputs")
+    alerts_resolve(alerts=Alert.unscoped_objects.filter(cause_key__in=["requires_action:run_done",
+                                                                       "requires_action:run_other"]),
+                   reason="The run left requires_action: it is completed.")
+    body = staff_client.get("/tenants/acme/").content.decode()
+    assert '<span class="badge badge-ok">resolved</span>' in body and "run_other" not in body
+    rows = csv_rows(staff_client.get("/tenants/acme/?format=csv&table=alerts"))
+    state, resolution = rows[0].index("State"), rows[0].index("Resolution")
+    assert sorted((row[state], row[resolution]) for row in rows[1:]) == [
+        ("open", ""), ("resolved", "The run left requires_action: it is completed.")]

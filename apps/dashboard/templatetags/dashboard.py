@@ -79,7 +79,7 @@ def status_class(status: str) -> str:
     if status in {"incomplete", "requires_action", "warning", "due_soon", "cancelling", "held", "would_delete",
                   "skipped_legal_hold", "running"}:
         return "badge-warn"
-    if status in {"completed", "ok", "active", "info", "deleted", "finished", "matched", "complete"}:
+    if status in {"completed", "ok", "active", "info", "deleted", "finished", "matched", "complete", "resolved"}:
         return "badge-ok"
     return "badge-neutral"
 
