@@ -255,7 +255,8 @@ class OverviewView(DashboardView):
             ),
             # Half the page wide: without the kind code the alert text wraps inside the card instead of
             # running out of it (the title already says what happened; the tenant page lists kinds).
-            "alerts": _alerts_table(alerts_recent(scope=self.scope)[:10], with_tenant=True, with_kind=False),
+            "alerts": _alerts_table(alerts_recent(scope=self.scope)[:10], with_tenant=True, with_kind=False,
+                                    with_state=False),
         }
 
     def get_context_data(self, **kwargs):
@@ -362,8 +363,8 @@ class TenantListView(DashboardView):
         return context
 
 
-def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: str = "alerts",
-                  paginate_by: int | None = None) -> Table:
+def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_state: bool = True,
+                  name: str = "alerts", paginate_by: int | None = None) -> Table:
     # What happened right after when: on a phone the columns past the first few are off-screen until scrolled.
     columns = [
         # May break before its time: the run id in the text beside it is a 30-character unbroken block now.
@@ -372,9 +373,13 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, name: st
         # the title links to, and in the CSV, which keeps the title as stored).
         Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_run_url,
                csv_get=lambda a: a.title, csv_kind="text"),
-        Column("severity", "Severity", "status"),
-        # Resolved: its cause went away (a price added, the day reconciled clean); the reason is in the CSV.
-        Column("state", "State", "status"),
+        # Resolved: its cause went away (a price added, the day reconciled clean); the reason is in the CSV. The
+        # overview's half-width card has no room for a State column: there a resolved alert says "resolved"
+        # where its severity was (the CSV keeps both).
+        *([Column("severity", "Severity", "status"), Column("state", "State", "status")] if with_state else [
+            Column("severity", "Severity", "status", value=lambda a: "resolved" if a.resolved_at else a.severity,
+                   csv_get=lambda a: a.severity),
+            Column("state", "State", "status", page=False)]),
         Column("resolution", "Resolution", "text", page=False),
     ]
     if with_kind:

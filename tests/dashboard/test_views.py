@@ -783,3 +783,10 @@ def test_a_tenants_alerts_say_which_are_resolved_and_the_csv_says_why(staff_clie
     state, resolution = rows[0].index("State"), rows[0].index("Resolution")
     assert sorted((row[state], row[resolution]) for row in rows[1:]) == [
         ("open", ""), ("resolved", "The run left requires_action: it is completed.")]
+    # The overview's half-width card says "resolved" where the severity was; its CSV keeps both.
+    overview = staff_client.get("/")
+    severities = [row[3].value for row in overview.context["tables"]["alerts"].html_rows]
+    assert sorted(severities) == ["resolved", "resolved", "warning"]
+    rows = csv_rows(staff_client.get("/?format=csv&table=alerts"))
+    assert sorted((row[rows[0].index("Severity")], row[rows[0].index("State")]) for row in rows[1:]) == [
+        ("warning", "open"), ("warning", "resolved"), ("warning", "resolved")]

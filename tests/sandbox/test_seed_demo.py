@@ -62,3 +62,29 @@ def test_the_demo_scenario_flags_exactly_its_two_drift_days(sandbox):
     assert days == [dt.date(2026, 11, 19), dt.date(2026, 11, 22)]
     assert all(Decimal(rule["amount_usd"]) >= Decimal("0.50") and rule["unattributed"] for rule in summary["drift"])
     assert sandbox.sandbox.load_demo(seed=42, drift=False)["drift"] == [] and sandbox.faults.drift_rules() == []
+
+
+def test_seed_demo_syncs_the_inventory_under_the_hourly_syncs_lock_and_waits_for_one_running(sandbox, provider,
+                                                                                            monkeypatch):
+    """Run beside a worker, the seed's inventory sync listed every object at OpenAI a second time at once."""
+    from apps.lifecycle import tasks
+    from apps.lifecycle.models import VectorStore
+    from apps.sandbox.management.commands import seed_demo
+
+    sandbox.clock.set(NOW.timestamp())
+    sandbox.load_scenario(tenants=2, days=5, seed=3)
+    held = [True]
+    real = tasks.inventory_sync_exclusive
+
+    def another_sync_first(**kwargs):
+        if held:
+            held.pop()
+            return False  # the hourly sync holds the lock
+        return real(**kwargs)
+
+    monkeypatch.setattr(seed_demo, "inventory_sync_exclusive", another_sync_first)
+    monkeypatch.setattr(seed_demo.time, "sleep", lambda seconds: None)
+    out = io.StringIO()
+    call_command("seed_demo", no_sweep_preview=True, stdout=out, stderr=io.StringIO())
+    assert "another inventory sync is running; waiting for it to finish" in out.getvalue()
+    assert VectorStore.objects.unscoped().exists()  # the sync ran once the lock was free

@@ -23,7 +23,8 @@ from apps.alerts.services import alerts_for_budgets
 from apps.core.timeutils import month_start
 from apps.ledger.selectors import spend_by_tenant
 from apps.lifecycle.models import Sweep
-from apps.lifecycle.services import inventory_sync, sweep_create, sweep_run_to_completion
+from apps.lifecycle.services import sweep_create, sweep_run_to_completion
+from apps.lifecycle.tasks import inventory_sync_exclusive
 from apps.reconciliation.services import late_ledger_days_forget, reconciliation_reconcile
 from apps.sandbox.demo import (
     export_deletions_record,
@@ -100,7 +101,13 @@ class Command(BaseCommand):
         say(f"ingest: {totals.as_dict()} in {time.monotonic() - started:.1f}s")
         marked = export_deletions_record(export)
 
-        inventory = inventory_sync()
+        # Under the hourly sync's lock (a worker already running would otherwise list everything twice at once);
+        # if that sync holds it, the seed waits for it: the metering below needs the inventory it writes.
+        inventory = inventory_sync_exclusive()
+        while inventory is False:
+            say("another inventory sync is running; waiting for it to finish")
+            time.sleep(5)
+            inventory = inventory_sync_exclusive()
         say(f"inventory sync: {inventory}" + (f"; {marked} vector stores deleted at OpenAI recorded" if marked else ""))
         today = export_today(export)
         first_day = export_first_day(export)
