@@ -10,14 +10,12 @@ from django.urls import reverse
 from .models import AuditEvent
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("at", "action", "target_type", "target_id", "actor", "actor_label", "tenant_id")
-    list_filter = ("action", "target_type")
-    search_fields = ("target_id", "actor_label", "action")
-    # The actor may be empty (a job, an API key), and Django joins only required foreign keys by itself.
-    list_select_related = ("actor",)
-    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only the application writes, through its audited paths (the ledger's rows, reconciliation's marks):
+    listed and opened, never added, changed or deleted by hand."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request):
         return False
@@ -26,8 +24,19 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        # The log is the record of what staff did, here included: whoever it names must not be able to erase it.
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Read-only: the log is the record of what staff did, here included, and whoever it names must not be able
+    to erase it."""
+
+    list_display = ("at", "action", "target_type", "target_id", "actor", "actor_label", "tenant_id")
+    list_filter = ("action", "target_type")
+    search_fields = ("target_id", "actor_label", "action")
+    # The actor may be empty (a job, an API key), and Django joins only required foreign keys by itself.
+    list_select_related = ("actor",)
 
 
 def _tenant_id_of(obj) -> int | None:

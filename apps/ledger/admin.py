@@ -2,6 +2,9 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
+# Ledger rows are written by ingest and re-pricing only (audited paths), never by hand.
+from apps.core.admin import ReadOnlyAdmin
+
 from .models import DailyRollup, RollupCompaction, Run, Thread
 
 # The run and thread lists count at most this many matches, as the dashboard's run tables do (issue #9).
@@ -20,22 +23,6 @@ class CappedCountPaginator(Paginator):
         found = self.object_list.order_by()[: ADMIN_COUNT_CAP + 1].count()
         self.capped = found > ADMIN_COUNT_CAP
         return min(found, ADMIN_COUNT_CAP)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Ledger rows are written by ingest and re-pricing only (audited paths), never by hand."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Run)

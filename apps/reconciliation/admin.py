@@ -4,7 +4,7 @@ import os
 
 from django.contrib import admin
 
-from apps.core.admin import AuditedAdminMixin
+from apps.core.admin import AuditedAdminMixin, ReadOnlyAdmin
 
 from .models import LateLedgerDay, OpenAIProject, ReconciliationLine, ReconciliationRun
 
@@ -64,19 +64,10 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(LateLedgerDay)
-class LateLedgerDayAdmin(admin.ModelAdmin):
+class LateLedgerDayAdmin(ReadOnlyAdmin):
     """What the hourly task will compare again: read-only, since a mark deleted by hand would leave its day's
     result comparing OpenAI with the ledger as it was before the late runs."""
 
     list_display = ("day", "openai_project", "marked_at")
     list_filter = ("openai_project",)
     date_hierarchy = "day"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
