@@ -1,6 +1,7 @@
 """Alerts: one row per cause (a run, a budget threshold in a month, a model, a reconciliation day)."""
 
 from django.db import models
+from django.db.models import Q
 
 from apps.tenants.scoping import TenantScopedManager
 
@@ -49,7 +50,11 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "created_at"], name="alert_tenant_created")]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="alert_tenant_created"),
+            # The open alerts of a kind, which each resolution reads (per-run alerts make the table large).
+            models.Index(fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind"),
+        ]
 
     def __str__(self) -> str:
         return self.title

@@ -336,15 +336,28 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
             spec = requires_action_spec(new, now, warn_after)
             if spec:
                 specs.append(spec)
-        elif old and old["status"] == "requires_action":
+        elif (old and old["status"] == "requires_action" and new["status"] in ANSWERED_STATUSES
+              and _could_have_been_warned(old, now, warn_after)):
             left_requires_action[new["status"]].append(f"requires_action:{openai_id}")
     specs.extend(_budget_specs(months))
     raised = _alerts_insert(specs)
     for status, cause_keys in sorted(left_requires_action.items()):
-        # The warning is moot: the tool outputs arrived (or the run ended without them, which its status says).
+        # The warning is moot: the tool outputs arrived.
         alerts_resolve(alerts=Alert.unscoped_objects.filter(cause_key__in=cause_keys),
-                       reason=f"The run left requires_action: it is {status.replace('_', ' ')}.")
+                       reason=f"The run got its tool outputs: it is {status.replace('_', ' ')}.")
     return raised
+
+
+# A run leaving requires_action for one of these got its tool outputs, and its expiry warning is moot. One that
+# expired, failed or was cancelled instead is what the warning was about: that warning stays open.
+ANSWERED_STATUSES = frozenset({"queued", "in_progress", "completed"})
+
+
+def _could_have_been_warned(run: dict, now: dt.datetime, warn_after: dt.timedelta) -> bool:
+    """Whether the run has waited long enough for a warning (at ingest or by the watch): most tool outputs
+    arrive within seconds, and those runs need no look for an alert to resolve."""
+    expires_at = run.get("expires_at")
+    return expires_at is not None and now >= expires_at - REQUIRES_ACTION_EXPIRY + warn_after
 
 
 def alerts_resolve_priced_models() -> list[int]:
@@ -356,7 +369,7 @@ def alerts_resolve_priced_models() -> list[int]:
                        .values_list("pk", "data__model"))
     if not open_alerts:
         return []
-    still_unpriced = models_with_unpriced_runs(set(open_alerts.values()))
+    still_unpriced = models_with_unpriced_runs(set(open_alerts.values()))  # the caller holds the ingest lock
     priced = [pk for pk, model in open_alerts.items() if model not in still_unpriced]
     return alerts_resolve(alerts=Alert.unscoped_objects.filter(pk__in=priced),
                           reason="Every run of this model is priced now.")
@@ -462,18 +475,22 @@ def alerts_requires_action_scan(*, limit: int = 5000) -> list[Alert]:
     """Runs still waiting in requires_action close to their expiry (the periodic watch; ingest catches
     the ones that are already close when reported)."""
     from apps.ledger.models import Run, RunStatus
+    from apps.ledger.services import ingest_paused
 
     now = timezone.now()
     warn_after = dt.timedelta(minutes=settings.REQUIRES_ACTION_WARN_MINUTES)
-    runs = (
-        Run.objects.unscoped()
-        .filter(status=RunStatus.REQUIRES_ACTION, expires_at__gt=now,
-                expires_at__lte=now + REQUIRES_ACTION_EXPIRY - warn_after)
-        .order_by("expires_at")
-        .values("openai_id", "tenant_id", "expires_at")[:limit]
-    )
-    specs = [spec for run in runs if (spec := requires_action_spec(run, now, warn_after))]
-    return alerts_raise_many(specs)
+    # Under the ingest lock: a run whose tool outputs are being stored meanwhile would otherwise be warned
+    # about (or its resolved warning opened again) just after ingest looked for a warning to resolve.
+    with ingest_paused():
+        runs = (
+            Run.objects.unscoped()
+            .filter(status=RunStatus.REQUIRES_ACTION, expires_at__gt=now,
+                    expires_at__lte=now + REQUIRES_ACTION_EXPIRY - warn_after)
+            .order_by("expires_at")
+            .values("openai_id", "tenant_id", "expires_at")[:limit]
+        )
+        specs = [spec for run in runs if (spec := requires_action_spec(run, now, warn_after))]
+        return alerts_raise_many(specs)
 
 
 # --- the outbox catch-up ----------------------------------------------------------------------------
@@ -516,7 +533,8 @@ def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: d
     ))
     return (
         Alert.unscoped_objects.select_related("tenant")
-        .filter(missing, due, created_at__gte=now - PENDING_MAX_AGE)
+        # One resolved before it reached a channel is not chased: its cause is gone (the page keeps it).
+        .filter(missing, due, created_at__gte=now - PENDING_MAX_AGE, resolved_at__isnull=True)
         .order_by("pk")[:limit]
     )
 

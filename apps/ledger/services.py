@@ -1563,7 +1563,10 @@ def runs_reprice(
     if not dry_run and any(diff.newly_priced_runs for diff in result.tenants):
         from apps.alerts.services import alerts_resolve_priced_models
 
-        alerts_resolve_priced_models()
+        # Under the ingest lock: a batch storing another unpriced run of the model meanwhile would find the
+        # alert still open (nothing to reopen) and the resolution would hide it.
+        with ingest_paused():
+            alerts_resolve_priced_models()
     return result
 
 

@@ -116,13 +116,6 @@ def _long_context(value, where: str) -> dict:
                                                           f"{where}.output_multiplier")}
 
 
-def long_context_by_version(data: dict) -> dict[tuple[str, dt.date], dict]:
-    """(model, effective_from) -> the long-context fields the file gives that version (all None: none)."""
-    return {(entry["model"], _date(entry.get("effective_from"), f"models[{index}].effective_from")):
-            _long_context(entry.get("long_context"), f"models[{index}].long_context")
-            for index, entry in enumerate(data.get("models", [])) if isinstance(entry, dict) and entry.get("model")}
-
-
 def _common(entry: dict, where: str) -> dict:
     return {
         "source": str(entry.get("source", ""))[:300],

@@ -374,6 +374,7 @@ LEGACY_UNMAPPED_ITEM = "line items the ledger cannot hold"
 class RecompareOutcome:
     runs: list[ReconciliationRun] = field(default_factory=list)
     locked: dict[str, list[dt.date]] = field(default_factory=dict)  # project -> days left for a retry
+    failed: dict[str, str] = field(default_factory=dict)  # project -> error (the late-runs pass goes on)
 
 
 def reconciliation_recompare(*, changed_days: dict[str, set[dt.date] | frozenset[dt.date] | list[dt.date]],
@@ -583,19 +584,40 @@ def reconciliation_recompare_late(*, lock_owner: str = "", limit: int = LATE_DAY
     first), from the OpenAI figures each stored, as after a re-rating; then delete the marks handled. Days
     with no result yet are only unmarked (a reconciliation will see their runs). A project another
     reconciliation holds keeps its marks for the next pass, and so does a day re-marked meanwhile: this pass
-    may have read its ledger before the newer change committed. An error leaves every mark of the pass."""
+    may have read its ledger before the newer change committed. A day whose comparison fails is recorded as a
+    failed attempt (its failure card names the command that settles it) and unmarked with the days compared
+    before it; the project's days after it keep their marks, and the other projects go on: one bad day must
+    not hold the pass on the same marks every hour."""
     marks = list(LateLedgerDay.objects.order_by("marked_at", "id")[:limit])
+    outcome = RecompareOutcome()
     if not marks:
-        return RecompareOutcome()
+        return outcome
     changed: dict[str, set[dt.date]] = defaultdict(set)
     for mark in marks:
         changed[mark.openai_project].add(mark.day)
-    outcome = reconciliation_recompare(changed_days=changed, trigger=LATE_RUNS_TRIGGER, lock_owner=lock_owner)
-    handled = Q(pk__in=[])
+    started_at = timezone.now()
+    handled: dict[str, set[dt.date]] = {}
+    for project_id, days in sorted(changed.items()):
+        try:
+            compared = reconciliation_recompare(changed_days={project_id: days}, trigger=LATE_RUNS_TRIGGER,
+                                                lock_owner=lock_owner)
+        except Exception as exc:  # noqa: BLE001 - one project's failure must not stop the others'
+            logger.exception("comparing the days late runs reached in %s failed; the failed day's card on "
+                             "/reconciliation/ names the command that settles it", project_id)
+            outcome.failed[project_id] = f"{type(exc).__name__}: {exc}"
+            # Unmarked: the days this pass swapped in, and the one whose attempt failed (recorded as such).
+            handled[project_id] = set(ReconciliationRun.objects.filter(
+                openai_project=project_id, trigger=LATE_RUNS_TRIGGER, started_at__gte=started_at,
+            ).values_list("day", flat=True))
+            continue
+        outcome.runs += compared.runs
+        outcome.locked.update(compared.locked)
+        handled[project_id] = days - set(compared.locked.get(project_id, ()))
+    done = Q(pk__in=[])
     for mark in marks:
-        if mark.day not in outcome.locked.get(mark.openai_project, ()):
-            handled |= Q(pk=mark.pk, marked_at=mark.marked_at)
-    LateLedgerDay.objects.filter(handled).delete()
+        if mark.day in handled.get(mark.openai_project, ()):
+            done |= Q(pk=mark.pk, marked_at=mark.marked_at)
+    LateLedgerDay.objects.filter(done).delete()
     return outcome
 
 
@@ -660,8 +682,8 @@ def _alert_drift(*, run: ReconciliationRun, lines: list[ReconciliationLine]) -> 
                 "run_id": run.pk,
             },
         )
-    explained = (Alert.unscoped_objects.filter(kind=Alert.Kind.RECONCILIATION_DRIFT, data__day=run.day.isoformat(),
-                                               data__openai_project=run.openai_project)
+    explained = (Alert.unscoped_objects.filter(kind=Alert.Kind.RECONCILIATION_DRIFT, resolved_at__isnull=True,
+                                               data__day=run.day.isoformat(), data__openai_project=run.openai_project)
                  .exclude(cause_key__in=[_drift_cause(line) for line in lines]))
     alerts_resolve(alerts=explained, reason=f"The day's result #{run.pk} no longer flags this line.")
 

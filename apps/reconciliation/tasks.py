@@ -97,4 +97,4 @@ def recompare_late_days(self) -> dict:
     if outcome.locked:
         logger.info("days reached by late runs of %s are held by another reconciliation; the next hourly pass "
                     "compares them", ", ".join(outcome.locked))
-    return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked)}
+    return {"recompared": len(outcome.runs), "locked": sorted(outcome.locked), "failed": sorted(outcome.failed)}

@@ -71,7 +71,31 @@ def test_a_requires_action_warning_resolves_when_the_run_moves_on(tenant):
                                        status="completed")
     ingest_events(events=[{"tenant": "acme", "object": answered}])
     alert = _alert("requires_action:run_close")
-    assert (alert.state, alert.resolution) == ("resolved", "The run left requires_action: it is completed.")
+    assert (alert.state, alert.resolution) == ("resolved", "The run got its tool outputs: it is completed.")
+
+
+def test_a_requires_action_warning_stays_open_when_the_run_expires_as_it_warned(tenant):
+    now = timezone.now().replace(microsecond=0)
+    created = now - dt.timedelta(minutes=8)
+    ingest_events(events=[{"tenant": "acme", "object": builders.assistants_run(
+        run_id="run_lost", created_at=created, status="requires_action")}])
+    ingest_events(events=[{"tenant": "acme", "object": builders.assistants_run(
+        run_id="run_lost", created_at=created, status="expired")}])
+    assert _alert("requires_action:run_lost").state == "open"
+
+
+def test_a_run_answered_within_seconds_costs_ingest_no_look_for_a_warning(tenant, monkeypatch):
+    """Most tool outputs arrive long before a warning could have been raised: ingest does not look for one."""
+    from apps.alerts import services
+
+    created = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=20)
+    ingest_events(events=[{"tenant": "acme", "object": builders.assistants_run(
+        run_id="run_quick", created_at=created, status="requires_action")}])
+    looked = []
+    monkeypatch.setattr(services, "alerts_resolve", lambda **kwargs: looked.append(kwargs))
+    ingest_events(events=[{"tenant": "acme", "object": builders.assistants_run(
+        run_id="run_quick", created_at=created, status="completed")}])
+    assert looked == []
 
 
 def test_a_drift_alert_resolves_when_the_day_is_compared_again_and_matches(tenant, django_capture_on_commit_callbacks):
@@ -103,3 +127,14 @@ def test_a_failed_reconciliation_alert_resolves_once_its_days_are_reconciled(ten
     reconcile(openai_bill(2.0))
     failed.refresh_from_db()
     assert (failed.state, failed.resolution) == ("resolved", "Every day it named has been reconciled since.")
+
+
+def test_an_alert_resolved_before_it_was_delivered_is_not_chased(tenant, settings):
+    from apps.alerts.services import alert_raise, alerts_pending, alerts_resolve
+
+    settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/hook"
+    alert = alert_raise(kind="requires_action_expiring", cause_key="requires_action:run_x", tenant=tenant, title="t")
+    later = timezone.now() + dt.timedelta(minutes=5)
+    assert [pending.pk for pending in alerts_pending(now=later)] == [alert.pk]
+    alerts_resolve(alerts=Alert.unscoped_objects.filter(pk=alert.pk), reason="gone")
+    assert list(alerts_pending(now=later)) == []

@@ -45,7 +45,7 @@ def test_a_run_reported_20_days_late_re_compares_its_day_at_the_next_hourly_pass
 
     ingest()  # the second run, reported 20 days late
     assert _marks() == [(PROJECT, DAY)]
-    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": []}
+    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": [], "failed": []}
 
     run, lines = current()
     assert run.pk != before.pk and run.recompared_from_id == before.pk and run.trigger == LATE_RUNS_TRIGGER
@@ -60,7 +60,7 @@ def test_a_run_reported_20_days_late_re_compares_its_day_at_the_next_hourly_pass
     assert (audit.actor_label, audit.data["days"]) == (LATE_RUNS_TRIGGER, [DAY.isoformat()])
     assert _marks() == []
     # Nothing left to do: the next pass compares nothing.
-    assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": []}
+    assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [], "failed": []}
     assert ReconciliationRun.objects.filter(day=DAY).count() == 2
 
 
@@ -91,9 +91,9 @@ def test_a_late_report_of_an_old_run_marks_its_day_and_a_repeated_report_marks_n
     price("2")
     run_id = ingest(status="in_progress")
     LateLedgerDay.objects.all().delete()
-    ingest(response_id=run_id, status="in_progress")  # the same state again: nothing changed
+    ingest(response_id=run_id, status="in_progress", expect="unchanged")  # the same state again
     assert _marks() == []
-    ingest(response_id=run_id, status="completed")
+    ingest(response_id=run_id, status="completed", expect="updated")
     assert _marks() == [(PROJECT, DAY)]
 
 
@@ -129,11 +129,11 @@ def test_a_day_another_reconciliation_holds_keeps_its_mark_for_the_next_pass(ten
     lock = _ProjectLock(PROJECT, owner="the-daily-run")
     assert lock.acquire()
     try:
-        assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [PROJECT]}
+        assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [PROJECT], "failed": []}
     finally:
         lock.release()
     assert _marks() == [(PROJECT, DAY)] and current()[0].pk == before.pk
-    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": []}
+    assert tasks.recompare_late_days.run() == {"recompared": 1, "locked": [], "failed": []}
     assert current()[0].flagged_count == 0 and _marks() == []
 
 
@@ -163,10 +163,58 @@ def test_a_day_marked_again_while_the_pass_compared_it_keeps_its_mark(tenant, mo
 
 def test_a_pass_takes_at_most_its_limit_of_marks_the_oldest_first(tenant):
     now = timezone.now()
-    for offset, project in enumerate(["proj_c", "proj_a", "proj_b"]):
-        LateLedgerDay.objects.create(openai_project=project, day=DAY, marked_at=now + dt.timedelta(seconds=offset))
+    # Created newest first: the pass goes by when a day was marked, not by which mark came first.
+    for age, project in enumerate(["proj_c", "proj_a", "proj_b"]):
+        LateLedgerDay.objects.create(openai_project=project, day=DAY, marked_at=now - dt.timedelta(seconds=age))
     reconciliation_recompare_late(limit=2)
-    assert _marks() == [("proj_b", DAY)]
+    assert _marks() == [("proj_c", DAY)]
+
+
+def test_a_day_whose_comparison_fails_is_recorded_and_unmarked_and_the_other_projects_go_on(tenant, monkeypatch):
+    """Left marked, the failing day and every day before it in the pass were compared again every hour (a new
+    result each time) and the marks behind them never reached."""
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0, runs=2))
+    ingest()  # late: marks DAY in the default project
+    other_day = DAY - dt.timedelta(days=1)
+    LateLedgerDay.objects.create(openai_project="proj_other", day=other_day, marked_at=timezone.now())
+    swap_in = services._swap_in
+
+    def broken_swap_in(**kwargs):
+        if kwargs["run"].openai_project == PROJECT:
+            raise RuntimeError("disk full")
+        return swap_in(**kwargs)
+
+    monkeypatch.setattr(services, "_swap_in", broken_swap_in)
+    assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [], "failed": [PROJECT]}
+    failed = ReconciliationRun.objects.get(day=DAY, trigger=LATE_RUNS_TRIGGER)
+    assert (failed.status, failed.error) == ("failed", "RuntimeError: disk full")
+    assert _marks() == []  # the failed day unmarked (its failure card says what to run), proj_other's too
+    # The next pass has nothing to repeat.
+    assert tasks.recompare_late_days.run() == {"recompared": 0, "locked": [], "failed": []}
+    assert ReconciliationRun.objects.filter(day=DAY).count() == 2
+
+
+def test_comparing_a_day_again_after_late_runs_does_not_settle_its_failed_fetch(tenant):
+    """Compared again from the figures of an earlier fetch, the day still has not been fetched since the fetch
+    that failed: the failure card (and its alert) stay until a fetch succeeds."""
+    from apps.alerts.models import Alert
+    from apps.reconciliation.selectors import ResultFilters, failed_attempts
+    from apps.reconciliation.services import reconciliation_failure_alert, reconciliation_reconcile
+
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0, runs=2))
+    broken = openai_bill(2.0, runs=2)
+    broken.fail_with = RuntimeError("admin key revoked")
+    reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda project: broken)
+    reconciliation_failure_alert(project_id=PROJECT, end_day=DAY, days=1, error="admin key revoked")
+    ingest()
+    assert tasks.recompare_late_days.run()["recompared"] == 1
+    assert [run.error for run in failed_attempts(ResultFilters(start=DAY, end=DAY + dt.timedelta(days=1)))] == [
+        "RuntimeError: admin key revoked"]
+    assert Alert.unscoped_objects.get(kind="reconciliation_failed").state == "open"
 
 
 def test_beat_runs_the_late_days_task_every_hour():
