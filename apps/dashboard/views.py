@@ -24,6 +24,7 @@ from apps.core.money import money_text
 from apps.core.timeutils import UTC
 from apps.ledger import selectors as ledger
 from apps.ledger.models import Run
+from apps.pricing.selectors import model_rate_from_price
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_visible, user_is_tenant_admin
 from apps.tenants.services import tenant_update
@@ -753,8 +754,21 @@ class RunDetailView(DashboardView):
             ],
             metadata_items=sorted((run.metadata or {}).items()),
             thread=run.thread,
+            long_context=_long_context_applied(run),
         )
         return context
+
+
+def _long_context_applied(run) -> dict | None:
+    """The long-context pricing the run was rated at, if its prompt passed its price version's threshold (the
+    multiples as plain numbers: "2", "1.5"); None otherwise."""
+    if run.model_price is None:
+        return None
+    rule = model_rate_from_price(run.model_price).long_context
+    if rule is None or not rule.applies(run.input_tokens):
+        return None
+    return {"above_input_tokens": rule.above_input_tokens, "input_multiplier": f"{rule.input_multiplier.normalize():f}",
+            "output_multiplier": f"{rule.output_multiplier.normalize():f}"}
 
 
 # --- prices ---------------------------------------------------------------------------------------

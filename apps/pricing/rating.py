@@ -84,9 +84,13 @@ class LongContextRate:
     input_multiplier: Decimal
     output_multiplier: Decimal
 
+    def applies(self, input_tokens: int) -> bool:
+        """Whether a request with `input_tokens` input tokens bills at the long-context multiples."""
+        return input_tokens > self.above_input_tokens
+
     def multipliers(self, input_tokens: int) -> tuple[Decimal, Decimal]:
         """(input, output) multipliers of a request with `input_tokens` input tokens."""
-        if input_tokens > self.above_input_tokens:
+        if self.applies(input_tokens):
             return self.input_multiplier, self.output_multiplier
         return ONE, ONE
 

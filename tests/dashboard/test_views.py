@@ -790,3 +790,18 @@ def test_a_tenants_alerts_say_which_are_resolved_and_the_csv_says_why(staff_clie
     rows = csv_rows(staff_client.get("/?format=csv&table=alerts"))
     assert sorted((row[rows[0].index("Severity")], row[rows[0].index("State")]) for row in rows[1:]) == [
         ("warning", "open"), ("warning", "resolved"), ("warning", "resolved")]
+
+
+def test_run_detail_says_when_a_long_prompt_was_billed_at_long_context_prices(staff_client, tenant):
+    """A $1.35 run of 300,000 input tokens at gpt-6.1-sol's $2 / $10 read as a rating error without it."""
+    from apps.ledger.services import ingest_events
+    from tests import builders
+
+    created = dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC)
+    ingest_events(events=[{"tenant": "acme", "object": builders.response(
+        response_id=response_id, created_at=created, model="gpt-6.1-sol", input_tokens=tokens,
+        output_tokens=10_000)} for response_id, tokens in (("resp_long", 300_000), ("resp_short", 272_000))])
+    body = staff_client.get("/runs/resp_long/").content.decode()
+    assert ("Long context: 300,000 input tokens, more than the version's 272,000, so its input, cached-input and "
+            "cache-write tokens bill at ×2 and its output at ×1.5.") in body
+    assert 'data-note="long-context"' not in staff_client.get("/runs/resp_short/").content.decode()
