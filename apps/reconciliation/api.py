@@ -28,7 +28,14 @@ from apps.core.money import usd_string
 from apps.tenants.authentication import CanRead
 
 from .models import LineKind, LineStatus, ReconciliationRun
-from .selectors import ResultFilters, current_lines, current_runs, failed_attempts, line_row
+from .selectors import (
+    ResultFilters,
+    current_lines,
+    current_runs,
+    failed_attempts,
+    late_days_pending,
+    line_row,
+)
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 7
@@ -63,6 +70,9 @@ def _money(help_text: str) -> serializers.CharField:
 class ReconciliationSummarySerializer(serializers.Serializer):
     project_days = serializers.IntegerField(help_text="Days x projects with a complete result in the range.")
     failed_project_days = serializers.IntegerField(help_text="Days x projects whose latest attempt failed.")
+    late_project_days = serializers.IntegerField(
+        help_text="Days x projects with a result that runs reached since (reported late): compared again within the "
+                  "hour; until then their ledger figures predate those runs.")
     flagged_lines = serializers.IntegerField()
     ledger_total_usd = _money("The ledger's cost,")
     openai_total_usd = _money("OpenAI's cost (Costs API),")
@@ -96,6 +106,12 @@ class ReconciliationFailureSerializer(serializers.Serializer):
     trigger = serializers.CharField(allow_blank=True)
 
 
+class ReconciliationLateDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    project = serializers.CharField()
+    marked_at = serializers.DateTimeField(help_text="When runs of the day last reached the ledger late.")
+
+
 class ReconciliationLineSerializer(serializers.Serializer):
     day = serializers.DateField()
     project = serializers.CharField()
@@ -118,6 +134,7 @@ class ReconciliationSerializer(serializers.Serializer):
     summary = ReconciliationSummarySerializer()
     days = ReconciliationDaySerializer(many=True)
     failed = ReconciliationFailureSerializer(many=True)
+    late = ReconciliationLateDaySerializer(many=True)
     results = ReconciliationLineSerializer(many=True)
 
 
@@ -166,6 +183,7 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
                                 flagged_only=params.get("status") == "flagged")
         runs = list(current_runs(filters))
         failed = failed_attempts(filters)
+        late = late_days_pending(filters)
         results = [line_row(line) for line in current_lines(filters)]
         for row in results:
             row["day"] = row["day"].isoformat()
@@ -178,6 +196,7 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
             "summary": {
                 "project_days": len(runs),
                 "failed_project_days": len(failed),
+                "late_project_days": len(late),
                 "flagged_lines": sum(run.flagged_count for run in runs),
                 "ledger_total_usd": usd_string(sum((run.ledger_total_usd for run in runs), zero)),
                 "openai_total_usd": usd_string(sum((run.openai_total_usd for run in runs), zero)),
@@ -188,5 +207,8 @@ class ReconciliationView(KnownQueryParametersMixin, APIView):
             "failed": [{"day": run.day.isoformat(), "project": run.openai_project, "error": run.error,
                         "started_at": run.started_at.isoformat().replace("+00:00", "Z"), "trigger": run.trigger}
                        for run in failed],
+            # Days whose results runs reached since: the hourly pass compares them again.
+            "late": [{"day": mark.day.isoformat(), "project": mark.openai_project,
+                      "marked_at": mark.marked_at.isoformat().replace("+00:00", "Z")} for mark in late],
             "results": results,
         })

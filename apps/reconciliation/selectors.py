@@ -35,7 +35,7 @@ from .comparison import (
     model_cost_line,
     model_usage_line,
 )
-from .models import FLAGGED_STATUSES, OpenAIProject, ReconciliationLine, ReconciliationRun
+from .models import FLAGGED_STATUSES, LateLedgerDay, OpenAIProject, ReconciliationLine, ReconciliationRun
 from .projects import ProjectConfig, default_project_config, project_config_from_model, project_q
 
 _MONEY = DecimalField(**MONEY_FIELD_KWARGS)
@@ -209,6 +209,16 @@ def current_runs(filters: ResultFilters) -> QuerySet:
     if filters.project_id:
         runs = runs.filter(openai_project=filters.project_id)
     return runs.order_by("day", "openai_project")
+
+
+def late_days_pending(filters: ResultFilters) -> list[LateLedgerDay]:
+    """Per (day, project) in the range with a result, a mark that runs reached its ledger since (late runs):
+    the hourly pass compares it again; until then its ledger figures predate those runs."""
+    marks = LateLedgerDay.objects.filter(day__gte=filters.start, day__lt=filters.end).filter(Exists(
+        ReconciliationRun.objects.filter(is_current=True, day=OuterRef("day"), openai_project=OuterRef("openai_project"))))
+    if filters.project_id:
+        marks = marks.filter(openai_project=filters.project_id)
+    return list(marks.order_by("day", "openai_project"))
 
 
 def failed_attempts(filters: ResultFilters) -> list[ReconciliationRun]:

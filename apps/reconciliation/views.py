@@ -24,6 +24,7 @@ from .selectors import (
     current_runs,
     day_totals,
     failed_attempts,
+    late_days_pending,
     reconciliation_project_ids,
     value_text,
 )
@@ -117,6 +118,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
         runs = list(current_runs(filters))
         lines_page = Paginator(current_lines(filters), LINES_PER_PAGE).get_page(self.request.GET.get("lines_page"))
         failed = failed_attempts(filters)
+        late = late_days_pending(filters)
         query = self.request.GET.copy()
         query.pop("lines_page", None)
         query["format"] = "csv"
@@ -137,6 +139,7 @@ class ReconciliationPageView(LoginRequiredMixin, TemplateView):
             figure=reconciliation_figure(totals),
             runs=runs,
             failed=failed,
+            late=late,
             lines=lines_page.object_list,
             lines_page=lines_page,
             flagged_statuses=sorted(FLAGGED_STATUSES),

@@ -42,5 +42,7 @@ def test_overdue_runs_are_alerted_with_a_few_queries_whatever_their_number(tenan
         result = services.runs_requires_action_watch(now=now)
     assert result["expired"] == 80
     assert Alert.unscoped_objects.filter(tenant=other_tenant, kind="wasted_spend").count() == 40
-    with django_assert_max_num_queries(3):  # the next minute: nothing new, nothing re-read per run
+    # The next minute: nothing new, nothing re-read per run (the warning scan's two more are its turn under the
+    # ingest lock: a savepoint and the lock).
+    with django_assert_max_num_queries(5):
         assert services.runs_requires_action_watch(now=now)["expired"] == 0

@@ -221,3 +221,31 @@ def test_beat_runs_the_late_days_task_every_hour():
     entry = BEAT_SCHEDULE["reconciliation-recompare-late-days"]
     assert entry["task"] == tasks.recompare_late_days.name == "reconciliation.recompare_late_days"
     assert entry["schedule"].minute == {45} and len(entry["schedule"].hour) == 24
+
+
+def test_the_page_and_the_api_say_which_results_late_runs_reached_until_the_pass_compares_them(
+        tenant, client, staff_user, api_client, admin_key):
+    from tests.conftest import bearer
+
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0, runs=2))
+    ingest()  # late
+    LateLedgerDay.objects.create(openai_project=PROJECT, day=DAY - dt.timedelta(days=1), marked_at=timezone.now())
+    period = {"start": (DAY - dt.timedelta(days=3)).isoformat(), "end": DAY.isoformat()}
+    client.force_login(staff_user)
+    body = client.get("/reconciliation/", period).content.decode()
+    # Only the day with a result is listed: the other has nothing to compare yet.
+    assert "Runs reached 1 project-day after its reconciliation" in body
+    assert f"<strong>{DAY:%b} {DAY.day}, {DAY.year}</strong>, <code>{PROJECT}</code>" in body
+    answer = api_client.get("/api/v1/reconciliation/", {"start": period["start"],
+                                                       "end": (DAY + dt.timedelta(days=1)).isoformat()},
+                            **bearer(admin_key)).json()
+    assert answer["summary"]["late_project_days"] == 1
+    assert [(mark["day"], mark["project"]) for mark in answer["late"]] == [(DAY.isoformat(), PROJECT)]
+
+    tasks.recompare_late_days.run()
+    assert 'data-card="late"' not in client.get("/reconciliation/", period).content.decode()
+    assert api_client.get("/api/v1/reconciliation/", {"start": period["start"],
+                                                      "end": (DAY + dt.timedelta(days=1)).isoformat()},
+                          **bearer(admin_key)).json()["late"] == []
