@@ -175,3 +175,24 @@ class TenantPolicyForm(SeenValuesFormMixin, forms.ModelForm):
     def refuse_changes_made_meanwhile(self, stored: Tenant) -> bool:
         """Refuse each field this person changed that someone else changed too since the page was shown."""
         return self.refuse_changed_meanwhile(self.changes(), stored)
+
+
+class AlertFilterForm(forms.Form):
+    """The alerts page's filters: open alerts by default (acknowledged ones are still open: nobody fixed them)."""
+
+    STATES = [("open", "open"), ("resolved", "resolved"), ("all", "all")]
+    state = forms.ChoiceField(required=False, choices=STATES, initial="open")
+    kind = forms.ChoiceField(required=False)
+    # Not echoing the slug: an unknown tenant and one you may not see read the same.
+    tenant = forms.ChoiceField(required=False, widget=ManyOptionsSelect,
+                               error_messages={"invalid_choice": "No such tenant."})
+
+    def __init__(self, data, *, tenant_slugs: list[str], **kwargs):
+        from apps.alerts.models import Alert
+
+        super().__init__(data, **kwargs)
+        self.fields["kind"].choices = [("", "all kinds"), *((kind, kind.replace("_", " ")) for kind in Alert.Kind.values)]
+        self.fields["tenant"].choices = [("", "all tenants"), *((slug, slug) for slug in tenant_slugs)]
+
+    def clean_state(self) -> str:
+        return self.cleaned_data.get("state") or "open"

@@ -27,6 +27,7 @@ NAV_ITEMS: list[NavItem] = [
     NavItem("overview", "Overview", "dashboard:overview"),
     NavItem("tenants", "Tenants", "dashboard:tenants"),
     NavItem("runs", "High-cost runs", "dashboard:runs"),
+    NavItem("alerts", "Alerts", "dashboard:alerts"),
     NavItem("prices", "Prices", "dashboard:prices"),
     NavItem("reconciliation", "Reconciliation", "reconciliation:page", staff_only=True),
     NavItem("lifecycle", "Lifecycle", "lifecycle:overview"),

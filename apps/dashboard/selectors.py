@@ -18,6 +18,22 @@ def alerts_recent(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
     return alerts.select_related("tenant").order_by("-created_at", "-id")
 
 
+def alerts_filtered(*, scope: TenantScope, state: str = "open", kind: str = "", tenant_id: int | None = None
+                    ) -> QuerySet:
+    """The scope's alerts (a member's never include tenant-less ones), newest first: open ones (acknowledged
+    included), resolved ones, or all."""
+    alerts = alerts_recent(scope=scope)
+    if state == "open":
+        alerts = alerts.filter(resolved_at__isnull=True)
+    elif state == "resolved":
+        alerts = alerts.filter(resolved_at__isnull=False)
+    if kind:
+        alerts = alerts.filter(kind=kind)
+    if tenant_id is not None:
+        alerts = alerts.filter(tenant_id=tenant_id)
+    return alerts
+
+
 def price_book_current(*, today: dt.date) -> list[ModelPrice]:
     """Per model, the version in effect today (a model priced only from a future date is listed too,
     as upcoming), ordered by model."""

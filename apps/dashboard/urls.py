@@ -12,5 +12,6 @@ urlpatterns = [
     path("tenants/<slug:slug>/settings/", views.TenantPolicyView.as_view(), name="tenant-settings"),
     path("runs/", views.RunListView.as_view(), name="runs"),
     path("runs/<str:openai_id>/", views.RunDetailView.as_view(), name="run-detail"),
+    path("alerts/", views.AlertListView.as_view(), name="alerts"),
     path("prices/", views.PriceListView.as_view(), name="prices"),
 ]

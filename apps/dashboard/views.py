@@ -30,9 +30,10 @@ from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_v
 from apps.tenants.services import tenant_update
 
 from . import figures
-from .forms import PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
+from .forms import AlertFilterForm, PeriodForm, RunFilterForm, TenantPolicyForm, TenantSearchForm
 from .nav import nav_for
 from .selectors import (
+    alerts_filtered,
     alerts_recent,
     model_price_versions,
     price_book_current,
@@ -392,6 +393,51 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
     return Table(name=name, title="Alerts", rows=alerts, columns=columns, **pages,
                  empty="No alerts. Alerts appear here when a run crosses its tenant's high-cost threshold, "
                        "a budget threshold is reached or a model has no price.")
+
+
+# --- alerts ---------------------------------------------------------------------------------------
+
+
+class AlertListView(DashboardView):
+    template_name = "dashboard/alert_list.html"
+    nav_section = "alerts"
+    page_title = "Alerts"
+    export_basename = "alerts"
+
+    @cached_property
+    def visible_tenant_ids(self) -> dict[str, int]:
+        return dict(tenants_visible(self.scope).order_by("slug").values_list("slug", "id"))
+
+    @cached_property
+    def form(self) -> AlertFilterForm:
+        return AlertFilterForm(self.request.GET, tenant_slugs=list(self.visible_tenant_ids))
+
+    def filter_form(self):
+        return self.form
+
+    def alerts(self):
+        if not self.form.is_valid():
+            return alerts_filtered(scope=self.scope).none()
+        data = self.form.cleaned_data
+        return alerts_filtered(scope=self.scope, state=data["state"], kind=data["kind"],
+                               tenant_id=self.visible_tenant_ids.get(data["tenant"]) if data["tenant"] else None)
+
+    @property
+    def has_filters(self) -> bool:
+        return any(self.request.GET.get(name) for name in ("state", "kind", "tenant"))
+
+    def get_tables(self):
+        table = _alerts_table(self.alerts(), with_tenant=True, paginate_by=50)
+        if not self.form.is_valid():
+            table.empty = "No alerts shown: correct the filter named above."
+        elif self.has_filters:
+            table.empty = "No alerts match these filters."
+        return {"alerts": table}
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(tables=self.render_tables(), form=self.form, has_filters=self.has_filters)
+        return context
 
 
 def _runs_columns(*, with_tenant: bool) -> list[Column]:

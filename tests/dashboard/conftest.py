@@ -20,3 +20,15 @@ def frozen_now():
 
 def usd(text: str) -> Decimal:
     return Decimal(text)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def member_client(client, member_user):
+    client.force_login(member_user)
+    return client

@@ -61,6 +61,7 @@ def test_staff_opens_every_page_and_every_chart_draws_its_data(page, live_server
         "tenant-detail": ("/tenants/acme/", "Acme Corp", 5),
         "runs": ("/runs/?min_cost=0", "High-cost runs", 1),
         "run-detail": (f"/runs/{acme_run}/", acme_run, 1),
+        "alerts": ("/alerts/?state=all", "Alerts", 0),
         "prices": ("/prices/?model=gpt-5.4", "Prices", 1),
     }
     for name, (path, heading, expected_charts) in pages.items():

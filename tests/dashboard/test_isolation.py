@@ -29,12 +29,6 @@ def two_tenants(tenant, other_tenant, frozen_now):
     return {"mine": mine, "theirs": theirs}
 
 
-@pytest.fixture
-def member_client(client, member_user):
-    client.force_login(member_user)
-    return client
-
-
 def _body(response) -> str:
     if hasattr(response, "streaming_content"):
         return b"".join(response.streaming_content).decode()
@@ -77,6 +71,7 @@ MEMBER_PAGES = [
     "/tenants/acme/?format=csv&table=alerts",
     "/runs/?min_cost=0", "/runs/?min_cost=0&format=csv", "/runs/?min_cost=0&tenant=globex",
     "/prices/",
+    "/alerts/?state=all", "/alerts/?state=all&format=csv&table=alerts", "/alerts/?tenant=globex",
 ]
 
 

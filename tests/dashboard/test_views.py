@@ -30,12 +30,6 @@ def csv_rows(response) -> list[list[str]]:
 
 
 @pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def ledger(tenant, other_tenant, frozen_now):
     Tenant.objects.filter(pk=tenant.pk).update(monthly_budget_usd=Decimal("10"))
     tenant.refresh_from_db()
