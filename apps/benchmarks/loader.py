@@ -241,6 +241,10 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
             WHERE t.id = s.thread_id""")
         timings["rollups"] = time.perf_counter() - started
         started = time.perf_counter()
+        stream.write("  alerts ingest would have raised...\n")
+        _alerts_load(cursor, run_table)
+        timings["alerts"] = time.perf_counter() - started
+        started = time.perf_counter()
         compact_periods(cursor, stream)
         timings["compaction"] = time.perf_counter() - started
         # VACUUM, as autovacuum does a table that takes inserts (PostgreSQL 13+): it marks the runs' pages visible
@@ -259,6 +263,30 @@ def load(*, runs: int, tenants: int, days: int, stream) -> dict:
         for table in ROLLUP_TABLES:
             cursor.execute(f"ANALYZE {table.model._meta.db_table}")
     return timings
+
+
+def _alerts_load(cursor, run_table: str) -> None:
+    """The alerts ingest raises for these runs (apps/alerts/services.alerts_for_run_changes): one per high-cost
+    run and one per run that failed or was cancelled after spending WASTED_SPEND_ALERT_MIN_USD or more, raised
+    when the run was. The pages that list alerts (the overview's, the alerts page) read a realistic table."""
+    from django.conf import settings
+
+    from apps.alerts.models import Alert
+
+    cursor.execute(f"""
+        INSERT INTO {Alert._meta.db_table} (tenant_id, kind, severity, cause_key, title, message, data, created_at,
+                                            delivery_attempts)
+        SELECT tenant_id, 'high_cost_run', 'warning', 'high_cost_run:' || openai_id,
+               'High-cost run ' || openai_id || ': $' || round(cost_total_usd, 2), '',
+               jsonb_build_object('run', openai_id, 'cost_usd', cost_total_usd::text, 'model', model), created_at, 0
+        FROM {run_table} WHERE is_high_cost
+        UNION ALL
+        SELECT tenant_id, 'wasted_spend', 'info', 'wasted_spend:' || openai_id,
+               'Run ' || openai_id || ' ' || status || ' after spending $' || round(cost_total_usd, 2), '',
+               jsonb_build_object('run', openai_id, 'status', status, 'cost_usd', cost_total_usd::text), created_at, 0
+        FROM {run_table} WHERE status IN ('cancelled', 'failed', 'expired') AND cost_total_usd > 0
+                               AND cost_total_usd >= %s""", [settings.WASTED_SPEND_ALERT_MIN_USD])
+    cursor.execute(f"VACUUM ANALYZE {Alert._meta.db_table}")
 
 
 def storage_meters_load(cursor) -> None:

@@ -77,6 +77,8 @@ def endpoints(targets: dict) -> list[tuple[str, str, str]]:
         ("page", "runs of the biggest tenant", f"/runs/?tenant={slug}"),
         ("page", "runs, failed, last 30 days", f"/runs/?status=failed&start={start}"),
         ("page", "run detail", f"/runs/{run}/"),
+        ("page", "alerts /alerts/ (open)", "/alerts/"),
+        ("page", "alerts of the biggest tenant, all", f"/alerts/?state=all&tenant={slug}"),
         ("page", "prices", "/prices/"),
         ("page", "lifecycle overview", "/lifecycle/"),
         ("page", "lifecycle audit", "/lifecycle/audit/"),

@@ -428,6 +428,7 @@ class AlertListView(DashboardView):
 
     def get_tables(self):
         table = _alerts_table(self.alerts(), with_tenant=True, paginate_by=50)
+        table.count_cap = RUN_COUNT_CAP  # one alert per high-cost run: as many as the runs page lists
         if not self.form.is_valid():
             table.empty = "No alerts shown: correct the filter named above."
         elif self.has_filters:

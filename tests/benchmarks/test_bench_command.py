@@ -95,6 +95,12 @@ def test_bench_pages_and_storage_at_tiny_size_pass_ledger_check():
     assert 0 < runs.filter(is_high_cost=True).count() < 0.1 * runs.count()
     assert runs.filter(input_tokens__gt=41_000).exists()
     assert runs.filter(status="failed").dates("created_at", "day").count() > 5
+    # The alerts pages read the alerts ingest would have raised: one per high-cost run, and the wasted ones.
+    from apps.alerts.models import Alert
+
+    assert "alerts /alerts/ (open)" in output
+    assert Alert.unscoped_objects.filter(kind="high_cost_run").count() == runs.filter(is_high_cost=True).count()
+    assert Alert.unscoped_objects.filter(kind="wasted_spend").exists()
     # Loaded runs cost what rating makes of them, the longest prompts (past gpt-6's long-context threshold) too.
     from apps.pricing.rating import Usage, rate_tokens
     from apps.pricing.selectors import price_book_current
