@@ -202,12 +202,12 @@ def test_keyboard_reaches_skip_link_nav_filters_and_sort_links_with_a_visible_fo
     page.keyboard.press("Tab")
     assert _focused(page)["href"] == "/"  # the brand, home
     visited = []
-    for _ in range(6):
+    for _ in range(7):
         page.keyboard.press("Tab")
         focus = _focused(page)
         assert focus["ring"], focus
         visited.append(focus["text"])
-    assert visited == ["Overview", "Tenants", "High-cost runs", "Prices", "Reconciliation", "Lifecycle"]
+    assert visited == ["Overview", "Tenants", "High-cost runs", "Alerts", "Prices", "Reconciliation", "Lifecycle"]
     # The skip link jumps past the header: the next Tab lands on the chart's period switch.
     page.goto(f"{live_server.url}/")
     page.keyboard.press("Tab")
