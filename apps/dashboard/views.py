@@ -433,6 +433,8 @@ class AlertListView(DashboardView):
             table.empty = "No alerts shown: correct the filter named above."
         elif self.has_filters:
             table.empty = "No alerts match these filters."
+        else:
+            table.empty = "No open alerts. Choose State: resolved or all to see the others."
         return {"alerts": table}
 
     def get_context_data(self, **kwargs):

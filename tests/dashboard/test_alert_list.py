@@ -58,3 +58,10 @@ def test_a_bad_state_or_kind_is_a_400_naming_it(staff_client, alerts):
 
 def test_the_overview_links_to_the_open_alerts(staff_client, alerts):
     assert 'href="/alerts/">Open alerts →</a>' in staff_client.get("/").content.decode()
+
+
+def test_with_no_open_alert_the_page_says_so_and_where_the_others_are(staff_client, tenant):
+    alert_raise(kind="high_cost_run", cause_key="high_cost_run:run_old", tenant=tenant, title="High-cost run run_old")
+    alerts_resolve(alerts=Alert.unscoped_objects.all(), reason="test")
+    assert "No open alerts. Choose State: resolved or all to see the others." in staff_client.get(
+        "/alerts/").content.decode()
