@@ -353,11 +353,16 @@ def alerts_for_run_changes(*, changes: list[dict], tenant_ids: Iterable[int]) ->
 ANSWERED_STATUSES = frozenset({"queued", "in_progress", "completed"})
 
 
+def _warning_due(expires_at: dt.datetime, now: dt.datetime, warn_after: dt.timedelta) -> bool:
+    """Tool outputs are due within 10 minutes; a run is warned about once it has waited `warn_after` of them."""
+    return expires_at - now <= REQUIRES_ACTION_EXPIRY - warn_after
+
+
 def _could_have_been_warned(run: dict, now: dt.datetime, warn_after: dt.timedelta) -> bool:
     """Whether the run has waited long enough for a warning (at ingest or by the watch): most tool outputs
     arrive within seconds, and those runs need no look for an alert to resolve."""
     expires_at = run.get("expires_at")
-    return expires_at is not None and now >= expires_at - REQUIRES_ACTION_EXPIRY + warn_after
+    return expires_at is not None and _warning_due(expires_at, now, warn_after)
 
 
 def alerts_resolve_priced_models() -> list[int]:
@@ -384,8 +389,7 @@ def requires_action_spec(run: dict, now: dt.datetime, warn_after: dt.timedelta) 
     expires_at = run.get("expires_at")
     if expires_at is None or expires_at <= now:
         return None
-    # Tool outputs are due within 10 minutes; warn once the run has waited `warn_after` of them.
-    if expires_at - now > REQUIRES_ACTION_EXPIRY - warn_after:
+    if not _warning_due(expires_at, now, warn_after):
         return None
     minutes_left = max(0, int((expires_at - now).total_seconds() // 60))
     return AlertSpec(

@@ -24,6 +24,7 @@ from apps.core.money import money_text
 from apps.core.timeutils import UTC
 from apps.ledger import selectors as ledger
 from apps.ledger.models import Run
+from apps.pricing.rating import multiple_text
 from apps.pricing.selectors import model_rate_from_price
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_visible, user_is_tenant_admin
@@ -812,8 +813,8 @@ def _long_context_applied(run) -> dict | None:
     rule = model_rate_from_price(run.model_price).long_context
     if rule is None or not rule.applies(run.input_tokens):
         return None
-    return {"above_input_tokens": rule.above_input_tokens, "input_multiplier": f"{rule.input_multiplier.normalize():f}",
-            "output_multiplier": f"{rule.output_multiplier.normalize():f}"}
+    return {"above_input_tokens": rule.above_input_tokens, "input_multiplier": multiple_text(rule.input_multiplier),
+            "output_multiplier": multiple_text(rule.output_multiplier)}
 
 
 # --- prices ---------------------------------------------------------------------------------------

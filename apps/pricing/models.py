@@ -8,6 +8,8 @@ from django.db.models import Q
 
 from apps.core.money import PRICE_FIELD_KWARGS
 
+from .rating import multiple_text
+
 _non_negative = [MinValueValidator(0)]
 # Price multipliers such as 2 or 1.5 (long context).
 MULTIPLIER_FIELD_KWARGS = {"max_digits": 6, "decimal_places": 3}
@@ -104,8 +106,8 @@ class ModelPrice(models.Model):
         if tokens is None:
             return ""
         threshold = f"{tokens // 1000:,}K" if tokens % 1000 == 0 and tokens else f"{tokens:,}"
-        return (f"above {threshold}: ×{self.long_context_input_multiplier.normalize():f} in, "
-                f"×{self.long_context_output_multiplier.normalize():f} out")
+        return (f"above {threshold}: ×{multiple_text(self.long_context_input_multiplier)} in, "
+                f"×{multiple_text(self.long_context_output_multiplier)} out")
 
     def billed_per_1m(self, attribute: str):
         """What a token kind bills at: an empty cached-input or cache-write price means the input price (as

@@ -74,6 +74,11 @@ def billable_file_search_calls(*, api: str, calls: int) -> int:
     return calls if api == "responses" else 0
 
 
+def multiple_text(value: Decimal) -> str:
+    """A multiplier as pages write it: "2", "1.5" (never "2.000" or "1E+1")."""
+    return f"{value.normalize():f}"
+
+
 @dataclass(frozen=True)
 class LongContextRate:
     """A request with more than `above_input_tokens` input tokens (cached and cache writes included, as OpenAI

@@ -73,32 +73,30 @@ def _date(value, where: str) -> dt.date:
         raise PriceBookFileError(f"{where}: must be a date YYYY-MM-DD") from exc
 
 
+def _decimal(value, where: str, *, noun: str, limit: Decimal, places: int) -> Decimal:
+    """A non-negative decimal the column (`limit`, `places`) holds exactly, or an error naming `where`."""
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise PriceBookFileError(f"{where}: must be a decimal {noun}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise PriceBookFileError(f"{where}: must be a non-negative {noun}")
+    if amount >= limit:
+        raise PriceBookFileError(f"{where}: must be less than {limit:f}")
+    if amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise PriceBookFileError(f"{where}: must have at most {places} decimal places")
+    return amount
+
+
 def _amount(value, where: str, nullable: bool) -> Decimal | None:
     if value is None and nullable:
         return None
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise PriceBookFileError(f"{where}: must be a decimal amount") from exc
-    if not amount.is_finite() or amount < 0:
-        raise PriceBookFileError(f"{where}: must be a non-negative amount")
-    if amount >= PRICE_LIMIT:
-        raise PriceBookFileError(f"{where}: must be less than {PRICE_LIMIT:f}")
-    if amount != amount.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
-        raise PriceBookFileError(f"{where}: must have at most {PRICE_PLACES} decimal places")
-    return amount
+    return _decimal(value, where, noun="amount", limit=PRICE_LIMIT, places=PRICE_PLACES)
 
 
 def _multiplier(value, where: str) -> Decimal:
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise PriceBookFileError(f"{where}: must be a decimal number such as \"2\" or \"1.5\"") from exc
-    if not amount.is_finite() or amount < 0 or amount >= MULTIPLIER_LIMIT:
-        raise PriceBookFileError(f"{where}: must be at least 0 and less than {MULTIPLIER_LIMIT:f}")
-    if amount != amount.quantize(Decimal(1).scaleb(-MULTIPLIER_PLACES)):
-        raise PriceBookFileError(f"{where}: must have at most {MULTIPLIER_PLACES} decimal places")
-    return amount
+    return _decimal(value, where, noun='number such as "2" or "1.5"', limit=MULTIPLIER_LIMIT,
+                    places=MULTIPLIER_PLACES)
 
 
 def _long_context(value, where: str) -> dict:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from apps.core.money import money_text
 from apps.core.services import audit_record
 from apps.core.timeutils import day_start
+from apps.ledger import bulk
 from apps.pricing.rating import bytes_to_gb
 
 from .comparison import (
@@ -563,7 +564,7 @@ def late_ledger_days_mark(sender=None, *, changes: list[dict], now: dt.datetime 
     if not days:
         return
     marks = sorted(days)
-    if connection.vendor == "postgresql":
+    if bulk.is_postgres():
         # One statement with two array parameters: the ORM's upsert cost about 1.5 ms a batch under the ingest
         # lock (a batch of 30 days of traffic marks ~23 days), this about 0.6.
         with connection.cursor() as cursor:

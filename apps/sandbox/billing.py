@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
-from .pricing import EXACT, long_prompt, token_line_costs, vector_storage_shares
+from .pricing import EXACT, ModelPrice, long_prompt, token_line_costs, vector_storage_shares
 from .state import SandboxError, SandboxState, bad_request
 
 BUCKET_SECONDS = {"1m": 60, "1h": 3600, "1d": 86400}
@@ -123,8 +123,15 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
     tools = state.price_book.tool_price(day)
     tokens: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     tool_counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    prices: dict[str, ModelPrice | None] = {}  # model -> its price on the day, looked up once
+
+    def price_of(model: str) -> ModelPrice | None:
+        if model not in prices:
+            prices[model] = state.price_book.model_price(model, day)
+        return prices[model]
+
     for event in events:
-        price = state.price_book.model_price(event.model, day)
+        price = price_of(event.model)
         # Long prompts bill at other multiples: their tokens are summed apart (keyed by it), as OpenAI rates each
         # request on its own prompt.
         long = price is not None and long_prompt(price, event.input_tokens)
@@ -140,7 +147,7 @@ def cost_atoms(state: SandboxState, bucket: int, events, project_ids: list[str])
         counts[2] += event.web_search_calls
     atoms: dict[tuple, list] = {}
     for (project_id, key_id, model, tier, long), (input_tokens, cached, cache_write, output) in tokens.items():
-        price = state.price_book.model_price(model, day)
+        price = price_of(model)
         if price is None:
             raise SandboxError(500, f"sandbox: no list price for {model} on {day}", type="server_error")
         costs = token_line_costs(price, input_tokens=input_tokens, cached_tokens=cached,

@@ -112,7 +112,7 @@ def load_price_book(path: str = str(PRICE_BOOK_PATH)) -> PriceBook:
 
 def long_prompt(price: ModelPrice, input_tokens: int) -> bool:
     """Whether one request of `input_tokens` input tokens bills at the price's long-context multiples."""
-    return price.long_context is not None and input_tokens > price.long_context.above_input_tokens
+    return price.long_context is not None and price.long_context.applies(input_tokens)
 
 
 def token_line_costs(price: ModelPrice, *, input_tokens: int, cached_tokens: int, cache_write_tokens: int,

@@ -104,8 +104,9 @@ class Command(BaseCommand):
         # Under the hourly sync's lock (a worker already running would otherwise list everything twice at once);
         # if that sync holds it, the seed waits for it: the metering below needs the inventory it writes.
         inventory = inventory_sync_exclusive()
-        while inventory is False:
+        if inventory is False:
             say("another inventory sync is running; waiting for it to finish")
+        while inventory is False:
             time.sleep(5)
             inventory = inventory_sync_exclusive()
         say(f"inventory sync: {inventory}" + (f"; {marked} vector stores deleted at OpenAI recorded" if marked else ""))
