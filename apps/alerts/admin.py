@@ -8,8 +8,8 @@ from .models import Alert
 
 @admin.register(Alert)
 class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "severity", "kind", "tenant", "title", "emailed_at", "webhook_delivered_at",
-                    "acknowledged_at", "resolved_at")
+    list_display = ("opened_at", "severity", "kind", "tenant", "title", "emailed_at", "webhook_delivered_at",
+                    "acknowledged_at", "resolved_at", "times_reopened")
     list_filter = ("kind", "severity", ("resolved_at", admin.EmptyFieldListFilter))
     search_fields = ("title", "cause_key", "tenant__slug")
     list_select_related = ("tenant",)

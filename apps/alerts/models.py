@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from apps.tenants.scoping import TenantScopedManager
 
@@ -34,13 +35,20 @@ class Alert(models.Model):
     title = models.CharField(max_length=300)
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When the cause first raised it.
+    created_at = models.DateTimeField(auto_now_add=True)
+    # When it was last opened: raised, or opened again because its cause came back after it was resolved. The
+    # pages list alerts by it (a cause that is back is news), and delivery counts its backoff and age from it.
+    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # How often it was opened again. A reopened alert is delivered again; receivers that dedupe by `id` dedupe
+    # by (`id`, `times_reopened`) to see each opening once.
+    times_reopened = models.PositiveIntegerField(default=0, db_default=0)
     emailed_at = models.DateTimeField(null=True, blank=True)
     webhook_delivered_at = models.DateTimeField(null=True, blank=True)
     delivery_attempts = models.PositiveSmallIntegerField(default=0)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     # Set when the cause went away (a price added, the day reconciled clean, the run answered): the alert stays
-    # as history; a cause that comes back opens it again (services.alerts_resolve, _alerts_insert).
+    # as history; a cause that comes back opens it again (services.alerts_resolve, _reopen).
     resolved_at = models.DateTimeField(null=True, blank=True)
     # db_default: alerts are inserted in bulk with raw SQL that names only the columns a new alert sets.
     resolution = models.CharField(max_length=300, blank=True, db_default="", help_text="Why it was resolved.")
@@ -49,9 +57,9 @@ class Alert(models.Model):
     objects = TenantScopedManager()
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        ordering = ["-opened_at", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "created_at"], name="alert_tenant_created"),
+            models.Index(fields=["tenant", "opened_at"], name="alert_tenant_opened"),
             # The open alerts of a kind, which each resolution reads (per-run alerts make the table large).
             models.Index(fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind"),
         ]
@@ -61,7 +69,10 @@ class Alert(models.Model):
 
     @property
     def state(self) -> str:
-        """open, acknowledged (someone has seen it) or resolved (its cause went away)."""
+        """open, reopened (its cause came back after it was resolved), acknowledged (someone has seen it since it
+        last opened) or resolved (its cause went away)."""
         if self.resolved_at is not None:
             return "resolved"
-        return "acknowledged" if self.acknowledged_at is not None else "open"
+        if self.acknowledged_at is not None:
+            return "acknowledged"
+        return "reopened" if self.times_reopened else "open"

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.core.money import ZERO, money_text
@@ -70,15 +71,30 @@ def _raised_causes(cause_keys: list[str]) -> dict[str, bool]:
             Alert.unscoped_objects.filter(cause_key__in=cause_keys).values_list("cause_key", "resolved_at")}
 
 
-def _reopen(cause_keys: list[str]) -> None:
-    """Alerts resolved once whose cause is back (the model unpriced again, the line drifting again): open again,
-    not sent again (their delivery happened when they were raised), audited."""
-    reopened = list(Alert.unscoped_objects.filter(cause_key__in=cause_keys, resolved_at__isnull=False)
-                    .values_list("pk", flat=True))
-    if reopened:
-        Alert.unscoped_objects.filter(pk__in=reopened).update(resolved_at=None, resolution="")
-        audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(reopened),
-                     actor_label="service:alerts", data={"alerts": reopened, "causes": sorted(cause_keys)})
+def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
+    """Alerts resolved once whose cause is back (the model unpriced again, the line drifting again, the run
+    waiting on tool outputs again): opened again with what the cause says now, unacknowledged, and delivered
+    again, as news (Sentry's regressions work this way). `times_reopened` tells a receiver that dedupes by id
+    that this is a new opening, not a retry. Audited; returns their ids."""
+    reopened = dict(Alert.unscoped_objects.filter(cause_key__in=list(specs), resolved_at__isnull=False)
+                    .values_list("cause_key", "pk"))
+    if not reopened:
+        return []
+    now = timezone.now()
+    for cause_key, pk in sorted(reopened.items()):  # a few per batch at most: each cause was resolved first
+        spec = specs[cause_key]
+        Alert.unscoped_objects.filter(pk=pk, resolved_at__isnull=False).update(
+            resolved_at=None, resolution="", acknowledged_at=None, opened_at=now,
+            times_reopened=F("times_reopened") + 1, severity=spec.severity, title=spec.title[:300],
+            message=spec.message, data=_json_safe(spec.data),
+            # Delivery starts over for this opening: every channel gets it, and the catch-up's backoff and age
+            # count from now.
+            emailed_at=None, webhook_delivered_at=None, delivery_attempts=0)
+    ids = sorted(reopened.values())
+    audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(ids),
+                 actor_label="service:alerts", data={"alerts": ids, "causes": sorted(reopened)})
+    _queue_delivery(ids)
+    return ids
 
 
 def _ids_text(ids: list[int]) -> str:
@@ -110,17 +126,18 @@ def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
     # Most causes in a busy ingest stream have fired already (the same unpriced model batch after batch):
     # one indexed read drops them, so the insert (and its staging) only runs for causes that are new.
     raised = _raised_causes(list(unique))
+    if any(raised.values()):
+        _reopen({key: unique[key] for key, resolved in raised.items() if resolved})
     for key in raised:
         del unique[key]
-    if any(raised.values()):
-        _reopen([key for key, resolved in raised.items() if resolved])
     if not unique:
         return []
     now = timezone.now()
-    names = ["tenant_id", "kind", "severity", "cause_key", "title", "message", "data", "created_at",
+    names = ["tenant_id", "kind", "severity", "cause_key", "title", "message", "data", "created_at", "opened_at",
              "delivery_attempts"]
     rows = [
-        [spec.tenant_id, spec.kind, spec.severity, key, spec.title[:300], spec.message, _json_safe(spec.data), now, 0]
+        [spec.tenant_id, spec.kind, spec.severity, key, spec.title[:300], spec.message, _json_safe(spec.data), now,
+         now, 0]
         for key, spec in sorted(unique.items())
     ]
     returned = bulk.insert_returning(
@@ -205,7 +222,22 @@ def alert_payload(alert: Alert) -> dict:
         "message": alert.message,
         "data": alert.data,
         "created_at": alert.created_at.isoformat(),
+        # Later than created_at when its cause came back after it was resolved: a new opening, delivered again.
+        "opened_at": alert.opened_at.isoformat(),
+        "times_reopened": alert.times_reopened,
     }
+
+
+def _reopened_text(alert: Alert) -> str:
+    return "Reopened: " if alert.times_reopened else ""
+
+
+def _reopened_line(alert: Alert) -> str:
+    if not alert.times_reopened:
+        return ""
+    times = "once" if alert.times_reopened == 1 else f"{alert.times_reopened} times"
+    return (f"first raised {alert.created_at:%Y-%m-%d %H:%M} UTC; its cause came back after it was resolved "
+            f"({times} so far)\n")
 
 
 def webhook_signature(body: bytes, secret: str) -> str:
@@ -260,8 +292,8 @@ def alert_deliver(*, alert: Alert) -> bool:
             send_mail(
                 # One line: a title can carry what a tenant's application reported (an unpriced model's name),
                 # and a newline in a subject is refused (BadHeaderError), so that alert was never emailed.
-                subject=" ".join(f"[RunLedger {alert.severity}] {alert.title}".split()),
-                message=f"{alert.message}\n\ncause: {alert.cause_key}\n",
+                subject=" ".join(f"[RunLedger {alert.severity}] {_reopened_text(alert)}{alert.title}".split()),
+                message=f"{alert.message}\n\ncause: {alert.cause_key}\n{_reopened_line(alert)}",
                 from_email=settings.DEFAULT_FROM_EMAIL,
                 recipient_list=list(settings.ALERT_EMAILS),
             )
@@ -517,8 +549,6 @@ def pending_wait(grace: dt.timedelta, attempts: int) -> dt.timedelta:
 
 def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: dt.timedelta = PENDING_GRACE):
     """Alerts some configured channel has not received yet: the outbox."""
-    from django.db.models import Q
-
     if not delivery_configured():
         return Alert.unscoped_objects.none()
     now = now or timezone.now()
@@ -527,18 +557,18 @@ def alerts_pending(*, now: dt.datetime | None = None, limit: int = 500, grace: d
         missing |= Q(emailed_at__isnull=True)
     if settings.ALERT_WEBHOOK_URL:
         missing |= Q(webhook_delivered_at__isnull=True)
-    # Each failed attempt doubles the wait, counted from the alert's raise: grace × 2^attempts (2 min, 4, 8, …,
-    # 68 hours at 11 attempts). The catch-up runs every 5 minutes; without the backoff an alert used its 20
-    # attempts within the first ~100 minutes of an outage and was never delivered after it, though it was
-    # meant to be chased for PENDING_MAX_AGE.
+    # Each failed attempt doubles the wait, counted from the alert's opening (its raise, or its cause's return):
+    # grace × 2^attempts (2 min, 4, 8, …, 68 hours at 11 attempts). The catch-up runs every 5 minutes; without
+    # the backoff an alert used its 20 attempts within the first ~100 minutes of an outage and was never
+    # delivered after it, though it was meant to be chased for PENDING_MAX_AGE.
     due = functools.reduce(operator.or_, (
-        Q(delivery_attempts=attempts, created_at__lte=now - pending_wait(grace, attempts))
+        Q(delivery_attempts=attempts, opened_at__lte=now - pending_wait(grace, attempts))
         for attempts in range(PENDING_MAX_ATTEMPTS)
     ))
     return (
         Alert.unscoped_objects.select_related("tenant")
         # One resolved before it reached a channel is not chased: its cause is gone (the page keeps it).
-        .filter(missing, due, created_at__gte=now - PENDING_MAX_AGE, resolved_at__isnull=True)
+        .filter(missing, due, opened_at__gte=now - PENDING_MAX_AGE, resolved_at__isnull=True)
         .order_by("pk")[:limit]
     )
 

@@ -275,15 +275,17 @@ def _alerts_load(cursor, run_table: str) -> None:
 
     cursor.execute(f"""
         INSERT INTO {Alert._meta.db_table} (tenant_id, kind, severity, cause_key, title, message, data, created_at,
-                                            delivery_attempts)
+                                            opened_at, delivery_attempts)
         SELECT tenant_id, 'high_cost_run', 'warning', 'high_cost_run:' || openai_id,
                'High-cost run ' || openai_id || ': $' || round(cost_total_usd, 2), '',
-               jsonb_build_object('run', openai_id, 'cost_usd', cost_total_usd::text, 'model', model), created_at, 0
+               jsonb_build_object('run', openai_id, 'cost_usd', cost_total_usd::text, 'model', model), created_at,
+               created_at, 0
         FROM {run_table} WHERE is_high_cost
         UNION ALL
         SELECT tenant_id, 'wasted_spend', 'info', 'wasted_spend:' || openai_id,
                'Run ' || openai_id || ' ' || status || ' after spending $' || round(cost_total_usd, 2), '',
-               jsonb_build_object('run', openai_id, 'status', status, 'cost_usd', cost_total_usd::text), created_at, 0
+               jsonb_build_object('run', openai_id, 'status', status, 'cost_usd', cost_total_usd::text), created_at,
+               created_at, 0
         FROM {run_table} WHERE status IN ('cancelled', 'failed', 'expired') AND cost_total_usd > 0
                                AND cost_total_usd >= %s""", [settings.WASTED_SPEND_ALERT_MIN_USD])
     cursor.execute(f"VACUUM ANALYZE {Alert._meta.db_table}")

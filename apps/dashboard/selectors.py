@@ -12,16 +12,16 @@ from apps.tenants.scoping import TenantScope
 
 
 def alerts_recent(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
-    """Newest first. A member's scope never includes tenant-less alerts (unpriced models, unattributed
-    spend); staff see them."""
+    """Latest opened first (raised, or opened again when its cause came back). A member's scope never includes
+    tenant-less alerts (unpriced models, unattributed spend); staff see them."""
     alerts = Alert.objects.for_tenant(tenant) if tenant is not None else Alert.objects.in_scope(scope)
-    return alerts.select_related("tenant").order_by("-created_at", "-id")
+    return alerts.select_related("tenant").order_by("-opened_at", "-id")
 
 
 def alerts_filtered(*, scope: TenantScope, state: str = "open", kind: str = "", tenant_id: int | None = None
                     ) -> QuerySet:
-    """The scope's alerts (a member's never include tenant-less ones), newest first: open ones (acknowledged
-    included), resolved ones, or all."""
+    """The scope's alerts (a member's never include tenant-less ones), latest opened first: open ones
+    (acknowledged and reopened included), resolved ones, or all."""
     alerts = alerts_recent(scope=scope)
     if state == "open":
         alerts = alerts.filter(resolved_at__isnull=True)

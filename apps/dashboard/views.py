@@ -377,7 +377,8 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
     # What happened right after when: on a phone the columns past the first few are off-screen until scrolled.
     columns = [
         # May break before its time: the run id in the text beside it is a 30-character unbroken block now.
-        Column("created_at", "When", "datetime", wrap=True),
+        # When it opened: raised, or opened again when its cause came back (State says "reopened"; the CSV has both).
+        Column("opened_at", "When", "datetime", wrap=True),
         # The run's id in the title shortened as in other tables (the full id in its tooltip, on the run's page
         # the title links to, and in the CSV, which keeps the title as stored).
         Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_run_url,
@@ -390,6 +391,8 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
                    csv_get=lambda a: a.severity),
             Column("state", "State", "status", page=False)]),
         Column("resolution", "Resolution", "text", page=False),
+        Column("times_reopened", "Times reopened", "int", page=False),
+        Column("created_at", "First raised", "datetime", page=False),
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))

@@ -576,3 +576,66 @@ def test_production_refuses_a_webhook_url_without_a_secret_to_sign_with():
     assert unsigned.returncode != 0 and "ALERT_WEBHOOK_SECRET" in unsigned.stderr
     assert start(ALERT_WEBHOOK_SECRET="a-shared-secret").returncode == 0
     assert start(ALERT_WEBHOOK_URL="").returncode == 0  # no webhook: no secret needed
+
+
+def test_an_alert_whose_cause_comes_back_is_delivered_again_as_reopened(tenant, webhook_server,
+                                                                         django_capture_on_commit_callbacks):
+    """Like a regression in Sentry: a problem that was over and is back is news. Before, the alert reopened
+    silently on the page, and whoever was told about it the first time never heard that it came back."""
+    from apps.alerts.services import alerts_resolve
+
+    url, hook = webhook_server
+    with override_settings(ALERT_EMAILS=["ops@example.com"], ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"), \
+            time_machine.travel(WHEN, tick=False) as traveller:
+        with django_capture_on_commit_callbacks(execute=True):
+            alert = alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-x", title="No price for gpt-x",
+                                message="3 runs")
+        Alert.unscoped_objects.filter(pk=alert.pk).update(acknowledged_at=timezone.now())
+        traveller.shift(dt.timedelta(days=2))
+        alerts_resolve(alerts=Alert.unscoped_objects.filter(pk=alert.pk), reason="Every run of this model is priced now.")
+        traveller.shift(dt.timedelta(days=1))
+        with django_capture_on_commit_callbacks(execute=True):
+            assert alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-x", title="No price for gpt-x",
+                               message="1 run", severity="critical") is None  # not a new alert: the same one
+        reopened_at = timezone.now()
+    alert.refresh_from_db()
+    assert (alert.state, alert.times_reopened, alert.acknowledged_at, alert.resolved_at) == ("reopened", 1, None, None)
+    assert (alert.created_at, alert.opened_at) == (WHEN, reopened_at)
+    # What the cause says now replaces what it said the first time.
+    assert (alert.message, alert.severity) == ("1 run", "critical")
+    assert [message.subject for message in mail.outbox] == [
+        "[RunLedger warning] No price for gpt-x", "[RunLedger critical] Reopened: No price for gpt-x"]
+    assert "first raised 2026-11-10 09:00 UTC; its cause came back after it was resolved (once so far)" in (
+        mail.outbox[1].body)
+    first, second = (json.loads(body) for _headers, body in hook.received)
+    assert (first["times_reopened"], second["times_reopened"]) == (0, 1) and first["id"] == second["id"] == alert.pk
+    assert second["opened_at"] == reopened_at.isoformat() and second["created_at"] == WHEN.isoformat()
+    assert alert.emailed_at == alert.webhook_delivered_at == reopened_at and alert.delivery_attempts == 1
+
+
+def test_the_catch_up_chases_a_reopened_alert_from_its_reopening_not_its_first_raise(tenant, webhook_server):
+    """An alert first raised weeks ago is past the seven days the catch-up chases; reopened, it is a new opening,
+    chased with the same backoff from the moment its cause came back."""
+    from apps.alerts.services import PENDING_GRACE, alerts_deliver_pending, alerts_pending, alerts_resolve
+
+    url, hook = webhook_server
+    with override_settings(ALERT_WEBHOOK_URL=url, ALERT_WEBHOOK_SECRET="k"), \
+            time_machine.travel(WHEN, tick=False) as traveller:
+        alert = alert_raise(kind="reconciliation_drift", cause_key="drift:proj_1:2026-11-09:line", title="Drift")
+        assert alerts_deliver_pending(grace=dt.timedelta(0)).delivered == 1
+        alerts_resolve(alerts=Alert.unscoped_objects.filter(pk=alert.pk), reason="reconciled")
+        traveller.shift(dt.timedelta(days=30))
+        hook.status = 503  # the receiver is down when the cause comes back (the enqueue is not run here)
+        alert_raise(kind="reconciliation_drift", cause_key="drift:proj_1:2026-11-09:line", title="Drift")
+        assert list(alerts_pending()) == []  # within its grace: the task enqueued on commit delivers it
+        traveller.shift(PENDING_GRACE)
+        assert list(alerts_pending()) == [alert]
+        assert alerts_deliver_pending().failed == 1
+        traveller.shift(dt.timedelta(minutes=1))
+        assert list(alerts_pending()) == []  # the backoff counts from the reopening: next at 4 minutes
+        traveller.shift(dt.timedelta(minutes=1))
+        hook.status = 204
+        assert alerts_deliver_pending().delivered == 1
+    alert.refresh_from_db()
+    assert alert.webhook_delivered_at == WHEN + dt.timedelta(days=30, minutes=4)
+    assert [json.loads(body)["times_reopened"] for _headers, body in hook.received] == [0, 1, 1]

@@ -47,7 +47,7 @@ def test_an_unpriced_model_alert_resolves_once_a_price_rates_its_runs_and_opens_
     # A run from before the price's date is stored unpriced: the cause is back, the same alert is open again.
     _unpriced_run("resp_0", PRICED_FROM - dt.timedelta(days=1))
     alert.refresh_from_db()
-    assert (alert.state, alert.resolved_at, alert.resolution) == ("open", None, "")
+    assert (alert.state, alert.resolved_at, alert.resolution, alert.times_reopened) == ("reopened", None, "", 1)
     assert AuditEvent.objects.get(action="alert.reopen").data["alerts"] == [alert.pk]
     assert Alert.unscoped_objects.filter(kind="unpriced_model").count() == 1
 

@@ -65,3 +65,26 @@ def test_with_no_open_alert_the_page_says_so_and_where_the_others_are(staff_clie
     alerts_resolve(alerts=Alert.unscoped_objects.all(), reason="test")
     assert "No open alerts. Choose State: resolved or all to see the others." in staff_client.get(
         "/alerts/").content.decode()
+
+
+def test_a_reopened_alert_is_listed_first_and_says_so(staff_client, tenant, frozen_now):
+    """Listed by when it last opened: an alert first raised long ago whose cause is back is news, not a row
+    far down the list under every alert raised since."""
+    import datetime as dt
+
+    import time_machine
+
+    with time_machine.travel(frozen_now - dt.timedelta(days=20), tick=False):
+        alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-x", title="No price for model gpt-x")
+        alerts_resolve(alerts=Alert.unscoped_objects.all(), reason="Every run of this model is priced now.")
+    with time_machine.travel(frozen_now - dt.timedelta(days=5), tick=False):
+        alert_raise(kind="high_cost_run", cause_key="high_cost_run:run_new", tenant=tenant, title="High-cost run new")
+    alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-x", title="No price for model gpt-x")
+    response = staff_client.get("/alerts/")
+    assert [alert.title for alert in response.context["tables"]["alerts"].page_rows] == [
+        "No price for model gpt-x", "High-cost run new"]
+    assert '<span class="badge badge-warn">reopened</span>' in response.content.decode()
+    rows = csv_rows(staff_client.get("/alerts/", {"format": "csv", "table": "alerts"}))
+    reopened = dict(zip(rows[0], rows[1], strict=True))
+    assert (reopened["State"], reopened["Times reopened"]) == ("reopened", "1")
+    assert reopened["When"] == frozen_now.isoformat() and reopened["First raised"] < reopened["When"]

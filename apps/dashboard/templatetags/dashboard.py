@@ -77,7 +77,7 @@ def status_class(status: str) -> str:
                   "missing_at_openai"}:
         return "badge-danger"
     if status in {"incomplete", "requires_action", "warning", "due_soon", "cancelling", "held", "would_delete",
-                  "skipped_legal_hold", "running"}:
+                  "skipped_legal_hold", "running", "reopened"}:
         return "badge-warn"
     if status in {"completed", "ok", "active", "info", "deleted", "finished", "matched", "complete", "resolved"}:
         return "badge-ok"
