@@ -10,6 +10,7 @@ from rest_framework import renderers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from apps.core.api import error_body
@@ -39,7 +40,8 @@ from .serializers import (
     StatementSerializer,
     UsageQuerySerializer,
     UsageSerializer,
-    usage_document,
+    usage_cursor,
+    usage_page,
 )
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="Tenant slug.")
@@ -88,7 +90,10 @@ class TenantUsageView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
     def get(self, request, slug: str):
         tenant = self.get_tenant(slug)
         query = self.validated_query()
-        document = usage_document(tenant=tenant, start=query["start"], end=query["end"], group_by=query["group_by"])
+        document, last_key = usage_page(tenant=tenant, start=query["start"], end=query["end"],
+                                        group_by=query["group_by"], after=query.get("cursor"), limit=query.get("limit"))
+        document["next"] = (replace_query_param(request.build_absolute_uri(), "cursor", usage_cursor(last_key))
+                            if last_key is not None else None)
         content = json_bytes(document)
         return etag_response(request, content, "application/json")
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
+import orjson
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -32,10 +37,47 @@ class MoneyField(serializers.Field):
 # --- usage ----------------------------------------------------------------------------------------------
 
 
+MAX_USAGE_LINES_PER_PAGE = 10_000
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_USAGE_LINES_PER_PAGE})
+class UsageLimitField(serializers.Field):
+    """How many lines a page holds, 1 to MAX_USAGE_LINES_PER_PAGE; empty or absent: every line in one answer."""
+
+    def to_internal_value(self, data):
+        text = str(data)
+        if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= MAX_USAGE_LINES_PER_PAGE:  # no huge int()
+            raise serializers.ValidationError(f"A whole number from 1 to {MAX_USAGE_LINES_PER_PAGE:,}.")
+        return int(text)
+
+
+def usage_cursor(after_key: str) -> str:
+    """The opaque `cursor` of the page after the line keyed `after_key` (keys are unique and sorted)."""
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after_key})).decode("ascii")
+
+
+@extend_schema_field({"type": "string"})
+class UsageCursorField(serializers.Field):
+    """A cursor this API wrote (usage_cursor): the key of the last line of the page before."""
+
+    def to_internal_value(self, data):
+        try:
+            after = orjson.loads(base64.urlsafe_b64decode(str(data).encode("ascii")))["after"]
+            if not isinstance(after, str) or usage_cursor(after) != data:
+                raise ValueError("not a cursor")
+        except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error, orjson.JSONDecodeError) as error:
+            raise serializers.ValidationError("Invalid cursor; use the next link as given.") from error
+        return after
+
+
 class UsageQuerySerializer(serializers.Serializer):
     start = LenientDateField(required=False, help_text="First UTC day, inclusive (default: first day of this month).")
     end = LenientDateField(required=False, help_text="UTC day after the last one, exclusive (default: first day of next month).")
     group_by = serializers.ChoiceField(choices=USAGE_GROUPINGS, default="day", help_text="How lines are grouped.")
+    limit = UsageLimitField(required=False, help_text=(
+        f"Lines per page, 1 to {MAX_USAGE_LINES_PER_PAGE:,} (default: every line in one answer). The totals are "
+        "always the whole period's; `next` links to the page after."))
+    cursor = UsageCursorField(required=False, help_text="From the `next` link of the page before; needs `limit`.")
 
     def validate(self, attrs):
         today = timezone.now().date()
@@ -45,6 +87,8 @@ class UsageQuerySerializer(serializers.Serializer):
             raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
         if (end - start).days > MAX_USAGE_DAYS:
             raise serializers.ValidationError({"end": f"The range may span at most {MAX_USAGE_DAYS} days."})
+        if "cursor" in attrs and "limit" not in attrs:
+            raise serializers.ValidationError({"limit": "A cursor pages: give the limit its next link came with."})
         return {**attrs, "start": start, "end": end}
 
 
@@ -77,23 +121,48 @@ UsageSerializer = type(
         "currency": serializers.CharField(),
         **_usage_fields("total_cost_usd"),
         "lines": UsageLineSerializer(many=True),
+        "next": serializers.URLField(allow_null=True, required=False, help_text=(
+            "With `limit`: the next page's URL, null on the last page. Without `limit`: null (every line is here).")),
     },
 )
 
 
 def usage_document(*, tenant, start, end, group_by: str) -> dict:
-    """The usage endpoint's answer, UsageSerializer's shape. By end user on PostgreSQL the database sums
-    and formats every line itself (ledger_selectors.end_user_usage_text): thousands of lines of Decimals
-    made, added and formatted in Python cost more than the query (issue #9). Otherwise, and on SQLite,
-    from the Decimal usage. A test holds the two paths byte-equal."""
+    """The usage endpoint's answer with every line, UsageSerializer's shape (without `next`)."""
+    return usage_page(tenant=tenant, start=start, end=end, group_by=group_by)[0]
+
+
+def usage_page(*, tenant, start, end, group_by: str, after: str | None = None, limit: int | None = None
+               ) -> tuple[dict, str | None]:
+    """The usage endpoint's answer with the lines keyed after `after`, at most `limit` of them (totals always the
+    whole period's), and the key of its last line when more follow (None on the last page).
+
+    By end user on PostgreSQL the database sums and formats the lines itself (ledger_selectors.
+    end_user_usage_text): thousands of lines of Decimals made, added and formatted in Python cost more than the
+    query (issue #9). Otherwise, and on SQLite, from the Decimal usage. A test holds the two paths byte-equal."""
     if group_by == "user":
-        formatted = ledger_selectors.end_user_usage_text(tenant=tenant, start=start, end=end)
+        formatted = ledger_selectors.end_user_usage_text(tenant=tenant, start=start, end=end, after=after, limit=limit)
         if formatted is not None:
             rows, totals = formatted
+            rows, last_key = _page_of(rows, limit, key=lambda row: row[0])
             return _usage_document(tenant.slug, start, end, group_by,
                                    dict(zip((*_USAGE_NUMBERS, *_USAGE_MONEY, "total_cost_usd"), totals, strict=True)),
-                                   [_usage_line_from_text(row) for row in rows])
-    return usage_representation(selectors.tenant_usage(tenant=tenant, start=start, end=end, group_by=group_by))
+                                   [_usage_line_from_text(row) for row in rows]), last_key
+    usage = selectors.tenant_usage(tenant=tenant, start=start, end=end, group_by=group_by)
+    lines = usage["lines"]
+    if after is not None:
+        lines = [line for line in lines if str(line["key"]) > after]  # keys sorted in code-point order, as str's <
+    usage["lines"], last_key = _page_of(lines[: limit + 1] if limit is not None else lines, limit,
+                                        key=lambda line: str(line["key"]))
+    return usage_representation(usage), last_key
+
+
+def _page_of(rows: list, limit: int | None, *, key) -> tuple[list, str | None]:
+    """The page's rows (the selectors read one more than `limit`, which says another page follows) and, when one
+    does, the key of the page's last row."""
+    if limit is None or len(rows) <= limit:
+        return rows, None
+    return rows[:limit], key(rows[limit - 1])
 
 
 def usage_representation(usage: dict) -> dict:

@@ -153,6 +153,15 @@ def test_usage_lines_sort_by_key_in_code_point_order_whatever_the_databases_coll
         ({"start": "1969-12-01"}, "start"),
         ({"start": "2026-3-1"}, "start"),
         ({"start": "\uff12026-01-01"}, "start"),  # a fullwidth digit: \d matched it, and it read as 2026
+        ({"limit": "0"}, "limit"),
+        ({"limit": "10001"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "99999999999999999999"}, "limit"),
+        ({"limit": "10", "cursor": "not-a-cursor"}, "cursor"),
+        # A cursor this API did not write, though it decodes: {"after": 1}, and {"after": "u1"} padded differently.
+        ({"limit": "10", "cursor": "eyJhZnRlciI6MX0="}, "cursor"),
+        ({"limit": "10", "cursor": "eyJhZnRlciI6InUxIn0"}, "cursor"),
+        ({"cursor": "eyJhZnRlciI6InUxIn0="}, "limit"),  # a valid cursor without the limit its link came with
     ],
 )
 def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):
@@ -177,3 +186,41 @@ def test_usage_defaults_to_this_month_by_day(api_client, billing_key, tenant):
     body = usage(api_client, billing_key).json()
     assert body["group_by"] == "day" and body["start"].endswith("-01") and body["lines"] == []
     assert body["total_cost_usd"] == "0.00"
+
+
+def _walk(client, key, **params) -> list[dict]:
+    """Every page of a paged usage query, following `next` as given."""
+    pages, url = [], None
+    first = usage(client, key, **params)
+    while True:
+        response = first if url is None else client.get(url, **bearer(key))
+        assert response.status_code == 200, response.content
+        pages.append(response.json())
+        url = pages[-1]["next"]
+        if url is None:
+            return pages
+
+
+@pytest.mark.parametrize("group_by", ["user", "day"])
+def test_usage_pages_cover_every_line_once_and_each_page_carries_the_whole_periods_totals(
+        api_client, billing_key, tenant, group_by):
+    """A billing system reading thousands of end users can take them a page at a time: the lines of the pages
+    together are exactly the lines of one answer, in order, and every page's totals are the period's."""
+    for index, user_id in enumerate(["", "u1", "u2", "Zoë", "u3"]):
+        ingest(tenant, builders.response(created_at=at(2026, 3, 2 + index), input_tokens=1_000 * (index + 1)),
+               user_id=user_id)
+    whole = usage(api_client, billing_key, start="2026-03-01", end="2026-04-01", group_by=group_by).json()
+    assert whole["next"] is None and len(whole["lines"]) == 5
+
+    pages = _walk(api_client, billing_key, start="2026-03-01", end="2026-04-01", group_by=group_by, limit=2)
+
+    assert [len(page["lines"]) for page in pages] == [2, 2, 1]
+    assert [line for page in pages for line in page["lines"]] == whole["lines"]
+    totals = {name: value for name, value in whole.items() if name not in ("lines", "next")}
+    for page in pages:
+        assert {name: value for name, value in page.items() if name not in ("lines", "next")} == totals
+    assert "limit=2" in pages[0]["next"] and "group_by=" + group_by in pages[0]["next"]
+    # A page that ends exactly at the last line says so: no link to an empty page.
+    assert [len(page["lines"]) for page in _walk(api_client, billing_key, start="2026-03-01", end="2026-04-01",
+                                                 group_by=group_by, limit=5)] == [5]
+
