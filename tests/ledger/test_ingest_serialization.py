@@ -2,27 +2,18 @@
 rates outside the lock, then waits for it before touching a row, and new runs go in by plain COPY."""
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import connection
 
 from apps.ledger import bulk
 from apps.ledger.models import Run, Thread
 from apps.ledger.services import INGEST_LOCK_KEY, ingest_events, ledger_check
 from tests import builders
+from tests.threads import InAnotherThread, dsn
 
 WHEN = dt.datetime(2026, 11, 3, 8, 0, tzinfo=dt.UTC)
-
-
-def _dsn() -> str:
-    settings = connection.settings_dict
-    return psycopg.conninfo.make_conninfo(
-        dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
-        host=settings["HOST"] or None, port=settings["PORT"] or None,
-    )
 
 
 def _batch(prefix: str, count: int) -> list[dict]:
@@ -31,36 +22,9 @@ def _batch(prefix: str, count: int) -> list[dict]:
         for i in range(count)]
 
 
-class _InAnotherThread:
-    """Runs `work` in a thread with its own database connection; `.result` is what it returned."""
-
-    def __init__(self, work):
-        self.result = self.error = None
-
-        def run():
-            try:
-                self.result = work()
-            except Exception as exc:  # surfaced by the caller's assertions
-                self.error = exc
-            finally:
-                connection.close()
-
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
-
-    def waiting_after(self, seconds: float) -> bool:
-        self.thread.join(timeout=seconds)
-        return self.thread.is_alive()
-
-    def finish(self):
-        self.thread.join(timeout=60)
-        assert self.error is None, self.error
-        return self.result
-
-
 def _holding_the_lock(*, shared: bool = False):
     """Another session holds the ingest lock (as a batch or an import worker would) until the block ends."""
-    holder = psycopg.connect(_dsn(), autocommit=True)
+    holder = psycopg.connect(dsn(), autocommit=True)
     suffix = "_shared" if shared else ""
     holder.execute(f"SELECT pg_advisory_lock{suffix}(%s)", [INGEST_LOCK_KEY])
     return _Held(holder, suffix)
@@ -82,7 +46,7 @@ class _Held:
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_waits_for_the_ingest_lock_before_writing_anything(tenant):
     with _holding_the_lock() as holder:
-        batch = _InAnotherThread(lambda: ingest_events(events=_batch("wait", 20)))
+        batch = InAnotherThread(lambda: ingest_events(events=_batch("wait", 20)))
         still_waiting = batch.waiting_after(1.0)
         visible_while_held = holder.execute("SELECT count(*) FROM ledger_run").fetchone()[0]
     assert still_waiting and visible_while_held == 0
@@ -95,7 +59,7 @@ def test_a_batch_waits_for_the_ingest_lock_before_writing_anything(tenant):
 @pytest.mark.django_db(transaction=True)
 def test_the_lock_is_released_when_the_batch_commits(tenant):
     ingest_events(events=_batch("first", 5))
-    with psycopg.connect(_dsn(), autocommit=True) as other:
+    with psycopg.connect(dsn(), autocommit=True) as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", [INGEST_LOCK_KEY]).fetchone()[0] is True
         other.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK_KEY])
 
@@ -116,9 +80,9 @@ def test_copy_into_inserts_rows_the_caller_knows_are_new(tenant):
 @pytest.mark.django_db(transaction=True)
 def test_partitioned_batches_share_the_lock_with_each_other_but_not_with_ordinary_batches(tenant):
     with _holding_the_lock(shared=True):  # another import worker
-        partitioned = _InAnotherThread(lambda: ingest_events(events=_batch("part", 10), partitioned=True))
+        partitioned = InAnotherThread(lambda: ingest_events(events=_batch("part", 10), partitioned=True))
         went_ahead = not partitioned.waiting_after(30)
-        ordinary = _InAnotherThread(lambda: ingest_events(events=_batch("ord", 10)))
+        ordinary = InAnotherThread(lambda: ingest_events(events=_batch("ord", 10)))
         ordinary_waited = ordinary.waiting_after(1.0)
     assert went_ahead and partitioned.finish().created == 10
     assert ordinary_waited and ordinary.finish().created == 10
@@ -152,6 +116,6 @@ def test_repricing_takes_its_turn_under_the_ingest_lock(tenant):
 
     ingest_events(events=_batch("reprice", 5))
     with _holding_the_lock():
-        reprice = _InAnotherThread(lambda: runs_reprice(dry_run=False))
+        reprice = InAnotherThread(lambda: runs_reprice(dry_run=False))
         waited = reprice.waiting_after(1.0)
     assert waited and reprice.finish().tenants[0].runs == 5

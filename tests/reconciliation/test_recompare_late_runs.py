@@ -5,6 +5,7 @@ call), as after a re-rating. Before, a day more than 8 days back kept comparing 
 before the late runs until someone ran `manage.py reconcile` for it."""
 
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pytest
@@ -22,6 +23,7 @@ from apps.reconciliation.services import (
     reconciliation_recompare_late,
 )
 from config.beat import BEAT_SCHEDULE
+from tests.threads import InAnotherThread, a_session_waits_on_a_lock
 
 from .one_day import DAY, MODEL, PROJECT, current, ingest, openai_bill, price, reconcile
 
@@ -156,6 +158,40 @@ def test_a_day_marked_again_while_the_pass_compared_it_keeps_its_mark(tenant, mo
     assert current()[0].ledger_total_usd == Decimal("5.6")
     assert _marks() == [(PROJECT, DAY)]
     monkeypatch.setattr(services, "reconciliation_recompare", compare)
+    reconciliation_recompare_late()
+    run, _ = current()
+    assert (run.ledger_total_usd, run.flagged_count, _marks()) == (Decimal("8.4"), 0, [])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_late_run_committing_while_the_pass_unmarks_its_day_keeps_the_mark(tenant):
+    """The test above, with two real sessions: a batch of late runs has re-marked the day but not committed when
+    the pass reads the marks and compares the day (without that batch's run). The pass's delete waits on the
+    batch's row lock, and once the batch commits it finds the mark changed and leaves it: nothing is lost
+    between the two, whichever commits first."""
+    price("2")
+    ingest()
+    reconcile(openai_bill(2.0, runs=3))
+    ingest()
+    written, commit = threading.Event(), threading.Event()
+
+    def late_batch_held_open():
+        with transaction.atomic():
+            ingest()  # re-marks the day: its mark row is locked until this commits
+            written.set()
+            assert commit.wait(30)
+
+    batch = InAnotherThread(late_batch_held_open)
+    assert written.wait(30)
+    the_pass = InAnotherThread(reconciliation_recompare_late)
+    waited = a_session_waits_on_a_lock()
+    commit.set()
+    batch.finish()
+    assert len(the_pass.finish().runs) == 1
+    assert waited  # the pass reached the mark while the batch held it (the interleaving this test is about)
+    assert current()[0].ledger_total_usd == Decimal("5.6")  # compared without the third run...
+    assert _marks() == [(PROJECT, DAY)]  # ...so its day stays marked for the next pass
     reconciliation_recompare_late()
     run, _ = current()
     assert (run.ledger_total_usd, run.flagged_count, _marks()) == (Decimal("8.4"), 0, [])
