@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
-import orjson
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.core.api_support import DateOrDateTimeField, LenientDateField
+from apps.core.api_support import (
+    DateOrDateTimeField,
+    LenientDateField,
+    cursor_payload,
+    cursor_token,
+    page_size,
+)
 from apps.core.money import usd_string
 from apps.core.timeutils import month_start, next_month
 from apps.ledger import selectors as ledger_selectors
@@ -45,15 +46,12 @@ class UsageLimitField(serializers.Field):
     """How many lines a page holds, 1 to MAX_USAGE_LINES_PER_PAGE; empty or absent: every line in one answer."""
 
     def to_internal_value(self, data):
-        text = str(data)
-        if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= MAX_USAGE_LINES_PER_PAGE:  # no huge int()
-            raise serializers.ValidationError(f"A whole number from 1 to {MAX_USAGE_LINES_PER_PAGE:,}.")
-        return int(text)
+        return page_size(str(data), MAX_USAGE_LINES_PER_PAGE)
 
 
 def usage_cursor(after_key: str) -> str:
     """The opaque `cursor` of the page after the line keyed `after_key` (keys are unique and sorted)."""
-    return base64.urlsafe_b64encode(orjson.dumps({"after": after_key})).decode("ascii")
+    return cursor_token({"after": after_key})
 
 
 @extend_schema_field({"type": "string"})
@@ -62,12 +60,12 @@ class UsageCursorField(serializers.Field):
 
     def to_internal_value(self, data):
         try:
-            after = orjson.loads(base64.urlsafe_b64decode(str(data).encode("ascii")))["after"]
-            if not isinstance(after, str) or usage_cursor(after) != data:
-                raise ValueError("not a cursor")
-        except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error, orjson.JSONDecodeError) as error:
+            payload = cursor_payload(str(data))
+            if set(payload) != {"after"} or not isinstance(payload["after"], str):
+                raise ValueError("not a usage cursor")
+        except ValueError as error:
             raise serializers.ValidationError("Invalid cursor; use the next link as given.") from error
-        return after
+        return payload["after"]
 
 
 class UsageQuerySerializer(serializers.Serializer):

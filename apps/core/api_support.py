@@ -51,6 +51,31 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+def cursor_token(payload: dict) -> str:
+    """An opaque `cursor`: the payload as JSON in URL-safe base64."""
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode("ascii")
+
+
+def cursor_payload(token: str) -> dict:
+    """What cursor_token wrote into `token`; ValueError for anything it did not write, however well it decodes
+    (another padding, other JSON spacing, not an object)."""
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (UnicodeError, binascii.Error, orjson.JSONDecodeError) as error:
+        raise ValueError("not a cursor") from error
+    if not isinstance(payload, dict) or cursor_token(payload) != token:
+        raise ValueError("not a cursor")
+    return payload
+
+
+def page_size(raw: str, maximum: int) -> int:
+    """A `limit` query parameter: a whole number from 1 to `maximum`, or a serializers.ValidationError saying so
+    (a typo must not pass silently as the default)."""
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:  # no 4,300-digit int()
+        raise serializers.ValidationError(f"A whole number from 1 to {maximum:,}.")
+    return int(raw)
+
+
 class ApiCursorPagination(CursorPagination):
     """Opaque `cursor` links; `limit` from 1 to 500. A cursor is the position of the last row returned in every
     ordering field (keyset pagination), so a walk never repeats or skips a row whatever is inserted
@@ -73,9 +98,10 @@ class ApiCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= self.max_page_size:  # no 4,300-digit int()
-            raise ValidationError({self.page_size_query_param: f"A whole number from 1 to {self.max_page_size}."})
-        return int(raw)
+        try:
+            return page_size(raw, self.max_page_size)
+        except serializers.ValidationError as error:
+            raise ValidationError({self.page_size_query_param: error.detail}) from error
 
     def _paginate(self, queryset, request, view=None):
         self.request = request
@@ -133,8 +159,8 @@ class ApiCursorPagination(CursorPagination):
 
     def _link(self, backwards: bool, position: list) -> str:
         values = [value.isoformat() if isinstance(value, dt.date) else value for value in position]
-        token = base64.urlsafe_b64encode(orjson.dumps({"b": int(backwards), "p": values})).decode()
-        return replace_query_param(self.base_url, self.cursor_query_param, token)
+        return replace_query_param(self.base_url, self.cursor_query_param,
+                                   cursor_token({"b": int(backwards), "p": values}))
 
     def decode_cursor(self, request) -> tuple[bool, list] | None:
         """(backwards, position in the ordering's fields) of the cursor given, None without one. A cursor is
@@ -143,7 +169,7 @@ class ApiCursorPagination(CursorPagination):
         if given is None:
             return None
         try:
-            decoded = orjson.loads(base64.urlsafe_b64decode(given.encode("ascii")))
+            decoded = cursor_payload(given)
             backwards, values = decoded["b"], decoded["p"]
             if set(decoded) != {"b", "p"} or backwards not in (0, 1) or len(values) != len(self._fields):
                 raise ValueError("not a cursor")

@@ -70,7 +70,7 @@ def test_a_typo_in_group_by_names_the_typo_and_what_the_endpoint_reads(api_clien
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["field"] == "grup_by"
-    assert error["message"] == "Unknown query parameter; this endpoint reads: end, format, group_by, start."
+    assert error["message"] == "Unknown query parameter; this endpoint reads: cursor, end, format, group_by, limit, start."
 
 
 def test_every_unknown_parameter_is_listed_the_first_in_name_order_named(api_client, billing_key, tenant):
