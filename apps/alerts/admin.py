@@ -1,9 +1,9 @@
 from django.contrib import admin
-from django.utils import timezone
 
 from apps.core.admin import AuditedAdminMixin
 
 from .models import Alert
+from .services import alerts_acknowledge
 
 
 @admin.register(Alert)
@@ -23,9 +23,5 @@ class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
-        now = timezone.now()
-        # One audit record per alert silenced, as a change made on its page is (who acknowledged what, when).
-        for alert in queryset.filter(acknowledged_at__isnull=True):
-            alert.acknowledged_at = now
-            alert.save(update_fields=["acknowledged_at"])
-            self._audit(request, alert, "acknowledge", {"after": {"acknowledged_at": str(now)}})
+        # One audit record per alert silenced, named as the admin's changes are (who acknowledged what, when).
+        alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge")

@@ -97,6 +97,21 @@ def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
     return ids
 
 
+def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge") -> list[int]:
+    """Mark the unacknowledged alerts among `alerts` (a queryset) as seen by `actor`, until their cause comes back
+    (a reopened alert is unacknowledged again). One audit record per alert: who silenced which, when. Returns
+    the ids acknowledged now (none when someone else was first)."""
+    now = timezone.now()
+    acknowledged = []
+    for alert in alerts.filter(acknowledged_at__isnull=True).order_by("pk"):
+        # Conditional: of two people acknowledging at once, one is recorded.
+        if Alert.unscoped_objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(acknowledged_at=now):
+            audit_record(action=audit_action, target_type="alert", target_id=alert.pk, actor=actor,
+                         tenant_id=alert.tenant_id, data={"after": {"acknowledged_at": str(now)}})
+            acknowledged.append(alert.pk)
+    return acknowledged
+
+
 def _ids_text(ids: list[int]) -> str:
     return ",".join(str(pk) for pk in ids)[:100]
 

@@ -33,7 +33,8 @@ class Column:
     key: str
     header: str
     # text | code | int | number | money | price | percent | datetime | date | status | bool | sparkline |
-    # longtext | idtext (an IdInText: longtext with one OpenAI id in it, shortened like a code cell)
+    # longtext | idtext (an IdInText: longtext with one OpenAI id in it, shortened like a code cell) |
+    # acknowledge (an alert's pk: its Acknowledge button)
     kind: str = "text"
     value: Callable[[Any], Any] | None = None
     link: Callable[[Any], str | None] | None = None
@@ -134,6 +135,10 @@ _CELL_FORMATS: dict[str, Callable[[Any], str]] = {
                                 'fill="none" stroke="currentColor" stroke-width="1.5"/></svg>'),
     "longtext": lambda value: f'<span class="wrap-text">{_text(value)}</span>',
     "idtext": _id_in_text_html,
+    # An alert's pk: a button of the page's one acknowledge form (it holds the CSRF token; `form=` ties the
+    # button to it from inside the table).
+    "acknowledge": lambda pk: (f'<button type="submit" class="button button-small" form="acknowledge-alert" '
+                               f'name="alert" value="{_text(pk)}">Acknowledge</button>'),
 }
 
 

@@ -13,5 +13,6 @@ urlpatterns = [
     path("runs/", views.RunListView.as_view(), name="runs"),
     path("runs/<str:openai_id>/", views.RunDetailView.as_view(), name="run-detail"),
     path("alerts/", views.AlertListView.as_view(), name="alerts"),
+    path("alerts/acknowledge/", views.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),
     path("prices/", views.PriceListView.as_view(), name="prices"),
 ]

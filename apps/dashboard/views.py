@@ -13,12 +13,14 @@ from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Q
-from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import RFC3986_SUBDELIMS, urlencode
+from django.utils.http import RFC3986_SUBDELIMS, url_has_allowed_host_and_scheme, urlencode
 from django.views.generic import TemplateView, View
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alerts_acknowledge
 from apps.core.exports import invalid_export_response, invalid_form_export_response
 from apps.core.money import money_text
 from apps.core.timeutils import UTC
@@ -27,7 +29,14 @@ from apps.ledger.models import Run
 from apps.pricing.rating import multiple_text
 from apps.pricing.selectors import model_rate_from_price
 from apps.tenants.models import Tenant
-from apps.tenants.selectors import scope_for_user, tenant_get_visible, tenants_visible, user_is_tenant_admin
+from apps.tenants.scoping import TenantScope
+from apps.tenants.selectors import (
+    admin_scope_for_user,
+    scope_for_user,
+    tenant_get_visible,
+    tenants_visible,
+    user_is_tenant_admin,
+)
 from apps.tenants.services import tenant_update
 
 from . import figures
@@ -118,6 +127,11 @@ class DashboardView(LoginRequiredMixin, TemplateView):
     @cached_property
     def scope(self):
         return scope_for_user(self.request.user)
+
+    @cached_property
+    def admin_scope(self) -> TenantScope:
+        """The tenants whose alerts and settings the viewer may change."""
+        return admin_scope_for_user(self.request.user)
 
     @cached_property
     def now(self) -> dt.datetime:
@@ -373,7 +387,11 @@ class TenantListView(DashboardView):
 
 
 def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_state: bool = True,
-                  name: str = "alerts", paginate_by: int | None = None) -> Table:
+                  name: str = "alerts", paginate_by: int | None = None, admin_scope: TenantScope | None = None
+                  ) -> Table:
+    """The alerts as the pages list them. With `admin_scope` (the tenants the viewer administers), the open
+    alerts of those tenants have an Acknowledge button (tenant-less ones only for staff); the page must hold
+    the form the buttons submit (dashboard/_acknowledge_form.html)."""
     # What happened right after when: on a phone the columns past the first few are off-screen until scrolled.
     columns = [
         # May break before its time: the run id in the text beside it is a 30-character unbroken block now.
@@ -396,6 +414,10 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))
+    if admin_scope is not None:
+        columns.append(Column("acknowledge", "Action", "acknowledge", csv=False, value=lambda a: a.pk if (
+            a.resolved_at is None and a.acknowledged_at is None
+            and (admin_scope.allows(a.tenant_id) if a.tenant_id else admin_scope.is_every_tenant)) else None))
     if with_tenant:
         columns.insert(2, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
                                  link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
@@ -433,7 +455,7 @@ class AlertListView(DashboardView):
         return any(self.request.GET.get(name) for name in ("state", "kind", "tenant"))
 
     def get_tables(self):
-        table = _alerts_table(self.alerts(), with_tenant=True, paginate_by=50)
+        table = _alerts_table(self.alerts(), with_tenant=True, paginate_by=50, admin_scope=self.admin_scope)
         table.count_cap = RUN_COUNT_CAP  # one alert per high-cost run: as many as the runs page lists
         if not self.form.is_valid():
             table.empty = "No alerts shown: correct the filter named above."
@@ -447,6 +469,36 @@ class AlertListView(DashboardView):
         context = super().get_context_data(**kwargs)
         context.update(tables=self.render_tables(), form=self.form, has_filters=self.has_filters)
         return context
+
+
+class AlertAcknowledgeView(LoginRequiredMixin, View):
+    """POST only: someone who may change an alert's tenant (its admins, staff; a tenant-less alert: staff) marks
+    it seen, from the alerts page or the tenant page, and goes back there. Audited by alerts_acknowledge. An
+    alert the viewer cannot see is a 404, whoever's it is."""
+
+    http_method_names = ["post"]
+
+    def post(self, request):
+        raw = request.POST.get("alert", "")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            return HttpResponseBadRequest("alert: give the id of an alert (the page's Acknowledge button does).",
+                                          content_type="text/plain; charset=utf-8")
+        alert = Alert.objects.in_scope(scope_for_user(request.user)).filter(pk=int(raw)).first()
+        if alert is None:
+            raise Http404("No such alert.")
+        admin_scope = admin_scope_for_user(request.user)
+        if not (admin_scope.allows(alert.tenant_id) if alert.tenant_id else admin_scope.is_every_tenant):
+            raise PermissionDenied("Only this tenant's admins can acknowledge its alerts.")
+        place = "alerts" if request.POST.get("place") == "alerts" else ""  # the tenant page's alerts card
+        if alerts_acknowledge(alerts=Alert.unscoped_objects.filter(pk=alert.pk), actor=request.user):
+            messages.success(request, f"Acknowledged: {alert.title}", extra_tags=place)
+        else:
+            messages.info(request, "That alert was acknowledged already.", extra_tags=place)
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = reverse("dashboard:alerts")
+        return HttpResponseRedirect(back)
 
 
 def _runs_columns(*, with_tenant: bool) -> list[Column]:
@@ -570,7 +622,8 @@ class TenantDetailView(DashboardView):
                 else "No threads recorded. Report each thread or conversation id with its runs so it can be "
                      "deleted on time.",
             ),
-            "alerts": _alerts_table(alerts_recent(tenant=tenant), with_tenant=False, paginate_by=10),
+            "alerts": _alerts_table(alerts_recent(tenant=tenant), with_tenant=False, paginate_by=10,
+                                    admin_scope=self.admin_scope),
         }
 
     def get_context_data(self, **kwargs):

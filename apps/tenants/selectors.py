@@ -16,6 +16,17 @@ def scope_for_user(user) -> TenantScope:
     return TenantScope.of(Membership.objects.filter(user=user).values_list("tenant_id", flat=True))
 
 
+def admin_scope_for_user(user) -> TenantScope:
+    """The tenants whose settings and alerts this user may change: staff every tenant, others the tenants they
+    are an admin of (a subset of scope_for_user's)."""
+    if not getattr(user, "is_authenticated", False):
+        return TenantScope.of([])
+    if user.is_staff or user.is_superuser:
+        return TenantScope.every_tenant()
+    return TenantScope.of(Membership.objects.filter(user=user, role=Membership.Role.ADMIN)
+                          .values_list("tenant_id", flat=True))
+
+
 def scope_for_api_key(key: ApiKey) -> TenantScope:
     return TenantScope.of([key.tenant_id]) if key.tenant_id else TenantScope.every_tenant()
 

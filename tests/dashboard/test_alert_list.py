@@ -88,3 +88,80 @@ def test_a_reopened_alert_is_listed_first_and_says_so(staff_client, tenant, froz
     reopened = dict(zip(rows[0], rows[1], strict=True))
     assert (reopened["State"], reopened["Times reopened"]) == ("reopened", "1")
     assert reopened["When"] == frozen_now.isoformat() and reopened["First raised"] < reopened["When"]
+
+
+# --- acknowledging ------------------------------------------------------------------------------------
+
+
+def _acknowledge(client, alert: Alert, **extra):
+    return client.post("/alerts/acknowledge/", {"alert": alert.pk, "next": "/alerts/?kind=high_cost_run", **extra})
+
+
+def test_staff_acknowledge_an_alert_from_the_page_and_it_is_audited(staff_client, staff_user, alerts):
+    """Before, acknowledging was only in the Django admin, which ops do not live in."""
+    from apps.core.models import AuditEvent
+
+    alert = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
+    body = staff_client.get("/alerts/").content.decode()
+    assert f'form="acknowledge-alert" name="alert" value="{alert.pk}"' in body
+    assert body.count(">Acknowledge</button>") == 3  # every open alert, the tenant-less one included
+
+    response = _acknowledge(staff_client, alert)
+
+    assert (response.status_code, response["Location"]) == (302, "/alerts/?kind=high_cost_run")
+    alert.refresh_from_db()
+    assert alert.state == "acknowledged"
+    event = AuditEvent.objects.get(action="alert.acknowledge")
+    assert (event.actor, event.target_id, event.tenant_id) == (staff_user, str(alert.pk), alert.tenant_id)
+    page = staff_client.get("/alerts/").content.decode()
+    assert "Acknowledged: High-cost run run_acme" in page and page.count(">Acknowledge</button>") == 2
+    # Twice is once: the second says so and records nothing.
+    assert "acknowledged already" in staff_client.post("/alerts/acknowledge/", {"alert": alert.pk},
+                                                       follow=True).content.decode()
+    assert AuditEvent.objects.filter(action="alert.acknowledge").count() == 1
+
+
+def test_a_tenant_admin_acknowledges_their_tenants_alerts_and_no_one_elses(client, tenant_admin_user, alerts):
+    client.force_login(tenant_admin_user)
+    assert client.get("/alerts/").content.decode().count(">Acknowledge</button>") == 1
+    ours = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
+    assert _acknowledge(client, ours).status_code == 302
+    # Another tenant's alert and a tenant-less one are not found, as they are not listed: 404, never 403.
+    for cause_key in ("high_cost_run:run_globex", "unpriced_model:gpt-x"):
+        theirs = Alert.unscoped_objects.get(cause_key=cause_key)
+        response = _acknowledge(client, theirs)
+        assert response.status_code == 404 and b"globex" not in response.content
+        theirs.refresh_from_db()
+        assert theirs.acknowledged_at is None
+
+
+def test_a_viewer_sees_no_button_and_cannot_acknowledge(member_client, alerts):
+    assert ">Acknowledge</button>" not in member_client.get("/alerts/").content.decode()
+    ours = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
+    assert _acknowledge(member_client, ours).status_code == 403
+    ours.refresh_from_db()
+    assert ours.acknowledged_at is None
+
+
+@pytest.mark.parametrize("value", ["", "abc", "-1", "１２", "9" * 30])
+def test_an_acknowledge_without_an_alert_id_is_a_400_naming_it(staff_client, alerts, value):
+    response = staff_client.post("/alerts/acknowledge/", {"alert": value})
+    assert response.status_code == 400 and response.content.decode().startswith("alert: ")
+
+
+def test_acknowledging_goes_back_only_to_this_site(staff_client, alerts):
+    alert = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
+    assert _acknowledge(staff_client, alert, next="https://evil.example/")["Location"] == "/alerts/"
+    assert staff_client.get("/alerts/acknowledge/").status_code == 405
+
+
+def test_acknowledging_from_the_tenant_page_lands_on_its_alerts_card(staff_client, alerts):
+    alert = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
+    page = staff_client.get("/tenants/acme/").content.decode()
+    assert 'name="next" value="/tenants/acme/#alerts"' in page and 'name="place" value="alerts"' in page
+    response = _acknowledge(staff_client, alert, next="/tenants/acme/#alerts", place="alerts")
+    assert response["Location"] == "/tenants/acme/#alerts"
+    page = staff_client.get("/tenants/acme/").content.decode()
+    card = page.index('id="alerts"')
+    assert "Acknowledged: High-cost run run_acme" in page[card:]
+    assert "Acknowledged: High-cost run run_acme" not in page[:card]  # not out of sight at the top
