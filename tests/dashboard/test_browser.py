@@ -272,3 +272,24 @@ def test_price_history_of_every_model_fits_at_1280_with_each_version_on_screen(p
     box, edge = version.bounding_box(), region.bounding_box()
     assert box["x"] >= edge["x"] and box["x"] + box["width"] <= edge["x"] + edge["width"]
     screenshot(page, "prices-history-every-model", "desktop")
+
+
+def test_staff_acknowledge_an_alert_with_its_button_and_the_page_says_so(page, live_server, ledger):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    login(page, live_server, "ops", "ops-password-1")
+    page.goto(f"{live_server.url}/alerts/")
+    buttons = page.get_by_role("button", name="Acknowledge")
+    before = buttons.count()  # the fixture's alerts and those its ingested runs raised, on this page
+    assert before >= 3
+    row = page.locator("#table-alerts tr", has_text="Acme Corp reached 80%")
+    row.get_by_role("button", name="Acknowledge").click()
+    page.wait_for_url(f"{live_server.url}/alerts/")
+    assert "Acknowledged: Acme Corp reached 80% of its monthly budget" in page.locator("[role=status]").first.inner_text()
+    row = page.locator("#table-alerts tr", has_text="Acme Corp reached 80%")
+    assert row.locator(".badge", has_text="acknowledged").count() == 1
+    assert row.get_by_role("button", name="Acknowledge").count() == 0 and buttons.count() == before - 1
+    screenshot(page, "alerts-acknowledged", "desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/alerts/")
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+    screenshot(page, "alerts-acknowledge-buttons", "mobile")
