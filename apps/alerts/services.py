@@ -25,7 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.core.money import ZERO, money_text
-from apps.core.services import audit_record
+from apps.core.services import audit_record, audit_record_many
 
 from .models import Alert
 
@@ -97,18 +97,26 @@ def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
     return ids
 
 
-def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge") -> list[int]:
-    """Mark the unacknowledged alerts among `alerts` (a queryset) as seen by `actor`, until their cause comes back
-    (a reopened alert is unacknowledged again). One audit record per alert: who silenced which, when. Returns
-    the ids acknowledged now (none when someone else was first)."""
+# One "acknowledge all" takes at most this many alerts (the page says how many are left for the next click).
+ACKNOWLEDGE_AT_MOST = 5000
+
+
+def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge",
+                       limit: int = ACKNOWLEDGE_AT_MOST) -> list[int]:
+    """Mark the unacknowledged alerts among `alerts` (a queryset; at most `limit`, the oldest first) as seen by
+    `actor`, until their cause comes back (a reopened alert is unacknowledged again). One audit record per
+    alert: who silenced which, when. Returns the ids acknowledged now (not those someone else was first to)."""
     now = timezone.now()
-    acknowledged = []
-    for alert in alerts.filter(acknowledged_at__isnull=True).order_by("pk"):
-        # Conditional: of two people acknowledging at once, one is recorded.
-        if Alert.unscoped_objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(acknowledged_at=now):
-            audit_record(action=audit_action, target_type="alert", target_id=alert.pk, actor=actor,
-                         tenant_id=alert.tenant_id, data={"after": {"acknowledged_at": str(now)}})
-            acknowledged.append(alert.pk)
+    candidates = dict(alerts.filter(acknowledged_at__isnull=True).order_by("pk").values_list("pk", "tenant_id")[:limit])
+    if not candidates:
+        return []
+    # Conditional, and read back by its timestamp: of two people acknowledging at once, each alert is recorded once.
+    Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at__isnull=True).update(acknowledged_at=now)
+    acknowledged = sorted(Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at=now)
+                          .values_list("pk", flat=True))
+    audit_record_many(action=audit_action, target_type="alert", actor=actor,
+                      targets=[(pk, candidates[pk]) for pk in acknowledged],
+                      data={"after": {"acknowledged_at": str(now)}})
     return acknowledged
 
 

@@ -180,7 +180,7 @@ class TenantPolicyForm(SeenValuesFormMixin, forms.ModelForm):
 class AlertFilterForm(forms.Form):
     """The alerts page's filters: open alerts by default (acknowledged ones are still open: nobody fixed them)."""
 
-    STATES = [("open", "open"), ("resolved", "resolved"), ("all", "all")]
+    STATES = [("open", "open"), ("unacknowledged", "unacknowledged"), ("resolved", "resolved"), ("all", "all")]
     state = forms.ChoiceField(required=False, choices=STATES, initial="open")
     kind = forms.ChoiceField(required=False)
     # Not echoing the slug: an unknown tenant and one you may not see read the same.

@@ -21,10 +21,12 @@ def alerts_recent(*, scope: TenantScope | None = None, tenant=None) -> QuerySet:
 def alerts_filtered(*, scope: TenantScope, state: str = "open", kind: str = "", tenant_id: int | None = None
                     ) -> QuerySet:
     """The scope's alerts (a member's never include tenant-less ones), latest opened first: open ones
-    (acknowledged and reopened included), resolved ones, or all."""
+    (acknowledged and reopened included), open ones nobody acknowledged, resolved ones, or all."""
     alerts = alerts_recent(scope=scope)
     if state == "open":
         alerts = alerts.filter(resolved_at__isnull=True)
+    elif state == "unacknowledged":
+        alerts = alerts.filter(resolved_at__isnull=True, acknowledged_at__isnull=True)
     elif state == "resolved":
         alerts = alerts.filter(resolved_at__isnull=False)
     if kind:

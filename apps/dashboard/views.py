@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.http import RFC3986_SUBDELIMS, url_has_allowed_host_and_scheme, urlencode
 from django.views.generic import TemplateView, View
 
+from apps.alerts import services as alert_services
 from apps.alerts.models import Alert
 from apps.alerts.services import alerts_acknowledge
 from apps.core.exports import invalid_export_response, invalid_form_export_response
@@ -467,38 +468,74 @@ class AlertListView(DashboardView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context.update(tables=self.render_tables(), form=self.form, has_filters=self.has_filters)
+        tables = self.render_tables()
+        data = self.form.cleaned_data if self.form.is_valid() else None
+        # "Acknowledge all matching": for the open alerts listed, to whoever may acknowledge some of them.
+        can_acknowledge_all = bool(data and data["state"] in ("open", "unacknowledged") and tables["alerts"].page_rows
+                                   and (self.admin_scope.is_every_tenant or self.admin_scope.tenant_ids))
+        context.update(tables=tables, form=self.form, has_filters=self.has_filters,
+                       acknowledge_all_filters=[(name, data[name]) for name in ("kind", "tenant") if data[name]]
+                       if can_acknowledge_all else None)
         return context
 
 
 class AlertAcknowledgeView(LoginRequiredMixin, View):
     """POST only: someone who may change an alert's tenant (its admins, staff; a tenant-less alert: staff) marks
-    it seen, from the alerts page or the tenant page, and goes back there. Audited by alerts_acknowledge. An
-    alert the viewer cannot see is a 404, whoever's it is."""
+    it seen, from the alerts page or the tenant page, and goes back there; or, with `all`, every open alert nobody
+    acknowledged that the alerts page's filters (state aside) match among those they may change, at most
+    ACKNOWLEDGE_AT_MOST a click. Audited by alerts_acknowledge. An alert the viewer cannot see is a 404,
+    whoever's it is."""
 
     http_method_names = ["post"]
 
     def post(self, request):
-        raw = request.POST.get("alert", "")
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-            return HttpResponseBadRequest("alert: give the id of an alert (the page's Acknowledge button does).",
-                                          content_type="text/plain; charset=utf-8")
-        alert = Alert.objects.in_scope(scope_for_user(request.user)).filter(pk=int(raw)).first()
-        if alert is None:
-            raise Http404("No such alert.")
-        admin_scope = admin_scope_for_user(request.user)
-        if not (admin_scope.allows(alert.tenant_id) if alert.tenant_id else admin_scope.is_every_tenant):
-            raise PermissionDenied("Only this tenant's admins can acknowledge its alerts.")
+        scope, admin_scope = scope_for_user(request.user), admin_scope_for_user(request.user)
         place = "alerts" if request.POST.get("place") == "alerts" else ""  # the tenant page's alerts card
-        if alerts_acknowledge(alerts=Alert.unscoped_objects.filter(pk=alert.pk), actor=request.user):
-            messages.success(request, f"Acknowledged: {alert.title}", extra_tags=place)
+        if "all" in request.POST:
+            refused = self._acknowledge_matching(request, scope, admin_scope)
+            if refused is not None:
+                return refused
         else:
-            messages.info(request, "That alert was acknowledged already.", extra_tags=place)
+            raw = request.POST.get("alert", "")
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+                return _bad_request("alert: give the id of an alert (the page's Acknowledge button does).")
+            alert = Alert.objects.in_scope(scope).filter(pk=int(raw)).first()
+            if alert is None:
+                raise Http404("No such alert.")
+            if not (admin_scope.allows(alert.tenant_id) if alert.tenant_id else admin_scope.is_every_tenant):
+                raise PermissionDenied("Only this tenant's admins can acknowledge its alerts.")
+            if alerts_acknowledge(alerts=Alert.unscoped_objects.filter(pk=alert.pk), actor=request.user):
+                messages.success(request, f"Acknowledged: {alert.title}", extra_tags=place)
+            else:
+                messages.info(request, "That alert was acknowledged already.", extra_tags=place)
         back = request.POST.get("next", "")
         if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
                                                require_https=request.is_secure()):
             back = reverse("dashboard:alerts")
         return HttpResponseRedirect(back)
+
+    def _acknowledge_matching(self, request, scope: TenantScope, admin_scope: TenantScope):
+        if not admin_scope.is_every_tenant and not admin_scope.tenant_ids:
+            raise PermissionDenied("Only staff and tenant admins can acknowledge alerts.")
+        visible = dict(tenants_visible(scope).values_list("slug", "id"))
+        form = AlertFilterForm(request.POST, tenant_slugs=list(visible))
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            return _bad_request(f"{field}: {' '.join(errors)}")
+        data = form.cleaned_data
+        alerts = admin_scope.apply(alerts_filtered(
+            scope=scope, state="unacknowledged", kind=data["kind"],
+            tenant_id=visible[data["tenant"]] if data["tenant"] else None))
+        at_most = alert_services.ACKNOWLEDGE_AT_MOST
+        done = alerts_acknowledge(alerts=alerts, actor=request.user, limit=at_most)
+        more = alerts.filter(acknowledged_at__isnull=True).exists()
+        messages.success(request, f"Acknowledged {len(done):,} alert{'s' if len(done) != 1 else ''}." + (
+            f" More match these filters: acknowledge all again for the next {at_most:,}." if more else ""))
+        return None
+
+
+def _bad_request(message: str) -> HttpResponseBadRequest:
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 
 def _runs_columns(*, with_tenant: bool) -> list[Column]:

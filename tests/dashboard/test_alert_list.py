@@ -165,3 +165,53 @@ def test_acknowledging_from_the_tenant_page_lands_on_its_alerts_card(staff_clien
     card = page.index('id="alerts"')
     assert "Acknowledged: High-cost run run_acme" in page[card:]
     assert "Acknowledged: High-cost run run_acme" not in page[:card]  # not out of sight at the top
+
+
+def _acknowledge_all(client, **filters):
+    return client.post("/alerts/acknowledge/", {"all": "1", "next": "/alerts/", **filters}, follow=True)
+
+
+def test_staff_acknowledge_every_open_alert_matching_the_filters_each_audited(staff_client, staff_user, alerts):
+    """A busy ledger raises an alert per high-cost run: one button per alert is no way to clear a day of them."""
+    from apps.core.models import AuditEvent
+
+    page = staff_client.get("/alerts/", {"kind": "high_cost_run"}).content.decode()
+    assert ">Acknowledge all matching</button>" in page and 'name="kind" value="high_cost_run"' in page
+
+    response = _acknowledge_all(staff_client, kind="high_cost_run")
+
+    assert "Acknowledged 2 alerts." in response.content.decode()
+    states = dict(Alert.unscoped_objects.values_list("cause_key", "acknowledged_at"))
+    assert sorted(key for key, at in states.items() if at) == ["high_cost_run:run_acme", "high_cost_run:run_globex"]
+    events = AuditEvent.objects.filter(action="alert.acknowledge")
+    assert sorted(events.values_list("target_id", flat=True)) == sorted(
+        str(pk) for pk in Alert.unscoped_objects.filter(kind="high_cost_run").values_list("pk", flat=True))
+    assert {event.actor for event in events} == {staff_user}
+    # The open alerts nobody acknowledged are what is left to look at.
+    left = staff_client.get("/alerts/", {"state": "unacknowledged"})
+    assert _titles(left) == ["No price for model gpt-x"]
+
+
+def test_a_tenant_admins_acknowledge_all_takes_only_their_tenants_alerts(client, tenant_admin_user, alerts):
+    client.force_login(tenant_admin_user)
+    assert "Acknowledged 1 alert." in _acknowledge_all(client).content.decode()
+    acknowledged = Alert.unscoped_objects.filter(acknowledged_at__isnull=False).values_list("cause_key", flat=True)
+    assert list(acknowledged) == ["high_cost_run:run_acme"]  # not globex's, not the tenant-less one
+    refused = client.post("/alerts/acknowledge/", {"all": "1", "tenant": "globex"})
+    assert refused.status_code == 400 and refused.content.decode() == "tenant: No such tenant."
+
+
+def test_a_viewer_cannot_acknowledge_all_and_is_not_offered_it(member_client, alerts):
+    assert ">Acknowledge all matching</button>" not in member_client.get("/alerts/").content.decode()
+    assert member_client.post("/alerts/acknowledge/", {"all": "1"}).status_code == 403
+    assert not Alert.unscoped_objects.filter(acknowledged_at__isnull=False).exists()
+
+
+def test_acknowledge_all_takes_a_bounded_batch_and_says_more_are_left(staff_client, alerts, monkeypatch):
+    from apps.alerts import services
+
+    monkeypatch.setattr(services, "ACKNOWLEDGE_AT_MOST", 2)
+    first = _acknowledge_all(staff_client).content.decode()
+    assert "Acknowledged 2 alerts. More match these filters: acknowledge all again for the next 2." in first
+    assert "Acknowledged 1 alert." in _acknowledge_all(staff_client).content.decode()
+    assert not Alert.unscoped_objects.filter(resolved_at__isnull=True, acknowledged_at__isnull=True).exists()

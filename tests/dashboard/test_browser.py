@@ -278,18 +278,28 @@ def test_staff_acknowledge_an_alert_with_its_button_and_the_page_says_so(page, l
     page.set_viewport_size({"width": 1280, "height": 900})
     login(page, live_server, "ops", "ops-password-1")
     page.goto(f"{live_server.url}/alerts/")
-    buttons = page.get_by_role("button", name="Acknowledge")
+    buttons = page.get_by_role("button", name="Acknowledge", exact=True)
     before = buttons.count()  # the fixture's alerts and those its ingested runs raised, on this page
     assert before >= 3
     row = page.locator("#table-alerts tr", has_text="Acme Corp reached 80%")
-    row.get_by_role("button", name="Acknowledge").click()
+    row.get_by_role("button", name="Acknowledge", exact=True).click()
     page.wait_for_url(f"{live_server.url}/alerts/")
     assert "Acknowledged: Acme Corp reached 80% of its monthly budget" in page.locator("[role=status]").first.inner_text()
     row = page.locator("#table-alerts tr", has_text="Acme Corp reached 80%")
     assert row.locator(".badge", has_text="acknowledged").count() == 1
-    assert row.get_by_role("button", name="Acknowledge").count() == 0 and buttons.count() == before - 1
+    assert row.get_by_role("button", name="Acknowledge", exact=True).count() == 0 and buttons.count() == before - 1
     screenshot(page, "alerts-acknowledged", "desktop")
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{live_server.url}/alerts/")
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
     screenshot(page, "alerts-acknowledge-buttons", "mobile")
+    # The rest at once: every open alert the filters match.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("button", name="Acknowledge all matching").click()
+    page.wait_for_url(f"{live_server.url}/alerts/")
+    assert f"Acknowledged {before - 1} alerts." in page.locator("[role=status]").first.inner_text()
+    assert buttons.count() == 0
+    page.goto(f"{live_server.url}/alerts/?state=unacknowledged")
+    assert "No alerts match these filters." in page.locator("#table-alerts").inner_text()
+    assert page.get_by_role("button", name="Acknowledge all matching").count() == 0
+    screenshot(page, "alerts-all-acknowledged", "desktop")
