@@ -46,14 +46,16 @@ class InAnotherThread:
         return self.result
 
 
-def a_session_waits_on_a_lock(*, within: float = 10.0) -> bool:
-    """PostgreSQL: whether, within `within` seconds, some session of the test database waits on a lock (a row
-    another transaction holds, an advisory lock): the point a concurrency test wants a thread to reach."""
+def a_session_waits_on_a_row(*, within: float = 10.0) -> bool:
+    """PostgreSQL: whether, within `within` seconds, some session of the test database waits on a row another
+    transaction holds (locked or written and not committed; not an advisory lock): the point a concurrency test
+    wants a thread to reach."""
     deadline = time.monotonic() + within
     with psycopg.connect(dsn(), autocommit=True) as watcher:
         while time.monotonic() < deadline:
             waiting = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      "AND wait_event_type = 'Lock'").fetchone()[0]
+                                      "AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')"
+                                      ).fetchone()[0]
             if waiting:
                 return True
             time.sleep(0.02)

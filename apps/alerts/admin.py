@@ -24,4 +24,4 @@ class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
         # One audit record per alert silenced, named as the admin's changes are (who acknowledged what, when).
-        alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge")
+        alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge", limit=None)

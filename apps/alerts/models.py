@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.tenants.scoping import TenantScopedManager
@@ -39,7 +40,9 @@ class Alert(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # When it was last opened: raised, or opened again because its cause came back after it was resolved. The
     # pages list alerts by it (a cause that is back is news), and delivery counts its backoff and age from it.
-    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # db_default too: a process still running the code before this column (during a deploy) inserts alerts with
+    # raw SQL that does not name it, inside its ingest batch.
+    opened_at = models.DateTimeField(default=timezone.now, db_default=Now(), db_index=True)
     # How often it was opened again. A reopened alert is delivered again; receivers that dedupe by `id` dedupe
     # by (`id`, `times_reopened`) to see each opening once.
     times_reopened = models.PositiveIntegerField(default=0, db_default=0)

@@ -81,19 +81,23 @@ def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
     if not reopened:
         return []
     now = timezone.now()
+    ids, causes = [], []
     for cause_key, pk in sorted(reopened.items()):  # a few per batch at most: each cause was resolved first
         spec = specs[cause_key]
-        Alert.unscoped_objects.filter(pk=pk, resolved_at__isnull=False).update(
-            resolved_at=None, resolution="", acknowledged_at=None, opened_at=now,
-            times_reopened=F("times_reopened") + 1, severity=spec.severity, title=spec.title[:300],
-            message=spec.message, data=_json_safe(spec.data),
-            # Delivery starts over for this opening: every channel gets it, and the catch-up's backoff and age
-            # count from now.
-            emailed_at=None, webhook_delivered_at=None, delivery_attempts=0)
-    ids = sorted(reopened.values())
-    audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(ids),
-                 actor_label="service:alerts", data={"alerts": ids, "causes": sorted(reopened)})
-    _queue_delivery(ids)
+        # Conditional: of two batches reopening one cause at once, the second finds it open and does nothing.
+        if Alert.unscoped_objects.filter(pk=pk, resolved_at__isnull=False).update(
+                resolved_at=None, resolution="", acknowledged_at=None, opened_at=now,
+                times_reopened=F("times_reopened") + 1, severity=spec.severity, title=spec.title[:300],
+                message=spec.message, data=_json_safe(spec.data),
+                # Delivery starts over for this opening: every channel gets it, and the catch-up's backoff and
+                # age count from now.
+                emailed_at=None, webhook_delivered_at=None, delivery_attempts=0):
+            ids.append(pk)
+            causes.append(cause_key)
+    if ids:
+        audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(ids),
+                     actor_label="service:alerts", data={"alerts": ids, "causes": causes})
+        _queue_delivery(ids)
     return ids
 
 
@@ -102,21 +106,27 @@ ACKNOWLEDGE_AT_MOST = 5000
 
 
 def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge",
-                       limit: int = ACKNOWLEDGE_AT_MOST) -> list[int]:
-    """Mark the unacknowledged alerts among `alerts` (a queryset; at most `limit`, the oldest first) as seen by
-    `actor`, until their cause comes back (a reopened alert is unacknowledged again). One audit record per
-    alert: who silenced which, when. Returns the ids acknowledged now (not those someone else was first to)."""
+                       limit: int | None = ACKNOWLEDGE_AT_MOST) -> list[int]:
+    """Mark the open, unacknowledged alerts among `alerts` (a queryset; at most `limit`, the latest opened first,
+    as the pages list them) as seen by `actor`, until their cause comes back (a reopened alert is unacknowledged
+    again). A resolved alert needs no one's attention and is left as it is. One audit record per alert, in the
+    same transaction: who silenced which, when. Returns the ids acknowledged now (not those someone else was
+    first to)."""
     now = timezone.now()
-    candidates = dict(alerts.filter(acknowledged_at__isnull=True).order_by("pk").values_list("pk", "tenant_id")[:limit])
-    if not candidates:
-        return []
-    # Conditional, and read back by its timestamp: of two people acknowledging at once, each alert is recorded once.
-    Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at__isnull=True).update(acknowledged_at=now)
-    acknowledged = sorted(Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at=now)
-                          .values_list("pk", flat=True))
-    audit_record_many(action=audit_action, target_type="alert", actor=actor,
-                      targets=[(pk, candidates[pk]) for pk in acknowledged],
-                      data={"after": {"acknowledged_at": str(now)}})
+    with transaction.atomic():
+        candidates = dict(alerts.filter(acknowledged_at__isnull=True, resolved_at__isnull=True)
+                          .order_by("-opened_at", "-pk").values_list("pk", "tenant_id")[:limit])
+        if not candidates:
+            return []
+        # Conditional, and read back by its timestamp: of two people acknowledging at once, each alert is
+        # recorded once.
+        Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at__isnull=True).update(
+            acknowledged_at=now)
+        acknowledged = sorted(Alert.unscoped_objects.filter(pk__in=list(candidates), acknowledged_at=now)
+                              .values_list("pk", flat=True))
+        audit_record_many(action=audit_action, target_type="alert", actor=actor,
+                          targets=[(pk, candidates[pk]) for pk in acknowledged],
+                          data={"after": {"acknowledged_at": str(now)}})
     return acknowledged
 
 
@@ -297,6 +307,12 @@ def _post_webhook(url: str, body: bytes, signature: str) -> None:
         raise DeliveryError(f"webhook failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _record_delivery(alert: Alert, **delivered_at) -> None:
+    # For the opening this deliverer sent: had the alert been resolved and reopened meanwhile, the new opening
+    # would otherwise be recorded as sent and never be.
+    Alert.unscoped_objects.filter(pk=alert.pk, times_reopened=alert.times_reopened).update(**delivered_at)
+
+
 def alert_deliver(*, alert: Alert) -> bool:
     """Email and POST the alert where not done yet; True when every configured channel has it, False
     when another deliverer claimed this attempt first (delivery is at least once; receivers dedupe by id)."""
@@ -325,7 +341,7 @@ def alert_deliver(*, alert: Alert) -> bool:
             failures.append(f"email failed: {type(exc).__name__}: {exc}")
         else:
             alert.emailed_at = timezone.now()
-            Alert.unscoped_objects.filter(pk=alert.pk).update(emailed_at=alert.emailed_at)
+            _record_delivery(alert, emailed_at=alert.emailed_at)
     if settings.ALERT_WEBHOOK_URL and alert.webhook_delivered_at is None:
         body = json.dumps(alert_payload(alert), cls=DjangoJSONEncoder, separators=(",", ":")).encode()
         try:
@@ -334,7 +350,7 @@ def alert_deliver(*, alert: Alert) -> bool:
             failures.append(str(exc))
         else:
             alert.webhook_delivered_at = timezone.now()
-            Alert.unscoped_objects.filter(pk=alert.pk).update(webhook_delivered_at=alert.webhook_delivered_at)
+            _record_delivery(alert, webhook_delivered_at=alert.webhook_delivered_at)
     if failures:
         raise DeliveryError("; ".join(failures))
     return True

@@ -49,23 +49,24 @@ class UsageLimitField(serializers.Field):
         return page_size(str(data), MAX_USAGE_LINES_PER_PAGE)
 
 
-def usage_cursor(after_key: str) -> str:
-    """The opaque `cursor` of the page after the line keyed `after_key` (keys are unique and sorted)."""
-    return cursor_token({"after": after_key})
+def usage_cursor(group_by: str, after_key: str) -> str:
+    """The opaque `cursor` of the page after the line keyed `after_key` (keys are unique and sorted) of a query
+    grouped by `group_by`: a key means nothing in another grouping."""
+    return cursor_token({"group_by": group_by, "after": after_key})
 
 
 @extend_schema_field({"type": "string"})
 class UsageCursorField(serializers.Field):
-    """A cursor this API wrote (usage_cursor): the key of the last line of the page before."""
+    """A cursor as usage_cursor writes it: {"group_by", "after"} (UsageQuerySerializer checks the grouping)."""
 
     def to_internal_value(self, data):
         try:
             payload = cursor_payload(str(data))
-            if set(payload) != {"after"} or not isinstance(payload["after"], str):
+            if set(payload) != {"group_by", "after"} or not all(isinstance(value, str) for value in payload.values()):
                 raise ValueError("not a usage cursor")
         except ValueError as error:
             raise serializers.ValidationError("Invalid cursor; use the next link as given.") from error
-        return payload["after"]
+        return payload
 
 
 class UsageQuerySerializer(serializers.Serializer):
@@ -87,7 +88,9 @@ class UsageQuerySerializer(serializers.Serializer):
             raise serializers.ValidationError({"end": f"The range may span at most {MAX_USAGE_DAYS} days."})
         if "cursor" in attrs and "limit" not in attrs:
             raise serializers.ValidationError({"limit": "A cursor pages: give the limit its next link came with."})
-        return {**attrs, "start": start, "end": end}
+        if "cursor" in attrs and attrs["cursor"]["group_by"] != attrs["group_by"]:
+            raise serializers.ValidationError({"cursor": "This cursor pages another grouping; use the next link as given."})
+        return {**attrs, "start": start, "end": end, "cursor": attrs["cursor"]["after"] if "cursor" in attrs else None}
 
 
 _USAGE_NUMBERS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")

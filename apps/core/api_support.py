@@ -58,14 +58,25 @@ def cursor_token(payload: dict) -> str:
 
 def cursor_payload(token: str) -> dict:
     """What cursor_token wrote into `token`; ValueError for anything it did not write, however well it decodes
-    (another padding, other JSON spacing, not an object)."""
+    (another padding, other JSON spacing, not an object), and for a NUL anywhere in it: no stored text holds one,
+    and PostgreSQL refuses it as a parameter (a 500, not the 400 a bad cursor is)."""
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (UnicodeError, binascii.Error, orjson.JSONDecodeError) as error:
         raise ValueError("not a cursor") from error
-    if not isinstance(payload, dict) or cursor_token(payload) != token:
+    if not isinstance(payload, dict) or cursor_token(payload) != token or _holds_nul(payload):
         raise ValueError("not a cursor")
     return payload
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    return False
 
 
 def page_size(raw: str, maximum: int) -> int:
@@ -174,7 +185,7 @@ class ApiCursorPagination(CursorPagination):
             if set(decoded) != {"b", "p"} or backwards not in (0, 1) or len(values) != len(self._fields):
                 raise ValueError("not a cursor")
             position = [field.to_python(value) for field, value in zip(self._fields, values, strict=True)]
-            if any(value is None for value in position) or "\x00" in "".join(map(str, values)):
+            if any(value is None for value in position):
                 raise ValueError("not a cursor")
             if not all(map(self._written_by_us, self._fields, position)):
                 raise ValueError("not a cursor")

@@ -415,10 +415,9 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
     ]
     if with_kind:
         columns.append(Column("kind", "Kind", "code"))
-    if admin_scope is not None:
-        columns.append(Column("acknowledge", "Action", "acknowledge", csv=False, value=lambda a: a.pk if (
-            a.resolved_at is None and a.acknowledged_at is None
-            and (admin_scope.allows(a.tenant_id) if a.tenant_id else admin_scope.is_every_tenant)) else None))
+    if admin_scope is not None and not admin_scope.is_empty:
+        columns.append(Column("acknowledge", "Action", "acknowledge", csv=False,
+                              value=lambda a: a.pk if _acknowledgeable(a, admin_scope) else None))
     if with_tenant:
         columns.insert(2, Column("tenant", "Tenant", value=lambda a: a.tenant.slug if a.tenant_id else "—",
                                  link=lambda a: _tenant_url(a.tenant.slug) if a.tenant_id else None))
@@ -447,9 +446,7 @@ class AlertListView(DashboardView):
     def alerts(self):
         if not self.form.is_valid():
             return alerts_filtered(scope=self.scope).none()
-        data = self.form.cleaned_data
-        return alerts_filtered(scope=self.scope, state=data["state"], kind=data["kind"],
-                               tenant_id=self.visible_tenant_ids.get(data["tenant"]) if data["tenant"] else None)
+        return _alerts_matching(self.scope, self.form.cleaned_data, self.visible_tenant_ids)
 
     @property
     def has_filters(self) -> bool:
@@ -470,13 +467,26 @@ class AlertListView(DashboardView):
         context = super().get_context_data(**kwargs)
         tables = self.render_tables()
         data = self.form.cleaned_data if self.form.is_valid() else None
-        # "Acknowledge all matching": for the open alerts listed, to whoever may acknowledge some of them.
-        can_acknowledge_all = bool(data and data["state"] in ("open", "unacknowledged") and tables["alerts"].page_rows
-                                   and (self.admin_scope.is_every_tenant or self.admin_scope.tenant_ids))
+        # "Acknowledge all matching": while some listed alert is one the viewer may acknowledge.
+        can_acknowledge_all = bool(data and any(_acknowledgeable(alert, self.admin_scope)
+                                                for alert in tables["alerts"].page_rows))
         context.update(tables=tables, form=self.form, has_filters=self.has_filters,
                        acknowledge_all_filters=[(name, data[name]) for name in ("kind", "tenant") if data[name]]
                        if can_acknowledge_all else None)
         return context
+
+
+def _acknowledgeable(alert: Alert, admin_scope: TenantScope) -> bool:
+    """Whether someone who administers `admin_scope` can acknowledge this alert now: it is open, nobody has, and
+    its tenant is theirs (a tenant-less one: staff's)."""
+    return alert.resolved_at is None and alert.acknowledged_at is None and admin_scope.allows_owner(alert.tenant_id)
+
+
+def _alerts_matching(scope: TenantScope, data: dict, visible_tenant_ids: dict[str, int], *, state: str | None = None):
+    """The alerts the alerts page's filters (AlertFilterForm's cleaned data) pick from the scope's, with
+    another state if given."""
+    return alerts_filtered(scope=scope, state=state or data["state"], kind=data["kind"],
+                           tenant_id=visible_tenant_ids[data["tenant"]] if data["tenant"] else None)
 
 
 class AlertAcknowledgeView(LoginRequiredMixin, View):
@@ -502,9 +512,11 @@ class AlertAcknowledgeView(LoginRequiredMixin, View):
             alert = Alert.objects.in_scope(scope).filter(pk=int(raw)).first()
             if alert is None:
                 raise Http404("No such alert.")
-            if not (admin_scope.allows(alert.tenant_id) if alert.tenant_id else admin_scope.is_every_tenant):
+            if not admin_scope.allows_owner(alert.tenant_id):
                 raise PermissionDenied("Only this tenant's admins can acknowledge its alerts.")
-            if alerts_acknowledge(alerts=Alert.unscoped_objects.filter(pk=alert.pk), actor=request.user):
+            if alert.resolved_at is not None:  # a page opened before its cause went away
+                messages.info(request, "That alert is resolved: its cause went away.", extra_tags=place)
+            elif alerts_acknowledge(alerts=Alert.unscoped_objects.filter(pk=alert.pk), actor=request.user):
                 messages.success(request, f"Acknowledged: {alert.title}", extra_tags=place)
             else:
                 messages.info(request, "That alert was acknowledged already.", extra_tags=place)
@@ -515,17 +527,14 @@ class AlertAcknowledgeView(LoginRequiredMixin, View):
         return HttpResponseRedirect(back)
 
     def _acknowledge_matching(self, request, scope: TenantScope, admin_scope: TenantScope):
-        if not admin_scope.is_every_tenant and not admin_scope.tenant_ids:
+        if admin_scope.is_empty:
             raise PermissionDenied("Only staff and tenant admins can acknowledge alerts.")
         visible = dict(tenants_visible(scope).values_list("slug", "id"))
         form = AlertFilterForm(request.POST, tenant_slugs=list(visible))
         if not form.is_valid():
             field, errors = next(iter(form.errors.items()))
             return _bad_request(f"{field}: {' '.join(errors)}")
-        data = form.cleaned_data
-        alerts = admin_scope.apply(alerts_filtered(
-            scope=scope, state="unacknowledged", kind=data["kind"],
-            tenant_id=visible[data["tenant"]] if data["tenant"] else None))
+        alerts = admin_scope.apply(_alerts_matching(scope, form.cleaned_data, visible, state="unacknowledged"))
         at_most = alert_services.ACKNOWLEDGE_AT_MOST
         done = alerts_acknowledge(alerts=alerts, actor=request.user, limit=at_most)
         more = alerts.filter(acknowledged_at__isnull=True).exists()

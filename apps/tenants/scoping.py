@@ -43,6 +43,15 @@ class TenantScope:
     def allows(self, tenant) -> bool:
         return self.tenant_ids is None or _tenant_id(tenant) in self.tenant_ids
 
+    def allows_owner(self, tenant_id: int | None) -> bool:
+        """Whether the scope covers an object owned by this tenant, or by none (an unpriced model's alert, an
+        unattributed cost): those only the every-tenant scope covers, as apply() leaves them out of the others."""
+        return self.is_every_tenant if tenant_id is None else self.allows(tenant_id)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.tenant_ids is not None and not self.tenant_ids
+
     def apply(self, queryset: models.QuerySet, field: str = "tenant_id") -> models.QuerySet:
         if self.tenant_ids is None:
             return queryset

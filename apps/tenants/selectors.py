@@ -45,6 +45,4 @@ def tenant_get_visible(scope: TenantScope, slug: str) -> Tenant:
 
 
 def user_is_tenant_admin(user, tenant: Tenant) -> bool:
-    if user.is_staff or user.is_superuser:
-        return True
-    return Membership.objects.filter(user=user, tenant=tenant, role=Membership.Role.ADMIN).exists()
+    return admin_scope_for_user(user).allows(tenant)

@@ -639,3 +639,18 @@ def test_the_catch_up_chases_a_reopened_alert_from_its_reopening_not_its_first_r
     alert.refresh_from_db()
     assert alert.webhook_delivered_at == WHEN + dt.timedelta(days=30, minutes=4)
     assert [json.loads(body)["times_reopened"] for _headers, body in hook.received] == [0, 1, 1]
+
+
+def test_a_delivery_of_the_first_opening_does_not_mark_the_reopening_sent(tenant):
+    """A deliverer that sent the first opening while the alert was resolved and opened again must not record the
+    new opening as emailed: it was never sent, and the catch-up would never send it."""
+    from apps.alerts.services import alert_deliver, alerts_resolve
+
+    alert = alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-y", title="No price for gpt-y")
+    in_flight = Alert.unscoped_objects.get(pk=alert.pk)  # read by a deliverer of the first opening
+    alerts_resolve(alerts=Alert.unscoped_objects.filter(pk=alert.pk), reason="priced")
+    alert_raise(kind="unpriced_model", cause_key="unpriced_model:gpt-y", title="No price for gpt-y")
+    with override_settings(ALERT_EMAILS=["ops@example.com"]):
+        assert alert_deliver(alert=in_flight)
+    alert.refresh_from_db()
+    assert (alert.times_reopened, alert.emailed_at) == (1, None)  # the reopening is still to send

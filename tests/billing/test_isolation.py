@@ -17,7 +17,7 @@ TENANT_OBJECT_ENDPOINTS = [
     ("get", "/api/v1/tenants/{slug}/usage/?start=2026-01-01&end=2026-03-01&group_by=user", None),
     # A page of it, from a cursor: the cursor holds only a key, so nothing in it reaches another tenant's lines.
     ("get", "/api/v1/tenants/{slug}/usage/?start=2026-01-01&end=2026-03-01&group_by=user&limit=1"
-            "&cursor=eyJhZnRlciI6IiJ9", None),
+            "&cursor=eyJncm91cF9ieSI6InVzZXIiLCJhZnRlciI6IiJ9", None),  # usage_cursor("user", "")
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/?format=csv", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01.csv", None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import random
@@ -10,6 +11,8 @@ from decimal import Decimal
 
 import pytest
 
+from apps.billing.serializers import usage_cursor
+from apps.core.api_support import cursor_token
 from apps.ledger.models import Run
 from tests import builders
 from tests.conftest import bearer
@@ -158,10 +161,15 @@ def test_usage_lines_sort_by_key_in_code_point_order_whatever_the_databases_coll
         ({"limit": "ten"}, "limit"),
         ({"limit": "99999999999999999999"}, "limit"),
         ({"limit": "10", "cursor": "not-a-cursor"}, "cursor"),
-        # A cursor this API did not write, though it decodes: {"after": 1}, and {"after": "u1"} padded differently.
-        ({"limit": "10", "cursor": "eyJhZnRlciI6MX0="}, "cursor"),
-        ({"limit": "10", "cursor": "eyJhZnRlciI6InUxIn0"}, "cursor"),
-        ({"cursor": "eyJhZnRlciI6InUxIn0="}, "limit"),  # a valid cursor without the limit its link came with
+        # Cursors this API did not write, though they decode: another shape, other JSON spacing, a key no stored
+        # text holds (a NUL: PostgreSQL refused it as a parameter, a 500).
+        ({"limit": "10", "cursor": cursor_token({"after": "u1"})}, "cursor"),
+        ({"limit": "10", "group_by": "user", "cursor": base64.urlsafe_b64encode(
+            b'{"group_by": "user", "after": "u1"}').decode()}, "cursor"),
+        ({"limit": "10", "group_by": "user", "cursor": usage_cursor("user", "u\x00")}, "cursor"),
+        # A key of another grouping means nothing here.
+        ({"limit": "10", "group_by": "day", "cursor": usage_cursor("user", "u1")}, "cursor"),
+        ({"cursor": usage_cursor("day", "2026-01-02")}, "limit"),  # a cursor without the limit its link came with
     ],
 )
 def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):

@@ -22,6 +22,10 @@ def alerts(tenant, other_tenant):
                    reason="The run got its tool outputs: it is completed.")
 
 
+def _columns(response) -> list[str]:
+    return [column.key for column in response.context["tables"]["alerts"].page_columns]
+
+
 def _titles(response) -> list[str]:
     return sorted(alert.title for alert in response.context["tables"]["alerts"].page_rows)
 
@@ -102,7 +106,9 @@ def test_staff_acknowledge_an_alert_from_the_page_and_it_is_audited(staff_client
     from apps.core.models import AuditEvent
 
     alert = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
-    body = staff_client.get("/alerts/").content.decode()
+    listed = staff_client.get("/alerts/")
+    body = listed.content.decode()
+    assert _columns(listed)[-1] == "acknowledge"
     assert f'form="acknowledge-alert" name="alert" value="{alert.pk}"' in body
     assert body.count(">Acknowledge</button>") == 3  # every open alert, the tenant-less one included
 
@@ -115,6 +121,12 @@ def test_staff_acknowledge_an_alert_from_the_page_and_it_is_audited(staff_client
     assert (event.actor, event.target_id, event.tenant_id) == (staff_user, str(alert.pk), alert.tenant_id)
     page = staff_client.get("/alerts/").content.decode()
     assert "Acknowledged: High-cost run run_acme" in page and page.count(">Acknowledge</button>") == 2
+    # A page opened before the alert's cause went away: nothing to acknowledge, and it says so.
+    resolved = Alert.unscoped_objects.get(cause_key="requires_action:run_done")
+    assert "That alert is resolved" in staff_client.post("/alerts/acknowledge/", {"alert": resolved.pk},
+                                                         follow=True).content.decode()
+    resolved.refresh_from_db()
+    assert resolved.acknowledged_at is None
     # Twice is once: the second says so and records nothing.
     assert "acknowledged already" in staff_client.post("/alerts/acknowledge/", {"alert": alert.pk},
                                                        follow=True).content.decode()
@@ -136,7 +148,9 @@ def test_a_tenant_admin_acknowledges_their_tenants_alerts_and_no_one_elses(clien
 
 
 def test_a_viewer_sees_no_button_and_cannot_acknowledge(member_client, alerts):
-    assert ">Acknowledge</button>" not in member_client.get("/alerts/").content.decode()
+    response = member_client.get("/alerts/")
+    assert ">Acknowledge</button>" not in response.content.decode()
+    assert _columns(response) == ["opened_at", "title", "tenant", "severity", "state", "kind"]  # no empty Action
     ours = Alert.unscoped_objects.get(cause_key="high_cost_run:run_acme")
     assert _acknowledge(member_client, ours).status_code == 403
     ours.refresh_from_db()
@@ -187,6 +201,9 @@ def test_staff_acknowledge_every_open_alert_matching_the_filters_each_audited(st
     assert sorted(events.values_list("target_id", flat=True)) == sorted(
         str(pk) for pk in Alert.unscoped_objects.filter(kind="high_cost_run").values_list("pk", flat=True))
     assert {event.actor for event in events} == {staff_user}
+    # Nothing left to acknowledge under these filters: no button offering it.
+    assert ">Acknowledge all matching</button>" not in staff_client.get(
+        "/alerts/", {"kind": "high_cost_run"}).content.decode()
     # The open alerts nobody acknowledged are what is left to look at.
     left = staff_client.get("/alerts/", {"state": "unacknowledged"})
     assert _titles(left) == ["No price for model gpt-x"]

@@ -23,7 +23,7 @@ from apps.reconciliation.services import (
     reconciliation_recompare_late,
 )
 from config.beat import BEAT_SCHEDULE
-from tests.threads import InAnotherThread, a_session_waits_on_a_lock
+from tests.threads import InAnotherThread, a_session_waits_on_a_row
 
 from .one_day import DAY, MODEL, PROJECT, current, ingest, openai_bill, price, reconcile
 
@@ -185,11 +185,11 @@ def test_a_late_run_committing_while_the_pass_unmarks_its_day_keeps_the_mark(ten
     batch = InAnotherThread(late_batch_held_open)
     assert written.wait(30)
     the_pass = InAnotherThread(reconciliation_recompare_late)
-    waited = a_session_waits_on_a_lock()
+    waited = a_session_waits_on_a_row()
     commit.set()
     batch.finish()
     assert len(the_pass.finish().runs) == 1
-    assert waited  # the pass reached the mark while the batch held it (the interleaving this test is about)
+    assert waited  # the pass's delete waited on the mark the batch held (the interleaving this test is about)
     assert current()[0].ledger_total_usd == Decimal("5.6")  # compared without the third run...
     assert _marks() == [(PROJECT, DAY)]  # ...so its day stays marked for the next pass
     reconciliation_recompare_late()
