@@ -153,14 +153,13 @@ def usage_page(*, tenant, start, end, group_by: str, after: str | None = None, l
     lines = usage["lines"]
     if after is not None:
         lines = [line for line in lines if str(line["key"]) > after]  # keys sorted in code-point order, as str's <
-    usage["lines"], last_key = _page_of(lines[: limit + 1] if limit is not None else lines, limit,
-                                        key=lambda line: str(line["key"]))
+    usage["lines"], last_key = _page_of(lines, limit, key=lambda line: str(line["key"]))
     return usage_representation(usage), last_key
 
 
 def _page_of(rows: list, limit: int | None, *, key) -> tuple[list, str | None]:
-    """The page's rows (the selectors read one more than `limit`, which says another page follows) and, when one
-    does, the key of the page's last row."""
+    """The page's rows (the first `limit`; PostgreSQL's end-user read stops at one more, which says another page
+    follows) and, when one does, the key of the page's last row."""
     if limit is None or len(rows) <= limit:
         return rows, None
     return rows[:limit], key(rows[limit - 1])

@@ -9,22 +9,23 @@ from .scoping import TenantScope
 
 
 def scope_for_user(user) -> TenantScope:
-    if not getattr(user, "is_authenticated", False):
-        return TenantScope.of([])
-    if user.is_staff or user.is_superuser:
-        return TenantScope.every_tenant()
-    return TenantScope.of(Membership.objects.filter(user=user).values_list("tenant_id", flat=True))
+    return _membership_scope(user)
 
 
 def admin_scope_for_user(user) -> TenantScope:
     """The tenants whose settings and alerts this user may change: staff every tenant, others the tenants they
     are an admin of (a subset of scope_for_user's)."""
+    return _membership_scope(user, role=Membership.Role.ADMIN)
+
+
+def _membership_scope(user, **membership) -> TenantScope:
+    """Nothing for an anonymous user, every tenant for staff, else the tenants of the user's memberships that
+    match `membership` (a role)."""
     if not getattr(user, "is_authenticated", False):
         return TenantScope.of([])
     if user.is_staff or user.is_superuser:
         return TenantScope.every_tenant()
-    return TenantScope.of(Membership.objects.filter(user=user, role=Membership.Role.ADMIN)
-                          .values_list("tenant_id", flat=True))
+    return TenantScope.of(Membership.objects.filter(user=user, **membership).values_list("tenant_id", flat=True))
 
 
 def scope_for_api_key(key: ApiKey) -> TenantScope:
