@@ -36,6 +36,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "ledger-compact-rollups": entry("ledger.compact_rollups", crontab(hour=5, minute=0), DAY),
     # Alerts (apps/alerts): the outbox catch-up for alerts raised while the broker was down.
     "alerts-deliver-pending": entry("alerts.deliver_pending", crontab(minute="*/5"), 5 * MINUTE),
+    # Alerts past ALERT_RETENTION_DAYS deleted, after the night's compaction.
+    "alerts-prune": entry("alerts.prune", crontab(hour=5, minute=30), DAY),
     # Add entries here, e.g.
     # "ledger-collect": entry("ledger.collect_runs", crontab(minute="*/5"), 5 * MINUTE),
 }

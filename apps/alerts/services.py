@@ -12,8 +12,8 @@ import logging
 import operator
 import urllib.error
 import urllib.request
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from apps.core.money import ZERO, money_text
@@ -637,4 +637,83 @@ def alerts_deliver_pending(*, limit: int = 500, grace: dt.timedelta | None = Non
         except DeliveryError as exc:
             logger.warning("alert %s still undeliverable: %s", alert.pk, exc)
             result.failed += 1
+    return result
+
+
+# Alerts about one moment: a run (costly, wasted, or left waiting on its tool outputs) or a month's budget threshold.
+# Nothing later resolves them, so they would stay open for ever (one per high-cost run: hundreds of thousands a
+# month at 10M runs); past retention, the ledger still holds what they said (the run, its cost and its high-cost
+# flag; the month's spend). Alerts about a condition (an unpriced model, a drifting or failing day, an orphaned
+# resource) are deleted only once resolved: while open, what they say is still true.
+MOMENT_KINDS = (Alert.Kind.HIGH_COST_RUN, Alert.Kind.WASTED_SPEND, Alert.Kind.REQUIRES_ACTION_EXPIRING,
+                Alert.Kind.BUDGET)
+# A pass deletes at most this many alerts, this many per transaction (each with one audit record naming them).
+PRUNE_AT_MOST = 100_000
+PRUNE_BATCH = 5_000
+
+
+def alerts_prunable(*, cutoff: dt.datetime) -> QuerySet:
+    """The alerts past retention: last opened before `cutoff`, and resolved or about one moment (MOMENT_KINDS)."""
+    return Alert.unscoped_objects.filter(Q(resolved_at__isnull=False) | Q(kind__in=MOMENT_KINDS),
+                                         opened_at__lt=cutoff)
+
+
+@dataclass
+class AlertsPruned:
+    retention_days: int
+    cutoff: dt.datetime | None  # None: retention is off (ALERT_RETENTION_DAYS=0)
+    dry_run: bool
+    by_kind: dict[str, int] = field(default_factory=dict)
+    complete: bool = True  # False: the pass stopped at its bound, and more are left for the next
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def as_dict(self) -> dict:
+        return {"retention_days": self.retention_days, "cutoff": self.cutoff and self.cutoff.isoformat(),
+                "dry_run": self.dry_run, "by_kind": dict(sorted(self.by_kind.items())), "total": self.total,
+                "complete": self.complete}
+
+
+def alerts_prune(*, retention_days: int | None = None, dry_run: bool = False, at_most: int = PRUNE_AT_MOST,
+                 batch_size: int = PRUNE_BATCH, progress: Callable[[int], object] | None = None) -> AlertsPruned:
+    """Delete the alerts past retention (alerts_prunable; `retention_days` defaults to ALERT_RETENTION_DAYS, 0
+    keeps every alert), oldest opened first, at most `at_most` a pass in transactions of `batch_size`. Each
+    transaction leaves one `alert.prune` audit record with the ids it deleted. `dry_run` counts them by kind and
+    deletes nothing. `progress(deleted)` is called after each transaction. Safe to stop and run again, and
+    beside ingest: an alert reopened meanwhile is opened now, so no longer past retention, and the rows a
+    transaction deletes are locked first (one that a batch reopening it holds is left for the next pass)."""
+    days = settings.ALERT_RETENTION_DAYS if retention_days is None else retention_days
+    if days and days < settings.ALERT_RETENTION_MIN_DAYS:
+        raise ValueError(f"alerts are kept at least {settings.ALERT_RETENTION_MIN_DAYS} days (ingest checks last "
+                         f"month's budget alerts); {days} is fewer")
+    if not days:
+        return AlertsPruned(retention_days=0, cutoff=None, dry_run=dry_run)
+    cutoff = timezone.now() - dt.timedelta(days=days)
+    result = AlertsPruned(retention_days=days, cutoff=cutoff, dry_run=dry_run)
+    prunable = alerts_prunable(cutoff=cutoff)
+    if dry_run:
+        result.by_kind = dict(prunable.order_by().values_list("kind").annotate(alerts=Count("pk")))
+        return result
+    deleted = Counter()
+    while (room := at_most - deleted.total()) > 0:
+        with transaction.atomic():
+            batch = dict(prunable.select_for_update(skip_locked=True).order_by("opened_at", "pk")
+                         .values_list("pk", "kind")[:min(batch_size, room)])
+            if not batch:
+                break
+            ids = sorted(batch)
+            Alert.unscoped_objects.filter(pk__in=ids).delete()
+            kinds = Counter(batch.values())
+            audit_record(action="alert.prune", target_type="alert", target_id=_ids_text(ids),
+                         actor_label="service:alerts",
+                         data={"retention_days": days, "cutoff": cutoff.isoformat(), "by_kind": dict(sorted(kinds.items())),
+                               "alerts": ids})
+        deleted.update(kinds)
+        if progress:
+            progress(deleted.total())
+    else:
+        result.complete = not prunable.exists()
+    result.by_kind = dict(deleted)
     return result

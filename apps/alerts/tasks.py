@@ -1,5 +1,5 @@
-"""Alert delivery as Celery tasks (the requires_action watch is lifecycle.requires_action_watch), and the
-periodic catch-up that empties the outbox when the broker was down at raise time."""
+"""Alert delivery as Celery tasks (the requires_action watch is lifecycle.requires_action_watch), the periodic
+catch-up that empties the outbox when the broker was down at raise time, and the nightly retention pass."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import logging
 
 from celery import shared_task
 
+from apps.core.singleton import singleton, singleton_renew
+
 from .models import Alert
-from .services import DeliveryError, alert_deliver, alerts_deliver_pending
+from .services import DeliveryError, alert_deliver, alerts_deliver_pending, alerts_prune
 
 logger = logging.getLogger(__name__)
 
 MAX_DELIVERY_RETRIES = 8
+PRUNE_AGAIN_AFTER_SECONDS = 30
 
 
 @shared_task(name="alerts.deliver_batch", acks_late=True, ignore_result=True)
@@ -51,4 +54,17 @@ def deliver_pending(limit: int = 500) -> dict:
     if result.delivered >= limit:
         # A full batch went out: more is probably waiting (a long outage); continue in a fresh task.
         deliver_pending.apply_async((limit,))
+    return result.as_dict()
+
+
+@shared_task(name="alerts.prune", acks_late=True, ignore_result=True)
+@singleton("alerts.prune")
+def prune_alerts() -> dict:
+    """Nightly: delete the alerts past ALERT_RETENTION_DAYS (services.alerts_prune). A pass that stopped at its
+    bound (a first run over years of alerts) goes on in a fresh task, after this one has let go of its lock."""
+    result = alerts_prune(progress=lambda deleted: singleton_renew())
+    if result.total:
+        logger.info("alerts pruned: %s", result.as_dict())
+    if not result.complete:
+        prune_alerts.apply_async(countdown=PRUNE_AGAIN_AFTER_SECONDS)
     return result.as_dict()

@@ -39,6 +39,17 @@ def env_minutes_before_expiry(name: str, default: int) -> int:
     return int(text)
 
 
+def env_retention_days(name: str, default: int, *, at_least: int) -> int:
+    """Whole days to keep something, 0 for ever, or a start-up error naming the variable (and why `at_least`)."""
+    text = env.str(name, default=str(default)).strip()
+    if not (text.isascii() and text.isdigit() and (int(text) == 0 or int(text) >= at_least)):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} must be 0 (keep for ever) or a whole number of days from {at_least}, like "
+                                   f"{default}; it is {text!r}.")
+    return int(text)
+
+
 def env_http_url(name: str, default: str = "", *, example: str) -> str:
     """An http(s) URL with a host from the environment ("" when unset and no default), or a start-up error naming
     the variable. A URL without a scheme or host (`api.openai.com/v1`, `localhost:8765`) was handed to the
@@ -257,6 +268,11 @@ REQUIRES_ACTION_WARN_MINUTES = env_minutes_before_expiry("REQUIRES_ACTION_WARN_M
 # A failed or cancelled run raises a wasted-spend alert only when it cost at least this much: at any cost it
 # raised one per failed run, most under $0.001. Every one still counts in the tenant page's wasted spend.
 WASTED_SPEND_ALERT_MIN_USD = env_usd("WASTED_SPEND_ALERT_MIN_USD", default="0.05")
+# Alerts last opened more than this many days ago are deleted every night (alerts.prune; apps/alerts/services.py
+# says which). Not less than ALERT_RETENTION_MIN_DAYS: ingest checks the budget alerts of this month and the last
+# (up to ~62 days back), and a budget alert deleted sooner would be raised a second time by a late run.
+ALERT_RETENTION_MIN_DAYS = 90
+ALERT_RETENTION_DAYS = env_retention_days("ALERT_RETENTION_DAYS", default=180, at_least=ALERT_RETENTION_MIN_DAYS)
 # A reconciliation dollar line matches within the larger of this percent of OpenAI's value and this many dollars
 # (a project's own tolerance, set in the admin, wins).
 RECONCILIATION_TOLERANCE_PERCENT = env_usd("RECONCILIATION_TOLERANCE_PERCENT", default="1", what="a percentage")
