@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
@@ -472,7 +473,8 @@ class AlertListView(DashboardView):
                                                 for alert in tables["alerts"].page_rows))
         context.update(tables=tables, form=self.form, has_filters=self.has_filters,
                        acknowledge_all_filters=[(name, data[name]) for name in ("kind", "tenant") if data[name]]
-                       if can_acknowledge_all else None)
+                       if can_acknowledge_all else None,
+                       retention_days=settings.ALERT_RETENTION_DAYS)
         return context
 
 

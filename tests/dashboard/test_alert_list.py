@@ -64,6 +64,14 @@ def test_the_overview_links_to_the_open_alerts(staff_client, alerts):
     assert 'href="/alerts/">Open alerts →</a>' in staff_client.get("/").content.decode()
 
 
+def test_the_page_says_how_long_alerts_are_kept(staff_client, alerts, settings):
+    settings.ALERT_RETENTION_DAYS = 120
+    page = staff_client.get("/alerts/").content.decode()
+    assert "Alerts last opened more than 120 days ago are deleted each night" in page
+    settings.ALERT_RETENTION_DAYS = 0  # kept for ever: nothing to say
+    assert "are deleted each night" not in staff_client.get("/alerts/").content.decode()
+
+
 def test_with_no_open_alert_the_page_says_so_and_where_the_others_are(staff_client, tenant):
     alert_raise(kind="high_cost_run", cause_key="high_cost_run:run_old", tenant=tenant, title="High-cost run run_old")
     alerts_resolve(alerts=Alert.unscoped_objects.all(), reason="test")
