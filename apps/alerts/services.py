@@ -71,15 +71,15 @@ def _raised_causes(cause_keys: list[str]) -> dict[str, bool]:
             Alert.unscoped_objects.filter(cause_key__in=cause_keys).values_list("cause_key", "resolved_at")}
 
 
-def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
+def _reopen(specs: dict[str, AlertSpec]) -> set[str]:
     """Alerts resolved once whose cause is back (the model unpriced again, the line drifting again, the run
     waiting on tool outputs again): opened again with what the cause says now, unacknowledged, and delivered
     again, as news (Sentry's regressions work this way). `times_reopened` tells a receiver that dedupes by id
-    that this is a new opening, not a retry. Audited; returns their ids."""
+    that this is a new opening, not a retry. Audited; returns the cause keys it opened again."""
     reopened = dict(Alert.unscoped_objects.filter(cause_key__in=list(specs), resolved_at__isnull=False)
                     .values_list("cause_key", "pk"))
     if not reopened:
-        return []
+        return set()
     now = timezone.now()
     ids, causes = [], []
     for cause_key, pk in sorted(reopened.items()):  # a few per batch at most: each cause was resolved first
@@ -98,7 +98,7 @@ def _reopen(specs: dict[str, AlertSpec]) -> list[int]:
         audit_record(action="alert.reopen", target_type="alert", target_id=_ids_text(ids),
                      actor_label="service:alerts", data={"alerts": ids, "causes": causes})
         _queue_delivery(ids)
-    return ids
+    return set(causes)
 
 
 # One "acknowledge all" takes at most this many alerts (the page says how many are left for the next click).
@@ -159,9 +159,12 @@ def _alerts_insert(specs: Iterable[AlertSpec]) -> list[int]:
     # Most causes in a busy ingest stream have fired already (the same unpriced model batch after batch):
     # one indexed read drops them, so the insert (and its staging) only runs for causes that are new.
     raised = _raised_causes(list(unique))
-    if any(raised.values()):
-        _reopen({key: unique[key] for key, resolved in raised.items() if resolved})
-    for key in raised:
+    handled = {key for key, resolved in raised.items() if not resolved}  # open: the cause has fired already
+    if len(handled) < len(raised):
+        # A resolved alert that is not opened again here was deleted meanwhile (retention, alerts_prune): its
+        # cause is raised as a new alert below. One another batch opened first is open: the insert skips it.
+        handled |= _reopen({key: unique[key] for key, resolved in raised.items() if resolved})
+    for key in handled:
         del unique[key]
     if not unique:
         return []
@@ -643,13 +646,23 @@ def alerts_deliver_pending(*, limit: int = 500, grace: dt.timedelta | None = Non
 # Alerts about one moment: a run (costly, wasted, or left waiting on its tool outputs) or a month's budget threshold.
 # Nothing later resolves them, so they would stay open for ever (one per high-cost run: hundreds of thousands a
 # month at 10M runs); past retention, the ledger still holds what they said (the run, its cost and its high-cost
-# flag; the month's spend). Alerts about a condition (an unpriced model, a drifting or failing day, an orphaned
-# resource) are deleted only once resolved: while open, what they say is still true.
+# flag; the month's spend). Alerts about a condition (an unpriced model, a drifting or failing reconciliation day)
+# are deleted only once resolved: while open, what they say is still true.
 MOMENT_KINDS = (Alert.Kind.HIGH_COST_RUN, Alert.Kind.WASTED_SPEND, Alert.Kind.REQUIRES_ACTION_EXPIRING,
                 Alert.Kind.BUDGET)
 # A pass deletes at most this many alerts, this many per transaction (each with one audit record naming them).
 PRUNE_AT_MOST = 100_000
 PRUNE_BATCH = 5_000
+
+
+def alerts_unpruned_since(now: dt.datetime) -> dt.datetime | None:
+    """For a caller that raises an alert for every cause that has none (the expired-run watch): the oldest moment
+    whose causes it may still raise, a day inside ALERT_RETENTION_DAYS (None when alerts are kept for ever). An
+    alert is raised after its cause's moment and deleted ALERT_RETENTION_DAYS after it opened, so a cause older
+    than this may have had its alert deleted, and would be raised (and delivered) again every retention period."""
+    if not settings.ALERT_RETENTION_DAYS:
+        return None
+    return now - dt.timedelta(days=settings.ALERT_RETENTION_DAYS - 1)
 
 
 def alerts_prunable(*, cutoff: dt.datetime) -> QuerySet:
@@ -701,17 +714,20 @@ def alerts_prune(*, retention_days: int | None = None, dry_run: bool = False, at
     deleted = Counter()
     while (room := at_most - deleted.total()) > 0:
         with transaction.atomic():
-            batch = dict(prunable.select_for_update(skip_locked=True).order_by("opened_at", "pk")
-                         .values_list("pk", "kind")[:min(batch_size, room)])
+            batch = {pk: (kind, tenant_id) for pk, kind, tenant_id in
+                     prunable.select_for_update(skip_locked=True).order_by("opened_at", "pk")
+                     .values_list("pk", "kind", "tenant_id")[:min(batch_size, room)]}
             if not batch:
                 break
             ids = sorted(batch)
-            Alert.unscoped_objects.filter(pk__in=ids).delete()
-            kinds = Counter(batch.values())
+            # The condition again: SQLite has no row locks, and what it costs PostgreSQL is nothing.
+            prunable.filter(pk__in=ids).delete()
+            kinds = Counter(kind for kind, _ in batch.values())
+            tenants = Counter(str(tenant_id) for _, tenant_id in batch.values() if tenant_id is not None)
             audit_record(action="alert.prune", target_type="alert", target_id=_ids_text(ids),
                          actor_label="service:alerts",
                          data={"retention_days": days, "cutoff": cutoff.isoformat(), "by_kind": dict(sorted(kinds.items())),
-                               "alerts": ids})
+                               "by_tenant": dict(sorted(tenants.items())), "alerts": ids})
         deleted.update(kinds)
         if progress:
             progress(deleted.total())

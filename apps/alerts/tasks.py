@@ -66,5 +66,7 @@ def prune_alerts() -> dict:
     if result.total:
         logger.info("alerts pruned: %s", result.as_dict())
     if not result.complete:
+        # On a worker it starts once this copy has let go of the lock. Run eagerly (tests, CELERY_TASK_ALWAYS_EAGER)
+        # it would run at once, inside this copy, and be skipped: the next night goes on instead.
         prune_alerts.apply_async(countdown=PRUNE_AGAIN_AFTER_SECONDS)
     return result.as_dict()

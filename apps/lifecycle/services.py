@@ -2060,7 +2060,12 @@ def runs_requires_action_watch(*, now: dt.datetime | None = None) -> dict[str, i
     requires_action past their expiry as wasted spend (the same cause key the ledger uses when it later
     learns the run expired, so it is never alerted twice)."""
     from apps.alerts.models import Alert
-    from apps.alerts.services import AlertSpec, alerts_raise_many, alerts_requires_action_scan
+    from apps.alerts.services import (
+        AlertSpec,
+        alerts_raise_many,
+        alerts_requires_action_scan,
+        alerts_unpruned_since,
+    )
 
     now = now or timezone.now()
     flagged = len(alerts_requires_action_scan())
@@ -2068,8 +2073,11 @@ def runs_requires_action_watch(*, now: dt.datetime | None = None) -> dict[str, i
     # are left out here, or the same oldest page would be re-read every minute and newer runs never reached.
     # (The alerts app has no selector for "cause raised"; this subquery reads its unique cause_key index.)
     alerted = Alert.unscoped_objects.filter(cause_key=Concat(Value("wasted_spend:"), OuterRef("openai_id")))
-    overdue = (Run.objects.unscoped().filter(status=RunStatus.REQUIRES_ACTION, expires_at__lte=now)
-               .filter(~Exists(alerted)).order_by("expires_at")
+    overdue = Run.objects.unscoped().filter(status=RunStatus.REQUIRES_ACTION, expires_at__lte=now)
+    if (since := alerts_unpruned_since(now)) is not None:
+        # Not the runs whose alert retention may have deleted: each would be alerted anew, every retention period.
+        overdue = overdue.filter(expires_at__gt=since)
+    overdue = (overdue.filter(~Exists(alerted)).order_by("expires_at")
                .values("openai_id", "tenant_id", "expires_at", "cost_total_usd")[:WATCH_EXPIRED_PAGE])
     created = alerts_raise_many(AlertSpec(
         tenant_id=run["tenant_id"], kind="wasted_spend", severity="warning",

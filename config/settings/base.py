@@ -27,27 +27,29 @@ def env_usd(name: str, default: str, *, what: str = "an amount in USD") -> Decim
     return value
 
 
+def _env_whole_number(name: str, default: int, *, valid, expected: str) -> int:
+    """A whole number from the environment that `valid` accepts, or a start-up error naming the variable and what
+    it must be (`expected`)."""
+    text = env.str(name, default=str(default)).strip()
+    if not (text.isascii() and text.isdigit() and valid(int(text))):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} must be {expected}, like {default}; it is {text!r}.")
+    return int(text)
+
+
 def env_minutes_before_expiry(name: str, default: int) -> int:
     """Whole minutes a run waits for tool outputs before a warning, or a start-up error naming the variable. OpenAI
     expires such a run at 10 minutes, so a warning due at 10 or later never fired, and nothing said so."""
-    text = env.str(name, default=str(default)).strip()
-    if not (text.isascii() and text.isdigit() and int(text) < 10):
-        from django.core.exceptions import ImproperlyConfigured
-
-        raise ImproperlyConfigured(f"{name} must be a whole number of minutes from 0 to 9 (OpenAI expires a run waiting "
-                                   f"for tool outputs at 10), like {default}; it is {text!r}.")
-    return int(text)
+    return _env_whole_number(name, default, valid=lambda minutes: minutes < 10,
+                             expected="a whole number of minutes from 0 to 9 (OpenAI expires a run waiting for tool "
+                                      "outputs at 10)")
 
 
 def env_retention_days(name: str, default: int, *, at_least: int) -> int:
-    """Whole days to keep something, 0 for ever, or a start-up error naming the variable (and why `at_least`)."""
-    text = env.str(name, default=str(default)).strip()
-    if not (text.isascii() and text.isdigit() and (int(text) == 0 or int(text) >= at_least)):
-        from django.core.exceptions import ImproperlyConfigured
-
-        raise ImproperlyConfigured(f"{name} must be 0 (keep for ever) or a whole number of days from {at_least}, like "
-                                   f"{default}; it is {text!r}.")
-    return int(text)
+    """Whole days to keep something, 0 for ever, or a start-up error naming the variable."""
+    return _env_whole_number(name, default, valid=lambda days: days == 0 or days >= at_least,
+                             expected=f"0 (keep for ever) or a whole number of days from {at_least}")
 
 
 def env_http_url(name: str, default: str = "", *, example: str) -> str:

@@ -70,6 +70,7 @@ def test_old_alerts_about_a_moment_or_resolved_go_and_open_conditions_and_recent
     audit = AuditEvent.objects.get(action="alert.prune")
     assert audit.data["alerts"] == sorted(alert.pk for alert in gone)
     assert (audit.data["by_kind"], audit.data["retention_days"]) == (result.by_kind, 180)
+    assert audit.data["by_tenant"] == {str(tenant.pk): 4}  # the model's and the day's alerts belong to no tenant
     assert audit.actor_label == "service:alerts" and audit.tenant_id is None
     # Run again: nothing left to do, nothing audited.
     assert alerts_prune().total == 0
@@ -194,3 +195,68 @@ def test_an_alert_another_transaction_holds_is_left_for_the_next_pass(tenant):
     assert (result.total, _left()) == (1, {held.pk})
     assert other.pk not in _left()
     assert alerts_prune(retention_days=180).total == 0  # reopened: kept
+
+
+def test_a_run_left_in_requires_action_is_not_alerted_again_once_its_alert_is_deleted(tenant, settings):
+    """Such a run stays requires_action in the ledger for ever, and the minute watch alerts every overdue run
+    without an alert: once retention deleted its alert, the watch raised (and delivered) it again as news, every
+    retention period. The watch now stops a day inside retention."""
+    from apps.ledger.models import Run
+    from apps.lifecycle.services import runs_requires_action_watch
+
+    settings.ALERT_RETENTION_DAYS = 180
+    now = timezone.now()
+    expired = now - dt.timedelta(days=200)
+    Run.objects.create(tenant=tenant, openai_id="run_stuck", api="assistants", model="gpt-5", status="requires_action",
+                       created_at=expired - dt.timedelta(minutes=10), expires_at=expired)
+    alert = Alert.unscoped_objects.create(tenant=tenant, kind=Alert.Kind.WASTED_SPEND, cause_key="wasted_spend:run_stuck",
+                                          title="Run run_stuck expired", opened_at=expired + dt.timedelta(minutes=1))
+
+    assert alerts_prune().total == 1 and not Alert.unscoped_objects.filter(pk=alert.pk).exists()
+    assert runs_requires_action_watch(now=now)["expired"] == 0
+    assert not Alert.unscoped_objects.exists()
+    # A run that expired within retention is alerted as before; kept for ever, every overdue run is.
+    Run.objects.unscoped().filter(openai_id="run_stuck").update(expires_at=now - dt.timedelta(days=178))
+    assert runs_requires_action_watch(now=now)["expired"] == 1
+    Alert.unscoped_objects.all().delete()
+    Run.objects.unscoped().filter(openai_id="run_stuck").update(expires_at=expired)
+    settings.ALERT_RETENTION_DAYS = 0
+    assert runs_requires_action_watch(now=now)["expired"] == 1
+
+
+def test_a_cause_back_just_as_its_resolved_alert_is_deleted_is_raised_as_a_new_alert(tenant, monkeypatch):
+    """Ingest read the cause's alert as resolved, and the retention pass deleted it before the reopen: the reopen
+    found nothing, and the cause's return was dropped (neither reopened nor inserted)."""
+    from apps.alerts.services import AlertSpec, alerts_raise_many
+
+    old = _alert(Alert.Kind.UNPRICED_MODEL, days_ago=300, resolved=True)
+    read_causes = services._raised_causes
+
+    def read_then_pruned(keys):
+        causes = read_causes(keys)
+        alerts_prune(retention_days=180)  # commits between ingest's read and its reopen
+        return causes
+
+    monkeypatch.setattr(services, "_raised_causes", read_then_pruned)
+    (raised,) = alerts_raise_many([AlertSpec(kind=Alert.Kind.UNPRICED_MODEL, cause_key=old.cause_key,
+                                             title="No price for model gpt-new")])
+
+    assert raised.pk != old.pk and (raised.state, raised.times_reopened) == ("open", 0)
+    assert list(Alert.unscoped_objects.values_list("cause_key", flat=True)) == [old.cause_key]
+
+
+def test_a_cause_another_batch_reopened_first_is_neither_reopened_twice_nor_inserted(tenant, monkeypatch):
+    from apps.alerts.services import AlertSpec, alerts_raise_many
+
+    old = _alert(Alert.Kind.UNPRICED_MODEL, days_ago=10, resolved=True)
+    read_causes = services._raised_causes
+
+    def read_then_reopened_elsewhere(keys):
+        causes = read_causes(keys)
+        Alert.unscoped_objects.filter(pk=old.pk).update(resolved_at=None, times_reopened=1)
+        return causes
+
+    monkeypatch.setattr(services, "_raised_causes", read_then_reopened_elsewhere)
+    assert alerts_raise_many([AlertSpec(kind=Alert.Kind.UNPRICED_MODEL, cause_key=old.cause_key, title="x")]) == []
+    assert list(Alert.unscoped_objects.values_list("pk", "times_reopened")) == [(old.pk, 1)]
+    assert not AuditEvent.objects.filter(action="alert.reopen").exists()
