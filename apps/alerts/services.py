@@ -697,8 +697,7 @@ def alerts_prune(*, retention_days: int | None = None, dry_run: bool = False, at
     deletes nothing. `progress(deleted)` is called after each transaction. Safe to stop and run again, and
     beside ingest: an alert reopened meanwhile is opened now, so no longer past retention, and the rows a
     transaction deletes are locked first (one that a batch reopening it holds is left for the next pass; a batch
-    that comes to reopen one just deleted finds nothing to reopen, and the cause's next occurrence raises it
-    anew)."""
+    that comes to reopen one just deleted raises it as a new alert, _alerts_insert)."""
     days = settings.ALERT_RETENTION_DAYS if retention_days is None else retention_days
     if days and days < settings.ALERT_RETENTION_MIN_DAYS:
         raise ValueError(f"alerts are kept at least {settings.ALERT_RETENTION_MIN_DAYS} days (ingest checks last "

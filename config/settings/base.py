@@ -1,5 +1,6 @@
 """Settings shared by every environment; everything that differs is read from the environment."""
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def env_usd(name: str, default: str, *, what: str = "an amount in USD") -> Decim
     return value
 
 
-def _env_whole_number(name: str, default: int, *, valid, expected: str) -> int:
+def _env_whole_number(name: str, default: int, *, valid: Callable[[int], bool], expected: str) -> int:
     """A whole number from the environment that `valid` accepts, or a start-up error naming the variable and what
     it must be (`expected`)."""
     text = env.str(name, default=str(default)).strip()
