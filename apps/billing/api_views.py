@@ -93,7 +93,7 @@ class TenantUsageView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
         document, last_key = usage_page(tenant=tenant, start=query["start"], end=query["end"],
                                         group_by=query["group_by"], after=query["cursor"], limit=query.get("limit"))
         document["next"] = (replace_query_param(request.build_absolute_uri(), "cursor",
-                                                usage_cursor(query["group_by"], last_key))
+                                                usage_cursor(query["group_by"], query["start"], query["end"], last_key))
                             if last_key is not None else None)
         content = json_bytes(document)
         return etag_response(request, content, "application/json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -49,20 +51,25 @@ class UsageLimitField(serializers.Field):
         return page_size(str(data), MAX_USAGE_LINES_PER_PAGE)
 
 
-def usage_cursor(group_by: str, after_key: str) -> str:
+def usage_cursor(group_by: str, start: dt.date, end: dt.date, after_key: str) -> str:
     """The opaque `cursor` of the page after the line keyed `after_key` (keys are unique and sorted) of a query
-    grouped by `group_by`: a key means nothing in another grouping."""
-    return cursor_token({"group_by": group_by, "after": after_key})
+    grouped by `group_by` over [start, end): a key means nothing in another grouping, and the next keys of another
+    period are not the rest of this one's lines (a client that changed its dates between pages would add up
+    lines of two periods without a word)."""
+    return cursor_token({"group_by": group_by, "start": start.isoformat(), "end": end.isoformat(), "after": after_key})
+
+
+_USAGE_CURSOR_KEYS = {"group_by", "start", "end", "after"}
 
 
 @extend_schema_field({"type": "string"})
 class UsageCursorField(serializers.Field):
-    """A cursor as usage_cursor writes it: {"group_by", "after"} (UsageQuerySerializer checks the grouping)."""
+    """A cursor as usage_cursor writes it (UsageQuerySerializer checks its grouping and period against the query's)."""
 
     def to_internal_value(self, data):
         try:
             payload = cursor_payload(str(data))
-            if set(payload) != {"group_by", "after"} or not all(isinstance(value, str) for value in payload.values()):
+            if set(payload) != _USAGE_CURSOR_KEYS or not all(isinstance(value, str) for value in payload.values()):
                 raise ValueError("not a usage cursor")
         except ValueError as error:
             raise serializers.ValidationError("Invalid cursor; use the next link as given.") from error
@@ -90,6 +97,11 @@ class UsageQuerySerializer(serializers.Serializer):
             raise serializers.ValidationError({"limit": "A cursor pages: give the limit its next link came with."})
         if "cursor" in attrs and attrs["cursor"]["group_by"] != attrs["group_by"]:
             raise serializers.ValidationError({"cursor": "This cursor pages another grouping; use the next link as given."})
+        if "cursor" in attrs and (attrs["cursor"]["start"], attrs["cursor"]["end"]) != (start.isoformat(), end.isoformat()):
+            # Also when start or end was left out and the month turned between two pages: the default period moved.
+            raise serializers.ValidationError({"cursor": (
+                f"This cursor pages {attrs['cursor']['start']} to {attrs['cursor']['end']}, not {start} to {end}; "
+                "use the next link as given, or start again from the first page.")})
         return {**attrs, "start": start, "end": end, "cursor": attrs["cursor"]["after"] if "cursor" in attrs else None}
 
 

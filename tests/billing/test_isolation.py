@@ -15,9 +15,11 @@ TENANT_OBJECT_ENDPOINTS = [
     ("get", "/api/v1/tenants/{slug}/", None),
     ("patch", "/api/v1/tenants/{slug}/", {"thread_retention_days": 30}),  # a tenant admin's policy
     ("get", "/api/v1/tenants/{slug}/usage/?start=2026-01-01&end=2026-03-01&group_by=user", None),
-    # A page of it, from a cursor: the cursor holds only a key, so nothing in it reaches another tenant's lines.
+    # A page of it, from a cursor: the cursor holds a grouping, a period and a key, nothing of a tenant's.
     ("get", "/api/v1/tenants/{slug}/usage/?start=2026-01-01&end=2026-03-01&group_by=user&limit=1"
-            "&cursor=eyJncm91cF9ieSI6InVzZXIiLCJhZnRlciI6IiJ9", None),  # usage_cursor("user", "")
+            # usage_cursor("user", 2026-01-01, 2026-03-01, "")
+            "&cursor=eyJncm91cF9ieSI6InVzZXIiLCJzdGFydCI6IjIwMjYtMDEtMDEiLCJlbmQiOiIyMDI2LTAzLTAxIiwiYWZ0ZXIiOiIifQ==",
+     None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01/?format=csv", None),
     ("get", "/api/v1/tenants/{slug}/statements/2026-01.csv", None),

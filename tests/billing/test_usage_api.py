@@ -140,6 +140,10 @@ def test_usage_lines_sort_by_key_in_code_point_order_whatever_the_databases_coll
     assert keys == sorted(keys) and len(keys) == 3  # code-point order, as SQLite's path and usage by end user give
 
 
+JANUARY_DAYS = (dt.date(2026, 1, 1), dt.date(2026, 2, 1))
+JANUARY = {"start": "2026-01-01", "end": "2026-02-01"}
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -166,16 +170,35 @@ def test_usage_lines_sort_by_key_in_code_point_order_whatever_the_databases_coll
         ({"limit": "10", "cursor": cursor_token({"after": "u1"})}, "cursor"),
         ({"limit": "10", "group_by": "user", "cursor": base64.urlsafe_b64encode(
             b'{"group_by": "user", "after": "u1"}').decode()}, "cursor"),
-        ({"limit": "10", "group_by": "user", "cursor": usage_cursor("user", "u\x00")}, "cursor"),
+        ({**JANUARY, "limit": "10", "group_by": "user", "cursor": usage_cursor("user", *JANUARY_DAYS, "u\x00")},
+         "cursor"),
         # A key of another grouping means nothing here.
-        ({"limit": "10", "group_by": "day", "cursor": usage_cursor("user", "u1")}, "cursor"),
-        ({"cursor": usage_cursor("day", "2026-01-02")}, "limit"),  # a cursor without the limit its link came with
+        ({**JANUARY, "limit": "10", "group_by": "day", "cursor": usage_cursor("user", *JANUARY_DAYS, "u1")}, "cursor"),
+        # Nor are another period's next keys the rest of this one's lines; nor does a cursor from before it named its
+        # period say which it pages.
+        ({**JANUARY, "limit": "10", "group_by": "user",
+          "cursor": usage_cursor("user", dt.date(2026, 2, 1), dt.date(2026, 3, 1), "u1")}, "cursor"),
+        ({"limit": "10", "group_by": "user", "cursor": usage_cursor("user", *JANUARY_DAYS, "u1")}, "cursor"),
+        ({**JANUARY, "limit": "10", "group_by": "user", "cursor": cursor_token({"group_by": "user", "after": "u1"})},
+         "cursor"),
+        ({**JANUARY, "cursor": usage_cursor("day", *JANUARY_DAYS, "2026-01-02")}, "limit"),  # without its limit
     ],
 )
 def test_bad_usage_parameters_are_400_naming_the_field(api_client, billing_key, tenant, params, field):
     answer = usage(api_client, billing_key, **params)
     assert answer.status_code == 400
     assert answer.json()["error"]["field"] == field and answer.json()["error"]["code"] == "invalid"
+
+
+def test_a_cursor_used_with_other_dates_says_which_period_it_pages(api_client, billing_key, tenant):
+    """A cursor names its period: a client that changed start or end between pages would otherwise have been given
+    the next keys of the other period, and added up lines of two periods without a word."""
+    answer = usage(api_client, billing_key, start="2026-01-01", end="2026-01-15", group_by="user", limit="10",
+                   cursor=usage_cursor("user", *JANUARY_DAYS, "u1"))
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == (
+        "This cursor pages 2026-01-01 to 2026-02-01, not 2026-01-01 to 2026-01-15; use the next link as given, or "
+        "start again from the first page.")
 
 
 def test_usage_has_an_etag_and_answers_304(api_client, billing_key, tenant):
