@@ -98,7 +98,7 @@ class UsageQuerySerializer(serializers.Serializer):
         if "cursor" in attrs and attrs["cursor"]["group_by"] != attrs["group_by"]:
             raise serializers.ValidationError({"cursor": "This cursor pages another grouping; use the next link as given."})
         if "cursor" in attrs and (attrs["cursor"]["start"], attrs["cursor"]["end"]) != (start.isoformat(), end.isoformat()):
-            # Also when start or end was left out and the month turned between two pages: the default period moved.
+            # The `next` links write the period out, so following them never gets here, even over a month's turn.
             raise serializers.ValidationError({"cursor": (
                 f"This cursor pages {attrs['cursor']['start']} to {attrs['cursor']['end']}, not {start} to {end}; "
                 "use the next link as given, or start again from the first page.")})

@@ -255,3 +255,21 @@ def test_usage_pages_cover_every_line_once_and_each_page_carries_the_whole_perio
     assert [len(page["lines"]) for page in _walk(api_client, billing_key, start="2026-03-01", end="2026-04-01",
                                                  group_by=group_by, limit=5)] == [5]
 
+
+
+def test_a_walk_over_the_default_period_finishes_that_month_when_the_month_turns_between_pages(
+        api_client, billing_key, tenant):
+    """The `next` link writes the period out: left to the defaults, the page after the month's turn read another
+    month, and its cursor (naming the month it pages) was refused."""
+    import time_machine
+
+    for index, user_id in enumerate(["u1", "u2", "u3"]):
+        ingest(tenant, builders.response(created_at=at(2026, 3, 20 + index)), user_id=user_id)
+    with time_machine.travel(dt.datetime(2026, 3, 31, 23, 59, tzinfo=dt.UTC), tick=False):
+        first = usage(api_client, billing_key, group_by="user", limit=2).json()
+    assert "start=2026-03-01" in first["next"] and "end=2026-04-01" in first["next"]
+    with time_machine.travel(dt.datetime(2026, 4, 1, 0, 1, tzinfo=dt.UTC), tick=False):
+        second = api_client.get(first["next"], **bearer(billing_key))
+    assert second.status_code == 200, second.content
+    assert [line["key"] for line in first["lines"] + second.json()["lines"]] == ["u1", "u2", "u3"]
+    assert (second.json()["start"], second.json()["next"]) == ("2026-03-01", None)
