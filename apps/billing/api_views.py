@@ -92,14 +92,15 @@ class TenantUsageView(KnownQueryParametersMixin, TenantScopedAPIMixin, APIView):
         query = self.validated_query()
         document, last_key = usage_page(tenant=tenant, start=query["start"], end=query["end"],
                                         group_by=query["group_by"], after=query["cursor"], limit=query.get("limit"))
-        document["next"] = None
+        next_url = None
         if last_key is not None:
             # With the period written out: left to the defaults, the next page of a walk over the month's turn would
             # read another month (its cursor would be refused).
-            document["next"] = request.build_absolute_uri()
+            next_url = request.build_absolute_uri()
             for name, value in (("start", query["start"].isoformat()), ("end", query["end"].isoformat()),
                                 ("cursor", usage_cursor(query["group_by"], query["start"], query["end"], last_key))):
-                document["next"] = replace_query_param(document["next"], name, value)
+                next_url = replace_query_param(next_url, name, value)
+        document["next"] = next_url
         content = json_bytes(document)
         return etag_response(request, content, "application/json")
 

@@ -93,16 +93,19 @@ class UsageQuerySerializer(serializers.Serializer):
             raise serializers.ValidationError({"end": "end must be after start (end is exclusive)."})
         if (end - start).days > MAX_USAGE_DAYS:
             raise serializers.ValidationError({"end": f"The range may span at most {MAX_USAGE_DAYS} days."})
-        if "cursor" in attrs and "limit" not in attrs:
-            raise serializers.ValidationError({"limit": "A cursor pages: give the limit its next link came with."})
-        if "cursor" in attrs and attrs["cursor"]["group_by"] != attrs["group_by"]:
-            raise serializers.ValidationError({"cursor": "This cursor pages another grouping; use the next link as given."})
-        if "cursor" in attrs and (attrs["cursor"]["start"], attrs["cursor"]["end"]) != (start.isoformat(), end.isoformat()):
-            # The `next` links write the period out, so following them never gets here, even over a month's turn.
-            raise serializers.ValidationError({"cursor": (
-                f"This cursor pages {attrs['cursor']['start']} to {attrs['cursor']['end']}, not {start} to {end}; "
-                "use the next link as given, or start again from the first page.")})
-        return {**attrs, "start": start, "end": end, "cursor": attrs["cursor"]["after"] if "cursor" in attrs else None}
+        cursor = attrs.get("cursor")
+        if cursor is not None:
+            if "limit" not in attrs:
+                raise serializers.ValidationError({"limit": "A cursor pages: give the limit its next link came with."})
+            if cursor["group_by"] != attrs["group_by"]:
+                raise serializers.ValidationError({"cursor": "This cursor pages another grouping; use the next link as "
+                                                             "given."})
+            if (cursor["start"], cursor["end"]) != (start.isoformat(), end.isoformat()):
+                # The `next` links write the period out, so following them never gets here, even over a month's turn.
+                raise serializers.ValidationError({"cursor": (
+                    f"This cursor pages {cursor['start']} to {cursor['end']}, not {start} to {end}; use the next link "
+                    "as given, or start again from the first page.")})
+        return {**attrs, "start": start, "end": end, "cursor": cursor["after"] if cursor is not None else None}
 
 
 _USAGE_NUMBERS = ("runs", "unpriced_runs", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")

@@ -539,7 +539,7 @@ class AlertAcknowledgeView(LoginRequiredMixin, View):
         alerts = admin_scope.apply(_alerts_matching(scope, form.cleaned_data, visible, state="unacknowledged"))
         at_most = alert_services.ACKNOWLEDGE_AT_MOST
         done = alerts_acknowledge(alerts=alerts, actor=request.user, limit=at_most)
-        more = alerts.filter(acknowledged_at__isnull=True).exists()
+        more = alerts.exists()  # the unacknowledged ones, read again after this click
         messages.success(request, f"Acknowledged {len(done):,} alert{'s' if len(done) != 1 else ''}." + (
             f" More match these filters: acknowledge all again for the next {at_most:,}." if more else ""))
         return None
