@@ -27,6 +27,19 @@ def _backend_cpu() -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def _wal_position() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()")
+        return cursor.fetchone()[0]
+
+
+def _wal_bytes_since(position: str) -> int:
+    """WAL written since `position`, by this process and anything else writing to the cluster meanwhile."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", [position])
+        return int(cursor.fetchone()[0])
+
+
 @dataclass
 class Profile:
     events: int = 0
@@ -36,6 +49,7 @@ class Profile:
     locked_wall: float = 0.0
     locked_python_cpu: float = 0.0
     locked_postgres_cpu: float = 0.0
+    wal_bytes: int = 0
 
     def per_event(self, seconds: float) -> float:
         return seconds * 1e6 / self.events
@@ -75,6 +89,7 @@ def measure(*, runs: int, tenants: int, batch_size: int, stream, truncate_first:
     services._ingest_once = timed_write_phase  # measurement only; both restored below
     services.bulk.advisory_xact_lock = timed_lock
     try:
+        wal_start = _wal_position()
         wall, python, postgres = time.perf_counter(), time.process_time(), _backend_cpu()
         for body in bodies:
             events = orjson.loads(body)["events"]
@@ -84,6 +99,7 @@ def measure(*, runs: int, tenants: int, batch_size: int, stream, truncate_first:
         profile.wall = time.perf_counter() - wall
         profile.python_cpu = time.process_time() - python
         profile.postgres_cpu = _backend_cpu() - postgres
+        profile.wal_bytes = _wal_bytes_since(wal_start)
     finally:
         services._ingest_once, services.bulk.advisory_xact_lock = write_phase, take_lock
         progress.close()
@@ -100,4 +116,9 @@ def report(profile: Profile) -> list[tuple[str, str, str]]:
         ("profile: write phase under the ingest lock (us)", f"{per(profile.locked_wall):,.0f}",
          f"Python {per(profile.locked_python_cpu):,.0f} + PostgreSQL {per(profile.locked_postgres_cpu):,.0f} CPU; "
          f"bounds serialized writes at {profile.events / profile.locked_wall:,.0f} reports/s"),
+        # Unlike CPU time, which moves by a fifth between runs of the same code on a shared machine, this is
+        # the same from run to run (up to the full-page images written after a checkpoint): the figure to
+        # compare two versions of the write path by.
+        ("profile: WAL written per report (bytes)", f"{profile.wal_bytes / profile.events:,.0f}",
+         "rows and index entries written, locks, full-page images"),
     ]

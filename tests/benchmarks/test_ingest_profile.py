@@ -1,5 +1,5 @@
 """bench ingest --profile: the CPU per report (Python and the PostgreSQL backend) in all and under the ingest
-lock, measured in one process; the ingest path is left as it was."""
+lock, and the WAL written per report, measured in one process; the ingest path is left as it was."""
 
 import re
 
@@ -22,4 +22,7 @@ def test_profile_prints_cpu_per_report_and_restores_the_write_phase():
     python, postgres = (int(figure.replace(",", "")) for figure in found.groups())
     assert python > 0 and postgres > 0
     assert re.search(r"bounds serialized writes at [\d,]+ reports/s", output)
+    # Every report writes at least its run row; none writes megabytes.
+    wal = int(re.search(r"WAL written per report \(bytes\)\s+([\d,]+)", output).group(1).replace(",", ""))
+    assert 200 < wal < 1_000_000
     assert Run.objects.unscoped().count() == 0  # the ledger is emptied afterwards, as after every ingest bench
