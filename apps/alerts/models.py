@@ -28,7 +28,7 @@ class Alert(models.Model):
     # Members see only their tenant's alerts through the scoped manager; staff see all. A tenant deleted in the
     # admin takes its alerts with it, each audited (TenantAdmin.audit_cascade reads them through `alerts`).
     tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE,
-                               related_name="alerts")
+                               related_name="alerts", db_index=False)  # alert_tenant_opened leads with it
     kind = models.CharField(max_length=40, choices=Kind.choices)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
     # Unique: an alert fires once per cause, however often the cause is seen again.

@@ -3,7 +3,7 @@
 from django.db import models
 
 from apps.core.money import MONEY_FIELD_KWARGS
-from apps.tenants.scoping import TenantOwnedModel
+from apps.tenants.scoping import TenantOwnedModel, tenant_key_led_index
 
 
 class Statement(TenantOwnedModel):
@@ -12,6 +12,8 @@ class Statement(TenantOwnedModel):
     At close the JSON and CSV documents are rendered once and stored as text together with their
     SHA-256, so every later read serves exactly the same bytes; `document` keeps the exact (unrounded)
     per-component amounts that adjustments on later statements are computed against."""
+
+    tenant = tenant_key_led_index()  # statement_unique_tenant_period, statement_tenant_status_period
 
     class Status(models.TextChoices):
         OPEN = "open"

@@ -7,7 +7,7 @@ from django.db import models
 
 from apps.core.money import MONEY_FIELD_KWARGS
 from apps.core.timeutils import next_month
-from apps.tenants.scoping import TenantOwnedModel
+from apps.tenants.scoping import TenantOwnedModel, tenant_key_led_index
 
 
 class Api(models.TextChoices):
@@ -64,13 +64,6 @@ class ThreadKind(models.TextChoices):
 GONE_REASON = "gone at OpenAI"
 
 
-def _tenant_led_index_key() -> models.ForeignKey:
-    """The tenant key of a table whose own indexes lead with tenant: the foreign key's index would be a
-    redundant copy of their prefix, as big as a third of the table's indexes and written by every insert
-    (issue #9; ~200 MB at 10M runs)."""
-    return models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
-
-
 class Thread(TenantOwnedModel):
     """An Assistants thread or a Responses conversation. Conversations cannot be listed at OpenAI:
     this row is the only way anyone will ever find one again to delete it."""
@@ -79,7 +72,7 @@ class Thread(TenantOwnedModel):
         ACTIVE = "active"
         DELETED = "deleted"
 
-    tenant = _tenant_led_index_key()  # thread_tenant_status_activity
+    tenant = tenant_key_led_index()  # thread_tenant_status_activity
     openai_id = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=ThreadKind.choices)
     openai_project = models.CharField(max_length=100, blank=True, default="")
@@ -135,7 +128,7 @@ HIGH_COST_FILTER_COLUMNS = ("created_at", "status", "model", "feature")
 
 
 class Run(TenantOwnedModel):
-    tenant = _tenant_led_index_key()  # run_tenant_created, run_high_cost_of_tenant
+    tenant = tenant_key_led_index()  # run_tenant_created, run_high_cost_of_tenant
     openai_id = models.CharField(max_length=100, unique=True)
     api = models.CharField(max_length=16, choices=Api.choices)
     openai_project = models.CharField(max_length=100, blank=True, default="")

@@ -38,8 +38,15 @@ class ResourceStatus(models.TextChoices):
     DELETED = "deleted"
 
 
+def _maybe_unassigned_tenant(*, own_index: bool = True) -> models.ForeignKey:
+    """The tenant key, NULL for an unassigned resource. `own_index=False` where one of the table's indexes leads
+    with tenant (NULLs included): the key's own index would be a redundant copy of its prefix."""
+    return models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                             db_index=own_index)
+
+
 class MaybeUnassignedModel(models.Model):
-    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    tenant = _maybe_unassigned_tenant()
 
     unscoped_objects = models.Manager()
     objects = MaybeUnassignedManager()
@@ -72,6 +79,7 @@ class OpenAIResource(MaybeUnassignedModel):
 
 
 class VectorStore(OpenAIResource):
+    tenant = _maybe_unassigned_tenant(own_index=False)  # vs_tenant_status_active
     name = models.CharField(max_length=300, blank=True, default="")
     usage_bytes = models.BigIntegerField(default=0)
     last_active_at = models.DateTimeField(null=True, blank=True)
@@ -86,6 +94,7 @@ class VectorStore(OpenAIResource):
 
 
 class StoredFile(OpenAIResource):
+    tenant = _maybe_unassigned_tenant(own_index=False)  # file_tenant_status_created
     filename = models.CharField(max_length=300, blank=True, default="")
     bytes = models.BigIntegerField(default=0)
     purpose = models.CharField(max_length=40, blank=True, default="")
@@ -98,6 +107,7 @@ class StoredFile(OpenAIResource):
 
 
 class Container(OpenAIResource):
+    tenant = _maybe_unassigned_tenant(own_index=False)  # container_tenant_status_active
     name = models.CharField(max_length=300, blank=True, default="")
     last_active_at = models.DateTimeField(null=True, blank=True)
     openai_status = models.CharField(max_length=20, blank=True, default="")
@@ -193,7 +203,10 @@ class SweepItem(MaybeUnassignedModel):
         CLAIMED = "claimed"
         DONE = "done"
 
-    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="items")
+    tenant = _maybe_unassigned_tenant(own_index=False)  # sweepitem_tenant_processed
+    # sweepitem_unique_resource and sweepitem_sweep_state_id lead with it: a million-item sweep writes neither
+    # more index than it reads.
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="items", db_index=False)
     resource_type = models.CharField(max_length=20, choices=ResourceType.choices)
     openai_id = models.CharField(max_length=100)
     # The OpenAI project the resource lives in, as the ledger recorded it ("" = the default project): the
@@ -244,6 +257,7 @@ class StorageMeter(MaybeUnassignedModel):
     """Vector storage of one tenant (or of the unassigned stores) on one UTC day: GB-days, its share of
     the organisation's free GB and what it costs. One row per (tenant, day); re-metering a day replaces it."""
 
+    tenant = _maybe_unassigned_tenant(own_index=False)  # storagemeter_unique_tenant_day
     day = models.DateField()
     usage_bytes = models.BigIntegerField(default=0)
     store_count = models.PositiveIntegerField(default=0)
@@ -293,7 +307,8 @@ class VectorStoreDay(MaybeUnassignedModel):
     """A store's size on a day, as metered: the input to StorageMeter, kept so any day can be re-rated."""
 
     day = models.DateField()
-    vector_store = models.ForeignKey(VectorStore, on_delete=models.CASCADE, related_name="days")
+    # vsday_unique_store_day leads with it.
+    vector_store = models.ForeignKey(VectorStore, on_delete=models.CASCADE, related_name="days", db_index=False)
     usage_bytes = models.BigIntegerField(default=0)
 
     class Meta:
@@ -307,7 +322,7 @@ class VectorStoreDay(MaybeUnassignedModel):
 class ArchivedItem(MaybeUnassignedModel):
     """A thread's message or a conversation's item, copied before the thread was deleted at OpenAI."""
 
-    thread_openai_id = models.CharField(max_length=100, db_index=True)
+    thread_openai_id = models.CharField(max_length=100)  # archiveditem_unique_item leads with it
     item_openai_id = models.CharField(max_length=100)
     position = models.PositiveIntegerField()
     item_created_at = models.DateTimeField(null=True, blank=True)

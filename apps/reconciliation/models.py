@@ -154,7 +154,8 @@ class ReconciliationLine(models.Model):
     """One compared line of one run: a Costs line item (USD), a Usage count, or the day's unattributed spend.
     difference = OpenAI − ledger; difference_pct is relative to OpenAI's value (empty when that is 0)."""
 
-    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="lines")
+    # reconline_unique_per_run leads with it.
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="lines", db_index=False)
     day = models.DateField()
     openai_project = models.CharField(max_length=100)
     # Text, not a bounded CharField: line and model names come from OpenAI's Costs and Usage API as sent, and a

@@ -104,6 +104,13 @@ class TenantScopedManager(models.Manager):
         return self._all_rows().bulk_create(objs, **kwargs)
 
 
+def tenant_key_led_index() -> models.ForeignKey:
+    """TenantOwnedModel's tenant key for a table whose own indexes lead with tenant: the foreign key's index
+    would be a redundant copy of their prefix, as big as one of them and written by every insert (issue #9;
+    ~200 MB at 10M runs)."""
+    return models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+", db_index=False)
+
+
 class TenantOwnedModel(models.Model):
     """Base for every tenant-owned table. Tables lead their indexes with tenant, so the ledger can be
     distributed by tenant (Citus) later without a redesign."""
