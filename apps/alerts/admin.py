@@ -1,9 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from apps.core.admin import AuditedAdminMixin
 
+from . import services
 from .models import Alert
-from .services import alerts_acknowledge
 
 
 @admin.register(Alert)
@@ -24,4 +24,12 @@ class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
         # One audit record per alert silenced, named as the admin's changes are (who acknowledged what, when).
-        alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge", limit=None)
+        # At most ACKNOWLEDGE_AT_MOST a click, as on the alerts page: "select all" over every high-cost run's
+        # alert would write hundreds of thousands of audit records in one request.
+        at_most = services.ACKNOWLEDGE_AT_MOST
+        done = services.alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge",
+                                           limit=at_most)
+        more = queryset.filter(acknowledged_at__isnull=True, resolved_at__isnull=True).exists()
+        self.message_user(request, f"Acknowledged {len(done):,} alert{'s' if len(done) != 1 else ''}." + (
+            f" More of those selected are open and unacknowledged: run the action again for the next {at_most:,}."
+            if more else ""), messages.SUCCESS)
