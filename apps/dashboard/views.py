@@ -92,7 +92,11 @@ def _alert_run_id(alert) -> str:
     return run if isinstance(run, str) else ""
 
 
-def _alert_run_url(alert) -> str | None:
+def _alert_url(alert) -> str | None:
+    """Where to act on an alert: the run's page, or the orphans page for vector stores billed with no tenant
+    (a tenant-less alert, which only staff see, as they do that page)."""
+    if alert.kind == Alert.Kind.ORPHANED_RESOURCE:
+        return reverse("lifecycle:orphans")
     run = _alert_run_id(alert)
     return _run_page_url(run) if run else None
 
@@ -401,7 +405,7 @@ def _alerts_table(alerts, *, with_tenant: bool, with_kind: bool = True, with_sta
         Column("opened_at", "When", "datetime", wrap=True),
         # The run's id in the title shortened as in other tables (the full id in its tooltip, on the run's page
         # the title links to, and in the CSV, which keeps the title as stored).
-        Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_run_url,
+        Column("title", "Alert", "idtext", value=lambda a: IdInText(a.title, _alert_run_id(a)), link=_alert_url,
                csv_get=lambda a: a.title, csv_kind="text"),
         # Resolved: its cause went away (a price added, the day reconciled clean); the reason is in the CSV. The
         # overview's half-width card has no room for a State column: there a resolved alert says "resolved"

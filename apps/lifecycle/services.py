@@ -384,6 +384,12 @@ def _thread_attachments_record(thread: Thread, thread_obj: dict) -> None:
 # --- inventory sync -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OrphanAlerts:
+    raised: list[int]  # new alerts (one resolved before and opened again now is not among them)
+    resolved: list[int]
+
+
 @dataclass
 class InventoryResult:
     counts: dict
@@ -391,6 +397,7 @@ class InventoryResult:
     gone: int
     # Projects whose objects could not be listed (no API key), with what to configure; their rows are left.
     unreachable: dict = dataclass_field(default_factory=dict)
+    orphan_alerts: OrphanAlerts = dataclass_field(default_factory=lambda: OrphanAlerts(raised=[], resolved=[]))
 
 
 INVENTORY_FILE_PAGE = 2000
@@ -451,10 +458,12 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
     orphans = sum(
         model.objects.unassigned().filter(status=ResourceStatus.ACTIVE).count() for model in RESOURCE_MODELS.values()
     )
+    alerts = orphan_alerts_refresh()
     audit_record(action="lifecycle.inventory_sync", target_type="inventory", target_id=started.isoformat(),
                  actor_label="task:inventory_sync",
-                 data={"counts": counts, "gone": gone, "orphans": orphans, "unreachable": unreachable})
-    return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable)
+                 data={"counts": counts, "gone": gone, "orphans": orphans, "unreachable": unreachable,
+                       "orphan_alerts": {"raised": alerts.raised, "resolved": alerts.resolved}})
+    return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable, orphan_alerts=alerts)
 
 
 def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None],
@@ -592,6 +601,7 @@ def resource_assign(*, resource_type: str, pk: int, tenant: Tenant, actor) -> ob
                 file.save(update_fields=["tenant", "tenant_source"])
     audit_record(action="lifecycle.resource.assign", target_type=resource_type, target_id=resource.openai_id,
                  actor=actor, tenant_id=tenant.pk, data={"previous_tenant_id": previous})
+    orphan_alerts_refresh()
     return resource
 
 
@@ -629,7 +639,59 @@ def resource_delete(*, resource_type: str, pk: int, actor, provider=None) -> str
         _staff_delete_audit(resource, resource_type, outcome, reason, actor, now, saved_usd_per_day)
         audit_record(action="lifecycle.resource.delete", target_type=resource_type, target_id=resource.openai_id,
                      actor=actor, tenant_id=resource.tenant_id, data={"outcome": outcome})
+    orphan_alerts_refresh()
     return outcome
+
+
+def orphan_cause_key(project_id: str) -> str:
+    return f"orphaned_resource:{project_id}"
+
+
+def orphan_alerts_refresh(*, now: dt.datetime | None = None) -> OrphanAlerts:
+    """One alert per OpenAI project whose vector stores with no tenant the organisation pays for: deleting them
+    would take something off the day's storage bill (the free GB applied; an expired store is not billed).
+    Files and idle containers cost nothing (the stores that hold a file bill its bytes) and raise none. An open
+    alert whose project no longer has such stores (assigned, deleted, expired, or within the free GB) is
+    resolved; one whose stores come back is opened again. Run after every inventory sync and every staff
+    assignment or deletion of an orphan."""
+    from apps.alerts.models import Alert
+    from apps.alerts.services import AlertSpec, alerts_raise_many, alerts_resolve
+    from apps.pricing.rating import bytes_to_gb
+
+    now = now or timezone.now()
+    rate = storage_rate(now.date())
+    total = billed_storage_bytes(now)
+    stores_by_project: dict[str, list[int]] = {}  # project -> [stores, bytes]
+    for project, stores, size in (VectorStore.objects.unassigned()
+                                  .filter(billed_stores(now), status=ResourceStatus.ACTIVE, usage_bytes__gt=0)
+                                  .values_list("openai_project").annotate(Count("pk"), Sum("usage_bytes"))
+                                  .order_by()):
+        counted = stores_by_project.setdefault(project or settings.OPENAI_PROJECT_ID, [0, 0])
+        counted[0] += stores
+        counted[1] += size
+    full = storage_daily_cost(total, rate)
+    specs = []
+    for project, (stores, size) in sorted(stores_by_project.items()):
+        saving = quantize_ledger(full - storage_daily_cost(total - size, rate))
+        if saving <= 0:
+            continue
+        specs.append(AlertSpec(
+            kind=Alert.Kind.ORPHANED_RESOURCE, cause_key=orphan_cause_key(project),
+            title=f"Vector stores with no tenant are billed in OpenAI project {project}",
+            message=(f"When raised: {stores:,} store{'s' if stores != 1 else ''} with no tenant, "
+                     f"{bytes_to_gb(size):.2f} GB, {money_text(saving)} a day of the storage bill. Assign each to "
+                     "a tenant or delete it on the Orphans page; this alert resolves once no store of the project "
+                     "without a tenant costs anything."),
+            data={"openai_project": project, "vector_stores": stores, "usage_bytes": size,
+                  "usd_per_day": str(saving)},
+        ))
+    wanted = [spec.cause_key for spec in specs]
+    resolved = alerts_resolve(
+        alerts=Alert.unscoped_objects.filter(kind=Alert.Kind.ORPHANED_RESOURCE).exclude(cause_key__in=wanted),
+        reason="No vector store of the project without a tenant is billed any more (assigned, deleted or expired, "
+               "or the storage is within the free GB).")
+    raised = [alert.pk for alert in alerts_raise_many(specs)]
+    return OrphanAlerts(raised=raised, resolved=resolved)
 
 
 _SWEEP_KIND_OF = {ResourceType.THREAD: SweepKind.THREADS, ResourceType.CONVERSATION: SweepKind.THREADS,

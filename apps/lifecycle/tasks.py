@@ -88,7 +88,8 @@ def inventory_sync() -> dict:
     result = inventory_sync_exclusive()
     if result is False:
         return {"skipped": "another inventory sync is running"}
-    return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable}
+    return {"counts": result.counts, "orphans": result.orphans, "gone": result.gone, "unreachable": result.unreachable,
+            "orphan_alerts": {"raised": result.orphan_alerts.raised, "resolved": result.orphan_alerts.resolved}}
 
 
 @shared_task(name="lifecycle.meter_storage", acks_late=True, ignore_result=True)

@@ -22,8 +22,9 @@ class Command(BaseCommand):
         for key, value in sorted(result.counts.items()):
             self.stdout.write(f"  {key}: {value}")
         self.stdout.write(self.style.SUCCESS(
-            f"inventory synced: {result.orphans} orphan(s) without a tenant, {result.gone} gone at OpenAI. "
-            f"Assign or delete orphans at /lifecycle/orphans/."
+            f"inventory synced: {result.orphans} orphan(s) without a tenant, {result.gone} gone at OpenAI; "
+            f"orphan alerts: {len(result.orphan_alerts.raised)} raised, {len(result.orphan_alerts.resolved)} "
+            "resolved. Assign or delete orphans at /lifecycle/orphans/."
         ))
         for project_id, reason in sorted(result.unreachable.items()):
             self.stdout.write(self.style.WARNING(f"OpenAI project {project_id} not listed, its resources left as they are: {reason}"))
