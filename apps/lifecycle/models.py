@@ -204,8 +204,8 @@ class SweepItem(MaybeUnassignedModel):
         DONE = "done"
 
     tenant = _maybe_unassigned_tenant(own_index=False)  # sweepitem_tenant_processed
-    # sweepitem_unique_resource and sweepitem_sweep_state_id lead with it: a million-item sweep writes neither
-    # more index than it reads.
+    # sweepitem_unique_resource and sweepitem_sweep_state_id lead with it: its own index would be one more
+    # written for each of a sweep's million items, and read by nothing.
     sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="items", db_index=False)
     resource_type = models.CharField(max_length=20, choices=ResourceType.choices)
     openai_id = models.CharField(max_length=100)
