@@ -652,8 +652,8 @@ def orphan_alerts_refresh(*, now: dt.datetime | None = None) -> OrphanAlerts:
     would take something off the day's storage bill (the free GB applied; an expired store is not billed).
     Files and idle containers cost nothing (the stores that hold a file bill its bytes) and raise none. An open
     alert whose project no longer has such stores (assigned, deleted, expired, or within the free GB) is
-    resolved; one whose stores come back is opened again. Run after every inventory sync and every staff
-    assignment or deletion of an orphan."""
+    resolved; one whose stores come back is opened again. Run after every inventory sync, every staff
+    assignment or deletion of an orphan, and every vector-store sweep that finishes."""
     from apps.alerts.models import Alert
     from apps.alerts.services import AlertSpec, alerts_raise_many, alerts_resolve
     from apps.pricing.rating import bytes_to_gb
@@ -1830,6 +1830,14 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
             audit_record(action="lifecycle.sweep.finish", target_type="sweep", target_id=sweep.pk,
                          actor_label="task:sweep", tenant_id=sweep.tenant_id,
                          data={"kind": sweep.kind, "dry_run": sweep.dry_run, "counts": counts})
+            if sweep.kind == SweepKind.VECTOR_STORES and not sweep.dry_run:
+                # Deleted stores (orphans among them, with LIFECYCLE_SWEEP_UNASSIGNED) change what the orphans
+                # cost: their alerts resolve now, not at the next hourly inventory sync. The sweep is finished
+                # whatever happens here; that sync refreshes them anyway.
+                try:
+                    orphan_alerts_refresh()
+                except Exception:
+                    logger.exception("sweep %s finished; its orphan alerts wait for the next inventory sync", sweep.pk)
         else:
             if status == "more" and ran_out:
                 # Only items claimed by a worker that died are left: wait for their lease instead of

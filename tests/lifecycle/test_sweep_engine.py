@@ -113,6 +113,36 @@ def test_a_store_reassigned_to_a_held_tenant_after_its_dry_run_is_kept_by_the_co
     assert VectorStore.objects.unscoped().get(openai_id="vs_evidence").status == "active"
 
 
+def test_a_vector_store_sweep_that_deletes_the_billed_orphans_resolves_their_alert(policies, provider, settings):
+    """Before, the alert stayed open until the next hourly inventory sync."""
+    from apps.alerts.models import Alert
+
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    _idle_store(None, provider, "vs_orphan_a")
+    _idle_store(None, provider, "vs_orphan_b")  # 2 GiB with no tenant: 1 GiB past the free GB is billed
+    (raised,) = services.orphan_alerts_refresh(now=NOW).raised
+
+    assert _run(services.sweep_create(kind="vector_stores", as_of=NOW), provider).status == "finished"
+
+    assert sorted(provider.deletes) == ["vs_orphan_a", "vs_orphan_b"]
+    assert Alert.unscoped_objects.get(pk=raised).resolved_at is not None
+
+
+def test_a_vector_store_sweep_is_finished_even_if_the_orphan_alerts_cannot_be_refreshed(policies, provider, settings,
+                                                                                      monkeypatch):
+    def fails(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "orphan_alerts_refresh", fails)
+    settings.LIFECYCLE_SWEEP_UNASSIGNED = True
+    _idle_store(None, provider, "vs_orphan")
+    sweep = services.sweep_create(kind="vector_stores", as_of=NOW)
+
+    assert _run(sweep, provider).status == "finished"
+    sweep.refresh_from_db()
+    assert (sweep.status, sweep.batch_failures, provider.deletes) == ("finished", 0, ["vs_orphan"])
+
+
 def test_an_orphan_adopted_by_a_held_tenant_after_planning_is_kept(policies, provider, settings):
     _, held = policies
     settings.LIFECYCLE_SWEEP_UNASSIGNED = True
