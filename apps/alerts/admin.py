@@ -29,7 +29,7 @@ class AlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
         at_most = services.ACKNOWLEDGE_AT_MOST
         done = services.alerts_acknowledge(alerts=queryset, actor=request.user, audit_action="admin.alert.acknowledge",
                                            limit=at_most)
-        more = queryset.filter(acknowledged_at__isnull=True, resolved_at__isnull=True).exists()
+        more = services.alerts_awaiting_acknowledgement(queryset).exists()
         self.message_user(request, f"Acknowledged {len(done):,} alert{'s' if len(done) != 1 else ''}." + (
             f" More of those selected are open and unacknowledged: run the action again for the next {at_most:,}."
             if more else ""), messages.SUCCESS)

@@ -105,6 +105,11 @@ def _reopen(specs: dict[str, AlertSpec]) -> set[str]:
 ACKNOWLEDGE_AT_MOST = 5000
 
 
+def alerts_awaiting_acknowledgement(alerts: QuerySet) -> QuerySet:
+    """The alerts among `alerts` that someone may still acknowledge: open, and nobody acknowledged them yet."""
+    return alerts.filter(acknowledged_at__isnull=True, resolved_at__isnull=True)
+
+
 def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge",
                        limit: int | None = ACKNOWLEDGE_AT_MOST) -> list[int]:
     """Mark the open, unacknowledged alerts among `alerts` (a queryset; at most `limit`, the latest opened first,
@@ -114,8 +119,8 @@ def alerts_acknowledge(*, alerts, actor, audit_action: str = "alert.acknowledge"
     first to)."""
     now = timezone.now()
     with transaction.atomic():
-        candidates = dict(alerts.filter(acknowledged_at__isnull=True, resolved_at__isnull=True)
-                          .order_by("-opened_at", "-pk").values_list("pk", "tenant_id")[:limit])
+        candidates = dict(alerts_awaiting_acknowledgement(alerts).order_by("-opened_at", "-pk")
+                          .values_list("pk", "tenant_id")[:limit])
         if not candidates:
             return []
         # Conditional, and read back by its timestamp: of two people acknowledging at once, each alert is

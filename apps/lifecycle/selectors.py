@@ -110,19 +110,18 @@ def orphans(*, scope: TenantScope, on_date: dt.date) -> list[Orphan]:
     while idle (file bytes are billed through the stores that hold them)."""
     if not scope.is_every_tenant:
         return []
-    from .services import billed_storage_bytes, storage_daily_cost, storage_rate
+    from .services import billed_storage_bytes, storage_daily_saving, storage_rate
 
     # OpenAI stops billing a store at its expires_at: an expired one costs nothing, nor counts in the bill.
     now = timezone.now()
     total = billed_storage_bytes(now)
     rate = storage_rate(on_date)  # once for every store (the price book read per store was 2 queries each)
-    full = storage_daily_cost(total, rate)
     rows: list[Orphan] = []
     for store in VectorStore.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-usage_bytes", "pk"):
         expired = store.expires_at is not None and store.expires_at <= now
         rows.append(Orphan("vector_store", store.pk, store.openai_id, store.openai_project, store.name,
                            store.usage_bytes, store.created_at, store.last_active_at,
-                           ZERO if expired else full - storage_daily_cost(total - store.usage_bytes, rate)))
+                           ZERO if expired else storage_daily_saving(total, store.usage_bytes, rate)))
     for file in StoredFile.objects.unassigned().filter(status=ResourceStatus.ACTIVE).order_by("-bytes", "pk"):
         rows.append(Orphan("file", file.pk, file.openai_id, file.openai_project, file.filename, file.bytes,
                            file.created_at, None, ZERO))

@@ -669,10 +669,9 @@ def orphan_alerts_refresh(*, now: dt.datetime | None = None) -> OrphanAlerts:
         counted = stores_by_project.setdefault(project or settings.OPENAI_PROJECT_ID, [0, 0])
         counted[0] += stores
         counted[1] += size
-    full = storage_daily_cost(total, rate)
     specs = []
     for project, (stores, size) in sorted(stores_by_project.items()):
-        saving = quantize_ledger(full - storage_daily_cost(total - size, rate))
+        saving = quantize_ledger(storage_daily_saving(total, size, rate))
         if saving <= 0:
             continue
         specs.append(AlertSpec(
@@ -1390,6 +1389,12 @@ def storage_daily_cost(total_bytes: int, rate) -> Decimal:
     return rate_vector_storage(bytes_to_gb(total_bytes), 1, rate)
 
 
+def storage_daily_saving(total_bytes: int, removed_bytes: int, rate) -> Decimal:
+    """What the organisation's storage bill for a day drops by when `removed_bytes` of its `total_bytes` go (the
+    free GB applied: nothing while what is left stays within it), at `rate` (storage_rate); exact, unquantized."""
+    return storage_daily_cost(total_bytes, rate) - storage_daily_cost(total_bytes - removed_bytes, rate)
+
+
 def billed_stores(at: dt.datetime) -> Q:
     """The vector stores OpenAI bills at `at`: it stops at a store's expires_at (an expired store keeps its
     bytes)."""
@@ -1411,7 +1416,7 @@ def _vector_store_saving(usage_bytes: int, at: dt.datetime, *, openai_id: str, e
         return ZERO
     total = max(billed_storage_bytes(at), usage_bytes)
     rate = storage_rate(at.date())
-    return quantize_ledger(storage_daily_cost(total, rate) - storage_daily_cost(total - usage_bytes, rate))
+    return quantize_ledger(storage_daily_saving(total, usage_bytes, rate))
 
 
 class _ClaimLost(Exception):
