@@ -1147,11 +1147,13 @@ def _ledger_model(resource_type: str):
 @dataclass(frozen=True)
 class _Recorded:
     """What the ledger has for an item's resource now: its tenant (None: an orphan), whether that tenant is on
-    legal hold, and the OpenAI project it lives in."""
+    legal hold, the OpenAI project it lives in and, for a thread or conversation, its last activity (ingest
+    moves it with every run reported)."""
 
     tenant_id: int | None
     legal_hold: bool
     openai_project: str
+    last_activity_at: dt.datetime | None = None
 
 
 def _recorded(item: SweepItem) -> _Recorded:
@@ -1160,13 +1162,16 @@ def _recorded(item: SweepItem) -> _Recorded:
     adopted an orphan or a file followed its store into a tenant; the inventory or a later report may have
     corrected the project. A resource no longer in the ledger keeps what the item was planned with; the
     project falls back to the item's own, and "" reads as the default project."""
-    row = (_ledger_model(item.resource_type).objects.unscoped().filter(openai_id=item.openai_id)
-           .values_list("tenant_id", "tenant__legal_hold", "openai_project").first())
+    model = _ledger_model(item.resource_type)
+    activity = ("last_activity_at",) if model is Thread else ()
+    row = (model.objects.unscoped().filter(openai_id=item.openai_id)
+           .values_list("tenant_id", "tenant__legal_hold", "openai_project", *activity).first())
     if row is None:
         held = item.tenant_id is not None and Tenant.objects.filter(pk=item.tenant_id, legal_hold=True).exists()
         row = (item.tenant_id, held, "")
-    tenant_id, legal_hold, project = row
-    return _Recorded(tenant_id, bool(legal_hold), project or item.openai_project or settings.OPENAI_PROJECT_ID)
+    tenant_id, legal_hold, project, *last_activity = row
+    return _Recorded(tenant_id, bool(legal_hold), project or item.openai_project or settings.OPENAI_PROJECT_ID,
+                     last_activity[0] if last_activity else None)
 
 
 def _ownership_verdict(item: SweepItem, recorded: _Recorded) -> tuple[str, str] | None:
@@ -1178,6 +1183,19 @@ def _ownership_verdict(item: SweepItem, recorded: _Recorded) -> tuple[str, str] 
     if recorded.legal_hold:
         return Outcome.SKIPPED_LEGAL_HOLD, "tenant is on legal hold"
     return None
+
+
+def _active_since_recheck(item: SweepItem, sweep: Sweep, tenant: Tenant | None,
+                          recorded: _Recorded) -> tuple[str, str] | None:
+    """(outcome, detail) when ingest recorded activity inside retention on the thread or conversation after
+    its re-check (a run started while the archive was being listed, say), else None."""
+    if recorded.last_activity_at is None or tenant is None:
+        return None
+    verdict = _active_verdict(recorded.last_activity_at, _cutoff_for(item, sweep, tenant), "last activity")
+    if verdict.outcome is None:
+        return None
+    item.last_activity_at = recorded.last_activity_at
+    return verdict.outcome, f"{verdict.detail} (recorded after its re-check)"
 
 
 def _project_holding(lease: Callable, project_ids: Iterable[str], resource_type: str,
@@ -1556,9 +1574,10 @@ def _process_item(providers: ProjectProviders, renew: Callable[[], None], sweep:
             return _finish_item(item, Outcome.FAILED, f"more than {setting('LIFECYCLE_ARCHIVE_MAX_ITEMS')} items "
                                 "to archive: kept (raise LIFECYCLE_ARCHIVE_MAX_ITEMS or archive it by hand)", now)
         # Checked again after the last read at OpenAI, right before anything is archived or deleted: the
-        # re-check and the archive's listing can take minutes of calls, and a hold placed or a re-assignment
-        # made meanwhile must still stop the delete. One query by the resource's unique id.
-        kept = _ownership_verdict(item, _recorded(item))
+        # re-check and the archive's listing can take minutes of calls, and a hold placed, a re-assignment
+        # made or a run reported meanwhile must still stop the delete. One query by the resource's unique id.
+        recorded = _recorded(item)
+        kept = _ownership_verdict(item, recorded) or _active_since_recheck(item, sweep, tenant, recorded)
         if kept is not None:
             return _finish_item(item, *kept, now)
         if item.resource_type == ResourceType.VECTOR_STORE:  # what deleting it saves, previewed or done

@@ -9,7 +9,7 @@ import pytest
 
 from apps.ledger.models import Thread
 from apps.lifecycle import services
-from apps.lifecycle.models import Outcome, Sweep, SweepItem, VectorStore
+from apps.lifecycle.models import ArchivedItem, Outcome, Sweep, SweepItem, VectorStore
 from apps.tenants.models import Tenant
 from tests import builders
 
@@ -224,6 +224,57 @@ def test_a_hold_placed_while_a_thread_is_archived_stops_its_delete(policies):
 
     assert provider.listings == 2 and provider.deletes == []
     assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.SKIPPED_LEGAL_HOLD
+
+
+class _RunReportedWhileArchiving(FakeProvider):
+    """Ingest records a run on the thread (its last activity moves to `days_idle` ago) during the archive's
+    listing of its messages, the second listing after the re-check's."""
+
+    def __init__(self, days_idle: float):
+        super().__init__()
+        self.listings = 0
+        self.days_idle = days_idle
+
+    def list_thread_messages(self, thread_id):
+        self.listings += 1
+        if self.listings == 2:
+            Thread.objects.unscoped().filter(openai_id=thread_id).update(
+                last_activity_at=NOW - dt.timedelta(days=self.days_idle))
+        return super().list_thread_messages(thread_id)
+
+
+def test_a_run_reported_while_a_thread_is_archived_stops_its_delete(policies):
+    # The archive's listing can take minutes of calls; the re-check before it saw the thread idle.
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    provider = _RunReportedWhileArchiving(days_idle=0.01)
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.listings == 2 and provider.deletes == []
+    item = SweepItem.objects.unscoped().get(sweep=sweep)
+    assert item.outcome == Outcome.SKIPPED_ACTIVE
+    assert "recorded after its re-check" in item.detail
+    assert item.last_activity_at == NOW - dt.timedelta(days=0.01)
+    assert Thread.objects.unscoped().get(openai_id="thread_old").status == "active"
+    assert not ArchivedItem.objects.unscoped().exists()
+
+
+def test_activity_recorded_while_archiving_but_still_past_retention_does_not_stop_the_delete(policies):
+    tenant, _ = policies
+    tenant.archive_before_delete = True
+    tenant.save()
+    provider = _RunReportedWhileArchiving(days_idle=31)  # a late report of an old run: still idle past 30 days
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+
+    _run(sweep, provider)
+
+    assert provider.deletes == ["thread_old"]
+    assert SweepItem.objects.unscoped().get(sweep=sweep).outcome == Outcome.DELETED
 
 
 def test_dry_run_deletes_nothing_and_its_confirmation_deletes_exactly_its_list(policies, provider):
