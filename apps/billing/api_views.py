@@ -222,6 +222,10 @@ class StatementCsvView(StatementView):
         tags=["statements"],
     )
     def get(self, request, slug: str, period: str):
+        if request.query_params.get("format", "csv") not in ("", "csv"):
+            # The .csv address serves CSV only: `?format=json` answered CSV with a 200 (docs/api.md: a format an
+            # endpoint does not serve is a 404). Its JSON renderer is there for the error answers.
+            raise NotFound("This address serves the statement as CSV only; the JSON is at the address without .csv.")
         return self._respond(request, slug, period, as_csv=True)
 
 

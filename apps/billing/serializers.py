@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from apps.core.api_support import (
     DateOrDateTimeField,
+    KnownBodyFieldsMixin,
     LenientDateField,
     cursor_payload,
     cursor_token,
@@ -232,11 +233,13 @@ def _usage_line_from_text(row: tuple) -> dict:
 class RunQuerySerializer(serializers.Serializer):
     tenant = serializers.CharField(required=False, help_text="Tenant slug.")
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    model = serializers.CharField(required=False, max_length=255)
+    # Matched exactly as stored and as the usage lines' keys write them: DRF's default trim made `user=u1%20`
+    # select u1's runs, and `feature=%20` those without a feature.
+    model = serializers.CharField(required=False, max_length=255, trim_whitespace=False)
     # Blank is a value: "" selects runs without that attribution (the usage lines' "" key), not every run.
-    feature = serializers.CharField(required=False, allow_blank=True, max_length=100,
+    feature = serializers.CharField(required=False, allow_blank=True, max_length=100, trim_whitespace=False,
                                     help_text="Feature; empty: runs without one.")
-    user = serializers.CharField(required=False, allow_blank=True, max_length=200,
+    user = serializers.CharField(required=False, allow_blank=True, max_length=200, trim_whitespace=False,
                                  help_text="End-user id (attribution user_id); empty: runs without one.")
     min_cost = serializers.DecimalField(
         max_digits=24, decimal_places=10, min_value=0, required=False, help_text="Only runs costing at least this (USD)."
@@ -325,7 +328,7 @@ class StatementSerializer(serializers.Serializer):
     total_usd = serializers.CharField()
 
 
-class StatementCloseSerializer(serializers.Serializer):
+class StatementCloseSerializer(KnownBodyFieldsMixin, serializers.Serializer):
     allow_unpriced = serializers.BooleanField(
         default=False, help_text="Close even though some runs have no price yet (they are billed later as an adjustment)."
     )

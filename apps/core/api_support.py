@@ -378,6 +378,26 @@ class DateOrDateTimeField(serializers.Field):
         return value.isoformat()
 
 
+class KnownBodyFieldsMixin:
+    """A request body's serializer: a field it does not know is a 400 naming it, with the fields it writes.
+    Ignored, a typo was answered as if it had been applied: a price's `cached_input_usd_per_1m_typo` left cached
+    tokens billed at the input price (201), a close's misspelt option closed the month for good without it.
+    Read-only fields are known: a body read from the resource and sent back still passes."""
+
+    def to_internal_value(self, data):
+        errors = self.unknown_field_errors(data)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+    def unknown_field_errors(self, data) -> dict[str, list[str]]:
+        if not hasattr(data, "keys"):  # not an object: the serializer's own error says so
+            return {}
+        writable = ", ".join(name for name, field in self.fields.items() if not field.read_only)
+        return {name: [f"Unknown field; this endpoint writes {writable}."]
+                for name in data.keys() if name not in self.fields}
+
+
 def validate_query(serializer_class, request):
     """Validate query parameters; a ValidationError becomes the standard 400 naming the field."""
     serializer = serializer_class(data=request.query_params)
@@ -412,7 +432,10 @@ class KnownQueryParametersMixin:
         unknown_message = f"Unknown query parameter; this endpoint reads: {', '.join(sorted(known))}."
         errors = {}
         for name in sorted(given):  # the error's `field` is the first in name order
-            if name not in known:
+            if "\x00" in name or any("\x00" in value for value in given.getlist(name)):
+                # PostgreSQL refuses a NUL in a query (psycopg raises before sending it: a 500).
+                errors[name] = ["Must not contain NUL characters."]
+            elif name not in known:
                 errors[name] = [unknown_message]
             elif len(given.getlist(name)) > 1:
                 errors[name] = ["Query parameter given more than once; give it once."]

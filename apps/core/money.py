@@ -2,8 +2,9 @@
 
 from decimal import ROUND_HALF_UP, Decimal
 
-# Ledger amounts keep 10 decimal places: a token price with 4 decimals per 1M tokens times a whole
-# number of tokens is exact at 10, so rating never rounds. Display and statements round to cents.
+# Ledger amounts keep 10 decimal places: a token price with 4 decimals per 1M tokens (multipliers included)
+# times a whole number of tokens is exact at 10, so rating the shipped price book never rounds; a finer price
+# is rounded half up at 10 places (docs/pricing.md). Display and statements round to cents.
 LEDGER_PLACES = 10
 LEDGER_QUANTUM = Decimal(1).scaleb(-LEDGER_PLACES)
 CENT = Decimal("0.01")

@@ -8,6 +8,8 @@ from django.contrib.auth.forms import UsernameField
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.throttling import BaseThrottle
 
 from .middleware import is_api_request
@@ -83,9 +85,18 @@ def throttled_admin_login(request, extra_context=None):
     return response
 
 
+@csrf_exempt  # API clients send no CSRF token: a write here answered Django's HTML 403 "CSRF verification failed"
 def api_not_found(request, *args, **kwargs):
-    return JsonResponse({"error": {"code": "not_found", "message": "No such API endpoint. See /api/docs/."}},
-                        status=404)
+    message = "No such API endpoint. See /api/docs/."
+    if not request.path_info.endswith("/"):
+        try:
+            with_slash = resolve(request.path_info + "/").func
+        except Resolver404:
+            with_slash = None
+        if with_slash is not None and with_slash is not api_not_found:
+            # The usual slip: POST /api/v1/ingest (Django cannot redirect a POST to the slash).
+            message = f"No such API endpoint; did you mean {request.path}/ (with the trailing slash)? See /api/docs/."
+    return JsonResponse({"error": {"code": "not_found", "message": message}}, status=404)
 
 
 def server_error(request, *args, **kwargs):

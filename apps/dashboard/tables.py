@@ -204,11 +204,14 @@ class Table:
     count_cap: int | None = None  # count at most this many rows (tables over the run ledger)
     page: Any = field(default=None, init=False)
     _query: Any = field(default=None, init=False, repr=False)
+    _path: str = field(default="", init=False, repr=False)
     _rows_cache: list | None = field(default=None, init=False, repr=False)
 
-    def paginate(self, request, *, drop: Iterable[str] = ()) -> None:
-        """Evaluate one page of rows for HTML (the whole table when not paginated). The table's links keep
-        the request's query parameters, less those named in `drop` (values the page ignored)."""
+    def paginate(self, request, *, drop: Iterable[str] = (), path: str | None = None) -> None:
+        """Evaluate one page of rows for HTML (the whole table when not paginated). The table's links go to
+        `path` (default: the request's) and keep the request's query parameters, less those named in `drop`
+        (values the page ignored)."""
+        self._path = request.path if path is None else path
         self._query = request.GET.copy()
         for name in drop:
             self._query.pop(name, None)
@@ -225,7 +228,7 @@ class Table:
             query.pop(key, None)
             if value is not None:
                 query[key] = value
-        return "?" + query.urlencode()
+        return f"{self._path}?{query.urlencode()}"
 
     @property
     def csv_query(self) -> str:

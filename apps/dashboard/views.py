@@ -224,11 +224,18 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             return csv_response(tables[name], filename=f"{self.export_basename}-{name}-{self.today.isoformat()}.csv")
         return super().get(request, *args, **kwargs)
 
+    @cached_property
+    def page_path(self) -> str:
+        """Where the page's own links and GET forms go (tables' pages, sorts and exports, the period). The
+        request's path, except for a page drawn in answer to a form posted elsewhere (the tenant page after
+        a refused settings change): relative `?…` links there asked the POST-only address, a 405."""
+        return self.request.path
+
     def render_tables(self) -> dict[str, Table]:
         tables = self.get_tables()
         for table in tables.values():
             # Without the values the page ignored, its links (export, pages, sorts) ask for what it shows.
-            table.paginate(self.request, drop=self.ignored_params)
+            table.paginate(self.request, drop=self.ignored_params, path=self.page_path)
         return tables
 
     def get_context_data(self, **kwargs):
@@ -239,6 +246,7 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             is_staff=self.is_staff,
             today=self.today,
             scope_label="all tenants" if self.scope.is_every_tenant else "your tenants",
+            page_path=self.page_path,
         )
         return context
 
@@ -742,6 +750,7 @@ class TenantPolicyView(LoginRequiredMixin, View):
         if not valid or form.refuse_changes_made_meanwhile(tenant):
             view = TenantDetailView()
             view.setup(request, slug=slug)
+            view.page_path = reverse("dashboard:tenant-detail", args=[tenant.slug])
             context = view.get_context_data(policy_form=form)
             return view.render_to_response(context, status=400 if not valid else 409)
         try:

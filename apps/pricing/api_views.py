@@ -17,6 +17,7 @@ from apps.core.api_support import (
     READ_ERRORS,
     ApiCursorPagination,
     Conflict,
+    KnownBodyFieldsMixin,
     KnownQueryParametersMixin,
     LenientDateField,
 )
@@ -32,7 +33,7 @@ _MULTIPLIER = {**MULTIPLIER_FIELD_KWARGS, "min_value": Decimal("0"), "coerce_to_
                "allow_null": True}
 
 
-class PriceSerializer(serializers.ModelSerializer):
+class PriceSerializer(KnownBodyFieldsMixin, serializers.ModelSerializer):
     """USD per 1M tokens as decimal strings. A null cached (or cache-write) price bills those tokens at the input price."""
 
     model = serializers.CharField(max_length=255, help_text="A model family (gpt-5.4) or a dated snapshot.")

@@ -34,6 +34,7 @@ _MAX_MINUTES = 2_147_483_647  # a container's expiry is stored in an integer col
 _MAX_RESOURCE_STATUS = 20  # a vector store's or container's status is stored whole in a 20-character column
 # Metadata keys read as attribution, with the length each is kept to (its column), and the tenant slug's.
 _ATTRIBUTION_LIMITS = (("user_id", 200), ("session_id", 200), ("feature", 100))
+_ATTRIBUTION_KEYS = frozenset(key for key, _ in _ATTRIBUTION_LIMITS)
 _MAX_METADATA_TENANT = 63
 _METADATA_READ = (*_ATTRIBUTION_LIMITS, ("tenant", _MAX_METADATA_TENANT))
 # The integers the ledger's JSON encoder (orjson, bulk._json_text) writes: a signed or unsigned 64-bit one. A
@@ -479,6 +480,11 @@ def apply_attribution(record: RunRecord, attribution: Any, prefix: str = "attrib
         return
     if not isinstance(attribution, dict):
         raise NormalizationError(prefix, "must be an object")
+    # Ignored, a misspelt key (`feture`) stored the run without the attribution its sender meant to give it.
+    unknown = sorted(str(key) for key in attribution if key not in _ATTRIBUTION_KEYS)
+    if unknown:
+        raise NormalizationError(f"{prefix}.{unknown[0]}", "unknown field; attribution takes user_id, session_id "
+                                 "and feature")
     for key, limit in _ATTRIBUTION_LIMITS:
         value = attribution.get(key)
         if value is None:
@@ -696,7 +702,7 @@ def run_fields_fast(obj: dict, *, steps=None, attribution=None) -> dict | None:
         fields["metadata_tenant" if key == "tenant" else key] = "" if value is None else str(value)[:limit]
     fields["metadata"] = metadata
     if attribution is not None:
-        if type(attribution) is not dict:
+        if type(attribution) is not dict or not attribution.keys() <= _ATTRIBUTION_KEYS:
             return None
         for key, limit in _ATTRIBUTION_LIMITS:
             value = attribution.get(key)

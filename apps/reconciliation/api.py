@@ -25,6 +25,7 @@ from apps.core.api_support import (
     LenientDateField,
 )
 from apps.core.money import usd_string
+from apps.core.timeutils import EARLIEST_DAY
 from apps.tenants.authentication import CanRead
 
 from .models import LineKind, LineStatus, ReconciliationRun
@@ -50,7 +51,8 @@ class ReconciliationQuerySerializer(serializers.Serializer):
 
     def validate(self, attrs):
         end = attrs.get("end") or dt.datetime.now(dt.UTC).date()
-        start = attrs.get("start") or (end - dt.timedelta(days=DEFAULT_RANGE_DAYS))
+        # The default start never falls before the first documented day (end=1970-01-01 answered from 1969-12-25).
+        start = attrs.get("start") or max(end - dt.timedelta(days=DEFAULT_RANGE_DAYS), EARLIEST_DAY)
         # Name the date the caller sent: with only one of them, the other is a default they never saw.
         blamed = "end" if "end" in attrs else "start"
         if start >= end:

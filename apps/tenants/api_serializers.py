@@ -6,6 +6,8 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from apps.core.api_support import KnownBodyFieldsMixin
+
 from .models import MAX_MARKUP_PERCENT, MAX_POLICY_DAYS, Tenant, slug_validator
 
 CONTRACT_FIELDS = [
@@ -15,7 +17,7 @@ CONTRACT_FIELDS = [
 EXTRA_FIELDS = ["markup_percent", "archive_before_delete", "status", "created_at", "updated_at"]
 
 
-class TenantSerializer(serializers.ModelSerializer):
+class TenantSerializer(KnownBodyFieldsMixin, serializers.ModelSerializer):
     """Validation mirrors the model's; writes go through tenants.services (audited)."""
 
     slug = serializers.CharField(max_length=63, validators=[slug_validator],
@@ -40,22 +42,14 @@ class TenantSerializer(serializers.ModelSerializer):
         fields = CONTRACT_FIELDS + EXTRA_FIELDS
         read_only_fields = ["status", "created_at", "updated_at"]
 
-    def to_internal_value(self, data):
-        # A field this endpoint does not write was ignored with a 200: a typo (`monthy_budget_usd`) left the caller
-        # believing it had set a budget, a `status` that it had suspended a tenant. A body read from this resource
-        # and sent back (its timestamps, its unchanged status) still passes.
-        if hasattr(data, "keys"):
-            current_status = self.instance.status if self.instance is not None else Tenant.Status.ACTIVE
-            errors = {name: [f"Unknown field; this endpoint writes {', '.join(self._writable_names())}."]
-                      for name in data.keys() if name not in self.fields}
-            if "status" in data.keys() and data["status"] != current_status:
-                errors["status"] = ["status is set in the Django admin, not through the API."]
-            if errors:
-                raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
-
-    def _writable_names(self) -> list[str]:
-        return [name for name, field in self.fields.items() if not field.read_only]
+    def unknown_field_errors(self, data) -> dict[str, list[str]]:
+        # A `status` ignored with a 200 left the caller believing it had suspended a tenant; the unchanged
+        # status of a body read from this resource and sent back still passes.
+        errors = super().unknown_field_errors(data)
+        current_status = self.instance.status if self.instance is not None else Tenant.Status.ACTIVE
+        if hasattr(data, "keys") and "status" in data.keys() and data["status"] != current_status:
+            errors["status"] = ["status is set in the Django admin, not through the API."]
+        return errors
 
     def validate_slug(self, value):
         if self.instance is not None and value != self.instance.slug:

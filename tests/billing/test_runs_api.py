@@ -12,7 +12,7 @@ from apps.ledger.models import Run
 from tests import builders
 from tests.conftest import bearer
 
-from .conftest import at, ingest
+from .conftest import at, ingest, response
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +52,20 @@ def test_runs_filters(api_client, billing_key, ledger, params, expected_keys):
     named = {f"{group}:{index}": run.openai_id for group in ("acme_jan", "acme_feb") for index, run in enumerate(ledger[group])}
     answer = api_client.get("/api/v1/runs/", {"tenant": "acme", **params}, **bearer(billing_key))
     assert set(ids(answer)) == {named[key] for key in expected_keys}
+
+
+@pytest.mark.parametrize(("field", "stored"), [("user_id", "u1 "), ("feature", " ")])
+def test_text_filters_match_exactly_as_stored_not_trimmed(api_client, billing_key, tenant, field, stored):
+    # Usage by end user shows "u1" and "u1 " as separate lines; the runs filter must select each one's runs.
+    spaced = response(tenant, at(2026, 3, 4), attribution={field: stored})
+    plain = response(tenant, at(2026, 3, 5), attribution={field: stored.strip()})  # "": no feature
+    name = "user" if field == "user_id" else "feature"
+
+    spaced_ids = ids(api_client.get("/api/v1/runs/", {name: stored}, **bearer(billing_key)))
+    plain_ids = ids(api_client.get("/api/v1/runs/", {name: stored.strip()}, **bearer(billing_key)))
+
+    assert spaced_ids == [spaced.openai_id]
+    assert plain_ids == [plain.openai_id]
 
 
 def test_min_cost_and_high_cost_filters(api_client, billing_key, tenant, ledger):

@@ -342,6 +342,26 @@ def test_only_admin_keys_close_and_bad_periods_are_400(api_client, billing_key, 
     assert api_client.post(url("acme", "2026-01", "/close"), [1], format="json", **bearer(admin_key)).status_code == 400
 
 
+def test_the_csv_address_asked_for_another_format_is_a_404_and_serves_csv_otherwise(api_client, billing_key, ledger):
+    asked_json = api_client.get(url("acme", "2026-01", ".csv?format=json"), **bearer(billing_key))
+    plain = api_client.get(url("acme", "2026-01", ".csv"), **bearer(billing_key))
+    asked_csv = api_client.get(url("acme", "2026-01", ".csv?format=csv"), **bearer(billing_key))
+
+    assert asked_json.status_code == 404 and asked_json.json()["error"]["code"] == "not_found"
+    assert plain.status_code == asked_csv.status_code == 200
+    assert plain["Content-Type"].startswith("text/csv") and plain.content == asked_csv.content
+
+
+def test_a_close_with_an_option_it_does_not_know_is_a_400_and_the_month_stays_open(api_client, admin_key, tenant,
+                                                                                   ledger):
+    # Closing is for good: a misspelt option must not close the month without it.
+    answer = close(api_client, admin_key, "acme", "2026-01", alow_unpriced=True)
+
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "alow_unpriced"
+    assert "this endpoint writes allow_unpriced" in answer.json()["error"]["message"]
+    assert not Statement.objects.for_tenant(tenant).exists()
+
+
 @pytest.mark.parametrize(("method", "suffix"), [("get", ".csv"), ("get", "/?format=csv"), ("get", "/"), ("post", "/close")])
 def test_a_period_with_a_trailing_newline_is_a_400_naming_period(api_client, admin_key, tenant, ledger, method, suffix):
     # `$` matches before a final newline; before the fix the CSV routes put it in a header (500) and close closed January.

@@ -138,6 +138,28 @@ def test_unknown_api_path_answers_in_the_api_error_shape(client):
     assert response.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_an_unknown_api_path_is_the_json_404_not_a_csrf_page(method):
+    # API clients send no CSRF token; the catch-all answered Django's HTML 403 "CSRF verification failed".
+    from django.test import Client
+
+    response = getattr(Client(enforce_csrf_checks=True), method)("/api/v1/no-such-thing/", data="{}",
+                                                                 content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "not_found", "message": "No such API endpoint. See /api/docs/."}
+
+
+def test_an_endpoint_asked_without_its_trailing_slash_is_a_404_that_names_the_right_path():
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/api/v1/ingest", data='{"events": []}',
+                                                     content_type="application/json")
+
+    assert response.status_code == 404
+    assert "did you mean /api/v1/ingest/ (with the trailing slash)?" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("data", [
     {"lines": [{"key": "u_1", "runs": 3, "cost_usd": "1.50"}], "empty": [], "none": None, "yes": True},
     {"key": "café ☕ 😀", "line\u2028sep": "para\u2029sep", "controls": "\x00\x01\x1f\"\\\n\t\r\b\f\x7f"},

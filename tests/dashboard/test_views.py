@@ -286,7 +286,8 @@ def test_a_pages_links_leave_out_the_value_it_ignored(staff_client, ledger):
                         ("/tenants/?sort=bogus&q=ac", "tenants")):
         link = staff_client.get(path).context["tables"][table].csv_query
         assert "days" not in link and "threads" not in link and "sort" not in link, link
-        export = staff_client.get(f"{path.split('?')[0]}{link}")
+        assert link.startswith(path.split("?")[0] + "?"), link  # the page's own address, not a bare "?…"
+        export = staff_client.get(link)
         assert export.status_code == 200, (path, export.content[:200])
     assert "start=2026-11-01" in staff_client.get("/tenants/acme/?threads=archived&start=2026-11-01") \
         .context["tables"]["runs"].csv_query  # the filters it honours stay
@@ -457,6 +458,25 @@ def test_a_settings_save_is_confirmed_and_refused_where_the_form_is(client, tena
     settings_card = saved[saved.index('id="settings"'):]
     assert '<p class="message message-success" role="status">Policy settings saved.</p>' in settings_card
     assert '<ul class="messages"' not in saved  # not also at the top of the page
+
+def test_the_page_drawn_after_a_refused_save_links_to_the_tenant_page_not_the_post_only_address(
+        client, tenant_admin_user, tenant):
+    # Drawn at /settings/, its relative "?…" links (table pages, sorts, exports, the thread filter) and the
+    # period form asked that POST-only address: every one answered 405.
+    import re
+
+    client.force_login(tenant_admin_user)
+    refused = client.post("/tenants/acme/settings/", {"high_cost_run_usd": "0.1", "thread_retention_days": "0",
+                                                     "vector_store_idle_days": "30"}).content.decode()
+
+    links = re.findall(r'(?:href|action)="([^"]*)"', refused)
+    assert not [link for link in links if link.startswith("?") or "/settings/?" in link]
+    assert '<form method="get" action="/tenants/acme/"' in refused
+    assert 'href="/tenants/acme/?threads=deleted#threads"' in refused
+    assert 'href="/tenants/acme/?format=csv&amp;table=' in refused
+    for link in {link.replace("&amp;", "&") for link in links if link.startswith("/tenants/acme/?")}:
+        assert client.get(link).status_code == 200, link
+
 
 def test_viewers_cannot_change_policy_and_see_it_read_only(client, member_user, tenant):
     client.force_login(member_user)

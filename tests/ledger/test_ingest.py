@@ -159,6 +159,21 @@ def test_tenant_from_metadata_and_attribution_from_metadata(tenant):
     assert (stored.user_id, stored.session_id, stored.feature, stored.metadata["tenant"]) == ("u1", "s1", "chat", "acme")
 
 
+@pytest.mark.parametrize("obj", [builders.response(response_id="resp_typo", created_at=WHEN),
+                                 builders.assistants_run(run_id="run_typo", created_at=WHEN)])
+def test_an_attribution_key_it_does_not_know_rejects_that_event_naming_it_and_keeps_the_rest(tenant, obj):
+    # Ignored, `feture` stored the run without the feature its sender meant to give it.
+    good = builders.response(response_id="resp_good", created_at=WHEN)
+    result = ingest_events(events=[{"tenant": "acme", "object": obj, "attribution": {"feture": "chat"}},
+                                   {"tenant": "acme", "object": good, "attribution": {"feature": "chat"}}])
+
+    rejected, created = result.results
+    assert rejected.outcome == "rejected" and rejected.error["field"] == "attribution.feture"
+    assert "user_id, session_id and feature" in rejected.error["message"]
+    assert created.outcome == "created"
+    assert list(Run.objects.for_tenant(tenant).values_list("openai_id", "feature")) == [("resp_good", "chat")]
+
+
 def test_conversation_without_a_response_and_threads_are_recorded(tenant):
     conversation = builders.conversation(conversation_id="conv_lonely", created_at=WHEN, metadata={"k": "v"})
     thread = builders.thread(thread_id="thread_lonely", created_at=WHEN)

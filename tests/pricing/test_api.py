@@ -95,6 +95,28 @@ def test_bad_prices_are_400_naming_the_field(api_client, admin_key, change, fiel
     assert answer.status_code == 400 and answer.json()["error"]["field"] == field
 
 
+def test_a_field_the_price_api_does_not_know_is_a_400_naming_it_and_no_price_is_added(api_client, admin_key):
+    # Ignored with a 201, the typo left cached tokens billed at the input price, and the price cannot be
+    # corrected for the same date (409).
+    answer = api_client.post("/api/v1/prices/", {**PRICE, "cached_input_usd_per_1m": None,
+                                                 "cached_input_usd_per_1m_typo": "0.30"},
+                             format="json", **bearer(admin_key))
+
+    assert answer.status_code == 400 and answer.json()["error"]["field"] == "cached_input_usd_per_1m_typo"
+    assert "this endpoint writes model, input_usd_per_1m" in answer.json()["error"]["message"]
+    assert not ModelPrice.objects.filter(model="gpt-7-test").exists()
+
+
+def test_a_price_read_from_the_api_may_be_sent_back(api_client, admin_key):
+    assert api_client.post("/api/v1/prices/", PRICE, format="json", **bearer(admin_key)).status_code == 201
+    [listed] = api_client.get("/api/v1/prices/", {"model": "gpt-7-test"}, **bearer(admin_key)).json()["results"]
+
+    again = api_client.post("/api/v1/prices/", {**listed, "effective_from": "2026-07-01"}, format="json",
+                            **bearer(admin_key))
+
+    assert again.status_code == 201, again.content
+
+
 @pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "9999-12-31"])
 def test_an_effective_from_outside_the_documented_days_is_a_400_naming_it(api_client, admin_key, day):
     answer = api_client.post("/api/v1/prices/", {**PRICE, "effective_from": day}, format="json", **bearer(admin_key))

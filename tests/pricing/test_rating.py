@@ -188,3 +188,34 @@ def test_quantized_parts_add_up_to_total():
     cost = rate_run(Usage(input_tokens=3, output_tokens=7), rate, None).quantized()
     assert cost.total == cost.input + cost.cached_input + cost.output + cost.tools
     assert cost.input == Decimal("0.0000002250")
+
+
+def test_a_price_finer_than_the_ledger_holds_is_rounded_half_up_per_part():
+    # The API takes prices with 6 decimal places; a token then costs more than the ledger's 10 places.
+    rate = ModelRate(model="m", effective_from=dt.date(2026, 1, 1), input_usd_per_1m=Decimal("0.123457"),
+                     output_usd_per_1m=Decimal("0.000001"))
+    cost = rate_run(Usage(input_tokens=1, output_tokens=3), rate, None).quantized()
+    assert (cost.input, cost.output, cost.total) == (Decimal("0.0000001235"), Decimal("0E-10"), Decimal("0.0000001235"))
+
+
+def test_every_shipped_price_at_every_tier_and_long_context_multiple_costs_tokens_exactly():
+    # docs/pricing.md: exact at the ledger's 10 places while price × multipliers has at most 4 decimal places.
+    import json
+    from pathlib import Path
+
+    from apps.pricing.rating import SERVICE_TIER_MULTIPLIERS
+
+    book = json.loads((Path(__file__).parents[2] / "apps/pricing/data/price_book.json").read_text())
+    tiers = {*SERVICE_TIER_MULTIPLIERS.values(), Decimal(1)}
+    finer = []
+    for price in book["models"]:
+        long_context = price.get("long_context") or {}
+        multiples = {Decimal(1), *(Decimal(long_context[name]) for name in ("input_multiplier", "output_multiplier")
+                                   if name in long_context)}
+        for field in ("input_usd_per_1m", "cached_input_usd_per_1m", "output_usd_per_1m", "cache_write_usd_per_1m"):
+            if price.get(field) is None:
+                continue
+            for figure in (Decimal(price[field]) * tier * multiple for tier in tiers for multiple in multiples):
+                if figure.normalize().as_tuple().exponent < -4:
+                    finer.append((price["model"], field, figure))
+    assert finer == []

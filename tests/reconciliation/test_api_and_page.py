@@ -101,6 +101,14 @@ def test_bad_dates_are_a_400_naming_the_field(api_client, billing_key, params, f
     assert response.json()["error"]["field"] == field
 
 
+def test_a_default_start_never_falls_before_the_first_documented_day(api_client, billing_key):
+    # end=1970-01-03 answered from 1969-12-27, a day outside 1970-01-01..9998-12-31.
+    answer = api_client.get(f"{API}?end=1970-01-03", **bearer(billing_key))
+
+    assert answer.status_code == 200, answer.content
+    assert (answer.json()["start"], answer.json()["end"]) == ("1970-01-01", "1970-01-03")
+
+
 def test_the_api_needs_a_fixed_number_of_queries(api_client, billing_key, reconciled):
     url = f"{API}?{_query(start='2026-10-01', end='2026-11-30')}"
     api_client.get(url, **bearer(billing_key))
