@@ -19,6 +19,10 @@ class Alert(models.Model):
         RECONCILIATION_FAILED = "reconciliation_failed"
         ORPHANED_RESOURCE = "orphaned_resource"
 
+    # Causes that belong to no tenant (a model, an OpenAI project, the whole organisation): only staff see them.
+    KINDS_WITHOUT_TENANT = frozenset({Kind.UNPRICED_MODEL, Kind.RECONCILIATION_DRIFT, Kind.RECONCILIATION_FAILED,
+                                      Kind.ORPHANED_RESOURCE})
+
     class Severity(models.TextChoices):
         INFO = "info"
         WARNING = "warning"

@@ -187,11 +187,14 @@ class AlertFilterForm(forms.Form):
     tenant = forms.ChoiceField(required=False, widget=ManyOptionsSelect,
                                error_messages={"invalid_choice": "No such tenant."})
 
-    def __init__(self, data, *, tenant_slugs: list[str], **kwargs):
+    def __init__(self, data, *, tenant_slugs: list[str], every_kind: bool = True, **kwargs):
+        """`every_kind`: offer the kinds that belong to no tenant too (staff); a tenant's members never see
+        those alerts, so filtering on one could only ever show them an empty list."""
         from apps.alerts.models import Alert
 
         super().__init__(data, **kwargs)
-        self.fields["kind"].choices = [("", "all kinds"), *((kind, kind.replace("_", " ")) for kind in Alert.Kind.values)]
+        kinds = [kind for kind in Alert.Kind.values if every_kind or kind not in Alert.KINDS_WITHOUT_TENANT]
+        self.fields["kind"].choices = [("", "all kinds"), *((kind, kind.replace("_", " ")) for kind in kinds)]
         self.fields["tenant"].choices = [("", "all tenants"), *((slug, slug) for slug in tenant_slugs)]
 
     def clean_state(self) -> str:

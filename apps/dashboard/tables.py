@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import template_localtime
 
 from apps.core.exports import csv_value
+from apps.core.money import usd_string
 
 from .templatetags.dashboard import bar_width, budget_pct, price, spaced, sparkline, status_class, tokens, usd
 
@@ -59,7 +60,7 @@ class Column:
 
     @property
     def align_right(self) -> bool:
-        return self.numeric or self.kind in {"int", "money", "percent", "price", "number"}
+        return self.numeric or self.kind in {"int", "money", "exact_money", "percent", "price", "number"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def _id_in_text_html(value) -> str:
 
 _CELL_FORMATS: dict[str, Callable[[Any], str]] = {
     "money": lambda value: _text(usd(value)),
+    "exact_money": lambda value: _text(f"${usd_string(value)}"),  # the ledger's amount, unrounded
     "price": lambda value: _text(price(value)),
     "int": lambda value: _text(tokens(value)),
     "number": lambda value: _text(floatformat(value, "-2")),

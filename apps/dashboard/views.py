@@ -451,7 +451,8 @@ class AlertListView(DashboardView):
 
     @cached_property
     def form(self) -> AlertFilterForm:
-        return AlertFilterForm(self.request.GET, tenant_slugs=list(self.visible_tenant_ids))
+        return AlertFilterForm(self.request.GET, tenant_slugs=list(self.visible_tenant_ids),
+                               every_kind=self.scope.is_every_tenant)
 
     def filter_form(self):
         return self.form
@@ -544,7 +545,7 @@ class AlertAcknowledgeView(LoginRequiredMixin, View):
         if admin_scope.is_empty:
             raise PermissionDenied("Only staff and tenant admins can acknowledge alerts.")
         visible = dict(tenants_visible(scope).values_list("slug", "id"))
-        form = AlertFilterForm(request.POST, tenant_slugs=list(visible))
+        form = AlertFilterForm(request.POST, tenant_slugs=list(visible), every_kind=scope.is_every_tenant)
         if not form.is_valid():
             field, errors = next(iter(form.errors.items()))
             return _bad_request(f"{field}: {' '.join(errors)}")
@@ -887,7 +888,9 @@ class RunDetailView(DashboardView):
                     {"line": "tools", "cost": run.cost_tools_usd},
                     {"line": "total", "cost": run.cost_total_usd},
                 ],
-                columns=[Column("line", "Line"), Column("cost", "Cost", "money")],
+                columns=[Column("line", "Line"), Column("cost", "Cost", "money"), Column("cost", "Exact", "exact_money")],
+                # Rounded one by one, $0.07 + $0.04 read as a total of $0.10 with nothing to say why.
+                caption="Each cost is rounded to the cent on its own; the exact amounts add up to the total.",
             ),
             "timeline": Table(
                 name="timeline", title="Status timeline",
@@ -917,6 +920,11 @@ class RunDetailView(DashboardView):
             ],
             metadata_items=sorted((run.metadata or {}).items()),
             thread=run.thread,
+            # As the tenant page's threads table says it: "active" alone read as if the thread were kept, beside
+            # a tenant page listing it overdue for deletion.
+            thread_retention=ledger.thread_retention_status(
+                run.thread, retention_days=run.tenant.thread_retention_days, legal_hold=run.tenant.legal_hold,
+                now=self.now) if run.thread_id else None,
             long_context=_long_context_applied(run),
         )
         return context

@@ -202,7 +202,8 @@ class AuditView(LifecycleView):
             rows=selectors.deletion_audit(scope=self.scope, outcome=outcome, resource_type=resource_type),
             columns=_items_columns(with_sweep=True),
             empty=("No audit entries match these filters." if outcome or resource_type else
-                   "No sweep has deleted or skipped anything yet. Confirm a dry run on the Lifecycle page to start."),
+                   "No sweep has deleted or skipped anything yet. Confirm a dry run on the Lifecycle page to start."
+                   if self.is_staff else "No sweep has deleted or skipped anything of your tenants yet."),
         )}
 
     def get_context_data(self, **kwargs):

@@ -54,6 +54,23 @@ def test_a_member_sees_only_their_tenants_alerts_and_another_tenant_is_a_form_er
     assert export.status_code == 400 and b"run_globex" not in export.content
 
 
+def test_members_are_offered_only_the_kinds_a_tenant_has_staff_every_kind(member_client, staff_user, alerts):
+    # Reconciliation, unpriced-model and orphan alerts belong to no tenant: filtering on one could only ever
+    # show a member an empty list.
+    from apps.alerts.models import Alert
+
+    offered = {value for value, _ in member_client.get("/alerts/").context["form"].fields["kind"].choices if value}
+    assert offered == set(Alert.Kind.values) - Alert.KINDS_WITHOUT_TENANT
+    assert "reconciliation_drift" not in offered and "high_cost_run" in offered
+    from django.test import Client
+
+    staff_client = Client()  # member_client's own client, logged in as the member
+    staff_client.force_login(staff_user)
+    staff_offered = {value for value, _ in staff_client.get("/alerts/").context["form"].fields["kind"].choices if value}
+    assert staff_offered == set(Alert.Kind.values)
+    assert not Alert.unscoped_objects.filter(kind__in=Alert.KINDS_WITHOUT_TENANT, tenant__isnull=False).exists()
+
+
 def test_a_bad_state_or_kind_is_a_400_naming_it(staff_client, alerts):
     for params in ({"state": "closed"}, {"kind": "nonsense"}):
         response = staff_client.get("/alerts/", params)

@@ -335,6 +335,38 @@ def test_run_detail_shows_tokens_cost_versions_timeline_and_thread(staff_client,
     assert timeline[1] == ["created", run.created_at.isoformat()]
 
 
+def test_run_detail_gives_each_cost_exactly_beside_its_cents_so_the_lines_visibly_add_up(staff_client, ledger):
+    # $0.07 + $0.04 read as a total of $0.10, rounded one by one with nothing to say why.
+    run = ledger["big"]
+    run.cost_input_usd, run.cost_cached_input_usd, run.cost_output_usd, run.cost_tools_usd = (
+        Decimal("0.06811"), Decimal("0"), Decimal("0.0359"), Decimal("0"))
+    run.cost_total_usd = Decimal("0.10401")
+    run.save()
+
+    html = staff_client.get(f"/runs/{run.openai_id}/").content.decode()
+    exported = csv_rows(staff_client.get(f"/runs/{run.openai_id}/?format=csv&table=costs"))
+
+    for cents, exact in (("$0.07", "$0.06811"), ("$0.04", "$0.0359"), ("$0.10", "$0.10401")):
+        assert f'<td class="num">{cents}</td><td class="num">{exact}</td>' in html
+    assert "Each cost is rounded to the cent on its own; the exact amounts add up to the total." in html
+    assert exported[0] == ["Line", "Cost", "Exact"] and exported[-1][0] == "total"
+
+
+def test_run_detail_says_when_its_thread_is_overdue_for_deletion_as_the_tenant_page_does(staff_client, ledger):
+    # "active" alone, beside a tenant page listing the same thread overdue, read as if it were kept.
+    run, thread = ledger["big"], ledger["thread"]
+    thread.last_activity_at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    thread.save(update_fields=["last_activity_at"])
+    due = thread.last_activity_at + dt.timedelta(days=run.tenant.thread_retention_days)
+
+    html = staff_client.get(f"/runs/{run.openai_id}/").content.decode()
+    tenant_page = staff_client.get(f"/tenants/{run.tenant.slug}/")
+    [row] = [row for row in tenant_page.context["tables"]["threads"].page_rows if row.openai_id == thread.openai_id]
+
+    assert f"overdue</span> for deletion since <time datetime=\"{due.isoformat()}\">{due:%b} {due.day}, {due.year}</time>" in html
+    assert tenant_page.context["tables"]["threads"].columns[5].value(row) == "overdue"
+
+
 def test_run_detail_says_which_output_count_includes_reasoning(staff_client, ledger):
     """The tokens table's output row (reasoning left out) and the Output tokens card (reasoning in, as it bills)
     differed with nothing saying why: each label now says which side reasoning is on."""

@@ -46,6 +46,15 @@ def _client(user) -> Client:
     return client
 
 
+def test_an_empty_audit_tells_a_member_nothing_only_staff_can_do(tenant, member_user, staff_user):
+    # "Confirm a dry run on the Lifecycle page" is for staff; a member has no such control.
+    member_page = _client(member_user).get("/lifecycle/audit/").content.decode()
+    staff_page = _client(staff_user).get("/lifecycle/audit/").content.decode()
+
+    assert "No sweep has deleted or skipped anything of your tenants yet." in member_page
+    assert "Confirm a dry run" not in member_page and "Confirm a dry run on the Lifecycle page" in staff_page
+
+
 def test_member_sees_own_sweep_and_audit_but_not_other_tenants(world, member_user):
     sweeps, _ = world
     client = _client(member_user)
