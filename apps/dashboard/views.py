@@ -890,7 +890,7 @@ class RunDetailView(DashboardView):
                 ],
                 columns=[Column("line", "Line"), Column("cost", "Cost", "money"), Column("cost", "Exact", "exact_money")],
                 # Rounded one by one, $0.07 + $0.04 read as a total of $0.10 with nothing to say why.
-                caption="Each cost is rounded to the cent on its own; the exact amounts add up to the total.",
+                caption="Each cost is rounded on its own; the exact amounts add up to the total.",
             ),
             "timeline": Table(
                 name="timeline", title="Status timeline",

@@ -348,7 +348,7 @@ def test_run_detail_gives_each_cost_exactly_beside_its_cents_so_the_lines_visibl
 
     for cents, exact in (("$0.07", "$0.06811"), ("$0.04", "$0.0359"), ("$0.10", "$0.10401")):
         assert f'<td class="num">{cents}</td><td class="num">{exact}</td>' in html
-    assert "Each cost is rounded to the cent on its own; the exact amounts add up to the total." in html
+    assert "Each cost is rounded on its own; the exact amounts add up to the total." in html
     assert exported[0] == ["Line", "Cost", "Exact"] and exported[-1][0] == "total"
 
 
