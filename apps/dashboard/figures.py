@@ -5,8 +5,8 @@ plotted values are floats because that is what plotly.js draws."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
@@ -47,24 +47,35 @@ def _layout(*, y_title: str = "", x_title: str = "", **extra) -> dict:
 
 
 def series_colors(names: Sequence[str]) -> dict[str, str]:
-    """A colour per series name that stays the same from chart to chart: a model is the same colour on every
-    tenant's page, a tenant on every range of the overview (by rank, gpt-6-astra was orange on one page and
-    blue on the next). Each name starts at a slot chosen by a stable hash of it and takes the next free one when
-    an earlier series of the same chart holds it, so no two series of a chart share a colour while the palette
-    lasts. "others" is always grey."""
-    colors, taken = {}, set()
-    for name in names:
-        if name == OTHERS_LABEL:
-            colors[name] = OTHERS_COLOR
-            continue
-        slot = zlib.crc32(name.encode()) % len(PALETTE)
-        for step in range(len(PALETTE)):
-            if (slot + step) % len(PALETTE) not in taken:
-                slot = (slot + step) % len(PALETTE)
-                break
-        taken.add(slot)
-        colors[name] = PALETTE[slot]
+    """A colour per series name that stays the same from chart to chart: a tenant on every period of the overview,
+    a model on every tenant's page. Each name ranks the palette by a stable hash of (name, colour); colours are
+    handed out best claim first over all the chart's names, so no two series of a chart share a colour while the
+    palette lasts, and a name keeps its favourite colour unless a series shown with it has a stronger claim on
+    that colour. Handed out in chart order (largest first), a tenant's colour followed its rank: Wonka Foods took
+    the next free slot after Globex at 30 days and its own at 90, green on one period and yellow on the other.
+    Names beyond the palette reuse their favourite. "(others)" is always grey."""
+    shown = [name for name in dict.fromkeys(names) if name != OTHERS_LABEL]
+    claims = sorted(((_color_claim(name, slot), name, slot) for name in shown for slot in range(len(PALETTE))),
+                    reverse=True)
+    slots: dict[str, int] = {}
+    taken: set[int] = set()
+    for _, name, slot in claims:
+        if name not in slots and slot not in taken:
+            slots[name] = slot
+            taken.add(slot)
+    for name in shown:
+        if name not in slots:  # more series than colours
+            slots[name] = max(range(len(PALETTE)), key=lambda slot: _color_claim(name, slot))
+    colors = {name: PALETTE[slots[name]] for name in shown}
+    if OTHERS_LABEL in names:
+        colors[OTHERS_LABEL] = OTHERS_COLOR
     return colors
+
+
+def _color_claim(name: str, slot: int) -> int:
+    # blake2b, not crc32: CRC is linear, so crc32(name + slot) changes from slot to slot by the same bits for every
+    # name of one length, and such names ranked the palette alike.
+    return int.from_bytes(hashlib.blake2b(f"{name}\x1f{slot}".encode(), digest_size=8).digest(), "big")
 
 
 def daily_stacked_cost_figure(series: DailySeries, *, name_labels: dict[str, str] | None = None) -> dict:
@@ -133,18 +144,50 @@ def horizontal_cost_bar_figure(rows: Sequence[dict], *, label_key: str, empty_la
     }
 
 
+# Ticks per decade on a log axis, coarsest first: powers of ten, then 1-2-5, then every digit.
+LOG_TICK_STEPS = ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9))
+# An axis takes finer steps until it has this many labels: with two, the runs page left a third of an axis bare.
+MIN_LOG_TICKS = 5
+
+
 def log_axis_ticks(values: Iterable[float], *, label: Callable[[float], str]) -> dict:
-    """Tick positions and labels for a log axis over `values` (positive ones): 1, 2 and 5 of each decade while
-    the data spans at most three decades, powers of ten beyond. Plotly's own choice on a log axis was either one
-    label for data inside a decade ("$0.1" for runs of $0.10–$0.53) or bare digits ("2", "5") for the minor
-    ticks, with no unit and no decade. Empty without positive values (Plotly's default then)."""
+    """Tick positions and labels, and the range, of a log axis over `values` (positive ones). The range runs from
+    the tick at or below the smallest value to the one at or above the largest, so both ends are labelled (left
+    to Plotly, runs of $0.10-$0.44 were labelled "$0.1" and "$0.2", the $0.5 tick just outside); the labels are
+    the coarsest of powers of ten, 1-2-5 or every digit that puts MIN_LOG_TICKS on it. Plotly's own labels on a
+    log axis were bare digits ("2", "5") for the minor ticks, with no unit and no decade. Empty without positive
+    values (Plotly's default then)."""
     positive = [value for value in values if value > 0]
     if not positive:
         return {}
-    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
-    steps = (1, 2, 5) if high - low <= 3 else (1,)
-    ticks = [step * 10.0**power for power in range(low, max(high, low + 1) + 1) for step in steps]
-    return {"tickmode": "array", "tickvals": ticks, "ticktext": [label(tick) for tick in ticks]}
+    low, high = min(positive), max(positive)
+    choices = []
+    for steps in LOG_TICK_STEPS:
+        start, end = _log_range(low, high, steps)
+        ticks = [tick for tick in _log_ticks(start, end, steps) if start <= tick <= end]
+        if len(ticks) >= MIN_LOG_TICKS:
+            break
+        choices.append((ticks, start, end))
+    else:  # data inside a decade or so: the steps labelling the most, the coarser on a tie
+        ticks, start, end = max(choices, key=lambda choice: len(choice[0]))
+    # A little past the end ticks: a point on one would be cut in half at the axis.
+    pad = 0.03 * (math.log10(end) - math.log10(start))
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": [label(tick) for tick in ticks],
+            "range": [math.log10(start) - pad, math.log10(end) + pad]}
+
+
+def _log_ticks(low: float, high: float, steps: Sequence[int]) -> list[float]:
+    # float("3e-1"), not 3 * 10.0**-1: the page's tick value is 0.3, not 0.30000000000000004.
+    return [float(f"{step}e{power}") for power in range(math.floor(math.log10(low)) - 1,
+                                                         math.floor(math.log10(high)) + 2) for step in steps]
+
+
+def _log_range(low: float, high: float, steps: Sequence[int]) -> tuple[float, float]:
+    """The tick of `steps` at or below `low` and the first above it at or above `high`."""
+    ticks = _log_ticks(low, high, steps)
+    start = max(tick for tick in ticks if tick <= low * (1 + 1e-9))
+    end = min(tick for tick in ticks if tick >= high * (1 - 1e-9) and tick > start)
+    return start, end
 
 
 def _usd_tick(value: float) -> str:
@@ -153,6 +196,19 @@ def _usd_tick(value: float) -> str:
 
 def _count_tick(value: float) -> str:
     return f"{value:,.0f}" if value >= 1 else ""
+
+
+def _token_tick(value: float) -> str:
+    # 500, 1k, 2k, 1M, as Plotly's "~s" format wrote its powers of ten, for the 2s and 5s as well.
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+# Where a log count axis starts. Bars on a log axis rise from its foot: at the smallest count (Plotly's range) the
+# long tail's bins of 2 or 4 runs were slivers or nothing; from half a run, one run is a third of a decade tall.
+COUNT_AXIS_FOOT = 0.5
 
 
 def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
@@ -169,10 +225,15 @@ def prompt_token_histogram_figure(histogram: TokenHistogram) -> dict:
         }],
         "layout": _layout(x_title="prompt (input) tokens per run", y_title="runs (log scale)", showlegend=False,
                           xaxis={"type": "category"},
-                          yaxis={"type": "log", "rangemode": "normal",
-                                 **log_axis_ticks(histogram.counts, label=_count_tick)},
+                          yaxis={"type": "log", "rangemode": "normal", **_count_axis(histogram.counts)},
                           bargap=0.08),
     }
+
+
+def _count_axis(counts: Sequence[int]) -> dict:
+    """A log axis for run counts: labelled from 1 up past the largest count, starting at COUNT_AXIS_FOOT."""
+    axis = log_axis_ticks([1, *counts], label=_count_tick)
+    return {**axis, "range": [math.log10(COUNT_AXIS_FOOT), axis["range"][1]]}
 
 
 def cost_scatter_figure(rows: Iterable[dict], *, run_url: Callable[[str], str | None]) -> dict:
@@ -182,14 +243,14 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url: Callable[[str], str | 
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
     traces = []
-    costs = []
+    costs, tokens = [], []
     colors = series_colors(sorted(by_model))
     for model, model_rows in sorted(by_model.items()):
         traces.append({
             "type": "scattergl" if len(model_rows) > 2000 else "scatter",
             "mode": "markers",
             "name": _escape(model),
-            "x": [max(row["input_tokens"], 1) for row in model_rows],
+            "x": (model_tokens := [max(row["input_tokens"], 1) for row in model_rows]),
             "y": (model_costs := [_float(row["cost_total_usd"]) for row in model_rows]),
             "customdata": [
                 # The URL quoted as the run's table link is (an id may hold "#" or "?"); the texts escaped, as
@@ -204,11 +265,11 @@ def cost_scatter_figure(rows: Iterable[dict], *, run_url: Callable[[str], str | 
                        "line": {"width": 0.5, "color": "#ffffff"}},
         })
         costs += model_costs
+        tokens += model_tokens
     return {
         "data": traces,
         "layout": _layout(x_title="prompt tokens (log scale)", y_title="run cost (USD, log scale)",
-                          # "~s" for every decade: Plotly's default read "100", "1000", then "10k", "100k".
-                          xaxis={"type": "log", "dtick": 1, "tickformat": "~s"},
+                          xaxis={"type": "log", **log_axis_ticks(tokens, label=_token_tick)},
                           yaxis={"type": "log", "rangemode": "normal", **log_axis_ticks(costs, label=_usd_tick)}),
     }
 

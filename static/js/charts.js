@@ -65,6 +65,24 @@
     }
   }
 
+  // A legend above the plot takes its rows out of the figure's height: on a phone the nine series of a tenant's
+  // cost-by-model chart wrapped to five rows and left bars 60-90 px tall. The figure grows instead, so the plot
+  // keeps at least this height; a legend still taller than half the figure as first drawn scrolls, as plotly's
+  // does, rather than making the page one long legend. A legend of a row or two (a desktop's) changes nothing.
+  var MIN_PLOT_HEIGHT = 180;
+
+  function keepPlotHeight(element) {
+    var full = element._fullLayout;  // the figure as plotly laid it out; _size is its plot area
+    if (!full || !full._size || !full.showlegend) return Promise.resolve();
+    var shortBy = MIN_PLOT_HEIGHT - full._size.h;
+    if (shortBy <= 0) return Promise.resolve();
+    return window.Plotly.relayout(element, {
+      height: full.height + shortBy,
+      // In pixels: as a fraction of the grown figure the legend would take the new room back.
+      "legend.maxheight": Math.max(full.height / 2, 30)
+    });
+  }
+
   function draw() {
     if (!window.Plotly) return;
     document.querySelectorAll("[data-figure]").forEach(function (element) {
@@ -74,6 +92,8 @@
       if (figure.layout) fitDays(figure.data || [], figure.layout, element);
       var config = { responsive: true, displaylogo: false, displayModeBar: false };
       window.Plotly.newPlot(element, figure.data, fit(figure.layout, element), config).then(function () {
+        return keepPlotHeight(element);
+      }).then(function () {
         element.setAttribute("data-rendered", "true");
       });
       if (element.hasAttribute("data-click-links")) {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import random
 from decimal import Decimal
 
 import pytest
@@ -37,8 +39,8 @@ def test_prompt_token_histogram_figure_uses_a_log_count_axis():
     assert trace["x"][1] == "100–200" and trace["x"][-1] == "≥1M"
     assert trace["y"] == histogram.counts
     assert figure["layout"]["yaxis"]["type"] == "log"
-    # Whole run counts on the axis (Plotly's minor labels read a bare "5" for 500).
-    assert figure["layout"]["yaxis"]["ticktext"][:4] == ["1", "2", "5", "10"]
+    # Whole run counts on the axis (Plotly's minor labels read a bare "5" for 500), up to the tick past the top bar.
+    assert figure["layout"]["yaxis"]["ticktext"] == ["1", "2", "5"]
     # The bins the page counts as the long tail are the ones drawn in the tail colour, from its first edge.
     tail_colour, body_colour = figures.PALETTE[1], figures.PALETTE[0]
     assert trace["marker"]["color"] == [tail_colour if edge >= 1_000 else body_colour for edge in PROMPT_TOKEN_EDGES]
@@ -59,20 +61,70 @@ def test_cost_scatter_groups_points_by_model_and_links_each_to_its_run():
     assert by_name["gpt-5.4"]["customdata"][0][:2] == ["/runs/resp_1/", "resp_1"]
     assert by_name["gpt-5-mini"]["x"] == [1]  # zero tokens cannot sit on a log axis
     assert figure["layout"]["xaxis"]["type"] == "log" and figure["layout"]["yaxis"]["type"] == "log"
-    assert figure["layout"]["xaxis"]["tickformat"] == "~s"  # 100, 1k, 10k: one format for every decade
-    # $0.0031 to $0.42 spans three decades: every 1, 2 and 5 is labelled, in dollars.
+    # 1 to 12,000 tokens: every power of ten up to the one past the largest, in one format for every decade.
+    assert figure["layout"]["xaxis"]["ticktext"] == ["1", "10", "100", "1k", "10k", "100k"]
+    # $0.0031 to $0.42 spans three decades: every 1, 2 and 5 is labelled, in dollars, from the tick below the
+    # cheapest run to the one above the costliest.
     yaxis = figure["layout"]["yaxis"]
-    assert yaxis["ticktext"][:6] == ["$0.001", "$0.002", "$0.005", "$0.01", "$0.02", "$0.05"]
+    assert yaxis["ticktext"] == ["$0.002", "$0.005", "$0.01", "$0.02", "$0.05", "$0.1", "$0.2", "$0.5"]
     assert dict(zip(yaxis["tickvals"], yaxis["ticktext"], strict=True))[0.2] == "$0.2"
 
 
-def test_log_axis_ticks_label_one_two_and_five_of_each_decade_over_a_narrow_range_and_decades_over_a_wide_one():
+def test_log_axis_ticks_label_every_digit_inside_a_decade_one_two_and_five_over_a_few_and_decades_over_many():
     # Runs of $0.10-$0.53 all sit inside one decade: Plotly labelled only "$0.1".
     narrow = figures.log_axis_ticks([0.1, 0.53], label=figures._usd_tick)
-    assert narrow["ticktext"][:3] == ["$0.1", "$0.2", "$0.5"] and narrow["tickvals"][:3] == [0.1, 0.2, 0.5]
+    assert narrow["ticktext"] == ["$0.1", "$0.2", "$0.3", "$0.4", "$0.5", "$0.6"]
+    assert narrow["tickvals"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # 0.3, not 0.30000000000000004
+    few = figures.log_axis_ticks([0.0031, 0.42], label=figures._usd_tick)
+    assert few["ticktext"] == ["$0.002", "$0.005", "$0.01", "$0.02", "$0.05", "$0.1", "$0.2", "$0.5"]
     wide = figures.log_axis_ticks([0.00001, 50], label=figures._usd_tick)
     assert wide["ticktext"] == ["$0.00001", "$0.0001", "$0.001", "$0.01", "$0.1", "$1", "$10", "$100"]
     assert figures.log_axis_ticks([0, -1], label=figures._usd_tick) == {}
+
+
+@pytest.mark.parametrize(("values", "labels"), [
+    ([0.1, 0.44], ["$0.1", "$0.2", "$0.3", "$0.4", "$0.5"]),
+    ([0.21, 0.44], ["$0.2", "$0.3", "$0.4", "$0.5"]),
+    ([0.0031, 0.42], ["$0.002", "$0.005", "$0.01", "$0.02", "$0.05", "$0.1", "$0.2", "$0.5"]),
+    ([1, 700], ["$1", "$2", "$5", "$10", "$20", "$50", "$100", "$200", "$500", "$1,000"]),
+    ([0.42], ["$0.1", "$1"]),  # one value: the decade it sits in
+    ([3, 3], ["$1", "$10"]),
+])
+def test_a_log_axis_is_labelled_from_below_its_smallest_value_to_past_its_largest(values, labels):
+    # Runs of $0.10-$0.44 were labelled "$0.1" and "$0.2" only: the $0.5 tick fell just outside Plotly's range,
+    # and the costliest points sat far above the last label.
+    axis = figures.log_axis_ticks(values, label=figures._usd_tick)
+    assert axis["ticktext"] == labels
+    first, last = math.log10(axis["tickvals"][0]), math.log10(axis["tickvals"][-1])
+    assert axis["range"][0] < first <= math.log10(min(values)) and math.log10(max(values)) <= last < axis["range"][1]
+
+
+def test_the_high_cost_scatter_labels_both_axes_across_the_points_as_the_runs_page_draws_them():
+    # The runs page: $0.10-$0.44 and 2,400-100,000 prompt tokens were labelled "$0.1", "$0.2" and "10k",
+    # "100k", the axis above $0.2 and the left third of the tokens unlabelled.
+    rows = [{"openai_id": f"resp_{index}", "tenant__slug": "stark", "model": "gpt-6-astra", "feature": "",
+             "status": "completed", "input_tokens": tokens, "cost_total_usd": Decimal(cost)}
+            for index, (tokens, cost) in enumerate([(2_400, "0.10"), (9_000, "0.20"), (57_000, "0.44"),
+                                                    (100_000, "0.40")])]
+    layout = figures.cost_scatter_figure(rows, run_url=lambda openai_id: None)["layout"]
+    assert layout["yaxis"]["ticktext"] == ["$0.1", "$0.2", "$0.3", "$0.4", "$0.5"]
+    assert layout["xaxis"]["ticktext"] == ["2k", "5k", "10k", "20k", "50k", "100k"]
+    assert layout["yaxis"]["range"][1] > math.log10(0.5) and layout["xaxis"]["range"][0] < math.log10(2_400)
+
+
+@pytest.mark.parametrize("counts", [[400, 120, 2, 4], [5, 3, 2], [1], [1, 40_000], [7, 120, 4]])
+def test_the_prompt_size_histogram_draws_every_non_empty_bin_as_a_visible_bar(counts):
+    # Tenant pages: the log axis started near the smallest count, so the long tail's bins of 2 or 4 runs (the
+    # ones the chart is there to show) were slivers or nothing. The axis starts below one run and is labelled
+    # from 1, so a bin of one run is a bar, over five decades of counts still a twentieth of the plot tall.
+    padded = counts + [0] * (len(PROMPT_TOKEN_EDGES) - len(counts))
+    histogram = TokenHistogram(edges=PROMPT_TOKEN_EDGES, counts=padded, total_runs=sum(counts),
+                               max_tokens=1_000, tail_runs=0, tail_from=None)
+    yaxis = figures.prompt_token_histogram_figure(histogram)["layout"]["yaxis"]
+    bottom, top = yaxis["range"]
+    assert bottom < 0 and top > math.log10(max(counts))  # below one run, above the tallest bar
+    assert (math.log10(1) - bottom) / (top - bottom) >= 1 / 20
+    assert yaxis["ticktext"][0] == "1" and yaxis["tickvals"][0] == 1
 
 
 def test_horizontal_bar_figure_puts_the_costliest_row_on_top_and_labels_blank_keys():
@@ -150,6 +202,44 @@ def test_a_series_keeps_its_colour_from_chart_to_chart_and_no_two_series_of_a_ch
     assert first[figures.OTHERS_LABEL] == figures.OTHERS_COLOR
     many = [f"model-{index}" for index in range(len(figures.PALETTE))]
     assert len(set(figures.series_colors(many).values())) == len(figures.PALETTE)
+
+
+def test_a_tenant_keeps_its_colour_from_one_overview_period_to_the_next():
+    # The overview's top five by spend at 30 days and at 90 (its series are tenant slugs, largest first): Wonka
+    # Foods was green at 30 days, after Globex had taken its slot, and yellow at 90, where Globex is not shown.
+    thirty_days = figures.series_colors(["umbrella", "stark", "acme", "globex", "wonka", OTHERS_LABEL])
+    ninety_days = figures.series_colors(["umbrella", "stark", "acme", "wonka", "initech", OTHERS_LABEL])
+    for slug in ("umbrella", "stark", "acme", "wonka"):
+        assert thirty_days[slug] == ninety_days[slug], slug
+    assert len(set(thirty_days.values())) == len(set(ninety_days.values())) == 6
+
+
+def test_a_series_colour_does_not_depend_on_its_rank_in_the_chart():
+    # The same nine series on two tenants' cost-by-model charts, ranked by each tenant's spend: gpt-6.2-sol and
+    # vector storage swapped gold and orange from one tenant to the next.
+    names = ["vector storage", "gpt-6-astra", "gpt-6.1-sol", "gpt-6.2-sol", "gpt-6.2-astra", "gpt-6.1-terra",
+             "gpt-6-luna", "gpt-5.4", "gpt-5-mini"]
+    first = figures.series_colors(names)
+    for shuffle in range(20):
+        reordered = random.Random(shuffle).sample(names, len(names))
+        assert figures.series_colors(reordered) == first
+    assert len(set(first.values())) == len(names)
+
+
+def test_a_series_keeps_its_own_colour_when_no_series_shown_with_it_claims_that_colour():
+    # Its colour alone is its favourite; beside others it moves only when one of them holds that colour.
+    names = [f"tenant-{index}" for index in range(6)]
+    alone = {name: figures.series_colors([name])[name] for name in names}
+    together = figures.series_colors(names)
+    for name in names:
+        assert together[name] == alone[name] or together[name] != alone[name] and any(
+            together[other] == alone[name] for other in names if other != name)
+
+
+def test_more_series_than_colours_all_get_a_palette_colour():
+    names = [f"model-{index}" for index in range(len(figures.PALETTE) + 4)]
+    colors = figures.series_colors(names)
+    assert set(colors) == set(names) and set(colors.values()) == set(figures.PALETTE)
 
 
 @pytest.mark.parametrize("openai_id", ["resp_abc123", "resp_a#b?c%d", "run ä ü", "a;b=c&d", "x~y:z@w", "résumé+1",
