@@ -1966,6 +1966,13 @@ def sweeps_reap() -> list[int]:
     stuck = Sweep.objects.unscoped().filter(status__in=[Sweep.Status.PENDING, Sweep.Status.RUNNING]).filter(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, created_at__lt=stale)
     )
+    # A sweep whose only items left are claimed by a worker that died, inside their lease, is waiting for it
+    # (its chain resumes when the lease runs out, BatchResult.wait_seconds): re-enqueued now, it only waited
+    # again, audited as a reap at every tick. Once the lease has run out it is reaped like any other.
+    items = SweepItem.objects.unscoped().filter(sweep=OuterRef("pk"))
+    in_lease = now - dt.timedelta(seconds=setting("LIFECYCLE_ITEM_LEASE_SECONDS"))
+    stuck = stuck.exclude(Exists(items.filter(state=SweepItem.State.CLAIMED, claimed_at__gte=in_lease))
+                          & ~Exists(items.filter(state=SweepItem.State.PENDING)))
     ids = list(stuck.values_list("pk", flat=True))
     for kind, holder in stuck.exclude(claimed_by="").filter(dry_run=False).values_list("kind", "claimed_by"):
         # The dead worker's kind lock goes with its claim, so the re-enqueued batch is not "busy".

@@ -102,6 +102,10 @@ INSTALLED_APPS = [
     "apps.dashboard",
 ]
 
+# Messages wait in the session (the database), not in a cookie: the admin shows a new API key's plaintext once
+# as a message, and the default storage kept it in a signed but readable cookie until the next page.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     # Before SecurityMiddleware, whose host check and HTTPS redirect a container's health check cannot pass.

@@ -66,6 +66,25 @@ def test_a_claim_costs_the_same_few_queries_at_any_sweep_size(sweep, tenant, dja
     assert item.openai_id == "thread_300"
 
 
+@pytest.mark.parametrize(("states", "reaped"), [
+    ("ddl", False),  # only a dead worker's claim left, inside its lease: the sweep waits for it
+    ("dlp", True),   # items still pending: a new worker takes them on now
+    ("dde", True),   # the claim's lease has run out: nothing to wait for
+])
+def test_the_reaper_leaves_a_sweep_that_only_waits_for_a_dead_workers_claim_to_run_out(sweep, tenant, settings,
+                                                                                         states, reaped):
+    # Re-enqueued while it waits, its new chain only waited again, audited as a reap at every tick.
+    from apps.core.models import AuditEvent
+
+    settings.LIFECYCLE_SWEEP_STALE_SECONDS = 5
+    _items(sweep, tenant, states)
+    Sweep.objects.unscoped().filter(pk=sweep.pk).update(
+        status=Sweep.Status.RUNNING, heartbeat_at=timezone.now() - dt.timedelta(seconds=8))
+
+    assert services.sweeps_reap() == ([sweep.pk] if reaped else [])
+    assert AuditEvent.objects.filter(action="lifecycle.sweep.reap").exists() is reaped
+
+
 class SlowProvider(FakeProvider):
     """Every call takes `seconds` of (travelled) time; `during_delete` runs once, inside the first delete."""
 

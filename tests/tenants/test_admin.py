@@ -242,6 +242,25 @@ def test_an_issued_keys_tenant_cannot_be_changed_in_the_admin(client, staff_user
     assert 'name="tenant"' in add  # a new key is still bound where it is created
 
 
+def test_a_new_keys_plaintext_is_shown_once_and_never_kept_in_a_cookie(client, staff_user, tenant):
+    # The default message storage put the message naming it in a cookie.
+    from apps.tenants.models import ApiKey
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+
+    redirect = client.post("/admin/tenants/apikey/add/", {"name": "acme billing", "scope": "billing",
+                                                         "tenant": tenant.pk})
+    # Signed and compressed there, but anyone holding the browser could decode it.
+    assert "messages" not in redirect.cookies
+
+    page = client.get(redirect["Location"]).content.decode()
+    plaintext = page.split("will not be shown again: ", 1)[1].split("<", 1)[0].strip()
+    assert plaintext.startswith(ApiKey.objects.get(name="acme billing").prefix)
+    assert plaintext not in client.get("/admin/tenants/apikey/").content.decode()  # once
+
+
 def _tenant_with_keys_and_members(tenant, django_user_model):
     from apps.tenants.services import api_key_create, api_key_revoke, membership_set
 
