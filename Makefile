@@ -9,7 +9,7 @@ PORT   ?= 8000
 SANDBOX_PORT ?= 8765
 PYTEST_ARGS ?=
 
-.PHONY: help setup migrate run test lint audit lock bench clean
+.PHONY: help setup migrate run test lint audit lock clean
 
 help:
 	@echo "make run    - set up, seed demo data and start web, worker, beat and the OpenAI sandbox"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make audit  - pip-audit of the pinned dependencies (needs internet access to its database)"
 	@echo "make lock   - upgrade every dependency within pyproject's ranges and rewrite requirements.lock"
+	@echo "make clean  - remove .venv and the local databases under var/ (the next make run seeds a new demo)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "RunLedger needs Python 3.11 or newer; set PYTHON=python3.11")'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -47,6 +48,19 @@ class SandboxClock:
         with self._lock:
             self._frozen_at = moment
         return moment
+
+    @contextlib.contextmanager
+    def held_at(self, moment: float):
+        """Read `moment` until the block ends, then go on as before: a scenario generated as of its end sees
+        that moment everywhere (a store's expiry, a thread's retention), not the day it is generated again."""
+        with self._lock:
+            saved = (self._frozen_at, self._offset)
+            self._frozen_at = moment
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._frozen_at, self._offset = saved
 
     def unfreeze(self) -> None:
         """Resume following real time from the current reading (no jump)."""

@@ -64,6 +64,10 @@ class ScenarioConfig:
     # 0 by default: a scenario's own traffic is all attributed, so it reconciles with zero drift; spend with
     # no tenant comes from billing drift (FaultInjector.add_drift(unattributed=True)), an exact amount.
     unattributed_share: float = 0.0
+    # The moment (Unix seconds) the scenario's traffic ends; None: the clock's now. The same seed and end give
+    # the same objects and ids whenever it is generated: `make run` on a later day passes the first seeding's
+    # end, or the new window's objects would take the old ids and the ledger would hold both (demo.py).
+    end: float | None = None
 
     @property
     def runs_per_day(self) -> float:
@@ -234,7 +238,8 @@ class _Generator:
                                  stores[tenant["slug"]], sessions, containers)
         summary = {
             "name": config.name, "seed": config.seed, "tenants": len(tenants), "days": config.days,
-            "first_day": self.first_day.isoformat(), "last_day": self.today.isoformat(), "project_id": self.project,
+            "first_day": self.first_day.isoformat(), "last_day": self.today.isoformat(), "ends_at": self.now,
+            "project_id": self.project,
             **self.counts,
         }
         served = self.served_by_tenant()
@@ -487,9 +492,9 @@ class _Generator:
             self.counts["unattributed"] += 1
 
 
-def demo_config(seed: int) -> ScenarioConfig:
+def demo_config(seed: int, *, end: float | None = None) -> ScenarioConfig:
     return ScenarioConfig(tenants=DEMO_TENANTS, days=DEMO_DAYS, seed=seed, name="demo",
-                          runs_per_tenant_day=DEMO_RUNS_PER_TENANT_DAY)
+                          runs_per_tenant_day=DEMO_RUNS_PER_TENANT_DAY, end=end)
 
 
 # The demo's billing drift: spend with no tenant metadata on two recent days (inside the week the daily
@@ -499,10 +504,11 @@ DEMO_DRIFT_DAYS_AGO = (3, 6)
 DEMO_DRIFT_SHARE = Decimal("0.08")
 
 
-def demo_drift(state: SandboxState, *, project_id: str | None = None) -> list[dict]:
+def demo_drift(state: SandboxState, *, project_id: str | None = None, end: float | None = None) -> list[dict]:
     """Drift rules (FaultInjector.add_drift keyword arguments) for the demo: unattributed spend on the days
-    DEMO_DRIFT_DAYS_AGO before the clock's today, sized from what was served that day (at least $0.50)."""
-    today = dt.datetime.fromtimestamp(state.now(), tz=dt.UTC).date()
+    DEMO_DRIFT_DAYS_AGO before the day of `end` (the scenario's end; default the clock's today), sized from what
+    was served that day (at least $0.50)."""
+    today = dt.datetime.fromtimestamp(state.now() if end is None else end, tz=dt.UTC).date()
     days = {today - dt.timedelta(days=ago) for ago in DEMO_DRIFT_DAYS_AGO}
     served = dict.fromkeys(days, Decimal(0))
     for event in state.billing:
@@ -523,7 +529,10 @@ def generate(state: SandboxState, config: ScenarioConfig) -> dict:
     """Replace the state's contents with a generated scenario (same seed + clock → same objects)."""
     with state.lock:
         state.reset(seed=config.seed)
-        return _Generator(state, config).generate()
+        if config.end is None:
+            return _Generator(state, config).generate()
+        with state.clock.held_at(config.end):
+            return _Generator(state, config).generate()
 
 
 def _tenant_of(state: SandboxState, obj: dict) -> str | None:

@@ -50,22 +50,25 @@ class Sandbox:
         self.faults.clear()
 
     def load_scenario(self, *, tenants: int = 8, days: int = 60, seed: int | None = None, name: str = "custom",
-                      runs_per_day: float | None = None) -> dict:
+                      runs_per_day: float | None = None, end: float | None = None) -> dict:
         from .scenario import ScenarioConfig, generate
 
-        config = ScenarioConfig(tenants=tenants, days=days, seed=self.state.seed if seed is None else seed, name=name)
+        config = ScenarioConfig(tenants=tenants, days=days, seed=self.state.seed if seed is None else seed, name=name,
+                                end=end)
         if runs_per_day is not None:
             config.runs_per_day = runs_per_day
         return generate(self.state, config)
 
-    def load_demo(self, *, seed: int | None = None, drift: bool = True) -> dict:
-        """The demo scenario (scenario.demo_config) plus, unless drift=False, its billing drift: a little spend
-        with no tenant metadata on two recent days (scenario.demo_drift), listed in the summary's "drift"."""
+    def load_demo(self, *, seed: int | None = None, drift: bool = True, end: float | None = None) -> dict:
+        """The demo scenario (scenario.demo_config) ending at `end` (default: now) plus, unless drift=False, its
+        billing drift: a little spend with no tenant metadata on two days before that end (scenario.demo_drift),
+        listed in the summary's "drift"."""
         from .scenario import demo_config, demo_drift, generate
 
-        summary = generate(self.state, demo_config(self.state.seed if seed is None else seed))
+        summary = generate(self.state, demo_config(self.state.seed if seed is None else seed, end=end))
         self.faults.clear_drift()
-        rules = [self.faults.add_drift(**rule).to_dict() for rule in demo_drift(self.state)] if drift else []
+        rules = ([self.faults.add_drift(**rule).to_dict() for rule in demo_drift(self.state, end=summary["ends_at"])]
+                 if drift else [])
         return {**summary, "drift": rules}
 
     def export(self) -> dict:

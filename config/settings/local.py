@@ -12,3 +12,6 @@ OPENAI_BASE_URL = env_http_url("OPENAI_BASE_URL", default=f"http://127.0.0.1:{SA
                                example=f"http://127.0.0.1:{SANDBOX_PORT}/v1 (the sandbox)")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="sk-sandbox")
 OPENAI_ADMIN_KEY = env.str("OPENAI_ADMIN_KEY", default="sk-admin-sandbox")
+# Static files straight from the apps' and project's folders, DEBUG or not: `DJANGO_DEBUG=false make run` (to
+# see the product's own error pages) served unstyled pages, there being no collectstatic here.
+WHITENOISE_USE_FINDERS = True

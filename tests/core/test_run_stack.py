@@ -112,3 +112,13 @@ def _processes_with_environment(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_the_sandbox_serves_the_scenario_the_ledger_was_first_seeded_with():
+    from apps.core.management.commands.run_stack import sandbox_command
+
+    fresh = sandbox_command("python", 8765, 42, scenario_end=None)
+    seeded = sandbox_command("python", 8765, 42, scenario_end=1796686344.25)
+
+    assert "--scenario-end" not in fresh
+    assert seeded[-2:] == ["--scenario-end", "1796686344.25"] and seeded[:-2] == fresh

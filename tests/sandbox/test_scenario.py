@@ -142,3 +142,23 @@ def test_budgets_are_sized_from_a_month_of_tokens_and_vector_storage():
         # A month of its share of the storage bill at $0.10 a GiB-day, times a budget factor of at least 0.7.
         storage_month = billable * gib.get(row["slug"], 0) / sum(gib.values()) * Decimal("0.10") * 30
         assert Decimal(row["monthly_budget_usd"]) >= (storage_month * Decimal("0.7")).quantize(Decimal("1")) - 1, row
+
+
+def test_the_demo_generated_again_on_a_later_day_with_its_end_is_the_same_world():
+    # `make run` on a later day: generated for the new now, the window's objects took the old ids and the
+    # ledger held both scenarios. With the first seeding's end, every object and drift rule is the same.
+    first = Sandbox(clock=SandboxClock(frozen_at=FROZEN))
+    summary = first.load_demo(seed=1)
+    later = Sandbox(clock=SandboxClock(frozen_at=FROZEN + 3 * 86400))
+    again = later.load_demo(seed=1, end=summary["ends_at"])
+    moved = Sandbox(clock=SandboxClock(frozen_at=FROZEN + 3 * 86400)).load_demo(seed=1)
+
+    def world(sandbox):
+        export = sandbox.export()
+        return {kind: sorted((row["tenant"], row["object"]["id"], row["object"]["created_at"]) for row in export[kind])
+                for kind in ("runs", "responses", "threads", "conversations", "vector_stores")}
+
+    assert summary["ends_at"] == FROZEN and again["ends_at"] == FROZEN
+    assert world(later) == world(first)
+    assert again["drift"] == summary["drift"]
+    assert moved["last_day"] != summary["last_day"]  # without it, a new window (and new ids for its objects)

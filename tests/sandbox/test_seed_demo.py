@@ -10,10 +10,12 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
+from apps.core.models import AuditEvent
 from apps.ledger.models import Run
 from apps.lifecycle.models import StorageMeter
 from apps.reconciliation.models import LateLedgerDay, ReconciliationLine
 from apps.reconciliation.services import reconciliation_recompare_late
+from apps.sandbox.demo import DEMO_SEEDED, demo_scenario_end
 from apps.tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -47,10 +49,23 @@ def test_seed_demo_loads_the_sandbox_and_flags_only_the_injected_unattributed_sp
     assert not LateLedgerDay.objects.filter(day__lte=NOW.date() - dt.timedelta(days=1)).exists()
     assert reconciliation_recompare_late().runs == []
 
+    # What `make run` passes the sandbox on a later day, so that it serves this same scenario again.
+    assert demo_scenario_end(5) == summary["ends_at"] == NOW.timestamp() and demo_scenario_end(42) is None
+
     again = io.StringIO()
     call_command("seed_demo", no_sweep_preview=True, stdout=again, stderr=io.StringIO())
     assert "'created': 0, 'updated': 0, 'unchanged'" in again.getvalue()
     assert _flagged() == {(drift_day, "unattributed spend")}
+    assert AuditEvent.objects.filter(action=DEMO_SEEDED).count() == 1  # the first seeding's end, kept
+
+    # `make run` two days later: the sandbox generates the same scenario from the end recorded above. Generated
+    # for the new now instead, its objects took the old ones' ids and the ledger held both scenarios.
+    sandbox.clock.set((NOW + dt.timedelta(days=2)).timestamp())
+    sandbox.load_scenario(tenants=3, days=20, seed=5, end=demo_scenario_end(5))
+    later = io.StringIO()
+    call_command("seed_demo", no_sweep_preview=True, stdout=later, stderr=io.StringIO())
+    assert "'created': 0, 'updated': 0, 'unchanged'" in later.getvalue() and "'rejected': 0" in later.getvalue()
+    assert Run.objects.unscoped().count() == summary["runs"] + summary["responses"]
 
 
 def test_the_demo_scenario_flags_exactly_its_two_drift_days(sandbox):

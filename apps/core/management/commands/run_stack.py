@@ -18,6 +18,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
 from apps.core.broker import broker_queues_declare
+from apps.core.timeutils import from_unix
+from apps.sandbox.demo import demo_scenario_end
+
+
+def sandbox_command(python: str, port: int, seed: int, *, scenario_end: float | None) -> list[str]:
+    """The sandbox's command line. With `scenario_end` (demo_scenario_end: the scenario this ledger was first
+    seeded with), the same scenario whatever the day, so the seeding finds every object already recorded; its
+    traffic ends when it did then, and the days since have none."""
+    argv = [python, "manage.py", "sandbox_openai", "--port", str(port), "--scenario", "demo", "--seed", str(seed)]
+    return argv if scenario_end is None else [*argv, "--scenario-end", repr(scenario_end)]
+
 
 DEMO_USERNAME = "ops"
 DEMO_PASSWORD = "runledger-demo"
@@ -98,9 +109,13 @@ class Command(BaseCommand):
         # Ctrl-C must stop the stack even when it was started from a script in the background, where the shell
         # hands every child SIGINT already ignored (Python then installs no KeyboardInterrupt handler).
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        scenario_end = None if no_demo else demo_scenario_end(seed)
+        sandbox_argv = sandbox_command(python, sandbox_port, seed, scenario_end=scenario_end)
+        if scenario_end is not None:
+            self.stdout.write(f"==> serving the demo scenario first seeded here, its traffic ending "
+                              f"{from_unix(scenario_end):%Y-%m-%d %H:%M} UTC; an empty database gets a new one)")
         try:
-            start("OpenAI sandbox", [python, "manage.py", "sandbox_openai", "--port", str(sandbox_port),
-                                      "--scenario", "demo", "--seed", str(seed)])
+            start("OpenAI sandbox", sandbox_argv)
             _wait_for(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", 60, "The OpenAI sandbox")
             if not no_demo:
                 self.stdout.write("==> seeding demo data (safe to repeat)")

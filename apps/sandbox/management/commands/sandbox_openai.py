@@ -36,6 +36,9 @@ class Command(BaseCommand):
                             help="inject a fault, e.g. 'rate_limit:path=^/v1/threads:times=3:retry_after=1' or "
                                  "'server_error:fraction=0.05:status=503' or 'latency:latency_ms=300' (repeatable)")
         parser.add_argument("--frozen-at", default=None, help="freeze the clock at this ISO time (default: real time)")
+        parser.add_argument("--scenario-end", type=float, default=None, metavar="UNIX_SECONDS",
+                            help="with --scenario demo: the moment its traffic ends (default: now). The same seed and "
+                                 "end serve the same objects and ids on any day (make run passes its first seeding's)")
 
     def handle(self, *args, **options):
         if not getattr(settings, "SANDBOX_ENABLED", False):
@@ -59,7 +62,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Generating the demo scenario: {DEMO_TENANTS} tenants x {DEMO_DAYS} days "
                               f"(seed {options['seed']})...")
             started = time.monotonic()
-            summary = sandbox.load_demo(seed=options["seed"], drift=not options["no_drift"])
+            summary = sandbox.load_demo(seed=options["seed"], drift=not options["no_drift"], end=options["scenario_end"])
             self._describe(summary, started)
             for rule in summary["drift"]:
                 self.stdout.write(f"  billing drift: ${rule['amount_usd']} of spend with no tenant metadata on {rule['day']}")

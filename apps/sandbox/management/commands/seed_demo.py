@@ -27,6 +27,7 @@ from apps.lifecycle.services import sweep_create, sweep_run_to_completion
 from apps.lifecycle.tasks import inventory_sync_exclusive
 from apps.reconciliation.services import late_ledger_days_forget, reconciliation_reconcile
 from apps.sandbox.demo import (
+    demo_seeded_record,
     export_deletions_record,
     export_events,
     export_first_day,
@@ -99,6 +100,7 @@ class Command(BaseCommand):
         for item in totals.errors[:20]:
             self.stderr.write(f"rejected {item.get('id')}: {item.get('error')}")
         say(f"ingest: {totals.as_dict()} in {time.monotonic() - started:.1f}s")
+        demo_seeded_record(export)
         marked = export_deletions_record(export)
 
         # Under the hourly sync's lock (a worker already running would otherwise list everything twice at once);
