@@ -1753,6 +1753,7 @@ class BatchResult:
     status: str  # "busy", "more", "waiting", "retry_later", "finished", "failed"
     processed: int
     counts: dict
+    retry_reason: str = ""  # retry_later: "a rate limit", or what made OpenAI unreachable
 
     @property
     def wait_seconds(self) -> float:
@@ -1790,7 +1791,7 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
             _lock_release(sweep.kind, worker)
         return BatchResult(sweep.pk, "busy", 0, sweep.counts)
     batch_size = batch_size or setting("LIFECYCLE_SWEEP_BATCH_SIZE")
-    processed, status = 0, "more"
+    processed, status, retry_reason = 0, "more", ""
     # Every write of the batch to the sweep is conditional on this worker still holding it.
     mine = Sweep.objects.unscoped().filter(pk=sweep.pk, claimed_by=worker)
     try:
@@ -1832,6 +1833,7 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                             attempts=F("attempts") - (1 if exc.rate_limited else 0),
                             **({"delete_sent": True} if exc.delete_sent else {}))
                         status = "retry_later"
+                        retry_reason = "a rate limit" if exc.rate_limited else f"an error reaching OpenAI ({exc})"
                         break
             processed += 1
             _sweep_heartbeat(sweep, worker, timezone.now())
@@ -1868,7 +1870,7 @@ def sweep_run_batch(*, sweep_id: int, worker: str | None = None, provider=None,
                 # re-enqueueing in a tight loop until it runs out.
                 status = "waiting"
             mine.update(counts=counts, claimed_by="", batch_failures=0)
-        return BatchResult(sweep.pk, status, processed, counts)
+        return BatchResult(sweep.pk, status, processed, counts, retry_reason=retry_reason)
     except _ClaimLost as exc:
         # Another worker resumed this sweep (our heartbeat or lease looked dead): it carries on, we stop.
         logger.warning("%s; stopping this batch", exc)

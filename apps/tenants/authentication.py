@@ -83,8 +83,12 @@ class CanRead(permissions.BasePermission):
         key = _key(request)
         if key is None:
             return False
+        # The refusal names the key's scope and the one needed (DRF makes a permission per request).
+        this_key = f"This is {'an' if key.scope[0] in 'aeiou' else 'a'} {key.scope} key"
         if request.method in permissions.SAFE_METHODS:
+            self.message = f"{this_key}; reading needs a billing or admin API key."
             return key.scope in (ApiKey.Scope.BILLING, ApiKey.Scope.ADMIN)
+        self.message = f"{this_key}; this change needs an admin API key."
         return key.scope == ApiKey.Scope.ADMIN
 
 

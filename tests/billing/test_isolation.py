@@ -91,6 +91,14 @@ def test_ingest_keys_get_403_on_reads(api_client, ingest_key, tenant_ingest_key,
     for key in (ingest_key, tenant_ingest_key):
         answer = api_client.get(fill(path, "acme", ledger["acme_jan"][0].openai_id), **bearer(key))
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "permission_denied"
+        assert answer.json()["error"]["message"] == ("This is an ingest key; reading needs a billing or admin "
+                                                     "API key.")
+
+
+def test_a_billing_key_that_writes_is_told_it_needs_an_admin_key(api_client, billing_key, ledger):
+    answer = api_client.patch("/api/v1/tenants/acme/", {"legal_hold": True}, format="json", **bearer(billing_key))
+    assert answer.status_code == 403
+    assert answer.json()["error"]["message"] == "This is a billing key; this change needs an admin API key."
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [

@@ -567,6 +567,48 @@ def test_a_thread_someone_else_deletes_after_our_delete_was_rate_limited_is_alre
     assert Thread.objects.unscoped().get(openai_id="thread_old").deletion_reason.startswith(services.GONE_REASON)
 
 
+class _Unreachable(Exception):
+    status_code = 503
+
+
+class _UnreachableOnce(FakeProvider):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def retrieve_thread(self, thread_id):
+        self.calls += 1
+        if self.calls == 1:
+            raise _Unreachable("could not reach OpenAI (Connection error.)")
+        return super().retrieve_thread(thread_id)
+
+
+@pytest.mark.parametrize(("provider_class", "reason"), [
+    (_UnreachableOnce, "an error reaching OpenAI (could not reach OpenAI (Connection error.))"),
+    (lambda: _rate_limited_once(), "a rate limit"),
+])
+def test_a_batch_that_must_wait_says_why(policies, provider_class, reason):
+    # `sweep` printed "waiting after a rate limit" for a sandbox that was not running.
+    tenant, _ = policies
+    provider = provider_class()
+    _thread(tenant, "thread_old", days_idle=90, provider=provider)
+    sweep = services.sweep_create(kind="threads", as_of=NOW)
+    results = []
+
+    services.sweep_run_to_completion(sweep_id=sweep.pk, provider=provider, sleep=lambda s: None,
+                                     progress=results.append)
+
+    waited = [result for result in results if result.status == "retry_later"]
+    assert [result.retry_reason for result in waited] == [reason]
+    assert results[-1].status == "finished" and results[-1].retry_reason == ""
+
+
+def _rate_limited_once() -> FakeProvider:
+    provider = FakeProvider()
+    provider.rate_limit_next = 1
+    return provider
+
+
 def test_only_one_real_sweep_per_kind_at_a_time(policies, provider):
     services.sweep_create(kind="threads", as_of=NOW)
     with pytest.raises(services.SweepBusy):

@@ -66,6 +66,22 @@ def test_revoke_api_key_command(db):
     assert api_key_authenticate(plaintext) is None
 
 
+def test_revoke_api_key_takes_the_whole_key_says_when_it_was_already_revoked_and_what_a_prefix_is(db):
+    from django.core.management.base import CommandError
+
+    key, plaintext = api_key_create(name="leaked", scope="billing")
+    first, again = io.StringIO(), io.StringIO()
+
+    call_command("revoke_api_key", plaintext, stdout=first)  # pasted whole, as someone holding it would
+    call_command("revoke_api_key", key.prefix, stdout=again)
+
+    assert api_key_authenticate(plaintext) is None
+    assert first.getvalue().startswith(f"Revoked {key.prefix} (leaked)")
+    assert again.getvalue().startswith(f"{key.prefix} (leaked) was already revoked at ")
+    with pytest.raises(CommandError, match=r"No key with prefix 'rl_nope': give the key's first 11 characters"):
+        call_command("revoke_api_key", "rl_nope", stdout=io.StringIO())
+
+
 @pytest.mark.parametrize("path", ["/api/v1/tenants/", "/api/v1/ingest/"])
 @pytest.mark.parametrize("presented", ["rl_abc\x00_def", "rl_ab\x00cd_ef", "rl_abc_d\x00ef"])
 def test_a_key_with_a_nul_byte_is_a_401_not_a_500(api_client, tenant, path, presented):

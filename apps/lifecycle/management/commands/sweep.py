@@ -75,7 +75,8 @@ class Command(BaseCommand):
             done = sum(v for k, v in result.counts.items() if k not in ("pending", "claimed"))
             total = sum(result.counts.values())
             parts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()) if k not in ("pending", "claimed"))
-            self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){' — waiting after a rate limit' if result.status == 'retry_later' else ''}")
+            waiting = f" — waiting to retry after {result.retry_reason}" if result.status == "retry_later" else ""
+            self.stdout.write(f"  {done}/{total} processed ({parts or 'planning'}){waiting}")
 
         try:
             result = services.sweep_run_to_completion(sweep_id=sweep.pk, progress=progress)
