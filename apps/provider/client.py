@@ -212,8 +212,11 @@ class OpenAIProvider:
                 failure, retryable, hint = ProviderUnavailable(
                     f"{operation}: OpenAI timed out ({error})", attempts=attempt, operation=operation), True, None
             except openai.APIConnectionError as error:
+                # Named: a sandbox on another port (make run SANDBOX_PORT=...) or a mistyped OPENAI_BASE_URL is
+                # the usual cause, and "Connection error." alone did not say where it looked.
                 failure, retryable, hint = ProviderUnavailable(
-                    f"{operation}: could not reach OpenAI ({error})", attempts=attempt, operation=operation), True, None
+                    f"{operation}: could not reach OpenAI at {self.client.base_url} ({error}); check OPENAI_BASE_URL",
+                    attempts=attempt, operation=operation), True, None
             if not retryable or attempt == self.max_attempts:
                 raise failure
             # A Retry-After of 0 (or a date already past) is no wait at all: taken as it came, every attempt

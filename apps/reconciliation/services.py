@@ -180,7 +180,12 @@ def reconciliation_reconcile(
             say(str(exc))
             outcomes.append(ProjectOutcome(project_id=project.project_id, error=str(exc), skipped=True))
         except Exception as exc:  # noqa: BLE001 - one project's outage must not hide the others' drift
-            logger.exception("reconciliation of %s failed", project.project_id)
+            from apps.provider.client import ProviderError
+
+            if isinstance(exc, ProviderError):  # OpenAI unreachable or refusing: its message says it all
+                logger.warning("reconciliation of %s failed: %s", project.project_id, exc)
+            else:
+                logger.exception("reconciliation of %s failed", project.project_id)
             if raise_errors:
                 raise
             outcomes.append(ProjectOutcome(project_id=project.project_id, error=str(exc)))

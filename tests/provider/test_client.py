@@ -251,9 +251,12 @@ def test_connection_refused_raises_unavailable_after_retries():
     sleep = RecordingSleep()
     provider = OpenAIProvider(base_url="http://127.0.0.1:9/v1", api_key="sk-x", rate_limiter=None, sleep=sleep,
                               max_attempts=3, backoff_base=0.01, timeout=2)
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable) as refused:
         provider.retrieve_thread("thread_x")
     assert len(sleep.calls) == 2
+    # Where it looked and what to check: a sandbox on another port was the usual cause.
+    assert "could not reach OpenAI at http://127.0.0.1:9/v1/" in str(refused.value)
+    assert str(refused.value).endswith("check OPENAI_BASE_URL")
 
 
 def test_404_is_not_retried(sandbox):

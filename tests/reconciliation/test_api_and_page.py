@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.ledger.models import DailyRollup
+from apps.provider.client import ProviderUnavailable
 from apps.reconciliation.figures import reconciliation_figure
 from apps.reconciliation.selectors import DayTotals
 from apps.reconciliation.services import reconciliation_reconcile
@@ -225,6 +226,22 @@ def _fail(day: dt.date, days: int = 1) -> None:
     provider = FakeAdminProvider()
     provider.fail_with = PermissionError("401: the admin key was revoked")
     reconciliation_reconcile(end_day=day, days=days, trigger="test", provider_factory=lambda p: provider)
+
+
+@pytest.mark.parametrize(("error", "traceback"), [
+    (ProviderUnavailable("costs: could not reach OpenAI at http://127.0.0.1:9/v1/ (Connection error.)"), False),
+    (ZeroDivisionError("a bug"), True),
+])
+def test_an_outage_at_openai_is_logged_in_a_line_a_bug_with_its_traceback(db, caplog, error, traceback):
+    # `manage.py reconcile` with the sandbox down printed a full traceback above its own one-line error.
+    provider = FakeAdminProvider()
+    provider.fail_with = error
+
+    outcomes = reconciliation_reconcile(end_day=DAY, days=1, trigger="test", provider_factory=lambda p: provider)
+
+    [record] = [r for r in caplog.records if r.getMessage().startswith("reconciliation of proj_default failed")]
+    assert (record.exc_info is not None) is traceback
+    assert [outcome.error for outcome in outcomes] == [str(error)]
 
 
 def test_a_failed_attempt_after_a_result_shows_on_the_page_and_in_the_api_until_a_later_one_succeeds(
