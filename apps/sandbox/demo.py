@@ -145,6 +145,7 @@ def storage_meter_range(*, first_day: dt.date, last_day: dt.date) -> int:
 
 
 __all__ = [
-    "BATCH", "DEMO_SEEDED", "IngestTotals", "demo_scenario_end", "demo_seeded_record", "export_deletions_record", "export_events", "export_first_day", "export_ingest",
+    "BATCH", "DEMO_SEEDED", "IngestTotals", "demo_scenario_end", "demo_seeded_record", "export_deletions_record",
+    "export_events", "export_first_day", "export_ingest",
     "export_tenants_ensure", "export_today", "storage_meter_range",
 ]

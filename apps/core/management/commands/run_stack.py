@@ -112,7 +112,7 @@ class Command(BaseCommand):
         scenario_end = None if no_demo else demo_scenario_end(seed)
         sandbox_argv = sandbox_command(python, sandbox_port, seed, scenario_end=scenario_end)
         if scenario_end is not None:
-            self.stdout.write(f"==> serving the demo scenario first seeded here, its traffic ending "
+            self.stdout.write(f"==> serving the demo scenario first seeded here (its traffic ends "
                               f"{from_unix(scenario_end):%Y-%m-%d %H:%M} UTC; an empty database gets a new one)")
         try:
             start("OpenAI sandbox", sandbox_argv)
