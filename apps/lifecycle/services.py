@@ -397,6 +397,7 @@ class InventoryResult:
     gone: int
     # Projects whose objects could not be listed (no API key), with what to configure; their rows are left.
     unreachable: dict = dataclass_field(default_factory=dict)
+    listed: list = dataclass_field(default_factory=list)  # the projects listed
     orphan_alerts: OrphanAlerts = dataclass_field(default_factory=lambda: OrphanAlerts(raised=[], resolved=[]))
 
 
@@ -463,7 +464,8 @@ def inventory_sync(*, provider=None, progress: Callable[[str], None] | None = No
                  actor_label="task:inventory_sync",
                  data={"counts": counts, "gone": gone, "orphans": orphans, "unreachable": unreachable,
                        "orphan_alerts": {"raised": alerts.raised, "resolved": alerts.resolved}})
-    return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable, orphan_alerts=alerts)
+    return InventoryResult(counts=counts, orphans=orphans, gone=gone, unreachable=unreachable, listed=listed_projects,
+                           orphan_alerts=alerts)
 
 
 def _inventory_project(provider, project_id: str, counts: dict[str, int], say: Callable[[str], None],

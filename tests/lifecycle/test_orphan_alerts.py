@@ -137,3 +137,18 @@ def test_the_alert_links_to_the_orphans_page_for_staff_and_members_never_see_it(
     member = Client()
     member.force_login(member_user)
     assert "Vector stores with no tenant" not in member.get("/alerts/").content.decode()
+
+
+def test_the_inventory_command_fails_when_no_project_could_be_listed(db, monkeypatch):
+    # It printed "inventory synced" and exited 0 with OpenAI unreachable.
+    from django.core.management.base import CommandError
+
+    from apps.lifecycle.management.commands import inventory_sync as command
+
+    nothing_listed = services.InventoryResult(counts={}, orphans=0, gone=0, listed=[], unreachable={
+        "proj_default": "could not reach OpenAI at http://127.0.0.1:9/v1/ (Connection error.)"})
+    monkeypatch.setattr(command, "inventory_sync_exclusive", lambda progress: nothing_listed)
+
+    with pytest.raises(CommandError, match=r"No OpenAI project could be listed, so nothing was recorded "
+                                           r"\(proj_default: could not reach OpenAI at http://127\.0\.0\.1:9/v1/"):
+        call_command("inventory_sync", stdout=io.StringIO())
