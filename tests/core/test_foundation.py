@@ -126,10 +126,14 @@ def test_plotly_js_is_served_from_the_installed_package():
     assert path and path.endswith("plotly.min.js")
 
 
-def test_api_docs_use_local_assets(client):
-    response = client.get("/api/docs/")
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_api_docs_use_local_assets(client, path):
+    # Redoc's page linked Google Fonts: visitors' addresses sent to a third party, and offline a failed request.
+    response = client.get(path)
     assert response.status_code == 200
-    assert b"cdn.jsdelivr" not in response.content and b"unpkg" not in response.content
+    assert b"<title>" in response.content and b"/static/" in response.content
+    for third_party in (b"cdn.jsdelivr", b"unpkg", b"googleapis", b"gstatic"):
+        assert third_party not in response.content, third_party
 
 
 def test_unknown_api_path_answers_in_the_api_error_shape(client):
