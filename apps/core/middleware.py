@@ -44,7 +44,8 @@ class RequestIdMiddleware:
 class NulRefusedMiddleware:
     """No page or endpoint takes a NUL character, and PostgreSQL refuses one in a query (psycopg raises before
     sending it: a 500). So it is refused here, once for every view: in the path, 404 like any other unknown
-    value; in a query or form parameter, 400 naming the parameter. API paths answer in the API's error shape."""
+    value; in a page's query or form parameter, 400 naming the parameter. API paths answer in the API's error
+    shape; the REST API's own query parameters are checked by its views, after authentication."""
 
     def __init__(self, get_response):
         self.get_response = get_response

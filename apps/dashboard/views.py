@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import escape_uri_path
 from django.utils.http import RFC3986_SUBDELIMS, url_has_allowed_host_and_scheme, urlencode
 from django.views.generic import TemplateView, View
 
@@ -228,8 +229,9 @@ class DashboardView(LoginRequiredMixin, TemplateView):
     def page_path(self) -> str:
         """Where the page's own links and GET forms go (tables' pages, sorts and exports, the period). The
         request's path, except for a page drawn in answer to a form posted elsewhere (the tenant page after
-        a refused settings change): relative `?…` links there asked the POST-only address, a 405."""
-        return self.request.path
+        a refused settings change): relative `?…` links there asked the POST-only address, a 405. Quoted as
+        get_full_path() quotes it: a run id may hold "#", "?" or "%"."""
+        return escape_uri_path(self.request.path)
 
     def render_tables(self) -> dict[str, Table]:
         tables = self.get_tables()
@@ -888,7 +890,7 @@ class RunDetailView(DashboardView):
                     {"line": "tools", "cost": run.cost_tools_usd},
                     {"line": "total", "cost": run.cost_total_usd},
                 ],
-                columns=[Column("line", "Line"), Column("cost", "Cost", "money"), Column("cost", "Exact", "exact_money")],
+                columns=[Column("line", "Line"), Column("cost", "Cost", "money"), Column("cost", "Exact", "exact_money", csv=False)],
                 # Rounded one by one, $0.07 + $0.04 read as a total of $0.10 with nothing to say why.
                 caption="Each cost is rounded on its own; the exact amounts add up to the total.",
             ),

@@ -1972,11 +1972,13 @@ def sweeps_reap() -> list[int]:
     )
     # A sweep whose only items left are claimed by a worker that died, inside their lease, is waiting for it
     # (its chain resumes when the lease runs out, BatchResult.wait_seconds): re-enqueued now, it only waited
-    # again, audited as a reap at every tick. Once the lease has run out it is reaped like any other.
+    # again, audited as a reap at every tick. One with an item a worker could take now (pending, or a claim
+    # whose lease ran out) is reaped like any other.
     items = SweepItem.objects.unscoped().filter(sweep=OuterRef("pk"))
     in_lease = now - dt.timedelta(seconds=setting("LIFECYCLE_ITEM_LEASE_SECONDS"))
-    stuck = stuck.exclude(Exists(items.filter(state=SweepItem.State.CLAIMED, claimed_at__gte=in_lease))
-                          & ~Exists(items.filter(state=SweepItem.State.PENDING)))
+    claimed = items.filter(state=SweepItem.State.CLAIMED)
+    takeable = items.filter(Q(state=SweepItem.State.PENDING) | Q(state=SweepItem.State.CLAIMED, claimed_at__lt=in_lease))
+    stuck = stuck.exclude(Exists(claimed.filter(claimed_at__gte=in_lease)) & ~Exists(takeable))
     ids = list(stuck.values_list("pk", flat=True))
     for kind, holder in stuck.exclude(claimed_by="").filter(dry_run=False).values_list("kind", "claimed_by"):
         # The dead worker's kind lock goes with its claim, so the re-enqueued batch is not "busy".

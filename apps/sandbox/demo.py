@@ -51,10 +51,12 @@ def demo_scenario_end(seed: int) -> float | None:
 
 
 def demo_seeded_record(export: dict) -> None:
-    """Record, the first time, when the exported scenario's traffic ends (for demo_scenario_end)."""
+    """Record, the first time, when the exported demo scenario's traffic ends (for demo_scenario_end). Before
+    anything is ingested: a first seeding stopped half way has already recorded some of its objects."""
     scenario = export.get("scenario") or {}
     seed = export.get("seed")
-    if scenario.get("ends_at") is None or seed is None or demo_scenario_end(seed) is not None:
+    if (scenario.get("name") != "demo" or scenario.get("ends_at") is None or seed is None
+            or demo_scenario_end(seed) is not None):
         return
     audit_record(action=DEMO_SEEDED, target_type="demo_scenario", target_id=str(seed), actor_label="command:seed_demo",
                  data={"scenario_end": scenario["ends_at"], "first_day": scenario.get("first_day"),
@@ -62,7 +64,8 @@ def demo_seeded_record(export: dict) -> None:
 
 
 def export_today(export: dict) -> dt.date:
-    """The sandbox clock's day when the export was taken (the scenario's last day)."""
+    """The sandbox clock's day when the export was taken: the scenario's last day, or a later one when the
+    scenario was generated as of an earlier end (make run on a later day, demo_scenario_end)."""
     return from_unix(export["generated_at"]).date()
 
 

@@ -76,10 +76,12 @@
     if (!full || !full._size || !full.showlegend) return Promise.resolve();
     var shortBy = MIN_PLOT_HEIGHT - full._size.h;
     if (shortBy <= 0) return Promise.resolve();
-    return window.Plotly.relayout(element, {
-      height: full.height + shortBy,
-      // In pixels: as a fraction of the grown figure the legend would take the new room back.
-      "legend.maxheight": Math.max(full.height / 2, 30)
+    // The container grows and plotly follows it: a `height` in the layout turns plotly's autosize off, and the
+    // chart then kept its first width when the phone turned or the window was resized.
+    element.style.minHeight = (full.height + shortBy) + "px";
+    // In pixels: as a fraction of the grown figure the legend would take the new room back.
+    return window.Plotly.relayout(element, { "legend.maxheight": Math.max(full.height / 2, 30) }).then(function () {
+      return window.Plotly.Plots.resize(element);
     });
   }
 

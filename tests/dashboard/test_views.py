@@ -349,7 +349,7 @@ def test_run_detail_gives_each_cost_exactly_beside_its_cents_so_the_lines_visibl
     for cents, exact in (("$0.07", "$0.06811"), ("$0.04", "$0.0359"), ("$0.10", "$0.10401")):
         assert f'<td class="num">{cents}</td><td class="num">{exact}</td>' in html
     assert "Each cost is rounded on its own; the exact amounts add up to the total." in html
-    assert exported[0] == ["Line", "Cost", "Exact"] and exported[-1][0] == "total"
+    assert exported[0] == ["Line", "Cost"] and exported[-1] == ["total", "0.10401"]  # the CSV is exact already
 
 
 def test_run_detail_says_when_its_thread_is_overdue_for_deletion_as_the_tenant_page_does(staff_client, ledger):
@@ -508,6 +508,36 @@ def test_the_page_drawn_after_a_refused_save_links_to_the_tenant_page_not_the_po
     assert 'href="/tenants/acme/?format=csv&amp;table=' in refused
     for link in {link.replace("&amp;", "&") for link in links if link.startswith("/tenants/acme/?")}:
         assert client.get(link).status_code == 200, link
+
+
+def test_acknowledging_an_alert_from_the_page_drawn_after_a_refused_save_goes_back_to_the_tenant_page(
+        client, tenant_admin_user, tenant):
+    # Its "next" was the request's path, the POST-only settings address: back there, a 405.
+    client.force_login(tenant_admin_user)
+    refused = client.post("/tenants/acme/settings/", {"high_cost_run_usd": "0.1", "thread_retention_days": "0",
+                                                     "vector_store_idle_days": "30"}).content.decode()
+
+    back = re.search(r'name="next" value="([^"]*)"', refused).group(1)
+
+    assert back == "/tenants/acme/#alerts"
+    assert client.get(back.split("#")[0]).status_code == 200
+
+
+@pytest.mark.parametrize("openai_id", ["resp_a#b", "resp_a?b", "resp_a%41b"])
+def test_a_run_pages_own_links_stay_on_it_whatever_its_id_holds(staff_client, tenant, frozen_now, openai_id):
+    # Its links carry the page's path: unquoted, "resp_a#b" made the export ask for /runs/resp_a.
+    from urllib.parse import urlsplit
+
+    from apps.dashboard.views import _run_page_url
+
+    run_row(tenant, created_at=NOW - dt.timedelta(hours=2), cost="0.10", openai_id=openai_id)
+    url = _run_page_url(openai_id)
+
+    link = urlsplit(staff_client.get(url).context["tables"]["tokens"].csv_query)  # as a browser splits an href
+
+    assert link.path == url
+    export = staff_client.get(f"{link.path}?{link.query}")
+    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
 
 
 def test_viewers_cannot_change_policy_and_see_it_read_only(client, member_user, tenant):

@@ -149,6 +149,7 @@ def test_the_inventory_command_fails_when_no_project_could_be_listed(db, monkeyp
         "proj_default": "could not reach OpenAI at http://127.0.0.1:9/v1/ (Connection error.)"})
     monkeypatch.setattr(command, "inventory_sync_exclusive", lambda progress: nothing_listed)
 
-    with pytest.raises(CommandError, match=r"No OpenAI project could be listed, so nothing was recorded "
-                                           r"\(proj_default: could not reach OpenAI at http://127\.0\.0\.1:9/v1/"):
+    with pytest.raises(CommandError, match=r"No OpenAI project could be listed, so no resource was recorded or "
+                                           r"marked gone \(proj_default: could not reach OpenAI at "
+                                           r"http://127\.0\.0\.1:9/v1/"):
         call_command("inventory_sync", stdout=io.StringIO())

@@ -70,6 +70,7 @@ def test_a_claim_costs_the_same_few_queries_at_any_sweep_size(sweep, tenant, dja
     ("ddl", False),  # only a dead worker's claim left, inside its lease: the sweep waits for it
     ("dlp", True),   # items still pending: a new worker takes them on now
     ("dde", True),   # the claim's lease has run out: nothing to wait for
+    ("del", True),   # one claim's lease has run out: a new worker takes that item now
 ])
 def test_the_reaper_leaves_a_sweep_that_only_waits_for_a_dead_workers_claim_to_run_out(sweep, tenant, settings,
                                                                                          states, reaped):

@@ -30,7 +30,7 @@ def _flagged() -> set[tuple[dt.date, str]]:
 
 def test_seed_demo_loads_the_sandbox_and_flags_only_the_injected_unattributed_spend(sandbox, provider):
     sandbox.clock.set(NOW.timestamp())
-    summary = sandbox.load_scenario(tenants=3, days=20, seed=5)
+    summary = sandbox.load_scenario(tenants=3, days=20, seed=5, name="demo")  # make run's is bigger, see test_scenario
     drift_day = NOW.date() - dt.timedelta(days=4)
     sandbox.faults.add_drift(day=drift_day, amount_usd="0.80", unattributed=True)
 
@@ -61,7 +61,7 @@ def test_seed_demo_loads_the_sandbox_and_flags_only_the_injected_unattributed_sp
     # `make run` two days later: the sandbox generates the same scenario from the end recorded above. Generated
     # for the new now instead, its objects took the old ones' ids and the ledger held both scenarios.
     sandbox.clock.set((NOW + dt.timedelta(days=2)).timestamp())
-    sandbox.load_scenario(tenants=3, days=20, seed=5, end=demo_scenario_end(5))
+    sandbox.load_scenario(tenants=3, days=20, seed=5, name="demo", end=demo_scenario_end(5))
     later = io.StringIO()
     call_command("seed_demo", no_sweep_preview=True, stdout=later, stderr=io.StringIO())
     assert "'created': 0, 'updated': 0, 'unchanged'" in later.getvalue() and "'rejected': 0" in later.getvalue()

@@ -22,8 +22,8 @@ class Command(BaseCommand):
         if result.unreachable and not result.listed:
             # Nothing listed (OpenAI unreachable, say, or no key works): a failure, not "inventory synced".
             reasons = "; ".join(f"{project_id}: {reason}" for project_id, reason in sorted(result.unreachable.items()))
-            raise CommandError(f"No OpenAI project could be listed, so nothing was recorded ({reasons}). Fix that, "
-                               "then run this again.")
+            raise CommandError(f"No OpenAI project could be listed, so no resource was recorded or marked gone "
+                               f"({reasons}). Fix that, then run this again.")
         for key, value in sorted(result.counts.items()):
             self.stdout.write(f"  {key}: {value}")
         self.stdout.write(self.style.SUCCESS(

@@ -74,6 +74,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, seed, username, password, no_sweep_preview=False, **options):
         export = _fetch_export()
+        demo_seeded_record(export)
         say = self.stdout.write
         users = get_user_model()
 
@@ -100,7 +101,6 @@ class Command(BaseCommand):
         for item in totals.errors[:20]:
             self.stderr.write(f"rejected {item.get('id')}: {item.get('error')}")
         say(f"ingest: {totals.as_dict()} in {time.monotonic() - started:.1f}s")
-        demo_seeded_record(export)
         marked = export_deletions_record(export)
 
         # Under the hourly sync's lock (a worker already running would otherwise list everything twice at once);
