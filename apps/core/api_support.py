@@ -26,6 +26,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.settings import api_settings
 from rest_framework.utils.urls import replace_query_param
 
+from apps.core.middleware import parameter_holds_nul
 from apps.core.timeutils import EARLIEST_DAY, LATEST_DAY
 
 
@@ -432,8 +433,7 @@ class KnownQueryParametersMixin:
         unknown_message = f"Unknown query parameter; this endpoint reads: {', '.join(sorted(known))}."
         errors = {}
         for name in sorted(given):  # the error's `field` is the first in name order
-            if "\x00" in name or any("\x00" in value for value in given.getlist(name)):
-                # PostgreSQL refuses a NUL in a query (psycopg raises before sending it: a 500).
+            if parameter_holds_nul(name, given.getlist(name)):
                 errors[name] = ["Must not contain NUL characters."]
             elif name not in known:
                 errors[name] = [unknown_message]

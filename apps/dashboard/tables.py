@@ -18,7 +18,6 @@ from django.template import Context
 from django.template.base import render_value_in_context
 from django.template.defaultfilters import date as date_filter
 from django.template.defaultfilters import floatformat
-from django.utils.encoding import escape_uri_path
 from django.utils.functional import cached_property
 from django.utils.html import conditional_escape, strip_spaces_between_tags
 from django.utils.safestring import SafeString, mark_safe
@@ -210,11 +209,11 @@ class Table:
     _path: str = field(default="", init=False, repr=False)
     _rows_cache: list | None = field(default=None, init=False, repr=False)
 
-    def paginate(self, request, *, drop: Iterable[str] = (), path: str | None = None) -> None:
+    def paginate(self, request, *, path: str, drop: Iterable[str] = ()) -> None:
         """Evaluate one page of rows for HTML (the whole table when not paginated). The table's links go to
-        `path` (default: the request's) and keep the request's query parameters, less those named in `drop`
-        (values the page ignored)."""
-        self._path = escape_uri_path(request.path) if path is None else path
+        `path` (the page's, DashboardView.page_path) and keep the request's query parameters, less those named
+        in `drop` (values the page ignored)."""
+        self._path = path
         self._query = request.GET.copy()
         for name in drop:
             self._query.pop(name, None)

@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.encoding import escape_uri_path
+from django.utils.encoding import escape_uri_path, iri_to_uri
 from django.utils.http import RFC3986_SUBDELIMS, url_has_allowed_host_and_scheme, urlencode
 from django.views.generic import TemplateView, View
 
@@ -233,11 +233,18 @@ class DashboardView(LoginRequiredMixin, TemplateView):
         get_full_path() quotes it: a run id may hold "#", "?" or "%"."""
         return escape_uri_path(self.request.path)
 
+    @property
+    def page_url(self) -> str:
+        """page_path with the request's query string, as get_full_path() writes it: where a form posted from
+        the page (an alert's Acknowledge) comes back to."""
+        query = self.request.META.get("QUERY_STRING", "")
+        return f"{self.page_path}?{iri_to_uri(query)}" if query else self.page_path
+
     def render_tables(self) -> dict[str, Table]:
         tables = self.get_tables()
         for table in tables.values():
             # Without the values the page ignored, its links (export, pages, sorts) ask for what it shows.
-            table.paginate(self.request, drop=self.ignored_params, path=self.page_path)
+            table.paginate(self.request, path=self.page_path, drop=self.ignored_params)
         return tables
 
     def get_context_data(self, **kwargs):
@@ -249,6 +256,7 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             today=self.today,
             scope_label="all tenants" if self.scope.is_every_tenant else "your tenants",
             page_path=self.page_path,
+            page_url=self.page_url,
         )
         return context
 

@@ -27,11 +27,22 @@ def _hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
+# A key is KEY_PREFIX, this many hex digits (together its visible prefix, stored), "_" and its secret.
+PREFIX_HEX_DIGITS = 8
+
+
+def api_key_prefix(text: str) -> str:
+    """The visible prefix a whole key names (what is stored and shown); any other text as it is."""
+    if text.startswith(KEY_PREFIX) and "_" in text[len(KEY_PREFIX):]:
+        return text[: text.index("_", len(KEY_PREFIX))]
+    return text
+
+
 def api_key_create(*, name: str, scope: str, tenant: Tenant | None = None, created_by=None) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never stored and cannot be recovered."""
     if scope not in ApiKey.Scope.values:
         raise ValueError(f"scope must be one of {', '.join(ApiKey.Scope.values)}")
-    visible = secrets.token_hex(4)
+    visible = secrets.token_hex(PREFIX_HEX_DIGITS // 2)
     plaintext = f"{KEY_PREFIX}{visible}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
         name=name,
@@ -67,8 +78,7 @@ def api_key_authenticate(plaintext: str) -> ApiKey | None:
     if not (plaintext.isascii() and plaintext.isprintable()):
         # No key we issue has such a character, and a NUL sent to PostgreSQL in the lookup is a 500, not a 401.
         return None
-    prefix = plaintext[: plaintext.index("_", len(KEY_PREFIX))]
-    key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    key = ApiKey.objects.select_related("tenant").filter(prefix=api_key_prefix(plaintext)).first()
     if key is None or not hmac.compare_digest(key.key_hash, _hash_key(plaintext)) or key.revoked_at:
         return None
     now = timezone.now()

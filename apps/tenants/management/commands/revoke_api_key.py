@@ -3,28 +3,24 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.tenants.models import ApiKey
-from apps.tenants.services import KEY_PREFIX, api_key_revoke
-
-# The prefix is KEY_PREFIX and 8 hex digits; a whole key goes on with "_" and its secret.
-_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+from apps.tenants.services import KEY_PREFIX, PREFIX_HEX_DIGITS, api_key_prefix, api_key_revoke
 
 
 class Command(BaseCommand):
     help = "Revoke an API key at once, by its prefix (shown in the admin and when it was created) or the whole key."
 
     def add_arguments(self, parser):
-        parser.add_argument("prefix", help="rl_ and 8 hex digits, e.g. rl_ab12cd34; the whole key is taken too")
+        parser.add_argument("prefix", help=f"{KEY_PREFIX} and {PREFIX_HEX_DIGITS} hex digits, e.g. {KEY_PREFIX}ab12cd34; "
+                                           "the whole key is taken too")
 
     def handle(self, *args, prefix, **options):
         # Someone holding the whole key (a leaked one, say) pastes it whole: it names its prefix.
-        given = prefix.strip()
-        if given.startswith(KEY_PREFIX) and len(given) > _PREFIX_LENGTH and given[_PREFIX_LENGTH] == "_":
-            given = given[:_PREFIX_LENGTH]
+        given = api_key_prefix(prefix.strip())
         key = ApiKey.objects.filter(prefix=given).first()
         if key is None:
-            raise CommandError(f"No key with prefix {given!r}: give the key's first {_PREFIX_LENGTH} characters "
-                               f"({KEY_PREFIX} and 8 hex digits, e.g. {KEY_PREFIX}ab12cd34); the admin's API keys page "
-                               "lists them.")
+            raise CommandError(f"No key with prefix {given!r}: give the key's first {len(KEY_PREFIX) + PREFIX_HEX_DIGITS} "
+                               f"characters ({KEY_PREFIX} and {PREFIX_HEX_DIGITS} hex digits, e.g. {KEY_PREFIX}ab12cd34); "
+                               "the admin's API keys page lists them.")
         if key.revoked_at is not None:
             self.stdout.write(f"{key.prefix} ({key.name}) was already revoked at {key.revoked_at:%Y-%m-%d %H:%M} UTC.")
             return
